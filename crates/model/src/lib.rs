@@ -1,1 +1,17 @@
-//! placeholder
+//! Tickwire's domain types, shared by every other crate. No I/O lives here.
+//!
+//! A *channel* is a dotted name whose first segment is its *namespace* (`quotes.EURUSD`,
+//! `chat.lobby`). The namespace decides the channel's [`Class`]: state (latest value wins,
+//! conflated) or stream (every message, durable, ordered, resumable by offset).
+
+mod channel;
+mod decimal;
+mod error;
+mod namespace;
+mod publication;
+
+pub use channel::{Channel, MAX_CHANNEL_LEN};
+pub use decimal::{is_decimal, validate_schema};
+pub use error::ModelError;
+pub use namespace::{Class, NamespaceSpec, Schema};
+pub use publication::{Offset, Publication};

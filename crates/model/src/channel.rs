@@ -1,0 +1,138 @@
+use std::{fmt, sync::Arc};
+
+use crate::ModelError;
+
+/// Longest channel name accepted, in bytes. Names are keys in the log and in every push.
+pub const MAX_CHANNEL_LEN: usize = 200;
+
+/// A validated channel name. Cheap to clone (shared string).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Channel(Arc<str>);
+
+impl Channel {
+    /// Validates `name`: `<namespace>.<rest>`, ASCII letters, digits and `_ - . : @ =`,
+    /// no empty segment. The character set is what MQTT topics, URLs and FIX symbols can all
+    /// carry without escaping.
+    pub fn parse(name: &str) -> Result<Channel, ModelError> {
+        if name.is_empty() {
+            return Err(ModelError::EmptyChannel);
+        }
+        if name.len() > MAX_CHANNEL_LEN {
+            return Err(ModelError::ChannelTooLong {
+                len: name.len(),
+                max: MAX_CHANNEL_LEN,
+            });
+        }
+        if let Some(c) = name.chars().find(|c| {
+            !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '@' | '='))
+        }) {
+            return Err(ModelError::BadChannelChar {
+                channel: name.to_string(),
+                what: format!("the character {c:?}"),
+            });
+        }
+        if !name.contains('.') {
+            return Err(ModelError::NoNamespace {
+                channel: name.to_string(),
+            });
+        }
+        if name.split('.').any(str::is_empty) {
+            return Err(ModelError::BadChannelChar {
+                channel: name.to_string(),
+                what: "an empty segment".to_string(),
+            });
+        }
+        Ok(Channel(Arc::from(name)))
+    }
+
+    /// The whole name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first segment, which selects the namespace configuration.
+    pub fn namespace(&self) -> &str {
+        self.0.split('.').next().unwrap_or_default()
+    }
+
+    /// Everything after the namespace (`EURUSD` for `quotes.EURUSD`).
+    pub fn name(&self) -> &str {
+        self.0.split_once('.').map(|(_, n)| n).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Channel({})", &self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_common_names() {
+        for n in [
+            "quotes.EURUSD",
+            "chat.lobby",
+            "user.42",
+            "candles.EURUSD.1m",
+            "book.BTC-USD",
+            "user.a@b.com",
+        ] {
+            let c = Channel::parse(n).unwrap();
+            assert_eq!(c.as_str(), n);
+        }
+        let c = Channel::parse("candles.EURUSD.1m").unwrap();
+        assert_eq!(c.namespace(), "candles");
+        assert_eq!(c.name(), "EURUSD.1m");
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        assert_eq!(Channel::parse(""), Err(ModelError::EmptyChannel));
+        assert!(matches!(
+            Channel::parse("lobby"),
+            Err(ModelError::NoNamespace { .. })
+        ));
+        assert!(matches!(
+            Channel::parse("chat..x"),
+            Err(ModelError::BadChannelChar { .. })
+        ));
+        assert!(matches!(
+            Channel::parse("chat.x."),
+            Err(ModelError::BadChannelChar { .. })
+        ));
+        assert!(matches!(
+            Channel::parse("chat.a b"),
+            Err(ModelError::BadChannelChar { .. })
+        ));
+        assert!(matches!(
+            Channel::parse("chat/lobby"),
+            Err(ModelError::BadChannelChar { .. })
+        ));
+        assert!(matches!(
+            Channel::parse("chat.é"),
+            Err(ModelError::BadChannelChar { .. })
+        ));
+        let long = format!("chat.{}", "x".repeat(MAX_CHANNEL_LEN));
+        assert!(matches!(
+            Channel::parse(&long),
+            Err(ModelError::ChannelTooLong { .. })
+        ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(s in ".{0,300}") {
+            let _ = Channel::parse(&s);
+        }
+    }
+}

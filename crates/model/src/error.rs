@@ -1,0 +1,24 @@
+use thiserror::Error;
+
+/// Why a channel name, payload or namespace setting was refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ModelError {
+    #[error("channel name is empty")]
+    EmptyChannel,
+    #[error("channel name is {len} bytes; the limit is {max}")]
+    ChannelTooLong { len: usize, max: usize },
+    #[error(
+        "channel `{channel}` has no namespace: expected `<namespace>.<name>`, e.g. `quotes.EURUSD`"
+    )]
+    NoNamespace { channel: String },
+    #[error("channel `{channel}` contains {what}; allowed are letters, digits and `_ - . : @ =`, with no empty segment")]
+    BadChannelChar { channel: String, what: String },
+    #[error("field `{field}`: {value:?} is not a decimal; prices and sizes are decimal strings such as \"1.08412\"")]
+    BadDecimal { field: String, value: String },
+    #[error("field `{field}` is required for the `{schema}` schema")]
+    MissingField { field: String, schema: &'static str },
+    #[error("`data` must be a JSON object for the `{schema}` schema")]
+    NotAnObject { schema: &'static str },
+    #[error("`data` is not valid JSON: {reason}")]
+    BadJson { reason: String },
+}

@@ -1,0 +1,66 @@
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How a channel's messages are delivered (see the brief's two delivery classes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Class {
+    /// Latest value wins: snapshot on subscribe, conflated for slow clients.
+    State,
+    /// Every message, durable before delivery, ordered, resumable by offset.
+    Stream,
+}
+
+/// What a publication's `data` must look like in a namespace. Market-data namespaces check
+/// that prices and sizes are exact decimals so no float ever enters the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Schema {
+    /// Any JSON value.
+    #[default]
+    Any,
+    /// An L1 quote: an object with at least one of `bid`, `ask`, `last`; all price/size fields decimal strings.
+    Quote,
+    /// A trade: an object with `price` (decimal string) and optional `size`.
+    Trade,
+}
+
+/// A namespace's configuration, resolved (defaults applied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceSpec {
+    pub name: String,
+    pub class: Class,
+    pub schema: Schema,
+    /// Largest `data` accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Delete whole log segments once the namespace holds more than this.
+    pub retention_bytes: Option<u64>,
+    /// Delete whole log segments whose newest message is older than this.
+    pub retention_age: Option<Duration>,
+    /// Whether clients (WebSocket, MQTT) may publish, or only holders of an API key.
+    pub client_publish: bool,
+}
+
+impl NamespaceSpec {
+    /// The defaults for the namespaces every server has.
+    pub fn defaults() -> Vec<NamespaceSpec> {
+        let day = Duration::from_secs(86_400);
+        let ns = |name: &str, class, schema, age_days: u64, client_publish| NamespaceSpec {
+            name: name.to_string(),
+            class,
+            schema,
+            max_message_bytes: 64 * 1024,
+            retention_bytes: Some(8 * 1024 * 1024 * 1024),
+            retention_age: Some(day * age_days as u32),
+            client_publish,
+        };
+        vec![
+            ns("quotes", Class::State, Schema::Quote, 7, false),
+            ns("candles", Class::State, Schema::Any, 7, false),
+            ns("trades", Class::Stream, Schema::Trade, 30, false),
+            ns("chat", Class::Stream, Schema::Any, 30, true),
+            ns("user", Class::Stream, Schema::Any, 30, false),
+        ]
+    }
+}

@@ -1,0 +1,290 @@
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use thiserror::Error;
+use tickwire_model::{Channel, ModelError, Offset};
+
+use crate::ErrorCode;
+
+/// Largest command frame accepted. A publish carries its data inside the command, so this is
+/// the namespace message limit plus room for the envelope; the server may set a lower one.
+pub const MAX_COMMAND_BYTES: usize = 1024 * 1024;
+
+/// What a client asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Subscribe {
+        channel: Channel,
+        from: Option<Offset>,
+    },
+    Unsubscribe {
+        channel: Channel,
+    },
+    Publish {
+        channel: Channel,
+        msg_id: Option<String>,
+        data: Box<str>,
+    },
+    Ping,
+}
+
+/// A parsed command with the id the reply must carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub id: u64,
+    pub op: Op,
+}
+
+/// Why a command frame was refused; `id` is set when it could be read, so the reply can name it.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("{message}")]
+pub struct CommandError {
+    pub id: Option<u64>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+struct RawCommand<'a> {
+    id: Option<serde_json::Value>,
+    op: Option<&'a str>,
+    channel: Option<serde_json::Value>,
+    from: Option<serde_json::Value>,
+    msg_id: Option<serde_json::Value>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+fn err(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> CommandError {
+    CommandError {
+        id,
+        code,
+        message: message.into(),
+    }
+}
+
+/// Longest client message id accepted; ids are kept in the idempotency window.
+pub const MAX_MSG_ID_LEN: usize = 128;
+
+/// Parses one text frame into a command.
+pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
+    if frame.len() > MAX_COMMAND_BYTES {
+        return Err(err(
+            None,
+            ErrorCode::TooLarge,
+            format!(
+                "command is {} bytes; the limit is {MAX_COMMAND_BYTES}",
+                frame.len()
+            ),
+        ));
+    }
+    let raw: RawCommand<'_> = serde_json::from_slice(frame).map_err(|e| {
+        err(
+            None,
+            ErrorCode::BadJson,
+            format!("not a JSON command object: {e}"),
+        )
+    })?;
+    let id = match raw.id {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        err(
+            None,
+            ErrorCode::BadRequest,
+            "`id` is required and must be a non-negative integer",
+        )
+    })?;
+    let op = raw
+        .op
+        .ok_or_else(|| err(Some(id), ErrorCode::BadRequest, "`op` is required"))?;
+    let channel = || -> Result<Channel, CommandError> {
+        match &raw.channel {
+            None => Err(err(
+                Some(id),
+                ErrorCode::BadRequest,
+                format!("`channel` is required for `{op}`"),
+            )),
+            Some(serde_json::Value::String(s)) => Channel::parse(s)
+                .map_err(|e: ModelError| err(Some(id), ErrorCode::BadChannel, e.to_string())),
+            Some(_) => Err(err(
+                Some(id),
+                ErrorCode::BadRequest,
+                "`channel` must be a string",
+            )),
+        }
+    };
+    let op = match op {
+        "subscribe" => {
+            let from = match &raw.from {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::Number(n)) => Some(n.as_u64().ok_or_else(|| {
+                    err(
+                        Some(id),
+                        ErrorCode::BadRequest,
+                        "`from` must be a non-negative integer offset",
+                    )
+                })?),
+                Some(_) => {
+                    return Err(err(
+                        Some(id),
+                        ErrorCode::BadRequest,
+                        "`from` must be a non-negative integer offset",
+                    ))
+                }
+            };
+            Op::Subscribe {
+                channel: channel()?,
+                from,
+            }
+        }
+        "unsubscribe" => Op::Unsubscribe {
+            channel: channel()?,
+        },
+        "publish" => {
+            let msg_id =
+                match &raw.msg_id {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(serde_json::Value::String(s))
+                        if !s.is_empty() && s.len() <= MAX_MSG_ID_LEN =>
+                    {
+                        Some(s.clone())
+                    }
+                    Some(_) => return Err(err(
+                        Some(id),
+                        ErrorCode::BadRequest,
+                        format!(
+                            "`msg_id` must be a non-empty string of at most {MAX_MSG_ID_LEN} bytes"
+                        ),
+                    )),
+                };
+            let data = raw.data.ok_or_else(|| {
+                err(
+                    Some(id),
+                    ErrorCode::BadRequest,
+                    "`data` is required for `publish`",
+                )
+            })?;
+            Op::Publish {
+                channel: channel()?,
+                msg_id,
+                data: data.get().into(),
+            }
+        }
+        "ping" => Op::Ping,
+        other => {
+            return Err(err(
+                Some(id),
+                ErrorCode::UnknownOp,
+                format!("unknown op `{other}`; expected subscribe, unsubscribe, publish or ping"),
+            ))
+        }
+    };
+    Ok(Command { id, op })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(frame: &str) -> ErrorCode {
+        parse_command(frame.as_bytes()).unwrap_err().code
+    }
+
+    #[test]
+    fn parses_each_op() {
+        let c = parse_command(br#"{"id":1,"op":"subscribe","channel":"quotes.EURUSD"}"#).unwrap();
+        assert_eq!(c.id, 1);
+        assert_eq!(
+            c.op,
+            Op::Subscribe {
+                channel: Channel::parse("quotes.EURUSD").unwrap(),
+                from: None
+            }
+        );
+        let c = parse_command(br#"{"id":2,"op":"subscribe","channel":"chat.lobby","from":42}"#)
+            .unwrap();
+        assert_eq!(
+            c.op,
+            Op::Subscribe {
+                channel: Channel::parse("chat.lobby").unwrap(),
+                from: Some(42)
+            }
+        );
+        let c = parse_command(br#"{"id":3,"op":"publish","channel":"chat.lobby","msg_id":"c-1","data":{"text":"hi"}}"#)
+            .unwrap();
+        assert_eq!(
+            c.op,
+            Op::Publish {
+                channel: Channel::parse("chat.lobby").unwrap(),
+                msg_id: Some("c-1".into()),
+                data: r#"{"text":"hi"}"#.into()
+            }
+        );
+        assert_eq!(
+            parse_command(br#"{"id":4,"op":"ping"}"#).unwrap().op,
+            Op::Ping
+        );
+        let c = parse_command(br#"{"id":5,"op":"unsubscribe","channel":"chat.lobby"}"#).unwrap();
+        assert_eq!(
+            c.op,
+            Op::Unsubscribe {
+                channel: Channel::parse("chat.lobby").unwrap()
+            }
+        );
+    }
+
+    #[test]
+    fn refuses_bad_commands_with_codes() {
+        assert_eq!(code("not json"), ErrorCode::BadJson);
+        assert_eq!(code("[1,2]"), ErrorCode::BadJson);
+        assert_eq!(code(r#"{"op":"ping"}"#), ErrorCode::BadRequest);
+        assert_eq!(code(r#"{"id":-1,"op":"ping"}"#), ErrorCode::BadRequest);
+        assert_eq!(code(r#"{"id":1}"#), ErrorCode::BadRequest);
+        assert_eq!(code(r#"{"id":1,"op":"dance"}"#), ErrorCode::UnknownOp);
+        assert_eq!(code(r#"{"id":1,"op":"subscribe"}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"id":1,"op":"subscribe","channel":"nope"}"#),
+            ErrorCode::BadChannel
+        );
+        assert_eq!(
+            code(r#"{"id":1,"op":"subscribe","channel":"chat.x","from":-3}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"id":1,"op":"subscribe","channel":"chat.x","from":"3"}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"id":1,"op":"publish","channel":"chat.x"}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"id":1,"op":"publish","channel":"chat.x","msg_id":5,"data":1}"#),
+            ErrorCode::BadRequest
+        );
+        let e = parse_command(br#"{"id":9,"op":"dance"}"#).unwrap_err();
+        assert_eq!(e.id, Some(9));
+        let big = vec![b' '; MAX_COMMAND_BYTES + 1];
+        assert_eq!(parse_command(&big).unwrap_err().code, ErrorCode::TooLarge);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = parse_command(&bytes);
+        }
+
+        #[test]
+        fn publish_round_trips_data(text in "[a-zA-Z0-9 ]{0,40}", id in 0u64..u64::MAX) {
+            let data = serde_json::json!({"text": text}).to_string();
+            let frame = format!(r#"{{"id":{id},"op":"publish","channel":"chat.r","data":{data}}}"#);
+            let c = parse_command(frame.as_bytes()).unwrap();
+            assert_eq!(c.id, id);
+            match c.op {
+                Op::Publish { data: d, .. } => assert_eq!(&*d, data.as_str()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tickwire_model::Publication;
+
+/// Machine-readable reason in every refused command and every server-initiated disconnect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadJson,
+    BadRequest,
+    UnknownOp,
+    BadChannel,
+    UnknownNamespace,
+    TooLarge,
+    BadData,
+    Unauthorized,
+    Forbidden,
+    NotSubscribed,
+    AlreadySubscribed,
+    TooManySubscriptions,
+    OffsetOutOfRange,
+    SlowConsumer,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The snake_case name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownOp => "unknown_op",
+            ErrorCode::BadChannel => "bad_channel",
+            ErrorCode::UnknownNamespace => "unknown_namespace",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::BadData => "bad_data",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotSubscribed => "not_subscribed",
+            ErrorCode::AlreadySubscribed => "already_subscribed",
+            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::OffsetOutOfRange => "offset_out_of_range",
+            ErrorCode::SlowConsumer => "slow_consumer",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// `{"ch":..,"offset":..,"ts":..,"data":..}` (+ `"snapshot":true`). Channel names are validated
+/// to a character set that needs no JSON escaping, and `data` is stored as JSON text, so the
+/// frame is assembled without a serializer.
+pub fn encode_push(p: &Publication, snapshot: bool) -> Bytes {
+    let mut s = String::with_capacity(64 + p.channel.as_str().len() + p.data.len());
+    s.push_str("{\"ch\":\"");
+    s.push_str(p.channel.as_str());
+    // Writing into a String cannot fail.
+    let _ = write!(
+        s,
+        "\",\"offset\":{},\"ts\":{}",
+        p.offset,
+        p.timestamp / 1_000_000
+    );
+    if snapshot {
+        s.push_str(",\"snapshot\":true");
+    }
+    s.push_str(",\"data\":");
+    s.push_str(std::str::from_utf8(&p.data).unwrap_or("null"));
+    s.push('}');
+    Bytes::from(s)
+}
+
+/// `{"id":N,"ok":true,...extra}`; `extra` is a JSON object whose fields are merged in.
+pub fn encode_ok(id: u64, extra: serde_json::Value) -> Bytes {
+    let mut obj = serde_json::Map::new();
+    obj.insert("id".into(), id.into());
+    obj.insert("ok".into(), true.into());
+    if let serde_json::Value::Object(m) = extra {
+        obj.extend(m);
+    }
+    Bytes::from(serde_json::Value::Object(obj).to_string())
+}
+
+/// `{"id":N|null,"ok":false,"error":{"code":..,"message":..}}`
+pub fn encode_error(id: Option<u64>, code: ErrorCode, message: &str) -> Bytes {
+    let v = serde_json::json!({"id": id, "ok": false, "error": {"code": code, "message": message}});
+    Bytes::from(v.to_string())
+}
+
+/// The last frame before the server closes a connection: why, and where to resume each
+/// stream channel (`{"chat.lobby": 43}` = resubscribe with `from: 43`).
+pub fn encode_disconnect(code: ErrorCode, message: &str, resume: &[(String, u64)]) -> Bytes {
+    let resume: serde_json::Map<String, serde_json::Value> = resume
+        .iter()
+        .map(|(c, o)| (c.clone(), (*o).into()))
+        .collect();
+    let v =
+        serde_json::json!({"op": "disconnect", "code": code, "message": message, "resume": resume});
+    Bytes::from(v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tickwire_model::Channel;
+
+    #[test]
+    fn push_is_valid_json() {
+        let p = Publication {
+            channel: Channel::parse("quotes.EURUSD").unwrap(),
+            offset: 7,
+            timestamp: 1_700_000_000_123_456_789,
+            msg_id: None,
+            data: Bytes::from_static(br#"{"bid":"1.1","ask":"1.2"}"#),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&encode_push(&p, true)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"ch":"quotes.EURUSD","offset":7,"ts":1_700_000_000_123u64,"snapshot":true,"data":{"bid":"1.1","ask":"1.2"}})
+        );
+        let v: serde_json::Value = serde_json::from_slice(&encode_push(&p, false)).unwrap();
+        assert!(v.get("snapshot").is_none());
+    }
+
+    #[test]
+    fn replies_are_valid_json() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&encode_ok(3, serde_json::json!({"offset": 9}))).unwrap();
+        assert_eq!(v, serde_json::json!({"id":3,"ok":true,"offset":9}));
+        let v: serde_json::Value = serde_json::from_slice(&encode_error(
+            Some(4),
+            ErrorCode::UnknownNamespace,
+            "no \"x\"",
+        ))
+        .unwrap();
+        assert_eq!(v["error"]["code"], "unknown_namespace");
+        assert_eq!(v["error"]["message"], "no \"x\"");
+        let v: serde_json::Value = serde_json::from_slice(&encode_disconnect(
+            ErrorCode::SlowConsumer,
+            "m",
+            &[("chat.a".into(), 5)],
+        ))
+        .unwrap();
+        assert_eq!(v["resume"]["chat.a"], 5);
+        for c in [
+            ErrorCode::BadJson,
+            ErrorCode::SlowConsumer,
+            ErrorCode::OffsetOutOfRange,
+        ] {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
+    }
+}
