@@ -1,0 +1,569 @@
+//! The single writer: open + recovery, append, group-commit sync, roll, retention.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::error::io_err;
+use crate::reader::LogReader;
+use crate::record;
+use crate::segment::{self, IndexEntry, Segment, SEGMENT_HEADER_LEN};
+use crate::{Entry, Error, LogConfig, Offset, Result};
+
+/// State shared by the writer and all readers.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Oldest first; the last one is the active segment.
+    pub segments: RwLock<Vec<Arc<Segment>>>,
+    /// Published with Release after the bytes are written, so a reader that loads it with Acquire
+    /// never looks at a record still being written.
+    pub next_offset: AtomicU64,
+    pub start_offset: AtomicU64,
+}
+
+/// What [`Log::open`] found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments present after recovery.
+    pub segments: usize,
+    /// Records whose checksum was verified during recovery.
+    pub records_scanned: u64,
+    /// Bytes cut from the tail (torn write, corrupt record or trailing garbage).
+    pub truncated_bytes: u64,
+    /// Segment file and byte position where the tail was cut, if it was.
+    pub truncated_at: Option<(PathBuf, u64)>,
+    /// Why the tail was cut.
+    pub truncation_reason: Option<String>,
+    /// Sparse indexes rebuilt because they were missing or inconsistent.
+    pub indexes_rebuilt: usize,
+    /// Orphan index files removed (their segment was deleted).
+    pub orphans_removed: usize,
+    /// True when the directory held no log and a new one was created.
+    pub created: bool,
+}
+
+/// The append-only log. Single writer: owned by one thread (it is `Send`, not shared).
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    cfg: LogConfig,
+    shared: Arc<Shared>,
+    active: Arc<Segment>,
+    /// Where the next record goes in the active segment.
+    active_pos: u64,
+    /// Bytes written since the last sparse index entry of the active segment.
+    since_index: u64,
+    next_offset: Offset,
+    /// Reused for every batch so append does not allocate in steady state.
+    buf: Vec<u8>,
+    new_index: Vec<IndexEntry>,
+    /// A segment was created or deleted since the last directory fsync.
+    dir_dirty: bool,
+    poisoned: bool,
+    report: RecoveryReport,
+}
+
+/// One segment as found by recovery, before it is shared.
+struct Recovered {
+    seg: Segment,
+    next_offset: Offset,
+    since_index: u64,
+}
+
+impl Log {
+    /// Opens or creates the log in `dir` and recovers it.
+    ///
+    /// The active (last) segment is scanned completely and any torn or corrupt tail is cut off.
+    /// Sealed segments were fsynced when they were sealed, so only their index and their last
+    /// index interval are checked (a full scan runs when the index is missing or inconsistent);
+    /// corruption inside a sealed segment is an error, never silently dropped.
+    pub fn open(dir: &Path, cfg: LogConfig) -> Result<Log> {
+        cfg.validate()?;
+        std::fs::create_dir_all(dir).map_err(io_err("create log directory", dir))?;
+        let mut report = RecoveryReport::default();
+        let mut bases = Vec::new();
+        let mut index_bases = Vec::new();
+        let listing = std::fs::read_dir(dir).map_err(io_err("list log directory", dir))?;
+        for entry in listing {
+            let entry = entry.map_err(io_err("list log directory", dir))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(base) = segment::parse_name(name, "log") {
+                bases.push(base);
+            } else if let Some(base) = segment::parse_name(name, "index") {
+                index_bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+
+        // Index files whose segment is gone (retention crashed between the two unlinks).
+        for base in index_bases {
+            if bases.binary_search(&base).is_err() {
+                let p = segment::index_path(dir, base);
+                remove_if_exists(&p)?;
+                report.orphans_removed += 1;
+            }
+        }
+
+        let mut dir_dirty = false;
+        if bases.is_empty() {
+            segment::create_segment(&segment::segment_path(dir, 0), 0)?;
+            bases.push(0);
+            report.created = true;
+            dir_dirty = true;
+        }
+
+        let mut segments = Vec::with_capacity(bases.len());
+        let mut expected_base: Option<Offset> = None;
+        let last = bases.len() - 1;
+        let mut tail = None;
+        for (i, &base) in bases.iter().enumerate() {
+            let path = segment::segment_path(dir, base);
+            if let Some(expected) = expected_base {
+                if expected != base {
+                    return Err(Error::Corrupt {
+                        path,
+                        position: 0,
+                        reason: format!(
+                            "segment starts at offset {base} but the previous one ends at {expected}"
+                        ),
+                    });
+                }
+            }
+            let rec = if i == last {
+                recover_active(dir, base, &cfg, &mut report)?
+            } else {
+                recover_sealed(dir, base, &cfg, &mut report)?
+            };
+            expected_base = Some(rec.next_offset);
+            if i == last {
+                tail = Some((rec.next_offset, rec.since_index));
+            }
+            segments.push(Arc::new(rec.seg));
+        }
+        let (next_offset, since_index) = tail.unwrap_or((0, 0));
+        let Some(active) = segments.last().cloned() else {
+            return Err(Error::Corrupt {
+                path: dir.to_path_buf(),
+                position: 0,
+                reason: "no segment after recovery".into(),
+            });
+        };
+        let start_offset = segments.first().map_or(0, |s| s.base);
+        report.segments = segments.len();
+        let active_pos = active.size.load(Ordering::Relaxed);
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            cfg,
+            shared: Arc::new(Shared {
+                segments: RwLock::new(segments),
+                next_offset: AtomicU64::new(next_offset),
+                start_offset: AtomicU64::new(start_offset),
+            }),
+            active,
+            active_pos,
+            since_index,
+            next_offset,
+            buf: Vec::new(),
+            new_index: Vec::new(),
+            dir_dirty,
+            poisoned: false,
+            report,
+        })
+    }
+
+    /// What recovery found when this log was opened.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// Appends a batch with consecutive offsets and returns the offset of the first.
+    ///
+    /// The whole batch goes to the OS in one positional write but is not fsynced (see
+    /// [`Log::sync`]); readers see it once this returns. An empty batch returns `next_offset`.
+    pub fn append(&mut self, entries: &[Entry<'_>]) -> Result<Offset> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        if entries.is_empty() {
+            return Ok(self.next_offset);
+        }
+        let max = self.cfg.max_record_bytes;
+        let mut batch_len = 0u64;
+        for (index, e) in entries.iter().enumerate() {
+            let size = e.key.len() + e.value.len();
+            if size > max as usize {
+                return Err(Error::RecordTooLarge { index, size, max });
+            }
+            batch_len += record::encoded_len(e) as u64;
+        }
+        // A batch never straddles segments, so one write covers it; an oversized batch gets a
+        // segment of its own rather than being split.
+        if self.active_pos > SEGMENT_HEADER_LEN
+            && self.active_pos + batch_len > self.cfg.segment_bytes
+        {
+            self.roll()?;
+        }
+
+        let first = self.next_offset;
+        let interval = u64::from(self.cfg.index_interval_bytes);
+        self.buf.clear();
+        self.new_index.clear();
+        let mut pos = self.active_pos;
+        let mut since_index = self.since_index;
+        let mut max_ts = 0u64;
+        for (i, e) in entries.iter().enumerate() {
+            let offset = first + i as u64;
+            if since_index >= interval {
+                self.new_index.push(IndexEntry {
+                    offset,
+                    position: pos,
+                });
+                since_index = 0;
+            }
+            record::encode(offset, e, &mut self.buf);
+            let len = record::encoded_len(e) as u64;
+            pos += len;
+            since_index += len;
+            max_ts = max_ts.max(e.timestamp);
+        }
+
+        if let Err(source) = self.active.file.write_all_at(&self.buf, self.active_pos) {
+            // A partial batch may be on disk. Cut it off so later batches do not land behind
+            // garbage (recovery would then drop them); if even that fails, stop writing.
+            if self.active.file.set_len(self.active_pos).is_err() {
+                self.poisoned = true;
+            }
+            return Err(Error::Io {
+                path: self.active.path.clone(),
+                op: "write",
+                source,
+            });
+        }
+        if !self.new_index.is_empty() {
+            self.active
+                .index
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(&self.new_index);
+        }
+        self.active.size.store(pos, Ordering::Relaxed);
+        self.active
+            .max_timestamp
+            .fetch_max(max_ts, Ordering::Relaxed);
+        self.active_pos = pos;
+        self.since_index = since_index;
+        self.next_offset = first + entries.len() as u64;
+        self.shared
+            .next_offset
+            .store(self.next_offset, Ordering::Release);
+        Ok(first)
+    }
+
+    /// Makes every appended record durable: fdatasync of the active segment, then of the
+    /// directory if a segment was created or deleted since the last sync.
+    ///
+    /// After a failed fsync the kernel may have dropped the dirty pages and cleared the error,
+    /// so a retry could falsely succeed; the log is poisoned instead and every later
+    /// `append`/`sync` returns [`Error::Poisoned`].
+    pub fn sync(&mut self) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        if let Err(source) = self.active.file.sync_data() {
+            self.poisoned = true;
+            return Err(Error::Io {
+                path: self.active.path.clone(),
+                op: "fdatasync",
+                source,
+            });
+        }
+        if self.dir_dirty {
+            if let Err(e) = segment::sync_dir(&self.dir) {
+                self.poisoned = true;
+                return Err(e);
+            }
+            self.dir_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Offset the next appended record will get.
+    pub fn next_offset(&self) -> Offset {
+        self.next_offset
+    }
+
+    /// Oldest offset still retained.
+    pub fn start_offset(&self) -> Offset {
+        self.shared.start_offset.load(Ordering::Acquire)
+    }
+
+    /// A reader handle; cheap to clone and usable from any thread.
+    pub fn reader(&self) -> LogReader {
+        LogReader::new(Arc::clone(&self.shared))
+    }
+
+    /// Deletes whole segments from the oldest while the total size exceeds `retention_bytes` or
+    /// the oldest segment's newest record is older than `retention_age`. The active segment is
+    /// never deleted. Returns how many segments were removed.
+    pub fn enforce_retention(&mut self, now_unix_nanos: u64) -> Result<usize> {
+        let age_nanos = self
+            .cfg
+            .retention_age
+            .map(|a| u64::try_from(a.as_nanos()).unwrap_or(u64::MAX));
+        let mut removed = 0;
+        loop {
+            let oldest = {
+                let segs = self
+                    .shared
+                    .segments
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if segs.len() <= 1 {
+                    break;
+                }
+                let total: u64 = segs.iter().map(|s| s.size.load(Ordering::Relaxed)).sum();
+                let oldest = Arc::clone(&segs[0]);
+                let by_bytes = self.cfg.retention_bytes.is_some_and(|b| total > b);
+                let by_age = age_nanos.is_some_and(|age| {
+                    oldest
+                        .max_timestamp
+                        .load(Ordering::Relaxed)
+                        .saturating_add(age)
+                        < now_unix_nanos
+                });
+                if !by_bytes && !by_age {
+                    break;
+                }
+                oldest
+            };
+            {
+                let mut segs = self
+                    .shared
+                    .segments
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                segs.remove(0);
+                let start = segs.first().map_or(self.next_offset, |s| s.base);
+                self.shared.start_offset.store(start, Ordering::Release);
+            }
+            // Readers holding the Arc keep reading through the open handle after the unlink.
+            // The .log goes first: an orphan .index is harmless and removed on the next open.
+            remove_if_exists(&oldest.path)?;
+            remove_if_exists(&oldest.index_path)?;
+            self.dir_dirty = true;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Seals the active segment and starts a new one at `next_offset`.
+    fn roll(&mut self) -> Result<()> {
+        // Sealed segments are durable before the next one exists; this is what lets recovery
+        // trust them with a cheap check instead of a full scan.
+        if let Err(source) = self.active.file.sync_data() {
+            self.poisoned = true;
+            return Err(Error::Io {
+                path: self.active.path.clone(),
+                op: "fdatasync (roll)",
+                source,
+            });
+        }
+        {
+            let index = self
+                .active
+                .index
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            // The index is a cache: if it cannot be written, open rebuilds it by scanning.
+            let written = segment::write_index(
+                &self.active.index_path,
+                self.active.base,
+                self.active.max_timestamp.load(Ordering::Relaxed),
+                &index,
+            );
+            if written.is_err() {
+                let _ = std::fs::remove_file(&self.active.index_path);
+            }
+        }
+        let base = self.next_offset;
+        let path = segment::segment_path(&self.dir, base);
+        let file = segment::create_segment(&path, base)?;
+        let seg = Arc::new(Segment {
+            base,
+            index_path: segment::index_path(&self.dir, base),
+            path,
+            file,
+            index: RwLock::new(Vec::new()),
+            size: AtomicU64::new(SEGMENT_HEADER_LEN),
+            max_timestamp: AtomicU64::new(0),
+        });
+        self.shared
+            .segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::clone(&seg));
+        self.active = seg;
+        self.active_pos = SEGMENT_HEADER_LEN;
+        self.since_index = 0;
+        self.dir_dirty = true;
+        Ok(())
+    }
+}
+
+fn remove_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::Io {
+            path: path.to_path_buf(),
+            op: "remove",
+            source: e,
+        }),
+    }
+}
+
+fn file_len(file: &File, path: &Path) -> Result<u64> {
+    Ok(file.metadata().map_err(io_err("stat segment", path))?.len())
+}
+
+/// Full scan of the last segment, cutting off anything after the last good record.
+fn recover_active(
+    dir: &Path,
+    base: Offset,
+    cfg: &LogConfig,
+    report: &mut RecoveryReport,
+) -> Result<Recovered> {
+    let path = segment::segment_path(dir, base);
+    let index_path = segment::index_path(dir, base);
+    // The active segment's index lives in memory and is rebuilt by this scan; a file left from a
+    // crash right after sealing could be stale once appends resume here.
+    remove_if_exists(&index_path)?;
+    let mut file = segment::open_rw(&path)?;
+    let mut len = file_len(&file, &path)?;
+    if let Err(reason) = segment::check_segment_header(&file, base) {
+        // A torn segment creation: nothing in it was ever acknowledged (the directory fsync that
+        // would make it durable comes after the header write).
+        report.truncated_bytes += len;
+        report.truncated_at = Some((path.clone(), 0));
+        report.truncation_reason = Some(reason);
+        file = segment::create_segment(&path, base)?;
+        len = SEGMENT_HEADER_LEN;
+    }
+    let start = IndexEntry {
+        offset: base,
+        position: SEGMENT_HEADER_LEN,
+    };
+    let scan = segment::scan(
+        &file,
+        &path,
+        len,
+        start,
+        u64::from(cfg.index_interval_bytes),
+    )?;
+    report.records_scanned += scan.records;
+    if let Some((position, reason)) = scan.stop {
+        file.set_len(scan.end_position)
+            .map_err(io_err("truncate torn tail", &path))?;
+        // Make the cut durable now, so a later crash cannot resurrect bytes after records that
+        // are appended (and acknowledged) behind it.
+        file.sync_data()
+            .map_err(io_err("fdatasync after truncate", &path))?;
+        report.truncated_bytes += len - scan.end_position;
+        report.truncated_at = Some((path.clone(), position));
+        report.truncation_reason = Some(reason);
+    }
+    let since_index = since_last_index(&scan.index, start, scan.end_position);
+    Ok(Recovered {
+        next_offset: scan.next_offset,
+        since_index,
+        seg: Segment {
+            base,
+            path,
+            index_path,
+            file,
+            index: RwLock::new(scan.index),
+            size: AtomicU64::new(scan.end_position),
+            max_timestamp: AtomicU64::new(scan.max_timestamp),
+        },
+    })
+}
+
+/// Bytes after the last index entry (or segment start), i.e. the append-side index counter.
+fn since_last_index(index: &[IndexEntry], start: IndexEntry, end: u64) -> u64 {
+    end - index.last().map_or(start.position, |e| e.position)
+}
+
+/// Checks a sealed segment: trusts a consistent index plus a verified last interval, otherwise
+/// scans it fully and rewrites the index. Any damage is an error: sealed data was fsynced.
+fn recover_sealed(
+    dir: &Path,
+    base: Offset,
+    cfg: &LogConfig,
+    report: &mut RecoveryReport,
+) -> Result<Recovered> {
+    let path = segment::segment_path(dir, base);
+    let index_path = segment::index_path(dir, base);
+    let file = segment::open_rw(&path)?;
+    let len = file_len(&file, &path)?;
+    segment::check_segment_header(&file, base).map_err(|reason| Error::Corrupt {
+        path: path.clone(),
+        position: 0,
+        reason,
+    })?;
+    let interval = u64::from(cfg.index_interval_bytes);
+    let start = IndexEntry {
+        offset: base,
+        position: SEGMENT_HEADER_LEN,
+    };
+
+    if let Some((mut index, max_ts)) = segment::load_index(&index_path, base, len) {
+        let from = index.last().copied().unwrap_or(start);
+        let tail = segment::scan(&file, &path, len, from, interval)?;
+        report.records_scanned += tail.records;
+        if tail.stop.is_none() && tail.records > 0 {
+            index.extend_from_slice(&tail.index);
+            return Ok(Recovered {
+                next_offset: tail.next_offset,
+                since_index: 0,
+                seg: Segment {
+                    base,
+                    path,
+                    index_path,
+                    file,
+                    index: RwLock::new(index),
+                    size: AtomicU64::new(len),
+                    max_timestamp: AtomicU64::new(max_ts.max(tail.max_timestamp)),
+                },
+            });
+        }
+    }
+
+    let scan = segment::scan(&file, &path, len, start, interval)?;
+    report.records_scanned += scan.records;
+    if let Some((position, reason)) = scan.stop {
+        return Err(Error::Corrupt {
+            path,
+            position,
+            reason: format!("in sealed segment: {reason}"),
+        });
+    }
+    // Best effort: the in-memory index is what serves reads.
+    let _ = segment::write_index(&index_path, base, scan.max_timestamp, &scan.index);
+    report.indexes_rebuilt += 1;
+    Ok(Recovered {
+        next_offset: scan.next_offset,
+        since_index: 0,
+        seg: Segment {
+            base,
+            path,
+            index_path,
+            file,
+            index: RwLock::new(scan.index),
+            size: AtomicU64::new(len),
+            max_timestamp: AtomicU64::new(scan.max_timestamp),
+        },
+    })
+}

@@ -1,0 +1,316 @@
+//! Segment files, their headers, sparse index files and the recovery scan.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{PoisonError, RwLock};
+
+use crate::error::io_err;
+use crate::record::{self, DecodeError};
+use crate::{Offset, Result};
+
+/// Magic at the start of every segment file.
+pub(crate) const SEGMENT_MAGIC: [u8; 4] = *b"TWLG";
+/// Magic at the start of every index file.
+pub(crate) const INDEX_MAGIC: [u8; 4] = *b"TWIX";
+/// Bumped on any incompatible change to segment or index layout.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+/// magic(4) + version(4) + base offset(8).
+pub(crate) const SEGMENT_HEADER_LEN: u64 = 16;
+/// magic(4) + version(4) + base(8) + max_timestamp(8) + count(4) + crc of entries(4).
+const INDEX_HEADER_LEN: usize = 32;
+/// offset(8) + position(8): absolute values so no width limit ever bites.
+const INDEX_ENTRY_LEN: usize = 16;
+/// Recovery reads in large chunks: the scan is sequential and CRC-bound.
+const SCAN_CHUNK: usize = 1024 * 1024;
+
+/// A sparse index entry: the record with `offset` starts at byte `position` of the segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IndexEntry {
+    pub offset: Offset,
+    pub position: u64,
+}
+
+/// One segment, shared between the writer and readers.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub base: Offset,
+    pub path: PathBuf,
+    pub index_path: PathBuf,
+    /// Opened read+write; positional I/O only (pread/pwrite), so one handle serves everyone.
+    pub file: File,
+    pub index: RwLock<Vec<IndexEntry>>,
+    /// Bytes of valid data (header included); only the writer stores, before publishing offsets.
+    pub size: AtomicU64,
+    /// Largest record timestamp, for age-based retention.
+    pub max_timestamp: AtomicU64,
+}
+
+impl Segment {
+    /// Nearest index entry at or before `offset` (the segment start when there is none).
+    pub fn lookup(&self, offset: Offset) -> IndexEntry {
+        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        let i = index.partition_point(|e| e.offset <= offset);
+        match i.checked_sub(1).and_then(|i| index.get(i)) {
+            Some(e) => *e,
+            None => IndexEntry {
+                offset: self.base,
+                position: SEGMENT_HEADER_LEN,
+            },
+        }
+    }
+}
+
+pub(crate) fn segment_path(dir: &Path, base: Offset) -> PathBuf {
+    dir.join(format!("{base:020}.log"))
+}
+
+pub(crate) fn index_path(dir: &Path, base: Offset) -> PathBuf {
+    dir.join(format!("{base:020}.index"))
+}
+
+/// Parses `NNNNNNNNNNNNNNNNNNNN.<ext>` into a base offset.
+pub(crate) fn parse_name(name: &str, ext: &str) -> Option<Offset> {
+    let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+pub(crate) fn segment_header(base: Offset) -> [u8; SEGMENT_HEADER_LEN as usize] {
+    let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
+    h[0..4].copy_from_slice(&SEGMENT_MAGIC);
+    h[4..8].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[8..16].copy_from_slice(&base.to_le_bytes());
+    h
+}
+
+/// Checks the header of a segment file; `Err` carries the reason.
+pub(crate) fn check_segment_header(file: &File, base: Offset) -> std::result::Result<(), String> {
+    let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
+    let n = read_full_at(file, &mut h, 0).map_err(|e| format!("reading header: {e}"))?;
+    if n < h.len() {
+        return Err(format!("header is {n} bytes, expected {}", h.len()));
+    }
+    if h != segment_header(base) {
+        return Err(format!(
+            "bad header (magic/version/base offset), expected base {base} version {FORMAT_VERSION}"
+        ));
+    }
+    Ok(())
+}
+
+/// Reads until `buf` is full or end of file; returns bytes read.
+pub(crate) fn read_full_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], pos + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Writes a complete index file. The index is a cache validated on open, so it is not fsynced.
+pub(crate) fn write_index(
+    path: &Path,
+    base: Offset,
+    max_timestamp: u64,
+    entries: &[IndexEntry],
+) -> Result<()> {
+    let mut body = Vec::with_capacity(entries.len() * INDEX_ENTRY_LEN);
+    for e in entries {
+        body.extend_from_slice(&e.offset.to_le_bytes());
+        body.extend_from_slice(&e.position.to_le_bytes());
+    }
+    let mut out = Vec::with_capacity(INDEX_HEADER_LEN + body.len());
+    out.extend_from_slice(&INDEX_MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&base.to_le_bytes());
+    out.extend_from_slice(&max_timestamp.to_le_bytes());
+    let count = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    let mut f = File::create(path).map_err(io_err("create index", path))?;
+    f.write_all(&out).map_err(io_err("write index", path))?;
+    Ok(())
+}
+
+/// Loads an index file if it exists and is self-consistent for a segment of `segment_len`
+/// bytes; `None` means "rebuild it".
+pub(crate) fn load_index(
+    path: &Path,
+    base: Offset,
+    segment_len: u64,
+) -> Option<(Vec<IndexEntry>, u64)> {
+    let bytes = std::fs::read(path).ok()?;
+    let header = bytes.get(..INDEX_HEADER_LEN)?;
+    let field = |at: usize, n: usize| header.get(at..at + n);
+    if field(0, 4)? != INDEX_MAGIC
+        || field(4, 4)? != FORMAT_VERSION.to_le_bytes()
+        || field(8, 8)? != base.to_le_bytes()
+    {
+        return None;
+    }
+    let max_ts = u64::from_le_bytes(field(16, 8)?.try_into().ok()?);
+    let count = u32::from_le_bytes(field(24, 4)?.try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(field(28, 4)?.try_into().ok()?);
+    let body = bytes.get(INDEX_HEADER_LEN..)?;
+    if body.len() != count.checked_mul(INDEX_ENTRY_LEN)? || crc32c::crc32c(body) != crc {
+        return None;
+    }
+    let mut entries = Vec::with_capacity(count);
+    let mut prev = IndexEntry {
+        offset: base,
+        position: SEGMENT_HEADER_LEN,
+    };
+    for chunk in body.chunks_exact(INDEX_ENTRY_LEN) {
+        let e = IndexEntry {
+            offset: u64::from_le_bytes(chunk.get(0..8)?.try_into().ok()?),
+            position: u64::from_le_bytes(chunk.get(8..16)?.try_into().ok()?),
+        };
+        // Strictly increasing and inside the file, or the index is not ours.
+        if e.offset <= prev.offset || e.position <= prev.position || e.position >= segment_len {
+            return None;
+        }
+        entries.push(e);
+        prev = e;
+    }
+    Some((entries, max_ts))
+}
+
+/// What a sequential scan of a segment found.
+#[derive(Debug)]
+pub(crate) struct ScanOutcome {
+    /// Byte position just after the last good record.
+    pub end_position: u64,
+    /// Offset the next record would have.
+    pub next_offset: Offset,
+    pub records: u64,
+    pub max_timestamp: u64,
+    /// Index entries for the scanned range, built with the same rule as `append`.
+    pub index: Vec<IndexEntry>,
+    /// Where and why the scan stopped before end of file (torn or corrupt data).
+    pub stop: Option<(u64, String)>,
+}
+
+/// Scans records from `start` (a record boundary holding `start_offset`) to `file_len`, verifying
+/// checksums and offset continuity; stops at the first bad byte.
+pub(crate) fn scan(
+    file: &File,
+    path: &Path,
+    file_len: u64,
+    start: IndexEntry,
+    index_interval: u64,
+) -> Result<ScanOutcome> {
+    let mut out = ScanOutcome {
+        end_position: start.position,
+        next_offset: start.offset,
+        records: 0,
+        max_timestamp: 0,
+        index: Vec::new(),
+        stop: None,
+    };
+    let mut buf: Vec<u8> = Vec::new();
+    let mut buf_pos = start.position; // file position of buf[0]
+    let mut consumed = 0usize;
+    let mut since_index = 0u64;
+    loop {
+        let rec_pos = buf_pos + consumed as u64;
+        if rec_pos >= file_len {
+            return Ok(out);
+        }
+        match record::decode(buf.get(consumed..).unwrap_or(&[])) {
+            Ok(d) => {
+                if d.offset != out.next_offset {
+                    out.stop = Some((
+                        rec_pos,
+                        format!(
+                            "record has offset {}, expected {}",
+                            d.offset, out.next_offset
+                        ),
+                    ));
+                    return Ok(out);
+                }
+                if since_index >= index_interval {
+                    out.index.push(IndexEntry {
+                        offset: d.offset,
+                        position: rec_pos,
+                    });
+                    since_index = 0;
+                }
+                since_index += d.encoded_len as u64;
+                consumed += d.encoded_len;
+                out.max_timestamp = out.max_timestamp.max(d.timestamp);
+                out.records += 1;
+                out.next_offset += 1;
+                out.end_position = rec_pos + d.encoded_len as u64;
+            }
+            Err(DecodeError::Incomplete { needed }) => {
+                let left = file_len - rec_pos;
+                if needed as u64 > left {
+                    out.stop = Some((
+                        rec_pos,
+                        format!("torn record: needs {needed} bytes, {left} left in file"),
+                    ));
+                    return Ok(out);
+                }
+                // Slide the unread tail to the front and refill from the file.
+                buf.drain(..consumed.min(buf.len()));
+                consumed = 0;
+                buf_pos = rec_pos;
+                let have = buf.len();
+                let want = (needed.max(SCAN_CHUNK) as u64).min(left) as usize;
+                buf.resize(want.max(have), 0);
+                let n = read_full_at(file, &mut buf[have..], rec_pos + have as u64)
+                    .map_err(io_err("read segment", path))?;
+                buf.truncate(have + n);
+                if n == 0 {
+                    out.stop = Some((rec_pos, "file shorter than its reported length".into()));
+                    return Ok(out);
+                }
+            }
+            Err(DecodeError::Corrupt(kind)) => {
+                out.stop = Some((rec_pos, kind.to_string()));
+                return Ok(out);
+            }
+        }
+    }
+}
+
+/// Opens an existing segment file read+write.
+pub(crate) fn open_rw(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io_err("open segment", path))
+}
+
+/// Creates (or resets) a segment file holding only its header.
+pub(crate) fn create_segment(path: &Path, base: Offset) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(io_err("create segment", path))?;
+    file.write_all_at(&segment_header(base), 0)
+        .map_err(io_err("write segment header", path))?;
+    Ok(file)
+}
+
+/// fsync of a directory, so created/deleted/renamed entries survive power loss.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync directory", dir))
+}
