@@ -1,1 +1,32 @@
-//! placeholder
+//! The hub: every publication passes through here on its way from an ingest edge to the
+//! delivery edges.
+//!
+//! - Each namespace has one log and one writer thread. The writer drains whatever requests are
+//!   waiting into one batch (group commit), appends it, fsyncs per policy, answers the
+//!   publishers, then dispatches to channel nodes. One writer per namespace makes offsets,
+//!   idempotency and per-channel order trivially consistent.
+//! - A channel node holds the newest message (state class) or a ring of recent messages
+//!   (stream class), and its subscribers.
+//! - A session (one client connection) holds a conflation map for state channels and a cursor
+//!   per stream channel. Dispatch never copies a message into a per-client queue: it overwrites
+//!   a map slot or flags a cursor, so a slow client costs memory bounded by its subscription
+//!   count, and a client that falls further behind than the ring is disconnected with its
+//!   resume offsets.
+//!
+//! The hub knows no wire format; edges cache their encoding of a message in [`Message`].
+
+mod config;
+mod error;
+mod hub;
+mod message;
+mod node;
+mod record;
+mod session;
+mod writer;
+
+pub use config::{FsyncPolicy, HubConfig};
+pub use error::HubError;
+pub use hub::{Ack, History, Hub, HubStats, PublishRequest};
+pub use message::{Format, Message};
+pub use session::{CloseReason, Delivery, Session, SessionCloser, SubscribeInfo};
+pub use tickwire_model::{Channel, Class, NamespaceSpec, Offset, Publication};

@@ -1,0 +1,42 @@
+use thiserror::Error;
+use tickwire_model::ModelError;
+
+/// Why the hub refused or failed a request.
+#[derive(Debug, Error, Clone)]
+pub enum HubError {
+    #[error("unknown namespace `{namespace}`; configured namespaces: {known}")]
+    UnknownNamespace { namespace: String, known: String },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("message is {size} bytes; namespace `{namespace}` accepts at most {max}")]
+    TooLarge {
+        namespace: String,
+        size: usize,
+        max: usize,
+    },
+    #[error("already subscribed to `{0}`")]
+    AlreadySubscribed(String),
+    #[error("not subscribed to `{0}`")]
+    NotSubscribed(String),
+    #[error("a session may hold at most {0} subscriptions")]
+    TooManySubscriptions(usize),
+    #[error(
+        "`from` applies to stream channels; `{0}` is a state channel and sends a snapshot instead"
+    )]
+    FromOnStateChannel(String),
+    #[error("storage error in namespace `{namespace}`: {reason}")]
+    Storage { namespace: String, reason: String },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl From<tickwire_log::Error> for HubError {
+    fn from(e: tickwire_log::Error) -> Self {
+        HubError::Storage {
+            namespace: String::new(),
+            reason: e.to_string(),
+        }
+    }
+}

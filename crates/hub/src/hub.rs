@@ -1,0 +1,489 @@
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tickwire_log::{Log, LogConfig, LogReader};
+use tickwire_model::{validate_schema, Channel, Class, ModelError, NamespaceSpec, Offset};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    node::{ChannelNode, Registry},
+    writer::{Dedup, Item, Writer, WriterMsg},
+    FsyncPolicy, HubConfig, HubError, Message, Session,
+};
+
+/// One publication to store and deliver. `data` must be JSON text (edges parse before they
+/// hand it over); the hub checks namespace, size and schema.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    pub channel: Channel,
+    pub msg_id: Option<String>,
+    pub data: Bytes,
+}
+
+/// A stored publication's position. `duplicate` means the msg_id was seen before and nothing
+/// was appended; `offset` is then the first copy's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub offset: Offset,
+    pub timestamp: u64,
+    pub duplicate: bool,
+}
+
+/// Counters for health and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct HubStats {
+    pub published: u64,
+    pub sessions: u64,
+    pub channels: usize,
+}
+
+pub(crate) struct NamespaceRt {
+    pub spec: NamespaceSpec,
+    pub reader: LogReader,
+    /// Every message below this offset has been dispatched to its channel node.
+    pub dispatched: AtomicU64,
+    tx: mpsc::Sender<WriterMsg>,
+}
+
+pub(crate) struct HubInner {
+    pub config: HubConfig,
+    namespaces: HashMap<String, Arc<NamespaceRt>>,
+    registry: Arc<Registry>,
+    published: AtomicU64,
+    sessions: AtomicU64,
+}
+
+impl HubInner {
+    pub fn namespace(&self, channel: &Channel) -> Result<Arc<NamespaceRt>, HubError> {
+        self.namespaces
+            .get(channel.namespace())
+            .cloned()
+            .ok_or_else(|| {
+                let mut known: Vec<&str> = self.namespaces.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                HubError::UnknownNamespace {
+                    namespace: channel.namespace().to_string(),
+                    known: known.join(", "),
+                }
+            })
+    }
+
+    pub fn node(&self, channel: &Channel, ns: &NamespaceRt) -> Arc<ChannelNode> {
+        // A channel never seen in the log: its ring is complete from the start.
+        self.registry.get_or_create(channel, ns.spec.class, 0)
+    }
+}
+
+/// The running hub. Cheap to share behind an `Arc`.
+pub struct Hub {
+    inner: Arc<HubInner>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// A page of a channel's history.
+#[derive(Debug, Clone)]
+pub struct History {
+    pub messages: Vec<Arc<Message>>,
+    /// Offset to ask for next (`from=`) to continue paging.
+    pub next: Offset,
+}
+
+impl Hub {
+    /// Opens (recovering) every namespace's log under `config.data_dir`, rebuilds the newest
+    /// value of every state channel, the recent ring of every stream channel and the
+    /// idempotency window, and starts the writer threads.
+    pub fn open(config: HubConfig) -> Result<Hub, HubError> {
+        let registry = Arc::new(Registry::new());
+        let mut namespaces = HashMap::new();
+        let mut threads = Vec::new();
+        for spec in &config.namespaces {
+            let dir = config.data_dir.join("log").join(&spec.name);
+            std::fs::create_dir_all(&dir).map_err(|e| HubError::Storage {
+                namespace: spec.name.clone(),
+                reason: format!("creating {}: {e}", dir.display()),
+            })?;
+            let log_cfg = LogConfig {
+                segment_bytes: config.segment_bytes,
+                max_record_bytes: (spec.max_message_bytes + 1024).min(u32::MAX as usize) as u32,
+                retention_bytes: spec.retention_bytes,
+                retention_age: spec.retention_age,
+                ..LogConfig::default()
+            };
+            let storage = |e: tickwire_log::Error| HubError::Storage {
+                namespace: spec.name.clone(),
+                reason: e.to_string(),
+            };
+            let log = Log::open(&dir, log_cfg).map_err(storage)?;
+            let reader = log.reader();
+            let mut dedup = Dedup::new(config.dedup_window);
+            let recovered =
+                recover(&reader, spec.class, config.stream_buffer, &mut dedup).map_err(storage)?;
+            let channels = recovered.len();
+            for (channel, (latest, ring, complete_from)) in recovered {
+                let node = registry.get_or_create(&channel, spec.class, complete_from);
+                node.restore(latest, ring, complete_from);
+            }
+            tracing::info!(
+                namespace = %spec.name,
+                class = ?spec.class,
+                channels,
+                start = reader.start_offset(),
+                next = reader.next_offset(),
+                "namespace recovered"
+            );
+            let (tx, rx) = mpsc::channel(1024);
+            let ns = Arc::new(NamespaceRt {
+                spec: spec.clone(),
+                dispatched: AtomicU64::new(log.next_offset()),
+                reader,
+                tx,
+            });
+            let writer = Writer {
+                log,
+                ns: ns.clone(),
+                registry: registry.clone(),
+                dedup,
+                fsync: config.fsync,
+                ring_cap: config.stream_buffer.max(1),
+                max_batch: config.max_batch.max(1),
+            };
+            let t = std::thread::Builder::new()
+                .name(format!("tw-writer-{}", spec.name))
+                .spawn(move || writer.run(rx))
+                .map_err(|e| HubError::Storage {
+                    namespace: spec.name.clone(),
+                    reason: format!("spawning writer: {e}"),
+                })?;
+            threads.push(t);
+            namespaces.insert(spec.name.clone(), ns);
+        }
+        let inner = Arc::new(HubInner {
+            config,
+            namespaces,
+            registry,
+            published: AtomicU64::new(0),
+            sessions: AtomicU64::new(0),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        threads.push(spawn_housekeeper(inner.clone(), stop.clone())?);
+        Ok(Hub {
+            inner,
+            threads: Mutex::new(threads),
+            stop,
+        })
+    }
+
+    /// A new session for one client connection.
+    pub fn session(&self) -> Session {
+        self.inner.sessions.fetch_add(1, Ordering::Relaxed);
+        Session::new(self.inner.clone())
+    }
+
+    /// The configured namespaces.
+    pub fn namespaces(&self) -> Vec<NamespaceSpec> {
+        let mut v: Vec<NamespaceSpec> = self
+            .inner
+            .namespaces
+            .values()
+            .map(|n| n.spec.clone())
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// The class of a channel's namespace.
+    pub fn class_of(&self, channel: &Channel) -> Result<Class, HubError> {
+        Ok(self.inner.namespace(channel)?.spec.class)
+    }
+
+    /// Validates and stores publications, in order; one result per request. Requests for the
+    /// same namespace go to its writer together, so they share one group commit.
+    pub async fn publish(&self, requests: Vec<PublishRequest>) -> Vec<Result<Ack, HubError>> {
+        let n = requests.len();
+        let mut results: Vec<Option<Result<Ack, HubError>>> = (0..n).map(|_| None).collect();
+        let mut by_ns: HashMap<String, (Arc<NamespaceRt>, Vec<usize>, Vec<Item>)> = HashMap::new();
+        for (i, r) in requests.into_iter().enumerate() {
+            match self.validate(&r) {
+                Ok(ns) => {
+                    let e = by_ns
+                        .entry(ns.spec.name.clone())
+                        .or_insert_with(|| (ns, Vec::new(), Vec::new()));
+                    e.1.push(i);
+                    e.2.push(Item {
+                        channel: r.channel,
+                        msg_id: r.msg_id,
+                        data: r.data,
+                    });
+                }
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let mut waits = Vec::new();
+        for (_, (ns, idx, items)) in by_ns {
+            let (reply, rx) = oneshot::channel();
+            let sent = ns.tx.send(WriterMsg::Write { items, reply }).await.is_ok();
+            waits.push((idx, sent, rx));
+        }
+        for (idx, sent, rx) in waits {
+            let acks = if sent { rx.await.ok() } else { None };
+            match acks {
+                Some(acks) => {
+                    for (i, a) in idx.into_iter().zip(acks) {
+                        if matches!(
+                            a,
+                            Ok(Ack {
+                                duplicate: false,
+                                ..
+                            })
+                        ) {
+                            self.inner.published.fetch_add(1, Ordering::Relaxed);
+                        }
+                        results[i] = Some(a);
+                    }
+                }
+                None => {
+                    for i in idx {
+                        results[i] = Some(Err(HubError::ShuttingDown));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(HubError::ShuttingDown)))
+            .collect()
+    }
+
+    fn validate(&self, r: &PublishRequest) -> Result<Arc<NamespaceRt>, HubError> {
+        let ns = self.inner.namespace(&r.channel)?;
+        if r.data.len() > ns.spec.max_message_bytes {
+            return Err(HubError::TooLarge {
+                namespace: ns.spec.name.clone(),
+                size: r.data.len(),
+                max: ns.spec.max_message_bytes,
+            });
+        }
+        if ns.spec.schema != tickwire_model::Schema::Any {
+            let v: serde_json::Value =
+                serde_json::from_slice(&r.data).map_err(|e| ModelError::BadJson {
+                    reason: e.to_string(),
+                })?;
+            validate_schema(ns.spec.schema, &v)?;
+        }
+        Ok(ns)
+    }
+
+    /// The newest message of a channel (state channels; for a stream channel, its last message).
+    pub fn latest(&self, channel: &Channel) -> Result<Option<Arc<Message>>, HubError> {
+        self.inner.namespace(channel)?;
+        Ok(self.inner.registry.get(channel).and_then(|n| {
+            let inner = n.inner.lock();
+            inner.latest.clone().or_else(|| inner.ring.back().cloned())
+        }))
+    }
+
+    /// Up to `limit` messages of a channel with offset >= `from`, oldest first.
+    pub async fn history(
+        &self,
+        channel: &Channel,
+        from: Offset,
+        limit: usize,
+    ) -> Result<History, HubError> {
+        let ns = self.inner.namespace(channel)?;
+        let limit = limit.max(1);
+        // Served from memory when the ring is complete from `from`.
+        if let Some(node) = self.inner.registry.get(channel) {
+            let inner = node.inner.lock();
+            if node.class == Class::Stream && from >= inner.complete_from {
+                let first = inner.ring.partition_point(|m| m.publication.offset < from);
+                let messages: Vec<Arc<Message>> =
+                    inner.ring.range(first..).take(limit).cloned().collect();
+                let next = messages
+                    .last()
+                    .map_or(from.max(ns.dispatched.load(Ordering::Acquire)), |m| {
+                        m.publication.offset + 1
+                    });
+                return Ok(History { messages, next });
+            }
+        }
+        let reader = ns.reader.clone();
+        let key = channel.as_str().as_bytes().to_vec();
+        let name = ns.spec.name.clone();
+        let dispatched = ns.dispatched.load(Ordering::Acquire);
+        tokio::task::spawn_blocking(move || {
+            let mut messages = Vec::new();
+            let mut cursor = from.max(reader.start_offset());
+            // Bounded scan: a page never reads more than this many records of other channels.
+            let mut budget = 1_000_000usize;
+            while messages.len() < limit && cursor < dispatched && budget > 0 {
+                let recs = reader
+                    .read(cursor, 4096, 4 << 20)
+                    .map_err(|e| HubError::Storage {
+                        namespace: name.clone(),
+                        reason: e.to_string(),
+                    })?;
+                if recs.is_empty() {
+                    break;
+                }
+                for rec in recs {
+                    if rec.offset >= dispatched || messages.len() >= limit {
+                        break;
+                    }
+                    budget = budget.saturating_sub(1);
+                    cursor = rec.offset + 1;
+                    if rec.key.as_ref() == key.as_slice() {
+                        if let Some(p) = crate::record::decode(&rec) {
+                            messages.push(Arc::new(Message::new(p)));
+                        }
+                    }
+                }
+            }
+            Ok(History {
+                messages,
+                next: cursor,
+            })
+        })
+        .await
+        .map_err(|e| HubError::Storage {
+            namespace: ns.spec.name.clone(),
+            reason: e.to_string(),
+        })?
+    }
+
+    /// Channels seen in a namespace.
+    pub fn channels(&self, namespace: &str) -> Vec<Channel> {
+        self.inner.registry.channels_in(namespace)
+    }
+
+    pub fn stats(&self) -> HubStats {
+        HubStats {
+            published: self.inner.published.load(Ordering::Relaxed),
+            sessions: self.inner.sessions.load(Ordering::Relaxed),
+            channels: self.inner.registry.len(),
+        }
+    }
+
+    pub fn fsync_policy(&self) -> FsyncPolicy {
+        self.inner.config.fsync
+    }
+
+    /// Stops the writers after they finish what is queued, fsyncing first. Idempotent.
+    pub async fn shutdown(&self) {
+        self.stop.store(true, Ordering::Release);
+        let mut done = Vec::new();
+        for ns in self.inner.namespaces.values() {
+            let (tx, rx) = oneshot::channel();
+            if ns.tx.send(WriterMsg::Shutdown(tx)).await.is_ok() {
+                done.push(rx);
+            }
+        }
+        for rx in done {
+            let _ = rx.await;
+        }
+        let threads: Vec<JoinHandle<()>> = std::mem::take(&mut *self.threads.lock());
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+type Recovered = HashMap<Channel, (Option<Arc<Message>>, VecDeque<Arc<Message>>, Offset)>;
+
+/// Replays a namespace's log into per-channel state.
+fn recover(
+    reader: &LogReader,
+    class: Class,
+    ring_cap: usize,
+    dedup: &mut Dedup,
+) -> Result<Recovered, tickwire_log::Error> {
+    let mut out: Recovered = HashMap::new();
+    let mut cursor = reader.start_offset();
+    let end = reader.next_offset();
+    let mut skipped = 0u64;
+    while cursor < end {
+        let recs = reader.read(cursor, 8192, 8 << 20)?;
+        if recs.is_empty() {
+            break;
+        }
+        for rec in recs {
+            cursor = rec.offset + 1;
+            let Some(p) = crate::record::decode(&rec) else {
+                skipped += 1;
+                continue;
+            };
+            if let Some(id) = &p.msg_id {
+                dedup.insert(p.channel.clone(), id.clone(), p.offset);
+            }
+            let channel = p.channel.clone();
+            let offset = p.offset;
+            let e = out
+                .entry(channel)
+                .or_insert_with(|| (None, VecDeque::new(), offset));
+            let m = Arc::new(Message::new(p));
+            match class {
+                Class::State => e.0 = Some(m),
+                Class::Stream => {
+                    e.1.push_back(m);
+                    if e.1.len() > ring_cap {
+                        if let Some(old) = e.1.pop_front() {
+                            e.2 = old.publication.offset + 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if skipped > 0 {
+        tracing::warn!(
+            skipped,
+            "log records this version cannot read were skipped during recovery"
+        );
+    }
+    Ok(out)
+}
+
+/// Sends periodic fsync (interval policy) and retention ticks to every writer.
+fn spawn_housekeeper(
+    inner: Arc<HubInner>,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, HubError> {
+    let tick = match inner.config.fsync {
+        FsyncPolicy::Interval(d) => d.min(Duration::from_millis(500)),
+        _ => Duration::from_millis(500),
+    };
+    std::thread::Builder::new()
+        .name("tw-housekeeper".into())
+        .spawn(move || {
+            let mut since_retention = Duration::ZERO;
+            while !stop.load(Ordering::Acquire) {
+                std::thread::sleep(tick);
+                since_retention += tick;
+                let retention = since_retention >= Duration::from_secs(60);
+                if retention {
+                    since_retention = Duration::ZERO;
+                }
+                for ns in inner.namespaces.values() {
+                    if matches!(inner.config.fsync, FsyncPolicy::Interval(_)) {
+                        let _ = ns.tx.try_send(WriterMsg::Sync);
+                    }
+                    if retention {
+                        let _ = ns.tx.try_send(WriterMsg::Retention);
+                    }
+                }
+            }
+        })
+        .map_err(|e| HubError::Config(format!("spawning housekeeper: {e}")))
+}

@@ -1,0 +1,203 @@
+//! A channel node: the newest message or the recent ring, and who is subscribed.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use parking_lot::{Mutex, RwLock};
+use tickwire_model::{Channel, Class, Offset};
+
+use crate::{session::SessionShared, Message};
+
+/// One subscription of one session to one channel. Shared between the node (which flags it)
+/// and the session (which drains it).
+pub(crate) struct Sub {
+    pub session: Arc<SessionShared>,
+    pub node: Arc<ChannelNode>,
+    /// Stream class: the offset of the next message this subscriber has not yet received.
+    pub cursor: AtomicU64,
+    /// Already in its session's ready list (avoids queuing the same cursor twice).
+    pub queued: AtomicBool,
+    /// Caught up to the in-memory ring; only live subscribers count as slow when they fall out.
+    pub live: AtomicBool,
+    pub gone: AtomicBool,
+}
+
+pub(crate) struct NodeInner {
+    pub latest: Option<Arc<Message>>,
+    pub ring: VecDeque<Arc<Message>>,
+    /// The ring holds every message of this channel with offset >= complete_from; older ones
+    /// must be read from the log.
+    pub complete_from: Offset,
+    pub subs: Vec<Arc<Sub>>,
+}
+
+pub(crate) struct ChannelNode {
+    pub channel: Channel,
+    pub class: Class,
+    pub inner: Mutex<NodeInner>,
+}
+
+impl ChannelNode {
+    pub fn new(channel: Channel, class: Class, complete_from: Offset) -> ChannelNode {
+        ChannelNode {
+            channel,
+            class,
+            inner: Mutex::new(NodeInner {
+                latest: None,
+                ring: VecDeque::new(),
+                complete_from,
+                subs: Vec::new(),
+            }),
+        }
+    }
+
+    /// Hands a freshly stored message to the node and flags its subscribers. Called only by
+    /// the namespace's writer thread, in offset order.
+    pub fn dispatch(&self, msg: Arc<Message>, ring_cap: usize) {
+        let offset = msg.publication.offset;
+        let mut inner = self.inner.lock();
+        match self.class {
+            Class::State => {
+                inner.latest = Some(msg.clone());
+                for sub in &inner.subs {
+                    sub.session.offer_state(&self.channel, &msg, false);
+                }
+            }
+            Class::Stream => {
+                inner.ring.push_back(msg);
+                while inner.ring.len() > ring_cap {
+                    if let Some(old) = inner.ring.pop_front() {
+                        let evicted = old.publication.offset;
+                        inner.complete_from = evicted + 1;
+                        for sub in &inner.subs {
+                            if sub.live.load(Ordering::Acquire)
+                                && sub.cursor.load(Ordering::Acquire) <= evicted
+                            {
+                                sub.session.close(crate::CloseReason::SlowConsumer {
+                                    channel: self.channel.to_string(),
+                                    limit: ring_cap,
+                                });
+                            }
+                        }
+                    }
+                }
+                for sub in &inner.subs {
+                    if sub.cursor.load(Ordering::Acquire) <= offset {
+                        sub.session.offer_stream(sub);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Loads recovered state without notifying anyone (used at startup).
+    pub fn restore(
+        &self,
+        latest: Option<Arc<Message>>,
+        ring: VecDeque<Arc<Message>>,
+        complete_from: Offset,
+    ) {
+        let mut inner = self.inner.lock();
+        inner.latest = latest;
+        inner.ring = ring;
+        inner.complete_from = complete_from;
+    }
+
+    pub fn remove_sub(&self, sub: &Arc<Sub>) {
+        let mut inner = self.inner.lock();
+        if let Some(i) = inner.subs.iter().position(|s| Arc::ptr_eq(s, sub)) {
+            inner.subs.swap_remove(i);
+        }
+    }
+}
+
+/// All channel nodes, sharded so dispatch and subscribe on different channels rarely contend.
+pub(crate) struct Registry {
+    shards: Vec<RwLock<HashMap<Channel, Arc<ChannelNode>>>>,
+}
+
+const SHARDS: usize = 64;
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn shard(&self, ch: &Channel) -> &RwLock<HashMap<Channel, Arc<ChannelNode>>> {
+        use std::hash::{Hash, Hasher};
+        let mut h = FxLike::default();
+        ch.as_str().hash(&mut h);
+        &self.shards[(h.finish() as usize) % SHARDS]
+    }
+
+    pub fn get(&self, ch: &Channel) -> Option<Arc<ChannelNode>> {
+        self.shard(ch).read().get(ch).cloned()
+    }
+
+    pub fn get_or_create(
+        &self,
+        ch: &Channel,
+        class: Class,
+        complete_from: Offset,
+    ) -> Arc<ChannelNode> {
+        if let Some(n) = self.get(ch) {
+            return n;
+        }
+        self.shard(ch)
+            .write()
+            .entry(ch.clone())
+            .or_insert_with(|| Arc::new(ChannelNode::new(ch.clone(), class, complete_from)))
+            .clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len()).sum()
+    }
+
+    /// Channel names of a namespace, for listings.
+    pub fn channels_in(&self, namespace: &str) -> Vec<Channel> {
+        let mut v: Vec<Channel> = self
+            .shards
+            .iter()
+            .flat_map(|s| {
+                s.read()
+                    .keys()
+                    .filter(|c| c.namespace() == namespace)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// A tiny fixed-key FNV-1a hasher: shard choice needs to be stable, not DoS-resistant (the
+/// shard maps themselves use std's randomized hasher).
+#[derive(Default)]
+struct FxLike(u64);
+
+impl std::hash::Hasher for FxLike {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}

@@ -1,0 +1,390 @@
+//! A session: one client connection's view of the hub.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use parking_lot::Mutex;
+use tickwire_model::{Channel, Class, Offset};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    hub::HubInner,
+    node::{ChannelNode, Sub},
+    HubError, Message,
+};
+
+/// Most stream messages taken from one channel per drain, so one busy channel cannot starve
+/// the others on the same connection and one drain's memory stays bounded.
+const DRAIN_PER_CHANNEL: usize = 512;
+/// Most log records read per catch-up step.
+const LOG_READ_RECORDS: usize = 1024;
+const LOG_READ_BYTES: usize = 1024 * 1024;
+
+/// Why the hub ended a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// A stream subscriber fell further behind than the channel's in-memory buffer.
+    SlowConsumer { channel: String, limit: usize },
+    /// The server is shutting down.
+    Shutdown,
+    /// An operator or the server API disconnected it.
+    Kicked(String),
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::SlowConsumer { channel, limit } => write!(
+                f,
+                "slow consumer: more than {limit} messages behind on {channel}; reconnect and resubscribe from the resume offsets"
+            ),
+            CloseReason::Shutdown => f.write_str("server shutting down"),
+            CloseReason::Kicked(why) => write!(f, "disconnected: {why}"),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Newest undelivered message per state channel, and whether it answers a subscribe.
+    state: HashMap<Channel, (Arc<Message>, bool)>,
+    /// Stream subscriptions with something to deliver.
+    stream: Vec<Arc<Sub>>,
+}
+
+/// The part of a session that channel nodes touch.
+pub(crate) struct SessionShared {
+    pending: Mutex<Pending>,
+    notify: Notify,
+    closed: Mutex<Option<CloseReason>>,
+    cancel: CancellationToken,
+}
+
+impl SessionShared {
+    pub fn offer_state(&self, channel: &Channel, msg: &Arc<Message>, snapshot: bool) {
+        {
+            let mut p = self.pending.lock();
+            match p.state.get_mut(channel) {
+                // Conflation: the newest value replaces the undelivered one. A replaced
+                // snapshot stays flagged, since the value is still the client's first.
+                Some(slot) => slot.0 = msg.clone(),
+                None => {
+                    p.state.insert(channel.clone(), (msg.clone(), snapshot));
+                }
+            }
+        }
+        self.notify.notify_one();
+    }
+
+    pub fn offer_stream(&self, sub: &Arc<Sub>) {
+        if !sub.queued.swap(true, Ordering::AcqRel) {
+            self.pending.lock().stream.push(sub.clone());
+            self.notify.notify_one();
+        }
+    }
+
+    pub fn close(&self, reason: CloseReason) {
+        let mut c = self.closed.lock();
+        if c.is_none() {
+            *c = Some(reason);
+        }
+        drop(c);
+        self.cancel.cancel();
+        self.notify.notify_one();
+    }
+}
+
+/// What the hub answers to a subscribe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeInfo {
+    pub class: Class,
+    /// Stream: the offset delivery starts from (the log's oldest retained offset if `from`
+    /// was older).
+    pub offset: Option<Offset>,
+    /// State: a snapshot follows.
+    pub snapshot: bool,
+}
+
+/// One message to send to the client.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message: Arc<Message>,
+    /// The first value sent after a subscribe to a state channel.
+    pub snapshot: bool,
+}
+
+/// One client connection's subscriptions. Dropping it unsubscribes everything.
+pub struct Session {
+    shared: Arc<SessionShared>,
+    hub: Arc<HubInner>,
+    subs: HashMap<Channel, Arc<Sub>>,
+}
+
+impl Session {
+    pub(crate) fn new(hub: Arc<HubInner>) -> Session {
+        Session {
+            shared: Arc::new(SessionShared {
+                pending: Mutex::new(Pending::default()),
+                notify: Notify::new(),
+                closed: Mutex::new(None),
+                cancel: CancellationToken::new(),
+            }),
+            hub,
+            subs: HashMap::new(),
+        }
+    }
+
+    /// Subscribes; for a stream channel `from` replays from that offset (inclusive) before
+    /// going live, with no gap and no duplicate. Without `from`, live only.
+    pub fn subscribe(
+        &mut self,
+        channel: &Channel,
+        from: Option<Offset>,
+    ) -> Result<SubscribeInfo, HubError> {
+        let ns = self.hub.namespace(channel)?;
+        if self.subs.contains_key(channel) {
+            return Err(HubError::AlreadySubscribed(channel.to_string()));
+        }
+        if self.subs.len() >= self.hub.config.max_subscriptions {
+            return Err(HubError::TooManySubscriptions(
+                self.hub.config.max_subscriptions,
+            ));
+        }
+        let class = ns.spec.class;
+        if class == Class::State && from.is_some() {
+            return Err(HubError::FromOnStateChannel(channel.to_string()));
+        }
+        let node = self.hub.node(channel, &ns);
+        let sub = Arc::new(Sub {
+            session: self.shared.clone(),
+            node: node.clone(),
+            cursor: AtomicU64::new(0),
+            queued: AtomicBool::new(false),
+            live: AtomicBool::new(from.is_none()),
+            gone: AtomicBool::new(false),
+        });
+        let mut inner = node.inner.lock();
+        let info = match class {
+            Class::State => {
+                let snapshot = inner.latest.clone();
+                if let Some(m) = &snapshot {
+                    self.shared.offer_state(channel, m, true);
+                }
+                SubscribeInfo {
+                    class,
+                    offset: None,
+                    snapshot: snapshot.is_some(),
+                }
+            }
+            Class::Stream => {
+                // Everything below `dispatched` has reached this node already; what is at or
+                // above it reaches it after we are on the subscriber list (we hold its lock).
+                let dispatched = ns.dispatched.load(Ordering::Acquire);
+                let start = ns.reader.start_offset();
+                let cursor = match from {
+                    Some(f) => f.max(start),
+                    None => dispatched,
+                };
+                sub.cursor.store(cursor, Ordering::Release);
+                // Something at or past the cursor is already stored: deliver it before going
+                // live. (A spurious drain when the log holds nothing is harmless.)
+                if cursor < inner.complete_from
+                    || inner
+                        .ring
+                        .back()
+                        .is_some_and(|m| m.publication.offset >= cursor)
+                {
+                    self.shared.offer_stream(&sub);
+                }
+                SubscribeInfo {
+                    class,
+                    offset: Some(cursor),
+                    snapshot: false,
+                }
+            }
+        };
+        inner.subs.push(sub.clone());
+        drop(inner);
+        self.subs.insert(channel.clone(), sub);
+        Ok(info)
+    }
+
+    pub fn unsubscribe(&mut self, channel: &Channel) -> Result<(), HubError> {
+        let sub = self
+            .subs
+            .remove(channel)
+            .ok_or_else(|| HubError::NotSubscribed(channel.to_string()))?;
+        sub.gone.store(true, Ordering::Release);
+        sub.node.remove_sub(&sub);
+        self.shared.pending.lock().state.remove(channel);
+        Ok(())
+    }
+
+    pub fn is_subscribed(&self, channel: &Channel) -> bool {
+        self.subs.contains_key(channel)
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// Waits until something may be ready to drain or the session was closed. Cancel-safe.
+    pub async fn wait(&self) {
+        self.shared.notify.notified().await;
+    }
+
+    /// Resolves when the hub closes this session (slow consumer, shutdown, kick). Cancel-safe.
+    pub async fn closed(&self) {
+        self.shared.cancel.cancelled().await;
+    }
+
+    /// Why the session was closed, if it was.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.shared.closed.lock().clone()
+    }
+
+    /// Closes the session from outside (server API `disconnect`, shutdown).
+    pub fn close(&self, reason: CloseReason) {
+        self.shared.close(reason);
+    }
+
+    /// A handle that can close this session from another task.
+    pub fn closer(&self) -> SessionCloser {
+        SessionCloser(self.shared.clone())
+    }
+
+    /// Where each stream subscription would resume: the offset of its next undelivered message.
+    pub fn resume_points(&self) -> Vec<(String, Offset)> {
+        let mut v: Vec<(String, Offset)> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.node.class == Class::Stream)
+            .map(|(c, s)| (c.to_string(), s.cursor.load(Ordering::Acquire)))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Takes what is ready: the newest value of each updated state channel, and the next
+    /// messages of each stream channel in offset order. Reads from the log (off the async
+    /// runtime) when a subscriber is behind the in-memory ring. Not cancel-safe: call it to
+    /// completion, outside `select!`.
+    pub async fn drain(&mut self) -> Result<Vec<Delivery>, CloseReason> {
+        if let Some(r) = self.close_reason() {
+            return Err(r);
+        }
+        let (state, stream) = {
+            let mut p = self.shared.pending.lock();
+            (std::mem::take(&mut p.state), std::mem::take(&mut p.stream))
+        };
+        let mut out: Vec<Delivery> = state
+            .into_values()
+            .map(|(message, snapshot)| Delivery { message, snapshot })
+            .collect();
+        for sub in stream {
+            // Clear first: a message dispatched from now on queues the cursor again.
+            sub.queued.store(false, Ordering::Release);
+            if sub.gone.load(Ordering::Acquire) {
+                continue;
+            }
+            let more = self.drain_stream(&sub, &mut out).await?;
+            if more {
+                self.shared.offer_stream(&sub);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends the next messages of one stream subscription; true if more are waiting.
+    async fn drain_stream(
+        &self,
+        sub: &Arc<Sub>,
+        out: &mut Vec<Delivery>,
+    ) -> Result<bool, CloseReason> {
+        let cursor = sub.cursor.load(Ordering::Acquire);
+        let node: &Arc<ChannelNode> = &sub.node;
+        let complete_from = {
+            let inner = node.inner.lock();
+            if cursor >= inner.complete_from {
+                let first = inner
+                    .ring
+                    .partition_point(|m| m.publication.offset < cursor);
+                let mut last = None;
+                for m in inner.ring.range(first..).take(DRAIN_PER_CHANNEL) {
+                    last = Some(m.publication.offset);
+                    out.push(Delivery {
+                        message: m.clone(),
+                        snapshot: false,
+                    });
+                }
+                let more = inner.ring.len() - first > DRAIN_PER_CHANNEL;
+                if let Some(l) = last {
+                    sub.cursor.store(l + 1, Ordering::Release);
+                }
+                sub.live.store(true, Ordering::Release);
+                return Ok(more);
+            }
+            inner.complete_from
+        };
+        // Behind the ring: read the namespace log from the cursor, keep this channel's records.
+        let ns = self
+            .hub
+            .namespace(&node.channel)
+            .map_err(|e| CloseReason::Kicked(e.to_string()))?;
+        let reader = ns.reader.clone();
+        let channel = node.channel.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            reader.read(cursor, LOG_READ_RECORDS, LOG_READ_BYTES)
+        })
+        .await
+        .map_err(|e| CloseReason::Kicked(format!("history read failed: {e}")))?
+        .map_err(|e| CloseReason::Kicked(format!("history read failed: {e}")))?;
+        let mut next = cursor;
+        for rec in &read {
+            if rec.offset >= complete_from {
+                next = complete_from;
+                break;
+            }
+            next = rec.offset + 1;
+            if rec.key.as_ref() == channel.as_str().as_bytes() {
+                if let Some(p) = crate::record::decode(rec) {
+                    out.push(Delivery {
+                        message: Arc::new(Message::new(p)),
+                        snapshot: false,
+                    });
+                }
+            }
+        }
+        if read.is_empty() {
+            // Nothing older left in the log (retention removed it): continue from the ring.
+            next = complete_from;
+        }
+        sub.cursor.store(next.max(cursor), Ordering::Release);
+        Ok(true)
+    }
+}
+
+/// Closes a session from another task (server API, shutdown).
+#[derive(Clone)]
+pub struct SessionCloser(Arc<SessionShared>);
+
+impl SessionCloser {
+    pub fn close(&self, reason: CloseReason) {
+        self.0.close(reason);
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for (_, sub) in self.subs.drain() {
+            sub.gone.store(true, Ordering::Release);
+            sub.node.remove_sub(&sub);
+        }
+    }
+}

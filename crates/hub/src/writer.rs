@@ -1,0 +1,324 @@
+//! The namespace writer: one thread per namespace owns its log. It batches whatever publish
+//! requests are waiting (group commit), appends them in one write, fsyncs per policy,
+//! acknowledges, and dispatches to channel nodes in offset order.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{atomic::Ordering, Arc},
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use tickwire_log::{Entry, Log};
+use tickwire_model::{Channel, Class, Offset, Publication};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    hub::{Ack, NamespaceRt},
+    node::Registry,
+    FsyncPolicy, HubError, Message,
+};
+
+pub(crate) struct Item {
+    pub channel: Channel,
+    pub msg_id: Option<String>,
+    pub data: Bytes,
+}
+
+pub(crate) enum WriterMsg {
+    Write {
+        items: Vec<Item>,
+        reply: oneshot::Sender<Vec<Result<Ack, HubError>>>,
+    },
+    /// Interval policy: fsync if anything was written since the last one.
+    Sync,
+    Retention,
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Remembers recent (channel, msg_id) → offset so a retried publish returns its first offset.
+pub(crate) struct Dedup {
+    map: HashMap<(Channel, String), Offset>,
+    order: VecDeque<(Channel, String)>,
+    cap: usize,
+}
+
+impl Dedup {
+    pub fn new(cap: usize) -> Dedup {
+        Dedup {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            cap,
+        }
+    }
+
+    pub fn get(&self, channel: &Channel, id: &str) -> Option<Offset> {
+        // Lookup by borrowed pair would need a custom key type; ids are short, clone is cheap.
+        self.map.get(&(channel.clone(), id.to_string())).copied()
+    }
+
+    pub fn insert(&mut self, channel: Channel, id: String, offset: Offset) {
+        if self.cap == 0 {
+            return;
+        }
+        if self
+            .map
+            .insert((channel.clone(), id.clone()), offset)
+            .is_none()
+        {
+            self.order.push_back((channel, id));
+            while self.order.len() > self.cap {
+                if let Some(k) = self.order.pop_front() {
+                    self.map.remove(&k);
+                }
+            }
+        }
+    }
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+enum Plan {
+    New { offset: Offset },
+    Dup { offset: Offset },
+}
+
+pub(crate) struct Writer {
+    pub log: Log,
+    pub ns: Arc<NamespaceRt>,
+    pub registry: Arc<Registry>,
+    pub dedup: Dedup,
+    pub fsync: FsyncPolicy,
+    pub ring_cap: usize,
+    pub max_batch: usize,
+}
+
+impl Writer {
+    pub fn run(mut self, mut rx: mpsc::Receiver<WriterMsg>) {
+        let mut dirty = false;
+        let mut last_sync = Instant::now();
+        let mut values: Vec<u8> = Vec::with_capacity(1 << 20);
+        let mut scratch: Vec<u8> = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            let mut writes = Vec::new();
+            let mut items = 0usize;
+            let mut want_sync = false;
+            let mut want_retention = false;
+            let mut shutdown = None;
+            let mut take = |m: WriterMsg, items: &mut usize| match m {
+                WriterMsg::Write { items: it, reply } => {
+                    *items += it.len();
+                    writes.push((it, reply));
+                }
+                WriterMsg::Sync => want_sync = true,
+                WriterMsg::Retention => want_retention = true,
+                WriterMsg::Shutdown(done) => shutdown = Some(done),
+            };
+            take(first, &mut items);
+            while items < self.max_batch {
+                match rx.try_recv() {
+                    Ok(m) => take(m, &mut items),
+                    Err(_) => break,
+                }
+            }
+            if !writes.is_empty() {
+                dirty |= self.write_batch(writes, &mut values, &mut scratch, &mut last_sync);
+            }
+            if (want_sync || shutdown.is_some()) && dirty {
+                match self.log.sync() {
+                    Ok(()) => {
+                        dirty = false;
+                        last_sync = Instant::now();
+                    }
+                    Err(e) => {
+                        tracing::error!(namespace = %self.ns.spec.name, error = %e, "fsync failed; the log refuses writes from now on")
+                    }
+                }
+            }
+            if want_retention {
+                match self.log.enforce_retention(now_nanos()) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(namespace = %self.ns.spec.name, segments = n, "retention removed old segments")
+                    }
+                    Err(e) => {
+                        tracing::warn!(namespace = %self.ns.spec.name, error = %e, "retention failed")
+                    }
+                }
+            }
+            if let Some(done) = shutdown {
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+
+    /// Appends one group-commit batch. Returns whether unsynced data remains.
+    fn write_batch(
+        &mut self,
+        writes: Vec<(Vec<Item>, oneshot::Sender<Vec<Result<Ack, HubError>>>)>,
+        values: &mut Vec<u8>,
+        scratch: &mut Vec<u8>,
+        last_sync: &mut Instant,
+    ) -> bool {
+        let timestamp = now_nanos();
+        let base = self.log.next_offset();
+        let mut next = base;
+        let mut plans: Vec<Vec<Plan>> = Vec::with_capacity(writes.len());
+        let mut spans: Vec<(usize, usize)> = Vec::new(); // each fresh item's value within `values`
+        let mut fresh: Vec<(usize, usize)> = Vec::new();
+        let mut in_batch: HashMap<(Channel, String), Offset> = HashMap::new();
+        values.clear();
+        for (wi, (items, _)) in writes.iter().enumerate() {
+            let mut p = Vec::with_capacity(items.len());
+            for (ii, it) in items.iter().enumerate() {
+                if let Some(id) = &it.msg_id {
+                    let known = self
+                        .dedup
+                        .get(&it.channel, id)
+                        .or_else(|| in_batch.get(&(it.channel.clone(), id.clone())).copied());
+                    if let Some(offset) = known {
+                        p.push(Plan::Dup { offset });
+                        continue;
+                    }
+                    in_batch.insert((it.channel.clone(), id.clone()), next);
+                }
+                crate::record::encode_value(it.msg_id.as_deref(), &it.data, scratch);
+                let start = values.len();
+                values.extend_from_slice(scratch);
+                spans.push((start, values.len()));
+                fresh.push((wi, ii));
+                p.push(Plan::New { offset: next });
+                next += 1;
+            }
+            plans.push(p);
+        }
+        let mut result: Result<(), HubError> = Ok(());
+        if !fresh.is_empty() {
+            let entries: Vec<Entry<'_>> = fresh
+                .iter()
+                .zip(&spans)
+                .map(|(&(wi, ii), &(s, e))| Entry {
+                    timestamp,
+                    key: writes[wi].0[ii].channel.as_str().as_bytes(),
+                    value: &values[s..e],
+                })
+                .collect();
+            result = match self.log.append(&entries) {
+                Ok(first) if first == base => Ok(()),
+                Ok(first) => Err(HubError::Storage {
+                    namespace: self.ns.spec.name.clone(),
+                    reason: format!("log assigned offset {first}, expected {base}"),
+                }),
+                Err(e) => Err(HubError::Storage {
+                    namespace: self.ns.spec.name.clone(),
+                    reason: e.to_string(),
+                }),
+            };
+        }
+        let stream = self.ns.spec.class == Class::Stream;
+        let mut messages: Vec<Arc<Message>> = Vec::new();
+        if result.is_ok() && !fresh.is_empty() {
+            messages = fresh
+                .iter()
+                .zip(
+                    plans
+                        .iter()
+                        .flatten()
+                        .filter(|p| matches!(p, Plan::New { .. })),
+                )
+                .map(|(&(wi, ii), plan)| {
+                    let it = &writes[wi].0[ii];
+                    let offset = match plan {
+                        Plan::New { offset } | Plan::Dup { offset } => *offset,
+                    };
+                    Arc::new(Message::new(Publication {
+                        channel: it.channel.clone(),
+                        offset,
+                        timestamp,
+                        msg_id: it.msg_id.clone(),
+                        data: it.data.clone(),
+                    }))
+                })
+                .collect();
+            // State values may go out as soon as they are written; stream messages only once
+            // durable under the policy.
+            if !stream {
+                self.dispatch(&messages);
+            }
+            let must_sync = match self.fsync {
+                FsyncPolicy::Always => true,
+                FsyncPolicy::Interval(d) => last_sync.elapsed() >= d,
+                FsyncPolicy::Never => false,
+            };
+            if must_sync {
+                match self.log.sync() {
+                    Ok(()) => *last_sync = Instant::now(),
+                    Err(e) => {
+                        result = Err(HubError::Storage {
+                            namespace: self.ns.spec.name.clone(),
+                            reason: e.to_string(),
+                        })
+                    }
+                }
+            }
+        }
+        let synced = result.is_ok();
+        if synced {
+            for (&(wi, ii), m) in fresh.iter().zip(&messages) {
+                if let Some(id) = &writes[wi].0[ii].msg_id {
+                    self.dedup.insert(
+                        m.publication.channel.clone(),
+                        id.clone(),
+                        m.publication.offset,
+                    );
+                }
+            }
+        }
+        for ((_, reply), plan) in writes.into_iter().zip(plans) {
+            let acks = plan
+                .into_iter()
+                .map(|p| match (p, &result) {
+                    (Plan::Dup { offset }, _) => Ok(Ack {
+                        offset,
+                        timestamp: 0,
+                        duplicate: true,
+                    }),
+                    (Plan::New { offset }, Ok(())) => Ok(Ack {
+                        offset,
+                        timestamp,
+                        duplicate: false,
+                    }),
+                    (Plan::New { .. }, Err(e)) => Err(e.clone()),
+                })
+                .collect();
+            let _ = reply.send(acks);
+        }
+        if synced {
+            if stream {
+                self.dispatch(&messages);
+            }
+            if let Some(m) = messages.last() {
+                self.ns
+                    .dispatched
+                    .store(m.publication.offset + 1, Ordering::Release);
+            }
+        }
+        synced && !matches!(self.fsync, FsyncPolicy::Always) && !messages.is_empty()
+    }
+
+    fn dispatch(&self, messages: &[Arc<Message>]) {
+        for m in messages {
+            let node = self.registry.get_or_create(
+                &m.publication.channel,
+                self.ns.spec.class,
+                m.publication.offset,
+            );
+            node.dispatch(m.clone(), self.ring_cap);
+        }
+    }
+}

@@ -1,0 +1,304 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Hub behaviour through its public API, on a real log in a temp directory.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tickwire_hub::{CloseReason, Hub, HubConfig, HubError, PublishRequest, Session};
+use tickwire_model::{Channel, Class, ModelError};
+
+fn ch(s: &str) -> Channel {
+    Channel::parse(s).unwrap()
+}
+
+fn req(c: &str, data: &str, id: Option<&str>) -> PublishRequest {
+    PublishRequest {
+        channel: ch(c),
+        msg_id: id.map(str::to_string),
+        data: Bytes::from(data.to_string()),
+    }
+}
+
+async fn publish1(hub: &Hub, c: &str, data: &str, id: Option<&str>) -> u64 {
+    hub.publish(vec![req(c, data, id)])
+        .await
+        .remove(0)
+        .unwrap()
+        .offset
+}
+
+async fn drain_until(s: &mut Session, want: usize) -> Vec<tickwire_hub::Delivery> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while got.len() < want {
+        got.extend(s.drain().await.unwrap());
+        if got.len() >= want {
+            break;
+        }
+        tokio::select! {
+            _ = s.wait() => {}
+            _ = tokio::time::sleep_until(deadline) => panic!("timed out with {} of {want}", got.len()),
+        }
+    }
+    got
+}
+
+fn quote(bid: u32) -> String {
+    format!(r#"{{"bid":"1.{bid:05}","ask":"1.{:05}"}}"#, bid + 2)
+}
+
+#[tokio::test]
+async fn state_channel_snapshot_then_conflated_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::open(HubConfig::new(dir.path())).unwrap();
+    publish1(&hub, "quotes.EURUSD", &quote(1), None).await;
+    let mut s = hub.session();
+    let info = s.subscribe(&ch("quotes.EURUSD"), None).unwrap();
+    assert_eq!(info.class, Class::State);
+    assert!(info.snapshot);
+    let got = drain_until(&mut s, 1).await;
+    assert_eq!(got.len(), 1);
+    assert!(got[0].snapshot);
+    assert_eq!(&got[0].message.publication.data[..], quote(1).as_bytes());
+
+    // The client does not read while 200 updates arrive: it gets only the newest.
+    for i in 2..202 {
+        publish1(&hub, "quotes.EURUSD", &quote(i), None).await;
+    }
+    let got = s.drain().await.unwrap();
+    assert_eq!(got.len(), 1, "conflated to one delivery");
+    assert!(!got[0].snapshot);
+    assert_eq!(&got[0].message.publication.data[..], quote(201).as_bytes());
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn stream_replay_from_offset_then_live_without_gap_or_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::open(HubConfig::new(dir.path())).unwrap();
+    let mut offsets = Vec::new();
+    for i in 0..10 {
+        offsets.push(publish1(&hub, "chat.lobby", &format!(r#"{{"n":{i}}}"#), None).await);
+        // Interleave another channel of the same namespace: offsets are per namespace.
+        publish1(&hub, "chat.other", "1", None).await;
+    }
+    let mut s = hub.session();
+    let info = s.subscribe(&ch("chat.lobby"), Some(offsets[3])).unwrap();
+    assert_eq!(info.offset, Some(offsets[3]));
+    let got = drain_until(&mut s, 7).await;
+    let seen: Vec<u64> = got.iter().map(|d| d.message.publication.offset).collect();
+    assert_eq!(seen, offsets[3..].to_vec());
+    let live = publish1(&hub, "chat.lobby", r#"{"n":10}"#, None).await;
+    let got = drain_until(&mut s, 1).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].message.publication.offset, live);
+    // Live-only subscription sees only what comes after it.
+    let mut s2 = hub.session();
+    s2.subscribe(&ch("chat.lobby"), None).unwrap();
+    assert!(s2.drain().await.unwrap().is_empty());
+    let o = publish1(&hub, "chat.lobby", "2", None).await;
+    let got = drain_until(&mut s2, 1).await;
+    assert_eq!(got[0].message.publication.offset, o);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn replay_older_than_the_ring_reads_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = HubConfig::new(dir.path());
+    cfg.stream_buffer = 8;
+    let hub = Hub::open(cfg).unwrap();
+    let mut offsets = Vec::new();
+    for i in 0..3000 {
+        offsets.push(publish1(&hub, "chat.big", &format!("{i}"), None).await);
+    }
+    let mut s = hub.session();
+    s.subscribe(&ch("chat.big"), Some(0)).unwrap();
+    let got = drain_until(&mut s, 3000).await;
+    let seen: Vec<u64> = got.iter().map(|d| d.message.publication.offset).collect();
+    assert_eq!(seen, offsets);
+    let page = hub
+        .history(&ch("chat.big"), offsets[100], 50)
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 50);
+    assert_eq!(page.messages[0].publication.offset, offsets[100]);
+    assert_eq!(page.next, offsets[149] + 1);
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_during_publishing_has_no_gap_and_no_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = HubConfig::new(dir.path());
+    // Smaller than N so the subscriber moves from log replay to the ring mid-stream; large
+    // enough that a consumer on a busy 2-core machine is not judged slow.
+    cfg.stream_buffer = 512;
+    cfg.fsync = tickwire_hub::FsyncPolicy::Never;
+    let hub = std::sync::Arc::new(Hub::open(cfg).unwrap());
+    const N: usize = 3000;
+    let h = hub.clone();
+    let publisher = tokio::spawn(async move {
+        let mut offs = Vec::new();
+        for i in 0..N {
+            offs.push(publish1(&h, "chat.race", &format!("{i}"), None).await);
+            if i % 100 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        offs
+    });
+    // Subscribe (from the start) while the publisher is mid-way.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut s = hub.session();
+    s.subscribe(&ch("chat.race"), Some(0)).unwrap();
+    let got = drain_until(&mut s, N).await;
+    let offs = publisher.await.unwrap();
+    let seen: Vec<u64> = got.iter().map(|d| d.message.publication.offset).collect();
+    assert_eq!(seen, offs, "every message exactly once, in order");
+    let datas: Vec<String> = got
+        .iter()
+        .map(|d| String::from_utf8(d.message.publication.data.to_vec()).unwrap())
+        .collect();
+    assert_eq!(datas, (0..N).map(|i| i.to_string()).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn idempotent_publish_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = {
+        let hub = Hub::open(HubConfig::new(dir.path())).unwrap();
+        let a = hub
+            .publish(vec![req("chat.lobby", r#"{"t":"hi"}"#, Some("c-1"))])
+            .await
+            .remove(0)
+            .unwrap();
+        let b = hub
+            .publish(vec![req("chat.lobby", r#"{"t":"hi"}"#, Some("c-1"))])
+            .await
+            .remove(0)
+            .unwrap();
+        assert!(!a.duplicate);
+        assert!(b.duplicate);
+        assert_eq!(a.offset, b.offset);
+        // Duplicates inside one batch too.
+        let r = hub
+            .publish(vec![
+                req("chat.lobby", "1", Some("c-2")),
+                req("chat.lobby", "1", Some("c-2")),
+            ])
+            .await;
+        assert_eq!(r[0].as_ref().unwrap().offset, r[1].as_ref().unwrap().offset);
+        assert!(r[1].as_ref().unwrap().duplicate);
+        publish1(&hub, "quotes.GBPUSD", &quote(7), None).await;
+        hub.shutdown().await;
+        a.offset
+    };
+    let hub = Hub::open(HubConfig::new(dir.path())).unwrap();
+    let again = hub
+        .publish(vec![req("chat.lobby", r#"{"t":"hi"}"#, Some("c-1"))])
+        .await
+        .remove(0)
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.offset, first);
+    // The newest value of a state channel survives the restart.
+    let latest = hub.latest(&ch("quotes.GBPUSD")).unwrap().unwrap();
+    assert_eq!(&latest.publication.data[..], quote(7).as_bytes());
+    let page = hub.history(&ch("chat.lobby"), 0, 10).await.unwrap();
+    assert_eq!(page.messages.len(), 2);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_stream_consumer_is_disconnected_with_resume_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = HubConfig::new(dir.path());
+    cfg.stream_buffer = 4;
+    let hub = Hub::open(cfg).unwrap();
+    let mut s = hub.session();
+    s.subscribe(&ch("chat.fast"), None).unwrap();
+    let first = publish1(&hub, "chat.fast", "0", None).await;
+    let got = drain_until(&mut s, 1).await;
+    assert_eq!(got.len(), 1);
+    for i in 1..10 {
+        publish1(&hub, "chat.fast", &i.to_string(), None).await;
+    }
+    let reason = s.drain().await.unwrap_err();
+    assert!(
+        matches!(reason, CloseReason::SlowConsumer { limit: 4, .. }),
+        "{reason:?}"
+    );
+    assert_eq!(
+        s.resume_points(),
+        vec![("chat.fast".to_string(), first + 1)]
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn refused_publications_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::open(HubConfig::new(dir.path())).unwrap();
+    let big = format!(r#"{{"t":"{}"}}"#, "x".repeat(70_000));
+    let r = hub
+        .publish(vec![
+            req("nope.x", "1", None),
+            req("chat.ok", "1", None),
+            req("chat.big", &big, None),
+            req("quotes.X", r#"{"bid":1.5}"#, None),
+            req("quotes.X", r#"{"volume":"1"}"#, None),
+            req("trades.X", r#"{"size":"1"}"#, None),
+        ])
+        .await;
+    assert!(matches!(r[0], Err(HubError::UnknownNamespace { .. })));
+    assert!(r[1].is_ok());
+    assert!(matches!(r[2], Err(HubError::TooLarge { .. })));
+    assert!(matches!(
+        r[3],
+        Err(HubError::Model(ModelError::BadDecimal { .. }))
+    ));
+    assert!(matches!(
+        r[4],
+        Err(HubError::Model(ModelError::MissingField { .. }))
+    ));
+    assert!(matches!(
+        r[5],
+        Err(HubError::Model(ModelError::MissingField { .. }))
+    ));
+    let mut s = hub.session();
+    assert!(matches!(
+        s.subscribe(&ch("nope.x"), None),
+        Err(HubError::UnknownNamespace { .. })
+    ));
+    assert!(matches!(
+        s.subscribe(&ch("quotes.X"), Some(1)),
+        Err(HubError::FromOnStateChannel(_))
+    ));
+    s.subscribe(&ch("chat.ok"), None).unwrap();
+    assert!(matches!(
+        s.subscribe(&ch("chat.ok"), None),
+        Err(HubError::AlreadySubscribed(_))
+    ));
+    s.unsubscribe(&ch("chat.ok")).unwrap();
+    assert!(matches!(
+        s.unsubscribe(&ch("chat.ok")),
+        Err(HubError::NotSubscribed(_))
+    ));
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn unsubscribed_channel_stops_delivering() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::open(HubConfig::new(dir.path())).unwrap();
+    let mut s = hub.session();
+    s.subscribe(&ch("quotes.A"), None).unwrap();
+    s.subscribe(&ch("chat.a"), None).unwrap();
+    publish1(&hub, "quotes.A", &quote(1), None).await;
+    publish1(&hub, "chat.a", "1", None).await;
+    s.unsubscribe(&ch("quotes.A")).unwrap();
+    s.unsubscribe(&ch("chat.a")).unwrap();
+    assert!(s.drain().await.unwrap().is_empty());
+    hub.shutdown().await;
+}
