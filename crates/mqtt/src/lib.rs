@@ -1,1 +1,43 @@
-//! placeholder
+//! MQTT 3.1.1 (protocol level 4) and 5.0 (level 5) codec with no I/O.
+//!
+//! The crate turns bytes into [`Packet`]s and back; it never touches sockets, clocks or files.
+//! A broker drives it like this:
+//!
+//! 1. Read bytes into a `BytesMut`; [`peek_connect_version`] tells the protocol level of the
+//!    first packet (a CONNECT) as soon as enough bytes arrived, or [`decode`] the CONNECT directly:
+//!    it always uses the level written inside the packet.
+//! 2. Call [`decode`] with that [`ProtocolVersion`] for every later packet and [`encode`] replies
+//!    with it. `Ok(None)` from [`decode`] means "need more bytes".
+//! 3. On any [`Error`], send CONNACK / DISCONNECT with [`Error::reason_code`] (v5) or the
+//!    [`ConnectReturnCode`] mapped from it (3.1.1), then close the connection.
+//!
+//! [`topic`] validates and matches topic names/filters, [`state`] tracks packet identifiers and
+//! the QoS 1/2 handshakes of one connection.
+
+mod codec;
+mod error;
+mod packet;
+mod property;
+mod reason;
+pub mod state;
+pub mod topic;
+mod types;
+
+pub use error::Error;
+pub use packet::auth::Auth;
+pub use packet::connack::ConnAck;
+pub use packet::connect::{Connect, LastWill};
+pub use packet::disconnect::Disconnect;
+pub use packet::puback::PubAck;
+pub use packet::pubcomp::PubComp;
+pub use packet::publish::Publish;
+pub use packet::pubrec::PubRec;
+pub use packet::pubrel::PubRel;
+pub use packet::suback::SubAck;
+pub use packet::subscribe::{RetainHandling, Subscribe, SubscribeFilter, SubscriptionOptions};
+pub use packet::unsuback::UnsubAck;
+pub use packet::unsubscribe::Unsubscribe;
+pub use packet::{decode, encode, encoded_len, peek_connect_version, Packet, MAX_REMAINING_LENGTH};
+pub use property::{Properties, Property, PropertyId};
+pub use reason::{ConnectReturnCode, ReasonCode, SubackReturnCode};
+pub use types::{PacketType, ProtocolVersion, QoS};
