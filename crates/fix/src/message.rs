@@ -1,0 +1,321 @@
+//! Decoded messages: a borrowed view ([`RawMessage`]) and an owned one ([`Message`]).
+
+use crate::error::{Error, Result};
+use crate::field::FieldIter;
+use crate::frame::frame;
+use crate::tags;
+use crate::time::Timestamp;
+use bytes::Bytes;
+
+/// A byte range inside the message; `start == end` means the field is absent (values are never
+/// empty on the wire).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    fn of(buf_offset: usize, len: usize) -> Span {
+        // Messages are bounded by max_size (far below 4 GiB), so offsets fit in u32.
+        Span {
+            start: buf_offset as u32,
+            end: (buf_offset + len) as u32,
+        }
+    }
+    fn get<'a>(&self, buf: &'a [u8]) -> Option<&'a [u8]> {
+        (self.start < self.end).then(|| &buf[self.start as usize..self.end as usize])
+    }
+}
+
+/// Offsets and values of the standard header, found in one pass at parse time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct HeaderIndex {
+    begin_string: Span,
+    msg_type: Span,
+    sender_comp_id: Span,
+    target_comp_id: Span,
+    sending_time: Span,
+    orig_sending_time: Span,
+    seq_num: Option<u64>,
+    poss_dup: bool,
+    poss_resend: bool,
+    body_start: u32,
+    body_end: u32,
+}
+
+/// A framed, checksum-verified message whose standard header has been parsed. Field values
+/// borrow the input buffer.
+///
+/// Only the header is validated here; body fields are checked as they are iterated (by the typed
+/// decoders), so a message is walked once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawMessage<'a> {
+    buf: &'a [u8],
+    idx: HeaderIndex,
+}
+
+fn as_text(v: &[u8], tag: u32) -> Result<()> {
+    std::str::from_utf8(v)
+        .map(|_| ())
+        .map_err(|_| Error::InvalidValue {
+            tag,
+            reason: "not valid UTF-8",
+        })
+}
+
+fn text(buf: &[u8], span: Span) -> Option<&str> {
+    // The spans were checked to be UTF-8 at parse time, so this never yields None for a
+    // present field.
+    span.get(buf).and_then(|v| std::str::from_utf8(v).ok())
+}
+
+impl<'a> RawMessage<'a> {
+    /// Parses one complete message occupying exactly `buf` (as returned by [`crate::frame`]).
+    pub fn parse(buf: &'a [u8]) -> Result<Self> {
+        let fr = frame(buf, usize::MAX)?;
+        if fr.len != buf.len() {
+            return Err(Error::BadTrailer {
+                offset: fr.len,
+                reason: "bytes after the CheckSum field",
+            });
+        }
+        Self::parse_framed(buf, fr.body_start, fr.trailer_start)
+    }
+
+    pub(crate) fn parse_framed(
+        buf: &'a [u8],
+        body_start: usize,
+        trailer_start: usize,
+    ) -> Result<Self> {
+        let mut idx = HeaderIndex {
+            begin_string: Span::of(2, body_start_of_begin(buf)),
+            ..HeaderIndex::default()
+        };
+        as_text(&buf[2..2 + body_start_of_begin(buf)], tags::BEGIN_STRING)?;
+        let mut it = FieldIter::new(buf, body_start, trailer_start);
+        match it.next() {
+            Some(Ok(f)) if f.tag == tags::MSG_TYPE => {
+                as_text(f.value, f.tag)?;
+                idx.msg_type = Span::of(f.offset + 3, f.value.len());
+            }
+            Some(Err(e)) => return Err(e),
+            _ => {
+                return Err(Error::MalformedField {
+                    offset: body_start,
+                    reason: "MsgType (35) must be the third field",
+                })
+            }
+        }
+        let mut body = trailer_start;
+        while let Some(f) = it.next() {
+            let f = f?;
+            if !tags::is_header_tag(f.tag) {
+                body = f.offset;
+                break;
+            }
+            let span = Span::of(f.offset + digits(f.tag) + 1, f.value.len());
+            let slot = match f.tag {
+                tags::SENDER_COMP_ID => &mut idx.sender_comp_id,
+                tags::TARGET_COMP_ID => &mut idx.target_comp_id,
+                tags::SENDING_TIME => &mut idx.sending_time,
+                tags::ORIG_SENDING_TIME => &mut idx.orig_sending_time,
+                tags::MSG_SEQ_NUM => {
+                    if idx.seq_num.is_some() {
+                        return Err(Error::DuplicateField { tag: f.tag });
+                    }
+                    let n = f.as_u64()?;
+                    if n == 0 {
+                        return Err(Error::InvalidValue {
+                            tag: f.tag,
+                            reason: "MsgSeqNum must be at least 1",
+                        });
+                    }
+                    idx.seq_num = Some(n);
+                    continue;
+                }
+                tags::POSS_DUP_FLAG => {
+                    idx.poss_dup = f.as_bool()?;
+                    continue;
+                }
+                tags::POSS_RESEND => {
+                    idx.poss_resend = f.as_bool()?;
+                    continue;
+                }
+                _ => continue,
+            };
+            if slot.start < slot.end {
+                return Err(Error::DuplicateField { tag: f.tag });
+            }
+            as_text(f.value, f.tag)?;
+            *slot = span;
+        }
+        idx.body_start = body as u32;
+        idx.body_end = trailer_start as u32;
+        Ok(RawMessage { buf, idx })
+    }
+
+    /// The whole message, trailer included.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.buf
+    }
+    /// BeginString (8).
+    pub fn begin_string(&self) -> &'a str {
+        text(self.buf, self.idx.begin_string).unwrap_or_default()
+    }
+    /// MsgType (35).
+    pub fn msg_type(&self) -> &'a str {
+        text(self.buf, self.idx.msg_type).unwrap_or_default()
+    }
+    /// SenderCompID (49), if present.
+    pub fn sender_comp_id(&self) -> Option<&'a str> {
+        text(self.buf, self.idx.sender_comp_id)
+    }
+    /// TargetCompID (56), if present.
+    pub fn target_comp_id(&self) -> Option<&'a str> {
+        text(self.buf, self.idx.target_comp_id)
+    }
+    /// MsgSeqNum (34), if present.
+    pub fn seq_num(&self) -> Option<u64> {
+        self.idx.seq_num
+    }
+    /// PossDupFlag (43) = Y.
+    pub fn poss_dup(&self) -> bool {
+        self.idx.poss_dup
+    }
+    /// PossResend (97) = Y.
+    pub fn poss_resend(&self) -> bool {
+        self.idx.poss_resend
+    }
+    /// SendingTime (52) as text, if present.
+    pub fn sending_time_str(&self) -> Option<&'a str> {
+        text(self.buf, self.idx.sending_time)
+    }
+    /// SendingTime (52) parsed, if present.
+    pub fn sending_time(&self) -> Option<Result<Timestamp>> {
+        self.idx
+            .sending_time
+            .get(self.buf)
+            .map(Timestamp::parse_fix)
+    }
+    /// OrigSendingTime (122) parsed, if present.
+    pub fn orig_sending_time(&self) -> Option<Result<Timestamp>> {
+        self.idx.orig_sending_time.get(self.buf).map(|v| {
+            Timestamp::parse_fix(v).map_err(|_| Error::InvalidValue {
+                tag: tags::ORIG_SENDING_TIME,
+                reason: "not a UTCTimestamp",
+            })
+        })
+    }
+    /// The body fields (after the standard header, before the trailer).
+    pub fn body_fields(&self) -> FieldIter<'a> {
+        FieldIter::new(
+            self.buf,
+            self.idx.body_start as usize,
+            self.idx.body_end as usize,
+        )
+    }
+    /// The raw body bytes (each field ends with SOH).
+    pub fn body_bytes(&self) -> &'a [u8] {
+        &self.buf[self.idx.body_start as usize..self.idx.body_end as usize]
+    }
+    /// First body field with `tag`, or an error if the body is malformed before it.
+    pub fn body_field(&self, tag: u32) -> Result<Option<crate::field::Field<'a>>> {
+        for f in self.body_fields() {
+            let f = f?;
+            if f.tag == tag {
+                return Ok(Some(f));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn body_start_of_begin(buf: &[u8]) -> usize {
+    // frame() guaranteed "8=<value><SOH>" with a bounded value.
+    memchr::memchr(crate::frame::SOH, &buf[2..]).unwrap_or(0)
+}
+
+fn digits(tag: u32) -> usize {
+    match tag {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        1000..=9999 => 4,
+        10_000..=99_999 => 5,
+        _ => 5 + digits(tag / 100_000),
+    }
+}
+
+/// An owned message (shares the receive buffer through [`Bytes`], no copy) with its header
+/// already parsed. This is what the session delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    bytes: Bytes,
+    idx: HeaderIndex,
+}
+
+impl Message {
+    /// Parses one complete message occupying exactly `bytes`.
+    pub fn parse(bytes: Bytes) -> Result<Self> {
+        let idx = RawMessage::parse(&bytes)?.idx;
+        Ok(Message { bytes, idx })
+    }
+
+    pub(crate) fn from_framed(
+        bytes: Bytes,
+        body_start: usize,
+        trailer_start: usize,
+    ) -> Result<Self> {
+        let idx = RawMessage::parse_framed(&bytes, body_start, trailer_start)?.idx;
+        Ok(Message { bytes, idx })
+    }
+
+    /// A borrowed view for field access and the typed decoders.
+    pub fn raw(&self) -> RawMessage<'_> {
+        RawMessage {
+            buf: &self.bytes,
+            idx: self.idx,
+        }
+    }
+
+    /// The wire bytes.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+    /// MsgType (35).
+    pub fn msg_type(&self) -> &str {
+        self.raw().msg_type()
+    }
+    /// MsgSeqNum (34), if present.
+    pub fn seq_num(&self) -> Option<u64> {
+        self.idx.seq_num
+    }
+    /// PossDupFlag (43) = Y.
+    pub fn poss_dup(&self) -> bool {
+        self.idx.poss_dup
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digits_counts_tag_width() {
+        for t in [
+            1u32,
+            9,
+            10,
+            99,
+            100,
+            999,
+            1000,
+            99_999,
+            100_000,
+            999_999_999,
+        ] {
+            assert_eq!(digits(t), t.to_string().len(), "{t}");
+        }
+    }
+}
