@@ -13,6 +13,11 @@
 //!
 //! [`topic`] validates and matches topic names/filters, [`state`] tracks packet identifiers and
 //! the QoS 1/2 handshakes of one connection.
+//!
+//! Left to the broker on purpose (they need session or configuration knowledge): a second
+//! CONNECT on a connection (protocol error), an empty client id with Clean Session 0 in 3.1.1
+//! (CONNACK 0x02), Topic Alias Maximum / Maximum QoS / Retain Available enforcement, Payload
+//! Format Indicator checks (0x99), authorization, and the keep-alive timer.
 
 mod codec;
 mod error;

@@ -41,7 +41,11 @@ fn oversize_packet_is_refused_from_the_fixed_header_alone() {
         buf.capacity() < 1024,
         "no allocation for the announced size"
     );
-    // The limit counts the fixed header: 2 + 8 = 10 bytes.
+    // Within the limit, a bare header still allocates nothing: growth follows received bytes.
+    let mut header_only = BytesMut::from(&[0x30, 0x80, 0x80, 0x40][..]);
+    assert_eq!(decode(&mut header_only, V5, 16 << 20).unwrap(), None);
+    assert!(header_only.capacity() < 1024);
+    // The limit counts the fixed header: a 4-byte PUBACK passes at 4 and fails at 3.
     let mut exact = BytesMut::from(&[0x40, 0x02, 0x00, 0x01][..]);
     assert!(decode(&mut exact, V4, 4).unwrap().is_some());
     let mut over = BytesMut::from(&[0x40, 0x02, 0x00, 0x01][..]);

@@ -144,8 +144,8 @@ pub fn decode(
         });
     }
     if buf.len() < total {
-        // The size is within the limit, so make room once instead of growing per read.
-        buf.reserve(total - buf.len());
+        // No `reserve(total)` here: a 5-byte header would make us allocate up to
+        // `max_packet_size` per connection before the peer sent anything. Grow as bytes arrive.
         return Ok(None);
     }
     let mut frame = buf.split_to(total).freeze();
