@@ -108,7 +108,7 @@ impl<'a> RawMessage<'a> {
             }
         }
         let mut body = trailer_start;
-        while let Some(f) = it.next() {
+        for f in it {
             let f = f?;
             if !tags::is_header_tag(f.tag) {
                 body = f.offset;

@@ -60,6 +60,11 @@ pub struct SessionConfig {
     pub max_message_size: usize,
     /// How ResendRequests are answered.
     pub resend_mode: ResendMode,
+    /// ResendRequest asks for exactly the missing range (EndSeqNo = last missing, QuickFIX
+    /// `ClosedResendInterval=Y`) instead of EndSeqNo = 0 ("everything"). Closed is the default:
+    /// with an open range a gap-filling peer also covers the messages we already hold, and
+    /// they would be dropped.
+    pub closed_resend_interval: bool,
     /// Out-of-order messages held while a gap is being filled; beyond this they are dropped and
     /// requested again later.
     pub max_queued: usize,
@@ -86,6 +91,7 @@ impl SessionConfig {
             max_latency: Some(Duration::from_secs(120)),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             resend_mode: ResendMode::GapFill,
+            closed_resend_interval: true,
             max_queued: 10_000,
         }
     }

@@ -199,7 +199,9 @@ pub struct Session<S: SeqStore> {
     test_request: Option<Timestamp>,
     test_req_counter: u64,
     state_deadline: Option<Timestamp>,
-    queue: BTreeMap<u64, Message>,
+    /// Messages received ahead of a gap. `None` marks a number whose message was already acted
+    /// on (a Logon or ResendRequest that arrived early) and only has to be counted in order.
+    queue: BTreeMap<u64, Option<Message>>,
     resend_until: Option<u64>,
     sent_reset: bool,
     sent_log: VecDeque<SentApp>,
@@ -281,14 +283,14 @@ impl<S: SeqStore> Session<S> {
         let mut d = self.state_deadline;
         if self.state == SessionState::Active && !self.heartbeat.is_zero() {
             let hb = self.heartbeat;
-            let heartbeat_due = self.last_sent.add(hb);
+            let heartbeat_due = self.last_sent.saturating_add(hb);
             let peer_due = match self.test_request {
-                Some(sent) => {
-                    sent.add(self.pct(self.cfg.timeout_percent - self.cfg.test_request_percent))
-                }
+                Some(sent) => sent.saturating_add(
+                    self.pct(self.cfg.timeout_percent - self.cfg.test_request_percent),
+                ),
                 None => self
                     .last_received
-                    .add(self.pct(self.cfg.test_request_percent)),
+                    .saturating_add(self.pct(self.cfg.test_request_percent)),
             };
             d = Some(
                 d.map_or(heartbeat_due, |d| d.min(heartbeat_due))
@@ -308,7 +310,7 @@ impl<S: SeqStore> Session<S> {
         self.reset_connection_state();
         self.last_received = now;
         self.last_sent = now;
-        self.state_deadline = Some(now.add(self.cfg.logon_timeout));
+        self.state_deadline = Some(now.saturating_add(self.cfg.logon_timeout));
         match self.cfg.role {
             Role::Acceptor => self.state = SessionState::AwaitingLogon,
             Role::Initiator => {
@@ -401,10 +403,10 @@ impl<S: SeqStore> Session<S> {
                 let answer_wait =
                     self.pct(self.cfg.timeout_percent - self.cfg.test_request_percent);
                 match self.test_request {
-                    Some(sent) if now >= sent.add(answer_wait) => {
+                    Some(sent) if now >= sent.saturating_add(answer_wait) => {
                         self.disconnect(DisconnectReason::HeartbeatTimeout, &mut out);
                     }
-                    None if now >= self.last_received.add(tr_delay) => {
+                    None if now >= self.last_received.saturating_add(tr_delay) => {
                         self.test_req_counter += 1;
                         let id = format!("TEST{}", self.test_req_counter);
                         self.send_admin(msg_type::TEST_REQUEST, now, &mut out, |w| {
@@ -414,7 +416,9 @@ impl<S: SeqStore> Session<S> {
                     }
                     _ => {}
                 }
-                if self.state == SessionState::Active && now >= self.last_sent.add(self.heartbeat) {
+                if self.state == SessionState::Active
+                    && now >= self.last_sent.saturating_add(self.heartbeat)
+                {
                     self.send_admin(msg_type::HEARTBEAT, now, &mut out, |_| Ok(()));
                 }
             }
@@ -471,7 +475,7 @@ impl<S: SeqStore> Session<S> {
             SessionState::Active => {
                 self.send_logout(text, now, &mut out);
                 self.state = SessionState::LogoutSent;
-                self.state_deadline = Some(now.add(self.cfg.logout_timeout));
+                self.state_deadline = Some(now.saturating_add(self.cfg.logout_timeout));
             }
             SessionState::AwaitingLogon | SessionState::LogonSent => {
                 self.disconnect(DisconnectReason::Requested, &mut out);
@@ -762,7 +766,8 @@ impl<S: SeqStore> Session<S> {
         self.sent_reset = false;
         out.push(Action::LoggedOn);
         if seq > expected {
-            self.request_resend(seq, out, now);
+            self.queue.insert(seq, None);
+            self.request_resend(seq, true, out, now);
         } else {
             self.seqs.next_target += 1;
         }
@@ -783,18 +788,27 @@ impl<S: SeqStore> Session<S> {
         }
     }
 
-    fn request_resend(&mut self, received: u64, out: &mut Vec<Action>, now: Timestamp) {
+    /// Sends ResendRequest for the gap before `received`. `held` says whether the message
+    /// `received` itself is kept (queued); a Logon or ResendRequest is acted on but not kept,
+    /// so its own number is requested too (the peer gap-fills it).
+    fn request_resend(&mut self, received: u64, held: bool, out: &mut Vec<Action>, now: Timestamp) {
         if self.resend_until.is_some() {
             return;
         }
         let begin = self.seqs.next_target;
+        let last_missing = if held { received - 1 } else { received };
+        // 0 = "everything after BeginSeqNo", the FIX 4.2+ open-range convention.
+        let end = if self.cfg.closed_resend_interval {
+            last_missing
+        } else {
+            0
+        };
         self.send_admin(msg_type::RESEND_REQUEST, now, out, |w| {
             w.uint(tags::BEGIN_SEQ_NO, begin);
-            // 0 = "everything after BeginSeqNo", the FIX 4.2+ convention QuickFIX uses.
-            w.uint(tags::END_SEQ_NO, 0);
+            w.uint(tags::END_SEQ_NO, end);
             Ok(())
         });
-        self.resend_until = Some(received - 1);
+        self.resend_until = Some(last_missing);
         out.push(Action::Event(SessionEvent::GapDetected {
             expected: begin,
             received,
@@ -874,9 +888,9 @@ impl<S: SeqStore> Session<S> {
         let seq = raw.seq_num().unwrap_or(0);
         let expected = self.seqs.next_target;
         if seq > expected {
-            self.request_resend(seq, out, now);
+            self.request_resend(seq, true, out, now);
             if self.queue.len() < self.cfg.max_queued {
-                self.queue.insert(seq, msg);
+                self.queue.insert(seq, Some(msg));
             }
             return (SeqCheck::Handled, None);
         }
@@ -953,8 +967,9 @@ impl<S: SeqStore> Session<S> {
                 if seq == expected {
                     self.seqs.next_target += 1;
                 } else if seq > expected {
-                    // Not queued: the peer gap-fills its own ResendRequest when it resends.
-                    self.request_resend(seq, out, now);
+                    // Already answered: only its number waits for the gap to close.
+                    self.queue.insert(seq, None);
+                    self.request_resend(seq, true, out, now);
                 }
             }
             msg_type::SEQUENCE_RESET => {
@@ -1148,8 +1163,10 @@ impl<S: SeqStore> Session<S> {
             let Some((_, msg)) = self.queue.pop_first() else {
                 break;
             };
-            if seq == expected {
-                self.on_established(msg, now, out);
+            match msg {
+                Some(msg) if seq == expected => self.on_established(msg, now, out),
+                None if seq == expected => self.seqs.next_target += 1,
+                _ => {} // overtaken by a gap fill
             }
         }
         if self.resend_until.is_some_and(|r| self.seqs.next_target > r) {
@@ -1157,7 +1174,7 @@ impl<S: SeqStore> Session<S> {
         }
         if self.resend_until.is_none() && self.is_logged_on() {
             if let Some((&seq, _)) = self.queue.first_key_value() {
-                self.request_resend(seq, out, now);
+                self.request_resend(seq, true, out, now);
             }
         }
     }
