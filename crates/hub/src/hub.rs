@@ -264,6 +264,12 @@ impl Hub {
             .collect()
     }
 
+    /// Validates a publication without storing it (namespace, size, schema), so an edge can
+    /// refuse a whole batch before any of it is appended.
+    pub fn check(&self, r: &PublishRequest) -> Result<(), HubError> {
+        self.validate(r).map(|_| ())
+    }
+
     fn validate(&self, r: &PublishRequest) -> Result<Arc<NamespaceRt>, HubError> {
         let ns = self.inner.namespace(&r.channel)?;
         if r.data.len() > ns.spec.max_message_bytes {

@@ -1,0 +1,299 @@
+//! The server's one configuration struct. Sources, later ones winning: built-in defaults, the
+//! TOML file given by `--config`, `TICKWIRE_*` environment variables (`__` separates nested
+//! keys), then command-line flags. Every setting is documented in docs/configuration.md.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use figment::{
+    providers::{Env, Format, Serialized, Toml},
+    Figment,
+};
+use serde::{Deserialize, Serialize};
+use tickwire_hub::{FsyncPolicy, HubConfig};
+use tickwire_model::{Class, NamespaceSpec, Schema};
+
+use crate::ServerError;
+
+/// Default HTTP listen address.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:7700";
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA: &str = "tickwire-data";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP listen address: REST, WebSocket, SSE, console.
+    pub http: SocketAddr,
+    /// Where logs and state live.
+    pub data: PathBuf,
+    /// `always` (fsync each group-commit batch before acking), `interval:<N>ms`, or `never`.
+    pub fsync: String,
+    /// API keys allowed to publish to any namespace (HTTP `Authorization: Bearer <key>`,
+    /// WebSocket `?api_key=`). Empty: publishing is open to everyone (development only).
+    pub api_keys: Vec<String>,
+    /// Recent messages kept in memory per stream channel; a live subscriber further behind is
+    /// disconnected with `slow_consumer` and resumes by offset.
+    pub stream_buffer: usize,
+    /// Client message ids remembered per namespace for idempotent publish.
+    pub dedup_window: usize,
+    pub max_subscriptions: usize,
+    /// Concurrent WebSocket + SSE connections.
+    pub max_connections: usize,
+    /// Largest HTTP publish body, bytes.
+    pub max_body_bytes: usize,
+    /// A client that does not take a write within this long is disconnected.
+    pub write_timeout_ms: u64,
+    /// Log segment size, bytes.
+    pub segment_bytes: u64,
+    /// Namespaces; merged over the defaults (quotes, candles, trades, chat, user) by name.
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NamespaceConfig {
+    pub class: Option<Class>,
+    pub schema: Option<Schema>,
+    pub max_message_bytes: Option<usize>,
+    pub retention_bytes: Option<u64>,
+    /// e.g. `30d`, `12h`, `90m`.
+    pub retention_age: Option<String>,
+    /// Whether WebSocket clients without an API key may publish.
+    pub client_publish: Option<bool>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http: DEFAULT_HTTP
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7700))),
+            data: PathBuf::from(DEFAULT_DATA),
+            fsync: "always".into(),
+            api_keys: Vec::new(),
+            stream_buffer: 1024,
+            dedup_window: 100_000,
+            max_subscriptions: 1024,
+            max_connections: 100_000,
+            max_body_bytes: 8 * 1024 * 1024,
+            write_timeout_ms: 10_000,
+            segment_bytes: 64 * 1024 * 1024,
+            namespaces: BTreeMap::new(),
+        }
+    }
+}
+
+/// Overrides from the command line; `None` leaves the file/env value.
+#[derive(Debug, Clone, Default)]
+pub struct CliOverrides {
+    pub http: Option<SocketAddr>,
+    pub data: Option<PathBuf>,
+    pub fsync: Option<String>,
+}
+
+impl Config {
+    /// Defaults, then `file`, then `TICKWIRE_*` env, then CLI flags.
+    pub fn load(file: Option<&std::path::Path>, cli: &CliOverrides) -> Result<Config, ServerError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(ServerError::Config(format!(
+                    "config file {} does not exist",
+                    f.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        fig = fig.merge(Env::prefixed("TICKWIRE_").split("__"));
+        let mut cfg: Config = fig
+            .extract()
+            .map_err(|e| ServerError::Config(e.to_string()))?;
+        if let Some(h) = cli.http {
+            cfg.http = h;
+        }
+        if let Some(d) = &cli.data {
+            cfg.data = d.clone();
+        }
+        if let Some(f) = &cli.fsync {
+            cfg.fsync = f.clone();
+        }
+        cfg.hub_config()?;
+        Ok(cfg)
+    }
+
+    /// The namespaces after merging configuration over the defaults.
+    pub fn namespace_specs(&self) -> Result<Vec<NamespaceSpec>, ServerError> {
+        let mut specs: BTreeMap<String, NamespaceSpec> = NamespaceSpec::defaults()
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect();
+        for (name, nc) in &self.namespaces {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(ServerError::Config(format!(
+                    "namespace name {name:?}: use letters, digits, `_` or `-`"
+                )));
+            }
+            let base = specs.get(name).cloned();
+            let class = nc.class.or(base.as_ref().map(|b| b.class)).ok_or_else(|| {
+                ServerError::Config(format!(
+                    "namespace `{name}` needs `class = \"state\"` or `\"stream\"`"
+                ))
+            })?;
+            let d = base.unwrap_or(NamespaceSpec {
+                name: name.clone(),
+                class,
+                schema: Schema::Any,
+                max_message_bytes: 64 * 1024,
+                retention_bytes: None,
+                retention_age: None,
+                client_publish: false,
+            });
+            let retention_age = match &nc.retention_age {
+                Some(s) => Some(parse_duration(s).map_err(|e| {
+                    ServerError::Config(format!("namespace `{name}`: retention_age: {e}"))
+                })?),
+                None => d.retention_age,
+            };
+            specs.insert(
+                name.clone(),
+                NamespaceSpec {
+                    name: name.clone(),
+                    class,
+                    schema: nc.schema.unwrap_or(d.schema),
+                    max_message_bytes: nc.max_message_bytes.unwrap_or(d.max_message_bytes),
+                    retention_bytes: nc.retention_bytes.or(d.retention_bytes),
+                    retention_age,
+                    client_publish: nc.client_publish.unwrap_or(d.client_publish),
+                },
+            );
+        }
+        Ok(specs.into_values().collect())
+    }
+
+    pub fn fsync_policy(&self) -> Result<FsyncPolicy, ServerError> {
+        self.fsync
+            .parse::<FsyncPolicy>()
+            .map_err(|e| ServerError::Config(e.to_string()))
+    }
+
+    pub fn hub_config(&self) -> Result<HubConfig, ServerError> {
+        let mut h = HubConfig::new(&self.data);
+        h.namespaces = self.namespace_specs()?;
+        h.fsync = self.fsync_policy()?;
+        if self.stream_buffer == 0 {
+            return Err(ServerError::Config(
+                "stream_buffer must be at least 1".into(),
+            ));
+        }
+        h.stream_buffer = self.stream_buffer;
+        h.dedup_window = self.dedup_window;
+        h.max_subscriptions = self.max_subscriptions;
+        h.segment_bytes = self.segment_bytes.max(4096);
+        Ok(h)
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms.max(1))
+    }
+}
+
+/// `500ms`, `30s`, `15m`, `12h`, `30d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30d, 12h, 15m, 30s, 500ms"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m, h, d)")),
+    };
+    Ok(Duration::from_millis(n.saturating_mul(ms)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86400)
+        );
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("3 weeks").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn file_env_and_flags_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.toml");
+        std::fs::write(
+            &f,
+            r#"
+http = "127.0.0.1:9999"
+fsync = "interval:20ms"
+api_keys = ["k1"]
+[namespaces.chat]
+max_message_bytes = 1000
+[namespaces.signals]
+class = "stream"
+client_publish = true
+retention_age = "2h"
+"#,
+        )
+        .unwrap();
+        let cfg = Config::load(
+            Some(&f),
+            &CliOverrides {
+                data: Some("/tmp/x".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(cfg.http.port(), 9999);
+        assert_eq!(cfg.data, PathBuf::from("/tmp/x"));
+        assert_eq!(
+            cfg.fsync_policy().unwrap(),
+            FsyncPolicy::Interval(Duration::from_millis(20))
+        );
+        let specs = cfg.namespace_specs().unwrap();
+        let chat = specs.iter().find(|s| s.name == "chat").unwrap();
+        assert_eq!(chat.max_message_bytes, 1000);
+        assert_eq!(chat.class, Class::Stream);
+        let sig = specs.iter().find(|s| s.name == "signals").unwrap();
+        assert_eq!(sig.retention_age, Some(Duration::from_secs(7200)));
+        assert!(specs.iter().any(|s| s.name == "quotes"));
+    }
+
+    #[test]
+    fn bad_config_is_refused_with_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.toml");
+        std::fs::write(&f, "[namespaces.x]\nschema = \"any\"\n").unwrap();
+        let e = Config::load(Some(&f), &CliOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("class"), "{e}");
+        std::fs::write(&f, "fsync = \"sometimes\"\n").unwrap();
+        assert!(Config::load(Some(&f), &CliOverrides::default()).is_err());
+        std::fs::write(&f, "bogus = 1\n").unwrap();
+        assert!(Config::load(Some(&f), &CliOverrides::default()).is_err());
+        assert!(Config::load(
+            Some(&dir.path().join("missing.toml")),
+            &CliOverrides::default()
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,129 @@
+use std::{net::SocketAddr, sync::atomic::Ordering, sync::Arc, time::Duration};
+
+use axum::{
+    http::header,
+    response::{Html, IntoResponse},
+    routing::{get, post},
+    Router,
+};
+use tickwire_hub::{CloseReason, Hub};
+use tokio::net::TcpListener;
+
+use crate::{publish, rest, sse, ws, AppState, Config, ServerError};
+
+const CONSOLE: &str = include_str!("../../../web/index.html");
+
+/// Every route of the HTTP listener.
+pub fn router(st: AppState) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(CONSOLE) }))
+        .route(
+            "/favicon.ico",
+            get(|| async { ([(header::CONTENT_TYPE, "image/svg+xml")], "").into_response() }),
+        )
+        .route("/v1/publish", post(publish::publish))
+        .route("/v1/ws", get(ws::upgrade))
+        .route("/v1/sse", get(sse::sse))
+        .route("/v1/history/{channel}", get(rest::history))
+        .route("/v1/latest/{channel}", get(rest::latest))
+        .route("/v1/namespaces", get(rest::namespaces))
+        .route("/v1/channels/{namespace}", get(rest::channels))
+        .route("/healthz", get(rest::healthz))
+        .route("/readyz", get(rest::readyz))
+        .route("/metrics", get(rest::metrics))
+        .with_state(st)
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    pub state: AppState,
+    listener: TcpListener,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Opens the hub (recovering the logs) and binds the listener.
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let hub_cfg = config.hub_config()?;
+        let hub = tokio::task::spawn_blocking(move || Hub::open(hub_cfg))
+            .await
+            .map_err(|e| ServerError::Config(format!("opening the hub: {e}")))??;
+        let listener =
+            TcpListener::bind(config.http)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.http,
+                    source,
+                })?;
+        let addr = listener.local_addr()?;
+        Ok(Server {
+            state: AppState::new(Arc::new(hub), config),
+            listener,
+            addr,
+        })
+    }
+
+    /// Serves until `shutdown` resolves, then drains: not ready, sessions told to go, writers
+    /// flushed and fsynced.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let st = self.state.clone();
+        let drain = st.clone();
+        let app = router(st.clone());
+        let signal = async move {
+            shutdown.await;
+            drain.ready.store(false, Ordering::Release);
+            drain.close_all(CloseReason::Shutdown);
+        };
+        let served = axum::serve(self.listener, app).with_graceful_shutdown(signal);
+        // Long-lived streams end once their sessions close; don't wait forever for stragglers.
+        let r = tokio::time::timeout(Duration::from_secs(3600 * 24 * 365), served).await;
+        st.hub.shutdown().await;
+        match r {
+            Ok(r) => r.map_err(ServerError::Io),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// Runs the server with `config` until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> Result<(), ServerError> {
+    let server = Server::bind(config.clone()).await?;
+    let addr = server.addr;
+    let data = std::fs::canonicalize(&config.data).unwrap_or(config.data.clone());
+    println!(
+        "tickwire {} listening on http://{addr}",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!("  console:   http://{addr}/");
+    println!("  websocket: ws://{addr}/v1/ws");
+    println!("  data:      {} (fsync {})", data.display(), config.fsync);
+    if config.api_keys.is_empty() {
+        println!("  publishing is open to everyone: set api_keys to require a key");
+    }
+    server.run(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received; draining");
+}
