@@ -21,6 +21,8 @@ pub(crate) struct Shared {
     /// never looks at a record still being written.
     pub next_offset: AtomicU64,
     pub start_offset: AtomicU64,
+    /// Lets readers size their first read to cover the skip from an index entry.
+    pub index_interval: usize,
 }
 
 /// What [`Log::open`] found and repaired.
@@ -154,6 +156,7 @@ impl Log {
         let start_offset = segments.first().map_or(0, |s| s.base);
         report.segments = segments.len();
         let active_pos = active.size.load(Ordering::Relaxed);
+        let index_interval = cfg.index_interval_bytes as usize;
         Ok(Log {
             dir: dir.to_path_buf(),
             cfg,
@@ -161,6 +164,7 @@ impl Log {
                 segments: RwLock::new(segments),
                 next_offset: AtomicU64::new(next_offset),
                 start_offset: AtomicU64::new(start_offset),
+                index_interval,
             }),
             active,
             active_pos,

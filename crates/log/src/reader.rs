@@ -14,6 +14,8 @@ use crate::{Error, Offset, Record, Result};
 const READ_CHUNK: usize = 64 * 1024;
 /// Smallest read, so tiny tail reads still amortise the syscall over a few records.
 const MIN_READ: usize = 4 * 1024;
+/// Assumed encoded size per requested record when sizing the first read (quotes are ~130 B).
+const GUESS_RECORD_BYTES: usize = 256;
 
 /// A read handle on a [`crate::Log`]. Cheap to clone; `Send + Sync`; never blocks the writer
 /// except for brief index/segment-list locks.
@@ -72,7 +74,14 @@ impl LogReader {
                 let seg_end = segs.get(i).map_or(hi, |next| next.base.min(hi));
                 (Arc::clone(seg), seg_end)
             };
-            if read_segment(&seg, off, seg_end, &mut budget, &mut out)? {
+            if read_segment(
+                &seg,
+                off,
+                seg_end,
+                self.shared.index_interval,
+                &mut budget,
+                &mut out,
+            )? {
                 break;
             }
             off = seg_end;
@@ -96,6 +105,7 @@ fn read_segment(
     seg: &Segment,
     off: Offset,
     end: Offset,
+    index_interval: usize,
     budget: &mut Budget,
     out: &mut Vec<Record>,
 ) -> Result<bool> {
@@ -103,10 +113,18 @@ fn read_segment(
     let mut pos = start.position;
     let mut expected = start.offset;
     let mut chunk = Bytes::new();
-    let mut chunk_pos = pos; // file position of chunk[0]
-                             // Size the first read to what is likely needed: the skip from the index entry plus the
-                             // requested payload, so small tail reads do not allocate and zero 64 KiB.
-    let mut first_read = budget.max_bytes.saturating_add(MIN_READ).min(READ_CHUNK);
+    // File position of chunk[0].
+    let mut chunk_pos = pos;
+    // Size the first read to what is likely needed: the skip from the index entry (at most one
+    // interval plus a record) plus a guess at the requested records, so small reads do not
+    // allocate, zero and fill 64 KiB.
+    let wanted = budget
+        .max_bytes
+        .min(budget.max_records.saturating_mul(GUESS_RECORD_BYTES));
+    let mut first_read = index_interval
+        .saturating_add(GUESS_RECORD_BYTES)
+        .saturating_add(wanted)
+        .clamp(MIN_READ, READ_CHUNK);
     while expected < end {
         let rel = (pos - chunk_pos) as usize;
         match record::decode(chunk.get(rel..).unwrap_or(&[])) {
