@@ -51,6 +51,8 @@ pub(crate) struct NamespaceRt {
     pub reader: LogReader,
     /// Every message below this offset has been dispatched to its channel node.
     pub dispatched: AtomicU64,
+    /// Internal consumers that must see every message in order (see [`Hub::tap`]).
+    pub taps: parking_lot::RwLock<Vec<mpsc::Sender<Arc<Message>>>>,
     tx: mpsc::Sender<WriterMsg>,
 }
 
@@ -145,6 +147,7 @@ impl Hub {
             let ns = Arc::new(NamespaceRt {
                 spec: spec.clone(),
                 dispatched: AtomicU64::new(log.next_offset()),
+                taps: parking_lot::RwLock::new(Vec::new()),
                 reader,
                 tx,
             });
@@ -364,6 +367,41 @@ impl Hub {
             namespace: ns.spec.name.clone(),
             reason: e.to_string(),
         })?
+    }
+
+    /// Every message appended to `namespace` from now on, in offset order, after it reached
+    /// subscribers. For internal consumers that must not miss a message (the candle builder):
+    /// the channel is bounded and a full tap makes the writer wait, so a tap slows ingest
+    /// rather than drop. Dropping the receiver removes the tap.
+    pub fn tap(
+        &self,
+        namespace: &str,
+        capacity: usize,
+    ) -> Result<mpsc::Receiver<Arc<Message>>, HubError> {
+        let ns =
+            self.inner
+                .namespaces
+                .get(namespace)
+                .ok_or_else(|| HubError::UnknownNamespace {
+                    namespace: namespace.to_string(),
+                    known: self
+                        .namespaces()
+                        .iter()
+                        .map(|n| n.name.clone())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        ns.taps.write().push(tx);
+        Ok(rx)
+    }
+
+    /// The reader of a namespace's log, for rebuilding projections (candles) from history.
+    pub fn log_reader(&self, namespace: &str) -> Option<tickwire_log::LogReader> {
+        self.inner
+            .namespaces
+            .get(namespace)
+            .map(|n| n.reader.clone())
     }
 
     /// Channels seen in a namespace.

@@ -320,5 +320,23 @@ impl Writer {
             );
             node.dispatch(m.clone(), self.ring_cap);
         }
+        let taps = self.ns.taps.read();
+        if taps.is_empty() {
+            return;
+        }
+        let mut closed = false;
+        for tap in taps.iter() {
+            for m in messages {
+                // Blocking is deliberate: a tap consumer must see every message.
+                if tap.blocking_send(m.clone()).is_err() {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        drop(taps);
+        if closed {
+            self.ns.taps.write().retain(|t| !t.is_closed());
+        }
     }
 }

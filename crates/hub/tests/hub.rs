@@ -302,3 +302,26 @@ async fn unsubscribed_channel_stops_delivering() {
     assert!(s.drain().await.unwrap().is_empty());
     hub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tap_sees_every_message_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::open(HubConfig::new(dir.path())).unwrap();
+    let mut tap = hub.tap("quotes", 16).unwrap();
+    assert!(hub.tap("nope", 1).is_err());
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while seen.len() < 100 {
+            seen.push(tap.recv().await.unwrap().publication.offset);
+        }
+        seen
+    });
+    let mut offs = Vec::new();
+    for i in 0..100 {
+        offs.push(publish1(&hub, &format!("quotes.S{}", i % 7), &quote(i), None).await);
+    }
+    assert_eq!(reader.await.unwrap(), offs);
+    // A dropped tap does not block the writer.
+    publish1(&hub, "quotes.S1", &quote(1), None).await;
+    hub.shutdown().await;
+}
