@@ -88,6 +88,9 @@ impl HubInner {
 /// The running hub. Cheap to share behind an `Arc`.
 pub struct Hub {
     inner: Arc<HubInner>,
+    /// Held for the hub's life: a second process on the same data directory would interleave
+    /// appends and corrupt the logs, so it is refused at open.
+    _lock: std::fs::File,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stop: Arc<AtomicBool>,
 }
@@ -105,6 +108,7 @@ impl Hub {
     /// value of every state channel, the recent ring of every stream channel and the
     /// idempotency window, and starts the writer threads.
     pub fn open(config: HubConfig) -> Result<Hub, HubError> {
+        let lock = lock_data_dir(&config.data_dir)?;
         let registry = Arc::new(Registry::new());
         let mut namespaces = HashMap::new();
         let mut threads = Vec::new();
@@ -181,6 +185,7 @@ impl Hub {
         threads.push(spawn_housekeeper(inner.clone(), stop.clone())?);
         Ok(Hub {
             inner,
+            _lock: lock,
             threads: Mutex::new(threads),
             stop,
         })
@@ -441,6 +446,34 @@ impl Hub {
             }
         })
         .await;
+    }
+}
+
+/// Takes an exclusive advisory lock on `<data>/LOCK`, released when the file closes (also on
+/// kill -9, so a crashed server never leaves a stale lock behind).
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, HubError> {
+    let storage = |reason: String| HubError::Storage {
+        namespace: String::new(),
+        reason,
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| storage(format!("creating {}: {e}", dir.display())))?;
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| storage(format!("opening {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(storage(format!(
+            "data directory {} is in use by another tickwire process",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(storage(format!("locking {}: {e}", path.display())))
+        }
     }
 }
 

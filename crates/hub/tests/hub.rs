@@ -107,6 +107,8 @@ async fn replay_older_than_the_ring_reads_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = HubConfig::new(dir.path());
     cfg.stream_buffer = 8;
+    // 3000 sequential publishes: skip the per-batch fsync, it is not what this test is about.
+    cfg.fsync = tickwire_hub::FsyncPolicy::Never;
     let hub = Hub::open(cfg).unwrap();
     let mut offsets = Vec::new();
     for i in 0..3000 {
@@ -324,4 +326,22 @@ async fn tap_sees_every_message_in_order() {
     // A dropped tap does not block the writer.
     publish1(&hub, "quotes.S1", &quote(1), None).await;
     hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_data_directory_is_used_by_one_hub_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::open(HubConfig::new(dir.path())).unwrap();
+    let second = Hub::open(HubConfig::new(dir.path()));
+    assert!(
+        matches!(&second, Err(HubError::Storage { reason, .. }) if reason.contains("in use")),
+        "{:?}",
+        second.err()
+    );
+    hub.shutdown().await;
+    drop(hub);
+    Hub::open(HubConfig::new(dir.path()))
+        .unwrap()
+        .shutdown()
+        .await;
 }
