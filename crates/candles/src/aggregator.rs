@@ -2,6 +2,8 @@
 
 use std::collections::VecDeque;
 
+use serde::{Deserialize, Serialize};
+
 use crate::candle::BarAcc;
 use crate::{Candle, CandleError, PriceSource, Resolution, Tick, TickKind};
 
@@ -90,7 +92,7 @@ impl Update {
 }
 
 /// Counters for metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AggregatorStats {
     /// Ticks merged (in order or late).
     pub applied: u64,
@@ -102,7 +104,7 @@ pub struct AggregatorStats {
     pub ignored: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Bar {
     start: i64,
     /// Exclusive end, cached because month ends are not free to compute.
@@ -112,7 +114,7 @@ struct Bar {
 
 /// Bars of one resolution, ascending by start: retained closed bars, then at most one live bar
 /// (the one whose end is after the watermark).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Series {
     resolution: Resolution,
     bars: VecDeque<Bar>,
@@ -121,7 +123,11 @@ struct Series {
 /// Live OHLCV aggregation for ONE symbol over a set of resolutions. Pure state machine: feed it
 /// ticks and timer instants, publish and persist what it reports. See the crate docs for the
 /// driving loop and the exact rules.
-#[derive(Debug, Clone)]
+///
+/// It is `Serialize + Deserialize`: a snapshot taken together with the position of the last
+/// tick it saw lets a restarted process continue exactly where it stopped (see the crate docs,
+/// "Restarting").
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Aggregator {
     source: PriceSource,
     tolerance_ms: i64,

@@ -32,12 +32,17 @@ pub struct Candle {
 }
 
 /// OHLC plus the timestamps that decide open and close, so ticks may arrive in any order.
-#[derive(Debug, Clone)]
+/// Decimals are pinned to strings in snapshots for the same reason as in [`Candle`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Ohlc {
+    #[serde(with = "rust_decimal::serde::str")]
     open: Decimal,
     open_ts: i64,
+    #[serde(with = "rust_decimal::serde::str")]
     high: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
     low: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
     close: Decimal,
     close_ts: i64,
     count: u64,
@@ -79,11 +84,12 @@ impl Ohlc {
 
 /// What a bar has counted so far. A bar is quote-built until its first trade, which discards
 /// the quote data for good (trades override quotes within a bar).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum BarAcc {
     Quotes(Ohlc),
     Trades {
         ohlc: Ohlc,
+        #[serde(with = "rust_decimal::serde::str")]
         size_sum: Decimal,
         any_size: bool,
     },

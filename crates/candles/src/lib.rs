@@ -88,11 +88,15 @@
 //! Week and month math uses ~20 lines of Hinnant's civil-date algorithms (`calendar.rs`)
 //! instead of chrono/time: UTC only, no time zones, so a dependency would buy nothing.
 //!
-//! # Known limits
+//! # Restarting
 //!
-//! After a restart the aggregator is empty: replaying ticks from the log (from the start of the
-//! longest open bucket) rebuilds it; without that, the first `Closed`/`Live` of a long bar
-//! (day, week, month) would hold only post-restart ticks.
+//! [`Aggregator`] is `Serialize + Deserialize`. A driver that persists, in ONE atomic write,
+//! the closed bars, a snapshot of every aggregator that changed and the log position of the last
+//! tick it merged can restart from that position with the restored aggregators and replay only
+//! the ticks after it: live bars keep their pre-restart ticks, closed bars are upserted by key,
+//! so nothing is lost or counted twice. (The snapshot's format is serde's view of the private
+//! state: a new version of this crate may refuse an old snapshot, and the driver then rebuilds
+//! from the log.)
 
 mod aggregator;
 mod batch;

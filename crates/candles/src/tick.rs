@@ -1,6 +1,7 @@
 //! Aggregator input: ticks, and how a quote becomes a price.
 
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 
 /// One market event for a single symbol, stamped in unix milliseconds (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +51,10 @@ impl Tick {
 
 /// Which quote price feeds a bar that has no trades. Trades always win inside a bar; see the
 /// crate docs for the exact rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+///
+/// Serialized in lowercase (`"bid"`, `"ask"`, `"mid"`, `"last"`), as in the server config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PriceSource {
     /// Best bid (the usual choice for FX charts).
     Bid,
