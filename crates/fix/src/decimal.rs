@@ -15,6 +15,7 @@ impl<'a> Decimal<'a> {
         Self::for_tag(0, s)
     }
 
+    #[inline]
     pub(crate) fn for_tag(tag: u32, s: &'a str) -> Result<Self> {
         let b = s.as_bytes();
         let digits = b.strip_prefix(b"-").unwrap_or(b);

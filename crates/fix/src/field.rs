@@ -13,11 +13,18 @@ pub struct Field<'a> {
     pub value: &'a [u8],
     /// Offset of the field's first byte in the buffer given to the iterator.
     pub offset: usize,
+    /// The value as text when the whole buffer was already known to be UTF-8, which saves a
+    /// validation per field on the hot path.
+    text: Option<&'a str>,
 }
 
 impl<'a> Field<'a> {
     /// The value as UTF-8 text.
+    #[inline]
     pub fn as_str(&self) -> Result<&'a str> {
+        if let Some(t) = self.text {
+            return Ok(t);
+        }
         std::str::from_utf8(self.value).map_err(|_| Error::InvalidValue {
             tag: self.tag,
             reason: "not valid UTF-8",
@@ -82,6 +89,9 @@ pub struct FieldIter<'a> {
     pos: usize,
     end: usize,
     pending_data: Option<(u32, usize)>,
+    /// `buf[start..end]` as text, when known to be UTF-8.
+    text: Option<&'a str>,
+    text_base: usize,
 }
 
 impl<'a> FieldIter<'a> {
@@ -92,7 +102,24 @@ impl<'a> FieldIter<'a> {
             pos: start,
             end: end.min(buf.len()),
             pending_data: None,
+            text: None,
+            text_base: start,
         }
+    }
+
+    /// Like [`FieldIter::new`] where `text` is `buf[start..end]` already validated as UTF-8.
+    pub(crate) fn new_text(buf: &'a [u8], text: &'a str, start: usize, end: usize) -> Self {
+        FieldIter {
+            text: Some(text),
+            ..Self::new(buf, start, end)
+        }
+    }
+
+    /// Moves back to a field returned earlier, so it is read again (a group decoder handing a
+    /// field back to the enclosing level).
+    pub fn rewind(&mut self, field: &Field<'_>) {
+        self.pos = field.offset;
+        self.pending_data = None;
     }
 
     /// Offset of the next field.
@@ -100,12 +127,16 @@ impl<'a> FieldIter<'a> {
         self.pos
     }
 
+    #[cold]
     fn malformed(&mut self, offset: usize, reason: &'static str) -> Error {
         // Stop after the first error so a caller looping on `next` terminates.
         self.pos = self.end;
         Error::MalformedField { offset, reason }
     }
 
+    // Inlined so the returned Field stays in registers: returned through memory it caused a
+    // store-forwarding stall that cost more than the parsing itself.
+    #[inline(always)]
     fn read(&mut self) -> Result<Field<'a>> {
         let start = self.pos;
         let mut i = start;
@@ -135,7 +166,11 @@ impl<'a> FieldIter<'a> {
                 }
                 e
             }
-            _ => match memchr::memchr(SOH, &self.buf[value_start.min(self.end)..self.end]) {
+            // Values are mostly a few bytes long: a plain scan beats memchr's dispatch here.
+            _ => match self.buf[value_start.min(self.end)..self.end]
+                .iter()
+                .position(|&b| b == SOH)
+            {
                 Some(n) => value_start + n,
                 None => return Err(self.malformed(start, "field not terminated by SOH")),
             },
@@ -155,6 +190,10 @@ impl<'a> FieldIter<'a> {
             tag,
             value,
             offset: start,
+            // SOH and '=' are ASCII, so field bounds are always char boundaries.
+            text: self
+                .text
+                .and_then(|t| t.get(value_start - self.text_base..value_end - self.text_base)),
         })
     }
 }

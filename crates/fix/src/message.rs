@@ -92,11 +92,9 @@ impl<'a> RawMessage<'a> {
             begin_string: Span::of(2, body_start_of_begin(buf)),
             ..HeaderIndex::default()
         };
-        as_text(&buf[2..2 + body_start_of_begin(buf)], tags::BEGIN_STRING)?;
         let mut it = FieldIter::new(buf, body_start, trailer_start);
         match it.next() {
             Some(Ok(f)) if f.tag == tags::MSG_TYPE => {
-                as_text(f.value, f.tag)?;
                 idx.msg_type = Span::of(f.offset + 3, f.value.len());
             }
             Some(Err(e)) => return Err(e),
@@ -147,9 +145,10 @@ impl<'a> RawMessage<'a> {
             if slot.start < slot.end {
                 return Err(Error::DuplicateField { tag: f.tag });
             }
-            as_text(f.value, f.tag)?;
             *slot = span;
         }
+        // One check for the whole header instead of one per text field; the accessors rely on it.
+        as_text(&buf[..body], tags::MSG_TYPE)?;
         idx.body_start = body as u32;
         idx.body_end = trailer_start as u32;
         Ok(RawMessage { buf, idx })
@@ -209,11 +208,13 @@ impl<'a> RawMessage<'a> {
     }
     /// The body fields (after the standard header, before the trailer).
     pub fn body_fields(&self) -> FieldIter<'a> {
-        FieldIter::new(
-            self.buf,
-            self.idx.body_start as usize,
-            self.idx.body_end as usize,
-        )
+        let (start, end) = (self.idx.body_start as usize, self.idx.body_end as usize);
+        // One UTF-8 check over the whole body (FIX is nearly always ASCII) instead of one per
+        // field; a body with non-UTF-8 bytes falls back to checking field by field.
+        match std::str::from_utf8(&self.buf[start..end]) {
+            Ok(text) => FieldIter::new_text(self.buf, text, start, end),
+            Err(_) => FieldIter::new(self.buf, start, end),
+        }
     }
     /// The raw body bytes (each field ends with SOH).
     pub fn body_bytes(&self) -> &'a [u8] {

@@ -21,12 +21,10 @@ pub(crate) fn read_group<'a>(
         return Ok(0);
     }
     let mut seen = 0usize;
-    loop {
-        let before = it.clone();
-        let Some(f) = it.next() else { break };
+    while let Some(f) = it.next() {
         let f = f?;
         if ends_group(f.tag) {
-            *it = before;
+            it.rewind(&f);
             break;
         }
         if f.tag == delimiter {
