@@ -47,6 +47,8 @@ pub struct Config {
     pub segment_bytes: u64,
     /// Namespaces; merged over the defaults (quotes, candles, trades, chat, user) by name.
     pub namespaces: BTreeMap<String, NamespaceConfig>,
+    /// Live candles, their store and the UDF metadata (docs/candles.md).
+    pub candles: crate::candles::CandlesConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -79,6 +81,7 @@ impl Default for Config {
             write_timeout_ms: 10_000,
             segment_bytes: 64 * 1024 * 1024,
             namespaces: BTreeMap::new(),
+            candles: crate::candles::CandlesConfig::default(),
         }
     }
 }
@@ -104,7 +107,8 @@ impl Config {
             }
             fig = fig.merge(Toml::file(f));
         }
-        fig = fig.merge(Env::prefixed("TICKWIRE_").split("__"));
+        // TICKWIRE_LOG is the log filter, read by the binary, not a setting.
+        fig = fig.merge(Env::prefixed("TICKWIRE_").ignore(&["LOG"]).split("__"));
         let mut cfg: Config = fig
             .extract()
             .map_err(|e| ServerError::Config(e.to_string()))?;

@@ -2,6 +2,7 @@
 //! health and metrics, and the console page. Edges translate wire formats to hub calls; they
 //! know nothing about storage.
 
+pub mod candles;
 mod config;
 mod error;
 mod metrics;
@@ -11,6 +12,7 @@ mod rest;
 mod serve;
 mod sse;
 mod state;
+mod udf;
 mod ws;
 
 pub use config::{

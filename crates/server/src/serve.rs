@@ -12,6 +12,10 @@ use tokio::net::TcpListener;
 use crate::{publish, rest, sse, ws, AppState, Config, ServerError};
 
 const CONSOLE: &str = include_str!("../../../web/index.html");
+const CONSOLE_JS: &str = include_str!("../../../web/console.js");
+const CONSOLE_CSS: &str = include_str!("../../../web/console.css");
+const CHARTS_JS: &str =
+    include_str!("../../../web/vendor/lightweight-charts.standalone.production.js");
 
 /// Every route of the HTTP listener.
 pub fn router(st: AppState) -> Router {
@@ -20,6 +24,36 @@ pub fn router(st: AppState) -> Router {
         .route(
             "/favicon.ico",
             get(|| async { ([(header::CONTENT_TYPE, "image/svg+xml")], "").into_response() }),
+        )
+        .route(
+            "/console.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    CONSOLE_JS,
+                )
+            }),
+        )
+        .route(
+            "/console.css",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+                    CONSOLE_CSS,
+                )
+            }),
+        )
+        .route(
+            "/vendor/lightweight-charts.js",
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                        (header::CACHE_CONTROL, "public, max-age=86400"),
+                    ],
+                    CHARTS_JS,
+                )
+            }),
         )
         .route("/v1/publish", post(publish::publish))
         .route("/v1/ws", get(ws::upgrade))
@@ -39,12 +73,17 @@ pub struct Server {
     pub state: AppState,
     listener: TcpListener,
     pub addr: SocketAddr,
+    /// The candle driver's HTTP side (UDF, /v1/candles); `None` when candles are disabled.
+    pub candles: Option<Arc<crate::candles::CandleService>>,
+    /// Exclusive lock on the data directory, held while the server runs (see `lock_data_dir`).
+    _data_lock: std::fs::File,
 }
 
 impl Server {
     /// Opens the hub (recovering the logs) and binds the listener.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let hub_cfg = config.hub_config()?;
+        let data_lock = crate::candles::lock_data_dir(&config.data)?;
         let hub = tokio::task::spawn_blocking(move || Hub::open(hub_cfg))
             .await
             .map_err(|e| ServerError::Config(format!("opening the hub: {e}")))??;
@@ -56,10 +95,14 @@ impl Server {
                     source,
                 })?;
         let addr = listener.local_addr()?;
+        let hub = Arc::new(hub);
+        let candles = crate::candles::start(hub.clone(), &config.candles, config.data.clone())?;
         Ok(Server {
-            state: AppState::new(Arc::new(hub), config),
+            state: AppState::new(hub, config),
             listener,
             addr,
+            candles,
+            _data_lock: data_lock,
         })
     }
 
@@ -71,7 +114,11 @@ impl Server {
     ) -> Result<(), ServerError> {
         let st = self.state.clone();
         let drain = st.clone();
-        let app = router(st.clone());
+        let mut app = router(st.clone());
+        if let Some(c) = &self.candles {
+            app = app.merge(crate::udf::routes(c.clone()));
+        }
+        let data_lock = self._data_lock;
         let signal = async move {
             shutdown.await;
             drain.ready.store(false, Ordering::Release);
@@ -81,6 +128,7 @@ impl Server {
         // Long-lived streams end once their sessions close; don't wait forever for stragglers.
         let r = tokio::time::timeout(Duration::from_secs(3600 * 24 * 365), served).await;
         st.hub.shutdown().await;
+        drop(data_lock);
         match r {
             Ok(r) => r.map_err(ServerError::Io),
             Err(_) => Ok(()),

@@ -144,12 +144,18 @@ impl Store {
                 let value = db!("encode", serde_json::to_vec(candle))?;
                 db!(
                     "insert bar",
-                    bars.insert((symbol.as_str(), res_key(*res), candle.start_ms), value.as_slice())
+                    bars.insert(
+                        (symbol.as_str(), res_key(*res), candle.start_ms),
+                        value.as_slice()
+                    )
                 )?;
             }
             let mut snaps = db!("open table", tx.open_table(SNAPSHOTS))?;
             for (symbol, snap) in &batch.snapshots {
-                db!("insert snapshot", snaps.insert(symbol.as_str(), snap.as_slice()))?;
+                db!(
+                    "insert snapshot",
+                    snaps.insert(symbol.as_str(), snap.as_slice())
+                )?;
             }
             let mut pos = db!("open table", tx.open_table(POSITIONS))?;
             for (ns, next) in &batch.positions {
@@ -256,7 +262,10 @@ impl Store {
         let tx = db!("begin", self.db.begin_read())?;
         let t = db!("open table", tx.open_table(BARS))?;
         let r = res_key(res);
-        let mut range = db!("range", t.range((symbol, r, i64::MIN)..(symbol, r, before_ms)))?;
+        let mut range = db!(
+            "range",
+            t.range((symbol, r, i64::MIN)..(symbol, r, before_ms))
+        )?;
         match range.next_back() {
             Some(row) => {
                 let (k, _) = db!("range", row)?;
@@ -292,18 +301,21 @@ mod tests {
             let s = Store::open(&path).unwrap();
             let mut b = Batch::default();
             for i in 0..10 {
-                b.bars.push(("EURUSD".into(), Resolution::Min1, bar(i * 60_000, 100 + i)));
+                b.bars
+                    .push(("EURUSD".into(), Resolution::Min1, bar(i * 60_000, 100 + i)));
             }
             // Another series with keys interleaving numerically must not leak into ranges.
             b.bars.push(("EURUSD".into(), Resolution::Min5, bar(0, 1)));
-            b.bars.push(("EURUSDX".into(), Resolution::Min1, bar(60_000, 1)));
+            b.bars
+                .push(("EURUSDX".into(), Resolution::Min1, bar(60_000, 1)));
             b.positions.push(("quotes".into(), 42));
             b.new_symbols.push(("EURUSD".into(), 5));
             b.snapshots.push(("EURUSD".into(), b"{}".to_vec()));
             s.commit(&b).unwrap();
             // Upsert: the same key again replaces, never duplicates.
             let mut b = Batch::default();
-            b.bars.push(("EURUSD".into(), Resolution::Min1, bar(120_000, 999)));
+            b.bars
+                .push(("EURUSD".into(), Resolution::Min1, bar(120_000, 999)));
             b.positions.push(("quotes".into(), 50));
             b.new_symbols.push(("EURUSD".into(), 99));
             s.commit(&b).unwrap();
