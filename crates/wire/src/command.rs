@@ -68,8 +68,18 @@ pub const MAX_MSG_ID_LEN: usize = 128;
 /// Parses one text frame into a command.
 pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
     if frame.len() > MAX_COMMAND_BYTES {
+        // Still name the command in the reply when its id can be read; the transport caps
+        // frames (4 MiB), so this scan is bounded.
+        #[derive(Deserialize)]
+        struct IdOnly {
+            id: Option<serde_json::Value>,
+        }
+        let id = serde_json::from_slice::<IdOnly>(frame)
+            .ok()
+            .and_then(|c| c.id)
+            .and_then(|v| v.as_u64());
         return Err(err(
-            None,
+            id,
             ErrorCode::TooLarge,
             format!(
                 "command is {} bytes; the limit is {MAX_COMMAND_BYTES}",
@@ -142,22 +152,23 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
             channel: channel()?,
         },
         "publish" => {
-            let msg_id =
-                match &raw.msg_id {
-                    None | Some(serde_json::Value::Null) => None,
-                    Some(serde_json::Value::String(s))
-                        if !s.is_empty() && s.len() <= MAX_MSG_ID_LEN =>
-                    {
-                        Some(s.clone())
-                    }
-                    Some(_) => return Err(err(
+            let msg_id = match &raw.msg_id {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(s))
+                    if !s.is_empty() && s.len() <= MAX_MSG_ID_LEN =>
+                {
+                    Some(s.clone())
+                }
+                Some(_) => {
+                    return Err(err(
                         Some(id),
                         ErrorCode::BadRequest,
                         format!(
                             "`msg_id` must be a non-empty string of at most {MAX_MSG_ID_LEN} bytes"
                         ),
-                    )),
-                };
+                    ))
+                }
+            };
             let data = raw.data.ok_or_else(|| {
                 err(
                     Some(id),
@@ -267,6 +278,12 @@ mod tests {
         assert_eq!(e.id, Some(9));
         let big = vec![b' '; MAX_COMMAND_BYTES + 1];
         assert_eq!(parse_command(&big).unwrap_err().code, ErrorCode::TooLarge);
+        let big = format!(
+            r#"{{"id":77,"op":"publish","channel":"chat.x","data":"{}"}}"#,
+            "z".repeat(MAX_COMMAND_BYTES)
+        );
+        let e = parse_command(big.as_bytes()).unwrap_err();
+        assert_eq!((e.code, e.id), (ErrorCode::TooLarge, Some(77)));
     }
 
     proptest::proptest! {

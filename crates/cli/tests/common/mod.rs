@@ -1,0 +1,260 @@
+//! Shared harness for end-to-end tests: the real `tickwire` binary on a free loopback port
+//! with a temporary data directory, and small WebSocket / SSE clients.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::VecDeque,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::{tungstenite::Message, MaybeTlsStream, WebSocketStream};
+
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running server process. Killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub data: PathBuf,
+}
+
+impl Server {
+    /// Starts `tickwire serve` on 127.0.0.1:0 with `data` and waits for it to print its address.
+    pub fn start(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(data.with_extension("stderr.log")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickwire"));
+        cmd.args(["serve", "--http", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(args)
+            .env("TICKWIRE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn tickwire");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            for line in lines.by_ref().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(rest.trim().to_string());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(TIMEOUT).expect("server did not print its address");
+        Server { child, addr, data: data.to_path_buf() }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/v1/ws{}", self.addr, query)
+    }
+
+    /// SIGKILL: no chance to flush or fsync anything.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size of the server, bytes, from /proc.
+    pub fn rss(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kb: u64 = s
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        kb * 1024
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        for _ in 0..200 {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server did not exit after SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(TIMEOUT).build().unwrap()
+}
+
+/// POSTs `body` to /v1/publish; returns status and JSON body.
+pub async fn publish(srv: &Server, body: &Value) -> (u16, Value) {
+    publish_raw(srv, body.to_string(), None).await
+}
+
+pub async fn publish_raw(srv: &Server, body: String, key: Option<&str>) -> (u16, Value) {
+    let mut req = http().post(srv.url("/v1/publish")).body(body);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    if status >= 400 {
+        assert_eq!(ct, "application/problem+json", "errors are problem+json: {v}");
+    }
+    (status, v)
+}
+
+pub fn quote(bid: u64) -> Value {
+    json!({"bid": format!("1.{bid:05}"), "ask": format!("1.{:05}", bid + 2)})
+}
+
+/// A WebSocket client that separates replies (by id) from pushes.
+pub struct Ws {
+    pub ws: WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>,
+    pushes: VecDeque<Value>,
+    replies: VecDeque<Value>,
+    pub closed: Option<Value>,
+    next_id: u64,
+}
+
+impl Ws {
+    pub async fn connect(url: &str) -> Ws {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Ws { ws, pushes: VecDeque::new(), replies: VecDeque::new(), closed: None, next_id: 1 }
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.into())).await.unwrap();
+    }
+
+    /// Sends a command (an `id` is added) and returns its reply.
+    pub async fn cmd(&mut self, mut v: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        v["id"] = id.into();
+        self.send_text(&v.to_string()).await;
+        self.reply(Some(id)).await
+    }
+
+    /// Reads frames until the reply with `id` arrives (pushes before it are kept).
+    pub async fn reply(&mut self, id: Option<u64>) -> Value {
+        loop {
+            if let Some(i) = self.replies.iter().position(|r| r["id"].as_u64() == id) {
+                return self.replies.remove(i).unwrap();
+            }
+            self.read_one().await.unwrap_or_else(|| panic!("connection closed before reply {id:?}"));
+        }
+    }
+
+    pub async fn push(&mut self) -> Value {
+        self.try_push(TIMEOUT).await.expect("expected a push")
+    }
+
+    pub async fn try_push(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(p) = self.pushes.pop_front() {
+                return Some(p);
+            }
+            match tokio::time::timeout_at(deadline, self.read_one()).await {
+                Ok(Some(())) => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// Reads one frame into the buffers; None when the connection ended.
+    async fn read_one(&mut self) -> Option<()> {
+        loop {
+            let m = tokio::time::timeout(TIMEOUT, self.ws.next()).await.expect("read timed out");
+            match m {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if v.get("ch").is_some() {
+                        self.pushes.push_back(v);
+                    } else if v["op"] == "disconnect" {
+                        self.closed = Some(v);
+                    } else {
+                        self.replies.push_back(v);
+                    }
+                    return Some(());
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: Value,
+}
+
+/// Reads SSE events from a streaming response.
+pub struct Sse {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+}
+
+impl Sse {
+    pub async fn open(srv: &Server, query: &str, last_event_id: Option<&str>) -> Sse {
+        let mut req = reqwest::Client::new().get(srv.url(&format!("/v1/sse?{query}")));
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200, "SSE open");
+        Sse { body: Box::pin(r.bytes_stream()), buf: String::new() }
+    }
+
+    pub async fn next(&mut self) -> SseEvent {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, None, String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = Some(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // keep-alive comment
+                }
+                return SseEvent { id, event, data: serde_json::from_str(&data).unwrap() };
+            }
+            let chunk = tokio::time::timeout(TIMEOUT, self.body.next()).await.expect("SSE read timed out");
+            let chunk = chunk.expect("SSE ended").unwrap();
+            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}

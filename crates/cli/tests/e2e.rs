@@ -1,0 +1,435 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! End to end over real sockets against the real binary: one WebSocket carrying state and
+//! stream channels, resume after disconnect and after kill -9, SSE resume, slow clients, and
+//! every refused input.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::SinkExt;
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn one_websocket_carries_quotes_and_chat() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(&dir.path().join("d"), &[], &[]);
+    let (s, v) = publish(&srv, &json!({"channel":"quotes.EURUSD","data":quote(100)})).await;
+    assert_eq!(s, 200, "{v}");
+
+    let mut ws = Ws::connect(&srv.ws_url("")).await;
+    let r = ws.cmd(json!({"op":"subscribe","channel":"quotes.EURUSD"})).await;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["class"], "state");
+    assert_eq!(r["snapshot"], true);
+    let snap = ws.push().await;
+    assert_eq!(snap["ch"], "quotes.EURUSD");
+    assert_eq!(snap["snapshot"], true);
+    assert_eq!(snap["data"], quote(100));
+
+    let r = ws.cmd(json!({"op":"subscribe","channel":"chat.lobby"})).await;
+    assert_eq!(r["class"], "stream");
+    let ack = ws.cmd(json!({"op":"publish","channel":"chat.lobby","msg_id":"c-1","data":{"text":"hi"}})).await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(ack["duplicate"], false);
+    let offset = ack["offset"].as_u64().unwrap();
+    let again = ws.cmd(json!({"op":"publish","channel":"chat.lobby","msg_id":"c-1","data":{"text":"hi"}})).await;
+    assert_eq!(again["offset"].as_u64(), Some(offset), "same msg_id, same offset");
+    assert_eq!(again["duplicate"], true);
+
+    let chat = ws.push().await;
+    assert_eq!(chat["ch"], "chat.lobby");
+    assert_eq!(chat["offset"].as_u64(), Some(offset));
+    assert_eq!(chat["data"], json!({"text":"hi"}));
+
+    publish(&srv, &json!({"channel":"quotes.EURUSD","data":quote(101)})).await;
+    let upd = ws.push().await;
+    assert_eq!(upd["ch"], "quotes.EURUSD");
+    assert!(upd.get("snapshot").is_none());
+    assert_eq!(upd["data"], quote(101));
+    // The duplicate publish appended nothing: no second chat push arrives.
+    assert!(ws.try_push(Duration::from_millis(300)).await.is_none());
+    let h: Value = http().get(srv.url("/v1/history/chat.lobby?from=0")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(h["messages"].as_array().unwrap().len(), 1);
+
+    let r = ws.cmd(json!({"op":"unsubscribe","channel":"quotes.EURUSD"})).await;
+    assert_eq!(r["ok"], true);
+    let r = ws.cmd(json!({"op":"ping"})).await;
+    assert_eq!(r["pong"], true);
+}
+
+async fn chat_batch(srv: &Server, room: &str, from: usize, n: usize) -> Vec<u64> {
+    let items: Vec<Value> = (from..from + n)
+        .map(|i| json!({"channel": room, "msg_id": format!("m-{i}"), "data": {"n": i}}))
+        .collect();
+    let (s, v) = publish(srv, &Value::Array(items)).await;
+    assert_eq!(s, 200, "{v}");
+    v["results"].as_array().unwrap().iter().map(|r| r["offset"].as_u64().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn chat_resumes_after_disconnect_and_after_kill9_without_gap_or_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let mut srv = Server::start(&data, &[], &[]);
+    let mut offsets = chat_batch(&srv, "chat.room", 0, 20).await;
+
+    // A client reads the first 20 from offset 0, then goes away.
+    let mut ws = Ws::connect(&srv.ws_url("")).await;
+    let r = ws.cmd(json!({"op":"subscribe","channel":"chat.room","from":0})).await;
+    assert_eq!(r["offset"], 0);
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let p = ws.push().await;
+        seen.push(p["offset"].as_u64().unwrap());
+    }
+    drop(ws);
+    assert_eq!(seen, offsets);
+
+    // While it is away: more messages, and an unrelated channel interleaved.
+    offsets.extend(chat_batch(&srv, "chat.room", 20, 30).await);
+    chat_batch(&srv, "chat.other", 0, 5).await;
+
+    let resume = seen.last().unwrap() + 1;
+    let mut ws = Ws::connect(&srv.ws_url("")).await;
+    ws.cmd(json!({"op":"subscribe","channel":"chat.room","from":resume})).await;
+    for _ in 0..30 {
+        let p = ws.push().await;
+        assert_eq!(p["ch"], "chat.room");
+        seen.push(p["offset"].as_u64().unwrap());
+    }
+    assert_eq!(seen, offsets, "every message once, in order");
+    // Then live.
+    offsets.extend(chat_batch(&srv, "chat.room", 50, 1).await);
+    seen.push(ws.push().await["offset"].as_u64().unwrap());
+    assert_eq!(seen, offsets);
+    drop(ws);
+
+    // Acknowledged messages survive SIGKILL; the same msg_ids are still known (idempotent).
+    srv.kill9();
+    let srv = Server::start(&data, &[], &[]);
+    let mut ws = Ws::connect(&srv.ws_url("")).await;
+    ws.cmd(json!({"op":"subscribe","channel":"chat.room","from":0})).await;
+    let mut after = Vec::new();
+    for _ in 0..offsets.len() {
+        let p = ws.push().await;
+        after.push(p["offset"].as_u64().unwrap());
+        assert_eq!(p["data"]["n"].as_u64(), Some(after.len() as u64 - 1));
+    }
+    assert_eq!(after, offsets);
+    let retry = chat_batch(&srv, "chat.room", 0, 3).await;
+    assert_eq!(retry, offsets[..3].to_vec(), "retried msg_ids return their first offsets");
+    assert!(ws.try_push(Duration::from_millis(300)).await.is_none(), "retries appended nothing");
+}
+
+#[tokio::test]
+async fn state_survives_kill9_and_clean_shutdown_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let mut srv = Server::start(&data, &[], &[]);
+    for i in 0..50 {
+        publish(&srv, &json!({"channel":"quotes.GBPUSD","data":quote(i)})).await;
+    }
+    srv.kill9();
+    let mut srv = Server::start(&data, &[], &[]);
+    let v: Value = http().get(srv.url("/v1/latest/quotes.GBPUSD")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["data"], quote(49));
+    // SIGTERM: readiness drops, clients are told, the process exits 0.
+    let mut ws = Ws::connect(&srv.ws_url("")).await;
+    ws.cmd(json!({"op":"subscribe","channel":"chat.x"})).await;
+    let st = srv.terminate();
+    assert!(st.success(), "{st:?}");
+    assert!(ws.try_push(Duration::from_secs(2)).await.is_none());
+    let bye = ws.closed.clone().expect("disconnect frame before close");
+    assert_eq!(bye["code"], "unavailable");
+    assert!(bye["resume"]["chat.x"].is_u64());
+}
+
+#[tokio::test]
+async fn sse_streams_and_resumes_with_last_event_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(&dir.path().join("d"), &[], &[]);
+    publish(&srv, &json!({"channel":"quotes.EURUSD","data":quote(1)})).await;
+    let offsets = chat_batch(&srv, "chat.lobby", 0, 5).await;
+
+    let mut sse = Sse::open(&srv, "channel=quotes.EURUSD&channel=chat.lobby&from=0", None).await;
+    let mut chat_ids = Vec::new();
+    let mut got_quote = false;
+    while chat_ids.len() < 3 || !got_quote {
+        let e = sse.next().await;
+        match e.data["ch"].as_str().unwrap() {
+            "quotes.EURUSD" => {
+                assert!(e.id.is_none(), "state events carry no id");
+                assert_eq!(e.data["snapshot"], true);
+                got_quote = true;
+            }
+            "chat.lobby" => {
+                assert_eq!(e.id.as_deref(), Some(e.data["offset"].to_string().as_str()));
+                chat_ids.push(e.data["offset"].as_u64().unwrap());
+            }
+            other => panic!("unexpected channel {other}"),
+        }
+    }
+    drop(sse);
+    // Resume after the third chat message: exactly the rest, then live.
+    let last = chat_ids[2].to_string();
+    let more = chat_batch(&srv, "chat.lobby", 5, 2).await;
+    let mut sse = Sse::open(&srv, "channel=chat.lobby", Some(&last)).await;
+    let mut rest = Vec::new();
+    for _ in 0..4 {
+        rest.push(sse.next().await.data["offset"].as_u64().unwrap());
+    }
+    let mut want = offsets[3..].to_vec();
+    want.extend(&more);
+    assert_eq!(rest, want);
+
+    // Two stream channels: the id names each channel's next offset and resumes both.
+    chat_batch(&srv, "chat.b", 0, 2).await;
+    let mut sse = Sse::open(&srv, "channel=chat.lobby&channel=chat.b&from=0", None).await;
+    let mut last_id = String::new();
+    for _ in 0..(want.len() + 3 + 2) {
+        last_id = sse.next().await.id.unwrap();
+    }
+    assert!(last_id.contains("chat.b:") && last_id.contains("chat.lobby:"), "{last_id}");
+    drop(sse);
+    let b3 = chat_batch(&srv, "chat.b", 2, 1).await;
+    let mut sse = Sse::open(&srv, "channel=chat.lobby&channel=chat.b", Some(&last_id)).await;
+    let e = sse.next().await;
+    assert_eq!(e.data["ch"], "chat.b");
+    assert_eq!(e.data["offset"].as_u64(), Some(b3[0]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_costs_bounded_memory_and_does_not_delay_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(
+        &dir.path().join("d"),
+        &["--fsync", "never"],
+        &[("TICKWIRE_WRITE_TIMEOUT_MS", "3000"), ("TICKWIRE_STREAM_BUFFER", "256")],
+    );
+    const CHANNELS: usize = 20;
+    let mut fast = Ws::connect(&srv.ws_url("")).await;
+    let mut slow = Ws::connect(&srv.ws_url("")).await;
+    for ws in [&mut fast, &mut slow] {
+        for c in 0..CHANNELS {
+            ws.cmd(json!({"op":"subscribe","channel":format!("quotes.S{c}")})).await;
+        }
+        ws.cmd(json!({"op":"subscribe","channel":"chat.flood"})).await;
+    }
+    // The fast client reads everything on its own task; the slow one never reads again.
+    let reader = tokio::spawn(async move {
+        let mut last: std::collections::HashMap<String, Value> = Default::default();
+        let mut chat = 0u64;
+        while let Some(p) = fast.try_push(Duration::from_secs(5)).await {
+            let ch = p["ch"].as_str().unwrap().to_string();
+            if ch == "chat.flood" {
+                chat += 1;
+            } else {
+                last.insert(ch, p["data"].clone());
+            }
+        }
+        (last, chat, fast.closed.clone(), fast)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = srv.rss();
+    let pad = "x".repeat(1000);
+    const BATCHES: usize = 80;
+    const PER: usize = 1000;
+    for b in 0..BATCHES {
+        let items: Vec<Value> = (0..PER)
+            .map(|i| {
+                let n = (b * PER + i) as u64;
+                json!({"channel": format!("quotes.S{}", i % CHANNELS), "data": {"bid": format!("1.{n:07}"), "ask": "2.0", "pad": pad}})
+            })
+            .collect();
+        let (s, v) = publish(&srv, &Value::Array(items)).await;
+        assert_eq!(s, 200, "{v}");
+        if b % 10 == 0 {
+            chat_batch(&srv, "chat.flood", b * 10, 10).await;
+        }
+    }
+    // 20 MB of chat: more than the kernel's socket buffers can hide, so the stalled client
+    // really stalls (and falls more than stream_buffer behind).
+    let text = "c".repeat(10_000);
+    for b in 0..20 {
+        let items: Vec<Value> = (0..100).map(|i| json!({"channel":"chat.flood","data":{"n": b * 100 + i, "t": text}})).collect();
+        let (s, v) = publish(&srv, &Value::Array(items)).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let published_mb = (BATCHES * PER * 1050 + 2000 * 10_000) as f64 / 1e6;
+    let after = srv.rss();
+    let grew = after.saturating_sub(before) as f64 / 1e6;
+    eprintln!("published {published_mb:.0} MB; server RSS {:.1} -> {:.1} MB", before as f64 / 1e6, after as f64 / 1e6);
+    assert!(grew < published_mb / 2.0, "server memory grew {grew:.1} MB for {published_mb:.0} MB published past a stalled client");
+
+    let (last, chat, closed, _fast) = reader.await.unwrap();
+    assert!(closed.is_none(), "the fast client was not disconnected: {closed:?}");
+    assert_eq!(chat, 80 + 2000, "the fast client got every chat message");
+    for c in 0..CHANNELS {
+        // Newest value per channel: the highest n with n % CHANNELS == c.
+        let n = (BATCHES * PER - CHANNELS + c) as u64;
+        assert_eq!(last[&format!("quotes.S{c}")]["bid"], format!("1.{n:07}"), "channel {c} converged to the newest value");
+    }
+    // The stalled client is dropped after the write timeout (or for lagging on chat).
+    let mut gone = false;
+    for _ in 0..100 {
+        let m = http().get(srv.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        // The fast client is still connected; the stalled one is gone.
+        if m.lines().any(|l| l == "tickwire_ws_connections 1") {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the stalled client was disconnected");
+    drop(slow);
+}
+
+/// Status and problem `code` of every refused HTTP input.
+#[tokio::test]
+async fn every_bad_http_input_gets_a_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(&dir.path().join("d"), &[], &[("TICKWIRE_MAX_BODY_BYTES", "200000")]);
+    let big = format!(r#"{{"channel":"chat.x","data":{{"t":"{}"}}}}"#, "y".repeat(70_000));
+    let huge = format!(r#"{{"channel":"chat.x","data":{{"t":"{}"}}}}"#, "y".repeat(300_000));
+    let cases: Vec<(String, u16, &str, &str)> = vec![
+        ("{\"channel\":\"chat.x\"".into(), 400, "bad_json", "EOF"),
+        ("nonsense".into(), 400, "bad_json", "expected a publication"),
+        ("[]".into(), 400, "bad_request", "empty"),
+        (r#"{"channel":"chat.x"}"#.into(), 400, "bad_request", "missing field `data`"),
+        (r#"{"data":1}"#.into(), 400, "bad_request", "missing field `channel`"),
+        (r#"{"channel":"chat.x","data":1,"extra":2}"#.into(), 400, "bad_request", "unknown field"),
+        (r#"{"channel":"nope.x","data":1}"#.into(), 422, "unknown_namespace", "unknown namespace `nope`"),
+        (r#"{"channel":"lobby","data":1}"#.into(), 422, "bad_channel", "no namespace"),
+        (r#"{"channel":"chat.a b","data":1}"#.into(), 422, "bad_channel", "character"),
+        (r#"{"channel":"quotes.X","data":{"bid":1.5}}"#.into(), 422, "bad_data", "not a decimal"),
+        (r#"{"channel":"quotes.X","data":{"bid":"1,5"}}"#.into(), 422, "bad_data", "not a decimal"),
+        (r#"{"channel":"quotes.X","data":{"pad":"1"}}"#.into(), 422, "bad_data", "is required"),
+        (r#"{"channel":"trades.X","data":{"size":"1"}}"#.into(), 422, "bad_data", "`price` is required"),
+        (r#"{"channel":"chat.x","data":1,"msg_id":""}"#.into(), 400, "bad_request", "msg_id"),
+        (big, 413, "too_large", "at most 65536"),
+        (huge, 413, "too_large", "larger than 200000"),
+        (r#"[{"channel":"chat.ok","data":1},{"channel":"nope.x","data":1}]"#.into(), 422, "unknown_namespace", "1 of 2"),
+    ];
+    for (body, status, code, detail) in cases {
+        let (s, v) = publish_raw(&srv, body.clone(), None).await;
+        assert_eq!(s, status, "{} -> {v}", &body[..body.len().min(80)]);
+        assert_eq!(v["code"], code, "{v}");
+        assert_eq!(v["status"], status);
+        assert!(v["detail"].as_str().unwrap().contains(detail), "{v}");
+    }
+    // The invalid batch published nothing, not even its valid first item.
+    let h: Value = http().get(srv.url("/v1/history/chat.ok")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(h["messages"].as_array().unwrap().len(), 0);
+    for (path, status) in [
+        ("/v1/history/chat.x?limit=0", 400),
+        ("/v1/history/chat.x?from=-1", 400),
+        ("/v1/history/bad", 422),
+        ("/v1/latest/quotes.NONE", 404),
+        ("/v1/latest/nope.x", 422),
+        ("/v1/sse", 400),
+        ("/v1/sse?channel=nope.x", 422),
+        ("/v1/sse?channel=quotes.X&bogus=1", 400),
+        ("/v1/channels/nope", 404),
+    ] {
+        let r = http().get(srv.url(path)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json", "{path}");
+    }
+    let r = http().get(srv.url("/v1/sse?channel=quotes.X")).header("Last-Event-ID", "garbage").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+}
+
+#[tokio::test]
+async fn every_bad_websocket_command_gets_an_error_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(&dir.path().join("d"), &[], &[]);
+    let mut ws = Ws::connect(&srv.ws_url("")).await;
+    let cases: Vec<(&str, Option<u64>, &str)> = vec![
+        ("not json", None, "bad_json"),
+        (r#"{"op":"ping"}"#, None, "bad_request"),
+        (r#"{"id":1}"#, Some(1), "bad_request"),
+        (r#"{"id":2,"op":"dance"}"#, Some(2), "unknown_op"),
+        (r#"{"id":3,"op":"subscribe"}"#, Some(3), "bad_request"),
+        (r#"{"id":4,"op":"subscribe","channel":"nonamespace"}"#, Some(4), "bad_channel"),
+        (r#"{"id":5,"op":"subscribe","channel":"nope.x"}"#, Some(5), "unknown_namespace"),
+        (r#"{"id":6,"op":"subscribe","channel":"quotes.X","from":3}"#, Some(6), "bad_request"),
+        (r#"{"id":7,"op":"unsubscribe","channel":"chat.none"}"#, Some(7), "not_subscribed"),
+        (r#"{"id":9,"op":"publish","channel":"chat.x"}"#, Some(9), "bad_request"),
+        (r#"{"id":10,"op":"publish","channel":"chat.x","data":{"t":"1"},"msg_id":7}"#, Some(10), "bad_request"),
+    ];
+    for (frame, id, code) in cases {
+        ws.send_text(frame).await;
+        let r = ws.reply(id).await;
+        assert_eq!(r["ok"], false, "{frame} -> {r}");
+        assert_eq!(r["error"]["code"], code, "{frame} -> {r}");
+        assert!(!r["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let r = ws.cmd(json!({"op":"subscribe","channel":"chat.dup"})).await;
+    assert_eq!(r["ok"], true);
+    let r = ws.cmd(json!({"op":"subscribe","channel":"chat.dup"})).await;
+    assert_eq!(r["error"]["code"], "already_subscribed");
+    let big = json!({"op":"publish","channel":"chat.x","data":{"t":"z".repeat(70_000)}});
+    let r = ws.cmd(big).await;
+    assert_eq!(r["error"]["code"], "too_large", "{r}");
+    let r = ws.cmd(json!({"op":"publish","channel":"chat.x","data":{"t":"z".repeat(1_100_000)}})).await;
+    assert_eq!(r["error"]["code"], "too_large", "{r}");
+    ws.ws.send(tokio_tungstenite::tungstenite::Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    let r = ws.reply(None).await;
+    assert_eq!(r["error"]["code"], "bad_request");
+    // Still usable after all that.
+    let r = ws.cmd(json!({"op":"ping"})).await;
+    assert_eq!(r["ok"], true);
+}
+
+#[tokio::test]
+async fn api_keys_guard_publishing() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(&dir.path().join("d"), &[], &[("TICKWIRE_API_KEYS", "[\"k-secret\"]")]);
+    let body = json!({"channel":"quotes.EURUSD","data":quote(1)}).to_string();
+    let (s, v) = publish_raw(&srv, body.clone(), None).await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("unauthorized")));
+    let (s, _) = publish_raw(&srv, body.clone(), Some("wrong")).await;
+    assert_eq!(s, 401);
+    let (s, v) = publish_raw(&srv, body, Some("k-secret")).await;
+    assert_eq!(s, 200, "{v}");
+    // WebSocket: a bad key is refused at upgrade; no key may publish only to client namespaces.
+    assert!(tokio_tungstenite::connect_async(srv.ws_url("?api_key=wrong")).await.is_err());
+    let mut anon = Ws::connect(&srv.ws_url("")).await;
+    let r = anon.cmd(json!({"op":"publish","channel":"quotes.X","data":quote(1)})).await;
+    assert_eq!(r["error"]["code"], "forbidden");
+    let r = anon.cmd(json!({"op":"publish","channel":"chat.x","data":{"t":"hi"}})).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let mut keyed = Ws::connect(&srv.ws_url("?api_key=k-secret")).await;
+    let r = keyed.cmd(json!({"op":"publish","channel":"quotes.X","data":quote(1)})).await;
+    assert_eq!(r["ok"], true, "{r}");
+}
+
+#[tokio::test]
+async fn config_file_env_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tickwire.toml");
+    std::fs::write(
+        &cfg,
+        "fsync = \"interval:20ms\"\n[namespaces.signals]\nclass = \"stream\"\nclient_publish = true\n[namespaces.chat]\nmax_message_bytes = 100\n",
+    )
+    .unwrap();
+    let srv = Server::start(&dir.path().join("d"), &["--config", cfg.to_str().unwrap()], &[("TICKWIRE_NAMESPACES__CHAT__MAX_MESSAGE_BYTES", "50")]);
+    let v: Value = http().get(srv.url("/v1/namespaces")).send().await.unwrap().json().await.unwrap();
+    let ns = v["namespaces"].as_array().unwrap();
+    let find = |n: &str| ns.iter().find(|x| x["name"] == n).cloned().unwrap();
+    assert_eq!(find("signals")["class"], "stream");
+    assert_eq!(find("chat")["max_message_bytes"], 50, "env overrides the file");
+    let (s, _) = publish(&srv, &json!({"channel":"signals.copy","data":{"side":"buy"}})).await;
+    assert_eq!(s, 200);
+    // A bad config is refused with a reason and a non-zero exit.
+    std::fs::write(&cfg, "fsync = \"sometimes\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fsync"), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = srv;
+}
