@@ -59,7 +59,7 @@ pub(crate) struct NamespaceRt {
 pub(crate) struct HubInner {
     pub config: HubConfig,
     namespaces: HashMap<String, Arc<NamespaceRt>>,
-    registry: Arc<Registry>,
+    pub(crate) registry: Arc<Registry>,
     published: AtomicU64,
     sessions: AtomicU64,
 }
@@ -77,6 +77,17 @@ impl HubInner {
                     known: known.join(", "),
                 }
             })
+    }
+
+    pub fn namespace_by_name(&self, name: &str) -> Result<Arc<NamespaceRt>, HubError> {
+        self.namespaces.get(name).cloned().ok_or_else(|| {
+            let mut known: Vec<&str> = self.namespaces.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            HubError::UnknownNamespace {
+                namespace: name.to_string(),
+                known: known.join(", "),
+            }
+        })
     }
 
     pub fn node(&self, channel: &Channel, ns: &NamespaceRt) -> Arc<ChannelNode> {
@@ -399,6 +410,16 @@ impl Hub {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         ns.taps.write().push(tx);
         Ok(rx)
+    }
+
+    /// The offset the next message of `namespace` will get (its log's end). A client that
+    /// stores this and later subscribes with it as `from` misses nothing in between.
+    pub fn next_offset(&self, namespace: &str) -> Result<Offset, HubError> {
+        Ok(self
+            .inner
+            .namespace_by_name(namespace)?
+            .dispatched
+            .load(Ordering::Acquire))
     }
 
     /// The reader of a namespace's log, for rebuilding projections (candles) from history.

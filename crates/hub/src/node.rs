@@ -116,9 +116,16 @@ impl ChannelNode {
     }
 }
 
+/// A session's pattern subscription, registered so channels that appear later attach to it.
+pub(crate) struct PatternSub {
+    pub pattern: crate::Pattern,
+    pub session: std::sync::Weak<SessionShared>,
+}
+
 /// All channel nodes, sharded so dispatch and subscribe on different channels rarely contend.
 pub(crate) struct Registry {
     shards: Vec<RwLock<HashMap<Channel, Arc<ChannelNode>>>>,
+    patterns: RwLock<Vec<Arc<PatternSub>>>,
 }
 
 const SHARDS: usize = 64;
@@ -127,6 +134,7 @@ impl Registry {
     pub fn new() -> Registry {
         Registry {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            patterns: RwLock::new(Vec::new()),
         }
     }
 
@@ -150,11 +158,55 @@ impl Registry {
         if let Some(n) = self.get(ch) {
             return n;
         }
-        self.shard(ch)
-            .write()
-            .entry(ch.clone())
-            .or_insert_with(|| Arc::new(ChannelNode::new(ch.clone(), class, complete_from)))
-            .clone()
+        let (node, created) = {
+            let mut shard = self.shard(ch).write();
+            match shard.get(ch) {
+                Some(n) => (n.clone(), false),
+                None => {
+                    let n = Arc::new(ChannelNode::new(ch.clone(), class, complete_from));
+                    shard.insert(ch.clone(), n.clone());
+                    (n, true)
+                }
+            }
+        };
+        if created {
+            // Pattern subscribers learn about the new channel before its first message is
+            // dispatched (the writer calls this, then dispatches).
+            let patterns = self.patterns.read();
+            for ps in patterns.iter() {
+                if ps.pattern.matches(ch) {
+                    if let Some(session) = ps.session.upgrade() {
+                        session.attach(&node, crate::session::Start::NodeStart, false);
+                    }
+                }
+            }
+        }
+        node
+    }
+
+    pub fn add_pattern(&self, ps: Arc<PatternSub>) {
+        self.patterns.write().push(ps);
+    }
+
+    pub fn remove_pattern(&self, ps: &Arc<PatternSub>) {
+        self.patterns.write().retain(|p| !Arc::ptr_eq(p, ps));
+    }
+
+    /// Existing nodes whose channel matches `pattern`.
+    pub fn matching(&self, pattern: &crate::Pattern) -> Vec<Arc<ChannelNode>> {
+        let mut v: Vec<Arc<ChannelNode>> = self
+            .shards
+            .iter()
+            .flat_map(|s| {
+                s.read()
+                    .values()
+                    .filter(|n| pattern.matches(&n.channel))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        v.sort_by(|a, b| a.channel.cmp(&b.channel));
+        v
     }
 
     pub fn len(&self) -> usize {

@@ -60,6 +60,9 @@ struct Pending {
 
 /// The part of a session that channel nodes touch.
 pub(crate) struct SessionShared {
+    /// Every subscription of the session, explicit or through a pattern; one per channel, so
+    /// overlapping subscriptions never deliver a message twice.
+    pub(crate) subs: Mutex<HashMap<Channel, Arc<Sub>>>,
     pending: Mutex<Pending>,
     notify: Notify,
     closed: Mutex<Option<CloseReason>>,
@@ -89,6 +92,86 @@ impl SessionShared {
         }
     }
 
+    /// Puts this session on `node`'s subscriber list unless it is there already. Returns what
+    /// a subscribe reply reports and whether a new subscription was made.
+    pub fn attach(
+        self: &Arc<Self>,
+        node: &Arc<ChannelNode>,
+        start: Start,
+        _explicit: bool,
+    ) -> (SubscribeInfo, bool) {
+        let mut subs = self.subs.lock();
+        if let Some(existing) = subs.get(&node.channel) {
+            let info = SubscribeInfo {
+                class: node.class,
+                offset: (node.class == Class::Stream)
+                    .then(|| existing.cursor.load(Ordering::Acquire)),
+                snapshot: false,
+            };
+            return (info, false);
+        }
+        let sub = Arc::new(Sub {
+            session: self.clone(),
+            node: node.clone(),
+            cursor: AtomicU64::new(0),
+            queued: AtomicBool::new(false),
+            live: AtomicBool::new(!matches!(start, Start::From(_))),
+            gone: AtomicBool::new(false),
+        });
+        let mut inner = node.inner.lock();
+        let info = match node.class {
+            Class::State => {
+                let snapshot = inner.latest.clone();
+                if let Some(m) = &snapshot {
+                    self.offer_state(&node.channel, m, true);
+                }
+                SubscribeInfo {
+                    class: Class::State,
+                    offset: None,
+                    snapshot: snapshot.is_some(),
+                }
+            }
+            Class::Stream => {
+                // Everything below `dispatched` (Live) has reached this node already; what is
+                // at or above it reaches it after we are on the subscriber list (we hold its
+                // lock). A node met at creation starts at its first message.
+                let cursor = match start {
+                    Start::From(f) | Start::Live(f) => f,
+                    Start::NodeStart => inner.complete_from,
+                };
+                sub.cursor.store(cursor, Ordering::Release);
+                // Something at or past the cursor is already stored: deliver it before going
+                // live. (A spurious drain when the log holds nothing is harmless.)
+                if cursor < inner.complete_from
+                    || inner
+                        .ring
+                        .back()
+                        .is_some_and(|m| m.publication.offset >= cursor)
+                {
+                    self.offer_stream(&sub);
+                }
+                SubscribeInfo {
+                    class: Class::Stream,
+                    offset: Some(cursor),
+                    snapshot: false,
+                }
+            }
+        };
+        inner.subs.push(sub.clone());
+        drop(inner);
+        subs.insert(node.channel.clone(), sub);
+        (info, true)
+    }
+
+    pub fn detach(&self, channel: &Channel) {
+        let sub = self.subs.lock().remove(channel);
+        if let Some(sub) = sub {
+            sub.gone.store(true, Ordering::Release);
+            sub.node.remove_sub(&sub);
+        }
+        self.pending.lock().state.remove(channel);
+    }
+
     pub fn close(&self, reason: CloseReason) {
         let mut c = self.closed.lock();
         if c.is_none() {
@@ -98,6 +181,17 @@ impl SessionShared {
         self.cancel.cancel();
         self.notify.notify_one();
     }
+}
+
+/// Where a new stream subscription starts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Start {
+    /// Replay from this offset.
+    From(Offset),
+    /// Live: the namespace's dispatched watermark.
+    Live(Offset),
+    /// A channel that just appeared: from its first message.
+    NodeStart,
 }
 
 /// What the hub answers to a subscribe.
@@ -123,20 +217,25 @@ pub struct Delivery {
 pub struct Session {
     shared: Arc<SessionShared>,
     hub: Arc<HubInner>,
-    subs: HashMap<Channel, Arc<Sub>>,
+    /// Explicitly subscribed channels.
+    explicit: std::collections::HashSet<Channel>,
+    /// Pattern subscriptions (registered with the hub so new channels attach themselves).
+    patterns: Vec<Arc<crate::node::PatternSub>>,
 }
 
 impl Session {
     pub(crate) fn new(hub: Arc<HubInner>) -> Session {
         Session {
             shared: Arc::new(SessionShared {
+                subs: Mutex::new(HashMap::new()),
                 pending: Mutex::new(Pending::default()),
                 notify: Notify::new(),
                 closed: Mutex::new(None),
                 cancel: CancellationToken::new(),
             }),
             hub,
-            subs: HashMap::new(),
+            explicit: std::collections::HashSet::new(),
+            patterns: Vec::new(),
         }
     }
 
@@ -148,90 +247,115 @@ impl Session {
         from: Option<Offset>,
     ) -> Result<SubscribeInfo, HubError> {
         let ns = self.hub.namespace(channel)?;
-        if self.subs.contains_key(channel) {
+        if self.explicit.contains(channel) {
             return Err(HubError::AlreadySubscribed(channel.to_string()));
         }
-        if self.subs.len() >= self.hub.config.max_subscriptions {
+        if self.explicit.len() + self.patterns.len() >= self.hub.config.max_subscriptions {
             return Err(HubError::TooManySubscriptions(
                 self.hub.config.max_subscriptions,
             ));
         }
-        let class = ns.spec.class;
-        if class == Class::State && from.is_some() {
+        if ns.spec.class == Class::State && from.is_some() {
             return Err(HubError::FromOnStateChannel(channel.to_string()));
         }
         let node = self.hub.node(channel, &ns);
-        let sub = Arc::new(Sub {
-            session: self.shared.clone(),
-            node: node.clone(),
-            cursor: AtomicU64::new(0),
-            queued: AtomicBool::new(false),
-            live: AtomicBool::new(from.is_none()),
-            gone: AtomicBool::new(false),
-        });
-        let mut inner = node.inner.lock();
-        let info = match class {
-            Class::State => {
-                let snapshot = inner.latest.clone();
-                if let Some(m) = &snapshot {
-                    self.shared.offer_state(channel, m, true);
-                }
-                SubscribeInfo {
-                    class,
-                    offset: None,
-                    snapshot: snapshot.is_some(),
-                }
-            }
-            Class::Stream => {
-                // Everything below `dispatched` has reached this node already; what is at or
-                // above it reaches it after we are on the subscriber list (we hold its lock).
-                let dispatched = ns.dispatched.load(Ordering::Acquire);
-                let start = ns.reader.start_offset();
-                let cursor = match from {
-                    Some(f) => f.max(start),
-                    None => dispatched,
-                };
-                sub.cursor.store(cursor, Ordering::Release);
-                // Something at or past the cursor is already stored: deliver it before going
-                // live. (A spurious drain when the log holds nothing is harmless.)
-                if cursor < inner.complete_from
-                    || inner
-                        .ring
-                        .back()
-                        .is_some_and(|m| m.publication.offset >= cursor)
-                {
-                    self.shared.offer_stream(&sub);
-                }
-                SubscribeInfo {
-                    class,
-                    offset: Some(cursor),
-                    snapshot: false,
-                }
-            }
+        let start = match from {
+            Some(f) => Start::From(f.max(ns.reader.start_offset())),
+            None => Start::Live(ns.dispatched.load(Ordering::Acquire)),
         };
-        inner.subs.push(sub.clone());
-        drop(inner);
-        self.subs.insert(channel.clone(), sub);
+        let (info, _) = self.shared.attach(&node, start, true);
+        self.explicit.insert(channel.clone());
         Ok(info)
     }
 
+    /// Subscribes to every channel matching `pattern`, now and as new ones appear. Stream
+    /// channels that exist now start at `from` (an offset of the pattern's namespace, which
+    /// must then be fixed) or live; channels that appear later start at their first message.
+    /// Returns the channels matched now.
+    pub fn subscribe_pattern(
+        &mut self,
+        pattern: crate::Pattern,
+        from: Option<Offset>,
+    ) -> Result<Vec<(Channel, SubscribeInfo)>, HubError> {
+        if self.patterns.iter().any(|p| p.pattern == pattern) {
+            return Err(HubError::AlreadySubscribed(pattern.as_str().to_string()));
+        }
+        if self.explicit.len() + self.patterns.len() >= self.hub.config.max_subscriptions {
+            return Err(HubError::TooManySubscriptions(
+                self.hub.config.max_subscriptions,
+            ));
+        }
+        let fixed_ns = match pattern.namespace() {
+            Some(n) => Some(self.hub.namespace_by_name(n)?),
+            None if from.is_some() => {
+                return Err(HubError::Config(format!(
+                    "pattern {}: `from` needs a fixed namespace (offsets are per namespace)",
+                    pattern.as_str()
+                )))
+            }
+            None => None,
+        };
+        let ps = Arc::new(crate::node::PatternSub {
+            pattern: pattern.clone(),
+            session: Arc::downgrade(&self.shared),
+        });
+        // Register first, then attach to what exists: a channel created in between is
+        // attached by whichever path sees it, once (attach deduplicates per channel).
+        self.hub.registry.add_pattern(ps.clone());
+        let mut out = Vec::new();
+        for node in self.hub.registry.matching(&pattern) {
+            let ns = match &fixed_ns {
+                Some(ns) => ns.clone(),
+                None => self.hub.namespace(&node.channel)?,
+            };
+            let start = match (node.class, from) {
+                (Class::Stream, Some(f)) => Start::From(f.max(ns.reader.start_offset())),
+                _ => Start::Live(ns.dispatched.load(Ordering::Acquire)),
+            };
+            let (info, _) = self.shared.attach(&node, start, false);
+            out.push((node.channel.clone(), info));
+        }
+        self.patterns.push(ps);
+        Ok(out)
+    }
+
+    /// Drops a pattern subscription; channels still wanted explicitly or by another pattern stay.
+    pub fn unsubscribe_pattern(&mut self, pattern: &crate::Pattern) -> Result<(), HubError> {
+        let i = self
+            .patterns
+            .iter()
+            .position(|p| &p.pattern == pattern)
+            .ok_or_else(|| HubError::NotSubscribed(pattern.as_str().to_string()))?;
+        let ps = self.patterns.remove(i);
+        self.hub.registry.remove_pattern(&ps);
+        let channels: Vec<Channel> = self.shared.subs.lock().keys().cloned().collect();
+        for ch in channels {
+            let still =
+                self.explicit.contains(&ch) || self.patterns.iter().any(|p| p.pattern.matches(&ch));
+            if !still && pattern.matches(&ch) {
+                self.shared.detach(&ch);
+            }
+        }
+        Ok(())
+    }
+
     pub fn unsubscribe(&mut self, channel: &Channel) -> Result<(), HubError> {
-        let sub = self
-            .subs
-            .remove(channel)
-            .ok_or_else(|| HubError::NotSubscribed(channel.to_string()))?;
-        sub.gone.store(true, Ordering::Release);
-        sub.node.remove_sub(&sub);
-        self.shared.pending.lock().state.remove(channel);
+        if !self.explicit.remove(channel) {
+            return Err(HubError::NotSubscribed(channel.to_string()));
+        }
+        if !self.patterns.iter().any(|p| p.pattern.matches(channel)) {
+            self.shared.detach(channel);
+        }
         Ok(())
     }
 
     pub fn is_subscribed(&self, channel: &Channel) -> bool {
-        self.subs.contains_key(channel)
+        self.explicit.contains(channel)
     }
 
+    /// Explicit subscriptions plus patterns.
     pub fn subscription_count(&self) -> usize {
-        self.subs.len()
+        self.explicit.len() + self.patterns.len()
     }
 
     /// Waits until something may be ready to drain or the session was closed. Cancel-safe.
@@ -261,8 +385,8 @@ impl Session {
 
     /// Where each stream subscription would resume: the offset of its next undelivered message.
     pub fn resume_points(&self) -> Vec<(String, Offset)> {
-        let mut v: Vec<(String, Offset)> = self
-            .subs
+        let subs = self.shared.subs.lock();
+        let mut v: Vec<(String, Offset)> = subs
             .iter()
             .filter(|(_, s)| s.node.class == Class::Stream)
             .map(|(c, s)| (c.to_string(), s.cursor.load(Ordering::Acquire)))
@@ -382,7 +506,11 @@ impl SessionCloser {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        for (_, sub) in self.subs.drain() {
+        for ps in self.patterns.drain(..) {
+            self.hub.registry.remove_pattern(&ps);
+        }
+        let subs: Vec<Arc<Sub>> = self.shared.subs.lock().drain().map(|(_, s)| s).collect();
+        for sub in subs {
             sub.gone.store(true, Ordering::Release);
             sub.node.remove_sub(&sub);
         }

@@ -345,3 +345,54 @@ async fn a_data_directory_is_used_by_one_hub_at_a_time() {
         .shutdown()
         .await;
 }
+
+#[tokio::test]
+async fn pattern_subscriptions_cover_existing_and_new_channels_once() {
+    use tickwire_hub::Pattern;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::open(HubConfig::new(dir.path())).unwrap();
+    publish1(&hub, "quotes.A", &quote(1), None).await;
+    publish1(&hub, "quotes.B", &quote(2), None).await;
+    publish1(&hub, "chat.old", "0", None).await;
+    let mut s = hub.session();
+    let now = s
+        .subscribe_pattern(Pattern::parse("quotes.*").unwrap(), None)
+        .unwrap();
+    assert_eq!(now.len(), 2);
+    assert!(now.iter().all(|(_, i)| i.snapshot));
+    let got = drain_until(&mut s, 2).await;
+    assert!(got.iter().all(|d| d.snapshot));
+    // A channel that appears later is attached before its first message.
+    publish1(&hub, "quotes.C", &quote(3), None).await;
+    let got = drain_until(&mut s, 1).await;
+    assert_eq!(got[0].message.publication.channel.as_str(), "quotes.C");
+
+    // Stream pattern from a namespace offset, overlapping an explicit subscription: once each.
+    let from = hub.next_offset("chat").unwrap();
+    s.subscribe(&ch("chat.room"), None).unwrap();
+    s.subscribe_pattern(Pattern::parse("chat.>").unwrap(), Some(from))
+        .unwrap();
+    let a = publish1(&hub, "chat.room", "1", None).await;
+    let b = publish1(&hub, "chat.new.sub", "2", None).await;
+    let got = drain_until(&mut s, 2).await;
+    let mut offs: Vec<u64> = got.iter().map(|d| d.message.publication.offset).collect();
+    offs.sort_unstable();
+    assert_eq!(offs, vec![a, b]);
+    assert!(s.drain().await.unwrap().is_empty(), "no duplicate");
+    assert!(
+        s.subscribe_pattern(Pattern::parse("*.x").unwrap(), Some(0))
+            .is_err(),
+        "from needs a namespace"
+    );
+
+    // Dropping the pattern keeps the explicit channel, stops the rest.
+    s.unsubscribe_pattern(&Pattern::parse("chat.>").unwrap())
+        .unwrap();
+    publish1(&hub, "chat.room", "3", None).await;
+    publish1(&hub, "chat.new.sub", "4", None).await;
+    let got = drain_until(&mut s, 1).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].message.publication.channel.as_str(), "chat.room");
+    assert!(s.drain().await.unwrap().is_empty());
+    hub.shutdown().await;
+}
