@@ -1,4 +1,4 @@
-//! The `tickwire` command: `serve` runs the server.
+//! The `tickwire` command: `serve` runs the server, `bench` the load generator.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -33,6 +33,8 @@ enum Command {
         #[arg(long)]
         fsync: Option<String>,
     },
+    /// Load generator: scenarios against Tickwire, nats-server, mosquitto (docs/benchmarks.md).
+    Bench(tickwire_bench::BenchCli),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
+        Command::Bench(b) => tickwire_bench::main(b),
         Command::Serve {
             http,
             data,

@@ -1,0 +1,229 @@
+//! `tickwire bench`: one load generator for Tickwire and the servers teams pick instead
+//! (nats-server, mosquitto), so every target sees the same message shapes, the same rates and
+//! the same measurement. Scenarios and reporting rules: docs/benchmarks.md.
+//!
+//! Targets are protocols, not products: `mqtt` drives any MQTT 3.1.1 broker (mosquitto today,
+//! Tickwire's MQTT edge when it exists), `nats` any NATS server, `tickwire-ws` Tickwire's
+//! WebSocket JSON edge (publishing through its HTTP batch API). `--label` names the product.
+
+mod chat;
+mod error;
+mod msg;
+mod proto;
+mod report;
+mod scenario;
+mod stats;
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+pub use error::BenchError;
+pub use report::RunResult;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// Tickwire: WebSocket JSON subscribers, HTTP batch publisher.
+    TickwireWs,
+    /// NATS core pub/sub (text protocol).
+    Nats,
+    /// NATS JetStream, file storage, async publish with acks (ingest only).
+    JetStream,
+    /// MQTT 3.1.1, QoS 0.
+    Mqtt,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::TickwireWs => "tickwire-ws",
+            Target::Nats => "nats",
+            Target::JetStream => "jetstream",
+            Target::Mqtt => "mqtt",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    Ingest,
+    Fanout,
+    Idle,
+    Slow,
+    Chat,
+}
+
+/// `tickwire bench …`
+#[derive(Debug, Args)]
+pub struct BenchCli {
+    #[command(subcommand)]
+    cmd: BenchCmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCmd {
+    /// Run one scenario against one target and print (and optionally save) its JSON result.
+    Run(RunArgs),
+    /// Turn JSON results into a markdown table: medians and spread per target and parameters.
+    Report {
+        /// Heading level-3 title above the table.
+        #[arg(long, default_value = "results")]
+        title: String,
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Parameters of one run. Every run is bounded by `--duration` (plus warm-up and drain) and by
+/// `--max-messages`; all traffic goes to `--addr`, which must be a loopback address.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct RunArgs {
+    #[arg(long, value_enum)]
+    pub scenario: Scenario,
+    #[arg(long, value_enum)]
+    pub target: Target,
+    /// Server address (loopback only).
+    #[arg(long)]
+    pub addr: SocketAddr,
+    /// Product name for the tables (default: the target's protocol name).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Server process to sample CPU and RSS from (/proc/<pid>).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Subscribing (fanout, slow, idle, chat) connections.
+    #[arg(long, default_value_t = 100)]
+    pub clients: usize,
+    /// Distinct symbols (channels).
+    #[arg(long, default_value_t = 1000)]
+    pub symbols: usize,
+    /// Symbols each subscriber subscribes to.
+    #[arg(long, default_value_t = 10)]
+    pub subs: usize,
+    /// Published messages per second, all publishers together (0: as fast as acks allow).
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+    /// Message size in bytes (the quote JSON, padded).
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of load before measuring starts.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Stop publishing after this many messages.
+    #[arg(long, default_value_t = u64::MAX)]
+    pub max_messages: u64,
+    /// Publishing connections (ingest).
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Messages per publish request (HTTP batch) or per write.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// JetStream: publishes in flight per connection.
+    #[arg(long, default_value_t = 4096)]
+    pub window: usize,
+    /// slow: percent of clients that read slowly.
+    #[arg(long, default_value_t = 10)]
+    pub slow_pct: u32,
+    /// slow: how many times slower than the expected per-client rate they read.
+    #[arg(long, default_value_t = 10)]
+    pub slow_factor: u32,
+    /// chat: rooms.
+    #[arg(long, default_value_t = 10)]
+    pub rooms: usize,
+    /// chat: mean milliseconds between a client's random disconnects.
+    #[arg(long, default_value_t = 3000)]
+    pub disconnect_ms: u64,
+    /// Load-generator runtime threads (the server shares the machine).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// The server's fsync policy, recorded in the result (ingest).
+    #[arg(long)]
+    pub fsync: Option<String>,
+    /// Write the JSON result here as well as to stdout.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl RunArgs {
+    pub fn label(&self) -> String {
+        self.label
+            .clone()
+            .unwrap_or_else(|| self.target.name().to_string())
+    }
+}
+
+/// Entry point for the CLI's `bench` subcommand.
+pub fn main(cli: BenchCli) -> ExitCode {
+    match cli.cmd {
+        BenchCmd::Report { title, files } => match report::markdown(&title, &files) {
+            Ok(md) => {
+                println!("{md}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tickwire bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        BenchCmd::Run(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(args.threads.max(1))
+                .enable_all()
+                .build();
+            let rt = match rt {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("tickwire bench: runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(run(args)) {
+                Ok(r) => {
+                    println!("{}", r.summary());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tickwire bench: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Runs one scenario and returns (and saves, with `--json`) its result.
+pub async fn run(args: RunArgs) -> Result<RunResult, BenchError> {
+    if !args.addr.ip().is_loopback() {
+        return Err(BenchError::Usage(format!(
+            "{} is not a loopback address: the load generator only targets this machine",
+            args.addr
+        )));
+    }
+    if args.target == Target::JetStream && args.scenario != Scenario::Ingest {
+        return Err(BenchError::Usage(
+            "the jetstream target is for the ingest scenario".into(),
+        ));
+    }
+    if args.scenario == Scenario::Chat && args.target != Target::TickwireWs {
+        return Err(BenchError::Usage(
+            "chat needs resume by offset: tickwire-ws only".into(),
+        ));
+    }
+    let r = match args.scenario {
+        Scenario::Ingest => scenario::ingest(&args).await?,
+        Scenario::Fanout => scenario::fanout_run(&args).await?,
+        Scenario::Slow => scenario::slow(&args).await?,
+        Scenario::Idle => scenario::idle(&args).await?,
+        Scenario::Chat => chat::chat(&args).await?,
+    };
+    if let Some(p) = &args.json {
+        let text = serde_json::to_string_pretty(&r)?;
+        std::fs::write(p, text).map_err(BenchError::io(p.display().to_string()))?;
+    }
+    Ok(r)
+}

@@ -1,0 +1,534 @@
+//! Just enough of each wire protocol to drive a server from a load generator, spoken directly
+//! over tokio TCP so the generator stays lean and its per-message cost is a few comparisons:
+//! WebSocket (client side, RFC 6455) + HTTP/1.1 for Tickwire, the NATS text protocol, and
+//! MQTT 3.1.1 QoS 0 (packets built with tickwire-mqtt, PUBLISH parsed by hand on the hot path).
+
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::{Buf, BytesMut};
+use tickwire_mqtt as mqtt;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpSocket, TcpStream},
+};
+
+use crate::{error::Result, BenchError, Target};
+
+/// Opens a TCP connection to `addr`, from `source` when given: one source address can hold only
+/// ~28k connections to one server port (the ephemeral range), so big idle runs spread over
+/// 127.0.0.x.
+pub async fn tcp(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream> {
+    let sock = TcpSocket::new_v4().map_err(BenchError::io("socket"))?;
+    if let Some(ip) = source {
+        sock.bind(SocketAddr::new(ip, 0))
+            .map_err(BenchError::io(format!("bind {ip}")))?;
+    }
+    let s = sock
+        .connect(addr)
+        .await
+        .map_err(BenchError::io(format!("connect {addr}")))?;
+    s.set_nodelay(true).map_err(BenchError::io("nodelay"))?;
+    Ok(s)
+}
+
+/// The channel (topic, subject) of symbol `i` on a target.
+pub fn channel(target: Target, i: usize) -> String {
+    match target {
+        Target::Mqtt => format!("quotes/{}", crate::msg::symbol(i)),
+        _ => format!("quotes.{}", crate::msg::symbol(i)),
+    }
+}
+
+/// Appends a masked client WebSocket text frame. The mask key is zero: a client must mask, but
+/// the key's only purpose is defeating broken proxies, and a zero key leaves the payload as is.
+pub fn ws_frame(out: &mut Vec<u8>, payload: &[u8]) {
+    out.push(0x81);
+    let n = payload.len();
+    if n < 126 {
+        out.push(0x80 | n as u8);
+    } else if n <= 0xffff {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(n as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(payload);
+}
+
+/// A connection that receives messages.
+pub struct Conn {
+    pub stream: TcpStream,
+    pub buf: BytesMut,
+    target: Target,
+    pong: bool,
+}
+
+impl Conn {
+    /// Connects and completes the protocol handshake (WebSocket upgrade, NATS CONNECT, MQTT
+    /// CONNECT/CONNACK).
+    pub async fn connect(target: Target, addr: SocketAddr, source: Option<IpAddr>) -> Result<Conn> {
+        let mut stream = tcp(addr, source).await?;
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        let name = target.name();
+        match target {
+            Target::TickwireWs => {
+                let req = format!(
+                    "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                );
+                stream
+                    .write_all(req.as_bytes())
+                    .await
+                    .map_err(BenchError::io("ws upgrade"))?;
+                let end = read_until(&mut stream, &mut buf, b"\r\n\r\n", name).await?;
+                if !buf.starts_with(b"HTTP/1.1 101") {
+                    let head = String::from_utf8_lossy(&buf[..end.min(200)]).into_owned();
+                    return Err(BenchError::proto(name, format!("upgrade refused: {head}")));
+                }
+                buf.advance(end);
+            }
+            Target::Nats | Target::JetStream => {
+                stream
+                    .write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":false}\r\nPING\r\n")
+                    .await
+                    .map_err(BenchError::io("nats connect"))?;
+                let end = read_until(&mut stream, &mut buf, b"PONG\r\n", name).await?;
+                if memchr::memmem::find(&buf[..end], b"-ERR").is_some() {
+                    return Err(BenchError::proto(
+                        name,
+                        String::from_utf8_lossy(&buf[..end]).into_owned(),
+                    ));
+                }
+                buf.advance(end);
+            }
+            Target::Mqtt => {
+                let connect = mqtt::Packet::Connect(mqtt::Connect {
+                    protocol: mqtt::ProtocolVersion::V4,
+                    clean_start: true,
+                    keep_alive: 0,
+                    client_id: String::new(),
+                    will: None,
+                    username: None,
+                    password: None,
+                    properties: Default::default(),
+                });
+                let mut out = BytesMut::new();
+                mqtt::encode(&connect, mqtt::ProtocolVersion::V4, &mut out)
+                    .map_err(|e| BenchError::proto(name, e.to_string()))?;
+                stream
+                    .write_all(&out)
+                    .await
+                    .map_err(BenchError::io("mqtt connect"))?;
+                loop {
+                    match mqtt::decode(&mut buf, mqtt::ProtocolVersion::V4, 1 << 20)
+                        .map_err(|e| BenchError::proto(name, e.to_string()))?
+                    {
+                        Some(mqtt::Packet::ConnAck(_)) => break,
+                        Some(p) => {
+                            return Err(BenchError::proto(name, format!("expected CONNACK: {p:?}")))
+                        }
+                        None => fill(&mut stream, &mut buf, 4096, name).await?,
+                    }
+                }
+            }
+        }
+        Ok(Conn {
+            stream,
+            buf,
+            target,
+            pong: false,
+        })
+    }
+
+    /// Subscribes to the symbols and waits until the server confirmed every subscription.
+    pub async fn subscribe(&mut self, symbols: &[usize]) -> Result<()> {
+        let name = self.target.name();
+        let mut out = Vec::new();
+        match self.target {
+            Target::TickwireWs => {
+                for (k, &s) in symbols.iter().enumerate() {
+                    let cmd = format!(
+                        r#"{{"id":{k},"op":"subscribe","channel":"{}"}}"#,
+                        channel(self.target, s)
+                    );
+                    ws_frame(&mut out, cmd.as_bytes());
+                }
+                self.send(&out).await?;
+                let mut acked = 0;
+                let mut err = None;
+                while acked < symbols.len() {
+                    self.read_some(usize::MAX, |m: &[u8]| {
+                        // Replies carry "ok"; pushes start with {"ch": (snapshots may arrive too).
+                        if !m.starts_with(br#"{"ch":"#) {
+                            if memchr::memmem::find(m, br#""ok":true"#).is_some() {
+                                acked += 1;
+                            } else {
+                                err = Some(String::from_utf8_lossy(m).into_owned());
+                            }
+                        }
+                    })
+                    .await?;
+                    if let Some(e) = err.take() {
+                        return Err(BenchError::proto(name, format!("subscribe refused: {e}")));
+                    }
+                }
+            }
+            Target::Nats | Target::JetStream => {
+                for (k, &s) in symbols.iter().enumerate() {
+                    out.extend_from_slice(
+                        format!("SUB {} {}\r\n", channel(self.target, s), k + 1).as_bytes(),
+                    );
+                }
+                out.extend_from_slice(b"PING\r\n");
+                self.send(&out).await?;
+                let end = read_until(&mut self.stream, &mut self.buf, b"PONG\r\n", name).await?;
+                self.buf.advance(end);
+            }
+            Target::Mqtt => {
+                let mut enc = BytesMut::new();
+                for chunk in symbols.chunks(64) {
+                    let sub = mqtt::Packet::Subscribe(mqtt::Subscribe {
+                        packet_id: 1,
+                        filters: chunk
+                            .iter()
+                            .map(|&s| {
+                                mqtt::SubscribeFilter::new(
+                                    channel(self.target, s),
+                                    mqtt::QoS::AtMostOnce,
+                                )
+                            })
+                            .collect(),
+                        properties: Default::default(),
+                    });
+                    mqtt::encode(&sub, mqtt::ProtocolVersion::V4, &mut enc)
+                        .map_err(|e| BenchError::proto(name, e.to_string()))?;
+                }
+                self.send(&enc).await?;
+                let want = symbols.len().div_ceil(64);
+                let mut got = 0;
+                while got < want {
+                    match mqtt::decode(&mut self.buf, mqtt::ProtocolVersion::V4, 1 << 20)
+                        .map_err(|e| BenchError::proto(name, e.to_string()))?
+                    {
+                        Some(mqtt::Packet::SubAck(_)) => got += 1,
+                        Some(_) => {}
+                        None => fill(&mut self.stream, &mut self.buf, 4096, name).await?,
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<()> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(BenchError::io(self.target.name()))
+    }
+
+    /// Reads once (at most `chunk` bytes) and hands every complete message payload to `f`.
+    /// Returns false at end of stream.
+    pub async fn read_some(&mut self, chunk: usize, mut f: impl FnMut(&[u8])) -> Result<bool> {
+        let name = self.target.name();
+        let chunk = chunk.min(256 * 1024);
+        self.buf.reserve(chunk.min(64 * 1024));
+        let n = if chunk < self.buf.capacity() - self.buf.len() {
+            let mut limited = (&mut self.stream).take(chunk as u64);
+            limited.read_buf(&mut self.buf).await
+        } else {
+            self.stream.read_buf(&mut self.buf).await
+        }
+        .map_err(BenchError::io(name))?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let open = match self.target {
+            Target::TickwireWs => parse_ws(&mut self.buf, &mut f),
+            Target::Nats | Target::JetStream => {
+                parse_nats(&mut self.buf, &mut self.pong, &mut f, name)?
+            }
+            Target::Mqtt => parse_mqtt(&mut self.buf, &mut f, name)?,
+        };
+        if self.pong {
+            self.pong = false;
+            self.send(b"PONG\r\n").await?;
+        }
+        Ok(open)
+    }
+}
+
+async fn fill(stream: &mut TcpStream, buf: &mut BytesMut, n: usize, name: &str) -> Result<()> {
+    buf.reserve(n);
+    let got = stream.read_buf(buf).await.map_err(BenchError::io(name))?;
+    if got == 0 {
+        return Err(BenchError::proto(name, "connection closed"));
+    }
+    Ok(())
+}
+
+/// Reads until `pat` appears; returns the index just past it.
+async fn read_until(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    pat: &[u8],
+    name: &str,
+) -> Result<usize> {
+    loop {
+        if let Some(i) = memchr::memmem::find(buf, pat) {
+            return Ok(i + pat.len());
+        }
+        if buf.len() > 1 << 20 {
+            return Err(BenchError::proto(name, "no end of handshake"));
+        }
+        fill(stream, buf, 4096, name).await?;
+    }
+}
+
+/// Server-to-client frames are unmasked. Text and binary payloads go to `f`; close ends.
+fn parse_ws(buf: &mut BytesMut, f: &mut impl FnMut(&[u8])) -> bool {
+    loop {
+        if buf.len() < 2 {
+            return true;
+        }
+        let op = buf[0] & 0x0f;
+        let (len, hdr) = match buf[1] & 0x7f {
+            126 if buf.len() >= 4 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+            127 if buf.len() >= 10 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&buf[2..10]);
+                (u64::from_be_bytes(b) as usize, 10)
+            }
+            126 | 127 => return true,
+            n => (usize::from(n), 2),
+        };
+        if buf.len() < hdr + len {
+            return true;
+        }
+        match op {
+            0..=2 => f(&buf[hdr..hdr + len]),
+            8 => return false,
+            _ => {}
+        }
+        buf.advance(hdr + len);
+    }
+}
+
+fn parse_nats(
+    buf: &mut BytesMut,
+    pong: &mut bool,
+    f: &mut impl FnMut(&[u8]),
+    name: &str,
+) -> Result<bool> {
+    loop {
+        let Some(eol) = memchr::memmem::find(buf, b"\r\n") else {
+            return Ok(true);
+        };
+        let line = &buf[..eol];
+        if line.starts_with(b"MSG ") {
+            // MSG <subject> <sid> [reply-to] <#bytes>
+            let len_at = line.iter().rposition(|&c| c == b' ').unwrap_or(0) + 1;
+            let len = std::str::from_utf8(&line[len_at..])
+                .ok()
+                .and_then(|s| s.parse::<usize>().ok())
+                .ok_or_else(|| BenchError::proto(name, "bad MSG line"))?;
+            let start = eol + 2;
+            if buf.len() < start + len + 2 {
+                return Ok(true);
+            }
+            f(&buf[start..start + len]);
+            buf.advance(start + len + 2);
+        } else {
+            if line.starts_with(b"PING") {
+                *pong = true;
+            } else if line.starts_with(b"-ERR") {
+                let e = String::from_utf8_lossy(line).into_owned();
+                return Err(BenchError::proto(name, e));
+            }
+            buf.advance(eol + 2);
+        }
+    }
+}
+
+/// QoS 0 PUBLISH is parsed here by hand (no topic allocation); anything else goes through the
+/// codec and is ignored.
+fn parse_mqtt(buf: &mut BytesMut, f: &mut impl FnMut(&[u8]), name: &str) -> Result<bool> {
+    loop {
+        if buf.len() < 2 {
+            return Ok(true);
+        }
+        let mut len = 0usize;
+        let mut shift = 0;
+        let mut i = 1;
+        loop {
+            if i >= buf.len() || i > 4 {
+                return Ok(true);
+            }
+            let b = buf[i];
+            len |= usize::from(b & 0x7f) << shift;
+            shift += 7;
+            i += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        if buf.len() < i + len {
+            return Ok(true);
+        }
+        if buf[0] >> 4 == 3 && buf[0] & 0x06 == 0 {
+            let body = &buf[i..i + len];
+            if body.len() < 2 {
+                return Err(BenchError::proto(name, "short PUBLISH"));
+            }
+            let tl = usize::from(u16::from_be_bytes([body[0], body[1]]));
+            if body.len() < 2 + tl {
+                return Err(BenchError::proto(name, "bad PUBLISH topic length"));
+            }
+            f(&body[2 + tl..]);
+        }
+        buf.advance(i + len);
+    }
+}
+
+/// A publishing connection: HTTP/1.1 batches for Tickwire, PUB for NATS, PUBLISH QoS 0 for MQTT.
+pub struct Publisher {
+    conn: Conn,
+    target: Target,
+    addr: SocketAddr,
+    out: Vec<u8>,
+    body: Vec<u8>,
+    count: usize,
+}
+
+impl Publisher {
+    pub async fn connect(target: Target, addr: SocketAddr) -> Result<Publisher> {
+        let conn = match target {
+            // Tickwire's publish API is HTTP: a plain keep-alive TCP connection.
+            Target::TickwireWs => Conn {
+                stream: tcp(addr, None).await?,
+                buf: BytesMut::with_capacity(64 * 1024),
+                target,
+                pong: false,
+            },
+            _ => Conn::connect(target, addr, None).await?,
+        };
+        Ok(Publisher {
+            conn,
+            target,
+            addr,
+            out: Vec::with_capacity(1 << 20),
+            body: Vec::with_capacity(1 << 20),
+            count: 0,
+        })
+    }
+
+    /// Adds one message to the pending batch.
+    pub fn add(&mut self, sym: usize, payload: &[u8]) {
+        match self.target {
+            Target::TickwireWs => {
+                self.body.push(if self.count == 0 { b'[' } else { b',' });
+                self.body.extend_from_slice(br#"{"channel":"quotes."#);
+                self.body
+                    .extend_from_slice(crate::msg::symbol(sym).as_bytes());
+                self.body.extend_from_slice(br#"","data":"#);
+                self.body.extend_from_slice(payload);
+                self.body.push(b'}');
+            }
+            Target::Nats | Target::JetStream => {
+                self.out.extend_from_slice(b"PUB quotes.");
+                self.out
+                    .extend_from_slice(crate::msg::symbol(sym).as_bytes());
+                self.out
+                    .extend_from_slice(format!(" {}\r\n", payload.len()).as_bytes());
+                self.out.extend_from_slice(payload);
+                self.out.extend_from_slice(b"\r\n");
+            }
+            Target::Mqtt => {
+                let topic = channel(self.target, sym);
+                let rem = 2 + topic.len() + payload.len();
+                self.out.push(0x30);
+                let mut x = rem;
+                loop {
+                    let mut b = (x % 128) as u8;
+                    x /= 128;
+                    if x > 0 {
+                        b |= 0x80;
+                    }
+                    self.out.push(b);
+                    if x == 0 {
+                        break;
+                    }
+                }
+                self.out
+                    .extend_from_slice(&(topic.len() as u16).to_be_bytes());
+                self.out.extend_from_slice(topic.as_bytes());
+                self.out.extend_from_slice(payload);
+            }
+        }
+        self.count += 1;
+    }
+
+    pub fn pending(&self) -> usize {
+        self.count
+    }
+
+    /// Sends the batch; for Tickwire waits for the HTTP answer (the durable ack).
+    pub async fn flush(&mut self) -> Result<()> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        self.count = 0;
+        if self.target == Target::TickwireWs {
+            self.body.push(b']');
+            self.out.clear();
+            self.out.extend_from_slice(
+                format!(
+                    "POST /v1/publish HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    self.addr,
+                    self.body.len()
+                )
+                .as_bytes(),
+            );
+            self.out.extend_from_slice(&self.body);
+            self.body.clear();
+            self.conn.send(&self.out).await?;
+            self.out.clear();
+            http_response(&mut self.conn).await
+        } else {
+            self.conn.send(&self.out).await?;
+            self.out.clear();
+            Ok(())
+        }
+    }
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body; an error unless 2xx.
+async fn http_response(c: &mut Conn) -> Result<()> {
+    let name = "tickwire http";
+    let end = read_until(&mut c.stream, &mut c.buf, b"\r\n\r\n", name).await?;
+    let head = String::from_utf8_lossy(&c.buf[..end]).into_owned();
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())
+                .flatten()
+        })
+        .unwrap_or(0);
+    while c.buf.len() < end + len {
+        let missing = end + len - c.buf.len();
+        fill(&mut c.stream, &mut c.buf, missing.max(4096), name).await?;
+    }
+    let ok = head.starts_with("HTTP/1.1 2");
+    if !ok {
+        let body = String::from_utf8_lossy(&c.buf[end..(end + len).min(end + 300)]).into_owned();
+        return Err(BenchError::proto(
+            name,
+            format!("{} {body}", head.lines().next().unwrap_or("")),
+        ));
+    }
+    c.buf.advance(end + len);
+    Ok(())
+}

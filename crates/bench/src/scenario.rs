@@ -1,0 +1,553 @@
+//! ingest, fanout, slow and idle: the same code for every target.
+
+use std::{
+    collections::VecDeque,
+    net::{IpAddr, Ipv4Addr},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+use tokio::{sync::Semaphore, task::JoinSet};
+
+use crate::{
+    error::Result,
+    msg::{now_micros, quote, Fields},
+    proto::{Conn, Publisher},
+    stats::{histogram, Latency, Sampler},
+    BenchError, RunArgs, RunResult, Target,
+};
+
+/// Connections opened at once while setting up.
+const CONNECT_PARALLEL: usize = 128;
+/// Source addresses used for client connections: one address holds at most ~28k connections
+/// to one server port.
+const PER_SOURCE: usize = 20_000;
+
+fn source_for(i: usize) -> Option<IpAddr> {
+    let n = i / PER_SOURCE;
+    // 127.0.0.1 first, then 127.0.0.2, …: all loopback.
+    Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + n as u8)))
+}
+
+/// Flags shared by the publisher and the subscribers of one phase.
+#[derive(Default)]
+struct Phase {
+    measuring: AtomicBool,
+    publishing_done: AtomicBool,
+    stop: AtomicBool,
+}
+
+struct SubOutcome {
+    slow: bool,
+    hist: Histogram<u64>,
+    delivered: u64,
+    bytes: u64,
+    /// Highest sequence number seen per symbol (the sequence encodes the symbol).
+    last: Vec<u64>,
+    symbols: Vec<usize>,
+}
+
+fn symbols_of(a: &RunArgs, i: usize) -> Vec<usize> {
+    let k = a.subs.min(a.symbols).max(1);
+    (0..k).map(|j| (i * k + j) % a.symbols).collect()
+}
+
+async fn subscriber(
+    mut conn: Conn,
+    phase: Arc<Phase>,
+    symbols: Vec<usize>,
+    nsym: usize,
+    slow_bytes_per_s: Option<f64>,
+) -> Result<SubOutcome> {
+    let fields = Fields::default();
+    let mut hist = histogram();
+    let mut delivered = 0u64;
+    let mut bytes = 0u64;
+    let mut last = vec![0u64; nsym];
+    while !phase.stop.load(Ordering::Acquire) {
+        let slow = slow_bytes_per_s.filter(|_| !phase.publishing_done.load(Ordering::Acquire));
+        let chunk = if slow.is_some() { 4096 } else { usize::MAX };
+        let measuring = phase.measuring.load(Ordering::Relaxed);
+        // One clock read per socket read, taken when the bytes are in (not before waiting).
+        let mut now = 0u64;
+        let mut got = 0usize;
+        let read = conn.read_some(chunk, |m: &[u8]| {
+            got += m.len();
+            if let Some(t) = fields.t(m) {
+                if let Some(s) = fields.s(m) {
+                    let sym = (s % nsym as u64) as usize;
+                    last[sym] = last[sym].max(s);
+                }
+                if measuring {
+                    if now == 0 {
+                        now = now_micros();
+                    }
+                    delivered += 1;
+                    bytes += m.len() as u64;
+                    let _ = hist.record(now.saturating_sub(t).max(1));
+                }
+            }
+        });
+        match tokio::time::timeout(Duration::from_millis(200), read).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => break,
+            Ok(Err(e)) => {
+                if phase.stop.load(Ordering::Acquire) {
+                    break;
+                }
+                return Err(e);
+            }
+            Err(_) => continue,
+        }
+        if let Some(rate) = slow {
+            tokio::time::sleep(Duration::from_secs_f64(got as f64 / rate)).await;
+        }
+    }
+    Ok(SubOutcome {
+        slow: slow_bytes_per_s.is_some(),
+        hist,
+        delivered,
+        bytes,
+        last,
+        symbols,
+    })
+}
+
+/// Publishes at `rate` (round-robin over the symbols) until the time or count bound; returns
+/// messages sent while measuring and the last sequence number per symbol.
+async fn publish_loop(a: &RunArgs, phase: &Phase, total: Duration) -> Result<(u64, Vec<u64>)> {
+    let mut p = Publisher::connect(a.target, a.addr).await?;
+    let start = Instant::now();
+    let mut seq = 0u64;
+    let mut measured = 0u64;
+    let mut payload = Vec::with_capacity(a.size + 64);
+    let mut last = vec![0u64; a.symbols];
+    let nsym = a.symbols as u64;
+    // Sequence numbers start at one symbol-round so that 0 means "nothing seen".
+    let first = nsym;
+    while start.elapsed() < total && seq < a.max_messages {
+        let due = if a.rate == 0 {
+            a.batch as u64
+        } else {
+            ((a.rate as f64 * start.elapsed().as_secs_f64()) as u64).saturating_sub(seq)
+        };
+        if due == 0 {
+            tokio::time::sleep(Duration::from_micros(500)).await;
+            continue;
+        }
+        let n = due.min(a.batch as u64).min(a.max_messages - seq);
+        let t = now_micros();
+        for _ in 0..n {
+            let s = first + seq;
+            let sym = (s % nsym) as usize;
+            payload.clear();
+            quote(&mut payload, t, s, sym, a.size);
+            p.add(sym, &payload);
+            last[sym] = s;
+            seq += 1;
+        }
+        p.flush().await?;
+        if phase.measuring.load(Ordering::Relaxed) {
+            measured += n;
+        }
+    }
+    Ok((measured, last))
+}
+
+struct FanoutOutcome {
+    measured_s: f64,
+    published: u64,
+    fast: Histogram<u64>,
+    slow: Histogram<u64>,
+    delivered_fast: u64,
+    delivered_slow: u64,
+    bytes: u64,
+    /// Slow subscribers whose last value per symbol equals the last published one.
+    slow_converged: f64,
+    all_converged: f64,
+    server: Option<crate::stats::ServerUsage>,
+}
+
+async fn connect_all(a: &RunArgs, n: usize, subscribe: bool) -> Result<Vec<Conn>> {
+    let sem = Arc::new(Semaphore::new(CONNECT_PARALLEL));
+    let mut set = JoinSet::new();
+    for i in 0..n {
+        let sem = sem.clone();
+        let a2 = a.clone();
+        set.spawn(async move {
+            let _p = sem.acquire_owned().await;
+            let mut c = Conn::connect(a2.target, a2.addr, source_for(i)).await?;
+            if subscribe {
+                c.subscribe(&symbols_of(&a2, i)).await?;
+            }
+            Ok::<_, BenchError>((i, c))
+        });
+    }
+    let mut conns: Vec<Option<Conn>> = (0..n).map(|_| None).collect();
+    while let Some(r) = set.join_next().await {
+        let (i, c) = r.map_err(|e| BenchError::proto("bench", e.to_string()))??;
+        conns[i] = Some(c);
+    }
+    Ok(conns.into_iter().flatten().collect())
+}
+
+async fn fanout(a: &RunArgs, slow_pct: u32) -> Result<FanoutOutcome> {
+    let conns = connect_all(a, a.clients, true).await?;
+    let phase = Arc::new(Phase::default());
+    let per_client_msgs = a.rate as f64 * a.subs as f64 / a.symbols as f64;
+    let frame = (a.size + 80) as f64;
+    let slow_rate = (per_client_msgs * frame / f64::from(a.slow_factor.max(1))).max(1024.0);
+    let every = if slow_pct == 0 {
+        usize::MAX
+    } else {
+        (100 / slow_pct.min(100)) as usize
+    };
+    let mut set = JoinSet::new();
+    for (i, c) in conns.into_iter().enumerate() {
+        let slow = (every != usize::MAX && i % every == every - 1).then_some(slow_rate);
+        set.spawn(subscriber(
+            c,
+            phase.clone(),
+            symbols_of(a, i),
+            a.symbols,
+            slow,
+        ));
+    }
+    let total = Duration::from_secs_f64(a.warmup + a.duration);
+    let ph = phase.clone();
+    let warm = Duration::from_secs_f64(a.warmup);
+    let dur = Duration::from_secs_f64(a.duration);
+    let pid = a.server_pid;
+    let sampler = tokio::spawn(async move {
+        tokio::time::sleep(warm).await;
+        let s = Sampler::start(pid, Duration::from_millis(250));
+        ph.measuring.store(true, Ordering::Release);
+        let t0 = Instant::now();
+        tokio::time::sleep(dur).await;
+        ph.measuring.store(false, Ordering::Release);
+        (s.stop().await, t0.elapsed().as_secs_f64())
+    });
+    let (published, last) = publish_loop(a, &phase, total).await?;
+    let (server, measured_s) = sampler
+        .await
+        .map_err(|e| BenchError::proto("bench", e.to_string()))?;
+    phase.publishing_done.store(true, Ordering::Release);
+    // Let everyone drain what is queued, so convergence can be checked.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    phase.stop.store(true, Ordering::Release);
+    let mut out = FanoutOutcome {
+        measured_s,
+        published,
+        fast: histogram(),
+        slow: histogram(),
+        delivered_fast: 0,
+        delivered_slow: 0,
+        bytes: 0,
+        slow_converged: f64::NAN,
+        all_converged: 0.0,
+        server,
+    };
+    let (mut conv, mut conv_slow, mut n, mut n_slow) = (0usize, 0usize, 0usize, 0usize);
+    while let Some(r) = set.join_next().await {
+        let o = r.map_err(|e| BenchError::proto("bench", e.to_string()))??;
+        let ok = o.symbols.iter().all(|&s| o.last[s] == last[s]);
+        n += 1;
+        conv += usize::from(ok);
+        out.bytes += o.bytes;
+        if o.slow {
+            n_slow += 1;
+            conv_slow += usize::from(ok);
+            out.delivered_slow += o.delivered;
+            let _ = out.slow.add(&o.hist);
+        } else {
+            out.delivered_fast += o.delivered;
+            let _ = out.fast.add(&o.hist);
+        }
+    }
+    out.all_converged = conv as f64 / n.max(1) as f64;
+    if n_slow > 0 {
+        out.slow_converged = conv_slow as f64 / n_slow as f64;
+    }
+    Ok(out)
+}
+
+pub async fn fanout_run(a: &RunArgs) -> Result<RunResult> {
+    let o = fanout(a, 0).await?;
+    let mut r = RunResult::new(a);
+    r.measured_s = o.measured_s;
+    r.published_per_s = o.published as f64 / o.measured_s;
+    r.delivered_per_s = o.delivered_fast as f64 / o.measured_s;
+    r.mb_per_s = o.bytes as f64 / o.measured_s / 1e6;
+    r.latency = Latency::of(&o.fast);
+    r.server = o.server;
+    r.extra.insert("converged".into(), o.all_converged);
+    r.extra.insert(
+        "delivered_per_published".into(),
+        o.delivered_fast as f64 / (o.published.max(1)) as f64,
+    );
+    Ok(r)
+}
+
+/// Fanout without slow clients, then the same with `slow_pct`% slow ones, in one run.
+pub async fn slow(a: &RunArgs) -> Result<RunResult> {
+    let base = fanout(a, 0).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let o = fanout(a, a.slow_pct).await?;
+    let mut r = RunResult::new(a);
+    r.measured_s = o.measured_s;
+    r.published_per_s = o.published as f64 / o.measured_s;
+    r.delivered_per_s = o.delivered_fast as f64 / o.measured_s;
+    r.mb_per_s = o.bytes as f64 / o.measured_s / 1e6;
+    r.latency = Latency::of(&o.fast);
+    let bl = Latency::of(&base.fast);
+    r.extra.insert("baseline_p99_us".into(), bl.p99_us as f64);
+    r.extra.insert(
+        "p99_vs_baseline".into(),
+        r.latency.p99_us as f64 / bl.p99_us.max(1) as f64,
+    );
+    r.extra.insert(
+        "slow_delivered_per_s".into(),
+        o.delivered_slow as f64 / o.measured_s,
+    );
+    r.extra.insert("slow_converged".into(), o.slow_converged);
+    if let Some(u) = &o.server {
+        // Flat memory: the second half of the window peaks no higher than the first (+5%).
+        let half = u.rss_samples_kb.len() / 2;
+        let first = u.rss_samples_kb[..half].iter().copied().max().unwrap_or(0);
+        let second = u.rss_samples_kb[half..].iter().copied().max().unwrap_or(0);
+        r.extra.insert(
+            "rss_growth_2nd_half_pct".into(),
+            (second as f64 / first.max(1) as f64 - 1.0) * 100.0,
+        );
+    }
+    r.server = o.server;
+    Ok(r)
+}
+
+/// Opens `clients` connections that do nothing, and reports the server's memory per connection.
+pub async fn idle(a: &RunArgs) -> Result<RunResult> {
+    let pid = a
+        .server_pid
+        .ok_or_else(|| BenchError::Usage("idle needs --server-pid".into()))?;
+    let before = crate::stats::rss_kb(pid).unwrap_or(0);
+    let sampler = Sampler::start(Some(pid), Duration::from_millis(500));
+    let t0 = Instant::now();
+    let conns = connect_all(a, a.clients, false).await?;
+    let connect_s = t0.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs_f64(a.duration.clamp(1.0, 30.0))).await;
+    let after = crate::stats::rss_kb(pid).unwrap_or(0);
+    let mut r = RunResult::new(a);
+    r.measured_s = a.duration;
+    r.server = sampler.stop().await;
+    r.extra.insert("connections".into(), conns.len() as f64);
+    r.extra.insert("connect_s".into(), connect_s);
+    r.extra
+        .insert("rss_before_mb".into(), before as f64 / 1024.0);
+    r.extra.insert("rss_after_mb".into(), after as f64 / 1024.0);
+    r.extra.insert(
+        "bytes_per_conn".into(),
+        (after.saturating_sub(before) * 1024) as f64 / conns.len().max(1) as f64,
+    );
+    drop(conns);
+    Ok(r)
+}
+
+/// N publishers push quotes as fast as acknowledgements allow: Tickwire through HTTP batches
+/// (each answered once durable under the server's fsync policy), JetStream through async
+/// publishes with up to `window` acks outstanding per connection.
+pub async fn ingest(a: &RunArgs) -> Result<RunResult> {
+    if a.target == Target::JetStream {
+        js_create_stream(a).await?;
+    }
+    let phase = Arc::new(Phase::default());
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut set = JoinSet::new();
+    let total = Duration::from_secs_f64(a.warmup + a.duration);
+    for p in 0..a.publishers.max(1) {
+        let a2 = a.clone();
+        let ph = phase.clone();
+        let ack = acked.clone();
+        set.spawn(async move {
+            if a2.target == Target::JetStream {
+                js_publisher(&a2, p, &ph, &ack, total).await
+            } else {
+                batch_publisher(&a2, p, &ph, &ack, total).await
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
+    let sampler = Sampler::start(a.server_pid, Duration::from_millis(250));
+    let a0 = acked.load(Ordering::Acquire);
+    phase.measuring.store(true, Ordering::Release);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(a.duration)).await;
+    phase.measuring.store(false, Ordering::Release);
+    let n = acked.load(Ordering::Acquire) - a0;
+    let measured_s = t0.elapsed().as_secs_f64();
+    let server = sampler.stop().await;
+    let mut hist = histogram();
+    let mut errors = 0u64;
+    while let Some(r) = set.join_next().await {
+        let (h, e) = r.map_err(|e| BenchError::proto("bench", e.to_string()))??;
+        let _ = hist.add(&h);
+        errors += e;
+    }
+    let mut r = RunResult::new(a);
+    r.measured_s = measured_s;
+    r.published_per_s = n as f64 / measured_s;
+    r.mb_per_s = n as f64 * a.size as f64 / measured_s / 1e6;
+    r.latency = Latency::of(&hist);
+    r.server = server;
+    r.extra.insert("errors".into(), errors as f64);
+    Ok(r)
+}
+
+async fn batch_publisher(
+    a: &RunArgs,
+    p: usize,
+    phase: &Phase,
+    acked: &AtomicU64,
+    total: Duration,
+) -> Result<(Histogram<u64>, u64)> {
+    let mut pb = Publisher::connect(a.target, a.addr).await?;
+    let mut hist = histogram();
+    let mut payload = Vec::with_capacity(a.size + 64);
+    let start = Instant::now();
+    let mut seq = (p as u64 + 1) << 40;
+    let mut sent = 0u64;
+    while start.elapsed() < total && sent < a.max_messages {
+        let t = now_micros();
+        for _ in 0..a.batch {
+            let sym = (seq % a.symbols as u64) as usize;
+            payload.clear();
+            quote(&mut payload, t, seq, sym, a.size);
+            pb.add(sym, &payload);
+            seq += 1;
+        }
+        let n = pb.pending() as u64;
+        pb.flush().await?;
+        sent += n;
+        acked.fetch_add(n, Ordering::AcqRel);
+        if phase.measuring.load(Ordering::Relaxed) {
+            let _ = hist.record_n(now_micros().saturating_sub(t).max(1), n);
+        }
+    }
+    Ok((hist, 0))
+}
+
+async fn js_create_stream(a: &RunArgs) -> Result<()> {
+    let mut c = Conn::connect(Target::Nats, a.addr, None).await?;
+    let cfg = br#"{"name":"QUOTES","subjects":["quotes.>"],"storage":"file","retention":"limits","discard":"old","num_replicas":1}"#;
+    let mut out = Vec::new();
+    out.extend_from_slice(b"SUB _INBOX.setup.* 1\r\n");
+    out.extend_from_slice(b"PUB $JS.API.STREAM.DELETE.QUOTES _INBOX.setup.1 0\r\n\r\n");
+    out.extend_from_slice(
+        format!(
+            "PUB $JS.API.STREAM.CREATE.QUOTES _INBOX.setup.2 {}\r\n",
+            cfg.len()
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(cfg);
+    out.extend_from_slice(b"\r\n");
+    c.send(&out).await?;
+    let mut replies = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while replies.len() < 2 {
+        if Instant::now() > deadline {
+            return Err(BenchError::Timeout("JetStream stream create".into()));
+        }
+        let read = c.read_some(usize::MAX, |m: &[u8]| {
+            replies.push(String::from_utf8_lossy(m).into_owned())
+        });
+        if let Ok(r) = tokio::time::timeout(Duration::from_secs(1), read).await {
+            r?;
+        }
+    }
+    if replies[1].contains("\"error\"") {
+        return Err(BenchError::proto(
+            "jetstream",
+            format!("stream create: {}", replies[1]),
+        ));
+    }
+    Ok(())
+}
+
+async fn js_publisher(
+    a: &RunArgs,
+    p: usize,
+    phase: &Phase,
+    acked: &AtomicU64,
+    total: Duration,
+) -> Result<(Histogram<u64>, u64)> {
+    let mut c = Conn::connect(Target::JetStream, a.addr, None).await?;
+    c.send(format!("SUB _INBOX.p{p}.* 1\r\n").as_bytes())
+        .await?;
+    let mut hist = histogram();
+    let mut errors = 0u64;
+    let mut inflight: VecDeque<u64> = VecDeque::with_capacity(a.window);
+    let mut out = Vec::with_capacity(1 << 20);
+    let mut payload = Vec::with_capacity(a.size + 64);
+    let start = Instant::now();
+    let mut seq = (p as u64 + 1) << 40;
+    let mut sent = 0u64;
+    let window = a.window.max(1);
+    loop {
+        let publishing = start.elapsed() < total && sent < a.max_messages;
+        if !publishing && inflight.is_empty() {
+            break;
+        }
+        if publishing && inflight.len() < window {
+            let n = (window - inflight.len()).min(a.batch.max(1));
+            let t = now_micros();
+            out.clear();
+            for _ in 0..n {
+                let sym = (seq % a.symbols as u64) as usize;
+                payload.clear();
+                quote(&mut payload, t, seq, sym, a.size);
+                out.extend_from_slice(
+                    format!(
+                        "PUB quotes.{} _INBOX.p{p}.{seq} {}\r\n",
+                        crate::msg::symbol(sym),
+                        payload.len()
+                    )
+                    .as_bytes(),
+                );
+                out.extend_from_slice(&payload);
+                out.extend_from_slice(b"\r\n");
+                inflight.push_back(t);
+                seq += 1;
+            }
+            sent += n as u64;
+            c.send(&out).await?;
+        }
+        let measuring = phase.measuring.load(Ordering::Relaxed);
+        let mut got = 0u64;
+        let read = c.read_some(usize::MAX, |m: &[u8]| {
+            // Acks come back in publish order on one connection.
+            let t = inflight.pop_front().unwrap_or(0);
+            if memchr::memmem::find(m, b"\"error\"").is_some() {
+                errors += 1;
+                return;
+            }
+            got += 1;
+            if measuring {
+                let _ = hist.record(now_micros().saturating_sub(t).max(1));
+            }
+        });
+        match tokio::time::timeout(Duration::from_secs(5), read).await {
+            Ok(r) => {
+                if !r? {
+                    break;
+                }
+            }
+            Err(_) => return Err(BenchError::Timeout("JetStream acks".into())),
+        }
+        acked.fetch_add(got, Ordering::AcqRel);
+    }
+    Ok((hist, errors))
+}
