@@ -3,6 +3,9 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
+
+mod import;
+mod sim;
 use tickwire_server::{CliOverrides, Config};
 
 #[derive(Parser)]
@@ -33,6 +36,10 @@ enum Command {
         #[arg(long)]
         fsync: Option<String>,
     },
+    /// Import recorded ticks or bars (CSV, MetaTrader 4/5 exports) into a data directory.
+    Import(import::ImportArgs),
+    /// Publish simulated quotes to a running server.
+    Sim(sim::SimArgs),
     /// Load generator: scenarios against Tickwire, nats-server, mosquitto (docs/benchmarks.md).
     Bench(tickwire_bench::BenchCli),
 }
@@ -48,6 +55,8 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
+        Command::Import(a) => import::run(a),
+        Command::Sim(a) => sim::run(a),
         Command::Bench(b) => tickwire_bench::main(b),
         Command::Serve {
             http,

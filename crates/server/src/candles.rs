@@ -694,9 +694,10 @@ async fn publisher(
     }
 }
 
-/// Takes an exclusive advisory lock on `<data>/LOCK` so two processes (two servers, or a server
-/// and an offline `tickwire import`) never write the same logs: the logs themselves take no
-/// lock. The lock is released when the returned file is dropped or the process dies.
+/// Takes the exclusive advisory lock on `<data>/LOCK` that `Hub::open` takes, so an offline
+/// `tickwire import` and a server (or two imports) never write the same logs at once. Released
+/// when the returned file is dropped or the process dies. Do not call it in a process that
+/// also opens a Hub on the same directory: the second lock would conflict with the first.
 pub fn lock_data_dir(data: &std::path::Path) -> Result<std::fs::File, ServerError> {
     std::fs::create_dir_all(data)?;
     let path = data.join("LOCK");

@@ -75,15 +75,12 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The candle driver's HTTP side (UDF, /v1/candles); `None` when candles are disabled.
     pub candles: Option<Arc<crate::candles::CandleService>>,
-    /// Exclusive lock on the data directory, held while the server runs (see `lock_data_dir`).
-    _data_lock: std::fs::File,
 }
 
 impl Server {
     /// Opens the hub (recovering the logs) and binds the listener.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let hub_cfg = config.hub_config()?;
-        let data_lock = crate::candles::lock_data_dir(&config.data)?;
         let hub = tokio::task::spawn_blocking(move || Hub::open(hub_cfg))
             .await
             .map_err(|e| ServerError::Config(format!("opening the hub: {e}")))??;
@@ -102,7 +99,6 @@ impl Server {
             listener,
             addr,
             candles,
-            _data_lock: data_lock,
         })
     }
 
@@ -118,7 +114,6 @@ impl Server {
         if let Some(c) = &self.candles {
             app = app.merge(crate::udf::routes(c.clone()));
         }
-        let data_lock = self._data_lock;
         let signal = async move {
             shutdown.await;
             drain.ready.store(false, Ordering::Release);
@@ -128,7 +123,6 @@ impl Server {
         // Long-lived streams end once their sessions close; don't wait forever for stragglers.
         let r = tokio::time::timeout(Duration::from_secs(3600 * 24 * 365), served).await;
         st.hub.shutdown().await;
-        drop(data_lock);
         match r {
             Ok(r) => r.map_err(ServerError::Io),
             Err(_) => Ok(()),

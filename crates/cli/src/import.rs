@@ -1,0 +1,662 @@
+//! `tickwire import FILE --format <csv|mt4|mt5>`: recorded ticks and bars into a data directory.
+//!
+//! # Why offline, straight into the log
+//!
+//! At the target rate (≥ 1M ticks/s) an HTTP batch path spends most of its time on JSON
+//! framing, per-message schema validation and the publish round trip. Import instead takes the
+//! data directory's exclusive lock (so no server or second import can have it open), validates
+//! each row itself and appends records in the hub's own format to `<data>/log/<namespace>` with
+//! one write per 64K rows. The next `tickwire serve` replays them into candles. Bar exports go
+//! straight into the candle store, keyed by `(symbol, resolution, start)`.
+//!
+//! # Idempotency
+//!
+//! A file is identified by a fingerprint (size + first and last MiB + format, symbol and
+//! namespace). `<data>/imports/<fingerprint>.json` records how far it got after every durable
+//! batch, and every record carries the msg_id `imp:<fp>:<line>`. Importing again: a complete
+//! marker means nothing to do; a partial one resumes after the highest line found in the log
+//! after the marker's position, so a crash between the log fsync and the marker write neither
+//! loses nor repeats a row. Bars are upserts, so they are idempotent by construction.
+
+use std::{
+    fs::File,
+    hash::Hasher,
+    io::{BufRead, BufReader, Read, Seek, SeekFrom, Write},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    str::FromStr,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use tickwire_candles::{Candle, Decimal, Resolution};
+use tickwire_log::{Entry, Log, LogConfig};
+use tickwire_store::{Batch, Store};
+
+/// Rows appended per log write (and per durable checkpoint).
+const BATCH_ROWS: usize = 65_536;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+pub enum ImportFormat {
+    /// `timestamp,symbol,bid,ask[,last,volume]`; header optional; timestamp in unix s/ms/us/ns
+    /// or ISO 8601 UTC.
+    Csv,
+    /// MetaTrader 4 History Center bar export: `YYYY.MM.DD,HH:MM,open,high,low,close,volume`.
+    Mt4,
+    /// MetaTrader 5 export (tab separated, `<DATE> <TIME> ...` header): ticks
+    /// (`<BID> <ASK> <LAST> <VOLUME> <FLAGS>`) or bars (`<OPEN> <HIGH> <LOW> <CLOSE> <TICKVOL> ...`).
+    Mt5,
+}
+
+/// Arguments of `tickwire import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The file to import.
+    pub file: PathBuf,
+    /// File layout.
+    #[arg(long, value_enum)]
+    pub format: ImportFormat,
+    /// Data directory (must not be in use by a running server).
+    #[arg(long, default_value = tickwire_server::DEFAULT_DATA)]
+    pub data: PathBuf,
+    /// Symbol for formats that do not name it (MetaTrader exports).
+    #[arg(long)]
+    pub symbol: Option<String>,
+    /// Namespace the ticks are written to.
+    #[arg(long, default_value = "quotes")]
+    pub namespace: String,
+    /// Resolution of a bar export (default: inferred from the first two bars).
+    #[arg(long)]
+    pub resolution: Option<String>,
+    /// Stop at the first bad row instead of skipping it.
+    #[arg(long)]
+    pub strict: bool,
+    /// How many bad rows to print (all are counted).
+    #[arg(long, default_value_t = 20)]
+    pub show_errors: usize,
+    /// No progress bar (for scripts and tests).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, Default)]
+struct Marker {
+    file: String,
+    /// Lines (1-based count) fully handled and durable.
+    lines_done: u64,
+    /// The log's next offset when this marker was written: rows of this import after it may
+    /// exist without the marker knowing.
+    log_next: u64,
+    rows: u64,
+    bad: u64,
+    complete: bool,
+}
+
+/// Runs the import; prints a summary; exit code 0 on success, 1 on failure.
+pub fn run(args: ImportArgs) -> ExitCode {
+    match import(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tickwire import: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Res<T> = Result<T, String>;
+
+fn io<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+/// FNV-1a, stable across Rust versions (unlike `DefaultHasher`), for the file fingerprint.
+struct Fnv(u64);
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+}
+
+fn fingerprint(path: &Path, args: &ImportArgs, symbol: &str) -> Res<String> {
+    let mut f = File::open(path).map_err(io("opening the file"))?;
+    let len = f.metadata().map_err(io("reading metadata"))?.len();
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    h.write(&len.to_le_bytes());
+    h.write(format!("{:?}|{symbol}|{}", args.format, args.namespace).as_bytes());
+    let mut buf = vec![0u8; 1 << 20];
+    let n = f.read(&mut buf).map_err(io("reading"))?;
+    h.write(&buf[..n]);
+    if len > (2 << 20) {
+        f.seek(SeekFrom::End(-(1 << 20))).map_err(io("seeking"))?;
+        let n = f.read(&mut buf).map_err(io("reading"))?;
+        h.write(&buf[..n]);
+    }
+    Ok(format!("{:016x}", h.finish()))
+}
+
+fn write_marker(path: &Path, m: &Marker) -> Res<()> {
+    let tmp = path.with_extension("tmp");
+    let body = serde_json::to_vec_pretty(m).map_err(io("encoding marker"))?;
+    let mut f = File::create(&tmp).map_err(io("writing marker"))?;
+    f.write_all(&body).map_err(io("writing marker"))?;
+    f.sync_all().map_err(io("syncing marker"))?;
+    std::fs::rename(&tmp, path).map_err(io("renaming marker"))
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The same grammar as the quotes schema: `-?digits(.digits)?`.
+fn is_decimal(s: &str) -> bool {
+    let b = s.strip_prefix('-').unwrap_or(s).as_bytes();
+    let mut parts = b.splitn(2, |c| *c == b'.');
+    let int = parts.next().unwrap_or(&[]);
+    let frac = parts.next();
+    !int.is_empty()
+        && int.iter().all(u8::is_ascii_digit)
+        && frac.is_none_or(|f| !f.is_empty() && f.iter().all(u8::is_ascii_digit))
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn num(s: &str) -> Option<i64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// `YYYY-MM-DD` or `YYYY.MM.DD` plus `HH:MM[:SS[.fff]]` (UTC) into unix ms.
+fn date_time_ms(date: &str, time: &str) -> Option<i64> {
+    let mut d = date.split(['-', '.']);
+    let (y, mo, da) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
+    if d.next().is_some() || !(1..=12).contains(&mo) || !(1..=31).contains(&da) {
+        return None;
+    }
+    let time = time.trim_end_matches('Z');
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.split(':');
+    let (h, mi) = (num(t.next()?)?, num(t.next()?)?);
+    let s = t.next().map_or(Some(0), num)?;
+    if t.next().is_some() || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let ms = if frac.is_empty() {
+        0
+    } else {
+        let f = frac.get(..frac.len().min(3))?;
+        num(f)? * 10i64.pow(3 - u32::try_from(f.len()).ok()?)
+    };
+    Some(((days_from_civil(y, mo, da) * 24 + h) * 60 + mi) * 60_000 + s * 1000 + ms)
+}
+
+/// Unix seconds/ms/us/ns (by magnitude) or ISO 8601 UTC into unix ms.
+fn timestamp_ms(s: &str) -> Option<i64> {
+    if let Some(n) = num(s) {
+        return Some(match n {
+            n if n >= 100_000_000_000_000_000 => n / 1_000_000,
+            n if n >= 100_000_000_000_000 => n / 1000,
+            n if n >= 100_000_000_000 => n,
+            n => n * 1000,
+        });
+    }
+    if let Some((int, frac)) = s.split_once('.') {
+        // Fractional unix seconds.
+        if let (Some(i), true) = (num(int), frac.bytes().all(|b| b.is_ascii_digit())) {
+            let f = frac.get(..frac.len().min(3))?;
+            let ms = if f.is_empty() {
+                0
+            } else {
+                num(f)? * 10i64.pow(3 - u32::try_from(f.len()).ok()?)
+            };
+            return Some(i * 1000 + ms);
+        }
+    }
+    let (date, time) = s.split_once(['T', ' '])?;
+    date_time_ms(date, time)
+}
+
+/// One parsed row.
+enum Row<'a> {
+    Tick {
+        ts: i64,
+        symbol: &'a str,
+        bid: Option<&'a str>,
+        ask: Option<&'a str>,
+        last: Option<&'a str>,
+        volume: Option<&'a str>,
+    },
+    Bar {
+        ts: i64,
+        ohlc: [&'a str; 4],
+        volume: &'a str,
+    },
+    Skip,
+}
+
+struct Parser {
+    format: ImportFormat,
+    symbol: String,
+    mt5_bars: bool,
+    /// MT5 tick exports leave bid or ask empty when only the other changed.
+    last_bid: String,
+    last_ask: String,
+}
+
+fn opt(s: Option<&str>) -> Option<&str> {
+    s.map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn dec<'a>(s: &'a str, what: &str) -> Result<&'a str, String> {
+    if is_decimal(s) {
+        Ok(s)
+    } else {
+        Err(format!("{what} {s:?} is not a decimal"))
+    }
+}
+
+impl Parser {
+    fn parse<'a>(&'a mut self, line: &'a str, lineno: u64) -> Result<Row<'a>, String> {
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.trim().is_empty() {
+            return Ok(Row::Skip);
+        }
+        match self.format {
+            ImportFormat::Csv => {
+                let mut f = line.split(',').map(str::trim);
+                let ts_s = f.next().unwrap_or("");
+                let Some(ts) = timestamp_ms(ts_s) else {
+                    if lineno == 1 {
+                        return Ok(Row::Skip); // header
+                    }
+                    return Err(format!("timestamp {ts_s:?} is not unix s/ms/us/ns or ISO 8601"));
+                };
+                let symbol = opt(f.next()).ok_or("missing symbol")?;
+                let bid = opt(f.next()).map(|s| dec(s, "bid")).transpose()?;
+                let ask = opt(f.next()).map(|s| dec(s, "ask")).transpose()?;
+                let last = opt(f.next()).map(|s| dec(s, "last")).transpose()?;
+                let volume = opt(f.next()).map(|s| dec(s, "volume")).transpose()?;
+                if f.next().is_some() {
+                    return Err("more than 6 columns".into());
+                }
+                if (bid.is_none() || ask.is_none()) && last.is_none() {
+                    return Err("needs bid and ask, or last".into());
+                }
+                Ok(Row::Tick {
+                    ts,
+                    symbol,
+                    bid,
+                    ask,
+                    last,
+                    volume,
+                })
+            }
+            ImportFormat::Mt4 => {
+                let f: Vec<&str> = line.split(',').map(str::trim).collect();
+                if f.len() < 7 {
+                    if lineno == 1 {
+                        return Ok(Row::Skip);
+                    }
+                    return Err(format!("expected 7 columns, got {}", f.len()));
+                }
+                let Some(ts) = date_time_ms(f[0], f[1]) else {
+                    if lineno == 1 {
+                        return Ok(Row::Skip);
+                    }
+                    return Err(format!("date/time {:?} {:?} not YYYY.MM.DD HH:MM", f[0], f[1]));
+                };
+                Ok(Row::Bar {
+                    ts,
+                    ohlc: [
+                        dec(f[2], "open")?,
+                        dec(f[3], "high")?,
+                        dec(f[4], "low")?,
+                        dec(f[5], "close")?,
+                    ],
+                    volume: dec(f[6], "volume")?,
+                })
+            }
+            ImportFormat::Mt5 => {
+                if line.starts_with("<DATE>") {
+                    self.mt5_bars = line.contains("<OPEN>");
+                    return Ok(Row::Skip);
+                }
+                let f: Vec<&str> = line.split('\t').map(str::trim).collect();
+                let ts = date_time_ms(f[0], f.get(1).copied().unwrap_or(""))
+                    .ok_or_else(|| format!("date/time {:?} not YYYY.MM.DD HH:MM:SS.fff", f[0]))?;
+                let get = |i: usize| f.get(i).copied().filter(|s| !s.is_empty());
+                if self.mt5_bars {
+                    let col = |i: usize, w: &str| -> Result<&str, String> {
+                        dec(get(i).ok_or_else(|| format!("missing {w}"))?, w)
+                    };
+                    return Ok(Row::Bar {
+                        ts,
+                        ohlc: [col(2, "open")?, col(3, "high")?, col(4, "low")?, col(5, "close")?],
+                        volume: col(6, "tick volume")?,
+                    });
+                }
+                if let Some(b) = get(2) {
+                    self.last_bid.clear();
+                    self.last_bid.push_str(dec(b, "bid")?);
+                }
+                if let Some(a) = get(3) {
+                    self.last_ask.clear();
+                    self.last_ask.push_str(dec(a, "ask")?);
+                }
+                let last = get(4).map(|s| dec(s, "last")).transpose()?;
+                let volume = get(5).map(|s| dec(s, "volume")).transpose()?;
+                let have_quote = !self.last_bid.is_empty() && !self.last_ask.is_empty();
+                if !have_quote && last.is_none() {
+                    return Err("no bid/ask seen yet and no last".into());
+                }
+                Ok(Row::Tick {
+                    ts,
+                    symbol: &self.symbol,
+                    bid: have_quote.then_some(self.last_bid.as_str()),
+                    ask: have_quote.then_some(self.last_ask.as_str()),
+                    last,
+                    volume,
+                })
+            }
+        }
+    }
+}
+
+fn import(args: &ImportArgs) -> Res<()> {
+    let symbol = args.symbol.clone().unwrap_or_default();
+    if args.format != ImportFormat::Csv && symbol.is_empty() {
+        return Err("MetaTrader exports do not name the symbol: pass --symbol".into());
+    }
+    let _lock = tickwire_server::candles::lock_data_dir(&args.data).map_err(|e| e.to_string())?;
+    let fp = fingerprint(&args.file, args, &symbol)?;
+    let marker_dir = args.data.join("imports");
+    std::fs::create_dir_all(&marker_dir).map_err(io("creating imports dir"))?;
+    let marker_path = marker_dir.join(format!("{fp}.json"));
+    let (mut marker, fresh): (Marker, bool) = match std::fs::read(&marker_path) {
+        Ok(b) => (serde_json::from_slice(&b).map_err(io("reading marker"))?, false),
+        Err(_) => (
+            Marker {
+                file: args.file.display().to_string(),
+                ..Marker::default()
+            },
+            true,
+        ),
+    };
+    if marker.complete {
+        println!(
+            "{} was already imported ({} rows, {} bad; marker {}): nothing to do",
+            args.file.display(),
+            marker.rows,
+            marker.bad,
+            marker_path.display()
+        );
+        return Ok(());
+    }
+    let id_prefix = format!("imp:{}:", &fp[..12]);
+    let log_dir = args.data.join("log").join(&args.namespace);
+    std::fs::create_dir_all(&log_dir).map_err(io("creating log dir"))?;
+    let mut log = Log::open(&log_dir, LogConfig::default()).map_err(io("opening the log"))?;
+    // Rows of this import the log has beyond what the marker knows (crash after fsync).
+    let mut resume_after = marker.lines_done;
+    if !fresh {
+        let reader = log.reader();
+        let mut at = marker.log_next.max(reader.start_offset());
+        loop {
+            let recs = reader.read(at, 8192, 8 << 20).map_err(io("reading the log"))?;
+            let Some(last) = recs.last() else { break };
+            at = last.offset + 1;
+            for r in &recs {
+                let v = &r.value;
+                let n = v.get(1).map_or(0, |n| usize::from(*n));
+                if let Some(id) = v.get(2..2 + n).and_then(|b| std::str::from_utf8(b).ok()) {
+                    if let Some(line) = id.strip_prefix(&id_prefix).and_then(|l| l.parse::<u64>().ok()) {
+                        resume_after = resume_after.max(line);
+                    }
+                }
+            }
+        }
+    }
+    if fresh {
+        marker.log_next = log.next_offset();
+        write_marker(&marker_path, &marker)?;
+    }
+    let file = File::open(&args.file).map_err(io("opening the file"))?;
+    let total = file.metadata().map_err(io("reading metadata"))?.len();
+    let pb = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total)
+    };
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg} ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut parser = Parser {
+        format: args.format,
+        symbol: symbol.clone(),
+        mt5_bars: false,
+        last_bid: String::new(),
+        last_ask: String::new(),
+    };
+    let started = Instant::now();
+    let mut line = String::new();
+    let mut lineno = 0u64;
+    let mut bytes_read = 0u64;
+    // Record values and keys for one log write, kept as one buffer plus ranges.
+    let mut vals: Vec<u8> = Vec::with_capacity(BATCH_ROWS * 96);
+    let mut spans: Vec<(usize, usize, usize, usize)> = Vec::with_capacity(BATCH_ROWS);
+    let mut bars: Vec<(i64, Candle)> = Vec::new();
+    let (mut rows, mut bad) = (marker.rows, marker.bad);
+    let ns_prefix = format!("{}.", args.namespace);
+    let store = if matches!(args.format, ImportFormat::Mt4 | ImportFormat::Mt5) {
+        Some(
+            Store::open(&args.data.join("candles").join("candles.redb"))
+                .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
+    let fixed_res = match &args.resolution {
+        Some(r) => Some(Resolution::parse(r).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let mut res: Option<Resolution> = fixed_res;
+    let stamp = now_nanos();
+    let mut eof = false;
+    while !eof {
+        // One batch.
+        while spans.len() < BATCH_ROWS && bars.len() < BATCH_ROWS {
+            line.clear();
+            let n = reader.read_line(&mut line).map_err(|e| format!("line {}: {e}", lineno + 1))?;
+            if n == 0 {
+                eof = true;
+                break;
+            }
+            bytes_read += n as u64;
+            lineno += 1;
+            let row = parser.parse(&line, lineno);
+            if lineno <= resume_after {
+                continue; // imported by an earlier, interrupted run
+            }
+            match row {
+                Ok(Row::Skip) => {}
+                Ok(Row::Tick {
+                    ts,
+                    symbol,
+                    bid,
+                    ask,
+                    last,
+                    volume,
+                }) => {
+                    let k0 = vals.len();
+                    vals.extend_from_slice(ns_prefix.as_bytes());
+                    vals.extend_from_slice(symbol.as_bytes());
+                    let v0 = vals.len();
+                    let id = format!("{id_prefix}{lineno}");
+                    vals.push(1);
+                    vals.push(u8::try_from(id.len()).unwrap_or(0));
+                    vals.extend_from_slice(id.as_bytes());
+                    vals.push(b'{');
+                    for (k, v) in [("bid", bid), ("ask", ask), ("last", last), ("volume", volume)] {
+                        if let Some(v) = v {
+                            let _ = write!(vals, "\"{k}\":\"{v}\",");
+                        }
+                    }
+                    let _ = write!(vals, "\"ts\":{ts}}}");
+                    spans.push((k0, v0, v0, vals.len()));
+                    rows += 1;
+                }
+                Ok(Row::Bar { ts, ohlc, volume }) => {
+                    let p = |s: &str| Decimal::from_str(s).unwrap_or_default();
+                    bars.push((
+                        ts,
+                        Candle {
+                            start_ms: ts,
+                            open: p(ohlc[0]),
+                            high: p(ohlc[1]),
+                            low: p(ohlc[2]),
+                            close: p(ohlc[3]),
+                            volume: p(volume),
+                            ticks: 0,
+                        },
+                    ));
+                    rows += 1;
+                }
+                Err(reason) => {
+                    bad += 1;
+                    if args.strict {
+                        pb.abandon();
+                        return Err(format!(
+                            "{}:{lineno}: {reason} (aborting: --strict; {} rows before it are imported)",
+                            args.file.display(),
+                            rows - marker.rows
+                        ));
+                    }
+                    if bad <= args.show_errors as u64 {
+                        pb.println(format!("{}:{lineno}: {reason} (skipped)", args.file.display()));
+                    }
+                }
+            }
+        }
+        if !spans.is_empty() {
+            let entries: Vec<Entry<'_>> = spans
+                .iter()
+                .map(|&(k0, k1, v0, v1)| Entry {
+                    timestamp: stamp,
+                    key: &vals[k0..k1],
+                    value: &vals[v0..v1],
+                })
+                .collect();
+            log.append(&entries).map_err(io("appending"))?;
+            log.sync().map_err(io("fsync"))?;
+            spans.clear();
+            vals.clear();
+        }
+        if !bars.is_empty() {
+            if res.is_none() {
+                res = Some(infer_resolution(&bars)?);
+            }
+            let r = res.unwrap_or(Resolution::Min1);
+            let mut batch = Batch::default();
+            for (ts, mut c) in bars.drain(..) {
+                c.start_ms = r.bucket_start(ts);
+                batch.bars.push((symbol.clone(), r, c));
+            }
+            batch.new_symbols.push((symbol.clone(), i64::try_from(now_nanos() / 1_000_000).unwrap_or(0)));
+            if let Some(s) = &store {
+                s.commit(&batch).map_err(|e| e.to_string())?;
+            }
+        }
+        marker.lines_done = lineno;
+        marker.log_next = log.next_offset();
+        marker.rows = rows;
+        marker.bad = bad;
+        marker.complete = eof;
+        write_marker(&marker_path, &marker)?;
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        pb.set_position(bytes_read);
+        pb.set_message(format!("{rows} rows, {:.0} rows/s, {bad} bad", rows as f64 / secs));
+    }
+    pb.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    println!(
+        "imported {} rows from {} lines of {} in {:.2}s ({:.0} rows/s); {} bad rows skipped{}",
+        rows,
+        lineno,
+        args.file.display(),
+        secs,
+        rows as f64 / secs,
+        bad,
+        match res {
+            Some(r) => format!("; bars stored at {r}"),
+            None => String::new(),
+        }
+    );
+    Ok(())
+}
+
+/// The smallest spacing between the first bars, as a resolution.
+fn infer_resolution(bars: &[(i64, Candle)]) -> Res<Resolution> {
+    let gap = bars
+        .windows(2)
+        .take(100)
+        .map(|w| w[1].0 - w[0].0)
+        .filter(|g| *g > 0)
+        .min()
+        .ok_or("cannot infer the bar resolution from one bar: pass --resolution")?;
+    Resolution::ALL
+        .iter()
+        .copied()
+        .find(|r| r.fixed_len_ms() == Some(gap))
+        .or(match gap {
+            g if (28 * 86_400_000..=31 * 86_400_000).contains(&g) => Some(Resolution::Month1),
+            _ => None,
+        })
+        .ok_or_else(|| format!("bars are {gap} ms apart: no such resolution; pass --resolution"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(timestamp_ms("1704067200"), Some(1_704_067_200_000));
+        assert_eq!(timestamp_ms("1704067200123"), Some(1_704_067_200_123));
+        assert_eq!(timestamp_ms("1704067200123456"), Some(1_704_067_200_123));
+        assert_eq!(timestamp_ms("1704067200.5"), Some(1_704_067_200_500));
+        assert_eq!(timestamp_ms("2024-01-01T00:00:01.250Z"), Some(1_704_067_201_250));
+        assert_eq!(date_time_ms("2024.01.01", "00:01"), Some(1_704_067_260_000));
+        assert_eq!(timestamp_ms("yesterday"), None);
+        assert_eq!(date_time_ms("2024.13.01", "00:00"), None);
+    }
+
+    #[test]
+    fn decimals() {
+        assert!(is_decimal("1.08541") && is_decimal("-3") && is_decimal("10"));
+        assert!(!is_decimal("1.") && !is_decimal(".5") && !is_decimal("1e5") && !is_decimal(""));
+    }
+}
