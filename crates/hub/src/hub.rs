@@ -412,6 +412,20 @@ impl Hub {
         Ok(rx)
     }
 
+    /// Applies retention to every namespace now (it also runs every minute) and waits for it.
+    pub async fn run_retention(&self) {
+        let mut waits = Vec::new();
+        for ns in self.inner.namespaces.values() {
+            let (tx, rx) = oneshot::channel();
+            if ns.tx.send(WriterMsg::Retention(Some(tx))).await.is_ok() {
+                waits.push(rx);
+            }
+        }
+        for rx in waits {
+            let _ = rx.await;
+        }
+    }
+
     /// The offset the next message of `namespace` will get (its log's end). A client that
     /// stores this and later subscribes with it as `from` misses nothing in between.
     pub fn next_offset(&self, namespace: &str) -> Result<Offset, HubError> {
@@ -578,7 +592,7 @@ fn spawn_housekeeper(
                         let _ = ns.tx.try_send(WriterMsg::Sync);
                     }
                     if retention {
-                        let _ = ns.tx.try_send(WriterMsg::Retention);
+                        let _ = ns.tx.try_send(WriterMsg::Retention(None));
                     }
                 }
             }

@@ -192,6 +192,20 @@ impl Registry {
         self.patterns.write().retain(|p| !Arc::ptr_eq(p, ps));
     }
 
+    /// Every node of a namespace.
+    pub fn nodes_in(&self, namespace: &str) -> Vec<Arc<ChannelNode>> {
+        self.shards
+            .iter()
+            .flat_map(|s| {
+                s.read()
+                    .values()
+                    .filter(|n| n.channel.namespace() == namespace)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Existing nodes whose channel matches `pattern`.
     pub fn matching(&self, pattern: &crate::Pattern) -> Vec<Arc<ChannelNode>> {
         let mut v: Vec<Arc<ChannelNode>> = self

@@ -32,7 +32,8 @@ pub(crate) enum WriterMsg {
     },
     /// Interval policy: fsync if anything was written since the last one.
     Sync,
-    Retention,
+    /// Apply retention; the sender, if any, is told when it is done.
+    Retention(Option<oneshot::Sender<()>>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -108,6 +109,7 @@ impl Writer {
             let mut items = 0usize;
             let mut want_sync = false;
             let mut want_retention = false;
+            let mut retention_done = Vec::new();
             let mut shutdown = None;
             let mut take = |m: WriterMsg, items: &mut usize| match m {
                 WriterMsg::Write { items: it, reply } => {
@@ -115,7 +117,10 @@ impl Writer {
                     writes.push((it, reply));
                 }
                 WriterMsg::Sync => want_sync = true,
-                WriterMsg::Retention => want_retention = true,
+                WriterMsg::Retention(done) => {
+                    want_retention = true;
+                    retention_done.extend(done);
+                }
                 WriterMsg::Shutdown(done) => shutdown = Some(done),
             };
             take(first, &mut items);
@@ -140,7 +145,16 @@ impl Writer {
                 }
             }
             if want_retention {
-                match self.log.enforce_retention(now_nanos()) {
+                let now = now_nanos();
+                if self.ns.spec.class == Class::State {
+                    if let Err(e) = self.carry_forward_state(now, &mut scratch) {
+                        // Keep the values: skip deleting this round rather than lose them.
+                        tracing::error!(namespace = %self.ns.spec.name, error = %e, "could not carry state values forward; retention skipped");
+                        retention_done.clear();
+                        continue;
+                    }
+                }
+                match self.log.enforce_retention(now) {
                     Ok(0) => {}
                     Ok(n) => {
                         tracing::info!(namespace = %self.ns.spec.name, segments = n, "retention removed old segments")
@@ -149,6 +163,9 @@ impl Writer {
                         tracing::warn!(namespace = %self.ns.spec.name, error = %e, "retention failed")
                     }
                 }
+            }
+            for done in retention_done {
+                let _ = done.send(());
             }
             if let Some(done) = shutdown {
                 let _ = done.send(());
@@ -309,6 +326,70 @@ impl Writer {
             }
         }
         synced && !matches!(self.fsync, FsyncPolicy::Always) && !messages.is_empty()
+    }
+
+    /// Retention deletes whole segments; a state channel whose newest value lives only in a
+    /// segment about to go would lose it. Re-append those values (fsynced) first, so the newest
+    /// value of every state channel survives retention and restarts.
+    fn carry_forward_state(&mut self, now: u64, scratch: &mut Vec<u8>) -> Result<(), HubError> {
+        let storage = |e: tickwire_log::Error| HubError::Storage {
+            namespace: self.ns.spec.name.clone(),
+            reason: e.to_string(),
+        };
+        // Appending can roll a segment and change the plan; a few rounds always settle it.
+        for _ in 0..4 {
+            let cutoff = self.log.retention_cutoff(now);
+            if cutoff <= self.log.start_offset() {
+                return Ok(());
+            }
+            let doomed: Vec<(Arc<crate::node::ChannelNode>, Arc<Message>)> = self
+                .registry
+                .nodes_in(&self.ns.spec.name)
+                .into_iter()
+                .filter_map(|n| {
+                    let latest = n.inner.lock().latest.clone()?;
+                    (latest.publication.offset < cutoff).then_some((n, latest))
+                })
+                .collect();
+            if doomed.is_empty() {
+                return Ok(());
+            }
+            let mut values = Vec::with_capacity(doomed.len());
+            for (_, m) in &doomed {
+                crate::record::encode_value(
+                    m.publication.msg_id.as_deref(),
+                    &m.publication.data,
+                    scratch,
+                );
+                values.push(scratch.clone());
+            }
+            let entries: Vec<Entry<'_>> = doomed
+                .iter()
+                .zip(&values)
+                .map(|((n, _), v)| Entry {
+                    timestamp: now,
+                    key: n.channel.as_str().as_bytes(),
+                    value: v,
+                })
+                .collect();
+            let first = self.log.append(&entries).map_err(storage)?;
+            self.log.sync().map_err(storage)?;
+            for (i, (node, old)) in doomed.iter().enumerate() {
+                let mut p = old.publication.clone();
+                p.offset = first + i as u64;
+                p.timestamp = now;
+                let mut inner = node.inner.lock();
+                // Only if no newer value arrived meanwhile (none can: this thread dispatches).
+                if inner.latest.as_ref().is_some_and(|l| Arc::ptr_eq(l, old)) {
+                    inner.latest = Some(Arc::new(Message::new(p)));
+                }
+            }
+            self.ns
+                .dispatched
+                .store(self.log.next_offset(), Ordering::Release);
+            tracing::info!(namespace = %self.ns.spec.name, values = doomed.len(), "carried state values forward ahead of retention");
+        }
+        Ok(())
     }
 
     fn dispatch(&self, messages: &[Arc<Message>]) {

@@ -312,6 +312,40 @@ impl Log {
     /// Deletes whole segments from the oldest while the total size exceeds `retention_bytes` or
     /// the oldest segment's newest record is older than `retention_age`. The active segment is
     /// never deleted. Returns how many segments were removed.
+    /// The start offset `enforce_retention(now)` would leave, without deleting anything, so a
+    /// caller can first copy forward what it must keep (the hub re-appends the newest value of
+    /// state channels that live only in doomed segments).
+    pub fn retention_cutoff(&self, now_unix_nanos: u64) -> Offset {
+        let age_nanos = self
+            .cfg
+            .retention_age
+            .map(|a| u64::try_from(a.as_nanos()).unwrap_or(u64::MAX));
+        let segs = self
+            .shared
+            .segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut total: u64 = segs.iter().map(|s| s.size.load(Ordering::Relaxed)).sum();
+        let mut cut = 0;
+        // Same rule as enforce_retention: oldest first, never the active (last) segment.
+        while cut + 1 < segs.len() {
+            let seg = &segs[cut];
+            let by_bytes = self.cfg.retention_bytes.is_some_and(|b| total > b);
+            let by_age = age_nanos.is_some_and(|age| {
+                seg.max_timestamp
+                    .load(Ordering::Relaxed)
+                    .saturating_add(age)
+                    < now_unix_nanos
+            });
+            if !by_bytes && !by_age {
+                break;
+            }
+            total -= seg.size.load(Ordering::Relaxed);
+            cut += 1;
+        }
+        segs.get(cut).map_or(self.next_offset, |s| s.base)
+    }
+
     pub fn enforce_retention(&mut self, now_unix_nanos: u64) -> Result<usize> {
         let age_nanos = self
             .cfg

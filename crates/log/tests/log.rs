@@ -269,8 +269,15 @@ fn retention_by_bytes_never_deletes_active_segment() {
     let mut log = Log::open(dir.path(), cfg.clone()).unwrap();
     append_n(&mut log, 2000, 10);
     let reader = log.reader();
+    let planned = log.retention_cutoff(0);
+    assert_eq!(log.start_offset(), 0, "planning deletes nothing");
     let removed = log.enforce_retention(0).unwrap();
     assert!(removed > 0);
+    assert_eq!(
+        log.start_offset(),
+        planned,
+        "the plan is what enforcement did"
+    );
     let total: u64 = segment_files(dir.path(), "log")
         .iter()
         .map(|p| std::fs::metadata(p).unwrap().len())
@@ -317,8 +324,11 @@ fn retention_by_age() {
     let segs_before = segment_files(dir.path(), "log").len();
     // Nothing is older than 100 ns at t=1000+100.
     assert_eq!(log.enforce_retention(1_100).unwrap(), 0);
+    assert_eq!(log.retention_cutoff(1_100), 0);
     // At t=1600 the segments whose newest record is < 1500 go.
+    let planned = log.retention_cutoff(1_600);
     let removed = log.enforce_retention(1_600).unwrap();
+    assert_eq!(log.start_offset(), planned);
     assert!(removed > 0 && removed < segs_before);
     let start = log.start_offset();
     let first = log.reader().read(0, 1, 1).unwrap();
