@@ -59,6 +59,8 @@ impl NamespaceSpec {
             ns("quotes", Class::State, Schema::Quote, 7, false),
             ns("candles", Class::State, Schema::Any, 7, false),
             ns("trades", Class::Stream, Schema::Trade, 30, false),
+            // L2 depth from FIX initiators: `{"bids": [[px, size], ...], "asks": [...]}`.
+            ns("book", Class::State, Schema::Any, 7, false),
             ns("chat", Class::Stream, Schema::Any, 30, true),
             ns("user", Class::Stream, Schema::Any, 30, false),
         ]

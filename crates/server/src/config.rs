@@ -49,6 +49,8 @@ pub struct Config {
     pub namespaces: BTreeMap<String, NamespaceConfig>,
     /// Live candles, their store and the UDF metadata (docs/candles.md).
     pub candles: crate::candles::CandlesConfig,
+    /// FIX 4.4 initiators and acceptor (docs/fix.md).
+    pub fix: crate::fix::FixConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -82,6 +84,7 @@ impl Default for Config {
             segment_bytes: 64 * 1024 * 1024,
             namespaces: BTreeMap::new(),
             candles: crate::candles::CandlesConfig::default(),
+            fix: crate::fix::FixConfig::default(),
         }
     }
 }
@@ -122,6 +125,7 @@ impl Config {
             cfg.fsync = f.clone();
         }
         cfg.hub_config()?;
+        cfg.fix.validate()?;
         Ok(cfg)
     }
 

@@ -5,6 +5,7 @@
 pub mod candles;
 mod config;
 mod error;
+pub mod fix;
 mod metrics;
 mod problem;
 mod publish;

@@ -75,6 +75,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The candle driver's HTTP side (UDF, /v1/candles); `None` when candles are disabled.
     pub candles: Option<Arc<crate::candles::CandleService>>,
+    /// FIX initiators and acceptor; `None` when none are configured.
+    pub fix: Option<Arc<crate::fix::FixService>>,
 }
 
 impl Server {
@@ -94,11 +96,13 @@ impl Server {
         let addr = listener.local_addr()?;
         let hub = Arc::new(hub);
         let candles = crate::candles::start(hub.clone(), &config.candles, config.data.clone())?;
+        let fix = crate::fix::start(hub.clone(), &config.fix, &config.data).await?;
         Ok(Server {
             state: AppState::new(hub, config),
             listener,
             addr,
             candles,
+            fix,
         })
     }
 
@@ -114,6 +118,10 @@ impl Server {
         if let Some(c) = &self.candles {
             app = app.merge(crate::udf::routes(c.clone()));
         }
+        if let Some(f) = &self.fix {
+            app = app.merge(crate::fix::routes(f.clone()));
+        }
+        let fix = self.fix.clone();
         let signal = async move {
             shutdown.await;
             drain.ready.store(false, Ordering::Release);
@@ -122,6 +130,9 @@ impl Server {
         let served = axum::serve(self.listener, app).with_graceful_shutdown(signal);
         // Long-lived streams end once their sessions close; don't wait forever for stragglers.
         let r = tokio::time::timeout(Duration::from_secs(3600 * 24 * 365), served).await;
+        if let Some(f) = fix {
+            f.shutdown();
+        }
         st.hub.shutdown().await;
         match r {
             Ok(r) => r.map_err(ServerError::Io),
@@ -142,6 +153,9 @@ pub async fn serve(config: Config) -> Result<(), ServerError> {
     println!("  console:   http://{addr}/");
     println!("  websocket: ws://{addr}/v1/ws");
     println!("  data:      {} (fsync {})", data.display(), config.fsync);
+    if let Some(a) = server.fix.as_ref().and_then(|f| f.acceptor_addr) {
+        println!("  fix:       {a} (FIX 4.4 acceptor)");
+    }
     if config.api_keys.is_empty() {
         println!("  publishing is open to everyone: set api_keys to require a key");
     }

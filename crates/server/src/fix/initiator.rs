@@ -1,0 +1,357 @@
+//! An upstream session: log on to a provider, subscribe with V, turn W/X into quotes, trades
+//! and book updates in the hub; reconnect with exponential backoff. Sequence gaps are recovered
+//! by the session layer (ResendRequest; the provider gap-fills market data), and every logon
+//! re-subscribes, so a fresh W repairs whatever a gap-fill skipped.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use tickwire_fix::{
+    md::{
+        MarketDataIncrementalRefresh, MarketDataRequest, MarketDataRequestReject,
+        MarketDataSnapshotFullRefresh, MdEntryType, MdUpdateType, SubscriptionRequestType,
+    },
+    tags::msg_type,
+    FileSeqStore, Message, Session, SessionConfig, SessionEvent,
+};
+use tickwire_hub::{Channel, Hub, PublishRequest};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    book::Book,
+    config::InitiatorConfig,
+    open_store, store_path,
+    transport::{now, sleep_until, AppEvent, Conn},
+    FixRegistry,
+};
+use crate::ServerError;
+
+/// SessionRejectReason 5: value is incorrect (out of range) for this tag.
+const VALUE_IS_INCORRECT: u32 = 5;
+
+pub(super) fn spawn(
+    hub: Arc<Hub>,
+    cfg: InitiatorConfig,
+    data: PathBuf,
+    registry: FixRegistry,
+    cancel: CancellationToken,
+) -> Result<(), ServerError> {
+    let name = cfg.name();
+    let path = store_path(&data, "initiator", &cfg.sender_comp_id, &cfg.target_comp_id);
+    let store = open_store(&path, cfg.fsync_seqnums)
+        .map_err(|e| ServerError::Config(format!("fix initiator {name}: {e}")))?;
+    let mut scfg = SessionConfig::initiator(&cfg.sender_comp_id, &cfg.target_comp_id);
+    scfg.heartbeat_interval = Duration::from_secs(cfg.heartbeat);
+    scfg.reset_on_logon = cfg.reset_on_logon;
+    let session = Session::new(scfg, store)
+        .map_err(|e| ServerError::Config(format!("fix initiator {name}: {e}")))?;
+    let book_ns = hub
+        .class_of(&Channel::parse("book.x").map_err(|e| ServerError::Config(e.to_string()))?)
+        .is_ok();
+    registry.update(&name, |s| {
+        s.role = "initiator";
+        s.sender_comp_id = cfg.sender_comp_id.clone();
+        s.target_comp_id = cfg.target_comp_id.clone();
+        s.peer = format!("{}:{}", cfg.host, cfg.port);
+        s.state = "connecting";
+        s.subscriptions = cfg.symbols.len();
+    });
+    let ing = Ingest {
+        hub,
+        books: HashMap::new(),
+        symbols: cfg.symbols.iter().cloned().collect(),
+        book_ns,
+        source: format!("fix:{name}"),
+        name,
+        cfg,
+        registry,
+    };
+    tokio::spawn(run(ing, session, cancel));
+    Ok(())
+}
+
+struct Ingest {
+    hub: Arc<Hub>,
+    cfg: InitiatorConfig,
+    name: String,
+    source: String,
+    registry: FixRegistry,
+    books: HashMap<String, Book>,
+    symbols: BTreeSet<String>,
+    book_ns: bool,
+}
+
+async fn run(mut ing: Ingest, mut session: Session<FileSeqStore>, cancel: CancellationToken) {
+    let min = Duration::from_millis(ing.cfg.reconnect_min_ms.max(10));
+    let max = Duration::from_millis(ing.cfg.reconnect_max_ms).max(min);
+    let mut backoff = min;
+    let addr = format!("{}:{}", ing.cfg.host, ing.cfg.port);
+    loop {
+        ing.registry.update(&ing.name, |s| s.state = "connecting");
+        let connect = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&addr));
+        let r = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = connect => r,
+        };
+        let err = match r {
+            Ok(Ok(stream)) => {
+                tracing::info!(session = %ing.name, %addr, "fix: connected");
+                let (s, logged_on, why) = ing.connection(stream, session, &cancel).await;
+                session = s;
+                if logged_on {
+                    backoff = min;
+                }
+                why
+            }
+            Ok(Err(e)) => format!("connect to {addr}: {e}"),
+            Err(_) => format!("connect to {addr}: timed out"),
+        };
+        if cancel.is_cancelled() {
+            break;
+        }
+        tracing::warn!(session = %ing.name, "fix: disconnected ({err}); reconnecting in {backoff:?}");
+        ing.registry.update(&ing.name, |s| {
+            s.state = "backoff";
+            s.last_error = Some(err);
+        });
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(max);
+    }
+    ing.registry.update(&ing.name, |s| s.state = "stopped");
+}
+
+impl Ingest {
+    /// One TCP connection; returns the session, whether it logged on, and why it ended.
+    async fn connection(
+        &mut self,
+        stream: TcpStream,
+        session: Session<FileSeqStore>,
+        cancel: &CancellationToken,
+    ) -> (Session<FileSeqStore>, bool, String) {
+        let mut conn = Conn::new(stream, session, Duration::from_secs(10));
+        let mut ev = Vec::new();
+        let mut logged_on = false;
+        let _ = conn.connected(&mut ev).await;
+        self.registry.update(&self.name, |s| s.state = "logon_sent");
+        let mut stopping: Option<tokio::time::Instant> = None;
+        loop {
+            let mut touched = BTreeSet::new();
+            let mut trades = Vec::new();
+            while !ev.is_empty() {
+                for e in std::mem::take(&mut ev) {
+                    match e {
+                        AppEvent::LoggedOn => {
+                            logged_on = true;
+                            tracing::info!(session = %self.name, "fix: logged on");
+                            self.registry.update(&self.name, |s| {
+                                s.state = "active";
+                                s.logons += 1;
+                                s.rejected.clear();
+                            });
+                            self.subscribe(&mut conn, &mut ev).await;
+                        }
+                        AppEvent::LoggedOut => {
+                            self.registry.update(&self.name, |s| s.state = "disconnected");
+                        }
+                        AppEvent::Message(m) => {
+                            self.registry.update(&self.name, |s| s.messages_in += 1);
+                            if let Err(text) = self.on_app(&m, &mut touched, &mut trades) {
+                                tracing::warn!(session = %self.name, "fix: rejecting {}: {text}", m.msg_type());
+                                let a = conn.session.reject(&m, VALUE_IS_INCORRECT, None, &text, now());
+                                let _ = conn.run(a, &mut ev).await;
+                            }
+                        }
+                        AppEvent::Session(e) => self.on_session_event(e),
+                    }
+                }
+            }
+            self.publish(touched, trades).await;
+            let seqs = conn.session.seq_nums();
+            self.registry.update(&self.name, |s| {
+                s.next_sender_seq = seqs.next_sender;
+                s.next_target_seq = seqs.next_target;
+            });
+            if let Some(why) = conn.closed.clone() {
+                self.registry.update(&self.name, |s| {
+                    s.state = "disconnected";
+                    s.disconnects += 1;
+                });
+                return (conn.into_session(), logged_on, why);
+            }
+            let deadline = conn.deadline();
+            tokio::select! {
+                _ = cancel.cancelled(), if stopping.is_none() => {
+                    // Log out politely; give the peer a moment to answer, then drop.
+                    conn.logout("shutting down", &mut ev).await;
+                    stopping = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+                }
+                _ = sleep_until(stopping), if stopping.is_some() => {
+                    return (conn.into_session(), logged_on, "shutdown".into());
+                }
+                r = conn.read() => { let _ = conn.on_read(r, &mut ev).await; }
+                _ = sleep_until(deadline) => { let _ = conn.on_timer(&mut ev).await; }
+            }
+        }
+    }
+
+    /// One V per symbol so a Y names the symbol it refuses (MDReqID `tw-<SYM>`).
+    async fn subscribe(&mut self, conn: &mut Conn<FileSeqStore>, ev: &mut Vec<AppEvent>) {
+        let syms: Vec<String> = self.symbols.iter().cloned().collect();
+        for sym in syms {
+            let id = format!("tw-{sym}");
+            let v = MarketDataRequest {
+                md_req_id: &id,
+                subscription_request_type: SubscriptionRequestType::SnapshotPlusUpdates,
+                market_depth: self.cfg.depth,
+                md_update_type: Some(MdUpdateType::IncrementalRefresh),
+                entry_types: vec![MdEntryType::Bid, MdEntryType::Offer, MdEntryType::Trade],
+                symbols: vec![&sym],
+            };
+            let _ = conn.send_app(&v, ev).await;
+        }
+    }
+
+    fn on_session_event(&mut self, e: SessionEvent) {
+        match &e {
+            SessionEvent::GapDetected { expected, received } => {
+                tracing::warn!(session = %self.name, "fix: sequence gap, expected {expected} got {received}; ResendRequest sent");
+                self.registry.update(&self.name, |s| s.gaps += 1);
+            }
+            SessionEvent::ResendRequested { begin, end } => {
+                tracing::info!(session = %self.name, "fix: peer asked to resend {begin}..{end}; gap-filled");
+                self.registry
+                    .update(&self.name, |s| s.resend_requests_answered += 1);
+            }
+            other => tracing::debug!(session = %self.name, "fix: {other:?}"),
+        }
+    }
+
+    fn symbol_of_req(&self, id: Option<&str>) -> Option<String> {
+        id.and_then(|i| i.strip_prefix("tw-"))
+            .filter(|s| self.symbols.contains(*s))
+            .map(str::to_string)
+    }
+
+    /// Applies W/X/Y; `Err(text)` when the message cannot be decoded (the caller rejects it).
+    fn on_app(
+        &mut self,
+        m: &Message,
+        touched: &mut BTreeSet<String>,
+        trades: &mut Vec<(String, super::book::Trade)>,
+    ) -> Result<(), String> {
+        let raw = m.raw();
+        match m.msg_type() {
+            msg_type::MARKET_DATA_SNAPSHOT_FULL_REFRESH => {
+                let w = MarketDataSnapshotFullRefresh::decode(&raw).map_err(|e| e.to_string())?;
+                if !self.symbols.contains(w.symbol) {
+                    return Ok(());
+                }
+                self.books
+                    .entry(w.symbol.to_string())
+                    .or_default()
+                    .apply_snapshot(&w.entries);
+                touched.insert(w.symbol.to_string());
+            }
+            msg_type::MARKET_DATA_INCREMENTAL_REFRESH => {
+                let x = MarketDataIncrementalRefresh::decode(&raw).map_err(|e| e.to_string())?;
+                let default_sym = self.symbol_of_req(x.md_req_id);
+                for e in &x.entries {
+                    let sym = match e.symbol {
+                        Some(s) if self.symbols.contains(s) => s.to_string(),
+                        Some(_) => continue,
+                        None => match &default_sym {
+                            Some(s) => s.clone(),
+                            None => continue,
+                        },
+                    };
+                    let book = self.books.entry(sym.clone()).or_default();
+                    if let Some(t) = book.apply_incremental(e) {
+                        trades.push((sym.clone(), t));
+                    }
+                    touched.insert(sym);
+                }
+            }
+            msg_type::MARKET_DATA_REQUEST_REJECT => {
+                let y = MarketDataRequestReject::decode(&raw).map_err(|e| e.to_string())?;
+                let text = format!(
+                    "{}: {:?} {}",
+                    y.md_req_id,
+                    y.reason,
+                    y.text.unwrap_or_default()
+                );
+                tracing::warn!(session = %self.name, "fix: subscription refused: {text}");
+                self.registry.update(&self.name, |s| s.rejected.push(text));
+            }
+            other => {
+                tracing::debug!(session = %self.name, "fix: ignoring message type {other}");
+            }
+        }
+        Ok(())
+    }
+
+    /// One hub publish for everything a read produced: the newest quote and depth of each
+    /// touched instrument, and every trade.
+    async fn publish(
+        &mut self,
+        touched: BTreeSet<String>,
+        trades: Vec<(String, super::book::Trade)>,
+    ) {
+        let mut reqs = Vec::new();
+        let req = |ch: String, v: serde_json::Value| -> Option<PublishRequest> {
+            Some(PublishRequest {
+                channel: Channel::parse(&ch).ok()?,
+                msg_id: None,
+                data: Bytes::from(v.to_string()),
+            })
+        };
+        let mut quotes = 0u64;
+        for (sym, t) in trades {
+            let mut v = serde_json::json!({"price": t.price, "source": self.source});
+            if let Some(z) = t.size {
+                v["size"] = serde_json::Value::String(z);
+            }
+            reqs.extend(req(format!("trades.{sym}"), v));
+        }
+        for sym in touched {
+            let Some(book) = self.books.get_mut(&sym) else {
+                continue;
+            };
+            if let Some(q) = book.quote_if_changed(&self.source) {
+                quotes += 1;
+                reqs.extend(req(format!("quotes.{sym}"), q));
+            }
+            if self.book_ns {
+                if let Some(b) = book.book_if_changed(self.cfg.depth) {
+                    reqs.extend(req(format!("book.{sym}"), b));
+                }
+            }
+        }
+        if reqs.is_empty() {
+            return;
+        }
+        let mut failed = None;
+        for r in self.hub.publish(reqs).await {
+            if let Err(e) = r {
+                failed = Some(e.to_string());
+            }
+        }
+        if let Some(e) = &failed {
+            tracing::warn!(session = %self.name, "fix: publish failed: {e}");
+        }
+        self.registry.update(&self.name, |s| {
+            s.quotes_published += quotes;
+            if failed.is_some() {
+                s.last_error = failed;
+            }
+        });
+    }
+}

@@ -1,0 +1,171 @@
+//! FIX 4.4 market data over TCP, around the I/O-free engine in `tickwire-fix`:
+//! initiators ingest quotes from providers, the acceptor distributes the hub's quotes to
+//! downstream FIX clients. See docs/fix.md.
+
+mod acceptor;
+mod book;
+pub mod config;
+mod initiator;
+pub mod sim;
+mod transport;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use axum::{extract::State, routing::get, Json, Router};
+use parking_lot::Mutex;
+use serde::Serialize;
+use tickwire_hub::Hub;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{AcceptorConfig, FixConfig, InitiatorConfig};
+
+use crate::ServerError;
+
+/// What `/v1/fix/sessions` shows of one session.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SessionStatus {
+    pub name: String,
+    /// `initiator` or `acceptor`.
+    pub role: &'static str,
+    pub sender_comp_id: String,
+    pub target_comp_id: String,
+    pub peer: String,
+    /// `connecting`, `logon_sent`, `awaiting_logon`, `active`, `disconnected`, `backoff`.
+    pub state: &'static str,
+    pub next_sender_seq: u64,
+    pub next_target_seq: u64,
+    pub logons: u64,
+    pub disconnects: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub gaps: u64,
+    pub resend_requests_answered: u64,
+    pub quotes_published: u64,
+    pub subscriptions: usize,
+    pub rejected: Vec<String>,
+    pub last_error: Option<String>,
+}
+
+/// Every FIX session, by name, for the status endpoint.
+#[derive(Clone, Default)]
+pub struct FixRegistry {
+    sessions: Arc<Mutex<BTreeMap<String, SessionStatus>>>,
+}
+
+impl FixRegistry {
+    pub(crate) fn update(&self, name: &str, f: impl FnOnce(&mut SessionStatus)) {
+        let mut m = self.sessions.lock();
+        let s = m.entry(name.to_string()).or_insert_with(|| SessionStatus {
+            name: name.to_string(),
+            ..SessionStatus::default()
+        });
+        f(s);
+    }
+
+    pub(crate) fn remove(&self, name: &str) {
+        self.sessions.lock().remove(name);
+    }
+
+    pub fn snapshot(&self) -> Vec<SessionStatus> {
+        self.sessions.lock().values().cloned().collect()
+    }
+}
+
+/// The running FIX side of the server.
+pub struct FixService {
+    pub registry: FixRegistry,
+    /// The acceptor's bound address, if one runs.
+    pub acceptor_addr: Option<std::net::SocketAddr>,
+    cancel: CancellationToken,
+}
+
+impl FixService {
+    /// Stops initiators (they log out) and the acceptor.
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Drop for FixService {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Where the sequence-number file of a session lives.
+pub(crate) fn store_path(data: &Path, role: &str, sender: &str, target: &str) -> PathBuf {
+    data.join("fix").join(role).join(format!("{sender}-{target}.seq"))
+}
+
+pub(crate) fn open_store(
+    path: &Path,
+    fsync: bool,
+) -> Result<tickwire_fix::FileSeqStore, tickwire_fix::Error> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| tickwire_fix::Error::Io {
+            path: dir.to_path_buf(),
+            context: "creating the FIX store directory",
+            source,
+        })?;
+    }
+    Ok(tickwire_fix::FileSeqStore::open(path)?.with_fsync(fsync))
+}
+
+/// Starts the configured initiators and the acceptor; `None` when nothing is configured.
+pub async fn start(
+    hub: Arc<Hub>,
+    cfg: &FixConfig,
+    data: &Path,
+) -> Result<Option<Arc<FixService>>, ServerError> {
+    if cfg.initiators.is_empty() && cfg.acceptor.is_none() {
+        return Ok(None);
+    }
+    cfg.validate()?;
+    let registry = FixRegistry::default();
+    let cancel = CancellationToken::new();
+    for ic in &cfg.initiators {
+        initiator::spawn(
+            hub.clone(),
+            ic.clone(),
+            data.to_path_buf(),
+            registry.clone(),
+            cancel.clone(),
+        )?;
+    }
+    let acceptor_addr = match &cfg.acceptor {
+        Some(ac) => Some(
+            acceptor::spawn(
+                hub.clone(),
+                ac.clone(),
+                data.to_path_buf(),
+                registry.clone(),
+                cancel.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    Ok(Some(Arc::new(FixService {
+        registry,
+        acceptor_addr,
+        cancel,
+    })))
+}
+
+/// `GET /v1/fix/sessions`.
+pub fn routes(svc: Arc<FixService>) -> Router {
+    Router::new()
+        .route("/v1/fix/sessions", get(sessions))
+        .with_state(svc)
+}
+
+async fn sessions(State(svc): State<Arc<FixService>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "acceptor": svc.acceptor_addr.map(|a| a.to_string()),
+        "sessions": svc.registry.snapshot(),
+    }))
+}
