@@ -289,7 +289,9 @@ impl Parser {
                     if lineno == 1 {
                         return Ok(Row::Skip); // header
                     }
-                    return Err(format!("timestamp {ts_s:?} is not unix s/ms/us/ns or ISO 8601"));
+                    return Err(format!(
+                        "timestamp {ts_s:?} is not unix s/ms/us/ns or ISO 8601"
+                    ));
                 };
                 let symbol = opt(f.next()).ok_or("missing symbol")?;
                 let bid = opt(f.next()).map(|s| dec(s, "bid")).transpose()?;
@@ -323,7 +325,10 @@ impl Parser {
                     if lineno == 1 {
                         return Ok(Row::Skip);
                     }
-                    return Err(format!("date/time {:?} {:?} not YYYY.MM.DD HH:MM", f[0], f[1]));
+                    return Err(format!(
+                        "date/time {:?} {:?} not YYYY.MM.DD HH:MM",
+                        f[0], f[1]
+                    ));
                 };
                 Ok(Row::Bar {
                     ts,
@@ -351,7 +356,12 @@ impl Parser {
                     };
                     return Ok(Row::Bar {
                         ts,
-                        ohlc: [col(2, "open")?, col(3, "high")?, col(4, "low")?, col(5, "close")?],
+                        ohlc: [
+                            col(2, "open")?,
+                            col(3, "high")?,
+                            col(4, "low")?,
+                            col(5, "close")?,
+                        ],
                         volume: col(6, "tick volume")?,
                     });
                 }
@@ -393,7 +403,10 @@ fn import(args: &ImportArgs) -> Res<()> {
     std::fs::create_dir_all(&marker_dir).map_err(io("creating imports dir"))?;
     let marker_path = marker_dir.join(format!("{fp}.json"));
     let (mut marker, fresh): (Marker, bool) = match std::fs::read(&marker_path) {
-        Ok(b) => (serde_json::from_slice(&b).map_err(io("reading marker"))?, false),
+        Ok(b) => (
+            serde_json::from_slice(&b).map_err(io("reading marker"))?,
+            false,
+        ),
         Err(_) => (
             Marker {
                 file: args.file.display().to_string(),
@@ -422,14 +435,19 @@ fn import(args: &ImportArgs) -> Res<()> {
         let reader = log.reader();
         let mut at = marker.log_next.max(reader.start_offset());
         loop {
-            let recs = reader.read(at, 8192, 8 << 20).map_err(io("reading the log"))?;
+            let recs = reader
+                .read(at, 8192, 8 << 20)
+                .map_err(io("reading the log"))?;
             let Some(last) = recs.last() else { break };
             at = last.offset + 1;
             for r in &recs {
                 let v = &r.value;
                 let n = v.get(1).map_or(0, |n| usize::from(*n));
                 if let Some(id) = v.get(2..2 + n).and_then(|b| std::str::from_utf8(b).ok()) {
-                    if let Some(line) = id.strip_prefix(&id_prefix).and_then(|l| l.parse::<u64>().ok()) {
+                    if let Some(line) = id
+                        .strip_prefix(&id_prefix)
+                        .and_then(|l| l.parse::<u64>().ok())
+                    {
                         resume_after = resume_after.max(line);
                     }
                 }
@@ -490,7 +508,9 @@ fn import(args: &ImportArgs) -> Res<()> {
         // One batch.
         while spans.len() < BATCH_ROWS && bars.len() < BATCH_ROWS {
             line.clear();
-            let n = reader.read_line(&mut line).map_err(|e| format!("line {}: {e}", lineno + 1))?;
+            let n = reader
+                .read_line(&mut line)
+                .map_err(|e| format!("line {}: {e}", lineno + 1))?;
             if n == 0 {
                 eof = true;
                 break;
@@ -520,7 +540,12 @@ fn import(args: &ImportArgs) -> Res<()> {
                     vals.push(u8::try_from(id.len()).unwrap_or(0));
                     vals.extend_from_slice(id.as_bytes());
                     vals.push(b'{');
-                    for (k, v) in [("bid", bid), ("ask", ask), ("last", last), ("volume", volume)] {
+                    for (k, v) in [
+                        ("bid", bid),
+                        ("ask", ask),
+                        ("last", last),
+                        ("volume", volume),
+                    ] {
                         if let Some(v) = v {
                             let _ = write!(vals, "\"{k}\":\"{v}\",");
                         }
@@ -556,7 +581,10 @@ fn import(args: &ImportArgs) -> Res<()> {
                         ));
                     }
                     if bad <= args.show_errors as u64 {
-                        pb.println(format!("{}:{lineno}: {reason} (skipped)", args.file.display()));
+                        // suspend+eprintln works with a hidden bar too (println would not).
+                        pb.suspend(|| {
+                            eprintln!("{}:{lineno}: {reason} (skipped)", args.file.display())
+                        });
                     }
                 }
             }
@@ -585,7 +613,10 @@ fn import(args: &ImportArgs) -> Res<()> {
                 c.start_ms = r.bucket_start(ts);
                 batch.bars.push((symbol.clone(), r, c));
             }
-            batch.new_symbols.push((symbol.clone(), i64::try_from(now_nanos() / 1_000_000).unwrap_or(0)));
+            batch.new_symbols.push((
+                symbol.clone(),
+                i64::try_from(now_nanos() / 1_000_000).unwrap_or(0),
+            ));
             if let Some(s) = &store {
                 s.commit(&batch).map_err(|e| e.to_string())?;
             }
@@ -598,7 +629,10 @@ fn import(args: &ImportArgs) -> Res<()> {
         write_marker(&marker_path, &marker)?;
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         pb.set_position(bytes_read);
-        pb.set_message(format!("{rows} rows, {:.0} rows/s, {bad} bad", rows as f64 / secs));
+        pb.set_message(format!(
+            "{rows} rows, {:.0} rows/s, {bad} bad",
+            rows as f64 / secs
+        ));
     }
     pb.finish_and_clear();
     let secs = started.elapsed().as_secs_f64().max(1e-9);
@@ -648,7 +682,10 @@ mod tests {
         assert_eq!(timestamp_ms("1704067200123"), Some(1_704_067_200_123));
         assert_eq!(timestamp_ms("1704067200123456"), Some(1_704_067_200_123));
         assert_eq!(timestamp_ms("1704067200.5"), Some(1_704_067_200_500));
-        assert_eq!(timestamp_ms("2024-01-01T00:00:01.250Z"), Some(1_704_067_201_250));
+        assert_eq!(
+            timestamp_ms("2024-01-01T00:00:01.250Z"),
+            Some(1_704_067_201_250)
+        );
         assert_eq!(date_time_ms("2024.01.01", "00:01"), Some(1_704_067_260_000));
         assert_eq!(timestamp_ms("yesterday"), None);
         assert_eq!(date_time_ms("2024.13.01", "00:00"), None);

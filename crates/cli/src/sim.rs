@@ -144,7 +144,10 @@ impl Sym {
         .max(1);
         let bid = self.mid - spread / 2;
         let ask = bid + spread;
-        (fmt_points(bid, self.decimals), fmt_points(ask, self.decimals))
+        (
+            fmt_points(bid, self.decimals),
+            fmt_points(ask, self.decimals),
+        )
     }
 }
 
@@ -201,7 +204,10 @@ async fn sim(args: SimArgs) -> Result<(), String> {
             _ = tokio::signal::ctrl_c() => break,
         }
         let now = Instant::now();
-        if args.duration.is_some_and(|d| started.elapsed().as_secs_f64() >= d) {
+        if args
+            .duration
+            .is_some_and(|d| started.elapsed().as_secs_f64() >= d)
+        {
             break;
         }
         if now >= next_burst {
@@ -216,7 +222,10 @@ async fn sim(args: SimArgs) -> Result<(), String> {
         for _ in 0..n {
             // Bursting symbols get 5x their share.
             let mut i = rng.gen_range(0..syms.len());
-            if let Some(b) = syms.iter().position(|s| s.burst_until.is_some_and(|t| now < t)) {
+            if let Some(b) = syms
+                .iter()
+                .position(|s| s.burst_until.is_some_and(|t| now < t))
+            {
                 if rng.gen_bool(0.5) {
                     i = b;
                 }

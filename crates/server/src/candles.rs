@@ -258,8 +258,7 @@ pub fn start(
         stats: Arc::new(CandleStats::default()),
     });
     let (pub_tx, pub_rx) = mpsc::channel::<Vec<PublishRequest>>(2);
-    let runtime = tokio::runtime::Handle::current();
-    runtime.spawn(publisher(hub.clone(), pub_rx, svc.stats.clone()));
+    tokio::runtime::Handle::current().spawn(publisher(hub.clone(), pub_rx, svc.stats.clone()));
     let mut driver = Driver {
         hub,
         svc: svc.clone(),
@@ -273,6 +272,7 @@ pub fn start(
         live: HashMap::new(),
         pending: Batch::default(),
         dirty: std::collections::HashSet::new(),
+        lag_ms: HashMap::new(),
         changes: Vec::new(),
         pub_tx,
     };
@@ -280,7 +280,15 @@ pub fn start(
         .name("tickwire-candles".into())
         .spawn(move || {
             driver.replay();
-            runtime.block_on(driver.run_live());
+            // Its own runtime: the server's may shut down first, and timers of a runtime that is
+            // shutting down panic instead of returning.
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => rt.block_on(driver.run_live()),
+                Err(e) => tracing::error!("candle driver cannot start its runtime: {e}"),
+            }
         })
         .map_err(ServerError::Io)?;
     Ok(Some(svc))
@@ -312,6 +320,10 @@ struct Driver {
     pending: Batch,
     /// Symbols whose aggregator changed since the last commit.
     dirty: std::collections::HashSet<String>,
+    /// Per symbol, how far its event time runs behind the server clock (append time minus the
+    /// tick's own time, as of its newest tick): the timer closes bars on this feed clock, so a
+    /// replayed or back-dated feed is not cut off by the wall clock.
+    lag_ms: HashMap<String, i64>,
     changes: Vec<BarChange>,
     pub_tx: mpsc::Sender<Vec<PublishRequest>>,
 }
@@ -553,6 +565,16 @@ impl Driver {
         let Some(agg) = self.aggs.get_mut(symbol) else {
             return;
         };
+        if agg.watermark().is_none_or(|wm| tick.ts_ms >= wm) {
+            let log_ms = i64::try_from(log_ts / 1_000_000).unwrap_or(i64::MAX);
+            let lag = log_ms.saturating_sub(tick.ts_ms).max(0);
+            match self.lag_ms.get_mut(symbol) {
+                Some(l) => *l = lag,
+                None => {
+                    self.lag_ms.insert(symbol.to_string(), lag);
+                }
+            }
+        }
         let before = agg.late_dropped();
         agg.update_into(&tick, &mut self.changes);
         if agg.late_dropped() > before {
@@ -586,12 +608,18 @@ impl Driver {
         }
     }
 
-    /// Closes the bars of symbols whose feed went quiet, by the wall clock.
+    /// Closes the bars of symbols whose feed went quiet, by each feed's clock (wall clock
+    /// minus its observed lag and `close_delay_ms`). Symbols without a tick since the start
+    /// have no known lag and wait for one.
     fn close_quiet_bars(&mut self) {
-        let now = now_ms().saturating_sub(self.svc.config.close_delay_ms);
+        let wall = now_ms().saturating_sub(self.svc.config.close_delay_ms);
         let mut out = Vec::new();
         let mut closed: Vec<(String, BarChange)> = Vec::new();
         for (symbol, agg) in &mut self.aggs {
+            let Some(lag) = self.lag_ms.get(symbol) else {
+                continue;
+            };
+            let now = wall.saturating_sub(*lag);
             // Only aggregators whose watermark is behind `now` can close anything.
             if agg.watermark().is_some_and(|wm| wm < now) {
                 agg.close_until_into(now, &mut out);

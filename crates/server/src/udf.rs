@@ -300,14 +300,20 @@ async fn history(State(svc): State<Arc<CandleService>>, Query(q): Q) -> Response
     };
     if bars.is_empty() {
         let s2 = svc.clone();
-        let next = tokio::task::spawn_blocking(move || {
+        let sym = symbol.clone();
+        let stored = tokio::task::spawn_blocking(move || {
             s2.store
-                .last_start_before(&symbol, res, from_ms.max(i64::MIN + 1))
+                .last_start_before(&sym, res, from_ms.max(i64::MIN + 1))
         })
         .await
         .ok()
         .and_then(Result::ok)
         .flatten();
+        // The live bar is not in the store until it closes.
+        let live = live_bar(&svc, &symbol, res)
+            .map(|c| c.start_ms)
+            .filter(|s| *s < from_ms);
+        let next = stored.max(live);
         let mut body = json!({"s": "no_data"});
         if let Some(n) = next {
             body["nextTime"] = json!(n / 1000);
