@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Browser test of the web console: a real server fed by `tickwire sim`, driven by headless
+# Chromium (Debian package) through playwright-core. Prints one summary line; exit 0 = pass.
+# Artifacts (screenshot, server log): target/console-test/.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ART="$ROOT/target/console-test"
+mkdir -p "$ART"
+
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "installing chromium (Debian package)…"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+NODE_DIR="$ART/node"
+if [ ! -d "$NODE_DIR/node_modules/playwright-core" ]; then
+  mkdir -p "$NODE_DIR"
+  (cd "$NODE_DIR" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund playwright-core@1 >/dev/null)
+fi
+
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="${TICKWIRE_BIN:-$TARGET/debug/tickwire}"
+if [ -z "${TICKWIRE_BIN:-}" ]; then
+  (cd "$ROOT" && cargo build -q -p tickwire)
+fi
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+DATA=$(mktemp -d)
+SERVER_PID=""; SIM_PID=""
+cleanup() {
+  [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null || true
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$DATA"
+}
+trap cleanup EXIT
+
+"$BIN" serve --http "127.0.0.1:$PORT" --data "$DATA" >"$ART/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+"$BIN" sim --symbols 4 --rate 200 --url "http://127.0.0.1:$PORT" >"$ART/sim.log" 2>&1 &
+SIM_PID=$!
+sleep 3
+
+if NODE_PATH="$NODE_DIR/node_modules" node "$ROOT/web/test/console-test.cjs" "http://127.0.0.1:$PORT" "$ART/console.png"; then
+  exit 0
+else
+  echo "server log: $ART/server.log" >&2
+  exit 1
+fi
