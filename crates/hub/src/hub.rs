@@ -230,7 +230,7 @@ impl Hub {
     pub async fn publish(&self, requests: Vec<PublishRequest>) -> Vec<Result<Ack, HubError>> {
         let n = requests.len();
         let mut results: Vec<Option<Result<Ack, HubError>>> = (0..n).map(|_| None).collect();
-        let mut by_ns: HashMap<String, (Arc<NamespaceRt>, Vec<usize>, Vec<Item>)> = HashMap::new();
+        let mut by_ns: HashMap<String, NamespaceBatch> = HashMap::new();
         for (i, r) in requests.into_iter().enumerate() {
             match self.validate(&r) {
                 Ok(ns) => {
@@ -511,6 +511,9 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, HubError> {
         }
     }
 }
+
+/// A namespace's share of a publish call: its runtime, the callers' indexes, the items.
+type NamespaceBatch = (Arc<NamespaceRt>, Vec<usize>, Vec<Item>);
 
 type Recovered = HashMap<Channel, (Option<Arc<Message>>, VecDeque<Arc<Message>>, Offset)>;
 

@@ -176,7 +176,7 @@ impl Registry {
             for ps in patterns.iter() {
                 if ps.pattern.matches(ch) {
                     if let Some(session) = ps.session.upgrade() {
-                        session.attach(&node, crate::session::Start::NodeStart, false);
+                        session.attach(&node, crate::session::Start::FirstMessage, false);
                     }
                 }
             }

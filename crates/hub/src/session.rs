@@ -137,7 +137,7 @@ impl SessionShared {
                 // lock). A node met at creation starts at its first message.
                 let cursor = match start {
                     Start::From(f) | Start::Live(f) => f,
-                    Start::NodeStart => inner.complete_from,
+                    Start::FirstMessage => inner.complete_from,
                 };
                 sub.cursor.store(cursor, Ordering::Release);
                 // Something at or past the cursor is already stored: deliver it before going
@@ -191,7 +191,7 @@ pub(crate) enum Start {
     /// Live: the namespace's dispatched watermark.
     Live(Offset),
     /// A channel that just appeared: from its first message.
-    NodeStart,
+    FirstMessage,
 }
 
 /// What the hub answers to a subscribe.

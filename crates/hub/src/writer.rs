@@ -25,10 +25,13 @@ pub(crate) struct Item {
     pub data: Bytes,
 }
 
+/// Where a write request's acknowledgements go, one per item.
+pub(crate) type Reply = oneshot::Sender<Vec<Result<Ack, HubError>>>;
+
 pub(crate) enum WriterMsg {
     Write {
         items: Vec<Item>,
-        reply: oneshot::Sender<Vec<Result<Ack, HubError>>>,
+        reply: Reply,
     },
     /// Interval policy: fsync if anything was written since the last one.
     Sync,
@@ -177,7 +180,7 @@ impl Writer {
     /// Appends one group-commit batch. Returns whether unsynced data remains.
     fn write_batch(
         &mut self,
-        writes: Vec<(Vec<Item>, oneshot::Sender<Vec<Result<Ack, HubError>>>)>,
+        writes: Vec<(Vec<Item>, Reply)>,
         values: &mut Vec<u8>,
         scratch: &mut Vec<u8>,
         last_sync: &mut Instant,
