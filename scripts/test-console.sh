@@ -14,12 +14,13 @@ fi
 NODE_DIR="$ART/node"
 if [ ! -d "$NODE_DIR/node_modules/playwright-core" ]; then
   mkdir -p "$NODE_DIR"
-  (cd "$NODE_DIR" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund playwright-core@1 >/dev/null)
+  (cd "$NODE_DIR" && npm init -y >/dev/null 2>&1 && npm install --silent --no-audit --no-fund playwright-core@1 >/dev/null 2>&1)
 fi
 
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-BIN="${TICKWIRE_BIN:-$TARGET/debug/tickwire}"
-if [ -z "${TICKWIRE_BIN:-}" ]; then
+# Not TICKWIRE_*: the server reads every TICKWIRE_* variable as configuration.
+BIN="${CONSOLE_TEST_BIN:-$TARGET/debug/tickwire}"
+if [ -z "${CONSOLE_TEST_BIN:-}" ]; then
   (cd "$ROOT" && cargo build -q -p tickwire)
 fi
 
@@ -40,6 +41,11 @@ for _ in $(seq 1 100); do
   curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
   sleep 0.1
 done
+if ! curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; then
+  echo "CONSOLE TEST FAILED: the server did not start (log: $ART/server.log)"
+  cat "$ART/server.log" >&2
+  exit 1
+fi
 "$BIN" sim --symbols 4 --rate 200 --url "http://127.0.0.1:$PORT" >"$ART/sim.log" 2>&1 &
 SIM_PID=$!
 sleep 3
