@@ -49,6 +49,8 @@ pub struct Config {
     pub namespaces: BTreeMap<String, NamespaceConfig>,
     /// Live candles, their store and the UDF metadata (docs/candles.md).
     pub candles: crate::candles::CandlesConfig,
+    /// MQTT 3.1.1/5 over TCP and WebSocket (docs/mqtt.md).
+    pub mqtt: crate::mqtt::MqttConfig,
     /// FIX 4.4 initiators and acceptor (docs/fix.md).
     pub fix: crate::fix::FixConfig,
 }
@@ -84,6 +86,7 @@ impl Default for Config {
             segment_bytes: 64 * 1024 * 1024,
             namespaces: BTreeMap::new(),
             candles: crate::candles::CandlesConfig::default(),
+            mqtt: crate::mqtt::MqttConfig::default(),
             fix: crate::fix::FixConfig::default(),
         }
     }

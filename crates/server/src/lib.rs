@@ -7,6 +7,7 @@ mod config;
 mod error;
 pub mod fix;
 mod metrics;
+pub mod mqtt;
 mod problem;
 mod publish;
 mod rest;

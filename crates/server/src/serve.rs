@@ -57,6 +57,7 @@ pub fn router(st: AppState) -> Router {
         )
         .route("/v1/publish", post(publish::publish))
         .route("/v1/ws", get(ws::upgrade))
+        .route("/mqtt", get(crate::mqtt::upgrade))
         .route("/v1/sse", get(sse::sse))
         .route("/v1/history/{channel}", get(rest::history))
         .route("/v1/latest/{channel}", get(rest::latest))
@@ -75,6 +76,9 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The candle driver's HTTP side (UDF, /v1/candles); `None` when candles are disabled.
     pub candles: Option<Arc<crate::candles::CandleService>>,
+    /// MQTT over TCP, when `[mqtt] listen` is set; `mqtt_addr` is its bound address.
+    mqtt: Option<crate::mqtt::TcpEdge>,
+    pub mqtt_addr: Option<SocketAddr>,
     /// FIX initiators and acceptor; `None` when none are configured.
     pub fix: Option<Arc<crate::fix::FixService>>,
 }
@@ -96,12 +100,16 @@ impl Server {
         let addr = listener.local_addr()?;
         let hub = Arc::new(hub);
         let candles = crate::candles::start(hub.clone(), &config.candles, config.data.clone())?;
+        let mqtt = crate::mqtt::bind_tcp(&config).await?;
+        let mqtt_addr = mqtt.as_ref().map(|m| m.addr);
         let fix = crate::fix::start(hub.clone(), &config.fix, &config.data).await?;
         Ok(Server {
             state: AppState::new(hub, config),
             listener,
             addr,
             candles,
+            mqtt,
+            mqtt_addr,
             fix,
         })
     }
@@ -122,6 +130,7 @@ impl Server {
             app = app.merge(crate::fix::routes(f.clone()));
         }
         let fix = self.fix.clone();
+        let mqtt_tcp = self.mqtt.map(|m| m.spawn(st.clone()));
         let signal = async move {
             shutdown.await;
             drain.ready.store(false, Ordering::Release);
@@ -132,6 +141,9 @@ impl Server {
         let r = tokio::time::timeout(Duration::from_secs(3600 * 24 * 365), served).await;
         if let Some(f) = fix {
             f.shutdown();
+        }
+        if let Some(t) = mqtt_tcp {
+            t.abort();
         }
         st.hub.shutdown().await;
         match r {
@@ -152,6 +164,10 @@ pub async fn serve(config: Config) -> Result<(), ServerError> {
     );
     println!("  console:   http://{addr}/");
     println!("  websocket: ws://{addr}/v1/ws");
+    println!("  mqtt-ws:   ws://{addr}/mqtt");
+    if let Some(m) = server.mqtt_addr {
+        println!("  mqtt:      mqtt://{m}");
+    }
     println!("  data:      {} (fsync {})", data.display(), config.fsync);
     if let Some(a) = server.fix.as_ref().and_then(|f| f.acceptor_addr) {
         println!("  fix:       {a} (FIX 4.4 acceptor)");
