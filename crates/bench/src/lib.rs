@@ -30,6 +30,7 @@ pub enum Target {
     /// NATS core pub/sub (text protocol).
     Nats,
     /// NATS JetStream, file storage, async publish with acks (ingest only).
+    #[value(name = "jetstream")]
     JetStream,
     /// MQTT 3.1.1, QoS 0.
     Mqtt,

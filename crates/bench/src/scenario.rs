@@ -231,13 +231,26 @@ async fn fanout(a: &RunArgs, slow_pct: u32) -> Result<FanoutOutcome> {
         ph.measuring.store(false, Ordering::Release);
         (s.stop().await, t0.elapsed().as_secs_f64())
     });
-    let (published, last) = publish_loop(a, &phase, total).await?;
+    // The publisher gets its own thread: on a runtime shared with a thousand subscriber tasks
+    // its 1 ms pacing would be starved and the offered rate would sag.
+    let (a2, ph2) = (a.clone(), phase.clone());
+    let publisher = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(BenchError::io("publisher runtime"))?
+            .block_on(publish_loop(&a2, &ph2, total))
+    });
+    let (published, last) = tokio::task::spawn_blocking(move || publisher.join())
+        .await
+        .map_err(|e| BenchError::proto("bench", e.to_string()))?
+        .map_err(|_| BenchError::proto("bench", "publisher thread panicked"))??;
     let (server, measured_s) = sampler
         .await
         .map_err(|e| BenchError::proto("bench", e.to_string()))?;
     phase.publishing_done.store(true, Ordering::Release);
     // Let everyone drain what is queued, so convergence can be checked.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     phase.stop.store(true, Ordering::Release);
     let mut out = FanoutOutcome {
         measured_s,

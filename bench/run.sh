@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# Runs every benchmark scenario against Tickwire and its peers (nats-server, mosquitto) on this
+# machine, side by side, and writes bench/results/{fanout,fanout-peer,ingest,idle,slow,chat}.md
+# plus the JSON of every run under bench/results/json/.
+#
+#   bench/run.sh            full runs (about 25 minutes)
+#   bench/run.sh --quick    short runs, fewer connections (under 5 minutes)
+#   bench/run.sh --only fanout   one scenario (ingest|fanout|idle|slow|chat)
+#
+# Peers come from the distribution's packages and run with their defaults on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+QUICK=0
+ONLY=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --only) ONLY="$2"; shift ;;
+    *) echo "usage: bench/run.sh [--quick] [--only SCENARIO]" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if [ "$QUICK" = 1 ]; then
+  RUNS=3; DUR=2; WARM=1; IDLE_C=5000; FAN_C=1000; SLOW_C=500; MODE=quick
+else
+  RUNS=5; DUR=10; WARM=2; IDLE_C=50000; FAN_C=1000; SLOW_C=1000; MODE=full
+fi
+FSYNC="always"          # ingest durability: fsync every group-commit batch before the ack
+# Fanout, slow, idle and chat run with a bounded fsync window: quotes are state channels that go
+# out as soon as they are written, and a publisher gated on one fsync per batch would measure
+# the disk, not the fan-out (the peers' core pub/sub persists nothing at all).
+FAN_FSYNC="interval:100ms"
+TW_PORT=7901; NATS_PORT=7902; MQTT_PORT=7903
+
+# Idle runs hold tens of thousands of sockets on both sides.
+ulimit -Hn 1048576 2>/dev/null || true
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+# --- peers from Debian packages, installed once -------------------------------------------------
+need=()
+command -v nats-server >/dev/null || need+=(nats-server)
+command -v mosquitto >/dev/null || need+=(mosquitto)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ -z "${SKIP_BUILD:-}" ]; then
+  echo "building (release)"
+  cargo build --release -q -p tickwire -p tickwire-bench
+fi
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+TW=$TARGET_DIR/release/tickwire
+BENCH=$TARGET_DIR/release/tickwire-bench
+
+RES=$ROOT/bench/results
+JSON=$RES/json
+mkdir -p "$JSON"
+WORK=$(mktemp -d /tmp/tickwire-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+wait_port() { for _ in $(seq 1 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+
+SERVER_PID=""
+start_tickwire() { # fresh data directory per scenario; $1: fsync policy
+  rm -rf "$WORK/tw"; "$TW" serve --http 127.0.0.1:$TW_PORT --data "$WORK/tw" --fsync "${1:-$FAN_FSYNC}" >"$WORK/tw.log" 2>&1 &
+  SERVER_PID=$!; PIDS+=("$SERVER_PID"); wait_port $TW_PORT
+}
+start_nats() { # core pub/sub; with "js", JetStream with file storage under $WORK
+  rm -rf "$WORK/js"
+  if [ "${1:-}" = js ]; then nats-server -a 127.0.0.1 -p $NATS_PORT -js -sd "$WORK/js" >"$WORK/nats.log" 2>&1 &
+  else nats-server -a 127.0.0.1 -p $NATS_PORT >"$WORK/nats.log" 2>&1 & fi
+  SERVER_PID=$!; PIDS+=("$SERVER_PID"); wait_port $NATS_PORT
+}
+start_mosquitto() { # defaults, plus what 2.x needs to accept anonymous clients on loopback
+  printf 'listener %s 127.0.0.1\nallow_anonymous true\n' $MQTT_PORT >"$WORK/mosquitto.conf"
+  mosquitto -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
+  SERVER_PID=$!; PIDS+=("$SERVER_PID"); wait_port $MQTT_PORT
+}
+stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""; sleep 0.5; }
+
+declare -A CMDS
+# run SCENARIO NAME TARGET PORT ARGS... : RUNS repetitions, JSON per run, command recorded
+run() {
+  local scen=$1 name=$2 target=$3 port=$4; shift 4
+  local cmd="tickwire-bench run --scenario $scen --target $target --label $name --addr 127.0.0.1:$port $*"
+  CMDS[$scen]+="    $cmd"$'\n'
+  for i in $(seq 1 "$RUNS"); do
+    "$BENCH" run --scenario "$scen" --target "$target" --label "$name" --addr 127.0.0.1:"$port" \
+      --server-pid "$SERVER_PID" --json "$JSON/$scen-$name-$i.json" "$@" | tee -a "$WORK/log.txt"
+  done
+}
+
+header() { # scenario title
+  cat <<HDR
+# $2
+
+- date: $(date -u +%Y-%m-%dT%H:%MZ); mode: $MODE ($RUNS runs per row)
+- machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/{print $2}') GiB memory, $(uname -sr)
+- the $(nproc) cores are shared by the load generator and the server (and, on this workplace, by other jobs: load average at the end $(cut -d' ' -f1-3 /proc/loadavg))
+- git revision: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo ' (with uncommitted changes)')
+- peers: $(nats-server --version 2>/dev/null | head -1), mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}')
+- servers: \`tickwire serve --http 127.0.0.1:$TW_PORT --data DIR --fsync POLICY\` (ingest: \`$FSYNC\` and \`interval:100ms\` as labelled; other scenarios: \`$FAN_FSYNC\`), \`nats-server -a 127.0.0.1 -p $NATS_PORT [-js -sd DIR]\`, \`mosquitto -c CONF\` (listener $MQTT_PORT 127.0.0.1, allow_anonymous true)
+- reproduce: \`bench/run.sh$([ $QUICK = 1 ] && echo ' --quick')\`; the commands it ran (each $RUNS times, with \`--server-pid\` and \`--json\`):
+
+\`\`\`
+${CMDS[$1]}\`\`\`
+
+HDR
+}
+
+report() { # file title scenario json-globs...
+  local file=$1 title=$2 scen=$3; shift 3
+  { header "$scen" "$title"; "$BENCH" report --title "$title" "$@"; } >"$RES/$file.tmp"
+  # Keep hand-written notes below the marker from earlier versions of the file.
+  if [ -f "$RES/$file" ] && grep -q '^<!-- notes -->' "$RES/$file"; then
+    sed -n '/^<!-- notes -->/,$p' "$RES/$file" >>"$RES/$file.tmp"
+  fi
+  mv "$RES/$file.tmp" "$RES/$file"
+  echo "wrote bench/results/$file"
+}
+
+want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
+COMMON="--duration $DUR --warmup $WARM"
+# The fanout shape: C clients, each on K=100 of 1,000 symbols, so every tick reaches C/10
+# clients; R=10,000/s offers 1,000,000 deliveries/s at C=1,000.
+FAN="--clients $FAN_C --subs 100 --symbols 1000 --size 100"
+
+if want ingest; then
+  rm -f "$JSON"/ingest-*.json
+  start_tickwire "$FSYNC"
+  run ingest tickwire-fsync-always tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --fsync "$FSYNC" $COMMON
+  stop_server
+  start_tickwire interval:100ms
+  run ingest tickwire-fsync-100ms tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --fsync interval:100ms $COMMON
+  stop_server
+  start_nats js
+  run ingest nats-jetstream jetstream $NATS_PORT --publishers 4 --window 4096 --batch 512 --rate 0 --size 100 --fsync "nats default (sync every 2 min)" $COMMON
+  stop_server
+  report ingest.md "ingest: durable appends of L1 quotes" ingest "$JSON"/ingest-*.json
+fi
+
+if want fanout; then
+  rm -f "$JSON"/fanout-*.json
+  start_tickwire
+  run fanout tickwire tickwire-ws $TW_PORT $FAN --rate 10000 $COMMON
+  run fanout tickwire-half tickwire-ws $TW_PORT $FAN --rate 5000 $COMMON
+  stop_server
+  start_nats
+  run fanout nats-server nats $NATS_PORT $FAN --rate 10000 $COMMON
+  run fanout nats-server-half nats $NATS_PORT $FAN --rate 5000 $COMMON
+  stop_server
+  start_mosquitto
+  run fanout mosquitto mqtt $MQTT_PORT $FAN --rate 10000 $COMMON
+  stop_server
+  report fanout.md "fanout: Tickwire WebSocket" fanout "$JSON"/fanout-tickwire*.json
+  CMDS[fanout-peer]=${CMDS[fanout]}
+  report fanout-peer.md "fanout-peer: the same shape against nats-server and mosquitto" fanout-peer "$JSON"/fanout-*.json
+fi
+
+if want slow; then
+  rm -f "$JSON"/slow-*.json
+  SLOW="--clients $SLOW_C --subs 100 --symbols 1000 --size 100 --rate 5000 --slow-pct 10 --slow-factor 10"
+  RUNS_SAVED=$RUNS; [ "$QUICK" = 1 ] && RUNS=2
+  start_tickwire; run slow tickwire tickwire-ws $TW_PORT $SLOW $COMMON; stop_server
+  start_nats; run slow nats-server nats $NATS_PORT $SLOW $COMMON; stop_server
+  start_mosquitto; run slow mosquitto mqtt $MQTT_PORT $SLOW $COMMON; stop_server
+  RUNS=$RUNS_SAVED
+  report slow.md "slow: fanout with 10% of clients reading 10x slower" slow "$JSON"/slow-*.json
+fi
+
+if want idle; then
+  rm -f "$JSON"/idle-*.json
+  RUNS_SAVED=$RUNS; RUNS=1
+  start_tickwire; run idle tickwire tickwire-ws $TW_PORT --clients $IDLE_C --duration 3; stop_server
+  start_nats; run idle nats-server nats $NATS_PORT --clients $IDLE_C --duration 3; stop_server
+  start_mosquitto; run idle mosquitto mqtt $MQTT_PORT --clients $IDLE_C --duration 3; stop_server
+  RUNS=$RUNS_SAVED
+  report idle.md "idle: server memory per idle connection" idle "$JSON"/idle-*.json
+fi
+
+if want chat; then
+  rm -f "$JSON"/chat-*.json
+  start_tickwire "$FSYNC"
+  run chat tickwire tickwire-ws $TW_PORT --clients 100 --rooms 10 --rate 2000 --disconnect-ms 2000 $COMMON
+  stop_server
+  report chat.md "chat: rooms over WebSocket, random disconnects, resume by offset" chat "$JSON"/chat-*.json
+fi
