@@ -4,6 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
+mod fix_sim;
 mod import;
 mod sim;
 use tickwire_server::{CliOverrides, Config};
@@ -42,6 +43,8 @@ enum Command {
     Sim(sim::SimArgs),
     /// Load generator: scenarios against Tickwire, nats-server, mosquitto (docs/benchmarks.md).
     Bench(tickwire_bench::BenchCli),
+    /// A FIX 4.4 provider (acceptor) serving simulated quotes, for demos (docs/fix.md).
+    FixSim(fix_sim::FixSimArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Import(a) => import::run(a),
         Command::Sim(a) => sim::run(a),
         Command::Bench(b) => tickwire_bench::main(b),
+        Command::FixSim(a) => fix_sim::main(a),
         Command::Serve {
             http,
             data,

@@ -40,6 +40,14 @@ fn px(units: u64) -> String {
     format!("{}.{:05}", units / 100_000, units % 100_000)
 }
 
+/// Runs until SIGINT.
+pub async fn run_until_interrupted(cfg: SimConfig) -> Result<(), ServerError> {
+    run(cfg, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+}
+
 /// Runs until `shutdown` resolves. Prints `fix-sim listening on <addr>` once bound.
 pub async fn run(
     cfg: SimConfig,
