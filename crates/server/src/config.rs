@@ -289,6 +289,19 @@ retention_age = "2h"
     }
 
     #[test]
+    fn the_shipped_example_config_loads() {
+        let f =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tickwire.example.toml");
+        let cfg = Config::load(Some(&f), &CliOverrides::default()).unwrap();
+        assert_eq!(cfg.http.port(), 7700);
+        assert!(cfg
+            .namespace_specs()
+            .unwrap()
+            .iter()
+            .any(|n| n.name == "signals"));
+    }
+
+    #[test]
     fn bad_config_is_refused_with_reason() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("t.toml");
