@@ -48,7 +48,8 @@ for _ in range(3):
 with open(sys.argv[2], "w") as f:
     for r in rows:
         f.write(",".join(str(x) for x in r) + "\n")
-print(f"duckdb {duckdb.__version__} ticks={n} bars={len(rows)} secs={best:.4f} ticks_per_sec={n/best:.0f} threads={con.execute('SELECT current_setting(\'threads\')').fetchone()[0]}")
+threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+print(f"duckdb {duckdb.__version__} ticks={n} bars={len(rows)} secs={best:.4f} ticks_per_sec={n/best:.0f} threads={threads}")
 PY
 )
 echo "$DUCK_OUT"
