@@ -20,8 +20,8 @@ use futures_util::SinkExt;
 use tickwire_hub::{Channel, Class, CloseReason, Delivery, Format, Message, Offset, Session};
 use tickwire_mqtt::{
     decode, encode, encoded_len, peek_connect_version, state::ConnectionState, ConnAck, Connect,
-    ConnectReturnCode, Disconnect, Error as CodecError, LastWill, Packet, ProtocolVersion,
-    Property, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    ConnectReturnCode, Disconnect, Error as CodecError, LastWill, Packet, Property,
+    ProtocolVersion, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -271,7 +271,9 @@ fn accept(st: &AppState, c: &Connect) -> Result<Accepted, (ReasonCode, String)> 
         }
         true
     } else {
-        c.username.as_deref().is_some_and(|u| st.is_publisher(Some(u)))
+        c.username
+            .as_deref()
+            .is_some_and(|u| st.is_publisher(Some(u)))
     };
     if let Some(will) = &c.will {
         publish::precheck(st, publisher, &will.topic, &will.payload)
@@ -283,7 +285,11 @@ fn accept(st: &AppState, c: &Connect) -> Result<Accepted, (ReasonCode, String)> 
         ProtocolVersion::V5 => c.properties.session_expiry_interval().unwrap_or(0),
     };
     let cap = st.config.mqtt.max_session_expiry_secs;
-    let expiry_secs = if cap > 0 { requested.min(cap) } else { requested };
+    let expiry_secs = if cap > 0 {
+        requested.min(cap)
+    } else {
+        requested
+    };
     Ok(Accepted {
         client_id,
         assigned,
@@ -481,7 +487,9 @@ impl Conn {
         let mut ack = ConnAck::new(ReasonCode::Success, self.session_present);
         if self.version == ProtocolVersion::V5 {
             let p = &mut ack.properties;
-            p.push(Property::ReceiveMaximum(self.st.config.mqtt.receive_maximum.max(1)));
+            p.push(Property::ReceiveMaximum(
+                self.st.config.mqtt.receive_maximum.max(1),
+            ));
             p.push(Property::MaximumPacketSize(
                 u32::try_from(self.max_in).unwrap_or(u32::MAX),
             ));
@@ -553,13 +561,16 @@ impl Conn {
                 Target::Pattern(p) => {
                     // Channels the client had seen resume at their own positions...
                     for (name, pos) in &s.positions {
-                        let Ok(ch) = Channel::parse(name) else { continue };
-                        if p.matches(&ch) && !self.chans.contains_key(&ch) {
-                            if self.session.subscribe(&ch, Some(*pos)).is_ok() {
-                                let mut cp = ChanPos::new(*pos);
-                                cp.for_pattern = true;
-                                self.chans.insert(ch, cp);
-                            }
+                        let Ok(ch) = Channel::parse(name) else {
+                            continue;
+                        };
+                        if p.matches(&ch)
+                            && !self.chans.contains_key(&ch)
+                            && self.session.subscribe(&ch, Some(*pos)).is_ok()
+                        {
+                            let mut cp = ChanPos::new(*pos);
+                            cp.for_pattern = true;
+                            self.chans.insert(ch, cp);
                         }
                     }
                     // ...and those that appeared while it was away from the namespace mark.
@@ -644,8 +655,7 @@ impl Conn {
                 "shared subscriptions are not supported".into(),
             ));
         }
-        let target =
-            filter_to_target(filter).map_err(|e| (ReasonCode::TopicFilterInvalid, e))?;
+        let target = filter_to_target(filter).map_err(|e| (ReasonCode::TopicFilterInvalid, e))?;
         let namespace = match &target {
             Target::Channel(c) => Some(c.namespace().to_string()),
             Target::Pattern(p) => p.namespace().map(str::to_string),
@@ -1323,7 +1333,11 @@ mod tests {
             data: Bytes::from_static(br#"{"text":"hi"}"#),
         });
         for version in [ProtocolVersion::V4, ProtocolVersion::V5] {
-            for (qos, pid) in [(QoS::AtMostOnce, 0), (QoS::AtLeastOnce, 9), (QoS::ExactlyOnce, 300)] {
+            for (qos, pid) in [
+                (QoS::AtMostOnce, 0),
+                (QoS::AtLeastOnce, 9),
+                (QoS::ExactlyOnce, 300),
+            ] {
                 for retain in [false, true] {
                     let mut ours = BytesMut::new();
                     write_publish(&mut ours, &mqtt_body(&msg), version, qos, pid, retain);

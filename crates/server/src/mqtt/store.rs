@@ -193,7 +193,10 @@ mod tests {
         assert_eq!(store.load("a/b c").unwrap(), Some(s.clone()));
         s.positions.insert("chat.lobby".into(), 43);
         store.save(&s).unwrap();
-        assert_eq!(store.load("a/b c").unwrap().unwrap().positions["chat.lobby"], 43);
+        assert_eq!(
+            store.load("a/b c").unwrap().unwrap().positions["chat.lobby"],
+            43
+        );
         // Expired one second after a disconnect 10 s ago.
         s.expiry_secs = 1;
         s.disconnected_at_ms = Some(now_ms() - 10_000);

@@ -1,0 +1,237 @@
+//! MQTT edge against raw bytes over TCP: malformed, oversize and protocol-violating packets get
+//! the right reason code and a disconnect, never a panic or a stuck connection; the server
+//! keeps serving others afterwards.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Server, TIMEOUT};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(dir: &std::path::Path) -> (Server, u16) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let srv = Server::start(
+        &dir.join("data"),
+        &[],
+        &[
+            ("TICKWIRE_MQTT__LISTEN", &listen),
+            ("TICKWIRE_MQTT__MAX_PACKET_BYTES", "1024"),
+        ],
+    );
+    (srv, port)
+}
+
+fn varint(mut v: usize, out: &mut Vec<u8>) {
+    loop {
+        let mut b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if v == 0 {
+            break;
+        }
+    }
+}
+
+fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut p = vec![first];
+    varint(body.len(), &mut p);
+    p.extend_from_slice(body);
+    p
+}
+
+fn connect(level: u8, client_id: &str, clean: bool, keep_alive: u16) -> Vec<u8> {
+    let mut b = vec![
+        0,
+        4,
+        b'M',
+        b'Q',
+        b'T',
+        b'T',
+        level,
+        if clean { 0x02 } else { 0 },
+    ];
+    b.extend_from_slice(&keep_alive.to_be_bytes());
+    if level == 5 {
+        b.push(0); // no properties
+    }
+    b.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+    b.extend_from_slice(client_id.as_bytes());
+    packet(0x10, &b)
+}
+
+/// Reads one packet: (first byte, body). `None` when the server closed the connection.
+async fn read_packet(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let work = async {
+        let first = s.read_u8().await.ok()?;
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let b = s.read_u8().await.ok()?;
+            len |= usize::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = vec![0; len];
+        s.read_exact(&mut body).await.ok()?;
+        Some((first, body))
+    };
+    tokio::time::timeout(TIMEOUT, work)
+        .await
+        .expect("server neither answered nor closed")
+}
+
+async fn closed(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(TIMEOUT, s.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+async fn connected(port: u16, level: u8, id: &str) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(&connect(level, id, true, 60)).await.unwrap();
+    let (first, body) = read_packet(&mut s).await.unwrap();
+    assert_eq!(first, 0x20, "CONNACK");
+    assert_eq!(body[1], 0, "accepted");
+    s
+}
+
+/// Expects an MQTT 5 DISCONNECT with `code`, then the close.
+async fn expect_disconnect(s: &mut TcpStream, code: u8) {
+    let (first, body) = read_packet(s).await.expect("DISCONNECT before the close");
+    assert_eq!(first, 0xE0, "DISCONNECT, got {first:#x} {body:?}");
+    assert_eq!(body[0], code, "reason code {:#x}, body {body:?}", body[0]);
+    assert!(closed(s).await, "connection closed after DISCONNECT");
+}
+
+#[tokio::test]
+async fn bad_packets_get_reason_codes_and_a_disconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, port) = start(dir.path());
+
+    // Oversize: remaining length above max_packet_bytes (1024) → 0x95 before the body arrives.
+    let mut s = connected(port, 5, "big").await;
+    let mut p = vec![0x30];
+    varint(4000, &mut p);
+    s.write_all(&p).await.unwrap();
+    expect_disconnect(&mut s, 0x95).await;
+
+    // Reserved packet type 0 → 0x81 Malformed Packet.
+    let mut s = connected(port, 5, "reserved").await;
+    s.write_all(&[0x00, 0x00]).await.unwrap();
+    expect_disconnect(&mut s, 0x81).await;
+
+    // A variable byte integer longer than 4 bytes → 0x81.
+    let mut s = connected(port, 5, "varint").await;
+    s.write_all(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01])
+        .await
+        .unwrap();
+    expect_disconnect(&mut s, 0x81).await;
+
+    // Second CONNECT → 0x82 Protocol Error.
+    let mut s = connected(port, 5, "twice").await;
+    s.write_all(&connect(5, "twice", true, 60)).await.unwrap();
+    expect_disconnect(&mut s, 0x82).await;
+
+    // PUBLISH QoS 1 with packet id 0 → 0x82.
+    let mut s = connected(port, 5, "pid0").await;
+    s.write_all(&packet(0x32, &[0, 3, b'a', b'/', b'b', 0, 0, 0, b'1']))
+        .await
+        .unwrap();
+    expect_disconnect(&mut s, 0x82).await;
+
+    // A wildcard in a PUBLISH topic → 0x90 Topic Name invalid.
+    let mut s = connected(port, 5, "wild").await;
+    s.write_all(&packet(
+        0x30,
+        &[0, 6, b'c', b'h', b'a', b't', b'/', b'+', 0, b'1'],
+    ))
+    .await
+    .unwrap();
+    expect_disconnect(&mut s, 0x90).await;
+
+    // MQTT 3.1.1 has no DISCONNECT from the server: a malformed packet just closes.
+    let mut s = connected(port, 4, "v4bad").await;
+    s.write_all(&[0x82, 0x00]).await.unwrap(); // SUBSCRIBE with wrong flags
+    assert!(closed(&mut s).await);
+
+    // Protocol level 3 (MQIsdp) → 3.1.1 CONNACK 0x01 unacceptable protocol version.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut b = vec![
+        0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 2, 0, 60, 0, 1, b'x',
+    ];
+    b = packet(0x10, &std::mem::take(&mut b));
+    s.write_all(&b).await.unwrap();
+    assert_eq!(read_packet(&mut s).await, Some((0x20, vec![0, 1])));
+    assert!(closed(&mut s).await);
+
+    // 3.1.1 empty client id with clean session 0 → CONNACK 0x02 identifier rejected.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(&connect(4, "", false, 60)).await.unwrap();
+    assert_eq!(read_packet(&mut s).await, Some((0x20, vec![0, 2])));
+    assert!(closed(&mut s).await);
+
+    // A first packet that is not CONNECT: closed.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(&[0xC0, 0x00]).await.unwrap();
+    assert!(closed(&mut s).await);
+
+    // Unknown namespace / bad characters: SUBACK failure, connection stays.
+    let mut s = connected(port, 5, "subs").await;
+    let mut body = vec![0, 7, 0];
+    for f in ["nope/x", "chat/a b", "chat/lobby"] {
+        body.extend_from_slice(&(f.len() as u16).to_be_bytes());
+        body.extend_from_slice(f.as_bytes());
+        body.push(1);
+    }
+    s.write_all(&packet(0x82, &body)).await.unwrap();
+    let (first, body) = read_packet(&mut s).await.unwrap();
+    assert_eq!(first, 0x90, "SUBACK");
+    let props = body[2] as usize;
+    assert!(String::from_utf8_lossy(&body[3..3 + props]).contains("unknown namespace"));
+    assert_eq!(&body[3 + props..], &[0x8F, 0x8F, 0x01]);
+    let mut v4 = connected(port, 4, "subs4").await;
+    let mut body = vec![0, 8];
+    body.extend_from_slice(&[0, 6]);
+    body.extend_from_slice(b"nope/x");
+    body.push(1);
+    v4.write_all(&packet(0x82, &body)).await.unwrap();
+    assert_eq!(read_packet(&mut v4).await, Some((0x90, vec![0, 8, 0x80])));
+
+    // Keep alive 1 s and silence → 0x8D after 1.5 s.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(&connect(5, "sleepy", true, 1)).await.unwrap();
+    assert_eq!(read_packet(&mut s).await.unwrap().0, 0x20);
+    let t = std::time::Instant::now();
+    expect_disconnect(&mut s, 0x8D).await;
+    assert!(
+        t.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        t.elapsed()
+    );
+
+    // Still serving: PINGREQ answered on a fresh connection.
+    let mut s = connected(port, 5, "after").await;
+    s.write_all(&[0xC0, 0x00]).await.unwrap();
+    assert_eq!(read_packet(&mut s).await, Some((0xD0, vec![])));
+    drop(srv);
+}
