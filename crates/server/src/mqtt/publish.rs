@@ -82,7 +82,7 @@ pub(crate) fn precheck(
     Ok(req)
 }
 
-fn refusal(e: &HubError) -> Refusal {
+pub(crate) fn refusal(e: &HubError) -> Refusal {
     let code = match e {
         HubError::UnknownNamespace { .. } => ReasonCode::TopicNameInvalid,
         HubError::Model(_) => ReasonCode::PayloadFormatInvalid,

@@ -41,6 +41,8 @@ use crate::AppState;
 const TOPIC_ALIAS_MAXIMUM: u16 = 32;
 /// How often acknowledged positions of a persistent session are written while connected.
 const PERSIST_EVERY: Duration = Duration::from_millis(200);
+/// Most publications from one client sent to the hub in one call.
+const MAX_PUBLISH_BATCH: usize = 1024;
 
 /// The byte stream under MQTT: a TCP socket, or binary WebSocket frames (a packet may span
 /// frames and a frame may hold several packets, so both are just bytes to the decoder).
@@ -382,6 +384,8 @@ struct Conn {
     expiry_capped: bool,
     classes: HashMap<String, Class>,
     clean_start: bool,
+    /// Checked publications waiting for one hub call.
+    batch: Vec<(Publish, tickwire_hub::PublishRequest)>,
 }
 
 impl Conn {
@@ -441,6 +445,7 @@ impl Conn {
             expiry_capped: a.expiry_capped,
             classes,
             clean_start: c.clean_start,
+            batch: Vec::new(),
             st,
         }
     }
@@ -828,14 +833,25 @@ impl Conn {
         loop {
             let packet = match decode(&mut self.rbuf, self.version, self.max_in) {
                 Ok(Some(p)) => p,
-                Ok(None) => return None,
+                Ok(None) => return self.flush_batch().await,
                 Err(e) => {
+                    // What arrived before the bad packet was valid: store and acknowledge it.
+                    if let Some(end) = self.flush_batch().await {
+                        return Some(end);
+                    }
                     tracing::debug!(client = %self.client_id, error = %e, "MQTT protocol error");
                     self.disconnect(e.reason_code(), &e.to_string()).await;
                     return Some(End::Abrupt);
                 }
             };
-            if let Some(end) = self.handle(packet).await {
+            let end = match packet {
+                Packet::Publish(p) => self.on_publish(p).await,
+                other => match self.flush_batch().await {
+                    Some(end) => Some(end),
+                    None => self.handle(other).await,
+                },
+            };
+            if let Some(end) = end {
                 return Some(end);
             }
             // Keep replies flowing while a client pipelines many packets.
@@ -923,6 +939,8 @@ impl Conn {
         None
     }
 
+    /// Checks a PUBLISH and adds it to the batch. Consecutive PUBLISH packets already in the
+    /// read buffer go to the hub together (one group commit), acknowledged in order after it.
     async fn on_publish(&mut self, mut p: Publish) -> Option<End> {
         if let Err(e) = self.proto.resolve_topic_alias(&mut p) {
             self.disconnect(e.reason_code(), &e.to_string()).await;
@@ -941,23 +959,62 @@ impl Conn {
                 return Some(End::Abrupt);
             }
         }
-        let result = publish::publish(&self.st, self.publisher, &p.topic, &p.payload).await;
-        match result {
-            Ok(_) => {
-                if p.qos == QoS::ExactlyOnce {
-                    self.qos2_in.insert(p.packet_id);
-                    // Exactly once across a reconnect needs the id on disk before PUBREC.
-                    if self.persistent() {
-                        self.persist(false).await;
-                    }
-                }
-                if let Some(ack) = self.proto.ack_incoming(p.packet_id) {
-                    self.send(&ack);
+        match publish::precheck(&self.st, self.publisher, &p.topic, &p.payload) {
+            Ok(req) => {
+                self.batch.push((p, req));
+                if self.batch.len() >= MAX_PUBLISH_BATCH {
+                    return self.flush_batch().await;
                 }
                 None
             }
-            Err(r) => self.refuse_publish(&p, r).await,
+            Err(r) => {
+                // Earlier publications keep their order: stored and acknowledged first.
+                if let Some(end) = self.flush_batch().await {
+                    return Some(end);
+                }
+                self.refuse_publish(&p, r).await
+            }
         }
+    }
+
+    /// Stores the batched publications and acknowledges each (PUBACK / PUBREC only now, after
+    /// the hub's durable ack).
+    async fn flush_batch(&mut self) -> Option<End> {
+        if self.batch.is_empty() {
+            return None;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let requests = batch.iter().map(|(_, r)| r.clone()).collect();
+        let results = self.st.hub.publish(requests).await;
+        // Replies are only buffered here; the socket sees them after this returns, so saving
+        // the QoS 2 ids once, before any flush, keeps "on disk before PUBREC".
+        let mut qos2 = false;
+        for ((p, _), result) in batch.iter().zip(results) {
+            match result {
+                Ok(_) => {
+                    if p.qos == QoS::ExactlyOnce {
+                        self.qos2_in.insert(p.packet_id);
+                        qos2 = true;
+                    }
+                    if let Some(ack) = self.proto.ack_incoming(p.packet_id) {
+                        self.send(&ack);
+                    }
+                }
+                Err(e) => {
+                    if std::mem::take(&mut qos2) && self.persistent() {
+                        self.persist(false).await;
+                    }
+                    let r = publish::refusal(&e);
+                    if let Some(end) = self.refuse_publish(p, r).await {
+                        return Some(end);
+                    }
+                }
+            }
+        }
+        if qos2 && self.persistent() {
+            self.persist(false).await;
+        }
+        None
     }
 
     /// MQTT 5 tells a QoS 1/2 publisher why in its PUBACK/PUBREC; QoS 0 has no ack, so the
