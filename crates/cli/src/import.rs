@@ -441,9 +441,7 @@ fn import(args: &ImportArgs) -> Res<()> {
             let Some(last) = recs.last() else { break };
             at = last.offset + 1;
             for r in &recs {
-                let v = &r.value;
-                let n = v.get(1).map_or(0, |n| usize::from(*n));
-                if let Some(id) = v.get(2..2 + n).and_then(|b| std::str::from_utf8(b).ok()) {
+                if let Some((Some(id), _)) = tickwire_hub::record::decode_value(&r.value) {
                     if let Some(line) = id
                         .strip_prefix(&id_prefix)
                         .and_then(|l| l.parse::<u64>().ok())
@@ -536,9 +534,7 @@ fn import(args: &ImportArgs) -> Res<()> {
                     vals.extend_from_slice(symbol.as_bytes());
                     let v0 = vals.len();
                     let id = format!("{id_prefix}{lineno}");
-                    vals.push(1);
-                    vals.push(u8::try_from(id.len()).unwrap_or(0));
-                    vals.extend_from_slice(id.as_bytes());
+                    tickwire_hub::record::write_header(Some(&id), &mut vals);
                     vals.push(b'{');
                     for (k, v) in [
                         ("bid", bid),

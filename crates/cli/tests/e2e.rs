@@ -19,7 +19,9 @@ async fn one_websocket_carries_quotes_and_chat() {
     assert_eq!(s, 200, "{v}");
 
     let mut ws = Ws::connect(&srv.ws_url("")).await;
-    let r = ws.cmd(json!({"op":"subscribe","channel":"quotes.EURUSD"})).await;
+    let r = ws
+        .cmd(json!({"op":"subscribe","channel":"quotes.EURUSD"}))
+        .await;
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["class"], "state");
     assert_eq!(r["snapshot"], true);
@@ -28,14 +30,24 @@ async fn one_websocket_carries_quotes_and_chat() {
     assert_eq!(snap["snapshot"], true);
     assert_eq!(snap["data"], quote(100));
 
-    let r = ws.cmd(json!({"op":"subscribe","channel":"chat.lobby"})).await;
+    let r = ws
+        .cmd(json!({"op":"subscribe","channel":"chat.lobby"}))
+        .await;
     assert_eq!(r["class"], "stream");
-    let ack = ws.cmd(json!({"op":"publish","channel":"chat.lobby","msg_id":"c-1","data":{"text":"hi"}})).await;
+    let ack = ws
+        .cmd(json!({"op":"publish","channel":"chat.lobby","msg_id":"c-1","data":{"text":"hi"}}))
+        .await;
     assert_eq!(ack["ok"], true, "{ack}");
     assert_eq!(ack["duplicate"], false);
     let offset = ack["offset"].as_u64().unwrap();
-    let again = ws.cmd(json!({"op":"publish","channel":"chat.lobby","msg_id":"c-1","data":{"text":"hi"}})).await;
-    assert_eq!(again["offset"].as_u64(), Some(offset), "same msg_id, same offset");
+    let again = ws
+        .cmd(json!({"op":"publish","channel":"chat.lobby","msg_id":"c-1","data":{"text":"hi"}}))
+        .await;
+    assert_eq!(
+        again["offset"].as_u64(),
+        Some(offset),
+        "same msg_id, same offset"
+    );
     assert_eq!(again["duplicate"], true);
 
     let chat = ws.push().await;
@@ -50,10 +62,19 @@ async fn one_websocket_carries_quotes_and_chat() {
     assert_eq!(upd["data"], quote(101));
     // The duplicate publish appended nothing: no second chat push arrives.
     assert!(ws.try_push(Duration::from_millis(300)).await.is_none());
-    let h: Value = http().get(srv.url("/v1/history/chat.lobby?from=0")).send().await.unwrap().json().await.unwrap();
+    let h: Value = http()
+        .get(srv.url("/v1/history/chat.lobby?from=0"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(h["messages"].as_array().unwrap().len(), 1);
 
-    let r = ws.cmd(json!({"op":"unsubscribe","channel":"quotes.EURUSD"})).await;
+    let r = ws
+        .cmd(json!({"op":"unsubscribe","channel":"quotes.EURUSD"}))
+        .await;
     assert_eq!(r["ok"], true);
     let r = ws.cmd(json!({"op":"ping"})).await;
     assert_eq!(r["pong"], true);
@@ -65,7 +86,12 @@ async fn chat_batch(srv: &Server, room: &str, from: usize, n: usize) -> Vec<u64>
         .collect();
     let (s, v) = publish(srv, &Value::Array(items)).await;
     assert_eq!(s, 200, "{v}");
-    v["results"].as_array().unwrap().iter().map(|r| r["offset"].as_u64().unwrap()).collect()
+    v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["offset"].as_u64().unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -77,7 +103,9 @@ async fn chat_resumes_after_disconnect_and_after_kill9_without_gap_or_duplicate(
 
     // A client reads the first 20 from offset 0, then goes away.
     let mut ws = Ws::connect(&srv.ws_url("")).await;
-    let r = ws.cmd(json!({"op":"subscribe","channel":"chat.room","from":0})).await;
+    let r = ws
+        .cmd(json!({"op":"subscribe","channel":"chat.room","from":0}))
+        .await;
     assert_eq!(r["offset"], 0);
     let mut seen = Vec::new();
     for _ in 0..20 {
@@ -93,7 +121,8 @@ async fn chat_resumes_after_disconnect_and_after_kill9_without_gap_or_duplicate(
 
     let resume = seen.last().unwrap() + 1;
     let mut ws = Ws::connect(&srv.ws_url("")).await;
-    ws.cmd(json!({"op":"subscribe","channel":"chat.room","from":resume})).await;
+    ws.cmd(json!({"op":"subscribe","channel":"chat.room","from":resume}))
+        .await;
     for _ in 0..30 {
         let p = ws.push().await;
         assert_eq!(p["ch"], "chat.room");
@@ -110,7 +139,8 @@ async fn chat_resumes_after_disconnect_and_after_kill9_without_gap_or_duplicate(
     srv.kill9();
     let srv = Server::start(&data, &[], &[]);
     let mut ws = Ws::connect(&srv.ws_url("")).await;
-    ws.cmd(json!({"op":"subscribe","channel":"chat.room","from":0})).await;
+    ws.cmd(json!({"op":"subscribe","channel":"chat.room","from":0}))
+        .await;
     let mut after = Vec::new();
     for _ in 0..offsets.len() {
         let p = ws.push().await;
@@ -119,8 +149,15 @@ async fn chat_resumes_after_disconnect_and_after_kill9_without_gap_or_duplicate(
     }
     assert_eq!(after, offsets);
     let retry = chat_batch(&srv, "chat.room", 0, 3).await;
-    assert_eq!(retry, offsets[..3].to_vec(), "retried msg_ids return their first offsets");
-    assert!(ws.try_push(Duration::from_millis(300)).await.is_none(), "retries appended nothing");
+    assert_eq!(
+        retry,
+        offsets[..3].to_vec(),
+        "retried msg_ids return their first offsets"
+    );
+    assert!(
+        ws.try_push(Duration::from_millis(300)).await.is_none(),
+        "retries appended nothing"
+    );
 }
 
 #[tokio::test]
@@ -133,7 +170,14 @@ async fn state_survives_kill9_and_clean_shutdown_drains() {
     }
     srv.kill9();
     let mut srv = Server::start(&data, &[], &[]);
-    let v: Value = http().get(srv.url("/v1/latest/quotes.GBPUSD")).send().await.unwrap().json().await.unwrap();
+    let v: Value = http()
+        .get(srv.url("/v1/latest/quotes.GBPUSD"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["data"], quote(49));
     // SIGTERM: readiness drops, clients are told, the process exits 0.
     let mut ws = Ws::connect(&srv.ws_url("")).await;
@@ -153,7 +197,12 @@ async fn sse_streams_and_resumes_with_last_event_id() {
     publish(&srv, &json!({"channel":"quotes.EURUSD","data":quote(1)})).await;
     let offsets = chat_batch(&srv, "chat.lobby", 0, 5).await;
 
-    let mut sse = Sse::open(&srv, "channel=quotes.EURUSD&channel=chat.lobby&from=0", None).await;
+    let mut sse = Sse::open(
+        &srv,
+        "channel=quotes.EURUSD&channel=chat.lobby&from=0",
+        None,
+    )
+    .await;
     let mut chat_ids = Vec::new();
     let mut got_quote = false;
     while chat_ids.len() < 3 || !got_quote {
@@ -191,7 +240,10 @@ async fn sse_streams_and_resumes_with_last_event_id() {
     for _ in 0..(want.len() + 3 + 2) {
         last_id = sse.next().await.id.unwrap();
     }
-    assert!(last_id.contains("chat.b:") && last_id.contains("chat.lobby:"), "{last_id}");
+    assert!(
+        last_id.contains("chat.b:") && last_id.contains("chat.lobby:"),
+        "{last_id}"
+    );
     drop(sse);
     let b3 = chat_batch(&srv, "chat.b", 2, 1).await;
     let mut sse = Sse::open(&srv, "channel=chat.lobby&channel=chat.b", Some(&last_id)).await;
@@ -206,16 +258,21 @@ async fn a_client_that_stops_reading_costs_bounded_memory_and_does_not_delay_oth
     let srv = Server::start(
         &dir.path().join("d"),
         &["--fsync", "never"],
-        &[("TICKWIRE_WRITE_TIMEOUT_MS", "3000"), ("TICKWIRE_STREAM_BUFFER", "256")],
+        &[
+            ("TICKWIRE_WRITE_TIMEOUT_MS", "3000"),
+            ("TICKWIRE_STREAM_BUFFER", "256"),
+        ],
     );
     const CHANNELS: usize = 20;
     let mut fast = Ws::connect(&srv.ws_url("")).await;
     let mut slow = Ws::connect(&srv.ws_url("")).await;
     for ws in [&mut fast, &mut slow] {
         for c in 0..CHANNELS {
-            ws.cmd(json!({"op":"subscribe","channel":format!("quotes.S{c}")})).await;
+            ws.cmd(json!({"op":"subscribe","channel":format!("quotes.S{c}")}))
+                .await;
         }
-        ws.cmd(json!({"op":"subscribe","channel":"chat.flood"})).await;
+        ws.cmd(json!({"op":"subscribe","channel":"chat.flood"}))
+            .await;
     }
     // The fast client reads everything on its own task; the slow one never reads again.
     let reader = tokio::spawn(async move {
@@ -253,28 +310,51 @@ async fn a_client_that_stops_reading_costs_bounded_memory_and_does_not_delay_oth
     // really stalls (and falls more than stream_buffer behind).
     let text = "c".repeat(10_000);
     for b in 0..20 {
-        let items: Vec<Value> = (0..100).map(|i| json!({"channel":"chat.flood","data":{"n": b * 100 + i, "t": text}})).collect();
+        let items: Vec<Value> = (0..100)
+            .map(|i| json!({"channel":"chat.flood","data":{"n": b * 100 + i, "t": text}}))
+            .collect();
         let (s, v) = publish(&srv, &Value::Array(items)).await;
         assert_eq!(s, 200, "{v}");
     }
     let published_mb = (BATCHES * PER * 1050 + 2000 * 10_000) as f64 / 1e6;
     let after = srv.rss();
     let grew = after.saturating_sub(before) as f64 / 1e6;
-    eprintln!("published {published_mb:.0} MB; server RSS {:.1} -> {:.1} MB", before as f64 / 1e6, after as f64 / 1e6);
-    assert!(grew < published_mb / 2.0, "server memory grew {grew:.1} MB for {published_mb:.0} MB published past a stalled client");
+    eprintln!(
+        "published {published_mb:.0} MB; server RSS {:.1} -> {:.1} MB",
+        before as f64 / 1e6,
+        after as f64 / 1e6
+    );
+    assert!(
+        grew < published_mb / 2.0,
+        "server memory grew {grew:.1} MB for {published_mb:.0} MB published past a stalled client"
+    );
 
     let (last, chat, closed, _fast) = reader.await.unwrap();
-    assert!(closed.is_none(), "the fast client was not disconnected: {closed:?}");
+    assert!(
+        closed.is_none(),
+        "the fast client was not disconnected: {closed:?}"
+    );
     assert_eq!(chat, 80 + 2000, "the fast client got every chat message");
     for c in 0..CHANNELS {
         // Newest value per channel: the highest n with n % CHANNELS == c.
         let n = (BATCHES * PER - CHANNELS + c) as u64;
-        assert_eq!(last[&format!("quotes.S{c}")]["bid"], format!("1.{n:07}"), "channel {c} converged to the newest value");
+        assert_eq!(
+            last[&format!("quotes.S{c}")]["bid"],
+            format!("1.{n:07}"),
+            "channel {c} converged to the newest value"
+        );
     }
     // The stalled client is dropped after the write timeout (or for lagging on chat).
     let mut gone = false;
     for _ in 0..100 {
-        let m = http().get(srv.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let m = http()
+            .get(srv.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         // The fast client is still connected; the stalled one is gone.
         if m.lines().any(|l| l == "tickwire_ws_connections 1") {
             gone = true;
@@ -290,27 +370,97 @@ async fn a_client_that_stops_reading_costs_bounded_memory_and_does_not_delay_oth
 #[tokio::test]
 async fn every_bad_http_input_gets_a_problem() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(&dir.path().join("d"), &[], &[("TICKWIRE_MAX_BODY_BYTES", "200000")]);
-    let big = format!(r#"{{"channel":"chat.x","data":{{"t":"{}"}}}}"#, "y".repeat(70_000));
-    let huge = format!(r#"{{"channel":"chat.x","data":{{"t":"{}"}}}}"#, "y".repeat(300_000));
+    let srv = Server::start(
+        &dir.path().join("d"),
+        &[],
+        &[("TICKWIRE_MAX_BODY_BYTES", "200000")],
+    );
+    let big = format!(
+        r#"{{"channel":"chat.x","data":{{"t":"{}"}}}}"#,
+        "y".repeat(70_000)
+    );
+    let huge = format!(
+        r#"{{"channel":"chat.x","data":{{"t":"{}"}}}}"#,
+        "y".repeat(300_000)
+    );
     let cases: Vec<(String, u16, &str, &str)> = vec![
         ("{\"channel\":\"chat.x\"".into(), 400, "bad_json", "EOF"),
         ("nonsense".into(), 400, "bad_json", "expected a publication"),
         ("[]".into(), 400, "bad_request", "empty"),
-        (r#"{"channel":"chat.x"}"#.into(), 400, "bad_request", "missing field `data`"),
-        (r#"{"data":1}"#.into(), 400, "bad_request", "missing field `channel`"),
-        (r#"{"channel":"chat.x","data":1,"extra":2}"#.into(), 400, "bad_request", "unknown field"),
-        (r#"{"channel":"nope.x","data":1}"#.into(), 422, "unknown_namespace", "unknown namespace `nope`"),
-        (r#"{"channel":"lobby","data":1}"#.into(), 422, "bad_channel", "no namespace"),
-        (r#"{"channel":"chat.a b","data":1}"#.into(), 422, "bad_channel", "character"),
-        (r#"{"channel":"quotes.X","data":{"bid":1.5}}"#.into(), 422, "bad_data", "not a decimal"),
-        (r#"{"channel":"quotes.X","data":{"bid":"1,5"}}"#.into(), 422, "bad_data", "not a decimal"),
-        (r#"{"channel":"quotes.X","data":{"pad":"1"}}"#.into(), 422, "bad_data", "is required"),
-        (r#"{"channel":"trades.X","data":{"size":"1"}}"#.into(), 422, "bad_data", "`price` is required"),
-        (r#"{"channel":"chat.x","data":1,"msg_id":""}"#.into(), 400, "bad_request", "msg_id"),
+        (
+            r#"{"channel":"chat.x"}"#.into(),
+            400,
+            "bad_request",
+            "missing field `data`",
+        ),
+        (
+            r#"{"data":1}"#.into(),
+            400,
+            "bad_request",
+            "missing field `channel`",
+        ),
+        (
+            r#"{"channel":"chat.x","data":1,"extra":2}"#.into(),
+            400,
+            "bad_request",
+            "unknown field",
+        ),
+        (
+            r#"{"channel":"nope.x","data":1}"#.into(),
+            422,
+            "unknown_namespace",
+            "unknown namespace `nope`",
+        ),
+        (
+            r#"{"channel":"lobby","data":1}"#.into(),
+            422,
+            "bad_channel",
+            "no namespace",
+        ),
+        (
+            r#"{"channel":"chat.a b","data":1}"#.into(),
+            422,
+            "bad_channel",
+            "character",
+        ),
+        (
+            r#"{"channel":"quotes.X","data":{"bid":1.5}}"#.into(),
+            422,
+            "bad_data",
+            "not a decimal",
+        ),
+        (
+            r#"{"channel":"quotes.X","data":{"bid":"1,5"}}"#.into(),
+            422,
+            "bad_data",
+            "not a decimal",
+        ),
+        (
+            r#"{"channel":"quotes.X","data":{"pad":"1"}}"#.into(),
+            422,
+            "bad_data",
+            "is required",
+        ),
+        (
+            r#"{"channel":"trades.X","data":{"size":"1"}}"#.into(),
+            422,
+            "bad_data",
+            "`price` is required",
+        ),
+        (
+            r#"{"channel":"chat.x","data":1,"msg_id":""}"#.into(),
+            400,
+            "bad_request",
+            "msg_id",
+        ),
         (big, 413, "too_large", "at most 65536"),
         (huge, 413, "too_large", "larger than 200000"),
-        (r#"[{"channel":"chat.ok","data":1},{"channel":"nope.x","data":1}]"#.into(), 422, "unknown_namespace", "1 of 2"),
+        (
+            r#"[{"channel":"chat.ok","data":1},{"channel":"nope.x","data":1}]"#.into(),
+            422,
+            "unknown_namespace",
+            "1 of 2",
+        ),
     ];
     for (body, status, code, detail) in cases {
         let (s, v) = publish_raw(&srv, body.clone(), None).await;
@@ -320,7 +470,14 @@ async fn every_bad_http_input_gets_a_problem() {
         assert!(v["detail"].as_str().unwrap().contains(detail), "{v}");
     }
     // The invalid batch published nothing, not even its valid first item.
-    let h: Value = http().get(srv.url("/v1/history/chat.ok")).send().await.unwrap().json().await.unwrap();
+    let h: Value = http()
+        .get(srv.url("/v1/history/chat.ok"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(h["messages"].as_array().unwrap().len(), 0);
     for (path, status) in [
         ("/v1/history/chat.x?limit=0", 400),
@@ -335,9 +492,18 @@ async fn every_bad_http_input_gets_a_problem() {
     ] {
         let r = http().get(srv.url(path)).send().await.unwrap();
         assert_eq!(r.status().as_u16(), status, "{path}");
-        assert_eq!(r.headers()["content-type"], "application/problem+json", "{path}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
     }
-    let r = http().get(srv.url("/v1/sse?channel=quotes.X")).header("Last-Event-ID", "garbage").send().await.unwrap();
+    let r = http()
+        .get(srv.url("/v1/sse?channel=quotes.X"))
+        .header("Last-Event-ID", "garbage")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 400);
 }
 
@@ -352,12 +518,36 @@ async fn every_bad_websocket_command_gets_an_error_frame() {
         (r#"{"id":1}"#, Some(1), "bad_request"),
         (r#"{"id":2,"op":"dance"}"#, Some(2), "unknown_op"),
         (r#"{"id":3,"op":"subscribe"}"#, Some(3), "bad_request"),
-        (r#"{"id":4,"op":"subscribe","channel":"nonamespace"}"#, Some(4), "bad_channel"),
-        (r#"{"id":5,"op":"subscribe","channel":"nope.x"}"#, Some(5), "unknown_namespace"),
-        (r#"{"id":6,"op":"subscribe","channel":"quotes.X","from":3}"#, Some(6), "bad_request"),
-        (r#"{"id":7,"op":"unsubscribe","channel":"chat.none"}"#, Some(7), "not_subscribed"),
-        (r#"{"id":9,"op":"publish","channel":"chat.x"}"#, Some(9), "bad_request"),
-        (r#"{"id":10,"op":"publish","channel":"chat.x","data":{"t":"1"},"msg_id":7}"#, Some(10), "bad_request"),
+        (
+            r#"{"id":4,"op":"subscribe","channel":"nonamespace"}"#,
+            Some(4),
+            "bad_channel",
+        ),
+        (
+            r#"{"id":5,"op":"subscribe","channel":"nope.x"}"#,
+            Some(5),
+            "unknown_namespace",
+        ),
+        (
+            r#"{"id":6,"op":"subscribe","channel":"quotes.X","from":3}"#,
+            Some(6),
+            "bad_request",
+        ),
+        (
+            r#"{"id":7,"op":"unsubscribe","channel":"chat.none"}"#,
+            Some(7),
+            "not_subscribed",
+        ),
+        (
+            r#"{"id":9,"op":"publish","channel":"chat.x"}"#,
+            Some(9),
+            "bad_request",
+        ),
+        (
+            r#"{"id":10,"op":"publish","channel":"chat.x","data":{"t":"1"},"msg_id":7}"#,
+            Some(10),
+            "bad_request",
+        ),
     ];
     for (frame, id, code) in cases {
         ws.send_text(frame).await;
@@ -373,9 +563,16 @@ async fn every_bad_websocket_command_gets_an_error_frame() {
     let big = json!({"op":"publish","channel":"chat.x","data":{"t":"z".repeat(70_000)}});
     let r = ws.cmd(big).await;
     assert_eq!(r["error"]["code"], "too_large", "{r}");
-    let r = ws.cmd(json!({"op":"publish","channel":"chat.x","data":{"t":"z".repeat(1_100_000)}})).await;
+    let r = ws
+        .cmd(json!({"op":"publish","channel":"chat.x","data":{"t":"z".repeat(1_100_000)}}))
+        .await;
     assert_eq!(r["error"]["code"], "too_large", "{r}");
-    ws.ws.send(tokio_tungstenite::tungstenite::Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    ws.ws
+        .send(tokio_tungstenite::tungstenite::Message::Binary(
+            vec![1, 2, 3].into(),
+        ))
+        .await
+        .unwrap();
     let r = ws.reply(None).await;
     assert_eq!(r["error"]["code"], "bad_request");
     // Still usable after all that.
@@ -386,7 +583,11 @@ async fn every_bad_websocket_command_gets_an_error_frame() {
 #[tokio::test]
 async fn api_keys_guard_publishing() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(&dir.path().join("d"), &[], &[("TICKWIRE_API_KEYS", "[\"k-secret\"]")]);
+    let srv = Server::start(
+        &dir.path().join("d"),
+        &[],
+        &[("TICKWIRE_API_KEYS", "[\"k-secret\"]")],
+    );
     let body = json!({"channel":"quotes.EURUSD","data":quote(1)}).to_string();
     let (s, v) = publish_raw(&srv, body.clone(), None).await;
     assert_eq!((s, v["code"].as_str()), (401, Some("unauthorized")));
@@ -395,14 +596,24 @@ async fn api_keys_guard_publishing() {
     let (s, v) = publish_raw(&srv, body, Some("k-secret")).await;
     assert_eq!(s, 200, "{v}");
     // WebSocket: a bad key is refused at upgrade; no key may publish only to client namespaces.
-    assert!(tokio_tungstenite::connect_async(srv.ws_url("?api_key=wrong")).await.is_err());
+    assert!(
+        tokio_tungstenite::connect_async(srv.ws_url("?api_key=wrong"))
+            .await
+            .is_err()
+    );
     let mut anon = Ws::connect(&srv.ws_url("")).await;
-    let r = anon.cmd(json!({"op":"publish","channel":"quotes.X","data":quote(1)})).await;
+    let r = anon
+        .cmd(json!({"op":"publish","channel":"quotes.X","data":quote(1)}))
+        .await;
     assert_eq!(r["error"]["code"], "forbidden");
-    let r = anon.cmd(json!({"op":"publish","channel":"chat.x","data":{"t":"hi"}})).await;
+    let r = anon
+        .cmd(json!({"op":"publish","channel":"chat.x","data":{"t":"hi"}}))
+        .await;
     assert_eq!(r["ok"], true, "{r}");
     let mut keyed = Ws::connect(&srv.ws_url("?api_key=k-secret")).await;
-    let r = keyed.cmd(json!({"op":"publish","channel":"quotes.X","data":quote(1)})).await;
+    let r = keyed
+        .cmd(json!({"op":"publish","channel":"quotes.X","data":quote(1)}))
+        .await;
     assert_eq!(r["ok"], true, "{r}");
 }
 
@@ -415,13 +626,32 @@ async fn config_file_env_and_flags() {
         "fsync = \"interval:20ms\"\n[namespaces.signals]\nclass = \"stream\"\nclient_publish = true\n[namespaces.chat]\nmax_message_bytes = 100\n",
     )
     .unwrap();
-    let srv = Server::start(&dir.path().join("d"), &["--config", cfg.to_str().unwrap()], &[("TICKWIRE_NAMESPACES__CHAT__MAX_MESSAGE_BYTES", "50")]);
-    let v: Value = http().get(srv.url("/v1/namespaces")).send().await.unwrap().json().await.unwrap();
+    let srv = Server::start(
+        &dir.path().join("d"),
+        &["--config", cfg.to_str().unwrap()],
+        &[("TICKWIRE_NAMESPACES__CHAT__MAX_MESSAGE_BYTES", "50")],
+    );
+    let v: Value = http()
+        .get(srv.url("/v1/namespaces"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let ns = v["namespaces"].as_array().unwrap();
     let find = |n: &str| ns.iter().find(|x| x["name"] == n).cloned().unwrap();
     assert_eq!(find("signals")["class"], "stream");
-    assert_eq!(find("chat")["max_message_bytes"], 50, "env overrides the file");
-    let (s, _) = publish(&srv, &json!({"channel":"signals.copy","data":{"side":"buy"}})).await;
+    assert_eq!(
+        find("chat")["max_message_bytes"],
+        50,
+        "env overrides the file"
+    );
+    let (s, _) = publish(
+        &srv,
+        &json!({"channel":"signals.copy","data":{"side":"buy"}}),
+    )
+    .await;
     assert_eq!(s, 200);
     // A bad config is refused with a reason and a non-zero exit.
     std::fs::write(&cfg, "fsync = \"sometimes\"\n").unwrap();
@@ -430,6 +660,10 @@ async fn config_file_env_and_flags() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("fsync"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("fsync"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = srv;
 }

@@ -21,7 +21,7 @@ mod hub;
 mod message;
 mod node;
 mod pattern;
-mod record;
+pub mod record;
 mod session;
 mod writer;
 

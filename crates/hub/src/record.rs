@@ -1,5 +1,7 @@
 //! How a publication sits in a log record: key = channel name; value = version byte, msg_id
 //! length byte, msg_id, then the JSON data. The offset and timestamp are the log's own.
+//! Public so tools that read or write a namespace log directly (the candle rebuild, offline
+//! import) share this one definition.
 
 use bytes::Bytes;
 use tickwire_log::Record;
@@ -7,37 +9,48 @@ use tickwire_model::{Channel, Publication};
 
 const VERSION: u8 = 1;
 
-pub(crate) fn encode_value(msg_id: Option<&str>, data: &[u8], out: &mut Vec<u8>) {
+/// Clears `out` and writes a record value for `msg_id` + `data`.
+pub fn encode_value(msg_id: Option<&str>, data: &[u8], out: &mut Vec<u8>) {
     let id = msg_id.unwrap_or("").as_bytes();
     out.clear();
     out.reserve(2 + id.len() + data.len());
-    out.push(VERSION);
     // msg ids are capped at 128 bytes by every edge; truncation cannot happen in practice and
     // the cast is guarded anyway.
-    let n = id.len().min(255);
-    out.push(n as u8);
-    out.extend_from_slice(&id[..n]);
+    write_header(msg_id, out);
     out.extend_from_slice(data);
 }
 
-/// Rebuilds the publication; `None` for a record this version cannot read (logged by the caller).
-pub(crate) fn decode(rec: &Record) -> Option<Publication> {
-    let key = std::str::from_utf8(&rec.key).ok()?;
-    let channel = Channel::parse(key).ok()?;
-    let v = &rec.value;
-    if v.len() < 2 || v[0] != VERSION {
+/// Appends the value header (version, msg_id) to `out`; the JSON data must follow. For writers
+/// that build many values into one buffer without copying.
+pub fn write_header(msg_id: Option<&str>, out: &mut Vec<u8>) {
+    let id = msg_id.unwrap_or("").as_bytes();
+    let n = id.len().min(255);
+    out.push(VERSION);
+    out.push(n as u8);
+    out.extend_from_slice(&id[..n]);
+}
+
+/// Splits a record value into its msg_id and JSON data; `None` if this version cannot read it.
+pub fn decode_value(value: &Bytes) -> Option<(Option<&str>, Bytes)> {
+    if value.len() < 2 || value[0] != VERSION {
         return None;
     }
-    let n = v[1] as usize;
-    if v.len() < 2 + n {
-        return None;
-    }
-    let msg_id = if n == 0 {
+    let n = value[1] as usize;
+    let id = value.get(2..2 + n)?;
+    let id = if n == 0 {
         None
     } else {
-        Some(std::str::from_utf8(&v[2..2 + n]).ok()?.to_string())
+        Some(std::str::from_utf8(id).ok()?)
     };
-    let data: Bytes = rec.value.slice(2 + n..);
+    Some((id, value.slice(2 + n..)))
+}
+
+/// Rebuilds the publication; `None` for a record this version cannot read (logged by the caller).
+pub fn decode(rec: &Record) -> Option<Publication> {
+    let key = std::str::from_utf8(&rec.key).ok()?;
+    let channel = Channel::parse(key).ok()?;
+    let (msg_id, data) = decode_value(&rec.value)?;
+    let msg_id = msg_id.map(str::to_string);
     Some(Publication {
         channel,
         offset: rec.offset,

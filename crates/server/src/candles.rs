@@ -377,19 +377,9 @@ fn parse_tick(kind: SourceKind, data: &[u8], log_ts_nanos: u64) -> Option<Tick> 
     }
 }
 
-/// Decodes a hub log record (key = channel; value = version 1, msg_id length, msg_id, data).
-/// Mirrors tickwire-hub's private `record` module; see the report about exporting it.
+/// The channel and JSON data of a hub log record (format owned by `tickwire_hub::record`).
 fn decode_record(rec: &tickwire_log::Record) -> Option<(Channel, Bytes)> {
-    let channel = Channel::parse(std::str::from_utf8(&rec.key).ok()?).ok()?;
-    let v = &rec.value;
-    if v.len() < 2 || v[0] != 1 {
-        return None;
-    }
-    let n = usize::from(v[1]);
-    if v.len() < 2 + n {
-        return None;
-    }
-    Some((channel, rec.value.slice(2 + n..)))
+    tickwire_hub::record::decode(rec).map(|p| (p.channel, p.data))
 }
 
 fn now_ms() -> i64 {

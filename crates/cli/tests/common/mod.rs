@@ -26,7 +26,11 @@ pub struct Server {
 impl Server {
     /// Starts `tickwire serve` on 127.0.0.1:0 with `data` and waits for it to print its address.
     pub fn start(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(data.with_extension("stderr.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.with_extension("stderr.log"))
+            .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickwire"));
         cmd.args(["serve", "--http", "127.0.0.1:0", "--data"])
             .arg(data)
@@ -48,8 +52,14 @@ impl Server {
                 }
             }
         });
-        let addr = rx.recv_timeout(TIMEOUT).expect("server did not print its address");
-        Server { child, addr, data: data.to_path_buf() }
+        let addr = rx
+            .recv_timeout(TIMEOUT)
+            .expect("server did not print its address");
+        Server {
+            child,
+            addr,
+            data: data.to_path_buf(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -84,7 +94,10 @@ impl Server {
 
     /// Sends SIGTERM and waits for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
         for _ in 0..200 {
             if let Ok(Some(st)) = self.child.try_wait() {
                 return st;
@@ -118,10 +131,17 @@ pub async fn publish_raw(srv: &Server, body: String, key: Option<&str>) -> (u16,
     }
     let r = req.send().await.unwrap();
     let status = r.status().as_u16();
-    let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
     let v: Value = r.json().await.unwrap_or(Value::Null);
     if status >= 400 {
-        assert_eq!(ct, "application/problem+json", "errors are problem+json: {v}");
+        assert_eq!(
+            ct, "application/problem+json",
+            "errors are problem+json: {v}"
+        );
     }
     (status, v)
 }
@@ -142,7 +162,13 @@ pub struct Ws {
 impl Ws {
     pub async fn connect(url: &str) -> Ws {
         let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        Ws { ws, pushes: VecDeque::new(), replies: VecDeque::new(), closed: None, next_id: 1 }
+        Ws {
+            ws,
+            pushes: VecDeque::new(),
+            replies: VecDeque::new(),
+            closed: None,
+            next_id: 1,
+        }
     }
 
     pub async fn send_text(&mut self, text: &str) {
@@ -164,7 +190,9 @@ impl Ws {
             if let Some(i) = self.replies.iter().position(|r| r["id"].as_u64() == id) {
                 return self.replies.remove(i).unwrap();
             }
-            self.read_one().await.unwrap_or_else(|| panic!("connection closed before reply {id:?}"));
+            self.read_one()
+                .await
+                .unwrap_or_else(|| panic!("connection closed before reply {id:?}"));
         }
     }
 
@@ -188,7 +216,9 @@ impl Ws {
     /// Reads one frame into the buffers; None when the connection ended.
     async fn read_one(&mut self) -> Option<()> {
         loop {
-            let m = tokio::time::timeout(TIMEOUT, self.ws.next()).await.expect("read timed out");
+            let m = tokio::time::timeout(TIMEOUT, self.ws.next())
+                .await
+                .expect("read timed out");
             match m {
                 Some(Ok(Message::Text(t))) => {
                     let v: Value = serde_json::from_str(&t).unwrap();
@@ -230,7 +260,10 @@ impl Sse {
         }
         let r = req.send().await.unwrap();
         assert_eq!(r.status(), 200, "SSE open");
-        Sse { body: Box::pin(r.bytes_stream()), buf: String::new() }
+        Sse {
+            body: Box::pin(r.bytes_stream()),
+            buf: String::new(),
+        }
     }
 
     pub async fn next(&mut self) -> SseEvent {
@@ -250,9 +283,15 @@ impl Sse {
                 if data.is_empty() {
                     continue; // keep-alive comment
                 }
-                return SseEvent { id, event, data: serde_json::from_str(&data).unwrap() };
+                return SseEvent {
+                    id,
+                    event,
+                    data: serde_json::from_str(&data).unwrap(),
+                };
             }
-            let chunk = tokio::time::timeout(TIMEOUT, self.body.next()).await.expect("SSE read timed out");
+            let chunk = tokio::time::timeout(TIMEOUT, self.body.next())
+                .await
+                .expect("SSE read timed out");
             let chunk = chunk.expect("SSE ended").unwrap();
             self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
         }
