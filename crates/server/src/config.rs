@@ -113,8 +113,35 @@ impl Config {
             }
             fig = fig.merge(Toml::file(f));
         }
-        // TICKWIRE_LOG is the log filter, read by the binary, not a setting.
-        fig = fig.merge(Env::prefixed("TICKWIRE_").ignore(&["LOG"]).split("__"));
+        // Only variables that name a setting are read: the TICKWIRE_ prefix is shared with
+        // other tools (TICKWIRE_LOG is the log filter), and an unrelated variable in the
+        // environment must not stop the server. Unknown ones are reported, not fatal; unknown
+        // keys in the file still are.
+        let known: Vec<String> = match serde_json::to_value(Config::default()) {
+            Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        for (k, _) in std::env::vars() {
+            if let Some(rest) = k.strip_prefix("TICKWIRE_") {
+                let top = rest.split("__").next().unwrap_or("").to_ascii_lowercase();
+                if top != "log" && !known.contains(&top) {
+                    eprintln!("tickwire: ignoring environment variable {k}: not a setting (docs/configuration.md)");
+                }
+            }
+        }
+        fig = fig.merge(
+            Env::prefixed("TICKWIRE_")
+                .filter(move |key| {
+                    let top = key
+                        .as_str()
+                        .split("__")
+                        .next()
+                        .unwrap_or("")
+                        .to_ascii_lowercase();
+                    known.contains(&top)
+                })
+                .split("__"),
+        );
         let mut cfg: Config = fig
             .extract()
             .map_err(|e| ServerError::Config(e.to_string()))?;
