@@ -15,9 +15,9 @@ use parking_lot::Mutex;
 use tickwire_fix::{
     frame,
     md::{
-        IncrementalEntry, MarketDataIncrementalRefresh, MarketDataRequest,
-        MarketDataRequestReject, MarketDataSnapshotFullRefresh, MdEntryType, MdReqRejReason,
-        MdUpdateAction, MdUpdateType, SnapshotEntry, SubscriptionRequestType,
+        IncrementalEntry, MarketDataIncrementalRefresh, MarketDataRequest, MarketDataRequestReject,
+        MarketDataSnapshotFullRefresh, MdEntryType, MdReqRejReason, MdUpdateAction, MdUpdateType,
+        SnapshotEntry, SubscriptionRequestType,
     },
     tags::{self, msg_type},
     Decimal, Error as FixError, FileSeqStore, Message, RawMessage, Session, SessionConfig,
@@ -69,7 +69,10 @@ pub(super) async fn spawn(
         .await
         .map_err(|source| ServerError::Bind { addr, source })?;
     let bound = listener.local_addr()?;
-    tracing::info!("fix acceptor listening on {bound} as {}", cfg.sender_comp_id);
+    tracing::info!(
+        "fix acceptor listening on {bound} as {}",
+        cfg.sender_comp_id
+    );
     let sh = Arc::new(Shared {
         hub,
         conns: Arc::new(Semaphore::new(cfg.max_connections.max(1))),
@@ -151,12 +154,19 @@ async fn first_message(
     Some((buf, sender))
 }
 
-async fn client(sh: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, cancel: CancellationToken) {
+async fn client(
+    sh: Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    cancel: CancellationToken,
+) {
     let Some((first, their)) = first_message(&mut stream, &sh, peer).await else {
         return;
     };
     if !sh.active.lock().insert(their.clone()) {
-        tracing::warn!("fix acceptor: {peer}: {their} is already logged on; refusing the second connection");
+        tracing::warn!(
+            "fix acceptor: {peer}: {their} is already logged on; refusing the second connection"
+        );
         return;
     }
     let name = format!("acceptor:{their}");
@@ -187,7 +197,11 @@ async fn client(sh: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, cancel
         }
         Err(e) => tracing::error!("fix acceptor: {their}: cannot open its sequence store: {e}"),
     }
-    sh.registry.remove(&name);
+    // Kept (not removed) so counters add up across reconnects of the same client.
+    sh.registry.update(&name, |s| {
+        s.state = "disconnected";
+        s.disconnects += 1;
+    });
     sh.active.lock().remove(&their);
 }
 
@@ -295,8 +309,10 @@ impl Client {
                         }
                     }
                     Err(r) => {
-                        conn.logout(&format!("closed by server: {r:?}"), &mut ev).await;
-                        stopping.get_or_insert(tokio::time::Instant::now() + Duration::from_secs(2));
+                        conn.logout(&format!("closed by server: {r:?}"), &mut ev)
+                            .await;
+                        stopping
+                            .get_or_insert(tokio::time::Instant::now() + Duration::from_secs(2));
                     }
                 }
             }
@@ -313,7 +329,9 @@ impl Client {
                 });
             }
             AppEvent::LoggedOut => {
-                self.sh.registry.update(&self.name, |s| s.state = "disconnected");
+                self.sh
+                    .registry
+                    .update(&self.name, |s| s.state = "disconnected");
             }
             AppEvent::Message(m) => {
                 self.sh.registry.update(&self.name, |s| s.messages_in += 1);
@@ -332,11 +350,17 @@ impl Client {
             }
             AppEvent::Session(e) => match e {
                 SessionEvent::GapDetected { expected, received } => {
-                    tracing::warn!("fix acceptor: {}: gap, expected {expected} got {received}", self.name);
+                    tracing::warn!(
+                        "fix acceptor: {}: gap, expected {expected} got {received}",
+                        self.name
+                    );
                     self.sh.registry.update(&self.name, |s| s.gaps += 1);
                 }
                 SessionEvent::ResendRequested { begin, end } => {
-                    tracing::info!("fix acceptor: {}: resend {begin}..{end} gap-filled", self.name);
+                    tracing::info!(
+                        "fix acceptor: {}: resend {begin}..{end} gap-filled",
+                        self.name
+                    );
                     self.sh
                         .registry
                         .update(&self.name, |s| s.resend_requests_answered += 1);
@@ -401,7 +425,9 @@ impl Client {
                     }
                     _ => {
                         let (reason, tag) = match &e {
-                            FixError::MissingField { tag, .. } => (REQUIRED_TAG_MISSING, Some(*tag)),
+                            FixError::MissingField { tag, .. } => {
+                                (REQUIRED_TAG_MISSING, Some(*tag))
+                            }
                             FixError::InvalidValue { tag, .. } => (VALUE_IS_INCORRECT, Some(*tag)),
                             _ => (VALUE_IS_INCORRECT, None),
                         };
@@ -423,14 +449,26 @@ impl Client {
                         }
                     }
                 } else {
-                    self.reject(conn, ev, &id, MdReqRejReason::UnknownSymbol, "no subscription with this MDReqID")
-                        .await;
+                    self.reject(
+                        conn,
+                        ev,
+                        &id,
+                        MdReqRejReason::UnknownSymbol,
+                        "no subscription with this MDReqID",
+                    )
+                    .await;
                 }
             }
             sub => {
                 if self.subs.contains_key(&id) {
                     return self
-                        .reject(conn, ev, &id, MdReqRejReason::DuplicateMdReqId, "MDReqID already subscribed")
+                        .reject(
+                            conn,
+                            ev,
+                            &id,
+                            MdReqRejReason::DuplicateMdReqId,
+                            "MDReqID already subscribed",
+                        )
                         .await;
                 }
                 let (bid, offer, trade) = (
@@ -440,7 +478,13 @@ impl Client {
                 );
                 if !(bid || offer || trade) {
                     return self
-                        .reject(conn, ev, &id, MdReqRejReason::UnsupportedMdEntryType, "only bid (0), offer (1) and trade (2) are served")
+                        .reject(
+                            conn,
+                            ev,
+                            &id,
+                            MdReqRejReason::UnsupportedMdEntryType,
+                            "only bid (0), offer (1) and trade (2) are served",
+                        )
                         .await;
                 }
                 // Every symbol must be a channel with a value; otherwise the whole request is
@@ -469,7 +513,13 @@ impl Client {
                             if let Err(e) = self.hub.subscribe(ch, None) {
                                 self.channels.remove(ch);
                                 return self
-                                    .reject(conn, ev, &id, MdReqRejReason::InsufficientBandwidth, &e.to_string())
+                                    .reject(
+                                        conn,
+                                        ev,
+                                        &id,
+                                        MdReqRejReason::InsufficientBandwidth,
+                                        &e.to_string(),
+                                    )
                                     .await;
                             }
                         }
@@ -552,7 +602,11 @@ impl Client {
             };
             let newer = req.sent.get(&sym).is_none_or(|(o, _)| p.offset > *o);
             if newer {
-                let prev = req.sent.get(&sym).map(|(_, q)| q.clone()).unwrap_or_default();
+                let prev = req
+                    .sent
+                    .get(&sym)
+                    .map(|(_, q)| q.clone())
+                    .unwrap_or_default();
                 if req.full_refresh {
                     self.send_w(conn, ev, &id, &sym, &req, &q).await;
                 } else {

@@ -199,7 +199,11 @@ impl Book {
 
     /// Depth (best `depth` levels per side, all with 0) if it changed since last time.
     pub fn book_if_changed(&mut self, depth: u32) -> Option<Value> {
-        let n = if depth == 0 { usize::MAX } else { depth as usize };
+        let n = if depth == 0 {
+            usize::MAX
+        } else {
+            depth as usize
+        };
         let lv = |l: &Level| json!([l.px, l.size.clone().unwrap_or_default()]);
         let bids: Vec<Value> = self.bids.values().rev().take(n).map(lv).collect();
         let asks: Vec<Value> = self.asks.values().take(n).map(lv).collect();
@@ -260,13 +264,34 @@ mod tests {
         let q = b.quote_if_changed("t").unwrap();
         assert_eq!(q["bid"], "1.1");
         assert_eq!(q["ask_size"], "7");
-        assert!(b.quote_if_changed("t").is_none(), "same quote is not repeated");
+        assert!(
+            b.quote_if_changed("t").is_none(),
+            "same quote is not repeated"
+        );
         // 1.10001 > 1.1 although it is longer text.
-        b.apply_incremental(&inc(MdUpdateAction::New, MdEntryType::Bid, "1.10001", "2", None));
+        b.apply_incremental(&inc(
+            MdUpdateAction::New,
+            MdEntryType::Bid,
+            "1.10001",
+            "2",
+            None,
+        ));
         assert_eq!(b.quote_if_changed("t").unwrap()["bid"], "1.10001");
-        b.apply_incremental(&inc(MdUpdateAction::Delete, MdEntryType::Bid, "1.10001", "0", None));
+        b.apply_incremental(&inc(
+            MdUpdateAction::Delete,
+            MdEntryType::Bid,
+            "1.10001",
+            "0",
+            None,
+        ));
         assert_eq!(b.quote_if_changed("t").unwrap()["bid"], "1.1");
-        let t = b.apply_incremental(&inc(MdUpdateAction::New, MdEntryType::Trade, "1.11", "3", None));
+        let t = b.apply_incremental(&inc(
+            MdUpdateAction::New,
+            MdEntryType::Trade,
+            "1.11",
+            "3",
+            None,
+        ));
         assert_eq!(t.unwrap().price, "1.11");
         assert_eq!(b.quote_if_changed("t").unwrap()["last"], "1.11");
         let bk = b.book_if_changed(0).unwrap();
@@ -276,8 +301,20 @@ mod tests {
     #[test]
     fn change_by_entry_id_moves_the_level() {
         let mut b = Book::default();
-        b.apply_incremental(&inc(MdUpdateAction::New, MdEntryType::Offer, "2.5", "1", Some("a1")));
-        b.apply_incremental(&inc(MdUpdateAction::Change, MdEntryType::Offer, "2.4", "1", Some("a1")));
+        b.apply_incremental(&inc(
+            MdUpdateAction::New,
+            MdEntryType::Offer,
+            "2.5",
+            "1",
+            Some("a1"),
+        ));
+        b.apply_incremental(&inc(
+            MdUpdateAction::Change,
+            MdEntryType::Offer,
+            "2.4",
+            "1",
+            Some("a1"),
+        ));
         assert_eq!(b.asks.len(), 1);
         assert_eq!(b.quote_if_changed("t").unwrap()["ask"], "2.4");
         let mut del = IncrementalEntry::new(MdUpdateAction::Delete);

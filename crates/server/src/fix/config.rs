@@ -115,8 +115,7 @@ impl AcceptorConfig {
 fn comp_id_ok(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
@@ -140,7 +139,9 @@ impl FixConfig {
             }
             for s in &i.symbols {
                 if tickwire_model::Channel::parse(&format!("quotes.{s}")).is_err() {
-                    return bad(format!("initiator {n}: symbol {s:?} cannot be a channel name"));
+                    return bad(format!(
+                        "initiator {n}: symbol {s:?} cannot be a channel name"
+                    ));
                 }
             }
             if !names.insert(n.clone()) {
@@ -152,7 +153,9 @@ impl FixConfig {
                 return bad("acceptor: sender_comp_id must be 1-64 letters, digits, `_-.`".into());
             }
             if a.allowed_comp_ids.is_empty() {
-                return bad("acceptor: allowed_comp_ids is empty (use [\"*\"] to allow any)".into());
+                return bad(
+                    "acceptor: allowed_comp_ids is empty (use [\"*\"] to allow any)".into(),
+                );
             }
             if a.listen.parse::<std::net::SocketAddr>().is_err() {
                 return bad(format!("acceptor: listen {:?} is not host:port", a.listen));

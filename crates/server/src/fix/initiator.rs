@@ -160,13 +160,16 @@ impl Ingest {
                             self.subscribe(&mut conn, &mut ev).await;
                         }
                         AppEvent::LoggedOut => {
-                            self.registry.update(&self.name, |s| s.state = "disconnected");
+                            self.registry
+                                .update(&self.name, |s| s.state = "disconnected");
                         }
                         AppEvent::Message(m) => {
                             self.registry.update(&self.name, |s| s.messages_in += 1);
                             if let Err(text) = self.on_app(&m, &mut touched, &mut trades) {
                                 tracing::warn!(session = %self.name, "fix: rejecting {}: {text}", m.msg_type());
-                                let a = conn.session.reject(&m, VALUE_IS_INCORRECT, None, &text, now());
+                                let a =
+                                    conn.session
+                                        .reject(&m, VALUE_IS_INCORRECT, None, &text, now());
                                 let _ = conn.run(a, &mut ev).await;
                             }
                         }

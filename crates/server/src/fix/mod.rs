@@ -66,10 +66,6 @@ impl FixRegistry {
         f(s);
     }
 
-    pub(crate) fn remove(&self, name: &str) {
-        self.sessions.lock().remove(name);
-    }
-
     pub fn snapshot(&self) -> Vec<SessionStatus> {
         self.sessions.lock().values().cloned().collect()
     }
@@ -98,7 +94,9 @@ impl Drop for FixService {
 
 /// Where the sequence-number file of a session lives.
 pub(crate) fn store_path(data: &Path, role: &str, sender: &str, target: &str) -> PathBuf {
-    data.join("fix").join(role).join(format!("{sender}-{target}.seq"))
+    data.join("fix")
+        .join(role)
+        .join(format!("{sender}-{target}.seq"))
 }
 
 pub(crate) fn open_store(

@@ -63,9 +63,11 @@ pub async fn run(
     std::fs::create_dir_all(&dir)?;
     let mut hc = HubConfig::new(dir.join("hub"));
     hc.fsync = FsyncPolicy::Never;
-    let hub = Arc::new(tokio::task::spawn_blocking(move || Hub::open(hc)).await.map_err(
-        |e| ServerError::Config(format!("opening the simulator's hub: {e}")),
-    )??);
+    let hub = Arc::new(
+        tokio::task::spawn_blocking(move || Hub::open(hc))
+            .await
+            .map_err(|e| ServerError::Config(format!("opening the simulator's hub: {e}")))??,
+    );
     let mut chans = Vec::new();
     for s in &cfg.symbols {
         chans.push(
@@ -98,7 +100,10 @@ pub async fn run(
         | 1;
     let mut rng = Rng(seed);
     // Start each symbol somewhere between 0.5 and 2.0.
-    let mut mids: Vec<u64> = chans.iter().map(|_| 50_000 + rng.next() % 150_000).collect();
+    let mut mids: Vec<u64> = chans
+        .iter()
+        .map(|_| 50_000 + rng.next() % 150_000)
+        .collect();
     let period = Duration::from_secs_f64(1.0 / f64::from(cfg.rate.max(1)));
     let mut tick = tokio::time::interval(period);
     tokio::pin!(shutdown);

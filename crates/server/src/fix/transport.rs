@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime};
 
 use tickwire_fix::{
-    Action, AppMessage, DisconnectReason, Message, Session, SessionEvent, SeqStore, Timestamp,
+    Action, AppMessage, DisconnectReason, Message, SeqStore, Session, SessionEvent, Timestamp,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},

@@ -1,0 +1,528 @@
+//! FIX 4.4 interop against a real QuickFIX (C++ engine, PyPI `quickfix`) counterparty:
+//! tests/interop/fix/peer.py as upstream provider (acceptor) and as downstream client
+//! (initiator), the real `tickwire` binary in between. Run by scripts/test-fix-interop.sh,
+//! which installs quickfix first; ignored in a plain `cargo test` (QuickFIX may be missing).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use common::{http, publish, Server, Ws};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The QuickFIX peer process: commands on stdin, JSON events on stdout.
+struct Peer {
+    child: Child,
+    stdin: ChildStdin,
+    rx: mpsc::Receiver<Value>,
+    /// Every event seen so far, for assertions over the whole run.
+    seen: Vec<Value>,
+}
+
+impl Peer {
+    fn start(args: &[&str]) -> Peer {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/interop/fix/peer.py"
+        );
+        let mut child = Command::new(std::env::var("PYTHON").unwrap_or("python3".into()))
+            .arg(script)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn python peer");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut p = Peer {
+            child,
+            stdin,
+            rx,
+            seen: Vec::new(),
+        };
+        let r = p.wait(|e| e["ev"] == "ready");
+        eprintln!("quickfix peer ready: {r}");
+        p
+    }
+
+    fn cmd(&mut self, c: &str) {
+        writeln!(self.stdin, "{c}").unwrap();
+        self.stdin.flush().unwrap();
+        let first = c.split_whitespace().next().unwrap().to_string();
+        self.wait(|e| {
+            (e["ev"] == "ok" || e["ev"] == "error")
+                && (e["cmd"] == first.as_str() || e["where"] == first.as_str())
+        });
+        let last = self.seen.last().unwrap().clone();
+        assert_eq!(last["ev"], "ok", "peer command {c:?} failed: {last}");
+    }
+
+    /// Waits for the next event matching `f` (events before it are kept in `seen`).
+    fn wait(&mut self, f: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for(WAIT, f)
+            .unwrap_or_else(|| panic!("timed out; peer events so far: {:#?}", self.seen))
+    }
+
+    fn wait_for(&mut self, d: Duration, f: impl Fn(&Value) -> bool) -> Option<Value> {
+        let end = Instant::now() + d;
+        loop {
+            let left = end.checked_duration_since(Instant::now())?;
+            match self.rx.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if v["ev"] == "error" {
+                        panic!("peer error: {v}");
+                    }
+                    if f(&v) {
+                        return Some(v);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn count(&self, f: impl Fn(&Value) -> bool) -> usize {
+        self.seen.iter().filter(|v| f(v)).count()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn server_with(dir: &tempfile::TempDir, toml: &str) -> Server {
+    let cfg = dir.path().join("tickwire.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    Server::start(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().unwrap(), "--fsync", "never"],
+        &[],
+    )
+}
+
+async fn fix_status(srv: &Server, name: &str) -> Value {
+    let v: Value = http()
+        .get(srv.url("/v1/fix/sessions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Collects quote pushes until one has `bid`; returns all quotes seen on the way.
+async fn ws_until_bid(ws: &mut Ws, bid: &str, bids: &mut Vec<Value>) {
+    let end = Instant::now() + WAIT;
+    loop {
+        let left = end
+            .checked_duration_since(Instant::now())
+            .unwrap_or_else(|| panic!("no quote with bid {bid}; saw {bids:?}"));
+        let Some(p) = ws.try_push(left).await else {
+            panic!("no quote with bid {bid}; saw {bids:?}")
+        };
+        if p["ch"] != "quotes.EURUSD" {
+            continue;
+        }
+        let b = p["data"]["bid"].as_str().unwrap().to_string();
+        bids.push(p["data"].clone());
+        if b == bid {
+            return;
+        }
+    }
+}
+
+/// No quote repeated, and bids never went back (the provider only raises them). A quote may
+/// keep its bid when another field changed (a trade sets `last`).
+fn no_duplicate_or_stale(quotes: &[Value]) -> bool {
+    // Same number of decimals in every test price, so text order is numeric order.
+    quotes.windows(2).all(|w| {
+        w[0] != w[1] && w[0]["bid"].as_str().unwrap() <= w[1]["bid"].as_str().unwrap()
+    })
+}
+
+/// (a) + (c, upstream side): QuickFIX acceptor as provider; Tickwire's initiator ingests W/X;
+/// quotes reach a WebSocket subscriber; gaps on both sides and a forced disconnect recover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the quickfix Python package: run scripts/test-fix-interop.sh"]
+async fn quickfix_provider_to_tickwire_initiator_to_websocket() {
+    let port = free_port();
+    let port_s = port.to_string();
+    let mut peer = Peer::start(&[
+        "provider",
+        "--port",
+        &port_s,
+        "--sender",
+        "PROV",
+        "--target",
+        "TW",
+        "--heartbeat",
+        "2",
+    ]);
+    peer.cmd("quote EURUSD 1.10000 1.10020 500000 700000");
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server_with(
+        &dir,
+        &format!(
+            r#"
+[[fix.initiators]]
+name = "prov"
+host = "127.0.0.1"
+port = {port}
+sender_comp_id = "TW"
+target_comp_id = "PROV"
+heartbeat = 2
+symbols = ["EURUSD"]
+depth = 1
+reconnect_min_ms = 300
+reconnect_max_ms = 2000
+"#
+        ),
+    );
+    let v = peer.wait(|e| e["ev"] == "V");
+    assert_eq!(v["id"], "tw-EURUSD");
+    assert_eq!(v["sub_type"], "1");
+    assert_eq!(v["update_type"], "1", "incremental updates requested");
+    assert_eq!(v["depth"], "1");
+    assert_eq!(v["symbols"], json!(["EURUSD"]));
+
+    let mut ws = Ws::connect(&srv.ws_url("")).await;
+    let mut bids = Vec::new();
+    // The W snapshot may land just before or after the subscribe: wait for the value.
+    let end = Instant::now() + WAIT;
+    loop {
+        let r: Value = http()
+            .get(srv.url("/v1/latest/quotes.EURUSD"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        if r["data"]["bid"] == "1.10000" {
+            assert_eq!(r["data"]["ask"], "1.10020");
+            assert_eq!(r["data"]["bid_size"], "500000");
+            assert_eq!(r["data"]["ask_size"], "700000");
+            break;
+        }
+        assert!(Instant::now() < end, "W never became a quote: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = ws
+        .cmd(json!({"op":"subscribe","channel":"quotes.EURUSD"}))
+        .await;
+    assert_eq!(r["ok"], true, "{r}");
+    ws_until_bid(&mut ws, "1.10000", &mut bids).await;
+
+    // X: ten increasing quotes, each a Delete(old level) + New(new level) per side.
+    for i in 1..=10 {
+        peer.cmd(&format!("quote EURUSD 1.1{i:04} 1.1{:04}", i + 20));
+    }
+    ws_until_bid(&mut ws, "1.10010", &mut bids).await;
+    let q: Value = http()
+        .get(srv.url("/v1/latest/quotes.EURUSD"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        q["data"]["ask"], "1.10030",
+        "top of book after deletes: {q}"
+    );
+    let book: Value = http()
+        .get(srv.url("/v1/latest/book.EURUSD"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        book["data"]["bids"],
+        json!([["1.10010", "1000000"]]),
+        "old levels deleted: {book}"
+    );
+
+    // A trade entry becomes a trades.EURUSD message.
+    peer.cmd("trade EURUSD 1.10015 250000");
+    let end = Instant::now() + WAIT;
+    loop {
+        let h: Value = http()
+            .get(srv.url("/v1/history/trades.EURUSD?from=0"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(m) = h["messages"].as_array().and_then(|a| a.first()) {
+            assert_eq!(m["data"]["price"], "1.10015", "{h}");
+            assert_eq!(m["data"]["size"], "250000", "{h}");
+            break;
+        }
+        assert!(Instant::now() < end, "trade never arrived: {h}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Gap from the provider: it skips 5 MsgSeqNums. Tickwire asks for exactly the missing
+    // range, QuickFIX (PersistMessages=N) gap-fills it, and the held X is then applied.
+    peer.cmd("gap 5");
+    peer.cmd("quote EURUSD 1.10011 1.10031");
+    let rr = peer.wait(|e| e["ev"] == "admin_in" && e["type"] == "2");
+    let begin: u64 = rr["begin"].as_str().unwrap().parse().unwrap();
+    let end_: u64 = rr["end"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        end_ - begin + 1,
+        5,
+        "ResendRequest covers exactly the 5 skipped numbers: {rr}"
+    );
+    peer.wait(|e| e["ev"] == "admin_out" && e["type"] == "4" && e["gap_fill"] == "Y");
+    ws_until_bid(&mut ws, "1.10011", &mut bids).await;
+
+    // Gap seen by the provider: it expects lower numbers than Tickwire sends, so it asks
+    // Tickwire to resend; Tickwire answers with SequenceReset-GapFill (heartbeats every 2 s
+    // make sure a message arrives).
+    peer.cmd("lower_target 3");
+    peer.wait(|e| e["ev"] == "admin_out" && e["type"] == "2");
+    let gf = peer.wait(|e| e["ev"] == "admin_in" && e["type"] == "4");
+    assert_eq!(gf["gap_fill"], "Y", "{gf}");
+    peer.cmd("quote EURUSD 1.10012 1.10032");
+    ws_until_bid(&mut ws, "1.10012", &mut bids).await;
+
+    // Forced disconnect with a gap across it: Tickwire reconnects, logs on, is told about the
+    // skipped numbers by the Logon's MsgSeqNum, recovers them, and re-subscribes.
+    peer.cmd("disconnect");
+    peer.cmd("gap 3");
+    peer.wait(|e| e["ev"] == "logon");
+    peer.wait(|e| e["ev"] == "V");
+    peer.cmd("quote EURUSD 1.10020 1.10040");
+    ws_until_bid(&mut ws, "1.10020", &mut bids).await;
+    assert!(
+        peer.count(|e| e["ev"] == "admin_in" && e["type"] == "2") >= 2,
+        "a ResendRequest after the reconnect too"
+    );
+
+    // No duplicate and no stale quote reached the subscriber.
+    assert!(
+        no_duplicate_or_stale(&bids),
+        "quotes repeated or went back: {bids:?}"
+    );
+    let st = fix_status(&srv, "prov").await;
+    assert_eq!(st["state"], "active", "{st}");
+    assert!(st["logons"].as_u64().unwrap() >= 2, "{st}");
+    assert!(st["gaps"].as_u64().unwrap() >= 2, "{st}");
+    assert!(
+        st["resend_requests_answered"].as_u64().unwrap() >= 1,
+        "{st}"
+    );
+    assert_eq!(
+        peer.count(|e| e["ev"] == "admin_in" && e["type"] == "3"),
+        0,
+        "QuickFIX rejected nothing"
+    );
+    peer.cmd("status");
+    // The status event comes before the command's "ok", which cmd() already consumed.
+    let s = peer.seen.iter().rev().find(|e| e["ev"] == "status").cloned().unwrap();
+    assert_eq!(s["logged_on"], true);
+}
+
+/// (b) + (c, downstream side): QuickFIX initiator as client of Tickwire's acceptor: W then X
+/// for quotes published over HTTP, Y for an unknown symbol, unsubscribe, gaps both ways,
+/// forced disconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the quickfix Python package: run scripts/test-fix-interop.sh"]
+async fn quickfix_client_subscribes_to_tickwire_acceptor() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server_with(
+        &dir,
+        &format!(
+            r#"
+[fix.acceptor]
+listen = "127.0.0.1:{port}"
+sender_comp_id = "TICKWIRE"
+allowed_comp_ids = ["CLI1"]
+"#
+        ),
+    );
+    let pubq = |sym: &'static str, bid: &str, ask: &str| json!({"channel": format!("quotes.{sym}"), "data": {"bid": bid, "ask": ask, "bid_size": "1000000", "ask_size": "2000000"}});
+    let (s, v) = publish(&srv, &pubq("EURUSD", "1.20000", "1.20010")).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = publish(&srv, &pubq("GBPUSD", "1.30000", "1.30010")).await;
+    assert_eq!(s, 200);
+
+    let port_s = port.to_string();
+    let mut peer = Peer::start(&[
+        "client",
+        "--port",
+        &port_s,
+        "--sender",
+        "CLI1",
+        "--target",
+        "TICKWIRE",
+        "--heartbeat",
+        "2",
+    ]);
+    peer.wait(|e| e["ev"] == "logon");
+
+    peer.cmd("sub r1 EURUSD");
+    let w = peer.wait(|e| e["ev"] == "W");
+    assert_eq!(w["id"], "r1");
+    assert_eq!(w["symbol"], "EURUSD");
+    assert_eq!(
+        w["entries"],
+        json!([{"type":"0","px":"1.20000","size":"1000000"},{"type":"1","px":"1.20010","size":"2000000"}])
+    );
+
+    peer.cmd("sub r2 NOPE");
+    let y = peer.wait(|e| e["ev"] == "Y");
+    assert_eq!(y["id"], "r2");
+    assert_eq!(y["reason"], "0", "UnknownSymbol: {y}");
+
+    let (s, _) = publish(&srv, &pubq("EURUSD", "1.20001", "1.20010")).await;
+    assert_eq!(s, 200);
+    let x = peer.wait(|e| e["ev"] == "X");
+    assert_eq!(x["id"], "r1");
+    assert_eq!(
+        x["entries"],
+        json!([
+            {"action":"2","type":"0","symbol":"EURUSD","px":"1.20000","size":"1000000"},
+            {"action":"0","type":"0","symbol":"EURUSD","px":"1.20001","size":"1000000"}
+        ]),
+        "only the bid moved: {x}"
+    );
+
+    // Gap from the client: it skips 4 numbers, then subscribes. Tickwire asks for the range,
+    // QuickFIX gap-fills, and the held V is served.
+    peer.cmd("gap 4");
+    peer.cmd("sub r3 GBPUSD");
+    let rr = peer.wait(|e| e["ev"] == "admin_in" && e["type"] == "2");
+    let begin: u64 = rr["begin"].as_str().unwrap().parse().unwrap();
+    let end: u64 = rr["end"].as_str().unwrap().parse().unwrap();
+    assert_eq!(end - begin + 1, 4, "{rr}");
+    let w3 = peer.wait(|e| e["ev"] == "W");
+    assert_eq!(w3["id"], "r3");
+    assert_eq!(w3["entries"][0]["px"], "1.30000");
+
+    // Gap seen by the client: it asks Tickwire to resend; Tickwire gap-fills (market data is
+    // not replayed), then new quotes flow again.
+    peer.cmd("lower_target 2");
+    peer.wait(|e| e["ev"] == "admin_out" && e["type"] == "2");
+    let gf = peer.wait(|e| e["ev"] == "admin_in" && e["type"] == "4");
+    assert_eq!(gf["gap_fill"], "Y", "{gf}");
+    for bid in ["1.20002", "1.20003"] {
+        let (s, _) = publish(&srv, &pubq("EURUSD", bid, "1.20010")).await;
+        assert_eq!(s, 200);
+    }
+    peer.wait(|e| {
+        e["ev"] == "X"
+            && e["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|en| en["px"] == "1.20003")
+    });
+
+    // Forced disconnect: QuickFIX reconnects, logs on again (sequence numbers continue), and
+    // a new subscription gets the current value as W.
+    peer.cmd("disconnect");
+    peer.wait(|e| e["ev"] == "logon");
+    peer.cmd("sub r1 EURUSD");
+    let w = peer.wait(|e| e["ev"] == "W");
+    assert_eq!(
+        w["entries"][0]["px"], "1.20003",
+        "snapshot after reconnect is the newest value"
+    );
+    let (s, _) = publish(&srv, &pubq("EURUSD", "1.20004", "1.20010")).await;
+    assert_eq!(s, 200);
+    peer.wait(|e| {
+        e["ev"] == "X"
+            && e["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|en| en["px"] == "1.20004")
+    });
+
+    // Unsubscribe: no more X for r1.
+    peer.cmd("unsub r1 EURUSD");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, _) = publish(&srv, &pubq("EURUSD", "1.20005", "1.20010")).await;
+    assert_eq!(s, 200);
+    assert!(
+        peer.wait_for(Duration::from_secs(2), |e| e["ev"] == "X"
+            && e["id"] == "r1")
+            .is_none(),
+        "X after unsubscribe"
+    );
+
+    // Every bid value arrived at most once in an X New entry: no duplicate quote.
+    let mut news: Vec<String> = peer
+        .seen
+        .iter()
+        .filter(|e| e["ev"] == "X")
+        .flat_map(|e| e["entries"].as_array().unwrap().clone())
+        .filter(|en| en["action"] == "0" && en["type"] == "0")
+        .map(|en| en["px"].as_str().unwrap().to_string())
+        .collect();
+    let n = news.len();
+    news.dedup();
+    assert_eq!(news.len(), n, "duplicate X: {news:?}");
+    assert_eq!(
+        peer.count(|e| e["ev"] == "admin_in" && e["type"] == "3"),
+        0,
+        "Tickwire rejected nothing"
+    );
+    assert_eq!(
+        peer.count(|e| e["ev"] == "admin_out" && e["type"] == "3"),
+        0,
+        "QuickFIX rejected nothing"
+    );
+    let st = fix_status(&srv, "acceptor:CLI1").await;
+    assert_eq!(st["state"], "active", "{st}");
+    assert!(st["gaps"].as_u64().unwrap() >= 1, "{st}");
+    assert!(
+        st["resend_requests_answered"].as_u64().unwrap() >= 1,
+        "{st}"
+    );
+}
