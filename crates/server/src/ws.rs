@@ -32,6 +32,10 @@ use crate::{
 /// protocol's command limit and this, the client gets a `too_large` error reply instead.
 const MAX_WS_MESSAGE: usize = 4 * 1024 * 1024;
 const PING_EVERY: Duration = Duration::from_secs(30);
+/// Initial read buffer per connection. The WebSocket layer's default (128 KiB) made an idle
+/// connection cost ~135 KB of server RSS (bench/results/idle.md); clients mostly send short
+/// commands, and the buffer still grows for a large frame.
+const READ_BUFFER: usize = 4 * 1024;
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -64,6 +68,7 @@ pub async fn upgrade(
     };
     ws.max_message_size(MAX_WS_MESSAGE)
         .max_frame_size(MAX_WS_MESSAGE)
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| run(st, socket, publisher, permit))
 }
 
