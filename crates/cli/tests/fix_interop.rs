@@ -174,9 +174,9 @@ async fn ws_until_bid(ws: &mut Ws, bid: &str, bids: &mut Vec<Value>) {
 /// keep its bid when another field changed (a trade sets `last`).
 fn no_duplicate_or_stale(quotes: &[Value]) -> bool {
     // Same number of decimals in every test price, so text order is numeric order.
-    quotes.windows(2).all(|w| {
-        w[0] != w[1] && w[0]["bid"].as_str().unwrap() <= w[1]["bid"].as_str().unwrap()
-    })
+    quotes
+        .windows(2)
+        .all(|w| w[0] != w[1] && w[0]["bid"].as_str().unwrap() <= w[1]["bid"].as_str().unwrap())
 }
 
 /// (a) + (c, upstream side): QuickFIX acceptor as provider; Tickwire's initiator ingests W/X;
@@ -362,7 +362,13 @@ reconnect_max_ms = 2000
     );
     peer.cmd("status");
     // The status event comes before the command's "ok", which cmd() already consumed.
-    let s = peer.seen.iter().rev().find(|e| e["ev"] == "status").cloned().unwrap();
+    let s = peer
+        .seen
+        .iter()
+        .rev()
+        .find(|e| e["ev"] == "status")
+        .cloned()
+        .unwrap();
     assert_eq!(s["logged_on"], true);
 }
 
