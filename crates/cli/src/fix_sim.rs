@@ -25,7 +25,10 @@ pub struct FixSimArgs {
 }
 
 pub fn main(a: FixSimArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tickwire fix-sim: cannot start the runtime: {e}");
