@@ -21,6 +21,91 @@ pub fn is_decimal(s: &str) -> bool {
 const QUOTE_DECIMALS: [&str; 6] = ["bid", "ask", "last", "bid_size", "ask_size", "volume"];
 const TRADE_DECIMALS: [&str; 2] = ["price", "size"];
 
+/// The fields a schema checks, borrowed from the JSON text: no tree is built, and fields the
+/// schema does not know are skipped by the parser.
+#[derive(serde::Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow)]
+    bid: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    ask: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    last: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    bid_size: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    ask_size: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    volume: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    price: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    size: Option<&'a serde_json::value::RawValue>,
+}
+
+/// Checks JSON text against a namespace schema without building a `Value`; the same rules and
+/// errors as [`validate_schema`]. This is the publish hot path.
+pub fn validate_schema_json(schema: Schema, data: &[u8]) -> Result<(), ModelError> {
+    let name = match schema {
+        Schema::Any => return Ok(()),
+        Schema::Quote => "quote",
+        Schema::Trade => "trade",
+    };
+    // serde would also read a struct from a JSON array; the schema wants an object.
+    if data.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ModelError::NotAnObject { schema: name });
+    }
+    let f: Fields<'_> = serde_json::from_slice(data).map_err(|e| ModelError::BadJson {
+        reason: e.to_string(),
+    })?;
+    let check = |field: &str, v: Option<&serde_json::value::RawValue>| -> Result<(), ModelError> {
+        let Some(v) = v else { return Ok(()) };
+        let text = v.get();
+        if text == "null" {
+            return Ok(());
+        }
+        // A decimal string never needs escapes, so the raw text between the quotes is it.
+        let ok = text.len() >= 2
+            && text.starts_with('"')
+            && text.ends_with('"')
+            && is_decimal(&text[1..text.len() - 1]);
+        if ok {
+            Ok(())
+        } else {
+            Err(ModelError::BadDecimal {
+                field: field.to_string(),
+                value: text.to_string(),
+            })
+        }
+    };
+    match schema {
+        Schema::Quote => {
+            if f.bid.is_none() && f.ask.is_none() && f.last.is_none() {
+                return Err(ModelError::MissingField {
+                    field: "bid, ask or last".to_string(),
+                    schema: name,
+                });
+            }
+            check("bid", f.bid)?;
+            check("ask", f.ask)?;
+            check("last", f.last)?;
+            check("bid_size", f.bid_size)?;
+            check("ask_size", f.ask_size)?;
+            check("volume", f.volume)
+        }
+        _ => {
+            if f.price.is_none() {
+                return Err(ModelError::MissingField {
+                    field: "price".to_string(),
+                    schema: name,
+                });
+            }
+            check("price", f.price)?;
+            check("size", f.size)
+        }
+    }
+}
+
 /// Checks `data` against a namespace schema. JSON numbers are refused for price fields:
 /// a number would pass through binary floating point in most clients.
 pub fn validate_schema(schema: Schema, data: &Value) -> Result<(), ModelError> {
@@ -84,6 +169,45 @@ mod tests {
         ] {
             assert!(!is_decimal(bad), "{bad}");
         }
+    }
+
+    proptest::proptest! {
+        /// The byte validator and the Value validator agree on every input.
+        #[test]
+        fn byte_and_value_validators_agree(
+            bid in proptest::option::of(proptest::prop_oneof!["[0-9]{1,3}(\\.[0-9]{1,4})?", "[a-z.]{0,4}", "-?[0-9]\\.[0-9]e5"]),
+            num in proptest::option::of(-1000.0f64..1000.0),
+            extra in proptest::bool::ANY,
+            schema in proptest::prop_oneof![proptest::strategy::Just(Schema::Quote), proptest::strategy::Just(Schema::Trade)],
+        ) {
+            let mut o = serde_json::Map::new();
+            if let Some(b) = &bid { o.insert("bid".into(), b.clone().into()); o.insert("price".into(), b.clone().into()); }
+            if let Some(n) = num { o.insert("ask".into(), n.into()); o.insert("size".into(), n.into()); }
+            if extra { o.insert("pad".into(), json!({"nested": [1, "x"]})); }
+            let v = serde_json::Value::Object(o);
+            let text = v.to_string();
+            proptest::prop_assert_eq!(
+                validate_schema(schema, &v).map_err(|e| e.to_string()),
+                validate_schema_json(schema, text.as_bytes()).map_err(|e| e.to_string())
+            );
+        }
+    }
+
+    #[test]
+    fn byte_validator_refuses_non_objects() {
+        assert!(matches!(
+            validate_schema_json(Schema::Quote, b" [1]"),
+            Err(ModelError::NotAnObject { .. })
+        ));
+        assert!(matches!(
+            validate_schema_json(Schema::Trade, b"\"x\""),
+            Err(ModelError::NotAnObject { .. })
+        ));
+        assert!(
+            validate_schema_json(Schema::Quote, br#"{"bid":"1.5","bid":"2"}"#).is_err(),
+            "duplicate field"
+        );
+        assert!(validate_schema_json(Schema::Any, b"[1]").is_ok());
     }
 
     #[test]
