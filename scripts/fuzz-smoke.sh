@@ -5,13 +5,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${FUZZ_SECONDS:-10}"
-if ! rustup toolchain list 2>/dev/null | grep -q nightly; then
-    echo "fuzz-smoke: installing the nightly toolchain (cargo fuzz needs it)"
-    rustup toolchain install nightly --profile minimal
+# cargo fuzz needs nightly (for the sanitizer flags). Machines without it, where it cannot be
+# installed either, skip this smoke loudly rather than fail the suite: the decoders' property
+# tests still run in `cargo test`.
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "fuzz-smoke: installing the nightly toolchain"
+    if ! rustup toolchain install nightly --profile minimal; then
+        echo "fuzz-smoke: SKIPPED: no nightly toolchain on this machine"
+        exit 0
+    fi
 fi
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     echo "fuzz-smoke: installing cargo-fuzz"
-    cargo install cargo-fuzz --locked
+    if ! cargo install cargo-fuzz --locked; then
+        echo "fuzz-smoke: SKIPPED: cargo-fuzz could not be installed"
+        exit 0
+    fi
 fi
 # One target dir for every fuzz workspace, outside the clone, so CI runs reuse builds.
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/tickwire-fuzz-target}"
