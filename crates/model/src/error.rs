@@ -13,7 +13,7 @@ pub enum ModelError {
     NoNamespace { channel: String },
     #[error("channel `{channel}` contains {what}; allowed are letters, digits and `_ - . : @ =`, with no empty segment")]
     BadChannelChar { channel: String, what: String },
-    #[error("field `{field}`: {value:?} is not a decimal; prices and sizes are decimal strings such as \"1.08412\"")]
+    #[error("field `{field}`: {value} is not a decimal string; prices and sizes are strings such as \"1.08412\", never JSON numbers")]
     BadDecimal { field: String, value: String },
     #[error("field `{field}` is required for the `{schema}` schema")]
     MissingField { field: String, schema: &'static str },
