@@ -231,6 +231,41 @@ def scenario_mosquitto_clients(srv, version):
         check(f"{tag}: non-JSON payload closes the 3.1.1 connection", bad.returncode != 0, bad.stderr)
 
 
+def scenario_will_and_qos2(srv, version):
+    tag = f"v{'5' if version == 5 else '3.1.1'}"
+    room = f"will{version}"
+    watcher = Client(srv, version, transport="tcp")
+    watcher.subscribe([(f"chat/{room}", 2)])
+    doomed = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"doomed{version}", protocol=proto(version))
+    doomed.will_set(f"chat/{room}", json.dumps({"will": "gone"}), qos=1)
+    doomed.connect("127.0.0.1", srv.mqtt_port, keepalive=30)
+    doomed.loop_start()
+    time.sleep(0.5)
+    doomed.loop_stop()
+    doomed.socket().close()  # no DISCONNECT: the Will must be published
+    try:
+        watcher.wait(lambda: watcher.received(f"chat/{room}"), "will")
+        ok = json.loads(watcher.received(f"chat/{room}")[0][1]) == {"will": "gone"}
+    except TimeoutError as e:
+        ok = False
+    check(f"{tag}: last will published through the hub on an abrupt disconnect", ok, str(watcher.received()))
+    v = "mqttv5" if version == 5 else "mqttv311"
+    subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(srv.mqtt_port), "-V", v, "-q", "2",
+                    "-t", f"chat/{room}", "-m", json.dumps({"q2": 1})], check=True, timeout=TIMEOUT)
+    watcher.wait(lambda: len(watcher.received(f"chat/{room}")) >= 2, "QoS 2 message")
+    time.sleep(0.3)
+    got = [m for m in watcher.received(f"chat/{room}") if "q2" in m[1]]
+    check(f"{tag}: QoS 2 publish stored once and delivered once at QoS 2",
+          len(got) == 1 and got[0][3] == 2, str(got))
+    watcher.close()
+    first = Client(srv, version, client_id=f"twin{version}")
+    second = Client(srv, version, client_id=f"twin{version}")
+    check(f"{tag}: a second connection with the same client id takes over the first",
+          first.disconnected.wait(TIMEOUT) and not second.disconnected.is_set())
+    first.c.loop_stop()
+    second.close()
+
+
 def main():
     binary = sys.argv[1]
     tmp = tempfile.mkdtemp(prefix="tw-mqtt-interop-")
@@ -243,6 +278,7 @@ def main():
                               lambda v=version, t=transport: scenario_one_connection(srv, v, t)))
         scenarios.append((f"persistent session v{version}", lambda v=version: scenario_persistent(srv, v)))
         scenarios.append((f"mosquitto clients v{version}", lambda v=version: scenario_mosquitto_clients(srv, v)))
+        scenarios.append((f"will and QoS 2 v{version}", lambda v=version: scenario_will_and_qos2(srv, v)))
     for name, run in scenarios:
         try:
             run()
