@@ -1107,15 +1107,17 @@ impl Conn {
     }
 
     fn deliver(&mut self, d: Delivery) {
+        // State channels are the hot path (every tick to every subscriber): QoS 0 whatever
+        // was granted, so no filter scan and no channel clone per message.
+        if self.class(d.message.publication.channel.namespace()) != Some(Class::Stream) {
+            self.write_publish(&d.message, QoS::AtMostOnce, 0, d.snapshot);
+            return;
+        }
         let ch = d.message.publication.channel.clone();
         let offset = d.message.publication.offset;
         let Some(granted) = self.granted_for(&ch) else {
             return;
         };
-        if self.class(ch.namespace()) != Some(Class::Stream) {
-            self.write_publish(&d.message, QoS::AtMostOnce, 0, d.snapshot);
-            return;
-        }
         let cp = self
             .chans
             .entry(ch.clone())
@@ -1168,10 +1170,10 @@ impl Conn {
     }
 
     fn write_publish(&mut self, msg: &Message, qos: QoS, pid: u16, retain: bool) {
-        if publish_len(msg, self.version, qos) > self.max_out {
+        let body = mqtt_body(msg);
+        if self.max_out != usize::MAX && packet_len(body.len(), self.version, qos) > self.max_out {
             return;
         }
-        let body = mqtt_body(msg);
         write_publish(&mut self.out, &body, self.version, qos, pid, retain);
     }
 
@@ -1329,8 +1331,11 @@ fn remaining_len(body_len: usize, version: ProtocolVersion, qos: QoS) -> usize {
 }
 
 fn publish_len(msg: &Message, version: ProtocolVersion, qos: QoS) -> usize {
-    let body = mqtt_body(msg).len();
-    let rem = remaining_len(body, version, qos);
+    packet_len(mqtt_body(msg).len(), version, qos)
+}
+
+fn packet_len(body_len: usize, version: ProtocolVersion, qos: QoS) -> usize {
+    let rem = remaining_len(body_len, version, qos);
     1 + varint_len(rem) + rem
 }
 
