@@ -33,7 +33,8 @@ for dir in crates/*/fuzz; do
         corpus="$CARGO_TARGET_DIR/corpus/$(basename "$(dirname "$dir")")-$target"
         mkdir -p "$corpus"
         seeds=()
-        [ -d "$dir/seeds/$target" ] && seeds=("$dir/seeds/$target")
+        # cargo fuzz runs inside the fuzz dir, so the seed path is relative to it.
+        [ -d "$dir/seeds/$target" ] && seeds=("seeds/$target")
         log="$CARGO_TARGET_DIR/fuzz-$target.log"
         if (cd "$dir" && cargo +nightly fuzz run "$target" "$corpus" "${seeds[@]}" -- \
                 -max_total_time="$secs" -print_final_stats=1) >"$log" 2>&1; then
