@@ -7,19 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, TIMEOUT};
+use common::{free_port, Server, TIMEOUT};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn start(dir: &std::path::Path) -> (Server, u16) {
     let port = free_port();

@@ -115,6 +115,15 @@ impl Drop for Server {
     }
 }
 
+/// A loopback port that was free a moment ago (for listeners a test configures itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder().timeout(TIMEOUT).build().unwrap()
 }
