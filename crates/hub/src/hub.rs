@@ -66,17 +66,7 @@ pub(crate) struct HubInner {
 
 impl HubInner {
     pub fn namespace(&self, channel: &Channel) -> Result<Arc<NamespaceRt>, HubError> {
-        self.namespaces
-            .get(channel.namespace())
-            .cloned()
-            .ok_or_else(|| {
-                let mut known: Vec<&str> = self.namespaces.keys().map(String::as_str).collect();
-                known.sort_unstable();
-                HubError::UnknownNamespace {
-                    namespace: channel.namespace().to_string(),
-                    known: known.join(", "),
-                }
-            })
+        self.namespace_by_name(channel.namespace())
     }
 
     pub fn namespace_by_name(&self, name: &str) -> Result<Arc<NamespaceRt>, HubError> {
@@ -339,46 +329,24 @@ impl Hub {
         }
         let reader = ns.reader.clone();
         let key = channel.as_str().as_bytes().to_vec();
-        let name = ns.spec.name.clone();
         let dispatched = ns.dispatched.load(Ordering::Acquire);
-        tokio::task::spawn_blocking(move || {
-            let mut messages = Vec::new();
-            let mut cursor = from.max(reader.start_offset());
-            // Bounded scan: a page never reads more than this many records of other channels.
-            let mut budget = 1_000_000usize;
-            while messages.len() < limit && cursor < dispatched && budget > 0 {
-                let recs = reader
-                    .read(cursor, 4096, 4 << 20)
-                    .map_err(|e| HubError::Storage {
-                        namespace: name.clone(),
-                        reason: e.to_string(),
-                    })?;
-                if recs.is_empty() {
-                    break;
-                }
-                for rec in recs {
-                    if rec.offset >= dispatched || messages.len() >= limit {
-                        break;
-                    }
-                    budget = budget.saturating_sub(1);
-                    cursor = rec.offset + 1;
-                    if rec.key.as_ref() == key.as_slice() {
-                        if let Some(p) = crate::record::decode(&rec) {
-                            messages.push(Arc::new(Message::new(p)));
-                        }
-                    }
-                }
-            }
-            Ok(History {
-                messages,
-                next: cursor,
-            })
+        // Bounded scan: a page never reads more than a million records of other channels.
+        let scan = tokio::task::spawn_blocking(move || {
+            crate::record::scan_channel(&reader, &key, from, dispatched, limit, 1_000_000)
         })
         .await
         .map_err(|e| HubError::Storage {
             namespace: ns.spec.name.clone(),
             reason: e.to_string(),
         })?
+        .map_err(|e| HubError::Storage {
+            namespace: ns.spec.name.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(History {
+            messages: scan.messages,
+            next: scan.next,
+        })
     }
 
     /// Every message appended to `namespace` from now on, in offset order, after it reached
@@ -390,19 +358,7 @@ impl Hub {
         namespace: &str,
         capacity: usize,
     ) -> Result<mpsc::Receiver<Arc<Message>>, HubError> {
-        let ns =
-            self.inner
-                .namespaces
-                .get(namespace)
-                .ok_or_else(|| HubError::UnknownNamespace {
-                    namespace: namespace.to_string(),
-                    known: self
-                        .namespaces()
-                        .iter()
-                        .map(|n| n.name.clone())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                })?;
+        let ns = self.inner.namespace_by_name(namespace)?;
         let (tx, rx) = mpsc::channel(capacity.max(1));
         ns.taps.write().push(tx);
         Ok(rx)

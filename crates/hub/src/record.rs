@@ -60,6 +60,65 @@ pub fn decode(rec: &Record) -> Option<Publication> {
     })
 }
 
+/// What [`scan_channel`] found.
+pub(crate) struct Scan {
+    pub messages: Vec<std::sync::Arc<crate::Message>>,
+    /// Where to continue: every offset below it was scanned (or is at/after `until`).
+    pub next: tickwire_model::Offset,
+    /// The log had nothing more from `from` (retention, or the end).
+    pub exhausted: bool,
+}
+
+/// Reads a namespace log from `from` and keeps one channel's records, stopping at `until`,
+/// after `max_messages` matches, or after `max_records` records of any channel. Shared by
+/// history paging and by subscribers catching up from behind the in-memory ring.
+pub(crate) fn scan_channel(
+    reader: &tickwire_log::LogReader,
+    key: &[u8],
+    from: tickwire_model::Offset,
+    until: tickwire_model::Offset,
+    max_messages: usize,
+    max_records: usize,
+) -> Result<Scan, tickwire_log::Error> {
+    let mut cursor = from.max(reader.start_offset());
+    let mut scanned = 0usize;
+    let mut messages = Vec::new();
+    while messages.len() < max_messages && cursor < until && scanned < max_records {
+        let recs = reader.read(cursor, (max_records - scanned).min(4096), 4 << 20)?;
+        if recs.is_empty() {
+            return Ok(Scan {
+                messages,
+                next: cursor,
+                exhausted: true,
+            });
+        }
+        for rec in recs {
+            if rec.offset >= until {
+                return Ok(Scan {
+                    messages,
+                    next: until,
+                    exhausted: false,
+                });
+            }
+            if messages.len() >= max_messages {
+                break;
+            }
+            scanned += 1;
+            cursor = rec.offset + 1;
+            if rec.key.as_ref() == key {
+                if let Some(p) = decode(&rec) {
+                    messages.push(std::sync::Arc::new(crate::Message::new(p)));
+                }
+            }
+        }
+    }
+    Ok(Scan {
+        messages,
+        next: cursor,
+        exhausted: false,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

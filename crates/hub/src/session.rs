@@ -24,7 +24,6 @@ use crate::{
 const DRAIN_PER_CHANNEL: usize = 512;
 /// Most log records read per catch-up step.
 const LOG_READ_RECORDS: usize = 1024;
-const LOG_READ_BYTES: usize = 1024 * 1024;
 
 /// Why the hub ended a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -463,32 +462,29 @@ impl Session {
             .map_err(|e| CloseReason::Kicked(e.to_string()))?;
         let reader = ns.reader.clone();
         let channel = node.channel.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            reader.read(cursor, LOG_READ_RECORDS, LOG_READ_BYTES)
+        let scan = tokio::task::spawn_blocking(move || {
+            crate::record::scan_channel(
+                &reader,
+                channel.as_str().as_bytes(),
+                cursor,
+                complete_from,
+                usize::MAX,
+                LOG_READ_RECORDS,
+            )
         })
         .await
         .map_err(|e| CloseReason::Kicked(format!("history read failed: {e}")))?
         .map_err(|e| CloseReason::Kicked(format!("history read failed: {e}")))?;
-        let mut next = cursor;
-        for rec in &read {
-            if rec.offset >= complete_from {
-                next = complete_from;
-                break;
-            }
-            next = rec.offset + 1;
-            if rec.key.as_ref() == channel.as_str().as_bytes() {
-                if let Some(p) = crate::record::decode(rec) {
-                    out.push(Delivery {
-                        message: Arc::new(Message::new(p)),
-                        snapshot: false,
-                    });
-                }
-            }
-        }
-        if read.is_empty() {
-            // Nothing older left in the log (retention removed it): continue from the ring.
-            next = complete_from;
-        }
+        out.extend(scan.messages.into_iter().map(|message| Delivery {
+            message,
+            snapshot: false,
+        }));
+        // Nothing older left in the log (retention removed it): continue from the ring.
+        let next = if scan.exhausted {
+            complete_from
+        } else {
+            scan.next
+        };
         sub.cursor.store(next.max(cursor), Ordering::Release);
         Ok(true)
     }
