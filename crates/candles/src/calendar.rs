@@ -8,7 +8,7 @@
 pub(crate) const DAY_MS: i64 = 86_400_000;
 
 /// Day number of `year-month-day` (month 1..=12, day 1..=31).
-pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     // Shift the year to start in March so the leap day is the last day of the "year".
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);

@@ -110,6 +110,7 @@ pub use aggregator::{
     Aggregator, AggregatorConfig, AggregatorStats, BarChange, ChangeKind, TickOutcome, Update,
 };
 pub use batch::aggregate;
+pub use calendar::days_from_civil;
 pub use candle::Candle;
 pub use error::CandleError;
 pub use resolution::Resolution;

@@ -33,6 +33,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tickwire_candles::{Candle, Decimal, Resolution};
 use tickwire_log::{Entry, Log, LogConfig};
+use tickwire_model::is_decimal;
 use tickwire_store::{Batch, Store};
 
 /// Rows appended per log write (and per durable checkpoint).
@@ -158,27 +159,6 @@ fn now_nanos() -> u64 {
         .unwrap_or(0)
 }
 
-/// The same grammar as the quotes schema: `-?digits(.digits)?`.
-fn is_decimal(s: &str) -> bool {
-    let b = s.strip_prefix('-').unwrap_or(s).as_bytes();
-    let mut parts = b.splitn(2, |c| *c == b'.');
-    let int = parts.next().unwrap_or(&[]);
-    let frac = parts.next();
-    !int.is_empty()
-        && int.iter().all(u8::is_ascii_digit)
-        && frac.is_none_or(|f| !f.is_empty() && f.iter().all(u8::is_ascii_digit))
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 fn num(s: &str) -> Option<i64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -207,7 +187,9 @@ fn date_time_ms(date: &str, time: &str) -> Option<i64> {
         let f = frac.get(..frac.len().min(3))?;
         num(f)? * 10i64.pow(3 - u32::try_from(f.len()).ok()?)
     };
-    Some(((days_from_civil(y, mo, da) * 24 + h) * 60 + mi) * 60_000 + s * 1000 + ms)
+    let days =
+        tickwire_candles::days_from_civil(y, u32::try_from(mo).ok()?, u32::try_from(da).ok()?);
+    Some(((days * 24 + h) * 60 + mi) * 60_000 + s * 1000 + ms)
 }
 
 /// Unix seconds/ms/us/ns (by magnitude) or ISO 8601 UTC into unix ms.
@@ -397,7 +379,7 @@ fn import(args: &ImportArgs) -> Res<()> {
     if args.format != ImportFormat::Csv && symbol.is_empty() {
         return Err("MetaTrader exports do not name the symbol: pass --symbol".into());
     }
-    let _lock = tickwire_server::candles::lock_data_dir(&args.data).map_err(|e| e.to_string())?;
+    let _lock = tickwire_hub::lock_data_dir(&args.data).map_err(|e| e.to_string())?;
     let fp = fingerprint(&args.file, args, &symbol)?;
     let marker_dir = args.data.join("imports");
     std::fs::create_dir_all(&marker_dir).map_err(io("creating imports dir"))?;

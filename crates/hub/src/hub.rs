@@ -210,6 +210,12 @@ impl Hub {
         v
     }
 
+    /// One namespace's configuration, borrowed: for per-message checks (client publish rights)
+    /// where [`Hub::namespaces`] would clone every spec.
+    pub fn namespace_spec(&self, name: &str) -> Option<&NamespaceSpec> {
+        self.inner.namespaces.get(name).map(|n| &n.spec)
+    }
+
     /// The class of a channel's namespace.
     pub fn class_of(&self, channel: &Channel) -> Result<Class, HubError> {
         Ok(self.inner.namespace(channel)?.spec.class)
@@ -437,8 +443,9 @@ impl Hub {
 }
 
 /// Takes an exclusive advisory lock on `<data>/LOCK`, released when the file closes (also on
-/// kill -9, so a crashed server never leaves a stale lock behind).
-fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, HubError> {
+/// kill -9, so a crashed server never leaves a stale lock behind). `Hub::open` takes it; offline
+/// tools that write a data directory (`tickwire import`) take the same one.
+pub fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, HubError> {
     let storage = |reason: String| HubError::Storage {
         namespace: String::new(),
         reason,

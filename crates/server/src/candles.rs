@@ -712,29 +712,6 @@ async fn publisher(
     }
 }
 
-/// Takes the exclusive advisory lock on `<data>/LOCK` that `Hub::open` takes, so an offline
-/// `tickwire import` and a server (or two imports) never write the same logs at once. Released
-/// when the returned file is dropped or the process dies. Do not call it in a process that
-/// also opens a Hub on the same directory: the second lock would conflict with the first.
-pub fn lock_data_dir(data: &std::path::Path) -> Result<std::fs::File, ServerError> {
-    std::fs::create_dir_all(data)?;
-    let path = data.join("LOCK");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(ServerError::Config(format!(
-            "data directory {} is in use by another tickwire process (lock {})",
-            data.display(),
-            path.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(ServerError::Io(e)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -195,7 +195,7 @@ pub async fn namespaces(State(st): State<AppState>) -> Response {
 }
 
 pub async fn channels(State(st): State<AppState>, Path(ns): Path<String>) -> Response {
-    if !st.hub.namespaces().iter().any(|n| n.name == ns) {
+    if st.hub.namespace_spec(&ns).is_none() {
         return Problem::new(
             StatusCode::NOT_FOUND,
             ErrorCode::UnknownNamespace,

@@ -232,9 +232,8 @@ async fn command(st: &AppState, session: &mut Session, publisher: bool, frame: &
             let allowed = publisher
                 || st
                     .hub
-                    .namespaces()
-                    .iter()
-                    .any(|n| n.name == channel.namespace() && n.client_publish);
+                    .namespace_spec(channel.namespace())
+                    .is_some_and(|n| n.client_publish);
             if !allowed {
                 st.metrics.rejected.fetch_add(1, Ordering::Relaxed);
                 return encode_error(

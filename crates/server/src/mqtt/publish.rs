@@ -50,9 +50,7 @@ pub(crate) fn precheck(
         topic_to_channel(topic).map_err(|e| Refusal::new(ReasonCode::TopicNameInvalid, e))?;
     let open = st
         .hub
-        .namespaces()
-        .iter()
-        .find(|n| n.name == channel.namespace())
+        .namespace_spec(channel.namespace())
         .map(|n| n.client_publish);
     match open {
         None => {
