@@ -1,6 +1,5 @@
-use std::sync::OnceLock;
+use std::{any::Any, sync::OnceLock};
 
-use bytes::Bytes;
 use tickwire_model::Publication;
 
 /// The wire formats an edge may cache per message, so each is encoded once however many
@@ -10,14 +9,22 @@ pub enum Format {
     WsJson = 0,
     Sse = 1,
     Mqtt = 2,
-    Binary = 3,
 }
 
-/// A stored publication plus its lazily built encodings, shared by all subscribers.
-#[derive(Debug)]
+/// A stored publication plus its lazily built encodings, shared by all subscribers. Each edge
+/// caches the value it actually sends (validated text, bytes, a string), so nothing is
+/// converted or checked again per subscriber.
 pub struct Message {
     pub publication: Publication,
-    encoded: [OnceLock<Bytes>; 4],
+    encoded: [OnceLock<Box<dyn Any + Send + Sync>>; 3],
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("publication", &self.publication)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Message {
@@ -28,10 +35,24 @@ impl Message {
         }
     }
 
-    /// The message in `format`, encoded by `encode` the first time any edge asks.
-    pub fn encoded(&self, format: Format, encode: impl FnOnce(&Publication) -> Bytes) -> Bytes {
-        self.encoded[format as usize]
-            .get_or_init(|| encode(&self.publication))
-            .clone()
+    /// The message in `format`, built by `encode` the first time any edge asks and cloned
+    /// (a reference count) for every later subscriber. One format slot holds one type; an
+    /// edge asking a slot for another type gets a fresh, uncached value.
+    pub fn encoded<T: Clone + Send + Sync + 'static>(
+        &self,
+        format: Format,
+        encode: impl FnOnce(&Publication) -> T,
+    ) -> T {
+        let slot = &self.encoded[format as usize];
+        if let Some(cached) = slot.get() {
+            if let Some(v) = cached.downcast_ref::<T>() {
+                return v.clone();
+            }
+            return encode(&self.publication);
+        }
+        let v = encode(&self.publication);
+        // A racing subscriber may have set it first; both values are the same encoding.
+        let _ = slot.set(Box::new(v.clone()));
+        v
     }
 }

@@ -206,12 +206,13 @@ fn open(st: AppState, q: Option<String>, headers: &HeaderMap) -> Result<Response
 
 fn event(cursors: &mut BTreeMap<String, Offset>, d: &Delivery) -> Event {
     let p = &d.message.publication;
-    let data = if d.snapshot {
-        encode_push(p, true)
+    let data: std::sync::Arc<str> = if d.snapshot {
+        encode_push(p, true).into()
     } else {
-        d.message.encoded(Format::Sse, |p| encode_push(p, false))
+        d.message
+            .encoded(Format::Sse, |p| encode_push(p, false).into())
     };
-    let ev = Event::default().data(String::from_utf8_lossy(&data));
+    let ev = Event::default().data(&*data);
     match cursors.get_mut(p.channel.as_str()) {
         Some(next) => {
             *next = p.offset + 1;

@@ -135,9 +135,13 @@ async fn run(st: AppState, mut socket: WebSocket, publisher: bool, _permit: Owne
 
 fn push(d: &Delivery) -> Message {
     if d.snapshot {
-        text(encode_push(&d.message.publication, true))
+        Message::Text(Utf8Bytes::from(encode_push(&d.message.publication, true)))
     } else {
-        text(d.message.encoded(Format::WsJson, |p| encode_push(p, false)))
+        // Built once per message; every subscriber gets a reference-counted clone.
+        Message::Text(
+            d.message
+                .encoded(Format::WsJson, |p| Utf8Bytes::from(encode_push(p, false))),
+        )
     }
 }
 

@@ -52,8 +52,9 @@ impl ErrorCode {
 
 /// `{"ch":..,"offset":..,"ts":..,"data":..}` (+ `"snapshot":true`). Channel names are validated
 /// to a character set that needs no JSON escaping, and `data` is stored as JSON text, so the
-/// frame is assembled without a serializer.
-pub fn encode_push(p: &Publication, snapshot: bool) -> Bytes {
+/// frame is assembled without a serializer. Returned as a `String`: edges send it as text
+/// without validating it again.
+pub fn encode_push(p: &Publication, snapshot: bool) -> String {
     let mut s = String::with_capacity(64 + p.channel.as_str().len() + p.data.len());
     s.push_str("{\"ch\":\"");
     s.push_str(p.channel.as_str());
@@ -70,7 +71,7 @@ pub fn encode_push(p: &Publication, snapshot: bool) -> Bytes {
     s.push_str(",\"data\":");
     s.push_str(std::str::from_utf8(&p.data).unwrap_or("null"));
     s.push('}');
-    Bytes::from(s)
+    s
 }
 
 /// `{"id":N,"ok":true,...extra}`; `extra` is a JSON object whose fields are merged in.
@@ -116,12 +117,12 @@ mod tests {
             msg_id: None,
             data: Bytes::from_static(br#"{"bid":"1.1","ask":"1.2"}"#),
         };
-        let v: serde_json::Value = serde_json::from_slice(&encode_push(&p, true)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&encode_push(&p, true)).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"ch":"quotes.EURUSD","offset":7,"ts":1_700_000_000_123u64,"snapshot":true,"data":{"bid":"1.1","ask":"1.2"}})
         );
-        let v: serde_json::Value = serde_json::from_slice(&encode_push(&p, false)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&encode_push(&p, false)).unwrap();
         assert!(v.get("snapshot").is_none());
     }
 
