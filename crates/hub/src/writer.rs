@@ -42,7 +42,8 @@ pub(crate) enum WriterMsg {
 
 /// Remembers recent (channel, msg_id) → offset so a retried publish returns its first offset.
 pub(crate) struct Dedup {
-    map: HashMap<(Channel, String), Offset>,
+    /// Per channel, so a lookup borrows the channel and the id instead of building a key.
+    map: HashMap<Channel, HashMap<String, Offset>>,
     order: VecDeque<(Channel, String)>,
     cap: usize,
 }
@@ -57,23 +58,24 @@ impl Dedup {
     }
 
     pub fn get(&self, channel: &Channel, id: &str) -> Option<Offset> {
-        // Lookup by borrowed pair would need a custom key type; ids are short, clone is cheap.
-        self.map.get(&(channel.clone(), id.to_string())).copied()
+        self.map.get(channel)?.get(id).copied()
     }
 
     pub fn insert(&mut self, channel: Channel, id: String, offset: Offset) {
         if self.cap == 0 {
             return;
         }
-        if self
-            .map
-            .insert((channel.clone(), id.clone()), offset)
-            .is_none()
-        {
+        let ids = self.map.entry(channel.clone()).or_default();
+        if ids.insert(id.clone(), offset).is_none() {
             self.order.push_back((channel, id));
             while self.order.len() > self.cap {
-                if let Some(k) = self.order.pop_front() {
-                    self.map.remove(&k);
+                if let Some((c, i)) = self.order.pop_front() {
+                    if let Some(ids) = self.map.get_mut(&c) {
+                        ids.remove(&i);
+                        if ids.is_empty() {
+                            self.map.remove(&c);
+                        }
+                    }
                 }
             }
         }
@@ -191,7 +193,8 @@ impl Writer {
         let mut plans: Vec<Vec<Plan>> = Vec::with_capacity(writes.len());
         let mut spans: Vec<(usize, usize)> = Vec::new(); // each fresh item's value within `values`
         let mut fresh: Vec<(usize, usize)> = Vec::new();
-        let mut in_batch: HashMap<(Channel, String), Offset> = HashMap::new();
+        // Borrowed from the requests: duplicates within this batch, before the window knows them.
+        let mut in_batch: HashMap<(&str, &str), Offset> = HashMap::new();
         values.clear();
         for (wi, (items, _)) in writes.iter().enumerate() {
             let mut p = Vec::with_capacity(items.len());
@@ -200,12 +203,12 @@ impl Writer {
                     let known = self
                         .dedup
                         .get(&it.channel, id)
-                        .or_else(|| in_batch.get(&(it.channel.clone(), id.clone())).copied());
+                        .or_else(|| in_batch.get(&(it.channel.as_str(), id.as_str())).copied());
                     if let Some(offset) = known {
                         p.push(Plan::Dup { offset });
                         continue;
                     }
-                    in_batch.insert((it.channel.clone(), id.clone()), next);
+                    in_batch.insert((it.channel.as_str(), id.as_str()), next);
                 }
                 crate::record::encode_value(it.msg_id.as_deref(), &it.data, scratch);
                 let start = values.len();
