@@ -96,6 +96,19 @@ pub struct Hub {
     stop: Arc<AtomicBool>,
 }
 
+/// A publication that passed [`Hub::check`], with its namespace resolved.
+#[derive(Clone)]
+pub struct Checked {
+    ns: Arc<NamespaceRt>,
+    request: PublishRequest,
+}
+
+impl Checked {
+    pub fn request(&self) -> &PublishRequest {
+        &self.request
+    }
+}
+
 /// A page of a channel's history.
 #[derive(Debug, Clone)]
 pub struct History {
@@ -224,24 +237,53 @@ impl Hub {
     /// Validates and stores publications, in order; one result per request. Requests for the
     /// same namespace go to its writer together, so they share one group commit.
     pub async fn publish(&self, requests: Vec<PublishRequest>) -> Vec<Result<Ack, HubError>> {
-        let n = requests.len();
-        let mut results: Vec<Option<Result<Ack, HubError>>> = (0..n).map(|_| None).collect();
-        let mut by_ns: HashMap<String, NamespaceBatch> = HashMap::new();
+        let mut results: Vec<Option<Result<Ack, HubError>>> =
+            (0..requests.len()).map(|_| None).collect();
+        let mut idx = Vec::with_capacity(requests.len());
+        let mut checked = Vec::with_capacity(requests.len());
         for (i, r) in requests.into_iter().enumerate() {
-            match self.validate(&r) {
-                Ok(ns) => {
-                    let e = by_ns
-                        .entry(ns.spec.name.clone())
-                        .or_insert_with(|| (ns, Vec::new(), Vec::new()));
-                    e.1.push(i);
-                    e.2.push(Item {
-                        channel: r.channel,
-                        msg_id: r.msg_id,
-                        data: r.data,
-                    });
+            match self.check(r) {
+                Ok(c) => {
+                    idx.push(i);
+                    checked.push(c);
                 }
                 Err(e) => results[i] = Some(Err(e)),
             }
+        }
+        for (i, r) in idx.into_iter().zip(self.publish_checked(checked).await) {
+            results[i] = Some(r);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(HubError::ShuttingDown)))
+            .collect()
+    }
+
+    /// Validates a publication without storing it (namespace, size, schema). An edge that must
+    /// answer before storing (refuse a whole HTTP batch, give an MQTT packet its reason code)
+    /// checks first and then stores the [`Checked`] values with [`Hub::publish_checked`], so
+    /// nothing is validated twice.
+    pub fn check(&self, request: PublishRequest) -> Result<Checked, HubError> {
+        let ns = self.validate(&request)?;
+        Ok(Checked { ns, request })
+    }
+
+    /// Stores already checked publications, in order; one result per item (only storage or
+    /// shutdown can fail now).
+    pub async fn publish_checked(&self, checked: Vec<Checked>) -> Vec<Result<Ack, HubError>> {
+        let n = checked.len();
+        let mut results: Vec<Option<Result<Ack, HubError>>> = (0..n).map(|_| None).collect();
+        let mut by_ns: HashMap<String, NamespaceBatch> = HashMap::new();
+        for (i, Checked { ns, request: r }) in checked.into_iter().enumerate() {
+            let e = by_ns
+                .entry(ns.spec.name.clone())
+                .or_insert_with(|| (ns, Vec::new(), Vec::new()));
+            e.1.push(i);
+            e.2.push(Item {
+                channel: r.channel,
+                msg_id: r.msg_id,
+                data: r.data,
+            });
         }
         let mut waits = Vec::new();
         for (_, (ns, idx, items)) in by_ns {
@@ -277,12 +319,6 @@ impl Hub {
             .into_iter()
             .map(|r| r.unwrap_or(Err(HubError::ShuttingDown)))
             .collect()
-    }
-
-    /// Validates a publication without storing it (namespace, size, schema), so an edge can
-    /// refuse a whole batch before any of it is appended.
-    pub fn check(&self, r: &PublishRequest) -> Result<(), HubError> {
-        self.validate(r).map(|_| ())
     }
 
     fn validate(&self, r: &PublishRequest) -> Result<Arc<NamespaceRt>, HubError> {

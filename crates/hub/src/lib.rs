@@ -27,7 +27,7 @@ mod writer;
 
 pub use config::{FsyncPolicy, HubConfig};
 pub use error::HubError;
-pub use hub::{lock_data_dir, Ack, History, Hub, HubStats, PublishRequest};
+pub use hub::{lock_data_dir, Ack, Checked, History, Hub, HubStats, PublishRequest};
 pub use message::{Format, Message};
 pub use pattern::Pattern;
 pub use session::{CloseReason, Delivery, Session, SessionCloser, SubscribeInfo};

@@ -11,7 +11,7 @@ use axum::{
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, value::RawValue};
-use tickwire_hub::PublishRequest;
+use tickwire_hub::{Checked, PublishRequest};
 use tickwire_model::Channel;
 use tickwire_wire::ErrorCode;
 
@@ -151,11 +151,15 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
         p.errors = errors;
         return Err(p);
     }
-    let results = st.hub.publish(requests.clone()).await;
+    let channels: Vec<Channel> = requests
+        .iter()
+        .map(|c| c.request().channel.clone())
+        .collect();
+    let results = st.hub.publish_checked(requests).await;
     let mut out = Vec::with_capacity(results.len());
-    for (r, req) in results.into_iter().zip(&requests) {
+    for (r, channel) in results.into_iter().zip(&channels) {
         match r {
-            Ok(ack) => out.push(json!({"channel": req.channel.as_str(), "offset": ack.offset, "duplicate": ack.duplicate})),
+            Ok(ack) => out.push(json!({"channel": channel.as_str(), "offset": ack.offset, "duplicate": ack.duplicate})),
             // Validation passed above, so what fails here is storage or shutdown.
             Err(e) => return Err(e.into()),
         }
@@ -168,10 +172,7 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
     Ok((StatusCode::OK, Json(body)).into_response())
 }
 
-fn parse_item(
-    st: &AppState,
-    raw: &RawValue,
-) -> Result<PublishRequest, (StatusCode, ErrorCode, String)> {
+fn parse_item(st: &AppState, raw: &RawValue) -> Result<Checked, (StatusCode, ErrorCode, String)> {
     let item: Item<'_> = serde_json::from_str(raw.get()).map_err(|e| {
         (
             StatusCode::BAD_REQUEST,
@@ -200,9 +201,8 @@ fn parse_item(
         msg_id: item.msg_id,
         data: Bytes::copy_from_slice(item.data.get().as_bytes()),
     };
-    st.hub.check(&req).map_err(|e| {
+    st.hub.check(req).map_err(|e| {
         let (s, c) = classify(&e);
         (s, c, e.to_string())
-    })?;
-    Ok(req)
+    })
 }

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use serde::de::IgnoredAny;
-use tickwire_hub::{Ack, HubError, PublishRequest};
+use tickwire_hub::{Ack, Checked, HubError, PublishRequest};
 use tickwire_mqtt::ReasonCode;
 
 use super::topic::topic_to_channel;
@@ -45,7 +45,7 @@ pub(crate) fn precheck(
     publisher: bool,
     topic: &str,
     payload: &[u8],
-) -> Result<PublishRequest, Refusal> {
+) -> Result<Checked, Refusal> {
     let channel =
         topic_to_channel(topic).map_err(|e| Refusal::new(ReasonCode::TopicNameInvalid, e))?;
     let open = st
@@ -76,8 +76,7 @@ pub(crate) fn precheck(
         msg_id: None,
         data: Bytes::copy_from_slice(payload),
     };
-    st.hub.check(&req).map_err(|e| refusal(&e))?;
-    Ok(req)
+    st.hub.check(req).map_err(|e| refusal(&e))
 }
 
 pub(crate) fn refusal(e: &HubError) -> Refusal {
@@ -98,7 +97,7 @@ pub(crate) async fn publish(
     payload: &[u8],
 ) -> Result<Ack, Refusal> {
     let req = precheck(st, publisher, topic, payload)?;
-    match st.hub.publish(vec![req]).await.pop() {
+    match st.hub.publish_checked(vec![req]).await.pop() {
         Some(Ok(ack)) => Ok(ack),
         Some(Err(e)) => Err(refusal(&e)),
         None => Err(Refusal::new(

@@ -385,7 +385,7 @@ struct Conn {
     classes: HashMap<String, Class>,
     clean_start: bool,
     /// Checked publications waiting for one hub call.
-    batch: Vec<(Publish, tickwire_hub::PublishRequest)>,
+    batch: Vec<(Publish, tickwire_hub::Checked)>,
 }
 
 impl Conn {
@@ -983,13 +983,13 @@ impl Conn {
         if self.batch.is_empty() {
             return None;
         }
-        let batch = std::mem::take(&mut self.batch);
-        let requests = batch.iter().map(|(_, r)| r.clone()).collect();
-        let results = self.st.hub.publish(requests).await;
+        let (packets, requests): (Vec<Publish>, Vec<tickwire_hub::Checked>) =
+            std::mem::take(&mut self.batch).into_iter().unzip();
+        let results = self.st.hub.publish_checked(requests).await;
         // Replies are only buffered here; the socket sees them after this returns, so saving
         // the QoS 2 ids once, before any flush, keeps "on disk before PUBREC".
         let mut qos2 = false;
-        for ((p, _), result) in batch.iter().zip(results) {
+        for (p, result) in packets.iter().zip(results) {
             match result {
                 Ok(_) => {
                     if p.qos == QoS::ExactlyOnce {
