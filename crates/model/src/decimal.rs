@@ -1,5 +1,3 @@
-use serde_json::Value;
-
 use crate::{ModelError, Schema};
 
 /// Is `s` a plain decimal: optional `-`, digits, optional `.` and digits? No exponent, no
@@ -17,9 +15,6 @@ pub fn is_decimal(s: &str) -> bool {
         && int.iter().all(u8::is_ascii_digit)
         && frac.is_none_or(|f| !f.is_empty() && f.iter().all(u8::is_ascii_digit))
 }
-
-const QUOTE_DECIMALS: [&str; 6] = ["bid", "ask", "last", "bid_size", "ask_size", "volume"];
-const TRADE_DECIMALS: [&str; 2] = ["price", "size"];
 
 /// The fields a schema checks, borrowed from the JSON text: no tree is built, and fields the
 /// schema does not know are skipped by the parser.
@@ -44,7 +39,8 @@ struct Fields<'a> {
 }
 
 /// Checks JSON text against a namespace schema without building a `Value`; the same rules and
-/// errors as [`validate_schema`]. This is the publish hot path.
+/// errors as the plain `Value` reference in the tests, which it is proptested against. This
+/// is the publish hot path.
 pub fn validate_schema_json(schema: Schema, data: &[u8]) -> Result<(), ModelError> {
     let name = match schema {
         Schema::Any => return Ok(()),
@@ -106,50 +102,55 @@ pub fn validate_schema_json(schema: Schema, data: &[u8]) -> Result<(), ModelErro
     }
 }
 
-/// Checks `data` against a namespace schema. JSON numbers are refused for price fields:
-/// a number would pass through binary floating point in most clients.
-pub fn validate_schema(schema: Schema, data: &Value) -> Result<(), ModelError> {
-    let (name, fields, required): (&'static str, &[&str], &[&str]) = match schema {
-        Schema::Any => return Ok(()),
-        Schema::Quote => ("quote", &QUOTE_DECIMALS, &[]),
-        Schema::Trade => ("trade", &TRADE_DECIMALS, &["price"]),
-    };
-    let obj = data
-        .as_object()
-        .ok_or(ModelError::NotAnObject { schema: name })?;
-    for f in required {
-        if !obj.contains_key(*f) {
-            return Err(ModelError::MissingField {
-                field: (*f).to_string(),
-                schema: name,
-            });
-        }
-    }
-    if schema == Schema::Quote && !["bid", "ask", "last"].iter().any(|f| obj.contains_key(*f)) {
-        return Err(ModelError::MissingField {
-            field: "bid, ask or last".to_string(),
-            schema: name,
-        });
-    }
-    for f in fields {
-        match obj.get(*f) {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) if is_decimal(s) => {}
-            Some(v) => {
-                return Err(ModelError::BadDecimal {
-                    field: (*f).to_string(),
-                    value: v.to_string(),
-                })
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    const QUOTE_DECIMALS: [&str; 6] = ["bid", "ask", "last", "bid_size", "ask_size", "volume"];
+    const TRADE_DECIMALS: [&str; 2] = ["price", "size"];
+
+    /// The reference: the schema rules written plainly over a `serde_json::Value`.
+    /// `validate_schema_json` (the production check) is proptested to agree with it. JSON
+    /// numbers are refused for price fields: a number would pass through binary floating point
+    /// in most clients.
+    fn validate_schema(schema: Schema, data: &Value) -> Result<(), ModelError> {
+        let (name, fields, required): (&'static str, &[&str], &[&str]) = match schema {
+            Schema::Any => return Ok(()),
+            Schema::Quote => ("quote", &QUOTE_DECIMALS, &[]),
+            Schema::Trade => ("trade", &TRADE_DECIMALS, &["price"]),
+        };
+        let obj = data
+            .as_object()
+            .ok_or(ModelError::NotAnObject { schema: name })?;
+        for f in required {
+            if !obj.contains_key(*f) {
+                return Err(ModelError::MissingField {
+                    field: (*f).to_string(),
+                    schema: name,
+                });
+            }
+        }
+        if schema == Schema::Quote && !["bid", "ask", "last"].iter().any(|f| obj.contains_key(*f)) {
+            return Err(ModelError::MissingField {
+                field: "bid, ask or last".to_string(),
+                schema: name,
+            });
+        }
+        for f in fields {
+            match obj.get(*f) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(s)) if is_decimal(s) => {}
+                Some(v) => {
+                    return Err(ModelError::BadDecimal {
+                        field: (*f).to_string(),
+                        value: v.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
 
     #[test]
     fn decimals() {
