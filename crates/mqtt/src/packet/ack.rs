@@ -68,3 +68,69 @@ pub(crate) fn write(
     }
     Ok(())
 }
+
+/// Defines one of the four acknowledgment packets: they share their body and differ only in
+/// name and packet type, so one definition serves all four.
+macro_rules! ack_packet {
+    ($(#[$doc:meta])* $name:ident, $kind:ident, $new_doc:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name {
+            /// Identifier of the PUBLISH flow (non-zero).
+            pub packet_id: u16,
+            /// Outcome (v5; always `Success` in 3.1.1).
+            pub reason_code: $crate::reason::ReasonCode,
+            /// Properties (v5): Reason String and User Property.
+            pub properties: $crate::property::Properties,
+        }
+
+        impl $name {
+            #[doc = $new_doc]
+            pub fn new(packet_id: u16) -> Self {
+                Self {
+                    packet_id,
+                    reason_code: $crate::reason::ReasonCode::Success,
+                    properties: $crate::property::Properties::new(),
+                }
+            }
+
+            pub(crate) fn read(
+                r: &mut $crate::codec::Reader,
+                version: $crate::types::ProtocolVersion,
+            ) -> Result<Self, $crate::error::Error> {
+                let (packet_id, reason_code, properties) = $crate::packet::ack::read(r, version)?;
+                Ok(Self { packet_id, reason_code, properties })
+            }
+
+            pub(crate) fn len(
+                &self,
+                version: $crate::types::ProtocolVersion,
+            ) -> Result<usize, $crate::error::Error> {
+                $crate::packet::ack::len(
+                    $crate::types::PacketType::$kind,
+                    self.packet_id,
+                    self.reason_code,
+                    &self.properties,
+                    version,
+                )
+            }
+
+            pub(crate) fn write(
+                &self,
+                version: $crate::types::ProtocolVersion,
+                out: &mut bytes::BytesMut,
+            ) -> Result<(), $crate::error::Error> {
+                $crate::packet::ack::write(
+                    $crate::types::PacketType::$kind,
+                    self.packet_id,
+                    self.reason_code,
+                    &self.properties,
+                    version,
+                    out,
+                )
+            }
+        }
+    };
+}
+
+pub(crate) use ack_packet;

@@ -1,72 +1,8 @@
 //! PUBREL (spec 3.6).
 
-use bytes::BytesMut;
-
-use super::ack;
-use crate::codec::Reader;
-use crate::error::Error;
-use crate::property::Properties;
-use crate::reason::ReasonCode;
-use crate::types::{PacketType, ProtocolVersion};
-
-/// QoS 2 delivery part 2: publish release.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PubRel {
-    /// Identifier of the PUBLISH flow (non-zero).
-    pub packet_id: u16,
-    /// Outcome (v5; always `Success` in 3.1.1).
-    pub reason_code: ReasonCode,
-    /// Properties (v5): Reason String and User Property.
-    pub properties: Properties,
-}
-
-impl PubRel {
-    /// A successful PUBREL for `packet_id`.
-    pub fn new(packet_id: u16) -> Self {
-        Self {
-            packet_id,
-            reason_code: ReasonCode::Success,
-            properties: Properties::new(),
-        }
-    }
-
-    pub(crate) fn read(r: &mut Reader, version: ProtocolVersion) -> Result<Self, Error> {
-        let (packet_id, reason_code, properties) = ack::read(r, version)?;
-        Ok(Self {
-            packet_id,
-            reason_code,
-            properties,
-        })
-    }
-
-    pub(crate) fn len(&self, version: ProtocolVersion) -> Result<usize, Error> {
-        let Self {
-            packet_id,
-            reason_code,
-            properties,
-        } = self;
-        ack::len(
-            PacketType::PubRel,
-            *packet_id,
-            *reason_code,
-            properties,
-            version,
-        )
-    }
-
-    pub(crate) fn write(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), Error> {
-        let Self {
-            packet_id,
-            reason_code,
-            properties,
-        } = self;
-        ack::write(
-            PacketType::PubRel,
-            *packet_id,
-            *reason_code,
-            properties,
-            version,
-            out,
-        )
-    }
-}
+super::ack::ack_packet!(
+    /// QoS 2 delivery part 2: publish release.
+    PubRel,
+    PubRel,
+    "A successful PUBREL for `packet_id`."
+);
