@@ -314,8 +314,9 @@ struct Driver {
     agg_config: AggregatorConfig,
     aggs: HashMap<String, Aggregator>,
     sources: Vec<Source>,
-    /// Live bars changed since the last flush, conflated by series.
-    live: HashMap<(String, Resolution), Candle>,
+    /// Live bars changed since the last flush, conflated by series (symbol, then resolution,
+    /// so a tick for a known symbol looks it up by `&str` without allocating a key).
+    live: HashMap<String, HashMap<Resolution, Candle>>,
     /// Closed/corrected bars and new symbols waiting for the next commit.
     pending: Batch,
     /// Symbols whose aggregator changed since the last commit.
@@ -587,8 +588,11 @@ impl Driver {
     fn route(&mut self, symbol: &str, c: &BarChange) {
         match c.kind {
             ChangeKind::Live => {
-                self.live
-                    .insert((symbol.to_string(), c.resolution), c.candle.clone());
+                let per_symbol = match self.live.get_mut(symbol) {
+                    Some(m) => m,
+                    None => self.live.entry(symbol.to_string()).or_default(),
+                };
+                per_symbol.insert(c.resolution, c.candle.clone());
             }
             ChangeKind::Closed | ChangeKind::Corrected => {
                 self.pending
@@ -629,31 +633,39 @@ impl Driver {
         if self.live.is_empty() {
             return;
         }
+        // Busy publisher: keep conflating into the same map (the next flush sends the newest
+        // bars) without building a batch only to drop it.
+        let permit = match self.pub_tx.try_reserve() {
+            Ok(p) => p,
+            Err(mpsc::error::TrySendError::Full(())) => return,
+            Err(mpsc::error::TrySendError::Closed(())) => {
+                self.live.clear();
+                return;
+            }
+        };
         let mut reqs = Vec::with_capacity(self.live.len());
-        for ((symbol, res), candle) in &self.live {
-            let Ok(channel) = Channel::parse(&format!("candles.{symbol}.{res}")) else {
-                continue;
-            };
-            let bar = LiveBar {
-                symbol: symbol.clone(),
-                resolution: *res,
-                candle: candle.clone(),
-            };
-            let Ok(data) = serde_json::to_vec(&bar) else {
-                continue;
-            };
-            reqs.push(PublishRequest {
-                channel,
-                msg_id: None,
-                data: Bytes::from(data),
-            });
+        for (symbol, per_symbol) in &self.live {
+            for (res, candle) in per_symbol {
+                let Ok(channel) = Channel::parse(&format!("candles.{symbol}.{res}")) else {
+                    continue;
+                };
+                let bar = LiveBar {
+                    symbol: symbol.clone(),
+                    resolution: *res,
+                    candle: candle.clone(),
+                };
+                let Ok(data) = serde_json::to_vec(&bar) else {
+                    continue;
+                };
+                reqs.push(PublishRequest {
+                    channel,
+                    msg_id: None,
+                    data: Bytes::from(data),
+                });
+            }
         }
-        match self.pub_tx.try_send(reqs) {
-            Ok(()) => self.live.clear(),
-            // Busy: keep conflating into the same map; the next flush sends the newest bars.
-            Err(mpsc::error::TrySendError::Full(_)) => {}
-            Err(mpsc::error::TrySendError::Closed(_)) => self.live.clear(),
-        }
+        permit.send(reqs);
+        self.live.clear();
     }
 
     fn commit(&mut self) {
