@@ -9,6 +9,7 @@ pub enum Format {
     WsJson = 0,
     Sse = 1,
     Mqtt = 2,
+    Fix = 3,
 }
 
 /// A stored publication plus its lazily built encodings, shared by all subscribers. Each edge
@@ -16,7 +17,7 @@ pub enum Format {
 /// converted or checked again per subscriber.
 pub struct Message {
     pub publication: Publication,
-    encoded: [OnceLock<Box<dyn Any + Send + Sync>>; 3],
+    encoded: [OnceLock<Box<dyn Any + Send + Sync>>; 4],
 }
 
 impl std::fmt::Debug for Message {

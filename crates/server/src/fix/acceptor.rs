@@ -214,6 +214,14 @@ struct QuoteView {
 }
 
 impl QuoteView {
+    /// The parsed quote of a hub message, built once per message and shared by every FIX
+    /// subscriber (cached in the message like the other edges' encodings).
+    fn of(msg: &tickwire_hub::Message) -> Arc<QuoteView> {
+        msg.encoded(tickwire_hub::Format::Fix, |p| {
+            Arc::new(QuoteView::from_json(&p.data))
+        })
+    }
+
     /// The quote fields of a hub message, keeping only exact decimals.
     fn from_json(data: &[u8]) -> QuoteView {
         let v: serde_json::Value = serde_json::from_slice(data).unwrap_or_default();
@@ -238,7 +246,7 @@ struct Request {
     offer: bool,
     trade: bool,
     /// Per symbol: offset and value last sent.
-    sent: HashMap<String, (Offset, QuoteView)>,
+    sent: HashMap<String, (Offset, Arc<QuoteView>)>,
 }
 
 struct Client {
@@ -538,7 +546,7 @@ impl Client {
                     let Ok(Some(msg)) = self.sh.hub.latest(ch) else {
                         continue;
                     };
-                    let q = QuoteView::from_json(&msg.publication.data);
+                    let q = QuoteView::of(&msg);
                     self.send_w(conn, ev, &id, sym, &req, &q).await;
                     req.sent.insert(sym.clone(), (msg.publication.offset, q));
                 }
@@ -589,7 +597,7 @@ impl Client {
     async fn on_delivery(&mut self, d: Delivery, conn: &mut C, ev: &mut Vec<AppEvent>) {
         let p = &d.message.publication;
         let sym = p.channel.name().to_string();
-        let q = QuoteView::from_json(&p.data);
+        let q = QuoteView::of(&d.message);
         let ids: Vec<String> = self
             .subs
             .iter()
