@@ -29,8 +29,11 @@ const PER_SOURCE: usize = 20_000;
 
 fn source_for(i: usize) -> Option<IpAddr> {
     let n = i / PER_SOURCE;
-    // 127.0.0.1 first, then 127.0.0.2, …: all loopback.
-    Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + n as u8)))
+    // All of 127/8 is loopback. The second octet changes from run to run (process id) because
+    // a bound source port stays in TIME_WAIT for a minute after the run closes it: a second
+    // large run from the same addresses would find the ephemeral range used up.
+    let run = 1 + (std::process::id() % 250) as u8;
+    Some(IpAddr::V4(Ipv4Addr::new(127, run, 0, 1 + n as u8)))
 }
 
 /// Flags shared by the publisher and the subscribers of one phase.
