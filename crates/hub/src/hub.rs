@@ -177,6 +177,7 @@ impl Hub {
                 fsync: config.fsync,
                 ring_cap: config.stream_buffer.max(1),
                 max_batch: config.max_batch.max(1),
+                sync_tx: None,
             };
             let t = std::thread::Builder::new()
                 .name(format!("tw-writer-{}", spec.name))

@@ -9,7 +9,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use tickwire_log::{Entry, Log};
+use tickwire_log::{Entry, Log, SyncPoint};
 use tickwire_model::{Channel, Class, Offset, Publication};
 use tokio::sync::{mpsc, oneshot};
 
@@ -101,10 +101,32 @@ pub(crate) struct Writer {
     pub fsync: FsyncPolicy,
     pub ring_cap: usize,
     pub max_batch: usize,
+    /// To the fsync thread; set by [`Writer::run`].
+    pub sync_tx: Option<std::sync::mpsc::SyncSender<SyncMsg>>,
 }
 
 impl Writer {
     pub fn run(mut self, mut rx: mpsc::Receiver<WriterMsg>) {
+        // fsync runs on its own thread so the next batch is appended (and, for state channels,
+        // delivered) while the previous one is being made durable: a writer that waited for
+        // each fsync would stall every subscriber for the disk's flush time.
+        let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel::<SyncMsg>(SYNC_QUEUE);
+        let syncer = Syncer {
+            ns: self.ns.clone(),
+            registry: self.registry.clone(),
+            ring_cap: self.ring_cap,
+        };
+        let syncer_thread = std::thread::Builder::new()
+            .name(format!("tw-sync-{}", self.ns.spec.name))
+            .spawn(move || syncer.run(sync_rx));
+        let syncer_thread = match syncer_thread {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(namespace = %self.ns.spec.name, error = %e, "could not start the fsync thread; the namespace refuses writes");
+                return;
+            }
+        };
+        self.sync_tx = Some(sync_tx);
         let mut dirty = false;
         let mut last_sync = Instant::now();
         let mut values: Vec<u8> = Vec::with_capacity(1 << 20);
@@ -139,15 +161,9 @@ impl Writer {
                 dirty |= self.write_batch(writes, &mut values, &mut scratch, &mut last_sync);
             }
             if (want_sync || shutdown.is_some()) && dirty {
-                match self.log.sync() {
-                    Ok(()) => {
-                        dirty = false;
-                        last_sync = Instant::now();
-                    }
-                    Err(e) => {
-                        tracing::error!(namespace = %self.ns.spec.name, error = %e, "fsync failed; the log refuses writes from now on")
-                    }
-                }
+                self.sync_in_background(Vec::new(), Vec::new());
+                dirty = false;
+                last_sync = Instant::now();
             }
             if want_retention {
                 let now = now_nanos();
@@ -173,9 +189,51 @@ impl Writer {
                 let _ = done.send(());
             }
             if let Some(done) = shutdown {
+                // Every acknowledgement still waiting for an fsync goes out before the hub
+                // reports the namespace closed.
+                self.sync_tx = None;
+                let _ = syncer_thread.join();
                 let _ = done.send(());
                 return;
             }
+        }
+        self.sync_tx = None;
+        let _ = syncer_thread.join();
+    }
+
+    /// Hands the current sync point to the fsync thread, with the replies and stream messages
+    /// that must wait for it. A log that cannot give a point is poisoned: they fail now.
+    fn sync_in_background(
+        &mut self,
+        replies: Vec<(Reply, Vec<Result<Ack, HubError>>)>,
+        stream: Vec<Arc<Message>>,
+    ) {
+        let point = match self.log.sync_point() {
+            Ok(p) => p,
+            Err(e) => {
+                let err = HubError::Storage {
+                    namespace: self.ns.spec.name.clone(),
+                    reason: e.to_string(),
+                };
+                fail_replies(replies, &err);
+                return;
+            }
+        };
+        let job = SyncMsg {
+            point,
+            replies,
+            stream,
+        };
+        let sent = match &self.sync_tx {
+            Some(tx) => tx.send(job).map_err(|e| e.0),
+            None => Err(job),
+        };
+        if let Err(job) = sent {
+            let err = HubError::Storage {
+                namespace: self.ns.spec.name.clone(),
+                reason: "the fsync thread stopped".into(),
+            };
+            fail_replies(job.replies, &err);
         }
     }
 
@@ -220,8 +278,17 @@ impl Writer {
             }
             plans.push(p);
         }
-        let mut result: Result<(), HubError> = Ok(());
-        if !fresh.is_empty() {
+        // A poisoned log fails everything, duplicates too: their first copy may be among the
+        // pages a failed fsync dropped.
+        let mut result: Result<(), HubError> = if self.log.is_poisoned() {
+            Err(HubError::Storage {
+                namespace: self.ns.spec.name.clone(),
+                reason: tickwire_log::Error::Poisoned.to_string(),
+            })
+        } else {
+            Ok(())
+        };
+        if result.is_ok() && !fresh.is_empty() {
             let entries: Vec<Entry<'_>> = fresh
                 .iter()
                 .zip(&spans)
@@ -268,30 +335,9 @@ impl Writer {
                     }))
                 })
                 .collect();
-            // State values may go out as soon as they are written; stream messages only once
-            // durable under the policy.
-            if !stream {
-                self.dispatch(&messages);
-            }
-            let must_sync = match self.fsync {
-                FsyncPolicy::Always => true,
-                FsyncPolicy::Interval(d) => last_sync.elapsed() >= d,
-                FsyncPolicy::Never => false,
-            };
-            if must_sync {
-                match self.log.sync() {
-                    Ok(()) => *last_sync = Instant::now(),
-                    Err(e) => {
-                        result = Err(HubError::Storage {
-                            namespace: self.ns.spec.name.clone(),
-                            reason: e.to_string(),
-                        })
-                    }
-                }
-            }
-        }
-        let synced = result.is_ok();
-        if synced {
+            // The window learns the ids now, not after the fsync: a retry that arrives while
+            // the first copy is being synced must still be recognised. Its acknowledgement
+            // waits behind the same fsync (the fsync thread completes in order).
             for (&(wi, ii), m) in fresh.iter().zip(&messages) {
                 if let Some(id) = &writes[wi].0[ii].msg_id {
                     self.dedup.insert(
@@ -302,36 +348,61 @@ impl Writer {
                 }
             }
         }
-        for ((_, reply), plan) in writes.into_iter().zip(plans) {
-            let acks = plan
-                .into_iter()
-                .map(|p| match (p, &result) {
-                    (Plan::Dup { offset }, _) => Ok(Ack {
-                        offset,
-                        timestamp: 0,
-                        duplicate: true,
-                    }),
-                    (Plan::New { offset }, Ok(())) => Ok(Ack {
-                        offset,
-                        timestamp,
-                        duplicate: false,
-                    }),
-                    (Plan::New { .. }, Err(e)) => Err(e.clone()),
-                })
-                .collect();
+        let always = matches!(self.fsync, FsyncPolicy::Always);
+        // State values may go out as soon as they are written; stream messages only once
+        // durable under the policy (with `always`, on the fsync thread).
+        if result.is_ok() && (!stream || !always) {
+            dispatch(&self.ns, &self.registry, self.ring_cap, &messages);
+        }
+        let replies: Vec<(Reply, Vec<Result<Ack, HubError>>)> = writes
+            .into_iter()
+            .zip(plans)
+            .map(|((_, reply), plan)| {
+                let acks = plan
+                    .into_iter()
+                    .map(|p| match (p, &result) {
+                        (Plan::Dup { offset }, Ok(())) => Ok(Ack {
+                            offset,
+                            timestamp: 0,
+                            duplicate: true,
+                        }),
+                        (Plan::New { offset }, Ok(())) => Ok(Ack {
+                            offset,
+                            timestamp,
+                            duplicate: false,
+                        }),
+                        (_, Err(e)) => Err(e.clone()),
+                    })
+                    .collect();
+                (reply, acks)
+            })
+            .collect();
+        if result.is_err() {
+            for (reply, acks) in replies {
+                let _ = reply.send(acks);
+            }
+            return false;
+        }
+        if always {
+            // Acknowledged (and, for streams, delivered) by the fsync thread once durable.
+            let stream_msgs = if stream { messages } else { Vec::new() };
+            self.sync_in_background(replies, stream_msgs);
+            *last_sync = Instant::now();
+            return false;
+        }
+        for (reply, acks) in replies {
             let _ = reply.send(acks);
         }
-        if synced {
-            if stream {
-                self.dispatch(&messages);
-            }
-            if let Some(m) = messages.last() {
-                self.ns
-                    .dispatched
-                    .store(m.publication.offset + 1, Ordering::Release);
+        let wrote = !fresh.is_empty();
+        if let FsyncPolicy::Interval(d) = self.fsync {
+            if wrote && last_sync.elapsed() >= d {
+                self.sync_in_background(Vec::new(), Vec::new());
+                *last_sync = Instant::now();
+                return false;
             }
         }
-        synced && !matches!(self.fsync, FsyncPolicy::Always) && !messages.is_empty()
+        // Unsynced data: the interval tick (or a clean shutdown, under any policy) syncs it.
+        wrote
     }
 
     /// Retention deletes whole segments; a state channel whose newest value lives only in a
@@ -397,33 +468,112 @@ impl Writer {
         }
         Ok(())
     }
+}
 
-    fn dispatch(&self, messages: &[Arc<Message>]) {
+/// Delivers written messages to their channel nodes and the namespace's taps, in offset order,
+/// then records how far delivery got.
+fn dispatch(ns: &NamespaceRt, registry: &Registry, ring_cap: usize, messages: &[Arc<Message>]) {
+    for m in messages {
+        let node =
+            registry.get_or_create(&m.publication.channel, ns.spec.class, m.publication.offset);
+        node.dispatch(m.clone(), ring_cap);
+    }
+    let taps = ns.taps.read();
+    let mut closed = false;
+    for tap in taps.iter() {
         for m in messages {
-            let node = self.registry.get_or_create(
-                &m.publication.channel,
-                self.ns.spec.class,
-                m.publication.offset,
-            );
-            node.dispatch(m.clone(), self.ring_cap);
-        }
-        let taps = self.ns.taps.read();
-        if taps.is_empty() {
-            return;
-        }
-        let mut closed = false;
-        for tap in taps.iter() {
-            for m in messages {
-                // Blocking is deliberate: a tap consumer must see every message.
-                if tap.blocking_send(m.clone()).is_err() {
-                    closed = true;
-                    break;
-                }
+            // Blocking is deliberate: a tap consumer must see every message.
+            if tap.blocking_send(m.clone()).is_err() {
+                closed = true;
+                break;
             }
         }
-        drop(taps);
-        if closed {
-            self.ns.taps.write().retain(|t| !t.is_closed());
+    }
+    drop(taps);
+    if closed {
+        ns.taps.write().retain(|t| !t.is_closed());
+    }
+    if let Some(m) = messages.last() {
+        ns.dispatched
+            .store(m.publication.offset + 1, Ordering::Release);
+    }
+}
+
+/// Most sync jobs queued behind a running fsync before the writer waits (backpressure).
+const SYNC_QUEUE: usize = 1024;
+
+/// A sync point and what waits for it.
+pub(crate) struct SyncMsg {
+    point: SyncPoint,
+    replies: Vec<(Reply, Vec<Result<Ack, HubError>>)>,
+    /// Stream messages under `fsync = always`: delivered only once durable.
+    stream: Vec<Arc<Message>>,
+}
+
+fn fail_replies(replies: Vec<(Reply, Vec<Result<Ack, HubError>>)>, err: &HubError) {
+    for (reply, acks) in replies {
+        let _ = reply.send(acks.into_iter().map(|_| Err(err.clone())).collect());
+    }
+}
+
+/// The fsync thread of one namespace: group commit across writer batches. Whatever queued up
+/// while one fsync ran is covered by the next single fsync, then completed in order.
+struct Syncer {
+    ns: Arc<NamespaceRt>,
+    registry: Arc<Registry>,
+    ring_cap: usize,
+}
+
+impl Syncer {
+    fn run(self, rx: std::sync::mpsc::Receiver<SyncMsg>) {
+        let mut jobs: Vec<SyncMsg> = Vec::new();
+        while let Ok(first) = rx.recv() {
+            jobs.push(first);
+            while let Ok(more) = rx.try_recv() {
+                jobs.push(more);
+            }
+            let mut point: Option<SyncPoint> = None;
+            let mut waiting = Vec::with_capacity(jobs.len());
+            for SyncMsg {
+                point: newest,
+                replies,
+                stream,
+            } in jobs.drain(..)
+            {
+                // Points arrive oldest first: the newest covers every earlier offset.
+                point = Some(match point.take() {
+                    Some(older) => {
+                        let mut p = newest;
+                        p.absorb(older);
+                        p
+                    }
+                    None => newest,
+                });
+                waiting.push((replies, stream));
+            }
+            let result = match point.map(SyncPoint::run) {
+                Some(Err(e)) => {
+                    tracing::error!(namespace = %self.ns.spec.name, error = %e, "fsync failed; the log refuses writes from now on");
+                    Err(HubError::Storage {
+                        namespace: self.ns.spec.name.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+                _ => Ok(()),
+            };
+            for (replies, stream) in waiting {
+                match &result {
+                    Ok(()) => {
+                        if !stream.is_empty() {
+                            dispatch(&self.ns, &self.registry, self.ring_cap, &stream);
+                        }
+                        for (reply, acks) in replies {
+                            let _ = reply.send(acks);
+                        }
+                    }
+                    Err(e) => fail_replies(replies, e),
+                }
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ pub mod record;
 mod segment;
 
 pub use error::{Error, Result};
-pub use log::{Log, RecoveryReport};
+pub use log::{Log, RecoveryReport, SyncPoint};
 pub use reader::LogReader;
 
 use std::time::Duration;

@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::error::io_err;
@@ -63,8 +63,59 @@ pub struct Log {
     new_index: Vec<IndexEntry>,
     /// A segment was created or deleted since the last directory fsync.
     dir_dirty: bool,
-    poisoned: bool,
+    /// Shared with [`SyncPoint`]s: an fsync that fails on the sync thread must stop the
+    /// writer's next append.
+    poisoned: Arc<AtomicBool>,
     report: RecoveryReport,
+}
+
+/// Everything appended up to [`SyncPoint::upto`], to be made durable by [`SyncPoint::run`],
+/// possibly on another thread. Running an older point after a newer one is harmless.
+#[derive(Debug)]
+pub struct SyncPoint {
+    segment: Arc<Segment>,
+    dir: Option<PathBuf>,
+    upto: Offset,
+    poisoned: Arc<AtomicBool>,
+}
+
+impl SyncPoint {
+    /// Every offset below this is durable once [`SyncPoint::run`] succeeds.
+    pub fn upto(&self) -> Offset {
+        self.upto
+    }
+
+    /// Folds an older point into this newer one so one fsync covers both: the older segment
+    /// was fsynced when it was sealed, but a directory change it carries must not be lost.
+    pub fn absorb(&mut self, older: SyncPoint) {
+        if self.dir.is_none() {
+            self.dir = older.dir;
+        }
+    }
+
+    /// fdatasync of the segment (and the directory when it changed). A failure poisons the log
+    /// (see [`Log::sync`]) and is returned; so does running a point of a poisoned log, because
+    /// an earlier failure may have dropped pages this point covers.
+    pub fn run(self) -> Result<Offset> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned);
+        }
+        if let Err(source) = self.segment.file.sync_data() {
+            self.poisoned.store(true, Ordering::Release);
+            return Err(Error::Io {
+                path: self.segment.path.clone(),
+                op: "fdatasync",
+                source,
+            });
+        }
+        if let Some(dir) = &self.dir {
+            if let Err(e) = segment::sync_dir(dir) {
+                self.poisoned.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
+        Ok(self.upto)
+    }
 }
 
 /// One segment as found by recovery, before it is shared.
@@ -173,7 +224,7 @@ impl Log {
             buf: Vec::new(),
             new_index: Vec::new(),
             dir_dirty,
-            poisoned: false,
+            poisoned: Arc::new(AtomicBool::new(false)),
             report,
         })
     }
@@ -188,7 +239,7 @@ impl Log {
     /// The whole batch goes to the OS in one positional write but is not fsynced (see
     /// [`Log::sync`]); readers see it once this returns. An empty batch returns `next_offset`.
     pub fn append(&mut self, entries: &[Entry<'_>]) -> Result<Offset> {
-        if self.poisoned {
+        if self.is_poisoned() {
             return Err(Error::Poisoned);
         }
         if entries.is_empty() {
@@ -238,7 +289,7 @@ impl Log {
             // A partial batch may be on disk. Cut it off so later batches do not land behind
             // garbage (recovery would then drop them); if even that fails, stop writing.
             if self.active.file.set_len(self.active_pos).is_err() {
-                self.poisoned = true;
+                self.poison();
             }
             return Err(Error::Io {
                 path: self.active.path.clone(),
@@ -273,25 +324,33 @@ impl Log {
     /// so a retry could falsely succeed; the log is poisoned instead and every later
     /// `append`/`sync` returns [`Error::Poisoned`].
     pub fn sync(&mut self) -> Result<()> {
-        if self.poisoned {
+        self.sync_point()?.run().map(|_| ())
+    }
+
+    /// Captures what [`Log::sync`] would make durable, to run on another thread while this one
+    /// keeps appending (pipelined group commit: batch N+1 is written while batch N is being
+    /// fsynced). Earlier segments were fsynced when they were sealed, so the active segment and,
+    /// if it changed, the directory are all a point needs.
+    pub fn sync_point(&mut self) -> Result<SyncPoint> {
+        if self.is_poisoned() {
             return Err(Error::Poisoned);
         }
-        if let Err(source) = self.active.file.sync_data() {
-            self.poisoned = true;
-            return Err(Error::Io {
-                path: self.active.path.clone(),
-                op: "fdatasync",
-                source,
-            });
-        }
-        if self.dir_dirty {
-            if let Err(e) = segment::sync_dir(&self.dir) {
-                self.poisoned = true;
-                return Err(e);
-            }
-            self.dir_dirty = false;
-        }
-        Ok(())
+        let dir = std::mem::take(&mut self.dir_dirty).then(|| self.dir.clone());
+        Ok(SyncPoint {
+            segment: Arc::clone(&self.active),
+            dir,
+            upto: self.next_offset,
+            poisoned: Arc::clone(&self.poisoned),
+        })
+    }
+
+    /// True after a failed write or fsync (see [`Log::sync`]).
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
     }
 
     /// Offset the next appended record will get.
@@ -402,7 +461,7 @@ impl Log {
         // Sealed segments are durable before the next one exists; this is what lets recovery
         // trust them with a cheap check instead of a full scan.
         if let Err(source) = self.active.file.sync_data() {
-            self.poisoned = true;
+            self.poison();
             return Err(Error::Io {
                 path: self.active.path.clone(),
                 op: "fdatasync (roll)",

@@ -423,3 +423,41 @@ fn log_and_reader_are_send_and_sync_as_promised() {
     send::<Log>();
     send_sync::<tickwire_log::LogReader>();
 }
+
+/// Pipelined group commit: sync points run on another thread while the owner keeps appending
+/// (and rolling segments); each covers exactly what was appended before it was taken.
+#[test]
+fn sync_points_run_on_another_thread_while_appending() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<tickwire_log::SyncPoint>();
+    let syncer = std::thread::spawn(move || {
+        let mut covered = Vec::new();
+        while let Ok(p) = rx.recv() {
+            covered.push(p.run().unwrap());
+        }
+        covered
+    });
+    let mut expected = Vec::new();
+    for _ in 0..50 {
+        append_n(&mut log, 37, 37);
+        let p = log.sync_point().unwrap();
+        assert_eq!(p.upto(), log.next_offset());
+        expected.push(p.upto());
+        tx.send(p).unwrap();
+    }
+    drop(tx);
+    assert_eq!(syncer.join().unwrap(), expected);
+    // Points merge: the newest keeps its own reach.
+    append_n(&mut log, 5, 5);
+    let older = log.sync_point().unwrap();
+    append_n(&mut log, 5, 5);
+    let mut newer = log.sync_point().unwrap();
+    newer.absorb(older);
+    assert_eq!(newer.run().unwrap(), log.next_offset());
+    assert!(!log.is_poisoned());
+    drop(log);
+    let log = Log::open(dir.path(), small()).unwrap();
+    assert_eq!(log.next_offset(), 50 * 37 + 10);
+    read_all(&log, 0).iter().for_each(check);
+}
