@@ -158,7 +158,7 @@ impl Writer {
                 }
             }
             if !writes.is_empty() {
-                dirty |= self.write_batch(writes, &mut values, &mut scratch, &mut last_sync);
+                dirty |= self.write_batch(writes, &mut values, &mut last_sync);
             }
             if (want_sync || shutdown.is_some()) && dirty {
                 self.sync_in_background(Vec::new(), Vec::new());
@@ -242,7 +242,6 @@ impl Writer {
         &mut self,
         writes: Vec<(Vec<Item>, Reply)>,
         values: &mut Vec<u8>,
-        scratch: &mut Vec<u8>,
         last_sync: &mut Instant,
     ) -> bool {
         let timestamp = now_nanos();
@@ -268,9 +267,10 @@ impl Writer {
                     }
                     in_batch.insert((it.channel.as_str(), id.as_str()), next);
                 }
-                crate::record::encode_value(it.msg_id.as_deref(), &it.data, scratch);
+                // Straight into the batch buffer: no per-item scratch copy.
                 let start = values.len();
-                values.extend_from_slice(scratch);
+                crate::record::write_header(it.msg_id.as_deref(), values);
+                values.extend_from_slice(&it.data);
                 spans.push((start, values.len()));
                 fresh.push((wi, ii));
                 p.push(Plan::New { offset: next });
