@@ -130,8 +130,11 @@ async fn publish_loop(a: &RunArgs, phase: &Phase, total: Duration) -> Result<(u6
     let mut payload = Vec::with_capacity(a.size + 64);
     let mut last = vec![0u64; a.symbols];
     let nsym = a.symbols as u64;
-    // Sequence numbers start at one symbol-round so that 0 means "nothing seen".
-    let first = nsym;
+    // Sequence numbers start at a whole symbol-round (so `s % nsym` is the symbol) above the
+    // clock in microseconds: never 0 ("nothing seen"), and always above every sequence of an
+    // earlier run on the same server, whose newest values arrive as subscribe snapshots and
+    // would otherwise look newer than this run's last values in the convergence check.
+    let first = (now_micros() / nsym + 1) * nsym;
     while start.elapsed() < total && seq < a.max_messages {
         let due = if a.rate == 0 {
             a.batch as u64

@@ -65,7 +65,7 @@ impl ChannelNode {
             Class::State => {
                 inner.latest = Some(msg.clone());
                 for sub in &inner.subs {
-                    sub.session.offer_state(&self.channel, &msg, false);
+                    sub.session.offer_state(self, &msg, false);
                 }
             }
             Class::Stream => {

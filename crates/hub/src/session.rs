@@ -2,6 +2,7 @@
 
 use std::{
     collections::HashMap,
+    hash::BuildHasherDefault,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -51,10 +52,43 @@ impl std::fmt::Display for CloseReason {
 
 #[derive(Default)]
 struct Pending {
-    /// Newest undelivered message per state channel, and whether it answers a subscribe.
-    state: HashMap<Channel, (Arc<Message>, bool)>,
+    /// Newest undelivered message per state channel (keyed by its node), and whether it
+    /// answers a subscribe.
+    state: StateSlots,
     /// Stream subscriptions with something to deliver.
     stream: Vec<Arc<Sub>>,
+}
+
+/// Keyed by the channel node's address: the node outlives the subscription (the `Sub` holds
+/// it) and the entry is removed on detach, so an address names one channel while it is here.
+/// Hashing an address is one multiply, where hashing the channel name per delivery per
+/// subscriber was a visible share of fan-out time.
+type StateSlots = HashMap<usize, (Arc<Message>, bool), BuildHasherDefault<AddrHash>>;
+
+fn node_key(node: &ChannelNode) -> usize {
+    std::ptr::from_ref(node) as usize
+}
+
+/// Multiplicative hash of a pointer-sized key (Fibonacci hashing); the low bits of an address
+/// are alignment zeros, so the high half of the product is kept.
+#[derive(Default)]
+pub(crate) struct AddrHash(u64);
+
+impl std::hash::Hasher for AddrHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `usize` keys are hashed here; fold anything else in bytewise all the same.
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(32);
+    }
 }
 
 /// The part of a session that channel nodes touch.
@@ -69,15 +103,15 @@ pub(crate) struct SessionShared {
 }
 
 impl SessionShared {
-    pub fn offer_state(&self, channel: &Channel, msg: &Arc<Message>, snapshot: bool) {
+    pub fn offer_state(&self, node: &ChannelNode, msg: &Arc<Message>, snapshot: bool) {
         {
             let mut p = self.pending.lock();
-            match p.state.get_mut(channel) {
+            match p.state.get_mut(&node_key(node)) {
                 // Conflation: the newest value replaces the undelivered one. A replaced
                 // snapshot stays flagged, since the value is still the client's first.
                 Some(slot) => slot.0 = msg.clone(),
                 None => {
-                    p.state.insert(channel.clone(), (msg.clone(), snapshot));
+                    p.state.insert(node_key(node), (msg.clone(), snapshot));
                 }
             }
         }
@@ -122,7 +156,7 @@ impl SessionShared {
             Class::State => {
                 let snapshot = inner.latest.clone();
                 if let Some(m) = &snapshot {
-                    self.offer_state(&node.channel, m, true);
+                    self.offer_state(node, m, true);
                 }
                 SubscribeInfo {
                     class: Class::State,
@@ -167,8 +201,8 @@ impl SessionShared {
         if let Some(sub) = sub {
             sub.gone.store(true, Ordering::Release);
             sub.node.remove_sub(&sub);
+            self.pending.lock().state.remove(&node_key(&sub.node));
         }
-        self.pending.lock().state.remove(channel);
     }
 
     pub fn close(&self, reason: CloseReason) {
@@ -220,6 +254,8 @@ pub struct Session {
     explicit: std::collections::HashSet<Channel>,
     /// Pattern subscriptions (registered with the hub so new channels attach themselves).
     patterns: Vec<Arc<crate::node::PatternSub>>,
+    /// The other half of the pending state map, swapped in by `drain`.
+    spare: StateSlots,
 }
 
 impl Session {
@@ -235,6 +271,7 @@ impl Session {
             hub,
             explicit: std::collections::HashSet::new(),
             patterns: Vec::new(),
+            spare: StateSlots::default(),
         }
     }
 
@@ -402,14 +439,19 @@ impl Session {
         if let Some(r) = self.close_reason() {
             return Err(r);
         }
-        let (state, stream) = {
+        // Swap in the (empty) spare map instead of taking a fresh one, so neither map is
+        // reallocated per drain; both keep their capacity across drains.
+        let stream = {
             let mut p = self.shared.pending.lock();
-            (std::mem::take(&mut p.state), std::mem::take(&mut p.stream))
+            std::mem::swap(&mut p.state, &mut self.spare);
+            std::mem::take(&mut p.stream)
         };
-        let mut out: Vec<Delivery> = state
-            .into_values()
-            .map(|(message, snapshot)| Delivery { message, snapshot })
-            .collect();
+        let mut out: Vec<Delivery> = Vec::with_capacity(self.spare.len() + stream.len());
+        out.extend(
+            self.spare
+                .drain()
+                .map(|(_, (message, snapshot))| Delivery { message, snapshot }),
+        );
         for sub in stream {
             // Clear first: a message dispatched from now on queues the cursor again.
             sub.queued.store(false, Ordering::Release);
