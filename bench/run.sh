@@ -147,6 +147,14 @@ if want ingest; then
   start_tickwire interval:100ms
   run ingest tickwire-fsync-100ms tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --fsync interval:100ms $COMMON
   stop_server
+  # The same, with the live candle builder off: it consumes every quote on the same 2 cores,
+  # so this row shows what the ingest path itself sustains (see the notes in ingest.md).
+  export TICKWIRE_CANDLES__ENABLED=false
+  start_tickwire "$FSYNC"
+  CMDS[ingest]+="    # next row: server started with TICKWIRE_CANDLES__ENABLED=false"$'\n'
+  run ingest tickwire-fsync-always-nocandles tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --fsync "$FSYNC" $COMMON
+  stop_server
+  unset TICKWIRE_CANDLES__ENABLED
   start_nats js
   run ingest nats-jetstream jetstream $NATS_PORT --publishers 4 --window 4096 --batch 512 --rate 0 --size 100 --fsync "nats default (sync every 2 min)" $COMMON
   stop_server
