@@ -33,7 +33,7 @@ FSYNC="always"          # ingest durability: fsync every group-commit batch befo
 # out as soon as they are written, and a publisher gated on one fsync per batch would measure
 # the disk, not the fan-out (the peers' core pub/sub persists nothing at all).
 FAN_FSYNC="interval:100ms"
-TW_PORT=7901; NATS_PORT=7902; MQTT_PORT=7903
+TW_PORT=7901; NATS_PORT=7902; MQTT_PORT=7903; TW_MQTT_PORT=7904
 
 # Idle runs hold tens of thousands of sockets on both sides.
 ulimit -Hn 1048576 2>/dev/null || true
@@ -167,6 +167,13 @@ if want fanout; then
   run fanout tickwire tickwire-ws $TW_PORT $FAN --rate 10000 $COMMON
   run fanout tickwire-half tickwire-ws $TW_PORT $FAN --rate 5000 $COMMON
   stop_server
+  # Tickwire's MQTT edge, driven by the same MQTT client as mosquitto below.
+  export TICKWIRE_MQTT__LISTEN=127.0.0.1:$TW_MQTT_PORT
+  start_tickwire
+  CMDS[fanout]+="    # next row: server started with TICKWIRE_MQTT__LISTEN=127.0.0.1:$TW_MQTT_PORT"$'\n'
+  run fanout tickwire-mqtt mqtt $TW_MQTT_PORT $FAN --rate 10000 $COMMON
+  stop_server
+  unset TICKWIRE_MQTT__LISTEN
   start_nats
   run fanout nats-server nats $NATS_PORT $FAN --rate 10000 $COMMON
   run fanout nats-server-half nats $NATS_PORT $FAN --rate 5000 $COMMON
@@ -174,7 +181,7 @@ if want fanout; then
   start_mosquitto
   run fanout mosquitto mqtt $MQTT_PORT $FAN --rate 10000 $COMMON
   stop_server
-  report fanout.md "fanout: Tickwire WebSocket" fanout "$JSON"/fanout-tickwire*.json
+  report fanout.md "fanout: Tickwire WebSocket" fanout "$JSON"/fanout-tickwire-[0-9]*.json "$JSON"/fanout-tickwire-half-*.json
   CMDS[fanout-peer]=${CMDS[fanout]}
   report fanout-peer.md "fanout-peer: the same shape against nats-server and mosquitto" fanout-peer "$JSON"/fanout-*.json
 fi
