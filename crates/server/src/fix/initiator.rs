@@ -13,8 +13,9 @@ use std::{
 use bytes::Bytes;
 use tickwire_fix::{
     md::{
-        MarketDataIncrementalRefresh, MarketDataRequest, MarketDataRequestReject,
-        MarketDataSnapshotFullRefresh, MdEntryType, MdUpdateType, SubscriptionRequestType,
+        recycle_entries, IncrementalEntry, MarketDataIncrementalRefresh, MarketDataRequest,
+        MarketDataRequestReject, MarketDataSnapshotFullRefresh, MdEntryType, MdUpdateType,
+        SubscriptionRequestType,
     },
     tags::msg_type,
     FileSeqStore, Message, Session, SessionConfig, SessionEvent,
@@ -67,6 +68,7 @@ pub(super) fn spawn(
         books: HashMap::new(),
         symbols: cfg.symbols.iter().cloned().collect(),
         book_ns,
+        x_entries: Vec::new(),
         source: format!("fix:{name}"),
         name,
         cfg,
@@ -85,6 +87,8 @@ struct Ingest {
     books: HashMap<String, Book>,
     symbols: BTreeSet<String>,
     book_ns: bool,
+    /// The X entries buffer, reused from message to message so a decode allocates nothing.
+    x_entries: Vec<IncrementalEntry<'static>>,
 }
 
 async fn run(mut ing: Ingest, mut session: Session<FileSeqStore>, cancel: CancellationToken) {
@@ -265,23 +269,13 @@ impl Ingest {
                 touched.insert(w.symbol.to_string());
             }
             msg_type::MARKET_DATA_INCREMENTAL_REFRESH => {
-                let x = MarketDataIncrementalRefresh::decode(&raw).map_err(|e| e.to_string())?;
-                let default_sym = self.symbol_of_req(x.md_req_id);
-                for e in &x.entries {
-                    let sym = match e.symbol {
-                        Some(s) if self.symbols.contains(s) => s.to_string(),
-                        Some(_) => continue,
-                        None => match &default_sym {
-                            Some(s) => s.clone(),
-                            None => continue,
-                        },
-                    };
-                    let book = self.books.entry(sym.clone()).or_default();
-                    if let Some(t) = book.apply_incremental(e) {
-                        trades.push((sym.clone(), t));
-                    }
-                    touched.insert(sym);
+                let mut entries = recycle_entries(std::mem::take(&mut self.x_entries));
+                let decoded = MarketDataIncrementalRefresh::decode_into(&raw, &mut entries);
+                if let Ok(md_req_id) = decoded {
+                    self.apply_x(md_req_id, &entries, touched, trades);
                 }
+                self.x_entries = recycle_entries(entries);
+                decoded.map_err(|e| e.to_string())?;
             }
             msg_type::MARKET_DATA_REQUEST_REJECT => {
                 let y = MarketDataRequestReject::decode(&raw).map_err(|e| e.to_string())?;
@@ -299,6 +293,31 @@ impl Ingest {
             }
         }
         Ok(())
+    }
+
+    fn apply_x(
+        &mut self,
+        md_req_id: Option<&str>,
+        entries: &[IncrementalEntry<'_>],
+        touched: &mut BTreeSet<String>,
+        trades: &mut Vec<(String, super::book::Trade)>,
+    ) {
+        let default_sym = self.symbol_of_req(md_req_id);
+        for e in entries {
+            let sym = match e.symbol {
+                Some(s) if self.symbols.contains(s) => s.to_string(),
+                Some(_) => continue,
+                None => match &default_sym {
+                    Some(s) => s.clone(),
+                    None => continue,
+                },
+            };
+            let book = self.books.entry(sym.clone()).or_default();
+            if let Some(t) = book.apply_incremental(e) {
+                trades.push((sym.clone(), t));
+            }
+            touched.insert(sym);
+        }
     }
 
     /// One hub publish for everything a read produced: the newest quote and depth of each
