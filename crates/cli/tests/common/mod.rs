@@ -339,6 +339,30 @@ impl FixClient {
         }
     }
 
+    /// The acceptor side, `sender` being our CompID: a test provider for the server's
+    /// initiator. [`FixClient::accept`] takes its connection.
+    pub fn acceptor(sender: &str, target: &str) -> FixClient {
+        let cfg = tickwire_fix::SessionConfig::acceptor(sender, target);
+        FixClient {
+            session: tickwire_fix::Session::new(cfg, tickwire_fix::MemorySeqStore::default())
+                .unwrap(),
+            ..FixClient::new(sender, target)
+        }
+    }
+
+    /// Accepts one connection on `listener` and waits for its Logon there.
+    pub async fn accept(&mut self, listener: &tokio::net::TcpListener, wait: Duration) {
+        let (stream, _) = tokio::time::timeout(wait, listener.accept())
+            .await
+            .expect("no connection")
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        self.stream = Some(stream);
+        self.closed = None;
+        let a = self.session.connected(Self::now());
+        self.apply(a).await;
+    }
+
     fn now() -> tickwire_fix::Timestamp {
         tickwire_fix::Timestamp::from(std::time::SystemTime::now())
     }
