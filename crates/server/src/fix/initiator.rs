@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    book::Book,
+    book::{push_json_str, Book},
     config::InitiatorConfig,
     open_store, store_path,
     transport::{now, sleep_until, AppEvent, Conn},
@@ -63,8 +63,18 @@ pub(super) fn spawn(
         s.state = "connecting";
         s.subscriptions = cfg.symbols.len();
     });
+    // Hub publishes run in their own task, so a slow group commit never holds up reading the
+    // socket (heartbeats, TestRequests, gap handling). One consumer keeps batches in order; the
+    // bound gives backpressure instead of dropping anything when the hub stays slow.
+    let (publish_tx, publish_rx) = tokio::sync::mpsc::channel(PUBLISH_QUEUE);
+    tokio::spawn(publisher(
+        hub.clone(),
+        name.clone(),
+        registry.clone(),
+        publish_rx,
+    ));
     let ing = Ingest {
-        hub,
+        publish_tx,
         books: HashMap::new(),
         symbols: cfg.symbols.iter().cloned().collect(),
         book_ns,
@@ -78,8 +88,43 @@ pub(super) fn spawn(
     Ok(())
 }
 
-struct Ingest {
+/// Read batches that may wait for the hub before the read loop waits too.
+const PUBLISH_QUEUE: usize = 64;
+
+/// One read's publications and how many of them are quotes (for the status counter).
+struct PublishBatch {
+    reqs: Vec<PublishRequest>,
+    quotes: u64,
+}
+
+/// Publishes the batches in order, one at a time, as the read loop used to inline.
+async fn publisher(
     hub: Arc<Hub>,
+    name: String,
+    registry: FixRegistry,
+    mut rx: tokio::sync::mpsc::Receiver<PublishBatch>,
+) {
+    while let Some(b) = rx.recv().await {
+        let mut failed = None;
+        for r in hub.publish(b.reqs).await {
+            if let Err(e) = r {
+                failed = Some(e.to_string());
+            }
+        }
+        if let Some(e) = &failed {
+            tracing::warn!(session = %name, "fix: publish failed: {e}");
+        }
+        registry.update(&name, |s| {
+            s.quotes_published += b.quotes;
+            if failed.is_some() {
+                s.last_error = failed;
+            }
+        });
+    }
+}
+
+struct Ingest {
+    publish_tx: tokio::sync::mpsc::Sender<PublishBatch>,
     cfg: InitiatorConfig,
     name: String,
     source: String,
@@ -321,26 +366,34 @@ impl Ingest {
     }
 
     /// One hub publish for everything a read produced: the newest quote and depth of each
-    /// touched instrument, and every trade.
+    /// touched instrument, and every trade. Handed to the publisher task; waits only when it
+    /// is [`PUBLISH_QUEUE`] batches behind.
     async fn publish(
         &mut self,
         touched: BTreeSet<String>,
         trades: Vec<(String, super::book::Trade)>,
     ) {
         let mut reqs = Vec::new();
-        let req = |ch: String, v: serde_json::Value| -> Option<PublishRequest> {
+        let req = |ch: String, data: String| -> Option<PublishRequest> {
             Some(PublishRequest {
                 channel: Channel::parse(&ch).ok()?,
                 msg_id: None,
-                data: Bytes::from(v.to_string()),
+                data: Bytes::from(data),
             })
         };
         let mut quotes = 0u64;
         for (sym, t) in trades {
-            let mut v = serde_json::json!({"price": t.price, "source": self.source});
-            if let Some(z) = t.size {
-                v["size"] = serde_json::Value::String(z);
+            // Keys sorted, as serde_json wrote them before: price, size, source.
+            let mut v = String::with_capacity(64);
+            v.push_str("{\"price\":");
+            push_json_str(&mut v, &t.price);
+            if let Some(z) = &t.size {
+                v.push_str(",\"size\":");
+                push_json_str(&mut v, z);
             }
+            v.push_str(",\"source\":");
+            push_json_str(&mut v, &self.source);
+            v.push('}');
             reqs.extend(req(format!("trades.{sym}"), v));
         }
         for sym in touched {
@@ -360,20 +413,13 @@ impl Ingest {
         if reqs.is_empty() {
             return;
         }
-        let mut failed = None;
-        for r in self.hub.publish(reqs).await {
-            if let Err(e) = r {
-                failed = Some(e.to_string());
-            }
+        if self
+            .publish_tx
+            .send(PublishBatch { reqs, quotes })
+            .await
+            .is_err()
+        {
+            tracing::error!(session = %self.name, "fix: publisher task is gone; quotes dropped");
         }
-        if let Some(e) = &failed {
-            tracing::warn!(session = %self.name, "fix: publish failed: {e}");
-        }
-        self.registry.update(&self.name, |s| {
-            s.quotes_published += quotes;
-            if failed.is_some() {
-                s.last_error = failed;
-            }
-        });
     }
 }
