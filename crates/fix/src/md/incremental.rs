@@ -134,6 +134,9 @@ fn read_entries<'a>(
 ) -> Result<()> {
     let bad_group = |reason| Error::BadGroup { count_tag, reason };
     let mut seen = 0usize;
+    // The entry being read is a local, pushed when the next one starts or the group ends:
+    // filled in place inside the vector, every field was a store and a reload through memory.
+    let mut cur = IncrementalEntry::new(MdUpdateAction::New);
     while let Some(g) = sc.next_span()? {
         if g.tag == tags::MD_UPDATE_ACTION {
             seen += 1;
@@ -141,21 +144,22 @@ fn read_entries<'a>(
                 return Err(bad_group("more entries than NumInGroup"));
             }
             let action = MdUpdateAction::from_byte(one_char(g.tag, text.bytes(&g))?)?;
-            entries.push(IncrementalEntry::new(action));
+            let done = std::mem::replace(&mut cur, IncrementalEntry::new(action));
+            if seen > 1 {
+                entries.push(done);
+            }
             continue;
         }
         if matches!(g.tag, tags::MD_REQ_ID | tags::NO_MD_ENTRIES) {
             sc.rewind(g.start);
             break;
         }
-        let e = match entries.last_mut() {
-            Some(e) if seen > 0 => e,
-            _ => {
-                return Err(bad_group(
-                    "entry does not start with the group's first field",
-                ))
-            }
-        };
+        if seen == 0 {
+            return Err(bad_group(
+                "entry does not start with the group's first field",
+            ));
+        }
+        let e = &mut cur;
         match g.tag {
             tags::MD_ENTRY_TYPE => {
                 let t = MdEntryType::from_byte(one_char(g.tag, text.bytes(&g))?)?;
@@ -181,6 +185,9 @@ fn read_entries<'a>(
             }
             _ => {}
         }
+    }
+    if seen > 0 {
+        entries.push(cur);
     }
     if seen != declared {
         return Err(bad_group("fewer entries than NumInGroup"));

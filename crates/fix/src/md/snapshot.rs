@@ -106,33 +106,39 @@ fn read_entries<'a>(
 ) -> Result<()> {
     let bad_group = |reason| Error::BadGroup { count_tag, reason };
     let mut seen = 0usize;
+    let entry = |entry_type| SnapshotEntry {
+        entry_type,
+        px: None,
+        size: None,
+        date: None,
+        time: None,
+    };
+    // The entry being read is a local, pushed when the next one starts or the group ends:
+    // filled in place inside the vector, every field was a store and a reload through memory.
+    let mut cur = entry(MdEntryType::Bid);
     while let Some(g) = sc.next_span()? {
         if g.tag == tags::MD_ENTRY_TYPE {
             seen += 1;
             if seen > declared {
                 return Err(bad_group("more entries than NumInGroup"));
             }
-            entries.push(SnapshotEntry {
-                entry_type: MdEntryType::from_byte(one_char(g.tag, text.bytes(&g))?)?,
-                px: None,
-                size: None,
-                date: None,
-                time: None,
-            });
+            let t = MdEntryType::from_byte(one_char(g.tag, text.bytes(&g))?)?;
+            let done = std::mem::replace(&mut cur, entry(t));
+            if seen > 1 {
+                entries.push(done);
+            }
             continue;
         }
         if matches!(g.tag, tags::MD_REQ_ID | tags::SYMBOL | tags::NO_MD_ENTRIES) {
             sc.rewind(g.start);
             break;
         }
-        let e = match entries.last_mut() {
-            Some(e) if seen > 0 => e,
-            _ => {
-                return Err(bad_group(
-                    "entry does not start with the group's first field",
-                ))
-            }
-        };
+        if seen == 0 {
+            return Err(bad_group(
+                "entry does not start with the group's first field",
+            ));
+        }
+        let e = &mut cur;
         match g.tag {
             tags::MD_ENTRY_PX => {
                 let px = Decimal::for_tag(g.tag, text.value(&g)?)?;
@@ -152,6 +158,9 @@ fn read_entries<'a>(
             }
             _ => {}
         }
+    }
+    if seen > 0 {
+        entries.push(cur);
     }
     if seen != declared {
         return Err(bad_group("fewer entries than NumInGroup"));
