@@ -35,7 +35,8 @@ pub struct Frame {
 pub fn frame(buf: &[u8], max_size: usize) -> Result<Frame> {
     let mut pos = expect_literal(buf, 0, b"8=", || Error::BadBeginString { offset: 0 })?;
     let search_end = buf.len().min(pos + MAX_BEGIN_STRING + 1);
-    let soh = match memchr::memchr(SOH, &buf[pos..search_end]) {
+    // A byte loop: the value is a few bytes ("FIX.4.4"), too short for memchr's dispatch.
+    let soh = match buf[pos..search_end].iter().position(|&b| b == SOH) {
         Some(i) => pos + i,
         None if search_end - pos > MAX_BEGIN_STRING => {
             return Err(Error::BadBeginString { offset: pos })
@@ -93,7 +94,12 @@ pub fn frame(buf: &[u8], max_size: usize) -> Result<Frame> {
         });
     }
     let t = &buf[trailer_start..len];
-    if &t[..3] != b"10=" || t[6] != SOH || !t[3..6].iter().all(u8::is_ascii_digit) {
+    if t[0] != b'1'
+        || t[1] != b'0'
+        || t[2] != b'='
+        || t[6] != SOH
+        || !t[3..6].iter().all(u8::is_ascii_digit)
+    {
         return Err(Error::BadTrailer {
             offset: trailer_start,
             reason: "expected 10=NNN<SOH>",
@@ -157,7 +163,9 @@ fn expect_literal(
     err: impl FnOnce() -> Error,
 ) -> Result<usize> {
     let avail = buf.len().saturating_sub(pos).min(lit.len());
-    if buf[pos.min(buf.len())..][..avail] != lit[..avail] {
+    // Compared byte by byte: slice `!=` calls memcmp, which costs more than these 2 bytes.
+    let got = &buf[pos.min(buf.len())..][..avail];
+    if got.iter().zip(lit).any(|(a, b)| a != b) {
         return Err(err());
     }
     if avail < lit.len() {

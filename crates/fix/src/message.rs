@@ -1,7 +1,7 @@
 //! Decoded messages: a borrowed view ([`RawMessage`]) and an owned one ([`Message`]).
 
 use crate::error::{Error, Result};
-use crate::field::FieldIter;
+use crate::field::{invalid, parse_u64, FieldIter, Scanner, Text};
 use crate::frame::frame;
 use crate::tags;
 use crate::time::Timestamp;
@@ -92,12 +92,11 @@ impl<'a> RawMessage<'a> {
             begin_string: Span::of(2, body_start_of_begin(buf)),
             ..HeaderIndex::default()
         };
-        let mut it = FieldIter::new(buf, body_start, trailer_start);
-        match it.next() {
-            Some(Ok(f)) if f.tag == tags::MSG_TYPE => {
-                idx.msg_type = Span::of(f.offset + 3, f.value.len());
+        let mut sc = Scanner::new(buf, body_start, trailer_start);
+        match sc.next_span()? {
+            Some(f) if f.tag == tags::MSG_TYPE => {
+                idx.msg_type = Span::of(f.value_start, f.value_end - f.value_start);
             }
-            Some(Err(e)) => return Err(e),
             _ => {
                 return Err(Error::MalformedField {
                     offset: body_start,
@@ -106,13 +105,12 @@ impl<'a> RawMessage<'a> {
             }
         }
         let mut body = trailer_start;
-        for f in it {
-            let f = f?;
+        while let Some(f) = sc.next_span()? {
             if !tags::is_header_tag(f.tag) {
-                body = f.offset;
+                body = f.start;
                 break;
             }
-            let span = Span::of(f.offset + digits(f.tag) + 1, f.value.len());
+            let value = &buf[f.value_start..f.value_end];
             let slot = match f.tag {
                 tags::SENDER_COMP_ID => &mut idx.sender_comp_id,
                 tags::TARGET_COMP_ID => &mut idx.target_comp_id,
@@ -122,7 +120,8 @@ impl<'a> RawMessage<'a> {
                     if idx.seq_num.is_some() {
                         return Err(Error::DuplicateField { tag: f.tag });
                     }
-                    let n = f.as_u64()?;
+                    let n = parse_u64(value)
+                        .ok_or_else(|| invalid(f.tag, "not an unsigned integer"))?;
                     if n == 0 {
                         return Err(Error::InvalidValue {
                             tag: f.tag,
@@ -133,11 +132,11 @@ impl<'a> RawMessage<'a> {
                     continue;
                 }
                 tags::POSS_DUP_FLAG => {
-                    idx.poss_dup = f.as_bool()?;
+                    idx.poss_dup = yes_no(f.tag, value)?;
                     continue;
                 }
                 tags::POSS_RESEND => {
-                    idx.poss_resend = f.as_bool()?;
+                    idx.poss_resend = yes_no(f.tag, value)?;
                     continue;
                 }
                 _ => continue,
@@ -145,7 +144,7 @@ impl<'a> RawMessage<'a> {
             if slot.start < slot.end {
                 return Err(Error::DuplicateField { tag: f.tag });
             }
-            *slot = span;
+            *slot = Span::of(f.value_start, f.value_end - f.value_start);
         }
         // One check for the whole header instead of one per text field; the accessors rely on it.
         as_text(&buf[..body], tags::MSG_TYPE)?;
@@ -216,6 +215,18 @@ impl<'a> RawMessage<'a> {
             Err(_) => FieldIter::new(self.buf, start, end),
         }
     }
+    /// MsgType (35) as bytes, for comparisons that need no text.
+    pub(crate) fn msg_type_bytes(&self) -> &'a [u8] {
+        self.idx.msg_type.get(self.buf).unwrap_or_default()
+    }
+    /// A scanner over the body fields and the body's text, for the typed decoders.
+    pub(crate) fn body_scan(&self) -> (Scanner<'a>, Text<'a>) {
+        let (start, end) = (self.idx.body_start as usize, self.idx.body_end as usize);
+        (
+            Scanner::new(self.buf, start, end),
+            Text::new(self.buf, start, end),
+        )
+    }
     /// The raw body bytes (each field ends with SOH).
     pub fn body_bytes(&self) -> &'a [u8] {
         &self.buf[self.idx.body_start as usize..self.idx.body_end as usize]
@@ -232,20 +243,20 @@ impl<'a> RawMessage<'a> {
     }
 }
 
-fn body_start_of_begin(buf: &[u8]) -> usize {
-    // frame() guaranteed "8=<value><SOH>" with a bounded value.
-    memchr::memchr(crate::frame::SOH, &buf[2..]).unwrap_or(0)
+fn yes_no(tag: u32, v: &[u8]) -> Result<bool> {
+    match v {
+        b"Y" => Ok(true),
+        b"N" => Ok(false),
+        _ => Err(Error::InvalidValue {
+            tag,
+            reason: "expected Y or N",
+        }),
+    }
 }
 
-fn digits(tag: u32) -> usize {
-    match tag {
-        0..=9 => 1,
-        10..=99 => 2,
-        100..=999 => 3,
-        1000..=9999 => 4,
-        10_000..=99_999 => 5,
-        _ => 5 + digits(tag / 100_000),
-    }
+fn body_start_of_begin(buf: &[u8]) -> usize {
+    // frame() guaranteed "8=<value><SOH>" with a bounded value, so it is within a word or two.
+    crate::field::find_soh(buf, 2).map_or(0, |end| end - 2)
 }
 
 /// An owned message (shares the receive buffer through [`Bytes`], no copy) with its header
@@ -295,28 +306,5 @@ impl Message {
     /// PossDupFlag (43) = Y.
     pub fn poss_dup(&self) -> bool {
         self.idx.poss_dup
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn digits_counts_tag_width() {
-        for t in [
-            1u32,
-            9,
-            10,
-            99,
-            100,
-            999,
-            1000,
-            99_999,
-            100_000,
-            999_999_999,
-        ] {
-            assert_eq!(digits(t), t.to_string().len(), "{t}");
-        }
     }
 }

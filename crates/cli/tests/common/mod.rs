@@ -306,3 +306,159 @@ impl Sse {
         }
     }
 }
+
+/// A FIX 4.4 client over real TCP driven by our own engine ([`tickwire_fix::Session`], the
+/// same state machine the server uses), so heartbeats, TestRequests, gaps and Logout follow the
+/// spec without a script of our own. Everything the session reports is kept for assertions.
+pub struct FixClient {
+    pub session: tickwire_fix::Session<tickwire_fix::MemorySeqStore>,
+    stream: Option<tokio::net::TcpStream>,
+    /// Application messages delivered and not yet taken, in sequence order.
+    pub inbox: VecDeque<tickwire_fix::Message>,
+    /// Session events (gaps, resend requests, resets, rejects) since the client was created.
+    pub events: Vec<tickwire_fix::SessionEvent>,
+    pub logged_on: bool,
+    /// Why the connection ended, once it has.
+    pub closed: Option<String>,
+}
+
+impl FixClient {
+    /// A client session `sender` -> `target` that starts at sequence number 1 and keeps its
+    /// numbers across reconnects (no ResetSeqNumFlag).
+    pub fn new(sender: &str, target: &str) -> FixClient {
+        let cfg = tickwire_fix::SessionConfig::initiator(sender, target);
+        let session =
+            tickwire_fix::Session::new(cfg, tickwire_fix::MemorySeqStore::default()).unwrap();
+        FixClient {
+            session,
+            stream: None,
+            inbox: VecDeque::new(),
+            events: Vec::new(),
+            logged_on: false,
+            closed: None,
+        }
+    }
+
+    /// The acceptor side, `sender` being our CompID: a test provider for the server's
+    /// initiator. [`FixClient::accept`] takes its connection.
+    pub fn acceptor(sender: &str, target: &str) -> FixClient {
+        let cfg = tickwire_fix::SessionConfig::acceptor(sender, target);
+        FixClient {
+            session: tickwire_fix::Session::new(cfg, tickwire_fix::MemorySeqStore::default())
+                .unwrap(),
+            ..FixClient::new(sender, target)
+        }
+    }
+
+    /// Accepts one connection on `listener` and waits for its Logon there.
+    pub async fn accept(&mut self, listener: &tokio::net::TcpListener, wait: Duration) {
+        let (stream, _) = tokio::time::timeout(wait, listener.accept())
+            .await
+            .expect("no connection")
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        self.stream = Some(stream);
+        self.closed = None;
+        let a = self.session.connected(Self::now());
+        self.apply(a).await;
+    }
+
+    fn now() -> tickwire_fix::Timestamp {
+        tickwire_fix::Timestamp::from(std::time::SystemTime::now())
+    }
+
+    /// Connects and sends the Logon; [`FixClient::until`] then drives the exchange.
+    pub async fn connect(&mut self, addr: &str) {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        self.stream = Some(stream);
+        self.closed = None;
+        let a = self.session.connected(Self::now());
+        self.apply(a).await;
+    }
+
+    async fn apply(&mut self, actions: Vec<tickwire_fix::Action>) {
+        use tickwire_fix::Action;
+        use tokio::io::AsyncWriteExt;
+        for a in actions {
+            match a {
+                Action::Send(b) => {
+                    if let Some(s) = self.stream.as_mut() {
+                        if let Err(e) = s.write_all(&b).await {
+                            self.close(format!("write: {e}"));
+                        }
+                    }
+                }
+                Action::Deliver(m) => self.inbox.push_back(m),
+                Action::Disconnect(why) => self.close(why.to_string()),
+                Action::LoggedOn => self.logged_on = true,
+                Action::LoggedOut => self.logged_on = false,
+                Action::Event(e) => self.events.push(e),
+                Action::SetTimer(_) => {} // timers are polled on every read timeout
+            }
+        }
+    }
+
+    fn close(&mut self, why: String) {
+        self.stream = None;
+        if self.closed.is_none() {
+            self.closed = Some(why);
+        }
+    }
+
+    /// Reads and feeds the session until `done` holds or the connection ends; false on timeout.
+    pub async fn until(&mut self, wait: Duration, done: impl Fn(&FixClient) -> bool) -> bool {
+        use tokio::io::AsyncReadExt;
+        let end = tokio::time::Instant::now() + wait;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            if done(self) {
+                return true;
+            }
+            if self.closed.is_some() || tokio::time::Instant::now() >= end {
+                return false;
+            }
+            let Some(s) = self.stream.as_mut() else {
+                return false;
+            };
+            let step = end.min(tokio::time::Instant::now() + Duration::from_millis(250));
+            let r = tokio::time::timeout_at(step, s.read(&mut buf)).await;
+            let actions = match r {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    self.close("connection closed by the peer".into());
+                    self.session.disconnected(Self::now())
+                }
+                Ok(Ok(n)) => self.session.handle_bytes(&buf[..n], Self::now()),
+                Err(_) => self.session.poll_timers(Self::now()),
+            };
+            self.apply(actions).await;
+        }
+    }
+
+    /// Sends an application message; the session must be logged on.
+    pub async fn send<M: tickwire_fix::AppMessage>(&mut self, m: &M) {
+        let a = self.session.send_app(m, Self::now()).unwrap();
+        self.apply(a).await;
+    }
+
+    /// The next application message, waiting up to `wait`.
+    pub async fn next_app(&mut self, wait: Duration) -> Option<tickwire_fix::Message> {
+        self.until(wait, |c| !c.inbox.is_empty()).await;
+        self.inbox.pop_front()
+    }
+
+    /// Logout and wait for the peer's Logout; true when the exchange completed.
+    pub async fn logout(&mut self, wait: Duration) -> bool {
+        let a = self.session.logout(None, Self::now());
+        self.apply(a).await;
+        self.until(wait, |c| c.closed.is_some()).await;
+        self.closed.as_deref() == Some("logout")
+    }
+
+    /// The connection was cut under us (e.g. the server was killed): tell the session.
+    pub fn drop_connection(&mut self) {
+        self.stream = None;
+        let _ = self.session.disconnected(Self::now());
+        self.logged_on = false;
+    }
+}

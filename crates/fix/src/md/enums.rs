@@ -27,6 +27,8 @@ macro_rules! char_enum {
                 }
             }
 
+            // Generated for every enum; the span-based X/W decoders use `from_byte` instead.
+            #[allow(dead_code)]
             pub(crate) fn from_field(f: &crate::field::Field<'_>) -> Result<Self> {
                 Self::from_byte(f.as_char()?)
             }

@@ -1,9 +1,13 @@
 //! MarketDataIncrementalRefresh (X).
 
-use super::{check_type, group, set_once, utc_date, utc_time, MdEntryType, MdUpdateAction};
+use super::{
+    check_type, check_utc_date, check_utc_time, num_in_group, one_char, set_once_tag, MdEntryType,
+    MdUpdateAction,
+};
 use crate::decimal::Decimal;
 use crate::encode::{AppMessage, FieldWriter};
 use crate::error::{Error, Result};
+use crate::field::{Scanner, Text};
 use crate::tags::{self, msg_type};
 use crate::RawMessage;
 
@@ -53,60 +57,142 @@ impl<'a> IncrementalEntry<'a> {
     }
 }
 
-fn top_level(tag: u32) -> bool {
-    matches!(tag, tags::MD_REQ_ID | tags::NO_MD_ENTRIES)
-}
-
 impl<'a> MarketDataIncrementalRefresh<'a> {
     /// Decodes from a parsed message of type X.
     pub fn decode(raw: &RawMessage<'a>) -> Result<Self> {
+        let mut entries = Vec::new();
+        let md_req_id = Self::decode_into(raw, &mut entries)?;
+        Ok(MarketDataIncrementalRefresh { md_req_id, entries })
+    }
+
+    /// Decodes the entries of an X into `entries` (cleared first, so its allocation is reused
+    /// from message to message) and returns MDReqID (262). On error `entries` holds whatever
+    /// was decoded before the fault. Same checks and errors as [`Self::decode`].
+    ///
+    /// To reuse one vector for messages of different lifetimes, pass it through
+    /// [`recycle_entries`] between them.
+    pub fn decode_into(
+        raw: &RawMessage<'a>,
+        entries: &mut Vec<IncrementalEntry<'a>>,
+    ) -> Result<Option<&'a str>> {
+        entries.clear();
         check_type(raw, msg_type::MARKET_DATA_INCREMENTAL_REFRESH)?;
+        let (mut sc, text) = raw.body_scan();
         let mut md_req_id = None;
-        let mut entries: Option<Vec<IncrementalEntry<'a>>> = None;
-        let mut it = raw.body_fields();
-        while let Some(f) = it.next() {
-            let f = f?;
+        let mut have_entries = false;
+        while let Some(f) = sc.next_span()? {
             match f.tag {
-                tags::MD_REQ_ID => set_once(&mut md_req_id, &f, f.as_str()?)?,
+                tags::MD_REQ_ID => set_once_tag(&mut md_req_id, f.tag, text.value(&f)?)?,
                 tags::NO_MD_ENTRIES => {
-                    let mut v: Vec<IncrementalEntry<'a>> =
-                        Vec::with_capacity(group::capacity_hint(&f));
-                    group::read_group(&mut it, &f, tags::MD_UPDATE_ACTION, top_level, |new, g| {
-                        if new {
-                            v.push(IncrementalEntry::new(MdUpdateAction::from_field(g)?));
-                            return Ok(());
-                        }
-                        let Some(e) = v.last_mut() else { return Ok(()) };
-                        match g.tag {
-                            tags::MD_ENTRY_TYPE => {
-                                set_once(&mut e.entry_type, g, MdEntryType::from_field(g)?)
-                            }
-                            tags::MD_ENTRY_ID => set_once(&mut e.entry_id, g, g.as_str()?),
-                            tags::SYMBOL => set_once(&mut e.symbol, g, g.as_str()?),
-                            tags::MD_ENTRY_PX => {
-                                set_once(&mut e.px, g, Decimal::for_tag(g.tag, g.as_str()?)?)
-                            }
-                            tags::MD_ENTRY_SIZE => {
-                                set_once(&mut e.size, g, Decimal::for_tag(g.tag, g.as_str()?)?)
-                            }
-                            tags::MD_ENTRY_DATE => set_once(&mut e.date, g, utc_date(g)?),
-                            tags::MD_ENTRY_TIME => set_once(&mut e.time, g, utc_time(g)?),
-                            _ => Ok(()),
-                        }
-                    })?;
-                    set_once(&mut entries, &f, v)?
+                    let declared = num_in_group(f.tag, text.bytes(&f))?;
+                    if declared > 0 {
+                        // Bounded so a hostile NumInGroup cannot reserve gigabytes.
+                        entries.reserve(declared.min(64));
+                        read_entries(&mut sc, &text, f.tag, declared, entries)?;
+                    }
+                    // After the group, so a second, malformed group reports its own error
+                    // first, as it always has.
+                    if have_entries {
+                        return Err(Error::DuplicateField { tag: f.tag });
+                    }
+                    have_entries = true;
                 }
                 _ => {}
             }
         }
-        Ok(MarketDataIncrementalRefresh {
-            md_req_id,
-            entries: entries.ok_or(Error::MissingField {
+        if !have_entries {
+            return Err(Error::MissingField {
                 tag: tags::NO_MD_ENTRIES,
                 msg_type: msg_type::MARKET_DATA_INCREMENTAL_REFRESH,
-            })?,
-        })
+            });
+        }
+        Ok(md_req_id)
     }
+}
+
+/// An emptied `entries` whose allocation can hold entries of another message: what lets one
+/// vector serve [`MarketDataIncrementalRefresh::decode_into`] for a stream of messages, each
+/// borrowed for its own lifetime.
+pub fn recycle_entries<'b>(mut entries: Vec<IncrementalEntry<'_>>) -> Vec<IncrementalEntry<'b>> {
+    entries.clear();
+    // An empty vector collected into a type of the same layout keeps its buffer (std's in-place
+    // collection); no element is ever produced. `filter_map` because it may change the item
+    // type (here: its lifetime), which `filter` cannot.
+    #[allow(clippy::unnecessary_filter_map)]
+    entries.into_iter().filter_map(|_| None).collect()
+}
+
+/// The NoMDEntries group: an entry starts at each MDUpdateAction (279) and the group ends at
+/// a top-level field of the X (262, 268) or at the end of the body.
+#[inline(always)]
+fn read_entries<'a>(
+    sc: &mut Scanner<'a>,
+    text: &Text<'a>,
+    count_tag: u32,
+    declared: usize,
+    entries: &mut Vec<IncrementalEntry<'a>>,
+) -> Result<()> {
+    let bad_group = |reason| Error::BadGroup { count_tag, reason };
+    let mut seen = 0usize;
+    // The entry being read is a local, pushed when the next one starts or the group ends:
+    // filled in place inside the vector, every field was a store and a reload through memory.
+    let mut cur = IncrementalEntry::new(MdUpdateAction::New);
+    while let Some(g) = sc.next_span()? {
+        if g.tag == tags::MD_UPDATE_ACTION {
+            seen += 1;
+            if seen > declared {
+                return Err(bad_group("more entries than NumInGroup"));
+            }
+            let action = MdUpdateAction::from_byte(one_char(g.tag, text.bytes(&g))?)?;
+            let done = std::mem::replace(&mut cur, IncrementalEntry::new(action));
+            if seen > 1 {
+                entries.push(done);
+            }
+            continue;
+        }
+        if matches!(g.tag, tags::MD_REQ_ID | tags::NO_MD_ENTRIES) {
+            sc.rewind(g.start);
+            break;
+        }
+        if seen == 0 {
+            return Err(bad_group(
+                "entry does not start with the group's first field",
+            ));
+        }
+        let e = &mut cur;
+        match g.tag {
+            tags::MD_ENTRY_TYPE => {
+                let t = MdEntryType::from_byte(one_char(g.tag, text.bytes(&g))?)?;
+                set_once_tag(&mut e.entry_type, g.tag, t)?
+            }
+            tags::MD_ENTRY_ID => set_once_tag(&mut e.entry_id, g.tag, text.value(&g)?)?,
+            tags::SYMBOL => set_once_tag(&mut e.symbol, g.tag, text.value(&g)?)?,
+            tags::MD_ENTRY_PX => {
+                let px = Decimal::for_tag(g.tag, text.value(&g)?)?;
+                set_once_tag(&mut e.px, g.tag, px)?
+            }
+            tags::MD_ENTRY_SIZE => {
+                let sz = Decimal::for_tag(g.tag, text.value(&g)?)?;
+                set_once_tag(&mut e.size, g.tag, sz)?
+            }
+            tags::MD_ENTRY_DATE => {
+                let d = check_utc_date(g.tag, text.value(&g)?)?;
+                set_once_tag(&mut e.date, g.tag, d)?
+            }
+            tags::MD_ENTRY_TIME => {
+                let t = check_utc_time(g.tag, text.value(&g)?)?;
+                set_once_tag(&mut e.time, g.tag, t)?
+            }
+            _ => {}
+        }
+    }
+    if seen > 0 {
+        entries.push(cur);
+    }
+    if seen != declared {
+        return Err(bad_group("fewer entries than NumInGroup"));
+    }
+    Ok(())
 }
 
 impl AppMessage for MarketDataIncrementalRefresh<'_> {
@@ -145,5 +231,25 @@ impl AppMessage for MarketDataIncrementalRefresh<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recycled_entries_keep_their_allocation() {
+        let text = String::from("b1");
+        let mut v = Vec::with_capacity(16);
+        v.push(IncrementalEntry {
+            entry_id: Some(text.as_str()),
+            ..IncrementalEntry::new(MdUpdateAction::New)
+        });
+        let cap = v.capacity();
+        let v: Vec<IncrementalEntry<'static>> = recycle_entries(v);
+        drop(text);
+        assert!(v.is_empty());
+        assert_eq!(v.capacity(), cap);
     }
 }

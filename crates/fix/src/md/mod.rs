@@ -7,6 +7,8 @@
 mod enums;
 mod group;
 mod incremental;
+#[cfg(test)]
+mod reference;
 mod reject;
 mod request;
 mod snapshot;
@@ -14,7 +16,7 @@ mod snapshot;
 pub use enums::{
     MdEntryType, MdReqRejReason, MdUpdateAction, MdUpdateType, SubscriptionRequestType,
 };
-pub use incremental::{IncrementalEntry, MarketDataIncrementalRefresh};
+pub use incremental::{recycle_entries, IncrementalEntry, MarketDataIncrementalRefresh};
 pub use reject::MarketDataRequestReject;
 pub use request::MarketDataRequest;
 pub use snapshot::{MarketDataSnapshotFullRefresh, SnapshotEntry};
@@ -23,7 +25,10 @@ use crate::error::{Error, Result};
 use crate::field::Field;
 
 pub(crate) fn check_type(raw: &crate::RawMessage<'_>, expected: &'static str) -> Result<()> {
-    if raw.msg_type() == expected {
+    // Bytes, not text: the header was validated at parse time. A loop instead of slice `==`,
+    // which calls memcmp, costly for one or two bytes.
+    let (got, want) = (raw.msg_type_bytes(), expected.as_bytes());
+    if got.len() == want.len() && got.iter().zip(want).all(|(a, b)| a == b) {
         Ok(())
     } else {
         Err(Error::WrongMsgType {
@@ -42,27 +47,54 @@ pub(crate) fn set_once<T>(slot: &mut Option<T>, f: &Field<'_>, v: T) -> Result<(
     Ok(())
 }
 
+/// Sets an optional slot once, for the span-based decoders.
+#[inline]
+pub(crate) fn set_once_tag<T>(slot: &mut Option<T>, tag: u32, v: T) -> Result<()> {
+    if slot.is_some() {
+        return Err(Error::DuplicateField { tag });
+    }
+    *slot = Some(v);
+    Ok(())
+}
+
+/// A FIX char value (one byte).
+#[inline]
+pub(crate) fn one_char(tag: u32, v: &[u8]) -> Result<u8> {
+    match v {
+        [c] => Ok(*c),
+        _ => Err(Error::InvalidValue {
+            tag,
+            reason: "expected a single character",
+        }),
+    }
+}
+
+/// NumInGroup as a count; like [`Field::as_u64`].
+pub(crate) fn num_in_group(tag: u32, v: &[u8]) -> Result<usize> {
+    let n = crate::field::parse_u64(v)
+        .ok_or_else(|| crate::field::invalid(tag, "not an unsigned integer"))?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
 /// MDEntryDate (272): UTCDateOnly `YYYYMMDD`.
-pub(crate) fn utc_date<'a>(f: &Field<'a>) -> Result<&'a str> {
-    let s = f.as_str()?;
+pub(crate) fn check_utc_date(tag: u32, s: &str) -> Result<&str> {
     if s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit()) {
         Ok(s)
     } else {
         Err(Error::InvalidValue {
-            tag: f.tag,
+            tag,
             reason: "not a UTCDateOnly YYYYMMDD",
         })
     }
 }
 
 /// MDEntryTime (273): UTCTimeOnly `HH:MM:SS[.sss]`.
-pub(crate) fn utc_time<'a>(f: &Field<'a>) -> Result<&'a str> {
-    let s = f.as_str()?;
+pub(crate) fn check_utc_time(tag: u32, s: &str) -> Result<&str> {
     if valid_utc_time(s.as_bytes()) {
         Ok(s)
     } else {
         Err(Error::InvalidValue {
-            tag: f.tag,
+            tag,
             reason: "not a UTCTimeOnly HH:MM:SS[.sss]",
         })
     }

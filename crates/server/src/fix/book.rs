@@ -4,7 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde_json::{json, Map, Value};
+use std::fmt::Write as _;
+
 use tickwire_fix::{
     md::{IncrementalEntry, MdEntryType, MdUpdateAction, SnapshotEntry},
     Decimal,
@@ -44,10 +45,10 @@ pub(crate) struct Book {
     /// MDEntryID → where that entry sits, for Change/Delete by ID.
     ids: HashMap<String, (Side, PxKey)>,
     last: Option<(String, Option<String>)>,
-    /// The quote JSON last published, to publish only changes (a re-sent snapshot after a
-    /// reconnect does not repeat a quote).
-    published_quote: Option<Value>,
-    published_book: Option<Value>,
+    /// The quote JSON (without `source`) last published, to publish only changes (a re-sent
+    /// snapshot after a reconnect does not repeat a quote).
+    published_quote: Option<String>,
+    published_book: Option<String>,
 }
 
 /// A trade seen in an X, to append to `trades.<SYM>`.
@@ -163,68 +164,127 @@ impl Book {
         )
     }
 
-    /// The L1 quote if it changed since last time (and is not empty).
-    pub fn quote_if_changed(&mut self, source: &str) -> Option<Value> {
+    /// The L1 quote as JSON text if it changed since last time (and is not empty):
+    /// `{"ask","ask_size","bid","bid_size","last","source"}`, keys in that (sorted) order,
+    /// byte for byte what serializing a `serde_json` map gave, without building one per change.
+    pub fn quote_if_changed(&mut self, source: &str) -> Option<String> {
         let (bid, ask) = self.best();
-        let mut m = Map::new();
-        if let Some(b) = bid {
-            m.insert("bid".into(), json!(b.px));
-            if let Some(z) = &b.size {
-                m.insert("bid_size".into(), json!(z));
+        let mut fields = String::with_capacity(96);
+        let mut field = |k: &str, v: &str| {
+            if !fields.is_empty() {
+                fields.push(',');
+            }
+            push_json_str(&mut fields, k);
+            fields.push(':');
+            push_json_str(&mut fields, v);
+        };
+        if let Some(a) = ask {
+            field("ask", &a.px);
+            if let Some(z) = &a.size {
+                field("ask_size", z);
             }
         }
-        if let Some(a) = ask {
-            m.insert("ask".into(), json!(a.px));
-            if let Some(z) = &a.size {
-                m.insert("ask_size".into(), json!(z));
+        if let Some(b) = bid {
+            field("bid", &b.px);
+            if let Some(z) = &b.size {
+                field("bid_size", z);
             }
         }
         if let Some((px, _)) = &self.last {
-            m.insert("last".into(), json!(px));
+            field("last", px);
         }
-        if m.is_empty() {
+        if fields.is_empty() || self.published_quote.as_ref() == Some(&fields) {
             return None;
         }
-        let v = Value::Object(m);
-        if self.published_quote.as_ref() == Some(&v) {
-            return None;
-        }
-        self.published_quote = Some(v.clone());
-        let mut out = v;
-        if let Value::Object(o) = &mut out {
-            o.insert("source".into(), json!(source));
-        }
+        let mut out = String::with_capacity(fields.len() + source.len() + 16);
+        out.push('{');
+        out.push_str(&fields);
+        out.push_str(",\"source\":");
+        push_json_str(&mut out, source);
+        out.push('}');
+        self.published_quote = Some(fields);
         Some(out)
     }
 
-    /// Depth (best `depth` levels per side, all with 0) if it changed since last time.
-    pub fn book_if_changed(&mut self, depth: u32) -> Option<Value> {
+    /// Depth as JSON text, `{"asks":[[px,size],...],"bids":[...]}` (best `depth` levels per
+    /// side, all with 0), if it changed since last time.
+    pub fn book_if_changed(&mut self, depth: u32) -> Option<String> {
         let n = if depth == 0 {
             usize::MAX
         } else {
             depth as usize
         };
-        let lv = |l: &Level| json!([l.px, l.size.clone().unwrap_or_default()]);
-        let bids: Vec<Value> = self.bids.values().rev().take(n).map(lv).collect();
-        let asks: Vec<Value> = self.asks.values().take(n).map(lv).collect();
-        if bids.is_empty() && asks.is_empty() && self.published_book.is_none() {
+        if self.bids.is_empty() && self.asks.is_empty() && self.published_book.is_none() {
             return None;
         }
-        let v = json!({"bids": bids, "asks": asks});
-        if self.published_book.as_ref() == Some(&v) {
+        let mut out = String::with_capacity(64);
+        let side = |out: &mut String, levels: &mut dyn Iterator<Item = &Level>| {
+            out.push('[');
+            for (i, l) in levels.take(n).enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push('[');
+                push_json_str(out, &l.px);
+                out.push(',');
+                push_json_str(out, l.size.as_deref().unwrap_or_default());
+                out.push(']');
+            }
+            out.push(']');
+        };
+        out.push_str("{\"asks\":");
+        side(&mut out, &mut self.asks.values());
+        out.push_str(",\"bids\":");
+        side(&mut out, &mut self.bids.values().rev());
+        out.push('}');
+        if self.published_book.as_ref() == Some(&out) {
             return None;
         }
-        self.published_book = Some(v.clone());
-        Some(v)
+        self.published_book = Some(out.clone());
+        Some(out)
     }
+}
+
+/// Appends `s` as a JSON string. Prices and sizes are decimals and need no escaping, so the
+/// common case is a plain copy; anything else (a source name) is escaped as JSON requires.
+pub(crate) fn push_json_str(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use serde_json::{json, Value};
+
     fn d(s: &str) -> Decimal<'_> {
         Decimal::new(s).unwrap()
+    }
+
+    fn parsed(s: Option<String>) -> Value {
+        serde_json::from_str(&s.expect("a change")).unwrap()
     }
 
     fn inc<'a>(
@@ -261,7 +321,7 @@ mod tests {
                 time: None,
             },
         ]);
-        let q = b.quote_if_changed("t").unwrap();
+        let q = parsed(b.quote_if_changed("t"));
         assert_eq!(q["bid"], "1.1");
         assert_eq!(q["ask_size"], "7");
         assert!(
@@ -276,7 +336,7 @@ mod tests {
             "2",
             None,
         ));
-        assert_eq!(b.quote_if_changed("t").unwrap()["bid"], "1.10001");
+        assert_eq!(parsed(b.quote_if_changed("t"))["bid"], "1.10001");
         b.apply_incremental(&inc(
             MdUpdateAction::Delete,
             MdEntryType::Bid,
@@ -284,7 +344,7 @@ mod tests {
             "0",
             None,
         ));
-        assert_eq!(b.quote_if_changed("t").unwrap()["bid"], "1.1");
+        assert_eq!(parsed(b.quote_if_changed("t"))["bid"], "1.1");
         let t = b.apply_incremental(&inc(
             MdUpdateAction::New,
             MdEntryType::Trade,
@@ -293,8 +353,8 @@ mod tests {
             None,
         ));
         assert_eq!(t.unwrap().price, "1.11");
-        assert_eq!(b.quote_if_changed("t").unwrap()["last"], "1.11");
-        let bk = b.book_if_changed(0).unwrap();
+        assert_eq!(parsed(b.quote_if_changed("t"))["last"], "1.11");
+        let bk = parsed(b.book_if_changed(0));
         assert_eq!(bk["bids"][0][0], "1.1");
     }
 
@@ -316,10 +376,57 @@ mod tests {
             Some("a1"),
         ));
         assert_eq!(b.asks.len(), 1);
-        assert_eq!(b.quote_if_changed("t").unwrap()["ask"], "2.4");
+        assert_eq!(parsed(b.quote_if_changed("t"))["ask"], "2.4");
         let mut del = IncrementalEntry::new(MdUpdateAction::Delete);
         del.entry_id = Some("a1");
         b.apply_incremental(&del);
         assert!(b.asks.is_empty());
+    }
+
+    /// The hand-written JSON is byte for byte what serde_json wrote for the same map before
+    /// (sorted keys), so stored quotes and books do not change format; and a source name that
+    /// needs escaping is escaped.
+    #[test]
+    fn json_text_matches_serde_json() {
+        let mut b = Book::default();
+        b.apply_snapshot(&[
+            SnapshotEntry {
+                entry_type: MdEntryType::Bid,
+                px: Some(d("1.1")),
+                size: Some(d("5")),
+                date: None,
+                time: None,
+            },
+            SnapshotEntry {
+                entry_type: MdEntryType::Offer,
+                px: Some(d("1.12")),
+                size: None,
+                date: None,
+                time: None,
+            },
+            SnapshotEntry {
+                entry_type: MdEntryType::Bid,
+                px: Some(d("1.09")),
+                size: Some(d("8")),
+                date: None,
+                time: None,
+            },
+        ]);
+        b.apply_incremental(&inc(
+            MdUpdateAction::New,
+            MdEntryType::Trade,
+            "1.11",
+            "3",
+            None,
+        ));
+        let src = "fix:\"lp\\1\"\n\u{8}\u{1f}";
+        let want =
+            json!({"bid": "1.1", "bid_size": "5", "ask": "1.12", "last": "1.11", "source": src});
+        assert_eq!(b.quote_if_changed(src).unwrap(), want.to_string());
+        let want = json!({"bids": [["1.1", "5"], ["1.09", "8"]], "asks": [["1.12", ""]]});
+        assert_eq!(b.book_if_changed(0).unwrap(), want.to_string());
+        assert_eq!(b.book_if_changed(0), None);
+        let want = json!({"bids": [["1.1", "5"]], "asks": [["1.12", ""]]});
+        assert_eq!(b.book_if_changed(1).unwrap(), want.to_string());
     }
 }

@@ -13,8 +13,9 @@ use std::{
 use bytes::Bytes;
 use tickwire_fix::{
     md::{
-        MarketDataIncrementalRefresh, MarketDataRequest, MarketDataRequestReject,
-        MarketDataSnapshotFullRefresh, MdEntryType, MdUpdateType, SubscriptionRequestType,
+        recycle_entries, IncrementalEntry, MarketDataIncrementalRefresh, MarketDataRequest,
+        MarketDataRequestReject, MarketDataSnapshotFullRefresh, MdEntryType, MdUpdateType,
+        SubscriptionRequestType,
     },
     tags::msg_type,
     FileSeqStore, Message, Session, SessionConfig, SessionEvent,
@@ -24,7 +25,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    book::Book,
+    book::{push_json_str, Book},
     config::InitiatorConfig,
     open_store, store_path,
     transport::{now, sleep_until, AppEvent, Conn},
@@ -62,11 +63,22 @@ pub(super) fn spawn(
         s.state = "connecting";
         s.subscriptions = cfg.symbols.len();
     });
+    // Hub publishes run in their own task, so a slow group commit never holds up reading the
+    // socket (heartbeats, TestRequests, gap handling). One consumer keeps batches in order; the
+    // bound gives backpressure instead of dropping anything when the hub stays slow.
+    let (publish_tx, publish_rx) = tokio::sync::mpsc::channel(PUBLISH_QUEUE);
+    tokio::spawn(publisher(
+        hub.clone(),
+        name.clone(),
+        registry.clone(),
+        publish_rx,
+    ));
     let ing = Ingest {
-        hub,
+        publish_tx,
         books: HashMap::new(),
         symbols: cfg.symbols.iter().cloned().collect(),
         book_ns,
+        x_entries: Vec::new(),
         source: format!("fix:{name}"),
         name,
         cfg,
@@ -76,8 +88,43 @@ pub(super) fn spawn(
     Ok(())
 }
 
-struct Ingest {
+/// Read batches that may wait for the hub before the read loop waits too.
+const PUBLISH_QUEUE: usize = 64;
+
+/// One read's publications and how many of them are quotes (for the status counter).
+struct PublishBatch {
+    reqs: Vec<PublishRequest>,
+    quotes: u64,
+}
+
+/// Publishes the batches in order, one at a time, as the read loop used to inline.
+async fn publisher(
     hub: Arc<Hub>,
+    name: String,
+    registry: FixRegistry,
+    mut rx: tokio::sync::mpsc::Receiver<PublishBatch>,
+) {
+    while let Some(b) = rx.recv().await {
+        let mut failed = None;
+        for r in hub.publish(b.reqs).await {
+            if let Err(e) = r {
+                failed = Some(e.to_string());
+            }
+        }
+        if let Some(e) = &failed {
+            tracing::warn!(session = %name, "fix: publish failed: {e}");
+        }
+        registry.update(&name, |s| {
+            s.quotes_published += b.quotes;
+            if failed.is_some() {
+                s.last_error = failed;
+            }
+        });
+    }
+}
+
+struct Ingest {
+    publish_tx: tokio::sync::mpsc::Sender<PublishBatch>,
     cfg: InitiatorConfig,
     name: String,
     source: String,
@@ -85,6 +132,8 @@ struct Ingest {
     books: HashMap<String, Book>,
     symbols: BTreeSet<String>,
     book_ns: bool,
+    /// The X entries buffer, reused from message to message so a decode allocates nothing.
+    x_entries: Vec<IncrementalEntry<'static>>,
 }
 
 async fn run(mut ing: Ingest, mut session: Session<FileSeqStore>, cancel: CancellationToken) {
@@ -265,23 +314,13 @@ impl Ingest {
                 touched.insert(w.symbol.to_string());
             }
             msg_type::MARKET_DATA_INCREMENTAL_REFRESH => {
-                let x = MarketDataIncrementalRefresh::decode(&raw).map_err(|e| e.to_string())?;
-                let default_sym = self.symbol_of_req(x.md_req_id);
-                for e in &x.entries {
-                    let sym = match e.symbol {
-                        Some(s) if self.symbols.contains(s) => s.to_string(),
-                        Some(_) => continue,
-                        None => match &default_sym {
-                            Some(s) => s.clone(),
-                            None => continue,
-                        },
-                    };
-                    let book = self.books.entry(sym.clone()).or_default();
-                    if let Some(t) = book.apply_incremental(e) {
-                        trades.push((sym.clone(), t));
-                    }
-                    touched.insert(sym);
+                let mut entries = recycle_entries(std::mem::take(&mut self.x_entries));
+                let decoded = MarketDataIncrementalRefresh::decode_into(&raw, &mut entries);
+                if let Ok(md_req_id) = decoded {
+                    self.apply_x(md_req_id, &entries, touched, trades);
                 }
+                self.x_entries = recycle_entries(entries);
+                decoded.map_err(|e| e.to_string())?;
             }
             msg_type::MARKET_DATA_REQUEST_REJECT => {
                 let y = MarketDataRequestReject::decode(&raw).map_err(|e| e.to_string())?;
@@ -301,27 +340,60 @@ impl Ingest {
         Ok(())
     }
 
+    fn apply_x(
+        &mut self,
+        md_req_id: Option<&str>,
+        entries: &[IncrementalEntry<'_>],
+        touched: &mut BTreeSet<String>,
+        trades: &mut Vec<(String, super::book::Trade)>,
+    ) {
+        let default_sym = self.symbol_of_req(md_req_id);
+        for e in entries {
+            let sym = match e.symbol {
+                Some(s) if self.symbols.contains(s) => s.to_string(),
+                Some(_) => continue,
+                None => match &default_sym {
+                    Some(s) => s.clone(),
+                    None => continue,
+                },
+            };
+            let book = self.books.entry(sym.clone()).or_default();
+            if let Some(t) = book.apply_incremental(e) {
+                trades.push((sym.clone(), t));
+            }
+            touched.insert(sym);
+        }
+    }
+
     /// One hub publish for everything a read produced: the newest quote and depth of each
-    /// touched instrument, and every trade.
+    /// touched instrument, and every trade. Handed to the publisher task; waits only when it
+    /// is [`PUBLISH_QUEUE`] batches behind.
     async fn publish(
         &mut self,
         touched: BTreeSet<String>,
         trades: Vec<(String, super::book::Trade)>,
     ) {
         let mut reqs = Vec::new();
-        let req = |ch: String, v: serde_json::Value| -> Option<PublishRequest> {
+        let req = |ch: String, data: String| -> Option<PublishRequest> {
             Some(PublishRequest {
                 channel: Channel::parse(&ch).ok()?,
                 msg_id: None,
-                data: Bytes::from(v.to_string()),
+                data: Bytes::from(data),
             })
         };
         let mut quotes = 0u64;
         for (sym, t) in trades {
-            let mut v = serde_json::json!({"price": t.price, "source": self.source});
-            if let Some(z) = t.size {
-                v["size"] = serde_json::Value::String(z);
+            // Keys sorted, as serde_json wrote them before: price, size, source.
+            let mut v = String::with_capacity(64);
+            v.push_str("{\"price\":");
+            push_json_str(&mut v, &t.price);
+            if let Some(z) = &t.size {
+                v.push_str(",\"size\":");
+                push_json_str(&mut v, z);
             }
+            v.push_str(",\"source\":");
+            push_json_str(&mut v, &self.source);
+            v.push('}');
             reqs.extend(req(format!("trades.{sym}"), v));
         }
         for sym in touched {
@@ -341,20 +413,13 @@ impl Ingest {
         if reqs.is_empty() {
             return;
         }
-        let mut failed = None;
-        for r in self.hub.publish(reqs).await {
-            if let Err(e) = r {
-                failed = Some(e.to_string());
-            }
+        if self
+            .publish_tx
+            .send(PublishBatch { reqs, quotes })
+            .await
+            .is_err()
+        {
+            tracing::error!(session = %self.name, "fix: publisher task is gone; quotes dropped");
         }
-        if let Some(e) = &failed {
-            tracing::warn!(session = %self.name, "fix: publish failed: {e}");
-        }
-        self.registry.update(&self.name, |s| {
-            s.quotes_published += quotes;
-            if failed.is_some() {
-                s.last_error = failed;
-            }
-        });
     }
 }
