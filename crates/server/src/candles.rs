@@ -259,23 +259,7 @@ pub fn start(
     });
     let (pub_tx, pub_rx) = mpsc::channel::<Vec<PublishRequest>>(2);
     tokio::runtime::Handle::current().spawn(publisher(hub.clone(), pub_rx, svc.stats.clone()));
-    let mut driver = Driver {
-        hub,
-        svc: svc.clone(),
-        agg_config: AggregatorConfig {
-            resolutions,
-            price_source: config.price_source,
-            late_tolerance_ms: config.late_tolerance_ms,
-        },
-        aggs,
-        sources,
-        live: HashMap::new(),
-        pending: Batch::default(),
-        dirty: std::collections::HashSet::new(),
-        lag_ms: HashMap::new(),
-        changes: Vec::new(),
-        pub_tx,
-    };
+    let mut driver = Driver::new(hub, svc.clone(), sources, aggs, pub_tx);
     std::thread::Builder::new()
         .name("tickwire-candles".into())
         .spawn(move || {
@@ -391,6 +375,32 @@ fn now_ms() -> i64 {
 }
 
 impl Driver {
+    fn new(
+        hub: Arc<Hub>,
+        svc: Arc<CandleService>,
+        sources: Vec<Source>,
+        aggs: HashMap<String, Aggregator>,
+        pub_tx: mpsc::Sender<Vec<PublishRequest>>,
+    ) -> Driver {
+        Driver {
+            hub,
+            agg_config: AggregatorConfig {
+                resolutions: svc.resolutions.clone(),
+                price_source: svc.config.price_source,
+                late_tolerance_ms: svc.config.late_tolerance_ms,
+            },
+            svc,
+            aggs,
+            sources,
+            live: HashMap::new(),
+            pending: Batch::default(),
+            dirty: std::collections::HashSet::new(),
+            lag_ms: HashMap::new(),
+            changes: Vec::new(),
+            pub_tx,
+        }
+    }
+
     /// Rebuilds from each namespace's stored position to the end of its log, merging the
     /// namespaces by append time.
     fn replay(&mut self) {
@@ -699,6 +709,81 @@ impl Driver {
                 self.pending.new_symbols.splice(0..0, batch.new_symbols);
             }
         }
+    }
+}
+
+/// The real driver's per-message path (`apply`, then `flush`) without taps, timers, replay or
+/// a publisher task, so a criterion bench can measure it on one core
+/// (`crates/server/benches/candle_driver.rs`). Not an API: hidden, and free to change.
+#[doc(hidden)]
+pub struct DriverBench {
+    driver: Driver,
+    published: mpsc::Receiver<Vec<PublishRequest>>,
+}
+
+impl DriverBench {
+    /// A driver with the default `[candles]` config over a hub and candle store in `data_dir`
+    /// (which must be empty: the hub takes its lock), fed as if from the `quotes` namespace.
+    pub fn open(data_dir: &std::path::Path) -> Result<DriverBench, ServerError> {
+        let config = CandlesConfig::default();
+        let hub = Arc::new(Hub::open(tickwire_hub::HubConfig::new(data_dir))?);
+        let store = Store::open(&data_dir.join("candles").join("candles.redb"))
+            .map_err(|e| ServerError::Config(e.to_string()))?;
+        let svc = Arc::new(CandleService {
+            hub: hub.clone(),
+            store: Arc::new(store),
+            resolutions: config.parsed_resolutions()?,
+            config,
+            symbols: Arc::new(RwLock::new(BTreeMap::new())),
+            stats: Arc::new(CandleStats::default()),
+        });
+        // A tap nobody feeds: the bench hands messages to `apply` itself.
+        let (_tx, rx) = mpsc::channel(1);
+        let sources = vec![Source {
+            namespace: "quotes".into(),
+            kind: SourceKind::Quote,
+            rx,
+            next: 0,
+        }];
+        let (pub_tx, published) = mpsc::channel(2);
+        Ok(DriverBench {
+            driver: Driver::new(hub, svc, sources, HashMap::new(), pub_tx),
+            published,
+        })
+    }
+
+    /// Forgets every symbol's state, so a bench iteration can replay the same messages.
+    pub fn reset(&mut self) {
+        let (hub, svc, pub_tx) = (
+            self.driver.hub.clone(),
+            self.driver.svc.clone(),
+            self.driver.pub_tx.clone(),
+        );
+        let sources = std::mem::take(&mut self.driver.sources);
+        svc.symbols.write().clear();
+        self.driver = Driver::new(hub, svc, sources, HashMap::new(), pub_tx);
+    }
+
+    /// One tapped quote message, exactly as the live loop applies it.
+    pub fn apply(&mut self, channel: &Channel, data: &[u8], log_ts_nanos: u64) {
+        self.driver.apply(0, channel, data, log_ts_nanos);
+    }
+
+    /// Publishes the conflated live bars as the live loop's flush does; returns how many.
+    pub fn flush(&mut self) -> usize {
+        self.driver.flush();
+        let mut n = 0;
+        while let Ok(batch) = self.published.try_recv() {
+            n += batch.len();
+        }
+        // Closed bars wait for a commit that the bench does not run.
+        self.driver.pending = Batch::default();
+        n
+    }
+
+    /// Ticks counted so far (a check that the bench's messages were not rejected).
+    pub fn ticks(&self) -> u64 {
+        self.driver.svc.stats.ticks.load(Ordering::Relaxed)
     }
 }
 
