@@ -4,8 +4,8 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use crate::candle::BarAcc;
-use crate::{Candle, CandleError, PriceSource, Resolution, Tick, TickKind};
+use crate::candle::{BarAcc, Priced};
+use crate::{Candle, CandleError, PriceSource, Resolution, Tick};
 
 /// How an [`Aggregator`] is set up. `Default` is every resolution, [`PriceSource::Mid`] and a
 /// 5 s late tolerance.
@@ -51,6 +51,38 @@ pub struct BarChange {
     pub kind: ChangeKind,
     /// The bar's full current content (not a delta).
     pub candle: Candle,
+}
+
+/// A changed bar, borrowed from the aggregator: what [`Aggregator::update_with`] reports. The
+/// candle is built only if asked for ([`BarView::candle`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BarView<'a> {
+    /// Which series the bar belongs to.
+    pub resolution: Resolution,
+    /// What happened to it.
+    pub kind: ChangeKind,
+    bar: &'a Bar,
+}
+
+impl BarView<'_> {
+    /// Bucket start, unix ms.
+    pub fn start_ms(&self) -> i64 {
+        self.bar.start
+    }
+
+    /// The bar's full current content.
+    pub fn candle(&self) -> Candle {
+        self.bar.acc.candle(self.bar.start)
+    }
+
+    /// The owned change, as [`Aggregator::update_into`] reports it.
+    pub fn to_change(&self) -> BarChange {
+        BarChange {
+            resolution: self.resolution,
+            kind: self.kind,
+            candle: self.candle(),
+        }
+    }
 }
 
 /// What the aggregator did with one tick.
@@ -176,10 +208,22 @@ impl Aggregator {
 
     /// Like [`Aggregator::update`], appending the changes to `out` (not cleared).
     pub fn update_into(&mut self, tick: &Tick, out: &mut Vec<BarChange>) -> TickOutcome {
-        if self.source == PriceSource::Last && matches!(tick.kind, TickKind::Quote { .. }) {
+        self.update_with(tick, |c| out.push(c.to_change()))
+    }
+
+    /// Like [`Aggregator::update`], handing each change to `sink` as a [`BarView`], in the same
+    /// order. For a driver that only needs to know which live bars changed (and reads them
+    /// once per publication with [`Aggregator::live_bar`]): a tick then builds no [`Candle`]
+    /// and copies none, which at 12 resolutions per tick is most of the cost of
+    /// [`Aggregator::update_into`].
+    #[inline]
+    pub fn update_with(&mut self, tick: &Tick, mut sink: impl FnMut(BarView<'_>)) -> TickOutcome {
+        // The quote's price is computed here once for every resolution. `None` only for a
+        // quote under `PriceSource::Last`.
+        let Some(priced) = Priced::of(tick, self.source) else {
             self.stats.ignored += 1;
             return TickOutcome::Ignored;
-        }
+        };
         let ts = tick.ts_ms;
         let lag_ms = match self.watermark {
             Some(wm) if ts < wm => wm.saturating_sub(ts),
@@ -189,21 +233,20 @@ impl Aggregator {
             self.stats.late_dropped += 1;
             return TickOutcome::Dropped { lag_ms };
         }
-        self.advance(ts, out);
+        self.advance(ts, &mut sink);
         let wm = self.watermark.unwrap_or(ts);
-        let source = self.source;
         for series in &mut self.series {
             let resolution = series.resolution;
-            if let Some(bar) = series.merge(tick, source) {
+            if let Some(bar) = series.merge(&priced, ts) {
                 let kind = if bar.end > wm {
                     ChangeKind::Live
                 } else {
                     ChangeKind::Corrected
                 };
-                out.push(BarChange {
+                sink(BarView {
                     resolution,
                     kind,
-                    candle: bar.acc.candle(bar.start),
+                    bar,
                 });
             }
         }
@@ -228,7 +271,12 @@ impl Aggregator {
 
     /// Like [`Aggregator::close_until`], appending the changes to `out`.
     pub fn close_until_into(&mut self, now_ms: i64, out: &mut Vec<BarChange>) {
-        self.advance(now_ms, out);
+        self.advance(now_ms, &mut |c| out.push(c.to_change()));
+    }
+
+    /// Like [`Aggregator::close_until`], handing each change to `sink` as a [`BarView`].
+    pub fn close_until_with(&mut self, now_ms: i64, mut sink: impl FnMut(BarView<'_>)) {
+        self.advance(now_ms, &mut sink);
     }
 
     /// The bar of the current bucket for `resolution`, if any tick landed in it: the snapshot
@@ -262,7 +310,7 @@ impl Aggregator {
 
     /// Moves the watermark to `now` if later, reporting bars that closed and dropping closed
     /// bars that no tick within the tolerance can reach any more.
-    fn advance(&mut self, now: i64, out: &mut Vec<BarChange>) {
+    fn advance(&mut self, now: i64, sink: &mut impl FnMut(BarView<'_>)) {
         let old = self.watermark;
         if old.is_some_and(|wm| now <= wm) {
             return;
@@ -274,10 +322,10 @@ impl Aggregator {
             if let Some(bar) = series.bars.back() {
                 let was_live = old.is_none_or(|wm| bar.end > wm);
                 if was_live && bar.end <= now {
-                    out.push(BarChange {
+                    sink(BarView {
                         resolution: series.resolution,
                         kind: ChangeKind::Closed,
-                        candle: bar.acc.candle(bar.start),
+                        bar,
                     });
                 }
             }
@@ -291,10 +339,19 @@ impl Aggregator {
 
 impl Series {
     /// Merges `tick` into its bar (created if needed); returns the bar if its candle changed.
-    fn merge(&mut self, tick: &Tick, source: PriceSource) -> Option<&Bar> {
-        let ts = tick.ts_ms;
+    fn merge(&mut self, tick: &Priced, ts: i64) -> Option<&Bar> {
         // Ticks nearly always hit the newest bar, so search from the back and compute the
         // bucket (a civil-date conversion for weeks and months) only when a bar is missing.
+        // Fast path: the tick belongs to the newest bar.
+        if let Some(last) = self.bars.len().checked_sub(1) {
+            let bar = self.bars.get_mut(last)?;
+            if bar.start <= ts && ts < bar.end {
+                if !bar.acc.add(tick) {
+                    return None;
+                }
+                return self.bars.get(last);
+            }
+        }
         let mut insert_at = 0;
         let mut found = None;
         for (i, bar) in self.bars.iter().enumerate().rev() {
@@ -312,13 +369,13 @@ impl Series {
         let index = match found {
             Some(i) => {
                 let bar = self.bars.get_mut(i)?;
-                if !bar.acc.add(tick, source) {
+                if !bar.acc.add(tick) {
                     return None;
                 }
                 i
             }
             None => {
-                let acc = BarAcc::start(tick, source)?;
+                let acc = BarAcc::start(tick);
                 let start = self.resolution.bucket_start(ts);
                 let end = self.resolution.next_bucket_start(start);
                 self.bars.insert(insert_at, Bar { start, end, acc });
