@@ -4,8 +4,8 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use crate::candle::BarAcc;
-use crate::{Candle, CandleError, PriceSource, Resolution, Tick, TickKind};
+use crate::candle::{BarAcc, Priced};
+use crate::{Candle, CandleError, PriceSource, Resolution, Tick};
 
 /// How an [`Aggregator`] is set up. `Default` is every resolution, [`PriceSource::Mid`] and a
 /// 5 s late tolerance.
@@ -51,6 +51,38 @@ pub struct BarChange {
     pub kind: ChangeKind,
     /// The bar's full current content (not a delta).
     pub candle: Candle,
+}
+
+/// A changed bar, borrowed from the aggregator: what [`Aggregator::update_with`] reports. The
+/// candle is built only if asked for ([`BarView::candle`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BarView<'a> {
+    /// Which series the bar belongs to.
+    pub resolution: Resolution,
+    /// What happened to it.
+    pub kind: ChangeKind,
+    bar: &'a Bar,
+}
+
+impl BarView<'_> {
+    /// Bucket start, unix ms.
+    pub fn start_ms(&self) -> i64 {
+        self.bar.start
+    }
+
+    /// The bar's full current content.
+    pub fn candle(&self) -> Candle {
+        self.bar.acc.candle(self.bar.start)
+    }
+
+    /// The owned change, as [`Aggregator::update_into`] reports it.
+    pub fn to_change(&self) -> BarChange {
+        BarChange {
+            resolution: self.resolution,
+            kind: self.kind,
+            candle: self.candle(),
+        }
+    }
 }
 
 /// What the aggregator did with one tick.
@@ -114,10 +146,46 @@ struct Bar {
 
 /// Bars of one resolution, ascending by start: retained closed bars, then at most one live bar
 /// (the one whose end is after the watermark).
+///
+/// The newest bar is stored inline, so the bars one tick updates (one per resolution) sit next
+/// to each other in the aggregator's `series` vector instead of in 12 separate heap blocks: the
+/// driver is memory-bound over thousands of symbols, and adjacent bars are prefetched together.
+/// Snapshots keep the plain list format (`SeriesRepr`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "SeriesRepr", into = "SeriesRepr")]
 struct Series {
     resolution: Resolution,
+    /// The last bar of the list; `None` only when the list is empty.
+    newest: Option<Bar>,
+    /// The bars before `newest`, ascending.
+    older: VecDeque<Bar>,
+    /// `end` of `older`'s first bar (`i64::MAX` if none): the pruning test on every advance
+    /// reads it here instead of touching the deque's heap block.
+    older_front_end: i64,
+}
+
+/// The snapshot format of a [`Series`]: its bars as one ascending list.
+#[derive(Serialize, Deserialize)]
+struct SeriesRepr {
+    resolution: Resolution,
     bars: VecDeque<Bar>,
+}
+
+impl From<SeriesRepr> for Series {
+    fn from(r: SeriesRepr) -> Series {
+        let mut s = Series::new(r.resolution);
+        s.put_all(r.bars);
+        s
+    }
+}
+
+impl From<Series> for SeriesRepr {
+    fn from(mut s: Series) -> SeriesRepr {
+        SeriesRepr {
+            resolution: s.resolution,
+            bars: s.take_all(),
+        }
+    }
 }
 
 /// Live OHLCV aggregation for ONE symbol over a set of resolutions. Pure state machine: feed it
@@ -146,10 +214,7 @@ impl Aggregator {
         let mut series: Vec<Series> = Vec::with_capacity(config.resolutions.len());
         for resolution in config.resolutions {
             if !series.iter().any(|s| s.resolution == resolution) {
-                series.push(Series {
-                    resolution,
-                    bars: VecDeque::new(),
-                });
+                series.push(Series::new(resolution));
             }
         }
         if series.is_empty() {
@@ -176,10 +241,22 @@ impl Aggregator {
 
     /// Like [`Aggregator::update`], appending the changes to `out` (not cleared).
     pub fn update_into(&mut self, tick: &Tick, out: &mut Vec<BarChange>) -> TickOutcome {
-        if self.source == PriceSource::Last && matches!(tick.kind, TickKind::Quote { .. }) {
+        self.update_with(tick, |c| out.push(c.to_change()))
+    }
+
+    /// Like [`Aggregator::update`], handing each change to `sink` as a [`BarView`], in the same
+    /// order. For a driver that only needs to know which live bars changed (and reads them
+    /// once per publication with [`Aggregator::live_bar`]): a tick then builds no [`Candle`]
+    /// and copies none, which at 12 resolutions per tick is most of the cost of
+    /// [`Aggregator::update_into`].
+    #[inline]
+    pub fn update_with(&mut self, tick: &Tick, mut sink: impl FnMut(BarView<'_>)) -> TickOutcome {
+        // The quote's price is computed here once for every resolution. `None` only for a
+        // quote under `PriceSource::Last`.
+        let Some(priced) = Priced::of(tick, self.source) else {
             self.stats.ignored += 1;
             return TickOutcome::Ignored;
-        }
+        };
         let ts = tick.ts_ms;
         let lag_ms = match self.watermark {
             Some(wm) if ts < wm => wm.saturating_sub(ts),
@@ -189,21 +266,20 @@ impl Aggregator {
             self.stats.late_dropped += 1;
             return TickOutcome::Dropped { lag_ms };
         }
-        self.advance(ts, out);
+        self.advance(ts, &mut sink);
         let wm = self.watermark.unwrap_or(ts);
-        let source = self.source;
         for series in &mut self.series {
             let resolution = series.resolution;
-            if let Some(bar) = series.merge(tick, source) {
+            if let Some(bar) = series.merge(&priced, ts) {
                 let kind = if bar.end > wm {
                     ChangeKind::Live
                 } else {
                     ChangeKind::Corrected
                 };
-                out.push(BarChange {
+                sink(BarView {
                     resolution,
                     kind,
-                    candle: bar.acc.candle(bar.start),
+                    bar,
                 });
             }
         }
@@ -228,7 +304,12 @@ impl Aggregator {
 
     /// Like [`Aggregator::close_until`], appending the changes to `out`.
     pub fn close_until_into(&mut self, now_ms: i64, out: &mut Vec<BarChange>) {
-        self.advance(now_ms, out);
+        self.advance(now_ms, &mut |c| out.push(c.to_change()));
+    }
+
+    /// Like [`Aggregator::close_until`], handing each change to `sink` as a [`BarView`].
+    pub fn close_until_with(&mut self, now_ms: i64, mut sink: impl FnMut(BarView<'_>)) {
+        self.advance(now_ms, &mut sink);
     }
 
     /// The bar of the current bucket for `resolution`, if any tick landed in it: the snapshot
@@ -236,7 +317,7 @@ impl Aggregator {
     pub fn live_bar(&self, resolution: Resolution) -> Option<Candle> {
         let wm = self.watermark?;
         let series = self.series.iter().find(|s| s.resolution == resolution)?;
-        let bar = series.bars.back().filter(|b| b.end > wm)?;
+        let bar = series.newest.as_ref().filter(|b| b.end > wm)?;
         Some(bar.acc.candle(bar.start))
     }
 
@@ -262,7 +343,7 @@ impl Aggregator {
 
     /// Moves the watermark to `now` if later, reporting bars that closed and dropping closed
     /// bars that no tick within the tolerance can reach any more.
-    fn advance(&mut self, now: i64, out: &mut Vec<BarChange>) {
+    fn advance(&mut self, now: i64, sink: &mut impl FnMut(BarView<'_>)) {
         let old = self.watermark;
         if old.is_some_and(|wm| now <= wm) {
             return;
@@ -271,37 +352,108 @@ impl Aggregator {
         let horizon = now.saturating_sub(self.tolerance_ms);
         for series in &mut self.series {
             // Only the last bar can have been live (bars never start after the watermark).
-            if let Some(bar) = series.bars.back() {
+            if let Some(bar) = &series.newest {
                 let was_live = old.is_none_or(|wm| bar.end > wm);
                 if was_live && bar.end <= now {
-                    out.push(BarChange {
+                    sink(BarView {
                         resolution: series.resolution,
                         kind: ChangeKind::Closed,
-                        candle: bar.acc.candle(bar.start),
+                        bar,
                     });
                 }
             }
             // An accepted tick has ts >= horizon, so it lands in a bar ending after horizon.
-            while series.bars.front().is_some_and(|b| b.end <= horizon) {
-                series.bars.pop_front();
-            }
+            series.prune(horizon);
         }
     }
 }
 
 impl Series {
+    fn new(resolution: Resolution) -> Series {
+        Series {
+            resolution,
+            newest: None,
+            older: VecDeque::new(),
+            older_front_end: i64::MAX,
+        }
+    }
+
+    /// Every bar as one ascending list, leaving the series empty.
+    fn take_all(&mut self) -> VecDeque<Bar> {
+        let mut bars = std::mem::take(&mut self.older);
+        bars.extend(self.newest.take());
+        self.older_front_end = i64::MAX;
+        bars
+    }
+
+    /// Replaces the bars with an ascending list.
+    fn put_all(&mut self, mut bars: VecDeque<Bar>) {
+        self.newest = bars.pop_back();
+        self.older_front_end = bars.front().map_or(i64::MAX, |b| b.end);
+        self.older = bars;
+    }
+
+    /// Drops the bars that ended at or before `horizon` (the oldest first).
+    #[inline]
+    fn prune(&mut self, horizon: i64) {
+        // The emptiness test matters: `older_front_end` of an empty deque is `i64::MAX`, which
+        // a saturated horizon reaches.
+        while self.older_front_end <= horizon && !self.older.is_empty() {
+            self.older.pop_front();
+            self.older_front_end = self.older.front().map_or(i64::MAX, |b| b.end);
+        }
+        if self.older.is_empty() && self.newest.as_ref().is_some_and(|b| b.end <= horizon) {
+            self.newest = None;
+        }
+    }
+
     /// Merges `tick` into its bar (created if needed); returns the bar if its candle changed.
-    fn merge(&mut self, tick: &Tick, source: PriceSource) -> Option<&Bar> {
-        let ts = tick.ts_ms;
-        // Ticks nearly always hit the newest bar, so search from the back and compute the
-        // bucket (a civil-date conversion for weeks and months) only when a bar is missing.
+    #[inline]
+    fn merge(&mut self, tick: &Priced, ts: i64) -> Option<&Bar> {
+        // Ticks nearly always hit the newest bar.
+        if let Some(bar) = &mut self.newest {
+            if bar.start <= ts && ts < bar.end {
+                if !bar.acc.add(tick) {
+                    return None;
+                }
+                return self.newest.as_ref();
+            }
+        }
+        self.merge_slow(tick, ts)
+    }
+
+    /// A tick for another bar than the newest (a new bucket, or a late tick): done on the
+    /// plain list, which is rare enough that moving the newest bar in and out does not matter.
+    #[cold]
+    fn merge_slow(&mut self, tick: &Priced, ts: i64) -> Option<&Bar> {
+        let mut bars = self.take_all();
+        let changed = Self::merge_into(&mut bars, self.resolution, tick, ts);
+        let last = bars.len().checked_sub(1);
+        self.put_all(bars);
+        let index = changed?;
+        if Some(index) == last {
+            self.newest.as_ref()
+        } else {
+            self.older.get(index)
+        }
+    }
+
+    /// Merges into an ascending list; returns the index of the bar if its candle changed.
+    fn merge_into(
+        bars: &mut VecDeque<Bar>,
+        resolution: Resolution,
+        tick: &Priced,
+        ts: i64,
+    ) -> Option<usize> {
+        // Search from the back and compute the bucket (a civil-date conversion for weeks and
+        // months) only when a bar is missing.
         let mut insert_at = 0;
         let mut found = None;
-        for (i, bar) in self.bars.iter().enumerate().rev() {
+        for (i, bar) in bars.iter().enumerate().rev() {
             if bar.start <= ts {
                 // The `start ==` test covers the saturated last bucket of the i64 range, whose
                 // end cannot exceed `i64::MAX`.
-                if ts < bar.end || bar.start == self.resolution.bucket_start(ts) {
+                if ts < bar.end || bar.start == resolution.bucket_start(ts) {
                     found = Some(i);
                 } else {
                     insert_at = i + 1;
@@ -309,22 +461,21 @@ impl Series {
                 break;
             }
         }
-        let index = match found {
+        match found {
             Some(i) => {
-                let bar = self.bars.get_mut(i)?;
-                if !bar.acc.add(tick, source) {
+                let bar = bars.get_mut(i)?;
+                if !bar.acc.add(tick) {
                     return None;
                 }
-                i
+                Some(i)
             }
             None => {
-                let acc = BarAcc::start(tick, source)?;
-                let start = self.resolution.bucket_start(ts);
-                let end = self.resolution.next_bucket_start(start);
-                self.bars.insert(insert_at, Bar { start, end, acc });
-                insert_at
+                let acc = BarAcc::start(tick);
+                let start = resolution.bucket_start(ts);
+                let end = resolution.next_bucket_start(start);
+                bars.insert(insert_at, Bar { start, end, acc });
+                Some(insert_at)
             }
-        };
-        self.bars.get(index)
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! One-shot aggregation for import, rebuild and benchmarks.
 
-use crate::candle::BarAcc;
+use crate::candle::{BarAcc, Priced};
 use crate::{Candle, PriceSource, Resolution, Tick};
 
 /// Aggregates `ticks` (one symbol, any order) into bars of `resolution`, ascending by start,
@@ -29,17 +29,19 @@ fn aggregate_sorted<'a>(
     // (start, end, accumulator) of the bar being built.
     let mut current: Option<(i64, i64, BarAcc)> = None;
     for tick in ticks {
+        // A quote under `PriceSource::Last` counts for nothing, not even a bar.
+        let Some(priced) = Priced::of(tick, source) else {
+            continue;
+        };
         let ts = tick.ts_ms;
         if let Some((start, end, acc)) = &mut current {
             // `start ==` covers the saturated last bucket of the i64 range (see Series::merge).
             if ts < *end || *start == resolution.bucket_start(ts) {
-                acc.add(tick, source);
+                acc.add(&priced);
                 continue;
             }
         }
-        let Some(acc) = BarAcc::start(tick, source) else {
-            continue;
-        };
+        let acc = BarAcc::start(&priced);
         let start = resolution.bucket_start(ts);
         let end = resolution.next_bucket_start(start);
         if let Some((s, _, done)) = current.replace((start, end, acc)) {

@@ -1,5 +1,7 @@
 //! The output bar and the accumulator that builds it.
 
+use std::cmp::Ordering;
+
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +33,43 @@ pub struct Candle {
     pub ticks: u64,
 }
 
+/// `a.cmp(b)` for decimals, inlined and without `Decimal::cmp`'s general rescaling loop for
+/// the common case (prices of one symbol at a few nearby scales): both mantissas are brought
+/// to the larger scale in `i128`, which is exact whenever it does not overflow; otherwise
+/// `Decimal::cmp` decides. Called twice per tick per resolution, it was the aggregator's
+/// biggest cost after the bar update itself.
+#[inline]
+pub(crate) fn cmp(a: &Decimal, b: &Decimal) -> Ordering {
+    let (sa, sb) = (a.scale(), b.scale());
+    if sa == sb {
+        return a.mantissa().cmp(&b.mantissa());
+    }
+    let (lo, hi, swapped) = if sa < sb { (a, b, false) } else { (b, a, true) };
+    let scaled = POW10
+        .get(hi.scale().abs_diff(lo.scale()) as usize)
+        .and_then(|p| lo.mantissa().checked_mul(*p));
+    let Some(lo_m) = scaled else {
+        return a.cmp(b);
+    };
+    let o = lo_m.cmp(&hi.mantissa());
+    if swapped {
+        o.reverse()
+    } else {
+        o
+    }
+}
+
+/// 10^0 ..= 10^28 (28 is `Decimal`'s largest scale).
+const POW10: [i128; 29] = {
+    let mut t = [1i128; 29];
+    let mut i = 1;
+    while i < 29 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
 /// OHLC plus the timestamps that decide open and close, so ticks may arrive in any order.
 /// Decimals are pinned to strings in snapshots for the same reason as in [`Candle`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,6 +100,7 @@ impl Ohlc {
         }
     }
 
+    #[inline]
     fn add(&mut self, ts: i64, price: Decimal) {
         // Strict `<` keeps the first arrival on an open tie and `>=` takes the last arrival on a
         // close tie: the same result as a stable sort by timestamp, whatever the arrival order.
@@ -72,13 +112,46 @@ impl Ohlc {
             self.close = price;
             self.close_ts = ts;
         }
-        if price > self.high {
+        if cmp(&price, &self.high) == Ordering::Greater {
             self.high = price;
-        }
-        if price < self.low {
+        } else if cmp(&price, &self.low) == Ordering::Less {
+            // `else`: low <= high, so a price above high cannot be below low.
             self.low = price;
         }
         self.count += 1;
+    }
+}
+
+/// A tick reduced to what a bar counts: for a quote, its price under the aggregator's
+/// [`PriceSource`]. Built once per tick so the mid (a decimal division) is not recomputed for
+/// each of the 12 resolutions the tick lands in.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Priced {
+    ts: i64,
+    kind: PricedKind,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum PricedKind {
+    Quote(Decimal),
+    Trade {
+        price: Decimal,
+        size: Option<Decimal>,
+    },
+}
+
+impl Priced {
+    /// `None` when the tick counts for nothing: a quote under [`PriceSource::Last`].
+    #[inline]
+    pub(crate) fn of(tick: &Tick, source: PriceSource) -> Option<Priced> {
+        let kind = match tick.kind {
+            TickKind::Quote { bid, ask } => PricedKind::Quote(source.quote_price(bid, ask)?),
+            TickKind::Trade { price, size } => PricedKind::Trade { price, size },
+        };
+        Some(Priced {
+            ts: tick.ts_ms,
+            kind,
+        })
     }
 }
 
@@ -96,51 +169,41 @@ pub(crate) enum BarAcc {
 }
 
 impl BarAcc {
-    /// A new bar from its first tick, or `None` if the tick does not count (a quote under
-    /// [`PriceSource::Last`]).
-    pub(crate) fn start(tick: &Tick, source: PriceSource) -> Option<BarAcc> {
+    /// A new bar from its first counted tick.
+    pub(crate) fn start(tick: &Priced) -> BarAcc {
         match tick.kind {
-            TickKind::Quote { bid, ask } => source
-                .quote_price(bid, ask)
-                .map(|p| BarAcc::Quotes(Ohlc::new(tick.ts_ms, p))),
-            TickKind::Trade { price, size } => Some(BarAcc::Trades {
-                ohlc: Ohlc::new(tick.ts_ms, price),
+            PricedKind::Quote(p) => BarAcc::Quotes(Ohlc::new(tick.ts, p)),
+            PricedKind::Trade { price, size } => BarAcc::Trades {
+                ohlc: Ohlc::new(tick.ts, price),
                 size_sum: size.unwrap_or(Decimal::ZERO),
                 any_size: size.is_some(),
-            }),
+            },
         }
     }
 
     /// Counts `tick` into the bar; returns whether the bar's [`Candle`] changed.
-    pub(crate) fn add(&mut self, tick: &Tick, source: PriceSource) -> bool {
+    #[inline]
+    pub(crate) fn add(&mut self, tick: &Priced) -> bool {
         match (&mut *self, tick.kind) {
-            (BarAcc::Quotes(ohlc), TickKind::Quote { bid, ask }) => {
-                match source.quote_price(bid, ask) {
-                    Some(p) => {
-                        ohlc.add(tick.ts_ms, p);
-                        true
-                    }
-                    None => false,
-                }
+            (BarAcc::Quotes(ohlc), PricedKind::Quote(p)) => {
+                ohlc.add(tick.ts, p);
+                true
             }
             // A quote cannot change a bar that already has trades.
-            (BarAcc::Trades { .. }, TickKind::Quote { .. }) => false,
-            (BarAcc::Quotes(_), TickKind::Trade { .. }) => match BarAcc::start(tick, source) {
-                Some(acc) => {
-                    *self = acc;
-                    true
-                }
-                None => false,
-            },
+            (BarAcc::Trades { .. }, PricedKind::Quote(_)) => false,
+            (BarAcc::Quotes(_), PricedKind::Trade { .. }) => {
+                *self = BarAcc::start(tick);
+                true
+            }
             (
                 BarAcc::Trades {
                     ohlc,
                     size_sum,
                     any_size,
                 },
-                TickKind::Trade { price, size },
+                PricedKind::Trade { price, size },
             ) => {
-                ohlc.add(tick.ts_ms, price);
+                ohlc.add(tick.ts, price);
                 if let Some(size) = size {
                     // Saturating: an absurd volume must not panic the hub.
                     *size_sum = size_sum.saturating_add(size);
@@ -176,6 +239,50 @@ impl BarAcc {
             close: ohlc.close,
             volume,
             ticks: ohlc.count,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn dec() -> impl Strategy<Value = Decimal> {
+        prop_oneof![
+            // Prices: small mantissas at nearby scales (the fast path).
+            (-10_000_000i64..10_000_000, 0u32..10).prop_map(|(m, s)| Decimal::new(m, s)),
+            // Anything: large mantissas and far-apart scales (overflow falls back).
+            (any::<i64>(), any::<u32>(), 0u32..=28).prop_map(|(hi, lo, s)| {
+                Decimal::from_i128_with_scale((i128::from(hi) << 32) | i128::from(lo), s)
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn cmp_matches_decimal_ord(a in dec(), b in dec()) {
+            prop_assert_eq!(cmp(&a, &b), a.cmp(&b));
+            prop_assert_eq!(cmp(&b, &a), b.cmp(&a));
+        }
+    }
+
+    #[test]
+    fn cmp_edge_cases() {
+        let z = Decimal::ZERO;
+        let neg_z = -Decimal::ZERO;
+        for (a, b) in [
+            (z, neg_z),
+            (Decimal::new(0, 5), Decimal::new(0, 0)),
+            (Decimal::MAX, Decimal::MIN),
+            (Decimal::MAX, Decimal::new(1, 28)),
+            (Decimal::new(-1, 28), Decimal::MIN),
+            (Decimal::new(108_123, 5), Decimal::new(1_081_230, 6)),
+            (Decimal::new(108_123, 5), Decimal::new(1_081_235, 6)),
+            (Decimal::new(-108_123, 5), Decimal::new(-1_081_235, 6)),
+        ] {
+            assert_eq!(cmp(&a, &b), a.cmp(&b), "{a} {b}");
+            assert_eq!(cmp(&b, &a), b.cmp(&a), "{b} {a}");
         }
     }
 }

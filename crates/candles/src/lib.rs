@@ -107,7 +107,8 @@ mod resolution;
 mod tick;
 
 pub use aggregator::{
-    Aggregator, AggregatorConfig, AggregatorStats, BarChange, ChangeKind, TickOutcome, Update,
+    Aggregator, AggregatorConfig, AggregatorStats, BarChange, BarView, ChangeKind, TickOutcome,
+    Update,
 };
 pub use batch::aggregate;
 pub use calendar::days_from_civil;

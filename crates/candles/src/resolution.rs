@@ -59,6 +59,12 @@ impl Resolution {
         Resolution::Month1,
     ];
 
+    /// Position in [`Resolution::ALL`] (`0..12`): an index for per-resolution arrays, so a
+    /// hot loop needs no map keyed by resolution.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// Parses a native name (`1s 5s 15s 1m 5m 15m 30m 1h 4h 1D 1W 1M`, plus `1d`/`1w`) or
     /// TradingView notation (`1S 5S 15S 1 5 15 30 60 240 D 1D W 1W M 1M`).
     ///
@@ -386,6 +392,13 @@ mod tests {
                 Resolution::parse(bad),
                 Err(CandleError::UnknownResolution(bad.into()))
             );
+        }
+    }
+
+    #[test]
+    fn index_is_the_position_in_all() {
+        for (i, res) in Resolution::ALL.iter().enumerate() {
+            assert_eq!(res.index(), i, "{res}");
         }
     }
 
