@@ -1,7 +1,7 @@
 //! Decoded messages: a borrowed view ([`RawMessage`]) and an owned one ([`Message`]).
 
 use crate::error::{Error, Result};
-use crate::field::{invalid, parse_u64, FieldIter, Scanner, Text};
+use crate::field::{invalid, parse_u64, FieldIter, ScanResume, Scanner, Text};
 use crate::frame::frame;
 use crate::tags;
 use crate::time::Timestamp;
@@ -37,11 +37,16 @@ struct HeaderIndex {
     target_comp_id: Span,
     sending_time: Span,
     orig_sending_time: Span,
-    seq_num: Option<u64>,
+    /// MsgSeqNum, 0 when absent (0 is refused at parse time): an `Option` would add 8 bytes,
+    /// and every byte here is copied with each `RawMessage` (see `resume`).
+    seq_num: u64,
     poss_dup: bool,
     poss_resend: bool,
     body_start: u32,
     body_end: u32,
+    /// The header scanner's SOH block after it read the first body field (which is how it
+    /// finds where the header ends), so the body decoders do not compute that block again.
+    resume: ScanResume,
 }
 
 /// A framed, checksum-verified message whose standard header has been parsed. Field values
@@ -49,20 +54,23 @@ struct HeaderIndex {
 ///
 /// Only the header is validated here; body fields are checked as they are iterated (by the typed
 /// decoders), so a message is walked once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct RawMessage<'a> {
     buf: &'a [u8],
     idx: HeaderIndex,
+    /// `buf[..body_end]` as text when [`RawMessage::parse`] found all of it UTF-8: the header
+    /// and the body are then validated in one pass, and the body's text values are slices of
+    /// this. `None` when unknown (a view of a [`Message`]) or when the body is not UTF-8.
+    text: Option<&'a str>,
 }
 
-fn as_text(v: &[u8], tag: u32) -> Result<()> {
-    std::str::from_utf8(v)
-        .map(|_| ())
-        .map_err(|_| Error::InvalidValue {
-            tag,
-            reason: "not valid UTF-8",
-        })
+// By hand: `text` is derived from `buf` and only says what is already known about it.
+impl PartialEq for RawMessage<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.buf == other.buf && self.idx == other.idx
+    }
 }
+impl Eq for RawMessage<'_> {}
 
 fn text(buf: &[u8], span: Span) -> Option<&str> {
     // The spans were checked to be UTF-8 at parse time, so this never yields None for a
@@ -117,7 +125,7 @@ impl<'a> RawMessage<'a> {
                 tags::SENDING_TIME => &mut idx.sending_time,
                 tags::ORIG_SENDING_TIME => &mut idx.orig_sending_time,
                 tags::MSG_SEQ_NUM => {
-                    if idx.seq_num.is_some() {
+                    if idx.seq_num != 0 {
                         return Err(Error::DuplicateField { tag: f.tag });
                     }
                     let n = parse_u64(value)
@@ -128,7 +136,7 @@ impl<'a> RawMessage<'a> {
                             reason: "MsgSeqNum must be at least 1",
                         });
                     }
-                    idx.seq_num = Some(n);
+                    idx.seq_num = n;
                     continue;
                 }
                 tags::POSS_DUP_FLAG => {
@@ -146,11 +154,19 @@ impl<'a> RawMessage<'a> {
             }
             *slot = Span::of(f.value_start, f.value_end - f.value_start);
         }
-        // One check for the whole header instead of one per text field; the accessors rely on it.
-        as_text(&buf[..body], tags::MSG_TYPE)?;
+        // One UTF-8 check for header and body together (one call instead of two, and the body
+        // text is then known without a check of its own). The header must be text (the
+        // accessors rely on it); a body that is not falls back to checking value by value.
+        let text = match std::str::from_utf8(&buf[..trailer_start]) {
+            Ok(t) => Some(t),
+            // `body` follows an SOH, so it is a char boundary: the header is valid.
+            Err(e) if e.valid_up_to() >= body => None,
+            Err(_) => return Err(invalid(tags::MSG_TYPE, "not valid UTF-8")),
+        };
         idx.body_start = body as u32;
         idx.body_end = trailer_start as u32;
-        Ok(RawMessage { buf, idx })
+        idx.resume = sc.suspend();
+        Ok(RawMessage { buf, idx, text })
     }
 
     /// The whole message, trailer included.
@@ -175,7 +191,7 @@ impl<'a> RawMessage<'a> {
     }
     /// MsgSeqNum (34), if present.
     pub fn seq_num(&self) -> Option<u64> {
-        self.idx.seq_num
+        (self.idx.seq_num != 0).then_some(self.idx.seq_num)
     }
     /// PossDupFlag (43) = Y.
     pub fn poss_dup(&self) -> bool {
@@ -222,10 +238,11 @@ impl<'a> RawMessage<'a> {
     /// A scanner over the body fields and the body's text, for the typed decoders.
     pub(crate) fn body_scan(&self) -> (Scanner<'a>, Text<'a>) {
         let (start, end) = (self.idx.body_start as usize, self.idx.body_end as usize);
-        (
-            Scanner::new(self.buf, start, end),
-            Text::new(self.buf, start, end),
-        )
+        let text = match self.text {
+            Some(t) => Text::from_text(self.buf, t),
+            None => Text::new(self.buf, start, end),
+        };
+        (Scanner::resume(self.buf, start, end, self.idx.resume), text)
     }
     /// The raw body bytes (each field ends with SOH).
     pub fn body_bytes(&self) -> &'a [u8] {
@@ -288,6 +305,7 @@ impl Message {
         RawMessage {
             buf: &self.bytes,
             idx: self.idx,
+            text: None,
         }
     }
 
@@ -301,10 +319,61 @@ impl Message {
     }
     /// MsgSeqNum (34), if present.
     pub fn seq_num(&self) -> Option<u64> {
-        self.idx.seq_num
+        (self.idx.seq_num != 0).then_some(self.idx.seq_num)
     }
     /// PossDupFlag (43) = Y.
     pub fn poss_dup(&self) -> bool {
         self.idx.poss_dup
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::md::MarketDataIncrementalRefresh;
+
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut m = format!("8=FIX.4.4\x019={}\x01", body.len()).into_bytes();
+        m.extend_from_slice(body);
+        let cs = crate::checksum(&m);
+        m.extend_from_slice(format!("10={cs:03}\x01").as_bytes());
+        m
+    }
+
+    // Header and body are UTF-8-checked in one pass; these pin the outcomes of the two
+    // separate checks that pass replaced.
+    #[test]
+    fn utf8_outcomes_of_header_and_body() {
+        let bad_header = framed(b"35=X\x0149=S\xff\x0156=T\x01268=0\x01");
+        let e = RawMessage::parse(&bad_header).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidValue { tag: 35, reason } if reason == "not valid UTF-8"),
+            "{e:?}"
+        );
+        // Not UTF-8 in a body field the X does not model: parses and decodes.
+        let bad_unmodeled = framed(b"35=X\x0149=S\x0156=T\x0158=\xff\x01268=0\x01");
+        let raw = RawMessage::parse(&bad_unmodeled).unwrap();
+        assert_eq!(raw.sender_comp_id(), Some("S"));
+        assert!(MarketDataIncrementalRefresh::decode(&raw).is_ok());
+        // Not UTF-8 in a modelled text field: that field's error.
+        let bad_id = framed(b"35=X\x0149=S\x0156=T\x01262=\xff\x01268=0\x01");
+        let raw = RawMessage::parse(&bad_id).unwrap();
+        let e = MarketDataIncrementalRefresh::decode(&raw).unwrap_err();
+        assert!(matches!(e, Error::InvalidValue { tag: 262, .. }), "{e:?}");
+        // The first body field straight after the header, UTF-8 or not, with and without
+        // the parse-time text (a Message's view has none).
+        for body in [
+            &b"35=X\x0149=S\x01262=r\x01268=0\x01"[..],
+            b"35=X\x01262=\xc3\xa9\x01268=0\x01",
+        ] {
+            let bytes = framed(body);
+            let raw = RawMessage::parse(&bytes).unwrap();
+            let owned = Message::parse(Bytes::from(bytes.clone())).unwrap();
+            let a = MarketDataIncrementalRefresh::decode(&raw).unwrap();
+            let b = MarketDataIncrementalRefresh::decode(&owned.raw()).unwrap();
+            assert_eq!(a, b);
+            assert!(a.md_req_id.is_some());
+        }
     }
 }

@@ -236,6 +236,12 @@ mod tests {
             let Ok(raw) = RawMessage::parse(&bytes) else { return Ok(()) };
             same(MarketDataIncrementalRefresh::decode(&raw), decode_x(&raw))?;
             same(MarketDataSnapshotFullRefresh::decode(&raw), decode_w(&raw))?;
+            // The view of an owned Message does not know the text is UTF-8, nor (after a
+            // round trip through Message) anything but the header index: same results.
+            let owned = crate::Message::parse(bytes::Bytes::copy_from_slice(&bytes)).unwrap();
+            let view = owned.raw();
+            same(MarketDataIncrementalRefresh::decode(&view), decode_x(&raw))?;
+            same(MarketDataSnapshotFullRefresh::decode(&view), decode_w(&raw))?;
             // decode_into leaves no trace of an earlier message.
             let mut v = vec![IncrementalEntry::new(MdUpdateAction::New); 3];
             if let Ok(x) = decode_x(&raw) {
