@@ -235,7 +235,10 @@ async fn fanout(a: &RunArgs, slow_pct: u32) -> Result<FanoutOutcome> {
         let t0 = Instant::now();
         tokio::time::sleep(dur).await;
         ph.measuring.store(false, Ordering::Release);
-        (s.stop().await, t0.elapsed().as_secs_f64())
+        // The window ends here: stopping the sampler takes up to one sampling period, which
+        // must not count as measured time (it understated every rate by a few percent).
+        let measured_s = t0.elapsed().as_secs_f64();
+        (s.stop().await, measured_s)
     });
     // The publisher gets its own thread: on a runtime shared with a thousand subscriber tasks
     // its 1 ms pacing would be starved and the offered rate would sag.
