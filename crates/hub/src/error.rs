@@ -32,6 +32,16 @@ pub enum HubError {
     Config(String),
 }
 
+impl HubError {
+    /// A storage failure in `namespace` (empty when no namespace applies).
+    pub fn storage(namespace: &str, reason: impl std::fmt::Display) -> HubError {
+        HubError::Storage {
+            namespace: namespace.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
 impl From<tickwire_log::Error> for HubError {
     fn from(e: tickwire_log::Error) -> Self {
         HubError::Storage {

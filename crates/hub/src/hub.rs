@@ -128,9 +128,8 @@ impl Hub {
         let mut threads = Vec::new();
         for spec in &config.namespaces {
             let dir = config.data_dir.join("log").join(&spec.name);
-            std::fs::create_dir_all(&dir).map_err(|e| HubError::Storage {
-                namespace: spec.name.clone(),
-                reason: format!("creating {}: {e}", dir.display()),
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                HubError::storage(&spec.name, format!("creating {}: {e}", dir.display()))
             })?;
             let log_cfg = LogConfig {
                 segment_bytes: config.segment_bytes,
@@ -139,10 +138,7 @@ impl Hub {
                 retention_age: spec.retention_age,
                 ..LogConfig::default()
             };
-            let storage = |e: tickwire_log::Error| HubError::Storage {
-                namespace: spec.name.clone(),
-                reason: e.to_string(),
-            };
+            let storage = |e: tickwire_log::Error| HubError::storage(&spec.name, e);
             let log = Log::open(&dir, log_cfg).map_err(storage)?;
             let reader = log.reader();
             let mut dedup = Dedup::new(config.dedup_window);
@@ -182,10 +178,7 @@ impl Hub {
             let t = std::thread::Builder::new()
                 .name(format!("tw-writer-{}", spec.name))
                 .spawn(move || writer.run(rx))
-                .map_err(|e| HubError::Storage {
-                    namespace: spec.name.clone(),
-                    reason: format!("spawning writer: {e}"),
-                })?;
+                .map_err(|e| HubError::storage(&spec.name, format!("spawning writer: {e}")))?;
             threads.push(t);
             namespaces.insert(spec.name.clone(), ns);
         }
@@ -385,14 +378,8 @@ impl Hub {
             crate::record::scan_channel(&reader, &key, from, dispatched, limit, 1_000_000)
         })
         .await
-        .map_err(|e| HubError::Storage {
-            namespace: ns.spec.name.clone(),
-            reason: e.to_string(),
-        })?
-        .map_err(|e| HubError::Storage {
-            namespace: ns.spec.name.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| HubError::storage(&ns.spec.name, e))?
+        .map_err(|e| HubError::storage(&ns.spec.name, e))?;
         Ok(History {
             messages: scan.messages,
             next: scan.next,
@@ -490,10 +477,7 @@ impl Hub {
 /// kill -9, so a crashed server never leaves a stale lock behind). `Hub::open` takes it; offline
 /// tools that write a data directory (`tickwire import`) take the same one.
 pub fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, HubError> {
-    let storage = |reason: String| HubError::Storage {
-        namespace: String::new(),
-        reason,
-    };
+    let storage = |reason: String| HubError::storage("", reason);
     std::fs::create_dir_all(dir)
         .map_err(|e| storage(format!("creating {}: {e}", dir.display())))?;
     let path = dir.join("LOCK");

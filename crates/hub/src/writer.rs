@@ -211,10 +211,7 @@ impl Writer {
         let point = match self.log.sync_point() {
             Ok(p) => p,
             Err(e) => {
-                let err = HubError::Storage {
-                    namespace: self.ns.spec.name.clone(),
-                    reason: e.to_string(),
-                };
+                let err = HubError::storage(&self.ns.spec.name, e);
                 fail_replies(replies, &err);
                 return;
             }
@@ -229,10 +226,7 @@ impl Writer {
             None => Err(job),
         };
         if let Err(job) = sent {
-            let err = HubError::Storage {
-                namespace: self.ns.spec.name.clone(),
-                reason: "the fsync thread stopped".into(),
-            };
+            let err = HubError::storage(&self.ns.spec.name, "the fsync thread stopped");
             fail_replies(job.replies, &err);
         }
     }
@@ -248,8 +242,9 @@ impl Writer {
         let base = self.log.next_offset();
         let mut next = base;
         let mut plans: Vec<Vec<Plan>> = Vec::with_capacity(writes.len());
-        let mut spans: Vec<(usize, usize)> = Vec::new(); // each fresh item's value within `values`
-        let mut fresh: Vec<(usize, usize)> = Vec::new();
+        // Each item to append: (write, item) index and its value's span within `values`. The
+        // k-th one gets offset `base + k`.
+        let mut fresh: Vec<(usize, usize, std::ops::Range<usize>)> = Vec::new();
         // Borrowed from the requests: duplicates within this batch, before the window knows them.
         let mut in_batch: HashMap<(&str, &str), Offset> = HashMap::new();
         values.clear();
@@ -271,8 +266,7 @@ impl Writer {
                 let start = values.len();
                 crate::record::write_header(it.msg_id.as_deref(), values);
                 values.extend_from_slice(&it.data);
-                spans.push((start, values.len()));
-                fresh.push((wi, ii));
+                fresh.push((wi, ii, start..values.len()));
                 p.push(Plan::New { offset: next });
                 next += 1;
             }
@@ -281,51 +275,38 @@ impl Writer {
         // A poisoned log fails everything, duplicates too: their first copy may be among the
         // pages a failed fsync dropped.
         let mut result: Result<(), HubError> = if self.log.is_poisoned() {
-            Err(HubError::Storage {
-                namespace: self.ns.spec.name.clone(),
-                reason: tickwire_log::Error::Poisoned.to_string(),
-            })
+            Err(HubError::storage(
+                &self.ns.spec.name,
+                tickwire_log::Error::Poisoned,
+            ))
         } else {
             Ok(())
         };
         if result.is_ok() && !fresh.is_empty() {
             let entries: Vec<Entry<'_>> = fresh
                 .iter()
-                .zip(&spans)
-                .map(|(&(wi, ii), &(s, e))| Entry {
+                .map(|(wi, ii, span)| Entry {
                     timestamp,
-                    key: writes[wi].0[ii].channel.as_str().as_bytes(),
-                    value: &values[s..e],
+                    key: writes[*wi].0[*ii].channel.as_str().as_bytes(),
+                    value: &values[span.clone()],
                 })
                 .collect();
             result = match self.log.append(&entries) {
                 Ok(first) if first == base => Ok(()),
-                Ok(first) => Err(HubError::Storage {
-                    namespace: self.ns.spec.name.clone(),
-                    reason: format!("log assigned offset {first}, expected {base}"),
-                }),
-                Err(e) => Err(HubError::Storage {
-                    namespace: self.ns.spec.name.clone(),
-                    reason: e.to_string(),
-                }),
+                Ok(first) => Err(HubError::storage(
+                    &self.ns.spec.name,
+                    format!("log assigned offset {first}, expected {base}"),
+                )),
+                Err(e) => Err(HubError::storage(&self.ns.spec.name, e)),
             };
         }
         let stream = self.ns.spec.class == Class::Stream;
         let mut messages: Vec<Arc<Message>> = Vec::new();
         if result.is_ok() && !fresh.is_empty() {
-            messages = fresh
-                .iter()
-                .zip(
-                    plans
-                        .iter()
-                        .flatten()
-                        .filter(|p| matches!(p, Plan::New { .. })),
-                )
-                .map(|(&(wi, ii), plan)| {
-                    let it = &writes[wi].0[ii];
-                    let offset = match plan {
-                        Plan::New { offset } | Plan::Dup { offset } => *offset,
-                    };
+            messages = (base..)
+                .zip(&fresh)
+                .map(|(offset, (wi, ii, _))| {
+                    let it = &writes[*wi].0[*ii];
                     Arc::new(Message::new(Publication {
                         channel: it.channel.clone(),
                         offset,
@@ -338,8 +319,8 @@ impl Writer {
             // The window learns the ids now, not after the fsync: a retry that arrives while
             // the first copy is being synced must still be recognised. Its acknowledgement
             // waits behind the same fsync (the fsync thread completes in order).
-            for (&(wi, ii), m) in fresh.iter().zip(&messages) {
-                if let Some(id) = &writes[wi].0[ii].msg_id {
+            for ((wi, ii, _), m) in fresh.iter().zip(&messages) {
+                if let Some(id) = &writes[*wi].0[*ii].msg_id {
                     self.dedup.insert(
                         m.publication.channel.clone(),
                         id.clone(),
@@ -387,7 +368,6 @@ impl Writer {
             // Acknowledged (and, for streams, delivered) by the fsync thread once durable.
             let stream_msgs = if stream { messages } else { Vec::new() };
             self.sync_in_background(replies, stream_msgs);
-            *last_sync = Instant::now();
             return false;
         }
         for (reply, acks) in replies {
@@ -409,10 +389,7 @@ impl Writer {
     /// segment about to go would lose it. Re-append those values (fsynced) first, so the newest
     /// value of every state channel survives retention and restarts.
     fn carry_forward_state(&mut self, now: u64, scratch: &mut Vec<u8>) -> Result<(), HubError> {
-        let storage = |e: tickwire_log::Error| HubError::Storage {
-            namespace: self.ns.spec.name.clone(),
-            reason: e.to_string(),
-        };
+        let storage = |e: tickwire_log::Error| HubError::storage(&self.ns.spec.name, e);
         // Appending can roll a segment and change the plan; a few rounds always settle it.
         for _ in 0..4 {
             let cutoff = self.log.retention_cutoff(now);
@@ -554,10 +531,7 @@ impl Syncer {
             let result = match point.map(SyncPoint::run) {
                 Some(Err(e)) => {
                     tracing::error!(namespace = %self.ns.spec.name, error = %e, "fsync failed; the log refuses writes from now on");
-                    Err(HubError::Storage {
-                        namespace: self.ns.spec.name.clone(),
-                        reason: e.to_string(),
-                    })
+                    Err(HubError::storage(&self.ns.spec.name, e))
                 }
                 _ => Ok(()),
             };
