@@ -62,14 +62,7 @@ async fn one_websocket_carries_quotes_and_chat() {
     assert_eq!(upd["data"], quote(101));
     // The duplicate publish appended nothing: no second chat push arrives.
     assert!(ws.try_push(Duration::from_millis(300)).await.is_none());
-    let h: Value = http()
-        .get(srv.url("/v1/history/chat.lobby?from=0"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h: Value = get_json(&srv, "/v1/history/chat.lobby?from=0").await;
     assert_eq!(h["messages"].as_array().unwrap().len(), 1);
 
     let r = ws
@@ -170,14 +163,7 @@ async fn state_survives_kill9_and_clean_shutdown_drains() {
     }
     srv.kill9();
     let mut srv = Server::start(&data, &[], &[]);
-    let v: Value = http()
-        .get(srv.url("/v1/latest/quotes.GBPUSD"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&srv, "/v1/latest/quotes.GBPUSD").await;
     assert_eq!(v["data"], quote(49));
     // SIGTERM: readiness drops, clients are told, the process exits 0.
     let mut ws = Ws::connect(&srv.ws_url("")).await;
@@ -470,14 +456,7 @@ async fn every_bad_http_input_gets_a_problem() {
         assert!(v["detail"].as_str().unwrap().contains(detail), "{v}");
     }
     // The invalid batch published nothing, not even its valid first item.
-    let h: Value = http()
-        .get(srv.url("/v1/history/chat.ok"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h: Value = get_json(&srv, "/v1/history/chat.ok").await;
     assert_eq!(h["messages"].as_array().unwrap().len(), 0);
     for (path, status) in [
         ("/v1/history/chat.x?limit=0", 400),
@@ -631,14 +610,7 @@ async fn config_file_env_and_flags() {
         &["--config", cfg.to_str().unwrap()],
         &[("TICKWIRE_NAMESPACES__CHAT__MAX_MESSAGE_BYTES", "50")],
     );
-    let v: Value = http()
-        .get(srv.url("/v1/namespaces"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&srv, "/v1/namespaces").await;
     let ns = v["namespaces"].as_array().unwrap();
     let find = |n: &str| ns.iter().find(|x| x["name"] == n).cloned().unwrap();
     assert_eq!(find("signals")["class"], "stream");
@@ -719,14 +691,11 @@ async fn acknowledged_publishes_survive_kill9_while_publishers_are_in_flight() {
     let mut stored = std::collections::HashMap::new();
     let mut from = 0u64;
     loop {
-        let page: Value = http()
-            .get(srv.url(&format!("/v1/history/chat.crash?from={from}&limit=1000")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = get_json(
+            &srv,
+            &format!("/v1/history/chat.crash?from={from}&limit=1000"),
+        )
+        .await;
         let msgs = page["messages"].as_array().unwrap();
         if msgs.is_empty() {
             break;

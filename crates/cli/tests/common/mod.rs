@@ -128,6 +128,18 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::builder().timeout(TIMEOUT).build().unwrap()
 }
 
+/// GETs `path` on the server and parses the answer as JSON (the status is not checked).
+pub async fn get_json(srv: &Server, path: &str) -> Value {
+    http()
+        .get(srv.url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// POSTs `body` to /v1/publish; returns status and JSON body.
 pub async fn publish(srv: &Server, body: &Value) -> (u16, Value) {
     publish_raw(srv, body.to_string(), None).await
