@@ -6,10 +6,10 @@ use tickwire_model::Publication;
 /// subscribers receive it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    WsJson = 0,
-    Sse = 1,
-    Mqtt = 2,
-    Fix = 3,
+    /// The JSON push text, the same for WebSocket frames and SSE events.
+    Json = 0,
+    Mqtt = 1,
+    Fix = 2,
 }
 
 /// A stored publication plus its lazily built encodings, shared by all subscribers. Each edge
@@ -17,7 +17,7 @@ pub enum Format {
 /// converted or checked again per subscriber.
 pub struct Message {
     pub publication: Publication,
-    encoded: [OnceLock<Box<dyn Any + Send + Sync>>; 4],
+    encoded: [OnceLock<Box<dyn Any + Send + Sync>>; 3],
 }
 
 impl std::fmt::Debug for Message {

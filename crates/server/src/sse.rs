@@ -21,15 +21,16 @@ use axum::{
     },
 };
 use futures_util::stream;
-use tickwire_hub::{CloseReason, Delivery, Format, Session};
+use tickwire_hub::{Delivery, Session};
 use tickwire_model::{Channel, Class, Offset};
-use tickwire_wire::{encode_disconnect, encode_push, ErrorCode};
+use tickwire_wire::{encode_disconnect, ErrorCode};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::{
     problem::Problem,
     rest::{parse_query, query_u64},
     state::SessionGuard,
+    ws::{close_error_code, json_push},
     AppState,
 };
 
@@ -182,13 +183,11 @@ fn open(st: AppState, q: Option<String>, headers: &HeaderMap) -> Result<Response
                     }
                 }
                 Err(reason) => {
-                    let code = match reason {
-                        CloseReason::SlowConsumer { .. } => ErrorCode::SlowConsumer,
-                        CloseReason::Shutdown => ErrorCode::Unavailable,
-                        CloseReason::Kicked(_) => ErrorCode::Forbidden,
-                    };
-                    let frame =
-                        encode_disconnect(code, &reason.to_string(), &s.session.resume_points());
+                    let frame = encode_disconnect(
+                        close_error_code(&reason),
+                        &reason.to_string(),
+                        &s.session.resume_points(),
+                    );
                     s.buf.push_back(
                         Event::default()
                             .event("disconnect")
@@ -206,13 +205,7 @@ fn open(st: AppState, q: Option<String>, headers: &HeaderMap) -> Result<Response
 
 fn event(cursors: &mut BTreeMap<String, Offset>, d: &Delivery) -> Event {
     let p = &d.message.publication;
-    let data: std::sync::Arc<str> = if d.snapshot {
-        encode_push(p, true).into()
-    } else {
-        d.message
-            .encoded(Format::Sse, |p| encode_push(p, false).into())
-    };
-    let ev = Event::default().data(&*data);
+    let ev = Event::default().data(json_push(d).as_str());
     match cursors.get_mut(p.channel.as_str()) {
         Some(next) => {
             *next = p.offset + 1;

@@ -134,14 +134,27 @@ async fn run(st: AppState, mut socket: WebSocket, publisher: bool, _permit: Owne
 }
 
 fn push(d: &Delivery) -> Message {
+    Message::Text(json_push(d))
+}
+
+/// The JSON push text of a delivery, shared by WebSocket frames and SSE events. Built once per
+/// message; every subscriber on either edge gets a reference-counted clone. A snapshot carries
+/// its own flag, so it is encoded for its one subscriber.
+pub(crate) fn json_push(d: &Delivery) -> Utf8Bytes {
     if d.snapshot {
-        Message::Text(Utf8Bytes::from(encode_push(&d.message.publication, true)))
+        Utf8Bytes::from(encode_push(&d.message.publication, true))
     } else {
-        // Built once per message; every subscriber gets a reference-counted clone.
-        Message::Text(
-            d.message
-                .encoded(Format::WsJson, |p| Utf8Bytes::from(encode_push(p, false))),
-        )
+        d.message
+            .encoded(Format::Json, |p| Utf8Bytes::from(encode_push(p, false)))
+    }
+}
+
+/// The protocol error code that tells a client why the server closed its session.
+pub(crate) fn close_error_code(reason: &CloseReason) -> ErrorCode {
+    match reason {
+        CloseReason::SlowConsumer { .. } => ErrorCode::SlowConsumer,
+        CloseReason::Shutdown => ErrorCode::Unavailable,
+        CloseReason::Kicked(_) => ErrorCode::Forbidden,
     }
 }
 
@@ -180,15 +193,16 @@ async fn close_with(
     reason: &CloseReason,
     timeout: Duration,
 ) {
-    let (code, close_code) = match reason {
+    let code = close_error_code(reason);
+    let close_code = match reason {
         CloseReason::SlowConsumer { .. } => {
             st.metrics
                 .slow_consumer_disconnects
                 .fetch_add(1, Ordering::Relaxed);
-            (ErrorCode::SlowConsumer, 4001)
+            4001
         }
-        CloseReason::Shutdown => (ErrorCode::Unavailable, 1001),
-        CloseReason::Kicked(_) => (ErrorCode::Forbidden, 4002),
+        CloseReason::Shutdown => 1001,
+        CloseReason::Kicked(_) => 4002,
     };
     let msg = reason.to_string();
     let frame = encode_disconnect(code, &msg, &session.resume_points());
