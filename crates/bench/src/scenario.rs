@@ -297,14 +297,21 @@ async fn fanout(a: &RunArgs, slow_pct: u32) -> Result<FanoutOutcome> {
     Ok(out)
 }
 
-pub async fn fanout_run(a: &RunArgs) -> Result<RunResult> {
-    let o = fanout(a, 0).await?;
+/// The figures every fan-out shaped run reports: rates over the measured window and the fast
+/// clients' latency.
+fn fanout_result(a: &RunArgs, o: &FanoutOutcome) -> RunResult {
     let mut r = RunResult::new(a);
     r.measured_s = o.measured_s;
     r.published_per_s = o.published as f64 / o.measured_s;
     r.delivered_per_s = o.delivered_fast as f64 / o.measured_s;
     r.mb_per_s = o.bytes as f64 / o.measured_s / 1e6;
     r.latency = Latency::of(&o.fast);
+    r
+}
+
+pub async fn fanout_run(a: &RunArgs) -> Result<RunResult> {
+    let o = fanout(a, 0).await?;
+    let mut r = fanout_result(a, &o);
     r.server = o.server;
     r.extra.insert("converged".into(), o.all_converged);
     r.extra.insert(
@@ -319,12 +326,7 @@ pub async fn slow(a: &RunArgs) -> Result<RunResult> {
     let base = fanout(a, 0).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let o = fanout(a, a.slow_pct).await?;
-    let mut r = RunResult::new(a);
-    r.measured_s = o.measured_s;
-    r.published_per_s = o.published as f64 / o.measured_s;
-    r.delivered_per_s = o.delivered_fast as f64 / o.measured_s;
-    r.mb_per_s = o.bytes as f64 / o.measured_s / 1e6;
-    r.latency = Latency::of(&o.fast);
+    let mut r = fanout_result(a, &o);
     let bl = Latency::of(&base.fast);
     r.extra.insert("baseline_p99_us".into(), bl.p99_us as f64);
     r.extra.insert(
