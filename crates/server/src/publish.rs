@@ -118,11 +118,10 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
     } else {
         serde_json::from_str::<Vec<Item<'_>>>(text).ok()
     };
-    let (count, checked) = match fast {
+    let checked = match fast {
         Some(items) => {
-            let count = items.len();
-            check_batch_size(count)?;
-            (count, check_all(st, items.into_iter().map(Ok), single)?)
+            check_batch_size(items.len())?;
+            check_all(st, items.into_iter().map(Ok), single)?
         }
         None => {
             let raw_items: Vec<&RawValue> = if single {
@@ -140,7 +139,7 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
                     )
                 })
             });
-            (raw_items.len(), check_all(st, items, single)?)
+            check_all(st, items, single)?
         }
     };
     let channels: Vec<Channel> = checked
@@ -150,7 +149,7 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
     let results = st.hub.publish_checked(checked).await;
     // Written by hand: a `json!` tree per result cost more than the append. Channel names are
     // plain ASCII without quotes or backslashes (see `Channel::parse`), so need no escaping.
-    let mut body = String::with_capacity(16 + count * 56);
+    let mut body = String::with_capacity(16 + channels.len() * 56);
     if !single {
         body.push_str("{\"results\":[");
     }
