@@ -515,10 +515,8 @@ impl Client {
                     // Subscribe before reading the snapshot: an update that lands in between
                     // arrives as a delivery with a newer offset and is sent as X.
                     for ch in &chans {
-                        let n = self.channels.entry(ch.clone()).or_insert(0);
-                        if *n == 0 {
+                        if !self.channels.contains_key(ch) {
                             if let Err(e) = self.hub.subscribe(ch, None) {
-                                self.channels.remove(ch);
                                 return self
                                     .reject(
                                         conn,
