@@ -256,9 +256,8 @@ impl Ingest {
     }
 
     /// One V per symbol so a Y names the symbol it refuses (MDReqID `tw-<SYM>`).
-    async fn subscribe(&mut self, conn: &mut Conn<FileSeqStore>, ev: &mut Vec<AppEvent>) {
-        let syms: Vec<String> = self.symbols.iter().cloned().collect();
-        for sym in syms {
+    async fn subscribe(&self, conn: &mut Conn<FileSeqStore>, ev: &mut Vec<AppEvent>) {
+        for sym in &self.symbols {
             let id = format!("tw-{sym}");
             let v = MarketDataRequest {
                 md_req_id: &id,
@@ -266,7 +265,7 @@ impl Ingest {
                 market_depth: self.cfg.depth,
                 md_update_type: Some(MdUpdateType::IncrementalRefresh),
                 entry_types: vec![MdEntryType::Bid, MdEntryType::Offer, MdEntryType::Trade],
-                symbols: vec![&sym],
+                symbols: vec![sym],
             };
             let _ = conn.send_app(&v, ev).await;
         }
