@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{free_port, http, publish, Server, Ws};
+use common::{fix_session, free_port, http, publish, start_with_config, Ws};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -113,34 +113,6 @@ impl Drop for Peer {
     }
 }
 
-fn server_with(dir: &tempfile::TempDir, toml: &str) -> Server {
-    let cfg = dir.path().join("tickwire.toml");
-    std::fs::write(&cfg, toml).unwrap();
-    Server::start(
-        &dir.path().join("data"),
-        &["--config", cfg.to_str().unwrap(), "--fsync", "never"],
-        &[],
-    )
-}
-
-async fn fix_status(srv: &Server, name: &str) -> Value {
-    let v: Value = http()
-        .get(srv.url("/v1/fix/sessions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
 /// Collects quote pushes until one has `bid`; returns all quotes seen on the way.
 async fn ws_until_bid(ws: &mut Ws, bid: &str, bids: &mut Vec<Value>) {
     let end = Instant::now() + WAIT;
@@ -191,7 +163,7 @@ async fn quickfix_provider_to_tickwire_initiator_to_websocket() {
     ]);
     peer.cmd("quote EURUSD 1.10000 1.10020 500000 700000");
     let dir = tempfile::tempdir().unwrap();
-    let srv = server_with(
+    let srv = start_with_config(
         &dir,
         &format!(
             r#"
@@ -339,7 +311,7 @@ reconnect_max_ms = 2000
         no_duplicate_or_stale(&bids),
         "quotes repeated or went back: {bids:?}"
     );
-    let st = fix_status(&srv, "prov").await;
+    let st = fix_session(&srv, "prov").await;
     assert_eq!(st["state"], "active", "{st}");
     assert!(st["logons"].as_u64().unwrap() >= 2, "{st}");
     assert!(st["gaps"].as_u64().unwrap() >= 2, "{st}");
@@ -372,7 +344,7 @@ reconnect_max_ms = 2000
 async fn quickfix_client_subscribes_to_tickwire_acceptor() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let srv = server_with(
+    let srv = start_with_config(
         &dir,
         &format!(
             r#"
@@ -516,7 +488,7 @@ allowed_comp_ids = ["CLI1"]
         0,
         "QuickFIX rejected nothing"
     );
-    let st = fix_status(&srv, "acceptor:CLI1").await;
+    let st = fix_session(&srv, "acceptor:CLI1").await;
     assert_eq!(st["state"], "active", "{st}");
     assert!(st["gaps"].as_u64().unwrap() >= 1, "{st}");
     assert!(
