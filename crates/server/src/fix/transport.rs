@@ -5,9 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use tickwire_fix::{
-    Action, AppMessage, DisconnectReason, Message, SeqStore, Session, SessionEvent, Timestamp,
-};
+use tickwire_fix::{Action, AppMessage, Message, SeqStore, Session, SessionEvent, Timestamp};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{
@@ -158,7 +156,7 @@ impl<S: SeqStore> Conn<S> {
                 Action::Disconnect(reason) => {
                     let _ = self.flush().await;
                     let _ = self.wr.shutdown().await;
-                    self.finish(reason_text(&reason), events);
+                    self.finish(reason.to_string());
                 }
             }
         }
@@ -197,10 +195,10 @@ impl<S: SeqStore> Conn<S> {
                 events.push(AppEvent::LoggedOut);
             }
         }
-        self.finish(why, events);
+        self.finish(why);
     }
 
-    fn finish(&mut self, why: String, _events: &mut [AppEvent]) {
+    fn finish(&mut self, why: String) {
         if self.closed.is_none() {
             self.closed = Some(why);
         }
@@ -213,10 +211,6 @@ impl<S: SeqStore> Conn<S> {
         let actions = self.session.logout(Some(text), now());
         let _ = self.execute(actions, events).await;
     }
-}
-
-fn reason_text(r: &DisconnectReason) -> String {
-    r.to_string()
 }
 
 /// Sleeps until `d`, or forever without a deadline.
