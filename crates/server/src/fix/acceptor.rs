@@ -312,9 +312,12 @@ impl Client {
                 // drain() is not cancel-safe, so it runs here, outside the select.
                 match self.hub.drain().await {
                     Ok(ds) => {
+                        // Every X/W of the batch is queued and goes out in one write (and one
+                        // write timeout), not one per message.
                         for d in ds {
                             self.on_delivery(d, &mut conn, &mut ev).await;
                         }
+                        let _ = conn.flush_queued(&mut ev).await;
                     }
                     Err(r) => {
                         conn.logout(&format!("closed by server: {r:?}"), &mut ev)
@@ -401,7 +404,8 @@ impl Client {
     }
 
     async fn send<M: tickwire_fix::AppMessage>(&self, conn: &mut C, ev: &mut Vec<AppEvent>, m: &M) {
-        send_counted(&self.sh, &self.name, conn, ev, m).await;
+        let _ = conn.send_app(m, ev).await;
+        self.sh.registry.update(&self.name, |s| s.messages_out += 1);
     }
 
     async fn on_request(&mut self, m: &Message, conn: &mut C, ev: &mut Vec<AppEvent>) {
@@ -565,7 +569,8 @@ impl Client {
     }
 
     /// Per delivery, so per subscriber: the requests are updated in place, and nothing is
-    /// copied but the symbol the first time a request is sent it.
+    /// copied but the symbol the first time a request is sent it. The messages are queued;
+    /// the caller flushes once per batch of deliveries.
     async fn on_delivery(&mut self, d: Delivery, conn: &mut C, ev: &mut Vec<AppEvent>) {
         let p = &d.message.publication;
         let sym = p.channel.name();
@@ -584,23 +589,24 @@ impl Client {
                 }
             };
             if req.full_refresh {
-                send_counted(sh, name, conn, ev, &snapshot(id, sym, req, &q)).await;
+                queue_counted(sh, name, conn, ev, &snapshot(id, sym, req, &q)).await;
             } else if let Some(x) = incremental(id, sym, req, &prev, &q) {
-                send_counted(sh, name, conn, ev, &x).await;
+                queue_counted(sh, name, conn, ev, &x).await;
             }
         }
     }
 }
 
-/// Sends an application message and counts it in the session's status.
-async fn send_counted<M: tickwire_fix::AppMessage>(
+/// Queues an application message (see [`Conn::queue_app`]) and counts it in the session's
+/// status.
+async fn queue_counted<M: tickwire_fix::AppMessage>(
     sh: &Shared,
     name: &str,
     conn: &mut C,
     ev: &mut Vec<AppEvent>,
     m: &M,
 ) {
-    let _ = conn.send_app(m, ev).await;
+    conn.queue_app(m, ev).await;
     sh.registry.update(name, |s| s.messages_out += 1);
 }
 

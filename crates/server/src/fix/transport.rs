@@ -129,6 +129,27 @@ impl<S: SeqStore> Conn<S> {
         }
     }
 
+    /// Like [`Self::send_app`], but the bytes stay in the output buffer until
+    /// [`Self::flush_queued`] (or the next flushing call): a batch of messages, one write.
+    pub async fn queue_app<M: AppMessage + ?Sized>(&mut self, msg: &M, events: &mut Vec<AppEvent>) {
+        match self.session.send_app(msg, now()) {
+            Ok(actions) => self.apply(actions, events).await,
+            Err(e) => tracing::debug!("fix: not sent: {e}"),
+        }
+    }
+
+    /// Writes what [`Self::queue_app`] left in the output buffer; a write error or timeout
+    /// closes the connection.
+    pub async fn flush_queued(&mut self, events: &mut Vec<AppEvent>) -> std::io::Result<()> {
+        if self.closed.is_none() {
+            if let Err(e) = self.flush().await {
+                self.lost(format!("write failed: {e}"), events);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// Hands session actions to the caller's closure result (`Reject`, `Logout`).
     pub async fn run(
         &mut self,
@@ -145,6 +166,13 @@ impl<S: SeqStore> Conn<S> {
         actions: Vec<Action>,
         events: &mut Vec<AppEvent>,
     ) -> std::io::Result<()> {
+        self.apply(actions, events).await;
+        self.flush_queued(events).await
+    }
+
+    /// Carries out actions in order, leaving sends in the output buffer (a Disconnect flushes
+    /// it first).
+    async fn apply(&mut self, actions: Vec<Action>, events: &mut Vec<AppEvent>) {
         for a in actions {
             match a {
                 Action::Send(b) => self.out.extend_from_slice(&b),
@@ -160,13 +188,6 @@ impl<S: SeqStore> Conn<S> {
                 }
             }
         }
-        if self.closed.is_none() {
-            if let Err(e) = self.flush().await {
-                self.lost(format!("write failed: {e}"), events);
-                return Err(e);
-            }
-        }
-        Ok(())
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
