@@ -543,13 +543,14 @@ impl Client {
                     trade,
                     sent: HashMap::new(),
                 };
-                for (sym, ch) in req.symbols.clone().iter().zip(&chans) {
+                for (&sym, ch) in v.symbols.iter().zip(&chans) {
                     let Ok(Some(msg)) = self.sh.hub.latest(ch) else {
                         continue;
                     };
                     let q = QuoteView::of(&msg);
                     self.send(conn, ev, &snapshot(&id, sym, &req, &q)).await;
-                    req.sent.insert(sym.clone(), (msg.publication.offset, q));
+                    req.sent
+                        .insert(sym.to_string(), (msg.publication.offset, q));
                 }
                 if keep {
                     self.subs.insert(id, req);
