@@ -314,10 +314,16 @@ impl Client {
                     Ok(ds) => {
                         // Every X/W of the batch is queued and goes out in one write (and one
                         // write timeout), not one per message.
+                        let mut sent = 0;
                         for d in ds {
-                            self.on_delivery(d, &mut conn, &mut ev).await;
+                            sent += self.on_delivery(d, &mut conn, &mut ev).await;
                         }
                         let _ = conn.flush_queued(&mut ev).await;
+                        if sent > 0 {
+                            self.sh
+                                .registry
+                                .update(&self.name, |s| s.messages_out += sent);
+                        }
                     }
                     Err(r) => {
                         conn.logout(&format!("closed by server: {r:?}"), &mut ev)
@@ -571,13 +577,13 @@ impl Client {
 
     /// Per delivery, so per subscriber: the requests are updated in place, and nothing is
     /// copied but the symbol the first time a request is sent it. The messages are queued;
-    /// the caller flushes once per batch of deliveries.
-    async fn on_delivery(&mut self, d: Delivery, conn: &mut C, ev: &mut Vec<AppEvent>) {
+    /// the caller flushes and counts them once per batch of deliveries. Returns how many.
+    async fn on_delivery(&mut self, d: Delivery, conn: &mut C, ev: &mut Vec<AppEvent>) -> u64 {
         let p = &d.message.publication;
         let sym = p.channel.name();
         let q = QuoteView::of(&d.message);
-        let Client { sh, name, subs, .. } = self;
-        for (id, req) in subs.iter_mut() {
+        let mut sent = 0;
+        for (id, req) in self.subs.iter_mut() {
             if !req.symbols.iter().any(|s| s == sym) {
                 continue;
             }
@@ -590,25 +596,16 @@ impl Client {
                 }
             };
             if req.full_refresh {
-                queue_counted(sh, name, conn, ev, &snapshot(id, sym, req, &q)).await;
+                conn.queue_app(&snapshot(id, sym, req, &q), ev).await;
             } else if let Some(x) = incremental(id, sym, req, &prev, &q) {
-                queue_counted(sh, name, conn, ev, &x).await;
+                conn.queue_app(&x, ev).await;
+            } else {
+                continue;
             }
+            sent += 1;
         }
+        sent
     }
-}
-
-/// Queues an application message (see [`Conn::queue_app`]) and counts it in the session's
-/// status.
-async fn queue_counted<M: tickwire_fix::AppMessage>(
-    sh: &Shared,
-    name: &str,
-    conn: &mut C,
-    ev: &mut Vec<AppEvent>,
-    m: &M,
-) {
-    conn.queue_app(m, ev).await;
-    sh.registry.update(name, |s| s.messages_out += 1);
 }
 
 /// W with the entry types `req` asked for.
