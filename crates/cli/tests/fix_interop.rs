@@ -113,6 +113,16 @@ impl Drop for Peer {
     }
 }
 
+/// Whether a peer event is an X with an entry at `px`.
+fn x_with_px(e: &Value, px: &str) -> bool {
+    e["ev"] == "X"
+        && e["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|en| en["px"] == px)
+}
+
 /// Collects quote pushes until one has `bid`; returns all quotes seen on the way.
 async fn ws_until_bid(ws: &mut Ws, bid: &str, bids: &mut Vec<Value>) {
     let end = Instant::now() + WAIT;
@@ -424,14 +434,7 @@ allowed_comp_ids = ["CLI1"]
         let (s, _) = publish(&srv, &pubq("EURUSD", bid, "1.20010")).await;
         assert_eq!(s, 200);
     }
-    peer.wait(|e| {
-        e["ev"] == "X"
-            && e["entries"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|en| en["px"] == "1.20003")
-    });
+    peer.wait(|e| x_with_px(e, "1.20003"));
 
     // Forced disconnect: QuickFIX reconnects, logs on again (sequence numbers continue), and
     // a new subscription gets the current value as W.
@@ -445,14 +448,7 @@ allowed_comp_ids = ["CLI1"]
     );
     let (s, _) = publish(&srv, &pubq("EURUSD", "1.20004", "1.20010")).await;
     assert_eq!(s, 200);
-    peer.wait(|e| {
-        e["ev"] == "X"
-            && e["entries"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|en| en["px"] == "1.20004")
-    });
+    peer.wait(|e| x_with_px(e, "1.20004"));
 
     // Unsubscribe: no more X for r1.
     peer.cmd("unsub r1 EURUSD");
