@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{free_port, http, publish, Server, Ws};
+use common::{fix_session, free_port, http, publish, start_with_config, Ws};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -113,32 +113,14 @@ impl Drop for Peer {
     }
 }
 
-fn server_with(dir: &tempfile::TempDir, toml: &str) -> Server {
-    let cfg = dir.path().join("tickwire.toml");
-    std::fs::write(&cfg, toml).unwrap();
-    Server::start(
-        &dir.path().join("data"),
-        &["--config", cfg.to_str().unwrap(), "--fsync", "never"],
-        &[],
-    )
-}
-
-async fn fix_status(srv: &Server, name: &str) -> Value {
-    let v: Value = http()
-        .get(srv.url("/v1/fix/sessions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .cloned()
-        .unwrap_or(Value::Null)
+/// Whether a peer event is an X with an entry at `px`.
+fn x_with_px(e: &Value, px: &str) -> bool {
+    e["ev"] == "X"
+        && e["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|en| en["px"] == px)
 }
 
 /// Collects quote pushes until one has `bid`; returns all quotes seen on the way.
@@ -191,7 +173,7 @@ async fn quickfix_provider_to_tickwire_initiator_to_websocket() {
     ]);
     peer.cmd("quote EURUSD 1.10000 1.10020 500000 700000");
     let dir = tempfile::tempdir().unwrap();
-    let srv = server_with(
+    let srv = start_with_config(
         &dir,
         &format!(
             r#"
@@ -339,7 +321,7 @@ reconnect_max_ms = 2000
         no_duplicate_or_stale(&bids),
         "quotes repeated or went back: {bids:?}"
     );
-    let st = fix_status(&srv, "prov").await;
+    let st = fix_session(&srv, "prov").await;
     assert_eq!(st["state"], "active", "{st}");
     assert!(st["logons"].as_u64().unwrap() >= 2, "{st}");
     assert!(st["gaps"].as_u64().unwrap() >= 2, "{st}");
@@ -372,7 +354,7 @@ reconnect_max_ms = 2000
 async fn quickfix_client_subscribes_to_tickwire_acceptor() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let srv = server_with(
+    let srv = start_with_config(
         &dir,
         &format!(
             r#"
@@ -452,14 +434,7 @@ allowed_comp_ids = ["CLI1"]
         let (s, _) = publish(&srv, &pubq("EURUSD", bid, "1.20010")).await;
         assert_eq!(s, 200);
     }
-    peer.wait(|e| {
-        e["ev"] == "X"
-            && e["entries"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|en| en["px"] == "1.20003")
-    });
+    peer.wait(|e| x_with_px(e, "1.20003"));
 
     // Forced disconnect: QuickFIX reconnects, logs on again (sequence numbers continue), and
     // a new subscription gets the current value as W.
@@ -473,14 +448,7 @@ allowed_comp_ids = ["CLI1"]
     );
     let (s, _) = publish(&srv, &pubq("EURUSD", "1.20004", "1.20010")).await;
     assert_eq!(s, 200);
-    peer.wait(|e| {
-        e["ev"] == "X"
-            && e["entries"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|en| en["px"] == "1.20004")
-    });
+    peer.wait(|e| x_with_px(e, "1.20004"));
 
     // Unsubscribe: no more X for r1.
     peer.cmd("unsub r1 EURUSD");
@@ -516,7 +484,7 @@ allowed_comp_ids = ["CLI1"]
         0,
         "QuickFIX rejected nothing"
     );
-    let st = fix_status(&srv, "acceptor:CLI1").await;
+    let st = fix_session(&srv, "acceptor:CLI1").await;
     assert_eq!(st["state"], "active", "{st}");
     assert!(st["gaps"].as_u64().unwrap() >= 1, "{st}");
     assert!(

@@ -264,20 +264,10 @@ allowed_comp_ids = ["*"]
     // client has seen the Logout answer, so poll).
     let end = Instant::now() + WAIT;
     loop {
-        let v: serde_json::Value = common::http()
-            .get(srv.url("/v1/fix/sessions"))
-            .send()
+        let ours: Vec<_> = common::fix_sessions(&srv)
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let ours: Vec<_> = v["sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
+            .into_iter()
             .filter(|s| s["name"].as_str().unwrap_or("").starts_with("acceptor:CLI"))
-            .cloned()
             .collect();
         let done = ours.len() == SESSIONS
             && ours

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{free_port, http, publish, FixClient, Server};
+use common::{fix_session, free_port, http, publish, start_with_config, FixClient, Server};
 use serde_json::{json, Value};
 use tickwire_fix::{
     md::{
@@ -23,16 +23,6 @@ use tickwire_fix::{
 };
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn start(dir: &tempfile::TempDir, toml: &str) -> Server {
-    let cfg = dir.path().join("tickwire.toml");
-    std::fs::write(&cfg, toml).unwrap();
-    Server::start(
-        &dir.path().join("data"),
-        &["--config", cfg.to_str().unwrap(), "--fsync", "never"],
-        &[],
-    )
-}
 
 /// Connects and logs on, retrying while the restarted server is not listening yet.
 async fn connect_when_listening(c: &mut FixClient, addr: &str) {
@@ -83,7 +73,7 @@ sender_comp_id = "TICKWIRE"
 allowed_comp_ids = ["CLIR"]
 "#
     );
-    let mut srv = start(&dir, &toml);
+    let mut srv = start_with_config(&dir, &toml);
     for (s, b) in [("EURUSD", "1.10000"), ("GBPUSD", "1.30000")] {
         assert_eq!(publish(&srv, &quote(s, b)).await.0, 200);
     }
@@ -120,7 +110,7 @@ allowed_comp_ids = ["CLIR"]
         "the client noticed the server's death"
     );
     assert!(!c.logged_on);
-    let srv = start(&dir, &toml);
+    let srv = start_with_config(&dir, &toml);
     connect_when_listening(&mut c, &addr).await;
     assert!(c.until(WAIT, |c| c.logged_on).await, "{:?}", c.closed);
     // The server accepted MsgSeqNum 4 as the next one, and its Logon carried 5: exactly one
@@ -141,21 +131,7 @@ allowed_comp_ids = ["CLIR"]
     assert!(c.logout(WAIT).await, "{:?}", c.closed);
     assert!(c.events.is_empty(), "{:?}", c.events);
 
-    let v: Value = http()
-        .get(srv.url("/v1/fix/sessions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let s = v["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "acceptor:CLIR")
-        .cloned()
-        .unwrap_or(Value::Null);
+    let s = fix_session(&srv, "acceptor:CLIR").await;
     assert_eq!(s["gaps"], 0, "{s}");
     assert_eq!(s["resend_requests_answered"], 0, "{s}");
 }
@@ -180,7 +156,7 @@ reconnect_min_ms = 100
 reconnect_max_ms = 500
 "#
     );
-    let mut srv = start(&dir, &toml);
+    let mut srv = start_with_config(&dir, &toml);
     let mut prov = FixClient::acceptor("PROV", "TW");
     prov.accept(&listener, WAIT).await;
     assert!(prov.until(WAIT, |c| c.logged_on).await, "{:?}", prov.closed);
@@ -220,7 +196,7 @@ reconnect_max_ms = 500
 
     srv.kill9();
     assert!(prov.until(WAIT, |c| c.closed.is_some()).await);
-    let srv = start(&dir, &toml);
+    let srv = start_with_config(&dir, &toml);
     prov.accept(&listener, WAIT).await;
     assert!(prov.until(WAIT, |c| c.logged_on).await, "{:?}", prov.closed);
     // The initiator's Logon was MsgSeqNum 3 (a 1 would have been "too low" and ended the
@@ -242,7 +218,7 @@ reconnect_max_ms = 500
             next_target: 5
         }
     );
-    let st = initiator_status(&srv).await;
+    let st = fix_session(&srv, "prov").await;
     assert_eq!(st["gaps"], 0, "{st}");
     assert!(prov.events.is_empty(), "{:?}", prov.events);
 }
@@ -265,22 +241,4 @@ async fn latest_bid(srv: &Server, bid: &str) {
         assert!(Instant::now() < end, "quote never became {bid}: {r}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn initiator_status(srv: &Server) -> Value {
-    let v: Value = http()
-        .get(srv.url("/v1/fix/sessions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "prov")
-        .cloned()
-        .unwrap_or(Value::Null)
 }

@@ -474,3 +474,37 @@ impl FixClient {
         self.logged_on = false;
     }
 }
+
+/// Starts the server on `toml` as its config file (written into `dir`; data under
+/// `dir/data`), with `--fsync never`.
+pub fn start_with_config(dir: &tempfile::TempDir, toml: &str) -> Server {
+    let cfg = dir.path().join("tickwire.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    Server::start(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().unwrap(), "--fsync", "never"],
+        &[],
+    )
+}
+
+/// Every FIX session `GET /v1/fix/sessions` lists.
+pub async fn fix_sessions(srv: &Server) -> Vec<Value> {
+    let v: Value = http()
+        .get(srv.url("/v1/fix/sessions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["sessions"].as_array().unwrap().clone()
+}
+
+/// The FIX session called `name` in `GET /v1/fix/sessions`; `Null` if there is none.
+pub async fn fix_session(srv: &Server, name: &str) -> Value {
+    fix_sessions(srv)
+        .await
+        .into_iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or(Value::Null)
+}

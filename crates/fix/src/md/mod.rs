@@ -49,11 +49,7 @@ fn wrong_type(raw: &crate::RawMessage<'_>, expected: &'static str) -> Error {
 
 /// Sets an optional slot once; a second occurrence of the tag is an error.
 pub(crate) fn set_once<T>(slot: &mut Option<T>, f: &Field<'_>, v: T) -> Result<()> {
-    if slot.is_some() {
-        return Err(Error::DuplicateField { tag: f.tag });
-    }
-    *slot = Some(v);
-    Ok(())
+    set_once_tag(slot, f.tag, v)
 }
 
 /// Sets an optional slot once, for the span-based decoders.

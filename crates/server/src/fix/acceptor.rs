@@ -312,8 +312,17 @@ impl Client {
                 // drain() is not cancel-safe, so it runs here, outside the select.
                 match self.hub.drain().await {
                     Ok(ds) => {
+                        // Every X/W of the batch is queued and goes out in one write (and one
+                        // write timeout), not one per message.
+                        let mut sent = 0;
                         for d in ds {
-                            self.on_delivery(d, &mut conn, &mut ev).await;
+                            sent += self.on_delivery(d, &mut conn, &mut ev).await;
+                        }
+                        let _ = conn.flush_queued(&mut ev).await;
+                        if sent > 0 {
+                            self.sh
+                                .registry
+                                .update(&self.name, |s| s.messages_out += sent);
                         }
                     }
                     Err(r) => {
@@ -516,10 +525,8 @@ impl Client {
                     // Subscribe before reading the snapshot: an update that lands in between
                     // arrives as a delivery with a newer offset and is sent as X.
                     for ch in &chans {
-                        let n = self.channels.entry(ch.clone()).or_insert(0);
-                        if *n == 0 {
+                        if !self.channels.contains_key(ch) {
                             if let Err(e) = self.hub.subscribe(ch, None) {
-                                self.channels.remove(ch);
                                 return self
                                     .reject(
                                         conn,
@@ -542,13 +549,14 @@ impl Client {
                     trade,
                     sent: HashMap::new(),
                 };
-                for (sym, ch) in req.symbols.clone().iter().zip(&chans) {
+                for (&sym, ch) in v.symbols.iter().zip(&chans) {
                     let Ok(Some(msg)) = self.sh.hub.latest(ch) else {
                         continue;
                     };
                     let q = QuoteView::of(&msg);
-                    self.send_w(conn, ev, &id, sym, &req, &q).await;
-                    req.sent.insert(sym.clone(), (msg.publication.offset, q));
+                    self.send(conn, ev, &snapshot(&id, sym, &req, &q)).await;
+                    req.sent
+                        .insert(sym.to_string(), (msg.publication.offset, q));
                 }
                 if keep {
                     self.subs.insert(id, req);
@@ -567,117 +575,109 @@ impl Client {
         }
     }
 
-    async fn send_w(
-        &self,
-        conn: &mut C,
-        ev: &mut Vec<AppEvent>,
-        id: &str,
-        sym: &str,
-        req: &Request,
-        q: &QuoteView,
-    ) {
-        let mut entries = Vec::new();
-        if let (true, Some((p, z))) = (req.bid, &q.bid) {
-            entries.extend(snap_entry(MdEntryType::Bid, p, z.as_deref()));
-        }
-        if let (true, Some((p, z))) = (req.offer, &q.ask) {
-            entries.extend(snap_entry(MdEntryType::Offer, p, z.as_deref()));
-        }
-        if let (true, Some(p)) = (req.trade, &q.last) {
-            entries.extend(snap_entry(MdEntryType::Trade, p, None));
-        }
-        let w = MarketDataSnapshotFullRefresh {
-            md_req_id: Some(id),
-            symbol: sym,
-            entries,
-        };
-        self.send(conn, ev, &w).await;
-    }
-
-    async fn on_delivery(&mut self, d: Delivery, conn: &mut C, ev: &mut Vec<AppEvent>) {
+    /// Per delivery, so per subscriber: the requests are updated in place, and nothing is
+    /// copied but the symbol the first time a request is sent it. The messages are queued;
+    /// the caller flushes and counts them once per batch of deliveries. Returns how many.
+    async fn on_delivery(&mut self, d: Delivery, conn: &mut C, ev: &mut Vec<AppEvent>) -> u64 {
         let p = &d.message.publication;
-        let sym = p.channel.name().to_string();
+        let sym = p.channel.name();
         let q = QuoteView::of(&d.message);
-        let ids: Vec<String> = self
-            .subs
-            .iter()
-            .filter(|(_, r)| r.symbols.contains(&sym))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in ids {
-            let Some(mut req) = self.subs.remove(&id) else {
+        let mut sent = 0;
+        for (id, req) in self.subs.iter_mut() {
+            if !req.symbols.iter().any(|s| s == sym) {
                 continue;
+            }
+            let prev = match req.sent.get_mut(sym) {
+                Some((o, _)) if p.offset <= *o => continue,
+                Some(slot) => std::mem::replace(slot, (p.offset, q.clone())).1,
+                None => {
+                    req.sent.insert(sym.to_string(), (p.offset, q.clone()));
+                    Arc::default()
+                }
             };
-            let newer = req.sent.get(&sym).is_none_or(|(o, _)| p.offset > *o);
-            if newer {
-                let prev = req
-                    .sent
-                    .get(&sym)
-                    .map(|(_, q)| q.clone())
-                    .unwrap_or_default();
-                if req.full_refresh {
-                    self.send_w(conn, ev, &id, &sym, &req, &q).await;
-                } else {
-                    self.send_x(conn, ev, &id, &sym, &req, &prev, &q).await;
-                }
-                req.sent.insert(sym.clone(), (p.offset, q.clone()));
-            }
-            self.subs.insert(id, req);
-        }
-    }
-
-    /// X with the differences between what the client has and the new quote: a moved price
-    /// is Delete(old) + New(new), since level books are keyed by price; a size change is
-    /// Change.
-    #[allow(clippy::too_many_arguments)]
-    async fn send_x(
-        &self,
-        conn: &mut C,
-        ev: &mut Vec<AppEvent>,
-        id: &str,
-        sym: &str,
-        req: &Request,
-        prev: &QuoteView,
-        q: &QuoteView,
-    ) {
-        let mut entries: Vec<IncrementalEntry<'_>> = Vec::new();
-        let mk = |a, t, px, sz| inc_entry(a, t, sym, px, sz);
-        let sides = [
-            (req.bid, MdEntryType::Bid, &prev.bid, &q.bid),
-            (req.offer, MdEntryType::Offer, &prev.ask, &q.ask),
-        ];
-        for (want, t, old, new) in sides {
-            if !want || old == new {
+            if req.full_refresh {
+                conn.queue_app(&snapshot(id, sym, req, &q), ev).await;
+            } else if let Some(x) = incremental(id, sym, req, &prev, &q) {
+                conn.queue_app(&x, ev).await;
+            } else {
                 continue;
             }
-            match (old, new) {
-                (Some((op, _)), Some((np, nz))) if op == np => {
-                    entries.extend(mk(MdUpdateAction::Change, t, np, nz.as_deref()));
-                }
-                (old, new) => {
-                    if let Some((op, oz)) = old {
-                        entries.extend(mk(MdUpdateAction::Delete, t, op, oz.as_deref()));
-                    }
-                    if let Some((np, nz)) = new {
-                        entries.extend(mk(MdUpdateAction::New, t, np, nz.as_deref()));
-                    }
-                }
-            }
+            sent += 1;
         }
-        if req.trade && q.last != prev.last {
-            if let Some(l) = &q.last {
-                entries.extend(mk(MdUpdateAction::New, MdEntryType::Trade, l, None));
-            }
-        }
-        if entries.is_empty() {
-            return;
-        }
-        let x = MarketDataIncrementalRefresh {
-            md_req_id: Some(id),
-            entries,
-        };
-        self.send(conn, ev, &x).await;
+        sent
     }
+}
+
+/// W with the entry types `req` asked for.
+fn snapshot<'a>(
+    id: &'a str,
+    sym: &'a str,
+    req: &Request,
+    q: &'a QuoteView,
+) -> MarketDataSnapshotFullRefresh<'a> {
+    let mut entries = Vec::new();
+    if let (true, Some((p, z))) = (req.bid, &q.bid) {
+        entries.extend(snap_entry(MdEntryType::Bid, p, z.as_deref()));
+    }
+    if let (true, Some((p, z))) = (req.offer, &q.ask) {
+        entries.extend(snap_entry(MdEntryType::Offer, p, z.as_deref()));
+    }
+    if let (true, Some(p)) = (req.trade, &q.last) {
+        entries.extend(snap_entry(MdEntryType::Trade, p, None));
+    }
+    MarketDataSnapshotFullRefresh {
+        md_req_id: Some(id),
+        symbol: sym,
+        entries,
+    }
+}
+
+/// X with the differences between what the client has and the new quote: a moved price is
+/// Delete(old) + New(new), since level books are keyed by price; a size change is Change.
+/// `None` when nothing the request asked for changed.
+fn incremental<'a>(
+    id: &'a str,
+    sym: &'a str,
+    req: &Request,
+    prev: &'a QuoteView,
+    q: &'a QuoteView,
+) -> Option<MarketDataIncrementalRefresh<'a>> {
+    let mut entries: Vec<IncrementalEntry<'_>> = Vec::new();
+    let mk = |a, t, px, sz| inc_entry(a, t, sym, px, sz);
+    let sides = [
+        (req.bid, MdEntryType::Bid, &prev.bid, &q.bid),
+        (req.offer, MdEntryType::Offer, &prev.ask, &q.ask),
+    ];
+    for (want, t, old, new) in sides {
+        if !want || old == new {
+            continue;
+        }
+        match (old, new) {
+            (Some((op, _)), Some((np, nz))) if op == np => {
+                entries.extend(mk(MdUpdateAction::Change, t, np, nz.as_deref()));
+            }
+            (old, new) => {
+                if let Some((op, oz)) = old {
+                    entries.extend(mk(MdUpdateAction::Delete, t, op, oz.as_deref()));
+                }
+                if let Some((np, nz)) = new {
+                    entries.extend(mk(MdUpdateAction::New, t, np, nz.as_deref()));
+                }
+            }
+        }
+    }
+    if req.trade && q.last != prev.last {
+        if let Some(l) = &q.last {
+            entries.extend(mk(MdUpdateAction::New, MdEntryType::Trade, l, None));
+        }
+    }
+    if entries.is_empty() {
+        return None;
+    }
+    Some(MarketDataIncrementalRefresh {
+        md_req_id: Some(id),
+        entries,
+    })
 }
 
 fn snap_entry<'a>(t: MdEntryType, px: &'a str, sz: Option<&'a str>) -> Option<SnapshotEntry<'a>> {

@@ -287,6 +287,16 @@ mod tests {
         serde_json::from_str(&s.expect("a change")).unwrap()
     }
 
+    fn snap<'a>(t: MdEntryType, px: &'a str, sz: Option<&'a str>) -> SnapshotEntry<'a> {
+        SnapshotEntry {
+            entry_type: t,
+            px: Some(d(px)),
+            size: sz.map(d),
+            date: None,
+            time: None,
+        }
+    }
+
     fn inc<'a>(
         a: MdUpdateAction,
         t: MdEntryType,
@@ -306,20 +316,8 @@ mod tests {
     fn top_of_book_orders_prices_exactly_and_dedups() {
         let mut b = Book::default();
         b.apply_snapshot(&[
-            SnapshotEntry {
-                entry_type: MdEntryType::Bid,
-                px: Some(d("1.1")),
-                size: Some(d("5")),
-                date: None,
-                time: None,
-            },
-            SnapshotEntry {
-                entry_type: MdEntryType::Offer,
-                px: Some(d("1.12")),
-                size: Some(d("7")),
-                date: None,
-                time: None,
-            },
+            snap(MdEntryType::Bid, "1.1", Some("5")),
+            snap(MdEntryType::Offer, "1.12", Some("7")),
         ]);
         let q = parsed(b.quote_if_changed("t"));
         assert_eq!(q["bid"], "1.1");
@@ -390,27 +388,9 @@ mod tests {
     fn json_text_matches_serde_json() {
         let mut b = Book::default();
         b.apply_snapshot(&[
-            SnapshotEntry {
-                entry_type: MdEntryType::Bid,
-                px: Some(d("1.1")),
-                size: Some(d("5")),
-                date: None,
-                time: None,
-            },
-            SnapshotEntry {
-                entry_type: MdEntryType::Offer,
-                px: Some(d("1.12")),
-                size: None,
-                date: None,
-                time: None,
-            },
-            SnapshotEntry {
-                entry_type: MdEntryType::Bid,
-                px: Some(d("1.09")),
-                size: Some(d("8")),
-                date: None,
-                time: None,
-            },
+            snap(MdEntryType::Bid, "1.1", Some("5")),
+            snap(MdEntryType::Offer, "1.12", None),
+            snap(MdEntryType::Bid, "1.09", Some("8")),
         ]);
         b.apply_incremental(&inc(
             MdUpdateAction::New,

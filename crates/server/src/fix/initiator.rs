@@ -256,9 +256,8 @@ impl Ingest {
     }
 
     /// One V per symbol so a Y names the symbol it refuses (MDReqID `tw-<SYM>`).
-    async fn subscribe(&mut self, conn: &mut Conn<FileSeqStore>, ev: &mut Vec<AppEvent>) {
-        let syms: Vec<String> = self.symbols.iter().cloned().collect();
-        for sym in syms {
+    async fn subscribe(&self, conn: &mut Conn<FileSeqStore>, ev: &mut Vec<AppEvent>) {
+        for sym in &self.symbols {
             let id = format!("tw-{sym}");
             let v = MarketDataRequest {
                 md_req_id: &id,
@@ -266,7 +265,7 @@ impl Ingest {
                 market_depth: self.cfg.depth,
                 md_update_type: Some(MdUpdateType::IncrementalRefresh),
                 entry_types: vec![MdEntryType::Bid, MdEntryType::Offer, MdEntryType::Trade],
-                symbols: vec![&sym],
+                symbols: vec![sym],
             };
             let _ = conn.send_app(&v, ev).await;
         }
@@ -287,10 +286,9 @@ impl Ingest {
         }
     }
 
-    fn symbol_of_req(&self, id: Option<&str>) -> Option<String> {
+    fn symbol_of_req<'a>(&self, id: Option<&'a str>) -> Option<&'a str> {
         id.and_then(|i| i.strip_prefix("tw-"))
             .filter(|s| self.symbols.contains(*s))
-            .map(str::to_string)
     }
 
     /// Applies W/X/Y; `Err(text)` when the message cannot be decoded (the caller rejects it).
@@ -350,18 +348,25 @@ impl Ingest {
         let default_sym = self.symbol_of_req(md_req_id);
         for e in entries {
             let sym = match e.symbol {
-                Some(s) if self.symbols.contains(s) => s.to_string(),
+                Some(s) if self.symbols.contains(s) => s,
                 Some(_) => continue,
-                None => match &default_sym {
-                    Some(s) => s.clone(),
+                None => match default_sym {
+                    Some(s) => s,
                     None => continue,
                 },
             };
-            let book = self.books.entry(sym.clone()).or_default();
+            // Per entry: the symbol is copied only where it is new (a book, a touched
+            // instrument) or kept (a trade), not three times for every entry.
+            let book = match self.books.get_mut(sym) {
+                Some(b) => b,
+                None => self.books.entry(sym.to_string()).or_default(),
+            };
             if let Some(t) = book.apply_incremental(e) {
-                trades.push((sym.clone(), t));
+                trades.push((sym.to_string(), t));
             }
-            touched.insert(sym);
+            if !touched.contains(sym) {
+                touched.insert(sym.to_string());
+            }
         }
     }
 

@@ -57,8 +57,13 @@ pub struct FixRegistry {
 }
 
 impl FixRegistry {
+    /// Called for every message in and out, so the name is copied only the first time a
+    /// session is seen (`entry` would allocate the key on every call).
     pub(crate) fn update(&self, name: &str, f: impl FnOnce(&mut SessionStatus)) {
         let mut m = self.sessions.lock();
+        if let Some(s) = m.get_mut(name) {
+            return f(s);
+        }
         let s = m.entry(name.to_string()).or_insert_with(|| SessionStatus {
             name: name.to_string(),
             ..SessionStatus::default()

@@ -3,11 +3,13 @@
 //! for calls `poll_timers`, and the actions come back out in order: `Send`s are written (and
 //! flushed before a `Disconnect`), `Deliver`/`LoggedOn`/`LoggedOut` go to the application.
 
-use std::time::{Duration, SystemTime};
-
-use tickwire_fix::{
-    Action, AppMessage, DisconnectReason, Message, SeqStore, Session, SessionEvent, Timestamp,
+use std::{
+    future::Future,
+    task::Poll,
+    time::{Duration, SystemTime},
 };
+
+use tickwire_fix::{Action, AppMessage, Message, SeqStore, Session, SessionEvent, Timestamp};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{
@@ -131,6 +133,27 @@ impl<S: SeqStore> Conn<S> {
         }
     }
 
+    /// Like [`Self::send_app`], but the bytes stay in the output buffer until
+    /// [`Self::flush_queued`] (or the next flushing call): a batch of messages, one write.
+    pub async fn queue_app<M: AppMessage + ?Sized>(&mut self, msg: &M, events: &mut Vec<AppEvent>) {
+        match self.session.send_app(msg, now()) {
+            Ok(actions) => self.apply(actions, events).await,
+            Err(e) => tracing::debug!("fix: not sent: {e}"),
+        }
+    }
+
+    /// Writes what [`Self::queue_app`] left in the output buffer; a write error or timeout
+    /// closes the connection.
+    pub async fn flush_queued(&mut self, events: &mut Vec<AppEvent>) -> std::io::Result<()> {
+        if self.closed.is_none() {
+            if let Err(e) = self.flush().await {
+                self.lost(format!("write failed: {e}"), events);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// Hands session actions to the caller's closure result (`Reject`, `Logout`).
     pub async fn run(
         &mut self,
@@ -147,6 +170,13 @@ impl<S: SeqStore> Conn<S> {
         actions: Vec<Action>,
         events: &mut Vec<AppEvent>,
     ) -> std::io::Result<()> {
+        self.apply(actions, events).await;
+        self.flush_queued(events).await
+    }
+
+    /// Carries out actions in order, leaving sends in the output buffer (a Disconnect flushes
+    /// it first).
+    async fn apply(&mut self, actions: Vec<Action>, events: &mut Vec<AppEvent>) {
         for a in actions {
             match a {
                 Action::Send(b) => self.out.extend_from_slice(&b),
@@ -158,24 +188,26 @@ impl<S: SeqStore> Conn<S> {
                 Action::Disconnect(reason) => {
                     let _ = self.flush().await;
                     let _ = self.wr.shutdown().await;
-                    self.finish(reason_text(&reason), events);
+                    self.finish(reason.to_string());
                 }
             }
         }
-        if self.closed.is_none() {
-            if let Err(e) = self.flush().await {
-                self.lost(format!("write failed: {e}"), events);
-                return Err(e);
-            }
-        }
-        Ok(())
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let r = tokio::time::timeout(self.write_timeout, self.wr.write_all(&self.out)).await;
+        // Almost every write completes at once (the socket buffer has room). Poll it once
+        // before arming the timeout, as ws.rs does: only a write that has to wait pays for a
+        // timer.
+        let r = {
+            let mut write = std::pin::pin!(self.wr.write_all(&self.out));
+            match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+                Poll::Ready(r) => Ok(r),
+                Poll::Pending => tokio::time::timeout(self.write_timeout, write).await,
+            }
+        };
         self.out.clear();
         match r {
             Ok(r) => r,
@@ -197,10 +229,10 @@ impl<S: SeqStore> Conn<S> {
                 events.push(AppEvent::LoggedOut);
             }
         }
-        self.finish(why, events);
+        self.finish(why);
     }
 
-    fn finish(&mut self, why: String, _events: &mut [AppEvent]) {
+    fn finish(&mut self, why: String) {
         if self.closed.is_none() {
             self.closed = Some(why);
         }
@@ -213,10 +245,6 @@ impl<S: SeqStore> Conn<S> {
         let actions = self.session.logout(Some(text), now());
         let _ = self.execute(actions, events).await;
     }
-}
-
-fn reason_text(r: &DisconnectReason) -> String {
-    r.to_string()
 }
 
 /// Sleeps until `d`, or forever without a deadline.
