@@ -4,6 +4,7 @@
 
 pub mod candles;
 mod config;
+mod deadline;
 mod error;
 pub mod fix;
 mod metrics;

@@ -2,7 +2,7 @@
 //! serves commands and deliveries in turn, so a reply always precedes the snapshot it
 //! announces, and a client that stops reading only ever blocks its own task.
 
-use std::{future::Future, sync::atomic::Ordering, task::Poll, time::Duration};
+use std::{sync::atomic::Ordering, time::Duration};
 
 use axum::{
     extract::{
@@ -171,15 +171,7 @@ async fn send_all(
         }
         socket.flush().await
     };
-    // Almost every send completes at once (the socket buffer has room). Poll it once before
-    // arming the timeout: a timer registered and cancelled per delivery batch was a visible
-    // share of fan-out CPU. Only a send that has to wait gets the deadline.
-    let mut work = std::pin::pin!(work);
-    let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
-    let done = match first {
-        Poll::Ready(r) => Ok(r),
-        Poll::Pending => tokio::time::timeout(timeout, work).await,
-    };
+    let done = crate::deadline::timeout_if_pending(timeout, work).await;
     match done {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),

@@ -3,11 +3,7 @@
 //! for calls `poll_timers`, and the actions come back out in order: `Send`s are written (and
 //! flushed before a `Disconnect`), `Deliver`/`LoggedOn`/`LoggedOut` go to the application.
 
-use std::{
-    future::Future,
-    task::Poll,
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
 use tickwire_fix::{Action, AppMessage, Message, SeqStore, Session, SessionEvent, Timestamp};
 use tokio::{
@@ -198,16 +194,9 @@ impl<S: SeqStore> Conn<S> {
         if self.out.is_empty() {
             return Ok(());
         }
-        // Almost every write completes at once (the socket buffer has room). Poll it once
-        // before arming the timeout, as ws.rs does: only a write that has to wait pays for a
-        // timer.
-        let r = {
-            let mut write = std::pin::pin!(self.wr.write_all(&self.out));
-            match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
-                Poll::Ready(r) => Ok(r),
-                Poll::Pending => tokio::time::timeout(self.write_timeout, write).await,
-            }
-        };
+        let r =
+            crate::deadline::timeout_if_pending(self.write_timeout, self.wr.write_all(&self.out))
+                .await;
         self.out.clear();
         match r {
             Ok(r) => r,
