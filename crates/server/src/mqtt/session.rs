@@ -483,7 +483,7 @@ impl Conn {
                 if self.version == ProtocolVersion::V4 {
                     ack.reason_code = ReasonCode::ServerUnavailable;
                 }
-                self.send(&Packet::ConnAck(ack));
+                self.send(Packet::ConnAck(ack));
                 let _ = self.flush().await;
                 return Some(End::Abrupt);
             }
@@ -508,7 +508,7 @@ impl Conn {
                 p.push(Property::SessionExpiryInterval(self.expiry_secs));
             }
         }
-        self.send(&Packet::ConnAck(ack));
+        self.send(Packet::ConnAck(ack));
         if let Some(s) = stored {
             self.restore(s);
         }
@@ -878,7 +878,7 @@ impl Conn {
                     self.acked(&ch, off);
                 }
                 if let Some(rel) = self.proto.receive_pubrec(&r) {
-                    self.send(&rel);
+                    self.send(rel);
                 }
                 self.pump();
             }
@@ -891,11 +891,11 @@ impl Conn {
                 if self.qos2_in.remove(&r.packet_id) {
                     self.dirty = true;
                 }
-                self.send(&comp);
+                self.send(comp);
             }
             Packet::Subscribe(s) => self.on_subscribe(s).await,
             Packet::Unsubscribe(u) => self.on_unsubscribe(u).await,
-            Packet::PingReq => self.send(&Packet::PingResp),
+            Packet::PingReq => self.send(Packet::PingResp),
             Packet::Disconnect(d) => {
                 if self.version == ProtocolVersion::V5 {
                     if let Some(e) = d.properties.session_expiry_interval() {
@@ -950,7 +950,7 @@ impl Conn {
             Ok(tickwire_mqtt::state::IncomingAction::Deliver) => {}
             Ok(tickwire_mqtt::state::IncomingAction::Duplicate(reply)) => {
                 if let Some(r) = reply {
-                    self.send(&r);
+                    self.send(r);
                 }
                 return None;
             }
@@ -997,7 +997,7 @@ impl Conn {
                         qos2 = true;
                     }
                     if let Some(ack) = self.proto.ack_incoming(p.packet_id) {
-                        self.send(&ack);
+                        self.send(ack);
                     }
                 }
                 Err(e) => {
@@ -1032,7 +1032,7 @@ impl Conn {
                         _ => {}
                     }
                 }
-                self.send(&ack);
+                self.send(ack);
             }
             return None;
         }
@@ -1064,7 +1064,7 @@ impl Conn {
         if let (Some(w), true) = (why, self.problem_info) {
             ack.properties.push(Property::ReasonString(w));
         }
-        self.send(&Packet::SubAck(ack));
+        self.send(Packet::SubAck(ack));
     }
 
     async fn on_unsubscribe(&mut self, u: Unsubscribe) {
@@ -1072,7 +1072,7 @@ impl Conn {
         if self.persistent() {
             self.persist(false).await;
         }
-        self.send(&Packet::UnsubAck(UnsubAck {
+        self.send(Packet::UnsubAck(UnsubAck {
             packet_id: u.packet_id,
             reason_codes: codes,
             properties: Default::default(),
@@ -1179,12 +1179,13 @@ impl Conn {
 
     // ---- output ----
 
-    fn send(&mut self, p: &Packet) {
-        let mut p = p.clone();
-        if let Ok(len) = encoded_len(&p, self.version) {
-            if len > self.max_out {
-                strip_properties(&mut p);
-            }
+    /// Buffers a reply, taken by value: it is encoded once and never needed again.
+    fn send(&mut self, mut p: Packet) {
+        // Without a client Maximum Packet Size nothing is too big: skip measuring.
+        if self.max_out != usize::MAX
+            && encoded_len(&p, self.version).is_ok_and(|len| len > self.max_out)
+        {
+            strip_properties(&mut p);
         }
         if let Err(e) = encode(&p, self.version, &mut self.out) {
             tracing::warn!(error = %e, "cannot encode an MQTT reply");
@@ -1209,7 +1210,7 @@ impl Conn {
             if self.problem_info {
                 d.properties.push(Property::ReasonString(why.to_string()));
             }
-            self.send(&Packet::Disconnect(d));
+            self.send(Packet::Disconnect(d));
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.flush()).await;
     }
