@@ -322,6 +322,9 @@ struct ChanPos {
     /// Subscribed explicitly in the hub only to resume it at its own position on behalf of a
     /// pattern subscription (see `restore`); dropped with that pattern.
     for_pattern: bool,
+    /// The QoS its messages go out with: the highest granted by a matching subscription, set
+    /// by `regrant` whenever the subscriptions change rather than looked up per message.
+    granted: Option<QoS>,
 }
 
 impl ChanPos {
@@ -330,6 +333,7 @@ impl ChanPos {
             next,
             outstanding: BTreeSet::new(),
             for_pattern: false,
+            granted: None,
         }
     }
 
@@ -593,6 +597,7 @@ impl Conn {
                 tracing::warn!(client = %self.client_id, filter = %stored.filter, "stored MQTT subscription no longer valid; dropped");
             }
         }
+        self.regrant();
         self.dirty = true;
     }
 
@@ -684,6 +689,7 @@ impl Conn {
         };
         if let Some(existing) = self.subs.iter_mut().find(|s| s.filter == filter) {
             existing.qos = granted;
+            self.regrant();
             return Ok(granted);
         }
         let hub_err = |e: tickwire_hub::HubError| match e {
@@ -704,6 +710,7 @@ impl Conn {
             qos: granted,
             target,
         });
+        self.regrant();
         self.dirty = true;
         Ok(granted)
     }
@@ -750,17 +757,16 @@ impl Conn {
         let subs = &self.subs;
         self.chans
             .retain(|ch, _| subs.iter().any(|s| matches(&s.target, ch)));
+        self.regrant();
         self.dirty = true;
         ReasonCode::Success
     }
 
-    /// The QoS a message of `ch` is delivered with: the highest granted by a matching filter.
-    fn granted_for(&self, ch: &Channel) -> Option<QoS> {
-        self.subs
-            .iter()
-            .filter(|s| matches(&s.target, ch))
-            .map(|s| s.qos)
-            .max()
+    /// Recomputes every channel's delivery QoS after the subscriptions changed.
+    fn regrant(&mut self) {
+        for (ch, cp) in &mut self.chans {
+            cp.granted = granted_for(&self.subs, ch);
+        }
     }
 
     // ---- the loop ----
@@ -1113,15 +1119,23 @@ impl Conn {
             self.write_publish(&d.message, QoS::AtMostOnce, 0, d.snapshot);
             return;
         }
-        let ch = d.message.publication.channel.clone();
+        let ch = &d.message.publication.channel;
         let offset = d.message.publication.offset;
-        let Some(granted) = self.granted_for(&ch) else {
+        if !self.chans.contains_key(ch) {
+            // A channel a pattern matched for the first time.
+            let mut cp = ChanPos::new(offset);
+            cp.granted = granted_for(&self.subs, ch);
+            if cp.granted.is_none() {
+                return;
+            }
+            self.chans.insert(ch.clone(), cp);
+        }
+        let Some(cp) = self.chans.get_mut(ch) else {
             return;
         };
-        let cp = self
-            .chans
-            .entry(ch.clone())
-            .or_insert_with(|| ChanPos::new(offset));
+        let Some(granted) = cp.granted else {
+            return;
+        };
         if offset < cp.next && !cp.outstanding.contains(&offset) {
             return; // already acknowledged (overlapping resume)
         }
@@ -1273,6 +1287,14 @@ impl Conn {
             }
         }
     }
+}
+
+/// The QoS a message of `ch` is delivered with: the highest granted by a matching filter.
+fn granted_for(subs: &[Sub], ch: &Channel) -> Option<QoS> {
+    subs.iter()
+        .filter(|s| matches(&s.target, ch))
+        .map(|s| s.qos)
+        .max()
 }
 
 fn matches(target: &Target, ch: &Channel) -> bool {
