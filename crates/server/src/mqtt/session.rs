@@ -19,9 +19,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
 use tickwire_hub::{Channel, Class, CloseReason, Delivery, Format, Message, Offset, Session};
 use tickwire_mqtt::{
-    decode, encode, encoded_len, peek_connect_version, state::ConnectionState, ConnAck, Connect,
-    ConnectReturnCode, Disconnect, Error as CodecError, LastWill, Packet, Property,
-    ProtocolVersion, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    decode, encode, encoded_len, peek_connect_version, state::ConnectionState, varint_len,
+    write_varint, ConnAck, Connect, ConnectReturnCode, Disconnect, Error as CodecError, LastWill,
+    Packet, Property, ProtocolVersion, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck,
+    Unsubscribe,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -1338,15 +1339,6 @@ fn mqtt_body(msg: &Message) -> Bytes {
     })
 }
 
-fn varint_len(v: usize) -> usize {
-    match v {
-        0..=127 => 1,
-        128..=16_383 => 2,
-        16_384..=2_097_151 => 3,
-        _ => 4,
-    }
-}
-
 fn remaining_len(body_len: usize, version: ProtocolVersion, qos: QoS) -> usize {
     body_len
         + if qos == QoS::AtMostOnce { 0 } else { 2 }
@@ -1380,18 +1372,7 @@ fn write_publish(
     let rem = remaining_len(body.len(), version, qos);
     out.reserve(5 + rem);
     out.put_u8(0x30 | (qos as u8) << 1 | u8::from(retain));
-    let mut v = rem;
-    loop {
-        let mut byte = (v & 0x7F) as u8;
-        v >>= 7;
-        if v > 0 {
-            byte |= 0x80;
-        }
-        out.put_u8(byte);
-        if v == 0 {
-            break;
-        }
-    }
+    write_varint(out, rem);
     out.put_slice(topic);
     if qos != QoS::AtMostOnce {
         out.put_u16(pid);
