@@ -1117,7 +1117,7 @@ impl Conn {
         // State channels are the hot path (every tick to every subscriber): QoS 0 whatever
         // was granted, so no filter scan and no channel clone per message.
         if self.class(d.message.publication.channel.namespace()) != Some(Class::Stream) {
-            self.write_publish(&d.message, QoS::AtMostOnce, 0, d.snapshot);
+            self.write_qos0(&d.message, d.snapshot);
             return;
         }
         let ch = &d.message.publication.channel;
@@ -1143,7 +1143,7 @@ impl Conn {
         if granted == QoS::AtMostOnce {
             cp.next = cp.next.max(offset + 1);
             self.dirty = true;
-            self.write_publish(&d.message, QoS::AtMostOnce, 0, false);
+            self.write_qos0(&d.message, false);
         } else {
             cp.outstanding.insert(offset);
             self.queue.push_back((d.message, granted));
@@ -1156,17 +1156,18 @@ impl Conn {
             let Some((msg, qos)) = self.queue.pop_front() else {
                 break;
             };
-            let ch = msg.publication.channel.clone();
+            let ch = &msg.publication.channel;
             let offset = msg.publication.offset;
-            if publish_len(&msg, self.version, qos) > self.max_out {
+            let body = mqtt_body(&msg);
+            if !self.fits(&body, qos) {
                 // [MQTT-3.1.2-25]: too big for the client is discarded as if delivered.
-                self.acked(&ch, offset);
+                self.acked(ch, offset);
                 continue;
             }
             match self.proto.send_publish(qos) {
                 Ok(pid) => {
-                    self.inflight.insert(pid, (ch, offset));
-                    self.write_publish(&msg, qos, pid, false);
+                    self.inflight.insert(pid, (ch.clone(), offset));
+                    write_publish(&mut self.out, &body, self.version, qos, pid, false);
                 }
                 Err(_) => {
                     self.queue.push_front((msg, qos));
@@ -1184,12 +1185,24 @@ impl Conn {
         }
     }
 
-    fn write_publish(&mut self, msg: &Message, qos: QoS, pid: u16, retain: bool) {
+    /// Whether a PUBLISH of `body` stays within the client's Maximum Packet Size.
+    fn fits(&self, body: &Bytes, qos: QoS) -> bool {
+        self.max_out == usize::MAX || packet_len(body.len(), self.version, qos) <= self.max_out
+    }
+
+    /// A QoS 0 PUBLISH, dropped when too big for the client [MQTT-3.1.2-25].
+    fn write_qos0(&mut self, msg: &Message, retain: bool) {
         let body = mqtt_body(msg);
-        if self.max_out != usize::MAX && packet_len(body.len(), self.version, qos) > self.max_out {
-            return;
+        if self.fits(&body, QoS::AtMostOnce) {
+            write_publish(
+                &mut self.out,
+                &body,
+                self.version,
+                QoS::AtMostOnce,
+                0,
+                retain,
+            );
         }
-        write_publish(&mut self.out, &body, self.version, qos, pid, retain);
     }
 
     // ---- output ----
@@ -1345,6 +1358,7 @@ fn remaining_len(body_len: usize, version: ProtocolVersion, qos: QoS) -> usize {
         + if version == ProtocolVersion::V5 { 1 } else { 0 }
 }
 
+#[cfg(test)]
 fn publish_len(msg: &Message, version: ProtocolVersion, qos: QoS) -> usize {
     packet_len(mqtt_body(msg).len(), version, qos)
 }
