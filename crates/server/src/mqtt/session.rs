@@ -785,15 +785,10 @@ impl Conn {
                 biased;
                 _ = self.session.closed() => {
                     let reason = self.session.close_reason().unwrap_or(CloseReason::Shutdown);
-                    let (code, why) = match &reason {
-                        CloseReason::SlowConsumer { .. } => {
-                            self.st.metrics.slow_consumer_disconnects.fetch_add(1, Ordering::Relaxed);
-                            (ReasonCode::QuotaExceeded, reason.to_string())
-                        }
-                        CloseReason::Shutdown => (ReasonCode::ServerShuttingDown, reason.to_string()),
-                        CloseReason::Kicked(_) => (ReasonCode::AdministrativeAction, reason.to_string()),
-                    };
-                    self.disconnect(code, &why).await;
+                    if matches!(reason, CloseReason::SlowConsumer { .. }) {
+                        self.st.metrics.slow_consumer_disconnects.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.disconnect(close_code(&reason), &reason.to_string()).await;
                     return End::Abrupt;
                 }
                 _ = takeover.cancelled() => {
@@ -820,12 +815,8 @@ impl Conn {
             }
             if pull {
                 if let Err(reason) = self.drain().await {
-                    let code = match reason {
-                        CloseReason::SlowConsumer { .. } => ReasonCode::QuotaExceeded,
-                        CloseReason::Shutdown => ReasonCode::ServerShuttingDown,
-                        CloseReason::Kicked(_) => ReasonCode::AdministrativeAction,
-                    };
-                    self.disconnect(code, &reason.to_string()).await;
+                    self.disconnect(close_code(&reason), &reason.to_string())
+                        .await;
                     return End::Abrupt;
                 }
             }
@@ -1315,6 +1306,15 @@ fn matches(target: &Target, ch: &Channel) -> bool {
     match target {
         Target::Channel(c) => c == ch,
         Target::Pattern(p) => p.matches(ch),
+    }
+}
+
+/// The DISCONNECT reason code for a hub session that was closed under us.
+fn close_code(reason: &CloseReason) -> ReasonCode {
+    match reason {
+        CloseReason::SlowConsumer { .. } => ReasonCode::QuotaExceeded,
+        CloseReason::Shutdown => ReasonCode::ServerShuttingDown,
+        CloseReason::Kicked(_) => ReasonCode::AdministrativeAction,
     }
 }
 
