@@ -287,12 +287,7 @@ fn accept(st: &AppState, c: &Connect) -> Result<Accepted, (ReasonCode, String)> 
         ProtocolVersion::V4 => u32::MAX,
         ProtocolVersion::V5 => c.properties.session_expiry_interval().unwrap_or(0),
     };
-    let cap = st.config.mqtt.max_session_expiry_secs;
-    let expiry_secs = if cap > 0 {
-        requested.min(cap)
-    } else {
-        requested
-    };
+    let expiry_secs = st.config.mqtt.cap_session_expiry(requested);
     Ok(Accepted {
         client_id,
         assigned,
@@ -905,8 +900,7 @@ impl Conn {
                             .await;
                             return Some(End::Abrupt);
                         }
-                        let cap = self.st.config.mqtt.max_session_expiry_secs;
-                        self.expiry_secs = if cap > 0 { e.min(cap) } else { e };
+                        self.expiry_secs = self.st.config.mqtt.cap_session_expiry(e);
                     }
                 }
                 return Some(if d.reason_code == ReasonCode::DisconnectWithWill {
