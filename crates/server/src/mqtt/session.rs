@@ -10,7 +10,10 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     io,
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -248,7 +251,7 @@ fn accept(st: &AppState, c: &Connect) -> Result<Accepted, (ReasonCode, String)> 
             format!(
                 "tw-{}-{}",
                 std::process::id(),
-                tickwire_hub_serial().fetch_add(1, Ordering::Relaxed)
+                NEXT_ASSIGNED_ID.fetch_add(1, Ordering::Relaxed)
             ),
             true,
         )
@@ -297,10 +300,8 @@ fn accept(st: &AppState, c: &Connect) -> Result<Accepted, (ReasonCode, String)> 
     })
 }
 
-fn tickwire_hub_serial() -> &'static std::sync::atomic::AtomicU64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    &NEXT
-}
+/// Numbers the client ids the server assigns (`tw-<pid>-<n>`).
+static NEXT_ASSIGNED_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A client's subscription.
 struct Sub {
@@ -525,7 +526,7 @@ impl Conn {
     async fn broker_load(&mut self) -> io::Result<Option<StoredSession>> {
         let broker = self.broker.clone();
         let id = self.client_id.clone();
-        let clean = self.clean_start_requested();
+        let clean = self.clean_start;
         tokio::task::spawn_blocking(move || {
             if clean {
                 broker.store.remove(&id)?;
@@ -536,10 +537,6 @@ impl Conn {
         })
         .await
         .map_err(io::Error::other)?
-    }
-
-    fn clean_start_requested(&self) -> bool {
-        self.clean_start
     }
 
     // ---- subscriptions ----
@@ -1276,11 +1273,12 @@ impl Conn {
     async fn persist(&mut self, disconnected: bool) {
         let s = self.snapshot(disconnected);
         let broker = self.broker.clone();
-        match tokio::task::spawn_blocking(move || broker.store.save(&s)).await {
-            Ok(Ok(())) => self.dirty = false,
-            Ok(Err(e)) => {
-                tracing::error!(client = %self.client_id, error = %e, "cannot save the MQTT session")
-            }
+        let saved = tokio::task::spawn_blocking(move || broker.store.save(&s))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|r| r);
+        match saved {
+            Ok(()) => self.dirty = false,
             Err(e) => {
                 tracing::error!(client = %self.client_id, error = %e, "cannot save the MQTT session")
             }
