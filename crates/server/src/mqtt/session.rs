@@ -1074,15 +1074,15 @@ impl Conn {
     /// below them has been offered to this session, so after the drain a pattern-matched
     /// channel that delivered nothing has nothing below its mark to miss.
     async fn drain(&mut self) -> Result<(), CloseReason> {
-        let mut sampled = Vec::new();
-        for ns in self.marks.keys() {
-            if let Ok(o) = self.st.hub.next_offset(ns) {
-                sampled.push((ns.clone(), o));
-            }
-        }
+        // In key order; nothing changes `marks` until they are applied below.
+        let sampled: Vec<Option<Offset>> = self
+            .marks
+            .keys()
+            .map(|ns| self.st.hub.next_offset(ns).ok())
+            .collect();
         let batch = self.session.drain().await?;
-        for (ns, o) in sampled {
-            if let Some(m) = self.marks.get_mut(&ns) {
+        for (m, o) in self.marks.values_mut().zip(sampled) {
+            if let Some(o) = o {
                 *m = (*m).max(o);
             }
         }
