@@ -241,6 +241,21 @@ impl ConnectionState {
         }
     }
 
+    /// Re-creates an incoming QoS 2 flow already answered with PUBREC, for a session resumed
+    /// from storage: a re-sent PUBLISH with this id is then a duplicate and PUBREL completes
+    /// it. `false` when Receive Maximum leaves no room.
+    pub fn restore_awaiting_pubrel(&mut self, packet_id: u16) -> bool {
+        if self.incoming.iter().any(|(id, _)| *id == packet_id) {
+            return true;
+        }
+        if self.incoming.len() >= usize::from(self.receive_maximum) {
+            return false;
+        }
+        self.incoming
+            .push_back((packet_id, IncomingStage::AwaitingPubRel));
+        true
+    }
+
     /// Refuses the incoming message `packet_id` with an error reason code (v5), ending its flow.
     pub fn reject_incoming(&mut self, packet_id: u16, reason: ReasonCode) -> Option<Packet> {
         let i = self.incoming.iter().position(|(id, stage)| {

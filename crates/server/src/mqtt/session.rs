@@ -543,11 +543,9 @@ impl Conn {
 
     /// Re-creates a stored session's subscriptions at their stored positions.
     fn restore(&mut self, s: StoredSession) {
-        for pid in &s.qos2_awaiting_rel {
-            let p = Publish::new("restored", QoS::ExactlyOnce, *pid, Bytes::new());
-            if self.proto.receive_publish(&p).is_ok() {
-                let _ = self.proto.ack_incoming(*pid);
-                self.qos2_in.insert(*pid);
+        for &pid in &s.qos2_awaiting_rel {
+            if self.proto.restore_awaiting_pubrel(pid) {
+                self.qos2_in.insert(pid);
             }
         }
         for stored in s.subs {
