@@ -34,8 +34,8 @@ pub(crate) fn read_varint(buf: &[u8]) -> Result<Option<(u32, usize)>, Error> {
     Ok(None)
 }
 
-/// Bytes needed to encode `value` as a variable byte integer.
-pub(crate) fn varint_len(value: usize) -> usize {
+/// Bytes needed to encode `value` as a variable byte integer (1.5.5), e.g. a remaining length.
+pub fn varint_len(value: usize) -> usize {
     match value {
         0..=127 => 1,
         128..=16_383 => 2,
@@ -44,8 +44,9 @@ pub(crate) fn varint_len(value: usize) -> usize {
     }
 }
 
-/// Writes a variable byte integer; callers have checked `value <= VARINT_MAX`.
-pub(crate) fn write_varint(out: &mut BytesMut, mut value: usize) {
+/// Writes a variable byte integer (1.5.5); callers have checked `value` is at most
+/// [`MAX_REMAINING_LENGTH`](crate::MAX_REMAINING_LENGTH).
+pub fn write_varint(out: &mut BytesMut, mut value: usize) {
     loop {
         let mut byte = (value & 0x7F) as u8;
         value >>= 7;

@@ -28,6 +28,7 @@ pub mod state;
 pub mod topic;
 mod types;
 
+pub use codec::{varint_len, write_varint};
 pub use error::Error;
 pub use packet::auth::Auth;
 pub use packet::connack::ConnAck;

@@ -365,14 +365,15 @@ impl Property {
                 }),
             }
         };
-        let non_zero_u16 = |r: &mut Reader| -> Result<u16, Error> {
-            match r.u16("property value")? {
-                0 => Err(Error::InvalidPropertyValue {
+        // Receive Maximum, Subscription Identifier and Maximum Packet Size may not be 0.
+        let non_zero = |v: u32| -> Result<u32, Error> {
+            if v == 0 {
+                return Err(Error::InvalidPropertyValue {
                     property: id,
                     value: 0,
-                }),
-                v => Ok(v),
+                });
             }
+            Ok(v)
         };
         const V: &str = "property value";
         Ok(match id {
@@ -381,15 +382,7 @@ impl Property {
             I::ContentType => P::ContentType(r.string("content type")?),
             I::ResponseTopic => P::ResponseTopic(r.string("response topic")?),
             I::CorrelationData => P::CorrelationData(r.binary(V)?),
-            I::SubscriptionIdentifier => match r.varint(V)? {
-                0 => {
-                    return Err(Error::InvalidPropertyValue {
-                        property: id,
-                        value: 0,
-                    })
-                }
-                v => P::SubscriptionIdentifier(v),
-            },
+            I::SubscriptionIdentifier => P::SubscriptionIdentifier(non_zero(r.varint(V)?)?),
             I::SessionExpiryInterval => P::SessionExpiryInterval(r.u32(V)?),
             I::AssignedClientIdentifier => {
                 P::AssignedClientIdentifier(r.string("assigned client identifier")?)
@@ -403,7 +396,11 @@ impl Property {
             I::ResponseInformation => P::ResponseInformation(r.string("response information")?),
             I::ServerReference => P::ServerReference(r.string("server reference")?),
             I::ReasonString => P::ReasonString(r.string("reason string")?),
-            I::ReceiveMaximum => P::ReceiveMaximum(non_zero_u16(r)?),
+            I::ReceiveMaximum => {
+                let v = r.u16(V)?;
+                non_zero(u32::from(v))?;
+                P::ReceiveMaximum(v)
+            }
             I::TopicAliasMaximum => P::TopicAliasMaximum(r.u16(V)?),
             // Alias 0 is forbidden [MQTT-3.3.2-8]; the broker checks the upper bound.
             I::TopicAlias => match r.u16(V)? {
@@ -430,15 +427,7 @@ impl Property {
                 r.string("user property name")?,
                 r.string("user property value")?,
             ),
-            I::MaximumPacketSize => match r.u32(V)? {
-                0 => {
-                    return Err(Error::InvalidPropertyValue {
-                        property: id,
-                        value: 0,
-                    })
-                }
-                v => P::MaximumPacketSize(v),
-            },
+            I::MaximumPacketSize => P::MaximumPacketSize(non_zero(r.u32(V)?)?),
             I::WildcardSubscriptionAvailable => P::WildcardSubscriptionAvailable(flag(r)?),
             I::SubscriptionIdentifierAvailable => P::SubscriptionIdentifierAvailable(flag(r)?),
             I::SharedSubscriptionAvailable => P::SharedSubscriptionAvailable(flag(r)?),

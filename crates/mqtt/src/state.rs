@@ -138,18 +138,29 @@ impl ConnectionState {
         self.outgoing.iter().position(|(id, _)| *id == packet_id)
     }
 
-    /// Completes a QoS 1 flow.
-    pub fn receive_puback(&mut self, ack: &PubAck) -> Result<(), Error> {
-        match self.outgoing_position(ack.packet_id) {
-            Some(i) if self.outgoing[i].1 == OutgoingStage::AwaitingPubAck => {
+    /// Ends the outgoing flow `packet_id` if it is at `stage`; `packet` is the ack that did.
+    fn complete_outgoing(
+        &mut self,
+        packet_id: u16,
+        stage: OutgoingStage,
+        packet: PacketType,
+    ) -> Result<(), Error> {
+        match self.outgoing_position(packet_id) {
+            Some(i) if self.outgoing[i].1 == stage => {
                 self.outgoing.remove(i);
                 Ok(())
             }
-            _ => Err(Error::PacketIdNotFound {
-                packet: PacketType::PubAck,
-                packet_id: ack.packet_id,
-            }),
+            _ => Err(Error::PacketIdNotFound { packet, packet_id }),
         }
+    }
+
+    /// Completes a QoS 1 flow.
+    pub fn receive_puback(&mut self, ack: &PubAck) -> Result<(), Error> {
+        self.complete_outgoing(
+            ack.packet_id,
+            OutgoingStage::AwaitingPubAck,
+            PacketType::PubAck,
+        )
     }
 
     /// Advances a QoS 2 flow; returns the PUBREL to send, or `None` when the PUBREC carried an
@@ -172,16 +183,11 @@ impl ConnectionState {
 
     /// Completes a QoS 2 flow.
     pub fn receive_pubcomp(&mut self, comp: &PubComp) -> Result<(), Error> {
-        match self.outgoing_position(comp.packet_id) {
-            Some(i) if self.outgoing[i].1 == OutgoingStage::AwaitingPubComp => {
-                self.outgoing.remove(i);
-                Ok(())
-            }
-            _ => Err(Error::PacketIdNotFound {
-                packet: PacketType::PubComp,
-                packet_id: comp.packet_id,
-            }),
-        }
+        self.complete_outgoing(
+            comp.packet_id,
+            OutgoingStage::AwaitingPubComp,
+            PacketType::PubComp,
+        )
     }
 
     /// Unfinished outgoing flows in the order they started, to resend on session resume
@@ -233,6 +239,21 @@ impl ConnectionState {
                 Some(Packet::PubAck(PubAck::new(packet_id)))
             }
         }
+    }
+
+    /// Re-creates an incoming QoS 2 flow already answered with PUBREC, for a session resumed
+    /// from storage: a re-sent PUBLISH with this id is then a duplicate and PUBREL completes
+    /// it. `false` when Receive Maximum leaves no room.
+    pub fn restore_awaiting_pubrel(&mut self, packet_id: u16) -> bool {
+        if self.incoming.iter().any(|(id, _)| *id == packet_id) {
+            return true;
+        }
+        if self.incoming.len() >= usize::from(self.receive_maximum) {
+            return false;
+        }
+        self.incoming
+            .push_back((packet_id, IncomingStage::AwaitingPubRel));
+        true
     }
 
     /// Refuses the incoming message `packet_id` with an error reason code (v5), ending its flow.

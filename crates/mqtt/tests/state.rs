@@ -118,6 +118,27 @@ fn incoming_qos2_flow_delivers_once() {
 }
 
 #[test]
+fn restored_qos2_flow_awaits_pubrel() {
+    let mut s = ConnectionState::new(ProtocolVersion::V5).with_receive_maximum(1);
+    assert!(s.restore_awaiting_pubrel(10));
+    assert!(
+        s.restore_awaiting_pubrel(10),
+        "a repeated id is already there"
+    );
+    assert!(!s.restore_awaiting_pubrel(11), "Receive Maximum is full");
+    let p = Publish::new("t", QoS::ExactlyOnce, 10, "x");
+    assert_eq!(
+        s.receive_publish(&p).unwrap(),
+        IncomingAction::Duplicate(Some(Packet::PubRec(PubRec::new(10))))
+    );
+    assert_eq!(
+        s.receive_pubrel(&PubRel::new(10)),
+        Packet::PubComp(PubComp::new(10))
+    );
+    assert_eq!(s.incoming_in_flight(), 0);
+}
+
+#[test]
 fn incoming_qos1_and_receive_maximum() {
     let mut s = ConnectionState::new(ProtocolVersion::V4).with_receive_maximum(1);
     let a = Publish::new("t", QoS::AtLeastOnce, 1, "x");

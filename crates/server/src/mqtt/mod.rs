@@ -59,6 +59,16 @@ impl Default for MqttConfig {
     }
 }
 
+impl MqttConfig {
+    /// A requested session expiry bounded by `max_session_expiry_secs` (0 = no bound).
+    pub(crate) fn cap_session_expiry(&self, requested: u32) -> u32 {
+        match self.max_session_expiry_secs {
+            0 => requested,
+            cap => requested.min(cap),
+        }
+    }
+}
+
 /// One live connection's claim on a client id: cancelling `takeover` tells it to leave, and
 /// `lock` is held until it has saved its session, so the next owner loads the newest state.
 struct Claim {

@@ -10,7 +10,10 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     io,
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -19,9 +22,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
 use tickwire_hub::{Channel, Class, CloseReason, Delivery, Format, Message, Offset, Session};
 use tickwire_mqtt::{
-    decode, encode, encoded_len, peek_connect_version, state::ConnectionState, ConnAck, Connect,
-    ConnectReturnCode, Disconnect, Error as CodecError, LastWill, Packet, Property,
-    ProtocolVersion, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    decode, encode, encoded_len, peek_connect_version, state::ConnectionState, varint_len,
+    write_varint, ConnAck, Connect, ConnectReturnCode, Disconnect, Error as CodecError, LastWill,
+    Packet, Property, ProtocolVersion, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck,
+    Unsubscribe,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -247,7 +251,7 @@ fn accept(st: &AppState, c: &Connect) -> Result<Accepted, (ReasonCode, String)> 
             format!(
                 "tw-{}-{}",
                 std::process::id(),
-                tickwire_hub_serial().fetch_add(1, Ordering::Relaxed)
+                NEXT_ASSIGNED_ID.fetch_add(1, Ordering::Relaxed)
             ),
             true,
         )
@@ -286,12 +290,7 @@ fn accept(st: &AppState, c: &Connect) -> Result<Accepted, (ReasonCode, String)> 
         ProtocolVersion::V4 => u32::MAX,
         ProtocolVersion::V5 => c.properties.session_expiry_interval().unwrap_or(0),
     };
-    let cap = st.config.mqtt.max_session_expiry_secs;
-    let expiry_secs = if cap > 0 {
-        requested.min(cap)
-    } else {
-        requested
-    };
+    let expiry_secs = st.config.mqtt.cap_session_expiry(requested);
     Ok(Accepted {
         client_id,
         assigned,
@@ -301,10 +300,8 @@ fn accept(st: &AppState, c: &Connect) -> Result<Accepted, (ReasonCode, String)> 
     })
 }
 
-fn tickwire_hub_serial() -> &'static std::sync::atomic::AtomicU64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    &NEXT
-}
+/// Numbers the client ids the server assigns (`tw-<pid>-<n>`).
+static NEXT_ASSIGNED_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A client's subscription.
 struct Sub {
@@ -322,6 +319,9 @@ struct ChanPos {
     /// Subscribed explicitly in the hub only to resume it at its own position on behalf of a
     /// pattern subscription (see `restore`); dropped with that pattern.
     for_pattern: bool,
+    /// The QoS its messages go out with: the highest granted by a matching subscription, set
+    /// by `regrant` whenever the subscriptions change rather than looked up per message.
+    granted: Option<QoS>,
 }
 
 impl ChanPos {
@@ -330,6 +330,7 @@ impl ChanPos {
             next,
             outstanding: BTreeSet::new(),
             for_pattern: false,
+            granted: None,
         }
     }
 
@@ -483,7 +484,7 @@ impl Conn {
                 if self.version == ProtocolVersion::V4 {
                     ack.reason_code = ReasonCode::ServerUnavailable;
                 }
-                self.send(&Packet::ConnAck(ack));
+                self.send(Packet::ConnAck(ack));
                 let _ = self.flush().await;
                 return Some(End::Abrupt);
             }
@@ -508,7 +509,7 @@ impl Conn {
                 p.push(Property::SessionExpiryInterval(self.expiry_secs));
             }
         }
-        self.send(&Packet::ConnAck(ack));
+        self.send(Packet::ConnAck(ack));
         if let Some(s) = stored {
             self.restore(s);
         }
@@ -525,7 +526,7 @@ impl Conn {
     async fn broker_load(&mut self) -> io::Result<Option<StoredSession>> {
         let broker = self.broker.clone();
         let id = self.client_id.clone();
-        let clean = self.clean_start_requested();
+        let clean = self.clean_start;
         tokio::task::spawn_blocking(move || {
             if clean {
                 broker.store.remove(&id)?;
@@ -538,19 +539,13 @@ impl Conn {
         .map_err(io::Error::other)?
     }
 
-    fn clean_start_requested(&self) -> bool {
-        self.clean_start
-    }
-
     // ---- subscriptions ----
 
     /// Re-creates a stored session's subscriptions at their stored positions.
     fn restore(&mut self, s: StoredSession) {
-        for pid in &s.qos2_awaiting_rel {
-            let p = Publish::new("restored", QoS::ExactlyOnce, *pid, Bytes::new());
-            if self.proto.receive_publish(&p).is_ok() {
-                let _ = self.proto.ack_incoming(*pid);
-                self.qos2_in.insert(*pid);
+        for &pid in &s.qos2_awaiting_rel {
+            if self.proto.restore_awaiting_pubrel(pid) {
+                self.qos2_in.insert(pid);
             }
         }
         for stored in s.subs {
@@ -593,6 +588,7 @@ impl Conn {
                 tracing::warn!(client = %self.client_id, filter = %stored.filter, "stored MQTT subscription no longer valid; dropped");
             }
         }
+        self.regrant();
         self.dirty = true;
     }
 
@@ -684,6 +680,7 @@ impl Conn {
         };
         if let Some(existing) = self.subs.iter_mut().find(|s| s.filter == filter) {
             existing.qos = granted;
+            self.regrant();
             return Ok(granted);
         }
         let hub_err = |e: tickwire_hub::HubError| match e {
@@ -704,6 +701,7 @@ impl Conn {
             qos: granted,
             target,
         });
+        self.regrant();
         self.dirty = true;
         Ok(granted)
     }
@@ -750,17 +748,16 @@ impl Conn {
         let subs = &self.subs;
         self.chans
             .retain(|ch, _| subs.iter().any(|s| matches(&s.target, ch)));
+        self.regrant();
         self.dirty = true;
         ReasonCode::Success
     }
 
-    /// The QoS a message of `ch` is delivered with: the highest granted by a matching filter.
-    fn granted_for(&self, ch: &Channel) -> Option<QoS> {
-        self.subs
-            .iter()
-            .filter(|s| matches(&s.target, ch))
-            .map(|s| s.qos)
-            .max()
+    /// Recomputes every channel's delivery QoS after the subscriptions changed.
+    fn regrant(&mut self) {
+        for (ch, cp) in &mut self.chans {
+            cp.granted = granted_for(&self.subs, ch);
+        }
     }
 
     // ---- the loop ----
@@ -778,15 +775,10 @@ impl Conn {
                 biased;
                 _ = self.session.closed() => {
                     let reason = self.session.close_reason().unwrap_or(CloseReason::Shutdown);
-                    let (code, why) = match &reason {
-                        CloseReason::SlowConsumer { .. } => {
-                            self.st.metrics.slow_consumer_disconnects.fetch_add(1, Ordering::Relaxed);
-                            (ReasonCode::QuotaExceeded, reason.to_string())
-                        }
-                        CloseReason::Shutdown => (ReasonCode::ServerShuttingDown, reason.to_string()),
-                        CloseReason::Kicked(_) => (ReasonCode::AdministrativeAction, reason.to_string()),
-                    };
-                    self.disconnect(code, &why).await;
+                    if matches!(reason, CloseReason::SlowConsumer { .. }) {
+                        self.st.metrics.slow_consumer_disconnects.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.disconnect(close_code(&reason), &reason.to_string()).await;
                     return End::Abrupt;
                 }
                 _ = takeover.cancelled() => {
@@ -813,12 +805,8 @@ impl Conn {
             }
             if pull {
                 if let Err(reason) = self.drain().await {
-                    let code = match reason {
-                        CloseReason::SlowConsumer { .. } => ReasonCode::QuotaExceeded,
-                        CloseReason::Shutdown => ReasonCode::ServerShuttingDown,
-                        CloseReason::Kicked(_) => ReasonCode::AdministrativeAction,
-                    };
-                    self.disconnect(code, &reason.to_string()).await;
+                    self.disconnect(close_code(&reason), &reason.to_string())
+                        .await;
                     return End::Abrupt;
                 }
             }
@@ -878,7 +866,7 @@ impl Conn {
                     self.acked(&ch, off);
                 }
                 if let Some(rel) = self.proto.receive_pubrec(&r) {
-                    self.send(&rel);
+                    self.send(rel);
                 }
                 self.pump();
             }
@@ -891,11 +879,11 @@ impl Conn {
                 if self.qos2_in.remove(&r.packet_id) {
                     self.dirty = true;
                 }
-                self.send(&comp);
+                self.send(comp);
             }
             Packet::Subscribe(s) => self.on_subscribe(s).await,
             Packet::Unsubscribe(u) => self.on_unsubscribe(u).await,
-            Packet::PingReq => self.send(&Packet::PingResp),
+            Packet::PingReq => self.send(Packet::PingResp),
             Packet::Disconnect(d) => {
                 if self.version == ProtocolVersion::V5 {
                     if let Some(e) = d.properties.session_expiry_interval() {
@@ -907,8 +895,7 @@ impl Conn {
                             .await;
                             return Some(End::Abrupt);
                         }
-                        let cap = self.st.config.mqtt.max_session_expiry_secs;
-                        self.expiry_secs = if cap > 0 { e.min(cap) } else { e };
+                        self.expiry_secs = self.st.config.mqtt.cap_session_expiry(e);
                     }
                 }
                 return Some(if d.reason_code == ReasonCode::DisconnectWithWill {
@@ -950,7 +937,7 @@ impl Conn {
             Ok(tickwire_mqtt::state::IncomingAction::Deliver) => {}
             Ok(tickwire_mqtt::state::IncomingAction::Duplicate(reply)) => {
                 if let Some(r) = reply {
-                    self.send(&r);
+                    self.send(r);
                 }
                 return None;
             }
@@ -997,7 +984,7 @@ impl Conn {
                         qos2 = true;
                     }
                     if let Some(ack) = self.proto.ack_incoming(p.packet_id) {
-                        self.send(&ack);
+                        self.send(ack);
                     }
                 }
                 Err(e) => {
@@ -1032,7 +1019,7 @@ impl Conn {
                         _ => {}
                     }
                 }
-                self.send(&ack);
+                self.send(ack);
             }
             return None;
         }
@@ -1064,7 +1051,7 @@ impl Conn {
         if let (Some(w), true) = (why, self.problem_info) {
             ack.properties.push(Property::ReasonString(w));
         }
-        self.send(&Packet::SubAck(ack));
+        self.send(Packet::SubAck(ack));
     }
 
     async fn on_unsubscribe(&mut self, u: Unsubscribe) {
@@ -1072,7 +1059,7 @@ impl Conn {
         if self.persistent() {
             self.persist(false).await;
         }
-        self.send(&Packet::UnsubAck(UnsubAck {
+        self.send(Packet::UnsubAck(UnsubAck {
             packet_id: u.packet_id,
             reason_codes: codes,
             properties: Default::default(),
@@ -1085,15 +1072,15 @@ impl Conn {
     /// below them has been offered to this session, so after the drain a pattern-matched
     /// channel that delivered nothing has nothing below its mark to miss.
     async fn drain(&mut self) -> Result<(), CloseReason> {
-        let mut sampled = Vec::new();
-        for ns in self.marks.keys() {
-            if let Ok(o) = self.st.hub.next_offset(ns) {
-                sampled.push((ns.clone(), o));
-            }
-        }
+        // In key order; nothing changes `marks` until they are applied below.
+        let sampled: Vec<Option<Offset>> = self
+            .marks
+            .keys()
+            .map(|ns| self.st.hub.next_offset(ns).ok())
+            .collect();
         let batch = self.session.drain().await?;
-        for (ns, o) in sampled {
-            if let Some(m) = self.marks.get_mut(&ns) {
+        for (m, o) in self.marks.values_mut().zip(sampled) {
+            if let Some(o) = o {
                 *m = (*m).max(o);
             }
         }
@@ -1110,25 +1097,33 @@ impl Conn {
         // State channels are the hot path (every tick to every subscriber): QoS 0 whatever
         // was granted, so no filter scan and no channel clone per message.
         if self.class(d.message.publication.channel.namespace()) != Some(Class::Stream) {
-            self.write_publish(&d.message, QoS::AtMostOnce, 0, d.snapshot);
+            self.write_qos0(&d.message, d.snapshot);
             return;
         }
-        let ch = d.message.publication.channel.clone();
+        let ch = &d.message.publication.channel;
         let offset = d.message.publication.offset;
-        let Some(granted) = self.granted_for(&ch) else {
+        if !self.chans.contains_key(ch) {
+            // A channel a pattern matched for the first time.
+            let mut cp = ChanPos::new(offset);
+            cp.granted = granted_for(&self.subs, ch);
+            if cp.granted.is_none() {
+                return;
+            }
+            self.chans.insert(ch.clone(), cp);
+        }
+        let Some(cp) = self.chans.get_mut(ch) else {
             return;
         };
-        let cp = self
-            .chans
-            .entry(ch.clone())
-            .or_insert_with(|| ChanPos::new(offset));
+        let Some(granted) = cp.granted else {
+            return;
+        };
         if offset < cp.next && !cp.outstanding.contains(&offset) {
             return; // already acknowledged (overlapping resume)
         }
         if granted == QoS::AtMostOnce {
             cp.next = cp.next.max(offset + 1);
             self.dirty = true;
-            self.write_publish(&d.message, QoS::AtMostOnce, 0, false);
+            self.write_qos0(&d.message, false);
         } else {
             cp.outstanding.insert(offset);
             self.queue.push_back((d.message, granted));
@@ -1141,17 +1136,18 @@ impl Conn {
             let Some((msg, qos)) = self.queue.pop_front() else {
                 break;
             };
-            let ch = msg.publication.channel.clone();
+            let ch = &msg.publication.channel;
             let offset = msg.publication.offset;
-            if publish_len(&msg, self.version, qos) > self.max_out {
+            let body = mqtt_body(&msg);
+            if !self.fits(&body, qos) {
                 // [MQTT-3.1.2-25]: too big for the client is discarded as if delivered.
-                self.acked(&ch, offset);
+                self.acked(ch, offset);
                 continue;
             }
             match self.proto.send_publish(qos) {
                 Ok(pid) => {
-                    self.inflight.insert(pid, (ch, offset));
-                    self.write_publish(&msg, qos, pid, false);
+                    self.inflight.insert(pid, (ch.clone(), offset));
+                    write_publish(&mut self.out, &body, self.version, qos, pid, false);
                 }
                 Err(_) => {
                     self.queue.push_front((msg, qos));
@@ -1169,22 +1165,35 @@ impl Conn {
         }
     }
 
-    fn write_publish(&mut self, msg: &Message, qos: QoS, pid: u16, retain: bool) {
+    /// Whether a PUBLISH of `body` stays within the client's Maximum Packet Size.
+    fn fits(&self, body: &Bytes, qos: QoS) -> bool {
+        self.max_out == usize::MAX || packet_len(body.len(), self.version, qos) <= self.max_out
+    }
+
+    /// A QoS 0 PUBLISH, dropped when too big for the client [MQTT-3.1.2-25].
+    fn write_qos0(&mut self, msg: &Message, retain: bool) {
         let body = mqtt_body(msg);
-        if self.max_out != usize::MAX && packet_len(body.len(), self.version, qos) > self.max_out {
-            return;
+        if self.fits(&body, QoS::AtMostOnce) {
+            write_publish(
+                &mut self.out,
+                &body,
+                self.version,
+                QoS::AtMostOnce,
+                0,
+                retain,
+            );
         }
-        write_publish(&mut self.out, &body, self.version, qos, pid, retain);
     }
 
     // ---- output ----
 
-    fn send(&mut self, p: &Packet) {
-        let mut p = p.clone();
-        if let Ok(len) = encoded_len(&p, self.version) {
-            if len > self.max_out {
-                strip_properties(&mut p);
-            }
+    /// Buffers a reply, taken by value: it is encoded once and never needed again.
+    fn send(&mut self, mut p: Packet) {
+        // Without a client Maximum Packet Size nothing is too big: skip measuring.
+        if self.max_out != usize::MAX
+            && encoded_len(&p, self.version).is_ok_and(|len| len > self.max_out)
+        {
+            strip_properties(&mut p);
         }
         if let Err(e) = encode(&p, self.version, &mut self.out) {
             tracing::warn!(error = %e, "cannot encode an MQTT reply");
@@ -1209,7 +1218,7 @@ impl Conn {
             if self.problem_info {
                 d.properties.push(Property::ReasonString(why.to_string()));
             }
-            self.send(&Packet::Disconnect(d));
+            self.send(Packet::Disconnect(d));
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.flush()).await;
     }
@@ -1262,11 +1271,12 @@ impl Conn {
     async fn persist(&mut self, disconnected: bool) {
         let s = self.snapshot(disconnected);
         let broker = self.broker.clone();
-        match tokio::task::spawn_blocking(move || broker.store.save(&s)).await {
-            Ok(Ok(())) => self.dirty = false,
-            Ok(Err(e)) => {
-                tracing::error!(client = %self.client_id, error = %e, "cannot save the MQTT session")
-            }
+        let saved = tokio::task::spawn_blocking(move || broker.store.save(&s))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|r| r);
+        match saved {
+            Ok(()) => self.dirty = false,
             Err(e) => {
                 tracing::error!(client = %self.client_id, error = %e, "cannot save the MQTT session")
             }
@@ -1274,10 +1284,27 @@ impl Conn {
     }
 }
 
+/// The QoS a message of `ch` is delivered with: the highest granted by a matching filter.
+fn granted_for(subs: &[Sub], ch: &Channel) -> Option<QoS> {
+    subs.iter()
+        .filter(|s| matches(&s.target, ch))
+        .map(|s| s.qos)
+        .max()
+}
+
 fn matches(target: &Target, ch: &Channel) -> bool {
     match target {
         Target::Channel(c) => c == ch,
         Target::Pattern(p) => p.matches(ch),
+    }
+}
+
+/// The DISCONNECT reason code for a hub session that was closed under us.
+fn close_code(reason: &CloseReason) -> ReasonCode {
+    match reason {
+        CloseReason::SlowConsumer { .. } => ReasonCode::QuotaExceeded,
+        CloseReason::Shutdown => ReasonCode::ServerShuttingDown,
+        CloseReason::Kicked(_) => ReasonCode::AdministrativeAction,
     }
 }
 
@@ -1315,21 +1342,13 @@ fn mqtt_body(msg: &Message) -> Bytes {
     })
 }
 
-fn varint_len(v: usize) -> usize {
-    match v {
-        0..=127 => 1,
-        128..=16_383 => 2,
-        16_384..=2_097_151 => 3,
-        _ => 4,
-    }
-}
-
 fn remaining_len(body_len: usize, version: ProtocolVersion, qos: QoS) -> usize {
     body_len
         + if qos == QoS::AtMostOnce { 0 } else { 2 }
         + if version == ProtocolVersion::V5 { 1 } else { 0 }
 }
 
+#[cfg(test)]
 fn publish_len(msg: &Message, version: ProtocolVersion, qos: QoS) -> usize {
     packet_len(mqtt_body(msg).len(), version, qos)
 }
@@ -1357,18 +1376,7 @@ fn write_publish(
     let rem = remaining_len(body.len(), version, qos);
     out.reserve(5 + rem);
     out.put_u8(0x30 | (qos as u8) << 1 | u8::from(retain));
-    let mut v = rem;
-    loop {
-        let mut byte = (v & 0x7F) as u8;
-        v >>= 7;
-        if v > 0 {
-            byte |= 0x80;
-        }
-        out.put_u8(byte);
-        if v == 0 {
-            break;
-        }
-    }
+    write_varint(out, rem);
     out.put_slice(topic);
     if qos != QoS::AtMostOnce {
         out.put_u16(pid);
