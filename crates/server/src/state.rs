@@ -23,12 +23,16 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     sessions: Arc<Mutex<HashMap<u64, SessionCloser>>>,
     next_session: Arc<AtomicU64>,
+    /// The MQTT broker state (live client ids, stored sessions), shared by the TCP listener and
+    /// the `/mqtt` WebSocket route.
+    pub(crate) mqtt: Arc<crate::mqtt::Broker>,
 }
 
 impl AppState {
     pub fn new(hub: Arc<Hub>, config: Config) -> AppState {
         AppState {
             hub,
+            mqtt: Arc::new(crate::mqtt::Broker::new(&config.data)),
             connections: Arc::new(Semaphore::new(config.max_connections.max(1))),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),

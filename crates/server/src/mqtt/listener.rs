@@ -10,7 +10,6 @@ use axum::{
 use tokio::net::TcpListener;
 
 use super::{
-    broker,
     session::{run, Transport},
     Broker,
 };
@@ -39,7 +38,7 @@ impl TcpEdge {
     /// Accepts connections until the returned task is aborted (at shutdown; live connections
     /// end when shutdown closes their hub sessions).
     pub fn spawn(self, st: AppState) -> tokio::task::JoinHandle<()> {
-        let broker = broker(&st);
+        let broker = st.mqtt.clone();
         sweep(&broker);
         tokio::spawn(async move {
             loop {
@@ -73,7 +72,7 @@ fn sweep(broker: &Arc<Broker>) {
 /// it is echoed back when offered.
 pub async fn upgrade(State(st): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let max = st.config.mqtt.max_packet_bytes.max(64) * 2 + 1024;
-    let b = broker(&st);
+    let b = st.mqtt.clone();
     ws.protocols(["mqtt"])
         .max_message_size(max)
         .max_frame_size(max)

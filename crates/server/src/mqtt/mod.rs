@@ -13,20 +13,13 @@ mod session;
 mod store;
 mod topic;
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    path::PathBuf,
-    sync::{Arc, Weak},
-};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 pub use listener::{bind_tcp, upgrade, TcpEdge};
-
-use crate::AppState;
 
 /// `[mqtt]` in the configuration file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,32 +77,6 @@ pub(crate) struct Broker {
     serial: std::sync::atomic::AtomicU64,
 }
 
-/// Brokers by data directory: the axum router and the TCP listener are built separately but
-/// must share one registry of live client ids. A data directory is locked by one server at a
-/// time, so it names the server.
-static BROKERS: Mutex<Vec<(PathBuf, Weak<Broker>)>> = Mutex::new(Vec::new());
-
-/// The broker of the server that owns `st`.
-pub(crate) fn broker(st: &AppState) -> Arc<Broker> {
-    let key = st.config.data.clone();
-    let mut all = BROKERS.lock();
-    all.retain(|(_, w)| w.strong_count() > 0);
-    if let Some(b) = all
-        .iter()
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, w)| w.upgrade())
-    {
-        return b;
-    }
-    let b = Arc::new(Broker {
-        store: store::Store::new(key.join("mqtt-sessions")),
-        live: Mutex::new(HashMap::new()),
-        serial: std::sync::atomic::AtomicU64::new(1),
-    });
-    all.push((key, Arc::downgrade(&b)));
-    b
-}
-
 /// A connection's hold on its client id.
 pub(crate) struct Owner {
     pub(crate) serial: u64,
@@ -118,6 +85,16 @@ pub(crate) struct Owner {
 }
 
 impl Broker {
+    /// The broker of a server whose data directory is `data`; it lives in [`crate::AppState`], so the
+    /// TCP listener and the WebSocket route share one registry of live client ids.
+    pub(crate) fn new(data: &std::path::Path) -> Broker {
+        Broker {
+            store: store::Store::new(data.join("mqtt-sessions")),
+            live: Mutex::new(HashMap::new()),
+            serial: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
     /// Takes over `client_id`: an existing connection is told to leave (Session taken over)
     /// and we wait until it has saved its session. `None` if it does not let go in time.
     pub(crate) async fn claim(&self, client_id: &str) -> Option<Owner> {
