@@ -71,7 +71,7 @@ fn sweep(broker: &Arc<Broker>) {
 /// `GET /mqtt`: MQTT over WebSocket. Clients offer the `mqtt` subprotocol (paho, mqtt.js);
 /// it is echoed back when offered.
 pub async fn upgrade(State(st): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    let max = st.config.mqtt.max_packet_bytes.max(64) * 2 + 1024;
+    let max = st.config.mqtt.max_packet() * 2 + 1024;
     let b = st.mqtt.clone();
     ws.protocols(["mqtt"])
         .max_message_size(max)

@@ -53,6 +53,11 @@ impl Default for MqttConfig {
 }
 
 impl MqttConfig {
+    /// The largest packet accepted, never below 64 bytes (room for any control packet).
+    pub(crate) fn max_packet(&self) -> usize {
+        self.max_packet_bytes.max(64)
+    }
+
     /// A requested session expiry bounded by `max_session_expiry_secs` (0 = no bound).
     pub(crate) fn cap_session_expiry(&self, requested: u32) -> u32 {
         match self.max_session_expiry_secs {

@@ -108,7 +108,7 @@ impl Transport {
 /// Serves one connection from its first byte to its end.
 pub(crate) async fn run(st: AppState, broker: Arc<Broker>, mut io: Transport) {
     let cfg = st.config.mqtt.clone();
-    let max_in = cfg.max_packet_bytes.max(64);
+    let max_in = cfg.max_packet();
     let mut rbuf = BytesMut::with_capacity(4096);
     let connect = match tokio::time::timeout(
         Duration::from_secs(cfg.connect_timeout_secs.max(1)),
@@ -427,7 +427,7 @@ impl Conn {
                 .properties
                 .maximum_packet_size()
                 .map_or(usize::MAX, |m| m as usize),
-            max_in: cfg.max_packet_bytes.max(64),
+            max_in: cfg.max_packet(),
             problem_info: c.properties.request_problem_information().unwrap_or(true),
             will: c.will,
             expiry_secs: a.expiry_secs,
