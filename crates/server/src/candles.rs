@@ -189,6 +189,12 @@ pub struct LiveBar {
     pub candle: Candle,
 }
 
+/// The name of the channel a symbol's live bars of one resolution are published on:
+/// `candles.<SYMBOL>.<res>`. The one place that spells it (driver, UDF, native API).
+pub fn channel_name(symbol: &str, res: Resolution) -> String {
+    format!("candles.{symbol}.{res}")
+}
+
 /// Opens the store, takes the taps and starts the driver thread. `None` when disabled.
 pub fn start(
     hub: Arc<Hub>,
@@ -1004,7 +1010,7 @@ impl Driver {
                 let channel = match &st.channels[res.index()] {
                     Some(c) => c.clone(),
                     None => {
-                        let Ok(c) = Channel::parse(&format!("candles.{}.{res}", st.name)) else {
+                        let Ok(c) = Channel::parse(&channel_name(&st.name, res)) else {
                             continue;
                         };
                         st.channels[res.index()] = Some(c.clone());
@@ -1550,7 +1556,7 @@ mod tests {
                                 candle,
                             };
                             (
-                                format!("candles.{symbol}.{resolution}"),
+                                channel_name(&symbol, resolution),
                                 serde_json::to_string(&bar).unwrap(),
                             )
                         })

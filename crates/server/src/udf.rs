@@ -18,7 +18,7 @@ use serde_json::{json, value::RawValue, Value};
 use tickwire_candles::{Candle, Resolution};
 use tickwire_hub::Channel;
 
-use crate::candles::{CandleService, LiveBar};
+use crate::candles::{channel_name, CandleService, LiveBar};
 
 /// Most bars one request returns.
 const MAX_BARS: usize = 20_000;
@@ -239,7 +239,7 @@ async fn load_bars(
 }
 
 fn live_bar(svc: &CandleService, symbol: &str, res: Resolution) -> Option<Candle> {
-    let ch = Channel::parse(&format!("candles.{symbol}.{res}")).ok()?;
+    let ch = Channel::parse(&channel_name(symbol, res)).ok()?;
     let m = svc.hub.latest(&ch).ok()??;
     let bar: LiveBar = serde_json::from_slice(&m.publication.data).ok()?;
     Some(bar.candle)
@@ -408,7 +408,7 @@ async fn native(
     Json(json!({
         "symbol": symbol,
         "resolution": res,
-        "channel": format!("candles.{symbol}.{res}"),
+        "channel": channel_name(&symbol, res),
         "candles": bars,
     }))
     .into_response()
