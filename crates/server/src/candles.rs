@@ -311,7 +311,8 @@ struct Driver {
     index: HashMap<String, usize>,
     symbols: Vec<SymbolState>,
     sources: Vec<Source>,
-    /// Symbols with a live bar changed since the last flush (each once, see `SymbolState::live`).
+    /// Symbols with a live bar changed since the last flush (each once: exactly those whose
+    /// `live` or `closed_live` is not empty).
     live_symbols: Vec<usize>,
     /// Closed/corrected bars and new symbols waiting for the next commit.
     pending: Batch,
@@ -342,8 +343,6 @@ struct SymbolState {
     /// which is their content at their last live change. At most one per resolution, and
     /// never together with the same resolution's bit in `live`.
     closed_live: Vec<(Resolution, Candle)>,
-    /// `live` or `closed_live` is not empty (then the symbol is in `live_symbols`).
-    in_live: bool,
     /// `candles.<SYMBOL>.<res>` per resolution, built on the first flush that needs it.
     channels: [Option<Channel>; 12],
 }
@@ -357,7 +356,6 @@ impl SymbolState {
             dirty: false,
             live: 0,
             closed_live: Vec::new(),
-            in_live: false,
             channels: Default::default(),
         }
     }
@@ -882,14 +880,9 @@ impl Driver {
             agg,
             live,
             closed_live,
-            in_live,
             ..
         } = st;
-        let mut slots = LiveSlots {
-            live,
-            closed_live,
-            in_live,
-        };
+        let mut slots = LiveSlots { live, closed_live };
         let (live_symbols, pending_bars) = (&mut self.live_symbols, &mut self.pending.bars);
         agg.update_with(&tick, |c| {
             route(name, &mut slots, idx, c, live_symbols, pending_bars)
@@ -950,15 +943,10 @@ impl Driver {
                     agg,
                     live,
                     closed_live,
-                    in_live,
                     dirty,
                     ..
                 } = st;
-                let mut slots = LiveSlots {
-                    live,
-                    closed_live,
-                    in_live,
-                };
+                let mut slots = LiveSlots { live, closed_live };
                 let (live_symbols, pending_bars) = (&mut self.live_symbols, &mut self.pending.bars);
                 let mut any = false;
                 agg.close_until_with(now, |c| {
@@ -988,7 +976,6 @@ impl Driver {
                     if let Some(st) = self.symbols.get_mut(idx) {
                         st.live = 0;
                         st.closed_live.clear();
-                        st.in_live = false;
                     }
                 }
                 return;
@@ -999,7 +986,6 @@ impl Driver {
             let Some(st) = self.symbols.get_mut(idx) else {
                 continue;
             };
-            st.in_live = false;
             let live = std::mem::take(&mut st.live);
             let lazy = Resolution::ALL
                 .into_iter()
@@ -1084,7 +1070,6 @@ impl Driver {
 struct LiveSlots<'a> {
     live: &'a mut u16,
     closed_live: &'a mut Vec<(Resolution, Candle)>,
-    in_live: &'a mut bool,
 }
 
 /// Routes one change of symbol `idx` (`name`): a live bar is marked for the next flush, a
@@ -1102,14 +1087,15 @@ fn route(
     let bit = 1u16 << c.resolution.index();
     match c.kind {
         ChangeKind::Live => {
+            // Listed once while it has anything to publish; a close only moves a bit of `live`
+            // to `closed_live`, so only a live change can make a symbol listed.
+            if *slots.live == 0 && slots.closed_live.is_empty() {
+                live_symbols.push(idx);
+            }
             *slots.live |= bit;
             // A newer live bar replaces one that closed unpublished (latest wins).
             if !slots.closed_live.is_empty() {
                 slots.closed_live.retain(|(r, _)| *r != c.resolution);
-            }
-            if !*slots.in_live {
-                *slots.in_live = true;
-                live_symbols.push(idx);
             }
         }
         ChangeKind::Closed => {
