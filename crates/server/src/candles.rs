@@ -39,7 +39,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tickwire_candles::{
     Aggregator, AggregatorConfig, BarView, Candle, ChangeKind, Decimal, PriceSource, Resolution,
-    Tick,
+    Tick, TickOutcome,
 };
 use tickwire_hub::{Channel, Hub, Message, PublishRequest};
 use tickwire_store::{Batch, Store};
@@ -357,6 +357,36 @@ impl SymbolState {
             live: 0,
             closed_live: Vec::new(),
             channels: Default::default(),
+        }
+    }
+
+    /// The aggregator, and the sink its changes go to ([`route`] over this symbol's other
+    /// fields), borrowed apart so the aggregator can report while the sink records.
+    #[inline]
+    fn split<'s>(
+        &'s mut self,
+        idx: usize,
+        live_symbols: &'s mut Vec<usize>,
+        pending_bars: &'s mut Vec<(String, Resolution, Candle)>,
+    ) -> (&'s mut Aggregator, impl FnMut(BarView<'_>) + 's) {
+        let SymbolState {
+            name,
+            agg,
+            live,
+            closed_live,
+            ..
+        } = self;
+        let mut slots = LiveSlots { live, closed_live };
+        let sink =
+            move |c: BarView<'_>| route(name, &mut slots, idx, c, live_symbols, pending_bars);
+        (agg, sink)
+    }
+
+    /// Notes that symbol `idx`'s aggregator changed since the last commit (listed once).
+    fn mark_dirty(&mut self, idx: usize, dirty_symbols: &mut Vec<usize>) {
+        if !self.dirty {
+            self.dirty = true;
+            dirty_symbols.push(idx);
         }
     }
 }
@@ -874,29 +904,14 @@ impl Driver {
             let log_ms = i64::try_from(log_ts / 1_000_000).unwrap_or(i64::MAX);
             st.lag_ms = Some(log_ms.saturating_sub(tick.ts_ms).max(0));
         }
-        let before = st.agg.late_dropped();
-        let SymbolState {
-            name,
-            agg,
-            live,
-            closed_live,
-            ..
-        } = st;
-        let mut slots = LiveSlots { live, closed_live };
-        let (live_symbols, pending_bars) = (&mut self.live_symbols, &mut self.pending.bars);
-        agg.update_with(&tick, |c| {
-            route(name, &mut slots, idx, c, live_symbols, pending_bars)
-        });
-        if st.agg.late_dropped() > before {
+        let (agg, sink) = st.split(idx, &mut self.live_symbols, &mut self.pending.bars);
+        if let TickOutcome::Dropped { .. } = agg.update_with(&tick, sink) {
             self.svc.stats.late_dropped.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%symbol, ts = tick.ts_ms, "tick later than the tolerance: dropped");
             return;
         }
         self.svc.stats.ticks.fetch_add(1, Ordering::Relaxed);
-        if !st.dirty {
-            st.dirty = true;
-            self.dirty_symbols.push(idx);
-        }
+        st.mark_dirty(idx, &mut self.dirty_symbols);
     }
 
     /// Registers a symbol on its first tick (its price source is decided by the namespace it
@@ -938,24 +953,18 @@ impl Driver {
             let now = wall.saturating_sub(lag);
             // Only aggregators whose watermark is behind `now` can close anything.
             if st.agg.watermark().is_some_and(|wm| wm < now) {
-                let SymbolState {
-                    name,
-                    agg,
-                    live,
-                    closed_live,
-                    dirty,
-                    ..
-                } = st;
-                let mut slots = LiveSlots { live, closed_live };
-                let (live_symbols, pending_bars) = (&mut self.live_symbols, &mut self.pending.bars);
-                let mut any = false;
-                agg.close_until_with(now, |c| {
-                    any = true;
-                    route(name, &mut slots, idx, c, live_symbols, pending_bars)
-                });
-                if any && !*dirty {
-                    *dirty = true;
-                    self.dirty_symbols.push(idx);
+                let any = {
+                    let (agg, mut sink) =
+                        st.split(idx, &mut self.live_symbols, &mut self.pending.bars);
+                    let mut any = false;
+                    agg.close_until_with(now, |c| {
+                        any = true;
+                        sink(c);
+                    });
+                    any
+                };
+                if any {
+                    st.mark_dirty(idx, &mut self.dirty_symbols);
                 }
             }
         }
@@ -1052,10 +1061,7 @@ impl Driver {
                         continue;
                     };
                     if let Some(st) = self.symbols.get_mut(idx) {
-                        if !st.dirty {
-                            st.dirty = true;
-                            self.dirty_symbols.push(idx);
-                        }
+                        st.mark_dirty(idx, &mut self.dirty_symbols);
                     }
                 }
                 self.pending.bars.splice(0..0, batch.bars);
@@ -1074,7 +1080,7 @@ struct LiveSlots<'a> {
 
 /// Routes one change of symbol `idx` (`name`): a live bar is marked for the next flush, a
 /// closed or corrected bar goes to the next commit. A free function over the pieces it touches
-/// so the aggregator can stay borrowed while it reports.
+/// so the aggregator can stay borrowed while it reports (see [`SymbolState::split`]).
 #[inline]
 fn route(
     name: &str,
