@@ -421,6 +421,18 @@ fn parse_tick(kind: SourceKind, data: &[u8], log_ts_nanos: u64) -> Option<Tick> 
         Scan::Fields(f) => f,
         Scan::Unusual => serde_fields(kind, data)?,
     };
+    tick_from_fields(kind, fields, log_ms, dec)
+}
+
+/// The tick a message's fields make, with `dec` reading the decimals (and `log_ms` the time
+/// when the message has no `ts`).
+#[inline]
+fn tick_from_fields(
+    kind: SourceKind,
+    fields: TickFields<'_>,
+    log_ms: i64,
+    dec: impl Fn(&[u8]) -> Option<Decimal>,
+) -> Option<Tick> {
     let ts = fields.ts.unwrap_or(log_ms);
     match kind {
         SourceKind::Quote => match (fields.bid, fields.ask, fields.last) {
@@ -1256,26 +1268,11 @@ mod tests {
         assert!(parse_tick(SourceKind::Trade, br#"{"price":"x"}"#, 0).is_none());
     }
 
-    /// `parse_tick` through serde alone: the reference the fast scanner must agree with.
+    /// `parse_tick` through serde and `Decimal::from_str` alone: the reference the fast
+    /// scanner and the fast decimals must agree with.
     fn parse_tick_serde(kind: SourceKind, data: &[u8], log_ts_nanos: u64) -> Option<Tick> {
         let log_ms = i64::try_from(log_ts_nanos / 1_000_000).ok()?;
-        let f = serde_fields(kind, data)?;
-        let dec = |b: &[u8]| Decimal::from_str(std::str::from_utf8(b).ok()?).ok();
-        let ts = f.ts.unwrap_or(log_ms);
-        match kind {
-            SourceKind::Quote => match (f.bid, f.ask, f.last) {
-                (Some(b), Some(a), _) => Some(Tick::quote(ts, dec(b)?, dec(a)?)),
-                (_, _, Some(l)) => Some(Tick::trade(ts, dec(l)?, None)),
-                _ => None,
-            },
-            SourceKind::Trade => {
-                let size = match f.size {
-                    Some(s) => Some(dec(s)?),
-                    None => None,
-                };
-                Some(Tick::trade(ts, dec(f.price?)?, size))
-            }
-        }
+        tick_from_fields(kind, serde_fields(kind, data)?, log_ms, dec_slow)
     }
 
     fn assert_same(kind: SourceKind, data: &[u8]) {
