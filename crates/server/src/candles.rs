@@ -1007,25 +1007,33 @@ impl Driver {
             let Some(st) = self.symbols.get_mut(idx) else {
                 continue;
             };
-            let live = std::mem::take(&mut st.live);
+            let SymbolState {
+                name,
+                agg,
+                live,
+                closed_live,
+                channels,
+                ..
+            } = st;
+            let live = std::mem::take(live);
             let lazy = Resolution::ALL
                 .into_iter()
                 .filter(|r| live & (1 << r.index()) != 0)
-                .filter_map(|r| Some((r, st.agg.live_bar(r)?)));
-            let bars: Vec<(Resolution, Candle)> = st.closed_live.drain(..).chain(lazy).collect();
-            for (res, candle) in bars {
-                let channel = match &st.channels[res.index()] {
+                .filter_map(|r| Some((r, agg.live_bar(r)?)));
+            // Borrowed apart: no per-symbol Vec of the bars between reading and publishing.
+            for (res, candle) in closed_live.drain(..).chain(lazy) {
+                let channel = match &channels[res.index()] {
                     Some(c) => c.clone(),
                     None => {
-                        let Ok(c) = Channel::parse(&channel_name(&st.name, res)) else {
+                        let Ok(c) = Channel::parse(&channel_name(name, res)) else {
                             continue;
                         };
-                        st.channels[res.index()] = Some(c.clone());
+                        channels[res.index()] = Some(c.clone());
                         c
                     }
                 };
                 let bar = LiveBarRef {
-                    symbol: &st.name,
+                    symbol: name,
                     resolution: res,
                     candle: &candle,
                 };
