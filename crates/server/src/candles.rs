@@ -941,10 +941,9 @@ impl Driver {
         self.index.insert(symbol.to_string(), idx);
         let mut known = self.svc.symbols.write();
         if !known.contains_key(symbol) {
-            known.insert(symbol.to_string(), now_ms());
-            self.pending
-                .new_symbols
-                .push((symbol.to_string(), now_ms()));
+            let seen = now_ms();
+            known.insert(symbol.to_string(), seen);
+            self.pending.new_symbols.push((symbol.to_string(), seen));
         }
         Some(idx)
     }
