@@ -195,6 +195,12 @@ pub fn channel_name(symbol: &str, res: Resolution) -> String {
     format!("candles.{symbol}.{res}")
 }
 
+/// Where the candle store lives in a server data directory: the server, `tickwire import` (bar
+/// files) and the driver bench must open the same file.
+pub fn store_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("candles").join("candles.redb")
+}
+
 /// Opens the store, takes the taps and starts the driver thread. `None` when disabled.
 pub fn start(
     hub: Arc<Hub>,
@@ -211,8 +217,7 @@ pub fn start(
         ));
     }
     let store_err = |e: tickwire_store::StoreError| ServerError::Config(e.to_string());
-    let store =
-        Arc::new(Store::open(&data_dir.join("candles").join("candles.redb")).map_err(store_err)?);
+    let store = Arc::new(Store::open(&store_path(&data_dir)).map_err(store_err)?);
     // Taps first, replay second: see the module docs.
     let mut sources = Vec::new();
     let known: Vec<String> = hub.namespaces().into_iter().map(|n| n.name).collect();
@@ -1164,8 +1169,8 @@ impl DriverBench {
     pub fn open(data_dir: &std::path::Path) -> Result<DriverBench, ServerError> {
         let config = CandlesConfig::default();
         let hub = Arc::new(Hub::open(tickwire_hub::HubConfig::new(data_dir))?);
-        let store = Store::open(&data_dir.join("candles").join("candles.redb"))
-            .map_err(|e| ServerError::Config(e.to_string()))?;
+        let store =
+            Store::open(&store_path(data_dir)).map_err(|e| ServerError::Config(e.to_string()))?;
         let svc = Arc::new(CandleService {
             hub: hub.clone(),
             store: Arc::new(store),
