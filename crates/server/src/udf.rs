@@ -100,17 +100,27 @@ fn pricescale(svc: &CandleService, symbol: &str) -> u64 {
     10u64.saturating_pow(u32::try_from(decimals.min(12)).unwrap_or(2))
 }
 
-fn symbol_info(svc: &CandleService, symbol: &str) -> Value {
+/// A symbol's description and UDF `type`: its own metadata, else the symbol name and the
+/// default type. Config only, so search can filter without [`symbol_info`]'s hub lookups.
+fn description_and_type(svc: &CandleService, symbol: &str) -> (String, String) {
     let meta = svc.config.symbols.get(symbol);
     let description = meta
         .and_then(|m| m.description.clone())
         .unwrap_or_else(|| symbol.to_string());
-    let session = meta
-        .and_then(|m| m.session.clone())
-        .unwrap_or_else(|| svc.config.default_session.clone());
     let kind = meta
         .and_then(|m| m.kind.clone())
         .unwrap_or_else(|| svc.config.default_type.clone());
+    (description, kind)
+}
+
+fn symbol_info(svc: &CandleService, symbol: &str) -> Value {
+    let (description, kind) = description_and_type(svc, symbol);
+    let session = svc
+        .config
+        .symbols
+        .get(symbol)
+        .and_then(|m| m.session.clone())
+        .unwrap_or_else(|| svc.config.default_session.clone());
     let res: Vec<&str> = svc.resolutions.iter().map(|r| r.to_tradingview()).collect();
     let has = |r: Resolution| svc.resolutions.contains(&r);
     json!({
@@ -179,21 +189,19 @@ async fn search(State(svc): State<Arc<CandleService>>, Query(q): Q) -> Response 
     }
     let mut out = Vec::new();
     for s in all_symbols(&svc) {
-        let info = symbol_info(&svc, &s);
-        let matches = s.to_uppercase().contains(&query)
-            || info["description"]
-                .as_str()
-                .is_some_and(|d| d.to_uppercase().contains(&query));
-        if !matches || (!kind.is_empty() && info["type"] != kind.as_str()) {
+        let (description, s_kind) = description_and_type(&svc, &s);
+        let matches =
+            s.to_uppercase().contains(&query) || description.to_uppercase().contains(&query);
+        if !matches || (!kind.is_empty() && s_kind != kind) {
             continue;
         }
         out.push(json!({
             "symbol": s,
             "full_name": format!("{}:{s}", svc.config.exchange),
-            "description": info["description"],
+            "description": description,
             "exchange": svc.config.exchange,
             "ticker": s,
-            "type": info["type"],
+            "type": s_kind,
         }));
         if out.len() >= limit {
             break;
