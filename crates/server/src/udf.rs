@@ -5,7 +5,10 @@
 //! number such as `1.085425`), never through a binary float, so what the chart receives is
 //! exactly what was aggregated. The native API keeps decimal strings.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use axum::{
     extract::{Path, Query, State},
@@ -164,15 +167,11 @@ async fn symbols(State(svc): State<Arc<CandleService>>, Query(q): Q) -> Response
     Json(symbol_info(&svc, symbol)).into_response()
 }
 
+/// Seen and configured symbols, sorted, each once.
 fn all_symbols(svc: &CandleService) -> Vec<String> {
-    let mut v: Vec<String> = svc.symbols.read().keys().cloned().collect();
-    for s in svc.config.symbols.keys() {
-        if !v.contains(s) {
-            v.push(s.clone());
-        }
-    }
-    v.sort();
-    v
+    let mut all: BTreeSet<String> = svc.symbols.read().keys().cloned().collect();
+    all.extend(svc.config.symbols.keys().cloned());
+    all.into_iter().collect()
 }
 
 async fn search(State(svc): State<Arc<CandleService>>, Query(q): Q) -> Response {
