@@ -471,7 +471,7 @@ fn import(args: &ImportArgs) -> Res<()> {
     let ns_prefix = format!("{}.", args.namespace);
     let store = if matches!(args.format, ImportFormat::Mt4 | ImportFormat::Mt5) {
         Some(
-            Store::open(&args.data.join("candles").join("candles.redb"))
+            Store::open(&tickwire_server::candles::store_path(&args.data))
                 .map_err(|e| e.to_string())?,
         )
     } else {

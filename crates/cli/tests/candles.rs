@@ -97,6 +97,24 @@ fn assert_udf_matches(v: &Value, res: Resolution) {
     }
 }
 
+/// Waits until `/udf/history` over `[from, to)` has every reference bar at 1S, 1 and 60, and
+/// checks them against the reference.
+async fn assert_history_matches(srv: &Server, from: i64, to: i64) {
+    for (res, tv) in [
+        (Resolution::Sec1, "1S"),
+        (Resolution::Min1, "1"),
+        (Resolution::Hour1, "60"),
+    ] {
+        let n = reference(res).len();
+        let path = format!("/udf/history?symbol=CNDL&resolution={tv}&from={from}&to={to}");
+        let v = wait_for(srv, &path, |v| {
+            v["t"].as_array().is_some_and(|t| t.len() == n)
+        })
+        .await;
+        assert_udf_matches(&v, res);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_candles_udf_and_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -155,19 +173,7 @@ async fn live_candles_udf_and_restart() {
 
     let from = T0 / 1000;
     let to = from + 3 * 3600;
-    for (res, tv) in [
-        (Resolution::Sec1, "1S"),
-        (Resolution::Min1, "1"),
-        (Resolution::Hour1, "60"),
-    ] {
-        let n = reference(res).len();
-        let path = format!("/udf/history?symbol=CNDL&resolution={tv}&from={from}&to={to}");
-        let v = wait_for(&srv, &path, |v| {
-            v["t"].as_array().is_some_and(|t| t.len() == n)
-        })
-        .await;
-        assert_udf_matches(&v, res);
-    }
+    assert_history_matches(&srv, from, to).await;
 
     // Native API: decimal strings, ms times, newest `limit`.
     let v = wait_for(&srv, "/v1/candles/CNDL?res=1m&limit=2", |v| {
@@ -231,19 +237,7 @@ async fn live_candles_udf_and_restart() {
     drop(ws);
     srv.kill9();
     let srv = Server::start(&data, &[], FAST);
-    for (res, tv) in [
-        (Resolution::Sec1, "1S"),
-        (Resolution::Min1, "1"),
-        (Resolution::Hour1, "60"),
-    ] {
-        let n = reference(res).len();
-        let path = format!("/udf/history?symbol=CNDL&resolution={tv}&from={from}&to={to}");
-        let v = wait_for(&srv, &path, |v| {
-            v["t"].as_array().is_some_and(|t| t.len() == n)
-        })
-        .await;
-        assert_udf_matches(&v, res);
-    }
+    assert_history_matches(&srv, from, to).await;
     let after = get(
         &srv,
         &format!("/udf/history?symbol=CNDL&resolution=1S&from={from}&to={to}"),

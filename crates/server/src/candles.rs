@@ -39,7 +39,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tickwire_candles::{
     Aggregator, AggregatorConfig, BarView, Candle, ChangeKind, Decimal, PriceSource, Resolution,
-    Tick,
+    Tick, TickOutcome,
 };
 use tickwire_hub::{Channel, Hub, Message, PublishRequest};
 use tickwire_store::{Batch, Store};
@@ -189,6 +189,18 @@ pub struct LiveBar {
     pub candle: Candle,
 }
 
+/// The name of the channel a symbol's live bars of one resolution are published on:
+/// `candles.<SYMBOL>.<res>`. The one place that spells it (driver, UDF, native API).
+pub fn channel_name(symbol: &str, res: Resolution) -> String {
+    format!("candles.{symbol}.{res}")
+}
+
+/// Where the candle store lives in a server data directory: the server, `tickwire import` (bar
+/// files) and the driver bench must open the same file.
+pub fn store_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("candles").join("candles.redb")
+}
+
 /// Opens the store, takes the taps and starts the driver thread. `None` when disabled.
 pub fn start(
     hub: Arc<Hub>,
@@ -205,8 +217,7 @@ pub fn start(
         ));
     }
     let store_err = |e: tickwire_store::StoreError| ServerError::Config(e.to_string());
-    let store =
-        Arc::new(Store::open(&data_dir.join("candles").join("candles.redb")).map_err(store_err)?);
+    let store = Arc::new(Store::open(&store_path(&data_dir)).map_err(store_err)?);
     // Taps first, replay second: see the module docs.
     let mut sources = Vec::new();
     let known: Vec<String> = hub.namespaces().into_iter().map(|n| n.name).collect();
@@ -305,7 +316,8 @@ struct Driver {
     index: HashMap<String, usize>,
     symbols: Vec<SymbolState>,
     sources: Vec<Source>,
-    /// Symbols with a live bar changed since the last flush (each once, see `SymbolState::live`).
+    /// Symbols with a live bar changed since the last flush (each once: exactly those whose
+    /// `live` or `closed_live` is not empty).
     live_symbols: Vec<usize>,
     /// Closed/corrected bars and new symbols waiting for the next commit.
     pending: Batch,
@@ -336,8 +348,6 @@ struct SymbolState {
     /// which is their content at their last live change. At most one per resolution, and
     /// never together with the same resolution's bit in `live`.
     closed_live: Vec<(Resolution, Candle)>,
-    /// `live` or `closed_live` is not empty (then the symbol is in `live_symbols`).
-    in_live: bool,
     /// `candles.<SYMBOL>.<res>` per resolution, built on the first flush that needs it.
     channels: [Option<Channel>; 12],
 }
@@ -351,8 +361,37 @@ impl SymbolState {
             dirty: false,
             live: 0,
             closed_live: Vec::new(),
-            in_live: false,
             channels: Default::default(),
+        }
+    }
+
+    /// The aggregator, and the sink its changes go to ([`route`] over this symbol's other
+    /// fields), borrowed apart so the aggregator can report while the sink records.
+    #[inline]
+    fn split<'s>(
+        &'s mut self,
+        idx: usize,
+        live_symbols: &'s mut Vec<usize>,
+        pending_bars: &'s mut Vec<(String, Resolution, Candle)>,
+    ) -> (&'s mut Aggregator, impl FnMut(BarView<'_>) + 's) {
+        let SymbolState {
+            name,
+            agg,
+            live,
+            closed_live,
+            ..
+        } = self;
+        let mut slots = LiveSlots { live, closed_live };
+        let sink =
+            move |c: BarView<'_>| route(name, &mut slots, idx, c, live_symbols, pending_bars);
+        (agg, sink)
+    }
+
+    /// Notes that symbol `idx`'s aggregator changed since the last commit (listed once).
+    fn mark_dirty(&mut self, idx: usize, dirty_symbols: &mut Vec<usize>) {
+        if !self.dirty {
+            self.dirty = true;
+            dirty_symbols.push(idx);
         }
     }
 }
@@ -387,6 +426,18 @@ fn parse_tick(kind: SourceKind, data: &[u8], log_ts_nanos: u64) -> Option<Tick> 
         Scan::Fields(f) => f,
         Scan::Unusual => serde_fields(kind, data)?,
     };
+    tick_from_fields(kind, fields, log_ms, dec)
+}
+
+/// The tick a message's fields make, with `dec` reading the decimals (and `log_ms` the time
+/// when the message has no `ts`).
+#[inline]
+fn tick_from_fields(
+    kind: SourceKind,
+    fields: TickFields<'_>,
+    log_ms: i64,
+    dec: impl Fn(&[u8]) -> Option<Decimal>,
+) -> Option<Tick> {
     let ts = fields.ts.unwrap_or(log_ms);
     match kind {
         SourceKind::Quote => match (fields.bid, fields.ask, fields.last) {
@@ -870,34 +921,14 @@ impl Driver {
             let log_ms = i64::try_from(log_ts / 1_000_000).unwrap_or(i64::MAX);
             st.lag_ms = Some(log_ms.saturating_sub(tick.ts_ms).max(0));
         }
-        let before = st.agg.late_dropped();
-        let SymbolState {
-            name,
-            agg,
-            live,
-            closed_live,
-            in_live,
-            ..
-        } = st;
-        let mut slots = LiveSlots {
-            live,
-            closed_live,
-            in_live,
-        };
-        let (live_symbols, pending_bars) = (&mut self.live_symbols, &mut self.pending.bars);
-        agg.update_with(&tick, |c| {
-            route(name, &mut slots, idx, c, live_symbols, pending_bars)
-        });
-        if st.agg.late_dropped() > before {
+        let (agg, sink) = st.split(idx, &mut self.live_symbols, &mut self.pending.bars);
+        if let TickOutcome::Dropped { .. } = agg.update_with(&tick, sink) {
             self.svc.stats.late_dropped.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%symbol, ts = tick.ts_ms, "tick later than the tolerance: dropped");
             return;
         }
         self.svc.stats.ticks.fetch_add(1, Ordering::Relaxed);
-        if !st.dirty {
-            st.dirty = true;
-            self.dirty_symbols.push(idx);
-        }
+        st.mark_dirty(idx, &mut self.dirty_symbols);
     }
 
     /// Registers a symbol on its first tick (its price source is decided by the namespace it
@@ -915,10 +946,9 @@ impl Driver {
         self.index.insert(symbol.to_string(), idx);
         let mut known = self.svc.symbols.write();
         if !known.contains_key(symbol) {
-            known.insert(symbol.to_string(), now_ms());
-            self.pending
-                .new_symbols
-                .push((symbol.to_string(), now_ms()));
+            let seen = now_ms();
+            known.insert(symbol.to_string(), seen);
+            self.pending.new_symbols.push((symbol.to_string(), seen));
         }
         Some(idx)
     }
@@ -939,29 +969,18 @@ impl Driver {
             let now = wall.saturating_sub(lag);
             // Only aggregators whose watermark is behind `now` can close anything.
             if st.agg.watermark().is_some_and(|wm| wm < now) {
-                let SymbolState {
-                    name,
-                    agg,
-                    live,
-                    closed_live,
-                    in_live,
-                    dirty,
-                    ..
-                } = st;
-                let mut slots = LiveSlots {
-                    live,
-                    closed_live,
-                    in_live,
+                let any = {
+                    let (agg, mut sink) =
+                        st.split(idx, &mut self.live_symbols, &mut self.pending.bars);
+                    let mut any = false;
+                    agg.close_until_with(now, |c| {
+                        any = true;
+                        sink(c);
+                    });
+                    any
                 };
-                let (live_symbols, pending_bars) = (&mut self.live_symbols, &mut self.pending.bars);
-                let mut any = false;
-                agg.close_until_with(now, |c| {
-                    any = true;
-                    route(name, &mut slots, idx, c, live_symbols, pending_bars)
-                });
-                if any && !*dirty {
-                    *dirty = true;
-                    self.dirty_symbols.push(idx);
+                if any {
+                    st.mark_dirty(idx, &mut self.dirty_symbols);
                 }
             }
         }
@@ -982,7 +1001,6 @@ impl Driver {
                     if let Some(st) = self.symbols.get_mut(idx) {
                         st.live = 0;
                         st.closed_live.clear();
-                        st.in_live = false;
                     }
                 }
                 return;
@@ -993,26 +1011,33 @@ impl Driver {
             let Some(st) = self.symbols.get_mut(idx) else {
                 continue;
             };
-            st.in_live = false;
-            let live = std::mem::take(&mut st.live);
+            let SymbolState {
+                name,
+                agg,
+                live,
+                closed_live,
+                channels,
+                ..
+            } = st;
+            let live = std::mem::take(live);
             let lazy = Resolution::ALL
                 .into_iter()
                 .filter(|r| live & (1 << r.index()) != 0)
-                .filter_map(|r| Some((r, st.agg.live_bar(r)?)));
-            let bars: Vec<(Resolution, Candle)> = st.closed_live.drain(..).chain(lazy).collect();
-            for (res, candle) in bars {
-                let channel = match &st.channels[res.index()] {
+                .filter_map(|r| Some((r, agg.live_bar(r)?)));
+            // Borrowed apart: no per-symbol Vec of the bars between reading and publishing.
+            for (res, candle) in closed_live.drain(..).chain(lazy) {
+                let channel = match &channels[res.index()] {
                     Some(c) => c.clone(),
                     None => {
-                        let Ok(c) = Channel::parse(&format!("candles.{}.{res}", st.name)) else {
+                        let Ok(c) = Channel::parse(&channel_name(name, res)) else {
                             continue;
                         };
-                        st.channels[res.index()] = Some(c.clone());
+                        channels[res.index()] = Some(c.clone());
                         c
                     }
                 };
                 let bar = LiveBarRef {
-                    symbol: &st.name,
+                    symbol: name,
                     resolution: res,
                     candle: &candle,
                 };
@@ -1060,10 +1085,7 @@ impl Driver {
                         continue;
                     };
                     if let Some(st) = self.symbols.get_mut(idx) {
-                        if !st.dirty {
-                            st.dirty = true;
-                            self.dirty_symbols.push(idx);
-                        }
+                        st.mark_dirty(idx, &mut self.dirty_symbols);
                     }
                 }
                 self.pending.bars.splice(0..0, batch.bars);
@@ -1078,12 +1100,11 @@ impl Driver {
 struct LiveSlots<'a> {
     live: &'a mut u16,
     closed_live: &'a mut Vec<(Resolution, Candle)>,
-    in_live: &'a mut bool,
 }
 
 /// Routes one change of symbol `idx` (`name`): a live bar is marked for the next flush, a
 /// closed or corrected bar goes to the next commit. A free function over the pieces it touches
-/// so the aggregator can stay borrowed while it reports.
+/// so the aggregator can stay borrowed while it reports (see [`SymbolState::split`]).
 #[inline]
 fn route(
     name: &str,
@@ -1096,14 +1117,15 @@ fn route(
     let bit = 1u16 << c.resolution.index();
     match c.kind {
         ChangeKind::Live => {
+            // Listed once while it has anything to publish; a close only moves a bit of `live`
+            // to `closed_live`, so only a live change can make a symbol listed.
+            if *slots.live == 0 && slots.closed_live.is_empty() {
+                live_symbols.push(idx);
+            }
             *slots.live |= bit;
             // A newer live bar replaces one that closed unpublished (latest wins).
             if !slots.closed_live.is_empty() {
                 slots.closed_live.retain(|(r, _)| *r != c.resolution);
-            }
-            if !*slots.in_live {
-                *slots.in_live = true;
-                live_symbols.push(idx);
             }
         }
         ChangeKind::Closed => {
@@ -1147,8 +1169,8 @@ impl DriverBench {
     pub fn open(data_dir: &std::path::Path) -> Result<DriverBench, ServerError> {
         let config = CandlesConfig::default();
         let hub = Arc::new(Hub::open(tickwire_hub::HubConfig::new(data_dir))?);
-        let store = Store::open(&data_dir.join("candles").join("candles.redb"))
-            .map_err(|e| ServerError::Config(e.to_string()))?;
+        let store =
+            Store::open(&store_path(data_dir)).map_err(|e| ServerError::Config(e.to_string()))?;
         let svc = Arc::new(CandleService {
             hub: hub.clone(),
             store: Arc::new(store),
@@ -1258,26 +1280,11 @@ mod tests {
         assert!(parse_tick(SourceKind::Trade, br#"{"price":"x"}"#, 0).is_none());
     }
 
-    /// `parse_tick` through serde alone: the reference the fast scanner must agree with.
+    /// `parse_tick` through serde and `Decimal::from_str` alone: the reference the fast
+    /// scanner and the fast decimals must agree with.
     fn parse_tick_serde(kind: SourceKind, data: &[u8], log_ts_nanos: u64) -> Option<Tick> {
         let log_ms = i64::try_from(log_ts_nanos / 1_000_000).ok()?;
-        let f = serde_fields(kind, data)?;
-        let dec = |b: &[u8]| Decimal::from_str(std::str::from_utf8(b).ok()?).ok();
-        let ts = f.ts.unwrap_or(log_ms);
-        match kind {
-            SourceKind::Quote => match (f.bid, f.ask, f.last) {
-                (Some(b), Some(a), _) => Some(Tick::quote(ts, dec(b)?, dec(a)?)),
-                (_, _, Some(l)) => Some(Tick::trade(ts, dec(l)?, None)),
-                _ => None,
-            },
-            SourceKind::Trade => {
-                let size = match f.size {
-                    Some(s) => Some(dec(s)?),
-                    None => None,
-                };
-                Some(Tick::trade(ts, dec(f.price?)?, size))
-            }
-        }
+        tick_from_fields(kind, serde_fields(kind, data)?, log_ms, dec_slow)
     }
 
     fn assert_same(kind: SourceKind, data: &[u8]) {
@@ -1550,7 +1557,7 @@ mod tests {
                                 candle,
                             };
                             (
-                                format!("candles.{symbol}.{resolution}"),
+                                channel_name(&symbol, resolution),
                                 serde_json::to_string(&bar).unwrap(),
                             )
                         })

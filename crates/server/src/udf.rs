@@ -5,7 +5,10 @@
 //! number such as `1.085425`), never through a binary float, so what the chart receives is
 //! exactly what was aggregated. The native API keeps decimal strings.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use axum::{
     extract::{Path, Query, State},
@@ -18,7 +21,7 @@ use serde_json::{json, value::RawValue, Value};
 use tickwire_candles::{Candle, Resolution};
 use tickwire_hub::Channel;
 
-use crate::candles::{CandleService, LiveBar};
+use crate::candles::{channel_name, CandleService, LiveBar};
 
 /// Most bars one request returns.
 const MAX_BARS: usize = 20_000;
@@ -100,17 +103,27 @@ fn pricescale(svc: &CandleService, symbol: &str) -> u64 {
     10u64.saturating_pow(u32::try_from(decimals.min(12)).unwrap_or(2))
 }
 
-fn symbol_info(svc: &CandleService, symbol: &str) -> Value {
+/// A symbol's description and UDF `type`: its own metadata, else the symbol name and the
+/// default type. Config only, so search can filter without [`symbol_info`]'s hub lookups.
+fn description_and_type(svc: &CandleService, symbol: &str) -> (String, String) {
     let meta = svc.config.symbols.get(symbol);
     let description = meta
         .and_then(|m| m.description.clone())
         .unwrap_or_else(|| symbol.to_string());
-    let session = meta
-        .and_then(|m| m.session.clone())
-        .unwrap_or_else(|| svc.config.default_session.clone());
     let kind = meta
         .and_then(|m| m.kind.clone())
         .unwrap_or_else(|| svc.config.default_type.clone());
+    (description, kind)
+}
+
+fn symbol_info(svc: &CandleService, symbol: &str) -> Value {
+    let (description, kind) = description_and_type(svc, symbol);
+    let session = svc
+        .config
+        .symbols
+        .get(symbol)
+        .and_then(|m| m.session.clone())
+        .unwrap_or_else(|| svc.config.default_session.clone());
     let res: Vec<&str> = svc.resolutions.iter().map(|r| r.to_tradingview()).collect();
     let has = |r: Resolution| svc.resolutions.contains(&r);
     json!({
@@ -154,15 +167,11 @@ async fn symbols(State(svc): State<Arc<CandleService>>, Query(q): Q) -> Response
     Json(symbol_info(&svc, symbol)).into_response()
 }
 
+/// Seen and configured symbols, sorted, each once.
 fn all_symbols(svc: &CandleService) -> Vec<String> {
-    let mut v: Vec<String> = svc.symbols.read().keys().cloned().collect();
-    for s in svc.config.symbols.keys() {
-        if !v.contains(s) {
-            v.push(s.clone());
-        }
-    }
-    v.sort();
-    v
+    let mut all: BTreeSet<String> = svc.symbols.read().keys().cloned().collect();
+    all.extend(svc.config.symbols.keys().cloned());
+    all.into_iter().collect()
 }
 
 async fn search(State(svc): State<Arc<CandleService>>, Query(q): Q) -> Response {
@@ -179,21 +188,19 @@ async fn search(State(svc): State<Arc<CandleService>>, Query(q): Q) -> Response 
     }
     let mut out = Vec::new();
     for s in all_symbols(&svc) {
-        let info = symbol_info(&svc, &s);
-        let matches = s.to_uppercase().contains(&query)
-            || info["description"]
-                .as_str()
-                .is_some_and(|d| d.to_uppercase().contains(&query));
-        if !matches || (!kind.is_empty() && info["type"] != kind.as_str()) {
+        let (description, s_kind) = description_and_type(&svc, &s);
+        let matches =
+            s.to_uppercase().contains(&query) || description.to_uppercase().contains(&query);
+        if !matches || (!kind.is_empty() && s_kind != kind) {
             continue;
         }
         out.push(json!({
             "symbol": s,
             "full_name": format!("{}:{s}", svc.config.exchange),
-            "description": info["description"],
+            "description": description,
             "exchange": svc.config.exchange,
             "ticker": s,
-            "type": info["type"],
+            "type": s_kind,
         }));
         if out.len() >= limit {
             break;
@@ -239,7 +246,7 @@ async fn load_bars(
 }
 
 fn live_bar(svc: &CandleService, symbol: &str, res: Resolution) -> Option<Candle> {
-    let ch = Channel::parse(&format!("candles.{symbol}.{res}")).ok()?;
+    let ch = Channel::parse(&channel_name(symbol, res)).ok()?;
     let m = svc.hub.latest(&ch).ok()??;
     let bar: LiveBar = serde_json::from_slice(&m.publication.data).ok()?;
     Some(bar.candle)
@@ -408,7 +415,7 @@ async fn native(
     Json(json!({
         "symbol": symbol,
         "resolution": res,
-        "channel": format!("candles.{symbol}.{res}"),
+        "channel": channel_name(&symbol, res),
         "candles": bars,
     }))
     .into_response()

@@ -102,14 +102,10 @@ pub struct Store {
     db: Database,
 }
 
-/// A resolution's key byte: its index in [`Resolution::ALL`], stable because new
-/// resolutions would only ever be appended.
+/// A resolution's key byte: [`Resolution::index`] (its position in [`Resolution::ALL`]),
+/// stable because new resolutions would only ever be appended.
 fn res_key(r: Resolution) -> u8 {
-    Resolution::ALL
-        .iter()
-        .position(|x| *x == r)
-        .and_then(|i| u8::try_from(i).ok())
-        .unwrap_or(u8::MAX)
+    u8::try_from(r.index()).unwrap_or(u8::MAX)
 }
 
 impl Store {
