@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{fix_session, free_port, http, publish, start_with_config, Ws};
+use common::{fix_session, free_port, get_json, http, publish, start_with_config, Ws};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -231,26 +231,12 @@ reconnect_max_ms = 2000
         peer.cmd(&format!("quote EURUSD 1.1{i:04} 1.1{:04}", i + 20));
     }
     ws_until_bid(&mut ws, "1.10010", &mut bids).await;
-    let q: Value = http()
-        .get(srv.url("/v1/latest/quotes.EURUSD"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let q: Value = get_json(&srv, "/v1/latest/quotes.EURUSD").await;
     assert_eq!(
         q["data"]["ask"], "1.10030",
         "top of book after deletes: {q}"
     );
-    let book: Value = http()
-        .get(srv.url("/v1/latest/book.EURUSD"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let book: Value = get_json(&srv, "/v1/latest/book.EURUSD").await;
     assert_eq!(
         book["data"]["bids"],
         json!([["1.10010", "1000000"]]),
@@ -261,14 +247,7 @@ reconnect_max_ms = 2000
     peer.cmd("trade EURUSD 1.10015 250000");
     let end = Instant::now() + WAIT;
     loop {
-        let h: Value = http()
-            .get(srv.url("/v1/history/trades.EURUSD?from=0"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let h: Value = get_json(&srv, "/v1/history/trades.EURUSD?from=0").await;
         if let Some(m) = h["messages"].as_array().and_then(|a| a.first()) {
             assert_eq!(m["data"]["price"], "1.10015", "{h}");
             assert_eq!(m["data"]["size"], "250000", "{h}");

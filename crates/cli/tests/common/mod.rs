@@ -489,14 +489,7 @@ pub fn start_with_config(dir: &tempfile::TempDir, toml: &str) -> Server {
 
 /// Every FIX session `GET /v1/fix/sessions` lists.
 pub async fn fix_sessions(srv: &Server) -> Vec<Value> {
-    let v: Value = http()
-        .get(srv.url("/v1/fix/sessions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(srv, "/v1/fix/sessions").await;
     v["sessions"].as_array().unwrap().clone()
 }
 
