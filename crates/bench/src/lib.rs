@@ -47,6 +47,14 @@ impl Target {
     }
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Encoding {
+    #[default]
+    Json,
+    Binary,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
@@ -142,6 +150,11 @@ pub struct RunArgs {
     /// Load-generator runtime threads (the server shares the machine).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Body encoding of Tickwire's HTTP publishers: the JSON array, or the binary batch
+    /// (`application/vnd.tickwire.batch`, docs/protocol.md).
+    #[arg(long, value_enum, default_value_t = Encoding::Json)]
+    #[serde(default)]
+    pub encoding: Encoding,
     /// The server's fsync policy, recorded in the result (ingest).
     #[arg(long)]
     pub fsync: Option<String>,

@@ -399,10 +399,15 @@ pub struct Publisher {
     out: Vec<u8>,
     body: Vec<u8>,
     count: usize,
+    binary: bool,
 }
 
 impl Publisher {
-    pub async fn connect(target: Target, addr: SocketAddr) -> Result<Publisher> {
+    pub async fn connect(
+        target: Target,
+        addr: SocketAddr,
+        encoding: crate::Encoding,
+    ) -> Result<Publisher> {
         let conn = match target {
             // Tickwire's publish API is HTTP: a plain keep-alive TCP connection.
             Target::TickwireWs => Conn {
@@ -420,12 +425,29 @@ impl Publisher {
             out: Vec::with_capacity(1 << 20),
             body: Vec::with_capacity(1 << 20),
             count: 0,
+            binary: encoding == crate::Encoding::Binary,
         })
     }
 
     /// Adds one message to the pending batch.
     pub fn add(&mut self, sym: usize, payload: &[u8]) {
         match self.target {
+            Target::TickwireWs if self.binary => {
+                // docs/protocol.md, "Binary publish batch": u16 channel length, channel,
+                // u16 msg_id length (0), u32 data length, data.
+                if self.count == 0 {
+                    self.body.extend_from_slice(b"TWB1");
+                }
+                let sym = crate::msg::symbol(sym);
+                let len = "quotes.".len() + sym.len();
+                self.body.extend_from_slice(&(len as u16).to_le_bytes());
+                self.body.extend_from_slice(b"quotes.");
+                self.body.extend_from_slice(sym.as_bytes());
+                self.body.extend_from_slice(&0u16.to_le_bytes());
+                self.body
+                    .extend_from_slice(&(payload.len() as u32).to_le_bytes());
+                self.body.extend_from_slice(payload);
+            }
             Target::TickwireWs => {
                 self.body.push(if self.count == 0 { b'[' } else { b',' });
                 self.body.extend_from_slice(br#"{"channel":"quotes."#);
@@ -478,13 +500,18 @@ impl Publisher {
         if self.count == 0 {
             return Ok(());
         }
-        self.count = 0;
+        let count = std::mem::take(&mut self.count);
         if self.target == Target::TickwireWs {
-            self.body.push(b']');
+            let content_type = if self.binary {
+                "application/vnd.tickwire.batch"
+            } else {
+                self.body.push(b']');
+                "application/json"
+            };
             self.out.clear();
             self.out.extend_from_slice(
                 format!(
-                    "POST /v1/publish HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    "POST /v1/publish HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
                     self.addr,
                     self.body.len()
                 )
@@ -494,7 +521,16 @@ impl Publisher {
             self.body.clear();
             self.conn.send(&self.out).await?;
             self.out.clear();
-            http_response(&mut self.conn).await
+            let body_len = http_response(&mut self.conn).await?;
+            // The binary answer is "TWA1", a u32 count and 9 bytes per item: a short one
+            // means the server acknowledged fewer items than were sent.
+            if self.binary && body_len != 8 + 9 * count {
+                return Err(BenchError::proto(
+                    "tickwire http",
+                    format!("binary answer of {body_len} bytes for {count} items"),
+                ));
+            }
+            Ok(())
         } else {
             self.conn.send(&self.out).await?;
             self.out.clear();
@@ -503,8 +539,9 @@ impl Publisher {
     }
 }
 
-/// Reads one HTTP/1.1 response with a Content-Length body; an error unless 2xx.
-async fn http_response(c: &mut Conn) -> Result<()> {
+/// Reads one HTTP/1.1 response with a Content-Length body; an error unless 2xx. Returns the
+/// body's length.
+async fn http_response(c: &mut Conn) -> Result<usize> {
     let name = "tickwire http";
     let end = read_until(&mut c.stream, &mut c.buf, b"\r\n\r\n", name).await?;
     let head = String::from_utf8_lossy(&c.buf[..end]).into_owned();
@@ -530,5 +567,5 @@ async fn http_response(c: &mut Conn) -> Result<()> {
         ));
     }
     c.buf.advance(end + len);
-    Ok(())
+    Ok(len)
 }

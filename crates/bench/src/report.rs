@@ -85,12 +85,17 @@ fn params_key(a: &RunArgs) -> String {
     use crate::Scenario::*;
     match a.scenario {
         Ingest => format!(
-            "pubs={} batch={} size={} fsync={}",
+            "pubs={} batch={}{} size={} fsync={}",
             a.publishers,
             if a.target == crate::Target::JetStream {
                 format!("window {}", a.window)
             } else {
                 a.batch.to_string()
+            },
+            if a.encoding == crate::Encoding::Binary {
+                " binary"
+            } else {
+                ""
             },
             a.size,
             a.fsync.as_deref().unwrap_or("?")

@@ -123,7 +123,7 @@ async fn subscriber(
 /// Publishes at `rate` (round-robin over the symbols) until the time or count bound; returns
 /// messages sent while measuring and the last sequence number per symbol.
 async fn publish_loop(a: &RunArgs, phase: &Phase, total: Duration) -> Result<(u64, Vec<u64>)> {
-    let mut p = Publisher::connect(a.target, a.addr).await?;
+    let mut p = Publisher::connect(a.target, a.addr, a.encoding).await?;
     let start = Instant::now();
     let mut seq = 0u64;
     let mut measured = 0u64;
@@ -437,7 +437,7 @@ async fn batch_publisher(
     acked: &AtomicU64,
     total: Duration,
 ) -> Result<(Histogram<u64>, u64)> {
-    let mut pb = Publisher::connect(a.target, a.addr).await?;
+    let mut pb = Publisher::connect(a.target, a.addr, a.encoding).await?;
     let mut hist = histogram();
     let mut payload = Vec::with_capacity(a.size + 64);
     let start = Instant::now();

@@ -11,7 +11,9 @@ use std::{
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tickwire_log::{Log, LogConfig, LogReader};
-use tickwire_model::{validate_schema_json, Channel, Class, NamespaceSpec, Offset};
+use tickwire_model::{
+    validate_json, validate_schema_json, Channel, Class, NamespaceSpec, Offset, Schema,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
@@ -70,7 +72,17 @@ impl HubInner {
     }
 
     pub fn namespace_by_name(&self, name: &str) -> Result<Arc<NamespaceRt>, HubError> {
-        self.namespaces.get(name).cloned().ok_or_else(|| {
+        // Called for every published item. A server has a handful of namespaces, and comparing
+        // a few short names beats SipHashing one.
+        let found = if self.namespaces.len() <= 8 {
+            self.namespaces
+                .iter()
+                .find(|(k, _)| k.as_str() == name)
+                .map(|(_, v)| v)
+        } else {
+            self.namespaces.get(name)
+        };
+        found.cloned().ok_or_else(|| {
             let mut known: Vec<&str> = self.namespaces.keys().map(String::as_str).collect();
             known.sort_unstable();
             HubError::UnknownNamespace {
@@ -259,6 +271,17 @@ impl Hub {
     /// nothing is validated twice.
     pub fn check(&self, request: PublishRequest) -> Result<Checked, HubError> {
         let ns = self.validate(&request)?;
+        Ok(Checked { ns, request })
+    }
+
+    /// [`Hub::check`] for data that no JSON parser has read yet (the binary publish batch):
+    /// it must also be one JSON value. The quote and trade schema checks prove that already;
+    /// only schema-free namespaces need the extra pass.
+    pub fn check_unparsed(&self, request: PublishRequest) -> Result<Checked, HubError> {
+        let ns = self.validate(&request)?;
+        if ns.spec.schema == Schema::Any {
+            validate_json(&request.data)?;
+        }
         Ok(Checked { ns, request })
     }
 

@@ -139,9 +139,13 @@ impl Registry {
     }
 
     fn shard(&self, ch: &Channel) -> &RwLock<HashMap<Channel, Arc<ChannelNode>>> {
+        self.shard_of(ch.as_str())
+    }
+
+    fn shard_of(&self, name: &str) -> &RwLock<HashMap<Channel, Arc<ChannelNode>>> {
         use std::hash::{Hash, Hasher};
         let mut h = FxLike::default();
-        ch.as_str().hash(&mut h);
+        name.hash(&mut h);
         &self.shards[(h.finish() as usize) % SHARDS]
     }
 

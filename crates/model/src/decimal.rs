@@ -38,6 +38,17 @@ struct Fields<'a> {
     size: Option<&'a serde_json::value::RawValue>,
 }
 
+/// Checks that `data` is exactly one JSON value (surrounding whitespace allowed), without
+/// building it. For data no parser has seen yet, such as the binary publish batch's items; the
+/// quote and trade checks of [`validate_schema_json`] already prove it on their own.
+pub fn validate_json(data: &[u8]) -> Result<(), ModelError> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(data)
+        .map(|_| ())
+        .map_err(|e| ModelError::BadJson {
+            reason: e.to_string(),
+        })
+}
+
 /// Checks JSON text against a namespace schema without building a `Value`; the same rules and
 /// errors as the plain `Value` reference in the tests, which it is proptested against. This
 /// is the publish hot path.
@@ -51,12 +62,66 @@ pub fn validate_schema_json(schema: Schema, data: &[u8]) -> Result<(), ModelErro
     if data.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ModelError::NotAnObject { schema: name });
     }
+    // The common shape (a flat object of plain strings and numbers) is read by hand; anything
+    // else, and every error, goes to serde, so the answer and its wording are serde's.
+    let f = match flat::scan(data) {
+        Some(f) => f,
+        None => via_serde(data)?,
+    };
+    check_fields(schema, name, &f)
+}
+
+/// [`validate_schema_json`] through serde's reader alone: the reference the hand-written fast
+/// path is fuzzed against (crates/wire/fuzz, `publish_batch`). Not an API.
+#[doc(hidden)]
+pub fn validate_schema_json_by_serde(schema: Schema, data: &[u8]) -> Result<(), ModelError> {
+    let name = match schema {
+        Schema::Any => return Ok(()),
+        Schema::Quote => "quote",
+        Schema::Trade => "trade",
+    };
+    if data.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ModelError::NotAnObject { schema: name });
+    }
+    check_fields(schema, name, &via_serde(data)?)
+}
+
+/// The fields by serde's general reader: any JSON, and the error texts users see.
+fn via_serde(data: &[u8]) -> Result<Raw<'_>, ModelError> {
     let f: Fields<'_> = serde_json::from_slice(data).map_err(|e| ModelError::BadJson {
         reason: e.to_string(),
     })?;
-    let check = |field: &str, v: Option<&serde_json::value::RawValue>| -> Result<(), ModelError> {
-        let Some(v) = v else { return Ok(()) };
-        let text = v.get();
+    fn raw(v: Option<&serde_json::value::RawValue>) -> Option<&str> {
+        v.map(|v| v.get())
+    }
+    Ok(Raw {
+        bid: raw(f.bid),
+        ask: raw(f.ask),
+        last: raw(f.last),
+        bid_size: raw(f.bid_size),
+        ask_size: raw(f.ask_size),
+        volume: raw(f.volume),
+        price: raw(f.price),
+        size: raw(f.size),
+    })
+}
+
+/// The raw JSON text of each field a schema checks (`None`: absent).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Raw<'a> {
+    bid: Option<&'a str>,
+    ask: Option<&'a str>,
+    last: Option<&'a str>,
+    bid_size: Option<&'a str>,
+    ask_size: Option<&'a str>,
+    volume: Option<&'a str>,
+    price: Option<&'a str>,
+    size: Option<&'a str>,
+}
+
+fn check_fields(schema: Schema, name: &'static str, f: &Raw<'_>) -> Result<(), ModelError> {
+    let check = |field: &str, v: Option<&str>| -> Result<(), ModelError> {
+        let Some(text) = v else { return Ok(()) };
         if text == "null" {
             return Ok(());
         }
@@ -99,6 +164,146 @@ pub fn validate_schema_json(schema: Schema, data: &[u8]) -> Result<(), ModelErro
             check("price", f.price)?;
             check("size", f.size)
         }
+    }
+}
+
+/// A hand-written reader for the shape nearly every quote and trade has: one flat object whose
+/// values are strings without escapes, numbers, `true`, `false` or `null`, in ASCII. It says
+/// `None` whenever it is not sure (nesting, escapes, non-ASCII, a repeated schema field, any
+/// syntax error), and the caller asks serde: an accepted text is one serde accepts with the
+/// same fields, and every refusal is worded by serde. Publishing is the hot path, and serde's
+/// general reader cost several times the append.
+mod flat {
+    use super::Raw;
+
+    pub(super) fn scan(data: &[u8]) -> Option<Raw<'_>> {
+        // One vectorised check up front; every later span is then a valid `str` slice.
+        if !data.is_ascii() {
+            return None;
+        }
+        let text = std::str::from_utf8(data).ok()?;
+        let mut r = Raw::default();
+        let mut seen = 0u8;
+        let mut i = skip_ws(data, 0);
+        if data.get(i) != Some(&b'{') {
+            return None;
+        }
+        i = skip_ws(data, i + 1);
+        if data.get(i) == Some(&b'}') {
+            return (skip_ws(data, i + 1) == data.len()).then_some(r);
+        }
+        loop {
+            let (key, next) = string(data, i)?;
+            i = skip_ws(data, next);
+            if data.get(i) != Some(&b':') {
+                return None;
+            }
+            i = skip_ws(data, i + 1);
+            let end = value(data, i)?;
+            let text = text.get(i..end)?;
+            let (bit, slot) = match key {
+                b"bid" => (1, &mut r.bid),
+                b"ask" => (2, &mut r.ask),
+                b"last" => (4, &mut r.last),
+                b"bid_size" => (8, &mut r.bid_size),
+                b"ask_size" => (16, &mut r.ask_size),
+                b"volume" => (32, &mut r.volume),
+                b"price" => (64, &mut r.price),
+                b"size" => (128, &mut r.size),
+                _ => (0, &mut None),
+            };
+            if seen & bit != 0 {
+                return None; // serde refuses a repeated field, with its own words
+            }
+            seen |= bit;
+            // serde reads `null` into an `Option` as absent.
+            if text != "null" {
+                *slot = Some(text);
+            }
+            i = skip_ws(data, end);
+            match data.get(i)? {
+                b',' => i = skip_ws(data, i + 1),
+                b'}' => return (skip_ws(data, i + 1) == data.len()).then_some(r),
+                _ => return None,
+            }
+        }
+    }
+
+    /// JSON whitespace only (not form feed, which `is_ascii_whitespace` allows).
+    fn skip_ws(d: &[u8], mut i: usize) -> usize {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = d.get(i) {
+            i += 1;
+        }
+        i
+    }
+
+    /// A string without escapes starting at `i`: its content and the index after it.
+    fn string(d: &[u8], i: usize) -> Option<(&[u8], usize)> {
+        if d.get(i) != Some(&b'"') {
+            return None;
+        }
+        let start = i + 1;
+        // One pass: the closing quote, or give up at an escape (needs decoding) or a control
+        // character (an error): serde's business. The input is known to be ASCII.
+        let len = d
+            .get(start..)?
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if d.get(start + len) != Some(&b'"') {
+            return None;
+        }
+        Some((d.get(start..start + len)?, start + len + 1))
+    }
+
+    /// The end of a string, number or literal value starting at `i`.
+    fn value(d: &[u8], i: usize) -> Option<usize> {
+        match d.get(i)? {
+            b'"' => string(d, i).map(|(_, end)| end),
+            b't' => literal(d, i, b"true"),
+            b'f' => literal(d, i, b"false"),
+            b'n' => literal(d, i, b"null"),
+            b'-' | b'0'..=b'9' => number(d, i),
+            _ => None,
+        }
+    }
+
+    fn literal(d: &[u8], i: usize, word: &[u8]) -> Option<usize> {
+        (d.get(i..i + word.len())? == word).then_some(i + word.len())
+    }
+
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?` (RFC 8259).
+    fn number(d: &[u8], mut i: usize) -> Option<usize> {
+        let digits = |i: usize| {
+            d.get(i..)
+                .map_or(0, |t| t.iter().take_while(|b| b.is_ascii_digit()).count())
+        };
+        if d.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        match d.get(i)? {
+            b'0' => i += 1,
+            b'1'..=b'9' => i += digits(i),
+            _ => return None,
+        }
+        if d.get(i) == Some(&b'.') {
+            let n = digits(i + 1);
+            if n == 0 {
+                return None;
+            }
+            i += 1 + n;
+        }
+        if let Some(b'e' | b'E') = d.get(i) {
+            i += 1;
+            if let Some(b'+' | b'-') = d.get(i) {
+                i += 1;
+            }
+            let n = digits(i);
+            if n == 0 {
+                return None;
+            }
+            i += n;
+        }
+        Some(i)
     }
 }
 
@@ -172,7 +377,69 @@ mod tests {
         }
     }
 
+    #[test]
+    fn flat_reader_takes_the_common_shapes() {
+        for t in [
+            r#"{"bid":"1.08123","ask":"1.08125","ts":1732180000000}"#,
+            r#" { "price" : "10.5" , "size":"3", "side":"buy", "n": -1.5e-3, "ok": true, "x": null } "#,
+            "{}",
+        ] {
+            let fast = flat::scan(t.as_bytes());
+            assert!(fast.is_some(), "{t}");
+            assert_eq!(
+                fast.ok_or(()),
+                via_serde(t.as_bytes()).map_err(|_| ()),
+                "{t}"
+            );
+        }
+        // Not sure: serde decides (and words the error).
+        for t in [
+            r#"{"bid":"1.1","bid":"1.2"}"#,
+            r#"{"bid":"1\u002e1"}"#,
+            r#"{"a":{"b":1}}"#,
+            r#"{"a":[1]}"#,
+            r#"{"a":"é"}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":1}x"#,
+            "{}",
+            r#"{"a":1,}"#,
+        ] {
+            assert_eq!(flat::scan(t.as_bytes()), None, "{t}");
+        }
+    }
+
     proptest::proptest! {
+        /// Whenever the hand-written reader answers, serde reads the same text the same way.
+        #[test]
+        fn flat_reader_agrees_with_serde(
+            parts in proptest::collection::vec((
+                proptest::prop_oneof!["bid", "ask", "last", "price", "size", "volume", "ts", "[a-z_]{0,6}"],
+                proptest::prop_oneof![
+                    "\"[0-9]{1,3}(\\.[0-9]{1,4})?\"",
+                    "\"[ -~]{0,6}\"",
+                    "-?(0|[1-9][0-9]{0,3})(\\.[0-9]{1,3})?([eE][+-]?[0-9]{1,3})?",
+                    "[0-9.eE+-]{1,5}",
+                    "true|false|null|nul|tru",
+                    "1e400|-0|-",
+                    "\\{\\}|\\[\\]",
+                ],
+                "[ \t\n\r]{0,2}",
+            ), 0..6),
+            tail in "[ \t\n\r,}x]{0,2}",
+        ) {
+            let mut t = String::from("{");
+            for (i, (k, v, ws)) in parts.iter().enumerate() {
+                if i > 0 { t.push(','); }
+                t.push_str(&format!("{ws}\"{k}\"{ws}:{ws}{v}{ws}"));
+            }
+            t.push('}');
+            t.push_str(&tail);
+            if let Some(fast) = flat::scan(t.as_bytes()) {
+                proptest::prop_assert_eq!(Ok(fast), via_serde(t.as_bytes()), "{}", t);
+            }
+        }
+
         /// The byte validator and the Value validator agree on every input.
         #[test]
         fn byte_and_value_validators_agree(

