@@ -146,6 +146,8 @@ if want ingest; then
   rm -f "$JSON"/ingest-*.json
   start_tickwire "$FSYNC"
   run ingest tickwire-fsync-always tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --fsync "$FSYNC" $COMMON
+  # The same quotes in the binary batch body (docs/protocol.md): no JSON envelope to parse.
+  run ingest tickwire-fsync-always-binary tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --encoding binary --fsync "$FSYNC" $COMMON
   stop_server
   start_tickwire interval:100ms
   run ingest tickwire-fsync-100ms tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --fsync interval:100ms $COMMON
@@ -156,6 +158,7 @@ if want ingest; then
   start_tickwire "$FSYNC"
   CMDS[ingest]+="    # next row: server started with TICKWIRE_CANDLES__ENABLED=false"$'\n'
   run ingest tickwire-fsync-always-nocandles tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --fsync "$FSYNC" $COMMON
+  run ingest tickwire-fsync-always-nocandles-binary tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --encoding binary --fsync "$FSYNC" $COMMON
   stop_server
   unset TICKWIRE_CANDLES__ENABLED
   start_nats js

@@ -9,7 +9,45 @@ pub const MAX_CHANNEL_LEN: usize = 200;
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Channel(Arc<str>);
 
+/// Lets a set of channels be searched with a plain name ([`Channel::parse_cached`]).
+/// Consistent with `Eq` and `Hash`, which both see the name's text.
+impl std::borrow::Borrow<str> for Channel {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Names remembered per thread by [`Channel::parse_cached`] before the cache starts over.
+const CACHE_MAX: usize = 8192;
+
+thread_local! {
+    static RECENT: std::cell::RefCell<std::collections::HashSet<Channel>> =
+        std::cell::RefCell::new(std::collections::HashSet::new());
+}
+
 impl Channel {
+    /// [`Channel::parse`] through a small per-thread set of recently seen channels. Publishers
+    /// repeat the same few thousand names at high rates; a known one costs a hash lookup and a
+    /// reference count instead of validation, an allocation here and a free on the writer
+    /// thread (cross-thread frees were a visible share of ingest CPU). Bounded: the set starts
+    /// over when full, so at worst it is a plain `parse`.
+    pub fn parse_cached(name: &str) -> Result<Channel, ModelError> {
+        let hit = RECENT.with(|r| r.try_borrow().ok().and_then(|r| r.get(name).cloned()));
+        if let Some(c) = hit {
+            return Ok(c);
+        }
+        let c = Channel::parse(name)?;
+        RECENT.with(|r| {
+            if let Ok(mut r) = r.try_borrow_mut() {
+                if r.len() >= CACHE_MAX {
+                    r.clear();
+                }
+                r.insert(c.clone());
+            }
+        });
+        Ok(c)
+    }
+
     /// Validates `name`: `<namespace>.<rest>`, ASCII letters, digits and `_ - . : @ =`,
     /// no empty segment. The character set is what MQTT topics, URLs and FIX symbols can all
     /// carry without escaping.
@@ -75,6 +113,27 @@ impl fmt::Debug for Channel {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parse_cached_agrees_with_parse_and_stays_bounded() {
+        use super::*;
+        for name in [
+            "quotes.EURUSD",
+            "quotes.EURUSD",
+            "chat.a.b",
+            "bad",
+            "",
+            "a..b",
+            "x.y z",
+        ] {
+            assert_eq!(Channel::parse_cached(name), Channel::parse(name), "{name}");
+        }
+        for i in 0..CACHE_MAX + 10 {
+            let name = format!("quotes.S{i}");
+            assert_eq!(Channel::parse_cached(&name).unwrap().as_str(), name);
+        }
+        assert!(RECENT.with(|r| r.borrow().len()) <= CACHE_MAX);
+    }
+
     use super::*;
 
     #[test]

@@ -296,7 +296,7 @@ fn check_all<'a>(
     Ok(checked)
 }
 fn check_item(st: &AppState, item: BatchItem<'_>, unparsed: bool) -> Result<Checked, ItemError> {
-    let channel = Channel::parse(item.channel).map_err(|e| {
+    let channel = Channel::parse_cached(item.channel).map_err(|e| {
         (
             StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::BadChannel,
