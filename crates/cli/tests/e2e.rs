@@ -724,3 +724,55 @@ async fn acknowledged_publishes_survive_kill9_while_publishers_are_in_flight() {
         assert_eq!(v["duplicate"], true);
     }
 }
+
+/// An SSE client that stops reading while a stream channel floods is cut off as a slow
+/// consumer: when it reads again it gets a `disconnect` event with resume offsets, and the
+/// server counts it in `tickwire_slow_consumer_disconnects_total` as it does for WebSocket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_sse_client_is_disconnected_as_a_slow_consumer_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(
+        &dir.path().join("d"),
+        &["--fsync", "never"],
+        &[("TICKWIRE_STREAM_BUFFER", "64")],
+    );
+    let mut sse = Sse::open(&srv, "channel=chat.flood", None).await;
+    // Nothing read from here on: 20 MB of chat, far more than the socket buffers hold.
+    let text = "c".repeat(10_000);
+    for b in 0..20 {
+        let items: Vec<Value> = (0..100)
+            .map(|i| json!({"channel":"chat.flood","data":{"n": b * 100 + i, "t": text}}))
+            .collect();
+        let (s, v) = publish(&srv, &Value::Array(items)).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let mut seen = 0u64;
+    let disconnect = loop {
+        let e = tokio::time::timeout(TIMEOUT, sse.next())
+            .await
+            .expect("the stalled SSE client was never told it was cut off");
+        if e.event.as_deref() == Some("disconnect") {
+            break e;
+        }
+        seen += 1;
+    };
+    assert!(seen < 2000, "it was cut off, not sent everything ({seen})");
+    assert_eq!(
+        disconnect.data["code"], "slow_consumer",
+        "{}",
+        disconnect.data
+    );
+    let m = http()
+        .get(srv.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.lines()
+            .any(|l| l == "tickwire_slow_consumer_disconnects_total 1"),
+        "{m}"
+    );
+}

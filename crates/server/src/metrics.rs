@@ -19,6 +19,16 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counts a server-side close of a subscriber connection by its reason. Every edge
+    /// (WebSocket, SSE, MQTT) calls this where it ends a session, so the slow-consumer counter
+    /// means the same thing for all of them.
+    pub fn note_close(&self, reason: &tickwire_hub::CloseReason) {
+        if matches!(reason, tickwire_hub::CloseReason::SlowConsumer { .. }) {
+            self.slow_consumer_disconnects
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn render(&self, hub: &Hub, live_sessions: usize) -> String {
         let s = hub.stats();
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);

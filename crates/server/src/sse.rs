@@ -183,6 +183,7 @@ fn open(st: AppState, q: Option<String>, headers: &HeaderMap) -> Result<Response
                     }
                 }
                 Err(reason) => {
+                    s.st.metrics.note_close(&reason);
                     let frame = encode_disconnect(
                         close_error_code(&reason),
                         &reason.to_string(),

@@ -186,13 +186,9 @@ async fn close_with(
     timeout: Duration,
 ) {
     let code = close_error_code(reason);
+    st.metrics.note_close(reason);
     let close_code = match reason {
-        CloseReason::SlowConsumer { .. } => {
-            st.metrics
-                .slow_consumer_disconnects
-                .fetch_add(1, Ordering::Relaxed);
-            4001
-        }
+        CloseReason::SlowConsumer { .. } => 4001,
         CloseReason::Shutdown => 1001,
         CloseReason::Kicked(_) => 4002,
     };

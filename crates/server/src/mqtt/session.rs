@@ -775,9 +775,7 @@ impl Conn {
                 biased;
                 _ = self.session.closed() => {
                     let reason = self.session.close_reason().unwrap_or(CloseReason::Shutdown);
-                    if matches!(reason, CloseReason::SlowConsumer { .. }) {
-                        self.st.metrics.slow_consumer_disconnects.fetch_add(1, Ordering::Relaxed);
-                    }
+                    self.st.metrics.note_close(&reason);
                     self.disconnect(close_code(&reason), &reason.to_string()).await;
                     return End::Abrupt;
                 }
@@ -805,6 +803,7 @@ impl Conn {
             }
             if pull {
                 if let Err(reason) = self.drain().await {
+                    self.st.metrics.note_close(&reason);
                     self.disconnect(close_code(&reason), &reason.to_string())
                         .await;
                     return End::Abrupt;
