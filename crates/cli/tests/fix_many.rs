@@ -283,3 +283,59 @@ allowed_comp_ids = ["*"]
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A MarketDataRequest refused part-way (the session's subscription limit is reached at its
+/// third symbol) takes nothing: the channels it had already subscribed are given back, so a
+/// later request for other symbols fits in the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_refused_part_way_keeps_no_subscriptions() {
+    use tickwire_fix::md::MarketDataRequestReject;
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tickwire.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+max_subscriptions = 2
+[fix.acceptor]
+listen = "127.0.0.1:{port}"
+sender_comp_id = "TICKWIRE"
+allowed_comp_ids = ["*"]
+"#
+        ),
+    )
+    .unwrap();
+    let srv = Server::start(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().unwrap(), "--fsync", "never"],
+        &[],
+    );
+    for i in 0..4 {
+        publish_quote(&srv, i, 0).await;
+    }
+    let mut c = FixClient::new("LIMITED", "TICKWIRE");
+    c.connect(&format!("127.0.0.1:{port}")).await;
+    assert!(c.until(WAIT, |c| c.logged_on).await, "{:?}", c.closed);
+    let request = |id: &'static str, symbols: Vec<&'static str>| MarketDataRequest {
+        md_req_id: id,
+        subscription_request_type: SubscriptionRequestType::SnapshotPlusUpdates,
+        market_depth: 1,
+        md_update_type: Some(MdUpdateType::IncrementalRefresh),
+        entry_types: vec![MdEntryType::Bid, MdEntryType::Offer],
+        symbols,
+    };
+    c.send(&request("too-many", vec!["S00", "S01", "S02"]))
+        .await;
+    let m = c.next_app(WAIT).await.expect("an answer to the request");
+    assert_eq!(m.msg_type(), msg_type::MARKET_DATA_REQUEST_REJECT);
+    let y = MarketDataRequestReject::decode(&m.raw()).unwrap();
+    assert_eq!(y.md_req_id, "too-many");
+    // Two other symbols: within the limit only if the refused request left nothing behind.
+    c.send(&request("fits", vec!["S02", "S03"])).await;
+    for _ in 0..2 {
+        let m = c.next_app(WAIT).await.expect("a W per symbol");
+        assert_eq!(m.msg_type(), msg_type::MARKET_DATA_SNAPSHOT_FULL_REFRESH);
+    }
+    assert!(c.logout(WAIT).await);
+}

@@ -524,9 +524,15 @@ impl Client {
                 if keep {
                     // Subscribe before reading the snapshot: an update that lands in between
                     // arrives as a delivery with a newer offset and is sent as X.
-                    for ch in &chans {
+                    for (k, ch) in chans.iter().enumerate() {
                         if !self.channels.contains_key(ch) {
                             if let Err(e) = self.hub.subscribe(ch, None) {
+                                // The request is refused whole: give back what it already
+                                // took, or those channels stay subscribed (and count toward
+                                // the session's limit) with no request to release them.
+                                for done in chans.iter().take(k) {
+                                    self.release(done);
+                                }
                                 return self
                                     .reject(
                                         conn,
