@@ -18,17 +18,49 @@ pub fn symbol(i: usize) -> String {
     format!("S{i:04}")
 }
 
+/// Appends [`symbol`]`(i)` without building a String: the publishers call it per message,
+/// and the load generator shares the 2 cores with the server it measures.
+pub fn push_symbol(out: &mut Vec<u8>, i: usize) {
+    out.push(b'S');
+    let mut digits = [b'0'; 20];
+    let mut n = i;
+    let mut k = digits.len();
+    while n > 0 || digits.len() - k < 4 {
+        k -= 1;
+        digits[k] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend_from_slice(&digits[k..]);
+}
+
+/// Appends `v` in decimal (what `write!` does, without the formatting machinery).
+pub fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut k = digits.len();
+    loop {
+        k -= 1;
+        digits[k] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[k..]);
+}
+
 /// Appends the quote JSON for one tick, padded with a `pad` field to about `size` bytes.
 pub fn quote(out: &mut Vec<u8>, t: u64, seq: u64, i: usize, size: usize) {
-    use std::io::Write;
     let start = out.len();
-    let frac = 8000 + (seq % 997) as usize;
-    // Writing into a Vec cannot fail.
-    let _ = write!(
-        out,
-        r#"{{"t":"{t}","s":"{seq}","bid":"1.0{frac}","ask":"1.0{}""#,
-        frac + i % 7 + 1
-    );
+    let frac = 8000 + seq % 997;
+    out.extend_from_slice(br#"{"t":""#);
+    push_u64(out, t);
+    out.extend_from_slice(br#"","s":""#);
+    push_u64(out, seq);
+    out.extend_from_slice(br#"","bid":"1.0"#);
+    push_u64(out, frac);
+    out.extend_from_slice(br#"","ask":"1.0"#);
+    push_u64(out, frac + (i % 7) as u64 + 1);
+    out.push(b'"');
     let used = out.len() - start + 1;
     if size > used + 10 {
         out.extend_from_slice(br#","pad":""#);
@@ -88,6 +120,21 @@ mod tests {
         let j: serde_json::Value = serde_json::from_slice(&v).unwrap();
         assert_eq!(j["t"], "1795240954353123");
         assert!(v.len().abs_diff(100) <= 2, "{}", v.len());
+        let mut old = Vec::new();
+        {
+            use std::io::Write;
+            let _ = write!(
+                old,
+                r#"{{"t":"{}","s":"{}","bid":"1.0{}","ask":"1.0{}""#,
+                1_795_240_954_353_123u64, 42, 8042, 8046
+            );
+        }
+        assert!(v.starts_with(&old), "{}", String::from_utf8_lossy(&v));
+        for i in [0, 7, 42, 9999, 10_000, 123_456] {
+            let mut b = Vec::new();
+            push_symbol(&mut b, i);
+            assert_eq!(b, symbol(i).as_bytes());
+        }
         let f = Fields::default();
         assert_eq!(f.t(&v), Some(1_795_240_954_353_123));
         assert_eq!(f.s(&v), Some(42));

@@ -438,11 +438,12 @@ impl Publisher {
                 if self.count == 0 {
                     self.body.extend_from_slice(b"TWB1");
                 }
-                let sym = crate::msg::symbol(sym);
-                let len = "quotes.".len() + sym.len();
-                self.body.extend_from_slice(&(len as u16).to_le_bytes());
+                let at = self.body.len();
+                self.body.extend_from_slice(&[0, 0]);
                 self.body.extend_from_slice(b"quotes.");
-                self.body.extend_from_slice(sym.as_bytes());
+                crate::msg::push_symbol(&mut self.body, sym);
+                let len = (self.body.len() - at - 2) as u16;
+                self.body[at..at + 2].copy_from_slice(&len.to_le_bytes());
                 self.body.extend_from_slice(&0u16.to_le_bytes());
                 self.body
                     .extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -451,18 +452,17 @@ impl Publisher {
             Target::TickwireWs => {
                 self.body.push(if self.count == 0 { b'[' } else { b',' });
                 self.body.extend_from_slice(br#"{"channel":"quotes."#);
-                self.body
-                    .extend_from_slice(crate::msg::symbol(sym).as_bytes());
+                crate::msg::push_symbol(&mut self.body, sym);
                 self.body.extend_from_slice(br#"","data":"#);
                 self.body.extend_from_slice(payload);
                 self.body.push(b'}');
             }
             Target::Nats | Target::JetStream => {
                 self.out.extend_from_slice(b"PUB quotes.");
-                self.out
-                    .extend_from_slice(crate::msg::symbol(sym).as_bytes());
-                self.out
-                    .extend_from_slice(format!(" {}\r\n", payload.len()).as_bytes());
+                crate::msg::push_symbol(&mut self.out, sym);
+                self.out.push(b' ');
+                crate::msg::push_u64(&mut self.out, payload.len() as u64);
+                self.out.extend_from_slice(b"\r\n");
                 self.out.extend_from_slice(payload);
                 self.out.extend_from_slice(b"\r\n");
             }
