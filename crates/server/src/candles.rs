@@ -41,7 +41,7 @@ use tickwire_candles::{
     Aggregator, AggregatorConfig, BarView, Candle, ChangeKind, Decimal, PriceSource, Resolution,
     Tick, TickOutcome,
 };
-use tickwire_hub::{Channel, Hub, Message, PublishRequest};
+use tickwire_hub::{Channel, Hub, PublishRequest, Tap, TapBatch};
 use tickwire_store::{Batch, Store};
 use tokio::sync::mpsc;
 
@@ -301,7 +301,7 @@ enum SourceKind {
 struct Source {
     namespace: String,
     kind: SourceKind,
-    rx: mpsc::Receiver<Arc<Message>>,
+    rx: Tap,
     /// Next offset to process; anything below was already counted.
     next: u64,
 }
@@ -838,23 +838,27 @@ impl Driver {
         let commit_every = Duration::from_millis(self.svc.config.commit_interval_ms.max(10));
         let mut last_flush = Instant::now();
         let mut last_commit = Instant::now();
-        let mut batch: Vec<(usize, Arc<Message>)> = Vec::with_capacity(4096);
+        // Whole tap batches: each holds its share of the tap's capacity until it is dropped
+        // here, after its messages were applied (the writer waits for that room).
+        let mut batches: Vec<(usize, TapBatch)> = Vec::with_capacity(64);
         loop {
             let deadline = tokio::time::Instant::from_std(last_flush + flush_every);
-            let got = tokio::time::timeout_at(deadline, self.recv_some(&mut batch)).await;
+            let got = tokio::time::timeout_at(deadline, self.recv_some(&mut batches)).await;
             if let Ok(false) = got {
                 // Every tap closed: the hub shut down.
                 self.flush();
                 self.commit();
                 return;
             }
-            for (i, m) in batch.drain(..) {
-                let p = &m.publication;
-                if p.offset < self.sources[i].next {
-                    continue; // already counted by the replay
+            for (i, batch) in batches.drain(..) {
+                for m in batch.iter() {
+                    let p = &m.publication;
+                    if p.offset < self.sources[i].next {
+                        continue; // already counted by the replay
+                    }
+                    self.apply(i, &p.channel, &p.data, p.timestamp);
+                    self.sources[i].next = p.offset + 1;
                 }
-                self.apply(i, &p.channel, &p.data, p.timestamp);
-                self.sources[i].next = p.offset + 1;
             }
             if last_flush.elapsed() >= flush_every {
                 self.close_quiet_bars();
@@ -868,19 +872,24 @@ impl Driver {
         }
     }
 
-    /// Waits for at least one tapped message, then takes whatever else is ready (bounded).
-    /// Returns false when every tap is closed.
-    async fn recv_some(&mut self, out: &mut Vec<(usize, Arc<Message>)>) -> bool {
+    /// Waits for at least one tapped batch, then takes whatever else is ready, up to about
+    /// 4,096 messages (a flush or commit is not put off for long). Returns false when every
+    /// tap is closed.
+    async fn recv_some(&mut self, out: &mut Vec<(usize, TapBatch)>) -> bool {
         let sources = &mut self.sources;
         std::future::poll_fn(|cx| {
             let mut open = 0;
+            let mut messages: usize = out.iter().map(|(_, b)| b.len()).sum();
             for (i, s) in sources.iter_mut().enumerate() {
                 loop {
-                    if out.len() >= 4096 {
+                    if messages >= 4096 {
                         return Poll::Ready(true);
                     }
                     match s.rx.poll_recv(cx) {
-                        Poll::Ready(Some(m)) => out.push((i, m)),
+                        Poll::Ready(Some(b)) => {
+                            messages += b.len();
+                            out.push((i, b));
+                        }
                         Poll::Ready(None) => break,
                         Poll::Pending => {
                             open += 1;
@@ -1179,8 +1188,8 @@ impl DriverBench {
             symbols: Arc::new(RwLock::new(BTreeMap::new())),
             stats: Arc::new(CandleStats::default()),
         });
-        // A tap nobody feeds: the bench hands messages to `apply` itself.
-        let (_tx, rx) = mpsc::channel(1);
+        // A tap nobody publishes into: the bench hands messages to `apply` itself.
+        let rx = hub.tap("quotes", 1)?;
         let sources = vec![Source {
             namespace: "quotes".into(),
             kind: SourceKind::Quote,
