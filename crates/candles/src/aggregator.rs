@@ -241,6 +241,13 @@ pub struct Aggregator {
     stats: AggregatorStats,
     /// Index in `series` of the finest resolution, if the cascade applies (see above).
     fine: Option<usize>,
+    /// The series' resolutions in order (with the cascade, at most 12): the cascade reports
+    /// them per tick without touching each series' memory.
+    order: [Resolution; 12],
+    /// While `pending`: bit `i` set when series `i`'s stored bar of the pending bar's bucket
+    /// is trade-built, so a quote changes it not. Stored bars do not change while a bar is
+    /// pending, so this is computed once when it starts.
+    trades_base: u16,
     /// The finest series' newest bar is not folded into the coarser series yet. Only with
     /// `fine`; then that bar is live (its end is after the watermark).
     pending: bool,
@@ -264,14 +271,17 @@ struct AggregatorRepr {
 impl From<AggregatorRepr> for Aggregator {
     fn from(r: AggregatorRepr) -> Aggregator {
         let fine = cascade_index(&r.series);
+        let order = order_of(&r.series);
         Aggregator {
             source: r.source,
             tolerance_ms: r.tolerance_ms,
             series: r.series,
             watermark: r.watermark,
             stats: r.stats,
+            order,
             fine,
             pending: false,
+            trades_base: 0,
             next_event: i64::MIN,
         }
     }
@@ -298,7 +308,8 @@ const CASCADE_RANGE: i64 = 1 << 60;
 /// its length divides a day (weeks and months start at midnight) and every other fixed length.
 /// `None` (no cascade) with a single series or a calendar-only finest resolution.
 fn cascade_index(series: &[Series]) -> Option<usize> {
-    if series.len() < 2 {
+    // More than 12 only from a hand-made snapshot with duplicates: no cascade (`order`).
+    if series.len() < 2 || series.len() > 12 {
         return None;
     }
     let (index, len) = series
@@ -318,6 +329,14 @@ fn cascade_index(series: &[Series]) -> Option<usize> {
 
 const DAY_MS: i64 = 86_400_000;
 
+fn order_of(series: &[Series]) -> [Resolution; 12] {
+    let mut order = [Resolution::Sec1; 12];
+    for (slot, s) in order.iter_mut().zip(series) {
+        *slot = s.resolution;
+    }
+    order
+}
+
 impl Aggregator {
     /// Builds an aggregator; fails on a negative tolerance or no resolutions.
     pub fn new(config: AggregatorConfig) -> Result<Aggregator, CandleError> {
@@ -336,14 +355,17 @@ impl Aggregator {
             ));
         }
         let fine = cascade_index(&series);
+        let order = order_of(&series);
         Ok(Aggregator {
             source: config.price_source,
             tolerance_ms: config.late_tolerance_ms,
             series,
             watermark: None,
             stats: AggregatorStats::default(),
+            order,
             fine,
             pending: false,
+            trades_base: 0,
             next_event: i64::MIN,
         })
     }
@@ -569,6 +591,16 @@ impl Aggregator {
             });
             self.pending = true;
             self.next_event = self.next_event.min(fine.next_event(wm, self.tolerance_ms));
+            self.trades_base = self
+                .series
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| {
+                    s.newest
+                        .as_ref()
+                        .is_some_and(|b| b.contains(start) && b.acc.is_trades())
+                })
+                .fold(0, |m, (i, _)| m | (1 << i));
             true
         };
         if !changed {
@@ -582,15 +614,14 @@ impl Aggregator {
             }) => (&self.series, bar),
             _ => return true,
         };
-        let is_trade = tick.is_trade();
-        for (i, s) in series.iter().enumerate() {
+        // A quote does not change a bar whose stored part already has trades.
+        let skip = if tick.is_trade() { 0 } else { self.trades_base };
+        for (i, (s, &resolution)) in series.iter().zip(&self.order).enumerate() {
             let bar = if i == fi {
                 BarRef::Stored(fine_bar)
+            } else if skip & (1 << i) != 0 {
+                continue;
             } else {
-                // A quote does not change a bar that already has trades (its stored part).
-                if !is_trade && s.base_of(fine_bar).is_some_and(|b| b.acc.is_trades()) {
-                    continue;
-                }
                 BarRef::Merged {
                     series: s,
                     fine: fine_bar,
@@ -598,7 +629,7 @@ impl Aggregator {
             };
             // The finest bar is live, and so is every bucket containing it.
             sink(BarView {
-                resolution: s.resolution,
+                resolution,
                 kind: ChangeKind::Live,
                 bar,
             });
