@@ -658,7 +658,6 @@ impl<'a> Parser<'a> {
         self.eat(b'-');
         let digits = self.i;
         self.digits();
-        let text = self.b.get(start..self.i)?;
         let first = self.b.get(digits).copied();
         let n = self.i - digits;
         if n == 0
@@ -667,7 +666,20 @@ impl<'a> Parser<'a> {
         {
             return None;
         }
-        let v: i64 = std::str::from_utf8(text).ok()?.parse().ok()?;
+        // What `i64::from_str` gives (None on overflow), without its UTF-8 check and sign
+        // parsing: the bytes are known ASCII digits. Negative values accumulate downwards so
+        // `i64::MIN` parses.
+        let negative = digits > start;
+        let mut v: i64 = 0;
+        for &c in self.b.get(digits..self.i)? {
+            let d = i64::from(c - b'0');
+            v = v.checked_mul(10)?;
+            v = if negative {
+                v.checked_sub(d)?
+            } else {
+                v.checked_add(d)?
+            };
+        }
         // serde_json reads `-0` as a float, which an `i64` field refuses.
         if v == 0 && digits > start {
             return None;
@@ -915,7 +927,13 @@ impl Driver {
             self.svc.stats.bad_messages.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let symbol = channel.name();
+        // The channel is `<namespace>.<symbol>` (a tap carries only its namespace, and
+        // namespaces have no dots): slicing skips `Channel::name`'s search for the dot.
+        let symbol = channel
+            .as_str()
+            .strip_prefix(self.sources[source].namespace.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .unwrap_or_else(|| channel.name());
         let idx = match self.index.get(symbol) {
             Some(&i) => i,
             None => match self.add_symbol(symbol, source) {
@@ -1114,7 +1132,10 @@ struct LiveSlots<'a> {
 /// Routes one change of symbol `idx` (`name`): a live bar is marked for the next flush, a
 /// closed or corrected bar goes to the next commit. A free function over the pieces it touches
 /// so the aggregator can stay borrowed while it reports (see [`SymbolState::split`]).
-#[inline]
+///
+/// The live case (up to 12 per tick) is inlined into the aggregator's loop; the rest, once per
+/// bar at most, is out of line ([`route_closed`]).
+#[inline(always)]
 fn route(
     name: &str,
     slots: &mut LiveSlots<'_>,
@@ -1123,20 +1144,32 @@ fn route(
     live_symbols: &mut Vec<usize>,
     pending_bars: &mut Vec<(String, Resolution, Candle)>,
 ) {
+    if c.kind != ChangeKind::Live {
+        return route_closed(name, slots, c, pending_bars);
+    }
+    // Listed once while it has anything to publish; a close only moves a bit of `live` to
+    // `closed_live`, so only a live change can make a symbol listed.
+    if *slots.live == 0 && slots.closed_live.is_empty() {
+        live_symbols.push(idx);
+    }
+    *slots.live |= 1u16 << c.resolution.index();
+    // A newer live bar replaces one that closed unpublished (latest wins).
+    if !slots.closed_live.is_empty() {
+        slots.closed_live.retain(|(r, _)| *r != c.resolution);
+    }
+}
+
+/// [`route`] for a closed or corrected bar.
+#[inline(never)]
+fn route_closed(
+    name: &str,
+    slots: &mut LiveSlots<'_>,
+    c: BarView<'_>,
+    pending_bars: &mut Vec<(String, Resolution, Candle)>,
+) {
     let bit = 1u16 << c.resolution.index();
     match c.kind {
-        ChangeKind::Live => {
-            // Listed once while it has anything to publish; a close only moves a bit of `live`
-            // to `closed_live`, so only a live change can make a symbol listed.
-            if *slots.live == 0 && slots.closed_live.is_empty() {
-                live_symbols.push(idx);
-            }
-            *slots.live |= bit;
-            // A newer live bar replaces one that closed unpublished (latest wins).
-            if !slots.closed_live.is_empty() {
-                slots.closed_live.retain(|(r, _)| *r != c.resolution);
-            }
-        }
+        ChangeKind::Live => {}
         ChangeKind::Closed => {
             let candle = c.candle();
             // Only the newest bar closes, and a marked live bar is the newest: publish its
