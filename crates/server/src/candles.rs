@@ -4,8 +4,10 @@
 //!
 //! # Threading and backpressure
 //!
-//! The driver runs on its own OS thread (it is CPU-bound: JSON parse, decimal parse and 12
-//! resolutions per tick) and drains the hub taps in batches. It never awaits the hub inline:
+//! The driver runs on its own OS thread (it is CPU-bound: JSON parse, decimal parse and the
+//! aggregator, 12 resolutions per tick) and drains the hub taps one writer batch at a time,
+//! dropping each batch once applied (that frees its room in the tap). It never awaits the hub
+//! inline:
 //! live bars are collected in a map keyed by series (so a bar changed by 10,000 ticks between
 //! two flushes is published once), and every `flush_interval_ms` the map is handed to a
 //! publisher task as ONE `Hub::publish` batch. When the publisher is still busy the map simply
