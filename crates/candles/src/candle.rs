@@ -120,6 +120,29 @@ impl Ohlc {
         }
         self.count += 1;
     }
+
+    /// Counts every tick of `later` into `self`, where all of `later`'s ticks ARRIVED after all
+    /// of `self`'s: the same result as adding them one by one, by the tie rules of
+    /// [`Ohlc::add`] (an equal open time or equal high/low keeps the earlier arrival, an equal
+    /// close time takes the later one). Used to fold the finest live bar into coarser bars.
+    #[inline]
+    fn absorb(&mut self, later: &Ohlc) {
+        if later.open_ts < self.open_ts {
+            self.open = later.open;
+            self.open_ts = later.open_ts;
+        }
+        if later.close_ts >= self.close_ts {
+            self.close = later.close;
+            self.close_ts = later.close_ts;
+        }
+        if cmp(&later.high, &self.high) == Ordering::Greater {
+            self.high = later.high;
+        }
+        if cmp(&later.low, &self.low) == Ordering::Less {
+            self.low = later.low;
+        }
+        self.count += later.count;
+    }
 }
 
 /// A tick reduced to what a bar counts: for a quote, its price under the aggregator's
@@ -141,6 +164,18 @@ enum PricedKind {
 }
 
 impl Priced {
+    /// Whether this is a trade that carries a size: those change a bar's volume sum, which
+    /// the cascade does not fold (see `Aggregator`), so they take the per-series path.
+    #[inline]
+    pub(crate) fn has_size(&self) -> bool {
+        matches!(self.kind, PricedKind::Trade { size: Some(_), .. })
+    }
+
+    #[inline]
+    pub(crate) fn is_trade(&self) -> bool {
+        matches!(self.kind, PricedKind::Trade { .. })
+    }
+
     /// `None` when the tick counts for nothing: a quote under [`PriceSource::Last`].
     #[inline]
     pub(crate) fn of(tick: &Tick, source: PriceSource) -> Option<Priced> {
@@ -210,6 +245,45 @@ impl BarAcc {
                     *any_size = true;
                 }
                 true
+            }
+        }
+    }
+
+    /// Whether the bar is trade-built (a quote cannot change it any more).
+    #[inline]
+    pub(crate) fn is_trades(&self) -> bool {
+        matches!(self, BarAcc::Trades { .. })
+    }
+
+    /// Counts into `self` every tick counted in `later`, all of which arrived after `self`'s
+    /// ticks: the same bar as adding them one by one with [`BarAcc::add`]. Exact for prices,
+    /// counts and trade-building; a volume sum is added as one sum, which equals the
+    /// one-by-one sum unless a decimal addition rounds, so the aggregator only folds bars whose
+    /// `later` part has no sized trade.
+    pub(crate) fn absorb(&mut self, later: &BarAcc) {
+        match (&mut *self, later) {
+            (BarAcc::Quotes(a), BarAcc::Quotes(b)) => a.absorb(b),
+            // Quotes after trades are ignored.
+            (BarAcc::Trades { .. }, BarAcc::Quotes(_)) => {}
+            // The first later trade restarted the bar: `later` is that restarted bar.
+            (BarAcc::Quotes(_), BarAcc::Trades { .. }) => *self = later.clone(),
+            (
+                BarAcc::Trades {
+                    ohlc,
+                    size_sum,
+                    any_size,
+                },
+                BarAcc::Trades {
+                    ohlc: b,
+                    size_sum: b_sum,
+                    any_size: b_any,
+                },
+            ) => {
+                ohlc.absorb(b);
+                if *b_any {
+                    *size_sum = size_sum.saturating_add(*b_sum);
+                    *any_size = true;
+                }
             }
         }
     }

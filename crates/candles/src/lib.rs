@@ -103,6 +103,8 @@ mod batch;
 mod calendar;
 mod candle;
 mod error;
+#[cfg(test)]
+mod legacy;
 mod resolution;
 mod tick;
 

@@ -80,7 +80,47 @@ impl PriceSource {
 }
 
 /// `(bid + ask) / 2` without the overflow panic `Decimal`'s `+` has near its 7.9e28 limit.
+#[inline]
 fn mid(bid: Decimal, ask: Decimal) -> Decimal {
+    if let Some(m) = mid_fast(bid, ask) {
+        return m;
+    }
+    mid_slow(bid, ask)
+}
+
+/// [`mid`] for the usual quote (bid and ask at one scale), in integers: a decimal division
+/// per quote was a visible share of the candle driver. It must give exactly what
+/// `(bid + ask) / 2` gives, value AND scale, because the scale shows in published bars
+/// (`"1.08124"` vs `"1.081240"`). rust_decimal 1.x's `div_impl` for a divisor of 2: an even
+/// sum has no remainder and keeps its scale; an odd sum `S` at scale `s <= 19` (and a quotient
+/// below 2^64) is scaled by 10^9 (`find_scale`), giving `S * 5 * 10^8` at `s + 9`, which
+/// `unscale` then shortens once by 10^4, 10^2 and 10 (its 10^8 step needs 32 low zero bits,
+/// impossible for odd `S`): `S * 50` at `s + 2`, e.g. `3 / 2 = 1.50`. Anything else (different
+/// scales, a zero sum, larger scales or sums) takes the division. Proptested against it
+/// (`mid_fast_matches_decimal_division`), so a rust_decimal upgrade that changes this fails
+/// the tests rather than the bars.
+#[inline]
+fn mid_fast(bid: Decimal, ask: Decimal) -> Option<Decimal> {
+    let scale = bid.scale();
+    if scale != ask.scale() || scale > 26 {
+        return None;
+    }
+    // Mantissas are below 2^96, so the i128 sum cannot overflow.
+    let sum = bid.mantissa() + ask.mantissa();
+    if sum == 0 || sum.unsigned_abs() >= 1 << 64 {
+        return None;
+    }
+    if sum % 2 == 0 {
+        Decimal::try_from_i128_with_scale(sum / 2, scale).ok()
+    } else if scale > 19 {
+        None
+    } else {
+        Decimal::try_from_i128_with_scale(sum * 50, scale + 2).ok()
+    }
+}
+
+#[cold]
+fn mid_slow(bid: Decimal, ask: Decimal) -> Decimal {
     const TWO: Decimal = Decimal::TWO;
     match bid.checked_add(ask) {
         Some(sum) => sum / TWO,
@@ -106,6 +146,58 @@ mod tests {
         // Exact: one digit more than the inputs, no binary rounding.
         assert_eq!(PriceSource::Mid.quote_price(bid, ask), Some(d("1.085425")));
         assert_eq!(PriceSource::Last.quote_price(bid, ask), None);
+    }
+
+    /// Mantissas at one scale, small (prices) to the fast path's limit.
+    fn same_scale_pair() -> impl proptest::strategy::Strategy<Value = (Decimal, Decimal)> {
+        use proptest::prelude::*;
+        let mantissa = prop_oneof![
+            -2_000_000i64..2_000_000,
+            any::<i64>().prop_map(|m| m / 2),
+            any::<i64>(),
+        ];
+        (mantissa.clone(), mantissa, 0u32..=28)
+            .prop_map(|(b, a, s)| (Decimal::new(b, s), Decimal::new(a, s)))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 20_000, ..Default::default() })]
+
+        #[test]
+        fn mid_fast_matches_decimal_division((bid, ask) in same_scale_pair()) {
+            if let Some(m) = mid_fast(bid, ask) {
+                let want = mid_slow(bid, ask);
+                proptest::prop_assert_eq!((m.mantissa(), m.scale()), (want.mantissa(), want.scale()));
+                proptest::prop_assert_eq!(m.to_string(), want.to_string());
+            }
+        }
+    }
+
+    #[test]
+    fn mid_fast_edge_cases() {
+        for (b, a) in [
+            ("1.08123", "1.08124"),
+            ("1.08123", "1.08125"),
+            ("1", "2"),
+            ("-1", "0"),
+            ("-0.03", "0.01"),
+            ("-0.00001", "0.00000"),
+            ("9223372036854775807", "9223372036854775807"),
+            ("-9223372036854775808", "-9223372036854775807"),
+            (
+                "0.00000000000000000000000001",
+                "0.00000000000000000000000002",
+            ),
+        ] {
+            let (bid, ask) = (d(b), d(a));
+            let want = mid_slow(bid, ask);
+            let got = mid(bid, ask);
+            assert_eq!(
+                (got.mantissa(), got.scale()),
+                (want.mantissa(), want.scale()),
+                "{b} {a}"
+            );
+        }
     }
 
     #[test]

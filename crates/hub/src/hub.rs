@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     node::{ChannelNode, Registry},
-    writer::{Dedup, Item, Writer, WriterMsg},
+    writer::{Dedup, Item, TapSender, Writer, WriterMsg},
     FsyncPolicy, HubConfig, HubError, Message, Session,
 };
 
@@ -54,7 +54,7 @@ pub(crate) struct NamespaceRt {
     /// Every message below this offset has been dispatched to its channel node.
     pub dispatched: AtomicU64,
     /// Internal consumers that must see every message in order (see [`Hub::tap`]).
-    pub taps: parking_lot::RwLock<Vec<mpsc::Sender<Arc<Message>>>>,
+    pub taps: parking_lot::RwLock<Vec<TapSender>>,
     tx: mpsc::Sender<WriterMsg>,
 }
 
@@ -410,16 +410,15 @@ impl Hub {
     }
 
     /// Every message appended to `namespace` from now on, in offset order, after it reached
-    /// subscribers. For internal consumers that must not miss a message (the candle builder):
-    /// the channel is bounded and a full tap makes the writer wait, so a tap slows ingest
-    /// rather than drop. Dropping the receiver removes the tap.
-    pub fn tap(
-        &self,
-        namespace: &str,
-        capacity: usize,
-    ) -> Result<mpsc::Receiver<Arc<Message>>, HubError> {
+    /// subscribers, as one [`crate::TapBatch`] per dispatched writer batch. For internal
+    /// consumers that must not miss a message (the candle builder): a tap holds at most
+    /// `capacity` messages (at least 1) that its consumer has not dropped yet, and a full tap
+    /// makes the writer wait, so a tap slows ingest rather than drop. A writer batch larger
+    /// than `capacity` waits for an empty tap and then goes through whole. Dropping the
+    /// receiver removes the tap.
+    pub fn tap(&self, namespace: &str, capacity: usize) -> Result<crate::Tap, HubError> {
         let ns = self.inner.namespace_by_name(namespace)?;
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let (tx, rx) = TapSender::new(capacity);
         ns.taps.write().push(tx);
         Ok(rx)
     }

@@ -32,3 +32,4 @@ pub use message::{Format, Message};
 pub use pattern::Pattern;
 pub use session::{CloseReason, Delivery, Session, SessionCloser, SubscribeInfo};
 pub use tickwire_model::{Channel, Class, NamespaceSpec, Offset, Publication};
+pub use writer::{Tap, TapBatch};

@@ -456,23 +456,187 @@ fn dispatch(ns: &NamespaceRt, registry: &Registry, ring_cap: usize, messages: &[
         node.dispatch(m.clone(), ring_cap);
     }
     let taps = ns.taps.read();
-    let mut closed = false;
-    for tap in taps.iter() {
-        for m in messages {
+    if !taps.is_empty() && !messages.is_empty() {
+        // One shared slice for every tap, and one send per tap per batch: a send per message
+        // cost the writer a wake-up and often a thread switch each under load.
+        let batch: Arc<[Arc<Message>]> = messages.into();
+        let mut closed = false;
+        for tap in taps.iter() {
             // Blocking is deliberate: a tap consumer must see every message.
-            if tap.blocking_send(m.clone()).is_err() {
+            if !tap.send_blocking(&batch) {
                 closed = true;
-                break;
             }
         }
-    }
-    drop(taps);
-    if closed {
-        ns.taps.write().retain(|t| !t.is_closed());
+        drop(taps);
+        if closed {
+            ns.taps.write().retain(|t| !t.is_closed());
+        }
+    } else {
+        drop(taps);
     }
     if let Some(m) = messages.last() {
         ns.dispatched
             .store(m.publication.offset + 1, Ordering::Release);
+    }
+}
+
+/// Flow control of one tap, counted in MESSAGES (not batches), so what a lagging consumer can
+/// pin stays bounded by the configured capacity whatever the writer's batch sizes: the writer
+/// takes room for a batch before sending it and the consumer gives it back when it drops the
+/// batch, i.e. after applying it. A plain mutex and condvar, because only the writer thread
+/// ever waits (a blocking thread, not a task) and the consumer only releases.
+struct TapGate {
+    state: parking_lot::Mutex<GateState>,
+    freed: parking_lot::Condvar,
+    capacity: usize,
+}
+
+struct GateState {
+    /// Messages that may still be queued.
+    available: usize,
+    /// The receiver is gone: nobody will release room any more.
+    closed: bool,
+}
+
+impl TapGate {
+    /// Room for a batch of `n` messages: a batch larger than the whole capacity takes all of
+    /// it (it waits for an empty tap, then goes through alone). `false` if the tap closed.
+    fn acquire(&self, n: usize) -> Option<usize> {
+        let n = n.min(self.capacity);
+        let mut s = self.state.lock();
+        loop {
+            if s.closed {
+                return None;
+            }
+            if s.available >= n {
+                s.available -= n;
+                return Some(n);
+            }
+            self.freed.wait(&mut s);
+        }
+    }
+
+    fn release(&self, n: usize) {
+        self.state.lock().available += n;
+        self.freed.notify_all();
+    }
+
+    fn close(&self) {
+        self.state.lock().closed = true;
+        self.freed.notify_all();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+}
+
+/// The writer's end of a tap (see [`crate::Hub::tap`]).
+pub(crate) struct TapSender {
+    // Unbounded on purpose: the gate bounds it, in messages.
+    tx: mpsc::UnboundedSender<TapBatch>,
+    gate: Arc<TapGate>,
+}
+
+impl TapSender {
+    /// A tap holding at most `capacity` (at least 1) undropped messages, plus its receiver.
+    pub(crate) fn new(capacity: usize) -> (TapSender, Tap) {
+        let capacity = capacity.max(1);
+        let gate = Arc::new(TapGate {
+            state: parking_lot::Mutex::new(GateState {
+                available: capacity,
+                closed: false,
+            }),
+            freed: parking_lot::Condvar::new(),
+            capacity,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            TapSender {
+                tx,
+                gate: gate.clone(),
+            },
+            Tap { rx, gate },
+        )
+    }
+
+    /// Sends one batch, waiting for room; `false` when the receiver is gone.
+    fn send_blocking(&self, messages: &Arc<[Arc<Message>]>) -> bool {
+        let Some(permits) = self.gate.acquire(messages.len()) else {
+            return false;
+        };
+        let batch = TapBatch {
+            messages: messages.clone(),
+            gate: self.gate.clone(),
+            permits,
+        };
+        // On failure the batch comes back and is dropped here, releasing its room.
+        self.tx.send(batch).is_ok()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed() || self.gate.is_closed()
+    }
+}
+
+/// The receiving end of [`crate::Hub::tap`]: every message appended to a namespace from the
+/// tap's creation on, as the writer's batches, in offset order. Dropping it removes the tap.
+pub struct Tap {
+    rx: mpsc::UnboundedReceiver<TapBatch>,
+    gate: Arc<TapGate>,
+}
+
+impl Tap {
+    /// The next batch; `None` once the hub shut down and every batch was received.
+    pub async fn recv(&mut self) -> Option<TapBatch> {
+        self.rx.recv().await
+    }
+
+    /// Polling form of [`Tap::recv`], for a consumer that drains several taps in one future.
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<TapBatch>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        // Wakes a writer waiting for room that this consumer will never release.
+        self.rx.close();
+        self.gate.close();
+    }
+}
+
+/// One dispatched batch of a tap, consecutive offsets ascending (derefs to the messages). It
+/// holds its messages' share of the tap's capacity until it is dropped, so a consumer should
+/// drop it once it has applied the messages, not copy them out and keep reading.
+pub struct TapBatch {
+    messages: Arc<[Arc<Message>]>,
+    gate: Arc<TapGate>,
+    permits: usize,
+}
+
+impl std::ops::Deref for TapBatch {
+    type Target = [Arc<Message>];
+
+    fn deref(&self) -> &[Arc<Message>] {
+        &self.messages
+    }
+}
+
+impl std::fmt::Debug for TapBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TapBatch")
+            .field("messages", &self.messages.len())
+            .finish()
+    }
+}
+
+impl Drop for TapBatch {
+    fn drop(&mut self) {
+        self.gate.release(self.permits);
     }
 }
 

@@ -314,7 +314,8 @@ async fn tap_sees_every_message_in_order() {
     let reader = tokio::spawn(async move {
         let mut seen = Vec::new();
         while seen.len() < 100 {
-            seen.push(tap.recv().await.unwrap().publication.offset);
+            let batch = tap.recv().await.unwrap();
+            seen.extend(batch.iter().map(|m| m.publication.offset));
         }
         seen
     });

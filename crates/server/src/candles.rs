@@ -4,8 +4,10 @@
 //!
 //! # Threading and backpressure
 //!
-//! The driver runs on its own OS thread (it is CPU-bound: JSON parse, decimal parse and 12
-//! resolutions per tick) and drains the hub taps in batches. It never awaits the hub inline:
+//! The driver runs on its own OS thread (it is CPU-bound: JSON parse, decimal parse and the
+//! aggregator, 12 resolutions per tick) and drains the hub taps one writer batch at a time,
+//! dropping each batch once applied (that frees its room in the tap). It never awaits the hub
+//! inline:
 //! live bars are collected in a map keyed by series (so a bar changed by 10,000 ticks between
 //! two flushes is published once), and every `flush_interval_ms` the map is handed to a
 //! publisher task as ONE `Hub::publish` batch. When the publisher is still busy the map simply
@@ -41,7 +43,7 @@ use tickwire_candles::{
     Aggregator, AggregatorConfig, BarView, Candle, ChangeKind, Decimal, PriceSource, Resolution,
     Tick, TickOutcome,
 };
-use tickwire_hub::{Channel, Hub, Message, PublishRequest};
+use tickwire_hub::{Channel, Hub, PublishRequest, Tap, TapBatch};
 use tickwire_store::{Batch, Store};
 use tokio::sync::mpsc;
 
@@ -301,7 +303,7 @@ enum SourceKind {
 struct Source {
     namespace: String,
     kind: SourceKind,
-    rx: mpsc::Receiver<Arc<Message>>,
+    rx: Tap,
     /// Next offset to process; anything below was already counted.
     next: u64,
 }
@@ -658,7 +660,6 @@ impl<'a> Parser<'a> {
         self.eat(b'-');
         let digits = self.i;
         self.digits();
-        let text = self.b.get(start..self.i)?;
         let first = self.b.get(digits).copied();
         let n = self.i - digits;
         if n == 0
@@ -667,7 +668,20 @@ impl<'a> Parser<'a> {
         {
             return None;
         }
-        let v: i64 = std::str::from_utf8(text).ok()?.parse().ok()?;
+        // What `i64::from_str` gives (None on overflow), without its UTF-8 check and sign
+        // parsing: the bytes are known ASCII digits. Negative values accumulate downwards so
+        // `i64::MIN` parses.
+        let negative = digits > start;
+        let mut v: i64 = 0;
+        for &c in self.b.get(digits..self.i)? {
+            let d = i64::from(c - b'0');
+            v = v.checked_mul(10)?;
+            v = if negative {
+                v.checked_sub(d)?
+            } else {
+                v.checked_add(d)?
+            };
+        }
         // serde_json reads `-0` as a float, which an `i64` field refuses.
         if v == 0 && digits > start {
             return None;
@@ -838,23 +852,27 @@ impl Driver {
         let commit_every = Duration::from_millis(self.svc.config.commit_interval_ms.max(10));
         let mut last_flush = Instant::now();
         let mut last_commit = Instant::now();
-        let mut batch: Vec<(usize, Arc<Message>)> = Vec::with_capacity(4096);
+        // Whole tap batches: each holds its share of the tap's capacity until it is dropped
+        // here, after its messages were applied (the writer waits for that room).
+        let mut batches: Vec<(usize, TapBatch)> = Vec::with_capacity(64);
         loop {
             let deadline = tokio::time::Instant::from_std(last_flush + flush_every);
-            let got = tokio::time::timeout_at(deadline, self.recv_some(&mut batch)).await;
+            let got = tokio::time::timeout_at(deadline, self.recv_some(&mut batches)).await;
             if let Ok(false) = got {
                 // Every tap closed: the hub shut down.
                 self.flush();
                 self.commit();
                 return;
             }
-            for (i, m) in batch.drain(..) {
-                let p = &m.publication;
-                if p.offset < self.sources[i].next {
-                    continue; // already counted by the replay
+            for (i, batch) in batches.drain(..) {
+                for m in batch.iter() {
+                    let p = &m.publication;
+                    if p.offset < self.sources[i].next {
+                        continue; // already counted by the replay
+                    }
+                    self.apply(i, &p.channel, &p.data, p.timestamp);
+                    self.sources[i].next = p.offset + 1;
                 }
-                self.apply(i, &p.channel, &p.data, p.timestamp);
-                self.sources[i].next = p.offset + 1;
             }
             if last_flush.elapsed() >= flush_every {
                 self.close_quiet_bars();
@@ -868,19 +886,24 @@ impl Driver {
         }
     }
 
-    /// Waits for at least one tapped message, then takes whatever else is ready (bounded).
-    /// Returns false when every tap is closed.
-    async fn recv_some(&mut self, out: &mut Vec<(usize, Arc<Message>)>) -> bool {
+    /// Waits for at least one tapped batch, then takes whatever else is ready, up to about
+    /// 4,096 messages (a flush or commit is not put off for long). Returns false when every
+    /// tap is closed.
+    async fn recv_some(&mut self, out: &mut Vec<(usize, TapBatch)>) -> bool {
         let sources = &mut self.sources;
         std::future::poll_fn(|cx| {
             let mut open = 0;
+            let mut messages: usize = out.iter().map(|(_, b)| b.len()).sum();
             for (i, s) in sources.iter_mut().enumerate() {
                 loop {
-                    if out.len() >= 4096 {
+                    if messages >= 4096 {
                         return Poll::Ready(true);
                     }
                     match s.rx.poll_recv(cx) {
-                        Poll::Ready(Some(m)) => out.push((i, m)),
+                        Poll::Ready(Some(b)) => {
+                            messages += b.len();
+                            out.push((i, b));
+                        }
                         Poll::Ready(None) => break,
                         Poll::Pending => {
                             open += 1;
@@ -906,7 +929,13 @@ impl Driver {
             self.svc.stats.bad_messages.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let symbol = channel.name();
+        // The channel is `<namespace>.<symbol>` (a tap carries only its namespace, and
+        // namespaces have no dots): slicing skips `Channel::name`'s search for the dot.
+        let symbol = channel
+            .as_str()
+            .strip_prefix(self.sources[source].namespace.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .unwrap_or_else(|| channel.name());
         let idx = match self.index.get(symbol) {
             Some(&i) => i,
             None => match self.add_symbol(symbol, source) {
@@ -1105,7 +1134,10 @@ struct LiveSlots<'a> {
 /// Routes one change of symbol `idx` (`name`): a live bar is marked for the next flush, a
 /// closed or corrected bar goes to the next commit. A free function over the pieces it touches
 /// so the aggregator can stay borrowed while it reports (see [`SymbolState::split`]).
-#[inline]
+///
+/// The live case (up to 12 per tick) is inlined into the aggregator's loop; the rest, once per
+/// bar at most, is out of line ([`route_closed`]).
+#[inline(always)]
 fn route(
     name: &str,
     slots: &mut LiveSlots<'_>,
@@ -1114,20 +1146,32 @@ fn route(
     live_symbols: &mut Vec<usize>,
     pending_bars: &mut Vec<(String, Resolution, Candle)>,
 ) {
+    if c.kind != ChangeKind::Live {
+        return route_closed(name, slots, c, pending_bars);
+    }
+    // Listed once while it has anything to publish; a close only moves a bit of `live` to
+    // `closed_live`, so only a live change can make a symbol listed.
+    if *slots.live == 0 && slots.closed_live.is_empty() {
+        live_symbols.push(idx);
+    }
+    *slots.live |= 1u16 << c.resolution.index();
+    // A newer live bar replaces one that closed unpublished (latest wins).
+    if !slots.closed_live.is_empty() {
+        slots.closed_live.retain(|(r, _)| *r != c.resolution);
+    }
+}
+
+/// [`route`] for a closed or corrected bar.
+#[inline(never)]
+fn route_closed(
+    name: &str,
+    slots: &mut LiveSlots<'_>,
+    c: BarView<'_>,
+    pending_bars: &mut Vec<(String, Resolution, Candle)>,
+) {
     let bit = 1u16 << c.resolution.index();
     match c.kind {
-        ChangeKind::Live => {
-            // Listed once while it has anything to publish; a close only moves a bit of `live`
-            // to `closed_live`, so only a live change can make a symbol listed.
-            if *slots.live == 0 && slots.closed_live.is_empty() {
-                live_symbols.push(idx);
-            }
-            *slots.live |= bit;
-            // A newer live bar replaces one that closed unpublished (latest wins).
-            if !slots.closed_live.is_empty() {
-                slots.closed_live.retain(|(r, _)| *r != c.resolution);
-            }
-        }
+        ChangeKind::Live => {}
         ChangeKind::Closed => {
             let candle = c.candle();
             // Only the newest bar closes, and a marked live bar is the newest: publish its
@@ -1179,8 +1223,8 @@ impl DriverBench {
             symbols: Arc::new(RwLock::new(BTreeMap::new())),
             stats: Arc::new(CandleStats::default()),
         });
-        // A tap nobody feeds: the bench hands messages to `apply` itself.
-        let (_tx, rx) = mpsc::channel(1);
+        // A tap nobody publishes into: the bench hands messages to `apply` itself.
+        let rx = hub.tap("quotes", 1)?;
         let sources = vec![Source {
             namespace: "quotes".into(),
             kind: SourceKind::Quote,
