@@ -104,6 +104,25 @@ run() {
   done
 }
 
+# run_fresh "START ARGS" SCENARIO NAME TARGET PORT ARGS...: like run, but each repetition gets a
+# freshly started server with an empty data directory (ingest: a run appends ~1 GB, and on this
+# VM page-cache growth into untouched memory made each later run on the same server slower:
+# 1.92 -> 1.35 M quotes/s over four runs, kernel page copy 1.5 % -> 30 % of server CPU).
+run_fresh() {
+  local start=$1; shift
+  local scen=$1 name=$2 target=$3 port=$4; shift 4
+  local cmd="tickwire-bench run --scenario $scen --target $target --label $name --addr 127.0.0.1:$port $*"
+  CMDS[$scen]+="    $cmd"$'\n'
+  for i in $(seq 1 "$RUNS"); do
+    # The previous run's data is deleted by the start; let the kernel finish freeing it first.
+    rm -rf "$WORK/tw" "$WORK/js"; sync; sleep 1
+    $start
+    "$BENCH" run --scenario "$scen" --target "$target" --label "$name" --addr 127.0.0.1:"$port" \
+      --server-pid "$SERVER_PID" --json "$JSON/$scen-$name-$i.json" "$@" | tee -a "$WORK/log.txt"
+    stop_server
+  done
+}
+
 header() { # scenario title
   cat <<HDR
 # $2
@@ -144,26 +163,19 @@ FAN="--clients $FAN_C --subs 100 --symbols 1000 --size 100"
 
 if want ingest; then
   rm -f "$JSON"/ingest-*.json
-  start_tickwire "$FSYNC"
-  run ingest tickwire-fsync-always tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --fsync "$FSYNC" $COMMON
+  # Every run on a fresh server and data directory (see run_fresh), peers included.
+  run_fresh "start_tickwire $FSYNC" ingest tickwire-fsync-always tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --fsync "$FSYNC" $COMMON
   # The same quotes in the binary batch body (docs/protocol.md): no JSON envelope to parse.
-  run ingest tickwire-fsync-always-binary tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --encoding binary --fsync "$FSYNC" $COMMON
-  stop_server
-  start_tickwire interval:100ms
-  run ingest tickwire-fsync-100ms tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --fsync interval:100ms $COMMON
-  stop_server
+  run_fresh "start_tickwire $FSYNC" ingest tickwire-fsync-always-binary tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --encoding binary --fsync "$FSYNC" $COMMON
+  run_fresh "start_tickwire interval:100ms" ingest tickwire-fsync-100ms tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --fsync interval:100ms $COMMON
   # The same, with the live candle builder off: it consumes every quote on the same 2 cores,
-  # so this row shows what the ingest path itself sustains (see the notes in ingest.md).
+  # so these rows show what the ingest path itself sustains (see the notes in ingest.md).
   export TICKWIRE_CANDLES__ENABLED=false
-  start_tickwire "$FSYNC"
-  CMDS[ingest]+="    # next row: server started with TICKWIRE_CANDLES__ENABLED=false"$'\n'
-  run ingest tickwire-fsync-always-nocandles tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --fsync "$FSYNC" $COMMON
-  run ingest tickwire-fsync-always-nocandles-binary tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --encoding binary --fsync "$FSYNC" $COMMON
-  stop_server
+  CMDS[ingest]+="    # next rows: server started with TICKWIRE_CANDLES__ENABLED=false"$'\n'
+  run_fresh "start_tickwire $FSYNC" ingest tickwire-fsync-always-nocandles tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --fsync "$FSYNC" $COMMON
+  run_fresh "start_tickwire $FSYNC" ingest tickwire-fsync-always-nocandles-binary tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --encoding binary --fsync "$FSYNC" $COMMON
   unset TICKWIRE_CANDLES__ENABLED
-  start_nats js
-  run ingest nats-jetstream jetstream $NATS_PORT --publishers 4 --window 4096 --batch 512 --rate 0 --size 100 --fsync "nats default (sync every 2 min)" $COMMON
-  stop_server
+  run_fresh "start_nats js" ingest nats-jetstream jetstream $NATS_PORT --publishers 4 --window 4096 --batch 512 --rate 0 --size 100 --fsync "nats default (sync every 2 min)" $COMMON
   report ingest.md "ingest: durable appends of L1 quotes" ingest "$JSON"/ingest-*.json
 fi
 
