@@ -17,7 +17,7 @@ use tickwire_model::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    node::{ChannelNode, Registry},
+    node::{ChannelNode, NodeCache, Registry},
     writer::{Dedup, Item, TapSender, Writer, WriterMsg},
     FsyncPolicy, HubConfig, HubError, Message, Session,
 };
@@ -196,6 +196,7 @@ impl Hub {
                 fsync: config.fsync,
                 ring_cap: config.stream_buffer.max(1),
                 max_batch: config.max_batch.max(1),
+                nodes: NodeCache::default(),
                 sync_tx: None,
             };
             let t = std::thread::Builder::new()

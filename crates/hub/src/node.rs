@@ -249,6 +249,44 @@ impl Registry {
     }
 }
 
+/// One thread's map from a channel's allocation to its node, in front of the shared
+/// [`Registry`]: the writer dispatches every message, and hashing the name and taking a shard
+/// lock per message were a visible share of its time. Publishers hand the writer the same few
+/// `Channel` allocations over and over ([`Channel::parse_cached`]). The cached clone keeps
+/// each allocation alive, so its address cannot come back under another name. Bounded: it
+/// starts over when full. Nodes are never removed from the registry, so an entry never
+/// goes stale.
+#[derive(Default)]
+pub(crate) struct NodeCache {
+    map: HashMap<
+        usize,
+        (Channel, Arc<ChannelNode>),
+        std::hash::BuildHasherDefault<crate::session::AddrHash>,
+    >,
+}
+
+const NODE_CACHE_MAX: usize = 1 << 16;
+
+impl NodeCache {
+    pub fn get_or_create(
+        &mut self,
+        registry: &Registry,
+        ch: &Channel,
+        class: Class,
+        complete_from: Offset,
+    ) -> Arc<ChannelNode> {
+        if let Some((_, node)) = self.map.get(&ch.alloc_id()) {
+            return node.clone();
+        }
+        let node = registry.get_or_create(ch, class, complete_from);
+        if self.map.len() >= NODE_CACHE_MAX {
+            self.map.clear();
+        }
+        self.map.insert(ch.alloc_id(), (ch.clone(), node.clone()));
+        node
+    }
+}
+
 /// A tiny fixed-key FNV-1a hasher: shard choice needs to be stable, not DoS-resistant (the
 /// shard maps themselves use std's randomized hasher).
 #[derive(Default)]

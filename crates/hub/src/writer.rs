@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     hub::{Ack, NamespaceRt},
-    node::Registry,
+    node::{NodeCache, Registry},
     FsyncPolicy, HubError, Message,
 };
 
@@ -101,6 +101,8 @@ pub(crate) struct Writer {
     pub fsync: FsyncPolicy,
     pub ring_cap: usize,
     pub max_batch: usize,
+    /// This thread's shortcut to channel nodes (see [`NodeCache`]).
+    pub nodes: NodeCache,
     /// To the fsync thread; set by [`Writer::run`].
     pub sync_tx: Option<std::sync::mpsc::SyncSender<SyncMsg>>,
 }
@@ -333,7 +335,13 @@ impl Writer {
         // State values may go out as soon as they are written; stream messages only once
         // durable under the policy (with `always`, on the fsync thread).
         if result.is_ok() && (!stream || !always) {
-            dispatch(&self.ns, &self.registry, self.ring_cap, &messages);
+            dispatch(
+                &self.ns,
+                &self.registry,
+                &mut self.nodes,
+                self.ring_cap,
+                &messages,
+            );
         }
         let replies: Vec<(Reply, Vec<Result<Ack, HubError>>)> = writes
             .into_iter()
@@ -449,10 +457,16 @@ impl Writer {
 
 /// Delivers written messages to their channel nodes and the namespace's taps, in offset order,
 /// then records how far delivery got.
-fn dispatch(ns: &NamespaceRt, registry: &Registry, ring_cap: usize, messages: &[Arc<Message>]) {
+fn dispatch(
+    ns: &NamespaceRt,
+    registry: &Registry,
+    nodes: &mut NodeCache,
+    ring_cap: usize,
+    messages: &[Arc<Message>],
+) {
     for m in messages {
-        let node =
-            registry.get_or_create(&m.publication.channel, ns.spec.class, m.publication.offset);
+        let p = &m.publication;
+        let node = nodes.get_or_create(registry, &p.channel, ns.spec.class, p.offset);
         node.dispatch(m.clone(), ring_cap);
     }
     let taps = ns.taps.read();
@@ -668,6 +682,7 @@ struct Syncer {
 impl Syncer {
     fn run(self, rx: std::sync::mpsc::Receiver<SyncMsg>) {
         let mut jobs: Vec<SyncMsg> = Vec::new();
+        let mut nodes = NodeCache::default();
         while let Ok(first) = rx.recv() {
             jobs.push(first);
             while let Ok(more) = rx.try_recv() {
@@ -703,7 +718,7 @@ impl Syncer {
                 match &result {
                     Ok(()) => {
                         if !stream.is_empty() {
-                            dispatch(&self.ns, &self.registry, self.ring_cap, &stream);
+                            dispatch(&self.ns, &self.registry, &mut nodes, self.ring_cap, &stream);
                         }
                         for (reply, acks) in replies {
                             let _ = reply.send(acks);

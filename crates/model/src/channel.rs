@@ -48,6 +48,13 @@ impl Channel {
         Ok(c)
     }
 
+    /// Identity of this name's shared allocation: equal for clones of one `Channel`, and
+    /// unique among live allocations. For caches keyed by identity that keep a clone alive
+    /// (so the address cannot be reused for another name while cached).
+    pub fn alloc_id(&self) -> usize {
+        Arc::as_ptr(&self.0).cast::<u8>() as usize
+    }
+
     /// Validates `name`: `<namespace>.<rest>`, ASCII letters, digits and `_ - . : @ =`,
     /// no empty segment. The character set is what MQTT topics, URLs and FIX symbols can all
     /// carry without escaping.

@@ -243,16 +243,17 @@ mod flat {
             return None;
         }
         let start = i + 1;
-        // One pass: the closing quote, or give up at an escape (needs decoding) or a control
-        // character (an error): serde's business. The input is known to be ASCII.
-        let len = d
-            .get(start..)?
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-        if d.get(start + len) != Some(&b'"') {
+        // The closing quote (or an escape, which needs decoding: serde's business) found by
+        // memchr; then no control character may sit before it (an error: serde's too). The
+        // input is known to be ASCII.
+        let rest = d.get(start..)?;
+        let len = memchr::memchr2(b'"', b'\\', rest)?;
+        let s = rest.get(..len)?;
+        // `fold`, not `any`: no early exit, so it compiles to a vector compare.
+        if rest.get(len) != Some(&b'"') || s.iter().fold(false, |bad, &b| bad | (b < 0x20)) {
             return None;
         }
-        Some((d.get(start..start + len)?, start + len + 1))
+        Some((s, start + len + 1))
     }
 
     /// The end of a string, number or literal value starting at `i`.
