@@ -171,7 +171,7 @@ async fn send_all(
         }
         socket.flush().await
     };
-    let done = crate::deadline::timeout_if_pending(timeout, work).await;
+    let done = crate::deadline::timeout_if_pending(timeout, std::pin::pin!(work)).await;
     match done {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),

@@ -194,9 +194,8 @@ impl<S: SeqStore> Conn<S> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let r =
-            crate::deadline::timeout_if_pending(self.write_timeout, self.wr.write_all(&self.out))
-                .await;
+        let write = std::pin::pin!(self.wr.write_all(&self.out));
+        let r = crate::deadline::timeout_if_pending(self.write_timeout, write).await;
         self.out.clear();
         match r {
             Ok(r) => r,
