@@ -8,7 +8,7 @@ mod common;
 
 use std::{str::FromStr, time::Duration};
 
-use common::{http, publish, Server, Ws};
+use common::{get_text, http, publish, Server, Ws};
 use serde_json::{json, Value};
 use tickwire_candles::{aggregate, Decimal, PriceSource, Resolution, Tick};
 
@@ -218,14 +218,7 @@ async fn live_candles_udf_and_restart() {
         .as_array()
         .unwrap()
         .contains(&json!("1D")));
-    let t = http()
-        .get(srv.url("/udf/time"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let t = get_text(&srv, "/udf/time").await;
     assert!(t.trim().parse::<i64>().unwrap() > from);
 
     // Crash and restart: the same bars, none lost, none doubled.

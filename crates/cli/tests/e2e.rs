@@ -333,14 +333,7 @@ async fn a_client_that_stops_reading_costs_bounded_memory_and_does_not_delay_oth
     // The stalled client is dropped after the write timeout (or for lagging on chat).
     let mut gone = false;
     for _ in 0..100 {
-        let m = http()
-            .get(srv.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = get_text(&srv, "/metrics").await;
         // The fast client is still connected; the stalled one is gone.
         if m.lines().any(|l| l == "tickwire_ws_connections 1") {
             gone = true;
@@ -762,14 +755,7 @@ async fn a_stalled_sse_client_is_disconnected_as_a_slow_consumer_and_counted() {
         "{}",
         disconnect.data
     );
-    let m = http()
-        .get(srv.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = get_text(&srv, "/metrics").await;
     assert!(
         m.lines()
             .any(|l| l == "tickwire_slow_consumer_disconnects_total 1"),

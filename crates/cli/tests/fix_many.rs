@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{free_port, publish, FixClient, Server};
+use common::{free_port, publish, start_with_config, FixClient, Server};
 use serde_json::json;
 use tickwire_fix::{
     md::{
@@ -60,6 +60,19 @@ async fn publish_quote(srv: &Server, i: usize, gen: usize) {
     )
     .await;
     assert_eq!(s, 200, "{v}");
+}
+
+/// A config with the FIX acceptor on `port` accepting any client; `top` goes above its table.
+fn acceptor_config(port: u16, top: &str) -> String {
+    format!(
+        r#"
+{top}
+[fix.acceptor]
+listen = "127.0.0.1:{port}"
+sender_comp_id = "TICKWIRE"
+allowed_comp_ids = ["*"]
+"#
+    )
 }
 
 /// (symbol, action, type, px, size) of each X entry, owned; enums as their wire characters.
@@ -202,24 +215,7 @@ async fn session(
 async fn three_hundred_sessions_log_on_subscribe_get_x_and_log_out() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("tickwire.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-[fix.acceptor]
-listen = "127.0.0.1:{port}"
-sender_comp_id = "TICKWIRE"
-allowed_comp_ids = ["*"]
-"#
-        ),
-    )
-    .unwrap();
-    let srv = Server::start(
-        &dir.path().join("data"),
-        &["--config", cfg.to_str().unwrap(), "--fsync", "never"],
-        &[],
-    );
+    let srv = start_with_config(&dir, &acceptor_config(port, ""));
     for i in 0..SYMBOLS {
         publish_quote(&srv, i, 0).await;
     }
@@ -292,25 +288,7 @@ async fn a_request_refused_part_way_keeps_no_subscriptions() {
     use tickwire_fix::md::MarketDataRequestReject;
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("tickwire.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-max_subscriptions = 2
-[fix.acceptor]
-listen = "127.0.0.1:{port}"
-sender_comp_id = "TICKWIRE"
-allowed_comp_ids = ["*"]
-"#
-        ),
-    )
-    .unwrap();
-    let srv = Server::start(
-        &dir.path().join("data"),
-        &["--config", cfg.to_str().unwrap(), "--fsync", "never"],
-        &[],
-    );
+    let srv = start_with_config(&dir, &acceptor_config(port, "max_subscriptions = 2"));
     for i in 0..4 {
         publish_quote(&srv, i, 0).await;
     }

@@ -35,11 +35,7 @@ async fn post(srv: &Server, body: Vec<u8>) -> (u16, String, Vec<u8>) {
         .await
         .unwrap();
     let status = r.status().as_u16();
-    let ct = r
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
+    let ct = content_type(&r);
     (status, ct, r.bytes().await.unwrap().to_vec())
 }
 

@@ -53,15 +53,9 @@ pub fn validate_json(data: &[u8]) -> Result<(), ModelError> {
 /// errors as the plain `Value` reference in the tests, which it is proptested against. This
 /// is the publish hot path.
 pub fn validate_schema_json(schema: Schema, data: &[u8]) -> Result<(), ModelError> {
-    let name = match schema {
-        Schema::Any => return Ok(()),
-        Schema::Quote => "quote",
-        Schema::Trade => "trade",
+    let Some(name) = schema_object(schema, data)? else {
+        return Ok(());
     };
-    // serde would also read a struct from a JSON array; the schema wants an object.
-    if data.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ModelError::NotAnObject { schema: name });
-    }
     // The common shape (a flat object of plain strings and numbers) is read by hand; anything
     // else, and every error, goes to serde, so the answer and its wording are serde's.
     let f = match flat::scan(data) {
@@ -75,15 +69,24 @@ pub fn validate_schema_json(schema: Schema, data: &[u8]) -> Result<(), ModelErro
 /// path is fuzzed against (crates/wire/fuzz, `publish_batch`). Not an API.
 #[doc(hidden)]
 pub fn validate_schema_json_by_serde(schema: Schema, data: &[u8]) -> Result<(), ModelError> {
+    let Some(name) = schema_object(schema, data)? else {
+        return Ok(());
+    };
+    check_fields(schema, name, &via_serde(data)?)
+}
+
+/// The schema's name, `None` for a schema-free namespace; an error unless `data` starts as a
+/// JSON object (serde would also read a struct from a JSON array; the schema wants an object).
+fn schema_object(schema: Schema, data: &[u8]) -> Result<Option<&'static str>, ModelError> {
     let name = match schema {
-        Schema::Any => return Ok(()),
+        Schema::Any => return Ok(None),
         Schema::Quote => "quote",
         Schema::Trade => "trade",
     };
     if data.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ModelError::NotAnObject { schema: name });
     }
-    check_fields(schema, name, &via_serde(data)?)
+    Ok(Some(name))
 }
 
 /// The fields by serde's general reader: any JSON, and the error texts users see.

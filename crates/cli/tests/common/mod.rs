@@ -140,6 +140,26 @@ pub async fn get_json(srv: &Server, path: &str) -> Value {
         .unwrap()
 }
 
+/// GETs `path` on the server as text (the status is not checked): /metrics.
+pub async fn get_text(srv: &Server, path: &str) -> String {
+    http()
+        .get(srv.url(path))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The Content-Type of an answer, "" if none.
+pub fn content_type(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
 /// POSTs `body` to /v1/publish; returns status and JSON body.
 pub async fn publish(srv: &Server, body: &Value) -> (u16, Value) {
     publish_raw(srv, body.to_string(), None).await
@@ -152,11 +172,7 @@ pub async fn publish_raw(srv: &Server, body: String, key: Option<&str>) -> (u16,
     }
     let r = req.send().await.unwrap();
     let status = r.status().as_u16();
-    let ct = r
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
+    let ct = content_type(&r);
     let v: Value = r.json().await.unwrap_or(Value::Null);
     if status >= 400 {
         assert_eq!(
