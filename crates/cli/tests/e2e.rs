@@ -87,6 +87,19 @@ async fn chat_batch(srv: &Server, room: &str, from: usize, n: usize) -> Vec<u64>
         .collect()
 }
 
+/// Publishes 20 MB of chat to `chat.flood` (2,000 messages of ~10 KB): more than the kernel's
+/// socket buffers can hide from a client that stopped reading.
+async fn flood_chat(srv: &Server) {
+    let text = "c".repeat(10_000);
+    for b in 0..20 {
+        let items: Vec<Value> = (0..100)
+            .map(|i| json!({"channel":"chat.flood","data":{"n": b * 100 + i, "t": text}}))
+            .collect();
+        let (s, v) = publish(srv, &Value::Array(items)).await;
+        assert_eq!(s, 200, "{v}");
+    }
+}
+
 #[tokio::test]
 async fn chat_resumes_after_disconnect_and_after_kill9_without_gap_or_duplicate() {
     let dir = tempfile::tempdir().unwrap();
@@ -294,14 +307,7 @@ async fn a_client_that_stops_reading_costs_bounded_memory_and_does_not_delay_oth
     }
     // 20 MB of chat: more than the kernel's socket buffers can hide, so the stalled client
     // really stalls (and falls more than stream_buffer behind).
-    let text = "c".repeat(10_000);
-    for b in 0..20 {
-        let items: Vec<Value> = (0..100)
-            .map(|i| json!({"channel":"chat.flood","data":{"n": b * 100 + i, "t": text}}))
-            .collect();
-        let (s, v) = publish(&srv, &Value::Array(items)).await;
-        assert_eq!(s, 200, "{v}");
-    }
+    flood_chat(&srv).await;
     let published_mb = (BATCHES * PER * 1050 + 2000 * 10_000) as f64 / 1e6;
     let after = srv.rss();
     let grew = after.saturating_sub(before) as f64 / 1e6;
@@ -731,14 +737,7 @@ async fn a_stalled_sse_client_is_disconnected_as_a_slow_consumer_and_counted() {
     );
     let mut sse = Sse::open(&srv, "channel=chat.flood", None).await;
     // Nothing read from here on: 20 MB of chat, far more than the socket buffers hold.
-    let text = "c".repeat(10_000);
-    for b in 0..20 {
-        let items: Vec<Value> = (0..100)
-            .map(|i| json!({"channel":"chat.flood","data":{"n": b * 100 + i, "t": text}}))
-            .collect();
-        let (s, v) = publish(&srv, &Value::Array(items)).await;
-        assert_eq!(s, 200, "{v}");
-    }
+    flood_chat(&srv).await;
     let mut seen = 0u64;
     let disconnect = loop {
         let e = tokio::time::timeout(TIMEOUT, sse.next())
