@@ -33,3 +33,14 @@ pub use pattern::Pattern;
 pub use session::{CloseReason, Delivery, Session, SessionCloser, SubscribeInfo};
 pub use tickwire_model::{Channel, Class, NamespaceSpec, Offset, Publication};
 pub use writer::{Tap, TapBatch};
+
+/// Lowers the calling thread's CPU priority (nice 10) for work that can wait: on a busy machine
+/// the scheduler then runs the threads clients are waiting on first. Linux nice values are per
+/// thread. Best effort: without permission, or elsewhere, the thread keeps its priority.
+pub fn lower_thread_priority() {
+    const BACKGROUND_NICE: i32 = 10;
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), BACKGROUND_NICE) {
+        tracing::debug!("could not lower a background thread's priority: {e}");
+    }
+}

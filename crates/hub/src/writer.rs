@@ -109,6 +109,10 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub fn run(mut self, mut rx: mpsc::Receiver<WriterMsg>) {
+        let background = self.ns.spec.background;
+        if background {
+            crate::lower_thread_priority();
+        }
         // fsync runs on its own thread so the next batch is appended (and, for state channels,
         // delivered) while the previous one is being made durable: a writer that waited for
         // each fsync would stall every subscriber for the disk's flush time.
@@ -120,7 +124,12 @@ impl Writer {
         };
         let syncer_thread = std::thread::Builder::new()
             .name(format!("tw-sync-{}", self.ns.spec.name))
-            .spawn(move || syncer.run(sync_rx));
+            .spawn(move || {
+                if background {
+                    crate::lower_thread_priority();
+                }
+                syncer.run(sync_rx)
+            });
         let syncer_thread = match syncer_thread {
             Ok(t) => t,
             Err(e) => {

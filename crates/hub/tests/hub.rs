@@ -507,3 +507,42 @@ async fn pipelined_fsync_acks_every_publication_once_in_order() {
     assert_eq!(page.messages.len(), TASKS * PER);
     hub.shutdown().await;
 }
+
+/// A background namespace's writer and fsync threads run at nice 10, the others at the
+/// process's own priority (Linux: nice is per thread, read from /proc/self/task/*/stat).
+#[tokio::test]
+async fn background_namespaces_write_at_lower_cpu_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tickwire_hub::HubConfig::new(dir.path());
+    // The default namespaces: `candles` is background, `quotes` is not.
+    assert!(cfg
+        .namespaces
+        .iter()
+        .any(|n| n.name == "candles" && n.background));
+    cfg.fsync = tickwire_hub::FsyncPolicy::Never;
+    let hub = tickwire_hub::Hub::open(cfg).unwrap();
+    let nice_of = |comm: &str| -> Option<i64> {
+        std::fs::read_dir("/proc/self/task").unwrap().find_map(|t| {
+            let t = t.unwrap().path();
+            let name = std::fs::read_to_string(t.join("comm")).ok()?;
+            if name.trim() != comm {
+                return None;
+            }
+            let stat = std::fs::read_to_string(t.join("stat")).ok()?;
+            // Fields after the parenthesised name; nice is field 19 of the whole line.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            rest.split(' ').nth(16)?.parse().ok()
+        })
+    };
+    // Thread names are cut to 15 bytes by the kernel.
+    let mut waited = 0;
+    while nice_of("tw-sync-candles").is_none() && waited < 100 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    assert_eq!(nice_of("tw-writer-candl"), Some(10));
+    assert_eq!(nice_of("tw-sync-candles"), Some(10));
+    assert_eq!(nice_of("tw-writer-quote"), Some(0));
+    assert_eq!(nice_of("tw-sync-quotes"), Some(0));
+    drop(hub);
+}

@@ -40,6 +40,9 @@ pub struct NamespaceSpec {
     pub retention_age: Option<Duration>,
     /// Whether clients (WebSocket, MQTT) may publish, or only holders of an API key.
     pub client_publish: bool,
+    /// Derived data the server builds for itself (live candles): its writer threads run at a
+    /// lower CPU priority, so bursts of it never delay the namespaces clients wait on.
+    pub background: bool,
 }
 
 impl NamespaceSpec {
@@ -54,10 +57,16 @@ impl NamespaceSpec {
             retention_bytes: Some(8 * 1024 * 1024 * 1024),
             retention_age: Some(day * age_days as u32),
             client_publish,
+            background: false,
         };
         vec![
             ns("quotes", Class::State, Schema::Quote, 7, false),
-            ns("candles", Class::State, Schema::Any, 7, false),
+            // Every live bar is republished each flush (12 series per symbol every 200 ms); at
+            // normal priority those bursts were the p99 of quote fan-out (bench/results).
+            NamespaceSpec {
+                background: true,
+                ..ns("candles", Class::State, Schema::Any, 7, false)
+            },
             ns("trades", Class::Stream, Schema::Trade, 30, false),
             // L2 depth from FIX initiators: `{"bids": [[px, size], ...], "asks": [...]}`.
             ns("book", Class::State, Schema::Any, 7, false),

@@ -279,6 +279,8 @@ pub fn start(
     std::thread::Builder::new()
         .name("tickwire-candles".into())
         .spawn(move || {
+            // Candles are derived data: the quote path they are built from comes first.
+            tickwire_hub::lower_thread_priority();
             driver.replay();
             // Its own runtime: the server's may shut down first, and timers of a runtime that is
             // shutting down panic instead of returning.

@@ -66,6 +66,8 @@ pub struct NamespaceConfig {
     pub retention_age: Option<String>,
     /// Whether WebSocket clients without an API key may publish.
     pub client_publish: Option<bool>,
+    /// Run this namespace's writer at a lower CPU priority (derived data such as candles).
+    pub background: Option<bool>,
 }
 
 impl Default for Config {
@@ -189,6 +191,7 @@ impl Config {
                 retention_bytes: None,
                 retention_age: None,
                 client_publish: false,
+                background: false,
             });
             let retention_age = match &nc.retention_age {
                 Some(s) => Some(parse_duration(s).map_err(|e| {
@@ -206,6 +209,7 @@ impl Config {
                     retention_bytes: nc.retention_bytes.or(d.retention_bytes),
                     retention_age,
                     client_publish: nc.client_publish.unwrap_or(d.client_publish),
+                    background: nc.background.unwrap_or(d.background),
                 },
             );
         }
@@ -289,6 +293,9 @@ max_message_bytes = 1000
 class = "stream"
 client_publish = true
 retention_age = "2h"
+background = true
+[namespaces.candles]
+background = false
 "#,
         )
         .unwrap();
@@ -312,6 +319,9 @@ retention_age = "2h"
         assert_eq!(chat.class, Class::Stream);
         let sig = specs.iter().find(|s| s.name == "signals").unwrap();
         assert_eq!(sig.retention_age, Some(Duration::from_secs(7200)));
+        assert!(sig.background);
+        assert!(!specs.iter().any(|s| s.name == "candles" && s.background));
+        assert!(!chat.background);
         assert!(specs.iter().any(|s| s.name == "quotes"));
     }
 
