@@ -64,9 +64,10 @@ pub(crate) struct NamespaceRt {
 
 pub(crate) struct HubInner {
     pub config: HubConfig,
-    namespaces: HashMap<String, Arc<NamespaceRt>>,
-    /// The same namespaces by [`NamespaceRt::id`].
-    by_id: Vec<Arc<NamespaceRt>>,
+    /// Indexed by [`NamespaceRt::id`].
+    namespaces: Vec<Arc<NamespaceRt>>,
+    /// Name to id, for servers with more namespaces than a linear search suits.
+    by_name: HashMap<String, usize>,
     pub(crate) registry: Arc<Registry>,
     published: AtomicU64,
     sessions: AtomicU64,
@@ -81,17 +82,27 @@ impl HubInner {
         self.namespace_ref(name).cloned()
     }
 
-    /// [`HubInner::namespace_by_name`] without the reference count.
-    fn namespace_ref(&self, name: &str) -> Result<&Arc<NamespaceRt>, HubError> {
+    /// The namespace called `name`, if configured.
+    fn find(&self, name: &str) -> Option<&Arc<NamespaceRt>> {
         // Called for every published item. A server has a handful of namespaces, and comparing
         // a few short names beats SipHashing one.
-        let found = if self.by_id.len() <= 8 {
-            self.by_id.iter().find(|n| n.spec.name == name)
+        if self.namespaces.len() <= 8 {
+            self.namespaces.iter().find(|n| n.spec.name == name)
         } else {
-            self.namespaces.get(name)
-        };
-        found.ok_or_else(|| {
-            let mut known: Vec<&str> = self.namespaces.keys().map(String::as_str).collect();
+            self.by_name
+                .get(name)
+                .and_then(|&id| self.namespaces.get(id))
+        }
+    }
+
+    /// [`HubInner::namespace_by_name`] without the reference count.
+    fn namespace_ref(&self, name: &str) -> Result<&Arc<NamespaceRt>, HubError> {
+        self.find(name).ok_or_else(|| {
+            let mut known: Vec<&str> = self
+                .namespaces
+                .iter()
+                .map(|n| n.spec.name.as_str())
+                .collect();
             known.sort_unstable();
             HubError::UnknownNamespace {
                 namespace: name.to_string(),
@@ -145,8 +156,8 @@ impl Hub {
     pub fn open(config: HubConfig) -> Result<Hub, HubError> {
         let lock = lock_data_dir(&config.data_dir)?;
         let registry = Arc::new(Registry::new());
-        let mut namespaces = HashMap::new();
-        let mut by_id = Vec::new();
+        let mut namespaces = Vec::new();
+        let mut by_name = HashMap::new();
         let mut threads = Vec::new();
         for spec in &config.namespaces {
             let dir = config.data_dir.join("log").join(&spec.name);
@@ -181,7 +192,7 @@ impl Hub {
             );
             let (tx, rx) = mpsc::channel(1024);
             let ns = Arc::new(NamespaceRt {
-                id: by_id.len(),
+                id: namespaces.len(),
                 spec: spec.clone(),
                 dispatched: AtomicU64::new(log.next_offset()),
                 taps: parking_lot::RwLock::new(Vec::new()),
@@ -204,13 +215,13 @@ impl Hub {
                 .spawn(move || writer.run(rx))
                 .map_err(|e| HubError::storage(&spec.name, format!("spawning writer: {e}")))?;
             threads.push(t);
-            by_id.push(ns.clone());
-            namespaces.insert(spec.name.clone(), ns);
+            by_name.insert(spec.name.clone(), ns.id);
+            namespaces.push(ns);
         }
         let inner = Arc::new(HubInner {
             config,
             namespaces,
-            by_id,
+            by_name,
             registry,
             published: AtomicU64::new(0),
             sessions: AtomicU64::new(0),
@@ -236,7 +247,7 @@ impl Hub {
         let mut v: Vec<NamespaceSpec> = self
             .inner
             .namespaces
-            .values()
+            .iter()
             .map(|n| n.spec.clone())
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
@@ -246,7 +257,7 @@ impl Hub {
     /// One namespace's configuration, borrowed: for per-message checks (client publish rights)
     /// where [`Hub::namespaces`] would clone every spec.
     pub fn namespace_spec(&self, name: &str) -> Option<&NamespaceSpec> {
-        self.inner.namespaces.get(name).map(|n| &n.spec)
+        self.inner.find(name).map(|n| &n.spec)
     }
 
     /// The class of a channel's namespace.
@@ -323,7 +334,7 @@ impl Hub {
         let mut waits = Vec::new();
         for (ns, idx, items) in by_ns {
             let (reply, rx) = oneshot::channel();
-            let sent = match self.inner.by_id.get(ns) {
+            let sent = match self.inner.namespaces.get(ns) {
                 Some(ns) => ns.tx.send(WriterMsg::Write { items, reply }).await.is_ok(),
                 None => false, // a Checked comes from this hub: cannot happen
             };
@@ -449,7 +460,7 @@ impl Hub {
     /// Applies retention to every namespace now (it also runs every minute) and waits for it.
     pub async fn run_retention(&self) {
         let mut waits = Vec::new();
-        for ns in self.inner.namespaces.values() {
+        for ns in self.inner.namespaces.iter() {
             let (tx, rx) = oneshot::channel();
             if ns.tx.send(WriterMsg::Retention(Some(tx))).await.is_ok() {
                 waits.push(rx);
@@ -472,10 +483,7 @@ impl Hub {
 
     /// The reader of a namespace's log, for rebuilding projections (candles) from history.
     pub fn log_reader(&self, namespace: &str) -> Option<tickwire_log::LogReader> {
-        self.inner
-            .namespaces
-            .get(namespace)
-            .map(|n| n.reader.clone())
+        self.inner.find(namespace).map(|n| n.reader.clone())
     }
 
     /// Channels seen in a namespace.
@@ -499,7 +507,7 @@ impl Hub {
     pub async fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);
         let mut done = Vec::new();
-        for ns in self.inner.namespaces.values() {
+        for ns in self.inner.namespaces.iter() {
             let (tx, rx) = oneshot::channel();
             if ns.tx.send(WriterMsg::Shutdown(tx)).await.is_ok() {
                 done.push(rx);
@@ -622,7 +630,7 @@ fn spawn_housekeeper(
                 if retention {
                     since_retention = Duration::ZERO;
                 }
-                for ns in inner.namespaces.values() {
+                for ns in inner.namespaces.iter() {
                     if matches!(inner.config.fsync, FsyncPolicy::Interval(_)) {
                         let _ = ns.tx.try_send(WriterMsg::Sync);
                     }
