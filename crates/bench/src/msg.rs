@@ -15,37 +15,26 @@ pub fn now_micros() -> u64 {
 
 /// The symbol names (`S0000`…), fixed so every target sees the same channels.
 pub fn symbol(i: usize) -> String {
-    format!("S{i:04}")
+    let mut out = Vec::with_capacity(8);
+    push_symbol(&mut out, i);
+    // Only ASCII digits and `S` were written.
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Appends [`symbol`]`(i)` without building a String: the publishers call it per message,
 /// and the load generator shares the 2 cores with the server it measures.
 pub fn push_symbol(out: &mut Vec<u8>, i: usize) {
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(i);
     out.push(b'S');
-    let mut digits = [b'0'; 20];
-    let mut n = i;
-    let mut k = digits.len();
-    while n > 0 || digits.len() - k < 4 {
-        k -= 1;
-        digits[k] = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-    out.extend_from_slice(&digits[k..]);
+    // Zero-padded to 4 digits, as `format!("S{i:04}")` would.
+    out.resize(out.len() + 4usize.saturating_sub(digits.len()), b'0');
+    out.extend_from_slice(digits.as_bytes());
 }
 
-/// Appends `v` in decimal (what `write!` does, without the formatting machinery).
-pub fn push_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut digits = [0u8; 20];
-    let mut k = digits.len();
-    loop {
-        k -= 1;
-        digits[k] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[k..]);
+/// Appends `v` in decimal without core::fmt (itoa).
+pub fn push_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
 /// Appends the quote JSON for one tick, padded with a `pad` field to about `size` bytes.
@@ -133,7 +122,7 @@ mod tests {
         for i in [0, 7, 42, 9999, 10_000, 123_456] {
             let mut b = Vec::new();
             push_symbol(&mut b, i);
-            assert_eq!(b, symbol(i).as_bytes());
+            assert_eq!(b, format!("S{i:04}").as_bytes());
         }
         let f = Fields::default();
         assert_eq!(f.t(&v), Some(1_795_240_954_353_123));
