@@ -400,6 +400,8 @@ pub struct Publisher {
     body: Vec<u8>,
     count: usize,
     binary: bool,
+    /// The channel name being built for the next binary item (reused, no per-message String).
+    name: Vec<u8>,
 }
 
 impl Publisher {
@@ -426,6 +428,7 @@ impl Publisher {
             body: Vec::with_capacity(1 << 20),
             count: 0,
             binary: encoding == crate::Encoding::Binary,
+            name: Vec::with_capacity(32),
         })
     }
 
@@ -433,21 +436,21 @@ impl Publisher {
     pub fn add(&mut self, sym: usize, payload: &[u8]) {
         match self.target {
             Target::TickwireWs if self.binary => {
-                // docs/protocol.md, "Binary publish batch": u16 channel length, channel,
-                // u16 msg_id length (0), u32 data length, data.
+                // The server's own codec (docs/protocol.md, "Binary publish batch").
                 if self.count == 0 {
-                    self.body.extend_from_slice(b"TWB1");
+                    self.body.extend_from_slice(tickwire_wire::BATCH_MAGIC);
                 }
-                let at = self.body.len();
-                self.body.extend_from_slice(&[0, 0]);
-                self.body.extend_from_slice(b"quotes.");
-                crate::msg::push_symbol(&mut self.body, sym);
-                let len = (self.body.len() - at - 2) as u16;
-                self.body[at..at + 2].copy_from_slice(&len.to_le_bytes());
-                self.body.extend_from_slice(&0u16.to_le_bytes());
-                self.body
-                    .extend_from_slice(&(payload.len() as u32).to_le_bytes());
-                self.body.extend_from_slice(payload);
+                self.name.clear();
+                self.name.extend_from_slice(b"quotes.");
+                crate::msg::push_symbol(&mut self.name, sym);
+                let item = tickwire_wire::BatchItem {
+                    // ASCII by construction.
+                    channel: std::str::from_utf8(&self.name).unwrap_or(""),
+                    msg_id: None,
+                    data: payload,
+                };
+                // Short names and ~100-byte quotes always fit their length prefixes.
+                let _ = tickwire_wire::encode_item(&mut self.body, &item);
             }
             Target::TickwireWs => {
                 self.body.push(if self.count == 0 { b'[' } else { b',' });
@@ -503,7 +506,7 @@ impl Publisher {
         let count = std::mem::take(&mut self.count);
         if self.target == Target::TickwireWs {
             let content_type = if self.binary {
-                "application/vnd.tickwire.batch"
+                tickwire_wire::BATCH_CONTENT_TYPE
             } else {
                 self.body.push(b']');
                 "application/json"
@@ -522,9 +525,9 @@ impl Publisher {
             self.conn.send(&self.out).await?;
             self.out.clear();
             let body_len = http_response(&mut self.conn).await?;
-            // The binary answer is "TWA1", a u32 count and 9 bytes per item: a short one
+            // The binary answer is "TWA1", a u32 count and ACK_LEN bytes per item: a short one
             // means the server acknowledged fewer items than were sent.
-            if self.binary && body_len != 8 + 9 * count {
+            if self.binary && body_len != 8 + tickwire_wire::ACK_LEN * count {
                 return Err(BenchError::proto(
                     "tickwire http",
                     format!("binary answer of {body_len} bytes for {count} items"),
