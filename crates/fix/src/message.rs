@@ -81,6 +81,12 @@ fn text(buf: &[u8], span: Span) -> Option<&str> {
 impl<'a> RawMessage<'a> {
     /// Parses one complete message occupying exactly `buf` (as returned by [`crate::frame`]).
     pub fn parse(buf: &'a [u8]) -> Result<Self> {
+        Self::parse_whole(buf, true)
+    }
+
+    /// [`RawMessage::parse`]; `body_text`: also check the body's UTF-8 now and keep its text
+    /// (for a view used at once), instead of leaving that to the decoder that reads the body.
+    fn parse_whole(buf: &'a [u8], body_text: bool) -> Result<Self> {
         let fr = frame(buf, usize::MAX)?;
         if fr.len != buf.len() {
             return Err(Error::BadTrailer {
@@ -88,13 +94,14 @@ impl<'a> RawMessage<'a> {
                 reason: "bytes after the CheckSum field",
             });
         }
-        Self::parse_framed(buf, fr.body_start, fr.trailer_start)
+        Self::parse_framed(buf, fr.body_start, fr.trailer_start, body_text)
     }
 
     pub(crate) fn parse_framed(
         buf: &'a [u8],
         body_start: usize,
         trailer_start: usize,
+        body_text: bool,
     ) -> Result<Self> {
         let mut idx = HeaderIndex {
             begin_string: Span::of(2, body_start_of_begin(buf)),
@@ -154,11 +161,15 @@ impl<'a> RawMessage<'a> {
             }
             *slot = Span::of(f.value_start, f.value_end - f.value_start);
         }
-        // One UTF-8 check for header and body together (one call instead of two, and the body
-        // text is then known without a check of its own). The header must be text (the
-        // accessors rely on it); a body that is not falls back to checking value by value.
-        let text = match std::str::from_utf8(&buf[..trailer_start]) {
-            Ok(t) => Some(t),
+        // The header must be text (the accessors rely on it); a body that is not falls back
+        // to checking value by value. With `body_text`, one UTF-8 check covers header and body
+        // (the body text is then known without a check of its own). Without it only the header
+        // is checked: an owned `Message` keeps no text, so its decoder checks the body once
+        // when it reads it, and checking it here as well would be a second pass.
+        let checked = if body_text { trailer_start } else { body };
+        let text = match std::str::from_utf8(&buf[..checked]) {
+            Ok(t) if body_text => Some(t),
+            Ok(_) => None,
             // `body` follows an SOH, so it is a char boundary: the header is valid.
             Err(e) if e.valid_up_to() >= body => None,
             Err(_) => return Err(invalid(tags::MSG_TYPE, "not valid UTF-8")),
@@ -287,7 +298,7 @@ pub struct Message {
 impl Message {
     /// Parses one complete message occupying exactly `bytes`.
     pub fn parse(bytes: Bytes) -> Result<Self> {
-        let idx = RawMessage::parse(&bytes)?.idx;
+        let idx = RawMessage::parse_whole(&bytes, false)?.idx;
         Ok(Message { bytes, idx })
     }
 
@@ -296,7 +307,7 @@ impl Message {
         body_start: usize,
         trailer_start: usize,
     ) -> Result<Self> {
-        let idx = RawMessage::parse_framed(&bytes, body_start, trailer_start)?.idx;
+        let idx = RawMessage::parse_framed(&bytes, body_start, trailer_start, false)?.idx;
         Ok(Message { bytes, idx })
     }
 
