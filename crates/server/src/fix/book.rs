@@ -4,8 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use std::fmt::Write as _;
-
 use tickwire_fix::{
     md::{IncrementalEntry, MdEntryType, MdUpdateAction, SnapshotEntry},
     Decimal,
@@ -246,7 +244,7 @@ impl Book {
 }
 
 /// Appends `s` as a JSON string. Prices and sizes are decimals and need no escaping, so the
-/// common case is a plain copy; anything else (a source name) is escaped as JSON requires.
+/// common case is a plain copy; anything else (a source name) is escaped by serde_json.
 pub(crate) fn push_json_str(out: &mut String, s: &str) {
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.push('"');
@@ -254,23 +252,10 @@ pub(crate) fn push_json_str(out: &mut String, s: &str) {
         out.push('"');
         return;
     }
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
+    // Serializing a str cannot fail.
+    if let Ok(j) = serde_json::to_string(s) {
+        out.push_str(&j);
     }
-    out.push('"');
 }
 
 #[cfg(test)]

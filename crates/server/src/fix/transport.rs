@@ -88,7 +88,7 @@ impl<S: SeqStore> Conn<S> {
             }
             Ok(n) => {
                 let actions = self.session.handle_bytes(&self.rbuf[..n], now());
-                self.execute(actions, events).await
+                self.run(actions, events).await
             }
             Err(e) => {
                 self.lost(format!("read error: {e}"), events);
@@ -101,17 +101,17 @@ impl<S: SeqStore> Conn<S> {
     /// learn the client's CompID first).
     pub async fn feed(&mut self, bytes: &[u8], events: &mut Vec<AppEvent>) -> std::io::Result<()> {
         let actions = self.session.handle_bytes(bytes, now());
-        self.execute(actions, events).await
+        self.run(actions, events).await
     }
 
     pub async fn on_timer(&mut self, events: &mut Vec<AppEvent>) -> std::io::Result<()> {
         let actions = self.session.poll_timers(now());
-        self.execute(actions, events).await
+        self.run(actions, events).await
     }
 
     pub async fn connected(&mut self, events: &mut Vec<AppEvent>) -> std::io::Result<()> {
         let actions = self.session.connected(now());
-        self.execute(actions, events).await
+        self.run(actions, events).await
     }
 
     /// Sends an application message (a no-op error if not logged on).
@@ -120,13 +120,8 @@ impl<S: SeqStore> Conn<S> {
         msg: &M,
         events: &mut Vec<AppEvent>,
     ) -> std::io::Result<()> {
-        match self.session.send_app(msg, now()) {
-            Ok(actions) => self.execute(actions, events).await,
-            Err(e) => {
-                tracing::debug!("fix: not sent: {e}");
-                Ok(())
-            }
-        }
+        self.queue_app(msg, events).await;
+        self.flush_queued(events).await
     }
 
     /// Like [`Self::send_app`], but the bytes stay in the output buffer until
@@ -150,18 +145,10 @@ impl<S: SeqStore> Conn<S> {
         Ok(())
     }
 
-    /// Hands session actions to the caller's closure result (`Reject`, `Logout`).
+    /// Carries out session actions in order (also the caller's own: `Reject`, `Logout`).
+    /// Sends are batched into one write, flushed before a Disconnect and at the end; a write
+    /// error or timeout closes the connection.
     pub async fn run(
-        &mut self,
-        actions: Vec<Action>,
-        events: &mut Vec<AppEvent>,
-    ) -> std::io::Result<()> {
-        self.execute(actions, events).await
-    }
-
-    /// Carries out actions in order. Sends are batched into one write, flushed before a
-    /// Disconnect and at the end; a write error or timeout closes the connection.
-    async fn execute(
         &mut self,
         actions: Vec<Action>,
         events: &mut Vec<AppEvent>,
@@ -231,7 +218,7 @@ impl<S: SeqStore> Conn<S> {
     /// Logs out politely (bounded by the session's logout timeout, enforced by the caller).
     pub async fn logout(&mut self, text: &str, events: &mut Vec<AppEvent>) {
         let actions = self.session.logout(Some(text), now());
-        let _ = self.execute(actions, events).await;
+        let _ = self.run(actions, events).await;
     }
 }
 
