@@ -275,22 +275,30 @@ impl Client {
         let _ = conn.connected(&mut ev).await;
         let _ = conn.feed(first, &mut ev).await;
         let mut stopping: Option<tokio::time::Instant> = None;
+        // What the status registry last showed, and messages sent since (see the loop).
+        let mut last_shown = (0, 0, usize::MAX);
+        let mut pending_out = 0;
         loop {
             while !ev.is_empty() {
                 for e in std::mem::take(&mut ev) {
                     self.on_event(e, &mut conn, &mut ev).await;
                 }
             }
+            // The shared status registry is locked only when something it shows changed: this
+            // loop turns once per wakeup (reads, timers, deliveries).
+            let seqs = conn.session.seq_nums();
+            let shown = (seqs.next_sender, seqs.next_target, self.subs.len());
+            if shown != last_shown || pending_out > 0 {
+                let sent = std::mem::take(&mut pending_out);
+                self.sh.registry.update(&self.name, |s| {
+                    (s.next_sender_seq, s.next_target_seq, s.subscriptions) = shown;
+                    s.messages_out += sent;
+                });
+                last_shown = shown;
+            }
             if let Some(why) = conn.closed.clone() {
                 return why;
             }
-            let seqs = conn.session.seq_nums();
-            let n = self.subs.len();
-            self.sh.registry.update(&self.name, |s| {
-                s.next_sender_seq = seqs.next_sender;
-                s.next_target_seq = seqs.next_target;
-                s.subscriptions = n;
-            });
             let deadline = conn.deadline();
             let mut hub_ready = false;
             tokio::select! {
@@ -319,11 +327,8 @@ impl Client {
                             sent += self.on_delivery(d, &mut conn, &mut ev).await;
                         }
                         let _ = conn.flush_queued(&mut ev).await;
-                        if sent > 0 {
-                            self.sh
-                                .registry
-                                .update(&self.name, |s| s.messages_out += sent);
-                        }
+                        // Shown with the next status update at the top of the loop.
+                        pending_out += sent;
                     }
                     Err(r) => {
                         conn.logout(&format!("closed by server: {r:?}"), &mut ev)

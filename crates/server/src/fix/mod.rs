@@ -57,8 +57,9 @@ pub struct FixRegistry {
 }
 
 impl FixRegistry {
-    /// Called for every message in and out, so the name is copied only the first time a
-    /// session is seen (`entry` would allocate the key on every call).
+    /// Called at most once per connection-loop turn (the loops count messages locally and
+    /// skip the call when nothing shown changed), and the name is copied only the first time
+    /// a session is seen (`entry` would allocate the key on every call).
     pub(crate) fn update(&self, name: &str, f: impl FnOnce(&mut SessionStatus)) {
         let mut m = self.sessions.lock();
         if let Some(s) = m.get_mut(name) {
