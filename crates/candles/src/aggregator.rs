@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::calendar::DAY_MS;
 use crate::candle::{BarAcc, Priced};
 use crate::{Candle, CandleError, PriceSource, Resolution, Tick};
 
@@ -326,8 +327,6 @@ fn cascade_index(series: &[Series]) -> Option<usize> {
         });
     nests.then_some(index)
 }
-
-const DAY_MS: i64 = 86_400_000;
 
 fn order_of(series: &[Series]) -> [Resolution; 12] {
     let mut order = [Resolution::Sec1; 12];

@@ -931,13 +931,7 @@ impl Driver {
             self.svc.stats.bad_messages.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        // The channel is `<namespace>.<symbol>` (a tap carries only its namespace, and
-        // namespaces have no dots): slicing skips `Channel::name`'s search for the dot.
-        let symbol = channel
-            .as_str()
-            .strip_prefix(self.sources[source].namespace.as_str())
-            .and_then(|rest| rest.strip_prefix('.'))
-            .unwrap_or_else(|| channel.name());
+        let symbol = channel.name();
         let idx = match self.index.get(symbol) {
             Some(&i) => i,
             None => match self.add_symbol(symbol, source) {
@@ -949,6 +943,7 @@ impl Driver {
             return;
         };
         if st.agg.watermark().is_none_or(|wm| tick.ts_ms >= wm) {
+            // In range: parse_tick refused the message otherwise.
             let log_ms = i64::try_from(log_ts / 1_000_000).unwrap_or(i64::MAX);
             st.lag_ms = Some(log_ms.saturating_sub(tick.ts_ms).max(0));
         }
@@ -1301,6 +1296,18 @@ async fn publisher(
 mod tests {
     use super::*;
 
+    /// A reproducible generator for the randomised tests (Knuth's MMIX LCG); each call
+    /// returns the next state.
+    fn lcg(seed: u64) -> impl FnMut() -> u64 {
+        let mut state = seed;
+        move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            state
+        }
+    }
+
     #[test]
     fn ticks_from_messages() {
         let q = parse_tick(
@@ -1424,11 +1431,9 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let mut state: u64 = 7;
+        let mut rng = lcg(7);
         for _ in 0..20_000 {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
+            let state = rng();
             let v = state >> 20;
             let digits = v.to_string();
             let cut = (state % 25) as usize;
@@ -1468,13 +1473,8 @@ mod tests {
     #[test]
     fn fast_scan_agrees_with_serde_on_mutations() {
         let alphabet = b"{}[]:,\" \t\n\\0123456789-+.eEabdklstpricezun\x7f\xc3\xa9";
-        let mut state: u64 = 42;
-        let mut next = move |n: usize| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((state >> 33) as usize) % n
-        };
+        let mut rng = lcg(42);
+        let mut next = move |n: usize| ((rng() >> 33) as usize) % n;
         let mut fast_hits = 0;
         for _ in 0..200_000 {
             let base = CORPUS[next(3)].as_bytes();
@@ -1524,13 +1524,8 @@ mod tests {
         let mut lags: Vec<Option<i64>> = vec![None; syms.len()];
         let mut eager: BTreeMap<(String, Resolution), Candle> = BTreeMap::new();
         let mut closed: Vec<(String, Resolution, Candle)> = Vec::new();
-        let mut state: u64 = 1;
-        let mut next = move |n: u64| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 33) % n
-        };
+        let mut rng = lcg(1);
+        let mut next = move |n: u64| (rng() >> 33) % n;
         let mut ts: i64 = 1_704_067_200_000;
         let mut flushes = 0;
         for step in 0..20_000 {
