@@ -172,8 +172,8 @@ struct Bar {
 /// to each other in the aggregator's `series` vector instead of in 12 separate heap blocks: the
 /// driver is memory-bound over thousands of symbols, and adjacent bars are prefetched together.
 /// Snapshots keep the plain list format (`SeriesRepr`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(from = "SeriesRepr", into = "SeriesRepr")]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(from = "SeriesRepr")]
 struct Series {
     resolution: Resolution,
     /// The last bar of the list; `None` only when the list is empty.
@@ -200,12 +200,21 @@ impl From<SeriesRepr> for Series {
     }
 }
 
-impl From<Series> for SeriesRepr {
-    fn from(mut s: Series) -> SeriesRepr {
-        SeriesRepr {
-            resolution: s.resolution,
-            bars: s.take_all(),
+/// Written as a [`SeriesRepr`] by reference (the same bytes): going through `into` cloned
+/// every series' bars for each snapshot.
+impl Serialize for Series {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Bars<'a>(&'a Series);
+        impl Serialize for Bars<'_> {
+            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                ser.collect_seq(self.0.older.iter().chain(&self.0.newest))
+            }
         }
+        let mut st = ser.serialize_struct("SeriesRepr", 2)?;
+        st.serialize_field("resolution", &self.resolution)?;
+        st.serialize_field("bars", &Bars(self))?;
+        st.end()
     }
 }
 
