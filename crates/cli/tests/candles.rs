@@ -8,7 +8,7 @@ mod common;
 
 use std::{str::FromStr, time::Duration};
 
-use common::{get_text, http, publish, Server, Ws};
+use common::{get_json, get_text, publish, wait_for, Server, Ws};
 use serde_json::{json, Value};
 use tickwire_candles::{aggregate, Decimal, PriceSource, Resolution, Tick};
 
@@ -46,26 +46,8 @@ fn reference(res: Resolution) -> Vec<tickwire_candles::Candle> {
     aggregate(&t, res, PriceSource::Mid)
 }
 
-async fn get(srv: &Server, path: &str) -> Value {
-    let r = http().get(srv.url(path)).send().await.unwrap();
-    r.json().await.unwrap()
-}
-
-/// Polls until `f` accepts the JSON at `path` (bars are committed asynchronously).
-async fn wait_for(srv: &Server, path: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let v = get(srv, path).await;
-        if f(&v) {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {path}: last {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// Bars are committed asynchronously: how long to poll for them.
+const BARS_WAIT: Duration = Duration::from_secs(20);
 
 fn dec(v: &Value) -> Decimal {
     match v {
@@ -107,7 +89,7 @@ async fn assert_history_matches(srv: &Server, from: i64, to: i64) {
     ] {
         let n = reference(res).len();
         let path = format!("/udf/history?symbol=CNDL&resolution={tv}&from={from}&to={to}");
-        let v = wait_for(srv, &path, |v| {
+        let v = wait_for(srv, &path, BARS_WAIT, |v| {
             v["t"].as_array().is_some_and(|t| t.len() == n)
         })
         .await;
@@ -176,7 +158,7 @@ async fn live_candles_udf_and_restart() {
     assert_history_matches(&srv, from, to).await;
 
     // Native API: decimal strings, ms times, newest `limit`.
-    let v = wait_for(&srv, "/v1/candles/CNDL?res=1m&limit=2", |v| {
+    let v = wait_for(&srv, "/v1/candles/CNDL?res=1m&limit=2", BARS_WAIT, |v| {
         v["candles"].as_array().is_some_and(|c| c.len() == 2)
     })
     .await;
@@ -186,7 +168,7 @@ async fn live_candles_udf_and_restart() {
     assert!(v["candles"][0]["open"].is_string());
 
     // UDF edge answers.
-    let v = get(
+    let v = get_json(
         &srv,
         &format!(
             "/udf/history?symbol=CNDL&resolution=1&from={}&to={}",
@@ -197,23 +179,23 @@ async fn live_candles_udf_and_restart() {
     .await;
     assert_eq!(v["s"], "no_data", "{v}");
     assert_eq!(v["nextTime"], m1[2].start_ms / 1000, "{v}");
-    let v = get(&srv, "/udf/history?symbol=NOPE&resolution=1&from=0&to=10").await;
+    let v = get_json(&srv, "/udf/history?symbol=NOPE&resolution=1&from=0&to=10").await;
     assert_eq!(v["s"], "error", "{v}");
     assert!(v["errmsg"].as_str().unwrap().contains("unknown_symbol"));
-    let v = get(&srv, "/udf/history?symbol=CNDL&resolution=7&from=0&to=10").await;
+    let v = get_json(&srv, "/udf/history?symbol=CNDL&resolution=7&from=0&to=10").await;
     assert_eq!(v["s"], "error", "{v}");
-    let v = get(
+    let v = get_json(
         &srv,
         &format!("/udf/history?symbol=CNDL&resolution=1&to={to}&countback=2"),
     )
     .await;
     assert_eq!(v["t"].as_array().unwrap().len(), 2, "{v}");
-    let v = get(&srv, "/udf/symbols?symbol=Tickwire:CNDL").await;
+    let v = get_json(&srv, "/udf/symbols?symbol=Tickwire:CNDL").await;
     assert_eq!(v["name"], "CNDL");
     assert_eq!(v["pricescale"], 100_000, "{v}");
-    let v = get(&srv, "/udf/search?query=cnd&limit=5").await;
+    let v = get_json(&srv, "/udf/search?query=cnd&limit=5").await;
     assert_eq!(v[0]["symbol"], "CNDL", "{v}");
-    let v = get(&srv, "/udf/config").await;
+    let v = get_json(&srv, "/udf/config").await;
     assert!(v["supported_resolutions"]
         .as_array()
         .unwrap()
@@ -222,7 +204,7 @@ async fn live_candles_udf_and_restart() {
     assert!(t.trim().parse::<i64>().unwrap() > from);
 
     // Crash and restart: the same bars, none lost, none doubled.
-    let before = get(
+    let before = get_json(
         &srv,
         &format!("/udf/history?symbol=CNDL&resolution=1S&from={from}&to={to}"),
     )
@@ -231,7 +213,7 @@ async fn live_candles_udf_and_restart() {
     srv.kill9();
     let srv = Server::start(&data, &[], FAST);
     assert_history_matches(&srv, from, to).await;
-    let after = get(
+    let after = get_json(
         &srv,
         &format!("/udf/history?symbol=CNDL&resolution=1S&from={from}&to={to}"),
     )
@@ -244,7 +226,7 @@ async fn live_candles_udf_and_restart() {
     )
     .await;
     assert_eq!(st, 200, "{body}");
-    let v = wait_for(&srv, "/v1/candles/CNDL?res=1D&limit=10", |v| {
+    let v = wait_for(&srv, "/v1/candles/CNDL?res=1D&limit=10", BARS_WAIT, |v| {
         v["candles"].as_array().is_some_and(|c| c.len() == 2)
     })
     .await;

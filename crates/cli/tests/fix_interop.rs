@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{fix_session, free_port, get_json, http, publish, start_with_config, Ws};
+use common::{fix_session, free_port, get_json, publish, start_with_config, wait_for, Ws};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -201,25 +201,13 @@ reconnect_max_ms = 2000
     let mut ws = Ws::connect(&srv.ws_url("")).await;
     let mut bids = Vec::new();
     // The W snapshot may land just before or after the subscribe: wait for the value.
-    let end = Instant::now() + WAIT;
-    loop {
-        let r: Value = http()
-            .get(srv.url("/v1/latest/quotes.EURUSD"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap_or(Value::Null);
-        if r["data"]["bid"] == "1.10000" {
-            assert_eq!(r["data"]["ask"], "1.10020");
-            assert_eq!(r["data"]["bid_size"], "500000");
-            assert_eq!(r["data"]["ask_size"], "700000");
-            break;
-        }
-        assert!(Instant::now() < end, "W never became a quote: {r}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let r = wait_for(&srv, "/v1/latest/quotes.EURUSD", WAIT, |r| {
+        r["data"]["bid"] == "1.10000"
+    })
+    .await;
+    assert_eq!(r["data"]["ask"], "1.10020");
+    assert_eq!(r["data"]["bid_size"], "500000");
+    assert_eq!(r["data"]["ask_size"], "700000");
     let r = ws
         .cmd(json!({"op":"subscribe","channel":"quotes.EURUSD"}))
         .await;
@@ -245,17 +233,13 @@ reconnect_max_ms = 2000
 
     // A trade entry becomes a trades.EURUSD message.
     peer.cmd("trade EURUSD 1.10015 250000");
-    let end = Instant::now() + WAIT;
-    loop {
-        let h: Value = get_json(&srv, "/v1/history/trades.EURUSD?from=0").await;
-        if let Some(m) = h["messages"].as_array().and_then(|a| a.first()) {
-            assert_eq!(m["data"]["price"], "1.10015", "{h}");
-            assert_eq!(m["data"]["size"], "250000", "{h}");
-            break;
-        }
-        assert!(Instant::now() < end, "trade never arrived: {h}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let h = wait_for(&srv, "/v1/history/trades.EURUSD?from=0", WAIT, |h| {
+        h["messages"].as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let m = &h["messages"][0];
+    assert_eq!(m["data"]["price"], "1.10015", "{h}");
+    assert_eq!(m["data"]["size"], "250000", "{h}");
 
     // Gap from the provider: it skips 5 MsgSeqNums. Tickwire asks for exactly the missing
     // range, QuickFIX (PersistMessages=N) gap-fills it, and the held X is then applied.

@@ -15,8 +15,7 @@ use common::{free_port, publish, start_with_config, FixClient, Server};
 use serde_json::json;
 use tickwire_fix::{
     md::{
-        MarketDataIncrementalRefresh, MarketDataRequest, MarketDataSnapshotFullRefresh,
-        MdEntryType, MdUpdateAction, MdUpdateType, SubscriptionRequestType,
+        MarketDataIncrementalRefresh, MarketDataSnapshotFullRefresh, MdEntryType, MdUpdateAction,
     },
     tags::msg_type,
 };
@@ -96,14 +95,10 @@ async fn session(
     }
     let syms = symbols_of(n);
     let id = format!("req-{n}");
-    c.send(&MarketDataRequest {
-        md_req_id: &id,
-        subscription_request_type: SubscriptionRequestType::SnapshotPlusUpdates,
-        market_depth: 1,
-        md_update_type: Some(MdUpdateType::IncrementalRefresh),
-        entry_types: vec![MdEntryType::Bid, MdEntryType::Offer],
-        symbols: syms.iter().map(String::as_str).collect(),
-    })
+    c.send(&common::md_request(
+        &id,
+        syms.iter().map(String::as_str).collect(),
+    ))
     .await;
     // One W per symbol, in any order, with the generation-0 quote.
     let mut got_w = Vec::new();
@@ -295,14 +290,7 @@ async fn a_request_refused_part_way_keeps_no_subscriptions() {
     let mut c = FixClient::new("LIMITED", "TICKWIRE");
     c.connect(&format!("127.0.0.1:{port}")).await;
     assert!(c.until(WAIT, |c| c.logged_on).await, "{:?}", c.closed);
-    let request = |id: &'static str, symbols: Vec<&'static str>| MarketDataRequest {
-        md_req_id: id,
-        subscription_request_type: SubscriptionRequestType::SnapshotPlusUpdates,
-        market_depth: 1,
-        md_update_type: Some(MdUpdateType::IncrementalRefresh),
-        entry_types: vec![MdEntryType::Bid, MdEntryType::Offer],
-        symbols,
-    };
+    let request = common::md_request;
     c.send(&request("too-many", vec!["S00", "S01", "S02"]))
         .await;
     let m = c.next_app(WAIT).await.expect("an answer to the request");

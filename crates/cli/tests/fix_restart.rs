@@ -11,13 +11,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{fix_session, free_port, http, publish, start_with_config, FixClient, Server};
+use common::{fix_session, free_port, publish, start_with_config, wait_for, FixClient, Server};
 use serde_json::{json, Value};
 use tickwire_fix::{
-    md::{
-        MarketDataIncrementalRefresh, MarketDataRequest, MarketDataSnapshotFullRefresh,
-        MdEntryType, MdUpdateType, SnapshotEntry, SubscriptionRequestType,
-    },
+    md::{MarketDataIncrementalRefresh, MarketDataSnapshotFullRefresh, MdEntryType, SnapshotEntry},
     tags::msg_type,
     Decimal, SeqNums,
 };
@@ -35,15 +32,7 @@ async fn connect_when_listening(c: &mut FixClient, addr: &str) {
 }
 
 async fn subscribe(c: &mut FixClient, id: &str, sym: &str) {
-    c.send(&MarketDataRequest {
-        md_req_id: id,
-        subscription_request_type: SubscriptionRequestType::SnapshotPlusUpdates,
-        market_depth: 1,
-        md_update_type: Some(MdUpdateType::IncrementalRefresh),
-        entry_types: vec![MdEntryType::Bid, MdEntryType::Offer],
-        symbols: vec![sym],
-    })
-    .await;
+    c.send(&common::md_request(id, vec![sym])).await;
 }
 
 /// The next message, which must be a W for `sym` with `bid`; returns its MsgSeqNum.
@@ -225,20 +214,8 @@ reconnect_max_ms = 500
 
 /// Waits until `quotes.EURUSD` has `bid` (the initiator publishes after each read).
 async fn latest_bid(srv: &Server, bid: &str) {
-    let end = Instant::now() + WAIT;
-    loop {
-        let r: Value = http()
-            .get(srv.url("/v1/latest/quotes.EURUSD"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap_or(Value::Null);
-        if r["data"]["bid"] == bid {
-            return;
-        }
-        assert!(Instant::now() < end, "quote never became {bid}: {r}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(srv, "/v1/latest/quotes.EURUSD", WAIT, |r| {
+        r["data"]["bid"] == bid
+    })
+    .await;
 }

@@ -140,6 +140,28 @@ pub async fn get_json(srv: &Server, path: &str) -> Value {
         .unwrap()
 }
 
+/// Polls `path` (JSON) until `done` accepts it, at most `wait`; returns the accepted value.
+/// For what the server does asynchronously (bars committed, an initiator's publish).
+pub async fn wait_for(
+    srv: &Server,
+    path: &str,
+    wait: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let v = get_json(srv, path).await;
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {path}: last {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// GETs `path` on the server as text (the status is not checked): /metrics.
 pub async fn get_text(srv: &Server, path: &str) -> String {
     http()
@@ -384,6 +406,12 @@ impl FixClient {
             .await
             .expect("no connection")
             .unwrap();
+        self.attach(stream).await;
+    }
+
+    /// Takes a fresh connection and lets the session start on it (an initiator sends its
+    /// Logon).
+    async fn attach(&mut self, stream: tokio::net::TcpStream) {
         stream.set_nodelay(true).unwrap();
         self.stream = Some(stream);
         self.closed = None;
@@ -398,11 +426,7 @@ impl FixClient {
     /// Connects and sends the Logon; [`FixClient::until`] then drives the exchange.
     pub async fn connect(&mut self, addr: &str) {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        self.stream = Some(stream);
-        self.closed = None;
-        let a = self.session.connected(Self::now());
-        self.apply(a).await;
+        self.attach(stream).await;
     }
 
     async fn apply(&mut self, actions: Vec<tickwire_fix::Action>) {
@@ -482,12 +506,22 @@ impl FixClient {
         self.until(wait, |c| c.closed.is_some()).await;
         self.closed.as_deref() == Some("logout")
     }
+}
 
-    /// The connection was cut under us (e.g. the server was killed): tell the session.
-    pub fn drop_connection(&mut self) {
-        self.stream = None;
-        let _ = self.session.disconnected(Self::now());
-        self.logged_on = false;
+/// A MarketDataRequest for bid and offer, snapshot plus incremental updates, depth 1: what
+/// the FIX tests subscribe with.
+pub fn md_request<'a>(
+    id: &'a str,
+    symbols: Vec<&'a str>,
+) -> tickwire_fix::md::MarketDataRequest<'a> {
+    use tickwire_fix::md::{MdEntryType, MdUpdateType, SubscriptionRequestType};
+    tickwire_fix::md::MarketDataRequest {
+        md_req_id: id,
+        subscription_request_type: SubscriptionRequestType::SnapshotPlusUpdates,
+        market_depth: 1,
+        md_update_type: Some(MdUpdateType::IncrementalRefresh),
+        entry_types: vec![MdEntryType::Bid, MdEntryType::Offer],
+        symbols,
     }
 }
 
