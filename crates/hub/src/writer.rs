@@ -245,7 +245,7 @@ impl Writer {
     /// Appends one group-commit batch. Returns whether unsynced data remains.
     fn write_batch(
         &mut self,
-        writes: Vec<(Vec<Item>, Reply)>,
+        mut writes: Vec<(Vec<Item>, Reply)>,
         values: &mut Vec<u8>,
         last_sync: &mut Instant,
     ) -> bool {
@@ -314,24 +314,26 @@ impl Writer {
         let stream = self.ns.spec.class == Class::Stream;
         let mut messages: Vec<Arc<Message>> = Vec::new();
         if result.is_ok() && !fresh.is_empty() {
+            // The item's id and data move into the message: the request needs neither again,
+            // and cloning the data `Bytes` would allocate a shared header per quote.
             messages = (base..)
                 .zip(&fresh)
                 .map(|(offset, (wi, ii, _))| {
-                    let it = &writes[*wi].0[*ii];
+                    let it = &mut writes[*wi].0[*ii];
                     Arc::new(Message::new(Publication {
                         channel: it.channel.clone(),
                         offset,
                         timestamp,
-                        msg_id: it.msg_id.clone(),
-                        data: it.data.clone(),
+                        msg_id: it.msg_id.take(),
+                        data: std::mem::take(&mut it.data),
                     }))
                 })
                 .collect();
             // The window learns the ids now, not after the fsync: a retry that arrives while
             // the first copy is being synced must still be recognised. Its acknowledgement
             // waits behind the same fsync (the fsync thread completes in order).
-            for ((wi, ii, _), m) in fresh.iter().zip(&messages) {
-                if let Some(id) = &writes[*wi].0[*ii].msg_id {
+            for m in &messages {
+                if let Some(id) = &m.publication.msg_id {
                     self.dedup.insert(
                         m.publication.channel.clone(),
                         id.clone(),
