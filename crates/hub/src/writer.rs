@@ -3,7 +3,8 @@
 //! acknowledges, and dispatches to channel nodes in offset order.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
+    hash::BuildHasherDefault,
     sync::{atomic::Ordering, Arc},
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
@@ -15,7 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     hub::{Ack, NamespaceRt},
-    node::{NodeCache, Registry},
+    node::{ChannelNode, NodeCache, Registry},
+    session::AddrHash,
     FsyncPolicy, HubError, Message,
 };
 
@@ -312,47 +314,40 @@ impl Writer {
             };
         }
         let stream = self.ns.spec.class == Class::Stream;
+        let always = matches!(self.fsync, FsyncPolicy::Always);
         let mut messages: Vec<Arc<Message>> = Vec::new();
         if result.is_ok() && !fresh.is_empty() {
-            // The item's id and data move into the message: the request needs neither again,
-            // and cloning the data `Bytes` would allocate a shared header per quote.
-            messages = (base..)
-                .zip(&fresh)
-                .map(|(offset, (wi, ii, _))| {
-                    let it = &mut writes[*wi].0[*ii];
-                    Arc::new(Message::new(Publication {
-                        channel: it.channel.clone(),
-                        offset,
-                        timestamp,
-                        msg_id: it.msg_id.take(),
-                        data: std::mem::take(&mut it.data),
-                    }))
-                })
-                .collect();
             // The window learns the ids now, not after the fsync: a retry that arrives while
             // the first copy is being synced must still be recognised. Its acknowledgement
             // waits behind the same fsync (the fsync thread completes in order).
-            for m in &messages {
-                if let Some(id) = &m.publication.msg_id {
-                    self.dedup.insert(
-                        m.publication.channel.clone(),
-                        id.clone(),
-                        m.publication.offset,
-                    );
+            for (offset, (wi, ii, _)) in (base..).zip(&fresh) {
+                let it = &writes[*wi].0[*ii];
+                if let Some(id) = &it.msg_id {
+                    self.dedup.insert(it.channel.clone(), id.clone(), offset);
                 }
             }
-        }
-        let always = matches!(self.fsync, FsyncPolicy::Always);
-        // State values may go out as soon as they are written; stream messages only once
-        // durable under the policy (with `always`, on the fsync thread).
-        if result.is_ok() && (!stream || !always) {
-            dispatch(
-                &self.ns,
-                &self.registry,
-                &mut self.nodes,
-                self.ring_cap,
-                &messages,
-            );
+            if stream {
+                messages = (base..)
+                    .zip(&fresh)
+                    .map(|(offset, (wi, ii, _))| {
+                        take_message(&mut writes[*wi].0[*ii], offset, timestamp)
+                    })
+                    .collect();
+                // Stream messages go out once durable under the policy (with `always`, on the
+                // fsync thread).
+                if !always {
+                    dispatch(
+                        &self.ns,
+                        &self.registry,
+                        &mut self.nodes,
+                        self.ring_cap,
+                        &messages,
+                    );
+                }
+            } else {
+                // State values go out as soon as they are written.
+                self.dispatch_state(&mut writes, &fresh, base, timestamp);
+            }
         }
         let replies: Vec<(Reply, Vec<Result<Ack, HubError>>)> = writes
             .into_iter()
@@ -402,6 +397,53 @@ impl Writer {
         }
         // Unsynced data: the interval tick (or a clean shutdown, under any policy) syncs it.
         wrote
+    }
+
+    /// Delivers a state batch: to each channel's node only its newest value in the batch
+    /// (latest wins, and a subscriber would conflate the older ones anyway), and every value
+    /// to the taps, which must see each tick. Without taps an older value never becomes a
+    /// message at all: most of a fast symbol's ticks are superseded within their own batch.
+    fn dispatch_state(
+        &mut self,
+        writes: &mut [(Vec<Item>, Reply)],
+        fresh: &[(usize, usize, std::ops::Range<usize>)],
+        base: Offset,
+        timestamp: u64,
+    ) {
+        // Newest first, so a node's first sighting is its channel's newest value here.
+        let mut newest: Vec<Option<Arc<ChannelNode>>> = vec![None; fresh.len()];
+        let mut seen: HashSet<usize, BuildHasherDefault<AddrHash>> = HashSet::default();
+        for (k, (wi, ii, _)) in fresh.iter().enumerate().rev() {
+            let node = self.nodes.get_or_create(
+                &self.registry,
+                &writes[*wi].0[*ii].channel,
+                Class::State,
+                base + k as u64,
+            );
+            if seen.insert(Arc::as_ptr(&node) as usize) {
+                newest[k] = Some(node);
+            }
+        }
+        // Held until the taps are sent, so a tap added meanwhile starts with a whole batch.
+        let taps = self.ns.taps.read();
+        let tapped = !taps.is_empty();
+        let mut all = Vec::with_capacity(if tapped { fresh.len() } else { 0 });
+        for ((offset, (wi, ii, _)), node) in (base..).zip(fresh).zip(newest) {
+            if node.is_none() && !tapped {
+                continue;
+            }
+            let m = take_message(&mut writes[*wi].0[*ii], offset, timestamp);
+            if tapped {
+                all.push(m.clone());
+            }
+            if let Some(node) = node {
+                node.dispatch(m, self.ring_cap);
+            }
+        }
+        send_taps(&self.ns, taps, &all);
+        self.ns
+            .dispatched
+            .store(base + fresh.len() as u64, Ordering::Release);
     }
 
     /// Retention deletes whole segments; a state channel whose newest value lives only in a
@@ -480,28 +522,48 @@ fn dispatch(
         let node = nodes.get_or_create(registry, &p.channel, ns.spec.class, p.offset);
         node.dispatch(m.clone(), ring_cap);
     }
-    let taps = ns.taps.read();
-    if !taps.is_empty() && !messages.is_empty() {
-        // One shared slice for every tap, and one send per tap per batch: a send per message
-        // cost the writer a wake-up and often a thread switch each under load.
-        let batch: Arc<[Arc<Message>]> = messages.into();
-        let mut closed = false;
-        for tap in taps.iter() {
-            // Blocking is deliberate: a tap consumer must see every message.
-            if !tap.send_blocking(&batch) {
-                closed = true;
-            }
-        }
-        drop(taps);
-        if closed {
-            ns.taps.write().retain(|t| !t.is_closed());
-        }
-    } else {
-        drop(taps);
-    }
+    send_taps(ns, ns.taps.read(), messages);
     if let Some(m) = messages.last() {
         ns.dispatched
             .store(m.publication.offset + 1, Ordering::Release);
+    }
+}
+
+/// The message for a freshly appended item, which gives up its id and data: the request needs
+/// neither again, and cloning the data `Bytes` would allocate a shared header per quote.
+fn take_message(it: &mut Item, offset: Offset, timestamp: u64) -> Arc<Message> {
+    Arc::new(Message::new(Publication {
+        channel: it.channel.clone(),
+        offset,
+        timestamp,
+        msg_id: it.msg_id.take(),
+        data: std::mem::take(&mut it.data),
+    }))
+}
+
+/// Sends one batch to every tap (`taps` is the namespace's tap list, read-locked by the
+/// caller) and removes the taps whose consumer is gone.
+fn send_taps(
+    ns: &NamespaceRt,
+    taps: parking_lot::RwLockReadGuard<'_, Vec<TapSender>>,
+    messages: &[Arc<Message>],
+) {
+    if taps.is_empty() || messages.is_empty() {
+        return;
+    }
+    // One shared slice for every tap, and one send per tap per batch: a send per message
+    // cost the writer a wake-up and often a thread switch each under load.
+    let batch: Arc<[Arc<Message>]> = messages.into();
+    let mut closed = false;
+    for tap in taps.iter() {
+        // Blocking is deliberate: a tap consumer must see every message.
+        if !tap.send_blocking(&batch) {
+            closed = true;
+        }
+    }
+    drop(taps);
+    if closed {
+        ns.taps.write().retain(|t| !t.is_closed());
     }
 }
 

@@ -546,3 +546,95 @@ async fn background_namespaces_write_at_lower_cpu_priority() {
     assert_eq!(nice_of("tw-sync-quotes"), Some(0));
     drop(hub);
 }
+
+/// One batch holding several values per state channel: the writer hands each channel's node
+/// only its newest value (older ones would be conflated anyway), but the acks, the log and a
+/// tap still carry every value, and the newest is what subscribers and new snapshots see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_delivers_each_state_channels_newest_value_and_taps_see_all() {
+    for with_tap in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = Hub::open(HubConfig::new(dir.path())).unwrap();
+        let mut live = hub.session();
+        for c in ["quotes.A", "quotes.B", "quotes.C"] {
+            live.subscribe(&ch(c), None).unwrap();
+        }
+        let tap = with_tap.then(|| hub.tap("quotes", 1000).unwrap());
+        // A: 1, 4, 7 ... B: 2, 5, 8 ... C only once, in the middle.
+        let mut batch = Vec::new();
+        let mut sent = Vec::new();
+        for i in 0..30u32 {
+            let c = match i % 3 {
+                0 => "quotes.A",
+                1 if i == 13 => "quotes.C",
+                1 => "quotes.B",
+                _ => "quotes.A",
+            };
+            batch.push(req(c, &quote(i), None));
+            sent.push((c, quote(i)));
+        }
+        let acks = hub.publish(batch).await;
+        let offsets: Vec<u64> = acks.into_iter().map(|a| a.unwrap().offset).collect();
+        assert_eq!(offsets, (0..30).collect::<Vec<_>>());
+        let newest = |c: &str| sent.iter().rev().find(|(n, _)| *n == c).unwrap().1.clone();
+
+        let got = drain_until(&mut live, 3).await;
+        let mut seen: Vec<(String, String)> = got
+            .iter()
+            .map(|d| {
+                let p = &d.message.publication;
+                (
+                    p.channel.to_string(),
+                    String::from_utf8(p.data.to_vec()).unwrap(),
+                )
+            })
+            .collect();
+        seen.sort();
+        let want: Vec<(String, String)> = ["quotes.A", "quotes.B", "quotes.C"]
+            .iter()
+            .map(|c| (c.to_string(), newest(c)))
+            .collect();
+        assert_eq!(seen, want, "with_tap={with_tap}");
+        for c in ["quotes.A", "quotes.B", "quotes.C"] {
+            let latest = hub.latest(&ch(c)).unwrap().unwrap();
+            assert_eq!(&latest.publication.data[..], newest(c).as_bytes());
+        }
+        // A new subscriber's snapshot is the newest value.
+        let mut late = hub.session();
+        late.subscribe(&ch("quotes.B"), None).unwrap();
+        let snap = drain_until(&mut late, 1).await;
+        assert!(snap[0].snapshot);
+        assert_eq!(
+            &snap[0].message.publication.data[..],
+            newest("quotes.B").as_bytes()
+        );
+        // Every value is in the log, in order.
+        let h = hub.history(&ch("quotes.A"), 0, 100).await.unwrap();
+        let logged: Vec<String> = h
+            .messages
+            .iter()
+            .map(|m| String::from_utf8(m.publication.data.to_vec()).unwrap())
+            .collect();
+        let want_a: Vec<String> = sent
+            .iter()
+            .filter(|(c, _)| *c == "quotes.A")
+            .map(|(_, d)| d.clone())
+            .collect();
+        assert_eq!(logged, want_a);
+        if let Some(mut tap) = tap {
+            let mut tapped = Vec::new();
+            while tapped.len() < 30 {
+                let b = tap.recv().await.unwrap();
+                tapped.extend(b.iter().map(|m| {
+                    (
+                        m.publication.offset,
+                        String::from_utf8(m.publication.data.to_vec()).unwrap(),
+                    )
+                }));
+            }
+            let want: Vec<(u64, String)> = (0..30).zip(sent.iter().map(|s| s.1.clone())).collect();
+            assert_eq!(tapped, want);
+        }
+        hub.shutdown().await;
+    }
+}
