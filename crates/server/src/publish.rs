@@ -7,7 +7,7 @@ use axum::{
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
-use std::{borrow::Cow, fmt::Write as _};
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -173,6 +173,7 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
     // Written by hand: a `json!` tree per result cost more than the append. Channel names are
     // plain ASCII without quotes or backslashes (see `Channel::parse`), so need no escaping.
     let mut body = String::with_capacity(16 + channels.len() * 56);
+    let mut offset_text = itoa::Buffer::new();
     if !single {
         body.push_str("{\"results\":[");
     }
@@ -182,13 +183,16 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
         if i > 0 {
             body.push(',');
         }
-        let _ = write!(
-            body,
-            "{{\"channel\":\"{}\",\"offset\":{},\"duplicate\":{}}}",
-            channel.as_str(),
-            ack.offset,
-            ack.duplicate
-        );
+        // Pieces and itoa, not `write!`: core::fmt was ~2 % of server CPU under ingest.
+        body.push_str("{\"channel\":\"");
+        body.push_str(channel.as_str());
+        body.push_str("\",\"offset\":");
+        body.push_str(offset_text.format(ack.offset));
+        body.push_str(if ack.duplicate {
+            ",\"duplicate\":true}"
+        } else {
+            ",\"duplicate\":false}"
+        });
     }
     if !single {
         body.push_str("]}");
