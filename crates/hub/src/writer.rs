@@ -330,7 +330,7 @@ impl Writer {
                 messages = (base..)
                     .zip(&fresh)
                     .map(|(offset, (wi, ii, _))| {
-                        take_message(&mut writes[*wi].0[*ii], offset, timestamp)
+                        take_message(&mut writes[*wi].0[*ii], offset, timestamp, true)
                     })
                     .collect();
                 // Stream messages go out once durable under the policy (with `always`, on the
@@ -432,7 +432,7 @@ impl Writer {
             if node.is_none() && !tapped {
                 continue;
             }
-            let m = take_message(&mut writes[*wi].0[*ii], offset, timestamp);
+            let m = take_message(&mut writes[*wi].0[*ii], offset, timestamp, node.is_some());
             if tapped {
                 all.push(m.clone());
             }
@@ -529,15 +529,23 @@ fn dispatch(
     }
 }
 
-/// The message for a freshly appended item, which gives up its id and data: the request needs
-/// neither again, and cloning the data `Bytes` would allocate a shared header per quote.
-fn take_message(it: &mut Item, offset: Offset, timestamp: u64) -> Arc<Message> {
+/// The message for a freshly appended item, which gives up its id and data (the request needs
+/// neither again). `kept`: the message stays in memory for an unknown time (a state channel's
+/// newest value, a stream's ring), so its data gets an allocation of its own: an edge may hand
+/// in a view of a whole request body (see the HTTP publish path), and a rarely updated channel
+/// would pin that body. A message that only passes through (to a tap) keeps the view.
+fn take_message(it: &mut Item, offset: Offset, timestamp: u64, kept: bool) -> Arc<Message> {
+    let data = std::mem::take(&mut it.data);
     Arc::new(Message::new(Publication {
         channel: it.channel.clone(),
         offset,
         timestamp,
         msg_id: it.msg_id.take(),
-        data: std::mem::take(&mut it.data),
+        data: if kept {
+            Bytes::copy_from_slice(&data)
+        } else {
+            data
+        },
     }))
 }
 

@@ -137,7 +137,13 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
     let checked = match fast {
         Some(items) => {
             check_batch_size(items.len())?;
-            check_all(st, items.iter().map(|i| Ok(i.borrowed())), single, false)?
+            check_all(
+                st,
+                &body,
+                items.iter().map(|i| Ok(i.borrowed())),
+                single,
+                false,
+            )?
         }
         None => {
             let raw_items: Vec<&RawValue> = if single {
@@ -162,7 +168,7 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
                 Ok(i) => Ok(i.borrowed()),
                 Err(e) => Err(e.clone()),
             });
-            check_all(st, items, single, false)?
+            check_all(st, &body, items, single, false)?
         }
     };
     let channels: Vec<Channel> = checked
@@ -217,7 +223,7 @@ fn is_binary(headers: &HeaderMap) -> bool {
 
 /// The binary batch: the same checks and the same all-or-nothing rule as JSON, answered with
 /// one (offset, duplicate) per item in a binary body (docs/protocol.md).
-async fn binary(st: &AppState, body: &[u8]) -> Result<Response, Problem> {
+async fn binary(st: &AppState, body: &Bytes) -> Result<Response, Problem> {
     let items = decode_batch(body, MAX_BATCH).map_err(|e| {
         let (status, code) = match e {
             BatchError::TooMany { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge),
@@ -225,7 +231,7 @@ async fn binary(st: &AppState, body: &[u8]) -> Result<Response, Problem> {
         };
         Problem::new(status, code, format!("malformed binary batch: {e}"))
     })?;
-    let checked = check_all(st, items.into_iter().map(Ok), false, true)?;
+    let checked = check_all(st, body, items.into_iter().map(Ok), false, true)?;
     let n = checked.len();
     let results = st.hub.publish_checked(checked).await;
     let mut out = Vec::new();
@@ -241,6 +247,21 @@ async fn binary(st: &AppState, body: &[u8]) -> Result<Response, Problem> {
         out,
     )
         .into_response())
+}
+
+/// `data` as a view of the request body it was read from: a reference count, not an
+/// allocation and a copy per item (which the writer thread then had to free, a cross-thread
+/// free, once the value was replaced). The writer copies the few values it keeps (a state
+/// channel's newest, a stream's ring), so a kept value never pins a whole body. Data that is
+/// not inside `body` is copied.
+fn share(body: &Bytes, data: &[u8]) -> Bytes {
+    let inside = body.as_ptr_range();
+    let range = data.as_ptr_range();
+    if inside.start <= range.start && range.end <= inside.end {
+        body.slice_ref(data)
+    } else {
+        Bytes::copy_from_slice(data)
+    }
 }
 
 fn check_batch_size(n: usize) -> Result<(), Problem> {
@@ -267,6 +288,7 @@ type ItemError = (StatusCode, ErrorCode, String);
 /// `unparsed`: the items' data has not been through a JSON parser yet (binary batches).
 fn check_all<'a>(
     st: &AppState,
+    body: &Bytes,
     items: impl ExactSizeIterator<Item = Result<BatchItem<'a>, ItemError>>,
     single: bool,
     unparsed: bool,
@@ -276,7 +298,7 @@ fn check_all<'a>(
     let mut errors = Vec::new();
     let mut first: Option<ItemError> = None;
     for (i, item) in items.enumerate() {
-        match item.and_then(|item| check_item(st, item, unparsed)) {
+        match item.and_then(|item| check_item(st, body, item, unparsed)) {
             Ok(c) => checked.push(c),
             Err((status, code, detail)) => {
                 errors.push(json!({"index": i, "code": code, "detail": detail}));
@@ -299,7 +321,12 @@ fn check_all<'a>(
     }
     Ok(checked)
 }
-fn check_item(st: &AppState, item: BatchItem<'_>, unparsed: bool) -> Result<Checked, ItemError> {
+fn check_item(
+    st: &AppState,
+    body: &Bytes,
+    item: BatchItem<'_>,
+    unparsed: bool,
+) -> Result<Checked, ItemError> {
     let channel = Channel::parse_cached(item.channel).map_err(|e| {
         (
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -319,7 +346,7 @@ fn check_item(st: &AppState, item: BatchItem<'_>, unparsed: bool) -> Result<Chec
     let req = PublishRequest {
         channel,
         msg_id: item.msg_id.map(str::to_owned),
-        data: Bytes::copy_from_slice(item.data),
+        data: share(body, item.data),
     };
     let checked = if unparsed {
         st.hub.check_unparsed(req)
