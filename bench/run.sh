@@ -123,6 +123,17 @@ run_fresh() {
   done
 }
 
+# A fixed single-core job (SHA-256 of 256 MB of zeros), in MB/s: this VM shares its host with
+# other tenants, and the same binary's results moved by up to ~30 % within an hour while the
+# load average showed nothing. Recorded before and after each scenario so results files from
+# different hours can be compared with the host's speed at the time.
+host_speed() {
+  local s e
+  s=$(date +%s%N); head -c 256M /dev/zero | sha256sum >/dev/null; e=$(date +%s%N)
+  echo $((256 * 1000000000 / (e - s)))
+}
+START_SPEED=""
+
 header() { # scenario title
   cat <<HDR
 # $2
@@ -130,6 +141,7 @@ header() { # scenario title
 - date: $(date -u +%Y-%m-%dT%H:%MZ); mode: $MODE ($RUNS runs per row)
 - machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/{print $2}') GiB memory, $(uname -sr)
 - the $(nproc) cores are shared by the load generator and the server (and, on this workplace, by other jobs: load average at the end $(cut -d' ' -f1-3 /proc/loadavg))
+- host speed (single-core SHA-256 MB/s, see \`host_speed\` in bench/run.sh): $START_SPEED at the start, then $(host_speed) at the end
 - git revision: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo ' (with uncommitted changes)')
 - peers: $(nats-server --version 2>/dev/null | head -1), mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}')
 - servers: \`tickwire serve --http 127.0.0.1:$TW_PORT --data DIR --fsync POLICY\` (ingest: \`$FSYNC\` and \`interval:100ms\` as labelled; other scenarios: \`$FAN_FSYNC\`), \`nats-server -a 127.0.0.1 -p $NATS_PORT [-js -sd DIR]\`, \`mosquitto -c CONF\` (listener $MQTT_PORT 127.0.0.1, allow_anonymous true)
@@ -152,7 +164,10 @@ report() { # file title scenario json-globs...
   echo "wrote bench/results/$file"
 }
 
-want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
+want() { # also takes the host's speed as the scenario starts (see host_speed)
+  if [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; then START_SPEED=$(host_speed); return 0; fi
+  return 1
+}
 COMMON="--duration $DUR --warmup $WARM"
 # The fanout shape: C clients, each on K=100 of 1,000 symbols, so every tick reaches C/10
 # clients. R=15,000/s offers 1,500,000 deliveries/s at C=1,000 — above the 1 M/s target, so the

@@ -666,7 +666,10 @@ async fn kept_values_do_not_pin_the_buffer_they_were_published_from() {
     for i in 0..100u32 {
         let start = text.len();
         text.push_str(&quote(i));
-        spans.push((if i % 2 == 0 { "quotes.A" } else { "chat.room" }, start..text.len()));
+        spans.push((
+            if i % 2 == 0 { "quotes.A" } else { "chat.room" },
+            start..text.len(),
+        ));
     }
     let body = Bytes::from(text);
     let reqs = spans
@@ -683,7 +686,10 @@ async fn kept_values_do_not_pin_the_buffer_they_were_published_from() {
     let inside = |b: &Bytes| body.as_ptr_range().contains(&b.as_ptr());
     let latest = hub.latest(&ch("quotes.A")).unwrap().unwrap();
     assert_eq!(&latest.publication.data[..], quote(98).as_bytes());
-    assert!(!inside(&latest.publication.data), "state value pins the body");
+    assert!(
+        !inside(&latest.publication.data),
+        "state value pins the body"
+    );
     let ring = hub.history(&ch("chat.room"), 0, 100).await.unwrap();
     assert_eq!(ring.messages.len(), 50);
     for m in &ring.messages {

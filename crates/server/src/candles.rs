@@ -274,7 +274,21 @@ pub fn start(
         stats: Arc::new(CandleStats::default()),
     });
     let (pub_tx, pub_rx) = mpsc::channel::<Vec<PublishRequest>>(2);
-    tokio::runtime::Handle::current().spawn(publisher(hub.clone(), pub_rx, svc.stats.clone()));
+    // Live bars are published on a thread of their own at low priority, not on the server's
+    // runtime: a flush checks some 12,000 publications at once (1,000 symbols × 12
+    // resolutions every 200 ms), and on a shared worker that burst delayed WebSocket pushes
+    // queued behind it (the fan-out benchmark's p99 tail).
+    let (pub_hub, pub_stats) = (hub.clone(), svc.stats.clone());
+    std::thread::Builder::new()
+        .name("tickwire-candle-pub".into())
+        .spawn(move || {
+            tickwire_hub::lower_thread_priority();
+            match tokio::runtime::Builder::new_current_thread().build() {
+                Ok(rt) => rt.block_on(publisher(pub_hub, pub_rx, pub_stats)),
+                Err(e) => tracing::error!("live candle publisher cannot start its runtime: {e}"),
+            }
+        })
+        .map_err(ServerError::Io)?;
     let mut driver = Driver::new(hub, svc.clone(), sources, aggs, pub_tx);
     std::thread::Builder::new()
         .name("tickwire-candles".into())
