@@ -601,6 +601,15 @@ fn recover(
             }
         }
     }
+    // The values that stay in memory are slices of the log's read chunks: give each its own
+    // bytes, or every kept value would pin its chunk (with many channels, most of the log).
+    for (latest, ring, _) in out.values_mut() {
+        for m in latest.iter_mut().chain(ring.iter_mut()) {
+            let mut p = m.publication.clone();
+            p.data = Bytes::copy_from_slice(&p.data);
+            *m = Arc::new(Message::new(p));
+        }
+    }
     if skipped > 0 {
         tracing::warn!(
             skipped,
