@@ -75,20 +75,27 @@ trap cleanup EXIT
 wait_port() { for _ in $(seq 1 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 
 SERVER_PID=""
+# A server that could not bind (a leftover process still holding the port) would let wait_port
+# succeed against the OLD server and the run would measure it: refuse instead.
+port_free() { ! (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null || { echo "port $1 is already in use; stop what holds it first" >&2; exit 1; }; }
+alive() { sleep 0.2; kill -0 "$SERVER_PID" 2>/dev/null || { echo "the server did not stay up; its log:" >&2; cat "$1" >&2; exit 1; }; }
 start_tickwire() { # fresh data directory per scenario; $1: fsync policy
+  port_free $TW_PORT
   rm -rf "$WORK/tw"; "$TW" serve --http 127.0.0.1:$TW_PORT --data "$WORK/tw" --fsync "${1:-$FAN_FSYNC}" >"$WORK/tw.log" 2>&1 &
-  SERVER_PID=$!; PIDS+=("$SERVER_PID"); wait_port $TW_PORT
+  SERVER_PID=$!; PIDS+=("$SERVER_PID"); wait_port $TW_PORT; alive "$WORK/tw.log"
 }
 start_nats() { # core pub/sub; with "js", JetStream with file storage under $WORK
+  port_free $NATS_PORT
   rm -rf "$WORK/js"
   if [ "${1:-}" = js ]; then nats-server -a 127.0.0.1 -p $NATS_PORT -js -sd "$WORK/js" >"$WORK/nats.log" 2>&1 &
   else nats-server -a 127.0.0.1 -p $NATS_PORT >"$WORK/nats.log" 2>&1 & fi
-  SERVER_PID=$!; PIDS+=("$SERVER_PID"); wait_port $NATS_PORT
+  SERVER_PID=$!; PIDS+=("$SERVER_PID"); wait_port $NATS_PORT; alive "$WORK/nats.log"
 }
 start_mosquitto() { # defaults, plus what 2.x needs to accept anonymous clients on loopback
+  port_free $MQTT_PORT
   printf 'listener %s 127.0.0.1\nallow_anonymous true\n' $MQTT_PORT >"$WORK/mosquitto.conf"
   mosquitto -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
-  SERVER_PID=$!; PIDS+=("$SERVER_PID"); wait_port $MQTT_PORT
+  SERVER_PID=$!; PIDS+=("$SERVER_PID"); wait_port $MQTT_PORT; alive "$WORK/mosquitto.log"
 }
 stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""; sleep 0.5; }
 
@@ -104,23 +111,26 @@ run() {
   done
 }
 
-# run_fresh "START ARGS" SCENARIO NAME TARGET PORT ARGS...: like run, but each repetition gets a
+# run_fresh I "START ARGS" SCENARIO NAME TARGET PORT ARGS...: repetition I of a row, on a
 # freshly started server with an empty data directory (ingest: a run appends ~1 GB, and on this
 # VM page-cache growth into untouched memory made each later run on the same server slower:
-# 1.92 -> 1.35 M quotes/s over four runs, kernel page copy 1.5 % -> 30 % of server CPU).
+# 1.92 -> 1.35 M quotes/s over four runs, kernel page copy 1.5 % -> 30 % of server CPU). The
+# caller loops over I outside its rows, so the rows take turns (A B C, A B C, ...) and a drift
+# of the shared host's speed during the scenario touches every row alike.
 run_fresh() {
-  local start=$1; shift
+  local i=$1 start=$2; shift 2
   local scen=$1 name=$2 target=$3 port=$4; shift 4
-  local cmd="tickwire-bench run --scenario $scen --target $target --label $name --addr 127.0.0.1:$port $*"
-  CMDS[$scen]+="    $cmd"$'\n'
-  for i in $(seq 1 "$RUNS"); do
-    # The previous run's data is deleted by the start; let the kernel finish freeing it first.
-    rm -rf "$WORK/tw" "$WORK/js"; sync; sleep 1
-    $start
-    "$BENCH" run --scenario "$scen" --target "$target" --label "$name" --addr 127.0.0.1:"$port" \
-      --server-pid "$SERVER_PID" --json "$JSON/$scen-$name-$i.json" "$@" | tee -a "$WORK/log.txt"
-    stop_server
-  done
+  if [ "$i" = 1 ]; then
+    local env=""
+    if [ "${TICKWIRE_CANDLES__ENABLED:-}" = false ]; then env="TICKWIRE_CANDLES__ENABLED=false (server) "; fi
+    CMDS[$scen]+="    ${env}tickwire-bench run --scenario $scen --target $target --label $name --addr 127.0.0.1:$port $*"$'\n'
+  fi
+  # The previous run's data is deleted by the start; let the kernel finish freeing it first.
+  rm -rf "$WORK/tw" "$WORK/js"; sync; sleep 1
+  $start
+  "$BENCH" run --scenario "$scen" --target "$target" --label "$name" --addr 127.0.0.1:"$port" \
+    --server-pid "$SERVER_PID" --json "$JSON/$scen-$name-$i.json" "$@" | tee -a "$WORK/log.txt"
+  stop_server
 }
 
 # The host's speed: a fixed single-core job (SHA-256 of 256 MB of zeros) and 64 synchronous
@@ -182,19 +192,21 @@ FAN="--clients $FAN_C --subs 100 --symbols 1000 --size 100"
 
 if want ingest; then
   rm -f "$JSON"/ingest-*.json
-  # Every run on a fresh server and data directory (see run_fresh), peers included.
-  run_fresh "start_tickwire $FSYNC" ingest tickwire-fsync-always tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --fsync "$FSYNC" $COMMON
-  # The same quotes in the binary batch body (docs/protocol.md): no JSON envelope to parse.
-  run_fresh "start_tickwire $FSYNC" ingest tickwire-fsync-always-binary tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --encoding binary --fsync "$FSYNC" $COMMON
-  run_fresh "start_tickwire interval:100ms" ingest tickwire-fsync-100ms tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --fsync interval:100ms $COMMON
-  # The same, with the live candle builder off: it consumes every quote on the same 2 cores,
-  # so these rows show what the ingest path itself sustains (see the notes in ingest.md).
-  export TICKWIRE_CANDLES__ENABLED=false
-  CMDS[ingest]+="    # next rows: server started with TICKWIRE_CANDLES__ENABLED=false"$'\n'
-  run_fresh "start_tickwire $FSYNC" ingest tickwire-fsync-always-nocandles tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --fsync "$FSYNC" $COMMON
-  run_fresh "start_tickwire $FSYNC" ingest tickwire-fsync-always-nocandles-binary tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --encoding binary --fsync "$FSYNC" $COMMON
-  unset TICKWIRE_CANDLES__ENABLED
-  run_fresh "start_nats js" ingest nats-jetstream jetstream $NATS_PORT --publishers 4 --window 4096 --batch 512 --rate 0 --size 100 --fsync "nats default (sync every 2 min)" $COMMON
+  # Every run on a fresh server and data directory (see run_fresh), peers included; the rows
+  # take turns, one run each per round.
+  for i in $(seq 1 "$RUNS"); do
+    run_fresh "$i" "start_tickwire $FSYNC" ingest tickwire-fsync-always tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --fsync "$FSYNC" $COMMON
+    # The same quotes in the binary batch body (docs/protocol.md): no JSON envelope to parse.
+    run_fresh "$i" "start_tickwire $FSYNC" ingest tickwire-fsync-always-binary tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --encoding binary --fsync "$FSYNC" $COMMON
+    run_fresh "$i" "start_tickwire interval:100ms" ingest tickwire-fsync-100ms tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --fsync interval:100ms $COMMON
+    # The same, with the live candle builder off: it consumes every quote on the same 2 cores,
+    # so these rows show what the ingest path itself sustains (see the notes in ingest.md).
+    export TICKWIRE_CANDLES__ENABLED=false
+    run_fresh "$i" "start_tickwire $FSYNC" ingest tickwire-fsync-always-nocandles tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --fsync "$FSYNC" $COMMON
+    run_fresh "$i" "start_tickwire $FSYNC" ingest tickwire-fsync-always-nocandles-binary tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --encoding binary --fsync "$FSYNC" $COMMON
+    unset TICKWIRE_CANDLES__ENABLED
+    run_fresh "$i" "start_nats js" ingest nats-jetstream jetstream $NATS_PORT --publishers 4 --window 4096 --batch 512 --rate 0 --size 100 --fsync "nats default (sync every 2 min)" $COMMON
+  done
   report ingest.md "ingest: durable appends of L1 quotes" ingest "$JSON"/ingest-*.json
 fi
 
