@@ -78,7 +78,7 @@ SERVER_PID=""
 # A server that could not bind (a leftover process still holding the port) would let wait_port
 # succeed against the OLD server and the run would measure it: refuse instead.
 port_free() { ! (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null || { echo "port $1 is already in use; stop what holds it first" >&2; exit 1; }; }
-alive() { sleep 0.2; kill -0 "$SERVER_PID" 2>/dev/null || { echo "the server did not stay up; its log:" >&2; cat "$1" >&2; exit 1; }; }
+alive() { sleep 0.1; kill -0 "$SERVER_PID" 2>/dev/null || { echo "the server did not stay up; its log:" >&2; cat "$1" >&2; exit 1; }; }
 start_tickwire() { # fresh data directory per scenario; $1: fsync policy
   port_free $TW_PORT
   rm -rf "$WORK/tw"; "$TW" serve --http 127.0.0.1:$TW_PORT --data "$WORK/tw" --fsync "${1:-$FAN_FSYNC}" >"$WORK/tw.log" 2>&1 &
@@ -97,7 +97,7 @@ start_mosquitto() { # defaults, plus what 2.x needs to accept anonymous clients 
   mosquitto -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
   SERVER_PID=$!; PIDS+=("$SERVER_PID"); wait_port $MQTT_PORT; alive "$WORK/mosquitto.log"
 }
-stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""; sleep 0.5; }
+stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""; sleep 0.1; }
 
 declare -A CMDS
 # run SCENARIO NAME TARGET PORT ARGS... : RUNS repetitions, JSON per run, command recorded
@@ -126,27 +126,28 @@ run_fresh() {
     CMDS[$scen]+="    ${env}tickwire-bench run --scenario $scen --target $target --label $name --addr 127.0.0.1:$port $*"$'\n'
   fi
   # The previous run's data is deleted by the start; let the kernel finish freeing it first.
-  rm -rf "$WORK/tw" "$WORK/js"; sync; sleep 1
+  rm -rf "$WORK/tw" "$WORK/js"; sync; sleep 0.2
   $start
   "$BENCH" run --scenario "$scen" --target "$target" --label "$name" --addr 127.0.0.1:"$port" \
     --server-pid "$SERVER_PID" --json "$JSON/$scen-$name-$i.json" "$@" | tee -a "$WORK/log.txt"
   stop_server
 }
 
-# The host's speed: a fixed single-core job (SHA-256 of 256 MB of zeros) and 64 synchronous
+# The host's speed: a fixed single-core job (SHA-256 of 128 MB of zeros) and 64 synchronous
 # 1 MB writes (O_DSYNC, in the work directory), both in MB/s. This VM shares its host with
 # other tenants, and the same binary's ingest moved between 1.5 M and 2.4 M quotes/s within
 # ten minutes while the load average showed nothing. Recorded before and after each scenario
 # so results files from different hours can be compared with the host's state at the time.
 host_speed() {
   local s e cpu disk
-  s=$(date +%s%N); head -c 256M /dev/zero | sha256sum >/dev/null; e=$(date +%s%N)
-  cpu=$((256 * 1000000000 / (e - s)))
+  s=$(date +%s%N); head -c 128M /dev/zero | sha256sum >/dev/null; e=$(date +%s%N)
+  cpu=$((128 * 1000000000 / (e - s)))
   s=$(date +%s%N); dd if=/dev/zero of="$WORK/dsync" bs=1M count=64 oflag=dsync 2>/dev/null; e=$(date +%s%N)
   disk=$((64 * 1000000000 / (e - s))); rm -f "$WORK/dsync"
   echo "cpu $cpu, disk $disk"
 }
 START_SPEED=""
+STARTED=$(date +%s)
 
 header() { # scenario title
   cat <<HDR
@@ -179,7 +180,9 @@ report() { # file title scenario json-globs...
 }
 
 want() { # also takes the host's speed as the scenario starts (see host_speed)
-  if [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; then START_SPEED=$(host_speed); return 0; fi
+  if [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; then
+    echo "== $1 ($(( $(date +%s) - STARTED ))s)" >&2; START_SPEED=$(host_speed); return 0
+  fi
   return 1
 }
 COMMON="--duration $DUR --warmup $WARM"
@@ -198,7 +201,9 @@ if want ingest; then
     run_fresh "$i" "start_tickwire $FSYNC" ingest tickwire-fsync-always tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --fsync "$FSYNC" $COMMON
     # The same quotes in the binary batch body (docs/protocol.md): no JSON envelope to parse.
     run_fresh "$i" "start_tickwire $FSYNC" ingest tickwire-fsync-always-binary tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --encoding binary --fsync "$FSYNC" $COMMON
-    run_fresh "$i" "start_tickwire interval:100ms" ingest tickwire-fsync-100ms tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --fsync interval:100ms $COMMON
+    # Quick mode leaves out the interval policy row (it has matched `always` in every run so
+    # far: group commit already amortises the fdatasync) to stay within 5 minutes.
+    [ "$QUICK" = 1 ] || run_fresh "$i" "start_tickwire interval:100ms" ingest tickwire-fsync-100ms tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --fsync interval:100ms $COMMON
     # The same, with the live candle builder off: it consumes every quote on the same 2 cores,
     # so these rows show what the ingest path itself sustains (see the notes in ingest.md).
     export TICKWIRE_CANDLES__ENABLED=false
