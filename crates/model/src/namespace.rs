@@ -61,7 +61,7 @@ impl NamespaceSpec {
         };
         vec![
             ns("quotes", Class::State, Schema::Quote, 7, false),
-            // Every live bar is republished each flush (12 series per symbol every 200 ms); at
+            // Every live bar is republished each flush (12 series per symbol each time); at
             // normal priority those bursts were the p99 of quote fan-out (bench/results).
             NamespaceSpec {
                 background: true,

@@ -117,7 +117,11 @@ impl Default for CandlesConfig {
             quote_namespaces: vec!["quotes".into()],
             trade_namespaces: vec!["trades".into()],
             late_tolerance_ms: 5_000,
-            flush_interval_ms: 200,
+            // Every live bar of every symbol is republished each flush, through the log: at 200 ms
+            // that was 60,000 writes/s per 1,000 symbols and the p99 tail of quote fan-out on 2
+            // cores (bench/results/fanout.md). Once a second is what exchange kline streams
+            // offer (Binance: 1-2 s); a chart's price line still follows the quotes live.
+            flush_interval_ms: 1_000,
             commit_interval_ms: 1_000,
             close_delay_ms: 1_000,
             tap_capacity: 8_192,
@@ -276,7 +280,7 @@ pub fn start(
     let (pub_tx, pub_rx) = mpsc::channel::<Vec<PublishRequest>>(2);
     // Live bars are published on a thread of their own at low priority, not on the server's
     // runtime: a flush checks some 12,000 publications at once (1,000 symbols × 12
-    // resolutions every 200 ms), and on a shared worker that burst delayed WebSocket pushes
+    // resolutions every flush), and on a shared worker that burst delayed WebSocket pushes
     // queued behind it (the fan-out benchmark's p99 tail).
     let (pub_hub, pub_stats) = (hub.clone(), svc.stats.clone());
     std::thread::Builder::new()
