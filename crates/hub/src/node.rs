@@ -139,13 +139,9 @@ impl Registry {
     }
 
     fn shard(&self, ch: &Channel) -> &RwLock<HashMap<Channel, Arc<ChannelNode>>> {
-        self.shard_of(ch.as_str())
-    }
-
-    fn shard_of(&self, name: &str) -> &RwLock<HashMap<Channel, Arc<ChannelNode>>> {
         use std::hash::{Hash, Hasher};
         let mut h = FxLike::default();
-        name.hash(&mut h);
+        ch.as_str().hash(&mut h);
         &self.shards[(h.finish() as usize) % SHARDS]
     }
 
@@ -268,22 +264,23 @@ pub(crate) struct NodeCache {
 const NODE_CACHE_MAX: usize = 1 << 16;
 
 impl NodeCache {
+    /// Borrowed, so a lookup costs no reference count: the writer looks up every message's
+    /// node and keeps only a few of them.
     pub fn get_or_create(
         &mut self,
         registry: &Registry,
         ch: &Channel,
         class: Class,
         complete_from: Offset,
-    ) -> Arc<ChannelNode> {
-        if let Some((_, node)) = self.map.get(&ch.alloc_id()) {
-            return node.clone();
-        }
-        let node = registry.get_or_create(ch, class, complete_from);
-        if self.map.len() >= NODE_CACHE_MAX {
+    ) -> &Arc<ChannelNode> {
+        if self.map.len() >= NODE_CACHE_MAX && !self.map.contains_key(&ch.alloc_id()) {
             self.map.clear();
         }
-        self.map.insert(ch.alloc_id(), (ch.clone(), node.clone()));
-        node
+        &self
+            .map
+            .entry(ch.alloc_id())
+            .or_insert_with(|| (ch.clone(), registry.get_or_create(ch, class, complete_from)))
+            .1
     }
 }
 

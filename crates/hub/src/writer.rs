@@ -420,8 +420,8 @@ impl Writer {
                 Class::State,
                 base + k as u64,
             );
-            if seen.insert(Arc::as_ptr(&node) as usize) {
-                newest[k] = Some(node);
+            if seen.insert(Arc::as_ptr(node) as usize) {
+                newest[k] = Some(node.clone());
             }
         }
         // Held until the taps are sent, so a tap added meanwhile starts with a whole batch.
