@@ -12,7 +12,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tickwire_log::{Log, LogConfig, LogReader};
 use tickwire_model::{
-    validate_json, validate_schema_json, Channel, Class, NamespaceSpec, Offset, Schema,
+    validate_json, validate_schema_json, Channel, Class, NamespaceSpec, Offset, Publication, Schema,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -564,7 +564,10 @@ fn recover(
     ring_cap: usize,
     dedup: &mut Dedup,
 ) -> Result<Recovered, tickwire_log::Error> {
-    let mut out: Recovered = HashMap::new();
+    // Publications while replaying, messages only for what survives: most records are
+    // replaced by later ones of their channel.
+    type Replayed = (Option<Publication>, VecDeque<Publication>, Offset);
+    let mut out: HashMap<Channel, Replayed> = HashMap::new();
     let mut cursor = reader.start_offset();
     let end = reader.next_offset();
     let mut skipped = 0u64;
@@ -587,27 +590,17 @@ fn recover(
             let e = out
                 .entry(channel)
                 .or_insert_with(|| (None, VecDeque::new(), offset));
-            let m = Arc::new(Message::new(p));
             match class {
-                Class::State => e.0 = Some(m),
+                Class::State => e.0 = Some(p),
                 Class::Stream => {
-                    e.1.push_back(m);
+                    e.1.push_back(p);
                     if e.1.len() > ring_cap {
                         if let Some(old) = e.1.pop_front() {
-                            e.2 = old.publication.offset + 1;
+                            e.2 = old.offset + 1;
                         }
                     }
                 }
             }
-        }
-    }
-    // The values that stay in memory are slices of the log's read chunks: give each its own
-    // bytes, or every kept value would pin its chunk (with many channels, most of the log).
-    for (latest, ring, _) in out.values_mut() {
-        for m in latest.iter_mut().chain(ring.iter_mut()) {
-            let mut p = m.publication.clone();
-            p.data = Bytes::copy_from_slice(&p.data);
-            *m = Arc::new(Message::new(p));
         }
     }
     if skipped > 0 {
@@ -616,7 +609,21 @@ fn recover(
             "log records this version cannot read were skipped during recovery"
         );
     }
-    Ok(out)
+    // The values that stay in memory are slices of the log's read chunks: give each its own
+    // bytes, or every kept value would pin its chunk (with many channels, most of the log).
+    let keep = |mut p: Publication| {
+        p.data = Bytes::copy_from_slice(&p.data);
+        Arc::new(Message::new(p))
+    };
+    Ok(out
+        .into_iter()
+        .map(|(ch, (latest, ring, from))| {
+            (
+                ch,
+                (latest.map(keep), ring.into_iter().map(keep).collect(), from),
+            )
+        })
+        .collect())
 }
 
 /// Sends periodic fsync (interval policy) and retention ticks to every writer.
