@@ -663,14 +663,19 @@ impl<'a> Parser<'a> {
         }
         let start = self.i;
         let rest = self.b.get(start..)?;
-        let len = rest.iter().position(|&c| c == b'"')?;
-        let s = rest.get(..len)?;
-        // Escapes, control characters and non-ASCII (UTF-8 validation) are serde's business.
-        if s.iter().any(|&c| c == b'\\' || !(0x20..0x7f).contains(&c)) {
-            return None;
+        // One pass to the closing quote (this runs for every field of every tick). Escapes,
+        // control characters and non-ASCII (UTF-8 validation) are serde's business.
+        for (len, &c) in rest.iter().enumerate() {
+            match c {
+                b'"' => {
+                    self.i = start + len + 1;
+                    return rest.get(..len);
+                }
+                b'\\' | 0..=0x1f | 0x7f.. => return None,
+                _ => {}
+            }
         }
-        self.i = start + len + 1;
-        Some(s)
+        None
     }
 
     /// A JSON integer that fits an `i64` (what serde accepts for `ts`): `-?(0|[1-9][0-9]*)`
