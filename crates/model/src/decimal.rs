@@ -182,6 +182,7 @@ fn check_fields(schema: Schema, name: &'static str, f: &Raw<'_>) -> Result<(), M
 /// general reader cost several times the append.
 mod flat {
     use super::Raw;
+    use crate::jsonlex::{flat_object, skip_ws};
 
     pub(super) fn scan(data: &[u8]) -> Option<Raw<'_>> {
         // One vectorised check up front: serde decides anything with non-ASCII text (its
@@ -191,23 +192,7 @@ mod flat {
         }
         let mut r = Raw::default();
         let mut seen = 0u8;
-        let mut i = skip_ws(data, 0);
-        if data.get(i) != Some(&b'{') {
-            return None;
-        }
-        i = skip_ws(data, i + 1);
-        if data.get(i) == Some(&b'}') {
-            return (skip_ws(data, i + 1) == data.len()).then_some(r);
-        }
-        loop {
-            let (key, next) = string(data, i)?;
-            i = skip_ws(data, next);
-            if data.get(i) != Some(&b':') {
-                return None;
-            }
-            i = skip_ws(data, i + 1);
-            let end = value(data, i)?;
-            let text = data.get(i..end)?;
+        let end = flat_object(data, skip_ws(data, 0), |key, start, end| {
             let (bit, slot) = match key {
                 b"bid" => (1, &mut r.bid),
                 b"ask" => (2, &mut r.ask),
@@ -220,99 +205,19 @@ mod flat {
                 _ => (0, &mut None),
             };
             if seen & bit != 0 {
-                return None; // serde refuses a repeated field, with its own words
+                return false; // serde refuses a repeated field, with its own words
             }
             seen |= bit;
+            let Some(text) = data.get(start..end) else {
+                return false;
+            };
             // serde reads `null` into an `Option` as absent.
             if text != b"null" {
                 *slot = Some(text);
             }
-            i = skip_ws(data, end);
-            match data.get(i)? {
-                b',' => i = skip_ws(data, i + 1),
-                b'}' => return (skip_ws(data, i + 1) == data.len()).then_some(r),
-                _ => return None,
-            }
-        }
-    }
-
-    /// JSON whitespace only (not form feed, which `is_ascii_whitespace` allows).
-    fn skip_ws(d: &[u8], mut i: usize) -> usize {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = d.get(i) {
-            i += 1;
-        }
-        i
-    }
-
-    /// A string without escapes starting at `i`: its content and the index after it.
-    fn string(d: &[u8], i: usize) -> Option<(&[u8], usize)> {
-        if d.get(i) != Some(&b'"') {
-            return None;
-        }
-        let start = i + 1;
-        let rest = d.get(start..)?;
-        // One pass to the closing quote. An escape (which needs decoding) or a control
-        // character (an error) makes it serde's business. Quote fields are a few bytes long,
-        // where a plain loop beats memchr's setup (memchr was ~10 % of publish CPU).
-        for (len, &b) in rest.iter().enumerate() {
-            match b {
-                b'"' => return Some((rest.get(..len)?, start + len + 1)),
-                b'\\' | 0..=0x1f => return None,
-                _ => {}
-            }
-        }
-        None
-    }
-
-    /// The end of a string, number or literal value starting at `i`.
-    fn value(d: &[u8], i: usize) -> Option<usize> {
-        match d.get(i)? {
-            b'"' => string(d, i).map(|(_, end)| end),
-            b't' => literal(d, i, b"true"),
-            b'f' => literal(d, i, b"false"),
-            b'n' => literal(d, i, b"null"),
-            b'-' | b'0'..=b'9' => number(d, i),
-            _ => None,
-        }
-    }
-
-    fn literal(d: &[u8], i: usize, word: &[u8]) -> Option<usize> {
-        (d.get(i..i + word.len())? == word).then_some(i + word.len())
-    }
-
-    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?` (RFC 8259).
-    fn number(d: &[u8], mut i: usize) -> Option<usize> {
-        let digits = |i: usize| {
-            d.get(i..)
-                .map_or(0, |t| t.iter().take_while(|b| b.is_ascii_digit()).count())
-        };
-        if d.get(i) == Some(&b'-') {
-            i += 1;
-        }
-        match d.get(i)? {
-            b'0' => i += 1,
-            b'1'..=b'9' => i += digits(i),
-            _ => return None,
-        }
-        if d.get(i) == Some(&b'.') {
-            let n = digits(i + 1);
-            if n == 0 {
-                return None;
-            }
-            i += 1 + n;
-        }
-        if let Some(b'e' | b'E') = d.get(i) {
-            i += 1;
-            if let Some(b'+' | b'-') = d.get(i) {
-                i += 1;
-            }
-            let n = digits(i);
-            if n == 0 {
-                return None;
-            }
-            i += n;
-        }
-        Some(i)
+            true
+        })?;
+        (skip_ws(data, end) == data.len()).then_some(r)
     }
 }
 

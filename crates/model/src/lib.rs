@@ -7,6 +7,7 @@
 mod channel;
 mod decimal;
 mod error;
+pub mod jsonlex;
 mod namespace;
 mod publication;
 

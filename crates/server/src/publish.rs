@@ -7,16 +7,14 @@ use axum::{
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
-use std::borrow::Cow;
 
 use bytes::Bytes;
-use serde::Deserialize;
 use serde_json::{json, value::RawValue};
 use tickwire_hub::{Checked, PublishRequest};
 use tickwire_model::Channel;
 use tickwire_wire::{
-    decode_batch, encode_acks_header, push_ack, BatchError, BatchItem, ErrorCode,
-    ACKS_CONTENT_TYPE, BATCH_CONTENT_TYPE,
+    decode_batch, encode_acks_header, parse_json_batch, push_ack, scan_json_batch, BatchError,
+    BatchItem, ErrorCode, JsonItem, ACKS_CONTENT_TYPE, BATCH_CONTENT_TYPE,
 };
 
 use crate::{
@@ -27,28 +25,6 @@ use crate::{
 /// Most publications in one HTTP batch.
 pub const MAX_BATCH: usize = 10_000;
 const MAX_MSG_ID_LEN: usize = 128;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Item<'a> {
-    /// Borrowed from the body unless it holds escapes.
-    #[serde(borrow)]
-    channel: Cow<'a, str>,
-    #[serde(borrow)]
-    data: &'a RawValue,
-    #[serde(default, borrow)]
-    msg_id: Option<Cow<'a, str>>,
-}
-
-impl Item<'_> {
-    fn borrowed(&self) -> BatchItem<'_> {
-        BatchItem {
-            channel: &self.channel,
-            msg_id: self.msg_id.as_deref(),
-            data: self.data.get().as_bytes(),
-        }
-    }
-}
 
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -127,48 +103,49 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
             "expected a publication object {\"channel\":..,\"data\":..} or an array of them",
         ));
     };
-    // One pass over the body when every item is well formed (the hot path). Only when that
-    // fails is the body re-read item by item, to name every bad index in the answer.
-    let fast: Option<Vec<Item<'_>>> = if single {
-        serde_json::from_str::<Item<'_>>(text).ok().map(|i| vec![i])
+    // One pass over the body when every item is well formed (the hot path): by hand for the
+    // common shape, else by serde. Only when both fail is the body re-read item by item, to
+    // name every bad index in the answer.
+    let checked = if let Some(items) = scan_json_batch(text, single) {
+        check_batch_size(items.len())?;
+        check_all(st, &body, items.into_iter().map(Ok), single, false)?
     } else {
-        serde_json::from_str::<Vec<Item<'_>>>(text).ok()
-    };
-    let checked = match fast {
-        Some(items) => {
-            check_batch_size(items.len())?;
-            check_all(
-                st,
-                &body,
-                items.iter().map(|i| Ok(i.borrowed())),
-                single,
-                false,
-            )?
-        }
-        None => {
-            let raw_items: Vec<&RawValue> = if single {
-                vec![serde_json::from_str(text).map_err(bad_json)?]
-            } else {
-                serde_json::from_str(text).map_err(bad_json)?
-            };
-            check_batch_size(raw_items.len())?;
-            let items: Vec<Result<Item<'_>, ItemError>> = raw_items
-                .iter()
-                .map(|raw| {
-                    serde_json::from_str::<Item<'_>>(raw.get()).map_err(|e| {
-                        (
-                            StatusCode::BAD_REQUEST,
-                            ErrorCode::BadRequest,
-                            format!("invalid publication: {e}"),
-                        )
+        match parse_json_batch(text, single).ok() {
+            Some(items) => {
+                check_batch_size(items.len())?;
+                check_all(
+                    st,
+                    &body,
+                    items.iter().map(|i| Ok(i.borrowed())),
+                    single,
+                    false,
+                )?
+            }
+            None => {
+                let raw_items: Vec<&RawValue> = if single {
+                    vec![serde_json::from_str(text).map_err(bad_json)?]
+                } else {
+                    serde_json::from_str(text).map_err(bad_json)?
+                };
+                check_batch_size(raw_items.len())?;
+                let items: Vec<Result<JsonItem<'_>, ItemError>> = raw_items
+                    .iter()
+                    .map(|raw| {
+                        serde_json::from_str::<JsonItem<'_>>(raw.get()).map_err(|e| {
+                            (
+                                StatusCode::BAD_REQUEST,
+                                ErrorCode::BadRequest,
+                                format!("invalid publication: {e}"),
+                            )
+                        })
                     })
-                })
-                .collect();
-            let items = items.iter().map(|r| match r {
-                Ok(i) => Ok(i.borrowed()),
-                Err(e) => Err(e.clone()),
-            });
-            check_all(st, &body, items, single, false)?
+                    .collect();
+                let items = items.iter().map(|r| match r {
+                    Ok(i) => Ok(i.borrowed()),
+                    Err(e) => Err(e.clone()),
+                });
+                check_all(st, &body, items, single, false)?
+            }
         }
     };
     let channels: Vec<Channel> = checked

@@ -7,6 +7,7 @@
 mod batch;
 mod command;
 mod frame;
+mod json_batch;
 
 pub use batch::{
     decode_acks, decode_batch, encode_acks_header, encode_item, push_ack, BatchError, BatchItem,
@@ -14,3 +15,4 @@ pub use batch::{
 };
 pub use command::{parse_command, Command, CommandError, Op, MAX_COMMAND_BYTES};
 pub use frame::{encode_disconnect, encode_error, encode_ok, encode_push, ErrorCode};
+pub use json_batch::{parse_json_batch, scan_json_batch, JsonItem};

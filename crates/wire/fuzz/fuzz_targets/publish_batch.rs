@@ -2,10 +2,11 @@
 //! Any bytes a client POSTs as a binary publish batch must split into items or give a typed
 //! error; what splits must re-encode to exactly the same bytes (no byte skipped or invented).
 //! Each item's data then goes through the schema check, whose hand-written fast path must
-//! agree with serde's reader on every input.
+//! agree with serde's reader on every input. The JSON body's hand-written reader likewise:
+//! whatever it reads, serde reads as the same items.
 use libfuzzer_sys::fuzz_target;
 use tickwire_model::{validate_schema_json, validate_schema_json_by_serde, Schema};
-use tickwire_wire::{decode_batch, encode_item, BATCH_MAGIC};
+use tickwire_wire::{decode_batch, encode_item, parse_json_batch, scan_json_batch, BATCH_MAGIC};
 
 fuzz_target!(|data: &[u8]| {
     for schema in [Schema::Quote, Schema::Trade] {
@@ -27,4 +28,13 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = tickwire_wire::decode_acks(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        for single in [true, false] {
+            if let Some(items) = scan_json_batch(text, single) {
+                let by_serde = parse_json_batch(text, single).expect("serde reads what the fast reader read");
+                let by_serde: Vec<_> = by_serde.iter().map(|i| i.borrowed()).collect();
+                assert_eq!(items, by_serde);
+            }
+        }
+    }
 });
