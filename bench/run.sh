@@ -166,7 +166,7 @@ header() { # scenario title
 - git revision: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo ' (with uncommitted changes)')
 - peers: $(nats-server --version 2>/dev/null | head -1), mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}')
 - servers: \`tickwire serve --http 127.0.0.1:$TW_PORT --data DIR --fsync POLICY\` (ingest: \`$FSYNC\` and \`interval:100ms\` as labelled; other scenarios: \`$FAN_FSYNC\`), \`nats-server -a 127.0.0.1 -p $NATS_PORT [-js -sd DIR]\`, \`mosquitto -c CONF\` (listener $MQTT_PORT 127.0.0.1, allow_anonymous true)
-- reproduce: \`bench/run.sh$([ $QUICK = 1 ] && echo ' --quick')\`; the commands it ran (each $RUNS times, with \`--server-pid\` and \`--json\`):
+- reproduce: \`bench/run.sh$([ $QUICK = 1 ] && echo ' --quick')$([ -n "$ONLY" ] && echo " --only $ONLY")\`; the commands it ran (each $RUNS times, with \`--server-pid\` and \`--json\`):
 
 \`\`\`
 ${CMDS[$1]}\`\`\`
