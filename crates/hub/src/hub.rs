@@ -12,7 +12,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tickwire_log::{Log, LogConfig, LogReader};
 use tickwire_model::{
-    validate_json, validate_schema_json, Channel, Class, NamespaceSpec, Offset, Publication, Schema,
+    validate_json, validate_schema_fields, validate_schema_json, Channel, Class, NamespaceSpec,
+    Offset, Publication, Schema, SchemaFields,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -295,7 +296,19 @@ impl Hub {
     /// checks first and then stores the [`Checked`] values with [`Hub::publish_checked`], so
     /// nothing is validated twice.
     pub fn check(&self, request: PublishRequest) -> Result<Checked, HubError> {
-        let ns = self.validate(&request, false)?;
+        let ns = self.validate(&request, false, None)?;
+        Ok(Checked { ns, request })
+    }
+
+    /// [`Hub::check`] with the quote/trade fields of `request.data` already read (by
+    /// `tickwire_model::scan_flat_object` over exactly that text, as the JSON publish
+    /// envelope reader does while skipping it), so the schema check does not read it again.
+    pub fn check_scanned(
+        &self,
+        request: PublishRequest,
+        fields: &SchemaFields<'_>,
+    ) -> Result<Checked, HubError> {
+        let ns = self.validate(&request, false, Some(fields))?;
         Ok(Checked { ns, request })
     }
 
@@ -303,7 +316,7 @@ impl Hub {
     /// it must also be one JSON value. The quote and trade schema checks prove that already;
     /// only schema-free namespaces need the extra pass.
     pub fn check_unparsed(&self, request: PublishRequest) -> Result<Checked, HubError> {
-        let ns = self.validate(&request, true)?;
+        let ns = self.validate(&request, true, None)?;
         Ok(Checked { ns, request })
     }
 
@@ -375,7 +388,12 @@ impl Hub {
 
     /// Checks one publication; its namespace's id. `unparsed`: the data has not been through
     /// a JSON parser, so a schema-free namespace must check it is JSON at all.
-    fn validate(&self, r: &PublishRequest, unparsed: bool) -> Result<usize, HubError> {
+    fn validate(
+        &self,
+        r: &PublishRequest,
+        unparsed: bool,
+        fields: Option<&SchemaFields<'_>>,
+    ) -> Result<usize, HubError> {
         let ns = self.inner.namespace_ref(r.channel.namespace())?;
         if r.data.len() > ns.spec.max_message_bytes {
             return Err(HubError::TooLarge {
@@ -386,7 +404,10 @@ impl Hub {
         }
         // Straight from the JSON text: publishing is the hot path, and a Value tree per quote
         // cost more than the append itself.
-        validate_schema_json(ns.spec.schema, &r.data)?;
+        match fields {
+            Some(f) => validate_schema_fields(ns.spec.schema, f)?,
+            None => validate_schema_json(ns.spec.schema, &r.data)?,
+        }
         // The quote and trade checks above prove it is JSON already.
         if unparsed && ns.spec.schema == Schema::Any {
             validate_json(&r.data)?;

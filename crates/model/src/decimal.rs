@@ -54,6 +54,30 @@ pub fn validate_json(data: &[u8]) -> Result<(), ModelError> {
         })
 }
 
+/// The quote and trade fields of a flat JSON object, read once by [`scan_flat_object`] (the
+/// JSON publish envelope reader skips each item's `data` with it) and checked against a
+/// namespace schema later by [`validate_schema_fields`], so the text is not read twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaFields<'a>(Raw<'a>);
+
+/// Reads the flat object (string, number and literal values; strings in ASCII without escapes)
+/// starting at `d[i]`: the index after its `}`, and its schema fields unless one repeats.
+/// `None` for anything else: nesting, escapes, non-ASCII, a syntax error.
+pub fn scan_flat_object(d: &[u8], i: usize) -> Option<(Option<SchemaFields<'_>>, usize)> {
+    flat::object(d, i).map(|(f, end)| (f.map(SchemaFields), end))
+}
+
+/// [`validate_schema_json`] of the object `fields` were read from: the same answer, without
+/// reading the text again.
+pub fn validate_schema_fields(schema: Schema, fields: &SchemaFields<'_>) -> Result<(), ModelError> {
+    let name = match schema {
+        Schema::Any => return Ok(()),
+        Schema::Quote => "quote",
+        Schema::Trade => "trade",
+    };
+    check_fields(schema, name, &fields.0)
+}
+
 /// Checks JSON text against a namespace schema without building a `Value`; the same rules and
 /// errors as the plain `Value` reference in the tests, which it is proptested against. This
 /// is the publish hot path.
@@ -185,14 +209,19 @@ mod flat {
     use crate::jsonlex::{flat_object, skip_ws};
 
     pub(super) fn scan(data: &[u8]) -> Option<Raw<'_>> {
-        // One vectorised check up front: serde decides anything with non-ASCII text (its
-        // UTF-8 rules, its errors), and every span read below is plain ASCII.
-        if !data.is_ascii() {
-            return None;
-        }
+        let (fields, end) = object(data, skip_ws(data, 0))?;
+        (skip_ws(data, end) == data.len()).then_some(fields?)
+    }
+
+    /// The flat object at `d[i]` and the index after it. The fields are `None` when a schema
+    /// field repeats: the object is still valid JSON (a raw value may repeat keys), but serde
+    /// refuses it as a quote or trade, with its own words. Strings with escapes or non-ASCII
+    /// bytes make the whole answer `None` (`jsonlex::string` refuses them).
+    pub(super) fn object(d: &[u8], i: usize) -> Option<(Option<Raw<'_>>, usize)> {
         let mut r = Raw::default();
         let mut seen = 0u8;
-        let end = flat_object(data, skip_ws(data, 0), |key, start, end| {
+        let mut repeated = false;
+        let end = flat_object(d, i, |key, start, end| {
             let (bit, slot) = match key {
                 b"bid" => (1, &mut r.bid),
                 b"ask" => (2, &mut r.ask),
@@ -204,11 +233,9 @@ mod flat {
                 b"size" => (128, &mut r.size),
                 _ => (0, &mut None),
             };
-            if seen & bit != 0 {
-                return false; // serde refuses a repeated field, with its own words
-            }
+            repeated |= seen & bit != 0;
             seen |= bit;
-            let Some(text) = data.get(start..end) else {
+            let Some(text) = d.get(start..end) else {
                 return false;
             };
             // serde reads `null` into an `Option` as absent.
@@ -217,7 +244,7 @@ mod flat {
             }
             true
         })?;
-        (skip_ws(data, end) == data.len()).then_some(r)
+        Some(((!repeated).then_some(r), end))
     }
 }
 

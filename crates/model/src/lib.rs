@@ -12,7 +12,10 @@ mod namespace;
 mod publication;
 
 pub use channel::{Channel, MAX_CHANNEL_LEN};
-pub use decimal::{is_decimal, validate_json, validate_schema_json, validate_schema_json_by_serde};
+pub use decimal::{
+    is_decimal, scan_flat_object, validate_json, validate_schema_fields, validate_schema_json,
+    validate_schema_json_by_serde, SchemaFields,
+};
 pub use error::ModelError;
 pub use namespace::{Class, NamespaceSpec, Schema};
 pub use publication::{Offset, Publication};

@@ -11,7 +11,7 @@ use axum::{
 use bytes::Bytes;
 use serde_json::{json, value::RawValue};
 use tickwire_hub::{Checked, PublishRequest};
-use tickwire_model::Channel;
+use tickwire_model::{Channel, SchemaFields};
 use tickwire_wire::{
     decode_batch, encode_acks_header, parse_json_batch, push_ack, scan_json_batch, BatchError,
     BatchItem, ErrorCode, JsonItem, ACKS_CONTENT_TYPE, BATCH_CONTENT_TYPE,
@@ -108,7 +108,13 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
     // name every bad index in the answer.
     let checked = if let Some(items) = scan_json_batch(text, single) {
         check_batch_size(items.len())?;
-        check_all(st, &body, items.into_iter().map(Ok), single, false)?
+        check_all(
+            st,
+            &body,
+            items.into_iter().map(|s| Ok((s.item, s.fields))),
+            single,
+            false,
+        )?
     } else {
         match parse_json_batch(text, single).ok() {
             Some(items) => {
@@ -116,7 +122,7 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
                 check_all(
                     st,
                     &body,
-                    items.iter().map(|i| Ok(i.borrowed())),
+                    items.iter().map(|i| Ok((i.borrowed(), None))),
                     single,
                     false,
                 )?
@@ -141,7 +147,7 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
                     })
                     .collect();
                 let items = items.iter().map(|r| match r {
-                    Ok(i) => Ok(i.borrowed()),
+                    Ok(i) => Ok((i.borrowed(), None)),
                     Err(e) => Err(e.clone()),
                 });
                 check_all(st, &body, items, single, false)?
@@ -208,7 +214,13 @@ async fn binary(st: &AppState, body: &Bytes) -> Result<Response, Problem> {
         };
         Problem::new(status, code, format!("malformed binary batch: {e}"))
     })?;
-    let checked = check_all(st, body, items.into_iter().map(Ok), false, true)?;
+    let checked = check_all(
+        st,
+        body,
+        items.into_iter().map(|i| Ok((i, None))),
+        false,
+        true,
+    )?;
     let n = checked.len();
     let results = st.hub.publish_checked(checked).await;
     let mut out = Vec::new();
@@ -260,13 +272,15 @@ fn check_batch_size(n: usize) -> Result<(), Problem> {
 }
 
 type ItemError = (StatusCode, ErrorCode, String);
+/// An item and, when the JSON envelope reader read them on the way, its data's schema fields.
+type ScannedItemParts<'a> = (BatchItem<'a>, Option<SchemaFields<'a>>);
 
 /// Checks every item; any bad one refuses the whole batch with every bad index listed.
 /// `unparsed`: the items' data has not been through a JSON parser yet (binary batches).
 fn check_all<'a>(
     st: &AppState,
     body: &Bytes,
-    items: impl ExactSizeIterator<Item = Result<BatchItem<'a>, ItemError>>,
+    items: impl ExactSizeIterator<Item = Result<ScannedItemParts<'a>, ItemError>>,
     single: bool,
     unparsed: bool,
 ) -> Result<Vec<Checked>, Problem> {
@@ -275,7 +289,7 @@ fn check_all<'a>(
     let mut errors = Vec::new();
     let mut first: Option<ItemError> = None;
     for (i, item) in items.enumerate() {
-        match item.and_then(|item| check_item(st, body, item, unparsed)) {
+        match item.and_then(|(item, fields)| check_item(st, body, item, fields, unparsed)) {
             Ok(c) => checked.push(c),
             Err((status, code, detail)) => {
                 errors.push(json!({"index": i, "code": code, "detail": detail}));
@@ -302,6 +316,7 @@ fn check_item(
     st: &AppState,
     body: &Bytes,
     item: BatchItem<'_>,
+    fields: Option<SchemaFields<'_>>,
     unparsed: bool,
 ) -> Result<Checked, ItemError> {
     let channel = Channel::parse_cached(item.channel).map_err(|e| {
@@ -325,10 +340,10 @@ fn check_item(
         msg_id: item.msg_id.map(str::to_owned),
         data: share(body, item.data),
     };
-    let checked = if unparsed {
-        st.hub.check_unparsed(req)
-    } else {
-        st.hub.check(req)
+    let checked = match (fields, unparsed) {
+        (Some(f), _) => st.hub.check_scanned(req, &f),
+        (None, true) => st.hub.check_unparsed(req),
+        (None, false) => st.hub.check(req),
     };
     checked.map_err(|e| {
         let (s, c) = classify(&e);

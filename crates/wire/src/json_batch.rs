@@ -12,7 +12,10 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tickwire_model::jsonlex::{flat_object, scalar, skip_ws, string};
+use tickwire_model::{
+    jsonlex::{scalar, skip_ws, string},
+    scan_flat_object, SchemaFields,
+};
 
 use crate::BatchItem;
 
@@ -40,9 +43,18 @@ impl JsonItem<'_> {
     }
 }
 
+/// One publication read by [`scan_json_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScannedItem<'a> {
+    pub item: BatchItem<'a>,
+    /// The quote/trade fields of `data` when it is a flat object, read while skipping it, so
+    /// the schema check need not read it again (`tickwire_model::validate_schema_fields`).
+    pub fields: Option<SchemaFields<'a>>,
+}
+
 /// The items of a JSON publish body (`single`: one object, else an array of them) read by
 /// hand, or `None` when the body is not of the common shape or not valid: then serde decides.
-pub fn scan_json_batch(text: &str, single: bool) -> Option<Vec<BatchItem<'_>>> {
+pub fn scan_json_batch(text: &str, single: bool) -> Option<Vec<ScannedItem<'_>>> {
     let d = text.as_bytes();
     if !d.is_ascii() {
         return None;
@@ -76,13 +88,14 @@ pub fn scan_json_batch(text: &str, single: bool) -> Option<Vec<BatchItem<'_>>> {
 }
 
 /// One publication object at `i`, pushed to `out`; the index after its `}`.
-fn item<'a>(text: &'a str, i: usize, out: &mut Vec<BatchItem<'a>>) -> Option<usize> {
+fn item<'a>(text: &'a str, i: usize, out: &mut Vec<ScannedItem<'a>>) -> Option<usize> {
     let d = text.as_bytes();
     if d.get(i) != Some(&b'{') {
         return None;
     }
     let mut channel: Option<&str> = None;
     let mut data: Option<&[u8]> = None;
+    let mut fields = None;
     // Outer `Some`: the field was present (serde refuses a repeated one); inner: not `null`.
     let mut msg_id: Option<Option<&str>> = None;
     // The content of the string at `i` as a `str` (ASCII, so any index is a char boundary).
@@ -117,7 +130,9 @@ fn item<'a>(text: &'a str, i: usize, out: &mut Vec<BatchItem<'a>>) -> Option<usi
             b"data" if data.is_none() => {
                 // A raw value: serde checks its syntax but not repeated keys inside it.
                 let end = if d.get(i) == Some(&b'{') {
-                    flat_object(d, i, |_, _, _| true)?
+                    let (f, end) = scan_flat_object(d, i)?;
+                    fields = f;
+                    end
                 } else {
                     scalar(d, i)?
                 };
@@ -134,10 +149,13 @@ fn item<'a>(text: &'a str, i: usize, out: &mut Vec<BatchItem<'a>>) -> Option<usi
             _ => return None,
         }
     }
-    out.push(BatchItem {
-        channel: channel?,
-        msg_id: msg_id.flatten(),
-        data: data?,
+    out.push(ScannedItem {
+        item: BatchItem {
+            channel: channel?,
+            msg_id: msg_id.flatten(),
+            data: data?,
+        },
+        fields,
     });
     Some(i + 1)
 }
@@ -155,6 +173,7 @@ pub fn parse_json_batch(text: &str, single: bool) -> serde_json::Result<Vec<Json
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tickwire_model::{validate_schema_fields, validate_schema_json, Schema};
 
     fn agree(text: &str, single: bool) -> bool {
         let fast = scan_json_batch(text, single);
@@ -173,6 +192,7 @@ mod tests {
             });
             let got: Vec<_> = items
                 .iter()
+                .map(|s| &s.item)
                 .map(|b| {
                     (
                         b.channel.to_string(),
@@ -182,6 +202,18 @@ mod tests {
                 })
                 .collect();
             assert_eq!(reference.ok(), Some(got), "{text:?} single={single}");
+            // The fields read on the way agree with the schema check over the data alone.
+            for s in items {
+                if let Some(f) = &s.fields {
+                    for schema in [Schema::Quote, Schema::Trade] {
+                        assert_eq!(
+                            validate_schema_fields(schema, f),
+                            validate_schema_json(schema, s.item.data),
+                            "{text:?}"
+                        );
+                    }
+                }
+            }
         }
         fast.is_some()
     }
@@ -235,6 +267,7 @@ mod tests {
                         "-?[0-9]{1,3}(\\.[0-9]{1,2})?",
                         "null|true|fals",
                         "\\{\\}|\\{\"b\":\"1.5\", \"t\":7\\}|\\{\"a\":\\[\\]\\}|\\[\\]",
+                        "\\{\"bid\":\"1.5\",\"ask\":(\"2\"|2|null)\\}|\\{\"price\":\"x\",\"price\":\"1\"\\}|\\{\"last\":\"-0.5\",\"size\":\"3\"\\}",
                     ],
                     "[ \t\n]{0,1}",
                 ), 0..4),

@@ -15,4 +15,4 @@ pub use batch::{
 };
 pub use command::{parse_command, Command, CommandError, Op, MAX_COMMAND_BYTES};
 pub use frame::{encode_disconnect, encode_error, encode_ok, encode_push, ErrorCode};
-pub use json_batch::{parse_json_batch, scan_json_batch, JsonItem};
+pub use json_batch::{parse_json_batch, scan_json_batch, JsonItem, ScannedItem};

@@ -5,7 +5,9 @@
 //! agree with serde's reader on every input. The JSON body's hand-written reader likewise:
 //! whatever it reads, serde reads as the same items.
 use libfuzzer_sys::fuzz_target;
-use tickwire_model::{validate_schema_json, validate_schema_json_by_serde, Schema};
+use tickwire_model::{
+    validate_schema_fields, validate_schema_json, validate_schema_json_by_serde, Schema,
+};
 use tickwire_wire::{decode_batch, encode_item, parse_json_batch, scan_json_batch, BATCH_MAGIC};
 
 fuzz_target!(|data: &[u8]| {
@@ -33,7 +35,18 @@ fuzz_target!(|data: &[u8]| {
             if let Some(items) = scan_json_batch(text, single) {
                 let by_serde = parse_json_batch(text, single).expect("serde reads what the fast reader read");
                 let by_serde: Vec<_> = by_serde.iter().map(|i| i.borrowed()).collect();
-                assert_eq!(items, by_serde);
+                let read: Vec<_> = items.iter().map(|s| s.item).collect();
+                assert_eq!(read, by_serde);
+                for s in &items {
+                    if let Some(f) = &s.fields {
+                        for schema in [Schema::Quote, Schema::Trade] {
+                            assert_eq!(
+                                validate_schema_fields(schema, f),
+                                validate_schema_json(schema, s.item.data)
+                            );
+                        }
+                    }
+                }
             }
         }
     }
