@@ -147,6 +147,11 @@ pub struct RunArgs {
     /// chat: mean milliseconds between a client's random disconnects.
     #[arg(long, default_value_t = 3000)]
     pub disconnect_ms: u64,
+    /// fanout, slow: seconds to wait after publishing stops before checking that every client
+    /// holds the newest value of each of its symbols (the `converged` column).
+    #[arg(long, default_value_t = 2.0)]
+    #[serde(default = "default_drain")]
+    pub drain: f64,
     /// Load-generator runtime threads (the server shares the machine).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -161,6 +166,11 @@ pub struct RunArgs {
     /// Write the JSON result here as well as to stdout.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// The drain of results written before `--drain` existed.
+fn default_drain() -> f64 {
+    2.0
 }
 
 impl RunArgs {

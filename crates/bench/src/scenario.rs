@@ -259,7 +259,7 @@ async fn fanout(a: &RunArgs, slow_pct: u32) -> Result<FanoutOutcome> {
         .map_err(|e| BenchError::proto("bench", e.to_string()))?;
     phase.publishing_done.store(true, Ordering::Release);
     // Let everyone drain what is queued, so convergence can be checked.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs_f64(a.drain.clamp(0.0, 60.0))).await;
     phase.stop.store(true, Ordering::Release);
     let mut out = FanoutOutcome {
         measured_s,
