@@ -271,8 +271,9 @@ if want slow; then
   start_tickwire; run slow tickwire tickwire-ws $TW_PORT $SLOW $COMMON; stop_server
   start_nats; run slow nats-server nats $NATS_PORT $SLOW $COMMON; stop_server
   start_mosquitto; run slow mosquitto mqtt $MQTT_PORT $SLOW $COMMON; stop_server
-  RUNS=$RUNS_SAVED
+  # Reported before RUNS is restored, so the header states the runs this scenario made.
   report slow.md "slow: fanout with 10% of clients reading 10x slower" slow "$JSON"/slow-*.json
+  RUNS=$RUNS_SAVED
 fi
 
 if want idle; then
@@ -281,8 +282,8 @@ if want idle; then
   start_tickwire; run idle tickwire tickwire-ws $TW_PORT --clients $IDLE_C --duration 3; stop_server
   start_nats; run idle nats-server nats $NATS_PORT --clients $IDLE_C --duration 3; stop_server
   start_mosquitto; run idle mosquitto mqtt $MQTT_PORT --clients $IDLE_C --duration 3; stop_server
-  RUNS=$RUNS_SAVED
   report idle.md "idle: server memory per idle connection" idle "$JSON"/idle-*.json
+  RUNS=$RUNS_SAVED
 fi
 
 if want chat; then
