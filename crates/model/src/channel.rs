@@ -20,9 +20,12 @@ impl std::borrow::Borrow<str> for Channel {
 /// Names remembered per thread by [`Channel::parse_cached`] before the cache starts over.
 const CACHE_MAX: usize = 8192;
 
+/// foldhash, not SipHash: one lookup per published item, of a short name; its per-process
+/// random seed keeps precomputed collisions out.
+type RecentSet = std::collections::HashSet<Channel, foldhash::fast::RandomState>;
+
 thread_local! {
-    static RECENT: std::cell::RefCell<std::collections::HashSet<Channel>> =
-        std::cell::RefCell::new(std::collections::HashSet::new());
+    static RECENT: std::cell::RefCell<RecentSet> = std::cell::RefCell::new(RecentSet::default());
 }
 
 impl Channel {
