@@ -115,13 +115,15 @@ fn number(d: &[u8], mut i: usize) -> Option<usize> {
     Some(i)
 }
 
-/// The members of a flat object starting at `i` (`{` after any whitespace was skipped): calls
-/// `member(key, value_start, value_end)` for each, and returns the index after the `}`. Values
-/// must be scalars; nesting is `None` (serde's business), as is `member` answering `false`.
-pub fn flat_object(
+/// The members of the object starting at `d[i]` (its `{`): for each, `value(key, start)`
+/// reads the member's value from `start` and returns the index after it, or `None` when not
+/// sure. Returns the index after the object's `}`. Always inlined, like [`flat_object`]: as
+/// plain calls through their closures the publish path lost ~6 % (A/B, 8 runs each).
+#[inline(always)]
+pub fn object(
     d: &[u8],
     i: usize,
-    mut member: impl FnMut(&[u8], usize, usize) -> bool,
+    mut value: impl FnMut(&[u8], usize) -> Option<usize>,
 ) -> Option<usize> {
     if d.get(i) != Some(&b'{') {
         return None;
@@ -136,18 +138,27 @@ pub fn flat_object(
         if d.get(i) != Some(&b':') {
             return None;
         }
-        i = skip_ws(d, i + 1);
-        let end = scalar(d, i)?;
-        if !member(key, i, end) {
-            return None;
-        }
-        i = skip_ws(d, end);
+        i = skip_ws(d, value(key, skip_ws(d, i + 1))?);
         match d.get(i)? {
             b',' => i = skip_ws(d, i + 1),
             b'}' => return Some(i + 1),
             _ => return None,
         }
     }
+}
+
+/// A flat object at `d[i]`: [`object`] whose values must be scalars; calls
+/// `member(key, value_start, value_end)` for each (`false`: not sure).
+#[inline(always)]
+pub fn flat_object(
+    d: &[u8],
+    i: usize,
+    mut member: impl FnMut(&[u8], usize, usize) -> bool,
+) -> Option<usize> {
+    object(d, i, |key, start| {
+        let end = scalar(d, start)?;
+        member(key, start, end).then_some(end)
+    })
 }
 
 #[cfg(test)]

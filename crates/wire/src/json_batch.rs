@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tickwire_model::{
-    jsonlex::{scalar, skip_ws, string},
+    jsonlex::{object, scalar, skip_ws, string},
     scan_flat_object, SchemaFields,
 };
 
@@ -90,9 +90,6 @@ pub fn scan_json_batch(text: &str, single: bool) -> Option<Vec<ScannedItem<'_>>>
 /// One publication object at `i`, pushed to `out`; the index after its `}`.
 fn item<'a>(text: &'a str, i: usize, out: &mut Vec<ScannedItem<'a>>) -> Option<usize> {
     let d = text.as_bytes();
-    if d.get(i) != Some(&b'{') {
-        return None;
-    }
     let mut channel: Option<&str> = None;
     let mut data: Option<&[u8]> = None;
     let mut fields = None;
@@ -103,52 +100,37 @@ fn item<'a>(text: &'a str, i: usize, out: &mut Vec<ScannedItem<'a>>) -> Option<u
         let (_, end) = string(d, i)?;
         Some((text.get(i + 1..end - 1)?, end))
     };
-    let mut i = skip_ws(d, i + 1);
-    loop {
-        let (key, next) = string(d, i)?;
-        i = skip_ws(d, next);
-        if d.get(i) != Some(&b':') {
-            return None;
+    let end = object(d, i, |key, i| match key {
+        b"channel" if channel.is_none() => {
+            let (s, end) = str_at(i)?;
+            channel = Some(s);
+            Some(end)
         }
-        i = skip_ws(d, i + 1);
-        i = match key {
-            b"channel" if channel.is_none() => {
+        b"msg_id" if msg_id.is_none() => {
+            if d.get(i..i + 4) == Some(b"null") {
+                msg_id = Some(None);
+                Some(i + 4)
+            } else {
                 let (s, end) = str_at(i)?;
-                channel = Some(s);
-                end
+                msg_id = Some(Some(s));
+                Some(end)
             }
-            b"msg_id" if msg_id.is_none() => {
-                if d.get(i..i + 4) == Some(b"null") {
-                    msg_id = Some(None);
-                    i + 4
-                } else {
-                    let (s, end) = str_at(i)?;
-                    msg_id = Some(Some(s));
-                    end
-                }
-            }
-            b"data" if data.is_none() => {
-                // A raw value: serde checks its syntax but not repeated keys inside it.
-                let end = if d.get(i) == Some(&b'{') {
-                    let (f, end) = scan_flat_object(d, i)?;
-                    fields = f;
-                    end
-                } else {
-                    scalar(d, i)?
-                };
-                data = Some(d.get(i..end)?);
-                end
-            }
-            // Unknown (refused by serde) or repeated: serde words the error.
-            _ => return None,
-        };
-        i = skip_ws(d, i);
-        match d.get(i)? {
-            b',' => i = skip_ws(d, i + 1),
-            b'}' => break,
-            _ => return None,
         }
-    }
+        b"data" if data.is_none() => {
+            // A raw value: serde checks its syntax but not repeated keys inside it.
+            let end = if d.get(i) == Some(&b'{') {
+                let (f, end) = scan_flat_object(d, i)?;
+                fields = f;
+                end
+            } else {
+                scalar(d, i)?
+            };
+            data = Some(d.get(i..end)?);
+            Some(end)
+        }
+        // Unknown (refused by serde) or repeated: serde words the error.
+        _ => None,
+    })?;
     out.push(ScannedItem {
         item: BatchItem {
             channel: channel?,
@@ -157,7 +139,7 @@ fn item<'a>(text: &'a str, i: usize, out: &mut Vec<ScannedItem<'a>>) -> Option<u
         },
         fields,
     });
-    Some(i + 1)
+    Some(end)
 }
 
 /// The body through serde alone: the production fallback and the reference the hand-written
