@@ -44,6 +44,7 @@ use tickwire_candles::{
     Tick, TickOutcome,
 };
 use tickwire_hub::{Channel, Hub, PublishRequest, Tap, TapBatch};
+use tickwire_model::jsonlex::{object, scalar, skip_ws, string};
 use tickwire_store::{Batch, Store};
 use tokio::sync::mpsc;
 
@@ -559,35 +560,19 @@ enum Scan<'a> {
     /// The message is a flat object the scanner fully understood; these are its fields,
     /// exactly as [`serde_fields`] would read them.
     Fields(TickFields<'a>),
-    /// Anything else (escapes, non-ASCII, nested values, null, duplicate fields, invalid
-    /// JSON...): ask serde, which decides.
+    /// Anything else (escapes, non-ASCII, nested values, a price field that is not a string,
+    /// duplicate fields, invalid JSON...): ask serde, which decides.
     Unusual,
 }
 
 /// Fast path of [`parse_tick`]: serde_json was the biggest single cost of the candle driver
 /// per quote. Feeds send flat objects of ASCII strings and numbers, which this reads in one
-/// pass. It only accepts what it can read exactly as serde does; everything else is
-/// [`Scan::Unusual`], so any valid JSON still gets serde's answer (tested against it).
+/// pass with the publish path's lexer (`tickwire_model::jsonlex`). It only accepts what it
+/// can read exactly as serde does; everything else is [`Scan::Unusual`], so any valid JSON
+/// still gets serde's answer (tested against it).
 fn scan_fields(kind: SourceKind, data: &[u8]) -> Scan<'_> {
     let mut f = TickFields::default();
-    let mut p = Parser { b: data, i: 0 };
-    p.ws();
-    if !p.eat(b'{') {
-        return Scan::Unusual;
-    }
-    p.ws();
-    if p.eat(b'}') {
-        return p.end(f);
-    }
-    loop {
-        let Some(key) = p.string() else {
-            return Scan::Unusual;
-        };
-        p.ws();
-        if !p.eat(b':') {
-            return Scan::Unusual;
-        }
-        p.ws();
+    let end = object(data, skip_ws(data, 0), |key, i| {
         let slot = match (kind, key) {
             (SourceKind::Quote, b"bid") => Some(&mut f.bid),
             (SourceKind::Quote, b"ask") => Some(&mut f.ask),
@@ -598,153 +583,60 @@ fn scan_fields(kind: SourceKind, data: &[u8]) -> Scan<'_> {
         };
         if let Some(slot) = slot {
             // serde rejects a duplicate field; leave that (and non-strings) to it.
-            let Some(v) = p.string().filter(|_| slot.is_none()) else {
-                return Scan::Unusual;
-            };
+            let (v, end) = string(data, i).filter(|_| slot.is_none())?;
             *slot = Some(v);
+            Some(end)
         } else if key == b"ts" {
-            let Some(v) = p.integer().filter(|_| f.ts.is_none()) else {
-                return Scan::Unusual;
-            };
+            let (v, end) = integer(data, i).filter(|_| f.ts.is_none())?;
             f.ts = Some(v);
-        } else if !p.skip_scalar() {
-            return Scan::Unusual;
+            Some(end)
+        } else {
+            // A field serde ignores: any scalar; nesting is left to serde.
+            scalar(data, i)
         }
-        p.ws();
-        if p.eat(b',') {
-            p.ws();
-            continue;
-        }
-        if p.eat(b'}') {
-            return p.end(f);
-        }
-        return Scan::Unusual;
+    });
+    // Only whitespace may follow the object (serde's `from_slice` rule).
+    match end {
+        Some(end) if skip_ws(data, end) == data.len() => Scan::Fields(f),
+        _ => Scan::Unusual,
     }
 }
 
-struct Parser<'a> {
-    b: &'a [u8],
-    i: usize,
-}
-
-impl<'a> Parser<'a> {
-    fn peek(&self) -> Option<u8> {
-        self.b.get(self.i).copied()
+/// A JSON integer at `d[i]` that fits an `i64` (what serde accepts for `ts`):
+/// `-?(0|[1-9][0-9]*)` not followed by a fraction or exponent; its value and the index after it.
+fn integer(d: &[u8], i: usize) -> Option<(i64, usize)> {
+    let negative = d.get(i) == Some(&b'-');
+    let digits = i + usize::from(negative);
+    let n = d
+        .get(digits..)?
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    let end = digits + n;
+    if n == 0
+        || (d.get(digits) == Some(&b'0') && n > 1)
+        || matches!(d.get(end), Some(b'.' | b'e' | b'E'))
+    {
+        return None;
     }
-
-    fn eat(&mut self, c: u8) -> bool {
-        if self.peek() == Some(c) {
-            self.i += 1;
-            true
+    // What `i64::from_str` gives (None on overflow), without its UTF-8 check and sign
+    // parsing: the bytes are known ASCII digits. Negative values accumulate downwards so
+    // `i64::MIN` parses.
+    let mut v: i64 = 0;
+    for &c in d.get(digits..end)? {
+        let digit = i64::from(c - b'0');
+        v = v.checked_mul(10)?;
+        v = if negative {
+            v.checked_sub(digit)?
         } else {
-            false
-        }
+            v.checked_add(digit)?
+        };
     }
-
-    fn ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.i += 1;
-        }
+    // serde_json reads `-0` as a float, which an `i64` field refuses.
+    if v == 0 && negative {
+        return None;
     }
-
-    /// Only whitespace may follow the object (serde's `from_slice` rule).
-    fn end(mut self, f: TickFields<'a>) -> Scan<'a> {
-        self.ws();
-        if self.i == self.b.len() {
-            Scan::Fields(f)
-        } else {
-            Scan::Unusual
-        }
-    }
-
-    /// The bytes of a string of printable ASCII without escapes; `None` (unusual) for anything
-    /// else.
-    fn string(&mut self) -> Option<&'a [u8]> {
-        // The publish path's reader (eight bytes per step): the same refusals, and this runs
-        // for every field of every tick.
-        let (s, end) = tickwire_model::jsonlex::string(self.b, self.i)?;
-        self.i = end;
-        Some(s)
-    }
-
-    /// A JSON integer that fits an `i64` (what serde accepts for `ts`): `-?(0|[1-9][0-9]*)`
-    /// not followed by a fraction or exponent.
-    fn integer(&mut self) -> Option<i64> {
-        let start = self.i;
-        self.eat(b'-');
-        let digits = self.i;
-        self.digits();
-        let first = self.b.get(digits).copied();
-        let n = self.i - digits;
-        if n == 0
-            || (first == Some(b'0') && n > 1)
-            || matches!(self.peek(), Some(b'.' | b'e' | b'E'))
-        {
-            return None;
-        }
-        // What `i64::from_str` gives (None on overflow), without its UTF-8 check and sign
-        // parsing: the bytes are known ASCII digits. Negative values accumulate downwards so
-        // `i64::MIN` parses.
-        let negative = digits > start;
-        let mut v: i64 = 0;
-        for &c in self.b.get(digits..self.i)? {
-            let d = i64::from(c - b'0');
-            v = v.checked_mul(10)?;
-            v = if negative {
-                v.checked_sub(d)?
-            } else {
-                v.checked_add(d)?
-            };
-        }
-        // serde_json reads `-0` as a float, which an `i64` field refuses.
-        if v == 0 && digits > start {
-            return None;
-        }
-        Some(v)
-    }
-
-    fn digits(&mut self) {
-        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
-            self.i += 1;
-        }
-    }
-
-    /// Skips the value of a field serde ignores: a plain string or a JSON number. Objects,
-    /// arrays, literals and anything malformed are left to serde (false).
-    fn skip_scalar(&mut self) -> bool {
-        match self.peek() {
-            Some(b'"') => self.string().is_some(),
-            Some(b'-' | b'0'..=b'9') => {
-                self.eat(b'-');
-                let digits = self.i;
-                self.digits();
-                let n = self.i - digits;
-                if n == 0 || (self.b.get(digits) == Some(&b'0') && n > 1) {
-                    return false;
-                }
-                if self.eat(b'.') {
-                    let frac = self.i;
-                    self.digits();
-                    if self.i == frac {
-                        return false;
-                    }
-                }
-                if matches!(self.peek(), Some(b'e' | b'E')) {
-                    self.i += 1;
-                    if matches!(self.peek(), Some(b'+' | b'-')) {
-                        self.i += 1;
-                    }
-                    let exp = self.i;
-                    self.digits();
-                    if self.i == exp {
-                        return false;
-                    }
-                }
-                true
-            }
-            _ => false,
-        }
-    }
+    Some((v, end))
 }
 
 /// The channel and JSON data of a hub log record (format owned by `tickwire_hub::record`).
