@@ -70,12 +70,10 @@ pub fn scan_flat_object(d: &[u8], i: usize) -> Option<(Option<SchemaFields<'_>>,
 /// [`validate_schema_json`] of the object `fields` were read from: the same answer, without
 /// reading the text again.
 pub fn validate_schema_fields(schema: Schema, fields: &SchemaFields<'_>) -> Result<(), ModelError> {
-    let name = match schema {
-        Schema::Any => return Ok(()),
-        Schema::Quote => "quote",
-        Schema::Trade => "trade",
-    };
-    check_fields(schema, name, &fields.0)
+    match schema_name(schema) {
+        Some(name) => check_fields(schema, name, &fields.0),
+        None => Ok(()),
+    }
 }
 
 /// Checks JSON text against a namespace schema without building a `Value`; the same rules and
@@ -107,15 +105,22 @@ pub fn validate_schema_json_by_serde(schema: Schema, data: &[u8]) -> Result<(), 
 /// The schema's name, `None` for a schema-free namespace; an error unless `data` starts as a
 /// JSON object (serde would also read a struct from a JSON array; the schema wants an object).
 fn schema_object(schema: Schema, data: &[u8]) -> Result<Option<&'static str>, ModelError> {
-    let name = match schema {
-        Schema::Any => return Ok(None),
-        Schema::Quote => "quote",
-        Schema::Trade => "trade",
+    let Some(name) = schema_name(schema) else {
+        return Ok(None);
     };
     if data.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ModelError::NotAnObject { schema: name });
     }
     Ok(Some(name))
+}
+
+/// The name errors give a schema; `None` for a schema-free namespace.
+fn schema_name(schema: Schema) -> Option<&'static str> {
+    match schema {
+        Schema::Any => None,
+        Schema::Quote => Some("quote"),
+        Schema::Trade => Some("trade"),
+    }
 }
 
 /// The fields by serde's general reader: any JSON, and the error texts users see.
