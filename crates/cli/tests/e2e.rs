@@ -761,3 +761,36 @@ async fn a_stalled_sse_client_is_disconnected_as_a_slow_consumer_and_counted() {
         "{m}"
     );
 }
+
+/// Valid bodies the hand-written JSON reader leaves to serde (an escaped channel name, nested
+/// data, non-ASCII text) still publish, with the same answer shape as the common ones.
+#[tokio::test]
+async fn bodies_outside_the_fast_reader_still_publish() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(&dir.path().join("d"), &[], &[]);
+    let body = r#"[
+        {"channel":"chat.\u0078","data":{"text":"plain"}},
+        {"channel":"chat.x","data":{"m":{"a":[1,2]}}},
+        {"channel":"chat.x","data":{"text":"café"}}
+    ]"#;
+    let (status, v) = publish_raw(&srv, body.to_string(), None).await;
+    assert_eq!(status, 200, "{v}");
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    assert!(results.iter().all(|r| r["channel"] == "chat.x"), "{v}");
+    let h: Value = get_json(&srv, "/v1/history/chat.x?from=0").await;
+    let data: Vec<&Value> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["data"])
+        .collect();
+    assert_eq!(
+        data,
+        [
+            &json!({"text":"plain"}),
+            &json!({"m":{"a":[1,2]}}),
+            &json!({"text":"café"})
+        ]
+    );
+}

@@ -13,8 +13,8 @@ use serde_json::{json, value::RawValue};
 use tickwire_hub::{Checked, PublishRequest};
 use tickwire_model::{Channel, SchemaFields};
 use tickwire_wire::{
-    decode_batch, encode_acks_header, parse_json_batch, push_ack, scan_json_batch, BatchError,
-    BatchItem, ErrorCode, JsonItem, ACKS_CONTENT_TYPE, BATCH_CONTENT_TYPE,
+    decode_batch, encode_acks_header, push_ack, scan_json_batch, BatchError, BatchItem, ErrorCode,
+    JsonItem, ACKS_CONTENT_TYPE, BATCH_CONTENT_TYPE,
 };
 
 use crate::{
@@ -103,9 +103,8 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
             "expected a publication object {\"channel\":..,\"data\":..} or an array of them",
         ));
     };
-    // One pass over the body when every item is well formed (the hot path): by hand for the
-    // common shape, else by serde. Only when both fail is the body re-read item by item, to
-    // name every bad index in the answer.
+    // One pass over the body when it has the common shape (the hot path, read by hand).
+    // Anything else is read by serde item by item, which also names every bad index.
     let checked = if let Some(items) = scan_json_batch(text, single) {
         check_batch_size(items.len())?;
         check_all(
@@ -116,43 +115,29 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
             false,
         )?
     } else {
-        match parse_json_batch(text, single).ok() {
-            Some(items) => {
-                check_batch_size(items.len())?;
-                check_all(
-                    st,
-                    &body,
-                    items.iter().map(|i| Ok((i.borrowed(), None))),
-                    single,
-                    false,
-                )?
-            }
-            None => {
-                let raw_items: Vec<&RawValue> = if single {
-                    vec![serde_json::from_str(text).map_err(bad_json)?]
-                } else {
-                    serde_json::from_str(text).map_err(bad_json)?
-                };
-                check_batch_size(raw_items.len())?;
-                let items: Vec<Result<JsonItem<'_>, ItemError>> = raw_items
-                    .iter()
-                    .map(|raw| {
-                        serde_json::from_str::<JsonItem<'_>>(raw.get()).map_err(|e| {
-                            (
-                                StatusCode::BAD_REQUEST,
-                                ErrorCode::BadRequest,
-                                format!("invalid publication: {e}"),
-                            )
-                        })
-                    })
-                    .collect();
-                let items = items.iter().map(|r| match r {
-                    Ok(i) => Ok((i.borrowed(), None)),
-                    Err(e) => Err(e.clone()),
-                });
-                check_all(st, &body, items, single, false)?
-            }
-        }
+        let raw_items: Vec<&RawValue> = if single {
+            vec![serde_json::from_str(text).map_err(bad_json)?]
+        } else {
+            serde_json::from_str(text).map_err(bad_json)?
+        };
+        check_batch_size(raw_items.len())?;
+        let items: Vec<Result<JsonItem<'_>, ItemError>> = raw_items
+            .iter()
+            .map(|raw| {
+                serde_json::from_str::<JsonItem<'_>>(raw.get()).map_err(|e| {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        ErrorCode::BadRequest,
+                        format!("invalid publication: {e}"),
+                    )
+                })
+            })
+            .collect();
+        let items = items.iter().map(|r| match r {
+            Ok(i) => Ok((i.borrowed(), None)),
+            Err(e) => Err(e.clone()),
+        });
+        check_all(st, &body, items, single, false)?
     };
     let channels: Vec<Channel> = checked
         .iter()

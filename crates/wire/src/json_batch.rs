@@ -142,8 +142,8 @@ fn item<'a>(text: &'a str, i: usize, out: &mut Vec<ScannedItem<'a>>) -> Option<u
     Some(end)
 }
 
-/// The body through serde alone: the production fallback and the reference the hand-written
-/// reader is tested against.
+/// The whole body through serde in one call: the reference the hand-written reader is tested
+/// against (the server's fallback reads item by item, to name every bad index).
 pub fn parse_json_batch(text: &str, single: bool) -> serde_json::Result<Vec<JsonItem<'_>>> {
     if single {
         serde_json::from_str::<JsonItem<'_>>(text).map(|i| vec![i])
