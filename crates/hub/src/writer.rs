@@ -336,7 +336,7 @@ impl Writer {
                 // Stream messages go out once durable under the policy (with `always`, on the
                 // fsync thread).
                 if !always {
-                    dispatch(
+                    dispatch_stream(
                         &self.ns,
                         &self.registry,
                         &mut self.nodes,
@@ -508,9 +508,10 @@ impl Writer {
     }
 }
 
-/// Delivers written messages to their channel nodes and the namespace's taps, in offset order,
-/// then records how far delivery got.
-fn dispatch(
+/// Delivers written stream messages (every one, in offset order) to their channel nodes and
+/// the namespace's taps, then records how far delivery got. State batches go through
+/// [`Writer::dispatch_state`], which hands each node only its newest value.
+fn dispatch_stream(
     ns: &NamespaceRt,
     registry: &Registry,
     nodes: &mut NodeCache,
@@ -519,7 +520,7 @@ fn dispatch(
 ) {
     for m in messages {
         let p = &m.publication;
-        let node = nodes.get_or_create(registry, &p.channel, ns.spec.class, p.offset);
+        let node = nodes.get_or_create(registry, &p.channel, Class::Stream, p.offset);
         node.dispatch(m.clone(), ring_cap);
     }
     send_taps(ns, ns.taps.read(), messages);
@@ -799,7 +800,13 @@ impl Syncer {
                 match &result {
                     Ok(()) => {
                         if !stream.is_empty() {
-                            dispatch(&self.ns, &self.registry, &mut nodes, self.ring_cap, &stream);
+                            dispatch_stream(
+                                &self.ns,
+                                &self.registry,
+                                &mut nodes,
+                                self.ring_cap,
+                                &stream,
+                            );
                         }
                         for (reply, acks) in replies {
                             let _ = reply.send(acks);
