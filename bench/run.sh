@@ -112,12 +112,23 @@ declare -A CMDS
 run() {
   local scen=$1 name=$2 target=$3 port=$4; shift 4
   local files=${FILES:-$scen}
-  local cmd="tickwire-bench run --scenario $scen --target $target --label $name --addr 127.0.0.1:$port $*"
-  CMDS[$files]+="    $cmd"$'\n'
+  CMDS[$files]+="    $(bench_cmd "$scen" "$name" "$target" "$port" "$@")"$'\n'
   for i in $(seq 1 "$RUNS"); do
-    "$BENCH" run --scenario "$scen" --target "$target" --label "$name" --addr 127.0.0.1:"$port" \
-      --server-pid "$SERVER_PID" --json "$JSON/$files-$name${TAG:-}-$i.json" "$@" | tee -a "$WORK/log.txt"
+    bench_once "$JSON/$files-$name${TAG:-}-$i.json" "$scen" "$name" "$target" "$port" "$@"
   done
+}
+
+# The command line a results file records for one row (without --server-pid and --json).
+bench_cmd() {
+  local scen=$1 name=$2 target=$3 port=$4; shift 4
+  echo "tickwire-bench run --scenario $scen --target $target --label $name --addr 127.0.0.1:$port $*"
+}
+
+# bench_once JSON_FILE SCENARIO NAME TARGET PORT ARGS...: one measured run against $SERVER_PID.
+bench_once() {
+  local file=$1 scen=$2 name=$3 target=$4 port=$5; shift 5
+  "$BENCH" run --scenario "$scen" --target "$target" --label "$name" --addr 127.0.0.1:"$port" \
+    --server-pid "$SERVER_PID" --json "$file" "$@" | tee -a "$WORK/log.txt"
 }
 
 # run_fresh I "START ARGS" SCENARIO NAME TARGET PORT ARGS...: repetition I of a row, on a
@@ -132,13 +143,12 @@ run_fresh() {
   if [ "$i" = 1 ]; then
     local env=""
     if [ "${TICKWIRE_CANDLES__ENABLED:-}" = false ]; then env="TICKWIRE_CANDLES__ENABLED=false (server) "; fi
-    CMDS[$scen]+="    ${env}tickwire-bench run --scenario $scen --target $target --label $name --addr 127.0.0.1:$port $*"$'\n'
+    CMDS[$scen]+="    ${env}$(bench_cmd "$scen" "$name" "$target" "$port" "$@")"$'\n'
   fi
   # The previous run's data is deleted by the start; let the kernel finish freeing it first.
   rm -rf "$WORK/tw" "$WORK/js"; sync; sleep 0.2
   $start
-  "$BENCH" run --scenario "$scen" --target "$target" --label "$name" --addr 127.0.0.1:"$port" \
-    --server-pid "$SERVER_PID" --json "$JSON/$scen-$name-$i.json" "$@" | tee -a "$WORK/log.txt"
+  bench_once "$JSON/$scen-$name-$i.json" "$scen" "$name" "$target" "$port" "$@"
   stop_server
 }
 
