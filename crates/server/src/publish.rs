@@ -11,10 +11,10 @@ use axum::{
 use bytes::Bytes;
 use serde_json::{json, value::RawValue};
 use tickwire_hub::{Checked, PublishRequest};
-use tickwire_model::{Channel, SchemaFields};
+use tickwire_model::Channel;
 use tickwire_wire::{
     decode_batch, encode_acks_header, push_ack, scan_json_batch, BatchError, BatchItem, ErrorCode,
-    JsonItem, ACKS_CONTENT_TYPE, BATCH_CONTENT_TYPE,
+    JsonItem, ScannedItem, ACKS_CONTENT_TYPE, BATCH_CONTENT_TYPE,
 };
 
 use crate::{
@@ -107,13 +107,7 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
     // Anything else is read by serde item by item, which also names every bad index.
     let checked = if let Some(items) = scan_json_batch(text, single) {
         check_batch_size(items.len())?;
-        check_all(
-            st,
-            &body,
-            items.into_iter().map(|s| Ok((s.item, s.fields))),
-            single,
-            false,
-        )?
+        check_all(st, &body, items.into_iter().map(Ok), single, false)?
     } else {
         let raw_items: Vec<&RawValue> = if single {
             vec![serde_json::from_str(text).map_err(bad_json)?]
@@ -134,7 +128,7 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
             })
             .collect();
         let items = items.iter().map(|r| match r {
-            Ok(i) => Ok((i.borrowed(), None)),
+            Ok(i) => Ok(unscanned(i.borrowed())),
             Err(e) => Err(e.clone()),
         });
         check_all(st, &body, items, single, false)?
@@ -202,7 +196,7 @@ async fn binary(st: &AppState, body: &Bytes) -> Result<Response, Problem> {
     let checked = check_all(
         st,
         body,
-        items.into_iter().map(|i| Ok((i, None))),
+        items.into_iter().map(|i| Ok(unscanned(i))),
         false,
         true,
     )?;
@@ -257,15 +251,18 @@ fn check_batch_size(n: usize) -> Result<(), Problem> {
 }
 
 type ItemError = (StatusCode, ErrorCode, String);
-/// An item and, when the JSON envelope reader read them on the way, its data's schema fields.
-type ScannedItemParts<'a> = (BatchItem<'a>, Option<SchemaFields<'a>>);
+
+/// An item whose data no reader has scanned for schema fields (binary batches, serde's path).
+fn unscanned(item: BatchItem<'_>) -> ScannedItem<'_> {
+    ScannedItem { item, fields: None }
+}
 
 /// Checks every item; any bad one refuses the whole batch with every bad index listed.
 /// `unparsed`: the items' data has not been through a JSON parser yet (binary batches).
 fn check_all<'a>(
     st: &AppState,
     body: &Bytes,
-    items: impl ExactSizeIterator<Item = Result<ScannedItemParts<'a>, ItemError>>,
+    items: impl ExactSizeIterator<Item = Result<ScannedItem<'a>, ItemError>>,
     single: bool,
     unparsed: bool,
 ) -> Result<Vec<Checked>, Problem> {
@@ -274,7 +271,7 @@ fn check_all<'a>(
     let mut errors = Vec::new();
     let mut first: Option<ItemError> = None;
     for (i, item) in items.enumerate() {
-        match item.and_then(|(item, fields)| check_item(st, body, item, fields, unparsed)) {
+        match item.and_then(|s| check_item(st, body, s, unparsed)) {
             Ok(c) => checked.push(c),
             Err((status, code, detail)) => {
                 errors.push(json!({"index": i, "code": code, "detail": detail}));
@@ -300,8 +297,7 @@ fn check_all<'a>(
 fn check_item(
     st: &AppState,
     body: &Bytes,
-    item: BatchItem<'_>,
-    fields: Option<SchemaFields<'_>>,
+    ScannedItem { item, fields }: ScannedItem<'_>,
     unparsed: bool,
 ) -> Result<Checked, ItemError> {
     let channel = Channel::parse_cached(item.channel).map_err(|e| {
