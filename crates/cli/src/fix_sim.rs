@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
-use tickwire_server::fix::sim::{run_until_interrupted, SimConfig};
+use tickwire_edge_fix::sim::{run_until_interrupted, SimConfig};
 
 #[derive(clap::Args)]
 pub struct FixSimArgs {

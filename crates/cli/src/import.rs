@@ -3,11 +3,12 @@
 //! # Why offline, straight into the log
 //!
 //! At the target rate (≥ 1M ticks/s) an HTTP batch path spends most of its time on JSON
-//! framing, per-message schema validation and the publish round trip. Import instead takes the
-//! data directory's exclusive lock (so no server or second import can have it open), validates
-//! each row itself and appends records in the hub's own format to `<data>/log/<namespace>` with
-//! one write per 64K rows. The next `tickwire serve` replays them into candles. Bar exports go
-//! straight into the candle store, keyed by `(symbol, resolution, start)`.
+//! framing, per-message schema validation and the publish round trip. Import instead opens the
+//! data directory's stream backend itself (taking its exclusive lock, so no server or second
+//! import can have it open), validates each row and appends to the namespace's stream through
+//! the same stream seam the server uses, with the server's settings (`--config`), one write per
+//! 64K rows. The next `tickwire serve` replays them into candles. Bar exports go straight into
+//! the candle store, keyed by `(symbol, resolution, start)`.
 //!
 //! # Idempotency
 //!
@@ -25,16 +26,19 @@ use std::{
     path::{Path, PathBuf},
     process::ExitCode,
     str::FromStr,
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::Instant,
 };
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tickwire_candles::{Candle, Decimal, Resolution};
-use tickwire_log::{Entry, Log, LogConfig};
-use tickwire_model::is_decimal;
+use tickwire_model::{clock::now_nanos, is_decimal, Channel, DataDir};
 use tickwire_store::{Batch, Store};
+use tickwire_stream::{
+    embedded::{Embedded, EmbeddedConfig},
+    AppendItem, Appender, Stream,
+};
 
 /// Rows appended per log write (and per durable checkpoint).
 const BATCH_ROWS: usize = 65_536;
@@ -62,6 +66,10 @@ pub struct ImportArgs {
     /// Data directory (must not be in use by a running server).
     #[arg(long, default_value = tickwire_server::DEFAULT_DATA)]
     pub data: PathBuf,
+    /// The server's configuration file, for the namespace's settings (record size, retention)
+    /// and the segment size; TICKWIRE_* variables apply as for `serve`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Symbol for formats that do not name it (MetaTrader exports).
     #[arg(long)]
     pub symbol: Option<String>,
@@ -150,13 +158,6 @@ fn write_marker(path: &Path, m: &Marker) -> Res<()> {
     f.write_all(&body).map_err(io("writing marker"))?;
     f.sync_all().map_err(io("syncing marker"))?;
     std::fs::rename(&tmp, path).map_err(io("renaming marker"))
-}
-
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 fn num(s: &str) -> Option<i64> {
@@ -379,9 +380,32 @@ fn import(args: &ImportArgs) -> Res<()> {
     if args.format != ImportFormat::Csv && symbol.is_empty() {
         return Err("MetaTrader exports do not name the symbol: pass --symbol".into());
     }
-    let _lock = tickwire_hub::lock_data_dir(&args.data).map_err(|e| e.to_string())?;
+    let cfg = tickwire_server::Config::load(
+        args.config.as_deref(),
+        &tickwire_server::CliOverrides {
+            data: Some(args.data.clone()),
+            ..Default::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let spec = cfg
+        .namespace_specs()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|s| s.name == args.namespace)
+        .ok_or_else(|| format!("namespace `{}` is not configured", args.namespace))?;
+    // The file first: a missing file is reported as such, not as whatever opening the data
+    // directory would say.
     let fp = fingerprint(&args.file, args, &symbol)?;
-    let marker_dir = args.data.join("imports");
+    let dir = DataDir::new(&args.data);
+    let backend = Embedded::open(
+        dir.clone(),
+        EmbeddedConfig {
+            segment_bytes: cfg.segment_bytes,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let marker_dir = dir.imports();
     std::fs::create_dir_all(&marker_dir).map_err(io("creating imports dir"))?;
     let marker_path = marker_dir.join(format!("{fp}.json"));
     let (mut marker, fresh): (Marker, bool) = match std::fs::read(&marker_path) {
@@ -408,34 +432,35 @@ fn import(args: &ImportArgs) -> Res<()> {
         return Ok(());
     }
     let id_prefix = format!("imp:{}:", &fp[..12]);
-    let log_dir = args.data.join("log").join(&args.namespace);
-    std::fs::create_dir_all(&log_dir).map_err(io("creating log dir"))?;
-    let mut log = Log::open(&log_dir, LogConfig::default()).map_err(io("opening the log"))?;
-    // Rows of this import the log has beyond what the marker knows (crash after fsync).
+    let (stream, mut appender) = backend
+        .open_namespace(&spec)
+        .map_err(io("opening the stream"))?;
+    // Rows of this import the stream has beyond what the marker knows (crash after fsync).
     let mut resume_after = marker.lines_done;
     if !fresh {
-        let reader = log.reader();
-        let mut at = marker.log_next.max(reader.start_offset());
+        let mut at = marker.log_next.max(stream.start_offset());
         loop {
-            let recs = reader
+            let batch = stream
                 .read(at, 8192, 8 << 20)
-                .map_err(io("reading the log"))?;
-            let Some(last) = recs.last() else { break };
-            at = last.offset + 1;
-            for r in &recs {
-                if let Some((Some(id), _)) = tickwire_hub::record::decode_value(&r.value) {
-                    if let Some(line) = id
-                        .strip_prefix(&id_prefix)
-                        .and_then(|l| l.parse::<u64>().ok())
-                    {
-                        resume_after = resume_after.max(line);
-                    }
+                .map_err(io("reading the stream"))?;
+            if batch.next <= at {
+                break;
+            }
+            at = batch.next;
+            for p in &batch.publications {
+                if let Some(line) = p
+                    .msg_id
+                    .as_deref()
+                    .and_then(|id| id.strip_prefix(&id_prefix))
+                    .and_then(|l| l.parse::<u64>().ok())
+                {
+                    resume_after = resume_after.max(line);
                 }
             }
         }
     }
     if fresh {
-        marker.log_next = log.next_offset();
+        marker.log_next = appender.next_offset();
         write_marker(&marker_path, &marker)?;
     }
     let file = File::open(&args.file).map_err(io("opening the file"))?;
@@ -463,17 +488,16 @@ fn import(args: &ImportArgs) -> Res<()> {
     let mut line = String::new();
     let mut lineno = 0u64;
     let mut bytes_read = 0u64;
-    // Record values and keys for one log write, kept as one buffer plus ranges.
+    // The data of one stream write, kept as one buffer plus ranges, with each row's channel
+    // and msg_id.
     let mut vals: Vec<u8> = Vec::with_capacity(BATCH_ROWS * 96);
-    let mut spans: Vec<(usize, usize, usize, usize)> = Vec::with_capacity(BATCH_ROWS);
+    let mut spans: Vec<(Channel, String, usize, usize)> = Vec::with_capacity(BATCH_ROWS);
+    let mut channels: std::collections::HashMap<String, Channel> = Default::default();
     let mut bars: Vec<(i64, Candle)> = Vec::new();
     let (mut rows, mut bad) = (marker.rows, marker.bad);
     let ns_prefix = format!("{}.", args.namespace);
     let store = if matches!(args.format, ImportFormat::Mt4 | ImportFormat::Mt5) {
-        Some(
-            Store::open(&tickwire_server::candles::store_path(&args.data))
-                .map_err(|e| e.to_string())?,
-        )
+        Some(Store::open(&dir.candle_store()).map_err(|e| e.to_string())?)
     } else {
         None
     };
@@ -511,12 +535,17 @@ fn import(args: &ImportArgs) -> Res<()> {
                     last,
                     volume,
                 }) => {
-                    let k0 = vals.len();
-                    vals.extend_from_slice(ns_prefix.as_bytes());
-                    vals.extend_from_slice(symbol.as_bytes());
+                    let channel = match channels.get(symbol) {
+                        Some(c) => c.clone(),
+                        None => {
+                            let c = Channel::parse(&format!("{ns_prefix}{symbol}"))
+                                .map_err(|e| format!("line {lineno}: {e}"))?;
+                            channels.insert(symbol.to_string(), c.clone());
+                            c
+                        }
+                    };
                     let v0 = vals.len();
                     let id = format!("{id_prefix}{lineno}");
-                    tickwire_hub::record::write_header(Some(&id), &mut vals);
                     vals.push(b'{');
                     for (k, v) in [
                         ("bid", bid),
@@ -529,7 +558,7 @@ fn import(args: &ImportArgs) -> Res<()> {
                         }
                     }
                     let _ = write!(vals, "\"ts\":{ts}}}");
-                    spans.push((k0, v0, v0, vals.len()));
+                    spans.push((channel, id, v0, vals.len()));
                     rows += 1;
                 }
                 Ok(Row::Bar { ts, ohlc, volume }) => {
@@ -568,16 +597,16 @@ fn import(args: &ImportArgs) -> Res<()> {
             }
         }
         if !spans.is_empty() {
-            let entries: Vec<Entry<'_>> = spans
+            let items: Vec<AppendItem<'_>> = spans
                 .iter()
-                .map(|&(k0, k1, v0, v1)| Entry {
-                    timestamp: stamp,
-                    key: &vals[k0..k1],
-                    value: &vals[v0..v1],
+                .map(|(channel, id, v0, v1)| AppendItem {
+                    channel,
+                    msg_id: Some(id),
+                    data: &vals[*v0..*v1],
                 })
                 .collect();
-            log.append(&entries).map_err(io("appending"))?;
-            log.sync().map_err(io("fsync"))?;
+            appender.append(&items, stamp).map_err(io("appending"))?;
+            appender.sync().map_err(io("fsync"))?;
             spans.clear();
             vals.clear();
         }
@@ -600,7 +629,7 @@ fn import(args: &ImportArgs) -> Res<()> {
             }
         }
         marker.lines_done = lineno;
-        marker.log_next = log.next_offset();
+        marker.log_next = appender.next_offset();
         marker.rows = rows;
         marker.bad = bad;
         marker.complete = eof;

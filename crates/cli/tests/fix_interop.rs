@@ -224,7 +224,12 @@ reconnect_max_ms = 2000
         q["data"]["ask"], "1.10030",
         "top of book after deletes: {q}"
     );
-    let book: Value = get_json(&srv, "/v1/latest/book.EURUSD").await;
+    // Books are built by the book projection from the initiator's depth deltas: derived data
+    // that follows the quotes within a flush interval, so wait for it.
+    let book: Value = wait_for(&srv, "/v1/latest/book.EURUSD", WAIT, |b| {
+        b["data"]["bids"] == json!([["1.10010", "1000000"]])
+    })
+    .await;
     assert_eq!(
         book["data"]["bids"],
         json!([["1.10010", "1000000"]]),

@@ -42,11 +42,13 @@ impl HubError {
     }
 }
 
-impl From<tickwire_log::Error> for HubError {
-    fn from(e: tickwire_log::Error) -> Self {
-        HubError::Storage {
-            namespace: String::new(),
-            reason: e.to_string(),
+impl From<tickwire_stream::StreamError> for HubError {
+    fn from(e: tickwire_stream::StreamError) -> Self {
+        match e {
+            tickwire_stream::StreamError::Storage { namespace, reason } => {
+                HubError::Storage { namespace, reason }
+            }
+            tickwire_stream::StreamError::Config(c) => HubError::Config(c),
         }
     }
 }

@@ -10,10 +10,13 @@ use std::{
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tickwire_log::{Log, LogConfig, LogReader};
 use tickwire_model::{
-    validate_json, validate_schema_fields, validate_schema_json, Channel, Class, NamespaceSpec,
-    Offset, Publication, Schema, SchemaFields,
+    validate_json, validate_schema_fields, validate_schema_json, Channel, Class, DataDir, Epoch,
+    NamespaceSpec, Offset, Publication, Schema, SchemaFields,
+};
+use tickwire_stream::{
+    embedded::{Embedded, EmbeddedConfig},
+    Backend, Opened, Stream,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -55,7 +58,8 @@ pub(crate) struct NamespaceRt {
     /// between the publishing threads).
     pub id: usize,
     pub spec: NamespaceSpec,
-    pub reader: LogReader,
+    /// The namespace's stream (read side); the writer thread owns its appender.
+    pub stream: Arc<dyn Stream>,
     /// Every message below this offset has been dispatched to its channel node.
     pub dispatched: AtomicU64,
     /// Internal consumers that must see every message in order (see [`Hub::tap`]).
@@ -121,9 +125,8 @@ impl HubInner {
 /// The running hub. Cheap to share behind an `Arc`.
 pub struct Hub {
     inner: Arc<HubInner>,
-    /// Held for the hub's life: a second process on the same data directory would interleave
-    /// appends and corrupt the logs, so it is refused at open.
-    _lock: std::fs::File,
+    /// Held for the hub's life: the embedded backend holds the data directory's lock.
+    _backend: Arc<dyn Backend>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stop: Arc<AtomicBool>,
 }
@@ -151,33 +154,35 @@ pub struct History {
 }
 
 impl Hub {
-    /// Opens (recovering) every namespace's log under `config.data_dir`, rebuilds the newest
-    /// value of every state channel, the recent ring of every stream channel and the
-    /// idempotency window, and starts the writer threads.
+    /// Opens the embedded backend over `config.data_dir` (taking its lock) and then the hub
+    /// over it (see [`Hub::open_with`]).
     pub fn open(config: HubConfig) -> Result<Hub, HubError> {
-        let lock = lock_data_dir(&config.data_dir)?;
+        let backend = Embedded::open(
+            DataDir::new(&config.data_dir),
+            EmbeddedConfig {
+                segment_bytes: config.segment_bytes,
+            },
+        )?;
+        Hub::open_with(config, Arc::new(backend))
+    }
+
+    /// Opens (recovering) every namespace's stream from `backend`, rebuilds the newest value of
+    /// every state channel, the recent ring of every stream channel and the idempotency
+    /// window, and starts the writer threads.
+    pub fn open_with(config: HubConfig, backend: Arc<dyn Backend>) -> Result<Hub, HubError> {
         let registry = Arc::new(Registry::new());
         let mut namespaces = Vec::new();
         let mut by_name = HashMap::new();
         let mut threads = Vec::new();
         for spec in &config.namespaces {
-            let dir = config.data_dir.join("log").join(&spec.name);
-            std::fs::create_dir_all(&dir).map_err(|e| {
-                HubError::storage(&spec.name, format!("creating {}: {e}", dir.display()))
-            })?;
-            let log_cfg = LogConfig {
-                segment_bytes: config.segment_bytes,
-                max_record_bytes: (spec.max_message_bytes + 1024).min(u32::MAX as usize) as u32,
-                retention_bytes: spec.retention_bytes,
-                retention_age: spec.retention_age,
-                ..LogConfig::default()
-            };
-            let storage = |e: tickwire_log::Error| HubError::storage(&spec.name, e);
-            let log = Log::open(&dir, log_cfg).map_err(storage)?;
-            let reader = log.reader();
+            let Opened { stream, appender } = backend.open(spec)?;
             let mut dedup = Dedup::new(config.dedup_window);
-            let recovered =
-                recover(&reader, spec.class, config.stream_buffer, &mut dedup).map_err(storage)?;
+            let recovered = recover(
+                stream.as_ref(),
+                spec.class,
+                config.stream_buffer,
+                &mut dedup,
+            )?;
             let channels = recovered.len();
             for (channel, (latest, ring, complete_from)) in recovered {
                 let node = registry.get_or_create(&channel, spec.class, complete_from);
@@ -187,21 +192,22 @@ impl Hub {
                 namespace = %spec.name,
                 class = ?spec.class,
                 channels,
-                start = reader.start_offset(),
-                next = reader.next_offset(),
+                start = stream.start_offset(),
+                next = stream.next_offset(),
+                epoch = %stream.epoch(),
                 "namespace recovered"
             );
             let (tx, rx) = mpsc::channel(1024);
             let ns = Arc::new(NamespaceRt {
                 id: namespaces.len(),
                 spec: spec.clone(),
-                dispatched: AtomicU64::new(log.next_offset()),
+                dispatched: AtomicU64::new(stream.next_offset()),
                 taps: parking_lot::RwLock::new(Vec::new()),
-                reader,
+                stream,
                 tx,
             });
             let writer = Writer {
-                log,
+                stream: appender,
                 ns: ns.clone(),
                 registry: registry.clone(),
                 dedup,
@@ -231,7 +237,7 @@ impl Hub {
         threads.push(spawn_housekeeper(inner.clone(), stop.clone())?);
         Ok(Hub {
             inner,
-            _lock: lock,
+            _backend: backend,
             threads: Mutex::new(threads),
             stop,
         })
@@ -323,8 +329,16 @@ impl Hub {
     /// Stores already checked publications, in order; one result per item (only storage or
     /// shutdown can fail now).
     pub async fn publish_checked(&self, checked: Vec<Checked>) -> Vec<Result<Ack, HubError>> {
+        self.enqueue(checked).await.await
+    }
+
+    /// Hands checked publications to their namespace writers, in order, and returns their
+    /// acknowledgements as a future (one result per item). Waits only while a writer's queue is
+    /// full, never for an acknowledgement: a connection keeps several of these in flight and
+    /// reads its next command meanwhile. Requests enqueued one after the other by one caller
+    /// are appended in that order.
+    pub async fn enqueue(&self, checked: Vec<Checked>) -> Acks {
         let n = checked.len();
-        let mut results: Vec<Option<Result<Ack, HubError>>> = (0..n).map(|_| None).collect();
         // A handful of namespaces at most: a linear search by identity beats hashing (and
         // cloning) the namespace name for every item of a 10,000-item batch.
         let mut by_ns: Vec<NamespaceBatch> = Vec::new();
@@ -344,46 +358,20 @@ impl Hub {
                 data: r.data,
             });
         }
-        let mut waits = Vec::new();
+        let mut waits = Vec::with_capacity(by_ns.len());
         for (ns, idx, items) in by_ns {
             let (reply, rx) = oneshot::channel();
             let sent = match self.inner.namespaces.get(ns) {
                 Some(ns) => ns.tx.send(WriterMsg::Write { items, reply }).await.is_ok(),
                 None => false, // a Checked comes from this hub: cannot happen
             };
-            waits.push((idx, sent, rx));
+            waits.push((idx, sent.then_some(rx)));
         }
-        // Counted here and added once: one shared atomic per item was a contended cache line.
-        let mut published = 0;
-        for (idx, sent, rx) in waits {
-            let acks = if sent { rx.await.ok() } else { None };
-            match acks {
-                Some(acks) => {
-                    for (i, a) in idx.into_iter().zip(acks) {
-                        if matches!(
-                            a,
-                            Ok(Ack {
-                                duplicate: false,
-                                ..
-                            })
-                        ) {
-                            published += 1;
-                        }
-                        results[i] = Some(a);
-                    }
-                }
-                None => {
-                    for i in idx {
-                        results[i] = Some(Err(HubError::ShuttingDown));
-                    }
-                }
-            }
+        Acks {
+            n,
+            waits,
+            inner: self.inner.clone(),
         }
-        self.inner.published.fetch_add(published, Ordering::Relaxed);
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(HubError::ShuttingDown)))
-            .collect()
     }
 
     /// Checks one publication; its namespace's id. `unparsed`: the data has not been through
@@ -448,19 +436,22 @@ impl Hub {
                 return Ok(History { messages, next });
             }
         }
-        let reader = ns.reader.clone();
-        let key = channel.as_str().as_bytes().to_vec();
+        let stream = ns.stream.clone();
+        let channel = channel.clone();
         let dispatched = ns.dispatched.load(Ordering::Acquire);
         // Bounded scan: a page never reads more than a million records of other channels.
-        let scan = tokio::task::spawn_blocking(move || {
-            crate::record::scan_channel(&reader, &key, from, dispatched, limit, 1_000_000)
+        let page = tokio::task::spawn_blocking(move || {
+            stream.read_channel(&channel, from, dispatched, limit, 1_000_000)
         })
         .await
-        .map_err(|e| HubError::storage(&ns.spec.name, e))?
-        .map_err(|e| HubError::storage(&ns.spec.name, e))?;
+        .map_err(|e| HubError::storage(&ns.spec.name, e))??;
         Ok(History {
-            messages: scan.messages,
-            next: scan.next,
+            messages: page
+                .publications
+                .into_iter()
+                .map(|p| Arc::new(Message::new(p)))
+                .collect(),
+            next: page.next,
         })
     }
 
@@ -502,9 +493,14 @@ impl Hub {
             .load(Ordering::Acquire))
     }
 
-    /// The reader of a namespace's log, for rebuilding projections (candles) from history.
-    pub fn log_reader(&self, namespace: &str) -> Option<tickwire_log::LogReader> {
-        self.inner.find(namespace).map(|n| n.reader.clone())
+    /// A namespace's stream: for projections, which tail it from their checkpoints.
+    pub fn stream(&self, namespace: &str) -> Result<Arc<dyn Stream>, HubError> {
+        Ok(self.inner.namespace_ref(namespace)?.stream.clone())
+    }
+
+    /// The epoch of a namespace's stream (see [`tickwire_model::Epoch`]).
+    pub fn epoch(&self, namespace: &str) -> Result<Epoch, HubError> {
+        Ok(self.inner.namespace_ref(namespace)?.stream.epoch())
     }
 
     /// Channels seen in a namespace.
@@ -547,62 +543,92 @@ impl Hub {
     }
 }
 
-/// Takes an exclusive advisory lock on `<data>/LOCK`, released when the file closes (also on
-/// kill -9, so a crashed server never leaves a stale lock behind). `Hub::open` takes it; offline
-/// tools that write a data directory (`tickwire import`) take the same one.
-pub fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, HubError> {
-    let storage = |reason: String| HubError::storage("", reason);
-    std::fs::create_dir_all(dir)
-        .map_err(|e| storage(format!("creating {}: {e}", dir.display())))?;
-    let path = dir.join("LOCK");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| storage(format!("opening {}: {e}", path.display())))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(storage(format!(
-            "data directory {} is in use by another tickwire process",
-            dir.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(storage(format!("locking {}: {e}", path.display())))
-        }
-    }
-}
-
 /// A namespace's share of a publish call: its id, the callers' indexes, the items.
 type NamespaceBatch = (usize, Vec<usize>, Vec<Item>);
 
+/// A namespace writer's answer to one write request: one result per item.
+type AckReceiver = oneshot::Receiver<Vec<Result<Ack, HubError>>>;
+
+/// The acknowledgements of an [`Hub::enqueue`] call: resolves to one result per item, in the
+/// order given, once every namespace writer involved has answered.
+pub struct Acks {
+    n: usize,
+    /// Per namespace: the callers' indexes and the writer's reply (`None`: never sent).
+    waits: Vec<(Vec<usize>, Option<AckReceiver>)>,
+    inner: Arc<HubInner>,
+}
+
+impl std::future::IntoFuture for Acks {
+    type Output = Vec<Result<Ack, HubError>>;
+    type IntoFuture =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Self::Output> + Send + 'static>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let Acks { n, waits, inner } = self;
+            let mut results: Vec<Option<Result<Ack, HubError>>> = (0..n).map(|_| None).collect();
+            // Counted here and added once: one shared atomic per item was a contended line.
+            let mut published = 0;
+            for (idx, rx) in waits {
+                let acks = match rx {
+                    Some(rx) => rx.await.ok(),
+                    None => None,
+                };
+                match acks {
+                    Some(acks) => {
+                        for (i, a) in idx.into_iter().zip(acks) {
+                            if matches!(
+                                a,
+                                Ok(Ack {
+                                    duplicate: false,
+                                    ..
+                                })
+                            ) {
+                                published += 1;
+                            }
+                            results[i] = Some(a);
+                        }
+                    }
+                    None => {
+                        for i in idx {
+                            results[i] = Some(Err(HubError::ShuttingDown));
+                        }
+                    }
+                }
+            }
+            inner.published.fetch_add(published, Ordering::Relaxed);
+            results
+                .into_iter()
+                .map(|r| r.unwrap_or(Err(HubError::ShuttingDown)))
+                .collect()
+        })
+    }
+}
+
 type Recovered = HashMap<Channel, (Option<Arc<Message>>, VecDeque<Arc<Message>>, Offset)>;
 
-/// Replays a namespace's log into per-channel state.
+/// Replays a namespace's stream into per-channel state.
 fn recover(
-    reader: &LogReader,
+    stream: &dyn Stream,
     class: Class,
     ring_cap: usize,
     dedup: &mut Dedup,
-) -> Result<Recovered, tickwire_log::Error> {
+) -> Result<Recovered, HubError> {
     // Publications while replaying, messages only for what survives: most records are
     // replaced by later ones of their channel.
     type Replayed = (Option<Publication>, VecDeque<Publication>, Offset);
     let mut out: HashMap<Channel, Replayed> = HashMap::new();
-    let mut cursor = reader.start_offset();
-    let end = reader.next_offset();
+    let mut cursor = stream.start_offset();
+    let end = stream.next_offset();
     let mut skipped = 0u64;
     while cursor < end {
-        let recs = reader.read(cursor, 8192, 8 << 20)?;
-        if recs.is_empty() {
+        let batch = stream.read(cursor, 8192, 8 << 20)?;
+        if batch.next <= cursor {
             break;
         }
-        for rec in recs {
-            cursor = rec.offset + 1;
-            let Some(p) = crate::record::decode(&rec) else {
-                skipped += 1;
-                continue;
-            };
+        cursor = batch.next;
+        skipped += batch.skipped;
+        for p in batch.publications {
             if let Some(id) = &p.msg_id {
                 dedup.insert(p.channel.clone(), id.clone(), p.offset);
             }
@@ -626,12 +652,13 @@ fn recover(
     }
     if skipped > 0 {
         tracing::warn!(
+            namespace = stream.namespace(),
             skipped,
             "log records this version cannot read were skipped during recovery"
         );
     }
-    // The values that stay in memory are slices of the log's read chunks: give each its own
-    // bytes, or every kept value would pin its chunk (with many channels, most of the log).
+    // The values that stay in memory are slices of the stream's read chunks: give each its
+    // own bytes, or every kept value would pin its chunk (with many channels, most of the log).
     let keep = |mut p: Publication| {
         p.data = Bytes::copy_from_slice(&p.data);
         Arc::new(Message::new(p))

@@ -20,18 +20,18 @@ mod error;
 mod hub;
 mod message;
 mod node;
-mod pattern;
-pub mod record;
 mod session;
 mod writer;
 
 pub use config::{FsyncPolicy, HubConfig};
 pub use error::HubError;
-pub use hub::{lock_data_dir, Ack, Checked, History, Hub, HubStats, PublishRequest};
+pub use hub::{Ack, Acks, Checked, History, Hub, HubStats, PublishRequest};
 pub use message::{Format, Message};
-pub use pattern::Pattern;
 pub use session::{CloseReason, Delivery, Session, SessionCloser, SubscribeInfo};
-pub use tickwire_model::{Channel, Class, NamespaceSpec, Offset, Publication};
+pub use tickwire_model::{
+    Channel, Class, Epoch, NamespaceSpec, Offset, Pattern, Publication, StreamPos,
+};
+pub use tickwire_stream::{embedded::lock_data_dir, Stream, StreamError};
 pub use writer::{Tap, TapBatch};
 
 /// Lowers the calling thread's CPU priority (nice 10) for work that can wait: on a busy machine

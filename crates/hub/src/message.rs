@@ -1,15 +1,37 @@
-use std::{any::Any, sync::OnceLock};
+use std::{
+    any::Any,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        OnceLock,
+    },
+};
 
 use tickwire_model::Publication;
 
-/// The wire formats an edge may cache per message, so each is encoded once however many
-/// subscribers receive it.
+/// Cache slots per message: one per wire format in use (JSON push, MQTT, FIX, ...).
+const SLOTS: usize = 6;
+
+/// A wire format an edge caches per message, so each is encoded once however many subscribers
+/// receive it. Edges register their formats (the hub does not know them); a format registered
+/// after every slot is taken still works, uncached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// The JSON push text, the same for WebSocket frames and SSE events.
-    Json = 0,
-    Mqtt = 1,
-    Fix = 2,
+pub struct Format(usize);
+
+static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+
+impl Format {
+    /// A new format slot. Call once per format (keep it in a `OnceLock`): every call takes a
+    /// slot. `name` is for debugging only.
+    pub fn register(name: &'static str) -> Format {
+        let slot = NEXT_SLOT.fetch_add(1, Ordering::Relaxed);
+        if slot >= SLOTS {
+            tracing::warn!(
+                format = name,
+                "no message cache slot left; this format is encoded per subscriber"
+            );
+        }
+        Format(slot)
+    }
 }
 
 /// A stored publication plus its lazily built encodings, shared by all subscribers. Each edge
@@ -17,7 +39,7 @@ pub enum Format {
 /// converted or checked again per subscriber.
 pub struct Message {
     pub publication: Publication,
-    encoded: [OnceLock<Box<dyn Any + Send + Sync>>; 3],
+    encoded: [OnceLock<Box<dyn Any + Send + Sync>>; SLOTS],
 }
 
 impl std::fmt::Debug for Message {
@@ -44,7 +66,9 @@ impl Message {
         format: Format,
         encode: impl FnOnce(&Publication) -> T,
     ) -> T {
-        let slot = &self.encoded[format as usize];
+        let Some(slot) = self.encoded.get(format.0) else {
+            return encode(&self.publication);
+        };
         if let Some(cached) = slot.get() {
             if let Some(v) = cached.downcast_ref::<T>() {
                 return v.clone();

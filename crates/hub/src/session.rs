@@ -140,6 +140,7 @@ impl SessionShared {
                 offset: (node.class == Class::Stream)
                     .then(|| existing.cursor.load(Ordering::Acquire)),
                 snapshot: false,
+                epoch: None,
             };
             return (info, false);
         }
@@ -162,6 +163,7 @@ impl SessionShared {
                     class: Class::State,
                     offset: None,
                     snapshot: snapshot.is_some(),
+                    epoch: None,
                 }
             }
             Class::Stream => {
@@ -187,6 +189,7 @@ impl SessionShared {
                     class: Class::Stream,
                     offset: Some(cursor),
                     snapshot: false,
+                    epoch: None,
                 }
             }
         };
@@ -236,6 +239,8 @@ pub struct SubscribeInfo {
     pub offset: Option<Offset>,
     /// State: a snapshot follows.
     pub snapshot: bool,
+    /// Stream: the epoch of the namespace's stream, which `offset` belongs to.
+    pub epoch: Option<tickwire_model::Epoch>,
 }
 
 /// One message to send to the client.
@@ -296,10 +301,13 @@ impl Session {
         }
         let node = self.hub.node(channel, &ns);
         let start = match from {
-            Some(f) => Start::From(f.max(ns.reader.start_offset())),
+            Some(f) => Start::From(f.max(ns.stream.start_offset())),
             None => Start::Live(ns.dispatched.load(Ordering::Acquire)),
         };
-        let (info, _) = self.shared.attach(&node, start, true);
+        let (mut info, _) = self.shared.attach(&node, start, true);
+        if info.class == Class::Stream {
+            info.epoch = Some(ns.stream.epoch());
+        }
         self.explicit.insert(channel.clone());
         Ok(info)
     }
@@ -345,10 +353,13 @@ impl Session {
                 None => self.hub.namespace(&node.channel)?,
             };
             let start = match (node.class, from) {
-                (Class::Stream, Some(f)) => Start::From(f.max(ns.reader.start_offset())),
+                (Class::Stream, Some(f)) => Start::From(f.max(ns.stream.start_offset())),
                 _ => Start::Live(ns.dispatched.load(Ordering::Acquire)),
             };
-            let (info, _) = self.shared.attach(&node, start, false);
+            let (mut info, _) = self.shared.attach(&node, start, false);
+            if info.class == Class::Stream {
+                info.epoch = Some(ns.stream.epoch());
+            }
             out.push((node.channel.clone(), info));
         }
         self.patterns.push(ps);
@@ -502,12 +513,11 @@ impl Session {
             .hub
             .namespace(&node.channel)
             .map_err(|e| CloseReason::Kicked(e.to_string()))?;
-        let reader = ns.reader.clone();
+        let stream = ns.stream.clone();
         let channel = node.channel.clone();
         let scan = tokio::task::spawn_blocking(move || {
-            crate::record::scan_channel(
-                &reader,
-                channel.as_str().as_bytes(),
+            stream.read_channel(
+                &channel,
                 cursor,
                 complete_from,
                 usize::MAX,
@@ -517,8 +527,8 @@ impl Session {
         .await
         .map_err(|e| CloseReason::Kicked(format!("history read failed: {e}")))?
         .map_err(|e| CloseReason::Kicked(format!("history read failed: {e}")))?;
-        out.extend(scan.messages.into_iter().map(|message| Delivery {
-            message,
+        out.extend(scan.publications.into_iter().map(|p| Delivery {
+            message: Arc::new(Message::new(p)),
             snapshot: false,
         }));
         // Nothing older left in the log (retention removed it): continue from the ring.

@@ -6,12 +6,12 @@ use std::{
     collections::{HashMap, HashSet, VecDeque},
     hash::BuildHasherDefault,
     sync::{atomic::Ordering, Arc},
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::Instant,
 };
 
 use bytes::Bytes;
-use tickwire_log::{Entry, Log, SyncPoint};
 use tickwire_model::{Channel, Class, Offset, Publication};
+use tickwire_stream::{AppendItem, Appender, DurabilityPoint};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
@@ -84,19 +84,14 @@ impl Dedup {
     }
 }
 
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
 enum Plan {
     New { offset: Offset },
     Dup { offset: Offset },
 }
 
 pub(crate) struct Writer {
-    pub log: Log,
+    /// The namespace's stream: this thread is its only writer.
+    pub stream: Box<dyn Appender>,
     pub ns: Arc<NamespaceRt>,
     pub registry: Arc<Registry>,
     pub dedup: Dedup,
@@ -142,8 +137,6 @@ impl Writer {
         self.sync_tx = Some(sync_tx);
         let mut dirty = false;
         let mut last_sync = Instant::now();
-        let mut values: Vec<u8> = Vec::with_capacity(1 << 20);
-        let mut scratch: Vec<u8> = Vec::new();
         while let Some(first) = rx.blocking_recv() {
             let mut writes = Vec::new();
             let mut items = 0usize;
@@ -171,7 +164,7 @@ impl Writer {
                 }
             }
             if !writes.is_empty() {
-                dirty |= self.write_batch(writes, &mut values, &mut last_sync);
+                dirty |= self.write_batch(writes, &mut last_sync);
             }
             if (want_sync || shutdown.is_some()) && dirty {
                 self.sync_in_background(Vec::new(), Vec::new());
@@ -179,16 +172,16 @@ impl Writer {
                 last_sync = Instant::now();
             }
             if want_retention {
-                let now = now_nanos();
+                let now = tickwire_model::clock::now_nanos();
                 if self.ns.spec.class == Class::State {
-                    if let Err(e) = self.carry_forward_state(now, &mut scratch) {
+                    if let Err(e) = self.carry_forward_state(now) {
                         // Keep the values: skip deleting this round rather than lose them.
                         tracing::error!(namespace = %self.ns.spec.name, error = %e, "could not carry state values forward; retention skipped");
                         retention_done.clear();
                         continue;
                     }
                 }
-                match self.log.enforce_retention(now) {
+                match self.stream.enforce_retention(now) {
                     Ok(0) => {}
                     Ok(n) => {
                         tracing::info!(namespace = %self.ns.spec.name, segments = n, "retention removed old segments")
@@ -221,7 +214,7 @@ impl Writer {
         replies: Vec<(Reply, Vec<Result<Ack, HubError>>)>,
         stream: Vec<Arc<Message>>,
     ) {
-        let point = match self.log.sync_point() {
+        let point = match self.stream.durability_point() {
             Ok(p) => p,
             Err(e) => {
                 let err = HubError::storage(&self.ns.spec.name, e);
@@ -248,19 +241,16 @@ impl Writer {
     fn write_batch(
         &mut self,
         mut writes: Vec<(Vec<Item>, Reply)>,
-        values: &mut Vec<u8>,
         last_sync: &mut Instant,
     ) -> bool {
-        let timestamp = now_nanos();
-        let base = self.log.next_offset();
+        let timestamp = tickwire_model::clock::now_nanos();
+        let base = self.stream.next_offset();
         let mut next = base;
         let mut plans: Vec<Vec<Plan>> = Vec::with_capacity(writes.len());
-        // Each item to append: (write, item) index and its value's span within `values`. The
-        // k-th one gets offset `base + k`.
-        let mut fresh: Vec<(usize, usize, std::ops::Range<usize>)> = Vec::new();
+        // Each item to append: its (write, item) index. The k-th one gets offset `base + k`.
+        let mut fresh: Vec<(usize, usize)> = Vec::new();
         // Borrowed from the requests: duplicates within this batch, before the window knows them.
         let mut in_batch: HashMap<(&str, &str), Offset> = HashMap::new();
-        values.clear();
         for (wi, (items, _)) in writes.iter().enumerate() {
             let mut p = Vec::with_capacity(items.len());
             for (ii, it) in items.iter().enumerate() {
@@ -275,11 +265,7 @@ impl Writer {
                     }
                     in_batch.insert((it.channel.as_str(), id.as_str()), next);
                 }
-                // Straight into the batch buffer: no per-item scratch copy.
-                let start = values.len();
-                crate::record::write_header(it.msg_id.as_deref(), values);
-                values.extend_from_slice(&it.data);
-                fresh.push((wi, ii, start..values.len()));
+                fresh.push((wi, ii));
                 p.push(Plan::New { offset: next });
                 next += 1;
             }
@@ -287,24 +273,27 @@ impl Writer {
         }
         // A poisoned log fails everything, duplicates too: their first copy may be among the
         // pages a failed fsync dropped.
-        let mut result: Result<(), HubError> = if self.log.is_poisoned() {
+        let mut result: Result<(), HubError> = if self.stream.is_poisoned() {
             Err(HubError::storage(
                 &self.ns.spec.name,
-                tickwire_log::Error::Poisoned,
+                "an earlier fsync failed; the namespace refuses writes until the server restarts",
             ))
         } else {
             Ok(())
         };
         if result.is_ok() && !fresh.is_empty() {
-            let entries: Vec<Entry<'_>> = fresh
+            let items: Vec<AppendItem<'_>> = fresh
                 .iter()
-                .map(|(wi, ii, span)| Entry {
-                    timestamp,
-                    key: writes[*wi].0[*ii].channel.as_str().as_bytes(),
-                    value: &values[span.clone()],
+                .map(|&(wi, ii)| {
+                    let it = &writes[wi].0[ii];
+                    AppendItem {
+                        channel: &it.channel,
+                        msg_id: it.msg_id.as_deref(),
+                        data: &it.data,
+                    }
                 })
                 .collect();
-            result = match self.log.append(&entries) {
+            result = match self.stream.append(&items, timestamp) {
                 Ok(first) if first == base => Ok(()),
                 Ok(first) => Err(HubError::storage(
                     &self.ns.spec.name,
@@ -320,7 +309,7 @@ impl Writer {
             // The window learns the ids now, not after the fsync: a retry that arrives while
             // the first copy is being synced must still be recognised. Its acknowledgement
             // waits behind the same fsync (the fsync thread completes in order).
-            for (offset, (wi, ii, _)) in (base..).zip(&fresh) {
+            for (offset, (wi, ii)) in (base..).zip(&fresh) {
                 let it = &writes[*wi].0[*ii];
                 if let Some(id) = &it.msg_id {
                     self.dedup.insert(it.channel.clone(), id.clone(), offset);
@@ -329,7 +318,7 @@ impl Writer {
             if stream {
                 messages = (base..)
                     .zip(&fresh)
-                    .map(|(offset, (wi, ii, _))| {
+                    .map(|(offset, (wi, ii))| {
                         take_message(&mut writes[*wi].0[*ii], offset, timestamp, true)
                     })
                     .collect();
@@ -406,14 +395,14 @@ impl Writer {
     fn dispatch_state(
         &mut self,
         writes: &mut [(Vec<Item>, Reply)],
-        fresh: &[(usize, usize, std::ops::Range<usize>)],
+        fresh: &[(usize, usize)],
         base: Offset,
         timestamp: u64,
     ) {
         // Newest first, so a node's first sighting is its channel's newest value here.
         let mut newest: Vec<Option<Arc<ChannelNode>>> = vec![None; fresh.len()];
         let mut seen: HashSet<usize, BuildHasherDefault<AddrHash>> = HashSet::default();
-        for (k, (wi, ii, _)) in fresh.iter().enumerate().rev() {
+        for (k, (wi, ii)) in fresh.iter().enumerate().rev() {
             let node = self.nodes.get_or_create(
                 &self.registry,
                 &writes[*wi].0[*ii].channel,
@@ -428,7 +417,7 @@ impl Writer {
         let taps = self.ns.taps.read();
         let tapped = !taps.is_empty();
         let mut all = Vec::with_capacity(if tapped { fresh.len() } else { 0 });
-        for ((offset, (wi, ii, _)), node) in (base..).zip(fresh).zip(newest) {
+        for ((offset, (wi, ii)), node) in (base..).zip(fresh).zip(newest) {
             if node.is_none() && !tapped {
                 continue;
             }
@@ -449,12 +438,11 @@ impl Writer {
     /// Retention deletes whole segments; a state channel whose newest value lives only in a
     /// segment about to go would lose it. Re-append those values (fsynced) first, so the newest
     /// value of every state channel survives retention and restarts.
-    fn carry_forward_state(&mut self, now: u64, scratch: &mut Vec<u8>) -> Result<(), HubError> {
-        let storage = |e: tickwire_log::Error| HubError::storage(&self.ns.spec.name, e);
+    fn carry_forward_state(&mut self, now: u64) -> Result<(), HubError> {
         // Appending can roll a segment and change the plan; a few rounds always settle it.
         for _ in 0..4 {
-            let cutoff = self.log.retention_cutoff(now);
-            if cutoff <= self.log.start_offset() {
+            let cutoff = self.stream.retention_cutoff(now);
+            if cutoff <= self.stream.start_offset() {
                 return Ok(());
             }
             let doomed: Vec<(Arc<crate::node::ChannelNode>, Arc<Message>)> = self
@@ -469,26 +457,16 @@ impl Writer {
             if doomed.is_empty() {
                 return Ok(());
             }
-            let mut values = Vec::with_capacity(doomed.len());
-            for (_, m) in &doomed {
-                crate::record::encode_value(
-                    m.publication.msg_id.as_deref(),
-                    &m.publication.data,
-                    scratch,
-                );
-                values.push(scratch.clone());
-            }
-            let entries: Vec<Entry<'_>> = doomed
+            let items: Vec<AppendItem<'_>> = doomed
                 .iter()
-                .zip(&values)
-                .map(|((n, _), v)| Entry {
-                    timestamp: now,
-                    key: n.channel.as_str().as_bytes(),
-                    value: v,
+                .map(|(n, m)| AppendItem {
+                    channel: &n.channel,
+                    msg_id: m.publication.msg_id.as_deref(),
+                    data: &m.publication.data,
                 })
                 .collect();
-            let first = self.log.append(&entries).map_err(storage)?;
-            self.log.sync().map_err(storage)?;
+            let first = self.stream.append(&items, now)?;
+            self.stream.sync()?;
             for (i, (node, old)) in doomed.iter().enumerate() {
                 let mut p = old.publication.clone();
                 p.offset = first + i as u64;
@@ -501,7 +479,7 @@ impl Writer {
             }
             self.ns
                 .dispatched
-                .store(self.log.next_offset(), Ordering::Release);
+                .store(self.stream.next_offset(), Ordering::Release);
             tracing::info!(namespace = %self.ns.spec.name, values = doomed.len(), "carried state values forward ahead of retention");
         }
         Ok(())
@@ -741,7 +719,7 @@ const SYNC_QUEUE: usize = 1024;
 
 /// A sync point and what waits for it.
 pub(crate) struct SyncMsg {
-    point: SyncPoint,
+    point: Box<dyn DurabilityPoint>,
     replies: Vec<(Reply, Vec<Result<Ack, HubError>>)>,
     /// Stream messages under `fsync = always`: delivered only once durable.
     stream: Vec<Arc<Message>>,
@@ -770,7 +748,7 @@ impl Syncer {
             while let Ok(more) = rx.try_recv() {
                 jobs.push(more);
             }
-            let mut point: Option<SyncPoint> = None;
+            let mut point: Option<Box<dyn DurabilityPoint>> = None;
             let mut waiting = Vec::with_capacity(jobs.len());
             for SyncMsg {
                 point: newest,
@@ -789,7 +767,7 @@ impl Syncer {
                 });
                 waiting.push((replies, stream));
             }
-            let result = match point.map(SyncPoint::run) {
+            let result = match point.map(|p| p.run()) {
                 Some(Err(e)) => {
                     tracing::error!(namespace = %self.ns.spec.name, error = %e, "fsync failed; the log refuses writes from now on");
                     Err(HubError::storage(&self.ns.spec.name, e))

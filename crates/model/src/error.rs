@@ -21,4 +21,6 @@ pub enum ModelError {
     NotAnObject { schema: &'static str },
     #[error("`data` is not valid JSON: {reason}")]
     BadJson { reason: String },
+    #[error("pattern {pattern:?}: {why}")]
+    BadPattern { pattern: String, why: String },
 }

@@ -5,10 +5,14 @@
 //! conflated) or stream (every message, durable, ordered, resumable by offset).
 
 mod channel;
+pub mod clock;
 mod decimal;
 mod error;
 pub mod jsonlex;
+pub mod layout;
 mod namespace;
+mod pattern;
+mod position;
 mod publication;
 
 pub use channel::{Channel, MAX_CHANNEL_LEN};
@@ -17,5 +21,8 @@ pub use decimal::{
     validate_schema_json_by_serde, SchemaFields,
 };
 pub use error::ModelError;
+pub use layout::DataDir;
 pub use namespace::{Class, NamespaceSpec, Schema};
+pub use pattern::Pattern;
+pub use position::{Epoch, StreamPos};
 pub use publication::{Offset, Publication};

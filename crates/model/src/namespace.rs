@@ -68,8 +68,12 @@ impl NamespaceSpec {
                 ..ns("candles", Class::State, Schema::Any, 7, false)
             },
             ns("trades", Class::Stream, Schema::Trade, 30, false),
-            // L2 depth from FIX initiators: `{"bids": [[px, size], ...], "asks": [...]}`.
+            // L2 books built by the book projection: `{"bids": [[px, size], ...], "asks": [...]}`.
             ns("book", Class::State, Schema::Any, 7, false),
+            // L2 snapshots and deltas from feeds (the FIX initiator, API-key publishers): the
+            // book projection's input. A day of it is enough to rebuild books after a restart
+            // (the projection checkpoints every second).
+            ns("depth", Class::Stream, Schema::Any, 1, false),
             ns("chat", Class::Stream, Schema::Any, 30, true),
             ns("user", Class::Stream, Schema::Any, 30, false),
         ]

@@ -12,13 +12,16 @@
 //!    [`ConnectReturnCode`] mapped from it (3.1.1), then close the connection.
 //!
 //! [`topic`] validates and matches topic names/filters, [`state`] tracks packet identifiers and
-//! the QoS 1/2 handshakes of one connection.
+//! the QoS 1/2 handshakes of one connection, and [`broker`] is a whole broker-side session
+//! (subscriptions, in-flight and queued messages, delivery positions, the stored session) as a
+//! state machine the server drives.
 //!
 //! Left to the broker on purpose (they need session or configuration knowledge): a second
 //! CONNECT on a connection (protocol error), an empty client id with Clean Session 0 in 3.1.1
 //! (CONNACK 0x02), Topic Alias Maximum / Maximum QoS / Retain Available enforcement, Payload
 //! Format Indicator checks (0x99), authorization, and the keep-alive timer.
 
+pub mod broker;
 mod codec;
 mod error;
 mod packet;

@@ -9,6 +9,7 @@ use figment::{
     Figment,
 };
 use serde::{Deserialize, Serialize};
+use tickwire_gateway::GatewayConfig;
 use tickwire_hub::{FsyncPolicy, HubConfig};
 use tickwire_model::{Class, NamespaceSpec, Schema};
 
@@ -37,7 +38,7 @@ pub struct Config {
     /// Client message ids remembered per namespace for idempotent publish.
     pub dedup_window: usize,
     pub max_subscriptions: usize,
-    /// Concurrent WebSocket + SSE connections.
+    /// Concurrent long-lived connections, every edge (WebSocket, SSE, MQTT, FIX acceptor).
     pub max_connections: usize,
     /// Largest HTTP publish body, bytes.
     pub max_body_bytes: usize,
@@ -48,11 +49,33 @@ pub struct Config {
     /// Namespaces; merged over the defaults (quotes, candles, trades, chat, user) by name.
     pub namespaces: BTreeMap<String, NamespaceConfig>,
     /// Live candles, their store and the UDF metadata (docs/candles.md).
-    pub candles: crate::candles::CandlesConfig,
+    pub candles: tickwire_proj_candles::CandlesConfig,
+    /// Order books built from the depth stream (docs/fix.md).
+    pub books: BooksConfig,
     /// MQTT 3.1.1/5 over TCP and WebSocket (docs/mqtt.md).
-    pub mqtt: crate::mqtt::MqttConfig,
+    pub mqtt: tickwire_edge_mqtt::MqttConfig,
     /// FIX 4.4 initiators and acceptor (docs/fix.md).
-    pub fix: crate::fix::FixConfig,
+    pub fix: tickwire_edge_fix::FixConfig,
+}
+
+/// `[books]`: the book projection (`depth.<SYM>` deltas → `book.<SYM>`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BooksConfig {
+    /// Levels per side in each published `book.<SYM>` (0: all).
+    pub depth: u32,
+    /// How often changed books are published, milliseconds.
+    pub flush_interval_ms: u64,
+}
+
+impl Default for BooksConfig {
+    fn default() -> Self {
+        let d = tickwire_proj_book::BookConfig::default();
+        BooksConfig {
+            depth: d.depth,
+            flush_interval_ms: u64::try_from(d.flush_interval.as_millis()).unwrap_or(20),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -87,9 +110,10 @@ impl Default for Config {
             write_timeout_ms: 10_000,
             segment_bytes: 64 * 1024 * 1024,
             namespaces: BTreeMap::new(),
-            candles: crate::candles::CandlesConfig::default(),
-            mqtt: crate::mqtt::MqttConfig::default(),
-            fix: crate::fix::FixConfig::default(),
+            candles: tickwire_proj_candles::CandlesConfig::default(),
+            books: BooksConfig::default(),
+            mqtt: tickwire_edge_mqtt::MqttConfig::default(),
+            fix: tickwire_edge_fix::FixConfig::default(),
         }
     }
 }
@@ -157,7 +181,9 @@ impl Config {
             cfg.fsync = f.clone();
         }
         cfg.hub_config()?;
-        cfg.fix.validate()?;
+        cfg.fix
+            .validate()
+            .map_err(|e| ServerError::Config(e.to_string()))?;
         Ok(cfg)
     }
 
@@ -240,6 +266,31 @@ impl Config {
 
     pub fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.write_timeout_ms.max(1))
+    }
+
+    /// The gateway's section of the configuration.
+    pub fn gateway_config(&self) -> GatewayConfig {
+        GatewayConfig {
+            api_keys: self.api_keys.clone(),
+            max_connections: self.max_connections,
+            write_timeout: self.write_timeout(),
+        }
+    }
+
+    /// The HTTP edge's section of the configuration.
+    pub fn http_config(&self) -> tickwire_edge_http::HttpConfig {
+        tickwire_edge_http::HttpConfig {
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+
+    /// The book projection's section of the configuration.
+    pub fn books_config(&self) -> tickwire_proj_book::BookConfig {
+        tickwire_proj_book::BookConfig {
+            depth: self.books.depth,
+            flush_interval: Duration::from_millis(self.books.flush_interval_ms.max(1)),
+            ..tickwire_proj_book::BookConfig::default()
+        }
     }
 }
 

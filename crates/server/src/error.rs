@@ -7,6 +7,14 @@ pub enum ServerError {
     Config(String),
     #[error(transparent)]
     Hub(#[from] tickwire_hub::HubError),
+    #[error(transparent)]
+    Stream(#[from] tickwire_stream::StreamError),
+    #[error(transparent)]
+    Candles(#[from] tickwire_proj_candles::CandlesError),
+    #[error(transparent)]
+    Projection(#[from] tickwire_projection::ProjectionError),
+    #[error(transparent)]
+    Fix(#[from] tickwire_edge_fix::FixEdgeError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,

@@ -1,26 +1,17 @@
-//! Tickwire's edges over one HTTP listener: publish API, WebSocket and SSE delivery, history,
-//! health and metrics, and the console page. Edges translate wire formats to hub calls; they
-//! know nothing about storage.
+//! Tickwire's composition root: the configuration (each section owned by the crate it
+//! configures), and the wiring of one server: the embedded stream backend under the hub, the
+//! gateway over the hub, the edges (HTTP, MQTT, FIX) over the gateway, and the projections
+//! (candles, books) over the hub's streams; then graceful shutdown in the reverse order.
 
-pub mod candles;
 mod config;
-mod deadline;
 mod error;
-pub mod fix;
-mod metrics;
-pub mod mqtt;
-mod problem;
-mod publish;
-mod rest;
 mod serve;
-mod sse;
-mod state;
-mod udf;
-mod ws;
 
 pub use config::{
-    parse_duration, CliOverrides, Config, NamespaceConfig, DEFAULT_DATA, DEFAULT_HTTP,
+    parse_duration, BooksConfig, CliOverrides, Config, NamespaceConfig, DEFAULT_DATA, DEFAULT_HTTP,
 };
 pub use error::ServerError;
-pub use serve::{router, serve, Server};
-pub use state::AppState;
+pub use serve::{serve, Server};
+
+/// The candle projection's configuration and store location, for tools (`tickwire import`).
+pub use tickwire_proj_candles as candles;

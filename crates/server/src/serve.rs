@@ -1,96 +1,60 @@
-use std::{net::SocketAddr, sync::atomic::Ordering, sync::Arc, time::Duration};
+//! Startup and shutdown of one server: what is opened in which order, and closed in reverse.
 
-use axum::{
-    http::header,
-    response::{Html, IntoResponse},
-    routing::{get, post},
-    serve::ListenerExt,
-    Router,
-};
-use tickwire_hub::{CloseReason, Hub};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::serve::ListenerExt;
+use tickwire_edge_fix::FixService;
+use tickwire_edge_mqtt::{MqttEdge, TcpEdge};
+use tickwire_gateway::Gateway;
+use tickwire_hub::Hub;
+use tickwire_model::DataDir;
+use tickwire_proj_book::BookService;
+use tickwire_proj_candles::CandleService;
+use tickwire_stream::embedded::{Embedded, EmbeddedConfig};
 use tokio::net::TcpListener;
 
-use crate::{publish, rest, sse, ws, AppState, Config, ServerError};
-
-const CONSOLE: &str = include_str!("../../../web/index.html");
-const CONSOLE_JS: &str = include_str!("../../../web/console.js");
-const CONSOLE_CSS: &str = include_str!("../../../web/console.css");
-const CHARTS_JS: &str =
-    include_str!("../../../web/vendor/lightweight-charts.standalone.production.js");
-
-/// Every route of the HTTP listener.
-pub fn router(st: AppState) -> Router {
-    Router::new()
-        .route("/", get(|| async { Html(CONSOLE) }))
-        .route(
-            "/favicon.ico",
-            get(|| async { ([(header::CONTENT_TYPE, "image/svg+xml")], "").into_response() }),
-        )
-        .route(
-            "/console.js",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-                    CONSOLE_JS,
-                )
-            }),
-        )
-        .route(
-            "/console.css",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-                    CONSOLE_CSS,
-                )
-            }),
-        )
-        .route(
-            "/vendor/lightweight-charts.js",
-            get(|| async {
-                (
-                    [
-                        (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-                        (header::CACHE_CONTROL, "public, max-age=86400"),
-                    ],
-                    CHARTS_JS,
-                )
-            }),
-        )
-        .route("/v1/publish", post(publish::publish))
-        .route("/v1/ws", get(ws::upgrade))
-        .route("/mqtt", get(crate::mqtt::upgrade))
-        .route("/v1/sse", get(sse::sse))
-        .route("/v1/history/{channel}", get(rest::history))
-        .route("/v1/latest/{channel}", get(rest::latest))
-        .route("/v1/namespaces", get(rest::namespaces))
-        .route("/v1/channels/{namespace}", get(rest::channels))
-        .route("/healthz", get(rest::healthz))
-        .route("/readyz", get(rest::readyz))
-        .route("/metrics", get(rest::metrics))
-        .with_state(st)
-}
+use crate::{Config, ServerError};
 
 /// A bound, not yet running server.
 pub struct Server {
-    pub state: AppState,
+    pub gateway: Arc<Gateway>,
+    pub config: Config,
     listener: TcpListener,
     pub addr: SocketAddr,
-    /// The candle driver's HTTP side (UDF, /v1/candles); `None` when candles are disabled.
-    pub candles: Option<Arc<crate::candles::CandleService>>,
+    /// The candle projection and its HTTP side (UDF, /v1/candles); `None` when disabled.
+    pub candles: Option<Arc<CandleService>>,
+    /// The book projection; `None` without `depth` and `book` namespaces.
+    pub books: Option<Arc<BookService>>,
+    mqtt: Arc<MqttEdge>,
     /// MQTT over TCP, when `[mqtt] listen` is set; `mqtt_addr` is its bound address.
-    mqtt: Option<crate::mqtt::TcpEdge>,
+    mqtt_tcp: Option<TcpEdge>,
     pub mqtt_addr: Option<SocketAddr>,
     /// FIX initiators and acceptor; `None` when none are configured.
-    pub fix: Option<Arc<crate::fix::FixService>>,
+    pub fix: Option<Arc<FixService>>,
 }
 
 impl Server {
-    /// Opens the hub (recovering the logs) and binds the listener.
+    /// Opens the streams and the hub (recovering them), starts the projections and binds the
+    /// listeners.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let hub_cfg = config.hub_config()?;
-        let hub = tokio::task::spawn_blocking(move || Hub::open(hub_cfg))
-            .await
-            .map_err(|e| ServerError::Config(format!("opening the hub: {e}")))??;
+        let data = DataDir::new(&config.data);
+        let backend_dir = data.clone();
+        let hub = tokio::task::spawn_blocking(move || {
+            let backend = Embedded::open(
+                backend_dir,
+                EmbeddedConfig {
+                    segment_bytes: hub_cfg.segment_bytes,
+                },
+            )?;
+            Hub::open_with(hub_cfg, Arc::new(backend)).map_err(ServerError::from)
+        })
+        .await
+        .map_err(|e| ServerError::Config(format!("opening the hub: {e}")))?
+        .map_err(|e| match e {
+            ServerError::Hub(h) => ServerError::Hub(h),
+            other => other,
+        })?;
         let listener =
             TcpListener::bind(config.http)
                 .await
@@ -100,42 +64,46 @@ impl Server {
                 })?;
         let addr = listener.local_addr()?;
         let hub = Arc::new(hub);
-        let candles = crate::candles::start(hub.clone(), &config.candles, config.data.clone())?;
-        let mqtt = crate::mqtt::bind_tcp(&config).await?;
-        let mqtt_addr = mqtt.as_ref().map(|m| m.addr);
-        let fix = crate::fix::start(hub.clone(), &config.fix, &config.data).await?;
+        let gateway = Gateway::new(hub.clone(), config.gateway_config());
+        let candles = tickwire_proj_candles::start(hub.clone(), &config.candles, &data)?;
+        let books = tickwire_proj_book::start(hub.clone(), &data, config.books_config())?;
+        let mqtt = MqttEdge::new(gateway.clone(), config.mqtt.clone(), &data);
+        let mqtt_tcp = tickwire_edge_mqtt::bind_tcp(&config.mqtt).await?;
+        let mqtt_addr = mqtt_tcp.as_ref().map(|m| m.addr);
+        let fix = tickwire_edge_fix::start(gateway.clone(), &config.fix, &data).await?;
         Ok(Server {
-            state: AppState::new(hub, config),
+            gateway,
+            config,
             listener,
             addr,
             candles,
+            books,
             mqtt,
+            mqtt_tcp,
             mqtt_addr,
             fix,
         })
     }
 
-    /// Serves until `shutdown` resolves, then drains: not ready, sessions told to go, writers
-    /// flushed and fsynced.
+    /// Serves until `shutdown` resolves, then drains: not ready, connections told to go,
+    /// projections checkpointed, writers flushed and fsynced.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let st = self.state.clone();
-        let drain = st.clone();
-        let mut app = router(st.clone());
+        let mut app = tickwire_edge_http::routes(self.gateway.clone(), self.config.http_config())
+            .merge(self.mqtt.routes());
         if let Some(c) = &self.candles {
-            app = app.merge(crate::udf::routes(c.clone()));
+            app = app.merge(tickwire_proj_candles::routes(c.clone()));
         }
         if let Some(f) = &self.fix {
-            app = app.merge(crate::fix::routes(f.clone()));
+            app = app.merge(tickwire_edge_fix::routes(f.clone()));
         }
-        let fix = self.fix.clone();
-        let mqtt_tcp = self.mqtt.map(|m| m.spawn(st.clone()));
+        let mqtt_tcp = self.mqtt_tcp.map(|m| m.spawn(self.mqtt.clone()));
+        let drain = self.gateway.clone();
         let signal = async move {
             shutdown.await;
-            drain.ready.store(false, Ordering::Release);
-            drain.close_all(CloseReason::Shutdown);
+            drain.shutdown();
         };
         // Without TCP_NODELAY a small WebSocket frame written while an earlier one is unacked
         // waits for the client's delayed ACK (~40 ms on Linux): that alone was the p99 of
@@ -148,13 +116,24 @@ impl Server {
         let served = axum::serve(listener, app).with_graceful_shutdown(signal);
         // Long-lived streams end once their sessions close; don't wait forever for stragglers.
         let r = tokio::time::timeout(Duration::from_secs(3600 * 24 * 365), served).await;
-        if let Some(f) = fix {
+        if let Some(f) = &self.fix {
             f.shutdown();
         }
         if let Some(t) = mqtt_tcp {
             t.abort();
         }
-        st.hub.shutdown().await;
+        // Projections stop before the hub: their last derived output and checkpoint go in.
+        let (candles, books) = (self.candles.clone(), self.books.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(c) = candles {
+                c.stop();
+            }
+            if let Some(b) = books {
+                b.stop();
+            }
+        })
+        .await;
+        self.gateway.hub().shutdown().await;
         match r {
             Ok(r) => r.map_err(ServerError::Io),
             Err(_) => Ok(()),

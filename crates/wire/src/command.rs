@@ -1,7 +1,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use thiserror::Error;
-use tickwire_model::{Channel, ModelError, Offset};
+use tickwire_model::{Channel, Epoch, ModelError, Offset};
 
 use crate::ErrorCode;
 
@@ -15,6 +15,9 @@ pub enum Op {
     Subscribe {
         channel: Channel,
         from: Option<Offset>,
+        /// The stream epoch `from` belongs to (as a subscribe reply gave it); a server whose
+        /// stream has another epoch refuses instead of replaying a new stream's offsets.
+        epoch: Option<Epoch>,
     },
     Unsubscribe {
         channel: Channel,
@@ -49,6 +52,7 @@ struct RawCommand<'a> {
     op: Option<&'a str>,
     channel: Option<serde_json::Value>,
     from: Option<serde_json::Value>,
+    epoch: Option<serde_json::Value>,
     msg_id: Option<serde_json::Value>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
@@ -143,9 +147,27 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
                     ))
                 }
             };
+            let epoch = match &raw.epoch {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(e)) => Some(Epoch::parse(e).ok_or_else(|| {
+                    err(
+                        Some(id),
+                        ErrorCode::BadRequest,
+                        "`epoch` must be the 16 hex digits a subscribe reply gave",
+                    )
+                })?),
+                Some(_) => {
+                    return Err(err(
+                        Some(id),
+                        ErrorCode::BadRequest,
+                        "`epoch` must be a string of 16 hex digits",
+                    ))
+                }
+            };
             Op::Subscribe {
                 channel: channel()?,
                 from,
+                epoch,
             }
         }
         "unsubscribe" => Op::Unsubscribe {
@@ -210,7 +232,8 @@ mod tests {
             c.op,
             Op::Subscribe {
                 channel: Channel::parse("quotes.EURUSD").unwrap(),
-                from: None
+                from: None,
+                epoch: None
             }
         );
         let c = parse_command(br#"{"id":2,"op":"subscribe","channel":"chat.lobby","from":42}"#)
@@ -219,7 +242,8 @@ mod tests {
             c.op,
             Op::Subscribe {
                 channel: Channel::parse("chat.lobby").unwrap(),
-                from: Some(42)
+                from: Some(42),
+                epoch: None,
             }
         );
         let c = parse_command(br#"{"id":3,"op":"publish","channel":"chat.lobby","msg_id":"c-1","data":{"text":"hi"}}"#)

@@ -21,12 +21,35 @@ pub enum ErrorCode {
     AlreadySubscribed,
     TooManySubscriptions,
     OffsetOutOfRange,
+    /// The stream the client's offset belongs to was recreated (see the epoch).
+    EpochMismatch,
     SlowConsumer,
     Unavailable,
     Internal,
 }
 
 impl ErrorCode {
+    /// Every code, for tables that must cover them all.
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::BadJson,
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownOp,
+        ErrorCode::BadChannel,
+        ErrorCode::UnknownNamespace,
+        ErrorCode::TooLarge,
+        ErrorCode::BadData,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::NotSubscribed,
+        ErrorCode::AlreadySubscribed,
+        ErrorCode::TooManySubscriptions,
+        ErrorCode::OffsetOutOfRange,
+        ErrorCode::EpochMismatch,
+        ErrorCode::SlowConsumer,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
     /// The snake_case name used on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -43,6 +66,7 @@ impl ErrorCode {
             ErrorCode::AlreadySubscribed => "already_subscribed",
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
             ErrorCode::OffsetOutOfRange => "offset_out_of_range",
+            ErrorCode::EpochMismatch => "epoch_mismatch",
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
@@ -85,6 +109,27 @@ pub fn encode_ok(id: u64, extra: serde_json::Value) -> Bytes {
     Bytes::from(serde_json::Value::Object(obj).to_string())
 }
 
+/// The reply to a stored publish: `{"channel":..,"duplicate":..,"id":N,"offset":..,"ok":true}`,
+/// byte for byte what [`encode_ok`] writes for those fields, appended to `out` without a JSON
+/// tree (publish replies are the hot path of a publishing connection). Channel names need no
+/// escaping (see `Channel::parse`).
+pub fn encode_publish_ok(id: u64, channel: &str, offset: u64, duplicate: bool) -> Bytes {
+    let mut s = String::with_capacity(72 + channel.len());
+    s.push_str("{\"channel\":\"");
+    s.push_str(channel);
+    s.push_str(if duplicate {
+        "\",\"duplicate\":true,\"id\":"
+    } else {
+        "\",\"duplicate\":false,\"id\":"
+    });
+    let mut n = itoa::Buffer::new();
+    s.push_str(n.format(id));
+    s.push_str(",\"offset\":");
+    s.push_str(n.format(offset));
+    s.push_str(",\"ok\":true}");
+    Bytes::from(s)
+}
+
 /// `{"id":N|null,"ok":false,"error":{"code":..,"message":..}}`
 pub fn encode_error(id: Option<u64>, code: ErrorCode, message: &str) -> Bytes {
     let v = serde_json::json!({"id": id, "ok": false, "error": {"code": code, "message": message}});
@@ -107,6 +152,20 @@ pub fn encode_disconnect(code: ErrorCode, message: &str, resume: &[(String, u64)
 mod tests {
     use super::*;
     use tickwire_model::Channel;
+
+    #[test]
+    fn publish_reply_is_what_encode_ok_writes() {
+        for (id, ch, off, dup) in [
+            (1u64, "quotes.X", 0u64, false),
+            (u64::MAX, "chat.a-b:c", 99, true),
+        ] {
+            let want = encode_ok(
+                id,
+                serde_json::json!({"channel": ch, "offset": off, "duplicate": dup}),
+            );
+            assert_eq!(encode_publish_ok(id, ch, off, dup), want);
+        }
+    }
 
     #[test]
     fn push_is_valid_json() {

@@ -14,5 +14,7 @@ pub use batch::{
     ACKS_CONTENT_TYPE, ACKS_MAGIC, ACK_LEN, BATCH_CONTENT_TYPE, BATCH_MAGIC,
 };
 pub use command::{parse_command, Command, CommandError, Op, MAX_COMMAND_BYTES};
-pub use frame::{encode_disconnect, encode_error, encode_ok, encode_push, ErrorCode};
+pub use frame::{
+    encode_disconnect, encode_error, encode_ok, encode_publish_ok, encode_push, ErrorCode,
+};
 pub use json_batch::{parse_json_batch, scan_json_batch, JsonItem, ScannedItem};

@@ -1,0 +1,190 @@
+//! FIX 4.4 market data over TCP, around the I/O-free engine in `tickwire-fix`:
+//! initiators ingest quotes from providers, the acceptor distributes the hub's quotes to
+//! downstream FIX clients through the gateway. See docs/fix.md.
+
+mod acceptor;
+pub mod config;
+mod initiator;
+pub mod sim;
+mod transport;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use axum::{extract::State, routing::get, Json, Router};
+use parking_lot::Mutex;
+use serde::Serialize;
+use tickwire_gateway::{Edge, Gateway};
+use tickwire_model::DataDir;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{AcceptorConfig, FixConfig, InitiatorConfig};
+
+/// The acceptor's edge name (metrics and logs).
+pub const FIX: Edge = Edge("fix");
+
+/// Why the FIX edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FixEdgeError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {addr} (fix acceptor): {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("fix: I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Hub(#[from] tickwire_hub::HubError),
+}
+
+/// What `/v1/fix/sessions` shows of one session.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SessionStatus {
+    pub name: String,
+    /// `initiator` or `acceptor`.
+    pub role: &'static str,
+    pub sender_comp_id: String,
+    pub target_comp_id: String,
+    pub peer: String,
+    /// `connecting`, `logon_sent`, `awaiting_logon`, `active`, `disconnected`, `backoff`.
+    pub state: &'static str,
+    pub next_sender_seq: u64,
+    pub next_target_seq: u64,
+    pub logons: u64,
+    pub disconnects: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub gaps: u64,
+    pub resend_requests_answered: u64,
+    pub quotes_published: u64,
+    pub subscriptions: usize,
+    pub rejected: Vec<String>,
+    pub last_error: Option<String>,
+}
+
+/// Every FIX session, by name, for the status endpoint.
+#[derive(Clone, Default)]
+pub struct FixRegistry {
+    sessions: Arc<Mutex<BTreeMap<String, SessionStatus>>>,
+}
+
+impl FixRegistry {
+    /// Called at most once per connection-loop turn (the loops count messages locally and
+    /// skip the call when nothing shown changed), and the name is copied only the first time
+    /// a session is seen (`entry` would allocate the key on every call).
+    pub(crate) fn update(&self, name: &str, f: impl FnOnce(&mut SessionStatus)) {
+        let mut m = self.sessions.lock();
+        if let Some(s) = m.get_mut(name) {
+            return f(s);
+        }
+        let s = m.entry(name.to_string()).or_insert_with(|| SessionStatus {
+            name: name.to_string(),
+            ..SessionStatus::default()
+        });
+        f(s);
+    }
+
+    pub fn snapshot(&self) -> Vec<SessionStatus> {
+        self.sessions.lock().values().cloned().collect()
+    }
+}
+
+/// The running FIX side of the server.
+pub struct FixService {
+    pub registry: FixRegistry,
+    /// The acceptor's bound address, if one runs.
+    pub acceptor_addr: Option<std::net::SocketAddr>,
+    cancel: CancellationToken,
+}
+
+impl FixService {
+    /// Stops initiators (they log out) and the acceptor.
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Drop for FixService {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Where the sequence-number file of a session lives.
+pub(crate) fn store_path(data: &DataDir, role: &str, sender: &str, target: &str) -> PathBuf {
+    data.fix().join(role).join(format!("{sender}-{target}.seq"))
+}
+
+pub(crate) fn open_store(
+    path: &Path,
+    fsync: bool,
+) -> Result<tickwire_fix::FileSeqStore, tickwire_fix::Error> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| tickwire_fix::Error::Io {
+            path: dir.to_path_buf(),
+            context: "creating the FIX store directory",
+            source,
+        })?;
+    }
+    Ok(tickwire_fix::FileSeqStore::open(path)?.with_fsync(fsync))
+}
+
+/// Starts the configured initiators and the acceptor; `None` when nothing is configured.
+pub async fn start(
+    gateway: Arc<Gateway>,
+    cfg: &FixConfig,
+    data: &DataDir,
+) -> Result<Option<Arc<FixService>>, FixEdgeError> {
+    if cfg.initiators.is_empty() && cfg.acceptor.is_none() {
+        return Ok(None);
+    }
+    cfg.validate()?;
+    let registry = FixRegistry::default();
+    let cancel = CancellationToken::new();
+    for ic in &cfg.initiators {
+        initiator::spawn(
+            gateway.hub().clone(),
+            ic.clone(),
+            data.clone(),
+            registry.clone(),
+            cancel.clone(),
+        )?;
+    }
+    let acceptor_addr = match &cfg.acceptor {
+        Some(ac) => Some(
+            acceptor::spawn(
+                gateway.clone(),
+                ac.clone(),
+                data.clone(),
+                registry.clone(),
+                cancel.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    Ok(Some(Arc::new(FixService {
+        registry,
+        acceptor_addr,
+        cancel,
+    })))
+}
+
+/// `GET /v1/fix/sessions`.
+pub fn routes(svc: Arc<FixService>) -> Router {
+    Router::new()
+        .route("/v1/fix/sessions", get(sessions))
+        .with_state(svc)
+}
+
+async fn sessions(State(svc): State<Arc<FixService>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "acceptor": svc.acceptor_addr.map(|a| a.to_string()),
+        "sessions": svc.registry.snapshot(),
+    }))
+}

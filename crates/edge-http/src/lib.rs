@@ -1,0 +1,72 @@
+//! The HTTP edge, on one listener: `POST /v1/publish`, REST reads (history, latest,
+//! namespaces, channels), the WebSocket JSON protocol (`/v1/ws`), Server-Sent Events
+//! (`/v1/sse`), health, readiness, metrics and the console page. Every request and connection
+//! goes through the gateway (identity, permissions, limits, shutdown, metrics); this crate
+//! only translates HTTP, WebSocket frames and SSE events to gateway calls.
+
+mod console;
+mod problem;
+mod publish;
+mod rest;
+mod sse;
+mod ws;
+
+use std::sync::Arc;
+
+use axum::{
+    routing::{get, post},
+    Router,
+};
+use tickwire_gateway::{Edge, Gateway};
+
+pub use problem::Problem;
+pub use rest::parse_query;
+
+/// Edge names (metrics and logs).
+pub const HTTP: Edge = Edge("http");
+pub const WEBSOCKET: Edge = Edge("websocket");
+pub const SSE: Edge = Edge("sse");
+
+/// Settings of the HTTP edge.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest HTTP publish body, bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// What every handler of this edge shares.
+#[derive(Clone)]
+pub struct HttpState {
+    pub gateway: Arc<Gateway>,
+    pub config: Arc<HttpConfig>,
+}
+
+/// Every route of the HTTP edge. Other crates add theirs (candles, FIX status, MQTT over
+/// WebSocket) in the server's composition root.
+pub fn routes(gateway: Arc<Gateway>, config: HttpConfig) -> Router {
+    let st = HttpState {
+        gateway,
+        config: Arc::new(config),
+    };
+    Router::new()
+        .merge(console::routes())
+        .route("/v1/publish", post(publish::publish))
+        .route("/v1/ws", get(ws::upgrade))
+        .route("/v1/sse", get(sse::sse))
+        .route("/v1/history/{channel}", get(rest::history))
+        .route("/v1/latest/{channel}", get(rest::latest))
+        .route("/v1/namespaces", get(rest::namespaces))
+        .route("/v1/channels/{namespace}", get(rest::channels))
+        .route("/healthz", get(rest::healthz))
+        .route("/readyz", get(rest::readyz))
+        .route("/metrics", get(rest::metrics))
+        .with_state(st)
+}

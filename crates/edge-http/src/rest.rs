@@ -1,0 +1,295 @@
+//! REST reads: history, latest value, namespaces, channels, health, readiness, metrics.
+
+use axum::{
+    extract::{Path, RawQuery, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde_json::{json, value::RawValue};
+use tickwire_hub::Message;
+use tickwire_model::Channel;
+use tickwire_wire::ErrorCode;
+
+use tickwire_gateway::{Credentials, Principal, Refusal};
+
+use crate::{problem::Problem, publish::bearer, HttpState};
+
+/// Decodes `a=1&b=x%2Ey` into pairs, keeping repeats and order.
+pub fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
+    q.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An optional non-negative integer parameter, with a clear error when it is not one.
+pub fn query_u64(params: &[(String, String)], name: &str) -> Result<Option<u64>, Problem> {
+    match params.iter().rev().find(|(k, _)| k == name) {
+        None => Ok(None),
+        Some((_, v)) => v.parse::<u64>().map(Some).map_err(|_| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                format!("`{name}` must be a non-negative integer, got {v:?}"),
+            )
+        }),
+    }
+}
+
+fn channel(name: &str) -> Result<Channel, Problem> {
+    Channel::parse(name).map_err(|e| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::BadChannel,
+            e.to_string(),
+        )
+    })
+}
+
+/// A stored message as JSON, with `data` embedded verbatim: going through `serde_json::Value`
+/// would reorder keys and push numbers through binary floating point.
+#[derive(serde::Serialize)]
+struct MessageJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    offset: u64,
+    ts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    msg_id: Option<&'a str>,
+    data: &'a RawValue,
+}
+
+fn message_json<'a>(m: &'a Message, channel: Option<&'a str>) -> Result<MessageJson<'a>, Problem> {
+    let p = &m.publication;
+    let text = std::str::from_utf8(&p.data).map_err(|_| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            "stored data is not UTF-8",
+        )
+    })?;
+    let data: &RawValue = serde_json::from_str(text).map_err(|e| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            format!("stored data: {e}"),
+        )
+    })?;
+    Ok(MessageJson {
+        channel,
+        offset: p.offset,
+        ts: p.timestamp / 1_000_000,
+        msg_id: p.msg_id.as_deref(),
+        data,
+    })
+}
+
+/// Most messages in one history page.
+pub const MAX_PAGE: u64 = 1000;
+
+/// Who a REST read comes from: `Authorization: Bearer` or `?api_key=`; a key that is given
+/// but not valid is refused.
+fn reader(
+    st: &HttpState,
+    headers: &HeaderMap,
+    params: &[(String, String)],
+) -> Result<Principal, Problem> {
+    let key = params
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "api_key")
+        .map(|(_, v)| v.as_str())
+        .or_else(|| bearer(headers));
+    st.gateway
+        .authenticate(&Credentials { api_key: key })
+        .map_err(Problem::from)
+}
+
+pub async fn history(
+    State(st): State<HttpState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let run = async {
+        let ch = channel(&name)?;
+        let params = parse_query(q.as_deref());
+        let principal = reader(&st, &headers, &params)?;
+        st.gateway.can_subscribe(&principal, &ch)?;
+        let hub = st.gateway.hub();
+        let epoch = hub.epoch(ch.namespace()).map_err(Problem::from)?;
+        if let Some((_, given)) = params.iter().rev().find(|(k, _)| k == "epoch") {
+            let given = tickwire_model::Epoch::parse(given).ok_or_else(|| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::BadRequest,
+                    "`epoch` must be the 16 hex digits a history page or subscribe reply gave",
+                )
+            })?;
+            if given != epoch {
+                return Err(Problem::from(Refusal::new(
+                    ErrorCode::EpochMismatch,
+                    format!(
+                        "namespace `{}` was recreated: its stream is epoch {epoch}, not {given}; offsets started again at 0",
+                        ch.namespace()
+                    ),
+                )));
+            }
+        }
+        let from = query_u64(&params, "from")?.unwrap_or(0);
+        let limit = query_u64(&params, "limit")?.unwrap_or(100);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                format!("`limit` must be 1 to {MAX_PAGE}"),
+            ));
+        }
+        let page = hub
+            .history(&ch, from, limit as usize)
+            .await
+            .map_err(Problem::from)?;
+        let messages = page
+            .messages
+            .iter()
+            .map(|m| message_json(m, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        #[derive(serde::Serialize)]
+        struct Page<'a> {
+            channel: &'a str,
+            messages: Vec<MessageJson<'a>>,
+            next: u64,
+            /// The stream incarnation `next` belongs to.
+            epoch: String,
+        }
+        Ok::<_, Problem>(
+            Json(Page {
+                channel: ch.as_str(),
+                messages,
+                next: page.next,
+                epoch: epoch.to_string(),
+            })
+            .into_response(),
+        )
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn latest(
+    State(st): State<HttpState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let run = || {
+        let ch = channel(&name)?;
+        let params = parse_query(q.as_deref());
+        let principal = reader(&st, &headers, &params)?;
+        st.gateway.can_subscribe(&principal, &ch)?;
+        match st.gateway.hub().latest(&ch).map_err(Problem::from)? {
+            Some(m) => Ok(Json(message_json(&m, Some(ch.as_str()))?).into_response()),
+            None => Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::BadChannel,
+                format!("`{ch}` has no value yet"),
+            )),
+        }
+    };
+    run().unwrap_or_else(|p: Problem| p.into_response())
+}
+
+pub async fn namespaces(State(st): State<HttpState>) -> Response {
+    let list: Vec<serde_json::Value> = st
+        .gateway
+        .hub()
+        .namespaces()
+        .into_iter()
+        .map(|n| {
+            json!({
+                "name": n.name, "class": n.class, "schema": n.schema,
+                "max_message_bytes": n.max_message_bytes, "retention_bytes": n.retention_bytes,
+                "retention_age_s": n.retention_age.map(|d| d.as_secs()), "client_publish": n.client_publish,
+            })
+        })
+        .collect();
+    Json(json!({ "namespaces": list })).into_response()
+}
+
+pub async fn channels(State(st): State<HttpState>, Path(ns): Path<String>) -> Response {
+    let hub = st.gateway.hub();
+    if hub.namespace_spec(&ns).is_none() {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownNamespace,
+            format!("unknown namespace `{ns}`"),
+        )
+        .into_response();
+    }
+    let list: Vec<String> = hub.channels(&ns).iter().map(|c| c.to_string()).collect();
+    Json(json!({ "namespace": ns, "channels": list })).into_response()
+}
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub async fn readyz(State(st): State<HttpState>) -> Response {
+    if st.gateway.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    }
+}
+
+pub async fn metrics(State(st): State<HttpState>) -> Response {
+    let body = st.gateway.render_metrics();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        let q = parse_query(Some("channel=chat.a&channel=quotes%2EX&from=4&x=%zz&y=%4"));
+        assert_eq!(q[0], ("channel".into(), "chat.a".into()));
+        assert_eq!(q[1], ("channel".into(), "quotes.X".into()));
+        assert_eq!(q[3].1, "%zz");
+        assert_eq!(q[4].1, "%4");
+        assert_eq!(query_u64(&q, "from").unwrap(), Some(4));
+        assert!(query_u64(&q, "x").is_err());
+        assert_eq!(query_u64(&q, "nope").unwrap(), None);
+    }
+}

@@ -1,0 +1,215 @@
+//! `GET /v1/sse?channel=..&channel=..[&from=N]`: the same pushes as the WebSocket, as
+//! Server-Sent Events. Stream-channel events carry `id:` so a reconnecting browser resumes
+//! through `Last-Event-ID`:
+//! - one stream channel: the id is the event's offset; resume continues after it;
+//! - several: the id is `channel:next,channel:next` (next offset per channel), because one
+//!   number cannot say where each channel stands when one is still replaying history.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    convert::Infallible,
+    time::Duration,
+};
+
+use axum::{
+    extract::{RawQuery, State},
+    http::{HeaderMap, StatusCode},
+    response::{
+        sse::{Event, KeepAlive, Sse},
+        IntoResponse, Response,
+    },
+};
+use futures_util::stream;
+use tickwire_gateway::{Connection, Credentials, Event as GwEvent};
+use tickwire_hub::Delivery;
+use tickwire_model::{Channel, Class, Offset};
+use tickwire_wire::{encode_disconnect, ErrorCode};
+
+use crate::{
+    problem::Problem,
+    publish::bearer,
+    rest::{parse_query, query_u64},
+    ws::{close_error_code, json_push},
+    HttpState, SSE,
+};
+
+/// One SSE response: the gateway connection (counted and registered for shutdown until the
+/// stream ends, however it ends) and the events not yet taken by the HTTP layer.
+struct Stream {
+    conn: Connection,
+    buf: VecDeque<Event>,
+    /// Next offset per stream channel, for composite event ids.
+    cursors: BTreeMap<String, Offset>,
+    done: bool,
+}
+
+/// Resume positions from `Last-Event-ID`: the next offset to deliver, per channel or for all.
+enum Resume {
+    All(Offset),
+    Per(BTreeMap<String, Offset>),
+}
+
+fn parse_last_event_id(v: &str) -> Result<Resume, String> {
+    let v = v.trim();
+    if let Ok(n) = v.parse::<u64>() {
+        return Ok(Resume::All(n.saturating_add(1)));
+    }
+    let mut m = BTreeMap::new();
+    for part in v.split(',').filter(|p| !p.is_empty()) {
+        let (c, n) = part.rsplit_once(':').ok_or_else(|| {
+            format!("Last-Event-ID {v:?} is not an offset or channel:offset list")
+        })?;
+        let n: u64 = n
+            .parse()
+            .map_err(|_| format!("Last-Event-ID {v:?}: {n:?} is not an offset"))?;
+        m.insert(c.to_string(), n);
+    }
+    Ok(Resume::Per(m))
+}
+
+pub async fn sse(
+    State(st): State<HttpState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    match open(st, q, &headers) {
+        Ok(r) => r,
+        Err(p) => p.into_response(),
+    }
+}
+
+fn open(st: HttpState, q: Option<String>, headers: &HeaderMap) -> Result<Response, Problem> {
+    let params = parse_query(q.as_deref());
+    let bad = |m: String| Problem::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, m);
+    let mut channels = Vec::new();
+    for (k, v) in &params {
+        match k.as_str() {
+            "channel" => channels.push(Channel::parse(v).map_err(|e| {
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    ErrorCode::BadChannel,
+                    e.to_string(),
+                )
+            })?),
+            "from" | "api_key" => {}
+            other => {
+                return Err(bad(format!(
+                    "unknown query parameter `{other}`; expected channel, from"
+                )))
+            }
+        }
+    }
+    if channels.is_empty() {
+        return Err(bad("give at least one `channel=` parameter".into()));
+    }
+    let from = query_u64(&params, "from")?;
+    let resume = match headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or(""))
+    {
+        Some(v) if !v.is_empty() => Some(parse_last_event_id(v).map_err(bad)?),
+        _ => None,
+    };
+    let key = params
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "api_key")
+        .map(|(_, v)| v.as_str())
+        .or_else(|| bearer(headers));
+    let principal = st
+        .gateway
+        .authenticate(&Credentials { api_key: key })
+        .map_err(Problem::from)?;
+    let mut conn = st.gateway.connect(SSE, principal).map_err(Problem::from)?;
+    let mut cursors = BTreeMap::new();
+    for c in &channels {
+        let class = st.gateway.hub().class_of(c).map_err(Problem::from)?;
+        let start = match (class, &resume) {
+            (Class::State, _) => None,
+            (Class::Stream, Some(Resume::All(n))) => Some(*n),
+            (Class::Stream, Some(Resume::Per(m))) => m.get(c.as_str()).copied().or(from),
+            (Class::Stream, None) => from,
+        };
+        let info = conn.subscribe(c, start, None).map_err(Problem::from)?;
+        if let Some(o) = info.offset {
+            cursors.insert(c.to_string(), o);
+        }
+    }
+    let s = Stream {
+        conn,
+        buf: VecDeque::new(),
+        cursors,
+        done: false,
+    };
+    let events = stream::unfold(s, |mut s| async move {
+        loop {
+            if let Some(ev) = s.buf.pop_front() {
+                return Some((Ok::<Event, Infallible>(ev), s));
+            }
+            if s.done {
+                return None;
+            }
+            match s.conn.next().await {
+                GwEvent::Deliver(batch) => {
+                    s.conn.delivered(batch.len() as u64);
+                    for d in batch {
+                        let ev = event(&mut s.cursors, &d);
+                        s.buf.push_back(ev);
+                    }
+                }
+                GwEvent::Close(reason) => {
+                    let frame = encode_disconnect(
+                        close_error_code(&reason),
+                        &reason.to_string(),
+                        &s.conn.resume_points(),
+                    );
+                    s.buf.push_back(
+                        Event::default()
+                            .event("disconnect")
+                            .data(String::from_utf8_lossy(&frame)),
+                    );
+                    s.done = true;
+                }
+            }
+        }
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+fn event(cursors: &mut BTreeMap<String, Offset>, d: &Delivery) -> Event {
+    let p = &d.message.publication;
+    let ev = Event::default().data(json_push(d).as_str());
+    match cursors.get_mut(p.channel.as_str()) {
+        Some(next) => {
+            *next = p.offset + 1;
+            if cursors.len() == 1 {
+                ev.id(p.offset.to_string())
+            } else {
+                let id: Vec<String> = cursors.iter().map(|(c, n)| format!("{c}:{n}")).collect();
+                ev.id(id.join(","))
+            }
+        }
+        None => ev,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_event_id_forms() {
+        assert!(matches!(parse_last_event_id("41"), Ok(Resume::All(42))));
+        match parse_last_event_id("chat.a:5,chat.b:9").unwrap() {
+            Resume::Per(m) => {
+                assert_eq!(m["chat.a"], 5);
+                assert_eq!(m["chat.b"], 9);
+            }
+            Resume::All(_) => panic!("expected per-channel"),
+        }
+        assert!(parse_last_event_id("chat.a").is_err());
+        assert!(parse_last_event_id("chat.a:x").is_err());
+    }
+}

@@ -1,0 +1,439 @@
+//! `GET /v1/ws`: the JSON WebSocket protocol (docs/protocol.md).
+//!
+//! One task per connection. What it reads, it answers at once (subscribe, unsubscribe,
+//! ping, refusals) or hands to the hub (publishes), without waiting for the hub's
+//! acknowledgement: publishes read together go to their namespace writers as one batch, and
+//! the acknowledgements are kept in a window and answered in order as each batch becomes
+//! durable, while the task goes on reading commands and writing deliveries. A reply always
+//! precedes the snapshot it announces (deliveries are drained only after the replies to the
+//! commands read before them are queued). Deliveries are drained and written in bounded
+//! pieces, and commands are read between two pieces, so a long replay (`from: 0` on a big
+//! channel) runs beside the connection's other work instead of in front of it. A client that
+//! stops reading only ever blocks its own task.
+
+use std::{collections::VecDeque, future::Future, pin::Pin, time::Duration};
+
+use axum::{
+    extract::{
+        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
+        Query, State,
+    },
+    http::HeaderMap,
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tickwire_gateway::{Connection, Credentials, Event, Refusal};
+use tickwire_hub::{Ack, Channel, Checked, CloseReason, Delivery, PublishRequest};
+use tickwire_wire::{
+    encode_disconnect, encode_error, encode_ok, encode_publish_ok, encode_push, parse_command,
+    ErrorCode, Op,
+};
+
+use crate::{problem::Problem, publish::bearer, HttpState, WEBSOCKET};
+
+/// Frames above this are refused by the WebSocket layer itself (close 1009); between the
+/// protocol's command limit and this, the client gets a `too_large` error reply instead.
+const MAX_WS_MESSAGE: usize = 4 * 1024 * 1024;
+const PING_EVERY: Duration = Duration::from_secs(30);
+/// Initial read buffer per connection. The WebSocket layer's default (128 KiB) made an idle
+/// connection cost ~135 KB of server RSS (bench/results/idle.md); clients mostly send short
+/// commands, and the buffer still grows for a large frame.
+const READ_BUFFER: usize = 4 * 1024;
+/// Most frames taken from the socket in one turn before the task answers and writes: a
+/// pipelining publisher's commands go to the hub as one batch, and a flood cannot keep the
+/// task from writing.
+const READ_BURST: usize = 1024;
+/// Most publications waiting for their acknowledgements before the task stops reading
+/// commands (backpressure towards a client that publishes faster than the log takes it).
+const MAX_IN_FLIGHT: usize = 16 * 1024;
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    api_key: Option<String>,
+}
+
+pub async fn upgrade(
+    State(st): State<HttpState>,
+    Query(q): Query<WsQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let key = q.api_key.as_deref().or_else(|| bearer(&headers));
+    let conn = st
+        .gateway
+        .authenticate(&Credentials { api_key: key })
+        .and_then(|principal| st.gateway.connect(WEBSOCKET, principal));
+    let conn = match conn {
+        Ok(c) => c,
+        Err(r) => {
+            st.gateway.metrics().edge(WEBSOCKET).rejected();
+            return Problem::from(r).into_response();
+        }
+    };
+    ws.max_message_size(MAX_WS_MESSAGE)
+        .max_frame_size(MAX_WS_MESSAGE)
+        .read_buffer_size(READ_BUFFER)
+        .on_upgrade(move |socket| run(socket, conn))
+}
+
+fn text(b: Bytes) -> Message {
+    // Frames are built from JSON text; a failed check would be a bug, answered with an error frame.
+    Message::Text(
+        Utf8Bytes::try_from(b).unwrap_or_else(|_| Utf8Bytes::from_static(r#"{"op":"error"}"#)),
+    )
+}
+
+/// The acknowledgements of one batch of publishes, and the command each belongs to.
+type AckFuture = Pin<Box<dyn Future<Output = Vec<Result<Ack, Refusal>>> + Send>>;
+
+/// A publish reply in the window: answered in command order.
+enum PublishReply {
+    /// Publishes read before a refusal in this turn, handed to the hub at the turn's end by
+    /// [`Conn::submit`] (never left in the window between turns).
+    Unsent(Vec<(u64, Channel, Checked)>),
+    /// A batch handed to the hub: (command id, channel) per publication.
+    Pending {
+        ids: Vec<(u64, Channel)>,
+        acks: AckFuture,
+    },
+    /// A publish refused before it reached the hub.
+    Ready(Bytes),
+}
+
+/// One connection's state besides the socket.
+struct Conn {
+    conn: Connection,
+    /// Publish replies, oldest first.
+    window: VecDeque<PublishReply>,
+    /// Publications in `window` still waiting for the hub.
+    in_flight: usize,
+    /// Replies ready to write, in order.
+    out: Vec<Message>,
+    /// Publishes read in this turn, not yet handed to the hub.
+    batch: Vec<(u64, Channel, Checked)>,
+}
+
+async fn run(socket: WebSocket, conn: Connection) {
+    let write_timeout = conn.gateway().write_timeout();
+    let (mut sink, mut stream) = socket.split();
+    let mut c = Conn {
+        conn,
+        window: VecDeque::new(),
+        in_flight: 0,
+        out: Vec::new(),
+        batch: Vec::new(),
+    };
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    loop {
+        let reading = c.in_flight < MAX_IN_FLIGHT;
+        let acks_pending = matches!(c.window.front(), Some(PublishReply::Pending { .. }));
+        let mut deliver = false;
+        tokio::select! {
+            biased;
+            _ = c.conn.closed() => {
+                let reason = c.conn.close_reason().unwrap_or(CloseReason::Shutdown);
+                c.flush_window();
+                let _ = send(&mut sink, c.out.drain(..), write_timeout).await;
+                close_with(&mut sink, &c.conn, &reason, write_timeout).await;
+                break;
+            }
+            incoming = stream.next(), if reading => {
+                let mut ended = !c.on_frame(incoming);
+                // Whatever else is already here, up to a burst.
+                for _ in 1..READ_BURST {
+                    if ended || c.in_flight + c.batch.len() >= MAX_IN_FLIGHT {
+                        break;
+                    }
+                    match stream.next().now_or_never() {
+                        Some(m) => ended = !c.on_frame(m),
+                        None => break,
+                    }
+                }
+                c.submit().await;
+                if ended {
+                    break;
+                }
+            }
+            acks = poll_front(&mut c.window), if acks_pending => {
+                c.answer(acks);
+            }
+            _ = c.conn.wait() => deliver = true,
+            _ = ping.tick() => c.out.push(Message::Ping(Bytes::new())),
+        }
+        c.flush_window();
+        // Replies first: a subscribe's reply goes out before the snapshot it announces.
+        if !c.out.is_empty()
+            && send(&mut sink, c.out.drain(..), write_timeout)
+                .await
+                .is_err()
+        {
+            break;
+        }
+        if deliver {
+            match c.conn.drain().await {
+                Event::Deliver(batch) if batch.is_empty() => {}
+                Event::Deliver(batch) => {
+                    let n = batch.len() as u64;
+                    if send(&mut sink, batch.iter().map(push), write_timeout)
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    c.conn.delivered(n);
+                }
+                Event::Close(reason) => {
+                    close_with(&mut sink, &c.conn, &reason, write_timeout).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The acknowledgements of the oldest pending batch (the caller checked there is one).
+async fn poll_front(window: &mut VecDeque<PublishReply>) -> Vec<Result<Ack, Refusal>> {
+    std::future::poll_fn(|cx| match window.front_mut() {
+        Some(PublishReply::Pending { acks, .. }) => acks.as_mut().poll(cx),
+        _ => std::task::Poll::Ready(Vec::new()),
+    })
+    .await
+}
+
+impl Conn {
+    /// Handles one incoming frame; false when the connection ended.
+    fn on_frame(&mut self, incoming: Option<Result<Message, axum::Error>>) -> bool {
+        match incoming {
+            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => false,
+            Some(Ok(Message::Text(t))) => {
+                self.command(t.as_bytes());
+                true
+            }
+            Some(Ok(Message::Binary(_))) => {
+                self.conn.refused();
+                self.out.push(text(encode_error(
+                    None,
+                    ErrorCode::BadRequest,
+                    "binary frames are not part of the JSON protocol; send text frames",
+                )));
+                true
+            }
+            // Pings are answered by the WebSocket layer.
+            Some(Ok(_)) => true,
+        }
+    }
+
+    fn command(&mut self, frame: &[u8]) {
+        let cmd = match parse_command(frame) {
+            Ok(c) => c,
+            Err(e) => {
+                self.conn.refused();
+                self.out.push(text(encode_error(e.id, e.code, &e.message)));
+                return;
+            }
+        };
+        let id = cmd.id;
+        match cmd.op {
+            Op::Ping => self.out.push(text(encode_ok(id, json!({"pong": true})))),
+            Op::Subscribe {
+                channel,
+                from,
+                epoch,
+            } => {
+                let reply = match self.conn.subscribe(&channel, from, epoch) {
+                    Ok(info) => {
+                        let mut extra = json!({"channel": channel.as_str(), "class": info.class});
+                        if let Some(o) = info.offset {
+                            extra["offset"] = o.into();
+                        }
+                        if let Some(e) = info.epoch {
+                            extra["epoch"] = e.to_string().into();
+                        }
+                        if info.snapshot {
+                            extra["snapshot"] = true.into();
+                        }
+                        encode_ok(id, extra)
+                    }
+                    Err(r) => self.refuse(id, &r),
+                };
+                self.out.push(text(reply));
+            }
+            Op::Unsubscribe { channel } => {
+                let reply = match self.conn.unsubscribe(&channel) {
+                    Ok(()) => encode_ok(id, json!({"channel": channel.as_str()})),
+                    Err(r) => self.refuse(id, &r),
+                };
+                self.out.push(text(reply));
+            }
+            Op::Publish {
+                channel,
+                msg_id,
+                data,
+            } => {
+                let req = PublishRequest {
+                    channel: channel.clone(),
+                    msg_id,
+                    data: Bytes::from(data.into_string()),
+                };
+                match self.conn.check(req) {
+                    Ok(checked) => self.batch.push((id, channel, checked)),
+                    Err(r) => {
+                        // Publish replies stay in command order: the batch read before this
+                        // one is answered first.
+                        self.close_batch_into_window();
+                        let reply = self.refuse(id, &r);
+                        self.window.push_back(PublishReply::Ready(reply));
+                    }
+                }
+            }
+        }
+    }
+
+    fn refuse(&self, id: u64, r: &Refusal) -> Bytes {
+        self.conn.refused();
+        encode_error(Some(id), r.code, &r.reason)
+    }
+
+    /// Marks where the publishes read so far end, so a refusal read after them is answered
+    /// after their acknowledgements. They are handed to the hub by [`Conn::submit`].
+    fn close_batch_into_window(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.window.push_back(PublishReply::Unsent(batch));
+    }
+
+    /// Hands the publishes read in this turn to the hub (waiting only while a namespace
+    /// writer's queue is full) and puts their acknowledgements in the window.
+    async fn submit(&mut self) {
+        // Batches closed early by a refusal, then the rest, in order.
+        for entry in self.window.iter_mut() {
+            if let PublishReply::Unsent(batch) = entry {
+                let (ids, checked) = split(std::mem::take(batch));
+                self.in_flight += checked.len();
+                let acks: AckFuture = Box::pin(self.conn.enqueue(checked).await);
+                *entry = PublishReply::Pending { ids, acks };
+            }
+        }
+        if !self.batch.is_empty() {
+            let (ids, checked) = split(std::mem::take(&mut self.batch));
+            self.in_flight += checked.len();
+            let acks = Box::pin(self.conn.enqueue(checked).await);
+            self.window.push_back(PublishReply::Pending { ids, acks });
+        }
+    }
+
+    /// The oldest batch's acknowledgements arrived: its replies, in order.
+    fn answer(&mut self, acks: Vec<Result<Ack, Refusal>>) {
+        let Some(PublishReply::Pending { ids, .. }) = self.window.pop_front() else {
+            return;
+        };
+        self.in_flight = self.in_flight.saturating_sub(ids.len());
+        let mut acks = acks.into_iter();
+        for (id, channel) in ids {
+            let reply = match acks.next() {
+                Some(Ok(ack)) => encode_publish_ok(id, channel.as_str(), ack.offset, ack.duplicate),
+                Some(Err(r)) => self.refuse(id, &r),
+                None => encode_error(Some(id), ErrorCode::Internal, "no result from the hub"),
+            };
+            self.out.push(text(reply));
+        }
+    }
+
+    /// Moves refusals that reached the front of the window to the output.
+    fn flush_window(&mut self) {
+        while let Some(PublishReply::Ready(_)) = self.window.front() {
+            if let Some(PublishReply::Ready(b)) = self.window.pop_front() {
+                self.out.push(text(b));
+            }
+        }
+    }
+}
+
+fn split(batch: Vec<(u64, Channel, Checked)>) -> (Vec<(u64, Channel)>, Vec<Checked>) {
+    let mut ids = Vec::with_capacity(batch.len());
+    let mut checked = Vec::with_capacity(batch.len());
+    for (id, ch, c) in batch {
+        ids.push((id, ch));
+        checked.push(c);
+    }
+    (ids, checked)
+}
+
+fn push(d: &Delivery) -> Message {
+    Message::Text(json_push(d))
+}
+
+/// The JSON push text of a delivery, shared by WebSocket frames and SSE events. Built once per
+/// message; every subscriber on either edge gets a reference-counted clone. A snapshot carries
+/// its own flag, so it is encoded for its one subscriber.
+pub(crate) fn json_push(d: &Delivery) -> Utf8Bytes {
+    if d.snapshot {
+        Utf8Bytes::from(encode_push(&d.message.publication, true))
+    } else {
+        d.message
+            .encoded(json_format(), |p| Utf8Bytes::from(encode_push(p, false)))
+    }
+}
+
+/// The message-cache slot of the JSON push text (WebSocket and SSE share it).
+fn json_format() -> tickwire_hub::Format {
+    static JSON: std::sync::OnceLock<tickwire_hub::Format> = std::sync::OnceLock::new();
+    *JSON.get_or_init(|| tickwire_hub::Format::register("json-push"))
+}
+
+/// The protocol error code that tells a client why the server closed its session.
+pub(crate) fn close_error_code(reason: &CloseReason) -> ErrorCode {
+    match reason {
+        CloseReason::SlowConsumer { .. } => ErrorCode::SlowConsumer,
+        CloseReason::Shutdown => ErrorCode::Unavailable,
+        CloseReason::Kicked(_) => ErrorCode::Forbidden,
+    }
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+
+/// Writes frames into the socket buffer and flushes once: many pushes, one write. A client that
+/// does not take them within the write timeout is treated as gone.
+async fn send(
+    sink: &mut Sink,
+    frames: impl Iterator<Item = Message>,
+    timeout: Duration,
+) -> Result<(), ()> {
+    let work = async {
+        for f in frames {
+            sink.feed(f).await?;
+        }
+        sink.flush().await
+    };
+    let done = tickwire_gateway::deadline::timeout_if_pending(timeout, std::pin::pin!(work)).await;
+    match done {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+async fn close_with(sink: &mut Sink, conn: &Connection, reason: &CloseReason, timeout: Duration) {
+    let code = close_error_code(reason);
+    let close_code = match reason {
+        CloseReason::SlowConsumer { .. } => 4001,
+        CloseReason::Shutdown => 1001,
+        CloseReason::Kicked(_) => 4002,
+    };
+    let msg = reason.to_string();
+    let frame = encode_disconnect(code, &msg, &conn.resume_points());
+    let close = Message::Close(Some(CloseFrame {
+        code: close_code,
+        reason: Utf8Bytes::from(code.as_str()),
+    }));
+    let _ = send(
+        sink,
+        [text(frame), close].into_iter(),
+        timeout.min(Duration::from_secs(2)),
+    )
+    .await;
+}

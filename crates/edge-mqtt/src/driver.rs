@@ -1,0 +1,742 @@
+//! One MQTT connection: CONNECT (who the client is, through the gateway), then one task that
+//! moves bytes between the socket and the broker session state machine
+//! (`tickwire_mqtt::broker::BrokerSession`): packets in, publications to the hub in batches,
+//! deliveries out, keep-alive and session saves, in turn, so a client that stops reading only
+//! ever blocks itself. Every protocol decision is the state machine's.
+
+use std::{
+    collections::HashMap,
+    io,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use axum::extract::ws::{Message as WsMessage, WebSocket};
+use bytes::{Bytes, BytesMut};
+use futures_util::SinkExt;
+use tickwire_gateway::{Connection, Credentials, Event, Principal, Refusal};
+use tickwire_hub::{Channel, Checked, Class, CloseReason, Delivery, Format, Message, Offset};
+use tickwire_model::Pattern;
+use tickwire_mqtt::{
+    broker::{
+        channel_to_topic, publish_body, Accepted, BrokerSession, End, Outgoing, Refused, Router,
+    },
+    decode, encode, peek_connect_version, Connect, Error as CodecError, Packet, ProtocolVersion,
+    Publish, ReasonCode,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    time::Instant,
+};
+
+use crate::{
+    publish::{self, refused},
+    store::{now_ms, StoredSession, MAX_CLIENT_ID},
+    MqttEdge, MQTT,
+};
+
+/// How often acknowledged positions of a persistent session are written while connected.
+const PERSIST_EVERY: Duration = Duration::from_millis(200);
+/// Most publications from one client sent to the hub in one call.
+const MAX_PUBLISH_BATCH: usize = 1024;
+
+/// The byte stream under MQTT: a TCP socket, or binary WebSocket frames (a packet may span
+/// frames and a frame may hold several packets, so both are just bytes to the decoder).
+pub(crate) enum Transport {
+    Tcp(TcpStream),
+    Ws(Box<WebSocket>),
+}
+
+impl Transport {
+    /// Appends what arrived to `buf`; `Ok(false)` at end of stream. Cancel-safe.
+    async fn read(&mut self, buf: &mut BytesMut) -> io::Result<bool> {
+        match self {
+            Transport::Tcp(s) => {
+                buf.reserve(8192);
+                Ok(s.read_buf(buf).await? > 0)
+            }
+            Transport::Ws(ws) => loop {
+                match ws.recv().await {
+                    None | Some(Ok(WsMessage::Close(_))) => return Ok(false),
+                    Some(Err(e)) => return Err(io::Error::other(e)),
+                    Some(Ok(WsMessage::Binary(b))) => {
+                        buf.extend_from_slice(&b);
+                        return Ok(true);
+                    }
+                    Some(Ok(WsMessage::Text(_))) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "MQTT over WebSocket is carried in binary frames",
+                        ))
+                    }
+                    Some(Ok(_)) => continue,
+                }
+            },
+        }
+    }
+
+    async fn write(&mut self, data: Bytes) -> io::Result<()> {
+        match self {
+            Transport::Tcp(s) => s.write_all(&data).await,
+            Transport::Ws(ws) => ws
+                .send(WsMessage::Binary(data))
+                .await
+                .map_err(io::Error::other),
+        }
+    }
+
+    async fn close(&mut self) {
+        match self {
+            Transport::Tcp(s) => {
+                let _ = s.shutdown().await;
+            }
+            Transport::Ws(ws) => {
+                let _ = ws.send(WsMessage::Close(None)).await;
+            }
+        }
+    }
+}
+
+/// Serves one connection from its first byte to its end.
+pub(crate) async fn run(edge: Arc<MqttEdge>, mut io: Transport) {
+    let cfg = &edge.config;
+    let max_in = cfg.max_packet();
+    let mut rbuf = BytesMut::with_capacity(4096);
+    let connect = match tokio::time::timeout(
+        Duration::from_secs(cfg.connect_timeout_secs.max(1)),
+        read_connect(&mut io, &mut rbuf, max_in),
+    )
+    .await
+    {
+        Ok(Ok(c)) => c,
+        Ok(Err(ConnectFailure::Io)) | Err(_) => return io.close().await,
+        Ok(Err(ConnectFailure::Codec(version, e))) => {
+            tracing::debug!(error = %e, "refused MQTT CONNECT");
+            let code = e.reason_code();
+            // 3.1.1 answers only an unknown protocol level (0x01); other errors just close.
+            let reply = match (version, code) {
+                (Some(ProtocolVersion::V5), _) => Some(ProtocolVersion::V5),
+                (_, ReasonCode::UnsupportedProtocolVersion) => Some(ProtocolVersion::V4),
+                _ => None,
+            };
+            if let Some(v) = reply {
+                let why = e.to_string();
+                let p = BrokerSession::refusal(v, code, &why);
+                let _ = send_now(&mut io, &p, v).await;
+            }
+            return io.close().await;
+        }
+    };
+    let version = connect.protocol;
+    let refuse = |code: ReasonCode, why: &str| BrokerSession::refusal(version, code, why);
+    let (accepted, principal) = match accept(&edge, &connect) {
+        Ok(a) => a,
+        Err(r) => {
+            edge.gateway.metrics().edge(MQTT).rejected();
+            let _ = send_now(&mut io, &refuse(r.code, &r.reason), version).await;
+            return io.close().await;
+        }
+    };
+    let conn = match edge.gateway.connect(MQTT, principal) {
+        Ok(c) => c,
+        Err(r) => {
+            let code = match r.code {
+                tickwire_gateway::ErrorCode::Unavailable => ReasonCode::ServerUnavailable,
+                _ => r.mqtt_reason(),
+            };
+            let _ = send_now(&mut io, &refuse(code, &r.reason), version).await;
+            return io.close().await;
+        }
+    };
+    let Some(owner) = edge.broker.claim(&accepted.client_id).await else {
+        let p = refuse(
+            ReasonCode::ServerBusy,
+            "the previous connection of this client id did not let go",
+        );
+        let _ = send_now(&mut io, &p, version).await;
+        return io.close().await;
+    };
+    let client_id = accepted.client_id.clone();
+    let token = owner.takeover.clone();
+    let session = BrokerSession::new(edge.config.session(), &connect, accepted);
+    let classes = edge
+        .gateway
+        .hub()
+        .namespaces()
+        .into_iter()
+        .map(|n| (n.name, n.class))
+        .collect();
+    let mut d = Driver {
+        edge: edge.clone(),
+        io,
+        rbuf,
+        session,
+        conn,
+        classes,
+        batch: Vec::new(),
+    };
+    d.serve(token).await;
+    edge.broker.release(&client_id, owner);
+}
+
+enum ConnectFailure {
+    Io,
+    Codec(Option<ProtocolVersion>, CodecError),
+}
+
+async fn read_connect(
+    io: &mut Transport,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Connect, ConnectFailure> {
+    loop {
+        match peek_connect_version(buf) {
+            Err(e) => return Err(ConnectFailure::Codec(None, e)),
+            Ok(Some(v)) => match decode(buf, v, max) {
+                Ok(Some(Packet::Connect(c))) => return Ok(c),
+                Ok(Some(_)) => {
+                    return Err(ConnectFailure::Codec(
+                        Some(v),
+                        CodecError::ProtocolViolation {
+                            packet: tickwire_mqtt::PacketType::Connect,
+                            reason: "first packet is not CONNECT",
+                        },
+                    ))
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ConnectFailure::Codec(Some(v), e)),
+            },
+            Ok(None) => {}
+        }
+        match io.read(buf).await {
+            Ok(true) => {}
+            _ => return Err(ConnectFailure::Io),
+        }
+    }
+}
+
+async fn send_now(io: &mut Transport, p: &Packet, v: ProtocolVersion) -> io::Result<()> {
+    let mut out = BytesMut::new();
+    encode(p, v, &mut out).map_err(io::Error::other)?;
+    tokio::time::timeout(Duration::from_secs(2), io.write(out.freeze()))
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
+}
+
+/// The broker-side CONNECT rules the codec leaves to us: client id, credentials (through the
+/// gateway), Will.
+fn accept(edge: &MqttEdge, c: &Connect) -> Result<(Accepted, Principal), Refused> {
+    let gw = &edge.gateway;
+    let v5 = c.protocol == ProtocolVersion::V5;
+    let refused = |code, reason: &str| Refused {
+        code,
+        reason: reason.to_string(),
+    };
+    if c.properties.authentication_method().is_some() {
+        return Err(refused(
+            ReasonCode::BadAuthenticationMethod,
+            "enhanced authentication is not supported; put the API key in the password",
+        ));
+    }
+    let (client_id, assigned) = if c.client_id.is_empty() {
+        if !v5 && !c.clean_start {
+            // [MQTT-3.1.3-8]: a server-chosen id cannot name a session to come back to.
+            return Err(refused(
+                ReasonCode::ClientIdentifierNotValid,
+                "an empty client id needs clean session",
+            ));
+        }
+        (
+            format!(
+                "tw-{}-{}",
+                std::process::id(),
+                NEXT_ASSIGNED_ID.fetch_add(1, Ordering::Relaxed)
+            ),
+            true,
+        )
+    } else {
+        (c.client_id.clone(), false)
+    };
+    if client_id.len() > MAX_CLIENT_ID {
+        return Err(Refused {
+            code: ReasonCode::ClientIdentifierNotValid,
+            reason: format!("client ids are at most {MAX_CLIENT_ID} bytes"),
+        });
+    }
+    // The API key travels as the password (or, without a password, as the user name, which
+    // is otherwise just a name).
+    let principal = match &c.password {
+        Some(pw) => {
+            let key = std::str::from_utf8(pw).ok();
+            gw.authenticate(&Credentials { api_key: key })
+                .map_err(|_| {
+                    refused(
+                        ReasonCode::BadUserNameOrPassword,
+                        "the password is not a valid API key",
+                    )
+                })?
+        }
+        None => {
+            let by_name = c
+                .username
+                .as_deref()
+                .and_then(|u| gw.authenticate(&Credentials { api_key: Some(u) }).ok());
+            match by_name {
+                Some(p) => p,
+                None => gw
+                    .authenticate(&Credentials::default())
+                    .unwrap_or(Principal::Anonymous),
+            }
+        }
+    };
+    if let Some(will) = &c.will {
+        publish::precheck(gw, &principal, &will.topic, &will.payload).map_err(|r| Refused {
+            code: r.code,
+            reason: format!("will: {}", r.reason),
+        })?;
+    }
+    let requested = match c.protocol {
+        ProtocolVersion::V4 if c.clean_start => 0,
+        ProtocolVersion::V4 => u32::MAX,
+        ProtocolVersion::V5 => c.properties.session_expiry_interval().unwrap_or(0),
+    };
+    let expiry_secs = edge.config.session().cap_session_expiry(requested);
+    Ok((
+        Accepted {
+            client_id,
+            assigned,
+            expiry_secs,
+            expiry_capped: expiry_secs != requested,
+        },
+        principal,
+    ))
+}
+
+/// Numbers the client ids the server assigns (`tw-<pid>-<n>`).
+static NEXT_ASSIGNED_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The hub operations the broker session asks for, through this connection.
+struct HubRouter<'a> {
+    conn: &'a mut Connection,
+    classes: &'a HashMap<String, Class>,
+}
+
+impl Router for HubRouter<'_> {
+    fn class(&self, namespace: &str) -> Option<Class> {
+        self.classes.get(namespace).copied()
+    }
+
+    fn namespaces(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.classes.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn subscribe(
+        &mut self,
+        channel: &Channel,
+        from: Option<Offset>,
+    ) -> Result<Option<Offset>, Refused> {
+        self.conn
+            .subscribe(channel, from, None)
+            .map(|info| info.offset)
+            .map_err(|r| subscribe_refused(&r))
+    }
+
+    fn subscribe_pattern(
+        &mut self,
+        pattern: &Pattern,
+        from: Option<Offset>,
+    ) -> Result<Vec<(Channel, Class, Option<Offset>)>, Refused> {
+        self.conn
+            .subscribe_pattern(pattern.clone(), from)
+            .map(|m| {
+                m.into_iter()
+                    .map(|(ch, info)| (ch, info.class, info.offset))
+                    .collect()
+            })
+            .map_err(|r| subscribe_refused(&r))
+    }
+
+    fn unsubscribe(&mut self, channel: &Channel) {
+        let _ = self.conn.session().unsubscribe(channel);
+    }
+
+    fn unsubscribe_pattern(&mut self, pattern: &Pattern) {
+        let _ = self.conn.session().unsubscribe_pattern(pattern);
+    }
+
+    fn next_offset(&self, namespace: &str) -> Result<Offset, Refused> {
+        self.conn
+            .gateway()
+            .hub()
+            .next_offset(namespace)
+            .map_err(|e| subscribe_refused(&Refusal::from(e)))
+    }
+}
+
+fn subscribe_refused(r: &Refusal) -> Refused {
+    Refused {
+        code: r.mqtt_subscribe_reason(),
+        reason: r.reason.clone(),
+    }
+}
+
+struct Driver {
+    edge: Arc<MqttEdge>,
+    io: Transport,
+    rbuf: BytesMut,
+    session: BrokerSession,
+    conn: Connection,
+    classes: HashMap<String, Class>,
+    /// Checked publications waiting for one hub call.
+    batch: Vec<(Publish, Checked)>,
+}
+
+impl Driver {
+    fn router(&mut self) -> (&mut BrokerSession, HubRouter<'_>) {
+        (
+            &mut self.session,
+            HubRouter {
+                conn: &mut self.conn,
+                classes: &self.classes,
+            },
+        )
+    }
+
+    async fn serve(&mut self, takeover: tokio_util::sync::CancellationToken) {
+        let end = match self.start().await {
+            Some(end) => end,
+            None => self.main_loop(takeover).await,
+        };
+        if end == End::Abrupt {
+            self.publish_will().await;
+        }
+        self.finish().await;
+        self.io.close().await;
+    }
+
+    /// Loads or discards the stored session and answers CONNECT.
+    async fn start(&mut self) -> Option<End> {
+        let stored = match self.load_stored().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(client = %self.session.client_id(), error = %e, "cannot read the MQTT session store");
+                let code = match self.session.version() {
+                    ProtocolVersion::V4 => ReasonCode::ServerUnavailable,
+                    ProtocolVersion::V5 => ReasonCode::UnspecifiedError,
+                };
+                let p = BrokerSession::refusal(
+                    self.session.version(),
+                    code,
+                    "session store unreadable",
+                );
+                let _ = send_now(&mut self.io, &p, self.session.version()).await;
+                return Some(End::Abrupt);
+            }
+        };
+        let (session, mut router) = self.router();
+        session.connack(stored, &mut router);
+        if self.flush().await.is_err() {
+            return Some(End::Abrupt);
+        }
+        None
+    }
+
+    async fn load_stored(&mut self) -> io::Result<Option<StoredSession>> {
+        let broker = self.edge.broker.clone();
+        let id = self.session.client_id().to_string();
+        let clean = self.session.clean_start();
+        tokio::task::spawn_blocking(move || {
+            if clean {
+                broker.store.remove(&id)?;
+                Ok(None)
+            } else {
+                broker.store.load(&id)
+            }
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    async fn main_loop(&mut self, takeover: tokio_util::sync::CancellationToken) -> End {
+        let mut last_rx = Instant::now();
+        let mut persist_tick = tokio::time::interval(PERSIST_EVERY);
+        persist_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut pull = false;
+            let deadline = self.session.keep_alive().map(|k| last_rx + k);
+            let can_pull = self.session.queued() == 0;
+            let persist_due = self.session.dirty() && self.session.persistent();
+            tokio::select! {
+                biased;
+                _ = self.conn.closed() => {
+                    let reason = self.conn.close_reason().unwrap_or(CloseReason::Shutdown);
+                    self.conn.gateway().metrics().note_close(&reason);
+                    self.session.disconnect(close_code(&reason), &reason.to_string());
+                    self.flush_briefly().await;
+                    return End::Abrupt;
+                }
+                _ = takeover.cancelled() => {
+                    self.session.disconnect(ReasonCode::SessionTakenOver, "another connection took over this client id");
+                    self.flush_briefly().await;
+                    return End::Abrupt;
+                }
+                r = self.io.read(&mut self.rbuf) => {
+                    match r {
+                        Ok(true) => last_rx = Instant::now(),
+                        _ => return End::Abrupt,
+                    }
+                    if let Some(end) = self.handle_input().await {
+                        self.flush_briefly().await;
+                        return end;
+                    }
+                }
+                _ = sleep_until_opt(deadline) => {
+                    self.session.disconnect(ReasonCode::KeepAliveTimeout, "no packet within 1.5 times the keep alive");
+                    self.flush_briefly().await;
+                    return End::Abrupt;
+                }
+                _ = self.conn.wait(), if can_pull => pull = true,
+                _ = persist_tick.tick(), if persist_due => {
+                    self.persist(None).await;
+                }
+            }
+            if pull {
+                if let Err(reason) = self.drain().await {
+                    self.session
+                        .disconnect(close_code(&reason), &reason.to_string());
+                    self.flush_briefly().await;
+                    return End::Abrupt;
+                }
+            }
+            if self.flush().await.is_err() {
+                return End::Abrupt;
+            }
+        }
+    }
+
+    /// Decodes and handles every complete packet in the read buffer.
+    async fn handle_input(&mut self) -> Option<End> {
+        let max_in = self.edge.config.max_packet();
+        loop {
+            let packet = match decode(&mut self.rbuf, self.session.version(), max_in) {
+                Ok(Some(p)) => p,
+                Ok(None) => return self.flush_batch().await,
+                Err(e) => {
+                    // What arrived before the bad packet was valid: store and acknowledge it.
+                    if let Some(end) = self.flush_batch().await {
+                        return Some(end);
+                    }
+                    tracing::debug!(client = %self.session.client_id(), error = %e, "MQTT protocol error");
+                    self.session.disconnect(e.reason_code(), &e.to_string());
+                    return Some(End::Abrupt);
+                }
+            };
+            let end = match packet {
+                Packet::Publish(p) => self.on_publish(p).await,
+                other => match self.flush_batch().await {
+                    Some(end) => Some(end),
+                    None => {
+                        let (session, mut router) = self.router();
+                        session.on_packet(other, &mut router)
+                    }
+                },
+            };
+            if let Some(end) = end {
+                return Some(end);
+            }
+            // Keep replies flowing while a client pipelines many packets.
+            if self.session.output().len() > 64 * 1024 && self.flush().await.is_err() {
+                return Some(End::Abrupt);
+            }
+        }
+    }
+
+    /// Checks a PUBLISH and adds it to the batch. Consecutive PUBLISH packets already in the
+    /// read buffer go to the hub together (one group commit), acknowledged in order after it.
+    async fn on_publish(&mut self, mut p: Publish) -> Option<End> {
+        match self.session.incoming_publish(&mut p) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(end) => return Some(end),
+        }
+        let checked = publish::precheck(
+            self.conn.gateway(),
+            self.conn.principal(),
+            &p.topic,
+            &p.payload,
+        );
+        match checked {
+            Ok(req) => {
+                self.batch.push((p, req));
+                if self.batch.len() >= MAX_PUBLISH_BATCH {
+                    return self.flush_batch().await;
+                }
+                None
+            }
+            Err(r) => {
+                // Earlier publications keep their order: stored and acknowledged first.
+                if let Some(end) = self.flush_batch().await {
+                    return Some(end);
+                }
+                self.conn.refused();
+                self.session.refused(&p, r)
+            }
+        }
+    }
+
+    /// Stores the batched publications and acknowledges each (PUBACK / PUBREC only now, after
+    /// the hub's durable ack).
+    async fn flush_batch(&mut self) -> Option<End> {
+        if self.batch.is_empty() {
+            return None;
+        }
+        let (packets, requests): (Vec<Publish>, Vec<Checked>) =
+            std::mem::take(&mut self.batch).into_iter().unzip();
+        let results = self.conn.enqueue(requests).await.await;
+        for (p, result) in packets.iter().zip(results) {
+            match result {
+                Ok(_) => self.session.stored(p),
+                Err(r) => {
+                    self.conn.refused();
+                    if let Some(end) = self.session.refused(p, refused(&r)) {
+                        return Some(end);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Takes what the hub has ready into the session. The namespace marks are sampled first:
+    /// every message below them has been offered to this session (see
+    /// `BrokerSession::advance_marks`).
+    async fn drain(&mut self) -> Result<(), CloseReason> {
+        let hub = self.conn.gateway().hub().clone();
+        let sampled: Vec<Option<Offset>> = self
+            .session
+            .marked_namespaces()
+            .iter()
+            .map(|ns| hub.next_offset(ns).ok())
+            .collect();
+        let batch = match self.conn.drain().await {
+            Event::Deliver(b) => b,
+            Event::Close(reason) => return Err(reason),
+        };
+        self.session.advance_marks(&sampled);
+        let n = batch.len() as u64;
+        for d in batch {
+            let class = self
+                .classes
+                .get(d.message.publication.channel.namespace())
+                .copied()
+                .unwrap_or(Class::State);
+            self.session.deliver(outgoing(&d, class));
+        }
+        self.session.pump();
+        self.conn.delivered(n);
+        Ok(())
+    }
+
+    /// Writes the session's output; a persistent session that must be on disk first (a
+    /// SUBACK, a PUBREC of QoS 2) is saved before.
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.session.take_persist_before_send() {
+            self.persist(None).await;
+        }
+        if self.session.output().is_empty() {
+            return Ok(());
+        }
+        let data = self.session.output().split().freeze();
+        match tokio::time::timeout(self.conn.gateway().write_timeout(), self.io.write(data)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+
+    /// A last write (a DISCONNECT) before closing, bounded.
+    async fn flush_briefly(&mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.flush()).await;
+    }
+
+    async fn publish_will(&mut self) {
+        let Some(will) = self.session.take_will() else {
+            return;
+        };
+        let gw = self.conn.gateway().clone();
+        if let Err(r) =
+            publish::publish(&gw, self.conn.principal(), &will.topic, &will.payload).await
+        {
+            tracing::warn!(client = %self.session.client_id(), topic = %will.topic, reason = %r.reason, "will not published");
+        }
+    }
+
+    async fn finish(&mut self) {
+        if self.session.persistent() {
+            self.persist(Some(now_ms())).await;
+        } else if self.session.session_present() || !self.session.clean_start() {
+            let broker = self.edge.broker.clone();
+            let id = self.session.client_id().to_string();
+            let _ = tokio::task::spawn_blocking(move || broker.store.remove(&id)).await;
+        }
+    }
+
+    async fn persist(&mut self, disconnected_at_ms: Option<u64>) {
+        if !self.session.persistent() {
+            return;
+        }
+        let s = self.session.snapshot(disconnected_at_ms);
+        let broker = self.edge.broker.clone();
+        let saved = tokio::task::spawn_blocking(move || broker.store.save(&s))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|r| r);
+        if let Err(e) = saved {
+            self.session.mark_dirty();
+            tracing::error!(client = %self.session.client_id(), error = %e, "cannot save the MQTT session");
+        }
+    }
+}
+
+/// The message-cache slot of the MQTT PUBLISH body.
+fn mqtt_format() -> Format {
+    static MQTT_FORMAT: std::sync::OnceLock<Format> = std::sync::OnceLock::new();
+    *MQTT_FORMAT.get_or_init(|| Format::register("mqtt"))
+}
+
+/// A hub delivery as the broker session takes it: the PUBLISH body is built once per message
+/// and shared by every MQTT subscriber.
+fn outgoing(d: &Delivery, class: Class) -> Outgoing {
+    let m: &Message = &d.message;
+    let body = m.encoded(mqtt_format(), |p| {
+        publish_body(&channel_to_topic(p.channel.as_str()), &p.data)
+    });
+    Outgoing {
+        channel: m.publication.channel.clone(),
+        offset: m.publication.offset,
+        class,
+        body,
+        snapshot: d.snapshot,
+    }
+}
+
+/// The DISCONNECT reason code for a hub session that was closed under us.
+fn close_code(reason: &CloseReason) -> ReasonCode {
+    match reason {
+        CloseReason::SlowConsumer { .. } => ReasonCode::QuotaExceeded,
+        CloseReason::Shutdown => ReasonCode::ServerShuttingDown,
+        CloseReason::Kicked(_) => ReasonCode::AdministrativeAction,
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

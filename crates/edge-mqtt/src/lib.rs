@@ -1,0 +1,183 @@
+//! The MQTT 3.1.1 / 5 edge (docs/mqtt.md): a TCP listener and a WebSocket route (`/mqtt`) in
+//! front of the gateway. The codec and the broker session state machine live in
+//! `tickwire-mqtt` (no I/O); this crate only moves bytes and calls:
+//!
+//! - `driver`: one task per connection around `tickwire_mqtt::broker::BrokerSession`:
+//!   CONNECT (identity through the gateway), packets in, publications to the hub, deliveries
+//!   out, keep-alive and session saves;
+//! - `store`: persistent sessions in small durable files;
+//! - `publish`: PUBLISH and Will through the gateway;
+//! - `listener`: TCP accept loop and the WebSocket upgrade, both feeding `driver::run`.
+
+mod driver;
+mod listener;
+mod publish;
+mod store;
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tickwire_gateway::{Edge, Gateway};
+use tickwire_model::DataDir;
+use tokio_util::sync::CancellationToken;
+
+pub use listener::{bind_tcp, TcpEdge};
+
+/// The edge's name (metrics and logs).
+pub const MQTT: Edge = Edge("mqtt");
+
+/// The MQTT edge of one server: its configuration, the gateway, and the broker-wide state
+/// shared by the TCP listener and the WebSocket route.
+pub struct MqttEdge {
+    pub(crate) gateway: Arc<Gateway>,
+    pub(crate) config: MqttConfig,
+    pub(crate) broker: Arc<Broker>,
+}
+
+impl MqttEdge {
+    pub fn new(gateway: Arc<Gateway>, config: MqttConfig, data: &DataDir) -> Arc<MqttEdge> {
+        Arc::new(MqttEdge {
+            gateway,
+            config,
+            broker: Arc::new(Broker::new(data)),
+        })
+    }
+
+    /// `GET /mqtt` (MQTT over WebSocket), to merge into the HTTP listener's routes.
+    pub fn routes(self: &Arc<Self>) -> axum::Router {
+        listener::routes(self.clone())
+    }
+}
+
+/// `[mqtt]` in the configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// MQTT over TCP listen address (e.g. `127.0.0.1:1883`). Absent: no TCP listener, so the
+    /// server never collides with a local mosquitto; MQTT over WebSocket (`/mqtt` on the HTTP
+    /// port) is always available.
+    pub listen: Option<SocketAddr>,
+    /// Largest MQTT packet accepted from a client, bytes (also sent as Maximum Packet Size).
+    pub max_packet_bytes: usize,
+    /// QoS 1/2 PUBLISH packets a client may have unacknowledged towards us (Receive Maximum).
+    pub receive_maximum: u16,
+    /// Seconds a new connection has to send CONNECT.
+    pub connect_timeout_secs: u64,
+    /// Upper bound for a session's expiry, seconds; 0 = no bound (3.1.1 persistent sessions
+    /// never expire then).
+    pub max_session_expiry_secs: u32,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            listen: None,
+            max_packet_bytes: 1024 * 1024,
+            receive_maximum: 64,
+            connect_timeout_secs: 10,
+            max_session_expiry_secs: 0,
+        }
+    }
+}
+
+impl MqttConfig {
+    /// The largest packet accepted, never below 64 bytes (room for any control packet).
+    pub(crate) fn max_packet(&self) -> usize {
+        self.max_packet_bytes.max(64)
+    }
+
+    /// The broker session's settings.
+    pub(crate) fn session(&self) -> tickwire_mqtt::broker::SessionConfig {
+        tickwire_mqtt::broker::SessionConfig {
+            receive_maximum: self.receive_maximum,
+            topic_alias_maximum: TOPIC_ALIAS_MAXIMUM,
+            max_packet: self.max_packet(),
+            max_session_expiry_secs: self.max_session_expiry_secs,
+        }
+    }
+}
+
+/// Topic aliases a client may use towards us (MQTT 5).
+const TOPIC_ALIAS_MAXIMUM: u16 = 32;
+
+/// One live connection's claim on a client id: cancelling `takeover` tells it to leave, and
+/// `lock` is held until it has saved its session, so the next owner loads the newest state.
+struct Claim {
+    serial: u64,
+    takeover: CancellationToken,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Broker-wide state shared by the TCP listener and the WebSocket route of one server.
+pub(crate) struct Broker {
+    pub(crate) store: store::Store,
+    live: Mutex<HashMap<String, Claim>>,
+    serial: std::sync::atomic::AtomicU64,
+}
+
+/// A connection's hold on its client id.
+pub(crate) struct Owner {
+    pub(crate) serial: u64,
+    pub(crate) takeover: CancellationToken,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Broker {
+    /// The broker of a server whose data directory is `data`; the TCP listener and the
+    /// WebSocket route share it, and with it one registry of live client ids.
+    pub(crate) fn new(data: &DataDir) -> Broker {
+        Broker {
+            store: store::Store::new(data.mqtt_sessions()),
+            live: Mutex::new(HashMap::new()),
+            serial: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    /// Takes over `client_id`: an existing connection is told to leave (Session taken over)
+    /// and we wait until it has saved its session. `None` if it does not let go in time.
+    pub(crate) async fn claim(&self, client_id: &str) -> Option<Owner> {
+        let lock = {
+            let mut live = self.live.lock();
+            let claim = live.entry(client_id.to_string()).or_insert_with(|| Claim {
+                serial: 0,
+                takeover: CancellationToken::new(),
+                lock: Arc::new(tokio::sync::Mutex::new(())),
+            });
+            claim.takeover.cancel();
+            claim.lock.clone()
+        };
+        let guard = tokio::time::timeout(std::time::Duration::from_secs(10), lock.lock_owned())
+            .await
+            .ok()?;
+        let serial = self
+            .serial
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let takeover = CancellationToken::new();
+        let mut live = self.live.lock();
+        let claim = live.entry(client_id.to_string()).or_insert_with(|| Claim {
+            serial,
+            takeover: takeover.clone(),
+            lock: tokio::sync::OwnedMutexGuard::mutex(&guard).clone(),
+        });
+        claim.serial = serial;
+        claim.takeover = takeover.clone();
+        Some(Owner {
+            serial,
+            takeover,
+            _guard: guard,
+        })
+    }
+
+    /// Forgets the claim when nobody waits for it, so ids of gone clients do not pile up.
+    pub(crate) fn release(&self, client_id: &str, owner: Owner) {
+        let mut live = self.live.lock();
+        if let Some(c) = live.get(client_id) {
+            // The map's reference plus the guard inside `owner`: nobody else is waiting.
+            if c.serial == owner.serial && Arc::strong_count(&c.lock) <= 2 {
+                live.remove(client_id);
+            }
+        }
+        drop(owner);
+    }
+}

@@ -1,0 +1,83 @@
+//! Where MQTT connections come from: a TCP listener (`[mqtt] listen`) and `GET /mqtt` on the
+//! HTTP port (WebSocket, subprotocol `mqtt`).
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    extract::{State, WebSocketUpgrade},
+    response::Response,
+    routing::get,
+    Router,
+};
+use tokio::net::TcpListener;
+
+use crate::{
+    driver::{run, Transport},
+    MqttEdge,
+};
+
+/// A bound MQTT-over-TCP listener, started by [`TcpEdge::spawn`].
+pub struct TcpEdge {
+    listener: TcpListener,
+    /// The bound address (the real port when `listen` asked for port 0).
+    pub addr: SocketAddr,
+}
+
+/// Binds `[mqtt] listen` if configured.
+pub async fn bind_tcp(config: &crate::MqttConfig) -> std::io::Result<Option<TcpEdge>> {
+    let Some(addr) = config.listen else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {addr} (mqtt): {e}"))
+    })?;
+    let addr = listener.local_addr()?;
+    Ok(Some(TcpEdge { listener, addr }))
+}
+
+impl TcpEdge {
+    /// Accepts connections until the returned task is aborted (at shutdown; live connections
+    /// end when shutdown closes their hub sessions).
+    pub fn spawn(self, edge: Arc<MqttEdge>) -> tokio::task::JoinHandle<()> {
+        sweep(&edge);
+        tokio::spawn(async move {
+            loop {
+                match self.listener.accept().await {
+                    Ok((stream, _peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        tokio::spawn(run(edge.clone(), Transport::Tcp(stream)));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and similar: back off instead of spinning.
+                        tracing::warn!(error = %e, "MQTT accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Removes expired sessions in the background (they are also checked on every load).
+fn sweep(edge: &Arc<MqttEdge>) {
+    let b = edge.broker.clone();
+    tokio::task::spawn_blocking(move || match b.store.sweep() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "expired MQTT sessions removed"),
+        Err(e) => tracing::warn!(error = %e, "sweeping MQTT sessions failed"),
+    });
+}
+
+pub(crate) fn routes(edge: Arc<MqttEdge>) -> Router {
+    Router::new().route("/mqtt", get(upgrade)).with_state(edge)
+}
+
+/// `GET /mqtt`: MQTT over WebSocket. Clients offer the `mqtt` subprotocol (paho, mqtt.js);
+/// it is echoed back when offered.
+async fn upgrade(State(edge): State<Arc<MqttEdge>>, ws: WebSocketUpgrade) -> Response {
+    let max = edge.config.max_packet() * 2 + 1024;
+    ws.protocols(["mqtt"])
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| run(edge, Transport::Ws(Box::new(socket))))
+}

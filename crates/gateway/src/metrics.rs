@@ -1,0 +1,203 @@
+//! Counters exported at `/metrics` in the Prometheus text format. Plain atomics: the set is
+//! small, and a metrics crate would cost more than it saves. Every edge counts through the
+//! same [`EdgeCounters`], so a number means the same thing whichever edge it comes from.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use parking_lot::RwLock;
+use tickwire_hub::{CloseReason, Hub};
+
+use crate::{Edge, Gateway};
+
+/// One edge's counters.
+#[derive(Debug, Default)]
+pub struct EdgeCounters {
+    connections: AtomicU64,
+    delivered: AtomicU64,
+    published: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl EdgeCounters {
+    pub fn connected(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection unless `limit` are open already; whether it was counted.
+    pub fn try_connect(&self, limit: usize) -> bool {
+        self.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (usize::try_from(n).unwrap_or(usize::MAX) < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub fn disconnected(&self) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn delivered(&self, n: u64) {
+        self.delivered.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn published(&self, n: u64) {
+        self.published.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Every counter the gateway keeps.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    edges: RwLock<BTreeMap<&'static str, Arc<EdgeCounters>>>,
+    /// HTTP publish requests (each may carry a batch).
+    pub http_publish_requests: AtomicU64,
+    slow_consumer_disconnects: AtomicU64,
+}
+
+impl Metrics {
+    /// The counters of `edge`, created on first use.
+    pub fn edge(&self, edge: Edge) -> Arc<EdgeCounters> {
+        if let Some(c) = self.edges.read().get(edge.0) {
+            return c.clone();
+        }
+        self.edges.write().entry(edge.0).or_default().clone()
+    }
+
+    /// Counts a server-side close of a connection by its reason, the same for every edge.
+    pub fn note_close(&self, reason: &CloseReason) {
+        if matches!(reason, CloseReason::SlowConsumer { .. }) {
+            self.slow_consumer_disconnects
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn render(&self, hub: &Hub, gateway: &Gateway) -> String {
+        let s = hub.stats();
+        let edges: Vec<(&'static str, Arc<EdgeCounters>)> = self
+            .edges
+            .read()
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        let sum = |f: fn(&EdgeCounters) -> &AtomicU64| -> u64 {
+            edges
+                .iter()
+                .map(|(_, c)| f(c).load(Ordering::Relaxed))
+                .sum()
+        };
+        let mut out = String::new();
+        let mut one = |name: &str, kind: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        };
+        one(
+            "tickwire_published_total",
+            "counter",
+            "Publications appended to the log.",
+            s.published,
+        );
+        one(
+            "tickwire_delivered_total",
+            "counter",
+            "Messages written to clients, every edge.",
+            sum(|c| &c.delivered),
+        );
+        one(
+            "tickwire_http_publish_requests_total",
+            "counter",
+            "HTTP publish requests.",
+            self.http_publish_requests.load(Ordering::Relaxed),
+        );
+        one(
+            "tickwire_rejected_total",
+            "counter",
+            "Refused commands and publications, every edge.",
+            sum(|c| &c.rejected),
+        );
+        one(
+            "tickwire_slow_consumer_disconnects_total",
+            "counter",
+            "Clients disconnected for falling too far behind.",
+            self.slow_consumer_disconnects.load(Ordering::Relaxed),
+        );
+        let gauge = |edge: &str| {
+            edges
+                .iter()
+                .find(|(e, _)| *e == edge)
+                .map_or(0, |(_, c)| c.connections.load(Ordering::Relaxed))
+        };
+        one(
+            "tickwire_ws_connections",
+            "gauge",
+            "Open WebSocket connections.",
+            gauge("websocket"),
+        );
+        one(
+            "tickwire_sse_connections",
+            "gauge",
+            "Open SSE connections.",
+            gauge("sse"),
+        );
+        one(
+            "tickwire_sessions",
+            "gauge",
+            "Live delivery sessions.",
+            gateway.live_connections() as u64,
+        );
+        one(
+            "tickwire_channels",
+            "gauge",
+            "Channels known to the hub.",
+            s.channels as u64,
+        );
+        let mut labelled =
+            |name: &str, kind: &str, help: &str, f: fn(&EdgeCounters) -> &AtomicU64| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                for (edge, c) in &edges {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{edge=\"{edge}\"}} {}",
+                        f(c).load(Ordering::Relaxed)
+                    );
+                }
+            };
+        labelled(
+            "tickwire_edge_connections",
+            "gauge",
+            "Open connections per edge.",
+            |c| &c.connections,
+        );
+        labelled(
+            "tickwire_edge_delivered_total",
+            "counter",
+            "Messages written to clients per edge.",
+            |c| &c.delivered,
+        );
+        labelled(
+            "tickwire_edge_published_total",
+            "counter",
+            "Publications acknowledged per edge.",
+            |c| &c.published,
+        );
+        labelled(
+            "tickwire_edge_rejected_total",
+            "counter",
+            "Refused commands and publications per edge.",
+            |c| &c.rejected,
+        );
+        out
+    }
+}

@@ -1,0 +1,90 @@
+//! Projections: state derived from namespace streams (live candles, order books, a search
+//! index), built the same way whatever edge the data came in on, and exactly once across
+//! restarts.
+//!
+//! A [`Projection`] says how to apply a publication, what it derives (publications the runner
+//! publishes for it), and how to store and restore its state together with the stream
+//! positions that state reflects. The [`Runner`] does the rest, the same for every projection:
+//!
+//! 1. **Restore**: the projection loads its last checkpoint: its state and, per source
+//!    namespace, the next offset to apply (and the stream epoch it belongs to).
+//! 2. **Tail from the checkpoint**: one [`tickwire_stream::Tail`] per source reads history from
+//!    the stored offset and then follows the stream live, with no gap and no duplicate, so
+//!    every publication after the checkpoint is applied once. Sources are merged by append
+//!    time while catching up, so a trade is not judged late only because quotes came first.
+//! 3. **Checkpoint**: every `checkpoint_interval` the projection writes its state and the
+//!    positions atomically (one transaction or one file rename). A crash between checkpoints
+//!    replays from the last one: state and positions always agree.
+//! 4. **Derived output** is collected by the projection (conflating as it likes) and handed,
+//!    every `flush_interval`, to a low-priority publisher thread; while that thread is busy
+//!    the projection keeps conflating, so derived publishing never takes the CPU that live
+//!    delivery needs, and the projection never holds up a namespace writer: it reads the
+//!    stream behind the writers and reports how far behind it is ([`RunnerStats`]).
+//!
+//! A stream whose epoch differs from the checkpoint's was recreated: its old offsets mean
+//! nothing, so the runner logs it and reads the new stream from its start.
+
+mod runner;
+
+use std::collections::BTreeMap;
+
+use tickwire_hub::PublishRequest;
+use tickwire_model::{Epoch, Offset, Publication};
+
+pub use runner::{Runner, RunnerConfig, RunnerHandle, RunnerStats, SourceStats};
+
+/// Why a projection could not restore or checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("projection `{projection}`: {reason}")]
+    State { projection: String, reason: String },
+    #[error(transparent)]
+    Hub(#[from] tickwire_hub::HubError),
+    #[error("projection runner: {0}")]
+    Runner(String),
+}
+
+impl ProjectionError {
+    pub fn state(projection: &str, reason: impl std::fmt::Display) -> ProjectionError {
+        ProjectionError::State {
+            projection: projection.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Where a projection's state stands in each source stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Positions {
+    /// Namespace → the next offset to apply.
+    pub next: BTreeMap<String, Offset>,
+    /// Namespace → the epoch those offsets belong to (absent in checkpoints written before
+    /// epochs existed: then the offsets are trusted).
+    pub epochs: BTreeMap<String, Epoch>,
+}
+
+/// State derived from one or more namespace streams.
+pub trait Projection: Send + 'static {
+    /// A short name for logs and metrics (`candles`, `book`).
+    fn name(&self) -> &str;
+
+    /// Loads the last checkpoint's state and returns its positions (empty: from the start).
+    fn restore(&mut self) -> Result<Positions, ProjectionError>;
+
+    /// Applies one publication of source `source` (an index into the runner's sources), in
+    /// offset order per source.
+    fn apply(&mut self, source: usize, publication: &Publication);
+
+    /// Timer work, called about every `flush_interval` with the wall clock (Unix ms): close
+    /// bars whose feed went quiet, expire things.
+    fn tick(&mut self, _now_ms: i64) {}
+
+    /// Publications derived since the last call (live bars, book views), newest value per
+    /// channel. Called only when the publisher can take them; otherwise the projection keeps
+    /// conflating.
+    fn derived(&mut self) -> Vec<PublishRequest>;
+
+    /// Writes the state and `positions` atomically. On an error the projection keeps what was
+    /// not written, and the next checkpoint tries again.
+    fn checkpoint(&mut self, positions: &Positions) -> Result<(), ProjectionError>;
+}

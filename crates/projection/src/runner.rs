@@ -1,0 +1,429 @@
+//! The runner: one low-priority thread per projection that restores it, tails its sources and
+//! checkpoints it; and a low-priority thread that publishes what it derives.
+
+use std::{
+    collections::VecDeque,
+    future::Future,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    task::Poll,
+    time::{Duration, Instant},
+};
+
+use tickwire_hub::{Hub, PublishRequest};
+use tickwire_model::{clock, Publication};
+use tickwire_stream::{Stream, Tail};
+use tokio::sync::{mpsc, Notify};
+
+use crate::{Positions, Projection, ProjectionError};
+
+/// How a runner drives its projection.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// The namespaces the projection reads, in the order of its source indexes.
+    pub sources: Vec<String>,
+    /// How often derived output is published and timers run.
+    pub flush_interval: Duration,
+    /// How often state and positions are checkpointed.
+    pub checkpoint_interval: Duration,
+}
+
+/// How far one source has been applied.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    pub namespace: String,
+    /// The next offset to apply.
+    pub position: AtomicU64,
+    /// Publications passed over because retention removed them before they were applied.
+    pub skipped_by_retention: AtomicU64,
+}
+
+/// What a runner reports, for health and metrics.
+#[derive(Debug, Default)]
+pub struct RunnerStats {
+    pub name: String,
+    pub sources: Vec<SourceStats>,
+    /// Publications applied since start.
+    pub applied: AtomicU64,
+    /// Publications applied while catching up at start (the replay).
+    pub replayed: AtomicU64,
+    /// Derived publications handed to the hub.
+    pub derived_published: AtomicU64,
+    /// Failed checkpoints (each is retried at the next interval).
+    pub checkpoint_failures: AtomicU64,
+    /// True once the runner caught up with every source after starting.
+    pub live: AtomicBool,
+}
+
+/// A running projection.
+pub struct RunnerHandle {
+    pub stats: Arc<RunnerStats>,
+    stop: Arc<StopFlag>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct StopFlag {
+    stopped: AtomicBool,
+    notify: Notify,
+}
+
+impl RunnerHandle {
+    /// How far behind the stream end each source is, in publications.
+    pub fn lag(&self, hub: &Hub) -> Vec<(String, u64)> {
+        self.stats
+            .sources
+            .iter()
+            .map(|s| {
+                let end = hub.stream(&s.namespace).map_or(0, |st| st.next_offset());
+                (
+                    s.namespace.clone(),
+                    end.saturating_sub(s.position.load(Ordering::Relaxed)),
+                )
+            })
+            .collect()
+    }
+
+    /// Stops the runner after a last flush and checkpoint, and waits for it.
+    pub fn stop(&mut self) {
+        self.stop.stopped.store(true, Ordering::Release);
+        self.stop.notify.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RunnerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts projections.
+pub struct Runner;
+
+impl Runner {
+    /// Starts `projection` over `config.sources` of `hub`: restores it, then applies every
+    /// publication after its checkpoint and follows the streams live, on a thread of its own.
+    pub fn spawn<P: Projection>(
+        hub: Arc<Hub>,
+        mut projection: P,
+        config: RunnerConfig,
+    ) -> Result<RunnerHandle, ProjectionError> {
+        let name = projection.name().to_string();
+        let mut streams: Vec<Arc<dyn Stream>> = Vec::with_capacity(config.sources.len());
+        for ns in &config.sources {
+            streams.push(hub.stream(ns)?);
+        }
+        let mut positions = projection.restore()?;
+        let mut tails = Vec::with_capacity(streams.len());
+        let mut sources = Vec::with_capacity(streams.len());
+        for (ns, stream) in config.sources.iter().zip(&streams) {
+            let epoch = stream.epoch();
+            let stored = positions.next.get(ns).copied().unwrap_or(0);
+            let from = match positions.epochs.get(ns) {
+                Some(e) if *e != epoch => {
+                    tracing::warn!(
+                        projection = %name,
+                        namespace = %ns,
+                        checkpoint_epoch = %e,
+                        stream_epoch = %epoch,
+                        "the stream was recreated since the last checkpoint: reading the new stream from its start"
+                    );
+                    0
+                }
+                _ if stored > stream.next_offset() => {
+                    tracing::warn!(
+                        projection = %name,
+                        namespace = %ns,
+                        checkpoint = stored,
+                        stream_end = stream.next_offset(),
+                        "the checkpoint is past the end of the stream (records lost before they were made durable?): continuing at the end"
+                    );
+                    stream.next_offset()
+                }
+                _ => stored,
+            };
+            positions.next.insert(ns.clone(), from);
+            positions.epochs.insert(ns.clone(), epoch);
+            tails.push(stream.clone().tail(from));
+            sources.push(SourceStats {
+                namespace: ns.clone(),
+                position: AtomicU64::new(from),
+                skipped_by_retention: AtomicU64::new(0),
+            });
+        }
+        let stats = Arc::new(RunnerStats {
+            name: name.clone(),
+            sources,
+            ..RunnerStats::default()
+        });
+        let (pub_tx, pub_rx) = mpsc::channel::<Vec<PublishRequest>>(2);
+        let (pub_hub, pub_stats) = (hub.clone(), stats.clone());
+        std::thread::Builder::new()
+            .name(format!("tw-{name}-pub"))
+            .spawn(move || {
+                tickwire_hub::lower_thread_priority();
+                match tokio::runtime::Builder::new_current_thread().build() {
+                    Ok(rt) => rt.block_on(publisher(pub_hub, pub_rx, pub_stats)),
+                    Err(e) => tracing::error!("projection publisher cannot start its runtime: {e}"),
+                }
+            })
+            .map_err(|e| ProjectionError::Runner(format!("spawning the publisher: {e}")))?;
+        let stop = Arc::new(StopFlag::default());
+        let mut state = RunState {
+            tails: tails
+                .into_iter()
+                .map(|t| Source {
+                    tail: t,
+                    buf: VecDeque::new(),
+                    caught_up: false,
+                })
+                .collect(),
+            positions,
+            stats: stats.clone(),
+            pub_tx,
+            config,
+        };
+        let stop_r = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("tw-{name}"))
+            .spawn(move || {
+                // Derived data: the paths clients wait on come first.
+                tickwire_hub::lower_thread_priority();
+                // Its own runtime: the server's may shut down first.
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(state.run(&mut projection, &stop_r)),
+                    Err(e) => tracing::error!("projection runner cannot start its runtime: {e}"),
+                }
+            })
+            .map_err(|e| ProjectionError::Runner(format!("spawning the runner: {e}")))?;
+        Ok(RunnerHandle {
+            stats,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+struct Source {
+    tail: Tail,
+    buf: VecDeque<Publication>,
+    /// The last read found nothing: the source is at its stream's end.
+    caught_up: bool,
+}
+
+struct RunState {
+    tails: Vec<Source>,
+    positions: Positions,
+    stats: Arc<RunnerStats>,
+    pub_tx: mpsc::Sender<Vec<PublishRequest>>,
+    config: RunnerConfig,
+}
+
+/// Most publications applied between two looks at the clock (flush, checkpoint, stop).
+const APPLY_SLICE: usize = 4096;
+
+impl RunState {
+    async fn run<P: Projection>(&mut self, p: &mut P, stop: &StopFlag) {
+        let started = Instant::now();
+        let flush_every = self.config.flush_interval.max(Duration::from_millis(10));
+        let checkpoint_every = self
+            .config
+            .checkpoint_interval
+            .max(Duration::from_millis(10));
+        let mut last_flush = Instant::now();
+        let mut last_checkpoint = Instant::now();
+        loop {
+            if stop.stopped.load(Ordering::Acquire) {
+                break;
+            }
+            let applied = self.apply_some(p);
+            if !self.stats.live.load(Ordering::Relaxed) && self.tails.iter().all(|s| s.caught_up) {
+                self.stats.live.store(true, Ordering::Relaxed);
+                let replayed = self.stats.applied.load(Ordering::Relaxed);
+                self.stats.replayed.store(replayed, Ordering::Relaxed);
+                if replayed > 0 {
+                    tracing::info!(
+                        projection = %self.stats.name,
+                        messages = replayed,
+                        secs = started.elapsed().as_secs_f64(),
+                        "projection caught up with its streams"
+                    );
+                }
+                // The replay's result is worth keeping at once.
+                self.checkpoint(p);
+                last_checkpoint = Instant::now();
+            }
+            if last_flush.elapsed() >= flush_every {
+                p.tick(clock::now_millis_i64());
+                self.flush(p);
+                last_flush = Instant::now();
+            }
+            if last_checkpoint.elapsed() >= checkpoint_every {
+                self.checkpoint(p);
+                last_checkpoint = Instant::now();
+            }
+            if applied == 0 {
+                let until = (last_flush + flush_every).min(last_checkpoint + checkpoint_every);
+                self.wait(until, stop).await;
+            }
+        }
+        p.tick(clock::now_millis_i64());
+        self.flush(p);
+        self.checkpoint(p);
+    }
+
+    /// Reads what is there and applies up to [`APPLY_SLICE`] publications, merging the
+    /// sources by append time; how many were applied.
+    fn apply_some<P: Projection>(&mut self, p: &mut P) -> usize {
+        let mut applied = 0;
+        while applied < APPLY_SLICE {
+            // Refill empty buffers; a source whose read returns nothing is caught up.
+            for s in &mut self.tails {
+                if s.buf.is_empty() {
+                    match s.tail.poll() {
+                        Ok(got) => {
+                            s.caught_up = got.is_empty();
+                            s.buf.extend(got);
+                        }
+                        Err(e) => {
+                            tracing::error!(projection = %self.stats.name, error = %e, "reading a source stream failed; retrying");
+                            s.caught_up = true;
+                        }
+                    }
+                }
+            }
+            let pick = self
+                .tails
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.buf.front().map(|m| (i, m.timestamp)))
+                .min_by_key(|(_, ts)| *ts)
+                .map(|(i, _)| i);
+            let Some(i) = pick else { break };
+            // Apply this source's head run while it stays the oldest.
+            let other_min = self
+                .tails
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| *k != i)
+                .filter_map(|(_, s)| s.buf.front().map(|m| m.timestamp))
+                .min()
+                .unwrap_or(u64::MAX);
+            let Some(src) = self.tails.get_mut(i) else {
+                break;
+            };
+            while let Some(m) = src.buf.front() {
+                if m.timestamp > other_min || applied >= APPLY_SLICE {
+                    break;
+                }
+                let Some(m) = src.buf.pop_front() else { break };
+                p.apply(i, &m);
+                applied += 1;
+                let next = m.offset + 1;
+                if let Some(ns) = self.config.sources.get(i) {
+                    if let Some(pos) = self.positions.next.get_mut(ns) {
+                        *pos = next;
+                    }
+                }
+                if let Some(st) = self.stats.sources.get(i) {
+                    st.position.store(next, Ordering::Relaxed);
+                }
+            }
+            if let (Some(src), Some(st)) = (self.tails.get(i), self.stats.sources.get(i)) {
+                st.skipped_by_retention
+                    .store(src.tail.skipped_by_retention(), Ordering::Relaxed);
+            }
+        }
+        self.stats
+            .applied
+            .fetch_add(applied as u64, Ordering::Relaxed);
+        applied
+    }
+
+    /// Hands the derived output to the publisher, unless it is still busy with the last.
+    fn flush<P: Projection>(&mut self, p: &mut P) {
+        let permit = match self.pub_tx.try_reserve() {
+            Ok(permit) => permit,
+            // Busy: the projection keeps conflating until the next flush.
+            Err(mpsc::error::TrySendError::Full(())) => return,
+            Err(mpsc::error::TrySendError::Closed(())) => {
+                // Nobody publishes any more (shutdown): drop what was derived.
+                let _ = p.derived();
+                return;
+            }
+        };
+        let out = p.derived();
+        if !out.is_empty() {
+            permit.send(out);
+        }
+    }
+
+    fn checkpoint<P: Projection>(&mut self, p: &mut P) {
+        if let Err(e) = p.checkpoint(&self.positions) {
+            self.stats
+                .checkpoint_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(projection = %self.stats.name, error = %e, "checkpoint failed; retrying at the next interval");
+        }
+    }
+
+    /// Waits until a source has more, `until`, or a stop.
+    async fn wait(&self, until: Instant, stop: &StopFlag) {
+        let deadline = tokio::time::Instant::from_std(until);
+        let mut changed: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = self
+            .tails
+            .iter()
+            .map(|s| {
+                let seen = s.tail.position();
+                let w = s.tail.stream().watermark().clone();
+                Box::pin(async move {
+                    w.changed(seen).await;
+                }) as Pin<Box<dyn Future<Output = ()> + Send>>
+            })
+            .collect();
+        let any = std::future::poll_fn(|cx| {
+            for f in changed.iter_mut() {
+                if f.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+            }
+            Poll::Pending
+        });
+        tokio::select! {
+            _ = any => {}
+            _ = stop.notify.notified() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+async fn publisher(
+    hub: Arc<Hub>,
+    mut rx: mpsc::Receiver<Vec<PublishRequest>>,
+    stats: Arc<RunnerStats>,
+) {
+    while let Some(reqs) = rx.recv().await {
+        let n = reqs.len() as u64;
+        let mut failed = 0;
+        for r in hub.publish(reqs).await {
+            if let Err(e) = r {
+                failed += 1;
+                if failed == 1 {
+                    tracing::warn!(projection = %stats.name, "publishing derived output failed: {e}");
+                }
+            }
+        }
+        stats
+            .derived_published
+            .fetch_add(n - failed, Ordering::Relaxed);
+    }
+}
