@@ -110,10 +110,66 @@ struct Conn {
     window: VecDeque<PublishReply>,
     /// Publications in `window` still waiting for the hub.
     in_flight: usize,
-    /// Replies ready to write, in order.
-    out: Vec<Message>,
     /// Publishes read in this turn, not yet handed to the hub.
     batch: Vec<(u64, Channel, Checked)>,
+    out: Outbox,
+}
+
+/// What waits to be written: replies go before pushes, so a reply is never queued behind a
+/// replay; pushes are taken from the hub only while few are waiting, so a slow socket leaves
+/// the backlog in the hub (conflated, or as a cursor) instead of in this queue.
+#[derive(Default)]
+struct Outbox {
+    replies: VecDeque<Message>,
+    pushes: VecDeque<Message>,
+    /// Frames handed to the socket since its last flush.
+    unflushed: bool,
+    /// When the socket last took a frame (or had nothing to take).
+    progress: Option<tokio::time::Instant>,
+}
+
+/// Pushes waiting to be written before the task takes more from the hub.
+const PUSH_LOW_WATER: usize = 256;
+
+impl Outbox {
+    fn has_work(&self) -> bool {
+        !self.replies.is_empty() || !self.pushes.is_empty() || self.unflushed
+    }
+
+    /// Writes what the socket takes without waiting; ready once everything is written and
+    /// flushed, pending while the socket is full.
+    fn poll_write(
+        &mut self,
+        sink: &mut Sink,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), axum::Error>> {
+        use std::task::Poll;
+        loop {
+            let Some(next) = self.replies.front().or_else(|| self.pushes.front()) else {
+                if self.unflushed {
+                    match sink.poll_flush_unpin(cx) {
+                        Poll::Ready(Ok(())) => self.unflushed = false,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                self.progress = None;
+                return Poll::Ready(Ok(()));
+            };
+            let _ = next;
+            match sink.poll_ready_unpin(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+            let Some(frame) = self.replies.pop_front().or_else(|| self.pushes.pop_front()) else {
+                continue;
+            };
+            sink.start_send_unpin(frame)?;
+            self.unflushed = true;
+            self.progress = Some(tokio::time::Instant::now());
+        }
+    }
 }
 
 async fn run(socket: WebSocket, conn: Connection) {
@@ -123,20 +179,29 @@ async fn run(socket: WebSocket, conn: Connection) {
         conn,
         window: VecDeque::new(),
         in_flight: 0,
-        out: Vec::new(),
         batch: Vec::new(),
+        out: Outbox::default(),
     };
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     loop {
         let reading = c.in_flight < MAX_IN_FLIGHT;
         let acks_pending = matches!(c.window.front(), Some(PublishReply::Pending { .. }));
+        let writing = c.out.has_work();
+        let take_more = c.out.pushes.len() < PUSH_LOW_WATER;
+        // A socket that takes nothing for the write timeout belongs to a client that is gone.
+        let stalled_at = c
+            .out
+            .progress
+            .filter(|_| writing)
+            .map(|p| p + write_timeout);
         let mut deliver = false;
         tokio::select! {
             biased;
             _ = c.conn.closed() => {
                 let reason = c.conn.close_reason().unwrap_or(CloseReason::Shutdown);
                 c.flush_window();
-                let _ = send(&mut sink, c.out.drain(..), write_timeout).await;
+                let replies: Vec<Message> = c.out.replies.drain(..).collect();
+                let _ = send(&mut sink, replies.into_iter(), write_timeout).await;
                 close_with(&mut sink, &c.conn, &reason, write_timeout).await;
                 break;
             }
@@ -160,37 +225,41 @@ async fn run(socket: WebSocket, conn: Connection) {
             acks = poll_front(&mut c.window), if acks_pending => {
                 c.answer(acks);
             }
-            _ = c.conn.wait() => deliver = true,
-            _ = ping.tick() => c.out.push(Message::Ping(Bytes::new())),
+            written = std::future::poll_fn(|cx| c.out.poll_write(&mut sink, cx)), if writing => {
+                if written.is_err() {
+                    break;
+                }
+            }
+            _ = sleep_until_opt(stalled_at), if stalled_at.is_some() => break,
+            _ = c.conn.wait(), if take_more => deliver = true,
+            _ = ping.tick() => c.out.replies.push_back(Message::Ping(Bytes::new())),
         }
         c.flush_window();
-        // Replies first: a subscribe's reply goes out before the snapshot it announces.
-        if !c.out.is_empty()
-            && send(&mut sink, c.out.drain(..), write_timeout)
-                .await
-                .is_err()
-        {
-            break;
-        }
         if deliver {
+            // The replies queued above go first: a subscribe's reply precedes its snapshot.
             match c.conn.drain().await {
-                Event::Deliver(batch) if batch.is_empty() => {}
                 Event::Deliver(batch) => {
-                    let n = batch.len() as u64;
-                    if send(&mut sink, batch.iter().map(push), write_timeout)
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                    c.conn.delivered(n);
+                    c.conn.delivered(batch.len() as u64);
+                    c.out.pushes.extend(batch.iter().map(push));
                 }
                 Event::Close(reason) => {
+                    let replies: Vec<Message> = c.out.replies.drain(..).collect();
+                    let _ = send(&mut sink, replies.into_iter(), write_timeout).await;
                     close_with(&mut sink, &c.conn, &reason, write_timeout).await;
                     break;
                 }
             }
         }
+        if c.out.has_work() && c.out.progress.is_none() {
+            c.out.progress = Some(tokio::time::Instant::now());
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -214,7 +283,7 @@ impl Conn {
             }
             Some(Ok(Message::Binary(_))) => {
                 self.conn.refused();
-                self.out.push(text(encode_error(
+                self.out.replies.push_back(text(encode_error(
                     None,
                     ErrorCode::BadRequest,
                     "binary frames are not part of the JSON protocol; send text frames",
@@ -231,13 +300,18 @@ impl Conn {
             Ok(c) => c,
             Err(e) => {
                 self.conn.refused();
-                self.out.push(text(encode_error(e.id, e.code, &e.message)));
+                self.out
+                    .replies
+                    .push_back(text(encode_error(e.id, e.code, &e.message)));
                 return;
             }
         };
         let id = cmd.id;
         match cmd.op {
-            Op::Ping => self.out.push(text(encode_ok(id, json!({"pong": true})))),
+            Op::Ping => self
+                .out
+                .replies
+                .push_back(text(encode_ok(id, json!({"pong": true})))),
             Op::Subscribe {
                 channel,
                 from,
@@ -259,14 +333,14 @@ impl Conn {
                     }
                     Err(r) => self.refuse(id, &r),
                 };
-                self.out.push(text(reply));
+                self.out.replies.push_back(text(reply));
             }
             Op::Unsubscribe { channel } => {
                 let reply = match self.conn.unsubscribe(&channel) {
                     Ok(()) => encode_ok(id, json!({"channel": channel.as_str()})),
                     Err(r) => self.refuse(id, &r),
                 };
-                self.out.push(text(reply));
+                self.out.replies.push_back(text(reply));
             }
             Op::Publish {
                 channel,
@@ -340,7 +414,7 @@ impl Conn {
                 Some(Err(r)) => self.refuse(id, &r),
                 None => encode_error(Some(id), ErrorCode::Internal, "no result from the hub"),
             };
-            self.out.push(text(reply));
+            self.out.replies.push_back(text(reply));
         }
     }
 
@@ -348,7 +422,7 @@ impl Conn {
     fn flush_window(&mut self) {
         while let Some(PublishReply::Ready(_)) = self.window.front() {
             if let Some(PublishReply::Ready(b)) = self.window.pop_front() {
-                self.out.push(text(b));
+                self.out.replies.push_back(text(b));
             }
         }
     }

@@ -15,6 +15,9 @@ use tokio::net::TcpListener;
 
 use crate::{Config, ServerError};
 
+/// Unsent bytes the kernel holds per connection before it reports the socket full.
+const NOTSENT_LOWAT: u32 = 64 * 1024;
+
 /// A bound, not yet running server.
 pub struct Server {
     pub gateway: Arc<Gateway>,
@@ -111,6 +114,13 @@ impl Server {
         let listener = self.listener.tap_io(|tcp| {
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!("could not set TCP_NODELAY on a connection: {e}");
+            }
+            // Keeps at most this much written-but-unsent data in the kernel: beyond it the
+            // socket reports itself full, so a connection's replies (and its other work) are
+            // not queued behind megabytes of a replay the kernel holds for a slow reader.
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            if let Err(e) = socket2::SockRef::from(&*tcp).set_tcp_notsent_lowat(NOTSENT_LOWAT) {
+                tracing::debug!("could not set TCP_NOTSENT_LOWAT on a connection: {e}");
             }
         });
         let served = axum::serve(listener, app).with_graceful_shutdown(signal);

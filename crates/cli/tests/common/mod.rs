@@ -31,7 +31,10 @@ impl Server {
             .append(true)
             .open(data.with_extension("stderr.log"))
             .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickwire"));
+        // TICKWIRE_TEST_BIN runs the suite against another build (a before/after comparison).
+        let bin = std::env::var_os("TICKWIRE_TEST_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_tickwire").into());
+        let mut cmd = Command::new(bin);
         cmd.args(["serve", "--http", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(args)
