@@ -70,7 +70,7 @@ async fn subscribe_during_replay(srv: &Server, pause_every: usize) -> (Duration,
         // Cheap checks first: a fast client must keep up with the replay to measure the server.
         if t.starts_with(r#"{"ch":"chat.lobby""#) {
             replayed += 1;
-            if pause_every > 0 && replayed % pause_every == 0 {
+            if pause_every > 0 && replayed.is_multiple_of(pause_every) {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             if replayed == 1_000 {
