@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     node::{ChannelNode, NodeCache, Registry},
-    writer::{Dedup, Item, TapSender, Writer, WriterMsg},
+    writer::{Dedup, Item, Writer, WriterMsg},
     FsyncPolicy, HubConfig, HubError, Message, Session,
 };
 
@@ -62,8 +62,6 @@ pub(crate) struct NamespaceRt {
     pub stream: Arc<dyn Stream>,
     /// Every message below this offset has been dispatched to its channel node.
     pub dispatched: AtomicU64,
-    /// Internal consumers that must see every message in order (see [`Hub::tap`]).
-    pub taps: parking_lot::RwLock<Vec<TapSender>>,
     tx: mpsc::Sender<WriterMsg>,
 }
 
@@ -202,7 +200,6 @@ impl Hub {
                 id: namespaces.len(),
                 spec: spec.clone(),
                 dispatched: AtomicU64::new(stream.next_offset()),
-                taps: parking_lot::RwLock::new(Vec::new()),
                 stream,
                 tx,
             });
@@ -453,20 +450,6 @@ impl Hub {
                 .collect(),
             next: page.next,
         })
-    }
-
-    /// Every message appended to `namespace` from now on, in offset order, after it reached
-    /// subscribers, as one [`crate::TapBatch`] per dispatched writer batch. For internal
-    /// consumers that must not miss a message (the candle builder): a tap holds at most
-    /// `capacity` messages (at least 1) that its consumer has not dropped yet, and a full tap
-    /// makes the writer wait, so a tap slows ingest rather than drop. A writer batch larger
-    /// than `capacity` waits for an empty tap and then goes through whole. Dropping the
-    /// receiver removes the tap.
-    pub fn tap(&self, namespace: &str, capacity: usize) -> Result<crate::Tap, HubError> {
-        let ns = self.inner.namespace_by_name(namespace)?;
-        let (tx, rx) = TapSender::new(capacity);
-        ns.taps.write().push(tx);
-        Ok(rx)
     }
 
     /// Applies retention to every namespace now (it also runs every minute) and waits for it.

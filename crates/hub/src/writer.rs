@@ -319,7 +319,7 @@ impl Writer {
                 messages = (base..)
                     .zip(&fresh)
                     .map(|(offset, (wi, ii))| {
-                        take_message(&mut writes[*wi].0[*ii], offset, timestamp, true)
+                        take_message(&mut writes[*wi].0[*ii], offset, timestamp)
                     })
                     .collect();
                 // Stream messages go out once durable under the policy (with `always`, on the
@@ -389,9 +389,8 @@ impl Writer {
     }
 
     /// Delivers a state batch: to each channel's node only its newest value in the batch
-    /// (latest wins, and a subscriber would conflate the older ones anyway), and every value
-    /// to the taps, which must see each tick. Without taps an older value never becomes a
-    /// message at all: most of a fast symbol's ticks are superseded within their own batch.
+    /// (latest wins, and a subscriber would conflate the older ones anyway). Most of a fast
+    /// symbol's ticks are superseded within their own batch.
     fn dispatch_state(
         &mut self,
         writes: &mut [(Vec<Item>, Reply)],
@@ -413,23 +412,14 @@ impl Writer {
                 newest[k] = Some(node.clone());
             }
         }
-        // Held until the taps are sent, so a tap added meanwhile starts with a whole batch.
-        let taps = self.ns.taps.read();
-        let tapped = !taps.is_empty();
-        let mut all = Vec::with_capacity(if tapped { fresh.len() } else { 0 });
+        // An older value never becomes a message at all: projections read every value from
+        // the stream, behind the writer.
         for ((offset, (wi, ii)), node) in (base..).zip(fresh).zip(newest) {
-            if node.is_none() && !tapped {
-                continue;
-            }
-            let m = take_message(&mut writes[*wi].0[*ii], offset, timestamp, node.is_some());
-            if tapped {
-                all.push(m.clone());
-            }
             if let Some(node) = node {
+                let m = take_message(&mut writes[*wi].0[*ii], offset, timestamp);
                 node.dispatch(m, self.ring_cap);
             }
         }
-        send_taps(&self.ns, taps, &all);
         self.ns
             .dispatched
             .store(base + fresh.len() as u64, Ordering::Release);
@@ -486,8 +476,8 @@ impl Writer {
     }
 }
 
-/// Delivers written stream messages (every one, in offset order) to their channel nodes and
-/// the namespace's taps, then records how far delivery got. State batches go through
+/// Delivers written stream messages (every one, in offset order) to their channel nodes, then
+/// records how far delivery got. State batches go through
 /// [`Writer::dispatch_state`], which hands each node only its newest value.
 fn dispatch_stream(
     ns: &NamespaceRt,
@@ -501,217 +491,24 @@ fn dispatch_stream(
         let node = nodes.get_or_create(registry, &p.channel, Class::Stream, p.offset);
         node.dispatch(m.clone(), ring_cap);
     }
-    send_taps(ns, ns.taps.read(), messages);
     if let Some(m) = messages.last() {
         ns.dispatched
             .store(m.publication.offset + 1, Ordering::Release);
     }
 }
 
-/// The message for a freshly appended item, which gives up its id and data (the request needs
-/// neither again). `kept`: the message stays in memory for an unknown time (a state channel's
-/// newest value, a stream's ring), so its data gets an allocation of its own: an edge may hand
-/// in a view of a whole request body (see the HTTP publish path), and a rarely updated channel
-/// would pin that body. A message that only passes through (to a tap) keeps the view.
-fn take_message(it: &mut Item, offset: Offset, timestamp: u64, kept: bool) -> Arc<Message> {
-    let data = std::mem::take(&mut it.data);
+/// The message for a freshly appended item, which gives up its id (the request needs it no
+/// more). The message stays in memory for an unknown time (a state channel's newest value, a
+/// stream's ring), so its data gets an allocation of its own: an edge may hand in a view of a
+/// whole request body (see the HTTP publish path), and a rarely updated channel would pin it.
+fn take_message(it: &mut Item, offset: Offset, timestamp: u64) -> Arc<Message> {
     Arc::new(Message::new(Publication {
         channel: it.channel.clone(),
         offset,
         timestamp,
         msg_id: it.msg_id.take(),
-        data: if kept {
-            Bytes::copy_from_slice(&data)
-        } else {
-            data
-        },
+        data: Bytes::copy_from_slice(&it.data),
     }))
-}
-
-/// Sends one batch to every tap (`taps` is the namespace's tap list, read-locked by the
-/// caller) and removes the taps whose consumer is gone.
-fn send_taps(
-    ns: &NamespaceRt,
-    taps: parking_lot::RwLockReadGuard<'_, Vec<TapSender>>,
-    messages: &[Arc<Message>],
-) {
-    if taps.is_empty() || messages.is_empty() {
-        return;
-    }
-    // One shared slice for every tap, and one send per tap per batch: a send per message
-    // cost the writer a wake-up and often a thread switch each under load.
-    let batch: Arc<[Arc<Message>]> = messages.into();
-    let mut closed = false;
-    for tap in taps.iter() {
-        // Blocking is deliberate: a tap consumer must see every message.
-        if !tap.send_blocking(&batch) {
-            closed = true;
-        }
-    }
-    drop(taps);
-    if closed {
-        ns.taps.write().retain(|t| !t.is_closed());
-    }
-}
-
-/// Flow control of one tap, counted in MESSAGES (not batches), so what a lagging consumer can
-/// pin stays bounded by the configured capacity whatever the writer's batch sizes: the writer
-/// takes room for a batch before sending it and the consumer gives it back when it drops the
-/// batch, i.e. after applying it. A plain mutex and condvar, because only the writer thread
-/// ever waits (a blocking thread, not a task) and the consumer only releases.
-struct TapGate {
-    state: parking_lot::Mutex<GateState>,
-    freed: parking_lot::Condvar,
-    capacity: usize,
-}
-
-struct GateState {
-    /// Messages that may still be queued.
-    available: usize,
-    /// The receiver is gone: nobody will release room any more.
-    closed: bool,
-}
-
-impl TapGate {
-    /// Room for a batch of `n` messages: a batch larger than the whole capacity takes all of
-    /// it (it waits for an empty tap, then goes through alone). `false` if the tap closed.
-    fn acquire(&self, n: usize) -> Option<usize> {
-        let n = n.min(self.capacity);
-        let mut s = self.state.lock();
-        loop {
-            if s.closed {
-                return None;
-            }
-            if s.available >= n {
-                s.available -= n;
-                return Some(n);
-            }
-            self.freed.wait(&mut s);
-        }
-    }
-
-    fn release(&self, n: usize) {
-        self.state.lock().available += n;
-        self.freed.notify_all();
-    }
-
-    fn close(&self) {
-        self.state.lock().closed = true;
-        self.freed.notify_all();
-    }
-
-    fn is_closed(&self) -> bool {
-        self.state.lock().closed
-    }
-}
-
-/// The writer's end of a tap (see [`crate::Hub::tap`]).
-pub(crate) struct TapSender {
-    // Unbounded on purpose: the gate bounds it, in messages.
-    tx: mpsc::UnboundedSender<TapBatch>,
-    gate: Arc<TapGate>,
-}
-
-impl TapSender {
-    /// A tap holding at most `capacity` (at least 1) undropped messages, plus its receiver.
-    pub(crate) fn new(capacity: usize) -> (TapSender, Tap) {
-        let capacity = capacity.max(1);
-        let gate = Arc::new(TapGate {
-            state: parking_lot::Mutex::new(GateState {
-                available: capacity,
-                closed: false,
-            }),
-            freed: parking_lot::Condvar::new(),
-            capacity,
-        });
-        let (tx, rx) = mpsc::unbounded_channel();
-        (
-            TapSender {
-                tx,
-                gate: gate.clone(),
-            },
-            Tap { rx, gate },
-        )
-    }
-
-    /// Sends one batch, waiting for room; `false` when the receiver is gone.
-    fn send_blocking(&self, messages: &Arc<[Arc<Message>]>) -> bool {
-        let Some(permits) = self.gate.acquire(messages.len()) else {
-            return false;
-        };
-        let batch = TapBatch {
-            messages: messages.clone(),
-            gate: self.gate.clone(),
-            permits,
-        };
-        // On failure the batch comes back and is dropped here, releasing its room.
-        self.tx.send(batch).is_ok()
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.tx.is_closed() || self.gate.is_closed()
-    }
-}
-
-/// The receiving end of [`crate::Hub::tap`]: every message appended to a namespace from the
-/// tap's creation on, as the writer's batches, in offset order. Dropping it removes the tap.
-pub struct Tap {
-    rx: mpsc::UnboundedReceiver<TapBatch>,
-    gate: Arc<TapGate>,
-}
-
-impl Tap {
-    /// The next batch; `None` once the hub shut down and every batch was received.
-    pub async fn recv(&mut self) -> Option<TapBatch> {
-        self.rx.recv().await
-    }
-
-    /// Polling form of [`Tap::recv`], for a consumer that drains several taps in one future.
-    pub fn poll_recv(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<TapBatch>> {
-        self.rx.poll_recv(cx)
-    }
-}
-
-impl Drop for Tap {
-    fn drop(&mut self) {
-        // Wakes a writer waiting for room that this consumer will never release.
-        self.rx.close();
-        self.gate.close();
-    }
-}
-
-/// One dispatched batch of a tap, consecutive offsets ascending (derefs to the messages). It
-/// holds its messages' share of the tap's capacity until it is dropped, so a consumer should
-/// drop it once it has applied the messages, not copy them out and keep reading.
-pub struct TapBatch {
-    messages: Arc<[Arc<Message>]>,
-    gate: Arc<TapGate>,
-    permits: usize,
-}
-
-impl std::ops::Deref for TapBatch {
-    type Target = [Arc<Message>];
-
-    fn deref(&self) -> &[Arc<Message>] {
-        &self.messages
-    }
-}
-
-impl std::fmt::Debug for TapBatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TapBatch")
-            .field("messages", &self.messages.len())
-            .finish()
-    }
-}
-
-impl Drop for TapBatch {
-    fn drop(&mut self) {
-        self.gate.release(self.permits);
-    }
 }
 
 /// Most sync jobs queued behind a running fsync before the writer waits (backpressure).

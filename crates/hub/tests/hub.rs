@@ -306,16 +306,16 @@ async fn unsubscribed_channel_stops_delivering() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tap_sees_every_message_in_order() {
+async fn tail_sees_every_message_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::open(HubConfig::new(dir.path())).unwrap();
-    let mut tap = hub.tap("quotes", 16).unwrap();
-    assert!(hub.tap("nope", 1).is_err());
+    let mut tap = hub.stream("quotes").unwrap().tail(0);
+    assert!(hub.stream("nope").is_err());
     let reader = tokio::spawn(async move {
         let mut seen = Vec::new();
         while seen.len() < 100 {
-            let batch = tap.recv().await.unwrap();
-            seen.extend(batch.iter().map(|m| m.publication.offset));
+            let batch = tap.next().await.unwrap();
+            seen.extend(batch.iter().map(|p| p.offset));
         }
         seen
     });
@@ -324,7 +324,7 @@ async fn tap_sees_every_message_in_order() {
         offs.push(publish1(&hub, &format!("quotes.S{}", i % 7), &quote(i), None).await);
     }
     assert_eq!(reader.await.unwrap(), offs);
-    // A dropped tap does not block the writer.
+    // A dropped tail does not block the writer.
     publish1(&hub, "quotes.S1", &quote(1), None).await;
     hub.shutdown().await;
 }
@@ -564,9 +564,10 @@ async fn background_namespaces_write_at_lower_cpu_priority() {
 
 /// One batch holding several values per state channel: the writer hands each channel's node
 /// only its newest value (older ones would be conflated anyway), but the acks, the log and a
-/// tap still carry every value, and the newest is what subscribers and new snapshots see.
+/// tail of the stream (what projections read) still carry every value, and the newest is what
+/// subscribers and new snapshots see.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_delivers_each_state_channels_newest_value_and_taps_see_all() {
+async fn a_batch_delivers_each_state_channels_newest_value_and_tails_see_all() {
     for with_tap in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let hub = Hub::open(HubConfig::new(dir.path())).unwrap();
@@ -574,7 +575,7 @@ async fn a_batch_delivers_each_state_channels_newest_value_and_taps_see_all() {
         for c in ["quotes.A", "quotes.B", "quotes.C"] {
             live.subscribe(&ch(c), None).unwrap();
         }
-        let tap = with_tap.then(|| hub.tap("quotes", 1000).unwrap());
+        let tap = with_tap.then(|| hub.stream("quotes").unwrap().tail(0));
         // A: 1, 4, 7 ... B: 2, 5, 8 ... C only once, in the middle.
         let mut batch = Vec::new();
         let mut sent = Vec::new();
@@ -639,13 +640,11 @@ async fn a_batch_delivers_each_state_channels_newest_value_and_taps_see_all() {
         if let Some(mut tap) = tap {
             let mut tapped = Vec::new();
             while tapped.len() < 30 {
-                let b = tap.recv().await.unwrap();
-                tapped.extend(b.iter().map(|m| {
-                    (
-                        m.publication.offset,
-                        String::from_utf8(m.publication.data.to_vec()).unwrap(),
-                    )
-                }));
+                let b = tap.next().await.unwrap();
+                tapped.extend(
+                    b.iter()
+                        .map(|p| (p.offset, String::from_utf8(p.data.to_vec()).unwrap())),
+                );
             }
             let want: Vec<(u64, String)> = (0..30).zip(sent.iter().map(|s| s.1.clone())).collect();
             assert_eq!(tapped, want);

@@ -1,10 +1,11 @@
 //! Throughput of the live candle driver's per-message path on one core: the real
-//! `Driver::apply` (quote JSON parse, decimal parse, 12 resolutions, live-bar conflation,
-//! closed-bar routing) over 1,000 symbols, plus the flush that hands the conflated live bars to
-//! the publisher. Run: `cargo bench -p tickwire-proj-candles --bench candle_driver`.
+//! `CandleProjection::apply` (quote JSON parse, decimal parse, 12 resolutions, live-bar
+//! conflation, closed-bar routing) over 1,000 symbols, plus the flush that hands the conflated
+//! live bars to the publisher. Run: `cargo bench -p tickwire-proj-candles --bench candle_driver`.
 //!
-//! The ingest benchmark feeds this path from HTTP publishes of L1 quotes; the hub tap blocks the
-//! namespace writer when the driver falls behind, so ticks/s here bound ingest throughput.
+//! The ingest benchmark feeds this path from HTTP publishes of L1 quotes. The projection reads
+//! the stream behind the writers, so ticks/s here bound how far behind live candles run under
+//! a given ingest rate, and what CPU they take from it on a 2-core machine.
 //!
 //! Time is the bench thread's on-CPU time (`/proc/thread-self/schedstat`), not wall time: the
 //! machine is shared, and under a load average above its core count wall time mostly measures

@@ -33,10 +33,8 @@ pub struct CandlesConfig {
     pub commit_interval_ms: u64,
     /// Quiet symbols' bars close when the wall clock minus this passes their end.
     pub close_delay_ms: i64,
-    /// Capacity of each tap (messages); a full tap makes the namespace writer wait. Every
-    /// queued message is held in memory, so this bounds what a lagging candle builder can pin:
-    /// 65,536 messages of 1 KB quotes was 70 MB of RSS in the stalled-client test; 8,192 still
-    /// covers several writer batches, so ingest does not stall on a merely busy builder.
+    /// No longer used: the projection reads the streams behind the writers and never holds
+    /// one up. Accepted so configuration files that set it still load.
     pub tap_capacity: usize,
     /// Exchange name shown by the UDF endpoints.
     pub exchange: String,
