@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs every benchmark scenario against Tickwire and its peers (nats-server, mosquitto) on this
-# machine, side by side, and writes bench/results/{fanout,fanout-peer,ingest,idle,slow,chat}.md
+# machine, side by side, and writes bench/results/{fanout,fanout-peer,ingest,idle,slow,chat,ws-publish}.md
 # plus the JSON of every run under bench/results/json/.
 #
-#   bench/run.sh            full runs (about 25 minutes)
-#   bench/run.sh --quick    short runs, fewer connections (under 5 minutes)
-#   bench/run.sh --only fanout   one scenario (ingest|fanout|idle|slow|chat|sweep)
+#   bench/run.sh            full runs (about 35 minutes)
+#   bench/run.sh --quick    short runs, fewer connections (about 8 minutes)
+#   bench/run.sh --only fanout   one scenario (ingest|fanout|idle|slow|chat|ws-publish|sweep)
 #
 # `sweep` (full mode, or --only sweep) offers Tickwire and nats-server the fan-out shape at
 # rising rates, to show where each one stops keeping up.
@@ -39,7 +39,7 @@ FSYNC="always"          # ingest durability: fsync every group-commit batch befo
 # out as soon as they are written, and a publisher gated on one fsync per batch would measure
 # the disk, not the fan-out (the peers' core pub/sub persists nothing at all).
 FAN_FSYNC="interval:100ms"
-TW_PORT=7901; NATS_PORT=7902; MQTT_PORT=7903; TW_MQTT_PORT=7904
+TW_PORT=7901; NATS_PORT=7902; MQTT_PORT=7903; TW_MQTT_PORT=7904; SINK_PORT=7905
 
 # Idle runs hold tens of thousands of sockets on both sides.
 ulimit -Hn 1048576 2>/dev/null || true
@@ -102,6 +102,11 @@ start_mosquitto() { # defaults, plus what 2.x needs to accept anonymous clients 
   printf 'listener %s 127.0.0.1\nallow_anonymous true\n' $MQTT_PORT >"$WORK/mosquitto.conf"
   mosquitto -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
   SERVER_PID=$!; PIDS+=("$SERVER_PID"); wait_port $MQTT_PORT; alive "$WORK/mosquitto.log"
+}
+start_sink() { # the load generator's own acknowledge-only server; $1: ws or mqtt
+  port_free $SINK_PORT
+  "$BENCH" sink --listen 127.0.0.1:$SINK_PORT --protocol "$1" >"$WORK/sink.log" 2>&1 &
+  SERVER_PID=$!; PIDS+=("$SERVER_PID"); wait_port $SINK_PORT; alive "$WORK/sink.log"
 }
 stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""; sleep 0.1; }
 
@@ -294,6 +299,40 @@ if want idle; then
   start_mosquitto; run idle mosquitto mqtt $MQTT_PORT --clients $IDLE_C --duration 3; stop_server
   report idle.md "idle: server memory per idle connection" idle "$JSON"/idle-*.json
   RUNS=$RUNS_SAVED
+fi
+
+if want ws-publish; then
+  rm -f "$JSON"/ws-publish-*.json
+  # ONE connection publishes quotes one command each (a WebSocket `publish` command, an MQTT
+  # PUBLISH), acks pipelined: up to 1,000 WebSocket commands unacknowledged; MQTT QoS 1 up to
+  # 64, the Receive Maximum of Tickwire's MQTT edge, which closes a connection that sends more
+  # (3.1.1 included). QoS 0 has no ack: published/s is what the broker handled, read through
+  # PINGREQ barriers (docs/benchmarks.md). Throughput rows have no subscribers; the fixed-rate
+  # rows publish 20,000 quotes/s into 100 WebSocket clients on 50 of 1,000 symbols each.
+  # A fresh server per row (the MQTT QoS 0 row appends ~1.5 M quotes a run).
+  WSP_FIX="--clients 100 --subs 50 --symbols 1000 --size 100 --rate 20000 $FAN_DRAIN"
+  WSP_MAX="--clients 0 --symbols 1000 --size 100 --rate 0"
+  TW_HTTP="--http-addr 127.0.0.1:$TW_PORT"
+  export TICKWIRE_MQTT__LISTEN=127.0.0.1:$TW_MQTT_PORT
+  CMDS[ws-publish]+="    # Tickwire rows: a fresh server per row, started with TICKWIRE_MQTT__LISTEN=127.0.0.1:$TW_MQTT_PORT"$'\n'
+  start_tickwire; run ws-publish tickwire-ws tickwire-ws $TW_PORT $WSP_MAX --window 1000 $COMMON; stop_server
+  start_tickwire; run ws-publish tickwire-mqtt-qos0 mqtt $TW_MQTT_PORT $TW_HTTP $WSP_MAX --qos 0 $COMMON; stop_server
+  start_tickwire; run ws-publish tickwire-mqtt-qos1 mqtt $TW_MQTT_PORT $TW_HTTP $WSP_MAX --qos 1 --window 64 $COMMON; stop_server
+  start_tickwire; run ws-publish tickwire-ws-fixed tickwire-ws $TW_PORT $WSP_FIX --window 1000 $COMMON; stop_server
+  # MQTT QoS 1 publisher, WebSocket subscribers (--http-addr).
+  start_tickwire; run ws-publish tickwire-mqtt-qos1-fixed mqtt $TW_MQTT_PORT $TW_HTTP $WSP_FIX --qos 1 --window 64 $COMMON; stop_server
+  unset TICKWIRE_MQTT__LISTEN
+  # The reference broker, same client, same windows.
+  start_mosquitto
+  run ws-publish mosquitto-qos0 mqtt $MQTT_PORT $WSP_MAX --qos 0 $COMMON
+  run ws-publish mosquitto-qos1 mqtt $MQTT_PORT $WSP_MAX --qos 1 --window 64 $COMMON
+  stop_server
+  # The generator's own limit on one connection: the same rows against a server that only
+  # acknowledges (`tickwire-bench sink`), so a figure far below it is the server's.
+  CMDS[ws-publish]+="    # generator-* rows: against \`tickwire-bench sink --listen 127.0.0.1:$SINK_PORT --protocol ws|mqtt\`"$'\n'
+  start_sink ws; run ws-publish generator-vs-sink-ws tickwire-ws $SINK_PORT $WSP_MAX --window 1000 $COMMON; stop_server
+  start_sink mqtt; run ws-publish generator-vs-sink-mqtt-qos1 mqtt $SINK_PORT $WSP_MAX --qos 1 --window 64 $COMMON; stop_server
+  report ws-publish.md "ws-publish: one connection, one message per command, acks pipelined" ws-publish "$JSON"/ws-publish-*.json
 fi
 
 if want chat; then

@@ -2,16 +2,19 @@
 //! (nats-server, mosquitto), so every target sees the same message shapes, the same rates and
 //! the same measurement. Scenarios and reporting rules: docs/benchmarks.md.
 //!
-//! Targets are protocols, not products: `mqtt` drives any MQTT 3.1.1 broker (mosquitto today,
-//! Tickwire's MQTT edge when it exists), `nats` any NATS server, `tickwire-ws` Tickwire's
-//! WebSocket JSON edge (publishing through its HTTP batch API). `--label` names the product.
+//! Targets are protocols, not products: `mqtt` drives any MQTT 3.1.1 broker (mosquitto, and
+//! Tickwire's MQTT edge), `nats` any NATS server, `tickwire-ws` Tickwire's WebSocket JSON edge
+//! (publishing through its HTTP batch API, or in ws-publish one WebSocket command per message).
+//! `--label` names the product.
 
 mod chat;
 mod error;
 mod msg;
 mod proto;
+mod publish;
 mod report;
 mod scenario;
+mod sink;
 mod stats;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
@@ -25,14 +28,15 @@ pub use report::RunResult;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Target {
-    /// Tickwire: WebSocket JSON subscribers, HTTP batch publisher.
+    /// Tickwire: WebSocket JSON subscribers, HTTP batch publisher (ws-publish: WebSocket
+    /// `publish` commands, one message each).
     TickwireWs,
     /// NATS core pub/sub (text protocol).
     Nats,
     /// NATS JetStream, file storage, async publish with acks (ingest only).
     #[value(name = "jetstream")]
     JetStream,
-    /// MQTT 3.1.1, QoS 0.
+    /// MQTT 3.1.1: subscribers and publisher at QoS 0 (ws-publish: the publisher at `--qos`).
     Mqtt,
 }
 
@@ -63,6 +67,22 @@ pub enum Scenario {
     Idle,
     Slow,
     Chat,
+    /// One connection publishing one message per command, acknowledgements pipelined.
+    WsPublish,
+}
+
+impl Scenario {
+    /// The name used in results files and JSON (`ws-publish`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Ingest => "ingest",
+            Scenario::Fanout => "fanout",
+            Scenario::Idle => "idle",
+            Scenario::Slow => "slow",
+            Scenario::Chat => "chat",
+            Scenario::WsPublish => "ws-publish",
+        }
+    }
 }
 
 /// `tickwire bench …`
@@ -72,6 +92,8 @@ pub struct BenchCli {
     cmd: BenchCmd,
 }
 
+// Parsed once per process: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum BenchCmd {
     /// Run one scenario against one target and print (and optionally save) its JSON result.
@@ -83,6 +105,10 @@ enum BenchCmd {
         title: String,
         files: Vec<PathBuf>,
     },
+    /// A trivial server that acknowledges every publish at once, without storing or forwarding
+    /// anything: what one ws-publish connection reaches when the server costs nothing, i.e. the
+    /// load generator's own limit.
+    Sink(sink::SinkArgs),
 }
 
 /// Parameters of one run. Every run is bounded by `--duration` (plus warm-up and drain) and by
@@ -132,9 +158,22 @@ pub struct RunArgs {
     /// Messages per publish request (HTTP batch) or per write.
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
-    /// JetStream: publishes in flight per connection.
+    /// Publishes in flight per connection: JetStream acks; ws-publish commands sent but not yet
+    /// acknowledged (MQTT QoS 1: keep it at or below the server's Receive Maximum, 64 for
+    /// Tickwire's MQTT edge by default, which closes a connection that sends more).
     #[arg(long, default_value_t = 4096)]
     pub window: usize,
+    /// ws-publish over MQTT: the publisher's QoS (0: no acknowledgement, the accepted rate is
+    /// read through a PINGREQ barrier; 1: PUBACK per message).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    #[serde(default)]
+    pub qos: u8,
+    /// Tickwire's HTTP address, when `--addr` is another of its listeners (the MQTT one): its
+    /// /metrics is read before and after the window (`server_published_per_s`), and ws-publish
+    /// subscribers connect there over WebSocket instead of speaking the publisher's protocol.
+    #[arg(long)]
+    #[serde(default)]
+    pub http_addr: Option<SocketAddr>,
     /// slow: percent of clients that read slowly.
     #[arg(long, default_value_t = 10)]
     pub slow_pct: u32,
@@ -179,6 +218,13 @@ impl RunArgs {
             .clone()
             .unwrap_or_else(|| self.target.name().to_string())
     }
+
+    /// Where Tickwire's HTTP API (/metrics, WebSocket) is, if known: `--http-addr`, or `--addr`
+    /// for the tickwire-ws target.
+    pub fn tickwire_http(&self) -> Option<SocketAddr> {
+        self.http_addr
+            .or((self.target == Target::TickwireWs).then_some(self.addr))
+    }
 }
 
 /// Entry point for the CLI's `bench` subcommand.
@@ -191,6 +237,13 @@ pub fn main(cli: BenchCli) -> ExitCode {
             }
             Err(e) => {
                 eprintln!("tickwire bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        BenchCmd::Sink(args) => match sink::main(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tickwire bench sink: {e}");
                 ExitCode::FAILURE
             }
         },
@@ -222,11 +275,12 @@ pub fn main(cli: BenchCli) -> ExitCode {
 
 /// Runs one scenario and returns (and saves, with `--json`) its result.
 pub async fn run(args: RunArgs) -> Result<RunResult, BenchError> {
-    if !args.addr.ip().is_loopback() {
-        return Err(BenchError::Usage(format!(
-            "{} is not a loopback address: the load generator only targets this machine",
-            args.addr
-        )));
+    for addr in std::iter::once(args.addr).chain(args.http_addr) {
+        if !addr.ip().is_loopback() {
+            return Err(BenchError::Usage(format!(
+                "{addr} is not a loopback address: the load generator only targets this machine"
+            )));
+        }
     }
     if args.target == Target::JetStream && args.scenario != Scenario::Ingest {
         return Err(BenchError::Usage(
@@ -238,12 +292,20 @@ pub async fn run(args: RunArgs) -> Result<RunResult, BenchError> {
             "chat needs resume by offset: tickwire-ws only".into(),
         ));
     }
+    if args.scenario == Scenario::WsPublish
+        && !matches!(args.target, Target::TickwireWs | Target::Mqtt)
+    {
+        return Err(BenchError::Usage(
+            "ws-publish publishes over WebSocket (tickwire-ws) or MQTT (mqtt)".into(),
+        ));
+    }
     let r = match args.scenario {
         Scenario::Ingest => scenario::ingest(&args).await?,
         Scenario::Fanout => scenario::fanout_run(&args).await?,
         Scenario::Slow => scenario::slow(&args).await?,
         Scenario::Idle => scenario::idle(&args).await?,
         Scenario::Chat => chat::chat(&args).await?,
+        Scenario::WsPublish => scenario::ws_publish(&args).await?,
     };
     if let Some(p) = &args.json {
         let text = serde_json::to_string_pretty(&r)?;

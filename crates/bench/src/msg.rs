@@ -74,7 +74,7 @@ impl Default for Fields {
     }
 }
 
-fn digits(b: &[u8]) -> Option<u64> {
+pub(crate) fn digits(b: &[u8]) -> Option<u64> {
     let mut v: u64 = 0;
     let mut any = false;
     for &c in b {

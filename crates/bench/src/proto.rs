@@ -57,6 +57,49 @@ pub fn ws_frame(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// Appends an MQTT 3.1.1 PUBLISH of `payload` to `quotes/<symbol>`: QoS 0 without a packet id,
+/// QoS 1 with `Some(id)` (1..=65535). Built by hand: the publishers call it per message.
+pub fn mqtt_publish(out: &mut Vec<u8>, sym: usize, packet_id: Option<u16>, payload: &[u8]) {
+    // "quotes/" + `S` + at least 4 digits, as push_symbol writes it.
+    let digits = itoa::Buffer::new().format(sym).len();
+    let tl = 7 + 1 + digits.max(4);
+    let rem = 2 + tl + packet_id.map_or(0, |_| 2) + payload.len();
+    out.push(if packet_id.is_some() { 0x32 } else { 0x30 });
+    let mut x = rem;
+    loop {
+        let mut b = (x % 128) as u8;
+        x /= 128;
+        if x > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if x == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&(tl as u16).to_be_bytes());
+    out.extend_from_slice(b"quotes/");
+    crate::msg::push_symbol(out, sym);
+    if let Some(id) = packet_id {
+        out.extend_from_slice(&id.to_be_bytes());
+    }
+    out.extend_from_slice(payload);
+}
+
+/// `GET path` on a fresh HTTP/1.1 connection; the body of a 2xx answer.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    let mut c = Conn {
+        stream: tcp(addr, None).await?,
+        buf: BytesMut::with_capacity(16 * 1024),
+        target: Target::TickwireWs,
+        pong: false,
+    };
+    c.send(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let body = http_response_body(&mut c).await?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
 /// A connection that receives messages.
 pub struct Conn {
     pub stream: TcpStream,
@@ -221,6 +264,12 @@ impl Conn {
         Ok(())
     }
 
+    /// The socket and whatever was read past the handshake, for a caller that reads and writes
+    /// on its own.
+    pub fn into_parts(self) -> (TcpStream, BytesMut) {
+        (self.stream, self.buf)
+    }
+
     pub async fn send(&mut self, bytes: &[u8]) -> Result<()> {
         self.stream
             .write_all(bytes)
@@ -287,7 +336,7 @@ async fn read_until(
 }
 
 /// Server-to-client frames are unmasked. Text and binary payloads go to `f`; close ends.
-fn parse_ws(buf: &mut BytesMut, f: &mut impl FnMut(&[u8])) -> bool {
+pub(crate) fn parse_ws(buf: &mut BytesMut, f: &mut impl FnMut(&[u8])) -> bool {
     loop {
         if buf.len() < 2 {
             return true;
@@ -469,27 +518,7 @@ impl Publisher {
                 self.out.extend_from_slice(payload);
                 self.out.extend_from_slice(b"\r\n");
             }
-            Target::Mqtt => {
-                let topic = channel(self.target, sym);
-                let rem = 2 + topic.len() + payload.len();
-                self.out.push(0x30);
-                let mut x = rem;
-                loop {
-                    let mut b = (x % 128) as u8;
-                    x /= 128;
-                    if x > 0 {
-                        b |= 0x80;
-                    }
-                    self.out.push(b);
-                    if x == 0 {
-                        break;
-                    }
-                }
-                self.out
-                    .extend_from_slice(&(topic.len() as u16).to_be_bytes());
-                self.out.extend_from_slice(topic.as_bytes());
-                self.out.extend_from_slice(payload);
-            }
+            Target::Mqtt => mqtt_publish(&mut self.out, sym, None, payload),
         }
         self.count += 1;
     }
@@ -545,6 +574,11 @@ impl Publisher {
 /// Reads one HTTP/1.1 response with a Content-Length body; an error unless 2xx. Returns the
 /// body's length.
 async fn http_response(c: &mut Conn) -> Result<usize> {
+    Ok(http_response_body(c).await?.len())
+}
+
+/// [`http_response`], returning the body itself.
+async fn http_response_body(c: &mut Conn) -> Result<BytesMut> {
     let name = "tickwire http";
     let end = read_until(&mut c.stream, &mut c.buf, b"\r\n\r\n", name).await?;
     let head = String::from_utf8_lossy(&c.buf[..end]).into_owned();
@@ -569,6 +603,36 @@ async fn http_response(c: &mut Conn) -> Result<usize> {
             format!("{} {body}", head.lines().next().unwrap_or("")),
         ));
     }
-    c.buf.advance(end + len);
-    Ok(len)
+    let mut body = c.buf.split_to(end + len);
+    body.advance(end);
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_built_publish_decodes_with_the_codec() {
+        for (sym, id) in [(42, None), (42, Some(7u16)), (123_456, Some(65_535))] {
+            let payload = br#"{"t":"1","s":"2","bid":"1.08","ask":"1.09"}"#;
+            let mut out = Vec::new();
+            mqtt_publish(&mut out, sym, id, payload);
+            let mut buf = BytesMut::from(&out[..]);
+            let p = mqtt::decode(&mut buf, mqtt::ProtocolVersion::V4, 1 << 20);
+            let Ok(Some(mqtt::Packet::Publish(p))) = p else {
+                panic!("not a PUBLISH: {p:?}");
+            };
+            assert!(buf.is_empty());
+            assert_eq!(p.topic, format!("quotes/{}", crate::msg::symbol(sym)));
+            assert_eq!(p.packet_id, id.unwrap_or(0));
+            let qos = if id.is_some() {
+                mqtt::QoS::AtLeastOnce
+            } else {
+                mqtt::QoS::AtMostOnce
+            };
+            assert_eq!(p.qos, qos);
+            assert_eq!(&p.payload[..], &payload[..]);
+        }
+    }
 }

@@ -35,7 +35,7 @@ pub struct RunResult {
 impl RunResult {
     pub fn new(args: &RunArgs) -> RunResult {
         RunResult {
-            scenario: format!("{:?}", args.scenario).to_lowercase(),
+            scenario: args.scenario.name().into(),
             target: args.target.name().into(),
             label: args.label(),
             params: args.clone(),
@@ -114,6 +114,30 @@ fn params_key(a: &RunArgs) -> String {
             }
         ),
         Idle => format!("C={}", a.clients),
+        // Protocol first, so the rows of one protocol stand together in the table.
+        WsPublish => format!(
+            "{} R={}{}{}",
+            if a.target == crate::Target::Mqtt {
+                format!("mqtt qos={}", a.qos)
+            } else {
+                "ws".to_string()
+            },
+            if a.rate == 0 {
+                "max".to_string()
+            } else {
+                a.rate.to_string()
+            },
+            if a.target == crate::Target::Mqtt && a.qos == 0 {
+                String::new()
+            } else {
+                format!(" window={}", a.window)
+            },
+            if a.clients == 0 {
+                String::new()
+            } else {
+                format!(" C={} K={}/{}", a.clients, a.subs, a.symbols)
+            }
+        ),
         Chat => format!(
             "C={} rooms={} R={} disconnect~{}ms",
             a.clients, a.rooms, a.rate, a.disconnect_ms
@@ -143,7 +167,12 @@ fn fmt_num(x: f64) -> String {
 }
 
 /// "median (min–max)"
+/// Runs without the figure (NaN) are left out; none at all is "–".
 fn cell(mut v: Vec<f64>) -> String {
+    v.retain(|x| !x.is_nan());
+    if v.is_empty() {
+        return "–".into();
+    }
     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let m = median(&mut v);
@@ -151,6 +180,16 @@ fn cell(mut v: Vec<f64>) -> String {
         format!("{} ({}–{})", fmt_num(m), fmt_num(lo), fmt_num(hi))
     } else {
         fmt_num(m)
+    }
+}
+
+/// A latency cell: none ("–") when the run recorded no latency at all (idle, MQTT QoS 0
+/// without subscribers), not 0 µs.
+fn lat(r: &RunResult, us: u64) -> f64 {
+    if r.latency.count == 0 {
+        f64::NAN
+    } else {
+        us as f64
     }
 }
 
@@ -189,10 +228,10 @@ pub fn markdown(title: &str, files: &[PathBuf]) -> Result<String, BenchError> {
             col(&|r| r.published_per_s),
             col(&|r| r.delivered_per_s),
             col(&|r| r.mb_per_s),
-            col(&|r| r.latency.p50_us as f64),
-            col(&|r| r.latency.p99_us as f64),
-            col(&|r| r.latency.p999_us as f64),
-            col(&|r| r.latency.max_us as f64),
+            col(&|r| lat(r, r.latency.p50_us)),
+            col(&|r| lat(r, r.latency.p99_us)),
+            col(&|r| lat(r, r.latency.p999_us)),
+            col(&|r| lat(r, r.latency.max_us)),
             col(&|r| r.server.as_ref().map_or(f64::NAN, |s| s.cpu_pct)),
             col(&|r| r
                 .server

@@ -1,8 +1,8 @@
-//! ingest, fanout, slow and idle: the same code for every target.
+//! ingest, fanout, slow, idle and ws-publish: the same code for every target.
 
 use std::{
     collections::VecDeque,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -16,9 +16,10 @@ use tokio::{sync::Semaphore, task::JoinSet};
 use crate::{
     error::Result,
     msg::{now_micros, quote, Fields},
-    proto::{Conn, Publisher},
+    proto::{http_get, Conn, Publisher},
+    publish::{command_publisher, AckStats},
     stats::{histogram, Latency, Sampler},
-    BenchError, RunArgs, RunResult, Target,
+    BenchError, RunArgs, RunResult, Scenario, Target,
 };
 
 /// Connections opened at once while setting up.
@@ -38,10 +39,26 @@ fn source_for(i: usize) -> Option<IpAddr> {
 
 /// Flags shared by the publisher and the subscribers of one phase.
 #[derive(Default)]
-struct Phase {
-    measuring: AtomicBool,
+pub(crate) struct Phase {
+    pub(crate) measuring: AtomicBool,
     publishing_done: AtomicBool,
     stop: AtomicBool,
+}
+
+/// What a publisher reports: messages sent while measuring, the last sequence number per
+/// symbol (for the convergence check), and, for one-command-per-message publishers, its acks.
+pub(crate) struct PubOutcome {
+    pub(crate) published: u64,
+    pub(crate) last: Vec<u64>,
+    pub(crate) acks: Option<AckStats>,
+}
+
+/// The first sequence number of a run: a whole symbol-round (so `s % nsym` is the symbol)
+/// above the clock in microseconds. Never 0 ("nothing seen"), and always above every sequence
+/// of an earlier run on the same server, whose newest values arrive as subscribe snapshots and
+/// would otherwise look newer than this run's last values in the convergence check.
+pub(crate) fn first_seq(nsym: u64) -> u64 {
+    (now_micros() / nsym + 1) * nsym
 }
 
 struct SubOutcome {
@@ -122,7 +139,7 @@ async fn subscriber(
 
 /// Publishes at `rate` (round-robin over the symbols) until the time or count bound; returns
 /// messages sent while measuring and the last sequence number per symbol.
-async fn publish_loop(a: &RunArgs, phase: &Phase, total: Duration) -> Result<(u64, Vec<u64>)> {
+async fn publish_loop(a: &RunArgs, phase: &Phase, total: Duration) -> Result<PubOutcome> {
     let mut p = Publisher::connect(a.target, a.addr, a.encoding).await?;
     let start = Instant::now();
     let mut seq = 0u64;
@@ -130,11 +147,7 @@ async fn publish_loop(a: &RunArgs, phase: &Phase, total: Duration) -> Result<(u6
     let mut payload = Vec::with_capacity(a.size + 64);
     let mut last = vec![0u64; a.symbols];
     let nsym = a.symbols as u64;
-    // Sequence numbers start at a whole symbol-round (so `s % nsym` is the symbol) above the
-    // clock in microseconds: never 0 ("nothing seen"), and always above every sequence of an
-    // earlier run on the same server, whose newest values arrive as subscribe snapshots and
-    // would otherwise look newer than this run's last values in the convergence check.
-    let first = (now_micros() / nsym + 1) * nsym;
+    let first = first_seq(nsym);
     while start.elapsed() < total && seq < a.max_messages {
         let due = if a.rate == 0 {
             a.batch as u64
@@ -161,7 +174,11 @@ async fn publish_loop(a: &RunArgs, phase: &Phase, total: Duration) -> Result<(u6
             measured += n;
         }
     }
-    Ok((measured, last))
+    Ok(PubOutcome {
+        published: measured,
+        last,
+        acks: None,
+    })
 }
 
 struct FanoutOutcome {
@@ -176,6 +193,32 @@ struct FanoutOutcome {
     slow_converged: f64,
     all_converged: f64,
     server: Option<crate::stats::ServerUsage>,
+    /// ws-publish: the publisher's acknowledgements.
+    acks: Option<AckStats>,
+    /// ws-publish on Tickwire: `tickwire_published_total` per second over the window.
+    server_published_per_s: Option<f64>,
+}
+
+/// Where the subscribers connect: the target itself, except for ws-publish over MQTT with
+/// `--http-addr`, whose subscribers are Tickwire WebSocket clients.
+fn sub_endpoint(a: &RunArgs) -> (Target, SocketAddr) {
+    match a.http_addr {
+        Some(http) if a.scenario == Scenario::WsPublish && a.target == Target::Mqtt => {
+            (Target::TickwireWs, http)
+        }
+        _ => (a.target, a.addr),
+    }
+}
+
+/// `tickwire_published_total` from Tickwire's /metrics.
+async fn published_total(http: SocketAddr) -> Result<u64> {
+    let text = http_get(http, "/metrics").await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("tickwire_published_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| {
+            BenchError::proto("tickwire http", "no tickwire_published_total in /metrics")
+        })
 }
 
 async fn connect_all(a: &RunArgs, n: usize, subscribe: bool) -> Result<Vec<Conn>> {
@@ -186,7 +229,8 @@ async fn connect_all(a: &RunArgs, n: usize, subscribe: bool) -> Result<Vec<Conn>
         let a2 = a.clone();
         set.spawn(async move {
             let _p = sem.acquire_owned().await;
-            let mut c = Conn::connect(a2.target, a2.addr, source_for(i)).await?;
+            let (target, addr) = sub_endpoint(&a2);
+            let mut c = Conn::connect(target, addr, source_for(i)).await?;
             if subscribe {
                 c.subscribe(&symbols_of(&a2, i)).await?;
             }
@@ -228,9 +272,24 @@ async fn fanout(a: &RunArgs, slow_pct: u32) -> Result<FanoutOutcome> {
     let warm = Duration::from_secs_f64(a.warmup);
     let dur = Duration::from_secs_f64(a.duration);
     let pid = a.server_pid;
+    // ws-publish reads the server's own count of appended messages around the window.
+    let metrics = a
+        .tickwire_http()
+        .filter(|_| a.scenario == Scenario::WsPublish);
     let sampler = tokio::spawn(async move {
         tokio::time::sleep(warm).await;
         let s = Sampler::start(pid, Duration::from_millis(250));
+        // Best effort: a server without /metrics (the sink, a peer) just has no such column.
+        let m0 = match metrics {
+            Some(http) => match published_total(http).await {
+                Ok(n) => Some((n, Instant::now())),
+                Err(e) => {
+                    eprintln!("tickwire bench: no server_published_per_s: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
         ph.measuring.store(true, Ordering::Release);
         let t0 = Instant::now();
         tokio::time::sleep(dur).await;
@@ -238,7 +297,14 @@ async fn fanout(a: &RunArgs, slow_pct: u32) -> Result<FanoutOutcome> {
         // The window ends here: stopping the sampler takes up to one sampling period, which
         // must not count as measured time (it understated every rate by a few percent).
         let measured_s = t0.elapsed().as_secs_f64();
-        (s.stop().await, measured_s)
+        let server_published_per_s = match (metrics, m0) {
+            (Some(http), Some((n0, at0))) => published_total(http)
+                .await
+                .ok()
+                .map(|n1| n1.saturating_sub(n0) as f64 / at0.elapsed().as_secs_f64()),
+            _ => None,
+        };
+        (s.stop().await, measured_s, server_published_per_s)
     });
     // The publisher gets its own thread: on a runtime shared with a thousand subscriber tasks
     // its 1 ms pacing would be starved and the offered rate would sag.
@@ -248,18 +314,30 @@ async fn fanout(a: &RunArgs, slow_pct: u32) -> Result<FanoutOutcome> {
             .enable_all()
             .build()
             .map_err(BenchError::io("publisher runtime"))?
-            .block_on(publish_loop(&a2, &ph2, total))
+            .block_on(async {
+                if a2.scenario == Scenario::WsPublish {
+                    command_publisher(&a2, &ph2, total).await
+                } else {
+                    publish_loop(&a2, &ph2, total).await
+                }
+            })
     });
-    let (published, last) = tokio::task::spawn_blocking(move || publisher.join())
+    let PubOutcome {
+        published,
+        last,
+        acks,
+    } = tokio::task::spawn_blocking(move || publisher.join())
         .await
         .map_err(|e| BenchError::proto("bench", e.to_string()))?
         .map_err(|_| BenchError::proto("bench", "publisher thread panicked"))??;
-    let (server, measured_s) = sampler
+    let (server, measured_s, server_published_per_s) = sampler
         .await
         .map_err(|e| BenchError::proto("bench", e.to_string()))?;
     phase.publishing_done.store(true, Ordering::Release);
     // Let everyone drain what is queued, so convergence can be checked.
-    tokio::time::sleep(Duration::from_secs_f64(a.drain.clamp(0.0, 60.0))).await;
+    if a.clients > 0 {
+        tokio::time::sleep(Duration::from_secs_f64(a.drain.clamp(0.0, 60.0))).await;
+    }
     phase.stop.store(true, Ordering::Release);
     let mut out = FanoutOutcome {
         measured_s,
@@ -272,6 +350,8 @@ async fn fanout(a: &RunArgs, slow_pct: u32) -> Result<FanoutOutcome> {
         slow_converged: f64::NAN,
         all_converged: 0.0,
         server,
+        acks,
+        server_published_per_s,
     };
     let (mut conv, mut conv_slow, mut n, mut n_slow) = (0usize, 0usize, 0usize, 0usize);
     while let Some(r) = set.join_next().await {
@@ -318,6 +398,49 @@ pub async fn fanout_run(a: &RunArgs) -> Result<RunResult> {
         "delivered_per_published".into(),
         o.delivered_fast as f64 / (o.published.max(1)) as f64,
     );
+    Ok(r)
+}
+
+/// One connection publishing one message per command (WebSocket `publish`, MQTT PUBLISH at
+/// `--qos`), acks pipelined up to `--window`, at `--rate` (0: as fast as the acks allow), with
+/// `--clients` subscribers (0 for the throughput rows) exactly as in fanout.
+///
+/// published/s is acknowledged messages per second (QoS 0: accepted, read through PINGREQ
+/// barriers); latency is tick-to-client with subscribers and publish-to-ack without.
+pub async fn ws_publish(a: &RunArgs) -> Result<RunResult> {
+    let o = fanout(a, 0).await?;
+    let mut r = fanout_result(a, &o);
+    r.server = o.server.clone();
+    if let Some(p) = o.server_published_per_s {
+        // Includes what the server publishes itself (live candle bars, up to one per symbol
+        // and resolution per second).
+        r.extra.insert("server_published_per_s".into(), p);
+    }
+    let Some(acks) = &o.acks else {
+        return Err(BenchError::proto(
+            "bench",
+            "the ws-publish publisher reported no acks",
+        ));
+    };
+    r.published_per_s = acks.acked as f64 / acks.acked_over_s.unwrap_or(o.measured_s).max(1e-9);
+    r.extra
+        .insert("sent_per_s".into(), acks.sent as f64 / o.measured_s);
+    r.extra.insert("errors".into(), acks.errors as f64);
+    if let Some(cpu) = acks.cpu_s {
+        r.extra
+            .insert("publisher_cpu_pct".into(), cpu / o.measured_s * 100.0);
+    }
+    if !acks.hist.is_empty() {
+        let l = Latency::of(&acks.hist);
+        r.extra.insert("ack_p50_us".into(), l.p50_us as f64);
+        r.extra.insert("ack_p99_us".into(), l.p99_us as f64);
+    }
+    if a.clients > 0 {
+        r.extra.insert("converged".into(), o.all_converged);
+    } else {
+        r.latency = Latency::of(&acks.hist);
+        r.mb_per_s = r.published_per_s * a.size as f64 / 1e6;
+    }
     Ok(r)
 }
 

@@ -48,7 +48,16 @@ pub struct ServerUsage {
 }
 
 fn cpu_ticks(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    ticks_in(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU seconds the calling thread has used (user + system).
+pub fn thread_cpu_s() -> Option<f64> {
+    Some(ticks_in("/proc/thread-self/stat")? as f64 / HZ)
+}
+
+fn ticks_in(path: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(path).ok()?;
     // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
     let rest = &s[s.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
