@@ -73,6 +73,10 @@ pub async fn upgrade(
             return Problem::from(r).into_response();
         }
     };
+    // Boxed while the upgrade completes: the task holding the upgrade future and then the
+    // connection loop reserves room for both, and an inline `Connection` made every idle
+    // WebSocket ~300 bytes larger (bench/results/idle.md).
+    let conn = Box::new(conn);
     ws.max_message_size(MAX_WS_MESSAGE)
         .max_frame_size(MAX_WS_MESSAGE)
         .read_buffer_size(READ_BUFFER)
@@ -105,7 +109,8 @@ enum PublishReply {
 
 /// One connection's state besides the socket.
 struct Conn {
-    conn: Connection,
+    /// Boxed: it is large, and every idle connection's task carries this struct.
+    conn: Box<Connection>,
     /// Publish replies, oldest first.
     window: VecDeque<PublishReply>,
     /// Publications in `window` still waiting for the hub.
@@ -172,9 +177,12 @@ impl Outbox {
     }
 }
 
-async fn run(socket: WebSocket, conn: Connection) {
+async fn run(socket: WebSocket, conn: Box<Connection>) {
     let write_timeout = conn.gateway().write_timeout();
-    let (mut sink, mut stream) = socket.split();
+    // One socket, not split halves: a split moves the socket into a shared allocation of its
+    // own, and with thousands of idle connections that was ~600 bytes each
+    // (bench/results/idle.md). Reading and writing are driven from one branch instead.
+    let mut socket = socket;
     let mut c = Conn {
         conn,
         window: VecDeque::new(),
@@ -201,34 +209,35 @@ async fn run(socket: WebSocket, conn: Connection) {
                 let reason = c.conn.close_reason().unwrap_or(CloseReason::Shutdown);
                 c.flush_window();
                 let replies: Vec<Message> = c.out.replies.drain(..).collect();
-                let _ = send(&mut sink, replies.into_iter(), write_timeout).await;
-                close_with(&mut sink, &c.conn, &reason, write_timeout).await;
+                let _ = send(&mut socket, replies.into_iter(), write_timeout).await;
+                close_with(&mut socket, &c.conn, &reason, write_timeout).await;
                 break;
             }
-            incoming = stream.next(), if reading => {
-                let mut ended = !c.on_frame(incoming);
-                // Whatever else is already here, up to a burst.
-                for _ in 1..READ_BURST {
-                    if ended || c.in_flight + c.batch.len() >= MAX_IN_FLIGHT {
-                        break;
+            ev = std::future::poll_fn(|cx| poll_socket(&mut socket, &mut c.out, reading, cx)), if reading || writing => {
+                match ev {
+                    SocketEvent::Written => {}
+                    SocketEvent::WriteFailed => break,
+                    SocketEvent::Frame(incoming) => {
+                        let mut ended = !c.on_frame(incoming);
+                        // Whatever else is already here, up to a burst.
+                        for _ in 1..READ_BURST {
+                            if ended || c.in_flight + c.batch.len() >= MAX_IN_FLIGHT {
+                                break;
+                            }
+                            match socket.next().now_or_never() {
+                                Some(m) => ended = !c.on_frame(m),
+                                None => break,
+                            }
+                        }
+                        c.submit().await;
+                        if ended {
+                            break;
+                        }
                     }
-                    match stream.next().now_or_never() {
-                        Some(m) => ended = !c.on_frame(m),
-                        None => break,
-                    }
-                }
-                c.submit().await;
-                if ended {
-                    break;
                 }
             }
             acks = poll_front(&mut c.window), if acks_pending => {
                 c.answer(acks);
-            }
-            written = std::future::poll_fn(|cx| c.out.poll_write(&mut sink, cx)), if writing => {
-                if written.is_err() {
-                    break;
-                }
             }
             _ = sleep_until_opt(stalled_at), if stalled_at.is_some() => break,
             _ = c.conn.wait(), if take_more => deliver = true,
@@ -244,8 +253,8 @@ async fn run(socket: WebSocket, conn: Connection) {
                 }
                 Event::Close(reason) => {
                     let replies: Vec<Message> = c.out.replies.drain(..).collect();
-                    let _ = send(&mut sink, replies.into_iter(), write_timeout).await;
-                    close_with(&mut sink, &c.conn, &reason, write_timeout).await;
+                    let _ = send(&mut socket, replies.into_iter(), write_timeout).await;
+                    close_with(&mut socket, &c.conn, &reason, write_timeout).await;
                     break;
                 }
             }
@@ -469,7 +478,45 @@ pub(crate) fn close_error_code(reason: &CloseReason) -> ErrorCode {
     }
 }
 
-type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+type Sink = WebSocket;
+
+/// What the socket branch of a connection's loop produced.
+enum SocketEvent {
+    /// A frame (or the end of the stream) arrived.
+    Frame(Option<Result<Message, axum::Error>>),
+    /// Everything queued was written and flushed.
+    Written,
+    WriteFailed,
+}
+
+/// Drives the socket both ways from one place: writes what the outbox has (as far as the
+/// socket takes it), then looks for a frame to read.
+fn poll_socket(
+    socket: &mut WebSocket,
+    out: &mut Outbox,
+    reading: bool,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<SocketEvent> {
+    use std::task::Poll;
+    let mut written = false;
+    if out.has_work() {
+        match out.poll_write(socket, cx) {
+            Poll::Ready(Ok(())) => written = true,
+            Poll::Ready(Err(_)) => return Poll::Ready(SocketEvent::WriteFailed),
+            Poll::Pending => {}
+        }
+    }
+    if reading {
+        if let Poll::Ready(m) = socket.poll_next_unpin(cx) {
+            return Poll::Ready(SocketEvent::Frame(m));
+        }
+    }
+    if written {
+        Poll::Ready(SocketEvent::Written)
+    } else {
+        Poll::Pending
+    }
+}
 
 /// Writes frames into the socket buffer and flushes once: many pushes, one write. A client that
 /// does not take them within the write timeout is treated as gone.
