@@ -196,12 +196,7 @@ fn date_time_ms(date: &str, time: &str) -> Option<i64> {
 /// Unix seconds/ms/us/ns (by magnitude) or ISO 8601 UTC into unix ms.
 fn timestamp_ms(s: &str) -> Option<i64> {
     if let Some(n) = num(s) {
-        return Some(match n {
-            n if n >= 100_000_000_000_000_000 => n / 1_000_000,
-            n if n >= 100_000_000_000_000 => n / 1000,
-            n if n >= 100_000_000_000 => n,
-            n => n * 1000,
-        });
+        return Some(tickwire_model::clock::unix_millis_from_any_unit(n));
     }
     if let Some((int, frac)) = s.split_once('.') {
         // Fractional unix seconds.

@@ -1,24 +1,77 @@
 use crate::{ModelError, Schema};
 
-/// Is `s` a plain decimal: optional `-`, digits, optional `.` and digits? No exponent, no
-/// leading `+`, no NaN/Inf: exactly what a fixed-point parser downstream accepts.
-pub fn is_decimal(s: &str) -> bool {
-    is_decimal_bytes(s.as_bytes())
+/// Most digits after the point a price or size may have.
+pub const MAX_DECIMAL_PLACES: usize = 28;
+
+/// The largest unscaled value (all digits, point removed) a price or size may have: 2^96 - 1.
+/// With [`MAX_DECIMAL_PLACES`] this is exactly what the candle builder's 96-bit decimal holds,
+/// so every value the server accepts is carried exactly everywhere (candles included), and a
+/// value it could not carry is refused at publish instead of losing digits later.
+pub const MAX_UNSCALED: &str = "79228162514264337593543950335";
+
+/// Why a text is not an acceptable price or size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecimalProblem {
+    /// Not `-?digits(.digits)?`.
+    NotDecimal,
+    /// More than [`MAX_DECIMAL_PLACES`] digits after the point.
+    TooManyPlaces,
+    /// An unscaled value above [`MAX_UNSCALED`].
+    TooLarge,
 }
 
-/// [`is_decimal`] on raw bytes (the schema check reads field text without making it a `str`).
-fn is_decimal_bytes(s: &[u8]) -> bool {
+/// Is `s` an acceptable price or size: a plain decimal (optional `-`, digits, optional `.`
+/// and digits; no exponent, no leading `+`, no NaN/Inf) within the exact range (at most 28
+/// digits after the point, an unscaled value of at most 2^96 - 1)?
+pub fn is_decimal(s: &str) -> bool {
+    check_decimal(s.as_bytes()).is_ok()
+}
+
+/// [`is_decimal`] with the reason.
+pub fn check_decimal(s: &[u8]) -> Result<(), DecimalProblem> {
     let b = s.strip_prefix(b"-").unwrap_or(s);
-    if b.is_empty() || b.len() > 40 {
-        return false;
-    }
     let (int, frac) = match b.iter().position(|&c| c == b'.') {
-        Some(i) => (&b[..i], Some(&b[i + 1..])),
-        None => (b, None),
+        Some(i) => (&b[..i], &b[i + 1..]),
+        None => (b, &b""[..]),
     };
-    !int.is_empty()
-        && int.iter().all(u8::is_ascii_digit)
-        && frac.is_none_or(|f| !f.is_empty() && f.iter().all(u8::is_ascii_digit))
+    let has_point = int.len() < b.len();
+    if int.is_empty()
+        || !int.iter().all(u8::is_ascii_digit)
+        || (has_point && frac.is_empty())
+        || !frac.iter().all(u8::is_ascii_digit)
+    {
+        return Err(DecimalProblem::NotDecimal);
+    }
+    if frac.len() > MAX_DECIMAL_PLACES {
+        return Err(DecimalProblem::TooManyPlaces);
+    }
+    // The unscaled value's digits without leading zeros, compared with 2^96 - 1 as text.
+    let lead = int.iter().take_while(|&&c| c == b'0').count();
+    let (int, frac) = if lead == int.len() {
+        (
+            &int[int.len()..],
+            frac.get(frac.iter().take_while(|&&c| c == b'0').count()..)
+                .unwrap_or_default(),
+        )
+    } else {
+        (&int[lead..], frac)
+    };
+    let len = int.len() + frac.len();
+    let max = MAX_UNSCALED.as_bytes();
+    if len > max.len() {
+        return Err(DecimalProblem::TooLarge);
+    }
+    if len == max.len() {
+        let digits = int.iter().chain(frac.iter());
+        for (d, m) in digits.zip(max) {
+            match d.cmp(m) {
+                std::cmp::Ordering::Less => return Ok(()),
+                std::cmp::Ordering::Greater => return Err(DecimalProblem::TooLarge),
+                std::cmp::Ordering::Equal => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The fields a schema checks, borrowed from the JSON text: no tree is built, and fields the
@@ -165,14 +218,29 @@ fn check_fields(schema: Schema, name: &'static str, f: &Raw<'_>) -> Result<(), M
             return Ok(());
         }
         // A decimal string never needs escapes, so the raw text between the quotes is it.
-        let ok = matches!(text, [b'"', inner @ .., b'"'] if is_decimal_bytes(inner));
-        if ok {
-            Ok(())
-        } else {
-            Err(ModelError::BadDecimal {
+        let problem = match text {
+            [b'"', inner @ .., b'"'] => check_decimal(inner).err(),
+            _ => Some(DecimalProblem::NotDecimal),
+        };
+        let value = || String::from_utf8_lossy(text).into_owned();
+        match problem {
+            None => Ok(()),
+            Some(DecimalProblem::NotDecimal) => Err(ModelError::BadDecimal {
                 field: field.to_string(),
-                value: String::from_utf8_lossy(text).into_owned(),
-            })
+                value: value(),
+            }),
+            Some(DecimalProblem::TooManyPlaces) => Err(ModelError::DecimalOutOfRange {
+                field: field.to_string(),
+                value: value(),
+                why: format!("more than {MAX_DECIMAL_PLACES} digits after the point"),
+            }),
+            Some(DecimalProblem::TooLarge) => Err(ModelError::DecimalOutOfRange {
+                field: field.to_string(),
+                value: value(),
+                why: format!(
+                    "its digits without the point make a number above {MAX_UNSCALED} (2^96 - 1)"
+                ),
+            }),
         }
     };
     match schema {
@@ -292,6 +360,19 @@ mod tests {
             match obj.get(*f) {
                 None | Some(Value::Null) => {}
                 Some(Value::String(s)) if is_decimal(s) => {}
+                Some(Value::String(s))
+                    if check_decimal(s.as_bytes()) != Err(DecimalProblem::NotDecimal) =>
+                {
+                    let why = match check_decimal(s.as_bytes()) {
+                        Err(DecimalProblem::TooManyPlaces) => format!("more than {MAX_DECIMAL_PLACES} digits after the point"),
+                        _ => format!("its digits without the point make a number above {MAX_UNSCALED} (2^96 - 1)"),
+                    };
+                    return Err(ModelError::DecimalOutOfRange {
+                        field: (*f).to_string(),
+                        value: Value::String(s.clone()).to_string(),
+                        why,
+                    });
+                }
                 Some(v) => {
                     return Err(ModelError::BadDecimal {
                         field: (*f).to_string(),
@@ -321,6 +402,54 @@ mod tests {
         ] {
             assert!(!is_decimal(bad), "{bad}");
         }
+    }
+
+    /// The exact range: what a 96-bit decimal at scale 0..=28 holds, and nothing else.
+    #[test]
+    fn decimal_range_is_the_exact_one() {
+        for ok in [
+            "79228162514264337593543950335",
+            "-79228162514264337593543950335",
+            "7.9228162514264337593543950335",
+            "0.0000000000000000000000000001",
+            "0000000000000000000000000000079228162514264337593543950335",
+            "10.0000000000000000001",
+            "123456789.123456789",
+            "0.00000012",
+        ] {
+            assert_eq!(check_decimal(ok.as_bytes()), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("79228162514264337593543950336", DecimalProblem::TooLarge),
+            ("7.9228162514264337593543950336", DecimalProblem::TooLarge),
+            (
+                "12345678901234567890123456789.123456789",
+                DecimalProblem::TooLarge,
+            ),
+            (
+                "1234567890123456789012345678901234567890",
+                DecimalProblem::TooLarge,
+            ),
+            (
+                "0.00000000000000000000000000001",
+                DecimalProblem::TooManyPlaces,
+            ),
+            (
+                "1.50000000000000000000000000000",
+                DecimalProblem::TooManyPlaces,
+            ),
+            ("1.", DecimalProblem::NotDecimal),
+        ] {
+            assert_eq!(check_decimal(bad.as_bytes()), Err(why), "{bad}");
+        }
+        let e = validate_schema_json(
+            Schema::Trade,
+            br#"{"price":"12345678901234567890123456789.123456789"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("79228162514264337593543950335"), "{e}");
+        assert!(!e.contains("not a decimal string"), "{e}");
     }
 
     #[test]

@@ -15,6 +15,12 @@ pub enum ModelError {
     BadChannelChar { channel: String, what: String },
     #[error("field `{field}`: {value} is not a decimal string; prices and sizes are strings such as \"1.08412\", never JSON numbers")]
     BadDecimal { field: String, value: String },
+    #[error("field `{field}`: {value} is outside the exact decimal range: {why}; prices and sizes have at most 28 digits after the point and at most 79228162514264337593543950335 as digits without the point (docs/protocol.md, Decimals)")]
+    DecimalOutOfRange {
+        field: String,
+        value: String,
+        why: String,
+    },
     #[error("field `{field}` is required for the `{schema}` schema")]
     MissingField { field: String, schema: &'static str },
     #[error("`data` must be a JSON object for the `{schema}` schema")]

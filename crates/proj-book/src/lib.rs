@@ -163,7 +163,7 @@ impl Projection for BookProjection {
         self.apply_depth(p.channel.name(), &p.data);
     }
 
-    fn derived(&mut self) -> Vec<PublishRequest> {
+    fn derived(&mut self) -> Vec<Vec<PublishRequest>> {
         let mut out = Vec::with_capacity(self.changed.len());
         for sym in std::mem::take(&mut self.changed) {
             let Some(book) = self.books.get_mut(&sym) else {
@@ -180,7 +180,7 @@ impl Projection for BookProjection {
                 });
             }
         }
-        out
+        vec![out]
     }
 
     fn checkpoint(&mut self, positions: &Positions) -> Result<(), ProjectionError> {

@@ -81,6 +81,12 @@ impl CandleService {
 pub struct LiveBar {
     pub symbol: String,
     pub resolution: Resolution,
+    /// The bar closed: this is its final content (as stored).
+    #[serde(rename = "final", default, skip_serializing_if = "std::ops::Not::not")]
+    pub closed: bool,
+    /// A late tick corrected the closed bar.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub corrected: bool,
     #[serde(flatten)]
     pub candle: Candle,
 }

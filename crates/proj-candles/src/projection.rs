@@ -45,8 +45,8 @@ pub struct CandleProjection {
     symbols: Vec<SymbolState>,
     /// The source namespaces, in the runner's source order.
     sources: Vec<(String, SourceKind)>,
-    /// Symbols with a live bar changed since the last flush (each once: exactly those whose
-    /// `live` or `closed_live` is not empty).
+    /// Symbols with a live bar changed or a bar closed since the last flush (each once: exactly
+    /// those whose `live` or `finals` is not empty).
     live_symbols: Vec<usize>,
     /// Closed/corrected bars and new symbols waiting for the next commit.
     pending: Batch,
@@ -69,13 +69,14 @@ struct SymbolState {
     /// two flushes is published once. Bit [`Resolution::index`] set: publish the aggregator's
     /// current live bar of that resolution, read at the flush, so a tick only sets a bit
     /// instead of building and storing 12 candles. That bar is exactly the one the last live
-    /// change reported until it closes; when it closes first, `route` moves its final content
-    /// to `closed_live` and clears the bit (after closing, only a correction could change it).
+    /// change reported until it closes; when it closes first, `route` clears the bit and its
+    /// final content goes to `finals`.
     live: u16,
-    /// Live bars that closed before the flush published them: their content at closing,
-    /// which is their content at their last live change. At most one per resolution, and
-    /// never together with the same resolution's bit in `live`.
-    closed_live: Vec<(Resolution, Candle)>,
+    /// Bars that closed or were corrected since the last flush, with their final content, in
+    /// order: each is published (flagged `final`, and `corrected` for a late-tick correction)
+    /// before the next live bar of its series, so a subscriber ends with exactly the stored
+    /// bar of every closed bar. A second change of the same bar replaces the first here.
+    finals: Vec<Final>,
     /// `candles.<SYMBOL>.<res>` per resolution, built on the first flush that needs it.
     channels: [Option<Channel>; 12],
 }
@@ -88,7 +89,7 @@ impl SymbolState {
             lag_ms: None,
             dirty: false,
             live: 0,
-            closed_live: Vec::new(),
+            finals: Vec::new(),
             channels: Default::default(),
         }
     }
@@ -106,10 +107,10 @@ impl SymbolState {
             name,
             agg,
             live,
-            closed_live,
+            finals,
             ..
         } = self;
-        let mut slots = LiveSlots { live, closed_live };
+        let mut slots = LiveSlots { live, finals };
         let sink =
             move |c: BarView<'_>| route(name, &mut slots, idx, c, live_symbols, pending_bars);
         (agg, sink)
@@ -242,12 +243,16 @@ impl CandleProjection {
         }
     }
 
-    /// The conflated live bars since the last call, one publication per changed series.
-    fn flush(&mut self) -> Vec<PublishRequest> {
+    /// What changed since the last call, as groups to publish one after the other: first the
+    /// final content of every bar that closed or was corrected (one round per group, so each
+    /// group has at most one value per channel: the hub hands a state channel's subscribers
+    /// only the newest value of a write batch), then the conflated live bars.
+    fn flush(&mut self) -> Vec<Vec<PublishRequest>> {
         if self.live_symbols.is_empty() {
             return Vec::new();
         }
-        let mut reqs = Vec::with_capacity(self.live_symbols.len() * 2);
+        let mut rounds: Vec<Vec<PublishRequest>> = Vec::new();
+        let mut live_reqs = Vec::with_capacity(self.live_symbols.len() * 2);
         for idx in self.live_symbols.drain(..) {
             let Some(st) = self.symbols.get_mut(idx) else {
                 continue;
@@ -256,43 +261,87 @@ impl CandleProjection {
                 name,
                 agg,
                 live,
-                closed_live,
+                finals,
                 channels,
                 ..
             } = st;
+            let mut channel_of = |res: Resolution| -> Option<Channel> {
+                if let Some(c) = &channels[res.index()] {
+                    return Some(c.clone());
+                }
+                let c = Channel::parse(&names::candles(name, res)).ok()?;
+                channels[res.index()] = Some(c.clone());
+                Some(c)
+            };
+            // Per series, its finals in order; more than MAX_FINAL_ROUNDS (a replay after a
+            // restart, or a burst) keep the newest, the older ones being in the store.
+            let mut per_res = [0usize; 12];
+            for f in finals.iter() {
+                per_res[f.resolution.index()] += 1;
+            }
+            let mut seen = [0usize; 12];
+            for f in finals.drain(..) {
+                let k = f.resolution.index();
+                seen[k] += 1;
+                let skip = per_res[k].saturating_sub(MAX_FINAL_ROUNDS);
+                if seen[k] <= skip {
+                    continue;
+                }
+                let round = seen[k] - skip - 1;
+                let Some(channel) = channel_of(f.resolution) else {
+                    continue;
+                };
+                let bar = LiveBarRef {
+                    symbol: name,
+                    resolution: f.resolution,
+                    closed: true,
+                    corrected: f.corrected,
+                    candle: &f.candle,
+                };
+                let Ok(data) = serde_json::to_vec(&bar) else {
+                    continue;
+                };
+                if rounds.len() <= round {
+                    rounds.resize_with(round + 1, Vec::new);
+                }
+                rounds[round].push(PublishRequest {
+                    channel,
+                    msg_id: None,
+                    data: Bytes::from(data),
+                });
+            }
             let live = std::mem::take(live);
-            let lazy = Resolution::ALL
+            for res in Resolution::ALL
                 .into_iter()
                 .filter(|r| live & (1 << r.index()) != 0)
-                .filter_map(|r| Some((r, agg.live_bar(r)?)));
-            // Borrowed apart: no per-symbol Vec of the bars between reading and publishing.
-            for (res, candle) in closed_live.drain(..).chain(lazy) {
-                let channel = match &channels[res.index()] {
-                    Some(c) => c.clone(),
-                    None => {
-                        let Ok(c) = Channel::parse(&names::candles(name, res)) else {
-                            continue;
-                        };
-                        channels[res.index()] = Some(c.clone());
-                        c
-                    }
+            {
+                let Some(candle) = agg.live_bar(res) else {
+                    continue;
+                };
+                let Some(channel) = channel_of(res) else {
+                    continue;
                 };
                 let bar = LiveBarRef {
                     symbol: name,
                     resolution: res,
+                    closed: false,
+                    corrected: false,
                     candle: &candle,
                 };
                 let Ok(data) = serde_json::to_vec(&bar) else {
                     continue;
                 };
-                reqs.push(PublishRequest {
+                live_reqs.push(PublishRequest {
                     channel,
                     msg_id: None,
                     data: Bytes::from(data),
                 });
             }
         }
-        reqs
+        if !live_reqs.is_empty() {
+            rounds.push(live_reqs);
+        }
+        rounds
     }
 
     /// Commits closed bars, changed snapshots, new symbols and `positions` in one store
@@ -390,12 +439,13 @@ impl Projection for CandleProjection {
         self.close_quiet_bars(now_ms);
     }
 
-    fn derived(&mut self) -> Vec<PublishRequest> {
+    fn derived(&mut self) -> Vec<Vec<PublishRequest>> {
         let out = self.flush();
+        let n: usize = out.iter().map(Vec::len).sum();
         self.svc
             .stats
             .live_published
-            .fetch_add(out.len() as u64, Ordering::Relaxed);
+            .fetch_add(n as u64, Ordering::Relaxed);
         out
     }
 
@@ -404,16 +454,27 @@ impl Projection for CandleProjection {
     }
 }
 
+/// Most rounds of final bars one flush publishes per series (see [`CandleProjection::flush`]).
+const MAX_FINAL_ROUNDS: usize = 16;
+
+/// A bar that closed (or was corrected) since the last flush, with its final content.
+struct Final {
+    resolution: Resolution,
+    candle: Candle,
+    corrected: bool,
+}
+
 /// The live-publication fields of one [`SymbolState`], borrowed together while its
 /// aggregator (another field) reports changes.
 struct LiveSlots<'a> {
     live: &'a mut u16,
-    closed_live: &'a mut Vec<(Resolution, Candle)>,
+    finals: &'a mut Vec<Final>,
 }
 
 /// Routes one change of symbol `idx` (`name`): a live bar is marked for the next flush, a
-/// closed or corrected bar goes to the next commit. A free function over the pieces it touches
-/// so the aggregator can stay borrowed while it reports (see [`SymbolState::split`]).
+/// closed or corrected bar goes to the next commit and to the finals of the next flush. A free
+/// function over the pieces it touches so the aggregator can stay borrowed while it reports
+/// (see [`SymbolState::split`]).
 ///
 /// The live case (up to 12 per tick) is inlined into the aggregator's loop; the rest, once per
 /// bar at most, is out of line ([`route_closed`]).
@@ -426,19 +487,14 @@ fn route(
     live_symbols: &mut Vec<usize>,
     pending_bars: &mut Vec<(String, Resolution, Candle)>,
 ) {
+    // Listed once while it has anything to publish.
+    if *slots.live == 0 && slots.finals.is_empty() {
+        live_symbols.push(idx);
+    }
     if c.kind != ChangeKind::Live {
         return route_closed(name, slots, c, pending_bars);
     }
-    // Listed once while it has anything to publish; a close only moves a bit of `live` to
-    // `closed_live`, so only a live change can make a symbol listed.
-    if *slots.live == 0 && slots.closed_live.is_empty() {
-        live_symbols.push(idx);
-    }
     *slots.live |= 1u16 << c.resolution.index();
-    // A newer live bar replaces one that closed unpublished (latest wins).
-    if !slots.closed_live.is_empty() {
-        slots.closed_live.retain(|(r, _)| *r != c.resolution);
-    }
 }
 
 /// [`route`] for a closed or corrected bar.
@@ -449,24 +505,33 @@ fn route_closed(
     c: BarView<'_>,
     pending_bars: &mut Vec<(String, Resolution, Candle)>,
 ) {
-    let bit = 1u16 << c.resolution.index();
-    match c.kind {
-        ChangeKind::Live => {}
+    let candle = c.candle();
+    let corrected = match c.kind {
+        ChangeKind::Live => return,
+        // Only the newest bar closes, and a marked live bar is the newest: its final content
+        // goes out as a final, and the live bit must not publish the next bar's content for it.
         ChangeKind::Closed => {
-            let candle = c.candle();
-            // Only the newest bar closes, and a marked live bar is the newest: publish its
-            // content as of now, because a later correction must not leak into the live
-            // channel (it never did when the live bar was copied at every change).
-            if *slots.live & bit != 0 {
-                *slots.live &= !bit;
-                slots.closed_live.push((c.resolution, candle.clone()));
-            }
-            pending_bars.push((name.to_string(), c.resolution, candle));
+            *slots.live &= !(1u16 << c.resolution.index());
+            false
         }
-        ChangeKind::Corrected => {
-            pending_bars.push((name.to_string(), c.resolution, c.candle()));
+        ChangeKind::Corrected => true,
+    };
+    let same_bar = slots
+        .finals
+        .iter_mut()
+        .find(|f| f.resolution == c.resolution && f.candle.start_ms == candle.start_ms);
+    match same_bar {
+        Some(f) => {
+            f.candle = candle.clone();
+            f.corrected |= corrected;
         }
+        None => slots.finals.push(Final {
+            resolution: c.resolution,
+            candle: candle.clone(),
+            corrected,
+        }),
     }
+    pending_bars.push((name.to_string(), c.resolution, candle));
 }
 
 /// [`LiveBar`] by reference, so a flush serializes without cloning the symbol and the bar.
@@ -474,6 +539,12 @@ fn route_closed(
 struct LiveBarRef<'a> {
     symbol: &'a str,
     resolution: Resolution,
+    /// The bar's final content (it closed); absent while it is live.
+    #[serde(rename = "final", skip_serializing_if = "std::ops::Not::not")]
+    closed: bool,
+    /// A late tick corrected the closed bar.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    corrected: bool,
     #[serde(flatten)]
     candle: &'a Candle,
 }
@@ -525,7 +596,7 @@ impl DriverBench {
 
     /// Publishes the conflated live bars as the live loop's flush does; returns how many.
     pub fn flush(&mut self) -> usize {
-        let n = self.driver.flush().len();
+        let n = self.driver.flush().iter().map(Vec::len).sum();
         // Closed bars wait for a commit that the bench does not run.
         self.driver.pending = Batch::default();
         n
@@ -620,24 +691,54 @@ mod tests {
                     }
                 }
                 _ => {
-                    let mut got: Vec<(String, String)> = bench
-                        .driver
-                        .flush()
-                        .into_iter()
-                        .map(|r| {
-                            (
-                                r.channel.to_string(),
-                                String::from_utf8(r.data.to_vec()).unwrap(),
-                            )
-                        })
-                        .collect();
+                    let groups = bench.driver.flush();
+                    let text = |r: &PublishRequest| {
+                        (
+                            r.channel.to_string(),
+                            String::from_utf8(r.data.to_vec()).unwrap(),
+                        )
+                    };
+                    // Every group but the last holds finals, at most one per channel.
+                    let (live_group, final_groups): (Vec<PublishRequest>, &[Vec<PublishRequest>]) =
+                        match groups.split_last() {
+                            Some((last, rest))
+                                if last.iter().all(|r| {
+                                    !String::from_utf8_lossy(&r.data).contains("\"final\"")
+                                }) =>
+                            {
+                                (last.clone(), rest)
+                            }
+                            _ => (Vec::new(), &groups[..]),
+                        };
+                    for g in final_groups {
+                        let mut chans: Vec<String> =
+                            g.iter().map(|r| r.channel.to_string()).collect();
+                        let n = chans.len();
+                        chans.sort();
+                        chans.dedup();
+                        assert_eq!(
+                            chans.len(),
+                            n,
+                            "one value per channel per group at step {step}"
+                        );
+                    }
+                    // Live: the newest live change of each series whose bar is still live.
+                    let mut got: Vec<(String, String)> = live_group.iter().map(text).collect();
                     got.sort();
                     let mut want: Vec<(String, String)> = std::mem::take(&mut eager)
                         .into_iter()
+                        .filter(|((symbol, resolution), candle)| {
+                            let s = syms.iter().position(|x| x == symbol).unwrap();
+                            shadow[s]
+                                .live_bar(*resolution)
+                                .is_some_and(|l| l.start_ms == candle.start_ms)
+                        })
                         .map(|((symbol, resolution), candle)| {
                             let bar = LiveBar {
                                 symbol: symbol.clone(),
                                 resolution,
+                                closed: false,
+                                corrected: false,
                                 candle,
                             };
                             (
@@ -648,6 +749,47 @@ mod tests {
                         .collect();
                     want.sort();
                     assert_eq!(got, want, "live bars at step {step}");
+                    // Finals: every closed or corrected bar, in order per series, its last
+                    // content (a bar changed twice before the flush is published once).
+                    let mut got_finals: Vec<(String, String, i64, String)> = Vec::new();
+                    for g in final_groups {
+                        for r in g {
+                            let bar: LiveBar = serde_json::from_slice(&r.data).unwrap();
+                            assert!(bar.closed);
+                            got_finals.push((
+                                bar.symbol.clone(),
+                                bar.resolution.to_string(),
+                                bar.candle.start_ms,
+                                serde_json::to_string(&bar.candle).unwrap(),
+                            ));
+                        }
+                    }
+                    let mut want_finals: Vec<(String, String, i64, String)> = Vec::new();
+                    for (sym, res, c) in &closed {
+                        let key = (sym.clone(), res.to_string(), c.start_ms);
+                        want_finals.retain(|w| (w.0.clone(), w.1.clone(), w.2) != key);
+                        want_finals.push((
+                            sym.clone(),
+                            res.to_string(),
+                            c.start_ms,
+                            serde_json::to_string(c).unwrap(),
+                        ));
+                    }
+                    // At most MAX_FINAL_ROUNDS per series: the newest (the rest are stored).
+                    let mut kept: Vec<(String, String, i64, String)> = Vec::new();
+                    for (k, w) in want_finals.iter().enumerate() {
+                        let newer_same_series = want_finals[k + 1..]
+                            .iter()
+                            .filter(|o| o.0 == w.0 && o.1 == w.1)
+                            .count();
+                        if newer_same_series < MAX_FINAL_ROUNDS {
+                            kept.push(w.clone());
+                        }
+                    }
+                    let mut want_finals = kept;
+                    got_finals.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
+                    want_finals.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
+                    assert_eq!(got_finals, want_finals, "finals at step {step}");
                     // Per symbol in order; across symbols the order is not part of the contract
                     // (the store upserts by key; the driver once iterated a HashMap).
                     let mut pending = std::mem::take(&mut bench.driver.pending.bars);

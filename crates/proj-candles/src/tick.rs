@@ -23,8 +23,10 @@ impl SourceKind {
     }
 }
 
-/// Turns a stored message into a tick. Event time: the message's own `ts` (unix ms, as import
-/// writes it) when present, else the server's append time.
+/// Turns a stored message into a tick. Event time: the message's own `ts` when present (Unix
+/// seconds, milliseconds, microseconds or nanoseconds, told apart by magnitude: a feed in
+/// nanoseconds put its bars in the year 55,000,000 when `ts` was read as milliseconds), else
+/// the server's append time.
 pub(crate) fn parse_tick(kind: SourceKind, data: &[u8], log_ts_nanos: u64) -> Option<Tick> {
     let log_ms = i64::try_from(log_ts_nanos / 1_000_000).ok()?;
     let fields = fields::read(kind.fields(), data)?;
@@ -40,7 +42,9 @@ fn tick_from_fields(
     log_ms: i64,
     dec: impl Fn(&[u8]) -> Option<Decimal>,
 ) -> Option<Tick> {
-    let ts = fields.ts.unwrap_or(log_ms);
+    let ts = fields
+        .ts
+        .map_or(log_ms, tickwire_model::clock::unix_millis_from_any_unit);
     match kind {
         SourceKind::Quote => match (fields.bid, fields.ask, fields.last) {
             (Some(b), Some(a), _) => Some(Tick::quote(ts, dec(b)?, dec(a)?)),
@@ -68,7 +72,10 @@ fn dec(b: &[u8]) -> Option<Decimal> {
     let mut scale: Option<u32> = None;
     for &c in b {
         match c {
-            b'0'..=b'9' => {
+            // 18 digits always fit an i64; a 19th might not, so it goes the slow way before
+            // the multiplication could overflow (it did, and panicked the candle thread in a
+            // debug build, for a 22-digit price).
+            b'0'..=b'9' if digits < 18 => {
                 mantissa = mantissa * 10 + i64::from(c - b'0');
                 digits += 1;
                 if let Some(s) = &mut scale {
@@ -77,10 +84,6 @@ fn dec(b: &[u8]) -> Option<Decimal> {
             }
             b'.' if scale.is_none() && digits > 0 => scale = Some(0),
             _ => return dec_slow(b),
-        }
-        // 18 digits always fit an i64.
-        if digits > 18 {
-            return dec_slow(b);
         }
     }
     // "" and "1." are whatever from_str says.
@@ -119,7 +122,17 @@ pub(crate) mod tests {
             9_000_000,
         )
         .unwrap();
-        assert_eq!(q, Tick::quote(5, Decimal::new(11, 1), Decimal::new(12, 1)));
+        // `ts: 5` is seconds (a millisecond value that small would be January 1970).
+        assert_eq!(
+            q,
+            Tick::quote(5_000, Decimal::new(11, 1), Decimal::new(12, 1))
+        );
+        // The same instant in ms, µs and ns makes the same tick.
+        for ts in ["1704067200123", "1704067200123456", "1704067200123456789"] {
+            let data = format!(r#"{{"bid":"1.1","ask":"1.2","ts":{ts}}}"#);
+            let t = parse_tick(SourceKind::Quote, data.as_bytes(), 9_000_000).unwrap();
+            assert_eq!(t.ts_ms, 1_704_067_200_123, "{ts}");
+        }
         let l = parse_tick(SourceKind::Quote, br#"{"last":"3"}"#, 9_000_000).unwrap();
         assert_eq!(l, Tick::trade(9, Decimal::new(3, 0), None));
         let t = parse_tick(
@@ -232,6 +245,9 @@ pub(crate) mod tests {
             "1 ",
             "123456789012345678",
             "1234567890123456789",
+            "9999999999999999999",
+            "987654321012.3035401678",
+            "79228162514264337593543950335",
             "12345678901234567.8",
             "0.123456789012345678",
             "79228162514264337593543950335",

@@ -252,9 +252,11 @@ fn live_bar(svc: &CandleService, symbol: &str, res: Resolution) -> Option<Candle
     Some(bar.candle)
 }
 
+/// The decimal as a JSON number written with exactly its own digits (the same text
+/// `/v1/candles` gives as a string). A Decimal's Display is plain digits with an optional sign
+/// and point (never an exponent): a valid JSON number.
 fn raw_number(d: &tickwire_candles::Decimal) -> Box<RawValue> {
-    // A Decimal's Display is plain digits with an optional sign and point: a valid JSON number.
-    RawValue::from_string(d.normalize().to_string()).unwrap_or_default()
+    RawValue::from_string(d.to_string()).unwrap_or_default()
 }
 
 fn param_i64(q: &HashMap<String, String>, k: &str) -> Result<Option<i64>, String> {
@@ -327,19 +329,30 @@ async fn history(State(svc): State<Arc<CandleService>>, Query(q): Q) -> Response
         }
         return Json(body).into_response();
     }
-    let t: Vec<i64> = bars.iter().map(|b| b.start_ms / 1000).collect();
     let col = |f: fn(&Candle) -> &tickwire_candles::Decimal| -> Vec<Box<RawValue>> {
         bars.iter().map(|b| raw_number(f(b))).collect()
     };
-    Json(json!({
-        "s": "ok",
-        "t": t,
-        "o": col(|b| &b.open),
-        "h": col(|b| &b.high),
-        "l": col(|b| &b.low),
-        "c": col(|b| &b.close),
-        "v": col(|b| &b.volume),
-    }))
+    // A struct, not `json!`: `json!` turns a `RawValue` into a `Value`, whose numbers are
+    // binary floats (123456789.123456789 came back as 123456789.12345679).
+    #[derive(serde::Serialize)]
+    struct History {
+        s: &'static str,
+        t: Vec<i64>,
+        o: Vec<Box<RawValue>>,
+        h: Vec<Box<RawValue>>,
+        l: Vec<Box<RawValue>>,
+        c: Vec<Box<RawValue>>,
+        v: Vec<Box<RawValue>>,
+    }
+    Json(History {
+        s: "ok",
+        t: bars.iter().map(|b| b.start_ms / 1000).collect(),
+        o: col(|b| &b.open),
+        h: col(|b| &b.high),
+        l: col(|b| &b.low),
+        c: col(|b| &b.close),
+        v: col(|b| &b.volume),
+    })
     .into_response()
 }
 
@@ -429,8 +442,11 @@ mod tests {
     fn raw_numbers_are_exact_text() {
         let d = tickwire_candles::Decimal::new(1_085_425, 6);
         assert_eq!(raw_number(&d).get(), "1.085425");
+        // Its own digits, trailing zeros too: the same text `/v1/candles` shows as a string.
         let d = tickwire_candles::Decimal::new(15_000, 4);
-        assert_eq!(raw_number(&d).get(), "1.5");
+        assert_eq!(raw_number(&d).get(), "1.5000");
+        let d = tickwire_candles::Decimal::new(12, 8);
+        assert_eq!(raw_number(&d).get(), "0.00000012");
         assert_eq!(strip_exchange("Tickwire:EURUSD"), "EURUSD");
     }
 }

@@ -33,6 +33,9 @@ use tickwire_model::{Epoch, Offset, Publication};
 
 pub use runner::{Runner, RunnerConfig, RunnerHandle, RunnerStats, SourceStats};
 
+/// Derived publications: groups published in order (see [`Projection::derived`]).
+pub type Derived = Vec<Vec<PublishRequest>>;
+
 /// Why a projection could not restore or checkpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -79,10 +82,13 @@ pub trait Projection: Send + 'static {
     /// bars whose feed went quiet, expire things.
     fn tick(&mut self, _now_ms: i64) {}
 
-    /// Publications derived since the last call (live bars, book views), newest value per
-    /// channel. Called only when the publisher can take them; otherwise the projection keeps
-    /// conflating.
-    fn derived(&mut self) -> Vec<PublishRequest>;
+    /// Publications derived since the last call (live bars, book views), as groups published
+    /// one after the other, each once the one before is acknowledged. Of several values for
+    /// one state channel in one group only the newest reaches live subscribers (the hub's
+    /// write-batch rule), so values every subscriber must see in turn (a bar's final content,
+    /// then the next bar) go in successive groups. Called only when the publisher can take
+    /// them; otherwise the projection keeps conflating.
+    fn derived(&mut self) -> Vec<Vec<PublishRequest>>;
 
     /// Writes the state and `positions` atomically. On an error the projection keeps what was
     /// not written, and the next checkpoint tries again.

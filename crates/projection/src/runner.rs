@@ -54,6 +54,8 @@ pub struct RunnerStats {
     pub derived_published: AtomicU64,
     /// Failed checkpoints (each is retried at the next interval).
     pub checkpoint_failures: AtomicU64,
+    /// Publications the projection panicked on (skipped, each logged as an error).
+    pub panics: AtomicU64,
     /// True once the runner caught up with every source after starting.
     pub live: AtomicBool,
 }
@@ -162,7 +164,7 @@ impl Runner {
             sources,
             ..RunnerStats::default()
         });
-        let (pub_tx, pub_rx) = mpsc::channel::<Vec<PublishRequest>>(2);
+        let (pub_tx, pub_rx) = mpsc::channel::<Vec<Vec<PublishRequest>>>(2);
         let (pub_hub, pub_stats) = (hub.clone(), stats.clone());
         std::thread::Builder::new()
             .name(format!("tw-{name}-pub"))
@@ -224,7 +226,7 @@ struct RunState {
     tails: Vec<Source>,
     positions: Positions,
     stats: Arc<RunnerStats>,
-    pub_tx: mpsc::Sender<Vec<PublishRequest>>,
+    pub_tx: mpsc::Sender<Vec<Vec<PublishRequest>>>,
     config: RunnerConfig,
 }
 
@@ -326,7 +328,24 @@ impl RunState {
                     break;
                 }
                 let Some(m) = src.buf.pop_front() else { break };
-                p.apply(i, &m);
+                // A projection bug must not take the whole projection down silently with the
+                // thread: the message is skipped, loudly, and counted.
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.apply(i, &m)));
+                if let Err(panic) = outcome {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    self.stats.panics.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        projection = %self.stats.name,
+                        namespace = self.config.sources.get(i).map_or("", String::as_str),
+                        offset = m.offset,
+                        "projection panicked applying a publication ({why}); it is skipped"
+                    );
+                }
                 applied += 1;
                 let next = m.offset + 1;
                 if let Some(ns) = self.config.sources.get(i) {
@@ -362,7 +381,7 @@ impl RunState {
             }
         };
         let out = p.derived();
-        if !out.is_empty() {
+        if out.iter().any(|g| !g.is_empty()) {
             permit.send(out);
         }
     }
@@ -408,22 +427,26 @@ impl RunState {
 
 async fn publisher(
     hub: Arc<Hub>,
-    mut rx: mpsc::Receiver<Vec<PublishRequest>>,
+    mut rx: mpsc::Receiver<Vec<Vec<PublishRequest>>>,
     stats: Arc<RunnerStats>,
 ) {
-    while let Some(reqs) = rx.recv().await {
-        let n = reqs.len() as u64;
-        let mut failed = 0;
-        for r in hub.publish(reqs).await {
-            if let Err(e) = r {
-                failed += 1;
-                if failed == 1 {
-                    tracing::warn!(projection = %stats.name, "publishing derived output failed: {e}");
+    while let Some(groups) = rx.recv().await {
+        // One group after the other, each once the one before is acknowledged, so no two
+        // groups share a write batch.
+        for reqs in groups.into_iter().filter(|g| !g.is_empty()) {
+            let n = reqs.len() as u64;
+            let mut failed = 0;
+            for r in hub.publish(reqs).await {
+                if let Err(e) = r {
+                    failed += 1;
+                    if failed == 1 {
+                        tracing::warn!(projection = %stats.name, "publishing derived output failed: {e}");
+                    }
                 }
             }
+            stats
+                .derived_published
+                .fetch_add(n - failed, Ordering::Relaxed);
         }
-        stats
-            .derived_published
-            .fetch_add(n - failed, Ordering::Relaxed);
     }
 }
