@@ -305,3 +305,32 @@ async fn a_request_refused_part_way_keeps_no_subscriptions() {
     }
     assert!(c.logout(WAIT).await);
 }
+
+/// MarketDepth 5 was answered with a top-of-book snapshot, as if five levels had been served:
+/// anything but 1 is refused with Y reason 5 (UnsupportedMarketDepth), as docs/fix.md lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_more_depth_than_top_of_book_is_refused_with_reason_5() {
+    use tickwire_fix::md::{MarketDataRequestReject, MdReqRejReason};
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start_with_config(&dir, &acceptor_config(port, ""));
+    publish_quote(&srv, 0, 0).await;
+    let mut c = FixClient::new("DEPTH", "TICKWIRE");
+    c.connect(&format!("127.0.0.1:{port}")).await;
+    assert!(c.until(WAIT, |c| c.logged_on).await, "{:?}", c.closed);
+    for depth in [5, 0] {
+        let id = format!("depth-{depth}");
+        let mut req = common::md_request(&id, vec!["S00"]);
+        req.market_depth = depth;
+        c.send(&req).await;
+        let m = c.next_app(WAIT).await.expect("an answer to the request");
+        assert_eq!(m.msg_type(), msg_type::MARKET_DATA_REQUEST_REJECT, "depth {depth}");
+        let y = MarketDataRequestReject::decode(&m.raw()).unwrap();
+        assert_eq!(y.reason, Some(MdReqRejReason::UnsupportedMarketDepth), "{y:?}");
+    }
+    // Top of book is served.
+    c.send(&common::md_request("top", vec!["S00"])).await;
+    let m = c.next_app(WAIT).await.expect("a W");
+    assert_eq!(m.msg_type(), msg_type::MARKET_DATA_SNAPSHOT_FULL_REFRESH);
+    assert!(c.logout(WAIT).await);
+}

@@ -174,6 +174,10 @@ reconnect_max_ms = 500
     };
     prov.send(&w("1.20000")).await;
     latest_bid(&srv, "1.20000").await;
+    // The status counts what the initiator wrote: its Logon and the V (it said 0).
+    let st = fix_session(&srv, "prov").await;
+    assert_eq!(st["messages_out"], 2, "{st}");
+    assert_eq!(st["next_sender_seq"], 3, "{st}");
     // Provider side: Logon and W sent, Logon and V received.
     assert_eq!(
         prov.session.seq_nums(),

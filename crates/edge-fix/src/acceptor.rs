@@ -298,6 +298,7 @@ impl Client {
             // loop turns once per wakeup (reads, timers, deliveries).
             let seqs = conn.session.seq_nums();
             let shown = (seqs.next_sender, seqs.next_target, self.subs.len());
+            pending_out += conn.take_sent();
             if shown != last_shown || pending_out > 0 {
                 let sent = std::mem::take(&mut pending_out);
                 self.sh.registry.update(&self.name, |s| {
@@ -337,8 +338,7 @@ impl Client {
                             sent += self.on_delivery(d, &mut conn, &mut ev).await;
                         }
                         let _ = conn.flush_queued(&mut ev).await;
-                        // Shown with the next status update at the top of the loop.
-                        pending_out += sent;
+                        // Counted by the connection (shown at the top of the loop).
                         self.hub.delivered(sent);
                     }
                     Event::Close(r) => {
@@ -427,7 +427,6 @@ impl Client {
 
     async fn send<M: tickwire_fix::AppMessage>(&self, conn: &mut C, ev: &mut Vec<AppEvent>, m: &M) {
         let _ = conn.send_app(m, ev).await;
-        self.sh.registry.update(&self.name, |s| s.messages_out += 1);
     }
 
     async fn on_request(&mut self, m: &Message, conn: &mut C, ev: &mut Vec<AppEvent>) {
@@ -517,6 +516,22 @@ impl Client {
                             &id,
                             MdReqRejReason::UnsupportedMdEntryType,
                             "only bid (0), offer (1) and trade (2) are served",
+                        )
+                        .await;
+                }
+                // Quotes are top of book: a request for more depth is refused, not answered
+                // with one level as if it had been served.
+                if v.market_depth != 1 {
+                    return self
+                        .reject(
+                            conn,
+                            ev,
+                            &id,
+                            MdReqRejReason::UnsupportedMarketDepth,
+                            &format!(
+                                "MarketDepth {} is not served: this acceptor distributes top of book (MarketDepth 1)",
+                                v.market_depth
+                            ),
                         )
                         .await;
                 }

@@ -240,10 +240,12 @@ impl Ingest {
             }
             self.publish(touched, trades).await;
             let seqs = conn.session.seq_nums();
+            let messages_out = conn.take_sent();
             self.registry.update(&self.name, |s| {
                 s.next_sender_seq = seqs.next_sender;
                 s.next_target_seq = seqs.next_target;
                 s.messages_in += messages_in;
+                s.messages_out += messages_out;
             });
             if let Some(why) = conn.closed.clone() {
                 self.registry.update(&self.name, |s| {

@@ -39,6 +39,8 @@ pub(crate) struct Conn<S: SeqStore> {
     write_timeout: Duration,
     /// Set once the connection is finished; the loop must stop.
     pub closed: Option<String>,
+    /// Messages written (administrative ones included) since the last [`Conn::take_sent`].
+    sent: u64,
 }
 
 impl<S: SeqStore> Conn<S> {
@@ -55,7 +57,13 @@ impl<S: SeqStore> Conn<S> {
             timer: None,
             write_timeout,
             closed: None,
+            sent: 0,
         }
+    }
+
+    /// Messages written since the last call (for the status counters).
+    pub fn take_sent(&mut self) -> u64 {
+        std::mem::take(&mut self.sent)
     }
 
     /// Gives the session back (its sequence numbers carry over to the next connection).
@@ -162,7 +170,10 @@ impl<S: SeqStore> Conn<S> {
     async fn apply(&mut self, actions: Vec<Action>, events: &mut Vec<AppEvent>) {
         for a in actions {
             match a {
-                Action::Send(b) => self.out.extend_from_slice(&b),
+                Action::Send(b) => {
+                    self.out.extend_from_slice(&b);
+                    self.sent += 1;
+                }
                 Action::Deliver(m) => events.push(AppEvent::Message(m)),
                 Action::SetTimer(t) => self.timer = Some(t),
                 Action::LoggedOn => events.push(AppEvent::LoggedOn),
