@@ -324,9 +324,17 @@ async fn a_request_for_more_depth_than_top_of_book_is_refused_with_reason_5() {
         req.market_depth = depth;
         c.send(&req).await;
         let m = c.next_app(WAIT).await.expect("an answer to the request");
-        assert_eq!(m.msg_type(), msg_type::MARKET_DATA_REQUEST_REJECT, "depth {depth}");
+        assert_eq!(
+            m.msg_type(),
+            msg_type::MARKET_DATA_REQUEST_REJECT,
+            "depth {depth}"
+        );
         let y = MarketDataRequestReject::decode(&m.raw()).unwrap();
-        assert_eq!(y.reason, Some(MdReqRejReason::UnsupportedMarketDepth), "{y:?}");
+        assert_eq!(
+            y.reason,
+            Some(MdReqRejReason::UnsupportedMarketDepth),
+            "{y:?}"
+        );
     }
     // Top of book is served.
     c.send(&common::md_request("top", vec!["S00"])).await;

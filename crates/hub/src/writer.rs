@@ -217,7 +217,7 @@ impl Writer {
         let point = match self.stream.durability_point() {
             Ok(p) => p,
             Err(e) => {
-                let err = HubError::storage(&self.ns.spec.name, e);
+                let err = HubError::from(e);
                 fail_replies(replies, &err);
                 return;
             }
@@ -299,7 +299,7 @@ impl Writer {
                     &self.ns.spec.name,
                     format!("log assigned offset {first}, expected {base}"),
                 )),
-                Err(e) => Err(HubError::storage(&self.ns.spec.name, e)),
+                Err(e) => Err(HubError::from(e)),
             };
         }
         let stream = self.ns.spec.class == Class::Stream;
@@ -567,7 +567,7 @@ impl Syncer {
             let result = match point.map(|p| p.run()) {
                 Some(Err(e)) => {
                     tracing::error!(namespace = %self.ns.spec.name, error = %e, "fsync failed; the log refuses writes from now on");
-                    Err(HubError::storage(&self.ns.spec.name, e))
+                    Err(HubError::from(e))
                 }
                 _ => Ok(()),
             };

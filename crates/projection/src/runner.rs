@@ -52,6 +52,8 @@ pub struct RunnerStats {
     pub replayed: AtomicU64,
     /// Derived publications handed to the hub.
     pub derived_published: AtomicU64,
+    /// Derived publications the hub refused (a full disk, say); logged once per batch.
+    pub derived_failed: AtomicU64,
     /// Failed checkpoints (each is retried at the next interval).
     pub checkpoint_failures: AtomicU64,
     /// Publications the projection panicked on (skipped, each logged as an error).
@@ -433,20 +435,26 @@ async fn publisher(
     while let Some(groups) = rx.recv().await {
         // One group after the other, each once the one before is acknowledged, so no two
         // groups share a write batch.
+        // A failing store fails every group the same way: one line per batch, with the count.
+        let mut failed = 0u64;
+        let mut first_error = None;
         for reqs in groups.into_iter().filter(|g| !g.is_empty()) {
             let n = reqs.len() as u64;
-            let mut failed = 0;
+            let mut group_failed = 0;
             for r in hub.publish(reqs).await {
                 if let Err(e) = r {
-                    failed += 1;
-                    if failed == 1 {
-                        tracing::warn!(projection = %stats.name, "publishing derived output failed: {e}");
-                    }
+                    group_failed += 1;
+                    first_error.get_or_insert(e);
                 }
             }
+            failed += group_failed;
             stats
                 .derived_published
-                .fetch_add(n - failed, Ordering::Relaxed);
+                .fetch_add(n - group_failed, Ordering::Relaxed);
+        }
+        if let Some(e) = first_error {
+            stats.derived_failed.fetch_add(failed, Ordering::Relaxed);
+            tracing::warn!(projection = %stats.name, failed, "publishing derived output failed: {e}");
         }
     }
 }

@@ -26,7 +26,11 @@
 //! Every bar write is an upsert by key, so replaying ticks that were already persisted cannot
 //! duplicate a bar.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::RwLock,
+};
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use tickwire_candles::{Candle, Resolution};
@@ -98,8 +102,14 @@ impl Batch {
 }
 
 /// The candle store. `Send + Sync`; reads run concurrently with the single writer.
+///
+/// After a failed write (a full disk) redb refuses every later transaction until the file is
+/// opened again ("Previous I/O error occurred"), so the store reopens itself after a failure
+/// and the next commit, once there is room again, goes through.
 pub struct Store {
-    db: Database,
+    path: PathBuf,
+    /// `None` while a reopen after a failure has not succeeded yet.
+    db: RwLock<Option<Database>>,
 }
 
 /// A resolution's key byte: [`Resolution::index`] (its position in [`Resolution::ALL`]),
@@ -111,6 +121,14 @@ fn res_key(r: Resolution) -> u8 {
 impl Store {
     /// Opens or creates the store file (recovering it after a crash).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Self::open_db(path)?;
+        Ok(Store {
+            path: path.to_path_buf(),
+            db: RwLock::new(Some(db)),
+        })
+    }
+
+    fn open_db(path: &Path) -> Result<Database, StoreError> {
         if let Some(dir) = path.parent() {
             db!("create dir", std::fs::create_dir_all(dir))?;
         }
@@ -124,7 +142,53 @@ impl Store {
             db!("open table", tx.open_table(SYMBOLS))?;
         }
         db!("commit", tx.commit())?;
-        Ok(Store { db })
+        Ok(db)
+    }
+
+    /// Runs `f` on the open database; after an error, the database is opened again (see
+    /// [`Store`]) and the error returned: the caller's next attempt uses the fresh handle.
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = {
+            let guard = self
+                .db
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match guard.as_ref() {
+                Some(db) => f(db),
+                None => Err(StoreError::Db {
+                    op: "open",
+                    reason: "the store could not be opened again after an I/O error; retrying"
+                        .into(),
+                }),
+            }
+        };
+        // A bar that does not decode is not the database's fault; every other failure may have
+        // left redb refusing transactions until it is opened again.
+        if matches!(result, Err(StoreError::Db { .. })) {
+            self.reopen();
+        }
+        result
+    }
+
+    /// Drops the database handle and opens the file again (redb allows one handle per file).
+    fn reopen(&self) {
+        let mut guard = self
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(guard.take());
+        match Self::open_db(&self.path) {
+            Ok(db) => {
+                *guard = Some(db);
+                tracing::info!(file = %self.path.display(), "candle store opened again after an error");
+            }
+            Err(e) => {
+                tracing::warn!(file = %self.path.display(), error = %e, "candle store cannot be opened again yet")
+            }
+        }
     }
 
     /// Writes `batch` atomically and durably (fsynced before returning).
@@ -132,7 +196,11 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = db!("begin", self.db.begin_write())?;
+        self.with_db(|db| Self::commit_to(db, batch))
+    }
+
+    fn commit_to(db: &Database, batch: &Batch) -> Result<(), StoreError> {
+        let mut tx = db!("begin", db.begin_write())?;
         tx.set_durability(Durability::Immediate);
         {
             let mut bars = db!("open table", tx.open_table(BARS))?;
@@ -169,38 +237,44 @@ impl Store {
 
     /// Next offset to process per namespace (absent: from the start of the log).
     pub fn positions(&self) -> Result<BTreeMap<String, u64>, StoreError> {
-        let tx = db!("begin", self.db.begin_read())?;
-        let t = db!("open table", tx.open_table(POSITIONS))?;
-        let mut out = BTreeMap::new();
-        for row in db!("scan", t.iter())? {
-            let (k, v) = db!("scan", row)?;
-            out.insert(k.value().to_string(), v.value());
-        }
-        Ok(out)
+        self.with_db(|db| {
+            let tx = db!("begin", db.begin_read())?;
+            let t = db!("open table", tx.open_table(POSITIONS))?;
+            let mut out = BTreeMap::new();
+            for row in db!("scan", t.iter())? {
+                let (k, v) = db!("scan", row)?;
+                out.insert(k.value().to_string(), v.value());
+            }
+            Ok(out)
+        })
     }
 
     /// Every stored aggregator snapshot, by symbol.
     pub fn snapshots(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let tx = db!("begin", self.db.begin_read())?;
-        let t = db!("open table", tx.open_table(SNAPSHOTS))?;
-        let mut out = Vec::new();
-        for row in db!("scan", t.iter())? {
-            let (k, v) = db!("scan", row)?;
-            out.push((k.value().to_string(), v.value().to_vec()));
-        }
-        Ok(out)
+        self.with_db(|db| {
+            let tx = db!("begin", db.begin_read())?;
+            let t = db!("open table", tx.open_table(SNAPSHOTS))?;
+            let mut out = Vec::new();
+            for row in db!("scan", t.iter())? {
+                let (k, v) = db!("scan", row)?;
+                out.push((k.value().to_string(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
     }
 
     /// Known symbols with their first-seen time (unix ms), sorted by name.
     pub fn symbols(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let tx = db!("begin", self.db.begin_read())?;
-        let t = db!("open table", tx.open_table(SYMBOLS))?;
-        let mut out = Vec::new();
-        for row in db!("scan", t.iter())? {
-            let (k, v) = db!("scan", row)?;
-            out.push((k.value().to_string(), v.value()));
-        }
-        Ok(out)
+        self.with_db(|db| {
+            let tx = db!("begin", db.begin_read())?;
+            let t = db!("open table", tx.open_table(SYMBOLS))?;
+            let mut out = Vec::new();
+            for row in db!("scan", t.iter())? {
+                let (k, v) = db!("scan", row)?;
+                out.push((k.value().to_string(), v.value()));
+            }
+            Ok(out)
+        })
     }
 
     /// Bars of `symbol`/`res` with `from_ms <= start < to_ms`, ascending. With `limit`, only the
@@ -213,38 +287,40 @@ impl Store {
         to_ms: i64,
         limit: Option<usize>,
     ) -> Result<Vec<Candle>, StoreError> {
-        let tx = db!("begin", self.db.begin_read())?;
-        let t = db!("open table", tx.open_table(BARS))?;
-        let r = res_key(res);
-        if to_ms <= from_ms {
-            return Ok(Vec::new());
-        }
-        let range = db!("range", t.range((symbol, r, from_ms)..(symbol, r, to_ms)))?;
-        let mut out = Vec::new();
-        let decode = |start: i64, bytes: &[u8]| -> Result<Candle, StoreError> {
-            serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-                symbol: symbol.to_string(),
-                resolution: res,
-                start_ms: start,
-                reason: e.to_string(),
-            })
-        };
-        match limit {
-            Some(n) => {
-                for row in range.rev().take(n) {
-                    let (k, v) = db!("range", row)?;
-                    out.push(decode(k.value().2, v.value())?);
-                }
-                out.reverse();
+        self.with_db(|db| {
+            let tx = db!("begin", db.begin_read())?;
+            let t = db!("open table", tx.open_table(BARS))?;
+            let r = res_key(res);
+            if to_ms <= from_ms {
+                return Ok(Vec::new());
             }
-            None => {
-                for row in range {
-                    let (k, v) = db!("range", row)?;
-                    out.push(decode(k.value().2, v.value())?);
+            let range = db!("range", t.range((symbol, r, from_ms)..(symbol, r, to_ms)))?;
+            let mut out = Vec::new();
+            let decode = |start: i64, bytes: &[u8]| -> Result<Candle, StoreError> {
+                serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+                    symbol: symbol.to_string(),
+                    resolution: res,
+                    start_ms: start,
+                    reason: e.to_string(),
+                })
+            };
+            match limit {
+                Some(n) => {
+                    for row in range.rev().take(n) {
+                        let (k, v) = db!("range", row)?;
+                        out.push(decode(k.value().2, v.value())?);
+                    }
+                    out.reverse();
+                }
+                None => {
+                    for row in range {
+                        let (k, v) = db!("range", row)?;
+                        out.push(decode(k.value().2, v.value())?);
+                    }
                 }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Start of the newest bar of `symbol`/`res` that starts before `before_ms`: TradingView's
@@ -255,20 +331,22 @@ impl Store {
         res: Resolution,
         before_ms: i64,
     ) -> Result<Option<i64>, StoreError> {
-        let tx = db!("begin", self.db.begin_read())?;
-        let t = db!("open table", tx.open_table(BARS))?;
-        let r = res_key(res);
-        let mut range = db!(
-            "range",
-            t.range((symbol, r, i64::MIN)..(symbol, r, before_ms))
-        )?;
-        match range.next_back() {
-            Some(row) => {
-                let (k, _) = db!("range", row)?;
-                Ok(Some(k.value().2))
+        self.with_db(|db| {
+            let tx = db!("begin", db.begin_read())?;
+            let t = db!("open table", tx.open_table(BARS))?;
+            let r = res_key(res);
+            let mut range = db!(
+                "range",
+                t.range((symbol, r, i64::MIN)..(symbol, r, before_ms))
+            )?;
+            match range.next_back() {
+                Some(row) => {
+                    let (k, _) = db!("range", row)?;
+                    Ok(Some(k.value().2))
+                }
+                None => Ok(None),
             }
-            None => Ok(None),
-        }
+        })
     }
 }
 

@@ -71,7 +71,9 @@ impl Embedded {
         };
         let log = Log::open(&path, cfg).map_err(|e| StreamError::storage(name, e))?;
         report_recovery(name, log.recovery());
-        let epoch = load_or_create_epoch(&path, log.recovery().created || log.next_offset() == 0)
+        // Only a log with no segments at all is new: an empty log that was opened before keeps
+        // its epoch, or every restart would tell readers of it that the stream was recreated.
+        let epoch = load_or_create_epoch(&path, log.recovery().created)
             .map_err(|e| StreamError::storage(name, e))?;
         let watermark = Arc::new(Watermark::new(log.next_offset()));
         let stream = Arc::new(EmbeddedStream {
@@ -430,6 +432,30 @@ mod tests {
             "a recreated stream has a new epoch"
         );
         assert_eq!(opened.stream.next_offset(), 0);
+    }
+
+    #[test]
+    fn an_empty_log_keeps_its_epoch_and_a_wiped_one_gets_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        let open = || {
+            let backend = Embedded::open(data.clone(), EmbeddedConfig::default()).unwrap();
+            backend.open(&spec("trades")).unwrap().stream.epoch()
+        };
+        let first = open();
+        assert_eq!(
+            open(),
+            first,
+            "an empty log opened again is the same stream"
+        );
+        // Segments deleted by hand, EPOCH left behind: offsets restart, so the epoch must change.
+        for entry in std::fs::read_dir(data.log("trades")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().is_some_and(|n| n != "EPOCH") {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+        assert_ne!(open(), first, "a wiped log is a new stream");
     }
 
     #[tokio::test(flavor = "current_thread")]

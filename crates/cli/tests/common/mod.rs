@@ -26,10 +26,21 @@ pub struct Server {
 impl Server {
     /// Starts `tickwire serve` on 127.0.0.1:0 with `data` and waits for it to print its address.
     pub fn start(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_logging_to(data, &data.with_extension("stderr.log"), args, env)
+    }
+
+    /// [`Server::start`] with the server's stderr appended to `log` (kept off a volume that a
+    /// test fills up).
+    pub fn start_logging_to(
+        data: &Path,
+        log: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(data.with_extension("stderr.log"))
+            .open(log)
             .unwrap();
         // TICKWIRE_TEST_BIN runs the suite against another build (a before/after comparison).
         let bin = std::env::var_os("TICKWIRE_TEST_BIN")
