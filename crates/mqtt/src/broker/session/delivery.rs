@@ -1,0 +1,150 @@
+//! Delivery: messages from the hub to the client, QoS 0 written at once, QoS 1/2 queued behind
+//! the client's Receive Maximum and kept in flight until acknowledged, and each stream
+//! channel's positions (handed out, acknowledged) that a stored session resumes from.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use tickwire_model::{Channel, Class, Offset};
+
+use super::publish::{packet_len, write_publish};
+use super::subscriptions::granted_for;
+use super::{BrokerSession, Outgoing};
+use crate::QoS;
+
+/// Delivery bookkeeping of one stream channel.
+pub(super) struct ChanPos {
+    /// One past the newest acknowledged (or QoS 0 sent) offset.
+    next: Offset,
+    /// Handed out, not acknowledged yet.
+    outstanding: BTreeSet<Offset>,
+    /// Subscribed in the hub only to resume it at its own position on behalf of a pattern
+    /// subscription (see `restore`); dropped with that pattern.
+    pub(super) for_pattern: bool,
+    /// The QoS its messages go out with: the highest granted by a matching subscription, set
+    /// by `regrant` whenever the subscriptions change rather than looked up per message.
+    pub(super) granted: Option<QoS>,
+}
+
+impl ChanPos {
+    pub(super) fn new(next: Offset) -> ChanPos {
+        ChanPos {
+            next,
+            outstanding: BTreeSet::new(),
+            for_pattern: false,
+            granted: None,
+        }
+    }
+
+    pub(super) fn resume(&self) -> Offset {
+        self.outstanding.first().copied().unwrap_or(self.next)
+    }
+}
+
+impl BrokerSession {
+    /// The namespaces with a pattern mark, in order: the driver samples each one's next offset
+    /// before draining the hub and hands the samples to [`BrokerSession::advance_marks`].
+    pub fn marked_namespaces(&self) -> Vec<String> {
+        self.marks.keys().cloned().collect()
+    }
+
+    /// After a drain: every message below each sampled offset has been offered to this
+    /// session, so a pattern-matched channel that delivered nothing has nothing below its
+    /// mark to miss.
+    pub fn advance_marks(&mut self, sampled: &[Option<Offset>]) {
+        for (m, o) in self.marks.values_mut().zip(sampled) {
+            if let Some(o) = o {
+                *m = (*m).max(*o);
+            }
+        }
+    }
+
+    /// One message from the hub.
+    pub fn deliver(&mut self, msg: Outgoing) {
+        // State channels are the hot path (every tick to every subscriber): QoS 0 whatever
+        // was granted, so no filter scan and no channel clone per message.
+        if msg.class != Class::Stream {
+            self.write_qos0(&msg.body, msg.snapshot);
+            return;
+        }
+        let ch = &msg.channel;
+        let offset = msg.offset;
+        if !self.chans.contains_key(ch) {
+            // A channel a pattern matched for the first time.
+            let mut cp = ChanPos::new(offset);
+            cp.granted = granted_for(&self.subs, ch);
+            if cp.granted.is_none() {
+                return;
+            }
+            self.chans.insert(ch.clone(), cp);
+        }
+        let Some(cp) = self.chans.get_mut(ch) else {
+            return;
+        };
+        let Some(granted) = cp.granted else {
+            return;
+        };
+        if offset < cp.next && !cp.outstanding.contains(&offset) {
+            return; // already acknowledged (overlapping resume)
+        }
+        if granted == QoS::AtMostOnce {
+            cp.next = cp.next.max(offset + 1);
+            self.dirty = true;
+            self.write_qos0(&msg.body, false);
+        } else {
+            cp.outstanding.insert(offset);
+            self.queue.push_back((msg, granted));
+        }
+    }
+
+    /// Sends queued QoS 1/2 messages while the client's Receive Maximum allows.
+    pub fn pump(&mut self) {
+        while self.proto.can_send() {
+            let Some((msg, qos)) = self.queue.pop_front() else {
+                break;
+            };
+            if !self.fits(&msg.body, qos) {
+                // [MQTT-3.1.2-25]: too big for the client is discarded as if delivered.
+                self.acked(&msg.channel, msg.offset);
+                continue;
+            }
+            match self.proto.send_publish(qos) {
+                Ok(pid) => {
+                    write_publish(&mut self.out, &msg.body, self.version, qos, pid, false);
+                    self.inflight.insert(pid, (msg.channel, msg.offset));
+                }
+                Err(_) => {
+                    self.queue.push_front((msg, qos));
+                    break;
+                }
+            }
+        }
+    }
+
+    pub(super) fn acked(&mut self, ch: &Channel, offset: Offset) {
+        if let Some(cp) = self.chans.get_mut(ch) {
+            cp.outstanding.remove(&offset);
+            cp.next = cp.next.max(offset + 1);
+            self.dirty = true;
+        }
+    }
+
+    /// Whether a PUBLISH of `body` stays within the client's Maximum Packet Size.
+    fn fits(&self, body: &Bytes, qos: QoS) -> bool {
+        self.max_out == usize::MAX || packet_len(body.len(), self.version, qos) <= self.max_out
+    }
+
+    /// A QoS 0 PUBLISH, dropped when too big for the client [MQTT-3.1.2-25].
+    fn write_qos0(&mut self, body: &Bytes, retain: bool) {
+        if self.fits(body, QoS::AtMostOnce) {
+            write_publish(
+                &mut self.out,
+                body,
+                self.version,
+                QoS::AtMostOnce,
+                0,
+                retain,
+            );
+        }
+    }
+}
