@@ -538,6 +538,9 @@ impl DriverBench {
 }
 
 #[cfg(test)]
+mod fixtures;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::tick::tests::lcg;
