@@ -123,6 +123,9 @@ impl Store {
 }
 
 #[cfg(test)]
+mod fixtures;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use tickwire_mqtt::broker::StoredSub;

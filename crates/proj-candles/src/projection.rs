@@ -609,6 +609,9 @@ impl DriverBench {
 }
 
 #[cfg(test)]
+mod fixtures;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::tick::tests::lcg;
