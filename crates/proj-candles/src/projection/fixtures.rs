@@ -216,6 +216,7 @@ fn candles_v1_restores_positions_and_working_aggregators() {
     let derived: BTreeMap<String, String> = p
         .flush()
         .into_iter()
+        .flatten()
         .map(|r| {
             let bar: crate::LiveBar = serde_json::from_slice(&r.data).unwrap();
             (r.channel.to_string(), bar_text(&bar.candle))
