@@ -227,3 +227,64 @@ async fn event_times_in_any_unit_land_in_the_right_bar() {
         );
     }
 }
+
+/// How far each projection runs behind its streams is in /metrics (it runs at low priority and
+/// may fall behind under load; an operator must see it, not guess it from stale candles).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projection_lag_and_position_are_in_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(&dir.path().join("d"), &[], FAST);
+    let batch: Vec<Value> = (0..2_000)
+        .map(|i| json!({"channel": "quotes.LAG", "data": {"bid": "1", "ask": "2", "ts": T0 + i}}))
+        .collect();
+    let (st, body) = publish(&srv, &Value::Array(batch)).await;
+    assert_eq!(st, 200, "{body}");
+    let value = |text: &str, series: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let m = loop {
+        let m = get_text(&srv, "/metrics").await;
+        let pos = "tickwire_projection_position{projection=\"candles\",namespace=\"quotes\"}";
+        if value(&m, pos) == Some(2_000) {
+            break m;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "candles never applied 2,000 quotes:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for (series, want) in [
+        (
+            "tickwire_projection_lag{projection=\"candles\",namespace=\"quotes\"}",
+            0,
+        ),
+        (
+            "tickwire_projection_lag{projection=\"candles\",namespace=\"trades\"}",
+            0,
+        ),
+        (
+            "tickwire_projection_lag{projection=\"book\",namespace=\"depth\"}",
+            0,
+        ),
+        ("tickwire_projection_live{projection=\"candles\"}", 1),
+        (
+            "tickwire_projection_panics_total{projection=\"candles\"}",
+            0,
+        ),
+        (
+            "tickwire_projection_derived_failed_total{projection=\"candles\"}",
+            0,
+        ),
+    ] {
+        assert_eq!(value(&m, series), Some(want), "{series} in\n{m}");
+    }
+    let applied = value(
+        &m,
+        "tickwire_projection_applied_total{projection=\"candles\"}",
+    );
+    assert!(applied >= Some(2_000), "applied {applied:?}");
+}

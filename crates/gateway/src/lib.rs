@@ -36,7 +36,7 @@ use tickwire_hub::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub use metrics::{EdgeCounters, Metrics};
+pub use metrics::{EdgeCounters, Metrics, MetricsSource};
 pub use refusal::Refusal;
 pub use tickwire_wire::ErrorCode;
 

@@ -56,16 +56,35 @@ impl EdgeCounters {
     }
 }
 
+/// Renders more metric families (Prometheus text) at the end of `/metrics`: how parts the
+/// gateway does not know (projections, the log) report without a dependency on them.
+pub type MetricsSource = Box<dyn Fn(&mut String) + Send + Sync>;
+
 /// Every counter the gateway keeps.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Metrics {
     edges: RwLock<BTreeMap<&'static str, Arc<EdgeCounters>>>,
+    sources: RwLock<Vec<MetricsSource>>,
     /// HTTP publish requests (each may carry a batch).
     pub http_publish_requests: AtomicU64,
     slow_consumer_disconnects: AtomicU64,
 }
 
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("edges", &self.edges)
+            .field("sources", &self.sources.read().len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Metrics {
+    /// Adds families rendered after the gateway's own.
+    pub fn add_source(&self, source: MetricsSource) {
+        self.sources.write().push(source);
+    }
+
     /// The counters of `edge`, created on first use.
     pub fn edge(&self, edge: Edge) -> Arc<EdgeCounters> {
         if let Some(c) = self.edges.read().get(edge.0) {
@@ -198,6 +217,9 @@ impl Metrics {
             "Refused commands and publications per edge.",
             |c| &c.rejected,
         );
+        for source in self.sources.read().iter() {
+            source(&mut out);
+        }
         out
     }
 }

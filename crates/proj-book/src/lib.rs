@@ -224,6 +224,8 @@ fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()
 /// The running book projection.
 pub struct BookService {
     pub stats: Arc<BookStats>,
+    /// The runner's report (position, lag), kept after it stops.
+    pub runner_stats: Arc<tickwire_projection::RunnerStats>,
     runner: Mutex<Option<RunnerHandle>>,
 }
 
@@ -259,6 +261,7 @@ pub fn start(
     )?;
     Ok(Some(Arc::new(BookService {
         stats,
+        runner_stats: handle.stats.clone(),
         runner: Mutex::new(Some(handle)),
     })))
 }

@@ -31,6 +31,7 @@ use std::collections::BTreeMap;
 use tickwire_hub::PublishRequest;
 use tickwire_model::{Epoch, Offset, Publication};
 
+pub mod metrics;
 pub use runner::{Runner, RunnerConfig, RunnerHandle, RunnerStats, SourceStats};
 
 /// Derived publications: groups published in order (see [`Projection::derived`]).

@@ -74,6 +74,13 @@ impl Server {
         let mqtt_tcp = tickwire_edge_mqtt::bind_tcp(&config.mqtt).await?;
         let mqtt_addr = mqtt_tcp.as_ref().map(|m| m.addr);
         let fix = tickwire_edge_fix::start(gateway.clone(), &config.fix, &data).await?;
+        let mut runners = Vec::new();
+        runners.extend(candles.as_ref().and_then(|c| c.runner_stats()));
+        runners.extend(books.as_ref().map(|b| b.runner_stats.clone()));
+        let metrics_hub = hub.clone();
+        gateway.metrics().add_source(Box::new(move |out| {
+            tickwire_projection::metrics::render(&metrics_hub, &runners, out);
+        }));
         Ok(Server {
             gateway,
             config,
