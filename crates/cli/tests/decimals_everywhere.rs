@@ -187,7 +187,7 @@ async fn every_accepted_decimal_comes_back_with_its_own_digits_on_every_path() {
     let seed = std::env::var("TICKWIRE_PROP_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| tickwire_model_seed());
+        .unwrap_or_else(clock_seed);
     eprintln!("decimal property: TICKWIRE_PROP_SEED={seed}");
     let cases = cases(seed);
     let (mqtt_port, fix_port) = (free_port(), free_port());
@@ -419,7 +419,7 @@ async fn every_accepted_decimal_comes_back_with_its_own_digits_on_every_path() {
 }
 
 /// A seed from the clock, so each run draws new values (printed for a replay).
-fn tickwire_model_seed() -> u64 {
+fn clock_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
