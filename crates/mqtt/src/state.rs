@@ -190,6 +190,34 @@ impl ConnectionState {
         )
     }
 
+    /// Re-creates an unfinished outgoing QoS 2 flow of a stored session at its stage: PUBLISH
+    /// sent (`released` false: resend it with DUP and this id) or PUBREL sent (`released`
+    /// true: resend the PUBREL). False when the id is 0 or already in use.
+    pub fn restore_outgoing(&mut self, packet_id: u16, released: bool) -> bool {
+        if packet_id == 0 || self.outgoing_position(packet_id).is_some() {
+            return false;
+        }
+        let stage = if released {
+            OutgoingStage::AwaitingPubComp
+        } else {
+            OutgoingStage::AwaitingPubRec
+        };
+        self.outgoing.push_back((packet_id, stage));
+        true
+    }
+
+    /// Drops a restored outgoing flow whose message no longer exists (retention removed it, or
+    /// its subscription is gone), so its id and its Receive Maximum slot are free again.
+    pub fn abandon_outgoing(&mut self, packet_id: u16) -> bool {
+        match self.outgoing_position(packet_id) {
+            Some(i) => {
+                self.outgoing.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Unfinished outgoing flows in the order they started, to resend on session resume
     /// [MQTT-4.4.0-1]: PUBLISH with DUP for the first two stages, PUBREL for the last.
     pub fn pending_outgoing(&self) -> impl Iterator<Item = (u16, OutgoingStage)> + '_ {

@@ -51,6 +51,10 @@ fn never_expires() -> StoredSession {
         ]),
         marks: BTreeMap::from([("chat".to_string(), 40)]),
         qos2_awaiting_rel: vec![7, 300, 65535],
+        // Optional fields added later (QoS 2 outgoing state): absent from v1 files.
+        acked_ahead: BTreeMap::new(),
+        qos2_out_unreceived: vec![],
+        qos2_out_awaiting_comp: vec![],
     }
 }
 
@@ -64,6 +68,10 @@ fn expired() -> StoredSession {
         positions: BTreeMap::from([("chat.lobby".to_string(), 5)]),
         marks: BTreeMap::new(),
         qos2_awaiting_rel: vec![],
+        // Optional fields added later (QoS 2 outgoing state): absent from v1 files.
+        acked_ahead: BTreeMap::new(),
+        qos2_out_unreceived: vec![],
+        qos2_out_awaiting_comp: vec![],
     }
 }
 
@@ -78,6 +86,10 @@ fn crashed_while_connected() -> StoredSession {
         positions: BTreeMap::new(),
         marks: BTreeMap::from([("chat".to_string(), 0)]),
         qos2_awaiting_rel: vec![1],
+        // Optional fields added later (QoS 2 outgoing state): absent from v1 files.
+        acked_ahead: BTreeMap::new(),
+        qos2_out_unreceived: vec![],
+        qos2_out_awaiting_comp: vec![],
     }
 }
 

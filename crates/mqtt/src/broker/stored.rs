@@ -37,6 +37,28 @@ pub struct StoredSession {
     /// Incoming QoS 2 packet ids acknowledged with PUBREC and awaiting PUBREL: a re-sent
     /// PUBLISH with one of these is not stored again.
     pub qos2_awaiting_rel: Vec<u16>,
+    /// Stream channels whose acknowledged offsets are not contiguous (a QoS 2 message
+    /// completed while an older one is still in flight): the offsets at or above `positions`
+    /// that must not be sent again. Absent when every channel's acks are contiguous, so
+    /// sessions without QoS 1/2 in flight keep the v1 file form.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub acked_ahead: BTreeMap<String, Vec<u64>>,
+    /// Outgoing QoS 2 messages sent and not acknowledged with PUBREC: resent on resume with
+    /// DUP and the same packet id, so the client can tell them from new messages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub qos2_out_unreceived: Vec<StoredInflight>,
+    /// Outgoing QoS 2 packet ids released (PUBREL sent) and awaiting PUBCOMP: the PUBREL is
+    /// resent on resume [MQTT-4.4.0-1].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub qos2_out_awaiting_comp: Vec<u16>,
+}
+
+/// An outgoing message in flight: its packet id and where it is in the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredInflight {
+    pub packet_id: u16,
+    pub channel: String,
+    pub offset: u64,
 }
 
 impl StoredSession {

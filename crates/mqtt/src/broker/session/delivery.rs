@@ -2,7 +2,7 @@
 //! the client's Receive Maximum and kept in flight until acknowledged, and each stream
 //! channel's positions (handed out, acknowledged) that a stored session resumes from.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use tickwire_model::{Channel, Class, Offset};
@@ -18,6 +18,10 @@ pub(super) struct ChanPos {
     next: Offset,
     /// Handed out, not acknowledged yet.
     outstanding: BTreeSet<Offset>,
+    /// Acknowledged while an older offset is still outstanding (at or above `resume()`): a
+    /// stored session must not send these again after a restart, where only `resume()`
+    /// would otherwise survive.
+    pub(super) acked_ahead: BTreeSet<Offset>,
     /// Subscribed in the hub only to resume it at its own position on behalf of a pattern
     /// subscription (see `restore`); dropped with that pattern.
     pub(super) for_pattern: bool,
@@ -31,6 +35,7 @@ impl ChanPos {
         ChanPos {
             next,
             outstanding: BTreeSet::new(),
+            acked_ahead: BTreeSet::new(),
             for_pattern: false,
             granted: None,
         }
@@ -78,15 +83,23 @@ impl BrokerSession {
             }
             self.chans.insert(ch.clone(), cp);
         }
-        let Some(cp) = self.chans.get_mut(ch) else {
+        let Some(cp) = self.chans.get(ch) else {
             return;
         };
         let Some(granted) = cp.granted else {
             return;
         };
-        if offset < cp.next && !cp.outstanding.contains(&offset) {
-            return; // already acknowledged (overlapping resume)
+        if (offset < cp.next && !cp.outstanding.contains(&offset))
+            || cp.acked_ahead.contains(&offset)
+        {
+            return; // already acknowledged (overlapping resume, or before a restart)
         }
+        if !self.resend.is_empty() {
+            self.abandon_resends_before(ch, offset);
+        }
+        let Some(cp) = self.chans.get_mut(ch) else {
+            return;
+        };
         if granted == QoS::AtMostOnce {
             cp.next = cp.next.max(offset + 1);
             self.dirty = true;
@@ -97,8 +110,32 @@ impl BrokerSession {
         }
     }
 
-    /// Sends queued QoS 1/2 messages while the client's Receive Maximum allows.
+    /// Restored QoS 2 messages of `ch` older than `offset` never came back from the stream
+    /// (retention removed them): the stream replays a channel in order, so they never will.
+    /// Their packet ids are freed and their positions move on.
+    fn abandon_resends_before(&mut self, ch: &Channel, offset: Offset) {
+        let Some(waiting) = self.resend.get_mut(ch) else {
+            return;
+        };
+        let kept = waiting.split_off(&offset);
+        let gone = std::mem::replace(waiting, kept);
+        if waiting.is_empty() {
+            self.resend.remove(ch);
+        }
+        for (o, pid) in gone {
+            self.proto.abandon_outgoing(pid);
+            tracing::warn!(client = %self.client_id, channel = %ch, offset = o, "a QoS 2 message in flight before the restart is gone from the stream; not resent");
+            self.acked(ch, o);
+        }
+    }
+
+    /// Sends queued QoS 1/2 messages while the client's Receive Maximum allows. Messages in
+    /// flight before a restart go first, with DUP and their original packet ids (their flows
+    /// hold Receive Maximum slots already, so they never wait for one).
     pub fn pump(&mut self) {
+        if !self.resend.is_empty() {
+            self.pump_resends();
+        }
         while self.proto.can_send() {
             let Some((msg, qos)) = self.queue.pop_front() else {
                 break;
@@ -110,7 +147,20 @@ impl BrokerSession {
             }
             match self.proto.send_publish(qos) {
                 Ok(pid) => {
-                    write_publish(&mut self.out, &msg.body, self.version, qos, pid, false);
+                    write_publish(
+                        &mut self.out,
+                        &msg.body,
+                        self.version,
+                        (qos, pid),
+                        false,
+                        false,
+                    );
+                    if qos == QoS::ExactlyOnce {
+                        // Exactly once across a restart: the id must be on disk before the
+                        // client sees it, so a resend after a crash reuses it.
+                        self.persist_before_send = true;
+                        self.dirty = true;
+                    }
                     self.inflight.insert(pid, (msg.channel, msg.offset));
                 }
                 Err(_) => {
@@ -121,10 +171,51 @@ impl BrokerSession {
         }
     }
 
+    /// The queued messages restored from before a restart, sent now with their own ids.
+    fn pump_resends(&mut self) {
+        let mut rest = VecDeque::with_capacity(self.queue.len());
+        while let Some((msg, qos)) = self.queue.pop_front() {
+            let pid = self
+                .resend
+                .get_mut(&msg.channel)
+                .and_then(|w| w.remove(&msg.offset));
+            match pid {
+                Some(pid) => {
+                    write_publish(
+                        &mut self.out,
+                        &msg.body,
+                        self.version,
+                        (QoS::ExactlyOnce, pid),
+                        false,
+                        true,
+                    );
+                    self.inflight.insert(pid, (msg.channel.clone(), msg.offset));
+                    if self
+                        .resend
+                        .get(&msg.channel)
+                        .is_some_and(BTreeMap::is_empty)
+                    {
+                        self.resend.remove(&msg.channel);
+                    }
+                }
+                None => rest.push_back((msg, qos)),
+            }
+        }
+        self.queue = rest;
+    }
+
     pub(super) fn acked(&mut self, ch: &Channel, offset: Offset) {
         if let Some(cp) = self.chans.get_mut(ch) {
             cp.outstanding.remove(&offset);
             cp.next = cp.next.max(offset + 1);
+            // At or above the resume point only while an older offset is still outstanding.
+            let resume = cp.resume();
+            if offset >= resume {
+                cp.acked_ahead.insert(offset);
+            }
+            while cp.acked_ahead.first().is_some_and(|&o| o < resume) {
+                cp.acked_ahead.pop_first();
+            }
             self.dirty = true;
         }
     }
@@ -141,9 +232,9 @@ impl BrokerSession {
                 &mut self.out,
                 body,
                 self.version,
-                QoS::AtMostOnce,
-                0,
+                (QoS::AtMostOnce, 0),
                 retain,
+                false,
             );
         }
     }

@@ -29,10 +29,12 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use tickwire_model::{Channel, Class, Offset, Pattern};
 
-use super::stored::{StoredSession, StoredSub};
+use super::stored::{StoredInflight, StoredSession, StoredSub};
 use crate::{
-    encode, encoded_len, state::ConnectionState, ConnAck, Connect, ConnectReturnCode, Disconnect,
-    LastWill, Packet, Property, ProtocolVersion, QoS, ReasonCode,
+    encode, encoded_len,
+    state::{ConnectionState, OutgoingStage},
+    ConnAck, Connect, ConnectReturnCode, Disconnect, LastWill, Packet, Property, ProtocolVersion,
+    QoS, ReasonCode,
 };
 use delivery::ChanPos;
 use subscriptions::Sub;
@@ -148,6 +150,9 @@ pub struct BrokerSession {
     queue: VecDeque<(Outgoing, QoS)>,
     /// Incoming QoS 2 ids awaiting PUBREL (persisted for exactly-once across reconnects).
     qos2_in: BTreeSet<u16>,
+    /// Outgoing QoS 2 messages in flight before this connection (a stored session): channel →
+    /// offset → the packet id they are resent with, DUP set, when the stream replays them.
+    resend: HashMap<Channel, BTreeMap<Offset, u16>>,
     /// Something a stored session keeps changed since the last snapshot.
     dirty: bool,
     /// The stored session must be on disk before the output is sent (a SUBACK, a PUBREC).
@@ -188,6 +193,7 @@ impl BrokerSession {
             inflight: HashMap::new(),
             queue: VecDeque::new(),
             qos2_in: BTreeSet::new(),
+            resend: HashMap::new(),
             dirty: false,
             persist_before_send: false,
             session_present: false,
@@ -342,7 +348,45 @@ impl BrokerSession {
                 .collect(),
             marks: self.marks.clone(),
             qos2_awaiting_rel: self.qos2_in.iter().copied().collect(),
+            acked_ahead: self
+                .chans
+                .iter()
+                .filter(|(_, p)| !p.acked_ahead.is_empty())
+                .map(|(c, p)| (c.to_string(), p.acked_ahead.iter().copied().collect()))
+                .collect(),
+            qos2_out_unreceived: self.unreceived_qos2(),
+            qos2_out_awaiting_comp: self
+                .proto
+                .pending_outgoing()
+                .filter(|(_, stage)| *stage == OutgoingStage::AwaitingPubComp)
+                .map(|(pid, _)| pid)
+                .collect(),
         }
+    }
+
+    /// Outgoing QoS 2 messages sent (or restored to resend) without a PUBREC yet.
+    fn unreceived_qos2(&self) -> Vec<StoredInflight> {
+        let mut out: Vec<StoredInflight> = self
+            .proto
+            .pending_outgoing()
+            .filter(|(_, stage)| *stage == OutgoingStage::AwaitingPubRec)
+            .filter_map(|(pid, _)| {
+                let (ch, offset) = self.inflight.get(&pid)?;
+                Some(StoredInflight {
+                    packet_id: pid,
+                    channel: ch.to_string(),
+                    offset: *offset,
+                })
+            })
+            .collect();
+        for (ch, waiting) in &self.resend {
+            out.extend(waiting.iter().map(|(offset, pid)| StoredInflight {
+                packet_id: *pid,
+                channel: ch.to_string(),
+                offset: *offset,
+            }));
+        }
+        out
     }
 
     /// A save failed: the session stays dirty, so the next save tries again.

@@ -90,12 +90,18 @@ impl BrokerSession {
                     self.acked(&ch, off);
                 }
                 if let Some(rel) = self.proto.receive_pubrec(&r) {
+                    // Released: the PUBREL stage is on disk before the client sees PUBREL, so
+                    // a restart resends PUBREL, never the message.
+                    self.dirty = true;
+                    self.persist_before_send = true;
                     self.send(rel);
                 }
                 self.pump();
             }
             Packet::PubComp(c) => {
-                let _ = self.proto.receive_pubcomp(&c);
+                if self.proto.receive_pubcomp(&c).is_ok() {
+                    self.dirty = true;
+                }
                 self.pump();
             }
             Packet::PubRel(r) => {

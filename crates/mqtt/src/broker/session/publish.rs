@@ -29,14 +29,15 @@ pub(super) fn packet_len(body_len: usize, version: ProtocolVersion, qos: QoS) ->
 
 /// Writes a PUBLISH from the cached body: header, topic, packet id (QoS > 0), an empty
 /// property block (v5), payload. Equivalent to `encode(Packet::Publish ..)` without
-/// re-encoding the payload for every subscriber.
+/// re-encoding the payload for every subscriber. `dup` marks a resend of an unacknowledged
+/// QoS 1/2 message under its original packet id.
 pub(super) fn write_publish(
     out: &mut BytesMut,
     body: &Bytes,
     version: ProtocolVersion,
-    qos: QoS,
-    pid: u16,
+    (qos, pid): (QoS, u16),
     retain: bool,
+    dup: bool,
 ) {
     let topic_field = body
         .get(..2)
@@ -44,7 +45,7 @@ pub(super) fn write_publish(
     let (topic, payload) = body.split_at(topic_field.min(body.len()));
     let rem = remaining_len(body.len(), version, qos);
     out.reserve(5 + rem);
-    out.put_u8(0x30 | (qos as u8) << 1 | u8::from(retain));
+    out.put_u8(0x30 | u8::from(dup) << 3 | (qos as u8) << 1 | u8::from(retain));
     write_varint(out, rem);
     out.put_slice(topic);
     if qos != QoS::AtMostOnce {
@@ -70,14 +71,22 @@ mod tests {
                 (QoS::AtLeastOnce, 9),
                 (QoS::ExactlyOnce, 300),
             ] {
-                for retain in [false, true] {
+                for (retain, dup) in [
+                    (false, false),
+                    (true, false),
+                    (false, qos != QoS::AtMostOnce),
+                ] {
                     let mut ours = BytesMut::new();
-                    write_publish(&mut ours, &body, version, qos, pid, retain);
+                    write_publish(&mut ours, &body, version, (qos, pid), retain, dup);
                     let mut p = Publish::new("chat/lobby", qos, pid, &br#"{"text":"hi"}"#[..]);
                     p.retain = retain;
+                    p.dup = dup;
                     let mut theirs = BytesMut::new();
                     encode(&Packet::Publish(p), version, &mut theirs).unwrap();
-                    assert_eq!(ours, theirs, "{version:?} {qos:?} retain={retain}");
+                    assert_eq!(
+                        ours, theirs,
+                        "{version:?} {qos:?} retain={retain} dup={dup}"
+                    );
                     assert_eq!(packet_len(body.len(), version, qos), theirs.len());
                 }
             }

@@ -8,7 +8,7 @@ use super::delivery::ChanPos;
 use super::{BrokerSession, Refused, Router};
 use crate::broker::stored::StoredSession;
 use crate::broker::topic::{filter_to_target, Target};
-use crate::{Packet, Property, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe};
+use crate::{Packet, Property, PubRel, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe};
 
 /// A client's subscription.
 pub(super) struct Sub {
@@ -66,6 +66,34 @@ impl BrokerSession {
             }
         }
         self.regrant();
+        for (name, acked) in s.acked_ahead {
+            if let Some(cp) = Channel::parse(&name)
+                .ok()
+                .and_then(|c| self.chans.get_mut(&c))
+            {
+                cp.acked_ahead.extend(acked);
+            }
+        }
+        // Unfinished outgoing QoS 2 flows [MQTT-4.4.0-1]: PUBREL again for the released ones,
+        // and the others resent with DUP and their own ids when the stream replays them.
+        for pid in s.qos2_out_awaiting_comp {
+            if self.proto.restore_outgoing(pid, true) {
+                self.send(Packet::PubRel(PubRel::new(pid)));
+            }
+        }
+        for f in s.qos2_out_unreceived {
+            let Ok(ch) = Channel::parse(&f.channel) else {
+                continue;
+            };
+            if self.chans.get(&ch).is_some_and(|cp| cp.granted.is_some())
+                && self.proto.restore_outgoing(f.packet_id, false)
+            {
+                self.resend
+                    .entry(ch)
+                    .or_default()
+                    .insert(f.offset, f.packet_id);
+            }
+        }
         self.dirty = true;
     }
 
