@@ -192,6 +192,14 @@ pub async fn history(
             next: u64,
             /// The stream incarnation `next` belongs to.
             epoch: String,
+            /// Present when retention removed `from`: what was asked and where the page starts.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            retention_gap: Option<Gap>,
+        }
+        #[derive(serde::Serialize)]
+        struct Gap {
+            requested: u64,
+            first_retained: u64,
         }
         Ok::<_, Problem>(
             Json(Page {
@@ -199,6 +207,10 @@ pub async fn history(
                 messages,
                 next: page.next,
                 epoch: epoch.to_string(),
+                retention_gap: page.retention_gap.map(|(requested, first_retained)| Gap {
+                    requested,
+                    first_retained,
+                }),
             })
             .into_response(),
         )

@@ -122,6 +122,7 @@ fn open(st: HttpState, q: Option<String>, headers: &HeaderMap) -> Result<Respons
         .map_err(Problem::from)?;
     let mut conn = st.gateway.connect(SSE, principal).map_err(Problem::from)?;
     let mut cursors = BTreeMap::new();
+    let mut first_events = VecDeque::new();
     for c in &channels {
         let class = st.gateway.hub().class_of(c).map_err(Problem::from)?;
         let start = match (class, &resume) {
@@ -133,11 +134,21 @@ fn open(st: HttpState, q: Option<String>, headers: &HeaderMap) -> Result<Respons
         let info = conn.subscribe(c, start, None).map_err(Problem::from)?;
         if let Some(o) = info.offset {
             cursors.insert(c.to_string(), o);
+            if let Some(asked) = info.retention_gap {
+                // The resume point is gone (retention): say so before the first message
+                // instead of jumping silently.
+                let gap = serde_json::json!({"channel": c.as_str(), "requested": asked, "first_retained": o});
+                first_events.push_back(
+                    Event::default()
+                        .event("retention_gap")
+                        .data(gap.to_string()),
+                );
+            }
         }
     }
     let s = Stream {
         conn,
-        buf: VecDeque::new(),
+        buf: first_events,
         cursors,
         done: false,
     };

@@ -335,6 +335,12 @@ impl Conn {
                         if let Some(e) = info.epoch {
                             extra["epoch"] = e.to_string().into();
                         }
+                        if let (Some(asked), Some(first)) = (info.retention_gap, info.offset) {
+                            // Retention removed what the client asked for: it must know it
+                            // missed messages, not discover a silent jump.
+                            extra["retention_gap"] =
+                                json!({"requested": asked, "first_retained": first});
+                        }
                         if info.snapshot {
                             extra["snapshot"] = true.into();
                         }

@@ -17,7 +17,7 @@ use std::{
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
-use tickwire_gateway::{Connection, Credentials, Event, Principal, Refusal};
+use tickwire_gateway::{Connection, Credentials, ErrorCode, Event, Principal, Refusal};
 use tickwire_hub::{Channel, Checked, Class, CloseReason, Delivery, Format, Message, Offset};
 use tickwire_model::Pattern;
 use tickwire_mqtt::{
@@ -174,6 +174,7 @@ pub(crate) async fn run(edge: Arc<MqttEdge>, mut io: Transport) {
         edge: edge.clone(),
         io,
         rbuf,
+        client_id: client_id.clone(),
         session,
         conn,
         classes,
@@ -323,6 +324,8 @@ static NEXT_ASSIGNED_ID: AtomicU64 = AtomicU64::new(1);
 struct HubRouter<'a> {
     conn: &'a mut Connection,
     classes: &'a HashMap<String, Class>,
+    /// For log lines.
+    client_id: &'a str,
 }
 
 impl Router for HubRouter<'_> {
@@ -341,10 +344,19 @@ impl Router for HubRouter<'_> {
         channel: &Channel,
         from: Option<Offset>,
     ) -> Result<Option<Offset>, Refused> {
-        self.conn
-            .subscribe(channel, from, None)
-            .map(|info| info.offset)
-            .map_err(|r| subscribe_refused(&r))
+        let client = self.client_id;
+        let info = match self.conn.subscribe(channel, from, None) {
+            Err(r) if r.code == ErrorCode::OffsetOutOfRange => {
+                // A stored position past the end: the stream was recreated (wiped) since the
+                // session was saved. Its new messages are all unseen: start at its beginning.
+                tracing::warn!(client, %channel, from = ?from, "stored MQTT position is past the end of the stream (recreated?); resuming from its start");
+                self.conn.subscribe(channel, Some(0), None)
+            }
+            other => other,
+        }
+        .map_err(|r| subscribe_refused(&r))?;
+        warn_gap(client, channel.as_str(), &info);
+        Ok(info.offset)
     }
 
     fn subscribe_pattern(
@@ -352,14 +364,22 @@ impl Router for HubRouter<'_> {
         pattern: &Pattern,
         from: Option<Offset>,
     ) -> Result<Vec<(Channel, Class, Option<Offset>)>, Refused> {
-        self.conn
-            .subscribe_pattern(pattern.clone(), from)
-            .map(|m| {
-                m.into_iter()
-                    .map(|(ch, info)| (ch, info.class, info.offset))
-                    .collect()
+        let client = self.client_id;
+        let matched = match self.conn.subscribe_pattern(pattern.clone(), from) {
+            Err(r) if r.code == ErrorCode::OffsetOutOfRange => {
+                tracing::warn!(client, pattern = pattern.as_str(), from = ?from, "stored MQTT mark is past the end of the stream (recreated?); resuming from its start");
+                self.conn.subscribe_pattern(pattern.clone(), Some(0))
+            }
+            other => other,
+        }
+        .map_err(|r| subscribe_refused(&r))?;
+        Ok(matched
+            .into_iter()
+            .map(|(ch, info)| {
+                warn_gap(client, ch.as_str(), &info);
+                (ch, info.class, info.offset)
             })
-            .map_err(|r| subscribe_refused(&r))
+            .collect())
     }
 
     fn unsubscribe(&mut self, channel: &Channel) {
@@ -391,6 +411,8 @@ struct Driver {
     io: Transport,
     rbuf: BytesMut,
     session: BrokerSession,
+    /// The session's client id, apart from it so the router can borrow it beside the session.
+    client_id: String,
     conn: Connection,
     classes: HashMap<String, Class>,
     /// Checked publications waiting for one hub call.
@@ -399,11 +421,13 @@ struct Driver {
 
 impl Driver {
     fn router(&mut self) -> (&mut BrokerSession, HubRouter<'_>) {
+        let client_id = &self.client_id;
         (
             &mut self.session,
             HubRouter {
                 conn: &mut self.conn,
                 classes: &self.classes,
+                client_id,
             },
         )
     }
@@ -700,6 +724,14 @@ impl Driver {
             self.session.mark_dirty();
             tracing::error!(client = %self.session.client_id(), error = %e, "cannot save the MQTT session");
         }
+    }
+}
+
+/// MQTT has no way to tell a client it missed messages: a resume point that retention removed
+/// is logged where an operator sees it.
+fn warn_gap(client: &str, channel: &str, info: &tickwire_hub::SubscribeInfo) {
+    if let (Some(asked), Some(first)) = (info.retention_gap, info.offset) {
+        tracing::warn!(client, channel, requested = asked, first_retained = first, "MQTT session resumes after a retention gap: messages before the oldest retained offset are gone");
     }
 }
 

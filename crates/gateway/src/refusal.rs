@@ -161,6 +161,7 @@ impl Refusal {
             HubError::NotSubscribed(_) => ErrorCode::NotSubscribed,
             HubError::TooManySubscriptions(_) => ErrorCode::TooManySubscriptions,
             HubError::FromOnStateChannel(_) => ErrorCode::BadRequest,
+            HubError::OffsetBeyondEnd { .. } => ErrorCode::OffsetOutOfRange,
             HubError::Storage { .. } | HubError::ShuttingDown => ErrorCode::Unavailable,
             HubError::Config(_) => ErrorCode::Internal,
         };

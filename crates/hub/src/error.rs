@@ -24,6 +24,14 @@ pub enum HubError {
         "`from` applies to stream channels; `{0}` is a state channel and sends a snapshot instead"
     )]
     FromOnStateChannel(String),
+    #[error(
+        "`from` {from} is beyond the end of namespace `{namespace}` (its next offset is {next}): this stream never had that offset — a wiped or different server, or a lost unsynced tail; resubscribe without `from`, or from {next}"
+    )]
+    OffsetBeyondEnd {
+        namespace: String,
+        from: u64,
+        next: u64,
+    },
     #[error("storage error in namespace `{namespace}`: {reason}")]
     Storage { namespace: String, reason: String },
     #[error("the server is shutting down")]

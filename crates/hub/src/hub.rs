@@ -149,6 +149,9 @@ pub struct History {
     pub messages: Vec<Arc<Message>>,
     /// Offset to ask for next (`from=`) to continue paging.
     pub next: Offset,
+    /// The `from` asked for, when retention had removed it: the page starts at the oldest
+    /// retained offset instead, and the client is told so.
+    pub retention_gap: Option<(Offset, Offset)>,
 }
 
 impl Hub {
@@ -418,6 +421,19 @@ impl Hub {
     ) -> Result<History, HubError> {
         let ns = self.inner.namespace(channel)?;
         let limit = limit.max(1);
+        let end = ns.stream.next_offset();
+        if from > end {
+            return Err(HubError::OffsetBeyondEnd {
+                namespace: ns.spec.name.clone(),
+                from,
+                next: end,
+            });
+        }
+        let first = ns.stream.start_offset();
+        let retention_gap = (from < first).then_some((from, first));
+        // Memory may still hold what retention just removed from disk: the page starts where
+        // the stream does, whichever path serves it, so it agrees with `retention_gap`.
+        let from = from.max(first);
         // Served from memory when the ring is complete from `from`.
         if let Some(node) = self.inner.registry.get(channel) {
             let inner = node.inner.lock();
@@ -430,7 +446,11 @@ impl Hub {
                     .map_or(from.max(ns.dispatched.load(Ordering::Acquire)), |m| {
                         m.publication.offset + 1
                     });
-                return Ok(History { messages, next });
+                return Ok(History {
+                    messages,
+                    next,
+                    retention_gap,
+                });
             }
         }
         let stream = ns.stream.clone();
@@ -449,6 +469,7 @@ impl Hub {
                 .map(|p| Arc::new(Message::new(p)))
                 .collect(),
             next: page.next,
+            retention_gap,
         })
     }
 
@@ -669,7 +690,9 @@ fn spawn_housekeeper(
     std::thread::Builder::new()
         .name("tw-housekeeper".into())
         .spawn(move || {
-            let mut since_retention = Duration::ZERO;
+            // Retention runs at the first tick too: a server started after a long stop (or
+            // with tighter limits) enforces them at once, not a minute later.
+            let mut since_retention = Duration::from_secs(60);
             while !stop.load(Ordering::Acquire) {
                 std::thread::sleep(tick);
                 since_retention += tick;

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    hub::HubInner,
+    hub::{HubInner, NamespaceRt},
     node::{ChannelNode, Sub},
     HubError, Message,
 };
@@ -64,6 +64,30 @@ struct Pending {
 /// Hashing an address is one multiply, where hashing the channel name per delivery per
 /// subscriber was a visible share of fan-out time.
 type StateSlots = HashMap<usize, (Arc<Message>, bool), BuildHasherDefault<AddrHash>>;
+
+/// A `from` past the end of the stream names an offset this stream never had (a client of a
+/// wiped server, or of a tail lost under `fsync = interval`): refused, never waited for.
+fn check_from(ns: &NamespaceRt, from: Option<Offset>) -> Result<(), HubError> {
+    match from {
+        Some(f) if f > ns.stream.next_offset() => Err(HubError::OffsetBeyondEnd {
+            namespace: ns.spec.name.clone(),
+            from: f,
+            next: ns.stream.next_offset(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Where a stream subscription starts, and the `from` asked for if retention removed it.
+fn stream_start(ns: &NamespaceRt, from: Option<Offset>) -> (Start, Option<Offset>) {
+    match from {
+        Some(f) => {
+            let first = ns.stream.start_offset();
+            (Start::From(f.max(first)), (f < first).then_some(f))
+        }
+        None => (Start::Live(ns.dispatched.load(Ordering::Acquire)), None),
+    }
+}
 
 fn node_key(node: &ChannelNode) -> usize {
     std::ptr::from_ref(node) as usize
@@ -141,6 +165,7 @@ impl SessionShared {
                     .then(|| existing.cursor.load(Ordering::Acquire)),
                 snapshot: false,
                 epoch: None,
+                retention_gap: None,
             };
             return (info, false);
         }
@@ -164,6 +189,7 @@ impl SessionShared {
                     offset: None,
                     snapshot: snapshot.is_some(),
                     epoch: None,
+                    retention_gap: None,
                 }
             }
             Class::Stream => {
@@ -190,6 +216,7 @@ impl SessionShared {
                     offset: Some(cursor),
                     snapshot: false,
                     epoch: None,
+                    retention_gap: None,
                 }
             }
         };
@@ -241,6 +268,9 @@ pub struct SubscribeInfo {
     pub snapshot: bool,
     /// Stream: the epoch of the namespace's stream, which `offset` belongs to.
     pub epoch: Option<tickwire_model::Epoch>,
+    /// Stream: the `from` asked for when retention had removed it; delivery starts at the
+    /// oldest retained offset (`offset`) instead, and the client is told so.
+    pub retention_gap: Option<Offset>,
 }
 
 /// One message to send to the client.
@@ -299,14 +329,13 @@ impl Session {
         if ns.spec.class == Class::State && from.is_some() {
             return Err(HubError::FromOnStateChannel(channel.to_string()));
         }
+        check_from(&ns, from)?;
+        let (start, gap) = stream_start(&ns, from);
         let node = self.hub.node(channel, &ns);
-        let start = match from {
-            Some(f) => Start::From(f.max(ns.stream.start_offset())),
-            None => Start::Live(ns.dispatched.load(Ordering::Acquire)),
-        };
         let (mut info, _) = self.shared.attach(&node, start, true);
         if info.class == Class::Stream {
             info.epoch = Some(ns.stream.epoch());
+            info.retention_gap = gap;
         }
         self.explicit.insert(channel.clone());
         Ok(info)
@@ -339,6 +368,11 @@ impl Session {
             }
             None => None,
         };
+        if let Some(ns) = &fixed_ns {
+            if ns.spec.class == Class::Stream {
+                check_from(ns, from)?;
+            }
+        }
         let ps = Arc::new(crate::node::PatternSub {
             pattern: pattern.clone(),
             session: Arc::downgrade(&self.shared),
@@ -352,13 +386,14 @@ impl Session {
                 Some(ns) => ns.clone(),
                 None => self.hub.namespace(&node.channel)?,
             };
-            let start = match (node.class, from) {
-                (Class::Stream, Some(f)) => Start::From(f.max(ns.stream.start_offset())),
-                _ => Start::Live(ns.dispatched.load(Ordering::Acquire)),
+            let (start, gap) = match node.class {
+                Class::Stream => stream_start(&ns, from),
+                Class::State => (Start::Live(ns.dispatched.load(Ordering::Acquire)), None),
             };
             let (mut info, _) = self.shared.attach(&node, start, false);
             if info.class == Class::Stream {
                 info.epoch = Some(ns.stream.epoch());
+                info.retention_gap = gap;
             }
             out.push((node.channel.clone(), info));
         }

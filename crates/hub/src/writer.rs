@@ -82,6 +82,27 @@ impl Dedup {
             }
         }
     }
+
+    /// Forgets ids whose messages retention removed (everything below `start`), so whether a
+    /// retry is recognised does not depend on when the server last restarted: the window is
+    /// rebuilt from the retained log at start, and kept equal to it here. Entries are in offset
+    /// order (appended in order, rebuilt in order).
+    pub fn forget_before(&mut self, start: Offset) {
+        while let Some((c, i)) = self.order.front() {
+            let offset = self.map.get(c).and_then(|ids| ids.get(i)).copied();
+            if offset.is_some_and(|o| o >= start) {
+                break;
+            }
+            if let Some((c, i)) = self.order.pop_front() {
+                if let Some(ids) = self.map.get_mut(&c) {
+                    ids.remove(&i);
+                    if ids.is_empty() {
+                        self.map.remove(&c);
+                    }
+                }
+            }
+        }
+    }
 }
 
 enum Plan {
@@ -184,6 +205,7 @@ impl Writer {
                 match self.stream.enforce_retention(now) {
                     Ok(0) => {}
                     Ok(n) => {
+                        self.dedup.forget_before(self.ns.stream.start_offset());
                         tracing::info!(namespace = %self.ns.spec.name, segments = n, "retention removed old segments")
                     }
                     Err(e) => {
