@@ -49,7 +49,9 @@ fn import_cmd(data: &Path, file: &Path, args: &[&str]) -> Command {
         .arg(data)
         .arg("--quiet")
         .args(args)
-        .env("TICKWIRE_LOG", "warn");
+        .env("TICKWIRE_LOG", "warn")
+        // Not a setting of the binary's: it would only print a warning about it.
+        .env_remove("TICKWIRE_TEST_BIN");
     cmd
 }
 
