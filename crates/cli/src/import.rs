@@ -649,7 +649,13 @@ fn import(args: &ImportArgs) -> Res<()> {
                             c
                         }
                     };
-                    if let Some(series) = marked.get(symbol) {
+                    // Usually nothing is marked: then this costs one branch per row.
+                    let series = if marked.is_empty() {
+                        None
+                    } else {
+                        marked.get(symbol)
+                    };
+                    if let Some(series) = series {
                         let starts = match touched.get_mut(symbol) {
                             Some(t) => t,
                             None => touched.entry(symbol.to_string()).or_default(),
