@@ -8,7 +8,16 @@
 //! import can have it open), validates each row and appends to the namespace's stream through
 //! the same stream seam the server uses, with the server's settings (`--config`), one write per
 //! 64K rows. The next `tickwire serve` replays them into candles. Bar exports go straight into
-//! the candle store, keyed by `(symbol, resolution, start)`.
+//! the candle store, keyed by `(symbol, resolution, start)` and marked imported, so bars the
+//! server builds from other ticks never replace them; importing ticks lifts the marks of the
+//! bars they fall in, so those are rebuilt from the ticks: the later import wins (the rule in
+//! docs/candles.md, "Imported bars").
+//!
+//! # Encodings
+//!
+//! MetaTrader 5 writes its exports as UTF-16LE with a byte order mark; spreadsheets write
+//! UTF-8 with one. Every format takes UTF-8 (BOM or not) and UTF-16LE/BE (see [`text`]),
+//! decoded as the file is read.
 //!
 //! # Idempotency
 //!
@@ -20,9 +29,10 @@
 //! loses nor repeats a row. Bars are upserts, so they are idempotent by construction.
 
 use std::{
+    collections::{BTreeSet, HashMap},
     fs::File,
     hash::Hasher,
-    io::{BufRead, BufReader, Read, Seek, SeekFrom, Write},
+    io::{Read, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
     process::ExitCode,
     str::FromStr,
@@ -39,6 +49,8 @@ use tickwire_stream::{
     embedded::{Embedded, EmbeddedConfig},
     AppendItem, Appender, Stream,
 };
+
+mod text;
 
 /// Rows appended per log write (and per durable checkpoint).
 const BATCH_ROWS: usize = 65_536;
@@ -88,6 +100,15 @@ pub struct ImportArgs {
     /// No progress bar (for scripts and tests).
     #[arg(long)]
     pub quiet: bool,
+    /// Test hook, hidden from `--help`: rows per log write and progress marker instead of
+    /// 65,536, so end-to-end tests cross batch boundaries with small files.
+    #[arg(long, hide = true, default_value_t = BATCH_ROWS)]
+    pub batch_rows: usize,
+    /// Test hook, hidden from `--help`: abort the process right after batch N is durable (log
+    /// fsynced, bars committed) and before its progress marker is written, the crash the
+    /// resume logic exists for (crates/cli/tests/import.rs).
+    #[arg(long, hide = true)]
+    pub crash_after_batches: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize, Default)]
@@ -101,6 +122,10 @@ struct Marker {
     rows: u64,
     bad: u64,
     complete: bool,
+    /// The resolution of a bar file once known, so a resumed import that has only one bar
+    /// left need not infer it again (absent in markers of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resolution: Option<String>,
 }
 
 /// Runs the import; prints a summary; exit code 0 on success, 1 on failure.
@@ -134,21 +159,50 @@ impl Hasher for Fnv {
     }
 }
 
-fn fingerprint(path: &Path, args: &ImportArgs, symbol: &str) -> Res<String> {
-    let mut f = File::open(path).map_err(io("opening the file"))?;
-    let len = f.metadata().map_err(io("reading metadata"))?.len();
+/// Opens the file to import, or says what is wrong with it, naming it.
+fn open_input(path: &Path) -> Res<File> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if meta.is_dir() {
+        return Err(format!(
+            "{} is a directory: give the file to import",
+            path.display()
+        ));
+    }
+    File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn fingerprint(f: &mut File, args: &ImportArgs, symbol: &str) -> Res<String> {
+    let file_err = |e: std::io::Error| format!("reading {}: {e}", args.file.display());
+    let len = f.metadata().map_err(file_err)?.len();
     let mut h = Fnv(0xcbf2_9ce4_8422_2325);
     h.write(&len.to_le_bytes());
     h.write(format!("{:?}|{symbol}|{}", args.format, args.namespace).as_bytes());
     let mut buf = vec![0u8; 1 << 20];
-    let n = f.read(&mut buf).map_err(io("reading"))?;
+    let n = read_full(f, &mut buf).map_err(file_err)?;
     h.write(&buf[..n]);
     if len > (2 << 20) {
-        f.seek(SeekFrom::End(-(1 << 20))).map_err(io("seeking"))?;
-        let n = f.read(&mut buf).map_err(io("reading"))?;
+        f.seek(SeekFrom::End(-(1 << 20))).map_err(file_err)?;
+        let n = read_full(f, &mut buf).map_err(file_err)?;
         h.write(&buf[..n]);
     }
+    f.seek(SeekFrom::Start(0)).map_err(file_err)?;
     Ok(format!("{:016x}", h.finish()))
+}
+
+/// Fills `buf` unless the file ends first (one `read` may return less on some filesystems,
+/// and the fingerprint must not depend on that).
+fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 fn write_marker(path: &Path, m: &Marker) -> Res<()> {
@@ -226,10 +280,27 @@ enum Row<'a> {
     },
     Bar {
         ts: i64,
-        ohlc: [&'a str; 4],
-        volume: &'a str,
+        candle: Candle,
     },
     Skip,
+}
+
+/// A bar's candle from its decimal columns (its start is set once the resolution is known).
+fn bar(ts: i64, ohlc: [&str; 4], volume: &str) -> Result<Candle, String> {
+    // `dec` checked the syntax; a value past the exact range (more than 28 places) is refused
+    // here rather than stored as something else.
+    let p = |s: &str, what: &str| {
+        Decimal::from_str(s).map_err(|e| format!("{what} {s:?} is out of range: {e}"))
+    };
+    Ok(Candle {
+        start_ms: ts,
+        open: p(ohlc[0], "open")?,
+        high: p(ohlc[1], "high")?,
+        low: p(ohlc[2], "low")?,
+        close: p(ohlc[3], "close")?,
+        volume: p(volume, "volume")?,
+        ticks: 0,
+    })
 }
 
 struct Parser {
@@ -308,15 +379,15 @@ impl Parser {
                         f[0], f[1]
                     ));
                 };
+                let ohlc = [
+                    dec(f[2], "open")?,
+                    dec(f[3], "high")?,
+                    dec(f[4], "low")?,
+                    dec(f[5], "close")?,
+                ];
                 Ok(Row::Bar {
                     ts,
-                    ohlc: [
-                        dec(f[2], "open")?,
-                        dec(f[3], "high")?,
-                        dec(f[4], "low")?,
-                        dec(f[5], "close")?,
-                    ],
-                    volume: dec(f[6], "volume")?,
+                    candle: bar(ts, ohlc, dec(f[6], "volume")?)?,
                 })
             }
             ImportFormat::Mt5 => {
@@ -332,15 +403,15 @@ impl Parser {
                     let col = |i: usize, w: &str| -> Result<&str, String> {
                         dec(get(i).ok_or_else(|| format!("missing {w}"))?, w)
                     };
+                    let ohlc = [
+                        col(2, "open")?,
+                        col(3, "high")?,
+                        col(4, "low")?,
+                        col(5, "close")?,
+                    ];
                     return Ok(Row::Bar {
                         ts,
-                        ohlc: [
-                            col(2, "open")?,
-                            col(3, "high")?,
-                            col(4, "low")?,
-                            col(5, "close")?,
-                        ],
-                        volume: col(6, "tick volume")?,
+                        candle: bar(ts, ohlc, col(6, "tick volume")?)?,
                     });
                 }
                 if let Some(b) = get(2) {
@@ -371,6 +442,10 @@ impl Parser {
 }
 
 fn import(args: &ImportArgs) -> Res<()> {
+    // The file first, before the data directory is touched: a missing, unreadable or
+    // directory path is reported as such (naming it), not as whatever opening the data
+    // directory would say, such as its lock when a server holds it.
+    let mut file = open_input(&args.file)?;
     let symbol = args.symbol.clone().unwrap_or_default();
     if args.format != ImportFormat::Csv && symbol.is_empty() {
         return Err("MetaTrader exports do not name the symbol: pass --symbol".into());
@@ -389,9 +464,7 @@ fn import(args: &ImportArgs) -> Res<()> {
         .into_iter()
         .find(|s| s.name == args.namespace)
         .ok_or_else(|| format!("namespace `{}` is not configured", args.namespace))?;
-    // The file first: a missing file is reported as such, not as whatever opening the data
-    // directory would say.
-    let fp = fingerprint(&args.file, args, &symbol)?;
+    let fp = fingerprint(&mut file, args, &symbol)?;
     let dir = DataDir::new(&args.data);
     let backend = Embedded::open(
         dir.clone(),
@@ -458,8 +531,15 @@ fn import(args: &ImportArgs) -> Res<()> {
         marker.log_next = appender.next_offset();
         write_marker(&marker_path, &marker)?;
     }
-    let file = File::open(&args.file).map_err(io("opening the file"))?;
-    let total = file.metadata().map_err(io("reading metadata"))?.len();
+    let total = file
+        .metadata()
+        .map_err(|e| format!("reading {}: {e}", args.file.display()))?
+        .len();
+    let text::Text {
+        lines: mut reader,
+        encoding,
+        raw_read,
+    } = text::lines(file).map_err(|e| format!("reading {}: {e}", args.file.display()))?;
     let pb = if args.quiet {
         ProgressBar::hidden()
     } else {
@@ -471,7 +551,6 @@ fn import(args: &ImportArgs) -> Res<()> {
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut parser = Parser {
         format: args.format,
         symbol: symbol.clone(),
@@ -482,43 +561,74 @@ fn import(args: &ImportArgs) -> Res<()> {
     let started = Instant::now();
     let mut line = String::new();
     let mut lineno = 0u64;
-    let mut bytes_read = 0u64;
+    let batch_rows = args.batch_rows.max(1);
     // The data of one stream write, kept as one buffer plus ranges, with each row's channel
     // and msg_id.
-    let mut vals: Vec<u8> = Vec::with_capacity(BATCH_ROWS * 96);
-    let mut spans: Vec<(Channel, String, usize, usize)> = Vec::with_capacity(BATCH_ROWS);
-    let mut channels: std::collections::HashMap<String, Channel> = Default::default();
+    let mut vals: Vec<u8> = Vec::with_capacity(batch_rows.min(BATCH_ROWS) * 96);
+    let mut spans: Vec<(Channel, String, usize, usize)> =
+        Vec::with_capacity(batch_rows.min(BATCH_ROWS));
+    let mut channels: HashMap<String, Channel> = Default::default();
     let mut bars: Vec<(i64, Candle)> = Vec::new();
     let (mut rows, mut bad) = (marker.rows, marker.bad);
     let ns_prefix = format!("{}.", args.namespace);
-    let store = if matches!(args.format, ImportFormat::Mt4 | ImportFormat::Mt5) {
+    // Bar files write the candle store; tick files only lift marks in one that exists.
+    let store = if matches!(args.format, ImportFormat::Mt4 | ImportFormat::Mt5)
+        || dir.candle_store().exists()
+    {
         Some(Store::open(&dir.candle_store()).map_err(|e| e.to_string())?)
     } else {
         None
     };
-    let fixed_res = match &args.resolution {
-        Some(r) => Some(Resolution::parse(r).map_err(|e| e.to_string())?),
-        None => None,
+    // Series with bars imported from a bar file, by symbol: ticks imported into a namespace
+    // the candles are built from lift the marks of the bars they fall in, so the server
+    // rebuilds those bars from the ticks (docs/candles.md, "Imported bars").
+    let mut marked: HashMap<String, Vec<Resolution>> = HashMap::new();
+    let feeds_candles = cfg.candles.quote_namespaces.contains(&args.namespace)
+        || cfg.candles.trade_namespaces.contains(&args.namespace);
+    if let (Some(s), true) = (&store, feeds_candles && args.format != ImportFormat::Mt4) {
+        for (sym, res) in s.imported_series().map_err(|e| e.to_string())? {
+            marked.entry(sym).or_default().push(res);
+        }
+    }
+    // This batch's ticks in marked series: symbol → (resolution, bar start).
+    let mut touched: HashMap<String, BTreeSet<(Resolution, i64)>> = HashMap::new();
+    let fixed_res = match (&args.resolution, &marker.resolution) {
+        (Some(r), _) | (None, Some(r)) => Some(Resolution::parse(r).map_err(|e| e.to_string())?),
+        (None, None) => None,
     };
     let mut res: Option<Resolution> = fixed_res;
     let stamp = now_nanos();
     let mut eof = false;
+    let mut batches = 0u64;
     while !eof {
         // One batch.
-        while spans.len() < BATCH_ROWS && bars.len() < BATCH_ROWS {
+        while spans.len() < batch_rows && bars.len() < batch_rows {
             line.clear();
-            let n = reader
-                .read_line(&mut line)
-                .map_err(|e| format!("line {}: {e}", lineno + 1))?;
+            let n = reader.read_line(&mut line).map_err(|e| {
+                let hint = if e.kind() == std::io::ErrorKind::InvalidData {
+                    " (import takes UTF-8, with or without a BOM, and UTF-16 with a BOM)"
+                } else {
+                    ""
+                };
+                format!("{}:{}: {e}{hint}", args.file.display(), lineno + 1)
+            })?;
             if n == 0 {
                 eof = true;
                 break;
             }
-            bytes_read += n as u64;
             lineno += 1;
             let row = parser.parse(&line, lineno);
             if lineno <= resume_after {
-                continue; // imported by an earlier, interrupted run
+                // Imported by an earlier, interrupted run. Rows it made durable after its last
+                // marker still count in this run's totals.
+                if lineno > marker.lines_done {
+                    match row {
+                        Ok(Row::Tick { .. } | Row::Bar { .. }) => rows += 1,
+                        Ok(Row::Skip) => {}
+                        Err(_) => bad += 1,
+                    }
+                }
+                continue;
             }
             match row {
                 Ok(Row::Skip) => {}
@@ -539,9 +649,26 @@ fn import(args: &ImportArgs) -> Res<()> {
                             c
                         }
                     };
+                    // Usually nothing is marked: then this costs one branch per row.
+                    let series = if marked.is_empty() {
+                        None
+                    } else {
+                        marked.get(symbol)
+                    };
+                    if let Some(series) = series {
+                        let starts = match touched.get_mut(symbol) {
+                            Some(t) => t,
+                            None => touched.entry(symbol.to_string()).or_default(),
+                        };
+                        for r in series {
+                            starts.insert((*r, r.bucket_start(ts)));
+                        }
+                    }
                     let v0 = vals.len();
                     let id = format!("{id_prefix}{lineno}");
                     vals.push(b'{');
+                    // A row with only `last` and `volume` is a trade of that size: the candle
+                    // projection reads a last-only quote's `volume` as its size.
                     for (k, v) in [
                         ("bid", bid),
                         ("ask", ask),
@@ -556,20 +683,8 @@ fn import(args: &ImportArgs) -> Res<()> {
                     spans.push((channel, id, v0, vals.len()));
                     rows += 1;
                 }
-                Ok(Row::Bar { ts, ohlc, volume }) => {
-                    let p = |s: &str| Decimal::from_str(s).unwrap_or_default();
-                    bars.push((
-                        ts,
-                        Candle {
-                            start_ms: ts,
-                            open: p(ohlc[0]),
-                            high: p(ohlc[1]),
-                            low: p(ohlc[2]),
-                            close: p(ohlc[3]),
-                            volume: p(volume),
-                            ticks: 0,
-                        },
-                    ));
+                Ok(Row::Bar { ts, candle }) => {
+                    bars.push((ts, candle));
                     rows += 1;
                 }
                 Err(reason) => {
@@ -591,6 +706,20 @@ fn import(args: &ImportArgs) -> Res<()> {
                 }
             }
         }
+        if !touched.is_empty() {
+            // Before the ticks are appended: a crash between the two leaves marks lifted for
+            // rows the resumed import then appends; the other order could leave ticks in the
+            // log (skipped on resume) whose bars stay marked.
+            let mut batch = Batch::default();
+            for (sym, starts) in touched.drain() {
+                for (r, start) in starts {
+                    batch.unmark.push((sym.clone(), r, start));
+                }
+            }
+            if let Some(s) = &store {
+                s.commit(&batch).map_err(|e| e.to_string())?;
+            }
+        }
         if !spans.is_empty() {
             let items: Vec<AppendItem<'_>> = spans
                 .iter()
@@ -610,10 +739,11 @@ fn import(args: &ImportArgs) -> Res<()> {
                 res = Some(infer_resolution(&bars)?);
             }
             let r = res.unwrap_or(Resolution::Min1);
+            marker.resolution = Some(r.to_string());
             let mut batch = Batch::default();
             for (ts, mut c) in bars.drain(..) {
                 c.start_ms = r.bucket_start(ts);
-                batch.bars.push((symbol.clone(), r, c));
+                batch.imported_bars.push((symbol.clone(), r, c));
             }
             batch.new_symbols.push((
                 symbol.clone(),
@@ -623,6 +753,12 @@ fn import(args: &ImportArgs) -> Res<()> {
                 s.commit(&batch).map_err(|e| e.to_string())?;
             }
         }
+        batches += 1;
+        if args.crash_after_batches == Some(batches) {
+            // The test hook: this batch is durable, its marker is not.
+            eprintln!("tickwire import: test hook: aborting after batch {batches}, before its progress marker");
+            std::process::abort();
+        }
         marker.lines_done = lineno;
         marker.log_next = appender.next_offset();
         marker.rows = rows;
@@ -630,7 +766,7 @@ fn import(args: &ImportArgs) -> Res<()> {
         marker.complete = eof;
         write_marker(&marker_path, &marker)?;
         let secs = started.elapsed().as_secs_f64().max(1e-9);
-        pb.set_position(bytes_read);
+        pb.set_position(raw_read.get());
         pb.set_message(format!(
             "{rows} rows, {:.0} rows/s, {bad} bad",
             rows as f64 / secs
@@ -639,7 +775,7 @@ fn import(args: &ImportArgs) -> Res<()> {
     pb.finish_and_clear();
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     println!(
-        "imported {} rows from {} lines of {} in {:.2}s ({:.0} rows/s); {} bad rows skipped{}",
+        "imported {} rows from {} lines of {} ({encoding}) in {:.2}s ({:.0} rows/s); {} bad rows skipped{}",
         rows,
         lineno,
         args.file.display(),

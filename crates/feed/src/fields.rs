@@ -1,5 +1,5 @@
 //! Reading quote and trade fields out of a publication's JSON data: the one place that knows
-//! which keys a quote (`bid ask last bid_size ask_size ts`) and a trade (`price size ts`)
+//! which keys a quote (`bid ask last bid_size ask_size volume ts`) and a trade (`price size ts`)
 //! have. Values are the raw text of JSON strings (decimals stay text); `ts` is an integer.
 //!
 //! Feeds send flat objects of ASCII strings and numbers, which [`read`] takes in one pass with
@@ -13,7 +13,7 @@ use tickwire_model::jsonlex::{object, scalar, skip_ws, string};
 /// Which message shape to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// `bid`, `ask`, `last`, `bid_size`, `ask_size`, `ts`.
+    /// `bid`, `ask`, `last`, `bid_size`, `ask_size`, `volume`, `ts`.
     Quote,
     /// `price`, `size`, `ts`.
     Trade,
@@ -27,6 +27,8 @@ pub struct Fields<'a> {
     pub last: Option<&'a [u8]>,
     pub bid_size: Option<&'a [u8]>,
     pub ask_size: Option<&'a [u8]>,
+    /// A quote's traded size at `last` (the CSV import's `volume` column).
+    pub volume: Option<&'a [u8]>,
     pub price: Option<&'a [u8]>,
     pub size: Option<&'a [u8]>,
     /// The message's own event time, as sent (an integer; its unit is the feed's).
@@ -54,6 +56,8 @@ struct QuoteMsg<'a> {
     bid_size: Option<&'a str>,
     #[serde(borrow, default)]
     ask_size: Option<&'a str>,
+    #[serde(borrow, default)]
+    volume: Option<&'a str>,
     #[serde(default)]
     ts: Option<i64>,
 }
@@ -80,6 +84,7 @@ pub fn read_serde(kind: Kind, data: &[u8]) -> Option<Fields<'_>> {
                 last: q.last.map(str::as_bytes),
                 bid_size: q.bid_size.map(str::as_bytes),
                 ask_size: q.ask_size.map(str::as_bytes),
+                volume: q.volume.map(str::as_bytes),
                 ts: q.ts,
                 ..Fields::default()
             })
@@ -115,6 +120,7 @@ pub fn scan(kind: Kind, data: &[u8]) -> Scan<'_> {
             (Kind::Quote, b"last") => Some(&mut f.last),
             (Kind::Quote, b"bid_size") => Some(&mut f.bid_size),
             (Kind::Quote, b"ask_size") => Some(&mut f.ask_size),
+            (Kind::Quote, b"volume") => Some(&mut f.volume),
             (Kind::Trade, b"price") => Some(&mut f.price),
             (Kind::Trade, b"size") => Some(&mut f.size),
             _ => None,
@@ -205,7 +211,10 @@ mod tests {
         r#" { "bid" : "1.1" , "ask" : "1.2" } "#,
         "{\n\t\"bid\":\"1.1\",\r\n\"ask\":\"1.2\"}\n",
         r#"{"bid":"1.1","ask":"1.2","bid_size":"5","ask_size":"7"}"#,
+        r#"{"last":"1.1","volume":"0.25","ts":1795242936000}"#,
         r#"{"bid":"1.1","ask":"1.2","bid_size":5}"#,
+        r#"{"last":"1.1","volume":3}"#,
+        r#"{"last":"1.1","volume":"1","volume":"2"}"#,
         r#"{"bid":"1.1","ask":"1.2","ts":-0}"#,
         r#"{"bid":"1.1","ask":"1.2","ts":01}"#,
         r#"{"bid":"1.1","ask":"1.2","ts":1.0}"#,
@@ -238,7 +247,7 @@ mod tests {
                 );
             }
         }
-        for m in &CORPUS[..5] {
+        for m in &CORPUS[..6] {
             assert!(
                 matches!(scan(Kind::Quote, m.as_bytes()), Scan::Fields(_)),
                 "{m}"
@@ -247,6 +256,15 @@ mod tests {
         let f = read(Kind::Quote, CORPUS[4].as_bytes()).unwrap();
         assert_eq!(f.bid_size, Some(&b"5"[..]));
         assert_eq!(f.ask_size, Some(&b"7"[..]));
+        let f = read(Kind::Quote, CORPUS[5].as_bytes()).unwrap();
+        assert_eq!((f.last, f.volume), (Some(&b"1.1"[..]), Some(&b"0.25"[..])));
+        // A trade's size is `size`; `volume` is not one of its fields.
+        assert_eq!(
+            read(Kind::Trade, br#"{"price":"1","volume":"2"}"#)
+                .unwrap()
+                .size,
+            None
+        );
     }
 
     /// Random mutations of real messages: the fast path never answers differently from serde.
@@ -257,7 +275,7 @@ mod tests {
         let mut next = move |n: usize| ((rng() >> 33) as usize) % n;
         let mut fast_hits = 0;
         for _ in 0..100_000 {
-            let base = CORPUS[next(5)].as_bytes();
+            let base = CORPUS[next(6)].as_bytes();
             let mut m = base.to_vec();
             for _ in 0..1 + next(3) {
                 let at = next(m.len() + 1);

@@ -52,6 +52,12 @@ pub struct CandleProjection {
     pending: Batch,
     /// Symbols whose aggregator changed since the last commit (each once, see `SymbolState::dirty`).
     dirty_symbols: Vec<usize>,
+    /// Symbol → resolutions (bit [`Resolution::index`]) with bars imported from a bar file,
+    /// as of the restore: the store keeps those bars over the ones built here, so a final of
+    /// such a bar is published with the stored content (a subscriber ends with the stored
+    /// bar). Imports run only while no server holds the data directory, so this cannot go
+    /// stale while the projection runs.
+    imported: HashMap<String, u16>,
 }
 
 /// Everything the driver keeps for one symbol.
@@ -153,6 +159,7 @@ impl CandleProjection {
             live_symbols: Vec::new(),
             pending: Batch::default(),
             dirty_symbols: Vec::new(),
+            imported: HashMap::new(),
         }
     }
 
@@ -257,6 +264,23 @@ impl CandleProjection {
             let Some(st) = self.symbols.get_mut(idx) else {
                 continue;
             };
+            if let Some(&marked) = self.imported.get(&st.name) {
+                for f in &mut st.finals {
+                    if marked & (1 << f.resolution.index()) != 0 {
+                        match self
+                            .svc
+                            .store
+                            .imported_bar(&st.name, f.resolution, f.candle.start_ms)
+                        {
+                            Ok(Some(stored)) => f.candle = stored,
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::warn!(symbol = %st.name, error = %e, "candle store: cannot read an imported bar")
+                            }
+                        }
+                    }
+                }
+            }
             let SymbolState {
                 name,
                 agg,
@@ -426,8 +450,13 @@ impl Projection for CandleProjection {
                 }
             }
         }
+        let mut imported: HashMap<String, u16> = HashMap::new();
+        for (symbol, res) in self.svc.store.imported_series().map_err(store_err)? {
+            *imported.entry(symbol).or_default() |= 1 << res.index();
+        }
         let sources = std::mem::take(&mut self.sources);
         *self = CandleProjection::new(self.svc.clone(), sources, aggs);
+        self.imported = imported;
         Ok(positions)
     }
 

@@ -48,8 +48,15 @@ fn tick_from_fields(
     match kind {
         SourceKind::Quote => match (fields.bid, fields.ask, fields.last) {
             (Some(b), Some(a), _) => Some(Tick::quote(ts, dec(b)?, dec(a)?)),
-            // A quote that only carries a last price is a trade print without size.
-            (_, _, Some(l)) => Some(Tick::trade(ts, dec(l)?, None)),
+            // A quote that only carries a last price is a trade print, of size `volume` when
+            // it has one (what `tickwire import` writes for a CSV row with `last,volume`).
+            (_, _, Some(l)) => {
+                let size = match fields.volume {
+                    Some(v) => Some(dec(v)?),
+                    None => None,
+                };
+                Some(Tick::trade(ts, dec(l)?, size))
+            }
             _ => None,
         },
         SourceKind::Trade => {
@@ -135,6 +142,25 @@ pub(crate) mod tests {
         }
         let l = parse_tick(SourceKind::Quote, br#"{"last":"3"}"#, 9_000_000).unwrap();
         assert_eq!(l, Tick::trade(9, Decimal::new(3, 0), None));
+        let l = parse_tick(
+            SourceKind::Quote,
+            br#"{"last":"3","volume":"0.25"}"#,
+            9_000_000,
+        )
+        .unwrap();
+        assert_eq!(
+            l,
+            Tick::trade(9, Decimal::new(3, 0), Some(Decimal::new(25, 2)))
+        );
+        // With bid and ask it is a quote, as before: `volume` sizes only a last-only quote.
+        let q = parse_tick(
+            SourceKind::Quote,
+            br#"{"bid":"1","ask":"2","last":"3","volume":"4"}"#,
+            9_000_000,
+        )
+        .unwrap();
+        assert_eq!(q, Tick::quote(9, Decimal::new(1, 0), Decimal::new(2, 0)));
+        assert!(parse_tick(SourceKind::Quote, br#"{"last":"3","volume":"x"}"#, 0).is_none());
         let t = parse_tick(
             SourceKind::Trade,
             br#"{"price":"3","size":"0.5"}"#,
@@ -209,6 +235,9 @@ pub(crate) mod tests {
         r#"{"bid":"1.1" "ask":"1.2"}"#,
         r#"{"last":"3"}"#,
         r#"{"last":"3","bid":"1"}"#,
+        r#"{"last":"3","volume":"0.5"}"#,
+        r#"{"last":"3","volume":"1e3"}"#,
+        r#"{"last":"3","volume":5}"#,
         r#"{"bid":"x","ask":"1"}"#,
         r#"{"bid":"","ask":"1"}"#,
         r#"{"price":"3","size":"0.5","ts":12}"#,

@@ -219,14 +219,26 @@ async fn load_bars(
     to_ms: i64,
     limit: Option<usize>,
 ) -> Result<Vec<Candle>, String> {
+    let live = live_bar(svc, symbol, res);
+    let live_start = live.as_ref().map(|c| c.start_ms);
     let s2 = svc.clone();
     let sym = symbol.to_string();
-    let mut bars =
-        tokio::task::spawn_blocking(move || s2.store.bars(&sym, res, from_ms, to_ms, limit))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-    if let Some(live) = live_bar(svc, symbol, res) {
+    let (mut bars, imported_at_live) = tokio::task::spawn_blocking(move || {
+        let bars = s2.store.bars(&sym, res, from_ms, to_ms, limit)?;
+        // An imported bar (from a bar file) stays what the file said even while ticks build a
+        // live bar over the same interval (docs/candles.md, "Imported bars").
+        let imported = match live_start {
+            Some(start) if bars.iter().any(|b| b.start_ms == start) => {
+                s2.store.imported_bar(&sym, res, start)?.is_some()
+            }
+            _ => false,
+        };
+        Ok::<_, tickwire_store::StoreError>((bars, imported))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    if let Some(live) = live {
         let newer = bars.last().is_none_or(|b| live.start_ms > b.start_ms);
         if newer && live.start_ms >= from_ms && live.start_ms < to_ms {
             bars.push(live);
@@ -235,10 +247,12 @@ async fn load_bars(
                     bars.remove(0);
                 }
             }
-        } else if let Some(last) = bars.last_mut() {
-            // The stored copy of the current bar may predate the newest live update.
-            if last.start_ms == live.start_ms && live.ticks > last.ticks {
-                *last = live;
+        } else if let Ok(i) = bars.binary_search_by_key(&live.start_ms, |b| b.start_ms) {
+            // The stored copy of the current bar may predate the newest live update. It is
+            // usually the last stored bar; an older one when bars were imported past it (a
+            // bar file whose bar the imported ticks rebuild, not stored until it closes).
+            if live.ticks > bars[i].ticks && !imported_at_live {
+                bars[i] = live;
             }
         }
     }

@@ -22,9 +22,23 @@
 //! | `snapshots` | symbol | the symbol's serialized `Aggregator` |
 //! | `positions` | log namespace | next offset to process |
 //! | `symbols` | symbol | first-seen time, unix ms |
+//! | `imported_bars` | `(symbol, resolution index, start_ms)` | nothing: the bar under this key in `bars` came from a bar file |
+//! | `imported_series` | `(symbol, resolution index)` | how many bars of the series are marked in `imported_bars` |
 //!
 //! Every bar write is an upsert by key, so replaying ticks that were already persisted cannot
 //! duplicate a bar.
+//!
+//! # Imported bars
+//!
+//! A bar file (`tickwire import` of an MT4/MT5 bar export) holds bars the server has no ticks
+//! for, so a bar the projection builds from a few ticks in the same interval must not replace
+//! it: an imported bar is written with [`Batch::imported_bars`], which marks its key, and
+//! [`Batch::bars`] (the projection's) skips marked keys. Importing ticks lifts the marks of
+//! the bars they fall in ([`Batch::unmark`]), so the bars are rebuilt from those ticks: the
+//! later import wins. `imported_series` lets the projection and the importer ask "does this
+//! series have marks at all" without scanning every mark. The two tables were added after
+//! `candles-v1`: a store without them gets them empty when it is opened, and no existing
+//! table changed, so v1 stores read as before.
 
 use std::{
     collections::BTreeMap,
@@ -39,6 +53,8 @@ const BARS: TableDefinition<(&str, u8, i64), &[u8]> = TableDefinition::new("bars
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 const POSITIONS: TableDefinition<&str, u64> = TableDefinition::new("positions");
 const SYMBOLS: TableDefinition<&str, i64> = TableDefinition::new("symbols");
+const IMPORTED: TableDefinition<(&str, u8, i64), ()> = TableDefinition::new("imported_bars");
+const IMPORTED_SERIES: TableDefinition<(&str, u8), u64> = TableDefinition::new("imported_series");
 
 /// Everything that can fail in the store.
 #[derive(Debug, thiserror::Error)]
@@ -81,8 +97,14 @@ macro_rules! db {
 /// One atomic write: bars to upsert, snapshots to replace, positions to move forward.
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
-    /// Closed or corrected bars, upserted by `(symbol, resolution, start_ms)`.
+    /// Closed or corrected bars built from ticks, upserted by `(symbol, resolution,
+    /// start_ms)` unless an imported bar has that key (see the crate docs).
     pub bars: Vec<(String, Resolution, Candle)>,
+    /// Bars from a bar file: upserted, and marked imported so `bars` never replace them.
+    pub imported_bars: Vec<(String, Resolution, Candle)>,
+    /// `(symbol, resolution, start_ms)` of imported bars whose mark is lifted because ticks
+    /// for them were imported; applied before this batch's bars.
+    pub unmark: Vec<(String, Resolution, i64)>,
     /// Serialized aggregators by symbol, replaced whole.
     pub snapshots: Vec<(String, Vec<u8>)>,
     /// Next offset to process, by log namespace.
@@ -95,6 +117,8 @@ impl Batch {
     /// True when committing would change nothing.
     pub fn is_empty(&self) -> bool {
         self.bars.is_empty()
+            && self.imported_bars.is_empty()
+            && self.unmark.is_empty()
             && self.snapshots.is_empty()
             && self.positions.is_empty()
             && self.new_symbols.is_empty()
@@ -140,6 +164,8 @@ impl Store {
             db!("open table", tx.open_table(SNAPSHOTS))?;
             db!("open table", tx.open_table(POSITIONS))?;
             db!("open table", tx.open_table(SYMBOLS))?;
+            db!("open table", tx.open_table(IMPORTED))?;
+            db!("open table", tx.open_table(IMPORTED_SERIES))?;
         }
         db!("commit", tx.commit())?;
         Ok(db)
@@ -204,15 +230,48 @@ impl Store {
         tx.set_durability(Durability::Immediate);
         {
             let mut bars = db!("open table", tx.open_table(BARS))?;
-            for (symbol, res, candle) in &batch.bars {
+            let mut marks = db!("open table", tx.open_table(IMPORTED))?;
+            let mut series = db!("open table", tx.open_table(IMPORTED_SERIES))?;
+            // Lifted marks first: ticks imported for a bar win over the bar file (whichever
+            // import came later), so a batch that unmarks and rebuilds a bar rebuilds it.
+            for (symbol, res, start) in &batch.unmark {
+                let r = res_key(*res);
+                if db!("remove mark", marks.remove((symbol.as_str(), r, *start)))?.is_some() {
+                    let left = db!("read series", series.get((symbol.as_str(), r)))?
+                        .map_or(0, |v| v.value())
+                        .saturating_sub(1);
+                    if left == 0 {
+                        db!("remove series", series.remove((symbol.as_str(), r)))?;
+                    } else {
+                        db!("insert series", series.insert((symbol.as_str(), r), left))?;
+                    }
+                }
+            }
+            for (symbol, res, candle) in &batch.imported_bars {
+                let r = res_key(*res);
                 let value = db!("encode", serde_json::to_vec(candle))?;
                 db!(
                     "insert bar",
-                    bars.insert(
-                        (symbol.as_str(), res_key(*res), candle.start_ms),
-                        value.as_slice()
-                    )
+                    bars.insert((symbol.as_str(), r, candle.start_ms), value.as_slice())
                 )?;
+                if db!(
+                    "insert mark",
+                    marks.insert((symbol.as_str(), r, candle.start_ms), ())
+                )?
+                .is_none()
+                {
+                    let n = db!("read series", series.get((symbol.as_str(), r)))?
+                        .map_or(0, |v| v.value());
+                    db!("insert series", series.insert((symbol.as_str(), r), n + 1))?;
+                }
+            }
+            for (symbol, res, candle) in &batch.bars {
+                let key = (symbol.as_str(), res_key(*res), candle.start_ms);
+                if db!("read mark", marks.get(key))?.is_some() {
+                    continue;
+                }
+                let value = db!("encode", serde_json::to_vec(candle))?;
+                db!("insert bar", bars.insert(key, value.as_slice()))?;
             }
             let mut snaps = db!("open table", tx.open_table(SNAPSHOTS))?;
             for (symbol, snap) in &batch.snapshots {
@@ -323,6 +382,54 @@ impl Store {
         })
     }
 
+    /// Series (symbol and resolution) with at least one imported bar, sorted.
+    pub fn imported_series(&self) -> Result<Vec<(String, Resolution)>, StoreError> {
+        self.with_db(|db| {
+            let tx = db!("begin", db.begin_read())?;
+            let t = db!("open table", tx.open_table(IMPORTED_SERIES))?;
+            let mut out = Vec::new();
+            for row in db!("scan", t.iter())? {
+                let (k, _) = db!("scan", row)?;
+                let (symbol, r) = k.value();
+                // A key byte no resolution has would be a newer writer's: not ours to judge.
+                if let Some(res) = Resolution::ALL.get(usize::from(r)) {
+                    out.push((symbol.to_string(), *res));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// The stored bar of `symbol`/`res` starting at `start_ms` if it is an imported one
+    /// (marked, see the crate docs); `None` if it is not marked or not stored.
+    pub fn imported_bar(
+        &self,
+        symbol: &str,
+        res: Resolution,
+        start_ms: i64,
+    ) -> Result<Option<Candle>, StoreError> {
+        self.with_db(|db| {
+            let tx = db!("begin", db.begin_read())?;
+            let key = (symbol, res_key(res), start_ms);
+            let marks = db!("open table", tx.open_table(IMPORTED))?;
+            if db!("read mark", marks.get(key))?.is_none() {
+                return Ok(None);
+            }
+            let bars = db!("open table", tx.open_table(BARS))?;
+            let Some(v) = db!("read bar", bars.get(key))? else {
+                return Ok(None);
+            };
+            serde_json::from_slice(v.value())
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    symbol: symbol.to_string(),
+                    resolution: res,
+                    start_ms,
+                    reason: e.to_string(),
+                })
+        })
+    }
+
     /// Start of the newest bar of `symbol`/`res` that starts before `before_ms`: TradingView's
     /// `nextTime` when a requested range holds no bar.
     pub fn last_start_before(
@@ -422,5 +529,84 @@ mod tests {
         // First-seen time is kept from the first sighting.
         assert_eq!(s.symbols().unwrap()[0], ("EURUSD".to_string(), 5));
         assert_eq!(s.snapshots().unwrap().len(), 1);
+    }
+
+    /// An imported bar is not replaced by a bar built from ticks (what the projection commits
+    /// when it replays or closes a bar); lifting its mark (ticks for it were imported) lets the
+    /// next tick-built bar in; the series list follows the marks.
+    #[test]
+    fn imported_bars_are_kept_until_unmarked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("candles.redb");
+        let s = Store::open(&path).unwrap();
+        let imported = |start: i64| {
+            let mut c = bar(start, 110_345);
+            c.volume = Decimal::new(120, 0);
+            c.ticks = 0;
+            c
+        };
+        let mut b = Batch::default();
+        for i in 0..3 {
+            b.imported_bars
+                .push(("EURUSD".into(), Resolution::Min1, imported(i * 60_000)));
+        }
+        s.commit(&b).unwrap();
+        // Importing the same file again marks nothing twice.
+        s.commit(&b).unwrap();
+        assert_eq!(
+            s.imported_series().unwrap(),
+            vec![("EURUSD".to_string(), Resolution::Min1)]
+        );
+        // The projection's bars: the imported keys keep the file's bars, the others go in.
+        let mut b = Batch::default();
+        for i in 0..4 {
+            b.bars
+                .push(("EURUSD".into(), Resolution::Min1, bar(i * 60_000, 7)));
+        }
+        b.bars.push(("EURUSD".into(), Resolution::Min5, bar(0, 7)));
+        s.commit(&b).unwrap();
+        let all = s
+            .bars("EURUSD", Resolution::Min1, i64::MIN, i64::MAX, None)
+            .unwrap();
+        assert_eq!(all.len(), 4);
+        for c in &all[..3] {
+            assert_eq!(c, &imported(c.start_ms));
+        }
+        assert_eq!(all[3], bar(180_000, 7));
+        assert_eq!(
+            s.imported_bar("EURUSD", Resolution::Min1, 60_000).unwrap(),
+            Some(imported(60_000))
+        );
+        assert_eq!(
+            s.imported_bar("EURUSD", Resolution::Min1, 180_000).unwrap(),
+            None
+        );
+        assert_eq!(s.imported_bar("EURUSD", Resolution::Min5, 0).unwrap(), None);
+        // Ticks imported for the first bar lift its mark; a rebuilt bar in the same batch
+        // replaces it, the other imported bars stay.
+        let mut b = Batch::default();
+        b.unmark.push(("EURUSD".into(), Resolution::Min1, 0));
+        b.unmark.push(("EURUSD".into(), Resolution::Min1, 999)); // never marked: no-op
+        b.bars.push(("EURUSD".into(), Resolution::Min1, bar(0, 8)));
+        b.bars
+            .push(("EURUSD".into(), Resolution::Min1, bar(60_000, 8)));
+        s.commit(&b).unwrap();
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        let all = s
+            .bars("EURUSD", Resolution::Min1, i64::MIN, i64::MAX, None)
+            .unwrap();
+        assert_eq!(all[0], bar(0, 8));
+        assert_eq!(all[1], imported(60_000));
+        assert_eq!(s.imported_bar("EURUSD", Resolution::Min1, 0).unwrap(), None);
+        // The series stays listed while any mark is left, and goes with the last one.
+        let mut b = Batch::default();
+        b.unmark.push(("EURUSD".into(), Resolution::Min1, 60_000));
+        s.commit(&b).unwrap();
+        assert_eq!(s.imported_series().unwrap().len(), 1);
+        let mut b = Batch::default();
+        b.unmark.push(("EURUSD".into(), Resolution::Min1, 120_000));
+        s.commit(&b).unwrap();
+        assert!(s.imported_series().unwrap().is_empty());
     }
 }

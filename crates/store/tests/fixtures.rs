@@ -197,3 +197,45 @@ fn candles_v1_store_keeps_working() {
         ("EURUSD".to_string(), T0 + 10_000)
     );
 }
+
+/// The imported-bar tables came after v1: a v1 store opens with none marked, its
+/// projection-built bars can be replaced by imported ones, and those then stay.
+#[test]
+fn candles_v1_store_takes_imported_bars() {
+    let (_tmp, store) = open_copy();
+    assert!(store.imported_series().unwrap().is_empty());
+    assert_eq!(
+        store.imported_bar("EURUSD", Resolution::Min1, T0).unwrap(),
+        None
+    );
+    let stored = store
+        .bars("EURUSD", Resolution::Min1, T0, T0 + 1, None)
+        .unwrap();
+    let mut imported = stored[0].clone();
+    imported.volume = 120.into();
+    imported.ticks = 0;
+    let mut batch = tickwire_store::Batch::default();
+    batch
+        .imported_bars
+        .push(("EURUSD".into(), Resolution::Min1, imported.clone()));
+    store.commit(&batch).unwrap();
+    let mut batch = tickwire_store::Batch::default();
+    batch
+        .bars
+        .push(("EURUSD".into(), Resolution::Min1, stored[0].clone()));
+    store.commit(&batch).unwrap();
+    assert_eq!(
+        store
+            .bars("EURUSD", Resolution::Min1, T0, T0 + 1, None)
+            .unwrap(),
+        vec![imported.clone()]
+    );
+    assert_eq!(
+        store.imported_bar("EURUSD", Resolution::Min1, T0).unwrap(),
+        Some(imported)
+    );
+    assert_eq!(
+        store.imported_series().unwrap(),
+        vec![("EURUSD".to_string(), Resolution::Min1)]
+    );
+}
