@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod fix_sim;
 mod import;
 mod sim;
+mod token;
 use tickwire_server::{CliOverrides, Config};
 
 #[derive(Parser)]
@@ -45,6 +46,8 @@ enum Command {
     Bench(tickwire_bench::BenchCli),
     /// A FIX 4.4 provider (acceptor) serving simulated quotes, for demos (docs/fix.md).
     FixSim(fix_sim::FixSimArgs),
+    /// Mint a development JWT with the configured `[auth] jwt_hmac_secret` (docs/security.md).
+    Token(token::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,13 @@ fn main() -> ExitCode {
         Command::Sim(a) => sim::run(a),
         Command::Bench(b) => tickwire_bench::main(b),
         Command::FixSim(a) => fix_sim::main(a),
+        Command::Token(a) => match token::run(a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tickwire token: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Serve {
             http,
             data,

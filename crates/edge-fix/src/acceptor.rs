@@ -106,11 +106,20 @@ pub(crate) async fn spawn(
 
 /// Reads until the first complete message (the Logon) and returns the buffered bytes and its
 /// SenderCompID; `None` if the peer is not a FIX client for us.
+/// The first message of a connection: its bytes, the peer's CompID and the credential
+/// fields of its Logon, Username (553) and Password (554).
+struct FirstLogon {
+    bytes: Vec<u8>,
+    sender: String,
+    username: Option<String>,
+    password: Option<String>,
+}
+
 async fn first_message(
     stream: &mut TcpStream,
     sh: &Shared,
     peer: SocketAddr,
-) -> Option<(Vec<u8>, String)> {
+) -> Option<FirstLogon> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -145,7 +154,64 @@ async fn first_message(
         );
         return None;
     }
-    Some((buf, sender))
+    let (mut username, mut password) = (None, None);
+    for f in raw.body_fields() {
+        let Ok(f) = f else { break };
+        let value = || String::from_utf8(f.value.to_vec()).ok();
+        match f.tag {
+            tags::USERNAME => username = value(),
+            tags::PASSWORD => password = value(),
+            _ => {}
+        }
+    }
+    Some(FirstLogon {
+        bytes: buf,
+        sender,
+        username,
+        password,
+    })
+}
+
+/// Who a Logon is: its Password (554) is an API key or a token, checked by the gateway like
+/// any other edge's credential. With identities configured a password is required; a
+/// Username (553), when sent, must name the same identity; a bound CompID only logs on as
+/// its identity.
+fn logon_principal(sh: &Shared, logon: &FirstLogon) -> Result<Principal, String> {
+    let gw = &sh.gateway;
+    if gw.publishing_is_open() {
+        return Ok(Principal::Open);
+    }
+    let Some(password) = logon.password.as_deref() else {
+        return Err(
+            "no Password (554): identities are configured, log on with an API key or token".into(),
+        );
+    };
+    let principal = gw
+        .authenticate(&Credentials::new(Some(password)))
+        .map_err(|r| format!("Password (554) refused: {}", r.reason))?;
+    if let Some(user) = &logon.username {
+        let name = match &principal {
+            Principal::User(u) => u.sub.clone(),
+            Principal::ApiKey(k) => k.name.clone(),
+            other => other.identity(),
+        };
+        if *user != name {
+            return Err(format!(
+                "Username (553) {user:?} does not match the credential's identity {}",
+                principal.identity()
+            ));
+        }
+    }
+    if let Some(bound) = sh.cfg.bind.get(&logon.sender) {
+        if *bound != principal.identity() {
+            return Err(format!(
+                "CompID {} is bound to {bound}, not {}",
+                logon.sender,
+                principal.identity()
+            ));
+        }
+    }
+    Ok(principal)
 }
 
 async fn client(
@@ -154,15 +220,29 @@ async fn client(
     peer: SocketAddr,
     cancel: CancellationToken,
 ) {
-    let Some((first, their)) = first_message(&mut stream, &sh, peer).await else {
+    let Some(logon) = first_message(&mut stream, &sh, peer).await else {
         return;
     };
     // Counted, limited and registered for shutdown by the gateway like every other edge. A
-    // FIX client proves who it is by its CompID (checked above against `allowed_comp_ids`).
-    let principal = sh
-        .gateway
-        .authenticate(&Credentials::default())
-        .unwrap_or(Principal::Anonymous);
+    // FIX client is allowed by its CompID (checked above against `allowed_comp_ids`) and
+    // proves who it is with its Logon's Password.
+    let principal = match logon_principal(&sh, &logon) {
+        Ok(p) => p,
+        Err(why) => {
+            // Like an unknown CompID: no Logon answer, no sequence number spent.
+            tracing::warn!(
+                "fix acceptor: {peer}: refused logon from {:?}: {why}",
+                logon.sender
+            );
+            sh.gateway.metrics().edge(FIX).rejected();
+            return;
+        }
+    };
+    let FirstLogon {
+        bytes: first,
+        sender: their,
+        ..
+    } = logon;
     let conn = match sh
         .gateway
         .connect_limited(FIX, principal, Some(sh.cfg.max_connections))
@@ -311,10 +391,17 @@ impl Client {
                 return why;
             }
             let deadline = conn.deadline();
+            let token_at = self.hub.token_deadline().filter(|_| stopping.is_none());
             let mut hub_ready = false;
             tokio::select! {
                 _ = cancel.cancelled(), if stopping.is_none() => {
                     conn.logout("server shutting down", &mut ev).await;
+                    stopping = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+                }
+                // FIX has no way to refresh a credential: at expiry the session logs out, and
+                // the client logs on again with a new one.
+                _ = tokio::time::sleep_until(token_at.unwrap_or_else(tokio::time::Instant::now)), if token_at.is_some() => {
+                    conn.logout("token expired: log on again with a new Password (554)", &mut ev).await;
                     stopping = Some(tokio::time::Instant::now() + Duration::from_secs(2));
                 }
                 _ = sleep_until(stopping), if stopping.is_some() => return "shutdown".into(),

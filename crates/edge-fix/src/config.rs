@@ -40,6 +40,10 @@ pub struct InitiatorConfig {
     /// fsync the sequence-number file on every change (survives power loss, costs a disk flush
     /// per read batch).
     pub fsync_seqnums: bool,
+    /// Username (553) sent in our Logon, if the provider wants one.
+    pub username: Option<String>,
+    /// Password (554) sent in our Logon, if the provider wants one.
+    pub password: Option<String>,
 }
 
 impl Default for InitiatorConfig {
@@ -57,6 +61,8 @@ impl Default for InitiatorConfig {
             reconnect_min_ms: 500,
             reconnect_max_ms: 30_000,
             fsync_seqnums: true,
+            username: None,
+            password: None,
         }
     }
 }
@@ -88,6 +94,10 @@ pub struct AcceptorConfig {
     /// fsync the per-client sequence-number files on every change. Off by default: they still
     /// survive a process crash (atomic rename); market data is never resent anyway.
     pub fsync_seqnums: bool,
+    /// CompID → the identity it must log on as (`user:42`, `key:desk`): a CompID cannot be
+    /// used with another principal's credential. CompIDs not listed may log on as anyone
+    /// whose credential is valid.
+    pub bind: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for AcceptorConfig {
@@ -100,6 +110,7 @@ impl Default for AcceptorConfig {
             max_connections: 10_000,
             write_timeout_ms: 10_000,
             fsync_seqnums: false,
+            bind: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -54,6 +54,8 @@ pub(crate) fn spawn(
     let mut scfg = SessionConfig::initiator(&cfg.sender_comp_id, &cfg.target_comp_id);
     scfg.heartbeat_interval = Duration::from_secs(cfg.heartbeat);
     scfg.reset_on_logon = cfg.reset_on_logon;
+    scfg.username = cfg.username.clone();
+    scfg.password = cfg.password.clone();
     let session = Session::new(scfg, store)
         .map_err(|e| FixEdgeError::Config(format!("fix initiator {name}: {e}")))?;
     // Deltas go to the depth namespace when the server has one; the book projection builds

@@ -84,7 +84,8 @@ pub async fn run(
         ..AcceptorConfig::default()
     };
     let cancel = tokio_util::sync::CancellationToken::new();
-    let gateway = tickwire_gateway::Gateway::new(hub.clone(), Default::default());
+    let gateway = tickwire_gateway::Gateway::new(hub.clone(), Default::default())
+        .map_err(FixEdgeError::Config)?;
     let addr = acceptor::spawn(
         gateway,
         ac,

@@ -36,6 +36,17 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The credential a request presents: `?token=` or `?api_key=` (browsers cannot set headers on
+/// EventSource or WebSocket), else `Authorization: Bearer`.
+pub fn credential<'a>(params: &'a [(String, String)], headers: &'a HeaderMap) -> Option<&'a str> {
+    params
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "token" || k == "api_key")
+        .map(|(_, v)| v.as_str())
+        .or_else(|| bearer(headers))
+}
+
 pub async fn publish(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
     let metrics = st.gateway.metrics();
     metrics
@@ -51,9 +62,7 @@ pub async fn publish(State(st): State<HttpState>, headers: HeaderMap, body: Body
 }
 
 async fn handle(st: &HttpState, headers: &HeaderMap, body: Body) -> Result<Response, Problem> {
-    let creds = Credentials {
-        api_key: bearer(headers),
-    };
+    let creds = Credentials::new(bearer(headers));
     if let Err(refusal) = st.gateway.server_api(&creds) {
         st.gateway.metrics().edge(HTTP).rejected();
         let mut r = Problem::from(refusal).into_response();

@@ -13,7 +13,7 @@ use tickwire_wire::ErrorCode;
 
 use tickwire_gateway::{Credentials, Principal, Refusal};
 
-use crate::{problem::Problem, publish::bearer, HttpState};
+use crate::{problem::Problem, publish::credential, HttpState};
 
 /// Decodes `a=1&b=x%2Ey` into pairs, keeping repeats and order.
 pub fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
@@ -118,22 +118,24 @@ fn message_json<'a>(m: &'a Message, channel: Option<&'a str>) -> Result<MessageJ
 /// Most messages in one history page.
 pub const MAX_PAGE: u64 = 1000;
 
-/// Who a REST read comes from: `Authorization: Bearer` or `?api_key=`; a key that is given
-/// but not valid is refused.
+/// Who a REST read comes from: `Authorization: Bearer`, `?token=` or `?api_key=`; a
+/// credential that is given but not valid is refused.
 fn reader(
     st: &HttpState,
     headers: &HeaderMap,
     params: &[(String, String)],
 ) -> Result<Principal, Problem> {
-    let key = params
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "api_key")
-        .map(|(_, v)| v.as_str())
-        .or_else(|| bearer(headers));
     st.gateway
-        .authenticate(&Credentials { api_key: key })
+        .authenticate(&Credentials::new(credential(params, headers)))
         .map_err(Problem::from)
+}
+
+/// The operator endpoints: the caller must hold the `admin` scope (see
+/// [`tickwire_gateway::Gateway::require_admin`]).
+fn admin(st: &HttpState, headers: &HeaderMap, q: Option<&str>) -> Result<(), Problem> {
+    let params = parse_query(q);
+    let principal = reader(st, headers, &params)?;
+    st.gateway.require_admin(&principal).map_err(Problem::from)
 }
 
 pub async fn history(
@@ -241,7 +243,14 @@ pub async fn latest(
     run().unwrap_or_else(|p: Problem| p.into_response())
 }
 
-pub async fn namespaces(State(st): State<HttpState>) -> Response {
+pub async fn namespaces(
+    State(st): State<HttpState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(p) = admin(&st, &headers, q.as_deref()) {
+        return p.into_response();
+    }
     let list: Vec<serde_json::Value> = st
         .gateway
         .hub()
@@ -252,13 +261,22 @@ pub async fn namespaces(State(st): State<HttpState>) -> Response {
                 "name": n.name, "class": n.class, "schema": n.schema,
                 "max_message_bytes": n.max_message_bytes, "retention_bytes": n.retention_bytes,
                 "retention_age_s": n.retention_age.map(|d| d.as_secs()), "client_publish": n.client_publish,
+                "subscribe": n.subscribe.as_str(), "publish": n.publish.as_str(),
             })
         })
         .collect();
     Json(json!({ "namespaces": list })).into_response()
 }
 
-pub async fn channels(State(st): State<HttpState>, Path(ns): Path<String>) -> Response {
+pub async fn channels(
+    State(st): State<HttpState>,
+    Path(ns): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(p) = admin(&st, &headers, q.as_deref()) {
+        return p.into_response();
+    }
     let hub = st.gateway.hub();
     if hub.namespace_spec(&ns).is_none() {
         return Problem::new(
@@ -284,7 +302,14 @@ pub async fn readyz(State(st): State<HttpState>) -> Response {
     }
 }
 
-pub async fn metrics(State(st): State<HttpState>) -> Response {
+pub async fn metrics(
+    State(st): State<HttpState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(p) = admin(&st, &headers, q.as_deref()) {
+        return p.into_response();
+    }
     let body = st.gateway.render_metrics();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -27,7 +27,7 @@ use tickwire_wire::{encode_disconnect, ErrorCode};
 
 use crate::{
     problem::Problem,
-    publish::bearer,
+    publish::credential,
     rest::{parse_query, query_u64},
     ws::{close_error_code, json_push},
     HttpState, SSE,
@@ -91,10 +91,10 @@ fn open(st: HttpState, q: Option<String>, headers: &HeaderMap) -> Result<Respons
                     e.to_string(),
                 )
             })?),
-            "from" | "api_key" => {}
+            "from" | "api_key" | "token" => {}
             other => {
                 return Err(bad(format!(
-                    "unknown query parameter `{other}`; expected channel, from"
+                    "unknown query parameter `{other}`; expected channel, from, token"
                 )))
             }
         }
@@ -110,15 +110,9 @@ fn open(st: HttpState, q: Option<String>, headers: &HeaderMap) -> Result<Respons
         Some(v) if !v.is_empty() => Some(parse_last_event_id(v).map_err(bad)?),
         _ => None,
     };
-    let key = params
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "api_key")
-        .map(|(_, v)| v.as_str())
-        .or_else(|| bearer(headers));
     let principal = st
         .gateway
-        .authenticate(&Credentials { api_key: key })
+        .authenticate(&Credentials::new(credential(&params, headers)))
         .map_err(Problem::from)?;
     let mut conn = st.gateway.connect(SSE, principal).map_err(Problem::from)?;
     let mut cursors = BTreeMap::new();
@@ -160,7 +154,22 @@ fn open(st: HttpState, q: Option<String>, headers: &HeaderMap) -> Result<Respons
             if s.done {
                 return None;
             }
-            match s.conn.next().await {
+            // SSE cannot refresh a token: at expiry the stream ends with a `disconnect` event
+            // (resume points included) and the browser reconnects with a new one.
+            let next = match s.conn.token_deadline() {
+                Some(at) => {
+                    // Only the cancel-safe waits race the clock; the drain runs to completion.
+                    tokio::select! {
+                        biased;
+                        _ = s.conn.closed() => {}
+                        _ = s.conn.wait() => {}
+                        _ = tokio::time::sleep_until(at) => s.conn.expire(),
+                    }
+                    s.conn.drain().await
+                }
+                None => s.conn.next().await,
+            };
+            match next {
                 GwEvent::Deliver(batch) => {
                     s.conn.delivered(batch.len() as u64);
                     for d in batch {

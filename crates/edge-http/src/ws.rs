@@ -25,7 +25,7 @@ use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
-use tickwire_gateway::{Connection, Credentials, Event, Refusal};
+use tickwire_gateway::{Connection, Credentials, Event, Principal, Refusal};
 use tickwire_hub::{Ack, Channel, Checked, CloseReason, Delivery, PublishRequest};
 use tickwire_wire::{
     encode_disconnect, encode_error, encode_ok, encode_publish_ok, encode_push, parse_command,
@@ -53,6 +53,7 @@ const MAX_IN_FLIGHT: usize = 16 * 1024;
 #[derive(Deserialize)]
 pub struct WsQuery {
     api_key: Option<String>,
+    token: Option<String>,
 }
 
 pub async fn upgrade(
@@ -61,10 +62,14 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let key = q.api_key.as_deref().or_else(|| bearer(&headers));
+    let key = q
+        .token
+        .as_deref()
+        .or(q.api_key.as_deref())
+        .or_else(|| bearer(&headers));
     let conn = st
         .gateway
-        .authenticate(&Credentials { api_key: key })
+        .authenticate(&Credentials::new(key))
         .and_then(|principal| st.gateway.connect(WEBSOCKET, principal));
     let conn = match conn {
         Ok(c) => c,
@@ -118,6 +123,10 @@ struct Conn {
     /// Publishes read in this turn, not yet handed to the hub.
     batch: Vec<(u64, Channel, Checked)>,
     out: Outbox,
+    /// When the connection's token expires (it is then told, and given a grace period).
+    token_at: Option<tokio::time::Instant>,
+    /// The end of the grace period after expiry: without a `refresh` by then, it is closed.
+    grace_at: Option<tokio::time::Instant>,
 }
 
 /// What waits to be written: replies go before pushes, so a reply is never queued behind a
@@ -183,12 +192,15 @@ async fn run(socket: WebSocket, conn: Box<Connection>) {
     // own, and with thousands of idle connections that was ~600 bytes each
     // (bench/results/idle.md). Reading and writing are driven from one branch instead.
     let mut socket = socket;
+    let token_at = conn.token_deadline();
     let mut c = Conn {
         conn,
         window: VecDeque::new(),
         in_flight: 0,
         batch: Vec::new(),
         out: Outbox::default(),
+        token_at,
+        grace_at: None,
     };
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     loop {
@@ -203,6 +215,7 @@ async fn run(socket: WebSocket, conn: Box<Connection>) {
             .filter(|_| writing)
             .map(|p| p + write_timeout);
         let mut deliver = false;
+        let expiry = c.grace_at.or(c.token_at);
         tokio::select! {
             biased;
             _ = c.conn.closed() => {
@@ -240,6 +253,7 @@ async fn run(socket: WebSocket, conn: Box<Connection>) {
                 c.answer(acks);
             }
             _ = sleep_until_opt(stalled_at), if stalled_at.is_some() => break,
+            _ = sleep_until_opt(expiry), if expiry.is_some() => c.on_expiry(),
             _ = c.conn.wait(), if take_more => deliver = true,
             _ = ping.tick() => c.out.replies.push_back(Message::Ping(Bytes::new())),
         }
@@ -282,6 +296,57 @@ async fn poll_front(window: &mut VecDeque<PublishReply>) -> Vec<Result<Ack, Refu
 }
 
 impl Conn {
+    /// The token expired: tell the client and start the grace period; at its end, close.
+    fn on_expiry(&mut self) {
+        if self.grace_at.take().is_some() {
+            self.conn.expire();
+            return;
+        }
+        self.token_at = None;
+        let grace = self.conn.gateway().token_grace();
+        self.grace_at = Some(tokio::time::Instant::now() + grace);
+        self.out.replies.push_back(text(encode_error(
+            None,
+            ErrorCode::TokenExpired,
+            &format!(
+                "the token expired; send {{\"op\":\"refresh\",\"token\":...}} within {} s or the connection closes",
+                grace.as_secs()
+            ),
+        )));
+    }
+
+    /// `connect` (a credential on a connection opened without one) and `refresh` (a new
+    /// token for the same user): who the connection is from now on.
+    fn present(&mut self, id: u64, token: &str, refresh: bool) -> Bytes {
+        let gw = self.conn.gateway().clone();
+        let principal = match gw.authenticate(&Credentials::new(Some(token))) {
+            Ok(p) => p,
+            Err(r) => return self.refuse(id, &r),
+        };
+        if refresh && principal.user().is_none() {
+            let r = Refusal::new(ErrorCode::BadRequest, "`refresh` takes a token (JWT)");
+            return self.refuse(id, &r);
+        }
+        if !refresh && *self.conn.principal() != Principal::Anonymous {
+            let r = Refusal::new(
+                ErrorCode::BadRequest,
+                "this connection already has a credential; use `refresh` to renew a token",
+            );
+            return self.refuse(id, &r);
+        }
+        if let Err(r) = self.conn.set_principal(principal) {
+            return self.refuse(id, &r);
+        }
+        self.token_at = self.conn.token_deadline();
+        self.grace_at = None;
+        let p = self.conn.principal();
+        let mut extra = json!({"identity": p.identity()});
+        if let Some(exp) = p.expires_at() {
+            extra["exp"] = exp.into();
+        }
+        encode_ok(id, extra)
+    }
+
     /// Handles one incoming frame; false when the connection ended.
     fn on_frame(&mut self, incoming: Option<Result<Message, axum::Error>>) -> bool {
         match incoming {
@@ -321,6 +386,14 @@ impl Conn {
                 .out
                 .replies
                 .push_back(text(encode_ok(id, json!({"pong": true})))),
+            Op::Connect { token } => {
+                let reply = self.present(id, &token, false);
+                self.out.replies.push_back(text(reply));
+            }
+            Op::Refresh { token } => {
+                let reply = self.present(id, &token, true);
+                self.out.replies.push_back(text(reply));
+            }
             Op::Subscribe {
                 channel,
                 from,
@@ -481,6 +554,7 @@ pub(crate) fn close_error_code(reason: &CloseReason) -> ErrorCode {
         CloseReason::SlowConsumer { .. } => ErrorCode::SlowConsumer,
         CloseReason::Shutdown => ErrorCode::Unavailable,
         CloseReason::Kicked(_) => ErrorCode::Forbidden,
+        CloseReason::TokenExpired => ErrorCode::TokenExpired,
     }
 }
 
@@ -550,6 +624,7 @@ async fn close_with(sink: &mut Sink, conn: &Connection, reason: &CloseReason, ti
         CloseReason::SlowConsumer { .. } => 4001,
         CloseReason::Shutdown => 1001,
         CloseReason::Kicked(_) => 4002,
+        CloseReason::TokenExpired => 4003,
     };
     let msg = reason.to_string();
     let frame = encode_disconnect(code, &msg, &conn.resume_points());

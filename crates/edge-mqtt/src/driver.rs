@@ -152,13 +152,25 @@ pub(crate) async fn run(edge: Arc<MqttEdge>, mut io: Transport) {
             return io.close().await;
         }
     };
-    let Some(owner) = edge.broker.claim(&accepted.client_id).await else {
-        let p = refuse(
-            ReasonCode::ServerBusy,
-            "the previous connection of this client id did not let go",
-        );
-        let _ = send_now(&mut io, &p, version).await;
-        return io.close().await;
+    let identity = conn.principal().identity();
+    let owner = match edge.broker.claim(&accepted.client_id, &identity).await {
+        Ok(o) => o,
+        Err(other) => {
+            let p = if other {
+                edge.gateway.metrics().edge(MQTT).rejected();
+                refuse(
+                    ReasonCode::NotAuthorized,
+                    "this client id is in use by another identity",
+                )
+            } else {
+                refuse(
+                    ReasonCode::ServerBusy,
+                    "the previous connection of this client id did not let go",
+                )
+            };
+            let _ = send_now(&mut io, &p, version).await;
+            return io.close().await;
+        }
     };
     let client_id = accepted.client_id.clone();
     let token = owner.takeover.clone();
@@ -268,24 +280,23 @@ fn accept(edge: &MqttEdge, c: &Connect) -> Result<(Accepted, Principal), Refused
             reason: format!("client ids are at most {MAX_CLIENT_ID} bytes"),
         });
     }
-    // The API key travels as the password (or, without a password, as the user name, which
-    // is otherwise just a name).
+    // The credential (an API key or a JWT) travels as the password; without a password, an API
+    // key may come as the user name (which is otherwise just a name).
     let principal = match &c.password {
         Some(pw) => {
-            let key = std::str::from_utf8(pw).ok();
-            gw.authenticate(&Credentials { api_key: key })
-                .map_err(|_| {
-                    refused(
-                        ReasonCode::BadUserNameOrPassword,
-                        "the password is not a valid API key",
-                    )
-                })?
+            let secret = std::str::from_utf8(pw).ok();
+            gw.authenticate(&Credentials::new(secret)).map_err(|r| {
+                refused(
+                    ReasonCode::BadUserNameOrPassword,
+                    &format!("the password is not a valid API key or token: {}", r.reason),
+                )
+            })?
         }
         None => {
             let by_name = c
                 .username
                 .as_deref()
-                .and_then(|u| gw.authenticate(&Credentials { api_key: Some(u) }).ok());
+                .and_then(|u| gw.authenticate(&Credentials::new(Some(u))).ok());
             match by_name {
                 Some(p) => p,
                 None => gw
@@ -312,9 +323,17 @@ fn accept(edge: &MqttEdge, c: &Connect) -> Result<(Accepted, Principal), Refused
             assigned,
             expiry_secs,
             expiry_capped: expiry_secs != requested,
+            owner: Some(principal.identity()),
         },
         principal,
     ))
+}
+
+/// Why a stored session could not be used.
+enum Stored {
+    Io(io::Error),
+    /// It belongs to this identity.
+    OtherOwner(String),
 }
 
 /// Numbers the client ids the server assigns (`tw-<pid>-<n>`).
@@ -434,8 +453,14 @@ impl Driver {
 
     async fn serve(&mut self, takeover: tokio_util::sync::CancellationToken) {
         let end = match self.start().await {
-            Some(end) => end,
-            None => self.main_loop(takeover).await,
+            Ok(None) => self.main_loop(takeover).await,
+            Ok(Some(end)) => end,
+            Err(()) => {
+                // Refused before CONNACK: no session of its own was created or touched (it may
+                // be another identity's), and no Will is published.
+                self.io.close().await;
+                return;
+            }
         };
         if end == End::Abrupt {
             self.publish_will().await;
@@ -444,53 +469,74 @@ impl Driver {
         self.io.close().await;
     }
 
-    /// Loads or discards the stored session and answers CONNECT.
-    async fn start(&mut self) -> Option<End> {
+    /// Loads or discards the stored session and answers CONNECT; `Err` when the connection
+    /// was refused before it began.
+    async fn start(&mut self) -> Result<Option<End>, ()> {
+        let version = self.session.version();
         let stored = match self.load_stored().await {
             Ok(s) => s,
-            Err(e) => {
+            Err(Stored::OtherOwner(owner)) => {
+                tracing::warn!(client = %self.session.client_id(), owner, identity = %self.conn.principal().identity(), "MQTT session belongs to another identity; connection refused");
+                self.conn.refused();
+                let p = BrokerSession::refusal(
+                    version,
+                    ReasonCode::NotAuthorized,
+                    "this client id's session belongs to another identity",
+                );
+                let _ = send_now(&mut self.io, &p, version).await;
+                return Err(());
+            }
+            Err(Stored::Io(e)) => {
                 tracing::error!(client = %self.session.client_id(), error = %e, "cannot read the MQTT session store");
-                let code = match self.session.version() {
+                let code = match version {
                     ProtocolVersion::V4 => ReasonCode::ServerUnavailable,
                     ProtocolVersion::V5 => ReasonCode::UnspecifiedError,
                 };
-                let p = BrokerSession::refusal(
-                    self.session.version(),
-                    code,
-                    "session store unreadable",
-                );
-                let _ = send_now(&mut self.io, &p, self.session.version()).await;
-                return Some(End::Abrupt);
+                let p = BrokerSession::refusal(version, code, "session store unreadable");
+                let _ = send_now(&mut self.io, &p, version).await;
+                return Err(());
             }
         };
         let (session, mut router) = self.router();
         session.connack(stored, &mut router);
         if self.flush().await.is_err() {
-            return Some(End::Abrupt);
+            return Ok(Some(End::Abrupt));
         }
-        None
+        Ok(None)
     }
 
-    async fn load_stored(&mut self) -> io::Result<Option<StoredSession>> {
+    /// The stored session of this client id, checked to belong to this connection's
+    /// identity before anything is loaded or (clean start) removed.
+    async fn load_stored(&mut self) -> Result<Option<StoredSession>, Stored> {
         let broker = self.edge.broker.clone();
         let id = self.session.client_id().to_string();
         let clean = self.session.clean_start();
+        let identity = self.conn.principal().identity();
         tokio::task::spawn_blocking(move || {
+            let stored = broker.store.load(&id).map_err(Stored::Io)?;
+            if let Some(owner) = stored.as_ref().and_then(|s| s.owner.clone()) {
+                if owner != identity {
+                    return Err(Stored::OtherOwner(owner));
+                }
+            }
             if clean {
-                broker.store.remove(&id)?;
+                broker.store.remove(&id).map_err(Stored::Io)?;
                 Ok(None)
             } else {
-                broker.store.load(&id)
+                Ok(stored)
             }
         })
         .await
-        .map_err(io::Error::other)?
+        .map_err(|e| Stored::Io(io::Error::other(e)))?
     }
 
     async fn main_loop(&mut self, takeover: tokio_util::sync::CancellationToken) -> End {
         let mut last_rx = Instant::now();
         let mut persist_tick = tokio::time::interval(PERSIST_EVERY);
         persist_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // MQTT 3.1.1 cannot re-authenticate: at expiry the connection closes (v5: reason 0xA0)
+        // and the client reconnects with a new token as its password.
+        let token_at = self.conn.token_deadline();
         loop {
             let mut pull = false;
             let deadline = self.session.keep_alive().map(|k| last_rx + k);
@@ -526,6 +572,7 @@ impl Driver {
                     return End::Abrupt;
                 }
                 _ = self.conn.wait(), if can_pull => pull = true,
+                _ = sleep_until_opt(token_at), if token_at.is_some() => self.conn.expire(),
                 _ = persist_tick.tick(), if persist_due => {
                     self.persist(None).await;
                 }
@@ -763,6 +810,8 @@ fn close_code(reason: &CloseReason) -> ReasonCode {
         CloseReason::SlowConsumer { .. } => ReasonCode::QuotaExceeded,
         CloseReason::Shutdown => ReasonCode::ServerShuttingDown,
         CloseReason::Kicked(_) => ReasonCode::AdministrativeAction,
+        // MQTT 5 has no "credential expired"; 0xA0 (Maximum connect time) is the closest.
+        CloseReason::TokenExpired => ReasonCode::MaximumConnectTime,
     }
 }
 

@@ -64,8 +64,9 @@ pub struct MqttConfig {
     pub receive_maximum: u16,
     /// Seconds a new connection has to send CONNECT.
     pub connect_timeout_secs: u64,
-    /// Upper bound for a session's expiry, seconds; 0 = no bound (3.1.1 persistent sessions
-    /// never expire then).
+    /// Upper bound for a session's expiry, seconds (7 days by default, so sessions of clients
+    /// that never come back do not pile up); 0 = no bound (3.1.1 persistent sessions never
+    /// expire then).
     pub max_session_expiry_secs: u32,
 }
 
@@ -76,7 +77,7 @@ impl Default for MqttConfig {
             max_packet_bytes: 1024 * 1024,
             receive_maximum: 64,
             connect_timeout_secs: 10,
-            max_session_expiry_secs: 0,
+            max_session_expiry_secs: 7 * 86_400,
         }
     }
 }
@@ -105,6 +106,8 @@ const TOPIC_ALIAS_MAXIMUM: u16 = 32;
 /// `lock` is held until it has saved its session, so the next owner loads the newest state.
 struct Claim {
     serial: u64,
+    /// Who holds it: a connection of another identity may not take it over.
+    identity: String,
     takeover: CancellationToken,
     lock: Arc<tokio::sync::Mutex<()>>,
 }
@@ -134,22 +137,28 @@ impl Broker {
         }
     }
 
-    /// Takes over `client_id`: an existing connection is told to leave (Session taken over)
-    /// and we wait until it has saved its session. `None` if it does not let go in time.
-    pub(crate) async fn claim(&self, client_id: &str) -> Option<Owner> {
+    /// Takes over `client_id` for `identity`: an existing connection of the same identity is
+    /// told to leave (Session taken over) and we wait until it has saved its session.
+    /// `Err(true)` if it belongs to another identity (refused: never handed over), `Err(false)`
+    /// if it does not let go in time.
+    pub(crate) async fn claim(&self, client_id: &str, identity: &str) -> Result<Owner, bool> {
         let lock = {
             let mut live = self.live.lock();
             let claim = live.entry(client_id.to_string()).or_insert_with(|| Claim {
                 serial: 0,
+                identity: identity.to_string(),
                 takeover: CancellationToken::new(),
                 lock: Arc::new(tokio::sync::Mutex::new(())),
             });
+            if claim.identity != identity {
+                return Err(true);
+            }
             claim.takeover.cancel();
             claim.lock.clone()
         };
         let guard = tokio::time::timeout(std::time::Duration::from_secs(10), lock.lock_owned())
             .await
-            .ok()?;
+            .map_err(|_| false)?;
         let serial = self
             .serial
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -157,12 +166,14 @@ impl Broker {
         let mut live = self.live.lock();
         let claim = live.entry(client_id.to_string()).or_insert_with(|| Claim {
             serial,
+            identity: identity.to_string(),
             takeover: takeover.clone(),
             lock: tokio::sync::OwnedMutexGuard::mutex(&guard).clone(),
         });
         claim.serial = serial;
+        claim.identity = identity.to_string();
         claim.takeover = takeover.clone();
-        Some(Owner {
+        Ok(Owner {
             serial,
             takeover,
             _guard: guard,

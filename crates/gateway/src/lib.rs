@@ -15,9 +15,11 @@
 //!
 //! Edges stay thin: they decode their wire into these calls and encode the results.
 
+mod auth;
 pub mod deadline;
 mod metrics;
 mod refusal;
+mod stamp;
 
 use std::{
     collections::HashMap,
@@ -29,13 +31,16 @@ use std::{
     time::Duration,
 };
 
+use auth::Authenticator;
 use parking_lot::Mutex;
 use tickwire_hub::{
     Ack, Channel, Checked, CloseReason, Delivery, Epoch, Hub, HubError, Offset, Pattern,
     PublishRequest, Session, SessionCloser, SubscribeInfo,
 };
+use tickwire_model::Permission;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+pub use auth::{mint_hs256, ApiKeyConfig, AuthConfig, Claims, KeyIdentity, Scope, User};
 pub use metrics::{EdgeCounters, Metrics, MetricsSource};
 pub use refusal::Refusal;
 pub use tickwire_wire::ErrorCode;
@@ -48,9 +53,9 @@ pub struct Edge(pub &'static str);
 /// The gateway's settings (from the server configuration).
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
-    /// API keys allowed to publish to any namespace. Empty: publishing is open to everyone
-    /// (development only).
-    pub api_keys: Vec<String>,
+    /// Identities: API keys and JWT verification. Nothing configured: development mode, every
+    /// client may read and publish everything.
+    pub auth: AuthConfig,
     /// Concurrent long-lived connections across every edge.
     pub max_connections: usize,
     /// A client that does not take a write within this long is disconnected.
@@ -60,18 +65,26 @@ pub struct GatewayConfig {
 impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
-            api_keys: Vec::new(),
+            auth: AuthConfig::default(),
             max_connections: 100_000,
             write_timeout: Duration::from_secs(10),
         }
     }
 }
 
-/// What a client presented to prove who it is.
+/// What a client presented to prove who it is: an API key or a JWT, however its wire carries
+/// it (`Authorization: Bearer`, `?token=`, `?api_key=`, the MQTT password, FIX Password(554)).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Credentials<'a> {
-    /// An API key (`Authorization: Bearer`, `?api_key=`, the MQTT password).
-    pub api_key: Option<&'a str>,
+    pub secret: Option<&'a str>,
+}
+
+impl<'a> Credentials<'a> {
+    pub fn new(secret: Option<&'a str>) -> Credentials<'a> {
+        Credentials {
+            secret: secret.filter(|s| !s.is_empty()),
+        }
+    }
 }
 
 /// Who a connection or request is.
@@ -79,26 +92,107 @@ pub struct Credentials<'a> {
 pub enum Principal {
     /// Presented nothing.
     Anonymous,
-    /// Holds a configured API key: may publish to any namespace.
-    ApiKey,
-    /// No API keys are configured: everyone is trusted to publish (development mode).
+    /// Holds a configured API key.
+    ApiKey(Arc<KeyIdentity>),
+    /// A verified JWT.
+    User(Arc<User>),
+    /// No identities are configured: everyone may do everything (development mode).
     Open,
 }
 
 impl Principal {
-    /// May publish to any namespace (a key holder, or anyone when no keys are configured).
+    /// May publish to any namespace (an API key with the `publish` scope, or anyone in
+    /// development mode).
     pub fn is_publisher(&self) -> bool {
-        matches!(self, Principal::ApiKey | Principal::Open)
+        match self {
+            Principal::ApiKey(k) => k.has(Scope::Publish),
+            Principal::Open => true,
+            _ => false,
+        }
+    }
+
+    /// The JWT user, if that is who this is.
+    pub fn user(&self) -> Option<&User> {
+        match self {
+            Principal::User(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// Unix seconds the credential expires at (JWT `exp`).
+    pub fn expires_at(&self) -> Option<u64> {
+        self.user().and_then(|u| u.exp)
+    }
+
+    /// A stable name for who this is (`user:42`, `key:feed`, `anonymous`, `open`): owners of
+    /// MQTT sessions, log lines.
+    pub fn identity(&self) -> String {
+        match self {
+            Principal::Anonymous => "anonymous".into(),
+            Principal::Open => "open".into(),
+            Principal::ApiKey(k) => format!("key:{}", k.name),
+            Principal::User(u) => format!("user:{}", u.sub),
+        }
+    }
+
+    /// Whether `self` passes `perm` on `channel` (`publish`: the publish side).
+    fn permits(&self, perm: Permission, channel: &Channel, publish: bool) -> bool {
+        match self {
+            Principal::Open => true,
+            Principal::Anonymous => perm == Permission::Anyone,
+            Principal::ApiKey(k) => {
+                if publish {
+                    // The `publish` scope is the server API: anywhere. Without it, a key is
+                    // an authenticated client like any other.
+                    k.has(Scope::Publish)
+                        || matches!(perm, Permission::Anyone | Permission::Authenticated)
+                } else {
+                    k.has(Scope::SubscribeAll)
+                        || matches!(
+                            perm,
+                            Permission::Anyone | Permission::Authenticated | Permission::ApiKey
+                        )
+                }
+            }
+            Principal::User(u) => {
+                let claimed = if publish { &u.publish } else { &u.channels };
+                // A token's patterns widen what the namespace allows (an operator's
+                // `channels: ["user.*"]`); they never narrow it.
+                claimed.iter().any(|p| p.matches(channel))
+                    || match perm {
+                        Permission::Anyone | Permission::Authenticated => true,
+                        Permission::Owner => u.owns(channel),
+                        Permission::Claim | Permission::ApiKey => false,
+                    }
+            }
+        }
     }
 }
 
-/// Compares two byte strings in time that depends only on their lengths, so a wrong key's
-/// answer time says nothing about how much of it matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The refusal for `principal` not passing `perm` on `channel`.
+fn denied(principal: &Principal, action: &str, channel: &Channel, perm: Permission) -> Refusal {
+    let who = principal.identity();
+    let (code, hint) = match principal {
+        Principal::Anonymous => (
+            ErrorCode::Unauthorized,
+            " — present an API key or a token".to_string(),
+        ),
+        _ => (ErrorCode::Forbidden, String::new()),
+    };
+    Refusal::new(
+        code,
+        format!(
+            "{who} may not {action} `{channel}`: namespace `{}` allows {}{hint}",
+            channel.namespace(),
+            match perm {
+                Permission::Anyone => "anyone",
+                Permission::Authenticated => "authenticated clients",
+                Permission::Owner => "only the user it belongs to (`<namespace>.<sub>`)",
+                Permission::Claim => "only what the token's claims allow",
+                Permission::ApiKey => "only API keys",
+            }
+        ),
+    )
 }
 
 struct Registered {
@@ -110,6 +204,7 @@ struct Registered {
 pub struct Gateway {
     hub: Arc<Hub>,
     config: GatewayConfig,
+    auth: Authenticator,
     metrics: Arc<Metrics>,
     permits: Arc<Semaphore>,
     ready: AtomicBool,
@@ -118,16 +213,23 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(hub: Arc<Hub>, config: GatewayConfig) -> Arc<Gateway> {
-        Arc::new(Gateway {
+    /// The gateway over `hub`; fails when `config.auth` names a key file that cannot be read
+    /// or a secret too short to be safe.
+    pub fn new(hub: Arc<Hub>, config: GatewayConfig) -> Result<Arc<Gateway>, String> {
+        let auth = Authenticator::new(&config.auth)?;
+        if !config.auth.enabled() {
+            tracing::warn!("no [auth] configured: every client may read and publish every channel (development mode)");
+        }
+        Ok(Arc::new(Gateway {
             hub,
             permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
+            auth,
             config,
             metrics: Arc::new(Metrics::default()),
             ready: AtomicBool::new(true),
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-        })
+        }))
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -147,85 +249,184 @@ impl Gateway {
         self.config.write_timeout.max(Duration::from_millis(1))
     }
 
-    /// Whether publishing is open to everyone (no API keys configured).
+    /// Whether no identity is configured (development mode: everything is open).
     pub fn publishing_is_open(&self) -> bool {
-        self.config.api_keys.is_empty()
+        !self.config.auth.enabled()
     }
 
-    /// Who presented `creds`. A credential that was given but is not valid is refused
-    /// (rather than treated as anonymous), so a client learns its key is wrong.
+    /// How long a connection whose token expired may send `refresh` before it is closed.
+    pub fn token_grace(&self) -> Duration {
+        Duration::from_secs(self.config.auth.token_grace_secs)
+    }
+
+    /// Who presented `creds`: an API key, a JWT user, or anonymous (nothing presented). A
+    /// credential that was given but is not valid is refused (rather than treated as
+    /// anonymous), so a client learns its key or token is wrong.
     pub fn authenticate(&self, creds: &Credentials<'_>) -> Result<Principal, Refusal> {
-        match creds.api_key {
-            Some(key) if !self.config.api_keys.is_empty() => {
-                // Every configured key is compared, so the time does not tell which one matched.
-                let ok = self.config.api_keys.iter().fold(false, |ok, k| {
-                    ok | constant_time_eq(k.as_bytes(), key.as_bytes())
-                });
-                if ok {
-                    Ok(Principal::ApiKey)
-                } else {
-                    Err(Refusal::new(
-                        ErrorCode::Unauthorized,
-                        "the API key is not valid",
-                    ))
-                }
-            }
-            _ if self.config.api_keys.is_empty() => Ok(Principal::Open),
-            _ => Ok(Principal::Anonymous),
+        if !self.config.auth.enabled() {
+            return Ok(Principal::Open);
         }
+        let Some(secret) = creds.secret.filter(|s| !s.is_empty()) else {
+            return Ok(Principal::Anonymous);
+        };
+        if let Some(k) = self.auth.api_key(secret) {
+            return Ok(Principal::ApiKey(k));
+        }
+        // Three base64url parts: a JWT. Anything else was meant as an API key.
+        if secret.split('.').count() == 3 && self.auth.has_jwt() {
+            return self
+                .auth
+                .verify(secret)
+                .map(|u| Principal::User(Arc::new(u)));
+        }
+        Err(Refusal::new(
+            ErrorCode::Unauthorized,
+            if self.auth.has_jwt() {
+                "the credential is neither a configured API key nor a valid token"
+            } else {
+                "the API key is not valid"
+            },
+        ))
     }
 
-    /// For the server API (HTTP publish): a publisher principal or a refusal that says what to
-    /// present.
+    /// For the server API (HTTP publish): a principal that may publish somewhere, or a
+    /// refusal that says what to present. What it may publish is checked per item.
     pub fn server_api(&self, creds: &Credentials<'_>) -> Result<Principal, Refusal> {
         let p = self.authenticate(creds)?;
-        if p.is_publisher() {
-            Ok(p)
-        } else {
-            Err(Refusal::new(
+        match p {
+            Principal::Anonymous => Err(Refusal::new(
                 ErrorCode::Unauthorized,
-                "publishing needs `Authorization: Bearer <api key>`",
-            ))
+                "publishing needs `Authorization: Bearer <api key or token>`",
+            )),
+            p => Ok(p),
         }
     }
 
-    /// Whether `principal` may publish to `channel`: publishers anywhere, others only to
-    /// namespaces open to clients (`client_publish`).
-    pub fn can_publish(&self, principal: &Principal, channel: &Channel) -> Result<(), Refusal> {
-        let spec = self
-            .hub
-            .namespace_spec(channel.namespace())
-            .ok_or_else(|| Refusal::unknown_namespace(&self.hub, channel.namespace()))?;
-        if principal.is_publisher() || spec.client_publish {
+    /// Whether `principal` may use the operator endpoints (`/metrics`, FIX sessions, channel
+    /// and namespace listings): the `admin` scope, development mode, or `admin_open`.
+    pub fn require_admin(&self, principal: &Principal) -> Result<(), Refusal> {
+        let ok = self.config.auth.admin_open
+            || match principal {
+                Principal::Open => true,
+                Principal::ApiKey(k) => k.has(Scope::Admin),
+                _ => false,
+            };
+        if ok {
             Ok(())
+        } else if *principal == Principal::Anonymous {
+            Err(Refusal::new(
+                ErrorCode::Unauthorized,
+                "this endpoint needs an API key with the `admin` scope (`Authorization: Bearer`)",
+            ))
         } else {
             Err(Refusal::new(
                 ErrorCode::Forbidden,
-                format!(
-                    "clients may not publish to `{}`; connect with an API key",
-                    channel.namespace()
-                ),
+                "this endpoint needs an API key with the `admin` scope",
             ))
         }
     }
 
-    /// Whether `principal` may subscribe to or read `channel`. Every channel is readable today;
-    /// per-namespace read permissions land here.
-    pub fn can_subscribe(&self, _principal: &Principal, channel: &Channel) -> Result<(), Refusal> {
+    fn spec(&self, channel: &Channel) -> Result<&tickwire_hub::NamespaceSpec, Refusal> {
         self.hub
             .namespace_spec(channel.namespace())
-            .map(|_| ())
             .ok_or_else(|| Refusal::unknown_namespace(&self.hub, channel.namespace()))
     }
 
+    /// Whether `principal` may publish to `channel` (the namespace's `publish` permission).
+    pub fn can_publish(&self, principal: &Principal, channel: &Channel) -> Result<(), Refusal> {
+        let spec = self.spec(channel)?;
+        if principal.permits(spec.publish, channel, true) {
+            return Ok(());
+        }
+        Err(denied(principal, "publish to", channel, spec.publish))
+    }
+
+    /// Whether `principal` may subscribe to or read `channel` (the namespace's `subscribe`
+    /// permission): WebSocket, SSE, MQTT, history, latest.
+    pub fn can_subscribe(&self, principal: &Principal, channel: &Channel) -> Result<(), Refusal> {
+        let spec = self.spec(channel)?;
+        if principal.permits(spec.subscribe, channel, false) {
+            return Ok(());
+        }
+        Err(denied(principal, "read", channel, spec.subscribe))
+    }
+
+    /// Whether `principal` may subscribe to a pattern: every channel it can match must be
+    /// readable, so a pattern is allowed only where the namespace is readable as a whole.
+    pub fn can_subscribe_pattern(
+        &self,
+        principal: &Principal,
+        pattern: &Pattern,
+    ) -> Result<(), Refusal> {
+        if matches!(principal, Principal::Open) {
+            return Ok(());
+        }
+        let check = |ns: &str| -> Result<(), Refusal> {
+            let spec = self
+                .hub
+                .namespace_spec(ns)
+                .ok_or_else(|| Refusal::unknown_namespace(&self.hub, ns))?;
+            let wide = match (principal, spec.subscribe) {
+                (Principal::ApiKey(k), _) if k.has(Scope::SubscribeAll) => true,
+                (_, Permission::Anyone) => true,
+                (Principal::Anonymous, _) => false,
+                (_, Permission::Authenticated) => true,
+                (Principal::ApiKey(_), Permission::ApiKey) => true,
+                (Principal::User(u), _) => u.channels.iter().any(|c| c == pattern),
+                _ => false,
+            };
+            if wide {
+                Ok(())
+            } else {
+                Err(Refusal::new(
+                    if *principal == Principal::Anonymous {
+                        ErrorCode::Unauthorized
+                    } else {
+                        ErrorCode::Forbidden
+                    },
+                    format!(
+                        "`{}` may match channels {} may not read (namespace `{ns}` is readable by {}); subscribe to your channels by name",
+                        pattern.as_str(),
+                        principal.identity(),
+                        spec.subscribe.as_str()
+                    ),
+                ))
+            }
+        };
+        match pattern.namespace() {
+            Some(ns) => check(ns),
+            None => self
+                .hub
+                .namespaces()
+                .iter()
+                .try_for_each(|s| check(&s.name)),
+        }
+    }
+
     /// Validates one publication for `principal` (permission, namespace, size, schema)
-    /// without storing it.
+    /// without storing it. A user's message in a stream namespace is stamped with who sent
+    /// it (`from`), which no client can forge.
     pub fn check(
         &self,
         principal: &Principal,
-        request: PublishRequest,
+        mut request: PublishRequest,
     ) -> Result<Checked, Refusal> {
-        self.can_publish(principal, &request.channel)?;
+        let spec = self.spec(&request.channel)?;
+        if !principal.permits(spec.publish, &request.channel, true) {
+            return Err(denied(
+                principal,
+                "publish to",
+                &request.channel,
+                spec.publish,
+            ));
+        }
+        if spec.class == tickwire_hub::Class::Stream {
+            match principal {
+                Principal::User(u) => request.data = stamp::from_user(&request.data, u)?,
+                Principal::Anonymous => stamp::refuse_forged_from(&request.data)?,
+                Principal::ApiKey(_) | Principal::Open => {}
+            }
+        }
         self.hub.check(request).map_err(Refusal::from)
     }
 
@@ -356,6 +557,29 @@ impl Connection {
         &self.principal
     }
 
+    /// A connection that presents its credential after opening (WebSocket `connect`), or a
+    /// fresh token for the same user (`refresh`): who it is from now on. A refresh must name
+    /// the same user, so a connection can never change hands.
+    pub fn set_principal(&mut self, principal: Principal) -> Result<(), Refusal> {
+        match (&self.principal, &principal) {
+            (Principal::Anonymous, _) => {}
+            (Principal::User(a), Principal::User(b)) if a.sub == b.sub => {}
+            (a, b) if a == b => {}
+            (a, b) => {
+                return Err(Refusal::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "this connection is {}; a credential for {} cannot take it over",
+                        a.identity(),
+                        b.identity()
+                    ),
+                ))
+            }
+        }
+        self.principal = principal;
+        Ok(())
+    }
+
     pub fn edge(&self) -> Edge {
         self.edge
     }
@@ -396,6 +620,8 @@ impl Connection {
         pattern: Pattern,
         from: Option<Offset>,
     ) -> Result<Vec<(Channel, SubscribeInfo)>, Refusal> {
+        self.gateway
+            .can_subscribe_pattern(&self.principal, &pattern)?;
         self.session
             .subscribe_pattern(pattern, from)
             .map_err(Refusal::from)
@@ -476,7 +702,19 @@ impl Connection {
         self.session.wait().await
     }
 
-    /// Why the hub closed the session, if it did.
+    /// When the credential of `principal` expires, as an instant of the runtime's clock.
+    pub fn token_deadline(&self) -> Option<tokio::time::Instant> {
+        let exp = self.principal.expires_at()?;
+        let now = tickwire_model::clock::now_nanos() / 1_000_000_000;
+        Some(tokio::time::Instant::now() + Duration::from_secs(exp.saturating_sub(now)))
+    }
+
+    /// Ends the connection because its token expired: the edge's close path (a disconnect
+    /// with resume points) runs as for any server-side close.
+    pub fn expire(&self) {
+        self.session.closer().close(CloseReason::TokenExpired);
+    }
+
     pub fn close_reason(&self) -> Option<CloseReason> {
         self.session.close_reason()
     }

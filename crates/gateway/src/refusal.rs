@@ -109,6 +109,18 @@ const TABLE: &[(ErrorCode, u16, ReasonCode, ReasonCode)] = &[
         ReasonCode::QuotaExceeded,
     ),
     (
+        ErrorCode::TokenExpired,
+        401,
+        ReasonCode::NotAuthorized,
+        ReasonCode::NotAuthorized,
+    ),
+    (
+        ErrorCode::RateLimited,
+        429,
+        ReasonCode::QuotaExceeded,
+        ReasonCode::QuotaExceeded,
+    ),
+    (
         ErrorCode::Unavailable,
         503,
         ReasonCode::UnspecifiedError,

@@ -35,6 +35,8 @@ pub enum CloseReason {
     Shutdown,
     /// An operator or the server API disconnected it.
     Kicked(String),
+    /// The credential it connected with expired and was not refreshed in time.
+    TokenExpired,
 }
 
 impl std::fmt::Display for CloseReason {
@@ -46,6 +48,9 @@ impl std::fmt::Display for CloseReason {
             ),
             CloseReason::Shutdown => f.write_str("server shutting down"),
             CloseReason::Kicked(why) => write!(f, "disconnected: {why}"),
+            CloseReason::TokenExpired => f.write_str(
+                "the token expired and was not refreshed; reconnect with a new one and resume from the resume offsets",
+            ),
         }
     }
 }

@@ -23,7 +23,7 @@ pub use decimal::{
 };
 pub use error::ModelError;
 pub use layout::DataDir;
-pub use namespace::{Class, NamespaceSpec, Schema};
+pub use namespace::{default_publish, default_subscribe, Class, NamespaceSpec, Permission, Schema};
 pub use pattern::Pattern;
 pub use position::{Epoch, StreamPos};
 pub use publication::{Offset, Publication};

@@ -26,6 +26,35 @@ pub enum Schema {
     Trade,
 }
 
+/// Who may subscribe to (read) or publish on a namespace's channels, when the server has
+/// identities configured (`[auth]`); a server without any lets everyone do everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    /// Everyone, anonymous clients included.
+    Anyone,
+    /// Any authenticated principal: a JWT user or an API key.
+    Authenticated,
+    /// The user the channel belongs to: `<ns>.<sub>` (and `<ns>.<sub>.…`) for the JWT `sub`.
+    Owner,
+    /// Only what the token's `channels` (subscribe) or `publish` claim patterns allow.
+    Claim,
+    /// Only API keys (with the `publish` scope, for publishing).
+    ApiKey,
+}
+
+impl Permission {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Anyone => "anyone",
+            Permission::Authenticated => "authenticated",
+            Permission::Owner => "owner",
+            Permission::Claim => "claim",
+            Permission::ApiKey => "api_key",
+        }
+    }
+}
+
 /// A namespace's configuration, resolved (defaults applied).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamespaceSpec {
@@ -38,8 +67,13 @@ pub struct NamespaceSpec {
     pub retention_bytes: Option<u64>,
     /// Delete whole log segments whose newest message is older than this.
     pub retention_age: Option<Duration>,
-    /// Whether clients (WebSocket, MQTT) may publish, or only holders of an API key.
+    /// Whether clients (WebSocket, MQTT) may publish, or only holders of an API key. The
+    /// default of `publish` when that is not set: `authenticated` if true, `api_key` if not.
     pub client_publish: bool,
+    /// Who may subscribe and read (WebSocket, SSE, MQTT, history, latest, listings).
+    pub subscribe: Permission,
+    /// Who may publish.
+    pub publish: Permission,
     /// Derived data the server builds for itself (live candles): its writer threads run at a
     /// lower CPU priority, so bursts of it never delay the namespaces clients wait on.
     pub background: bool,
@@ -57,6 +91,8 @@ impl NamespaceSpec {
             retention_bytes: Some(8 * 1024 * 1024 * 1024),
             retention_age: Some(day * age_days as u32),
             client_publish,
+            subscribe: default_subscribe(name),
+            publish: default_publish(name, client_publish),
             background: false,
         };
         vec![
@@ -77,5 +113,26 @@ impl NamespaceSpec {
             ns("chat", Class::Stream, Schema::Any, 30, true),
             ns("user", Class::Stream, Schema::Any, 30, false),
         ]
+    }
+}
+
+/// The safe default of who may read a namespace: a user's own channels only for `user`,
+/// signed-in clients for `chat` and namespaces the server does not know, everyone for market
+/// data.
+pub fn default_subscribe(namespace: &str) -> Permission {
+    match namespace {
+        "user" => Permission::Owner,
+        "quotes" | "candles" | "book" | "trades" | "depth" => Permission::Anyone,
+        _ => Permission::Authenticated,
+    }
+}
+
+/// The default of who may publish: signed-in clients where clients publish (`chat`,
+/// `client_publish = true`), API keys everywhere else.
+pub fn default_publish(_namespace: &str, client_publish: bool) -> Permission {
+    if client_publish {
+        Permission::Authenticated
+    } else {
+        Permission::ApiKey
     }
 }

@@ -29,9 +29,12 @@ pub struct Config {
     pub data: PathBuf,
     /// `always` (fsync each group-commit batch before acking), `interval:<N>ms`, or `never`.
     pub fsync: String,
-    /// API keys allowed to publish to any namespace (HTTP `Authorization: Bearer <key>`,
-    /// WebSocket `?api_key=`). Empty: publishing is open to everyone (development only).
+    /// API keys with every scope (publish, subscribe_all, admin): the short form of
+    /// `[[auth.api_keys]]`. With no key and no JWT configured, everything is open to everyone
+    /// (development only).
     pub api_keys: Vec<String>,
+    /// Identities: API keys with scopes, JWT verification (docs/security.md).
+    pub auth: tickwire_gateway::AuthConfig,
     /// Recent messages kept in memory per stream channel; a live subscriber further behind is
     /// disconnected with `slow_consumer` and resumes by offset.
     pub stream_buffer: usize,
@@ -87,8 +90,12 @@ pub struct NamespaceConfig {
     pub retention_bytes: Option<u64>,
     /// e.g. `30d`, `12h`, `90m`.
     pub retention_age: Option<String>,
-    /// Whether WebSocket clients without an API key may publish.
+    /// Whether WebSocket clients without an API key may publish (the default of `publish`).
     pub client_publish: Option<bool>,
+    /// Who may subscribe and read: anyone, authenticated, owner, claim, api_key.
+    pub subscribe: Option<tickwire_model::Permission>,
+    /// Who may publish: anyone, authenticated, owner, claim, api_key.
+    pub publish: Option<tickwire_model::Permission>,
     /// Run this namespace's writer at a lower CPU priority (derived data such as candles).
     pub background: Option<bool>,
 }
@@ -102,6 +109,7 @@ impl Default for Config {
             data: PathBuf::from(DEFAULT_DATA),
             fsync: "always".into(),
             api_keys: Vec::new(),
+            auth: tickwire_gateway::AuthConfig::default(),
             stream_buffer: 1024,
             dedup_window: 100_000,
             max_subscriptions: 1024,
@@ -217,6 +225,8 @@ impl Config {
                 retention_bytes: None,
                 retention_age: None,
                 client_publish: false,
+                subscribe: tickwire_model::default_subscribe(name),
+                publish: tickwire_model::default_publish(name, false),
                 background: false,
             });
             let retention_age = match &nc.retention_age {
@@ -235,6 +245,12 @@ impl Config {
                     retention_bytes: nc.retention_bytes.or(d.retention_bytes),
                     retention_age,
                     client_publish: nc.client_publish.unwrap_or(d.client_publish),
+                    subscribe: nc.subscribe.unwrap_or(d.subscribe),
+                    // `client_publish` set here (and `publish` not) still decides, as before.
+                    publish: nc.publish.unwrap_or(match nc.client_publish {
+                        Some(cp) => tickwire_model::default_publish(name, cp),
+                        None => d.publish,
+                    }),
                     background: nc.background.unwrap_or(d.background),
                 },
             );
@@ -270,8 +286,21 @@ impl Config {
 
     /// The gateway's section of the configuration.
     pub fn gateway_config(&self) -> GatewayConfig {
+        let mut auth = self.auth.clone();
+        auth.api_keys
+            .extend(self.api_keys.iter().enumerate().map(|(i, k)| {
+                tickwire_gateway::ApiKeyConfig {
+                    name: format!("api_keys[{i}]"),
+                    key: k.clone(),
+                    scopes: vec![
+                        tickwire_gateway::Scope::Publish,
+                        tickwire_gateway::Scope::SubscribeAll,
+                        tickwire_gateway::Scope::Admin,
+                    ],
+                }
+            }));
         GatewayConfig {
-            api_keys: self.api_keys.clone(),
+            auth,
             max_connections: self.max_connections,
             write_timeout: self.write_timeout(),
         }

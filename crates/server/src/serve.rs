@@ -67,7 +67,8 @@ impl Server {
                 })?;
         let addr = listener.local_addr()?;
         let hub = Arc::new(hub);
-        let gateway = Gateway::new(hub.clone(), config.gateway_config());
+        let gateway =
+            Gateway::new(hub.clone(), config.gateway_config()).map_err(ServerError::Config)?;
         let candles = tickwire_proj_candles::start(hub.clone(), &config.candles, &data)?;
         let books = tickwire_proj_book::start(hub.clone(), &data, config.books_config())?;
         let mqtt = MqttEdge::new(gateway.clone(), config.mqtt.clone(), &data);
@@ -177,8 +178,8 @@ pub async fn serve(config: Config) -> Result<(), ServerError> {
     if let Some(a) = server.fix.as_ref().and_then(|f| f.acceptor_addr) {
         println!("  fix:       {a} (FIX 4.4 acceptor)");
     }
-    if config.api_keys.is_empty() {
-        println!("  publishing is open to everyone: set api_keys to require a key");
+    if !config.gateway_config().auth.enabled() {
+        println!("  development mode: no [auth] configured, every client may read and publish everything (docs/security.md)");
     }
     server.run(shutdown_signal()).await
 }

@@ -28,6 +28,15 @@ pub enum Op {
         data: Box<str>,
     },
     Ping,
+    /// Presents a credential (API key or JWT) on a connection opened without one.
+    Connect {
+        token: String,
+    },
+    /// A fresh token for the same user, before (or within the grace period after) the
+    /// connection's token expires.
+    Refresh {
+        token: String,
+    },
 }
 
 /// A parsed command with the id the reply must carry.
@@ -54,6 +63,7 @@ struct RawCommand<'a> {
     from: Option<serde_json::Value>,
     epoch: Option<serde_json::Value>,
     msg_id: Option<serde_json::Value>,
+    token: Option<serde_json::Value>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
 }
@@ -205,11 +215,28 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
             }
         }
         "ping" => Op::Ping,
+        "connect" | "refresh" => {
+            let token = match &raw.token {
+                Some(serde_json::Value::String(t)) if !t.is_empty() => t.clone(),
+                _ => {
+                    return Err(err(
+                        Some(id),
+                        ErrorCode::BadRequest,
+                        format!("`token` (a non-empty string) is required for `{op}`"),
+                    ))
+                }
+            };
+            if op == "connect" {
+                Op::Connect { token }
+            } else {
+                Op::Refresh { token }
+            }
+        }
         other => {
             return Err(err(
                 Some(id),
                 ErrorCode::UnknownOp,
-                format!("unknown op `{other}`; expected subscribe, unsubscribe, publish or ping"),
+                format!("unknown op `{other}`; expected subscribe, unsubscribe, publish, ping, connect or refresh"),
             ))
         }
     };
@@ -260,6 +287,21 @@ mod tests {
             parse_command(br#"{"id":4,"op":"ping"}"#).unwrap().op,
             Op::Ping
         );
+        assert_eq!(
+            parse_command(br#"{"id":6,"op":"connect","token":"a.b.c"}"#)
+                .unwrap()
+                .op,
+            Op::Connect {
+                token: "a.b.c".into()
+            }
+        );
+        assert_eq!(
+            parse_command(br#"{"id":7,"op":"refresh","token":"k"}"#)
+                .unwrap()
+                .op,
+            Op::Refresh { token: "k".into() }
+        );
+        assert_eq!(code(r#"{"id":8,"op":"refresh"}"#), ErrorCode::BadRequest);
         let c = parse_command(br#"{"id":5,"op":"unsubscribe","channel":"chat.lobby"}"#).unwrap();
         assert_eq!(
             c.op,

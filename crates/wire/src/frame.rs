@@ -24,6 +24,10 @@ pub enum ErrorCode {
     /// The stream the client's offset belongs to was recreated (see the epoch).
     EpochMismatch,
     SlowConsumer,
+    /// The connection's token expired: refresh it within the grace period or be closed.
+    TokenExpired,
+    /// Over a rate limit; the message says when to retry.
+    RateLimited,
     Unavailable,
     Internal,
 }
@@ -46,6 +50,8 @@ impl ErrorCode {
         ErrorCode::OffsetOutOfRange,
         ErrorCode::EpochMismatch,
         ErrorCode::SlowConsumer,
+        ErrorCode::TokenExpired,
+        ErrorCode::RateLimited,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -68,6 +74,8 @@ impl ErrorCode {
             ErrorCode::OffsetOutOfRange => "offset_out_of_range",
             ErrorCode::EpochMismatch => "epoch_mismatch",
             ErrorCode::SlowConsumer => "slow_consumer",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

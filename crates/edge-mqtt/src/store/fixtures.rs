@@ -52,6 +52,7 @@ fn never_expires() -> StoredSession {
         marks: BTreeMap::from([("chat".to_string(), 40)]),
         qos2_awaiting_rel: vec![7, 300, 65535],
         // Optional fields added later (QoS 2 outgoing state): absent from v1 files.
+        owner: None,
         acked_ahead: BTreeMap::new(),
         qos2_out_unreceived: vec![],
         qos2_out_awaiting_comp: vec![],
@@ -69,6 +70,7 @@ fn expired() -> StoredSession {
         marks: BTreeMap::new(),
         qos2_awaiting_rel: vec![],
         // Optional fields added later (QoS 2 outgoing state): absent from v1 files.
+        owner: None,
         acked_ahead: BTreeMap::new(),
         qos2_out_unreceived: vec![],
         qos2_out_awaiting_comp: vec![],
@@ -87,6 +89,7 @@ fn crashed_while_connected() -> StoredSession {
         marks: BTreeMap::from([("chat".to_string(), 0)]),
         qos2_awaiting_rel: vec![1],
         // Optional fields added later (QoS 2 outgoing state): absent from v1 files.
+        owner: None,
         acked_ahead: BTreeMap::new(),
         qos2_out_unreceived: vec![],
         qos2_out_awaiting_comp: vec![],

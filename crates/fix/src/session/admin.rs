@@ -1,7 +1,7 @@
 //! Session-level messages we send: encoding with our header, and the Logon, Logout and
 //! Reject (3) every other part of the session answers with.
 
-use super::{Action, DisconnectReason, Session, SessionEvent};
+use super::{Action, DisconnectReason, Role, Session, SessionEvent};
 use crate::encode::{encode_with, FieldWriter, Header};
 use crate::error::Result;
 use crate::message::RawMessage;
@@ -64,11 +64,22 @@ impl<S: SeqStore> Session<S> {
     pub(super) fn send_logon(&mut self, now: Timestamp, out: &mut Vec<Action>) {
         let hb = self.heartbeat.as_secs();
         let reset = self.sent_reset;
+        // Credentials go out only with the initiator's Logon, never echoed by an acceptor.
+        let (user, pass) = match self.cfg.role {
+            Role::Initiator => (self.cfg.username.clone(), self.cfg.password.clone()),
+            Role::Acceptor => (None, None),
+        };
         self.send_admin(msg_type::LOGON, now, out, |w| {
             w.uint(tags::ENCRYPT_METHOD, 0);
             w.uint(tags::HEART_BT_INT, hb);
             if reset {
                 w.bool(tags::RESET_SEQ_NUM_FLAG, true);
+            }
+            if let Some(u) = &user {
+                w.str(tags::USERNAME, u)?;
+            }
+            if let Some(p) = &pass {
+                w.str(tags::PASSWORD, p)?;
             }
             Ok(())
         });

@@ -68,6 +68,11 @@ pub struct SessionConfig {
     /// Out-of-order messages held while a gap is being filled; beyond this they are dropped and
     /// requested again later.
     pub max_queued: usize,
+    /// Initiator: Username (553) sent in its Logon.
+    pub username: Option<String>,
+    /// Initiator: Password (554) sent in its Logon (an API key or token where the peer is a
+    /// Tickwire acceptor).
+    pub password: Option<String>,
 }
 
 impl SessionConfig {
@@ -93,6 +98,8 @@ impl SessionConfig {
             resend_mode: ResendMode::GapFill,
             closed_resend_interval: true,
             max_queued: 10_000,
+            username: None,
+            password: None,
         }
     }
 

@@ -23,6 +23,11 @@ pub struct StoredSub {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredSession {
     pub client_id: String,
+    /// The identity that owns it (`user:42`, `key:feed`); another may not take it over.
+    /// Absent in files from before identities (any principal may then resume them once, and
+    /// becomes their owner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// Seconds the session outlives a disconnect; `u32::MAX` never expires.
     pub expiry_secs: u32,
     /// Unix milliseconds of the last disconnect; `None` while connected (or after a crash

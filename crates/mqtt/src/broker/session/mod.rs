@@ -71,6 +71,9 @@ pub struct Accepted {
     pub expiry_secs: u32,
     /// The expiry was lowered from what the client asked.
     pub expiry_capped: bool,
+    /// Who connected (the gateway's principal identity): the owner of the stored session,
+    /// which no other identity may take over.
+    pub owner: Option<String>,
 }
 
 /// Why a subscribe or publish was refused by the router: the reason code and a sentence.
@@ -158,6 +161,7 @@ pub struct BrokerSession {
     /// The stored session must be on disk before the output is sent (a SUBACK, a PUBREC).
     persist_before_send: bool,
     session_present: bool,
+    owner: Option<String>,
     assigned: bool,
     expiry_capped: bool,
     clean_start: bool,
@@ -197,6 +201,7 @@ impl BrokerSession {
             dirty: false,
             persist_before_send: false,
             session_present: false,
+            owner: a.owner,
             assigned: a.assigned,
             expiry_capped: a.expiry_capped,
             clean_start: c.clean_start,
@@ -331,6 +336,7 @@ impl BrokerSession {
         self.dirty = false;
         StoredSession {
             client_id: self.client_id.clone(),
+            owner: self.owner.clone(),
             expiry_secs: self.expiry_secs,
             disconnected_at_ms,
             subs: self
