@@ -100,6 +100,8 @@ pub struct FixService {
     /// The acceptor's bound address, if one runs.
     pub acceptor_addr: Option<std::net::SocketAddr>,
     cancel: CancellationToken,
+    /// For the admin check of `/v1/fix/sessions` (peer addresses, CompIDs).
+    gateway: Arc<Gateway>,
 }
 
 impl FixService {
@@ -172,6 +174,7 @@ pub async fn start(
         registry,
         acceptor_addr,
         cancel,
+        gateway,
     })))
 }
 
@@ -182,9 +185,42 @@ pub fn routes(svc: Arc<FixService>) -> Router {
         .with_state(svc)
 }
 
-async fn sessions(State(svc): State<Arc<FixService>>) -> Json<serde_json::Value> {
+async fn sessions(
+    State(svc): State<Arc<FixService>>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    // Peer addresses and CompIDs are operator data: the admin scope, as for /metrics.
+    let secret = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let allowed = svc
+        .gateway
+        .authenticate(&tickwire_gateway::Credentials::new(secret))
+        .and_then(|p| svc.gateway.require_admin(&p));
+    if let Err(r) = allowed {
+        let status = axum::http::StatusCode::from_u16(r.http_status())
+            .unwrap_or(axum::http::StatusCode::FORBIDDEN);
+        let body = serde_json::json!({
+            "type": format!("/problems/{}", r.code.as_str()),
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(), "code": r.code.as_str(), "detail": r.reason,
+        });
+        return (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response();
+    }
     Json(serde_json::json!({
         "acceptor": svc.acceptor_addr.map(|a| a.to_string()),
         "sessions": svc.registry.snapshot(),
     }))
+    .into_response()
 }

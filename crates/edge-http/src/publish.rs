@@ -17,7 +17,7 @@ use tickwire_wire::{
     JsonItem, ScannedItem, ACKS_CONTENT_TYPE, BATCH_CONTENT_TYPE,
 };
 
-use tickwire_gateway::{Credentials, Refusal};
+use tickwire_gateway::{Credentials, Principal, Refusal};
 
 use crate::{problem::Problem, HttpState, HTTP};
 
@@ -63,15 +63,19 @@ pub async fn publish(State(st): State<HttpState>, headers: HeaderMap, body: Body
 
 async fn handle(st: &HttpState, headers: &HeaderMap, body: Body) -> Result<Response, Problem> {
     let creds = Credentials::new(bearer(headers));
-    if let Err(refusal) = st.gateway.server_api(&creds) {
-        st.gateway.metrics().edge(HTTP).rejected();
-        let mut r = Problem::from(refusal).into_response();
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        return Ok(r);
-    }
+    let principal = match st.gateway.server_api(&creds) {
+        Ok(p) => p,
+        Err(refusal) => {
+            st.gateway.metrics().edge(HTTP).rejected();
+            let mut r = Problem::from(refusal).into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return Ok(r);
+        }
+    };
+    let principal = &principal;
     let max = st.config.max_body_bytes;
     let body: Bytes = axum::body::to_bytes(body, max).await.map_err(|e| {
         Problem::new(
@@ -81,7 +85,7 @@ async fn handle(st: &HttpState, headers: &HeaderMap, body: Body) -> Result<Respo
         )
     })?;
     if is_binary(headers) {
-        return binary(st, &body).await;
+        return binary(st, principal, &body).await;
     }
     let text = std::str::from_utf8(&body).map_err(|_| {
         Problem::new(
@@ -113,7 +117,14 @@ async fn handle(st: &HttpState, headers: &HeaderMap, body: Body) -> Result<Respo
     // Anything else is read by serde item by item, which also names every bad index.
     let checked = if let Some(items) = scan_json_batch(text, single) {
         check_batch_size(items.len())?;
-        check_all(st, &body, items.into_iter().map(Ok), single, false)?
+        check_all(
+            st,
+            principal,
+            &body,
+            items.into_iter().map(Ok),
+            single,
+            false,
+        )?
     } else {
         let raw_items: Vec<&RawValue> = if single {
             vec![serde_json::from_str(text).map_err(bad_json)?]
@@ -137,7 +148,7 @@ async fn handle(st: &HttpState, headers: &HeaderMap, body: Body) -> Result<Respo
             Ok(i) => Ok(unscanned(i.borrowed())),
             Err(e) => Err(e.clone()),
         });
-        check_all(st, &body, items, single, false)?
+        check_all(st, principal, &body, items, single, false)?
     };
     let channels: Vec<Channel> = checked
         .iter()
@@ -193,7 +204,7 @@ fn is_binary(headers: &HeaderMap) -> bool {
 
 /// The binary batch: the same checks and the same all-or-nothing rule as JSON, answered with
 /// one (offset, duplicate) per item in a binary body (docs/protocol.md).
-async fn binary(st: &HttpState, body: &Bytes) -> Result<Response, Problem> {
+async fn binary(st: &HttpState, principal: &Principal, body: &Bytes) -> Result<Response, Problem> {
     let items = decode_batch(body, MAX_BATCH).map_err(|e| {
         let (status, code) = match e {
             BatchError::TooMany { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge),
@@ -203,6 +214,7 @@ async fn binary(st: &HttpState, body: &Bytes) -> Result<Response, Problem> {
     })?;
     let checked = check_all(
         st,
+        principal,
         body,
         items.into_iter().map(|i| Ok(unscanned(i))),
         false,
@@ -270,6 +282,7 @@ fn unscanned(item: BatchItem<'_>) -> ScannedItem<'_> {
 /// `unparsed`: the items' data has not been through a JSON parser yet (binary batches).
 fn check_all<'a>(
     st: &HttpState,
+    principal: &Principal,
     body: &Bytes,
     items: impl ExactSizeIterator<Item = Result<ScannedItem<'a>, ItemError>>,
     single: bool,
@@ -280,7 +293,7 @@ fn check_all<'a>(
     let mut errors = Vec::new();
     let mut first: Option<ItemError> = None;
     for (i, item) in items.enumerate() {
-        match item.and_then(|s| check_item(st, body, s, unparsed)) {
+        match item.and_then(|s| check_item(st, principal, body, s, unparsed)) {
             Ok(c) => checked.push(c),
             Err((status, code, detail)) => {
                 errors.push(json!({"index": i, "code": code, "detail": detail}));
@@ -305,6 +318,7 @@ fn check_all<'a>(
 }
 fn check_item(
     st: &HttpState,
+    principal: &Principal,
     body: &Bytes,
     ScannedItem { item, fields }: ScannedItem<'_>,
     unparsed: bool,
@@ -330,16 +344,21 @@ fn check_item(
         msg_id: item.msg_id.map(str::to_owned),
         data: share(body, item.data),
     };
+    let refused = |r: Refusal| {
+        let status =
+            StatusCode::from_u16(r.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, r.code, r.reason)
+    };
+    // The server API (a key with the `publish` scope) may publish anywhere as it is: the hot
+    // path. Anyone else goes through the gateway's per-channel permission and sender stamp.
+    if !principal.is_publisher() {
+        return st.gateway.check(principal, req).map_err(refused);
+    }
     let hub = st.gateway.hub();
     let checked = match (fields, unparsed) {
         (Some(f), _) => hub.check_scanned(req, &f),
         (None, true) => hub.check_unparsed(req),
         (None, false) => hub.check(req),
     };
-    checked.map_err(|e| {
-        let r = Refusal::from_hub(&e);
-        let status =
-            StatusCode::from_u16(r.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, r.code, r.reason)
-    })
+    checked.map_err(|e| refused(Refusal::from_hub(&e)))
 }

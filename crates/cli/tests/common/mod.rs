@@ -235,6 +235,11 @@ pub struct Ws {
 impl Ws {
     pub async fn connect(url: &str) -> Ws {
         let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Ws::from_stream(ws)
+    }
+
+    /// Wraps a connection opened by the caller (to inspect a refused upgrade first).
+    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>) -> Ws {
         Ws {
             ws,
             pushes: VecDeque::new(),
@@ -390,7 +395,13 @@ impl FixClient {
     /// A client session `sender` -> `target` that starts at sequence number 1 and keeps its
     /// numbers across reconnects (no ResetSeqNumFlag).
     pub fn new(sender: &str, target: &str) -> FixClient {
-        let cfg = tickwire_fix::SessionConfig::initiator(sender, target);
+        FixClient::with_password(sender, target, None)
+    }
+
+    /// An initiator whose Logon carries Password (554): an API key or a token.
+    pub fn with_password(sender: &str, target: &str, password: Option<&str>) -> FixClient {
+        let mut cfg = tickwire_fix::SessionConfig::initiator(sender, target);
+        cfg.password = password.map(str::to_string);
         let session =
             tickwire_fix::Session::new(cfg, tickwire_fix::MemorySeqStore::default()).unwrap();
         FixClient {
