@@ -846,3 +846,126 @@ async fn an_mqtt_client_id_cannot_be_taken_over_by_another_identity() {
     owner.send(persistent(&creds.user42, "phone-42")).await;
     assert_eq!(connack(&mut owner).await, (true, 0));
 }
+
+/// Clients are rate-limited (the server API is not): over the limit a publish gets
+/// `rate_limited` with when to retry, on WebSocket, HTTP (429 + Retry-After) and MQTT (PUBACK
+/// 0x96); it passes again after waiting; connections per address are capped; all counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_refuse_floods_with_a_retry_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt_port = free_port();
+    let cfg = dir.path().join("tickwire.toml");
+    let limits = r#"
+[limits]
+max_connections_per_ip = 3
+exempt_loopback = false
+[limits.connection]
+messages = { per_sec = 5, burst = 5 }
+bytes = { per_sec = 100000, burst = 100000 }
+[limits.principal]
+messages = { per_sec = 1, burst = 8 }
+bytes = { per_sec = 100000, burst = 100000 }
+"#;
+    std::fs::write(&cfg, format!("{}{limits}", config(mqtt_port, free_port()))).unwrap();
+    let srv = Server::start(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().unwrap()],
+        &[],
+    );
+    let creds = creds();
+    let chat = |n: usize| json!({"op": "publish", "channel": "chat.flood", "data": {"n": n}});
+
+    let mut ws = ws_connect(&srv, Some(&creds.user42)).await.unwrap();
+    let mut ok = 0;
+    let mut limited = None;
+    for n in 0..20 {
+        let r = ws.cmd(chat(n)).await;
+        if r["ok"] == true {
+            ok += 1;
+        } else {
+            limited = Some(r);
+            break;
+        }
+    }
+    assert_eq!(ok, 5, "the burst passes");
+    let r = limited.expect("the flood is refused");
+    assert_eq!(r["error"]["code"], "rate_limited", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("retry after"),
+        "{r}"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        ws.cmd(chat(99)).await["ok"],
+        true,
+        "passes again after waiting"
+    );
+
+    // The same user over HTTP shares the per-identity budget (8, refilled at 1/s: 6 spent).
+    let mut statuses = Vec::new();
+    for n in 0..6 {
+        let r = http()
+            .post(srv.url("/v1/publish"))
+            .bearer_auth(&creds.user42)
+            .body(json!({"channel": "chat.flood", "data": {"n": n}}).to_string())
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            assert!(r.headers().get("retry-after").is_some());
+        }
+        statuses.push(r.status().as_u16());
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+
+    // MQTT QoS 1 over the limit: PUBACK 0x96 (Message rate too high). Another user, own budget.
+    let mut io = mqtt_tcp(mqtt_port).await;
+    assert_eq!(mqtt_open(&mut io, Some(&creds.user7), "rl-7").await, 0);
+    let mut codes = Vec::new();
+    for pid in 1..=8u16 {
+        let mut b = Vec::new();
+        string(&mut b, b"chat/flood");
+        b.extend_from_slice(&pid.to_be_bytes());
+        b.push(0);
+        b.extend_from_slice(br#"{"n":1}"#);
+        io.send(packet(0x32, &b)).await;
+        let (first, body) = io.packet().await.expect("PUBACK");
+        assert_eq!(first >> 4, 4);
+        codes.push(body.get(2).copied().unwrap_or(0));
+    }
+    assert_eq!(&codes[..5], &[0, 0, 0, 0, 0], "{codes:?}");
+    assert!(codes[5..].iter().all(|&c| c == 0x96), "{codes:?}");
+
+    // Connections per address: the fourth from 127.0.0.1 is refused (0x9F).
+    let mut open = Vec::new();
+    for i in 0..2 {
+        let mut io = mqtt_tcp(mqtt_port).await;
+        assert_eq!(mqtt_open(&mut io, None, &format!("ip-{i}")).await, 0);
+        open.push(io);
+    }
+    let mut fourth = mqtt_tcp(mqtt_port).await;
+    assert_eq!(mqtt_open(&mut fourth, None, "ip-3").await, 0x9F);
+    drop(open);
+
+    let m = http()
+        .get(srv.url("/metrics"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for edge in ["websocket", "mqtt", "http"] {
+        let line = format!("tickwire_edge_rate_limited_total{{edge=\"{edge}\"}} ");
+        let n: u64 = m
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!(n > 0, "{edge} counted: {m}");
+    }
+}

@@ -243,10 +243,12 @@ async fn client(
         sender: their,
         ..
     } = logon;
-    let conn = match sh
-        .gateway
-        .connect_limited(FIX, principal, Some(sh.cfg.max_connections))
-    {
+    let conn = match sh.gateway.connect_from(
+        FIX,
+        principal,
+        Some(peer.ip()),
+        Some(sh.cfg.max_connections),
+    ) {
         Ok(c) => c,
         Err(r) => {
             tracing::warn!("fix acceptor: {peer}: {}; refusing {their}", r.reason);

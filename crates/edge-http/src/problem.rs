@@ -15,6 +15,8 @@ pub struct Problem {
     pub code: ErrorCode,
     pub detail: String,
     pub errors: Vec<serde_json::Value>,
+    /// `Retry-After` (seconds, rounded up) for a rate limit.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl Problem {
@@ -24,6 +26,7 @@ impl Problem {
             code,
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 }
@@ -40,12 +43,19 @@ impl IntoResponse for Problem {
         if !self.errors.is_empty() {
             body["errors"] = serde_json::Value::Array(self.errors);
         }
-        (
+        let mut r = (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             body.to_string(),
         )
-            .into_response()
+            .into_response();
+        if let Some(wait) = self.retry_after {
+            let secs = wait.as_millis().div_ceil(1000).max(1);
+            if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        r
     }
 }
 
@@ -59,6 +69,7 @@ impl From<Refusal> for Problem {
             code: r.code,
             detail: r.reason,
             errors: r.errors,
+            retry_after: r.retry_after,
         }
     }
 }

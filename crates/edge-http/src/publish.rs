@@ -292,8 +292,9 @@ fn check_all<'a>(
     let mut checked = Vec::with_capacity(total);
     let mut errors = Vec::new();
     let mut first: Option<ItemError> = None;
+    let mut retry_after = None;
     for (i, item) in items.enumerate() {
-        match item.and_then(|s| check_item(st, principal, body, s, unparsed)) {
+        match item.and_then(|s| check_item(st, principal, body, s, unparsed, &mut retry_after)) {
             Ok(c) => checked.push(c),
             Err((status, code, detail)) => {
                 errors.push(json!({"index": i, "code": code, "detail": detail}));
@@ -312,6 +313,7 @@ fn check_all<'a>(
         };
         let mut p = Problem::new(status, code, detail);
         p.errors = errors;
+        p.retry_after = retry_after;
         return Err(p);
     }
     Ok(checked)
@@ -322,6 +324,7 @@ fn check_item(
     body: &Bytes,
     ScannedItem { item, fields }: ScannedItem<'_>,
     unparsed: bool,
+    retry_after: &mut Option<std::time::Duration>,
 ) -> Result<Checked, ItemError> {
     let channel = Channel::parse_cached(item.channel).map_err(|e| {
         (
@@ -344,7 +347,10 @@ fn check_item(
         msg_id: item.msg_id.map(str::to_owned),
         data: share(body, item.data),
     };
-    let refused = |r: Refusal| {
+    let mut refused = |r: Refusal| {
+        if r.retry_after.is_some() {
+            *retry_after = r.retry_after;
+        }
         let status =
             StatusCode::from_u16(r.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, r.code, r.reason)
@@ -352,7 +358,7 @@ fn check_item(
     // The server API (a key with the `publish` scope) may publish anywhere as it is: the hot
     // path. Anyone else goes through the gateway's per-channel permission and sender stamp.
     if !principal.is_publisher() {
-        return st.gateway.check(principal, req).map_err(refused);
+        return st.gateway.check_limited(principal, req).map_err(refused);
     }
     let hub = st.gateway.hub();
     let checked = match (fields, unparsed) {

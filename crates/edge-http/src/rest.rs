@@ -148,6 +148,7 @@ pub async fn history(
         let ch = channel(&name)?;
         let params = parse_query(q.as_deref());
         let principal = reader(&st, &headers, &params)?;
+        st.gateway.read_command(&principal)?;
         st.gateway.can_subscribe(&principal, &ch)?;
         let hub = st.gateway.hub();
         let epoch = hub.epoch(ch.namespace()).map_err(Problem::from)?;
@@ -230,6 +231,7 @@ pub async fn latest(
         let ch = channel(&name)?;
         let params = parse_query(q.as_deref());
         let principal = reader(&st, &headers, &params)?;
+        st.gateway.read_command(&principal)?;
         st.gateway.can_subscribe(&principal, &ch)?;
         match st.gateway.hub().latest(&ch).map_err(Problem::from)? {
             Some(m) => Ok(Json(message_json(&m, Some(ch.as_str()))?).into_response()),

@@ -102,7 +102,9 @@ impl Transport {
 }
 
 /// Serves one connection from its first byte to its end.
-pub(crate) async fn run(edge: Arc<MqttEdge>, mut io: Transport) {
+/// Serves one MQTT connection; `peer` is the client's address where the transport knows it
+/// (counted against the per-IP connection cap).
+pub(crate) async fn run(edge: Arc<MqttEdge>, mut io: Transport, peer: Option<std::net::IpAddr>) {
     let cfg = &edge.config;
     let max_in = cfg.max_packet();
     let mut rbuf = BytesMut::with_capacity(4096);
@@ -141,11 +143,12 @@ pub(crate) async fn run(edge: Arc<MqttEdge>, mut io: Transport) {
             return io.close().await;
         }
     };
-    let conn = match edge.gateway.connect(MQTT, principal) {
+    let conn = match edge.gateway.connect_from(MQTT, principal, peer, None) {
         Ok(c) => c,
         Err(r) => {
             let code = match r.code {
                 tickwire_gateway::ErrorCode::Unavailable => ReasonCode::ServerUnavailable,
+                tickwire_gateway::ErrorCode::RateLimited => ReasonCode::ConnectionRateExceeded,
                 _ => r.mqtt_reason(),
             };
             let _ = send_now(&mut io, &refuse(code, &r.reason), version).await;
@@ -636,12 +639,7 @@ impl Driver {
             Ok(false) => return None,
             Err(end) => return Some(end),
         }
-        let checked = publish::precheck(
-            self.conn.gateway(),
-            self.conn.principal(),
-            &p.topic,
-            &p.payload,
-        );
+        let checked = publish::precheck_on(&self.conn, &p.topic, &p.payload);
         match checked {
             Ok(req) => {
                 self.batch.push((p, req));

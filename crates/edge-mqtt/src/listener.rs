@@ -43,9 +43,9 @@ impl TcpEdge {
         tokio::spawn(async move {
             loop {
                 match self.listener.accept().await {
-                    Ok((stream, _peer)) => {
+                    Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        tokio::spawn(run(edge.clone(), Transport::Tcp(stream)));
+                        tokio::spawn(run(edge.clone(), Transport::Tcp(stream), Some(peer.ip())));
                     }
                     Err(e) => {
                         // Out of file descriptors and similar: back off instead of spinning.
@@ -79,5 +79,5 @@ async fn upgrade(State(edge): State<Arc<MqttEdge>>, ws: WebSocketUpgrade) -> Res
     ws.protocols(["mqtt"])
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| run(edge, Transport::Ws(Box::new(socket))))
+        .on_upgrade(move |socket| run(edge, Transport::Ws(Box::new(socket)), None))
 }

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use serde::de::IgnoredAny;
-use tickwire_gateway::{Gateway, Principal, Refusal};
+use tickwire_gateway::{Connection, Gateway, Principal, Refusal};
 use tickwire_hub::{Checked, PublishRequest};
 use tickwire_mqtt::{
     broker::{topic_to_channel, Refused},
@@ -30,13 +30,8 @@ fn check_json(payload: &[u8]) -> Result<(), Refused> {
         })
 }
 
-/// Checks everything that does not need the hub round trip (also used for the Will at CONNECT).
-pub(crate) fn precheck(
-    gateway: &Gateway,
-    principal: &Principal,
-    topic: &str,
-    payload: &[u8],
-) -> Result<Checked, Refused> {
+/// The publication a PUBLISH (or a Will) asks for: a channel from its topic and a JSON payload.
+fn request(gateway: &Gateway, topic: &str, payload: &[u8]) -> Result<PublishRequest, Refused> {
     let channel = topic_to_channel(topic).map_err(|e| Refused {
         code: ReasonCode::TopicNameInvalid,
         reason: e,
@@ -47,25 +42,34 @@ pub(crate) fn precheck(
             reason: format!("unknown namespace `{}`", channel.namespace()),
         });
     }
-    if let Err(r) = gateway.can_publish(principal, &channel) {
-        return Err(Refused {
-            code: r.mqtt_reason(),
-            reason: format!(
-                "clients may not publish to `{}`; connect with an API key as the password",
-                channel.namespace()
-            ),
-        });
-    }
     check_json(payload)?;
-    let req = PublishRequest {
+    Ok(PublishRequest {
         channel,
         msg_id: None,
         data: Bytes::copy_from_slice(payload),
-    };
-    gateway
-        .hub()
-        .check(req)
-        .map_err(|e| refused(&Refusal::from(e)))
+    })
+}
+
+/// Checks everything that does not need the hub round trip for `principal` (the Will at
+/// CONNECT, before there is a connection): permission, sender stamp, schema.
+pub(crate) fn precheck(
+    gateway: &Gateway,
+    principal: &Principal,
+    topic: &str,
+    payload: &[u8],
+) -> Result<Checked, Refused> {
+    let req = request(gateway, topic, payload)?;
+    gateway.check(principal, req).map_err(|r| refused(&r))
+}
+
+/// [`precheck`] on a live connection: its rate limits apply too.
+pub(crate) fn precheck_on(
+    conn: &Connection,
+    topic: &str,
+    payload: &[u8],
+) -> Result<Checked, Refused> {
+    let req = request(conn.gateway(), topic, payload)?;
+    conn.check(req).map_err(|r| refused(&r))
 }
 
 /// Stores one publication (a Will) and waits for the hub's ack.

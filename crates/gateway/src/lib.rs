@@ -17,6 +17,7 @@
 
 mod auth;
 pub mod deadline;
+mod limits;
 mod metrics;
 mod refusal;
 mod stamp;
@@ -41,6 +42,7 @@ use tickwire_model::Permission;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use auth::{mint_hs256, ApiKeyConfig, AuthConfig, Claims, KeyIdentity, Scope, User};
+pub use limits::{LimitsConfig, NamespaceLimits, PublishLimits, Rate};
 pub use metrics::{EdgeCounters, Metrics, MetricsSource};
 pub use refusal::Refusal;
 pub use tickwire_wire::ErrorCode;
@@ -56,6 +58,8 @@ pub struct GatewayConfig {
     /// Identities: API keys and JWT verification. Nothing configured: development mode, every
     /// client may read and publish everything.
     pub auth: AuthConfig,
+    /// Rate limits for clients (the server API is not limited).
+    pub limits: LimitsConfig,
     /// Concurrent long-lived connections across every edge.
     pub max_connections: usize,
     /// A client that does not take a write within this long is disconnected.
@@ -66,6 +70,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
             max_connections: 100_000,
             write_timeout: Duration::from_secs(10),
         }
@@ -205,6 +210,7 @@ pub struct Gateway {
     hub: Arc<Hub>,
     config: GatewayConfig,
     auth: Authenticator,
+    limiter: limits::Limiter,
     metrics: Arc<Metrics>,
     permits: Arc<Semaphore>,
     ready: AtomicBool,
@@ -224,6 +230,7 @@ impl Gateway {
             hub,
             permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
             auth,
+            limiter: limits::Limiter::new(config.limits.clone()),
             config,
             metrics: Arc::new(Metrics::default()),
             ready: AtomicBool::new(true),
@@ -448,9 +455,32 @@ impl Gateway {
         principal: Principal,
         edge_limit: Option<usize>,
     ) -> Result<Connection, Refusal> {
+        self.connect_from(edge, principal, None, edge_limit)
+    }
+
+    /// [`Gateway::connect_limited`] for a client at `ip`, counted against
+    /// `[limits] max_connections_per_ip`.
+    pub fn connect_from(
+        self: &Arc<Self>,
+        edge: Edge,
+        principal: Principal,
+        ip: Option<std::net::IpAddr>,
+        edge_limit: Option<usize>,
+    ) -> Result<Connection, Refusal> {
         if !self.ready.load(Ordering::Acquire) {
             return Err(Refusal::new(ErrorCode::Unavailable, "server shutting down"));
         }
+        if let Some(ip) = ip {
+            if let Err(r) = self.limiter.connect_ip(ip) {
+                self.metrics.edge(edge).rate_limited();
+                return Err(r);
+            }
+        }
+        // Undoes the IP count if anything below refuses the connection.
+        let ip_guard = IpCount {
+            gateway: self.clone(),
+            ip,
+        };
         let counters = self.metrics.edge(edge);
         if let Some(limit) = edge_limit {
             if !counters.try_connect(limit.max(1)) {
@@ -478,6 +508,7 @@ impl Gateway {
                 closer: session.closer(),
             },
         );
+        let shared = self.shared_buckets(&principal);
         Ok(Connection {
             gateway: self.clone(),
             edge,
@@ -485,7 +516,63 @@ impl Gateway {
             session,
             id,
             _permit: permit,
+            buckets: Mutex::new(None),
+            shared,
+            _ip: ip_guard,
         })
+    }
+
+    /// Whether `principal` is rate-limited: clients are, the server API is not.
+    fn limited(principal: &Principal) -> bool {
+        !principal.is_publisher()
+    }
+
+    /// The buckets `principal` shares across its connections (users and API keys without the
+    /// `publish` scope; anonymous clients have no identity to share).
+    fn shared_buckets(&self, principal: &Principal) -> Option<Arc<Mutex<limits::Buckets>>> {
+        match principal {
+            Principal::User(_) | Principal::ApiKey(_) if Self::limited(principal) => {
+                Some(self.limiter.principal(&principal.identity()))
+            }
+            _ => None,
+        }
+    }
+
+    /// [`Gateway::check`] for a request without a connection (HTTP publish): the principal's
+    /// shared publish limits apply.
+    pub fn check_limited(
+        &self,
+        principal: &Principal,
+        request: PublishRequest,
+    ) -> Result<Checked, Refusal> {
+        if let Some(b) = self.shared_buckets(principal) {
+            // A request has no connection of its own: only the shared buckets count.
+            let r = self.limiter.publish_shared(
+                &b,
+                request.channel.namespace(),
+                request.data.len() as u64,
+            );
+            self.limiter.release_principal(&principal.identity(), b);
+            if let Err(r) = r {
+                self.metrics.edge(Edge("http")).rate_limited();
+                return Err(r);
+            }
+        }
+        self.check(principal, request)
+    }
+
+    /// A REST read (history, latest) counted as a command of `principal` (anonymous reads
+    /// are limited by the HTTP layer's connection limits, not here).
+    pub fn read_command(&self, principal: &Principal) -> Result<(), Refusal> {
+        let Some(b) = self.shared_buckets(principal) else {
+            return Ok(());
+        };
+        let r = self.limiter.command(&b);
+        self.limiter.release_principal(&principal.identity(), b);
+        if r.is_err() {
+            self.metrics.edge(Edge("http")).rate_limited();
+        }
+        r
     }
 
     /// Whether the server takes new work (false while draining).
@@ -537,6 +624,26 @@ pub struct Connection {
     session: Session,
     id: u64,
     _permit: OwnedSemaphorePermit,
+    /// This connection's rate-limit buckets, made on its first publish or command (most
+    /// connections only read: nothing to keep for them).
+    buckets: Mutex<Option<Box<limits::Buckets>>>,
+    /// Its principal's buckets, shared with the principal's other connections.
+    shared: Option<Arc<Mutex<limits::Buckets>>>,
+    _ip: IpCount,
+}
+
+/// A connection's place in the per-IP count, given back when it closes.
+struct IpCount {
+    gateway: Arc<Gateway>,
+    ip: Option<std::net::IpAddr>,
+}
+
+impl Drop for IpCount {
+    fn drop(&mut self) {
+        if let Some(ip) = self.ip {
+            self.gateway.limiter.disconnect_ip(ip);
+        }
+    }
 }
 
 /// What [`Connection::next`] has for the edge.
@@ -576,8 +683,33 @@ impl Connection {
                 ))
             }
         }
+        if let Some(old) = self.shared.take() {
+            self.gateway
+                .limiter
+                .release_principal(&self.principal.identity(), old);
+        }
+        self.shared = self.gateway.shared_buckets(&principal);
         self.principal = principal;
         Ok(())
+    }
+
+    /// One command against this connection's command bucket (clients only).
+    fn command(&self) -> Result<(), Refusal> {
+        if !Gateway::limited(&self.principal) {
+            return Ok(());
+        }
+        let rate = self.gateway.limiter.config.commands;
+        let mut b = self.buckets.lock();
+        let b = b.get_or_insert_with(Default::default);
+        let r = b.command_at(rate);
+        if r.is_err() {
+            self.refused_by_limit();
+        }
+        r
+    }
+
+    fn refused_by_limit(&self) {
+        self.gateway.metrics.edge(self.edge).rate_limited();
     }
 
     pub fn edge(&self) -> Edge {
@@ -598,6 +730,7 @@ impl Connection {
         from: Option<Offset>,
         epoch: Option<Epoch>,
     ) -> Result<SubscribeInfo, Refusal> {
+        self.command()?;
         self.gateway.can_subscribe(&self.principal, channel)?;
         if let Some(given) = epoch {
             let current = self.gateway.hub.epoch(channel.namespace())?;
@@ -620,6 +753,7 @@ impl Connection {
         pattern: Pattern,
         from: Option<Offset>,
     ) -> Result<Vec<(Channel, SubscribeInfo)>, Refusal> {
+        self.command()?;
         self.gateway
             .can_subscribe_pattern(&self.principal, &pattern)?;
         self.session
@@ -628,11 +762,26 @@ impl Connection {
     }
 
     pub fn unsubscribe(&mut self, channel: &Channel) -> Result<(), Refusal> {
+        self.command()?;
         self.session.unsubscribe(channel).map_err(Refusal::from)
     }
 
-    /// Validates one publication for this connection's principal.
+    /// Validates one publication for this connection's principal, within its rate limits.
     pub fn check(&self, request: PublishRequest) -> Result<Checked, Refusal> {
+        if Gateway::limited(&self.principal) {
+            let mut b = self.buckets.lock();
+            let b = b.get_or_insert_with(Default::default);
+            let r = self.gateway.limiter.publish(
+                b,
+                self.shared.as_deref(),
+                request.channel.namespace(),
+                request.data.len() as u64,
+            );
+            if let Err(r) = r {
+                self.refused_by_limit();
+                return Err(r);
+            }
+        }
         self.gateway.check(&self.principal, request)
     }
 
@@ -724,6 +873,11 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.gateway.sessions.lock().remove(&self.id);
         self.gateway.metrics.edge(self.edge).disconnected();
+        if let Some(shared) = self.shared.take() {
+            self.gateway
+                .limiter
+                .release_principal(&self.principal.identity(), shared);
+        }
     }
 }
 

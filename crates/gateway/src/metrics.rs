@@ -23,6 +23,7 @@ pub struct EdgeCounters {
     delivered: AtomicU64,
     published: AtomicU64,
     rejected: AtomicU64,
+    rate_limited: AtomicU64,
 }
 
 impl EdgeCounters {
@@ -53,6 +54,11 @@ impl EdgeCounters {
 
     pub fn rejected(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A publication or command refused by a rate limit (also counted as rejected).
+    pub fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -216,6 +222,12 @@ impl Metrics {
             "counter",
             "Refused commands and publications per edge.",
             |c| &c.rejected,
+        );
+        labelled(
+            "tickwire_edge_rate_limited_total",
+            "counter",
+            "Publications and commands refused by a rate limit, per edge.",
+            |c| &c.rate_limited,
         );
         for source in self.sources.read().iter() {
             source(&mut out);

@@ -12,6 +12,8 @@ pub struct Refusal {
     pub reason: String,
     /// Per-item errors of a refused batch (`{"index","code","detail"}`).
     pub errors: Vec<serde_json::Value>,
+    /// When to try again (rate limits): HTTP `Retry-After`.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 /// The table: each refusal code as an HTTP status, an MQTT reason code for a refused PUBLISH,
@@ -117,7 +119,7 @@ const TABLE: &[(ErrorCode, u16, ReasonCode, ReasonCode)] = &[
     (
         ErrorCode::RateLimited,
         429,
-        ReasonCode::QuotaExceeded,
+        ReasonCode::MessageRateTooHigh,
         ReasonCode::QuotaExceeded,
     ),
     (
@@ -151,6 +153,7 @@ impl Refusal {
             code,
             reason: reason.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 

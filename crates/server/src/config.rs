@@ -35,6 +35,8 @@ pub struct Config {
     pub api_keys: Vec<String>,
     /// Identities: API keys with scopes, JWT verification (docs/security.md).
     pub auth: tickwire_gateway::AuthConfig,
+    /// Rate limits for clients (docs/security.md).
+    pub limits: tickwire_gateway::LimitsConfig,
     /// Recent messages kept in memory per stream channel; a live subscriber further behind is
     /// disconnected with `slow_consumer` and resumes by offset.
     pub stream_buffer: usize,
@@ -110,6 +112,7 @@ impl Default for Config {
             fsync: "always".into(),
             api_keys: Vec::new(),
             auth: tickwire_gateway::AuthConfig::default(),
+            limits: tickwire_gateway::LimitsConfig::default(),
             stream_buffer: 1024,
             dedup_window: 100_000,
             max_subscriptions: 1024,
@@ -301,6 +304,7 @@ impl Config {
             }));
         GatewayConfig {
             auth,
+            limits: self.limits.clone(),
             max_connections: self.max_connections,
             write_timeout: self.write_timeout(),
         }
