@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs every benchmark scenario against Tickwire and its peers (nats-server, mosquitto) on this
-# machine, side by side, and writes bench/results/{fanout,fanout-peer,ingest,idle,slow,chat,ws-publish}.md
+# machine, side by side, and writes bench/results/{fanout,fanout-peer,fanout-jwt,ingest,idle,slow,chat,ws-publish}.md
 # plus the JSON of every run under bench/results/json/.
 #
 #   bench/run.sh            full runs (about 35 minutes)
 #   bench/run.sh --quick    short runs, fewer connections (about 8 minutes)
-#   bench/run.sh --only fanout   one scenario (ingest|fanout|idle|slow|chat|ws-publish|sweep)
+#   bench/run.sh --only fanout   one scenario (ingest|fanout|fanout-jwt|idle|slow|chat|ws-publish|sweep)
 #
 # `sweep` (full mode, or --only sweep) offers Tickwire and nats-server the fan-out shape at
 # rising rates, to show where each one stops keeping up.
@@ -277,6 +277,26 @@ if { [ "$QUICK" = 0 ] && [ -z "$ONLY" ]; } || [ "$ONLY" = sweep ]; then
     start_nats; FILES=sweep TAG=-r$r run fanout nats-server nats $NATS_PORT $FAN --rate $r $COMMON; stop_server
   done
   report fanout-sweep.md "fanout-sweep: Tickwire and nats-server at rising offered rates" sweep "$JSON"/sweep-*.json
+fi
+
+if want fanout-jwt; then
+  # Identities on (docs/security.md): every subscriber presents a JWT at the upgrade and the
+  # publishers an API key; authorization happens at connect and subscribe, never per message,
+  # so this row should be within noise of the open one measured in the same run.
+  rm -f "$JSON"/fanoutjwt-*.json
+  start_tickwire
+  FILES=fanoutjwt run fanout tickwire-open tickwire-ws $TW_PORT $FAN --rate $FAN_R $COMMON
+  stop_server
+  export TICKWIRE_AUTH__JWT_HMAC_SECRET=bench-secret-of-at-least-32-bytes-0123456789
+  export TICKWIRE_API_KEYS='["bench-publisher-key"]'
+  TICKWIRE_BENCH_TOKEN=$("$TW" token --sub bench --ttl 2h)
+  export TICKWIRE_BENCH_TOKEN TICKWIRE_BENCH_API_KEY=bench-publisher-key
+  start_tickwire
+  CMDS[fanoutjwt]+="    # next row: server with TICKWIRE_AUTH__JWT_HMAC_SECRET and TICKWIRE_API_KEYS set; subscribers send TICKWIRE_BENCH_TOKEN (tickwire token --sub bench), publishers TICKWIRE_BENCH_API_KEY"$'\n'
+  FILES=fanoutjwt run fanout tickwire-jwt tickwire-ws $TW_PORT $FAN --rate $FAN_R $COMMON
+  stop_server
+  unset TICKWIRE_AUTH__JWT_HMAC_SECRET TICKWIRE_API_KEYS TICKWIRE_BENCH_TOKEN TICKWIRE_BENCH_API_KEY
+  report fanout-jwt.md "fanout-jwt: the fanout shape with identities on (JWT subscribers, API-key publishers) and off" fanoutjwt "$JSON"/fanoutjwt-*.json
 fi
 
 if want slow; then

@@ -118,7 +118,8 @@ impl Conn {
         match target {
             Target::TickwireWs => {
                 let req = format!(
-                    "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                    "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{}\r\n",
+                    authorization(CLIENT_CREDENTIAL)
                 );
                 stream
                     .write_all(req.as_bytes())
@@ -543,9 +544,10 @@ impl Publisher {
             self.out.clear();
             self.out.extend_from_slice(
                 format!(
-                    "POST /v1/publish HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                    "POST /v1/publish HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{}\r\n",
                     self.addr,
-                    self.body.len()
+                    self.body.len(),
+                    authorization(PUBLISHER_CREDENTIAL)
                 )
                 .as_bytes(),
             );
@@ -634,5 +636,19 @@ mod tests {
             assert_eq!(p.qos, qos);
             assert_eq!(&p.payload[..], &payload[..]);
         }
+    }
+}
+
+/// The credential subscribers present at the WebSocket upgrade (a JWT), from the environment,
+/// so a run can measure fan-out with identities on against the open configuration.
+const CLIENT_CREDENTIAL: &str = "TICKWIRE_BENCH_TOKEN";
+/// The credential the HTTP publishers present (an API key with the `publish` scope).
+const PUBLISHER_CREDENTIAL: &str = "TICKWIRE_BENCH_API_KEY";
+
+/// `Authorization: Bearer ...` and its line end, or nothing when `var` is unset.
+fn authorization(var: &str) -> String {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => format!("Authorization: Bearer {v}\r\n"),
+        _ => String::new(),
     }
 }
