@@ -103,6 +103,15 @@ pub(crate) fn check_segment_header(file: &File, base: Offset) -> std::result::Re
     Ok(())
 }
 
+/// The version of a segment whose header has our magic but another format version: a format
+/// this build does not read, which recovery must refuse rather than repair.
+pub(crate) fn other_version(file: &File) -> Option<u32> {
+    let mut h = [0u8; 8];
+    let n = read_full_at(file, &mut h, 0).ok()?;
+    let version = u32::from_le_bytes(h[4..8].try_into().ok()?);
+    (n == h.len() && h[0..4] == SEGMENT_MAGIC && version != FORMAT_VERSION).then_some(version)
+}
+
 /// Reads until `buf` is full or end of file; returns bytes read.
 pub(crate) fn read_full_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
     let mut done = 0;
@@ -194,11 +203,30 @@ pub(crate) struct ScanOutcome {
     /// Offset the next record would have.
     pub next_offset: Offset,
     pub records: u64,
+    /// Largest timestamp of a real record (lost-record placeholders carry `u64::MAX`).
     pub max_timestamp: u64,
     /// Index entries for the scanned range, built with the same rule as `append`.
     pub index: Vec<IndexEntry>,
+    /// Bytes of records since the last index entry (or the scan's start).
+    pub since_index: u64,
     /// Where and why the scan stopped before end of file (torn or corrupt data).
     pub stop: Option<(u64, String)>,
+}
+
+impl ScanOutcome {
+    /// Nothing scanned yet, starting at `start` (a record boundary with an index entry or the
+    /// segment's first record).
+    pub fn at(start: IndexEntry) -> ScanOutcome {
+        ScanOutcome {
+            end_position: start.position,
+            next_offset: start.offset,
+            records: 0,
+            max_timestamp: 0,
+            index: Vec::new(),
+            since_index: 0,
+            stop: None,
+        }
+    }
 }
 
 /// Scans records from `start` (a record boundary holding `start_offset`) to `file_len`, verifying
@@ -210,22 +238,28 @@ pub(crate) fn scan(
     start: IndexEntry,
     index_interval: u64,
 ) -> Result<ScanOutcome> {
-    let mut out = ScanOutcome {
-        end_position: start.position,
-        next_offset: start.offset,
-        records: 0,
-        max_timestamp: 0,
-        index: Vec::new(),
-        stop: None,
-    };
+    let mut out = ScanOutcome::at(start);
+    scan_more(file, path, file_len, &mut out, index_interval)?;
+    Ok(out)
+}
+
+/// Continues a scan from `out.end_position` (expecting `out.next_offset` there), so recovery can
+/// resume after repairing the range where it stopped.
+pub(crate) fn scan_more(
+    file: &File,
+    path: &Path,
+    file_len: u64,
+    out: &mut ScanOutcome,
+    index_interval: u64,
+) -> Result<()> {
+    out.stop = None;
     let mut buf: Vec<u8> = Vec::new();
-    let mut buf_pos = start.position; // file position of buf[0]
+    let mut buf_pos = out.end_position; // file position of buf[0]
     let mut consumed = 0usize;
-    let mut since_index = 0u64;
     loop {
         let rec_pos = buf_pos + consumed as u64;
         if rec_pos >= file_len {
-            return Ok(out);
+            return Ok(());
         }
         match record::decode(buf.get(consumed..).unwrap_or(&[])) {
             Ok(d) => {
@@ -237,18 +271,20 @@ pub(crate) fn scan(
                             d.offset, out.next_offset
                         ),
                     ));
-                    return Ok(out);
+                    return Ok(());
                 }
-                if since_index >= index_interval {
+                if out.since_index >= index_interval {
                     out.index.push(IndexEntry {
                         offset: d.offset,
                         position: rec_pos,
                     });
-                    since_index = 0;
+                    out.since_index = 0;
                 }
-                since_index += d.encoded_len as u64;
+                out.since_index += d.encoded_len as u64;
                 consumed += d.encoded_len;
-                out.max_timestamp = out.max_timestamp.max(d.timestamp);
+                if !d.is_lost() {
+                    out.max_timestamp = out.max_timestamp.max(d.timestamp);
+                }
                 out.records += 1;
                 out.next_offset += 1;
                 out.end_position = rec_pos + d.encoded_len as u64;
@@ -260,7 +296,7 @@ pub(crate) fn scan(
                         rec_pos,
                         format!("torn record: needs {needed} bytes, {left} left in file"),
                     ));
-                    return Ok(out);
+                    return Ok(());
                 }
                 // Slide the unread tail to the front and refill from the file.
                 buf.drain(..consumed.min(buf.len()));
@@ -274,15 +310,88 @@ pub(crate) fn scan(
                 buf.truncate(have + n);
                 if n == 0 {
                     out.stop = Some((rec_pos, "file shorter than its reported length".into()));
-                    return Ok(out);
+                    return Ok(());
                 }
             }
             Err(DecodeError::Corrupt(kind)) => {
                 out.stop = Some((rec_pos, kind.to_string()));
-                return Ok(out);
+                return Ok(());
             }
         }
     }
+}
+
+/// Where valid records resume after a damaged range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Resync {
+    /// Byte position of the first valid record after the damage.
+    pub position: u64,
+    /// Its offset: the records `first_lost..offset` were in the damaged range.
+    pub offset: Offset,
+}
+
+/// Looks for the first valid record after damage that starts at `hole_start`, where the record
+/// with offset `first_lost` should have been. `None` means nothing valid follows: the damage is
+/// a torn tail.
+///
+/// A candidate must decode with a good checksum and have an offset the damaged range can
+/// account for: above `first_lost` (or equal, only right at `hole_start`: the header-only case),
+/// and no more records lost than could fit in the skipped bytes (each takes at least a header).
+/// The offset test runs before any hashing, so a scan over megabytes of garbage stays cheap, and
+/// a record-shaped fragment inside a lost record's value almost never passes it.
+pub(crate) fn find_resync(
+    file: &File,
+    path: &Path,
+    file_len: u64,
+    hole_start: u64,
+    first_lost: Offset,
+) -> Result<Option<Resync>> {
+    let header = record::HEADER_LEN;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut pos = hole_start;
+    while pos + header as u64 <= file_len {
+        let want = (file_len - pos).min((SCAN_CHUNK + header) as u64) as usize;
+        buf.resize(want, 0);
+        let n = read_full_at(file, &mut buf, pos).map_err(io_err("read segment", path))?;
+        buf.truncate(n);
+        if n < header {
+            break;
+        }
+        let positions = n - header + 1;
+        for i in 0..positions {
+            let at = pos + i as u64;
+            let Some((offset, total)) = record::peek(&buf[i..]) else {
+                continue;
+            };
+            let skipped = at - hole_start;
+            let plausible = if offset == first_lost {
+                skipped == 0
+            } else {
+                offset > first_lost
+                    && (offset - first_lost).saturating_mul(header as u64) <= skipped
+            };
+            if !plausible || at + total as u64 > file_len {
+                continue;
+            }
+            let valid = if let Some(bytes) = buf.get(i..i + total) {
+                record::decode(bytes).is_ok_and(|d| d.offset == offset)
+            } else {
+                // A large record reaching past the window: read it whole, just this once.
+                let mut whole = vec![0u8; total];
+                let got =
+                    read_full_at(file, &mut whole, at).map_err(io_err("read segment", path))?;
+                got == total && record::decode(&whole).is_ok_and(|d| d.offset == offset)
+            };
+            if valid {
+                return Ok(Some(Resync {
+                    position: at,
+                    offset,
+                }));
+            }
+        }
+        pos += positions as u64;
+    }
+    Ok(None)
 }
 
 /// Opens an existing segment file read+write.
