@@ -12,6 +12,7 @@ mod log;
 mod reader;
 pub mod record;
 mod segment;
+mod vfs;
 
 pub use error::{Error, Result};
 pub use log::{Log, Quarantined, RecoveryReport, SyncPoint};

@@ -1,9 +1,6 @@
 //! The single writer: open + recovery, append, group-commit sync, roll, retention.
 
-use std::fs::File;
-use std::io::Write;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -12,6 +9,7 @@ use crate::error::io_err;
 use crate::reader::LogReader;
 use crate::record;
 use crate::segment::{self, IndexEntry, Segment, SEGMENT_HEADER_LEN};
+use crate::vfs::{StdFs, VFile, Vfs};
 use crate::{Entry, Error, LogConfig, Offset, Result};
 
 /// State shared by the writer and all readers.
@@ -92,6 +90,8 @@ pub struct Quarantined {
 #[derive(Debug)]
 pub struct Log {
     dir: PathBuf,
+    /// The file system: the real one, or the power-loss simulation's in tests.
+    fs: Arc<dyn Vfs>,
     cfg: LogConfig,
     shared: Arc<Shared>,
     active: Arc<Segment>,
@@ -116,7 +116,8 @@ pub struct Log {
 #[derive(Debug)]
 pub struct SyncPoint {
     segment: Arc<Segment>,
-    dir: Option<PathBuf>,
+    /// The directory to fsync too, when a segment was created or deleted since the last point.
+    dir: Option<(PathBuf, Arc<dyn Vfs>)>,
     upto: Offset,
     poisoned: Arc<AtomicBool>,
 }
@@ -150,8 +151,8 @@ impl SyncPoint {
                 source,
             });
         }
-        if let Some(dir) = &self.dir {
-            if let Err(e) = segment::sync_dir(dir) {
+        if let Some((dir, fs)) = &self.dir {
+            if let Err(e) = segment::sync_dir(fs.as_ref(), dir) {
                 self.poisoned.store(true, Ordering::Release);
                 return Err(e);
             }
@@ -175,16 +176,20 @@ impl Log {
     /// index interval are checked (a full scan runs when the index is missing or inconsistent);
     /// corruption inside a sealed segment is an error, never silently dropped.
     pub fn open(dir: &Path, cfg: LogConfig) -> Result<Log> {
+        Log::open_with(dir, cfg, StdFs::shared())
+    }
+
+    /// [`Log::open`] over a given file system (the power-loss simulation's, in tests).
+    pub(crate) fn open_with(dir: &Path, cfg: LogConfig, fs: Arc<dyn Vfs>) -> Result<Log> {
         cfg.validate()?;
-        std::fs::create_dir_all(dir).map_err(io_err("create log directory", dir))?;
+        let vfs = fs.as_ref();
+        vfs.create_dir_all(dir)
+            .map_err(io_err("create log directory", dir))?;
         let mut report = RecoveryReport::default();
         let mut bases = Vec::new();
         let mut index_bases = Vec::new();
-        let listing = std::fs::read_dir(dir).map_err(io_err("list log directory", dir))?;
-        for entry in listing {
-            let entry = entry.map_err(io_err("list log directory", dir))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
+        let listing = vfs.list(dir).map_err(io_err("list log directory", dir))?;
+        for name in &listing {
             if let Some(base) = segment::parse_name(name, "log") {
                 bases.push(base);
             } else if let Some(base) = segment::parse_name(name, "index") {
@@ -197,14 +202,14 @@ impl Log {
         for base in index_bases {
             if bases.binary_search(&base).is_err() {
                 let p = segment::index_path(dir, base);
-                remove_if_exists(&p)?;
+                remove_if_exists(vfs, &p)?;
                 report.orphans_removed += 1;
             }
         }
 
         let mut dir_dirty = false;
         if bases.is_empty() {
-            segment::create_segment(&segment::segment_path(dir, 0), 0)?;
+            segment::create_segment(vfs, &segment::segment_path(dir, 0), 0)?;
             bases.push(0);
             report.created = true;
             dir_dirty = true;
@@ -228,9 +233,9 @@ impl Log {
                 }
             }
             let rec = if i == last {
-                recover_active(dir, base, &cfg, &mut report)?
+                recover_active(vfs, dir, base, &cfg, &mut report)?
             } else {
-                recover_sealed(dir, base, &cfg, &mut report)?
+                recover_sealed(vfs, dir, base, &cfg, &mut report)?
             };
             expected_base = Some(rec.next_offset);
             if i == last {
@@ -252,6 +257,7 @@ impl Log {
         let index_interval = cfg.index_interval_bytes as usize;
         Ok(Log {
             dir: dir.to_path_buf(),
+            fs,
             cfg,
             shared: Arc::new(Shared {
                 segments: RwLock::new(segments),
@@ -380,7 +386,8 @@ impl Log {
         if self.is_poisoned() {
             return Err(Error::Poisoned);
         }
-        let dir = std::mem::take(&mut self.dir_dirty).then(|| self.dir.clone());
+        let dir =
+            std::mem::take(&mut self.dir_dirty).then(|| (self.dir.clone(), Arc::clone(&self.fs)));
         Ok(SyncPoint {
             segment: Arc::clone(&self.active),
             dir,
@@ -493,8 +500,8 @@ impl Log {
             }
             // Readers holding the Arc keep reading through the open handle after the unlink.
             // The .log goes first: an orphan .index is harmless and removed on the next open.
-            remove_if_exists(&oldest.path)?;
-            remove_if_exists(&oldest.index_path)?;
+            remove_if_exists(self.fs.as_ref(), &oldest.path)?;
+            remove_if_exists(self.fs.as_ref(), &oldest.index_path)?;
             self.dir_dirty = true;
             removed += 1;
         }
@@ -521,18 +528,19 @@ impl Log {
                 .unwrap_or_else(PoisonError::into_inner);
             // The index is a cache: if it cannot be written, open rebuilds it by scanning.
             let written = segment::write_index(
+                self.fs.as_ref(),
                 &self.active.index_path,
                 self.active.base,
                 self.active.max_timestamp.load(Ordering::Relaxed),
                 &index,
             );
             if written.is_err() {
-                let _ = std::fs::remove_file(&self.active.index_path);
+                let _ = self.fs.remove_file(&self.active.index_path);
             }
         }
         let base = self.next_offset;
         let path = segment::segment_path(&self.dir, base);
-        let file = segment::create_segment(&path, base)?;
+        let file = segment::create_segment(self.fs.as_ref(), &path, base)?;
         let seg = Arc::new(Segment {
             base,
             index_path: segment::index_path(&self.dir, base),
@@ -555,8 +563,8 @@ impl Log {
     }
 }
 
-fn remove_if_exists(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
+fn remove_if_exists(fs: &dyn Vfs, path: &Path) -> Result<()> {
+    match fs.remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::Io {
@@ -567,8 +575,8 @@ fn remove_if_exists(path: &Path) -> Result<()> {
     }
 }
 
-fn file_len(file: &File, path: &Path) -> Result<u64> {
-    Ok(file.metadata().map_err(io_err("stat segment", path))?.len())
+fn file_len(file: &dyn VFile, path: &Path) -> Result<u64> {
+    file.size().map_err(io_err("stat segment", path))
 }
 
 /// Name of the directory, inside a log directory, that keeps damaged bytes recovery removed.
@@ -578,6 +586,7 @@ pub(crate) const QUARANTINE_DIR: &str = "quarantine";
 /// write was cut short) is cut off; damage followed by valid records is corruption, not a torn
 /// write, so it is quarantined instead and every record after it kept (see [`quarantine`]).
 fn recover_active(
+    fs: &dyn Vfs,
     dir: &Path,
     base: Offset,
     cfg: &LogConfig,
@@ -587,15 +596,15 @@ fn recover_active(
     let index_path = segment::index_path(dir, base);
     // The active segment's index lives in memory and is rebuilt by this scan; a file left from a
     // crash right after sealing could be stale once appends resume here.
-    remove_if_exists(&index_path)?;
-    let mut file = segment::open_rw(&path)?;
-    let mut len = file_len(&file, &path)?;
+    remove_if_exists(fs, &index_path)?;
+    let mut file = segment::open_rw(fs, &path)?;
+    let mut len = file_len(file.as_ref(), &path)?;
     let start = IndexEntry {
         offset: base,
         position: SEGMENT_HEADER_LEN,
     };
-    if let Err(reason) = segment::check_segment_header(&file, base) {
-        if let Some(version) = segment::other_version(&file) {
+    if let Err(reason) = segment::check_segment_header(file.as_ref(), base) {
+        if let Some(version) = segment::other_version(file.as_ref()) {
             // Not damage: a format this build does not know. Never "repair" it.
             return Err(Error::Corrupt {
                 path,
@@ -606,7 +615,7 @@ fn recover_active(
                 ),
             });
         }
-        match segment::find_resync(&file, &path, len, SEGMENT_HEADER_LEN, base)? {
+        match segment::find_resync(file.as_ref(), &path, len, SEGMENT_HEADER_LEN, base)? {
             // Records follow, so this is a damaged header, not a torn segment creation.
             Some(resync) => {
                 let damage = Damage {
@@ -616,7 +625,7 @@ fn recover_active(
                 };
                 report
                     .quarantined
-                    .push(quarantine(dir, &file, &path, base, damage)?);
+                    .push(quarantine(fs, dir, file.as_ref(), &path, base, damage)?);
             }
             None => {
                 // A torn segment creation: nothing in it was ever acknowledged (the directory
@@ -624,7 +633,7 @@ fn recover_active(
                 report.truncated_bytes += len;
                 report.truncated_at = Some((path.clone(), 0));
                 report.truncation_reason = Some(reason);
-                file = segment::create_segment(&path, base)?;
+                file = segment::create_segment(fs, &path, base)?;
                 len = SEGMENT_HEADER_LEN;
             }
         }
@@ -632,11 +641,13 @@ fn recover_active(
     let interval = u64::from(cfg.index_interval_bytes);
     let mut scan = segment::ScanOutcome::at(start);
     loop {
-        segment::scan_more(&file, &path, len, &mut scan, interval)?;
+        segment::scan_more(file.as_ref(), &path, len, &mut scan, interval)?;
         let Some((position, reason)) = scan.stop.take() else {
             break;
         };
-        if let Some(resync) = segment::find_resync(&file, &path, len, position, scan.next_offset)? {
+        if let Some(resync) =
+            segment::find_resync(file.as_ref(), &path, len, position, scan.next_offset)?
+        {
             let damage = Damage {
                 bytes: position..resync.position,
                 offsets: scan.next_offset..resync.offset,
@@ -644,7 +655,7 @@ fn recover_active(
             };
             report
                 .quarantined
-                .push(quarantine(dir, &file, &path, base, damage)?);
+                .push(quarantine(fs, dir, file.as_ref(), &path, base, damage)?);
             // The placeholders are valid records now: the scan goes on through them.
             continue;
         }
@@ -692,8 +703,9 @@ struct Damage {
 /// The copy is durable before the segment changes, so a crash in between loses nothing: the next
 /// open finds the same damage (or, after a torn overwrite, the rest of it) and does it again.
 fn quarantine(
+    fs: &dyn Vfs,
     dir: &Path,
-    file: &File,
+    file: &dyn VFile,
     path: &Path,
     base: Offset,
     damage: Damage,
@@ -716,10 +728,11 @@ fn quarantine(
     damaged.truncate(got);
 
     let qdir = dir.join(QUARANTINE_DIR);
-    std::fs::create_dir_all(&qdir).map_err(io_err("create quarantine directory", &qdir))?;
-    segment::sync_dir(dir)?;
-    let copy = write_quarantine_copy(&qdir, base, bytes.start, &damaged)?;
-    segment::sync_dir(&qdir)?;
+    fs.create_dir_all(&qdir)
+        .map_err(io_err("create quarantine directory", &qdir))?;
+    segment::sync_dir(fs, dir)?;
+    let copy = write_quarantine_copy(fs, &qdir, base, bytes.start, &damaged)?;
+    segment::sync_dir(fs, &qdir)?;
 
     let mut out = Vec::with_capacity(len);
     let mut records_start = bytes.start;
@@ -760,7 +773,13 @@ fn quarantine(
 /// Writes `damaged` to `<qdir>/<base>-<start>.bad` and fsyncs it. An existing copy with the
 /// same bytes is a repair interrupted by a crash and is reused; one with other bytes (new damage
 /// at the same place) is never overwritten: the new copy gets a `.<n>` suffix.
-fn write_quarantine_copy(qdir: &Path, base: Offset, start: u64, damaged: &[u8]) -> Result<PathBuf> {
+fn write_quarantine_copy(
+    fs: &dyn Vfs,
+    qdir: &Path,
+    base: Offset,
+    start: u64,
+    damaged: &[u8],
+) -> Result<PathBuf> {
     for n in 0u32..1000 {
         let name = if n == 0 {
             format!("{base:020}-{start:020}.bad")
@@ -768,21 +787,18 @@ fn write_quarantine_copy(qdir: &Path, base: Offset, start: u64, damaged: &[u8]) 
             format!("{base:020}-{start:020}.{n}.bad")
         };
         let copy = qdir.join(name);
-        let created = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&copy);
-        let file = match created {
-            Ok(mut f) => {
-                f.write_all(damaged)
+        let file = match fs.create_new(&copy) {
+            Ok(f) => {
+                f.write_all_at(damaged, 0)
                     .map_err(io_err("write quarantine file", &copy))?;
                 f
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                if !std::fs::read(&copy).is_ok_and(|old| old == damaged) {
+                if !fs.read(&copy).is_ok_and(|old| old == damaged) {
                     continue;
                 }
-                File::open(&copy).map_err(io_err("open quarantine file", &copy))?
+                fs.open(&copy)
+                    .map_err(io_err("open quarantine file", &copy))?
             }
             Err(e) => return Err(io_err("create quarantine file", &copy)(e)),
         };
@@ -800,6 +816,7 @@ fn write_quarantine_copy(qdir: &Path, base: Offset, start: u64, damaged: &[u8]) 
 /// Checks a sealed segment: trusts a consistent index plus a verified last interval, otherwise
 /// scans it fully and rewrites the index. Any damage is an error: sealed data was fsynced.
 fn recover_sealed(
+    fs: &dyn Vfs,
     dir: &Path,
     base: Offset,
     cfg: &LogConfig,
@@ -807,9 +824,9 @@ fn recover_sealed(
 ) -> Result<Recovered> {
     let path = segment::segment_path(dir, base);
     let index_path = segment::index_path(dir, base);
-    let file = segment::open_rw(&path)?;
-    let len = file_len(&file, &path)?;
-    segment::check_segment_header(&file, base).map_err(|reason| Error::Corrupt {
+    let file = segment::open_rw(fs, &path)?;
+    let len = file_len(file.as_ref(), &path)?;
+    segment::check_segment_header(file.as_ref(), base).map_err(|reason| Error::Corrupt {
         path: path.clone(),
         position: 0,
         reason,
@@ -820,9 +837,9 @@ fn recover_sealed(
         position: SEGMENT_HEADER_LEN,
     };
 
-    if let Some((mut index, max_ts)) = segment::load_index(&index_path, base, len) {
+    if let Some((mut index, max_ts)) = segment::load_index(fs, &index_path, base, len) {
         let from = index.last().copied().unwrap_or(start);
-        let tail = segment::scan(&file, &path, len, from, interval)?;
+        let tail = segment::scan(file.as_ref(), &path, len, from, interval)?;
         report.records_scanned += tail.records;
         if tail.stop.is_none() && tail.records > 0 {
             index.extend_from_slice(&tail.index);
@@ -842,7 +859,7 @@ fn recover_sealed(
         }
     }
 
-    let scan = segment::scan(&file, &path, len, start, interval)?;
+    let scan = segment::scan(file.as_ref(), &path, len, start, interval)?;
     report.records_scanned += scan.records;
     if let Some((position, reason)) = scan.stop {
         return Err(Error::Corrupt {
@@ -852,7 +869,7 @@ fn recover_sealed(
         });
     }
     // Best effort: the in-memory index is what serves reads.
-    let _ = segment::write_index(&index_path, base, scan.max_timestamp, &scan.index);
+    let _ = segment::write_index(fs, &index_path, base, scan.max_timestamp, &scan.index);
     report.indexes_rebuilt += 1;
     Ok(Recovered {
         next_offset: scan.next_offset,

@@ -1,14 +1,12 @@
 //! Segment files, their headers, sparse index files and the recovery scan.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{PoisonError, RwLock};
 
 use crate::error::io_err;
 use crate::record::{self, DecodeError};
+use crate::vfs::{VFile, Vfs};
 use crate::{Offset, Result};
 
 /// Magic at the start of every segment file.
@@ -40,7 +38,7 @@ pub(crate) struct Segment {
     pub path: PathBuf,
     pub index_path: PathBuf,
     /// Opened read+write; positional I/O only (pread/pwrite), so one handle serves everyone.
-    pub file: File,
+    pub file: Box<dyn VFile>,
     pub index: RwLock<Vec<IndexEntry>>,
     /// Bytes of valid data (header included); only the writer stores, before publishing offsets.
     pub size: AtomicU64,
@@ -89,7 +87,10 @@ pub(crate) fn segment_header(base: Offset) -> [u8; SEGMENT_HEADER_LEN as usize] 
 }
 
 /// Checks the header of a segment file; `Err` carries the reason.
-pub(crate) fn check_segment_header(file: &File, base: Offset) -> std::result::Result<(), String> {
+pub(crate) fn check_segment_header(
+    file: &dyn VFile,
+    base: Offset,
+) -> std::result::Result<(), String> {
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
     let n = read_full_at(file, &mut h, 0).map_err(|e| format!("reading header: {e}"))?;
     if n < h.len() {
@@ -105,7 +106,7 @@ pub(crate) fn check_segment_header(file: &File, base: Offset) -> std::result::Re
 
 /// The version of a segment whose header has our magic but another format version: a format
 /// this build does not read, which recovery must refuse rather than repair.
-pub(crate) fn other_version(file: &File) -> Option<u32> {
+pub(crate) fn other_version(file: &dyn VFile) -> Option<u32> {
     let mut h = [0u8; 8];
     let n = read_full_at(file, &mut h, 0).ok()?;
     let version = u32::from_le_bytes(h[4..8].try_into().ok()?);
@@ -113,7 +114,7 @@ pub(crate) fn other_version(file: &File) -> Option<u32> {
 }
 
 /// Reads until `buf` is full or end of file; returns bytes read.
-pub(crate) fn read_full_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+pub(crate) fn read_full_at(file: &dyn VFile, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         match file.read_at(&mut buf[done..], pos + done as u64) {
@@ -128,6 +129,7 @@ pub(crate) fn read_full_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Re
 
 /// Writes a complete index file. The index is a cache validated on open, so it is not fsynced.
 pub(crate) fn write_index(
+    fs: &dyn Vfs,
     path: &Path,
     base: Offset,
     max_timestamp: u64,
@@ -147,19 +149,21 @@ pub(crate) fn write_index(
     out.extend_from_slice(&count.to_le_bytes());
     out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
     out.extend_from_slice(&body);
-    let mut f = File::create(path).map_err(io_err("create index", path))?;
-    f.write_all(&out).map_err(io_err("write index", path))?;
+    let f = fs.create(path).map_err(io_err("create index", path))?;
+    f.write_all_at(&out, 0)
+        .map_err(io_err("write index", path))?;
     Ok(())
 }
 
 /// Loads an index file if it exists and is self-consistent for a segment of `segment_len`
 /// bytes; `None` means "rebuild it".
 pub(crate) fn load_index(
+    fs: &dyn Vfs,
     path: &Path,
     base: Offset,
     segment_len: u64,
 ) -> Option<(Vec<IndexEntry>, u64)> {
-    let bytes = std::fs::read(path).ok()?;
+    let bytes = fs.read(path).ok()?;
     let header = bytes.get(..INDEX_HEADER_LEN)?;
     let field = |at: usize, n: usize| header.get(at..at + n);
     if field(0, 4)? != INDEX_MAGIC
@@ -232,7 +236,7 @@ impl ScanOutcome {
 /// Scans records from `start` (a record boundary holding `start_offset`) to `file_len`, verifying
 /// checksums and offset continuity; stops at the first bad byte.
 pub(crate) fn scan(
-    file: &File,
+    file: &dyn VFile,
     path: &Path,
     file_len: u64,
     start: IndexEntry,
@@ -246,7 +250,7 @@ pub(crate) fn scan(
 /// Continues a scan from `out.end_position` (expecting `out.next_offset` there), so recovery can
 /// resume after repairing the range where it stopped.
 pub(crate) fn scan_more(
-    file: &File,
+    file: &dyn VFile,
     path: &Path,
     file_len: u64,
     out: &mut ScanOutcome,
@@ -340,7 +344,7 @@ pub(crate) struct Resync {
 /// The offset test runs before any hashing, so a scan over megabytes of garbage stays cheap, and
 /// a record-shaped fragment inside a lost record's value almost never passes it.
 pub(crate) fn find_resync(
-    file: &File,
+    file: &dyn VFile,
     path: &Path,
     file_len: u64,
     hole_start: u64,
@@ -395,31 +399,19 @@ pub(crate) fn find_resync(
 }
 
 /// Opens an existing segment file read+write.
-pub(crate) fn open_rw(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(io_err("open segment", path))
+pub(crate) fn open_rw(fs: &dyn Vfs, path: &Path) -> Result<Box<dyn VFile>> {
+    fs.open(path).map_err(io_err("open segment", path))
 }
 
 /// Creates (or resets) a segment file holding only its header.
-pub(crate) fn create_segment(path: &Path, base: Offset) -> Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(io_err("create segment", path))?;
+pub(crate) fn create_segment(fs: &dyn Vfs, path: &Path, base: Offset) -> Result<Box<dyn VFile>> {
+    let file = fs.create(path).map_err(io_err("create segment", path))?;
     file.write_all_at(&segment_header(base), 0)
         .map_err(io_err("write segment header", path))?;
     Ok(file)
 }
 
 /// fsync of a directory, so created/deleted/renamed entries survive power loss.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync directory", dir))
+pub(crate) fn sync_dir(fs: &dyn Vfs, dir: &Path) -> Result<()> {
+    fs.sync_dir(dir).map_err(io_err("fsync directory", dir))
 }
