@@ -9,9 +9,13 @@
 
 mod error;
 mod log;
+#[cfg(test)]
+mod power_loss;
 mod reader;
 pub mod record;
 mod segment;
+#[cfg(test)]
+mod sim;
 mod vfs;
 
 pub use error::{Error, Result};

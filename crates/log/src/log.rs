@@ -183,6 +183,8 @@ impl Log {
     pub(crate) fn open_with(dir: &Path, cfg: LogConfig, fs: Arc<dyn Vfs>) -> Result<Log> {
         cfg.validate()?;
         let vfs = fs.as_ref();
+        // Directories on the way to the log that do not exist yet, deepest first.
+        let missing: Vec<&Path> = dir.ancestors().take_while(|d| !vfs.is_dir(d)).collect();
         vfs.create_dir_all(dir)
             .map_err(io_err("create log directory", dir))?;
         let mut report = RecoveryReport::default();
@@ -209,6 +211,17 @@ impl Log {
 
         let mut dir_dirty = false;
         if bases.is_empty() {
+            // A file's fsync does not make the entries of the directories above it durable: a
+            // new log's directory (and any directory created on the way to it) is fsynced into
+            // its parent now, or a power loss could take the whole log, acknowledged records
+            // and all (found by the power-loss simulation).
+            let mut parents: Vec<&Path> = missing.iter().filter_map(|d| d.parent()).collect();
+            parents.extend(dir.parent());
+            parents.sort_unstable();
+            parents.dedup();
+            for parent in parents.into_iter().filter(|p| !p.as_os_str().is_empty()) {
+                segment::sync_dir(vfs, parent)?;
+            }
             segment::create_segment(vfs, &segment::segment_path(dir, 0), 0)?;
             bases.push(0);
             report.created = true;

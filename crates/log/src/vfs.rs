@@ -1,6 +1,6 @@
-//! The file operations the log uses, behind one seam, so a power-loss simulation can run the
-//! real append, sync, roll, retention and recovery code over a disk that forgets what was not
-//! fsynced. [`StdFs`] is the real one: every method is the
+//! The file operations the log uses, behind one seam, so the power-loss simulation
+//! (`crate::sim`, tests only) runs the real append, sync, roll, retention and recovery code over
+//! a disk that forgets what was not fsynced. [`StdFs`] is the real one: every method is the
 //! same `std::fs` call the log made before, behind one indirect call (against a syscall, noise:
 //! `cargo bench -p tickwire-log`, before/after in the commit that added this).
 
@@ -15,6 +15,8 @@ use std::sync::Arc;
 pub(crate) trait Vfs: Send + Sync + fmt::Debug {
     /// `mkdir -p`.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Whether `path` is an existing directory.
+    fn is_dir(&self, path: &Path) -> bool;
     /// Names of the entries of `dir` (names that are not UTF-8 are left out: the log never
     /// writes one).
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
@@ -62,6 +64,10 @@ impl StdFs {
 impl Vfs for StdFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         std::fs::create_dir_all(dir)
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {

@@ -58,9 +58,9 @@ impl Embedded {
         spec: &NamespaceSpec,
     ) -> Result<(Arc<EmbeddedStream>, EmbeddedAppender), StreamError> {
         let name = &spec.name;
+        // The log creates its directory itself, and fsyncs the directories above a new one so
+        // a power loss cannot take the namespace with it.
         let path = self.dir.log(name);
-        std::fs::create_dir_all(&path)
-            .map_err(|e| StreamError::storage(name, format!("creating {}: {e}", path.display())))?;
         let cfg = LogConfig {
             segment_bytes: self.config.segment_bytes.max(4096),
             max_record_bytes: u32::try_from(spec.max_message_bytes.saturating_add(1024))
