@@ -610,6 +610,20 @@ async fn http_response_body(c: &mut Conn) -> Result<BytesMut> {
     Ok(body)
 }
 
+/// The credential subscribers present at the WebSocket upgrade (a JWT), from the environment,
+/// so a run can measure fan-out with identities on against the open configuration.
+const CLIENT_CREDENTIAL: &str = "TICKWIRE_BENCH_TOKEN";
+/// The credential the HTTP publishers present (an API key with the `publish` scope).
+const PUBLISHER_CREDENTIAL: &str = "TICKWIRE_BENCH_API_KEY";
+
+/// `Authorization: Bearer ...` and its line end, or nothing when `var` is unset.
+fn authorization(var: &str) -> String {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => format!("Authorization: Bearer {v}\r\n"),
+        _ => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,19 +650,5 @@ mod tests {
             assert_eq!(p.qos, qos);
             assert_eq!(&p.payload[..], &payload[..]);
         }
-    }
-}
-
-/// The credential subscribers present at the WebSocket upgrade (a JWT), from the environment,
-/// so a run can measure fan-out with identities on against the open configuration.
-const CLIENT_CREDENTIAL: &str = "TICKWIRE_BENCH_TOKEN";
-/// The credential the HTTP publishers present (an API key with the `publish` scope).
-const PUBLISHER_CREDENTIAL: &str = "TICKWIRE_BENCH_API_KEY";
-
-/// `Authorization: Bearer ...` and its line end, or nothing when `var` is unset.
-fn authorization(var: &str) -> String {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => format!("Authorization: Bearer {v}\r\n"),
-        _ => String::new(),
     }
 }

@@ -229,6 +229,36 @@ impl Metrics {
             "Publications and commands refused by a rate limit, per edge.",
             |c| &c.rate_limited,
         );
+        // Per namespace: what the log's recovery did at start. A torn tail is what any crash
+        // leaves; quarantined bytes and records are corruption, data lost, worth an alert.
+        let recovery = hub.recovery_stats();
+        let mut per_namespace =
+            |name: &str, help: &str, f: fn(&tickwire_hub::RecoveryStats) -> u64| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                for (ns, r) in &recovery {
+                    let _ = writeln!(out, "{name}{{namespace=\"{ns}\"}} {}", f(r));
+                }
+            };
+        per_namespace(
+            "tickwire_log_recovery_truncated_bytes_total",
+            "Bytes of torn tails (incomplete last writes) cut off the active log segment at start.",
+            |r| r.truncated_bytes,
+        );
+        per_namespace(
+            "tickwire_log_recovery_quarantined_bytes_total",
+            "Bytes of corrupt log data with valid records after it, moved to quarantine at start.",
+            |r| r.quarantined_bytes,
+        );
+        per_namespace(
+            "tickwire_log_recovery_quarantined_records_total",
+            "Records lost to corruption at start (their bytes quarantined, their offsets kept).",
+            |r| r.quarantined_records,
+        );
+        per_namespace(
+            "tickwire_log_recovery_indexes_rebuilt_total",
+            "Sparse log index files rebuilt at start (a cache: nothing lost).",
+            |r| r.indexes_rebuilt,
+        );
         for source in self.sources.read().iter() {
             source(&mut out);
         }

@@ -16,7 +16,7 @@ use tickwire_model::{
 };
 use tickwire_stream::{
     embedded::{Embedded, EmbeddedConfig},
-    Backend, Opened, Stream,
+    Backend, Opened, RecoveryStats, Stream,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -520,6 +520,15 @@ impl Hub {
         }
     }
 
+    /// What each namespace's stream repaired when it was opened, for `/metrics`.
+    pub fn recovery_stats(&self) -> Vec<(String, RecoveryStats)> {
+        self.inner
+            .namespaces
+            .iter()
+            .map(|ns| (ns.spec.name.clone(), ns.stream.recovery_stats()))
+            .collect()
+    }
+
     pub fn fsync_policy(&self) -> FsyncPolicy {
         self.inner.config.fsync
     }
@@ -625,6 +634,7 @@ fn recover(
     let mut cursor = stream.start_offset();
     let end = stream.next_offset();
     let mut skipped = 0u64;
+    let mut lost = 0u64;
     while cursor < end {
         let batch = stream.read(cursor, 8192, 8 << 20)?;
         if batch.next <= cursor {
@@ -632,6 +642,7 @@ fn recover(
         }
         cursor = batch.next;
         skipped += batch.skipped;
+        lost += batch.lost;
         for p in batch.publications {
             if let Some(id) = &p.msg_id {
                 dedup.insert(p.channel.clone(), id.clone(), p.offset);
@@ -659,6 +670,16 @@ fn recover(
             namespace = stream.namespace(),
             skipped,
             "log records this version cannot read were skipped during recovery"
+        );
+    }
+    if lost > 0 {
+        // Placeholders stay until retention removes them; say so on every start, not only on
+        // the one that found the damage.
+        tracing::warn!(
+            namespace = stream.namespace(),
+            lost,
+            "the log holds records lost to corruption (found by an earlier recovery, bytes in \
+             its quarantine directory); they are passed over"
         );
     }
     // The values that stay in memory are slices of the stream's read chunks: give each its

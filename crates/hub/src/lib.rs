@@ -31,7 +31,7 @@ pub use session::{CloseReason, Delivery, Session, SessionCloser, SubscribeInfo};
 pub use tickwire_model::{
     Channel, Class, Epoch, NamespaceSpec, Offset, Pattern, Publication, StreamPos,
 };
-pub use tickwire_stream::{embedded::lock_data_dir, Stream, StreamError};
+pub use tickwire_stream::{embedded::lock_data_dir, RecoveryStats, Stream, StreamError};
 
 /// Lowers the calling thread's CPU priority (nice 10) for work that can wait: on a busy machine
 /// the scheduler then runs the threads clients are waiting on first. Linux nice values are per

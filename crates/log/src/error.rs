@@ -19,6 +19,13 @@ pub enum Error {
         /// Configured maximum.
         max: u32,
     },
+    /// An entry with an empty key and timestamp `u64::MAX`: that is how recovery marks a lost
+    /// record ([`crate::Record::is_lost`]), so a real one would be mistaken for a loss.
+    #[error("record at batch index {index} has an empty key and timestamp u64::MAX, reserved for lost-record placeholders")]
+    ReservedRecord {
+        /// Position of the record in the batch.
+        index: usize,
+    },
     /// An I/O operation failed.
     #[error("{op} failed on {}: {source}", path.display())]
     Io {

@@ -9,12 +9,17 @@
 
 mod error;
 mod log;
+#[cfg(test)]
+mod power_loss;
 mod reader;
 pub mod record;
 mod segment;
+#[cfg(test)]
+mod sim;
+mod vfs;
 
 pub use error::{Error, Result};
-pub use log::{Log, RecoveryReport, SyncPoint};
+pub use log::{Log, Quarantined, RecoveryReport, SyncPoint};
 pub use reader::LogReader;
 
 use std::time::Duration;
@@ -86,4 +91,13 @@ pub struct Record {
     pub key: bytes::Bytes,
     /// Value bytes.
     pub value: bytes::Bytes,
+}
+
+impl Record {
+    /// True for a placeholder that recovery wrote in place of a damaged record: the offset
+    /// exists (offsets stay contiguous), its data was lost and its bytes are in the log
+    /// directory's `quarantine/` (see [`RecoveryReport::quarantined`]).
+    pub fn is_lost(&self) -> bool {
+        record::is_lost(self.timestamp, &self.key)
+    }
 }

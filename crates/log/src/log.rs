@@ -1,7 +1,6 @@
 //! The single writer: open + recovery, append, group-commit sync, roll, retention.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -10,6 +9,7 @@ use crate::error::io_err;
 use crate::reader::LogReader;
 use crate::record;
 use crate::segment::{self, IndexEntry, Segment, SEGMENT_HEADER_LEN};
+use crate::vfs::{StdFs, VFile, Vfs};
 use crate::{Entry, Error, LogConfig, Offset, Result};
 
 /// State shared by the writer and all readers.
@@ -32,12 +32,17 @@ pub struct RecoveryReport {
     pub segments: usize,
     /// Records whose checksum was verified during recovery.
     pub records_scanned: u64,
-    /// Bytes cut from the tail (torn write, corrupt record or trailing garbage).
+    /// Bytes cut from the tail of the active segment: a torn last write, or damage with no
+    /// valid record after it (trailing garbage, zeroes).
     pub truncated_bytes: u64,
     /// Segment file and byte position where the tail was cut, if it was.
     pub truncated_at: Option<(PathBuf, u64)>,
     /// Why the tail was cut.
     pub truncation_reason: Option<String>,
+    /// Damaged ranges of the active segment with valid records after them: not a torn tail, so
+    /// each was copied to the quarantine directory and its records replaced by placeholders;
+    /// every record after it was kept at its offset.
+    pub quarantined: Vec<Quarantined>,
     /// Sparse indexes rebuilt because they were missing or inconsistent.
     pub indexes_rebuilt: usize,
     /// Orphan index files removed (their segment was deleted).
@@ -46,10 +51,47 @@ pub struct RecoveryReport {
     pub created: bool,
 }
 
+impl RecoveryReport {
+    /// Bytes moved to quarantine, all ranges.
+    pub fn quarantined_bytes(&self) -> u64 {
+        self.quarantined
+            .iter()
+            .map(|q| q.bytes.end - q.bytes.start)
+            .sum()
+    }
+
+    /// Records lost in quarantined ranges (now placeholders), all ranges.
+    pub fn lost_records(&self) -> u64 {
+        self.quarantined
+            .iter()
+            .map(|q| q.offsets.end - q.offsets.start)
+            .sum()
+    }
+}
+
+/// One damaged range recovery found in the active segment, with valid records after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// The segment file.
+    pub segment: PathBuf,
+    /// The damaged bytes, `[start, end)` in the segment; `end` is where valid records resume.
+    /// A range starting at 0 includes a damaged segment header (rewritten).
+    pub bytes: Range<u64>,
+    /// The offsets whose records were in those bytes, now placeholders
+    /// ([`crate::Record::is_lost`]); empty when only the segment header was damaged.
+    pub offsets: Range<Offset>,
+    /// Where the damaged bytes were copied: `<log dir>/quarantine/<base>-<start>.bad`.
+    pub copy: PathBuf,
+    /// What was wrong at `bytes.start`.
+    pub reason: String,
+}
+
 /// The append-only log. Single writer: owned by one thread (it is `Send`, not shared).
 #[derive(Debug)]
 pub struct Log {
     dir: PathBuf,
+    /// The file system: the real one, or the power-loss simulation's in tests.
+    fs: Arc<dyn Vfs>,
     cfg: LogConfig,
     shared: Arc<Shared>,
     active: Arc<Segment>,
@@ -74,7 +116,8 @@ pub struct Log {
 #[derive(Debug)]
 pub struct SyncPoint {
     segment: Arc<Segment>,
-    dir: Option<PathBuf>,
+    /// The directory to fsync too, when a segment was created or deleted since the last point.
+    dir: Option<(PathBuf, Arc<dyn Vfs>)>,
     upto: Offset,
     poisoned: Arc<AtomicBool>,
 }
@@ -108,8 +151,8 @@ impl SyncPoint {
                 source,
             });
         }
-        if let Some(dir) = &self.dir {
-            if let Err(e) = segment::sync_dir(dir) {
+        if let Some((dir, fs)) = &self.dir {
+            if let Err(e) = segment::sync_dir(fs.as_ref(), dir) {
                 self.poisoned.store(true, Ordering::Release);
                 return Err(e);
             }
@@ -133,16 +176,22 @@ impl Log {
     /// index interval are checked (a full scan runs when the index is missing or inconsistent);
     /// corruption inside a sealed segment is an error, never silently dropped.
     pub fn open(dir: &Path, cfg: LogConfig) -> Result<Log> {
+        Log::open_with(dir, cfg, StdFs::shared())
+    }
+
+    /// [`Log::open`] over a given file system (the power-loss simulation's, in tests).
+    pub(crate) fn open_with(dir: &Path, cfg: LogConfig, fs: Arc<dyn Vfs>) -> Result<Log> {
         cfg.validate()?;
-        std::fs::create_dir_all(dir).map_err(io_err("create log directory", dir))?;
+        let vfs = fs.as_ref();
+        // Directories on the way to the log that do not exist yet, deepest first.
+        let missing: Vec<&Path> = dir.ancestors().take_while(|d| !vfs.is_dir(d)).collect();
+        vfs.create_dir_all(dir)
+            .map_err(io_err("create log directory", dir))?;
         let mut report = RecoveryReport::default();
         let mut bases = Vec::new();
         let mut index_bases = Vec::new();
-        let listing = std::fs::read_dir(dir).map_err(io_err("list log directory", dir))?;
-        for entry in listing {
-            let entry = entry.map_err(io_err("list log directory", dir))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
+        let listing = vfs.list(dir).map_err(io_err("list log directory", dir))?;
+        for name in &listing {
             if let Some(base) = segment::parse_name(name, "log") {
                 bases.push(base);
             } else if let Some(base) = segment::parse_name(name, "index") {
@@ -155,14 +204,25 @@ impl Log {
         for base in index_bases {
             if bases.binary_search(&base).is_err() {
                 let p = segment::index_path(dir, base);
-                remove_if_exists(&p)?;
+                remove_if_exists(vfs, &p)?;
                 report.orphans_removed += 1;
             }
         }
 
         let mut dir_dirty = false;
         if bases.is_empty() {
-            segment::create_segment(&segment::segment_path(dir, 0), 0)?;
+            // A file's fsync does not make the entries of the directories above it durable: a
+            // new log's directory (and any directory created on the way to it) is fsynced into
+            // its parent now, or a power loss could take the whole log, acknowledged records
+            // and all (found by the power-loss simulation).
+            let mut parents: Vec<&Path> = missing.iter().filter_map(|d| d.parent()).collect();
+            parents.extend(dir.parent());
+            parents.sort_unstable();
+            parents.dedup();
+            for parent in parents.into_iter().filter(|p| !p.as_os_str().is_empty()) {
+                segment::sync_dir(vfs, parent)?;
+            }
+            segment::create_segment(vfs, &segment::segment_path(dir, 0), 0)?;
             bases.push(0);
             report.created = true;
             dir_dirty = true;
@@ -186,9 +246,9 @@ impl Log {
                 }
             }
             let rec = if i == last {
-                recover_active(dir, base, &cfg, &mut report)?
+                recover_active(vfs, dir, base, &cfg, &mut report)?
             } else {
-                recover_sealed(dir, base, &cfg, &mut report)?
+                recover_sealed(vfs, dir, base, &cfg, &mut report)?
             };
             expected_base = Some(rec.next_offset);
             if i == last {
@@ -210,6 +270,7 @@ impl Log {
         let index_interval = cfg.index_interval_bytes as usize;
         Ok(Log {
             dir: dir.to_path_buf(),
+            fs,
             cfg,
             shared: Arc::new(Shared {
                 segments: RwLock::new(segments),
@@ -251,6 +312,9 @@ impl Log {
             let size = e.key.len() + e.value.len();
             if size > max as usize {
                 return Err(Error::RecordTooLarge { index, size, max });
+            }
+            if record::is_lost(e.timestamp, e.key) {
+                return Err(Error::ReservedRecord { index });
             }
             batch_len += record::encoded_len(e) as u64;
         }
@@ -335,7 +399,8 @@ impl Log {
         if self.is_poisoned() {
             return Err(Error::Poisoned);
         }
-        let dir = std::mem::take(&mut self.dir_dirty).then(|| self.dir.clone());
+        let dir =
+            std::mem::take(&mut self.dir_dirty).then(|| (self.dir.clone(), Arc::clone(&self.fs)));
         Ok(SyncPoint {
             segment: Arc::clone(&self.active),
             dir,
@@ -448,8 +513,8 @@ impl Log {
             }
             // Readers holding the Arc keep reading through the open handle after the unlink.
             // The .log goes first: an orphan .index is harmless and removed on the next open.
-            remove_if_exists(&oldest.path)?;
-            remove_if_exists(&oldest.index_path)?;
+            remove_if_exists(self.fs.as_ref(), &oldest.path)?;
+            remove_if_exists(self.fs.as_ref(), &oldest.index_path)?;
             self.dir_dirty = true;
             removed += 1;
         }
@@ -476,18 +541,19 @@ impl Log {
                 .unwrap_or_else(PoisonError::into_inner);
             // The index is a cache: if it cannot be written, open rebuilds it by scanning.
             let written = segment::write_index(
+                self.fs.as_ref(),
                 &self.active.index_path,
                 self.active.base,
                 self.active.max_timestamp.load(Ordering::Relaxed),
                 &index,
             );
             if written.is_err() {
-                let _ = std::fs::remove_file(&self.active.index_path);
+                let _ = self.fs.remove_file(&self.active.index_path);
             }
         }
         let base = self.next_offset;
         let path = segment::segment_path(&self.dir, base);
-        let file = segment::create_segment(&path, base)?;
+        let file = segment::create_segment(self.fs.as_ref(), &path, base)?;
         let seg = Arc::new(Segment {
             base,
             index_path: segment::index_path(&self.dir, base),
@@ -510,8 +576,8 @@ impl Log {
     }
 }
 
-fn remove_if_exists(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
+fn remove_if_exists(fs: &dyn Vfs, path: &Path) -> Result<()> {
+    match fs.remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::Io {
@@ -522,12 +588,18 @@ fn remove_if_exists(path: &Path) -> Result<()> {
     }
 }
 
-fn file_len(file: &File, path: &Path) -> Result<u64> {
-    Ok(file.metadata().map_err(io_err("stat segment", path))?.len())
+fn file_len(file: &dyn VFile, path: &Path) -> Result<u64> {
+    file.size().map_err(io_err("stat segment", path))
 }
 
-/// Full scan of the last segment, cutting off anything after the last good record.
+/// Name of the directory, inside a log directory, that keeps damaged bytes recovery removed.
+pub(crate) const QUARANTINE_DIR: &str = "quarantine";
+
+/// Full scan of the last segment. A torn tail (damage with no valid record after it: the last
+/// write was cut short) is cut off; damage followed by valid records is corruption, not a torn
+/// write, so it is quarantined instead and every record after it kept (see [`quarantine`]).
 fn recover_active(
+    fs: &dyn Vfs,
     dir: &Path,
     base: Offset,
     cfg: &LogConfig,
@@ -537,31 +609,69 @@ fn recover_active(
     let index_path = segment::index_path(dir, base);
     // The active segment's index lives in memory and is rebuilt by this scan; a file left from a
     // crash right after sealing could be stale once appends resume here.
-    remove_if_exists(&index_path)?;
-    let mut file = segment::open_rw(&path)?;
-    let mut len = file_len(&file, &path)?;
-    if let Err(reason) = segment::check_segment_header(&file, base) {
-        // A torn segment creation: nothing in it was ever acknowledged (the directory fsync that
-        // would make it durable comes after the header write).
-        report.truncated_bytes += len;
-        report.truncated_at = Some((path.clone(), 0));
-        report.truncation_reason = Some(reason);
-        file = segment::create_segment(&path, base)?;
-        len = SEGMENT_HEADER_LEN;
-    }
+    remove_if_exists(fs, &index_path)?;
+    let mut file = segment::open_rw(fs, &path)?;
+    let mut len = file_len(file.as_ref(), &path)?;
     let start = IndexEntry {
         offset: base,
         position: SEGMENT_HEADER_LEN,
     };
-    let scan = segment::scan(
-        &file,
-        &path,
-        len,
-        start,
-        u64::from(cfg.index_interval_bytes),
-    )?;
-    report.records_scanned += scan.records;
-    if let Some((position, reason)) = scan.stop {
+    if let Err(reason) = segment::check_segment_header(file.as_ref(), base) {
+        if let Some(version) = segment::other_version(file.as_ref()) {
+            // Not damage: a format this build does not know. Never "repair" it.
+            return Err(Error::Corrupt {
+                path,
+                position: 4,
+                reason: format!(
+                    "segment format version {version}, this build reads {}",
+                    segment::FORMAT_VERSION
+                ),
+            });
+        }
+        match segment::find_resync(file.as_ref(), &path, len, SEGMENT_HEADER_LEN, base)? {
+            // Records follow, so this is a damaged header, not a torn segment creation.
+            Some(resync) => {
+                let damage = Damage {
+                    bytes: 0..resync.position,
+                    offsets: base..resync.offset,
+                    reason,
+                };
+                report
+                    .quarantined
+                    .push(quarantine(fs, dir, file.as_ref(), &path, base, damage)?);
+            }
+            None => {
+                // A torn segment creation: nothing in it was ever acknowledged (the directory
+                // fsync that would make it durable comes after the header write).
+                report.truncated_bytes += len;
+                report.truncated_at = Some((path.clone(), 0));
+                report.truncation_reason = Some(reason);
+                file = segment::create_segment(fs, &path, base)?;
+                len = SEGMENT_HEADER_LEN;
+            }
+        }
+    }
+    let interval = u64::from(cfg.index_interval_bytes);
+    let mut scan = segment::ScanOutcome::at(start);
+    loop {
+        segment::scan_more(file.as_ref(), &path, len, &mut scan, interval)?;
+        let Some((position, reason)) = scan.stop.take() else {
+            break;
+        };
+        if let Some(resync) =
+            segment::find_resync(file.as_ref(), &path, len, position, scan.next_offset)?
+        {
+            let damage = Damage {
+                bytes: position..resync.position,
+                offsets: scan.next_offset..resync.offset,
+                reason,
+            };
+            report
+                .quarantined
+                .push(quarantine(fs, dir, file.as_ref(), &path, base, damage)?);
+            // The placeholders are valid records now: the scan goes on through them.
+            continue;
+        }
         file.set_len(scan.end_position)
             .map_err(io_err("truncate torn tail", &path))?;
         // Make the cut durable now, so a later crash cannot resurrect bytes after records that
@@ -571,11 +681,12 @@ fn recover_active(
         report.truncated_bytes += len - scan.end_position;
         report.truncated_at = Some((path.clone(), position));
         report.truncation_reason = Some(reason);
+        break;
     }
-    let since_index = since_last_index(&scan.index, start, scan.end_position);
+    report.records_scanned += scan.records;
     Ok(Recovered {
         next_offset: scan.next_offset,
-        since_index,
+        since_index: scan.since_index,
         seg: Segment {
             base,
             path,
@@ -588,14 +699,137 @@ fn recover_active(
     })
 }
 
-/// Bytes after the last index entry (or segment start), i.e. the append-side index counter.
-fn since_last_index(index: &[IndexEntry], start: IndexEntry, end: u64) -> u64 {
-    end - index.last().map_or(start.position, |e| e.position)
+/// A damaged range of a segment, as recovery found it.
+struct Damage {
+    /// `[start, where valid records resume)`; starts at 0 when the segment header is damaged.
+    bytes: Range<u64>,
+    /// Offsets whose records were in `bytes`.
+    offsets: Range<Offset>,
+    reason: String,
+}
+
+/// Moves a damaged range out of a segment: copies its bytes durably to
+/// `<dir>/quarantine/<base>-<start>.bad`, then overwrites the range with one placeholder per
+/// lost offset (and the segment header, when the range starts at 0), so every later record
+/// keeps its offset and its position, and fdatasyncs.
+///
+/// The copy is durable before the segment changes, so a crash in between loses nothing: the next
+/// open finds the same damage (or, after a torn overwrite, the rest of it) and does it again.
+fn quarantine(
+    fs: &dyn Vfs,
+    dir: &Path,
+    file: &dyn VFile,
+    path: &Path,
+    base: Offset,
+    damage: Damage,
+) -> Result<Quarantined> {
+    let Damage {
+        bytes,
+        offsets,
+        reason,
+    } = damage;
+    let inconsistent = |why: &str| Error::Corrupt {
+        path: path.to_path_buf(),
+        position: bytes.start,
+        reason: format!("cannot quarantine {}..{}: {why}", bytes.start, bytes.end),
+    };
+    let len = usize::try_from(bytes.end - bytes.start)
+        .map_err(|_| inconsistent("range too large for memory"))?;
+    let mut damaged = vec![0u8; len];
+    let got = segment::read_full_at(file, &mut damaged, bytes.start)
+        .map_err(io_err("read damaged range", path))?;
+    damaged.truncate(got);
+
+    let qdir = dir.join(QUARANTINE_DIR);
+    fs.create_dir_all(&qdir)
+        .map_err(io_err("create quarantine directory", &qdir))?;
+    segment::sync_dir(fs, dir)?;
+    let copy = write_quarantine_copy(fs, &qdir, base, bytes.start, &damaged)?;
+    segment::sync_dir(fs, &qdir)?;
+
+    let mut out = Vec::with_capacity(len);
+    let mut records_start = bytes.start;
+    if bytes.start == 0 {
+        out.extend_from_slice(&segment::segment_header(base));
+        records_start = SEGMENT_HEADER_LEN;
+    }
+    let count = offsets.end - offsets.start;
+    // find_resync only accepts a resume point the lost records can fit before, one header each.
+    let mut padding = (bytes.end - records_start)
+        .checked_sub(count * record::HEADER_LEN as u64)
+        .ok_or_else(|| inconsistent("too small for its lost records"))?;
+    if count == 0 && padding > 0 {
+        return Err(inconsistent("bytes without a lost record"));
+    }
+    for offset in offsets.clone() {
+        // A placeholder's value is bounded like any record's; a huge range spreads its padding.
+        let pad = padding.min(record::MAX_PAYLOAD_BYTES as u64);
+        record::encode_lost(offset, pad as usize, &mut out);
+        padding -= pad;
+    }
+    if out.len() != len {
+        return Err(inconsistent("placeholders do not fill it"));
+    }
+    file.write_all_at(&out, bytes.start)
+        .map_err(io_err("write lost-record placeholders", path))?;
+    file.sync_data()
+        .map_err(io_err("fdatasync after quarantine", path))?;
+    Ok(Quarantined {
+        segment: path.to_path_buf(),
+        bytes,
+        offsets,
+        copy,
+        reason,
+    })
+}
+
+/// Writes `damaged` to `<qdir>/<base>-<start>.bad` and fsyncs it. An existing copy with the
+/// same bytes is a repair interrupted by a crash and is reused; one with other bytes (new damage
+/// at the same place) is never overwritten: the new copy gets a `.<n>` suffix.
+fn write_quarantine_copy(
+    fs: &dyn Vfs,
+    qdir: &Path,
+    base: Offset,
+    start: u64,
+    damaged: &[u8],
+) -> Result<PathBuf> {
+    for n in 0u32..1000 {
+        let name = if n == 0 {
+            format!("{base:020}-{start:020}.bad")
+        } else {
+            format!("{base:020}-{start:020}.{n}.bad")
+        };
+        let copy = qdir.join(name);
+        let file = match fs.create_new(&copy) {
+            Ok(f) => {
+                f.write_all_at(damaged, 0)
+                    .map_err(io_err("write quarantine file", &copy))?;
+                f
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if !fs.read(&copy).is_ok_and(|old| old == damaged) {
+                    continue;
+                }
+                fs.open(&copy)
+                    .map_err(io_err("open quarantine file", &copy))?
+            }
+            Err(e) => return Err(io_err("create quarantine file", &copy)(e)),
+        };
+        file.sync_all()
+            .map_err(io_err("fsync quarantine file", &copy))?;
+        return Ok(copy);
+    }
+    Err(Error::Corrupt {
+        path: qdir.to_path_buf(),
+        position: start,
+        reason: "a thousand different quarantine copies of this range already exist".into(),
+    })
 }
 
 /// Checks a sealed segment: trusts a consistent index plus a verified last interval, otherwise
 /// scans it fully and rewrites the index. Any damage is an error: sealed data was fsynced.
 fn recover_sealed(
+    fs: &dyn Vfs,
     dir: &Path,
     base: Offset,
     cfg: &LogConfig,
@@ -603,9 +837,9 @@ fn recover_sealed(
 ) -> Result<Recovered> {
     let path = segment::segment_path(dir, base);
     let index_path = segment::index_path(dir, base);
-    let file = segment::open_rw(&path)?;
-    let len = file_len(&file, &path)?;
-    segment::check_segment_header(&file, base).map_err(|reason| Error::Corrupt {
+    let file = segment::open_rw(fs, &path)?;
+    let len = file_len(file.as_ref(), &path)?;
+    segment::check_segment_header(file.as_ref(), base).map_err(|reason| Error::Corrupt {
         path: path.clone(),
         position: 0,
         reason,
@@ -616,9 +850,9 @@ fn recover_sealed(
         position: SEGMENT_HEADER_LEN,
     };
 
-    if let Some((mut index, max_ts)) = segment::load_index(&index_path, base, len) {
+    if let Some((mut index, max_ts)) = segment::load_index(fs, &index_path, base, len) {
         let from = index.last().copied().unwrap_or(start);
-        let tail = segment::scan(&file, &path, len, from, interval)?;
+        let tail = segment::scan(file.as_ref(), &path, len, from, interval)?;
         report.records_scanned += tail.records;
         if tail.stop.is_none() && tail.records > 0 {
             index.extend_from_slice(&tail.index);
@@ -638,7 +872,7 @@ fn recover_sealed(
         }
     }
 
-    let scan = segment::scan(&file, &path, len, start, interval)?;
+    let scan = segment::scan(file.as_ref(), &path, len, start, interval)?;
     report.records_scanned += scan.records;
     if let Some((position, reason)) = scan.stop {
         return Err(Error::Corrupt {
@@ -648,7 +882,7 @@ fn recover_sealed(
         });
     }
     // Best effort: the in-memory index is what serves reads.
-    let _ = segment::write_index(&index_path, base, scan.max_timestamp, &scan.index);
+    let _ = segment::write_index(fs, &index_path, base, scan.max_timestamp, &scan.index);
     report.indexes_rebuilt += 1;
     Ok(Recovered {
         next_offset: scan.next_offset,

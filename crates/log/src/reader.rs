@@ -163,11 +163,12 @@ fn read_segment(
                 let want = needed.max(first_read).min(valid.max(needed));
                 first_read = READ_CHUNK;
                 let mut buf = BytesMut::zeroed(want);
-                let n = read_full_at(&seg.file, &mut buf, pos).map_err(|source| Error::Io {
-                    path: seg.path.clone(),
-                    op: "read",
-                    source,
-                })?;
+                let n =
+                    read_full_at(seg.file.as_ref(), &mut buf, pos).map_err(|source| Error::Io {
+                        path: seg.path.clone(),
+                        op: "read",
+                        source,
+                    })?;
                 if n < needed {
                     return Err(Error::Corrupt {
                         path: seg.path.clone(),

@@ -20,6 +20,11 @@ pub const HEADER_LEN: usize = 28;
 const FIXED_BODY_LEN: usize = 20;
 /// Hard format limit on key + value, so a corrupt length never makes a reader allocate gigabytes.
 pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024 * 1024;
+/// Timestamp that, with an empty key, marks a placeholder recovery wrote in place of a damaged
+/// record. Placeholders are ordinary records (same framing, checksum and offset), so offsets stay
+/// contiguous and older readers simply see an empty record; the log refuses to append a real
+/// entry that would look like one.
+pub const LOST_TIMESTAMP: u64 = u64::MAX;
 
 /// A record decoded in place; key and value borrow the input buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +39,19 @@ pub struct Decoded<'a> {
     pub value: &'a [u8],
     /// Total encoded size, i.e. where the next record starts.
     pub encoded_len: usize,
+}
+
+impl Decoded<'_> {
+    /// A placeholder for a record lost to corruption (see [`LOST_TIMESTAMP`]).
+    pub fn is_lost(&self) -> bool {
+        is_lost(self.timestamp, self.key)
+    }
+}
+
+/// Whether a record with this timestamp and key is a placeholder for a lost record.
+#[inline]
+pub fn is_lost(timestamp: u64, key: &[u8]) -> bool {
+    timestamp == LOST_TIMESTAMP && key.is_empty()
 }
 
 /// Why a buffer does not start with a valid record.
@@ -102,6 +120,22 @@ pub fn encode(offset: Offset, entry: &Entry<'_>, out: &mut Vec<u8>) {
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// Appends a placeholder for the lost record at `offset`, `HEADER_LEN + padding` bytes long (its
+/// value is `padding` zero bytes), so a run of placeholders can fill a damaged range exactly.
+pub fn encode_lost(offset: Offset, padding: usize, out: &mut Vec<u8>) {
+    // Recovery only: the allocation does not matter.
+    let pad = vec![0u8; padding];
+    encode(
+        offset,
+        &Entry {
+            timestamp: LOST_TIMESTAMP,
+            key: b"",
+            value: &pad,
+        },
+        out,
+    );
+}
+
 #[inline]
 fn u32_at(buf: &[u8], at: usize) -> u32 {
     let mut b = [0u8; 4];
@@ -114,6 +148,20 @@ fn u64_at(buf: &[u8], at: usize) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&buf[at..at + 8]);
     u64::from_le_bytes(b)
+}
+
+/// The offset and total encoded length a record starting at `buf` claims, if its header is
+/// complete and its length fields are in range; the checksum is not verified. Lets recovery
+/// skip most byte positions of a damaged range without hashing anything.
+pub fn peek(buf: &[u8]) -> Option<(Offset, usize)> {
+    let header = buf.get(..HEADER_LEN)?;
+    let body = u32_at(header, 0) as usize;
+    if !(FIXED_BODY_LEN..=FIXED_BODY_LEN + MAX_PAYLOAD_BYTES).contains(&body)
+        || u32_at(header, 24) as usize > body - FIXED_BODY_LEN
+    {
+        return None;
+    }
+    Some((u64_at(header, 8), 8 + body))
 }
 
 /// Decodes the record at the start of `buf`, verifying its checksum.

@@ -5,6 +5,10 @@
 //! crate's and are checked in full by `crates/stream/tests/fixtures.rs`, which also holds the
 //! generator. A failure here is a log format change: bump `FORMAT_VERSION`, keep reading v1
 //! and add a new fixture beside this one.
+//!
+//! Also `tests/fixtures/log-v1-lost/`: a log after recovery quarantined a damaged record — the
+//! lost-record placeholder it left in the segment and the quarantine copy — written by
+//! `regenerate_lost_record_fixture` here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -154,4 +158,139 @@ fn log_v1_opens_and_reads_with_todays_log() {
     // A read from offset 5 starts at the index entry.
     let from5 = log.reader().read(5, 1, usize::MAX).unwrap();
     assert_eq!(from5[0].offset, 5);
+}
+
+/// The log-v1-lost fixture: a segment whose record 2 was damaged and quarantined.
+fn lost_log() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/log-v1-lost")
+}
+
+/// The records the lost-record fixture was written with.
+fn lost_fixture_value(n: u64) -> Vec<u8> {
+    format!("{{\"n\":{n},\"text\":\"record {n} of the lost-record fixture\"}}").into_bytes()
+}
+
+/// Copies a directory tree (the log may repair what it opens; fixtures are never changed).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn log_v1_lost_placeholder_and_quarantine_copy_read_with_todays_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_tree(&lost_log(), tmp.path());
+    let seg = std::fs::read(tmp.path().join("00000000000000000000.log")).unwrap();
+    // The placeholder's frozen shape: an ordinary v1 record with an empty key, timestamp
+    // u64::MAX and a zero-padded value, exactly as long as the record it replaced.
+    let mut at = 16;
+    let mut layout = Vec::new();
+    while at < seg.len() {
+        let d = record::decode(&seg[at..]).unwrap();
+        layout.push((
+            d.offset,
+            at,
+            d.encoded_len,
+            d.timestamp,
+            d.key.to_vec(),
+            d.value.to_vec(),
+        ));
+        at += d.encoded_len;
+    }
+    assert_eq!(layout.len(), 5);
+    let (offset, position, len, ts, key, value) = layout[2].clone();
+    assert_eq!((offset, ts), (2, u64::MAX));
+    assert!(key.is_empty());
+    assert!(value.iter().all(|&b| b == 0));
+    assert_eq!(
+        len,
+        record::HEADER_LEN + b"chat.lobby".len() + lost_fixture_value(2).len()
+    );
+    // The quarantine copy holds the damaged record: its bytes, one bit flipped.
+    let copy = tmp
+        .path()
+        .join("quarantine")
+        .join(format!("00000000000000000000-{position:020}.bad"));
+    let bad = std::fs::read(&copy).unwrap();
+    assert_eq!(bad.len(), len);
+    assert!(matches!(
+        record::decode(&bad),
+        Err(record::DecodeError::Corrupt(
+            record::CorruptKind::Checksum { .. }
+        ))
+    ));
+    let mut repaired = bad.clone();
+    *repaired.last_mut().unwrap() ^= 0x01;
+    let d = record::decode(&repaired).unwrap();
+    assert_eq!(
+        (d.offset, d.timestamp, d.key),
+        (2, T0 + 2, &b"chat.lobby"[..])
+    );
+    assert_eq!(d.value, &lost_fixture_value(2)[..]);
+
+    // Today's log reads it as it is: nothing to repair, offset 2 lost, the rest exact.
+    let log = Log::open(tmp.path(), LogConfig::default()).unwrap();
+    let r = log.recovery();
+    assert_eq!(r.truncated_bytes, 0);
+    assert!(r.quarantined.is_empty());
+    assert_eq!(log.next_offset(), 5);
+    let records = log.reader().read(0, 10, usize::MAX).unwrap();
+    assert_eq!(records.len(), 5);
+    for (n, rec) in records.iter().enumerate() {
+        let n = n as u64;
+        assert_eq!(rec.offset, n);
+        assert_eq!(rec.is_lost(), n == 2);
+        if n != 2 {
+            assert_eq!((rec.timestamp, &rec.key[..]), (T0 + n, &b"chat.lobby"[..]));
+            assert_eq!(rec.value[..], lost_fixture_value(n)[..]);
+        }
+    }
+}
+
+/// Writes `tests/fixtures/log-v1-lost`: five records, a flipped bit in record 2's last byte,
+/// and what recovery made of it. Refuses to write into a directory that exists:
+/// `cargo test -p tickwire-log --test fixtures -- --ignored regenerate_lost_record_fixture`
+#[test]
+#[ignore = "writes tests/fixtures; run only when adding a new format version"]
+fn regenerate_lost_record_fixture() {
+    let out = lost_log();
+    assert!(
+        !out.exists(),
+        "{} exists: fixtures are frozen; write a new version beside it",
+        out.display()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let mut log = Log::open(tmp.path(), LogConfig::default()).unwrap();
+    for n in 0..5 {
+        let value = lost_fixture_value(n);
+        log.append(&[tickwire_log::Entry {
+            timestamp: T0 + n,
+            key: b"chat.lobby",
+            value: &value,
+        }])
+        .unwrap();
+    }
+    log.sync().unwrap();
+    drop(log);
+    let seg = tmp.path().join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let mut at = 16;
+    for _ in 0..3 {
+        at += record::decode(&bytes[at..]).unwrap().encoded_len;
+    }
+    bytes[at - 1] ^= 0x01; // the last byte of record 2
+    std::fs::write(&seg, &bytes).unwrap();
+    let log = Log::open(tmp.path(), LogConfig::default()).unwrap();
+    assert_eq!(log.recovery().lost_records(), 1);
+    drop(log);
+    copy_tree(tmp.path(), &out);
+    println!("wrote {}", out.display());
 }

@@ -259,6 +259,43 @@ fn corrupt_sealed_segment_is_an_error_not_a_silent_loss() {
     );
 }
 
+/// Damage early in a sealed segment, before the last index interval that open checks, is not
+/// repaired either: the read that reaches it fails with the file and byte, and the records
+/// before it still read.
+#[test]
+fn damage_early_in_a_sealed_segment_is_a_read_error_not_a_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small()).unwrap();
+    append_n(&mut log, 500, 10);
+    drop(log);
+    let segs = segment_files(dir.path(), "log");
+    let base: u64 = segs[1]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut bytes = std::fs::read(&segs[1]).unwrap();
+    bytes[16 + 30] ^= 0xff; // inside the segment's first record
+    std::fs::write(&segs[1], &bytes).unwrap();
+    let log = Log::open(dir.path(), small()).unwrap();
+    assert!(log.recovery().quarantined.is_empty());
+    assert_eq!(log.recovery().truncated_bytes, 0);
+    let before = log.reader().read(0, base as usize, 1 << 20).unwrap();
+    assert_eq!(before.len() as u64, base, "records before the damage");
+    let err = log.reader().read(base, 10, 1 << 20).unwrap_err();
+    assert!(
+        matches!(err, Error::Corrupt { ref path, position: 16, .. } if *path == segs[1]),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&segs[1]).unwrap(),
+        bytes,
+        "nothing was rewritten"
+    );
+}
+
 #[test]
 fn retention_by_bytes_never_deletes_active_segment() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,8 +7,8 @@ use tickwire_log::{Entry, Log, LogConfig, LogReader, RecoveryReport, SyncPoint};
 use tickwire_model::{DataDir, Epoch, NamespaceSpec, Offset};
 
 use crate::{
-    record, AppendItem, Appender, Backend, DurabilityPoint, Opened, ReadBatch, Stream, StreamError,
-    Watermark,
+    record, AppendItem, Appender, Backend, DurabilityPoint, Opened, ReadBatch, RecoveryStats,
+    Stream, StreamError, Watermark,
 };
 
 /// Settings the embedded log takes from the server configuration (the rest comes from each
@@ -58,9 +58,9 @@ impl Embedded {
         spec: &NamespaceSpec,
     ) -> Result<(Arc<EmbeddedStream>, EmbeddedAppender), StreamError> {
         let name = &spec.name;
+        // The log creates its directory itself, and fsyncs the directories above a new one so
+        // a power loss cannot take the namespace with it.
         let path = self.dir.log(name);
-        std::fs::create_dir_all(&path)
-            .map_err(|e| StreamError::storage(name, format!("creating {}: {e}", path.display())))?;
         let cfg = LogConfig {
             segment_bytes: self.config.segment_bytes.max(4096),
             max_record_bytes: u32::try_from(spec.max_message_bytes.saturating_add(1024))
@@ -105,15 +105,31 @@ impl Backend for Embedded {
 }
 
 /// Recovery actions are logged where they happen, so an operator sees them without a test
-/// reading the report.
+/// reading the report: a torn tail is what a crash leaves and a warning; damage with valid
+/// records after it is corruption, lost data, and an error with an exact account.
 fn report_recovery(namespace: &str, r: &RecoveryReport) {
+    for q in &r.quarantined {
+        tracing::error!(
+            namespace,
+            segment = %q.segment.display(),
+            bytes = ?q.bytes,
+            byte_count = q.bytes.end - q.bytes.start,
+            lost_offsets = ?q.offsets,
+            lost_records = q.offsets.end - q.offsets.start,
+            copy = %q.copy.display(),
+            reason = %q.reason,
+            "log recovery found corruption in the active segment with valid records after it: \
+             the damaged bytes were quarantined, the records in them are lost, every later \
+             record was kept"
+        );
+    }
     if r.truncated_bytes > 0 {
         tracing::warn!(
             namespace,
             bytes = r.truncated_bytes,
             at = ?r.truncated_at,
             reason = r.truncation_reason.as_deref().unwrap_or(""),
-            "log recovery cut the tail of the active segment"
+            "log recovery cut a torn tail off the active segment (an incomplete last write)"
         );
     }
     if r.indexes_rebuilt > 0 || r.orphans_removed > 0 {
@@ -123,6 +139,15 @@ fn report_recovery(namespace: &str, r: &RecoveryReport) {
             orphans_removed = r.orphans_removed,
             "log recovery repaired index files"
         );
+    }
+}
+
+fn recovery_stats(r: &RecoveryReport) -> RecoveryStats {
+    RecoveryStats {
+        truncated_bytes: r.truncated_bytes,
+        quarantined_bytes: r.quarantined_bytes(),
+        quarantined_records: r.lost_records(),
+        indexes_rebuilt: r.indexes_rebuilt as u64,
     }
 }
 
@@ -243,9 +268,14 @@ impl Stream for EmbeddedStream {
             publications: Vec::with_capacity(records.len()),
             next: from,
             skipped: 0,
+            lost: 0,
         };
         for rec in &records {
             out.next = rec.offset + 1;
+            if rec.is_lost() {
+                out.lost += 1;
+                continue;
+            }
             match record::decode(rec) {
                 Some(p) => out.publications.push(p),
                 None => out.skipped += 1,
@@ -256,6 +286,10 @@ impl Stream for EmbeddedStream {
 
     fn watermark(&self) -> &Arc<Watermark> {
         &self.watermark
+    }
+
+    fn recovery_stats(&self) -> RecoveryStats {
+        recovery_stats(&self.recovery)
     }
 }
 
@@ -456,6 +490,56 @@ mod tests {
             }
         }
         assert_ne!(open(), first, "a wiped log is a new stream");
+    }
+
+    /// A record lost to corruption (a placeholder after recovery) is passed over by reads,
+    /// channel pages and tails, counted as lost, and reported in the recovery stats.
+    #[test]
+    fn records_lost_to_corruption_are_passed_over_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        let ch = Channel::parse("chat.x").unwrap();
+        {
+            let backend = Embedded::open(data.clone(), EmbeddedConfig::default()).unwrap();
+            let mut opened = backend.open(&spec("chat")).unwrap();
+            let items: Vec<AppendItem<'_>> = (0..10)
+                .map(|_| AppendItem {
+                    channel: &ch,
+                    msg_id: None,
+                    data: b"{}",
+                })
+                .collect();
+            opened.appender.append(&items, 1).unwrap();
+            opened.appender.sync().unwrap();
+        }
+        // Flip a byte in the value of the record at offset 4 (records here are all one size).
+        let seg = data.log("chat").join("00000000000000000000.log");
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let rec_len = (bytes.len() - 16) / 10;
+        bytes[16 + 4 * rec_len + rec_len - 1] ^= 1;
+        std::fs::write(&seg, &bytes).unwrap();
+
+        let backend = Embedded::open(data, EmbeddedConfig::default()).unwrap();
+        let (stream, _appender) = backend.open_namespace(&spec("chat")).unwrap();
+        let stats = stream.recovery_stats();
+        assert_eq!(stats.quarantined_records, 1);
+        assert_eq!(stats.quarantined_bytes, rec_len as u64);
+        assert_eq!(stats.truncated_bytes, 0);
+        let batch = stream.read(0, 100, 1 << 20).unwrap();
+        let offsets: Vec<u64> = batch.publications.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, vec![0, 1, 2, 3, 5, 6, 7, 8, 9]);
+        assert_eq!((batch.lost, batch.skipped, batch.next), (1, 0, 10));
+        // A read of just the lost offset returns nothing but moves on past it.
+        let batch = stream.read(4, 1, 1 << 20).unwrap();
+        assert!(batch.publications.is_empty());
+        assert_eq!((batch.lost, batch.next), (1, 5));
+        let page = stream.read_channel(&ch, 0, 10, 100, 1000).unwrap();
+        assert_eq!(page.publications.len(), 9);
+        let stream: Arc<dyn Stream> = stream;
+        let mut tail = stream.tail(4);
+        let got: Vec<u64> = tail.poll().unwrap().iter().map(|p| p.offset).collect();
+        assert_eq!(got, vec![5, 6, 7, 8, 9]);
+        assert!(tail.caught_up());
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -45,6 +45,23 @@ pub struct ReadBatch {
     pub next: Offset,
     /// Records passed over because this version cannot read them.
     pub skipped: u64,
+    /// Records passed over because their data was lost to corruption: the log keeps their
+    /// offsets, recovery quarantined their bytes (and said so when it did).
+    pub lost: u64,
+}
+
+/// What a stream's recovery repaired when it was opened (zero for a backend that repairs
+/// nothing itself), exported at `/metrics` per namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoveryStats {
+    /// Bytes cut from a torn tail (an incomplete last write).
+    pub truncated_bytes: u64,
+    /// Bytes of damaged ranges with valid records after them, moved to quarantine.
+    pub quarantined_bytes: u64,
+    /// Records whose data was in those ranges: lost, their offsets kept as placeholders.
+    pub quarantined_records: u64,
+    /// Sparse indexes rebuilt (a cache: nothing is lost).
+    pub indexes_rebuilt: u64,
 }
 
 /// What [`Stream::read_channel`] found.
@@ -84,6 +101,11 @@ pub trait Stream: Send + Sync + 'static {
     /// Signalled whenever [`Stream::next_offset`] moves, for [`Stream::tail`].
     fn watermark(&self) -> &Arc<Watermark>;
 
+    /// What opening this stream repaired.
+    fn recovery_stats(&self) -> RecoveryStats {
+        RecoveryStats::default()
+    }
+
     /// The position of the stream's end.
     fn position(&self) -> StreamPos {
         StreamPos {
@@ -116,7 +138,8 @@ pub trait Stream: Send + Sync + 'static {
                     exhausted: true,
                 });
             }
-            scanned += usize::try_from(batch.skipped).unwrap_or(usize::MAX);
+            scanned = scanned
+                .saturating_add(usize::try_from(batch.skipped + batch.lost).unwrap_or(usize::MAX));
             for p in batch.publications {
                 if p.offset >= until {
                     return Ok(ChannelPage {

@@ -73,6 +73,7 @@ impl Tail {
             publications,
             next,
             skipped,
+            lost: _,
         } = self.stream.read(self.cursor, READ_RECORDS, READ_BYTES)?;
         self.undecodable += skipped;
         self.cursor = self.cursor.max(next);

@@ -1,5 +1,6 @@
-//! Arbitrary bytes as the only segment file: open (recovery) and a full read never panic, and
-//! whatever is served is contiguous from offset 0 and survives a reopen unchanged.
+//! Arbitrary bytes as the only segment file: open (recovery: torn tails cut, damage with valid
+//! records after it quarantined) and a full read never panic, and whatever is served is
+//! contiguous from offset 0 and survives a reopen unchanged, with nothing left to repair.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -71,5 +72,6 @@ fuzz_target!(|data: &[u8]| {
     let log = Log::open(dir.path(), cfg);
     let log = log.ok();
     assert_eq!(log.as_ref().map(|l| l.recovery().truncated_bytes), Some(0));
+    assert_eq!(log.as_ref().map(|l| l.recovery().quarantined.len()), Some(0));
     assert_eq!(log.map(|l| l.next_offset()), Some(next + 1));
 });
