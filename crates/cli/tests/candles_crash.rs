@@ -307,3 +307,51 @@ async fn bars_after_kill9_mid_commit_equal_an_uninterrupted_run() {
     assert!(again == want, "the bars changed after settling");
 }
 
+/// A real-time feed (event time = now) killed with a backlog the candle store never committed,
+/// restarted after a downtime longer than `close_delay_ms + late_tolerance_ms`: the replay
+/// must keep every tick. (The quiet-bar timer used to run on the wall clock during the replay,
+/// closed every bar up to now after the first slice, and refused the rest of the replay as
+/// late: 4,096 of 40,000 ticks survived.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_after_downtime_keeps_every_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("rt");
+    // Nothing committed before the kill (the whole stream is replayed, in many slices), timers
+    // between every slice, and a late tolerance the downtime below is well past.
+    let env: &[(&str, &str)] = &[
+        ("TICKWIRE_CANDLES__FLUSH_INTERVAL_MS", "10"),
+        ("TICKWIRE_CANDLES__COMMIT_INTERVAL_MS", "600000"),
+        ("TICKWIRE_CANDLES__CLOSE_DELAY_MS", "100"),
+        ("TICKWIRE_CANDLES__LATE_TOLERANCE_MS", "2000"),
+    ];
+    const DOWNTIME: Duration = Duration::from_secs(3);
+    let mut srv = Server::start(&data, &[], env);
+    let mut ticks = Vec::new();
+    for b in 0..20u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let batch: Vec<Value> = (0..1000)
+            .map(|i| {
+                let bid = format!("1.{:05}", 10_000 + (b * 1000 + i) % 7919);
+                let d = Decimal::from_str(&bid).unwrap();
+                ticks.push(Tick::quote(now, d, d));
+                json!({"channel":"quotes.RT","data":{"bid":bid,"ask":bid,"ts":now}})
+            })
+            .collect();
+        publish_batch(&srv, &batch).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    srv.kill9();
+    std::thread::sleep(DOWNTIME);
+    let srv = Server::start(&data, &[], env);
+    let want: Vec<(String, Resolution, Value)> = resolutions()
+        .into_iter()
+        .map(|res| {
+            let bars = aggregate(&ticks, res, PriceSource::Mid);
+            ("RT".to_string(), res, serde_json::to_value(bars).unwrap())
+        })
+        .collect();
+    settle(&srv, &["RT"], &want, "replay after downtime").await;
+}
