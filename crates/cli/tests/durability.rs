@@ -1,8 +1,8 @@
-//! What an acknowledgement promises under `fsync = interval` (docs/configuration.md): the
-//! message was written to the OS, so it survives the process. Publishers over HTTP and
-//! WebSocket run concurrently while the server is stopped (SIGTERM, which drains, or kill -9);
-//! after a restart every message that got an ack is in history, once, at its acknowledged
-//! offset, with its data, and its msg_id is still known.
+//! What an acknowledgement promises under `fsync = interval` and `never` (docs/configuration.md,
+//! "Durability"): the message was written to the OS, so it survives the process. Publishers
+//! over HTTP and WebSocket run concurrently while the server is stopped (SIGTERM, which drains,
+//! or kill -9); after a restart every message that got an ack is in history, once, at its
+//! acknowledged offset, with its data, and its msg_id is still known.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -18,7 +18,6 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-const FSYNC: &[&str] = &["--fsync", "interval:200ms"];
 const HTTP_PUBLISHERS: usize = 3;
 const WS_PUBLISHERS: usize = 3;
 /// Publish commands a WebSocket publisher keeps in flight.
@@ -182,10 +181,11 @@ enum Stop {
 
 /// Publishes over HTTP and WebSocket concurrently, stops the server mid-stream, restarts it
 /// and checks every acknowledged message.
-async fn acked_messages_survive(stop: Stop) {
+async fn acked_messages_survive(fsync: &str, stop: Stop) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
-    let mut srv = Server::start(&data, FSYNC, &[]);
+    let args = ["--fsync", fsync];
+    let mut srv = Server::start(&data, &args, &[]);
     let acks: Acks = Arc::default();
     let mut tasks = Vec::new();
     for p in 0..HTTP_PUBLISHERS {
@@ -234,7 +234,7 @@ async fn acked_messages_survive(stop: Stop) {
         "{per_task:?}"
     );
 
-    let srv = Server::start(&data, FSYNC, &[]);
+    let srv = Server::start(&data, &args, &[]);
     let mut stored = HashMap::new();
     for c in 0..2 {
         let ch = channel_of(c);
@@ -282,12 +282,18 @@ async fn acked_messages_survive(stop: Stop) {
 /// answers or refuses what is in flight, and a restart finds every acknowledged message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_fsync_interval_keeps_every_acknowledged_message() {
-    acked_messages_survive(Stop::Term).await;
+    acked_messages_survive("interval:200ms", Stop::Term).await;
 }
 
 /// `fsync = interval`, kill -9 mid-stream: an ack means the OS has the message, so a process
 /// crash loses none of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_under_fsync_interval_keeps_every_acknowledged_message() {
-    acked_messages_survive(Stop::Kill).await;
+    acked_messages_survive("interval:200ms", Stop::Kill).await;
+}
+
+/// `fsync = never`, kill -9 mid-stream: the same promise for a process crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_under_fsync_never_keeps_every_acknowledged_message() {
+    acked_messages_survive("never", Stop::Kill).await;
 }
