@@ -2,19 +2,26 @@
 # Browser test of the web console: a real server fed by `tickwire sim`, driven by headless
 # Chromium (Debian package) through playwright-core. Prints one summary line; exit 0 = pass.
 # Artifacts (screenshot, server log): target/console-test/.
+# Passes only on the test's own "CONSOLE TEST PASSED" line, not on a bare exit 0.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/scripts/strict.sh"
 ART="$ROOT/target/console-test"
 mkdir -p "$ART"
 
 if ! command -v chromium >/dev/null 2>&1; then
   echo "installing chromium (Debian package)…"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; then
+    skip_or_fail "console test" "chromium could not be installed"
+  fi
 fi
 NODE_DIR="$ART/node"
 if [ ! -d "$NODE_DIR/node_modules/playwright-core" ]; then
   mkdir -p "$NODE_DIR"
-  (cd "$NODE_DIR" && npm init -y >/dev/null 2>&1 && npm install --silent --no-audit --no-fund playwright-core@1 >/dev/null 2>&1)
+  if ! (cd "$NODE_DIR" && npm init -y >/dev/null 2>&1 && npm install --silent --no-audit --no-fund playwright-core@1 >/dev/null 2>&1); then
+    rm -rf "$NODE_DIR/node_modules"
+    skip_or_fail "console test" "playwright-core could not be installed (npm)"
+  fi
 fi
 
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -50,9 +57,11 @@ fi
 SIM_PID=$!
 sleep 3
 
-if NODE_PATH="$NODE_DIR/node_modules" node "$ROOT/web/test/console-test.cjs" "http://127.0.0.1:$PORT" "$ART/console.png"; then
+rc=0
+NODE_PATH="$NODE_DIR/node_modules" node "$ROOT/web/test/console-test.cjs" "http://127.0.0.1:$PORT" "$ART/console.png" \
+  | tee "$ART/console-test.out" || rc=$?
+if [ "$rc" -eq 0 ] && grep -q '^CONSOLE TEST PASSED' "$ART/console-test.out"; then
   exit 0
-else
-  echo "server log: $ART/server.log" >&2
-  exit 1
 fi
+echo "CONSOLE TEST FAILED (node exit $rc; no PASSED line means nothing was checked); server log: $ART/server.log" >&2
+exit 1

@@ -79,8 +79,10 @@ pub trait Projection: Send + 'static {
     /// offset order per source.
     fn apply(&mut self, source: usize, publication: &Publication);
 
-    /// Timer work, called about every `flush_interval` with the wall clock (Unix ms): close
-    /// bars whose feed went quiet, expire things.
+    /// Timer work, called about every `flush_interval` with the runner's clock (Unix ms): the
+    /// wall clock while the projection is caught up, the append time of the newest publication
+    /// applied while it is behind (never ahead of its input). Close bars whose feed went
+    /// quiet, expire things.
     fn tick(&mut self, _now_ms: i64) {}
 
     /// Publications derived since the last call (live bars, book views), as groups published

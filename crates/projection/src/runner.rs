@@ -188,6 +188,7 @@ impl Runner {
                     caught_up: false,
                 })
                 .collect(),
+            applied_until: None,
             positions,
             stats: stats.clone(),
             pub_tx,
@@ -226,6 +227,8 @@ struct Source {
 
 struct RunState {
     tails: Vec<Source>,
+    /// Append time (Unix ns) of the newest publication applied since the start.
+    applied_until: Option<u64>,
     positions: Positions,
     stats: Arc<RunnerStats>,
     pub_tx: mpsc::Sender<Vec<Vec<PublishRequest>>>,
@@ -267,7 +270,9 @@ impl RunState {
                 last_checkpoint = Instant::now();
             }
             if last_flush.elapsed() >= flush_every {
-                p.tick(clock::now_millis_i64());
+                if let Some(now) = self.timer_clock() {
+                    p.tick(now);
+                }
                 self.flush(p);
                 last_flush = Instant::now();
             }
@@ -280,9 +285,28 @@ impl RunState {
                 self.wait(until, stop).await;
             }
         }
-        p.tick(clock::now_millis_i64());
+        // A stop while behind keeps the timers behind too: the checkpoint must not hold bars
+        // closed ahead of the input the next start will replay.
+        if let Some(now) = self.timer_clock() {
+            p.tick(now);
+        }
         self.flush(p);
         self.checkpoint(p);
+    }
+
+    /// The clock timer work runs on (Unix ms): the wall clock once every source is caught up;
+    /// while the runner is behind (the replay after a restart, a burst it has not caught up
+    /// with yet), the append time of the newest publication it applied, and no tick at all
+    /// before it applied one. A timer running ahead of the input would act on time the
+    /// projection has not seen: candles would close bars at the wall clock and then refuse
+    /// every publication still to be applied as later than the tolerance.
+    fn timer_clock(&self) -> Option<i64> {
+        let wall = clock::now_millis_i64();
+        if self.tails.iter().all(|s| s.caught_up && s.buf.is_empty()) {
+            return Some(wall);
+        }
+        let applied_ms = i64::try_from(self.applied_until? / 1_000_000).unwrap_or(i64::MAX);
+        Some(wall.min(applied_ms))
     }
 
     /// Reads what is there and applies up to [`APPLY_SLICE`] publications, merging the
@@ -349,6 +373,10 @@ impl RunState {
                     );
                 }
                 applied += 1;
+                self.applied_until = Some(
+                    self.applied_until
+                        .map_or(m.timestamp, |t| t.max(m.timestamp)),
+                );
                 let next = m.offset + 1;
                 if let Some(ns) = self.config.sources.get(i) {
                     if let Some(pos) = self.positions.next.get_mut(ns) {

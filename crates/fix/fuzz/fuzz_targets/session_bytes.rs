@@ -6,9 +6,10 @@ use libfuzzer_sys::fuzz_target;
 use tickwire_fix::{encode, Header, MemorySeqStore, RawBody, Session, SessionConfig, Timestamp};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(mut s) = Session::new(SessionConfig::acceptor("TW", "CLIENT"), MemorySeqStore::default()) else {
-        return;
-    };
+    // Setup that must work on every input: a target that returned early here would pass while
+    // fuzzing nothing.
+    let mut s = Session::new(SessionConfig::acceptor("TW", "CLIENT"), MemorySeqStore::default())
+        .expect("an acceptor session starts");
     let now = Timestamp(1_709_214_307_000);
     s.connected(now);
     let logon = encode(
@@ -24,6 +25,7 @@ fuzz_target!(|data: &[u8]| {
     )
     .expect("logon encodes");
     s.handle_bytes(&logon, now);
+    assert!(s.is_logged_on(), "the Logon was not accepted: the fuzz input would hit a logged-out session");
     // First byte of each chunk picks the split and the clock advance.
     let mut t = now;
     for chunk in data.chunks(64) {
