@@ -5,6 +5,7 @@
 //! only translates HTTP, WebSocket frames and SSE events to gateway calls.
 
 mod console;
+pub mod hardening;
 mod problem;
 mod publish;
 mod rest;

@@ -32,7 +32,7 @@ use tickwire_wire::{
     ErrorCode, Op,
 };
 
-use crate::{problem::Problem, publish::bearer, HttpState, WEBSOCKET};
+use crate::{hardening, problem::Problem, publish::bearer, HttpState, WEBSOCKET};
 
 /// Frames above this are refused by the WebSocket layer itself (close 1009); between the
 /// protocol's command limit and this, the client gets a `too_large` error reply instead.
@@ -383,7 +383,11 @@ impl Conn {
 
     fn refuse(&self, id: u64, r: &Refusal) -> Bytes {
         self.conn.refused();
-        encode_error(Some(id), r.code, &r.reason)
+        encode_error(
+            Some(id),
+            r.code,
+            &hardening::public_reason(r.code, &r.reason),
+        )
     }
 
     /// Marks where the publishes read so far end, so a refusal read after them is answered

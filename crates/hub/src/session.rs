@@ -582,8 +582,8 @@ impl Session {
             )
         })
         .await
-        .map_err(|e| CloseReason::Kicked(format!("history read failed: {e}")))?
-        .map_err(|e| CloseReason::Kicked(format!("history read failed: {e}")))?;
+        .map_err(|e| history_failed(node, &e))?
+        .map_err(|e| history_failed(node, &e))?;
         out.extend(scan.publications.into_iter().map(|p| Delivery {
             message: Arc::new(Message::new(p)),
             snapshot: false,
@@ -597,6 +597,16 @@ impl Session {
         sub.cursor.store(next.max(cursor), Ordering::Release);
         Ok(true)
     }
+}
+
+/// Why a subscriber is disconnected when its catch-up read fails. The storage error names log
+/// files under the data directory: it goes to the server log, the client gets the channel.
+fn history_failed(node: &ChannelNode, e: &dyn std::fmt::Display) -> CloseReason {
+    tracing::warn!(channel = %node.channel, error = %e, "reading history for a subscriber failed; disconnecting it");
+    CloseReason::Kicked(format!(
+        "reading the history of {} failed on the server; resubscribe later",
+        node.channel
+    ))
 }
 
 /// Closes a session from another task (server API, shutdown).
