@@ -1,11 +1,44 @@
 //! HTTP hardening end to end (issue 15 #6), over real sockets on 127.0.0.1 against the real
-//! binary: error bodies without server file paths.
+//! binary: close code 1009 for a frame over the limit, and error bodies without server file
+//! paths.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use common::{http, Server};
+use common::{http, Server, TIMEOUT};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::{protocol::frame::coding::CloseCode, Message};
+
+fn start(env: &[(&str, &str)]) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(&dir.path().join("data"), &["--fsync", "never"], env);
+    (dir, srv)
+}
+
+/// docs/protocol.md: frames larger than 4 MiB are refused by the WebSocket layer with close
+/// code 1009. (The connection used to be dropped without a close frame.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_frame_over_the_limit_gets_close_code_1009() {
+    let (_dir, srv) = start(&[]);
+    let (mut ws, _) = tokio_tungstenite::connect_async(srv.ws_url(""))
+        .await
+        .unwrap();
+    let big = "x".repeat(5 * 1024 * 1024);
+    // The server may close before the whole frame is written: a failed send is expected.
+    let _ = ws.send(Message::Text(big.into())).await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let code = loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => panic!("no close frame within {TIMEOUT:?}"),
+            Ok(Some(Ok(Message::Close(Some(f))))) => break Some(f.code),
+            Ok(Some(Ok(Message::Close(None)))) | Ok(None) => break None,
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => panic!("connection failed without a close frame: {e}"),
+        }
+    };
+    assert_eq!(code, Some(CloseCode::Size), "close code 1009");
+}
 
 /// A tmpfs mounted at a temporary directory, unmounted on drop (root only, like disk_full.rs).
 struct Tmpfs {

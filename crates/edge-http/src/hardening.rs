@@ -1,11 +1,16 @@
 //! What keeps the HTTP edge safe to put in front of browsers and the internet:
 //!
 //! - error texts without server file paths (a storage failure names the segment it failed
-//!   on: that goes to the server log, not to the client).
+//!   on: that goes to the server log, not to the client);
+//! - close code 1009 for a WebSocket frame over the limit, as docs/protocol.md promises.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, time::Duration};
 
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use tickwire_gateway::ErrorCode;
+
+/// WebSocket close code for a message too big to process (RFC 6455 §7.4.1).
+pub const CLOSE_TOO_LARGE: u16 = 1009;
 
 /// The text a client gets for a refusal. Server-side failures (storage, internal errors) carry
 /// the text of an I/O error, which names files under the data directory: those are replaced,
@@ -28,6 +33,26 @@ pub(crate) fn public_reason(code: ErrorCode, text: &str) -> Cow<'_, str> {
         matches!(code, ErrorCode::Unavailable | ErrorCode::Internal),
         text,
     )
+}
+
+/// Whether a WebSocket read failed because a frame or message was over the size limit.
+pub(crate) fn is_too_large(e: &axum::Error) -> bool {
+    use std::error::Error as _;
+    matches!(
+        e.source()
+            .and_then(|s| s.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+/// Tells the client why its connection ends: close code 1009. The frame is dropped unread
+/// (its length alone was over the limit), so the connection cannot go on.
+pub(crate) async fn close_too_large(socket: &mut WebSocket, timeout: Duration) {
+    let close = Message::Close(Some(CloseFrame {
+        code: CLOSE_TOO_LARGE,
+        reason: ErrorCode::TooLarge.as_str().into(),
+    }));
+    let _ = tokio::time::timeout(timeout.min(Duration::from_secs(2)), socket.send(close)).await;
 }
 
 #[cfg(test)]

@@ -118,6 +118,8 @@ struct Conn {
     /// Publishes read in this turn, not yet handed to the hub.
     batch: Vec<(u64, Channel, Checked)>,
     out: Outbox,
+    /// The last read failed on a frame over the size limit: the close says 1009.
+    too_large: bool,
 }
 
 /// What waits to be written: replies go before pushes, so a reply is never queued behind a
@@ -189,6 +191,7 @@ async fn run(socket: WebSocket, conn: Box<Connection>) {
         in_flight: 0,
         batch: Vec::new(),
         out: Outbox::default(),
+        too_large: false,
     };
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     loop {
@@ -231,6 +234,9 @@ async fn run(socket: WebSocket, conn: Box<Connection>) {
                         }
                         c.submit().await;
                         if ended {
+                            if c.too_large {
+                                hardening::close_too_large(&mut socket, write_timeout).await;
+                            }
                             break;
                         }
                     }
@@ -285,7 +291,11 @@ impl Conn {
     /// Handles one incoming frame; false when the connection ended.
     fn on_frame(&mut self, incoming: Option<Result<Message, axum::Error>>) -> bool {
         match incoming {
-            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => false,
+            None | Some(Ok(Message::Close(_))) => false,
+            Some(Err(e)) => {
+                self.too_large = hardening::is_too_large(&e);
+                false
+            }
             Some(Ok(Message::Text(t))) => {
                 self.command(t.as_bytes());
                 true
