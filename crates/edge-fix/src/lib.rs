@@ -218,9 +218,17 @@ async fn sessions(
         )
             .into_response();
     }
+    let mut sessions = svc.registry.snapshot();
+    // A failed publish or sequence-file write names a file under the data directory; the
+    // server log has the whole text.
+    for s in &mut sessions {
+        if let Some(e) = &mut s.last_error {
+            *e = tickwire_model::layout::redact_paths(e).into_owned();
+        }
+    }
     Json(serde_json::json!({
         "acceptor": svc.acceptor_addr.map(|a| a.to_string()),
-        "sessions": svc.registry.snapshot(),
+        "sessions": sessions,
     }))
     .into_response()
 }

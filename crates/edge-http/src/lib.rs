@@ -4,7 +4,9 @@
 //! goes through the gateway (identity, permissions, limits, shutdown, metrics); this crate
 //! only translates HTTP, WebSocket frames and SSE events to gateway calls.
 
+mod config;
 mod console;
+pub mod hardening;
 mod problem;
 mod publish;
 mod rest;
@@ -14,11 +16,14 @@ mod ws;
 use std::sync::Arc;
 
 use axum::{
+    middleware,
     routing::{get, post},
     Router,
 };
 use tickwire_gateway::{Edge, Gateway};
 
+pub use config::{address_or_table, HttpSection, DEFAULT_LISTEN};
+pub use hardening::{cors_layer, OriginPolicy};
 pub use problem::Problem;
 pub use rest::parse_query;
 
@@ -32,12 +37,15 @@ pub const SSE: Edge = Edge("sse");
 pub struct HttpConfig {
     /// Largest HTTP publish body, bytes.
     pub max_body_bytes: usize,
+    /// Who may open a WebSocket or an event stream (`http.allowed_origins`).
+    pub origins: OriginPolicy,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             max_body_bytes: 8 * 1024 * 1024,
+            origins: OriginPolicy::default(),
         }
     }
 }
@@ -52,6 +60,9 @@ pub struct HttpState {
 /// Every route of the HTTP edge. Other crates add theirs (candles, FIX status, MQTT over
 /// WebSocket) in the server's composition root.
 pub fn routes(gateway: Arc<Gateway>, config: HttpConfig) -> Router {
+    // Checked before the handler runs: a page of another site gets no subscription opened.
+    let origins =
+        middleware::from_fn_with_state(Arc::new(config.origins.clone()), hardening::origin_guard);
     let st = HttpState {
         gateway,
         config: Arc::new(config),
@@ -59,8 +70,8 @@ pub fn routes(gateway: Arc<Gateway>, config: HttpConfig) -> Router {
     Router::new()
         .merge(console::routes())
         .route("/v1/publish", post(publish::publish))
-        .route("/v1/ws", get(ws::upgrade))
-        .route("/v1/sse", get(sse::sse))
+        .route("/v1/ws", get(ws::upgrade).route_layer(origins.clone()))
+        .route("/v1/sse", get(sse::sse).route_layer(origins))
         .route("/v1/history/{channel}", get(rest::history))
         .route("/v1/latest/{channel}", get(rest::latest))
         .route("/v1/namespaces", get(rest::namespaces))

@@ -8,6 +8,8 @@ use serde_json::json;
 use tickwire_gateway::{ErrorCode, Refusal};
 use tickwire_hub::HubError;
 
+use crate::hardening::public_detail;
+
 /// A refused request: status, machine code, human detail, and per-item errors for batches.
 #[derive(Debug)]
 pub struct Problem {
@@ -33,15 +35,28 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
+        // A server-side failure's text may name files under the data directory: the client
+        // gets it without them, the server log gets it whole.
+        let server_error = self.status.is_server_error();
         let mut body = json!({
             "type": format!("/problems/{}", self.code.as_str()),
             "title": self.status.canonical_reason().unwrap_or("error"),
             "status": self.status.as_u16(),
-            "detail": self.detail,
+            "detail": public_detail(server_error, &self.detail),
             "code": self.code,
         });
         if !self.errors.is_empty() {
-            body["errors"] = serde_json::Value::Array(self.errors);
+            let mut errors = self.errors;
+            if server_error {
+                for e in &mut errors {
+                    if let Some(d) = e.get_mut("detail") {
+                        if let Some(text) = d.as_str() {
+                            *d = public_detail(true, text).into_owned().into();
+                        }
+                    }
+                }
+            }
+            body["errors"] = serde_json::Value::Array(errors);
         }
         let mut r = (
             self.status,

@@ -32,7 +32,7 @@ use tickwire_wire::{
     ErrorCode, Op,
 };
 
-use crate::{problem::Problem, publish::bearer, HttpState, WEBSOCKET};
+use crate::{hardening, problem::Problem, publish::bearer, HttpState, WEBSOCKET};
 
 /// Frames above this are refused by the WebSocket layer itself (close 1009); between the
 /// protocol's command limit and this, the client gets a `too_large` error reply instead.
@@ -127,6 +127,8 @@ struct Conn {
     token_at: Option<tokio::time::Instant>,
     /// The end of the grace period after expiry: without a `refresh` by then, it is closed.
     grace_at: Option<tokio::time::Instant>,
+    /// The last read failed on a frame over the size limit: the close says 1009.
+    too_large: bool,
 }
 
 /// What waits to be written: replies go before pushes, so a reply is never queued behind a
@@ -201,6 +203,7 @@ async fn run(socket: WebSocket, conn: Box<Connection>) {
         out: Outbox::default(),
         token_at,
         grace_at: None,
+        too_large: false,
     };
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     loop {
@@ -244,6 +247,9 @@ async fn run(socket: WebSocket, conn: Box<Connection>) {
                         }
                         c.submit().await;
                         if ended {
+                            if c.too_large {
+                                hardening::close_too_large(&mut socket, write_timeout).await;
+                            }
                             break;
                         }
                     }
@@ -350,7 +356,11 @@ impl Conn {
     /// Handles one incoming frame; false when the connection ended.
     fn on_frame(&mut self, incoming: Option<Result<Message, axum::Error>>) -> bool {
         match incoming {
-            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => false,
+            None | Some(Ok(Message::Close(_))) => false,
+            Some(Err(e)) => {
+                self.too_large = hardening::is_too_large(&e);
+                false
+            }
             Some(Ok(Message::Text(t))) => {
                 self.command(t.as_bytes());
                 true
@@ -456,7 +466,11 @@ impl Conn {
 
     fn refuse(&self, id: u64, r: &Refusal) -> Bytes {
         self.conn.refused();
-        encode_error(Some(id), r.code, &r.reason)
+        encode_error(
+            Some(id),
+            r.code,
+            &hardening::public_reason(r.code, &r.reason),
+        )
     }
 
     /// Marks where the publishes read so far end, so a refusal read after them is answered

@@ -115,7 +115,9 @@ impl HubInner {
     }
 
     pub fn node(&self, channel: &Channel, ns: &NamespaceRt) -> Arc<ChannelNode> {
-        // A channel never seen in the log: its ring is complete from the start.
+        // A channel without a node has no message in memory, so none since the log began:
+        // recovery makes a node for every channel the log holds, and a node that was given a
+        // message is never evicted. Its ring is complete from the start.
         self.registry.get_or_create(channel, ns.spec.class, 0)
     }
 }
@@ -507,7 +509,9 @@ impl Hub {
         Ok(self.inner.namespace_ref(namespace)?.stream.epoch())
     }
 
-    /// Channels seen in a namespace.
+    /// Channels of a namespace the hub holds: those with a value or recent messages in memory
+    /// (every channel in the retained log, and any published to since), and those with a
+    /// subscriber. A channel that was only subscribed to is forgotten once nobody is.
     pub fn channels(&self, namespace: &str) -> Vec<Channel> {
         self.inner.registry.channels_in(namespace)
     }

@@ -1,4 +1,11 @@
 //! A channel node: the newest message or the recent ring, and who is subscribed.
+//!
+//! A node that holds nothing (no newest value, an empty ring) and has no subscriber is
+//! evicted from the registry, so subscribing to many names that never see a message (and
+//! leaving them) does not grow the server for good. Nodes that hold a value or recent messages
+//! stay: they answer `latest`, history from memory and snapshots. An evicted node is marked
+//! under its own lock, and whoever holds it from before (a subscriber about to attach, a
+//! writer about to dispatch) sees the mark under that same lock and looks the channel up again.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -34,6 +41,16 @@ pub(crate) struct NodeInner {
     /// must be read from the log.
     pub complete_from: Offset,
     pub subs: Vec<Arc<Sub>>,
+    /// Removed from the registry: nothing may attach to or be dispatched to this node any
+    /// more (see [`Registry::evict_if_idle`]).
+    pub evicted: bool,
+}
+
+impl NodeInner {
+    /// Nothing to keep and nobody to tell: the node may go.
+    fn is_idle(&self) -> bool {
+        self.subs.is_empty() && self.latest.is_none() && self.ring.is_empty()
+    }
 }
 
 pub(crate) struct ChannelNode {
@@ -52,15 +69,21 @@ impl ChannelNode {
                 ring: VecDeque::new(),
                 complete_from,
                 subs: Vec::new(),
+                evicted: false,
             }),
         }
     }
 
     /// Hands a freshly stored message to the node and flags its subscribers. Called only by
-    /// the namespace's writer thread, in offset order.
-    pub fn dispatch(&self, msg: Arc<Message>, ring_cap: usize) {
+    /// the namespace's writer thread, in offset order. When the node was evicted, nothing is
+    /// done and the message comes back: the caller looks the channel up again and dispatches
+    /// to the live node.
+    pub fn dispatch(&self, msg: Arc<Message>, ring_cap: usize) -> Result<(), Arc<Message>> {
         let offset = msg.publication.offset;
         let mut inner = self.inner.lock();
+        if inner.evicted {
+            return Err(msg);
+        }
         match self.class {
             Class::State => {
                 inner.latest = Some(msg.clone());
@@ -93,6 +116,7 @@ impl ChannelNode {
                 }
             }
         }
+        Ok(())
     }
 
     /// Loads recovered state without notifying anyone (used at startup).
@@ -108,11 +132,14 @@ impl ChannelNode {
         inner.complete_from = complete_from;
     }
 
-    pub fn remove_sub(&self, sub: &Arc<Sub>) {
+    /// Takes `sub` off the subscriber list; true when the node is left idle (nothing kept,
+    /// nobody subscribed) and the caller should offer it to [`Registry::evict_if_idle`].
+    pub fn remove_sub(&self, sub: &Arc<Sub>) -> bool {
         let mut inner = self.inner.lock();
         if let Some(i) = inner.subs.iter().position(|s| Arc::ptr_eq(s, sub)) {
             inner.subs.swap_remove(i);
         }
+        inner.is_idle() && !inner.evicted
     }
 }
 
@@ -176,12 +203,44 @@ impl Registry {
             for ps in patterns.iter() {
                 if ps.pattern.matches(ch) {
                     if let Some(session) = ps.session.upgrade() {
-                        session.attach(&node, crate::session::Start::FirstMessage, false);
+                        // Evicted already (subscribed and left by someone else before its
+                        // first message): the writer's dispatch makes a new node, and the
+                        // pattern attaches to that one.
+                        let _ = session.attach(&node, crate::session::Start::FirstMessage);
                     }
                 }
             }
         }
         node
+    }
+
+    /// Removes `node` from the registry if it is still the channel's node and still idle.
+    /// The shard's write lock is taken before the node's lock (the order every path that takes
+    /// both uses), so a concurrent `get_or_create` either finds the node before it is marked
+    /// evicted (and its attach or dispatch then sees the mark and looks up again) or creates a
+    /// new one after.
+    pub fn evict_if_idle(&self, node: &Arc<ChannelNode>) {
+        let mut shard = self.shard(&node.channel).write();
+        if !shard
+            .get(&node.channel)
+            .is_some_and(|n| Arc::ptr_eq(n, node))
+        {
+            return;
+        }
+        {
+            let mut inner = node.inner.lock();
+            if !inner.is_idle() || inner.evicted {
+                return;
+            }
+            inner.evicted = true;
+        }
+        shard.remove(&node.channel);
+        // A shard that once held many channels keeps its table otherwise: after a burst of
+        // 100,000 short-lived subscriptions that alone was megabytes.
+        if shard.capacity() > 64 && shard.len() < shard.capacity() / 4 {
+            let keep = shard.len() * 2;
+            shard.shrink_to(keep);
+        }
     }
 
     pub fn add_pattern(&self, ps: Arc<PatternSub>) {
@@ -250,8 +309,9 @@ impl Registry {
 /// lock per message were a visible share of its time. Publishers hand the writer the same few
 /// `Channel` allocations over and over ([`Channel::parse_cached`]). The cached clone keeps
 /// each allocation alive, so its address cannot come back under another name. Bounded: it
-/// starts over when full. Nodes are never removed from the registry, so an entry never
-/// goes stale.
+/// starts over when full. An entry may name a node evicted since (one that had nothing yet
+/// when the writer looked it up): its dispatch says so, and [`NodeCache::forget`] drops the
+/// entry before the channel is looked up again.
 #[derive(Default)]
 pub(crate) struct NodeCache {
     map: HashMap<
@@ -281,6 +341,32 @@ impl NodeCache {
             .entry(ch.alloc_id())
             .or_insert_with(|| (ch.clone(), registry.get_or_create(ch, class, complete_from)))
             .1
+    }
+
+    /// Drops the entry of `ch` (its node was evicted).
+    pub fn forget(&mut self, ch: &Channel) {
+        self.map.remove(&ch.alloc_id());
+    }
+
+    /// Dispatches `msg` to its channel's live node, looking the channel up again while the
+    /// node found was evicted meanwhile (at most a few rounds: an evicted node is one that
+    /// never held a message, and the node made next holds this one).
+    pub fn dispatch(
+        &mut self,
+        registry: &Registry,
+        class: Class,
+        complete_from: Offset,
+        mut msg: Arc<Message>,
+        ring_cap: usize,
+    ) {
+        loop {
+            let node = self.get_or_create(registry, &msg.publication.channel, class, complete_from);
+            match node.dispatch(msg, ring_cap) {
+                Ok(()) => return,
+                Err(back) => msg = back,
+            }
+            self.forget(&msg.publication.channel);
+        }
     }
 }
 

@@ -155,13 +155,14 @@ impl SessionShared {
     }
 
     /// Puts this session on `node`'s subscriber list unless it is there already. Returns what
-    /// a subscribe reply reports and whether a new subscription was made.
+    /// a subscribe reply reports and whether a new subscription was made; `None` when the
+    /// node was evicted after the caller found it (it held nothing and had no subscriber),
+    /// and the caller must look the channel up again.
     pub fn attach(
         self: &Arc<Self>,
         node: &Arc<ChannelNode>,
         start: Start,
-        _explicit: bool,
-    ) -> (SubscribeInfo, bool) {
+    ) -> Option<(SubscribeInfo, bool)> {
         let mut subs = self.subs.lock();
         if let Some(existing) = subs.get(&node.channel) {
             let info = SubscribeInfo {
@@ -172,7 +173,7 @@ impl SessionShared {
                 epoch: None,
                 retention_gap: None,
             };
-            return (info, false);
+            return Some((info, false));
         }
         let sub = Arc::new(Sub {
             session: self.clone(),
@@ -183,6 +184,9 @@ impl SessionShared {
             gone: AtomicBool::new(false),
         });
         let mut inner = node.inner.lock();
+        if inner.evicted {
+            return None;
+        }
         let info = match node.class {
             Class::State => {
                 let snapshot = inner.latest.clone();
@@ -228,16 +232,17 @@ impl SessionShared {
         inner.subs.push(sub.clone());
         drop(inner);
         subs.insert(node.channel.clone(), sub);
-        (info, true)
+        Some((info, true))
     }
 
-    pub fn detach(&self, channel: &Channel) {
-        let sub = self.subs.lock().remove(channel);
-        if let Some(sub) = sub {
-            sub.gone.store(true, Ordering::Release);
-            sub.node.remove_sub(&sub);
-            self.pending.lock().state.remove(&node_key(&sub.node));
-        }
+    /// Ends this session's subscription to `channel`; the channel's node when that left it
+    /// idle, for the caller to offer to [`crate::node::Registry::evict_if_idle`].
+    pub fn detach(&self, channel: &Channel) -> Option<Arc<ChannelNode>> {
+        let sub = self.subs.lock().remove(channel)?;
+        sub.gone.store(true, Ordering::Release);
+        let idle = sub.node.remove_sub(&sub);
+        self.pending.lock().state.remove(&node_key(&sub.node));
+        idle.then(|| sub.node.clone())
     }
 
     pub fn close(&self, reason: CloseReason) {
@@ -336,8 +341,14 @@ impl Session {
         }
         check_from(&ns, from)?;
         let (start, gap) = stream_start(&ns, from);
-        let node = self.hub.node(channel, &ns);
-        let (mut info, _) = self.shared.attach(&node, start, true);
+        // Again while the node found is evicted before we attach (another session left it
+        // idle just then): the next lookup finds or makes the channel's live node.
+        let mut info = loop {
+            let node = self.hub.node(channel, &ns);
+            if let Some((info, _)) = self.shared.attach(&node, start) {
+                break info;
+            }
+        };
         if info.class == Class::Stream {
             info.epoch = Some(ns.stream.epoch());
             info.retention_gap = gap;
@@ -395,7 +406,11 @@ impl Session {
                 Class::Stream => stream_start(&ns, from),
                 Class::State => (Start::Live(ns.dispatched.load(Ordering::Acquire)), None),
             };
-            let (mut info, _) = self.shared.attach(&node, start, false);
+            // An evicted node held nothing: the pattern, registered above, attaches to the
+            // node its channel's first message makes.
+            let Some((mut info, _)) = self.shared.attach(&node, start) else {
+                continue;
+            };
             if info.class == Class::Stream {
                 info.epoch = Some(ns.stream.epoch());
                 info.retention_gap = gap;
@@ -420,7 +435,7 @@ impl Session {
             let still =
                 self.explicit.contains(&ch) || self.patterns.iter().any(|p| p.pattern.matches(&ch));
             if !still && pattern.matches(&ch) {
-                self.shared.detach(&ch);
+                self.detach(&ch);
             }
         }
         Ok(())
@@ -431,9 +446,16 @@ impl Session {
             return Err(HubError::NotSubscribed(channel.to_string()));
         }
         if !self.patterns.iter().any(|p| p.pattern.matches(channel)) {
-            self.shared.detach(channel);
+            self.detach(channel);
         }
         Ok(())
+    }
+
+    /// Ends the subscription to `channel` and evicts its node if that left it idle.
+    fn detach(&self, channel: &Channel) {
+        if let Some(node) = self.shared.detach(channel) {
+            self.hub.registry.evict_if_idle(&node);
+        }
     }
 
     pub fn is_subscribed(&self, channel: &Channel) -> bool {
@@ -565,8 +587,8 @@ impl Session {
             )
         })
         .await
-        .map_err(|e| CloseReason::Kicked(format!("history read failed: {e}")))?
-        .map_err(|e| CloseReason::Kicked(format!("history read failed: {e}")))?;
+        .map_err(|e| history_failed(node, &e))?
+        .map_err(|e| history_failed(node, &e))?;
         out.extend(scan.publications.into_iter().map(|p| Delivery {
             message: Arc::new(Message::new(p)),
             snapshot: false,
@@ -580,6 +602,16 @@ impl Session {
         sub.cursor.store(next.max(cursor), Ordering::Release);
         Ok(true)
     }
+}
+
+/// Why a subscriber is disconnected when its catch-up read fails. The storage error names log
+/// files under the data directory: it goes to the server log, the client gets the channel.
+fn history_failed(node: &ChannelNode, e: &dyn std::fmt::Display) -> CloseReason {
+    tracing::warn!(channel = %node.channel, error = %e, "reading history for a subscriber failed; disconnecting it");
+    CloseReason::Kicked(format!(
+        "reading the history of {} failed on the server; resubscribe later",
+        node.channel
+    ))
 }
 
 /// Closes a session from another task (server API, shutdown).
@@ -600,7 +632,9 @@ impl Drop for Session {
         let subs: Vec<Arc<Sub>> = self.shared.subs.lock().drain().map(|(_, s)| s).collect();
         for sub in subs {
             sub.gone.store(true, Ordering::Release);
-            sub.node.remove_sub(&sub);
+            if sub.node.remove_sub(&sub) {
+                self.hub.registry.evict_if_idle(&sub.node);
+            }
         }
     }
 }

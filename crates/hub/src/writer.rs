@@ -439,7 +439,13 @@ impl Writer {
         for ((offset, (wi, ii)), node) in (base..).zip(fresh).zip(newest) {
             if let Some(node) = node {
                 let m = take_message(&mut writes[*wi].0[*ii], offset, timestamp);
-                node.dispatch(m, self.ring_cap);
+                if let Err(m) = node.dispatch(m, self.ring_cap) {
+                    // Evicted since the lookup above (it held nothing yet): the channel's
+                    // live node, made now if need be, gets the value.
+                    self.nodes.forget(&m.publication.channel);
+                    self.nodes
+                        .dispatch(&self.registry, Class::State, offset, m, self.ring_cap);
+                }
             }
         }
         self.ns
@@ -509,9 +515,13 @@ fn dispatch_stream(
     messages: &[Arc<Message>],
 ) {
     for m in messages {
-        let p = &m.publication;
-        let node = nodes.get_or_create(registry, &p.channel, Class::Stream, p.offset);
-        node.dispatch(m.clone(), ring_cap);
+        nodes.dispatch(
+            registry,
+            Class::Stream,
+            m.publication.offset,
+            m.clone(),
+            ring_cap,
+        );
     }
     if let Some(m) = messages.last() {
         ns.dispatched

@@ -696,3 +696,244 @@ async fn kept_values_do_not_pin_the_buffer_they_were_published_from() {
     }
     hub.shutdown().await;
 }
+
+/// Registry hygiene: subscribing to names that never get a message, and leaving them (by
+/// unsubscribing, by a pattern going away, by the connection closing), leaves nothing behind.
+/// Channels that hold a value or recent messages stay, and keep serving snapshots and history.
+#[tokio::test]
+async fn channels_nobody_wants_and_that_hold_nothing_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = HubConfig::new(dir.path());
+    cfg.fsync = tickwire_hub::FsyncPolicy::Never;
+    let hub = Hub::open(cfg).unwrap();
+    publish1(&hub, "quotes.KEEP", &quote(7), None).await;
+    publish1(&hub, "chat.keep", r#"{"n":1}"#, None).await;
+    let baseline = hub.stats().channels;
+    assert_eq!(baseline, 2);
+
+    for round in 0..20u32 {
+        // Explicit subscribe, then unsubscribe.
+        let mut s = hub.session();
+        for i in 0..500 {
+            for c in [format!("quotes.U{round}x{i}"), format!("chat.u{round}x{i}")] {
+                s.subscribe(&ch(&c), None).unwrap();
+                s.unsubscribe(&ch(&c)).unwrap();
+            }
+        }
+        // Subscribed when the connection closes.
+        let mut s = hub.session();
+        for i in 0..500 {
+            s.subscribe(&ch(&format!("chat.d{round}x{i}")), None)
+                .unwrap();
+        }
+        assert!(hub.stats().channels >= baseline + 500);
+        drop(s);
+        // A pattern that attached to channels made by someone else, then went away.
+        let mut owner = hub.session();
+        let mut pat = hub.session();
+        owner
+            .subscribe(&ch(&format!("chat.p{round}")), None)
+            .unwrap();
+        let p = tickwire_model::Pattern::parse(&format!("chat.p{round}")).unwrap();
+        assert_eq!(pat.subscribe_pattern(p.clone(), None).unwrap().len(), 1);
+        owner.unsubscribe(&ch(&format!("chat.p{round}"))).unwrap();
+        assert_eq!(hub.stats().channels, baseline + 1, "the pattern keeps it");
+        pat.unsubscribe_pattern(&p).unwrap();
+        assert_eq!(hub.stats().channels, baseline, "round {round}");
+    }
+    assert_eq!(hub.channels("chat"), vec![ch("chat.keep")]);
+    assert_eq!(hub.channels("quotes"), vec![ch("quotes.KEEP")]);
+
+    // What holds data stayed, and subscribing and leaving it again does not drop it.
+    for _ in 0..3 {
+        let mut s = hub.session();
+        assert!(s.subscribe(&ch("quotes.KEEP"), None).unwrap().snapshot);
+        let snap = drain_until(&mut s, 1).await;
+        assert_eq!(&snap[0].message.publication.data[..], quote(7).as_bytes());
+        s.subscribe(&ch("chat.keep"), None).unwrap();
+    }
+    assert_eq!(hub.stats().channels, baseline);
+    assert_eq!(
+        hub.history(&ch("chat.keep"), 0, 10)
+            .await
+            .unwrap()
+            .messages
+            .len(),
+        1
+    );
+
+    // A forgotten name works as before when it is wanted again: subscribed, published to,
+    // delivered, and kept from then on (it holds a message now).
+    let mut s = hub.session();
+    s.subscribe(&ch("chat.u0x1"), None).unwrap();
+    let o = publish1(&hub, "chat.u0x1", "42", None).await;
+    let got = drain_until(&mut s, 1).await;
+    assert_eq!(got[0].message.publication.offset, o);
+    drop(s);
+    assert_eq!(hub.stats().channels, baseline + 1);
+    let page = hub.history(&ch("chat.u0x1"), 0, 10).await.unwrap();
+    assert_eq!(page.messages.len(), 1);
+    hub.shutdown().await;
+}
+
+/// Eviction racing with everything that can touch a fresh channel: sessions subscribing and
+/// leaving it (each leave may evict the node), subscribers that stay, a pattern subscriber,
+/// and the writer dispatching the channel's first messages. A subscribe that attached to a
+/// node evicted under it, or a message dispatched to one, would be lost for a live
+/// subscriber; every live subscriber must get every stream message from its start offset,
+/// and a state subscriber the newest value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eviction_racing_subscribe_unsubscribe_and_publish_loses_nothing() {
+    use std::sync::{
+        atomic::{AtomicBool, Ordering::Relaxed},
+        Arc,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = HubConfig::new(dir.path());
+    cfg.fsync = tickwire_hub::FsyncPolicy::Never;
+    cfg.stream_buffer = 100_000;
+    let hub = Arc::new(Hub::open(cfg).unwrap());
+    const ROUNDS: usize = 150;
+    const MSGS: usize = 20;
+    const STEADY: usize = 6;
+    // Fresh names each round: only a channel that has held nothing yet can be evicted.
+    const STREAMS: usize = 4;
+    const STATES: usize = 2;
+    let mut pattern = hub.session();
+    pattern
+        .subscribe_pattern(tickwire_model::Pattern::parse("chat.p.*").unwrap(), None)
+        .unwrap();
+    for round in 0..ROUNDS {
+        let streams: Vec<String> = (0..STREAMS).map(|k| format!("chat.s{round}x{k}")).collect();
+        let states: Vec<String> = (0..STATES)
+            .map(|k| format!("quotes.S{round}x{k}"))
+            .collect();
+        let patterned = format!("chat.p.{round}");
+        let mut all = streams.clone();
+        all.extend(states.iter().cloned());
+        all.push(patterned.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        // Churners: subscribe and leave over and over, on their own threads.
+        let churners: Vec<_> = (0..2)
+            .map(|k| {
+                let (hub, stop, all) = (hub.clone(), stop.clone(), all.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0;
+                    while !stop.load(Relaxed) || n < 50 {
+                        let mut s = hub.session();
+                        for c in &all {
+                            s.subscribe(&ch(c), None).unwrap();
+                        }
+                        if (n + k) % 2 == 0 {
+                            for c in &all {
+                                s.unsubscribe(&ch(c)).unwrap();
+                            }
+                        }
+                        drop(s);
+                        n += 1;
+                    }
+                })
+            })
+            .collect();
+        // Subscribers that stay, arriving while the others churn and the publisher runs.
+        let steady = {
+            let (hub, streams, states) = (hub.clone(), streams.clone(), states.clone());
+            std::thread::spawn(move || {
+                (0..STEADY)
+                    .map(|_| {
+                        std::thread::yield_now();
+                        let mut s = hub.session();
+                        let starts: Vec<u64> = streams
+                            .iter()
+                            .map(|c| s.subscribe(&ch(c), None).unwrap().offset.unwrap())
+                            .collect();
+                        for c in &states {
+                            s.subscribe(&ch(c), None).unwrap();
+                        }
+                        (s, starts)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        // Per stream channel, the offsets published.
+        let mut sent: Vec<Vec<u64>> = vec![Vec::new(); STREAMS];
+        let mut last_quote = String::new();
+        for i in 0..MSGS {
+            let mut batch: Vec<PublishRequest> = streams
+                .iter()
+                .map(|c| req(c, &i.to_string(), None))
+                .collect();
+            batch.push(req(&patterned, &i.to_string(), None));
+            batch.extend(states.iter().map(|c| req(c, &quote(i as u32), None)));
+            let acks = hub.publish(batch).await;
+            for (k, a) in acks.iter().take(STREAMS).enumerate() {
+                sent[k].push(a.as_ref().unwrap().offset);
+            }
+            last_quote = quote(i as u32);
+            tokio::task::yield_now().await;
+        }
+        stop.store(true, Relaxed);
+        for c in churners {
+            c.join().unwrap();
+        }
+        for (mut s, starts) in steady.join().unwrap() {
+            let want: Vec<Vec<u64>> = sent
+                .iter()
+                .zip(&starts)
+                .map(|(offs, start)| offs.iter().copied().filter(|o| o >= start).collect())
+                .collect();
+            let mut got: Vec<Vec<u64>> = vec![Vec::new(); STREAMS];
+            let mut newest: Vec<Option<String>> = vec![None; STATES];
+            let done = |got: &Vec<Vec<u64>>, newest: &Vec<Option<String>>| {
+                got.iter().zip(&want).all(|(g, w)| g.len() >= w.len())
+                    && newest.iter().all(|v| v.as_deref() == Some(&last_quote[..]))
+            };
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                for d in s.drain().await.unwrap() {
+                    let p = &d.message.publication;
+                    if let Some(k) = streams.iter().position(|c| c == p.channel.as_str()) {
+                        got[k].push(p.offset);
+                    } else if let Some(k) = states.iter().position(|c| c == p.channel.as_str()) {
+                        newest[k] = Some(String::from_utf8(p.data.to_vec()).unwrap());
+                    }
+                }
+                if done(&got, &newest) {
+                    break;
+                }
+                tokio::select! {
+                    _ = s.wait() => {}
+                    _ = tokio::time::sleep_until(deadline) => panic!(
+                        "round {round}: subscribers from {starts:?} got {got:?} of {want:?}, newest values {newest:?}"
+                    ),
+                }
+            }
+            assert_eq!(got, want, "round {round}");
+        }
+        let got = drain_until(&mut pattern, MSGS).await;
+        let datas: Vec<String> = got
+            .iter()
+            .map(|d| String::from_utf8(d.message.publication.data.to_vec()).unwrap())
+            .collect();
+        assert_eq!(
+            datas,
+            (0..MSGS).map(|i| i.to_string()).collect::<Vec<_>>(),
+            "round {round}"
+        );
+        for c in &states {
+            let latest = hub
+                .latest(&ch(c))
+                .unwrap()
+                .expect("the newest value is kept");
+            assert_eq!(
+                &latest.publication.data[..],
+                last_quote.as_bytes(),
+                "round {round}"
+            );
+        }
+    }
+    // Every channel holds data now; nothing else is left.
+    assert_eq!(hub.stats().channels, (STREAMS + STATES + 1) * ROUNDS);
+    drop(pattern);
+    hub.shutdown().await;
+}

@@ -11,7 +11,37 @@
 //! <data>/imports/                  `tickwire import` progress markers
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::{
+    borrow::Cow,
+    path::{Path, PathBuf},
+};
+
+/// `text` with whatever looks like a file path (a word with `/` or `\` in it) replaced by
+/// `<path>`: for texts a client gets from a server-side failure, whose I/O errors name files
+/// under the data directory. The server log keeps the whole text.
+pub fn redact_paths(text: &str) -> Cow<'_, str> {
+    const LEAD: &[char] = &['(', '[', '"', '\'', '`'];
+    const TRAIL: &[char] = &[')', ']', '"', '\'', '`', ':', ',', ';', '.'];
+    if !text.contains(['/', '\\']) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    for piece in text.split_inclusive(char::is_whitespace) {
+        let word = piece.trim_end_matches(char::is_whitespace);
+        let space = &piece[word.len()..];
+        let core = word.trim_start_matches(LEAD).trim_end_matches(TRAIL);
+        if core.contains(['/', '\\']) {
+            let start = word.len() - word.trim_start_matches(LEAD).len();
+            out.push_str(&word[..start]);
+            out.push_str("<path>");
+            out.push_str(&word[start + core.len()..]);
+        } else {
+            out.push_str(word);
+        }
+        out.push_str(space);
+    }
+    Cow::Owned(out)
+}
 
 /// A data directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,5 +119,23 @@ mod tests {
         assert_eq!(d.mqtt_sessions(), PathBuf::from("/d/mqtt-sessions"));
         assert_eq!(d.fix(), PathBuf::from("/d/fix"));
         assert_eq!(d.imports(), PathBuf::from("/d/imports"));
+    }
+
+    #[test]
+    fn paths_are_redacted() {
+        let text = "storage error in namespace `chat`: write failed on /tmp/d/log/chat/00000000000000000000.log: No space left on device (os error 28)";
+        assert_eq!(
+            redact_paths(text),
+            "storage error in namespace `chat`: write failed on <path>: No space left on device (os error 28)"
+        );
+        assert_eq!(
+            redact_paths("open (tickwire-data/candles/candles.redb) failed"),
+            "open (<path>) failed"
+        );
+        assert_eq!(redact_paths(r"C:\data\log failed"), "<path> failed");
+        assert!(matches!(
+            redact_paths("the server is shutting down"),
+            Cow::Borrowed(_)
+        ));
     }
 }

@@ -236,8 +236,8 @@ async fn load_bars(
         Ok::<_, tickwire_store::StoreError>((bars, imported))
     })
     .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| store_failed(symbol, &e))?
+    .map_err(|e| store_failed(symbol, &e))?;
     if let Some(live) = live {
         let newer = bars.last().is_none_or(|b| live.start_ms > b.start_ms);
         if newer && live.start_ms >= from_ms && live.start_ms < to_ms {
@@ -257,6 +257,13 @@ async fn load_bars(
         }
     }
     Ok(bars)
+}
+
+/// What a chart is told when the candle store fails. The store's error names its file under
+/// the data directory: that goes to the server log only.
+fn store_failed(symbol: &str, e: &dyn std::fmt::Display) -> String {
+    tracing::warn!(symbol, error = %e, "reading candles failed");
+    format!("reading the candles of {symbol} failed on the server; the server log has the details")
 }
 
 fn live_bar(svc: &CandleService, symbol: &str, res: Resolution) -> Option<Candle> {

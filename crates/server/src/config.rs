@@ -16,15 +16,17 @@ use tickwire_model::{Class, NamespaceSpec, Schema};
 use crate::ServerError;
 
 /// Default HTTP listen address.
-pub const DEFAULT_HTTP: &str = "127.0.0.1:7700";
+pub const DEFAULT_HTTP: &str = tickwire_edge_http::DEFAULT_LISTEN;
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA: &str = "tickwire-data";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// HTTP listen address: REST, WebSocket, SSE, console.
-    pub http: SocketAddr,
+    /// `[http]`: the listen address (REST, WebSocket, SSE, console) and the listener's limits;
+    /// `http = "ADDR"` is short for `[http] listen = "ADDR"`.
+    #[serde(deserialize_with = "tickwire_edge_http::address_or_table")]
+    pub http: tickwire_edge_http::HttpSection,
     /// Where logs and state live.
     pub data: PathBuf,
     /// `always` (fsync each group-commit batch before acking), `interval:<N>ms`, or `never`.
@@ -105,9 +107,7 @@ pub struct NamespaceConfig {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            http: DEFAULT_HTTP
-                .parse()
-                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7700))),
+            http: tickwire_edge_http::HttpSection::default(),
             data: PathBuf::from(DEFAULT_DATA),
             fsync: "always".into(),
             api_keys: Vec::new(),
@@ -148,7 +148,7 @@ impl Config {
                     f.display()
                 )));
             }
-            fig = fig.merge(Toml::file(f));
+            fig = lift_http_address(fig.merge(Toml::file(f)));
         }
         // Only variables that name a setting are read: the TICKWIRE_ prefix is shared with
         // other tools (TICKWIRE_LOG is the log filter), and an unrelated variable in the
@@ -183,7 +183,7 @@ impl Config {
             .extract()
             .map_err(|e| ServerError::Config(e.to_string()))?;
         if let Some(h) = cli.http {
-            cfg.http = h;
+            cfg.http.listen = h;
         }
         if let Some(d) = &cli.data {
             cfg.data = d.clone();
@@ -192,6 +192,7 @@ impl Config {
             cfg.fsync = f.clone();
         }
         cfg.hub_config()?;
+        cfg.http.validate().map_err(ServerError::Config)?;
         cfg.fix
             .validate()
             .map_err(|e| ServerError::Config(e.to_string()))?;
@@ -314,6 +315,7 @@ impl Config {
     pub fn http_config(&self) -> tickwire_edge_http::HttpConfig {
         tickwire_edge_http::HttpConfig {
             max_body_bytes: self.max_body_bytes,
+            origins: self.http.origin_policy(),
         }
     }
 
@@ -324,6 +326,19 @@ impl Config {
             flush_interval: Duration::from_millis(self.books.flush_interval_ms.max(1)),
             ..tickwire_proj_book::BookConfig::default()
         }
+    }
+}
+
+/// `http = "ADDR"` from a file, as `[http] listen = "ADDR"`: merged as a string, it would be
+/// replaced whole by a later nested key (`TICKWIRE_HTTP__HEADER_TIMEOUT_MS`), losing the
+/// address; as a table, the later keys merge into it.
+fn lift_http_address(fig: Figment) -> Figment {
+    match fig.find_value("http") {
+        Ok(figment::value::Value::String(_, addr)) => fig.merge(Serialized::default(
+            "http",
+            serde_json::json!({ "listen": addr }),
+        )),
+        _ => fig,
     }
 }
 
@@ -391,7 +406,7 @@ background = false
             },
         )
         .unwrap();
-        assert_eq!(cfg.http.port(), 9999);
+        assert_eq!(cfg.http.listen.port(), 9999);
         assert_eq!(cfg.data, PathBuf::from("/tmp/x"));
         assert_eq!(
             cfg.fsync_policy().unwrap(),
@@ -410,11 +425,54 @@ background = false
     }
 
     #[test]
+    fn http_is_an_address_or_a_table_and_later_keys_merge_into_either() {
+        // `http = "ADDR"` in a file, then a nested key from the environment (provided here
+        // without touching the process environment, which other tests read).
+        let base = || Figment::from(Serialized::defaults(Config::default()));
+        let env = Serialized::default("http.header_timeout_ms", 500);
+        let file = Toml::string("http = \"127.0.0.1:9999\"");
+        let cfg: Config = lift_http_address(base().merge(file))
+            .merge(env.clone())
+            .extract()
+            .unwrap();
+        assert_eq!(cfg.http.listen.port(), 9999);
+        assert_eq!(cfg.http.header_timeout_ms, 500);
+        // Without the lift the nested key replaced the string, and the address was lost.
+        let unlifted: Config = base()
+            .merge(Toml::string("http = \"127.0.0.1:9999\""))
+            .merge(env)
+            .extract()
+            .unwrap();
+        assert_eq!(unlifted.http.listen.port(), 7700);
+
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.toml");
+        std::fs::write(
+            &f,
+            "[http]\nlisten = \"127.0.0.1:9998\"\nidle_timeout_ms = 1234\nallowed_origins = [\"https://app.example\"]\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&f), &CliOverrides::default()).unwrap();
+        assert_eq!(cfg.http.listen.port(), 9998);
+        assert_eq!(cfg.http.idle_timeout_ms, 1234);
+        std::fs::write(&f, "[http]\nheader_timeout = 5\n").unwrap();
+        let e = Config::load(Some(&f), &CliOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("header_timeout"), "{e}");
+        std::fs::write(&f, "[http]\nallowed_origins = [\"app.example\"]\n").unwrap();
+        let e = Config::load(Some(&f), &CliOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.allowed_origins"), "{e}");
+    }
+
+    #[test]
     fn the_shipped_example_config_loads() {
         let f =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tickwire.example.toml");
         let cfg = Config::load(Some(&f), &CliOverrides::default()).unwrap();
-        assert_eq!(cfg.http.port(), 7700);
+        assert_eq!(cfg.http.listen.port(), 7700);
         assert!(cfg
             .namespace_specs()
             .unwrap()

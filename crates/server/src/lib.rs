@@ -5,6 +5,7 @@
 
 mod config;
 mod error;
+pub mod listener;
 mod serve;
 
 pub use config::{

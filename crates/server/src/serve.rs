@@ -2,7 +2,6 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::serve::ListenerExt;
 use tickwire_edge_fix::FixService;
 use tickwire_edge_mqtt::{MqttEdge, TcpEdge};
 use tickwire_gateway::Gateway;
@@ -13,10 +12,10 @@ use tickwire_proj_candles::CandleService;
 use tickwire_stream::embedded::{Embedded, EmbeddedConfig};
 use tokio::net::TcpListener;
 
-use crate::{Config, ServerError};
-
-/// Unsent bytes the kernel holds per connection before it reports the socket full.
-const NOTSENT_LOWAT: u32 = 64 * 1024;
+use crate::{
+    listener::{self, Limits, ListenerStats},
+    Config, ServerError,
+};
 
 /// A bound, not yet running server.
 pub struct Server {
@@ -34,6 +33,9 @@ pub struct Server {
     pub mqtt_addr: Option<SocketAddr>,
     /// FIX initiators and acceptor; `None` when none are configured.
     pub fix: Option<Arc<FixService>>,
+    /// The HTTP listener's limits, fitted to the open-file limit, and its counters.
+    limits: Limits,
+    listener_stats: Arc<ListenerStats>,
 }
 
 impl Server {
@@ -58,13 +60,19 @@ impl Server {
             ServerError::Hub(h) => ServerError::Hub(h),
             other => other,
         })?;
-        let listener =
-            TcpListener::bind(config.http)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: config.http,
-                    source,
-                })?;
+        // Before anything opens a file: every connection is a descriptor.
+        let open_files = listener::raise_open_file_limit();
+        let limits = Limits {
+            header_timeout: config.http.header_timeout(),
+            idle_timeout: config.http.idle_timeout(),
+            max_pending: listener::pending_limit(config.http.max_pending_connections, open_files),
+        };
+        let listener = TcpListener::bind(config.http.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.http.listen,
+                source,
+            })?;
         let addr = listener.local_addr()?;
         let hub = Arc::new(hub);
         let gateway =
@@ -82,6 +90,11 @@ impl Server {
         gateway.metrics().add_source(Box::new(move |out| {
             tickwire_projection::metrics::render(&metrics_hub, &runners, out);
         }));
+        let listener_stats = Arc::new(ListenerStats::default());
+        let stats = listener_stats.clone();
+        gateway
+            .metrics()
+            .add_source(Box::new(move |out| stats.render(out)));
         Ok(Server {
             gateway,
             config,
@@ -93,6 +106,8 @@ impl Server {
             mqtt_tcp,
             mqtt_addr,
             fix,
+            limits,
+            listener_stats,
         })
     }
 
@@ -110,28 +125,24 @@ impl Server {
         if let Some(f) = &self.fix {
             app = app.merge(tickwire_edge_fix::routes(f.clone()));
         }
+        // Every route, UDF and the candle API included: a charting page on another origin
+        // reads them when the operator lists it.
+        if let Some(cors) = tickwire_edge_http::cors_layer(&self.config.http.cors_allowed_origins) {
+            app = app.layer(cors);
+        }
         let mqtt_tcp = self.mqtt_tcp.map(|m| m.spawn(self.mqtt.clone()));
         let drain = self.gateway.clone();
         let signal = async move {
             shutdown.await;
             drain.shutdown();
         };
-        // Without TCP_NODELAY a small WebSocket frame written while an earlier one is unacked
-        // waits for the client's delayed ACK (~40 ms on Linux): that alone was the p99 of
-        // every fan-out run. Frames are already coalesced per flush, so Nagle buys nothing.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("could not set TCP_NODELAY on a connection: {e}");
-            }
-            // Keeps at most this much written-but-unsent data in the kernel: beyond it the
-            // socket reports itself full, so a connection's replies (and its other work) are
-            // not queued behind megabytes of a replay the kernel holds for a slow reader.
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            if let Err(e) = socket2::SockRef::from(&*tcp).set_tcp_notsent_lowat(NOTSENT_LOWAT) {
-                tracing::debug!("could not set TCP_NOTSENT_LOWAT on a connection: {e}");
-            }
-        });
-        let served = axum::serve(listener, app).with_graceful_shutdown(signal);
+        let served = listener::serve(
+            self.listener,
+            app,
+            self.limits,
+            self.listener_stats.clone(),
+            signal,
+        );
         // Long-lived streams end once their sessions close; don't wait forever for stragglers.
         let r = tokio::time::timeout(Duration::from_secs(3600 * 24 * 365), served).await;
         if let Some(f) = &self.fix {

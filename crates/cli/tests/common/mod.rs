@@ -37,15 +37,48 @@ impl Server {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
+        Server::launch(Command::new(Server::bin()), data, log, args, env)
+    }
+
+    /// [`Server::start`] under an open-file limit (`ulimit -Sn soft`, then `-Hn hard`: the soft
+    /// limit may not exceed the hard one at any step), as a shell
+    /// or service manager with a low limit would start it. The shell execs the server, so the
+    /// process (its pid, its RSS) is the server's.
+    pub fn start_with_open_files(
+        data: &Path,
+        soft: u64,
+        hard: u64,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\" \"$@\""
+            ))
+            .arg(Server::bin());
+        Server::launch(cmd, data, &data.with_extension("stderr.log"), args, env)
+    }
+
+    /// The binary under test. TICKWIRE_TEST_BIN runs the suite against another build (a
+    /// before/after comparison).
+    fn bin() -> std::ffi::OsString {
+        std::env::var_os("TICKWIRE_TEST_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_tickwire").into())
+    }
+
+    fn launch(
+        mut cmd: Command,
+        data: &Path,
+        log: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .unwrap();
-        // TICKWIRE_TEST_BIN runs the suite against another build (a before/after comparison).
-        let bin = std::env::var_os("TICKWIRE_TEST_BIN")
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_tickwire").into());
-        let mut cmd = Command::new(bin);
         cmd.args(["serve", "--http", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(args)
