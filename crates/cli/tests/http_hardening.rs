@@ -355,6 +355,24 @@ async fn origins_not_allowed_cannot_open_websockets_or_event_streams() {
         403
     );
 
+    // MQTT over WebSocket is a browser transport too: the same rule.
+    for (origin, want) in [(None, 101), (Some("http://evil.example"), 403)] {
+        let mut req = format!("ws://{}/mqtt", srv.addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("sec-websocket-protocol", "mqtt".parse().unwrap());
+        if let Some(o) = origin {
+            req.headers_mut().insert("origin", o.parse().unwrap());
+        }
+        let st = match tokio_tungstenite::connect_async(req).await {
+            Ok((_, resp)) => resp.status().as_u16(),
+            Err(tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+            Err(e) => panic!("upgrade failed: {e}"),
+        };
+        assert_eq!(st, want, "/mqtt {origin:?}");
+    }
+
     let (_dir3, any) = start(&[("TICKWIRE_HTTP__ALLOWED_ORIGINS", r#"["*"]"#)]);
     assert_eq!(
         ws_upgrade_status(&any, Some("http://evil.example")).await,

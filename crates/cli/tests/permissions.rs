@@ -939,7 +939,13 @@ bytes = { per_sec = 100000, burst = 100000 }
     assert_eq!(&codes[..5], &[0, 0, 0, 0, 0], "{codes:?}");
     assert!(codes[5..].iter().all(|&c| c == 0x96), "{codes:?}");
 
-    // Connections per address: the fourth from 127.0.0.1 is refused (0x9F).
+    // Connections per address, every edge together: with three open from 127.0.0.1 (a
+    // WebSocket and two MQTT), a fourth is refused, MQTT with CONNACK 0x9F and a WebSocket
+    // upgrade with 429.
+    drop(ws);
+    drop(io);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ws = ws_connect(&srv, Some(&creds.user42)).await.expect("first");
     let mut open = Vec::new();
     for i in 0..2 {
         let mut io = mqtt_tcp(mqtt_port).await;
@@ -948,7 +954,15 @@ bytes = { per_sec = 100000, burst = 100000 }
     }
     let mut fourth = mqtt_tcp(mqtt_port).await;
     assert_eq!(mqtt_open(&mut fourth, None, "ip-3").await, 0x9F);
+    match tokio_tungstenite::connect_async(srv.ws_url("")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        other => panic!(
+            "a fourth connection was not refused: {:?}",
+            other.map(|_| ())
+        ),
+    }
     drop(open);
+    drop(ws);
 
     let m = http()
         .get(srv.url("/metrics"))

@@ -71,14 +71,21 @@ pub async fn sse(
     State(st): State<HttpState>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
+    peer: Option<axum::Extension<tickwire_gateway::PeerAddr>>,
 ) -> Response {
-    match open(st, q, &headers) {
+    let ip = peer.map(|p| p.0 .0.ip());
+    match open(st, q, &headers, ip) {
         Ok(r) => r,
         Err(p) => p.into_response(),
     }
 }
 
-fn open(st: HttpState, q: Option<String>, headers: &HeaderMap) -> Result<Response, Problem> {
+fn open(
+    st: HttpState,
+    q: Option<String>,
+    headers: &HeaderMap,
+    ip: Option<std::net::IpAddr>,
+) -> Result<Response, Problem> {
     let params = parse_query(q.as_deref());
     let bad = |m: String| Problem::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, m);
     let mut channels = Vec::new();
@@ -114,7 +121,10 @@ fn open(st: HttpState, q: Option<String>, headers: &HeaderMap) -> Result<Respons
         .gateway
         .authenticate(&Credentials::new(credential(&params, headers)))
         .map_err(Problem::from)?;
-    let mut conn = st.gateway.connect(SSE, principal).map_err(Problem::from)?;
+    let mut conn = st
+        .gateway
+        .connect_from(SSE, principal, ip, None)
+        .map_err(Problem::from)?;
     let mut cursors = BTreeMap::new();
     let mut first_events = VecDeque::new();
     for c in &channels {

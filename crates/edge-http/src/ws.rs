@@ -60,6 +60,7 @@ pub async fn upgrade(
     State(st): State<HttpState>,
     Query(q): Query<WsQuery>,
     headers: HeaderMap,
+    peer: Option<axum::Extension<tickwire_gateway::PeerAddr>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     let key = q
@@ -70,7 +71,10 @@ pub async fn upgrade(
     let conn = st
         .gateway
         .authenticate(&Credentials::new(key))
-        .and_then(|principal| st.gateway.connect(WEBSOCKET, principal));
+        .and_then(|principal| {
+            let ip = peer.map(|p| p.0 .0.ip());
+            st.gateway.connect_from(WEBSOCKET, principal, ip, None)
+        });
     let conn = match conn {
         Ok(c) => c,
         Err(r) => {

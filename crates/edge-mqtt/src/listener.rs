@@ -74,10 +74,15 @@ pub(crate) fn routes(edge: Arc<MqttEdge>) -> Router {
 
 /// `GET /mqtt`: MQTT over WebSocket. Clients offer the `mqtt` subprotocol (paho, mqtt.js);
 /// it is echoed back when offered.
-async fn upgrade(State(edge): State<Arc<MqttEdge>>, ws: WebSocketUpgrade) -> Response {
+async fn upgrade(
+    State(edge): State<Arc<MqttEdge>>,
+    peer: Option<axum::Extension<tickwire_gateway::PeerAddr>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let ip = peer.map(|p| p.0 .0.ip());
     let max = edge.config.max_packet() * 2 + 1024;
     ws.protocols(["mqtt"])
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| run(edge, Transport::Ws(Box::new(socket)), None))
+        .on_upgrade(move |socket| run(edge, Transport::Ws(Box::new(socket)), ip))
 }

@@ -47,6 +47,11 @@ pub use metrics::{EdgeCounters, Metrics, MetricsSource};
 pub use refusal::Refusal;
 pub use tickwire_wire::ErrorCode;
 
+/// A client's address, put into each HTTP request's extensions by the listener so edges that
+/// serve over HTTP (WebSocket, SSE, MQTT over WebSocket) can count connections per address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// The name an edge is counted and logged under (`websocket`, `sse`, `mqtt`, ...). Edges
 /// declare their own; the gateway does not enumerate them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

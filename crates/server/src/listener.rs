@@ -410,6 +410,8 @@ impl Drop for Handling {
 struct Tracker {
     router: Router,
     conn: Arc<Conn>,
+    /// The client's address, handed to the routes (per-address connection limits).
+    peer: Option<std::net::SocketAddr>,
 }
 
 type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
@@ -426,7 +428,11 @@ impl tower_service::Service<Request<Incoming>> for Tracker {
     fn call(&mut self, req: Request<Incoming>) -> ResponseFuture {
         let conn = self.conn.clone();
         let handling = Handling::new(conn.clone());
-        let req = req.map(|b| Body::new(WatchedBody::new(b, &conn)));
+        let mut req = req.map(|b| Body::new(WatchedBody::new(b, &conn)));
+        if let Some(peer) = self.peer {
+            req.extensions_mut()
+                .insert(tickwire_gateway::PeerAddr(peer));
+        }
         let answer = tower_service::Service::call(&mut self.router, req);
         Box::pin(async move {
             let _handling = handling;
@@ -550,6 +556,7 @@ async fn serve_connection(
     _done: watch::Receiver<()>,
 ) {
     let _leave = Leave(conn.clone());
+    let peer = tcp.peer_addr().ok();
     let io = TokioIo::new(Tracked {
         io: tcp,
         conn: Some(conn.clone()),
@@ -557,6 +564,7 @@ async fn serve_connection(
     let service = TowerToHyperService::new(Tracker {
         router,
         conn: conn.clone(),
+        peer,
     });
     let mut builder = http1::Builder::new();
     builder

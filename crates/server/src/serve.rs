@@ -117,8 +117,16 @@ impl Server {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let mut app = tickwire_edge_http::routes(self.gateway.clone(), self.config.http_config())
-            .merge(self.mqtt.routes());
+        let http = self.config.http_config();
+        // MQTT over WebSocket is a browser transport too: the same Origin rule as /v1/ws.
+        let mqtt_ws = self
+            .mqtt
+            .routes()
+            .route_layer(axum::middleware::from_fn_with_state(
+                std::sync::Arc::new(http.origins.clone()),
+                tickwire_edge_http::hardening::origin_guard,
+            ));
+        let mut app = tickwire_edge_http::routes(self.gateway.clone(), http).merge(mqtt_ws);
         if let Some(c) = &self.candles {
             app = app.merge(tickwire_proj_candles::routes(c.clone()));
         }
