@@ -68,10 +68,11 @@
     if (ws && ws.readyState === 1) ws.send(JSON.stringify(cmd));
     return new Promise((resolve) => pending.set(cmd.id, resolve));
   }
-  function subscribe(channel, from) {
+  function subscribe(channel, from, last) {
     subs.add(channel);
     const cmd = { op: 'subscribe', channel };
     if (from !== undefined) cmd.from = from;
+    else if (last !== undefined) cmd.last = last;
     return send(cmd);
   }
   function unsubscribe(channel) {
@@ -89,7 +90,10 @@
       const again = [...subs];
       subs.clear();
       again.filter((c) => !c.startsWith('chat.')).forEach((c) => subscribe(c));
-      subscribe('chat.lobby', tw.chatNext || 0);
+      // A reconnect resumes where the chat was; a first load shows the newest lines only,
+      // instead of replaying the whole channel before anything else arrives.
+      if (tw.chatNext !== undefined) subscribe('chat.lobby', tw.chatNext);
+      else subscribe('chat.lobby', undefined, 100);
       refreshSymbols();
     };
     ws.onclose = () => {
@@ -222,8 +226,16 @@
     const d = m.data || {};
     tw.chat.push(d);
     const li = document.createElement('li');
+    // The sender as the server stamped it (a signed-in user), else what the client wrote.
+    const from = d.from || {};
+    const who = (from.info && from.info.name) || from.sub || d.user || 'anon';
+    const t = document.createElement('time');
+    const at = new Date(m.ts);
+    t.dateTime = at.toISOString();
+    t.textContent = at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' }) + ' ';
+    li.appendChild(t);
     const b = document.createElement('b');
-    b.textContent = (d.user || 'anon') + ': ';
+    b.textContent = who + ': ';
     li.appendChild(b);
     li.appendChild(document.createTextNode(String(d.text ?? JSON.stringify(d))));
     $('chat').appendChild(li);

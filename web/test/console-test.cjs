@@ -30,10 +30,36 @@ function fail(msg) {
   page.on('pageerror', (e) => errors.push(String(e)));
   let ok = false;
   try {
+    // 0. A long chat history: the page must not replay it before showing prices (with 3,000
+    //    messages it once showed "No quotes yet" and an empty chart for a minute).
+    for (let k = 0; k < 3; k++) {
+      const batch = [];
+      for (let i = 0; i < 1000; i++) {
+        batch.push({ channel: 'chat.lobby', data: { user: 'history', text: `old line ${k * 1000 + i}` } });
+      }
+      const r = await fetch(base + '/v1/publish', {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(batch),
+      });
+      if (!r.ok) throw new Error(`publishing chat history: ${r.status} ${await r.text()}`);
+    }
+    const loadStart = Date.now();
     await page.goto(base + '/', { waitUntil: 'load' });
     // 1. The chart renders bars: history + live for the first symbol.
     await page.waitForFunction(() => window.tw && tw.connected && tw.symbol && tw.bars > 0 && tw.lastBar,
       null, { timeout: 30000 });
+    await page.locator('#quotes tbody tr').first().waitFor({ timeout: 10000 });
+    const loadMs = Date.now() - loadStart;
+    if (loadMs > 5000) throw new Error(`prices and bars took ${loadMs} ms to show behind 3,000 chat messages`);
+    // Only the newest chat lines, each with its time.
+    await page.waitForFunction(() => tw.chat.length >= 100, null, { timeout: 10000 });
+    const chat = await page.evaluate(() => ({
+      n: tw.chat.length,
+      last: tw.chat[tw.chat.length - 1].text,
+      times: document.querySelectorAll('#chat li time').length,
+    }));
+    if (chat.n !== 100) throw new Error(`the chat loaded ${chat.n} lines, not the newest 100`);
+    if (chat.last !== 'old line 2999') throw new Error(`the newest chat line is ${chat.last}`);
+    if (chat.times !== 100) throw new Error(`${chat.times} of 100 chat lines show their time`);
     const canvases = await page.locator('#chart canvas').count();
     if (canvases === 0) throw new Error('the chart drew no canvas');
     const state = await page.evaluate(() => ({ symbol: tw.symbol, bars: tw.bars, last: tw.lastBar }));
@@ -70,7 +96,8 @@ function fail(msg) {
     if (errors.length) throw new Error('page errors: ' + errors.join('; '));
     const fin = await page.evaluate(() => ({ bars: tw.bars, updates: tw.barUpdates }));
     console.log(`CONSOLE TEST PASSED: ${state.symbol} ${fin.bars} bars (${fin.updates} live updates), ` +
-      `probe quote moved the last bar to ${target}, chat message shown, ${rows} quote rows, screenshot ${shot}`);
+      `probe quote moved the last bar to ${target}, chat message shown, ${rows} quote rows, ` +
+      `prices ${loadMs} ms after load behind 3,000 chat lines (newest 100 shown with times), screenshot ${shot}`);
     ok = true;
   } catch (e) {
     try { await page.screenshot({ path: shot }); } catch (_) { /* nothing to save */ }

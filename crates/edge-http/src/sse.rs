@@ -21,7 +21,7 @@ use axum::{
 };
 use futures_util::stream;
 use tickwire_gateway::{Connection, Credentials, Event as GwEvent};
-use tickwire_hub::Delivery;
+use tickwire_hub::{Delivery, Recent};
 use tickwire_model::{Channel, Class, Offset};
 use tickwire_wire::{encode_disconnect, ErrorCode};
 
@@ -98,10 +98,10 @@ fn open(
                     e.to_string(),
                 )
             })?),
-            "from" | "api_key" | "token" => {}
+            "from" | "last" | "since" | "api_key" | "token" => {}
             other => {
                 return Err(bad(format!(
-                    "unknown query parameter `{other}`; expected channel, from, token"
+                    "unknown query parameter `{other}`; expected channel, from, last, since, token"
                 )))
             }
         }
@@ -110,6 +110,8 @@ fn open(
         return Err(bad("give at least one `channel=` parameter".into()));
     }
     let from = query_u64(&params, "from")?;
+    let last = query_u64(&params, "last")?;
+    let since = query_u64(&params, "since")?;
     let resume = match headers
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or(""))
@@ -135,7 +137,20 @@ fn open(
             (Class::Stream, Some(Resume::Per(m))) => m.get(c.as_str()).copied().or(from),
             (Class::Stream, None) => from,
         };
-        let info = conn.subscribe(c, start, None).map_err(Problem::from)?;
+        // A browser's reconnect (Last-Event-ID) resumes where it was; a first open may ask for
+        // the newest messages or those since a time instead of an offset.
+        let recent = match (class, &resume, last, since) {
+            (Class::Stream, None, Some(n), _) => {
+                Some(Recent::Last(usize::try_from(n).unwrap_or(usize::MAX)))
+            }
+            (Class::Stream, None, None, Some(ms)) => Some(Recent::SinceMs(ms)),
+            _ => None,
+        };
+        let info = match recent {
+            Some(r) if from.is_none() => conn.subscribe_recent(c, r),
+            _ => conn.subscribe(c, start, None),
+        }
+        .map_err(Problem::from)?;
         if let Some(o) = info.offset {
             cursors.insert(c.to_string(), o);
             if let Some(asked) = info.retention_gap {

@@ -26,7 +26,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tickwire_gateway::{Connection, Credentials, Event, Principal, Refusal};
-use tickwire_hub::{Ack, Channel, Checked, CloseReason, Delivery, PublishRequest};
+use tickwire_hub::{Ack, Channel, Checked, CloseReason, Delivery, PublishRequest, Recent};
 use tickwire_wire::{
     encode_disconnect, encode_error, encode_ok, encode_publish_ok, encode_push, parse_command,
     ErrorCode, Op,
@@ -412,8 +412,19 @@ impl Conn {
                 channel,
                 from,
                 epoch,
+                last,
+                since,
             } => {
-                let reply = match self.conn.subscribe(&channel, from, epoch) {
+                let recent = match (last, since) {
+                    (Some(n), _) => Some(Recent::Last(usize::try_from(n).unwrap_or(usize::MAX))),
+                    (_, Some(ms)) => Some(Recent::SinceMs(ms)),
+                    _ => None,
+                };
+                let subscribed = match recent {
+                    Some(r) => self.conn.subscribe_recent(&channel, r),
+                    None => self.conn.subscribe(&channel, from, epoch),
+                };
+                let reply = match subscribed {
                     Ok(info) => {
                         let mut extra = json!({"channel": channel.as_str(), "class": info.class});
                         if let Some(o) = info.offset {

@@ -752,6 +752,30 @@ impl Connection {
         self.session.subscribe(channel, from).map_err(Refusal::from)
     }
 
+    /// Subscribes to a stream channel starting with its recent history: its newest `n`
+    /// messages, or those since a time, then live. For a chat page that shows the latest
+    /// lines without replaying the channel from offset 0.
+    pub fn subscribe_recent(
+        &mut self,
+        channel: &Channel,
+        recent: tickwire_hub::Recent,
+    ) -> Result<SubscribeInfo, Refusal> {
+        if let tickwire_hub::Recent::Last(n) = recent {
+            if n == 0 || n > tickwire_hub::MAX_LAST {
+                return Err(Refusal::new(
+                    ErrorCode::BadRequest,
+                    format!("`last` must be 1 to {}", tickwire_hub::MAX_LAST),
+                ));
+            }
+        }
+        self.command()?;
+        self.gateway.can_subscribe(&self.principal, channel)?;
+        let from = self.gateway.hub.recent_start(channel, recent)?;
+        self.session
+            .subscribe(channel, Some(from))
+            .map_err(Refusal::from)
+    }
+
     /// Subscribes to every channel matching `pattern` (see `Session::subscribe_pattern`).
     pub fn subscribe_pattern(
         &mut self,

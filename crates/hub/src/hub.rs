@@ -146,6 +146,21 @@ impl Checked {
 }
 
 /// A page of a channel's history.
+/// Recent history a subscription asks for instead of an offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recent {
+    /// The newest `n` messages of the channel, then live.
+    Last(usize),
+    /// Every message appended at or after this Unix time (ms), then live.
+    SinceMs(u64),
+}
+
+/// Most `last` a subscription may ask for.
+pub const MAX_LAST: usize = 10_000;
+/// Most log records a recent-history lookup scans (a channel with few messages in a busy
+/// namespace starts at the oldest it found within them).
+pub const RECENT_MAX_SCAN: u64 = 16 << 20;
+
 #[derive(Debug, Clone)]
 pub struct History {
     pub messages: Vec<Arc<Message>>,
@@ -473,6 +488,93 @@ impl Hub {
             next: page.next,
             retention_gap,
         })
+    }
+
+    /// Where a subscription asking for recent history of a stream channel starts: the offset
+    /// of its `n`th newest message (`Recent::Last`), or of its first message appended at or
+    /// after a time (`Recent::Since`). Answered from the channel's in-memory ring when that
+    /// holds enough, else by scanning the log backwards in growing windows (bounded: at most
+    /// [`RECENT_MAX_SCAN`] records). Blocking; the common case (a chat page's last 50) never
+    /// touches the disk.
+    pub fn recent_start(&self, channel: &Channel, recent: Recent) -> Result<Offset, HubError> {
+        let ns = self.inner.namespace(channel)?;
+        if ns.spec.class != Class::Stream {
+            return Err(HubError::FromOnStateChannel(channel.to_string()));
+        }
+        let end = ns.dispatched.load(Ordering::Acquire);
+        let first = ns.stream.start_offset();
+        if let Some(node) = self.inner.registry.get(channel) {
+            let inner = node.inner.lock();
+            // Memory is authoritative when it holds the answer, or everything retained.
+            let all_retained = inner.complete_from <= first;
+            match recent {
+                Recent::Last(n) => {
+                    let len = inner.ring.len();
+                    if len >= n {
+                        return Ok(inner.ring[len - n].publication.offset);
+                    }
+                    if all_retained {
+                        return Ok(inner.ring.front().map_or(end, |m| m.publication.offset));
+                    }
+                }
+                Recent::SinceMs(ms) => {
+                    let since = ms.saturating_mul(1_000_000);
+                    let older_in_ring = inner
+                        .ring
+                        .front()
+                        .is_some_and(|m| m.publication.timestamp < since);
+                    if older_in_ring || all_retained {
+                        let i = inner
+                            .ring
+                            .partition_point(|m| m.publication.timestamp < since);
+                        return Ok(inner.ring.get(i).map_or(end, |m| m.publication.offset));
+                    }
+                }
+            }
+        }
+        let mut width: u64 = 4096;
+        loop {
+            let from = end.saturating_sub(width).max(first);
+            let mut newest: VecDeque<Offset> = VecDeque::new();
+            let mut since_hit = None;
+            let mut older_seen = false;
+            let mut cursor = from;
+            while cursor < end {
+                let page = ns
+                    .stream
+                    .read_channel(channel, cursor, end, 4096, 1 << 20)
+                    .map_err(HubError::from)?;
+                for p in &page.publications {
+                    match recent {
+                        Recent::Last(n) => {
+                            newest.push_back(p.offset);
+                            if newest.len() > n {
+                                newest.pop_front();
+                            }
+                        }
+                        Recent::SinceMs(ms) => {
+                            if p.timestamp >= ms.saturating_mul(1_000_000) {
+                                since_hit.get_or_insert(p.offset);
+                            } else {
+                                older_seen = true;
+                            }
+                        }
+                    }
+                }
+                if page.exhausted || page.next <= cursor {
+                    break;
+                }
+                cursor = page.next;
+            }
+            let whole = from == first || width >= RECENT_MAX_SCAN;
+            match recent {
+                Recent::Last(n) if newest.len() >= n || whole => {
+                    return Ok(newest.front().copied().unwrap_or(end))
+                }
+                Recent::SinceMs(_) if older_seen || whole => return Ok(since_hit.unwrap_or(end)),
+                _ => width = width.saturating_mul(4),
+            }
+        }
     }
 
     /// Applies retention to every namespace now (it also runs every minute) and waits for it.

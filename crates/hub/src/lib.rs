@@ -25,7 +25,9 @@ mod writer;
 
 pub use config::{FsyncPolicy, HubConfig};
 pub use error::HubError;
-pub use hub::{Ack, Acks, Checked, History, Hub, HubStats, PublishRequest};
+pub use hub::{
+    Ack, Acks, Checked, History, Hub, HubStats, PublishRequest, Recent, MAX_LAST, RECENT_MAX_SCAN,
+};
 pub use message::{Format, Message};
 pub use session::{CloseReason, Delivery, Session, SessionCloser, SubscribeInfo};
 pub use tickwire_model::{

@@ -18,6 +18,10 @@ pub enum Op {
         /// The stream epoch `from` belongs to (as a subscribe reply gave it); a server whose
         /// stream has another epoch refuses instead of replaying a new stream's offsets.
         epoch: Option<Epoch>,
+        /// Instead of `from`: the channel's newest N messages, then live.
+        last: Option<u64>,
+        /// Instead of `from`: the messages appended since this Unix time (ms), then live.
+        since: Option<u64>,
     },
     Unsubscribe {
         channel: Channel,
@@ -62,6 +66,8 @@ struct RawCommand<'a> {
     channel: Option<serde_json::Value>,
     from: Option<serde_json::Value>,
     epoch: Option<serde_json::Value>,
+    last: Option<serde_json::Value>,
+    since: Option<serde_json::Value>,
     msg_id: Option<serde_json::Value>,
     token: Option<serde_json::Value>,
     #[serde(borrow)]
@@ -174,10 +180,41 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
                     ))
                 }
             };
+            let uint = |v: &Option<serde_json::Value>, name: &str| match v {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
+                    err(
+                        Some(id),
+                        ErrorCode::BadRequest,
+                        format!("`{name}` must be a non-negative integer"),
+                    )
+                }),
+                Some(_) => Err(err(
+                    Some(id),
+                    ErrorCode::BadRequest,
+                    format!("`{name}` must be a non-negative integer"),
+                )),
+            };
+            let last = uint(&raw.last, "last")?;
+            let since = uint(&raw.since, "since")?;
+            if [from.is_some(), last.is_some(), since.is_some()]
+                .iter()
+                .filter(|x| **x)
+                .count()
+                > 1
+            {
+                return Err(err(
+                    Some(id),
+                    ErrorCode::BadRequest,
+                    "give at most one of `from`, `last` and `since`",
+                ));
+            }
             Op::Subscribe {
                 channel: channel()?,
                 from,
                 epoch,
+                last,
+                since,
             }
         }
         "unsubscribe" => Op::Unsubscribe {
@@ -260,7 +297,9 @@ mod tests {
             Op::Subscribe {
                 channel: Channel::parse("quotes.EURUSD").unwrap(),
                 from: None,
-                epoch: None
+                epoch: None,
+                last: None,
+                since: None,
             }
         );
         let c = parse_command(br#"{"id":2,"op":"subscribe","channel":"chat.lobby","from":42}"#)
@@ -271,6 +310,8 @@ mod tests {
                 channel: Channel::parse("chat.lobby").unwrap(),
                 from: Some(42),
                 epoch: None,
+                last: None,
+                since: None,
             }
         );
         let c = parse_command(br#"{"id":3,"op":"publish","channel":"chat.lobby","msg_id":"c-1","data":{"text":"hi"}}"#)
