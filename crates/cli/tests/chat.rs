@@ -134,3 +134,81 @@ async fn recent_history_is_the_newest_messages_then_live() {
     }
     assert_eq!(got, room[room.len() - 3..].to_vec());
 }
+
+async fn notify(srv: &Server, body: &Value, key: Option<&str>) -> (u16, Value) {
+    let mut req = common::http()
+        .post(srv.url("/v1/notify"))
+        .body(body.to_string());
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    let r = req.send().await.unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A back-end tells thousands of users the same thing in one durable request: every listed
+/// `user.<id>` gets it once, a retry with the same `msg_id` returns the same offsets, a bad id
+/// fails the request before anyone is told, and only the server API may do it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_reaches_every_listed_user_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(
+        &dir.path().join("d"),
+        &[],
+        &[("TICKWIRE_API_KEYS", r#"["k-backend"]"#)],
+    );
+    let users: Vec<String> = (0..2000).map(|i| format!("u{i}")).collect();
+    // Two users listening live.
+    let mut a = Ws::connect(&srv.ws_url("?api_key=k-backend")).await;
+    for u in ["u7", "u1999"] {
+        let r = a
+            .cmd(json!({"op": "subscribe", "channel": format!("user.{u}")}))
+            .await;
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let body = json!({"users": users, "msg_id": "trade-open-1", "data": {"kind": "trade", "px": "1.0841"}});
+    let (st, v) = notify(&srv, &body, None).await;
+    assert_eq!(st, 401, "{v}");
+    let (st, first) = notify(&srv, &body, Some("k-backend")).await;
+    assert_eq!(st, 200, "{first}");
+    let results = first["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2000);
+    assert!(results.iter().all(|r| r["duplicate"] == false));
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let p = a.try_push(WAIT).await.unwrap();
+        assert_eq!(p["data"]["px"], "1.0841");
+        got.push(p["ch"].as_str().unwrap().to_string());
+    }
+    got.sort();
+    assert_eq!(got, vec!["user.u1999", "user.u7"]);
+
+    // A retry (a lost response) notifies nobody again.
+    let (st, again) = notify(&srv, &body, Some("k-backend")).await;
+    assert_eq!(st, 200, "{again}");
+    for (x, y) in results.iter().zip(again["results"].as_array().unwrap()) {
+        assert_eq!(x["offset"], y["offset"]);
+        assert_eq!(y["duplicate"], true);
+    }
+    assert!(a.try_push(Duration::from_millis(300)).await.is_none());
+    // Every user holds exactly one copy.
+    for u in ["u0", "u1000", "u1999"] {
+        let h = common::get_json(
+            &srv,
+            &format!("/v1/history/user.{u}?from=0&api_key=k-backend"),
+        )
+        .await;
+        assert_eq!(h["messages"].as_array().unwrap().len(), 1, "{u}: {h}");
+    }
+
+    // One bad id: nobody is told.
+    let bad = json!({"users": ["ok1", "bad id", "ok2"], "data": {"x": 1}});
+    let (st, v) = notify(&srv, &bad, Some("k-backend")).await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["errors"][0]["index"], 1, "{v}");
+    let h = common::get_json(&srv, "/v1/history/user.ok1?from=0&api_key=k-backend").await;
+    assert_eq!(h["messages"].as_array().unwrap().len(), 0, "{h}");
+    let (st, _) = notify(&srv, &json!({"users": [], "data": 1}), Some("k-backend")).await;
+    assert_eq!(st, 400);
+}

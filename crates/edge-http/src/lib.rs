@@ -7,6 +7,7 @@
 mod config;
 mod console;
 pub mod hardening;
+mod notify;
 mod problem;
 mod publish;
 mod rest;
@@ -70,6 +71,7 @@ pub fn routes(gateway: Arc<Gateway>, config: HttpConfig) -> Router {
     Router::new()
         .merge(console::routes())
         .route("/v1/publish", post(publish::publish))
+        .route("/v1/notify", post(notify::notify))
         .route("/v1/ws", get(ws::upgrade).route_layer(origins.clone()))
         .route("/v1/sse", get(sse::sse).route_layer(origins))
         .route("/v1/history/{channel}", get(rest::history))
