@@ -17,10 +17,7 @@ use common::{
 };
 use serde_json::{json, Value};
 use tickwire_fix::md::{MarketDataSnapshotFullRefresh, MdEntryType};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
+use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 /// 2024-01-01T00:00:00Z.
 const T0: i64 = 1_704_067_200_000;
@@ -433,41 +430,8 @@ fn json_number_array(text: &str, col: &str) -> Option<String> {
     (!item.contains(',')).then(|| item.to_string())
 }
 
-fn mqtt_packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut p = vec![first];
-    let mut v = body.len();
-    loop {
-        let mut b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v > 0 {
-            b |= 0x80;
-        }
-        p.push(b);
-        if v == 0 {
-            break;
-        }
-    }
-    p.extend_from_slice(body);
-    p
-}
-
 async fn mqtt_read(s: &mut TcpStream) -> (u8, Vec<u8>) {
-    let work = async {
-        let first = s.read_u8().await.unwrap();
-        let (mut len, mut shift) = (0usize, 0);
-        loop {
-            let b = s.read_u8().await.unwrap();
-            len |= usize::from(b & 0x7f) << shift;
-            shift += 7;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        let mut body = vec![0; len];
-        s.read_exact(&mut body).await.unwrap();
-        (first, body)
-    };
-    tokio::time::timeout(WAIT, work).await.expect("MQTT read")
+    common::mqtt::read_packet(s, WAIT).await.expect("MQTT read")
 }
 
 /// Subscribes to `quotes/<sym>` of every case over MQTT 3.1.1; the payload of each topic.
@@ -475,7 +439,9 @@ async fn mqtt_quotes(port: u16, cases: &[Case]) -> std::collections::BTreeMap<St
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let mut connect = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 8];
     connect.extend_from_slice(b"decimals");
-    s.write_all(&mqtt_packet(0x10, &connect)).await.unwrap();
+    s.write_all(&common::mqtt::packet(0x10, &connect))
+        .await
+        .unwrap();
     let (first, body) = mqtt_read(&mut s).await;
     assert_eq!((first, body[1]), (0x20, 0), "CONNACK accepted");
     let mut sub = vec![0, 1];
@@ -485,7 +451,9 @@ async fn mqtt_quotes(port: u16, cases: &[Case]) -> std::collections::BTreeMap<St
         sub.extend_from_slice(topic.as_bytes());
         sub.push(0);
     }
-    s.write_all(&mqtt_packet(0x82, &sub)).await.unwrap();
+    s.write_all(&common::mqtt::packet(0x82, &sub))
+        .await
+        .unwrap();
     let mut got = std::collections::BTreeMap::new();
     let mut suback = false;
     while !suback || got.len() < cases.len() {

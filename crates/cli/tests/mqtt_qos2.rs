@@ -14,49 +14,17 @@ mod common;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use common::{free_port, get_json, publish, Server, TIMEOUT};
-use serde_json::json;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+use common::{
+    free_port, get_json,
+    mqtt::{self, packet},
+    publish, Server, TIMEOUT,
 };
-
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut p = vec![first];
-    let mut v = body.len();
-    loop {
-        let mut b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v > 0 {
-            b |= 0x80;
-        }
-        p.push(b);
-        if v == 0 {
-            break;
-        }
-    }
-    p.extend_from_slice(body);
-    p
-}
+use serde_json::json;
+use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 /// One packet: (first byte, body); `None` when nothing arrives within `wait`.
 async fn read(s: &mut TcpStream, wait: Duration) -> Option<(u8, Vec<u8>)> {
-    let work = async {
-        let first = s.read_u8().await.ok()?;
-        let (mut len, mut shift) = (0usize, 0);
-        loop {
-            let b = s.read_u8().await.ok()?;
-            len |= usize::from(b & 0x7f) << shift;
-            shift += 7;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        let mut body = vec![0; len];
-        s.read_exact(&mut body).await.ok()?;
-        Some((first, body))
-    };
-    tokio::time::timeout(wait, work).await.ok().flatten()
+    mqtt::read_packet(s, wait).await
 }
 
 fn pid_of(body: &[u8]) -> u16 {

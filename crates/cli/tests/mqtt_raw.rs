@@ -7,7 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{free_port, Server, TIMEOUT};
+use common::{
+    free_port,
+    mqtt::{self, packet, varint},
+    Server, TIMEOUT,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -25,27 +29,6 @@ fn start(dir: &std::path::Path) -> (Server, u16) {
         ],
     );
     (srv, port)
-}
-
-fn varint(mut v: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if v == 0 {
-            break;
-        }
-    }
-}
-
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut p = vec![first];
-    varint(body.len(), &mut p);
-    p.extend_from_slice(body);
-    p
 }
 
 fn connect(level: u8, client_id: &str, clean: bool, keep_alive: u16) -> Vec<u8> {
@@ -70,24 +53,7 @@ fn connect(level: u8, client_id: &str, clean: bool, keep_alive: u16) -> Vec<u8> 
 
 /// Reads one packet: (first byte, body). `None` when the server closed the connection.
 async fn read_packet(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
-    let work = async {
-        let first = s.read_u8().await.ok()?;
-        let (mut len, mut shift) = (0usize, 0);
-        loop {
-            let b = s.read_u8().await.ok()?;
-            len |= usize::from(b & 0x7f) << shift;
-            shift += 7;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        let mut body = vec![0; len];
-        s.read_exact(&mut body).await.ok()?;
-        Some((first, body))
-    };
-    tokio::time::timeout(TIMEOUT, work)
-        .await
-        .expect("server neither answered nor closed")
+    mqtt::read_packet(s, TIMEOUT).await
 }
 
 async fn closed(s: &mut TcpStream) -> bool {

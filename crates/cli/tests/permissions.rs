@@ -11,7 +11,11 @@ mod common;
 
 use std::{fmt, time::Duration};
 
-use common::{free_port, http, start_with_config, FixClient, Server, TIMEOUT};
+use common::{
+    free_port, http,
+    mqtt::{packet, string},
+    start_with_config, FixClient, Server, TIMEOUT,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::{
@@ -357,29 +361,6 @@ impl MqttIo {
         };
         tokio::time::timeout(TIMEOUT, work).await.ok().flatten()
     }
-}
-
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut p = vec![first];
-    let mut v = body.len();
-    loop {
-        let mut b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v > 0 {
-            b |= 0x80;
-        }
-        p.push(b);
-        if v == 0 {
-            break;
-        }
-    }
-    p.extend_from_slice(body);
-    p
-}
-
-fn string(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
 }
 
 /// Connects with MQTT 5, the credential as password; the CONNACK reason code.

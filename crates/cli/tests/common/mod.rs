@@ -10,6 +10,8 @@ use std::{
     time::Duration,
 };
 
+pub mod mqtt;
+
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::{tungstenite::Message, MaybeTlsStream, WebSocketStream};

@@ -1,0 +1,56 @@
+//! Raw MQTT packets over TCP for tests that decide every byte (which acknowledgements are sent,
+//! malformed input): building packets and reading them back.
+
+use std::time::Duration;
+
+use tokio::{io::AsyncReadExt, net::TcpStream};
+
+/// Appends an MQTT variable byte integer.
+pub fn varint(mut v: usize, out: &mut Vec<u8>) {
+    loop {
+        let mut b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if v == 0 {
+            break;
+        }
+    }
+}
+
+/// A packet: the first byte, the remaining length, the body.
+pub fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut p = vec![first];
+    varint(body.len(), &mut p);
+    p.extend_from_slice(body);
+    p
+}
+
+/// Appends a length-prefixed string (or binary data).
+pub fn string(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+/// One packet: (first byte, body); `None` when the connection closed or nothing arrived
+/// within `wait`.
+pub async fn read_packet(s: &mut TcpStream, wait: Duration) -> Option<(u8, Vec<u8>)> {
+    let work = async {
+        let first = s.read_u8().await.ok()?;
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let b = s.read_u8().await.ok()?;
+            len |= usize::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = vec![0; len];
+        s.read_exact(&mut body).await.ok()?;
+        Some((first, body))
+    };
+    tokio::time::timeout(wait, work).await.ok().flatten()
+}
