@@ -68,6 +68,7 @@ pub fn routes(gateway: Arc<Gateway>, config: HttpConfig) -> Router {
         gateway,
         config: Arc::new(config),
     };
+    let admin = middleware::from_fn_with_state(st.clone(), rest::admin_guard);
     Router::new()
         .merge(console::routes())
         .route("/v1/publish", post(publish::publish))
@@ -76,10 +77,16 @@ pub fn routes(gateway: Arc<Gateway>, config: HttpConfig) -> Router {
         .route("/v1/sse", get(sse::sse).route_layer(origins))
         .route("/v1/history/{channel}", get(rest::history))
         .route("/v1/latest/{channel}", get(rest::latest))
-        .route("/v1/namespaces", get(rest::namespaces))
-        .route("/v1/channels/{namespace}", get(rest::channels))
+        .route(
+            "/v1/namespaces",
+            get(rest::namespaces).route_layer(admin.clone()),
+        )
+        .route(
+            "/v1/channels/{namespace}",
+            get(rest::channels).route_layer(admin.clone()),
+        )
         .route("/healthz", get(rest::healthz))
         .route("/readyz", get(rest::readyz))
-        .route("/metrics", get(rest::metrics))
+        .route("/metrics", get(rest::metrics).route_layer(admin))
         .with_state(st)
 }

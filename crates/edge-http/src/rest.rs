@@ -130,12 +130,20 @@ fn reader(
         .map_err(Problem::from)
 }
 
-/// The operator endpoints: the caller must hold the `admin` scope (see
-/// [`tickwire_gateway::Gateway::require_admin`]).
-fn admin(st: &HttpState, headers: &HeaderMap, q: Option<&str>) -> Result<(), Problem> {
-    let params = parse_query(q);
-    let principal = reader(st, headers, &params)?;
-    st.gateway.require_admin(&principal).map_err(Problem::from)
+/// The operator endpoints (`/metrics`, listings), one layer in front of them: the caller
+/// must hold the `admin` scope (see [`tickwire_gateway::Gateway::require_admin`]).
+pub async fn admin_guard(
+    State(st): State<HttpState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let params = parse_query(req.uri().query());
+    let allowed = reader(&st, req.headers(), &params)
+        .and_then(|p| st.gateway.require_admin(&p).map_err(Problem::from));
+    match allowed {
+        Ok(()) => next.run(req).await,
+        Err(p) => p.into_response(),
+    }
 }
 
 pub async fn history(
@@ -245,14 +253,7 @@ pub async fn latest(
     run().unwrap_or_else(|p: Problem| p.into_response())
 }
 
-pub async fn namespaces(
-    State(st): State<HttpState>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(p) = admin(&st, &headers, q.as_deref()) {
-        return p.into_response();
-    }
+pub async fn namespaces(State(st): State<HttpState>) -> Response {
     let list: Vec<serde_json::Value> = st
         .gateway
         .hub()
@@ -270,15 +271,7 @@ pub async fn namespaces(
     Json(json!({ "namespaces": list })).into_response()
 }
 
-pub async fn channels(
-    State(st): State<HttpState>,
-    Path(ns): Path<String>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(p) = admin(&st, &headers, q.as_deref()) {
-        return p.into_response();
-    }
+pub async fn channels(State(st): State<HttpState>, Path(ns): Path<String>) -> Response {
     let hub = st.gateway.hub();
     if hub.namespace_spec(&ns).is_none() {
         return Problem::new(
@@ -304,14 +297,7 @@ pub async fn readyz(State(st): State<HttpState>) -> Response {
     }
 }
 
-pub async fn metrics(
-    State(st): State<HttpState>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(p) = admin(&st, &headers, q.as_deref()) {
-        return p.into_response();
-    }
+pub async fn metrics(State(st): State<HttpState>) -> Response {
     let body = st.gateway.render_metrics();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
