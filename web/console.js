@@ -1,11 +1,30 @@
-// Tickwire console: quotes table, live candles, chat and health over ONE WebSocket.
+// Tickwire console: quotes table, live candles, chat and health over ONE WebSocket, and an
+// operations view (health, connections, namespaces, FIX sessions, projections) from REST.
 // Prices arrive as decimal strings and are shown as received; only the chart converts them to
 // numbers, because lightweight-charts plots floats.
 (function () {
   'use strict';
   const RESOLUTIONS = ['1s', '5s', '1m', '5m', '15m', '1h', '4h', '1D'];
   const MAX_QUOTES = 60;
+  const CHAT_LAST = 50; // chat on load: the newest 50 lines, then live
+  const MAX_CHAT_LINES = 500;
+  const PAGE = 1000; // bars per /v1/candles request (first load and each scroll-back page)
   const $ = (id) => document.getElementById(id);
+
+  // A credential (API key or JWT) the operator gave in the Operations view: REST sends it as a
+  // Bearer token, the WebSocket as ?token=. Without one the console is anonymous.
+  let cred = '';
+  try { cred = localStorage.getItem('tw.credential') || ''; } catch (_) { /* storage off */ }
+  function api(path) {
+    const headers = cred ? { authorization: `Bearer ${cred}` } : {};
+    return fetch(path, { headers });
+  }
+  // A 401/403 as a sentence for the page.
+  function refused(r) {
+    if (r.status === 401) return cred ? 'the credential was refused (401)' : 'needs a credential with the admin scope (401): enter one under Operations';
+    if (r.status === 403) return 'needs the admin scope (403): enter an admin API key under Operations';
+    return null;
+  }
 
   // State exposed for tests and debugging (window.tw).
   const tw = (window.tw = {
@@ -17,6 +36,10 @@
     barUpdates: 0,
     quotes: {},
     chat: [],
+    olderPages: 0,
+    oldestMs: null,
+    historyDone: false,
+    ops: {},
   });
 
   // ---- chart ----
@@ -82,7 +105,8 @@
 
   function connect() {
     const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-    ws = new WebSocket(`${proto}://${location.host}/v1/ws`);
+    const q = cred ? `?token=${encodeURIComponent(cred)}` : '';
+    ws = new WebSocket(`${proto}://${location.host}/v1/ws${q}`);
     ws.onopen = () => {
       tw.connected = true;
       $('conn').textContent = 'live';
@@ -93,7 +117,9 @@
       // A reconnect resumes where the chat was; a first load shows the newest lines only,
       // instead of replaying the whole channel before anything else arrives.
       if (tw.chatNext !== undefined) subscribe('chat.lobby', tw.chatNext);
-      else subscribe('chat.lobby', undefined, 100);
+      else subscribe('chat.lobby', undefined, CHAT_LAST).then((r) => {
+        $('chat-note').textContent = r && r.ok === false ? `chat: ${r.error && r.error.message}` : '';
+      });
       refreshSymbols();
     };
     ws.onclose = () => {
@@ -131,6 +157,7 @@
       const rows = [...$('quotes').tBodies[0].rows];
       const after = rows.find((r) => r.dataset.sym > sym);
       $('quotes').tBodies[0].insertBefore(row, after || null);
+      filterRows();
       $('quotes-empty').style.display = 'none';
       if (!tw.symbol) select(sym);
     }
@@ -149,13 +176,45 @@
 
   async function refreshSymbols() {
     try {
-      const r = await fetch('/v1/channels/quotes');
-      const j = await r.json();
-      for (const ch of (j.channels || []).slice(0, MAX_QUOTES)) {
+      let chans = [];
+      const r = await api('/v1/channels/quotes');
+      if (r.ok) {
+        chans = (await r.json()).channels || [];
+        $('quotes-note').textContent = '';
+      } else {
+        // The channel listing is operator data; the candle symbols are public.
+        const c = await api('/v1/candles');
+        if (c.ok) chans = ((await c.json()).symbols || []).map((s) => `quotes.${s.symbol}`);
+        const why = refused(r);
+        $('quotes-note').textContent = why ? `Symbols from the candle list: the channel list ${why}` : '';
+      }
+      for (const ch of chans.slice(0, MAX_QUOTES)) {
         if (!subs.has(ch)) subscribe(ch);
       }
     } catch (_) { /* next round */ }
   }
+
+  // ---- symbol search: filters the table; Enter charts the first match, or any symbol the
+  // candle store knows (GET /v1/candles) even without a quotes row ----
+  function filterRows() {
+    const q = $('symbol-search').value.trim().toUpperCase();
+    for (const r of $('quotes').tBodies[0].rows) r.hidden = q !== '' && !r.dataset.sym.toUpperCase().includes(q);
+  }
+  $('symbol-search').oninput = filterRows;
+  $('symbol-search').onkeydown = async (e) => {
+    if (e.key !== 'Enter') return;
+    e.preventDefault();
+    const q = $('symbol-search').value.trim().toUpperCase();
+    if (!q) return;
+    const row = [...$('quotes').tBodies[0].rows].find((r) => !r.hidden);
+    if (row) { select(row.dataset.sym); return; }
+    try {
+      const r = await api('/v1/candles');
+      const syms = r.ok ? ((await r.json()).symbols || []).map((x) => x.symbol) : [];
+      const hit = syms.find((x) => x.toUpperCase() === q) || syms.find((x) => x.toUpperCase().includes(q));
+      if (hit) select(hit);
+    } catch (_) { /* nothing found */ }
+  };
 
   // ---- candles ----
   let loadSeq = 0;
@@ -176,24 +235,81 @@
     // History first, then live: the live subscription's snapshot overwrites the last bar.
     let bars = [];
     try {
-      const r = await fetch(`/v1/candles/${encodeURIComponent(sym)}?res=${tw.res}&limit=500`);
+      const r = await api(`/v1/candles/${encodeURIComponent(sym)}?res=${tw.res}&limit=${PAGE}`);
       if (r.ok) bars = (await r.json()).candles || [];
     } catch (_) { /* empty chart, live fills it */ }
     if (seq !== loadSeq) return;
-    candleSeries.setData(bars.map(toBar));
-    volumeSeries.setData(bars.map(toVol));
-    tw.bars = bars.length;
+    // setData moves the visible range before scrollToRealTime puts it at the newest bars; that
+    // transient range must not count as the user scrolling to the oldest bar.
+    settled = false;
+    data = bars.slice();
+    tw.olderPages = 0;
+    tw.historyDone = bars.length < PAGE;
+    $('older').textContent = '';
+    candleSeries.setData(data.map(toBar));
+    volumeSeries.setData(data.map(toVol));
+    tw.bars = data.length;
+    tw.oldestMs = data.length ? data[0].start_ms : null;
     tw.lastBar = bars.length ? bars[bars.length - 1] : null;
     if (tw.lastBar) showLast(tw.lastBar);
     chart.timeScale().scrollToRealTime();
+    setTimeout(() => { if (seq === loadSeq) settled = true; }, 300);
     subscribe(`candles.${sym}.${tw.res}`);
   }
+
+  // Scroll-back: when the left edge of the chart comes within a few bars of the oldest loaded
+  // bar, fetch the page before it (`to` = just before the oldest bar) and prepend it, keeping
+  // the view where the user is.
+  let data = [];
+  let loadingOlder = false;
+  let settled = false;
+  async function loadOlder() {
+    if (!settled || loadingOlder || tw.historyDone || !tw.symbol || !data.length) return;
+    loadingOlder = true;
+    const seq = loadSeq;
+    const sym = tw.symbol;
+    const res = tw.res;
+    $('older').textContent = 'loading older bars…';
+    try {
+      const to = data[0].start_ms - 1;
+      const r = await api(`/v1/candles/${encodeURIComponent(sym)}?res=${res}&to=${to}&limit=${PAGE}`);
+      if (!r.ok) { $('older').textContent = `older bars: HTTP ${r.status}`; return; }
+      const older = ((await r.json()).candles || []).filter((c) => c.start_ms < data[0].start_ms);
+      if (seq !== loadSeq) return;
+      if (!older.length) { tw.historyDone = true; $('older').textContent = 'start of history'; return; }
+      const range = chart.timeScale().getVisibleLogicalRange();
+      data = older.concat(data);
+      candleSeries.setData(data.map(toBar));
+      volumeSeries.setData(data.map(toVol));
+      if (range) chart.timeScale().setVisibleLogicalRange({ from: range.from + older.length, to: range.to + older.length });
+      tw.bars = data.length;
+      tw.oldestMs = data[0].start_ms;
+      tw.olderPages += 1;
+      if (older.length < PAGE) tw.historyDone = true;
+      $('older').textContent = `${data.length} bars`;
+    } catch (e) {
+      $('older').textContent = `older bars: ${e.message}`;
+    } finally {
+      loadingOlder = false;
+    }
+  }
+  chart.timeScale().subscribeVisibleLogicalRangeChange((range) => {
+    if (range && range.from < 20) loadOlder();
+  });
+  tw.loadOlder = loadOlder;
+  tw.barTimes = () => data.map((c) => c.start_ms);
+  tw.visibleRange = () => chart.timeScale().getVisibleRange();
+  tw.scrollLeft = (bars) => {
+    const r = chart.timeScale().getVisibleLogicalRange();
+    if (r) chart.timeScale().setVisibleLogicalRange({ from: r.from - bars, to: r.to - bars });
+  };
 
   function onCandle(m) {
     const d = m.data;
     if (!d || d.symbol !== tw.symbol || d.resolution !== tw.res) return;
     if (tw.lastBar && d.start_ms < tw.lastBar.start_ms) return; // older than the chart's end
-    if (!tw.lastBar || d.start_ms > tw.lastBar.start_ms) tw.bars += 1;
+    if (!tw.lastBar || d.start_ms > tw.lastBar.start_ms) { tw.bars += 1; data.push(d); }
+    else if (data.length && data[data.length - 1].start_ms === d.start_ms) data[data.length - 1] = d;
     candleSeries.update(toBar(d));
     volumeSeries.update(toVol(d));
     tw.barUpdates += 1;
@@ -224,53 +340,239 @@
   function onChat(m) {
     tw.chatNext = m.offset + 1;
     const d = m.data || {};
-    tw.chat.push(d);
+    // The author is the server's identity stamp only (`from`, set from the publisher's token
+    // or by a back-end key); a name the client wrote into the message (`user`) is never shown.
+    const from = d.from && typeof d.from === 'object' ? d.from : {};
+    const name = from.info && typeof from.info.name === 'string' && from.info.name ? from.info.name : null;
+    const who = name || (from.sub !== undefined ? String(from.sub) : null);
+    tw.chat.push({ text: d.text, who, ts: m.ts, offset: m.offset });
     const li = document.createElement('li');
-    // The sender as the server stamped it (a signed-in user), else what the client wrote.
-    const from = d.from || {};
-    const who = (from.info && from.info.name) || from.sub || d.user || 'anon';
     const t = document.createElement('time');
     const at = new Date(m.ts);
     t.dateTime = at.toISOString();
-    t.textContent = at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' }) + ' ';
+    t.textContent = at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
+    t.title = at.toISOString();
     li.appendChild(t);
     const b = document.createElement('b');
-    b.textContent = who + ': ';
+    b.textContent = (who || 'anonymous') + ': ';
+    if (!who) b.className = 'anon';
+    if (from.sub !== undefined) b.title = `sub ${from.sub}`;
     li.appendChild(b);
     li.appendChild(document.createTextNode(String(d.text ?? JSON.stringify(d))));
     $('chat').appendChild(li);
+    // A long-open page keeps the newest lines only.
+    while ($('chat').children.length > MAX_CHAT_LINES) $('chat').firstElementChild.remove();
+    if (tw.chat.length > MAX_CHAT_LINES) tw.chat.splice(0, tw.chat.length - MAX_CHAT_LINES);
     $('chat').scrollTop = $('chat').scrollHeight;
   }
   $('chat-form').onsubmit = (e) => {
     e.preventDefault();
     const text = $('chat-text').value.trim();
     if (!text) return;
-    const user = $('chat-name').value.trim() || 'guest';
-    send({ op: 'publish', channel: 'chat.lobby', msg_id: `c-${Date.now()}-${Math.random().toString(36).slice(2)}`, data: { user, text } });
+    // No name field: the server stamps who sent it from the connection's credential.
+    send({ op: 'publish', channel: 'chat.lobby', msg_id: `c-${Date.now()}-${Math.random().toString(36).slice(2)}`, data: { text } })
+      .then((r) => { $('chat-note').textContent = r && r.ok === false ? `not sent: ${r.error && r.error.message}` : ''; });
     $('chat-text').value = '';
   };
 
-  // ---- health ----
+  // ---- metrics (Prometheus text) ----
+  function parseMetrics(text) {
+    const out = [];
+    for (const line of text.split('\n')) {
+      if (!line || line[0] === '#') continue;
+      const m = /^([a-zA-Z_:][\w:]*)(\{(.*)\})?\s+(\S+)/.exec(line);
+      if (!m) continue;
+      const labels = {};
+      if (m[3]) for (const p of m[3].matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[p[1]] = p[2];
+      out.push({ name: m[1], labels, value: Number(m[4]) });
+    }
+    return out;
+  }
+  const sum = (ms, name) => ms.filter((x) => x.name === name).reduce((a, x) => a + x.value, 0);
+
+  // ---- health (header) ----
   async function health() {
     try {
       const ok = (await fetch('/healthz')).ok;
       $('health').textContent = ok ? 'health: ok' : 'health: failing';
       $('health').className = ok ? 'pill ok' : 'pill bad';
-      const m = await (await fetch('/metrics')).text();
-      const pick = (name) => {
-        const line = m.split('\n').find((l) => l.startsWith(name + ' ') || l.startsWith(name + '{'));
-        return line ? line.split(' ').pop() : '?';
-      };
-      $('stats').textContent = `published ${pick('tickwire_published_total')} · sessions ${pick('tickwire_sessions')}`;
+      const r = await api('/metrics');
+      if (r.ok) {
+        const ms = parseMetrics(await r.text());
+        $('stats').textContent = `published ${sum(ms, 'tickwire_published_total')} · sessions ${sum(ms, 'tickwire_sessions')}`;
+      } else {
+        $('stats').textContent = refused(r) ? 'metrics need an admin key' : `metrics: HTTP ${r.status}`;
+      }
     } catch (_) {
       $('health').textContent = 'health: unreachable';
       $('health').className = 'pill bad';
     }
   }
 
+  // ---- operations view ----
+  function el(tag, text, cls) {
+    const e = document.createElement(tag);
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    if (cls) e.className = cls;
+    return e;
+  }
+  function table(head, rows) {
+    const t = el('table');
+    const tr = el('tr');
+    head.forEach((h) => tr.appendChild(el('th', h)));
+    t.appendChild(el('thead')).appendChild(tr);
+    const tb = t.appendChild(el('tbody'));
+    for (const r of rows) {
+      const row = tb.appendChild(el('tr'));
+      r.forEach((c) => row.appendChild(el('td', c === undefined || c === null ? '—' : c)));
+    }
+    return t;
+  }
+  function show(box, content) {
+    const b = $(box);
+    b.innerHTML = '';
+    if (typeof content === 'string') b.appendChild(el('p', content, 'muted small msg'));
+    else b.appendChild(content);
+  }
+  async function getJson(path) {
+    const r = await api(path);
+    if (r.ok) return { ok: true, body: await r.json() };
+    const why = refused(r);
+    return { ok: false, status: r.status, msg: why || `HTTP ${r.status}` };
+  }
+
+  // One refresh at a time (the 5 s timer, the tab, a credential change): a call while one runs
+  // asks for one more run after it, so the view always ends with the newest credential's data.
+  let opsRun = null;
+  let opsAgain = false;
+  function refreshOps() {
+    if (opsRun) { opsAgain = true; return opsRun; }
+    opsRun = (async () => {
+      do { opsAgain = false; await refreshOpsOnce(); } while (opsAgain);
+    })().finally(() => { opsRun = null; });
+    return opsRun;
+  }
+  async function refreshOpsOnce() {
+    const ops = { at: Date.now() };
+    // Health and readiness: open endpoints.
+    const hl = document.createElement('dl');
+    hl.id = 'health-list';
+    for (const [k, path] of [['healthz', '/healthz'], ['readyz', '/readyz']]) {
+      let v;
+      try {
+        const r = await fetch(path);
+        v = `${r.status} ${(await r.text()).trim()}`;
+        ops[k] = r.status;
+      } catch (e) { v = `unreachable (${e.message})`; ops[k] = 0; }
+      hl.appendChild(el('dt', k));
+      hl.appendChild(el('dd', v, ops[k] === 200 ? '' : 'warn'));
+    }
+    hl.appendChild(el('dt', 'websocket'));
+    hl.appendChild(el('dd', tw.connected ? 'connected' : 'disconnected', tw.connected ? '' : 'warn'));
+    $('health-list').replaceWith(hl);
+
+    // Metrics: connections per edge, projections.
+    let ms = null;
+    try {
+      const r = await api('/metrics');
+      if (r.ok) ms = parseMetrics(await r.text());
+      else ops.metricsError = refused(r) || `HTTP ${r.status}`;
+    } catch (e) { ops.metricsError = e.message; }
+    if (ms) {
+      const edges = ms.filter((x) => x.name === 'tickwire_edge_connections');
+      ops.connections = Object.fromEntries(edges.map((x) => [x.labels.edge, x.value]));
+      const rows = edges.map((x) => [x.labels.edge, x.value]);
+      rows.push(['sessions (every edge)', sum(ms, 'tickwire_sessions')]);
+      rows.push(['MQTT sessions connected', sum(ms, 'tickwire_mqtt_sessions_connected')]);
+      show('conns', table(['edge', 'open'], rows));
+      const lag = ms.filter((x) => x.name === 'tickwire_projection_lag');
+      const pos = ms.filter((x) => x.name === 'tickwire_projection_position');
+      const live = ms.filter((x) => x.name === 'tickwire_projection_live');
+      ops.projections = lag.map((x) => ({ projection: x.labels.projection, namespace: x.labels.namespace, lag: x.value }));
+      show('projections', lag.length ? table(['projection', 'namespace', 'lag (publications)', 'position', 'live'],
+        lag.map((x) => {
+          const p = pos.find((y) => y.labels.projection === x.labels.projection && y.labels.namespace === x.labels.namespace);
+          const l = live.find((y) => y.labels.projection === x.labels.projection);
+          return [x.labels.projection, x.labels.namespace, x.value, p ? p.value : null, l ? (l.value ? 'yes' : 'catching up') : null];
+        })) : 'No projections running.');
+    } else {
+      show('conns', `Metrics: ${ops.metricsError}`);
+      show('projections', `Metrics: ${ops.metricsError}`);
+    }
+
+    // Namespaces: configuration, stream position, channels.
+    try {
+      const ns = await getJson('/v1/namespaces');
+      if (ns.ok) {
+        ops.namespaces = ns.body.namespaces;
+        show('namespaces', table(['namespace', 'class', 'channels', 'next offset', 'epoch', 'subscribe', 'publish', 'retention'],
+          ns.body.namespaces.map((n) => [n.name, n.class, n.channels, n.next_offset, n.epoch, n.subscribe, n.publish,
+            [n.retention_bytes ? `${Math.round(n.retention_bytes / 1048576)} MiB` : null, n.retention_age_s ? `${n.retention_age_s} s` : null].filter(Boolean).join(' / ') || '—'])));
+      } else {
+        ops.namespacesError = ns.msg;
+        show('namespaces', `Namespaces: ${ns.msg}`);
+      }
+    } catch (e) { show('namespaces', `Namespaces: ${e.message}`); }
+
+    // FIX sessions: absent (404) when FIX is not configured.
+    try {
+      const fx = await getJson('/v1/fix/sessions');
+      if (fx.ok) {
+        const ss = fx.body.sessions || [];
+        ops.fix = ss;
+        const wrap = el('div');
+        wrap.appendChild(el('p', fx.body.acceptor ? `acceptor listening on ${fx.body.acceptor}` : 'no acceptor', 'muted small'));
+        wrap.appendChild(ss.length ? table(['session', 'role', 'state', 'next sender seq', 'next target seq', 'logons', 'msgs in', 'msgs out', 'last error'],
+          ss.map((x) => [x.name || x.session || `${x.sender_comp_id}-${x.target_comp_id}`, x.role, x.state,
+            x.next_sender_seq ?? x.next_out_seq, x.next_target_seq ?? x.next_in_seq, x.logons, x.messages_in, x.messages_out, x.last_error]))
+          : el('p', 'No FIX sessions.', 'muted small'));
+        show('fix', wrap);
+      } else if (fx.status === 404) {
+        ops.fixError = 'not configured';
+        show('fix', 'FIX is not configured on this server ([fix] in the configuration).');
+      } else {
+        ops.fixError = fx.msg;
+        show('fix', `FIX sessions: ${fx.msg}`);
+      }
+    } catch (e) { show('fix', `FIX sessions: ${e.message}`); }
+    $('ops-updated').textContent = `updated ${new Date().toISOString().slice(11, 19)}Z · every 5 s while this view is open`;
+    ops.done = true;
+    tw.ops = ops;
+  }
+
+  let view = 'market';
+  function setView(v) {
+    view = v;
+    $('market').hidden = v !== 'market';
+    $('ops').hidden = v !== 'ops';
+    document.querySelectorAll('#tabs button').forEach((b) => b.classList.toggle('on', b.dataset.view === v));
+    if (v === 'ops') refreshOps();
+    if (location.hash !== `#${v}`) history.replaceState(null, '', `#${v}`);
+  }
+  document.querySelectorAll('#tabs button').forEach((b) => { b.onclick = () => setView(b.dataset.view); });
+  $('cred').value = cred;
+  $('cred-form').onsubmit = (e) => {
+    e.preventDefault();
+    cred = $('cred').value.trim();
+    try { localStorage.setItem('tw.credential', cred); } catch (_) { /* storage off */ }
+    if (ws) ws.close(); // reconnects with the new credential
+    refreshOps();
+  };
+  $('cred-clear').onclick = () => {
+    cred = '';
+    $('cred').value = '';
+    try { localStorage.removeItem('tw.credential'); } catch (_) { /* storage off */ }
+    if (ws) ws.close();
+    refreshOps();
+  };
+  tw.setView = setView;
+  tw.refreshOps = refreshOps;
+
   renderResolutions();
   connect();
   health();
+  if (location.hash === '#ops') setView('ops');
   setInterval(health, 5000);
+  setInterval(() => { if (view === 'ops') refreshOps(); }, 5000);
   setInterval(refreshSymbols, 5000);
 })();

@@ -51,6 +51,15 @@ impl Target {
     }
 }
 
+/// How a Tickwire WebSocket subscriber reads pushes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubEncoding {
+    #[default]
+    Json,
+    Proto,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Encoding {
@@ -199,9 +208,30 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Encoding::Json)]
     #[serde(default)]
     pub encoding: Encoding,
+    /// Encoding of Tickwire's WebSocket subscribers: JSON text frames, or the binary protobuf
+    /// frames of the `tickwire.v1.proto` subprotocol (docs/protocol.md, "Binary encoding").
+    /// The same quote reaches both: its JSON travels as a `Push`'s `json` payload.
+    #[arg(long, value_enum, default_value_t = SubEncoding::Json)]
+    #[serde(default)]
+    pub sub_encoding: SubEncoding,
     /// The server's fsync policy, recorded in the result (ingest).
     #[arg(long)]
     pub fsync: Option<String>,
+    /// jetstream target: replicas of the stream the run creates (a clustered nats-server).
+    #[arg(long, default_value_t = 1)]
+    #[serde(default = "default_js_replicas")]
+    pub js_replicas: usize,
+    /// jetstream target: publish in atomic batches of this many messages (nats-server 2.12+,
+    /// `allow_atomic` on the stream; at most 1000), one acknowledgement per batch, with up to
+    /// `window / N` batches in flight per connection. 0: one acknowledgement per message.
+    #[arg(long, default_value_t = 0)]
+    #[serde(default)]
+    pub js_atomic_batch: usize,
+    /// Subscribers connect to these addresses in turn instead of `--addr` (the publishers
+    /// stay on `--addr`): fan-out through several cluster nodes. Repeat the flag per address.
+    #[arg(long)]
+    #[serde(default)]
+    pub sub_addr: Vec<SocketAddr>,
     /// Write the JSON result here as well as to stdout.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -210,6 +240,11 @@ pub struct RunArgs {
 /// The drain of results written before `--drain` existed.
 fn default_drain() -> f64 {
     2.0
+}
+
+/// The stream replicas of results written before `--js-replicas` existed.
+fn default_js_replicas() -> usize {
+    1
 }
 
 impl RunArgs {
@@ -275,7 +310,10 @@ pub fn main(cli: BenchCli) -> ExitCode {
 
 /// Runs one scenario and returns (and saves, with `--json`) its result.
 pub async fn run(args: RunArgs) -> Result<RunResult, BenchError> {
-    for addr in std::iter::once(args.addr).chain(args.http_addr) {
+    for addr in std::iter::once(args.addr)
+        .chain(args.http_addr)
+        .chain(args.sub_addr.iter().copied())
+    {
         if !addr.ip().is_loopback() {
             return Err(BenchError::Usage(format!(
                 "{addr} is not a loopback address: the load generator only targets this machine"

@@ -42,7 +42,16 @@ pub fn channel(target: Target, i: usize) -> String {
 /// Appends a masked client WebSocket text frame. The mask key is zero: a client must mask, but
 /// the key's only purpose is defeating broken proxies, and a zero key leaves the payload as is.
 pub fn ws_frame(out: &mut Vec<u8>, payload: &[u8]) {
-    out.push(0x81);
+    ws_frame_op(out, 0x81, payload);
+}
+
+/// [`ws_frame`] as a binary frame (the `tickwire.v1.proto` encoding's commands).
+pub fn ws_frame_binary(out: &mut Vec<u8>, payload: &[u8]) {
+    ws_frame_op(out, 0x82, payload);
+}
+
+fn ws_frame_op(out: &mut Vec<u8>, first: u8, payload: &[u8]) {
+    out.push(first);
     let n = payload.len();
     if n < 126 {
         out.push(0x80 | n as u8);
@@ -93,6 +102,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
         buf: BytesMut::with_capacity(16 * 1024),
         target: Target::TickwireWs,
         pong: false,
+        proto: false,
     };
     c.send(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
         .await?;
@@ -106,19 +116,40 @@ pub struct Conn {
     pub buf: BytesMut,
     target: Target,
     pong: bool,
+    /// A Tickwire WebSocket speaking the binary encoding (`tickwire.v1.proto`).
+    proto: bool,
 }
+
+/// The subprotocol of Tickwire's binary WebSocket encoding.
+const PROTO_SUBPROTOCOL: &str = "tickwire.v1.proto";
 
 impl Conn {
     /// Connects and completes the protocol handshake (WebSocket upgrade, NATS CONNECT, MQTT
     /// CONNECT/CONNACK).
     pub async fn connect(target: Target, addr: SocketAddr, source: Option<IpAddr>) -> Result<Conn> {
+        Conn::connect_as(target, addr, source, false).await
+    }
+
+    /// [`Conn::connect`]; a Tickwire WebSocket asks for the binary encoding when `proto`.
+    pub async fn connect_as(
+        target: Target,
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        proto: bool,
+    ) -> Result<Conn> {
+        let proto = proto && target == Target::TickwireWs;
         let mut stream = tcp(addr, source).await?;
         let mut buf = BytesMut::with_capacity(16 * 1024);
         let name = target.name();
         match target {
             Target::TickwireWs => {
+                let subprotocol = if proto {
+                    format!("Sec-WebSocket-Protocol: {PROTO_SUBPROTOCOL}\r\n")
+                } else {
+                    String::new()
+                };
                 let req = format!(
-                    "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{}\r\n",
+                    "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{subprotocol}{}\r\n",
                     authorization(CLIENT_CREDENTIAL)
                 );
                 stream
@@ -130,11 +161,28 @@ impl Conn {
                     let head = String::from_utf8_lossy(&buf[..end.min(200)]).into_owned();
                     return Err(BenchError::proto(name, format!("upgrade refused: {head}")));
                 }
+                // A server that does not speak the binary encoding answers in JSON: measuring
+                // that as "proto" would be wrong.
+                if proto
+                    && memchr::memmem::find(&buf[..end], PROTO_SUBPROTOCOL.as_bytes()).is_none()
+                {
+                    return Err(BenchError::proto(
+                        name,
+                        format!("the server did not choose {PROTO_SUBPROTOCOL}"),
+                    ));
+                }
                 buf.advance(end);
             }
             Target::Nats | Target::JetStream => {
+                // Headers only where a publisher sends them (JetStream atomic batches): core
+                // NATS subscribers then never see HMSG.
+                let connect: &[u8] = if target == Target::JetStream {
+                    b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true}\r\nPING\r\n"
+                } else {
+                    b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":false}\r\nPING\r\n"
+                };
                 stream
-                    .write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":false}\r\nPING\r\n")
+                    .write_all(connect)
                     .await
                     .map_err(BenchError::io("nats connect"))?;
                 let end = read_until(&mut stream, &mut buf, b"PONG\r\n", name).await?;
@@ -182,6 +230,7 @@ impl Conn {
             buf,
             target,
             pong: false,
+            proto,
         })
     }
 
@@ -190,6 +239,38 @@ impl Conn {
         let name = self.target.name();
         let mut out = Vec::new();
         match self.target {
+            Target::TickwireWs if self.proto => {
+                use prost::Message as _;
+                use tickwire_proto::v1::{client_message::Op, server_message::Kind};
+                for (k, &s) in symbols.iter().enumerate() {
+                    let cmd = tickwire_proto::v1::ClientMessage {
+                        id: k as u64,
+                        op: Some(Op::Subscribe(tickwire_proto::v1::Subscription {
+                            channel: channel(self.target, s),
+                            ..Default::default()
+                        })),
+                    };
+                    ws_frame_binary(&mut out, &cmd.encode_to_vec());
+                }
+                self.send(&out).await?;
+                let mut acked = 0;
+                let mut err = None;
+                while acked < symbols.len() {
+                    self.read_some(usize::MAX, |m: &[u8]| {
+                        // Replies are counted; pushes (snapshots) may arrive too.
+                        match tickwire_proto::v1::ServerMessage::decode(m).map(|m| m.kind) {
+                            Ok(Some(Kind::Reply(r))) if r.ok => acked += 1,
+                            Ok(Some(Kind::Reply(r))) => err = Some(format!("{:?}", r.error)),
+                            Ok(_) => {}
+                            Err(e) => err = Some(e.to_string()),
+                        }
+                    })
+                    .await?;
+                    if let Some(e) = err.take() {
+                        return Err(BenchError::proto(name, format!("subscribe refused: {e}")));
+                    }
+                }
+            }
             Target::TickwireWs => {
                 for (k, &s) in symbols.iter().enumerate() {
                     let cmd = format!(
@@ -376,13 +457,15 @@ fn parse_nats(
             return Ok(true);
         };
         let line = &buf[..eol];
-        if line.starts_with(b"MSG ") {
-            // MSG <subject> <sid> [reply-to] <#bytes>
+        if line.starts_with(b"MSG ") || line.starts_with(b"HMSG ") {
+            // MSG <subject> <sid> [reply-to] <#bytes>; HMSG ... <#header bytes> <#total bytes>:
+            // the last number is the length of what follows either way, and the callback gets
+            // it whole (headers and payload: a status header is how an HMSG reply fails).
             let len_at = line.iter().rposition(|&c| c == b' ').unwrap_or(0) + 1;
             let len = std::str::from_utf8(&line[len_at..])
                 .ok()
                 .and_then(|s| s.parse::<usize>().ok())
-                .ok_or_else(|| BenchError::proto(name, "bad MSG line"))?;
+                .ok_or_else(|| BenchError::proto(name, "bad MSG/HMSG line"))?;
             let start = eol + 2;
             if buf.len() < start + len + 2 {
                 return Ok(true);
@@ -467,6 +550,7 @@ impl Publisher {
                 buf: BytesMut::with_capacity(64 * 1024),
                 target,
                 pong: false,
+                proto: false,
             },
             _ => Conn::connect(target, addr, None).await?,
         };
@@ -627,6 +711,104 @@ fn authorization(var: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Feeds `wire` to `parse` cut at every byte boundary (what a socket may hand over) and
+    /// returns the messages it produced; each cut must give the same messages.
+    fn every_split(
+        wire: &[u8],
+        mut parse: impl FnMut(&mut BytesMut, &mut dyn FnMut(&[u8])) -> bool,
+    ) -> Vec<Vec<u8>> {
+        let mut first: Option<Vec<Vec<u8>>> = None;
+        for cut in 0..=wire.len() {
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            for part in [&wire[..cut], &wire[cut..]] {
+                buf.extend_from_slice(part);
+                assert!(parse(&mut buf, &mut |m| got.push(m.to_vec())));
+            }
+            assert!(buf.is_empty(), "cut {cut}: {} bytes left", buf.len());
+            match &first {
+                None => first = Some(got),
+                Some(f) => assert_eq!(f, &got, "cut {cut}"),
+            }
+        }
+        first.unwrap_or_default()
+    }
+
+    #[test]
+    fn nats_parser_yields_each_message_once_however_the_bytes_arrive() {
+        let wire = b"MSG quotes.S0001 1 5\r\nhello\r\nPING\r\n+OK\r\n\
+MSG quotes.S0002 1 _INBOX.x 0\r\n\r\n\
+HMSG _INBOX.b0.1 1 12 16\r\nNATS/1.0\r\n\r\nbody\r\n\
+MSG a 1 7\r\nwith\r\nx\r\n";
+        let mut pongs = 0;
+        let got = every_split(wire, |buf, f| {
+            let mut pong = false;
+            let open = parse_nats(buf, &mut pong, &mut |m| f(m), "nats").unwrap_or(false);
+            pongs += usize::from(pong);
+            open
+        });
+        let want: Vec<Vec<u8>> = vec![
+            b"hello".to_vec(),
+            Vec::new(),
+            b"NATS/1.0\r\n\r\nbody".to_vec(),
+            b"with\r\nx".to_vec(),
+        ];
+        assert_eq!(got, want);
+        // One PING per pass, answered once per pass.
+        assert_eq!(pongs, wire.len() + 1);
+    }
+
+    #[test]
+    fn nats_parser_fails_on_err_and_on_a_bad_length() {
+        let mut pong = false;
+        let mut buf = BytesMut::from(&b"-ERR 'Slow Consumer'\r\n"[..]);
+        assert!(parse_nats(&mut buf, &mut pong, &mut |_| {}, "nats").is_err());
+        let mut buf = BytesMut::from(&b"MSG a 1 x\r\n"[..]);
+        assert!(parse_nats(&mut buf, &mut pong, &mut |_| {}, "nats").is_err());
+    }
+
+    fn ws_frame(op: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x80 | op];
+        match payload.len() {
+            n if n < 126 => f.push(n as u8),
+            n if n <= 0xffff => {
+                f.push(126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn websocket_parser_yields_text_and_binary_and_skips_control_frames() {
+        let big = vec![b'x'; 300];
+        let mut wire = ws_frame(1, b"{\"t\":\"1\"}");
+        wire.extend(ws_frame(9, b"ping"));
+        wire.extend(ws_frame(2, &big));
+        wire.extend(ws_frame(1, b""));
+        let got = every_split(&wire, |buf, f| parse_ws(buf, &mut |m| f(m)));
+        assert_eq!(got, vec![b"{\"t\":\"1\"}".to_vec(), big, Vec::new()]);
+        // A close frame ends the connection.
+        let mut buf = BytesMut::from(&ws_frame(8, b"")[..]);
+        assert!(!parse_ws(&mut buf, &mut |_| {}));
+    }
+
+    #[test]
+    fn mqtt_parser_yields_qos0_payloads_whatever_the_split() {
+        let mut wire = Vec::new();
+        mqtt_publish(&mut wire, 7, None, b"first");
+        mqtt_publish(&mut wire, 8, None, &[b'y'; 200]);
+        let got = every_split(&wire, |buf, f| {
+            parse_mqtt(buf, &mut |m| f(m), "mqtt").unwrap_or(false)
+        });
+        assert_eq!(got, vec![b"first".to_vec(), vec![b'y'; 200]]);
+    }
 
     #[test]
     fn hand_built_publish_decodes_with_the_codec() {

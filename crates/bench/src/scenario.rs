@@ -43,7 +43,56 @@ pub(crate) struct Phase {
     pub(crate) measuring: AtomicBool,
     publishing_done: AtomicBool,
     stop: AtomicBool,
+    /// A fixed-rate publisher's schedule, set as it starts (none when it publishes as fast
+    /// as it can): subscribers need it to tell how stale the values they hold are.
+    schedule: std::sync::OnceLock<Schedule>,
 }
+
+/// The open-loop schedule of a fixed-rate publisher. Message `k` (0-based, round-robin over
+/// the symbols, sequence number `first + k`) is due at `start_us + k / rate` and carries that
+/// time as its stamp, whenever it is actually sent: a publisher that fell behind (waiting
+/// for a reply, say) does not hide the wait from the latency it reports (coordinated
+/// omission).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Schedule {
+    pub(crate) start_us: u64,
+    /// The sequence number of message 0, a multiple of `nsym` (see [`first_seq`]).
+    pub(crate) first: u64,
+    /// Messages per second over all symbols; never 0.
+    pub(crate) rate: u64,
+    pub(crate) nsym: u64,
+    /// Messages the run will send at most: none is due at or beyond it.
+    pub(crate) limit: u64,
+}
+
+impl Schedule {
+    /// When message `k` is due, in Unix microseconds.
+    pub(crate) fn due_us(&self, k: u64) -> u64 {
+        let offset = u128::from(k) * 1_000_000 / u128::from(self.rate.max(1));
+        self.start_us
+            .saturating_add(u64::try_from(offset).unwrap_or(u64::MAX))
+    }
+
+    /// How stale a subscriber is on symbol `sym` at `now_us` when the newest value it holds
+    /// has sequence number `held` (0, or one from an earlier run: none of this run's): the
+    /// time since the first value newer than the one it holds fell due, 0 when none has.
+    /// This is what a trader feels, and it counts the values a latest-wins server conflated
+    /// away, which never reach the delivered-message latency histogram.
+    pub(crate) fn staleness_us(&self, sym: u64, held: u64, now_us: u64) -> u64 {
+        let next = if held >= self.first {
+            held - self.first + self.nsym
+        } else {
+            sym
+        };
+        if next >= self.limit {
+            return 0;
+        }
+        now_us.saturating_sub(self.due_us(next))
+    }
+}
+
+/// How often each subscriber samples its staleness on every symbol it holds.
+const STALENESS_EVERY_US: u64 = 100_000;
 
 /// What a publisher reports: messages sent while measuring, the last sequence number per
 /// symbol (for the convergence check), and, for one-command-per-message publishers, its acks.
@@ -64,6 +113,8 @@ pub(crate) fn first_seq(nsym: u64) -> u64 {
 struct SubOutcome {
     slow: bool,
     hist: Histogram<u64>,
+    /// Staleness samples (see [`Schedule::staleness_us`]) while measuring.
+    stale: Histogram<u64>,
     delivered: u64,
     bytes: u64,
     /// Highest sequence number seen per symbol (the sequence encodes the symbol).
@@ -81,13 +132,18 @@ async fn subscriber(
     phase: Arc<Phase>,
     symbols: Vec<usize>,
     nsym: usize,
+    payload_size: usize,
     slow_bytes_per_s: Option<f64>,
 ) -> Result<SubOutcome> {
     let fields = Fields::default();
     let mut hist = histogram();
+    let mut stale = histogram();
     let mut delivered = 0u64;
     let mut bytes = 0u64;
     let mut last = vec![0u64; nsym];
+    // Subscribers sample at different moments, spread over the period.
+    let mut next_sample =
+        now_micros() + (symbols.first().copied().unwrap_or(0) as u64 * 7919) % STALENESS_EVERY_US;
     while !phase.stop.load(Ordering::Acquire) {
         let slow = slow_bytes_per_s.filter(|_| !phase.publishing_done.load(Ordering::Acquire));
         let chunk = if slow.is_some() { 4096 } else { usize::MAX };
@@ -107,7 +163,9 @@ async fn subscriber(
                         now = now_micros();
                     }
                     delivered += 1;
-                    bytes += m.len() as u64;
+                    // Payload bytes, the same for every target: the envelopes differ (a
+                    // Tickwire push wraps the 100-byte quote in ~60 bytes of JSON).
+                    bytes += payload_size as u64;
                     let _ = hist.record(now.saturating_sub(t).max(1));
                 }
             }
@@ -126,10 +184,21 @@ async fn subscriber(
         if let Some(rate) = slow {
             tokio::time::sleep(Duration::from_secs_f64(got as f64 / rate)).await;
         }
+        if let Some(sched) = phase.schedule.get() {
+            let now = now_micros();
+            if now >= next_sample && phase.measuring.load(Ordering::Relaxed) {
+                next_sample = now + STALENESS_EVERY_US;
+                for &sym in &symbols {
+                    let held = last.get(sym).copied().unwrap_or(0);
+                    let _ = stale.record(sched.staleness_us(sym as u64, held, now));
+                }
+            }
+        }
     }
     Ok(SubOutcome {
         slow: slow_bytes_per_s.is_some(),
         hist,
+        stale,
         delivered,
         bytes,
         last,
@@ -148,6 +217,18 @@ async fn publish_loop(a: &RunArgs, phase: &Phase, total: Duration) -> Result<Pub
     let mut last = vec![0u64; a.symbols];
     let nsym = a.symbols as u64;
     let first = first_seq(nsym);
+    let sched = (a.rate > 0).then(|| Schedule {
+        start_us: now_micros(),
+        first,
+        rate: a.rate,
+        nsym,
+        limit: a
+            .max_messages
+            .min((a.rate as f64 * total.as_secs_f64()).ceil() as u64),
+    });
+    if let Some(s) = sched {
+        let _ = phase.schedule.set(s);
+    }
     while start.elapsed() < total && seq < a.max_messages {
         let due = if a.rate == 0 {
             a.batch as u64
@@ -159,10 +240,12 @@ async fn publish_loop(a: &RunArgs, phase: &Phase, total: Duration) -> Result<Pub
             continue;
         }
         let n = due.min(a.batch as u64).min(a.max_messages - seq);
-        let t = now_micros();
+        let now = now_micros();
         for _ in 0..n {
             let s = first + seq;
             let sym = (s % nsym) as usize;
+            // Open loop: stamped when due, not when the previous flush let us send it.
+            let t = sched.map_or(now, |sc| sc.due_us(seq));
             payload.clear();
             quote(&mut payload, t, s, sym, a.size);
             p.add(sym, &payload);
@@ -186,6 +269,8 @@ struct FanoutOutcome {
     published: u64,
     fast: Histogram<u64>,
     slow: Histogram<u64>,
+    /// Fast subscribers' staleness samples; empty without a fixed-rate schedule.
+    stale_fast: Histogram<u64>,
     delivered_fast: u64,
     delivered_slow: u64,
     bytes: u64,
@@ -199,13 +284,14 @@ struct FanoutOutcome {
     server_published_per_s: Option<f64>,
 }
 
-/// Where the subscribers connect: the target itself, except for ws-publish over MQTT with
-/// `--http-addr`, whose subscribers are Tickwire WebSocket clients.
-fn sub_endpoint(a: &RunArgs) -> (Target, SocketAddr) {
+/// Where subscriber `i` connects: the target itself (or the `--sub-addr`s in turn), except for
+/// ws-publish over MQTT with `--http-addr`, whose subscribers are Tickwire WebSocket clients.
+fn sub_endpoint(a: &RunArgs, i: usize) -> (Target, SocketAddr) {
     match a.http_addr {
         Some(http) if a.scenario == Scenario::WsPublish && a.target == Target::Mqtt => {
             (Target::TickwireWs, http)
         }
+        _ if !a.sub_addr.is_empty() => (a.target, a.sub_addr[i % a.sub_addr.len()]),
         _ => (a.target, a.addr),
     }
 }
@@ -229,8 +315,9 @@ async fn connect_all(a: &RunArgs, n: usize, subscribe: bool) -> Result<Vec<Conn>
         let a2 = a.clone();
         set.spawn(async move {
             let _p = sem.acquire_owned().await;
-            let (target, addr) = sub_endpoint(&a2);
-            let mut c = Conn::connect(target, addr, source_for(i)).await?;
+            let (target, addr) = sub_endpoint(&a2, i);
+            let proto = a2.sub_encoding == crate::SubEncoding::Proto;
+            let mut c = Conn::connect_as(target, addr, source_for(i), proto).await?;
             if subscribe {
                 c.subscribe(&symbols_of(&a2, i)).await?;
             }
@@ -264,6 +351,7 @@ async fn fanout(a: &RunArgs, slow_pct: u32) -> Result<FanoutOutcome> {
             phase.clone(),
             symbols_of(a, i),
             a.symbols,
+            a.size,
             slow,
         ));
     }
@@ -344,6 +432,7 @@ async fn fanout(a: &RunArgs, slow_pct: u32) -> Result<FanoutOutcome> {
         published,
         fast: histogram(),
         slow: histogram(),
+        stale_fast: histogram(),
         delivered_fast: 0,
         delivered_slow: 0,
         bytes: 0,
@@ -368,6 +457,7 @@ async fn fanout(a: &RunArgs, slow_pct: u32) -> Result<FanoutOutcome> {
         } else {
             out.delivered_fast += o.delivered;
             let _ = out.fast.add(&o.hist);
+            let _ = out.stale_fast.add(&o.stale);
         }
     }
     out.all_converged = conv as f64 / n.max(1) as f64;
@@ -386,6 +476,12 @@ fn fanout_result(a: &RunArgs, o: &FanoutOutcome) -> RunResult {
     r.delivered_per_s = o.delivered_fast as f64 / o.measured_s;
     r.mb_per_s = o.bytes as f64 / o.measured_s / 1e6;
     r.latency = Latency::of(&o.fast);
+    if !o.stale_fast.is_empty() {
+        let st = Latency::of(&o.stale_fast);
+        r.extra.insert("staleness_p50_us".into(), st.p50_us as f64);
+        r.extra.insert("staleness_p99_us".into(), st.p99_us as f64);
+        r.extra.insert("staleness_max_us".into(), st.max_us as f64);
+    }
     r
 }
 
@@ -519,7 +615,9 @@ pub async fn ingest(a: &RunArgs) -> Result<RunResult> {
         let ph = phase.clone();
         let ack = acked.clone();
         set.spawn(async move {
-            if a2.target == Target::JetStream {
+            if a2.target == Target::JetStream && a2.js_atomic_batch > 0 {
+                js_atomic_publisher(&a2, p, &ph, &ack, total).await
+            } else if a2.target == Target::JetStream {
                 js_publisher(&a2, p, &ph, &ack, total).await
             } else {
                 batch_publisher(&a2, p, &ph, &ack, total).await
@@ -588,7 +686,16 @@ async fn batch_publisher(
 
 async fn js_create_stream(a: &RunArgs) -> Result<()> {
     let mut c = Conn::connect(Target::Nats, a.addr, None).await?;
-    let cfg = br#"{"name":"QUOTES","subjects":["quotes.>"],"storage":"file","retention":"limits","discard":"old","num_replicas":1}"#;
+    let cfg = format!(
+        r#"{{"name":"QUOTES","subjects":["quotes.>"],"storage":"file","retention":"limits","discard":"old","num_replicas":{}{}}}"#,
+        a.js_replicas.max(1),
+        if a.js_atomic_batch > 0 {
+            r#","allow_atomic":true"#
+        } else {
+            ""
+        }
+    );
+    let cfg = cfg.as_bytes();
     let mut out = Vec::new();
     out.extend_from_slice(b"SUB _INBOX.setup.* 1\r\n");
     out.extend_from_slice(b"PUB $JS.API.STREAM.DELETE.QUOTES _INBOX.setup.1 0\r\n\r\n");
@@ -697,4 +804,151 @@ async fn js_publisher(
         acked.fetch_add(got, Ordering::AcqRel);
     }
     Ok((hist, errors))
+}
+
+/// The most messages nats-server accepts in one atomic batch.
+const JS_MAX_ATOMIC_BATCH: usize = 1000;
+
+/// JetStream's like-for-like row with Tickwire's batched HTTP publish: atomic batches (every
+/// message of a batch stored, or none), one acknowledgement for each, the way a Tickwire batch
+/// request gets one reply. Each message carries `Nats-Batch-Id` and `Nats-Batch-Sequence`; the
+/// last one also `Nats-Batch-Commit: 1` and the reply subject the acknowledgement comes to.
+async fn js_atomic_publisher(
+    a: &RunArgs,
+    p: usize,
+    phase: &Phase,
+    acked: &AtomicU64,
+    total: Duration,
+) -> Result<(Histogram<u64>, u64)> {
+    let n = a.js_atomic_batch.clamp(1, JS_MAX_ATOMIC_BATCH);
+    let mut c = Conn::connect(Target::JetStream, a.addr, None).await?;
+    c.send(format!("SUB _INBOX.b{p}.* 1\r\n").as_bytes())
+        .await?;
+    let mut hist = histogram();
+    let mut errors = 0u64;
+    // (stamp, messages) per batch in flight; acks come back in commit order.
+    let mut inflight: VecDeque<(u64, u64)> = VecDeque::new();
+    let window = (a.window / n).max(1);
+    let mut out = Vec::with_capacity(n * (a.size + 160));
+    let mut payload = Vec::with_capacity(a.size + 64);
+    let start = Instant::now();
+    let mut seq = (p as u64 + 1) << 40;
+    let mut batch_no = 0u64;
+    let mut sent = 0u64;
+    loop {
+        let publishing = start.elapsed() < total && sent < a.max_messages;
+        if !publishing && inflight.is_empty() {
+            break;
+        }
+        if publishing && inflight.len() < window {
+            let t = now_micros();
+            out.clear();
+            batch_no += 1;
+            for i in 1..=n {
+                let sym = (seq % a.symbols as u64) as usize;
+                payload.clear();
+                quote(&mut payload, t, seq, sym, a.size);
+                let commit = if i == n {
+                    "Nats-Batch-Commit: 1\r\n"
+                } else {
+                    ""
+                };
+                let headers = format!(
+                    "NATS/1.0\r\nNats-Batch-Id: p{p}-{batch_no}\r\nNats-Batch-Sequence: {i}\r\n{commit}\r\n"
+                );
+                let reply = if i == n {
+                    format!(" _INBOX.b{p}.{batch_no}")
+                } else {
+                    String::new()
+                };
+                out.extend_from_slice(
+                    format!(
+                        "HPUB quotes.{}{reply} {} {}\r\n",
+                        crate::msg::symbol(sym),
+                        headers.len(),
+                        headers.len() + payload.len()
+                    )
+                    .as_bytes(),
+                );
+                out.extend_from_slice(headers.as_bytes());
+                out.extend_from_slice(&payload);
+                out.extend_from_slice(b"\r\n");
+                seq += 1;
+            }
+            inflight.push_back((t, n as u64));
+            sent += n as u64;
+            c.send(&out).await?;
+        }
+        let measuring = phase.measuring.load(Ordering::Relaxed);
+        let mut got = 0u64;
+        let read = c.read_some(usize::MAX, |m: &[u8]| {
+            let (t, k) = inflight.pop_front().unwrap_or((0, 0));
+            // A refused batch stores nothing: an error reply, or a status header (HMSG).
+            if memchr::memmem::find(m, b"\"error\"").is_some() || m.starts_with(b"NATS/1.0 ") {
+                errors += 1;
+                return;
+            }
+            got += k;
+            if measuring {
+                let _ = hist.record_n(now_micros().saturating_sub(t).max(1), k);
+            }
+        });
+        match tokio::time::timeout(Duration::from_secs(5), read).await {
+            Ok(r) => {
+                if !r? {
+                    break;
+                }
+            }
+            Err(_) => return Err(BenchError::Timeout("JetStream batch acks".into())),
+        }
+        acked.fetch_add(got, Ordering::AcqRel);
+    }
+    Ok((hist, errors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sched() -> Schedule {
+        // 1,000 messages/s over 10 symbols: each symbol gets a value every 10 ms.
+        Schedule {
+            start_us: 1_000_000,
+            first: 5_000,
+            rate: 1_000,
+            nsym: 10,
+            limit: 100,
+        }
+    }
+
+    #[test]
+    fn messages_are_stamped_when_due_not_when_sent() {
+        let s = sched();
+        assert_eq!(s.due_us(0), 1_000_000);
+        assert_eq!(s.due_us(1), 1_001_000);
+        assert_eq!(s.due_us(99), 1_099_000);
+        // A rate that does not divide a second: no drift over a long run.
+        let odd = Schedule { rate: 3, ..s };
+        assert_eq!(odd.due_us(3), 2_000_000);
+        assert_eq!(odd.due_us(1), 1_333_333);
+    }
+
+    #[test]
+    fn staleness_counts_from_the_first_value_the_subscriber_has_not_got() {
+        let s = sched();
+        // Nothing of this run held (0 or an earlier run's sequence): symbol 3's first value
+        // is message 3, due at 1.003 s.
+        assert_eq!(s.staleness_us(3, 0, 1_002_000), 0, "not due yet");
+        assert_eq!(s.staleness_us(3, 0, 1_010_000), 7_000);
+        assert_eq!(s.staleness_us(3, 4_999, 1_010_000), 7_000);
+        // Holding message 3 (sequence 5,003): the next value of symbol 3 is message 13, due
+        // at 1.013 s; before that the subscriber is up to date.
+        assert_eq!(s.staleness_us(3, 5_003, 1_012_999), 0);
+        assert_eq!(s.staleness_us(3, 5_003, 1_020_000), 7_000);
+        // A value conflated away (message 13 never delivered, 23 due at 1.023 s) does not
+        // reset the clock: staleness keeps growing from message 13's due time.
+        assert_eq!(s.staleness_us(3, 5_003, 1_030_000), 17_000);
+        // After the last message of the run nothing newer is due.
+        assert_eq!(s.staleness_us(3, 5_093, 9_000_000), 0);
+    }
 }

@@ -22,6 +22,12 @@ pub struct FixSimArgs {
     /// Directory for the simulator's private hub and sequence files (default: a temp dir).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Serve FIX over TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 pub fn main(a: FixSimArgs) -> ExitCode {
@@ -41,6 +47,7 @@ pub fn main(a: FixSimArgs) -> ExitCode {
         symbols: a.symbols,
         rate: a.rate,
         data: a.data,
+        tls: a.tls_cert.zip(a.tls_key),
     };
     match rt.block_on(run_until_interrupted(cfg)) {
         Ok(()) => ExitCode::SUCCESS,

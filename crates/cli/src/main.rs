@@ -1,12 +1,18 @@
-//! The `tickwire` command: `serve` runs the server, `bench` the load generator.
+//! The `tickwire` command: `serve` runs the server; `pub`, `sub`, `tail`, `status` and
+//! `backup` talk to a running one; `import`, `token`, `check-config` work offline; `bench` is
+//! the load generator.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
+mod backup;
+mod client;
 mod fix_sim;
 mod import;
+mod pubsub;
 mod sim;
+mod status;
 mod token;
 use tickwire_server::{CliOverrides, Config};
 
@@ -48,6 +54,23 @@ enum Command {
     FixSim(fix_sim::FixSimArgs),
     /// Mint a development JWT with the configured `[auth] jwt_hmac_secret` (docs/security.md).
     Token(token::TokenArgs),
+    /// Publish to a running server: DATA, or one message per line of standard input.
+    Pub(pubsub::PubArgs),
+    /// Subscribe on a running server and print messages (pretty or NDJSON).
+    Sub(pubsub::SubArgs),
+    /// Print a channel's last messages, then follow it.
+    Tail(pubsub::TailArgs),
+    /// Health, readiness, namespaces, sessions and projection lag of a running server.
+    Status(status::StatusArgs),
+    /// Copy a running server's data directory, consistently, into a new directory.
+    Backup(backup::BackupArgs),
+    /// Check a configuration as `serve` would, without starting anything.
+    CheckConfig(status::CheckConfigArgs),
+    /// Print a shell completion script: `tickwire completions bash > /etc/bash_completion.d/tickwire`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -72,6 +95,21 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Pub(a) => pubsub::run_pub(a),
+        Command::Sub(a) => pubsub::run_sub(a),
+        Command::Tail(a) => pubsub::run_tail(a),
+        Command::Status(a) => status::run(a),
+        Command::Backup(a) => backup::run(a),
+        Command::CheckConfig(a) => status::check_config(a),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "tickwire",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
         Command::Serve {
             http,
             data,

@@ -29,12 +29,10 @@ pub struct SimArgs {
     /// Quotes per second, all symbols together.
     #[arg(long, default_value_t = 1000)]
     pub rate: u64,
-    /// Server base URL.
-    #[arg(long, default_value = "http://127.0.0.1:7700")]
-    pub url: String,
-    /// API key for publishing (when the server requires one).
-    #[arg(long, env = "TICKWIRE_API_KEY")]
-    pub api_key: Option<String>,
+    /// The server and the key to publish with (`--token`, else a key with the `publish`
+    /// scope from `--config` or TICKWIRE_API_KEYS, as the server reads them).
+    #[command(flatten)]
+    pub client: crate::client::ClientArgs,
     /// Stop after this many seconds (default: run until interrupted).
     #[arg(long)]
     pub duration: Option<f64>,
@@ -47,6 +45,10 @@ pub struct SimArgs {
     /// HTTP requests in flight at most.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    /// Levels per side of an L2 book published with each quote on `depth.<SYMBOL>` (the book
+    /// projection builds `book.<SYMBOL>` from it, docs/books.md); 0 = no books.
+    #[arg(long, default_value_t = 0)]
+    pub depth: u32,
 }
 
 struct Sym {
@@ -59,6 +61,9 @@ struct Sym {
     /// Typical spread, points.
     spread: i64,
     burst_until: Option<Instant>,
+    /// The last quote, points: the book is laid out from it.
+    bid: i64,
+    ask: i64,
 }
 
 /// Name, start price, decimals, step and spread (points) of the well-known symbols.
@@ -89,6 +94,8 @@ fn make_symbols(n: usize, rng: &mut StdRng) -> Vec<Sym> {
                     vol,
                     spread,
                     burst_until: None,
+                    bid: 0,
+                    ask: 0,
                 }
             }
             None => {
@@ -100,6 +107,8 @@ fn make_symbols(n: usize, rng: &mut StdRng) -> Vec<Sym> {
                     vol: rng.gen_range(1..10),
                     spread: rng.gen_range(1..10),
                     burst_until: None,
+                    bid: 0,
+                    ask: 0,
                 }
             }
         })
@@ -144,9 +153,38 @@ impl Sym {
         .max(1);
         let bid = self.mid - spread / 2;
         let ask = bid + spread;
+        (self.bid, self.ask) = (bid, ask);
         (
             fmt_points(bid, self.decimals),
             fmt_points(ask, self.decimals),
+        )
+    }
+}
+
+impl Sym {
+    /// A depth snapshot of `levels` per side around the last quote, one spread apart, sizes
+    /// growing away from the top: the book projection turns successive ones into deltas.
+    fn depth(&self, rng: &mut StdRng, levels: u32) -> String {
+        let step = self.spread.max(1);
+        let mut out = String::with_capacity(64 * levels as usize);
+        for k in 0..i64::from(levels) {
+            for (side, px) in [("bid", self.bid - k * step), ("ask", self.ask + k * step)] {
+                if px <= 0 {
+                    continue;
+                }
+                if !out.is_empty() {
+                    out.push(',');
+                }
+                let size = rng.gen_range(1..=100) * (k + 1);
+                out.push_str(&format!(
+                    r#"{{"side":"{side}","price":"{}","size":"{size}"}}"#,
+                    fmt_points(px, self.decimals)
+                ));
+            }
+        }
+        format!(
+            r#"{{"channel":"depth.{}","data":{{"snapshot":[{out}]}}}}"#,
+            self.name
         )
     }
 }
@@ -177,13 +215,14 @@ async fn sim(args: SimArgs) -> Result<(), String> {
     if args.symbols == 0 || args.rate == 0 {
         return Err("--symbols and --rate must be at least 1".into());
     }
+    let target = args.client.resolve(tickwire_gateway::Scope::Publish)?;
     let mut rng = StdRng::seed_from_u64(args.seed);
     let mut syms = make_symbols(args.symbols, &mut rng);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency.max(1))
         .build()
         .map_err(|e| e.to_string())?;
-    let url = format!("{}/v1/publish", args.url.trim_end_matches('/'));
+    let url = format!("{}/v1/publish", target.base);
     let inflight = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let sent = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -196,7 +235,7 @@ async fn sim(args: SimArgs) -> Result<(), String> {
     let mut next_burst = Instant::now() + Duration::from_secs(3);
     println!(
         "simulating {} symbols at {} quotes/s into {}",
-        args.symbols, args.rate, args.url
+        args.symbols, args.rate, target.base
     );
     loop {
         tokio::select! {
@@ -236,6 +275,9 @@ async fn sim(args: SimArgs) -> Result<(), String> {
                 r#"{{"channel":"quotes.{}","data":{{"bid":"{bid}","ask":"{ask}"}}}}"#,
                 s.name
             ));
+            if args.depth > 0 {
+                items.push(s.depth(&mut rng, args.depth));
+            }
             if args.trades > 0.0 && rng.gen_bool(args.trades.min(1.0)) {
                 let size = rng.gen_range(1..=100);
                 let price = if rng.gen_bool(0.5) { &bid } else { &ask };
@@ -255,7 +297,7 @@ async fn sim(args: SimArgs) -> Result<(), String> {
                 .post(&url)
                 .header("content-type", "application/json")
                 .body(body);
-            if let Some(k) = &args.api_key {
+            if let Some(k) = &target.token {
                 req = req.bearer_auth(k);
             }
             let (sent, failed) = (sent.clone(), failed.clone());

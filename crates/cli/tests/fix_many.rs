@@ -306,10 +306,11 @@ async fn a_request_refused_part_way_keeps_no_subscriptions() {
     assert!(c.logout(WAIT).await);
 }
 
-/// MarketDepth 5 was answered with a top-of-book snapshot, as if five levels had been served:
-/// anything but 1 is refused with Y reason 5 (UnsupportedMarketDepth), as docs/fix.md lists.
+/// MarketDepth other than 1 is served from `book.<SYM>` (crates/cli/tests/fix_depth.rs): a
+/// symbol with a quote but no book is refused with Y reason 0 (UnknownSymbol), never answered
+/// with the top of book as if N levels had been served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_for_more_depth_than_top_of_book_is_refused_with_reason_5() {
+async fn a_request_for_depth_of_a_symbol_without_a_book_is_refused() {
     use tickwire_fix::md::{MarketDataRequestReject, MdReqRejReason};
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
@@ -330,11 +331,7 @@ async fn a_request_for_more_depth_than_top_of_book_is_refused_with_reason_5() {
             "depth {depth}"
         );
         let y = MarketDataRequestReject::decode(&m.raw()).unwrap();
-        assert_eq!(
-            y.reason,
-            Some(MdReqRejReason::UnsupportedMarketDepth),
-            "{y:?}"
-        );
+        assert_eq!(y.reason, Some(MdReqRejReason::UnknownSymbol), "{y:?}");
     }
     // Top of book is served.
     c.send(&common::md_request("top", vec!["S00"])).await;

@@ -2,6 +2,13 @@
 //! channel's current value) then X (changes) as quotes move. Each connection has its own hub
 //! session, so a slow client is conflated like any state subscriber: it gets the newest quote,
 //! not a backlog.
+//!
+//! MarketDepth 1 is served from the quote channel (`<namespace>.<SYM>`); any other depth (0:
+//! the full book) from the book channel `book.<SYM>` that the book projection builds, the
+//! same books every other edge serves: W carries up to N levels a side, and X the levels of
+//! the best N that changed. The connection keeps one copy of each book it serves (fed by the
+//! channel's snapshot and deltas, which the hub conflates per level for a slow client) and,
+//! per request and symbol, the levels last sent, which X is the difference against.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -11,7 +18,11 @@ use std::{
 };
 
 use parking_lot::Mutex;
-use tickwire_feed::fields;
+use tickwire_feed::{
+    fields,
+    l2::{L2Book, L2Msg, LevelText},
+    names,
+};
 use tickwire_fix::{
     frame,
     md::{
@@ -26,6 +37,7 @@ use tickwire_fix::{
 use tickwire_gateway::{Connection, Credentials, Event, Gateway, Principal};
 use tickwire_hub::{Channel, Delivery, Offset};
 use tickwire_model::DataDir;
+use tickwire_tls::Stream;
 use tokio::{
     io::AsyncReadExt,
     net::{TcpListener, TcpStream},
@@ -52,6 +64,8 @@ struct Shared {
     registry: FixRegistry,
     /// Client CompIDs with a live session: a second Logon for the same pair is refused.
     active: Mutex<HashSet<String>>,
+    /// Handshakes every connection when the acceptor speaks TLS.
+    tls: Option<tickwire_tls::Acceptor>,
 }
 
 pub(crate) async fn spawn(
@@ -60,6 +74,7 @@ pub(crate) async fn spawn(
     data: DataDir,
     registry: FixRegistry,
     cancel: CancellationToken,
+    tls: Option<tickwire_tls::Acceptor>,
 ) -> Result<SocketAddr, FixEdgeError> {
     let addr: SocketAddr = cfg
         .listen
@@ -70,8 +85,9 @@ pub(crate) async fn spawn(
         .map_err(|source| FixEdgeError::Bind { addr, source })?;
     let bound = listener.local_addr()?;
     tracing::info!(
-        "fix acceptor listening on {bound} as {}",
-        cfg.sender_comp_id
+        "fix acceptor listening on {bound} as {}{}",
+        cfg.sender_comp_id,
+        if tls.is_some() { " (TLS)" } else { "" }
     );
     let sh = Arc::new(Shared {
         gateway,
@@ -79,6 +95,7 @@ pub(crate) async fn spawn(
         data,
         registry,
         active: Mutex::new(HashSet::new()),
+        tls,
     });
     tokio::spawn(async move {
         loop {
@@ -115,11 +132,7 @@ struct FirstLogon {
     password: Option<String>,
 }
 
-async fn first_message(
-    stream: &mut TcpStream,
-    sh: &Shared,
-    peer: SocketAddr,
-) -> Option<FirstLogon> {
+async fn first_message(stream: &mut Stream, sh: &Shared, peer: SocketAddr) -> Option<FirstLogon> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -214,12 +227,19 @@ fn logon_principal(sh: &Shared, logon: &FirstLogon) -> Result<Principal, String>
     Ok(principal)
 }
 
-async fn client(
-    sh: Arc<Shared>,
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    cancel: CancellationToken,
-) {
+async fn client(sh: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, cancel: CancellationToken) {
+    // The handshake runs in the connection's own task, bounded by the handshake timeout: a
+    // client that stalls in it holds one socket, never the accept loop.
+    let mut stream = match &sh.tls {
+        None => Stream::Plain(tcp),
+        Some(tls) => match tls.accept(tcp).await {
+            Ok(s) => Stream::from(s),
+            Err(e) => {
+                tracing::info!("fix acceptor: {peer}: TLS handshake failed: {e}");
+                return;
+            }
+        },
+    };
     let Some(logon) = first_message(&mut stream, &sh, peer).await else {
         return;
     };
@@ -283,6 +303,7 @@ async fn client(
                 hub: conn,
                 subs: HashMap::new(),
                 channels: HashMap::new(),
+                books: HashMap::new(),
             };
             let why = c.run(stream, session, &first, &cancel).await;
             tracing::info!("fix acceptor: {their} ({peer}) disconnected: {why}");
@@ -331,14 +352,63 @@ impl QuoteView {
     }
 }
 
+/// A book channel value as read once per message and shared by every FIX subscriber (`None`
+/// for data that is not a book value).
+fn l2_of(msg: &tickwire_hub::Message) -> Arc<Option<L2Msg>> {
+    static FIX_BOOK: std::sync::OnceLock<tickwire_hub::Format> = std::sync::OnceLock::new();
+    let format = *FIX_BOOK.get_or_init(|| tickwire_hub::Format::register("fix-book"));
+    msg.encoded(format, |p| Arc::new(L2Msg::parse(&p.data).ok()))
+}
+
+/// The book in a book channel's newest value (`latest` answers the whole book as a snapshot).
+fn book_of(msg: &tickwire_hub::Message) -> Option<L2Book> {
+    let m = l2_of(msg);
+    let m = m.as_ref().as_ref().filter(|m| m.snapshot)?;
+    Some(L2Book::from_snapshot(m))
+}
+
+/// The levels of a book a MarketDepth N request sees (N 0: all): what was last sent for a
+/// symbol, and what X is computed against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct BookView {
+    bids: Vec<LevelText>,
+    asks: Vec<LevelText>,
+}
+
+impl BookView {
+    fn of(book: &L2Book, depth: u32) -> BookView {
+        let n = match depth {
+            0 => usize::MAX,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        let own = |(p, s): (&str, &str)| (p.to_string(), s.to_string());
+        BookView {
+            bids: book.bids().take(n).map(own).collect(),
+            asks: book.asks().take(n).map(own).collect(),
+        }
+    }
+}
+
 struct Request {
-    symbols: Vec<String>,
+    /// The channel served for each symbol: the quote channel, or `book.<SYM>` for a
+    /// MarketDepth other than 1.
+    channels: Vec<Channel>,
+    /// MarketDepth (264) as asked: 1 is the quote channel, anything else the book (0: all).
+    depth: u32,
     full_refresh: bool,
     bid: bool,
     offer: bool,
     trade: bool,
-    /// Per symbol: offset and value last sent.
+    /// Per symbol: offset and value last sent (MarketDepth 1).
     sent: HashMap<String, (Offset, Arc<QuoteView>)>,
+    /// Per symbol: the levels last sent (other depths).
+    levels: HashMap<String, BookView>,
+}
+
+impl Request {
+    fn serves_book(&self) -> bool {
+        self.depth != 1
+    }
 }
 
 struct Client {
@@ -349,6 +419,9 @@ struct Client {
     subs: HashMap<String, Request>,
     /// Hub channel → number of requests using it.
     channels: HashMap<Channel, usize>,
+    /// The books of the book channels this connection is subscribed to, as their values built
+    /// them: what each request's best N levels are read from.
+    books: HashMap<Channel, L2Book>,
 }
 
 type C = Conn<FileSeqStore>;
@@ -356,7 +429,7 @@ type C = Conn<FileSeqStore>;
 impl Client {
     async fn run(
         &mut self,
-        stream: TcpStream,
+        stream: Stream,
         session: Session<FileSeqStore>,
         first: &[u8],
         cancel: &CancellationToken,
@@ -564,10 +637,8 @@ impl Client {
         match v.subscription_request_type {
             SubscriptionRequestType::Unsubscribe => {
                 if let Some(req) = self.subs.remove(&id) {
-                    for sym in &req.symbols {
-                        if let Ok(ch) = Channel::parse(&format!("{ns}.{sym}")) {
-                            self.release(&ch);
-                        }
+                    for ch in &req.channels {
+                        self.release(ch);
                     }
                 } else {
                     self.reject(
@@ -608,28 +679,36 @@ impl Client {
                         )
                         .await;
                 }
-                // Quotes are top of book: a request for more depth is refused, not answered
-                // with one level as if it had been served.
-                if v.market_depth != 1 {
+                // MarketDepth 1 is the quote (its `last` is the trade entry); any other depth
+                // is the book, which holds no trades: a request for both is refused rather
+                // than answered without the trades as if they had been served.
+                let book = v.market_depth != 1;
+                if book && trade {
                     return self
                         .reject(
                             conn,
                             ev,
                             &id,
-                            MdReqRejReason::UnsupportedMarketDepth,
+                            MdReqRejReason::UnsupportedMdEntryType,
                             &format!(
-                                "MarketDepth {} is not served: this acceptor distributes top of book (MarketDepth 1)",
+                                "MarketDepth {} serves the book's bid (0) and offer (1) levels; ask for trades (2) with MarketDepth 1",
                                 v.market_depth
                             ),
                         )
                         .await;
                 }
-                // Every symbol must be a channel with a value; otherwise the whole request is
-                // refused, so a client never holds a half-working MDReqID.
+                // Every symbol must be a channel with a value (a book channel: a known book);
+                // otherwise the whole request is refused, so a client never holds a
+                // half-working MDReqID.
                 let mut chans = Vec::new();
                 let mut unknown = Vec::new();
                 for s in &v.symbols {
-                    match Channel::parse(&format!("{ns}.{s}")) {
+                    let name = if book {
+                        names::book(s)
+                    } else {
+                        format!("{ns}.{s}")
+                    };
+                    match Channel::parse(&name) {
                         Ok(ch) if matches!(self.sh.gateway.hub().latest(&ch), Ok(Some(_))) => {
                             chans.push(ch)
                         }
@@ -670,17 +749,35 @@ impl Client {
                     }
                 }
                 let mut req = Request {
-                    symbols: v.symbols.iter().map(|s| s.to_string()).collect(),
+                    channels: chans.clone(),
+                    depth: v.market_depth,
                     full_refresh: v.md_update_type == Some(MdUpdateType::FullRefresh),
                     bid,
                     offer,
                     trade,
                     sent: HashMap::new(),
+                    levels: HashMap::new(),
                 };
                 for (&sym, ch) in v.symbols.iter().zip(&chans) {
                     let Ok(Some(msg)) = self.sh.gateway.hub().latest(ch) else {
                         continue;
                     };
+                    if book {
+                        let Some(b) = book_of(&msg) else { continue };
+                        let view = BookView::of(&b, req.depth);
+                        self.send(conn, ev, &book_snapshot(&id, sym, &req, &view))
+                            .await;
+                        req.levels.insert(sym.to_string(), view);
+                        if keep {
+                            // One copy per channel, whichever is newest: another request may
+                            // have started it, and deliveries keep it current.
+                            let held = self.books.entry(ch.clone()).or_default();
+                            if !held.is_known() || held.seq() < b.seq() {
+                                *held = b;
+                            }
+                        }
+                        continue;
+                    }
                     let q = QuoteView::of(&msg);
                     self.send(conn, ev, &snapshot(&id, sym, &req, &q)).await;
                     req.sent
@@ -698,6 +795,7 @@ impl Client {
             *n -= 1;
             if *n == 0 {
                 self.channels.remove(ch);
+                self.books.remove(ch);
                 let _ = self.hub.unsubscribe(ch);
             }
         }
@@ -707,12 +805,15 @@ impl Client {
     /// copied but the symbol the first time a request is sent it. The messages are queued;
     /// the caller flushes and counts them once per batch of deliveries. Returns how many.
     async fn on_delivery(&mut self, d: Delivery, conn: &mut C, ev: &mut Vec<AppEvent>) -> u64 {
+        if self.books.contains_key(&d.message.publication.channel) {
+            return self.on_book_delivery(&d, conn, ev).await;
+        }
         let p = &d.message.publication;
         let sym = p.channel.name();
         let q = QuoteView::of(&d.message);
         let mut sent = 0;
         for (id, req) in self.subs.iter_mut() {
-            if !req.symbols.iter().any(|s| s == sym) {
+            if req.serves_book() || !req.channels.contains(&p.channel) {
                 continue;
             }
             let prev = match req.sent.get_mut(sym) {
@@ -733,6 +834,134 @@ impl Client {
             sent += 1;
         }
         sent
+    }
+}
+
+impl Client {
+    /// A book channel's value: the connection's copy of the book follows it, and each
+    /// MarketDepth N request on it gets the levels of its best N that changed (X), or its
+    /// best N again (W, when it asked for full refreshes). Nothing is sent to a request whose
+    /// best N did not change. Returns how many messages were queued.
+    async fn on_book_delivery(
+        &mut self,
+        d: &Delivery,
+        conn: &mut C,
+        ev: &mut Vec<AppEvent>,
+    ) -> u64 {
+        let ch = &d.message.publication.channel;
+        let Some(book) = self.books.get_mut(ch) else {
+            return 0;
+        };
+        let value = l2_of(&d.message);
+        let Some(m) = value.as_ref() else { return 0 };
+        if !m.snapshot && book.is_known() && m.seq <= book.seq() {
+            // Already in the copy (it was read from the channel's newest value after the
+            // subscription started).
+            return 0;
+        }
+        if book.apply(m) == tickwire_feed::l2::Applied::Gap {
+            // The hub's conflation keeps a subscriber's deltas contiguous, so this is a book
+            // the channel itself lost (a restart before its next snapshot): start again from
+            // the channel's book, or send nothing until it has one.
+            match self.sh.gateway.hub().latest(ch) {
+                Ok(Some(msg)) => match book_of(&msg) {
+                    Some(b) => *book = b,
+                    None => return 0,
+                },
+                _ => return 0,
+            }
+        }
+        let sym = ch.name();
+        let mut sent = 0;
+        for (id, req) in self.subs.iter_mut() {
+            if !req.serves_book() || !req.channels.contains(ch) {
+                continue;
+            }
+            let view = BookView::of(book, req.depth);
+            let prev = req.levels.get(sym).cloned().unwrap_or_default();
+            if prev == view {
+                continue;
+            }
+            if req.full_refresh {
+                conn.queue_app(&book_snapshot(id, sym, req, &view), ev)
+                    .await;
+            } else {
+                let x = book_incremental(id, sym, req, &prev, &view);
+                if x.entries.is_empty() {
+                    continue;
+                }
+                conn.queue_app(&x, ev).await;
+            }
+            req.levels.insert(sym.to_string(), view);
+            sent += 1;
+        }
+        sent
+    }
+}
+
+/// W of a book: up to N levels a side, best first, of the sides `req` asked for.
+fn book_snapshot<'a>(
+    id: &'a str,
+    sym: &'a str,
+    req: &Request,
+    view: &'a BookView,
+) -> MarketDataSnapshotFullRefresh<'a> {
+    let mut entries = Vec::new();
+    let sides = [
+        (req.bid, MdEntryType::Bid, &view.bids),
+        (req.offer, MdEntryType::Offer, &view.asks),
+    ];
+    for (want, t, levels) in sides {
+        if want {
+            entries.extend(levels.iter().filter_map(|(p, z)| snap_entry(t, p, Some(z))));
+        }
+    }
+    MarketDataSnapshotFullRefresh {
+        md_req_id: Some(id),
+        symbol: sym,
+        entries,
+    }
+}
+
+/// X from the levels a client holds (`prev`) to the best N now (`view`), keyed by price text:
+/// Delete for a level that left the best N, Change for a new size, New for a level that came
+/// in. Deletes go first, so a client that caps its book at N levels never holds N + 1. A price
+/// respelled ("1.10" for "1.1") is Delete + New, right for clients that key levels by text
+/// and for those that key them by value.
+fn book_incremental<'a>(
+    id: &'a str,
+    sym: &'a str,
+    req: &Request,
+    prev: &'a BookView,
+    view: &'a BookView,
+) -> MarketDataIncrementalRefresh<'a> {
+    let mut deletes = Vec::new();
+    let mut rest = Vec::new();
+    let sides = [
+        (req.bid, MdEntryType::Bid, &prev.bids, &view.bids),
+        (req.offer, MdEntryType::Offer, &prev.asks, &view.asks),
+    ];
+    for (want, t, old, new) in sides {
+        if !want {
+            continue;
+        }
+        for (p, z) in old {
+            if !new.iter().any(|(np, _)| np == p) {
+                deletes.extend(inc_entry(MdUpdateAction::Delete, t, sym, p, Some(z)));
+            }
+        }
+        for (p, z) in new {
+            match old.iter().find(|(op, _)| op == p) {
+                Some((_, oz)) if oz == z => {}
+                Some(_) => rest.extend(inc_entry(MdUpdateAction::Change, t, sym, p, Some(z))),
+                None => rest.extend(inc_entry(MdUpdateAction::New, t, sym, p, Some(z))),
+            }
+        }
+    }
+    deletes.extend(rest);
+    MarketDataIncrementalRefresh {
+        md_req_id: Some(id),
+        entries: deletes,
     }
 }
 
@@ -831,4 +1060,98 @@ fn inc_entry<'a>(
     e.px = Some(Decimal::new(px).ok()?);
     e.size = sz.and_then(|z| Decimal::new(z).ok());
     Some(e)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn view(bids: &[(&str, &str)], asks: &[(&str, &str)]) -> BookView {
+        let own = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(p, s)| (p.to_string(), s.to_string()))
+                .collect()
+        };
+        BookView {
+            bids: own(bids),
+            asks: own(asks),
+        }
+    }
+
+    fn request(depth: u32) -> Request {
+        Request {
+            channels: Vec::new(),
+            depth,
+            full_refresh: false,
+            bid: true,
+            offer: true,
+            trade: false,
+            sent: HashMap::new(),
+            levels: HashMap::new(),
+        }
+    }
+
+    /// (action, bid?, price, size) of each entry.
+    fn entries(
+        x: &MarketDataIncrementalRefresh<'_>,
+    ) -> Vec<(MdUpdateAction, bool, String, String)> {
+        x.entries
+            .iter()
+            .map(|e| {
+                (
+                    e.update_action,
+                    e.entry_type == Some(MdEntryType::Bid),
+                    e.px.unwrap().as_str().to_string(),
+                    e.size.map(|z| z.as_str().to_string()).unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// A level that left the best N is deleted before anything comes in; a new size is a
+    /// Change; a respelled price is Delete + New; unchanged levels send nothing.
+    #[test]
+    fn x_takes_the_clients_levels_to_the_best_n() {
+        use MdUpdateAction::{Change, Delete, New};
+        let req = request(2);
+        let prev = view(
+            &[("1.10", "5"), ("1.09", "2")],
+            &[("1.12", "3"), ("1.13", "1")],
+        );
+        let now = view(
+            &[("1.09", "4"), ("1.08", "7")],
+            &[("1.12", "3"), ("1.130", "1")],
+        );
+        let x = book_incremental("r", "S", &req, &prev, &now);
+        assert_eq!(
+            entries(&x),
+            vec![
+                (Delete, true, "1.10".into(), "5".into()),
+                (Delete, false, "1.13".into(), "1".into()),
+                (Change, true, "1.09".into(), "4".into()),
+                (New, true, "1.08".into(), "7".into()),
+                (New, false, "1.130".into(), "1".into()),
+            ]
+        );
+        assert!(book_incremental("r", "S", &req, &now, &now)
+            .entries
+            .is_empty());
+    }
+
+    /// MarketDepth N takes the best N a side of the book; 0 takes every level.
+    #[test]
+    fn a_view_is_the_best_n_levels_of_each_side() {
+        let m = L2Msg::parse(
+            br#"{"snapshot":true,"seq":1,"checksum":0,"depth":0,"bids":[["1.1","1"],["1.0","2"],["0.9","3"]],"asks":[["1.2","4"]]}"#,
+        )
+        .unwrap();
+        let b = L2Book::from_snapshot(&m);
+        assert_eq!(
+            BookView::of(&b, 2),
+            view(&[("1.1", "1"), ("1.0", "2")], &[("1.2", "4")])
+        );
+        assert_eq!(BookView::of(&b, 0).bids.len(), 3);
+    }
 }

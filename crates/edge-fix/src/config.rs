@@ -5,13 +5,27 @@ use serde::{Deserialize, Serialize};
 use crate::FixEdgeError;
 
 /// FIX 4.4 market data: upstream sessions we log on to, and a listener for downstream clients.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FixConfig {
     /// Sessions to providers (`[[fix.initiators]]`).
     pub initiators: Vec<InitiatorConfig>,
     /// The FIX listener for downstream clients (`[fix.acceptor]`); absent: no listener.
     pub acceptor: Option<AcceptorConfig>,
+    /// Cluster mode: how long an initiator's lease outlives its holder, ms. Another node takes
+    /// a dead node's sessions over after at most this long; a holder that cannot renew drops
+    /// its connection after half of it. Fixed when the cluster's lease bucket is first made.
+    pub lease_ttl_ms: u64,
+}
+
+impl Default for FixConfig {
+    fn default() -> Self {
+        FixConfig {
+            initiators: Vec::new(),
+            acceptor: None,
+            lease_ttl_ms: 6000,
+        }
+    }
 }
 
 /// One upstream FIX session.
@@ -44,6 +58,14 @@ pub struct InitiatorConfig {
     pub username: Option<String>,
     /// Password (554) sent in our Logon, if the provider wants one.
     pub password: Option<String>,
+    /// Connect over TLS, verifying the provider's certificate.
+    pub tls: bool,
+    /// PEM CA certificates that may sign the provider's certificate (with `tls`); absent: the
+    /// operating system's trust store. Read at start.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The name the provider's certificate must carry (a DNS name or an IP address; with
+    /// `tls`); absent: `host`.
+    pub server_name: Option<String>,
 }
 
 impl Default for InitiatorConfig {
@@ -63,6 +85,9 @@ impl Default for InitiatorConfig {
             fsync_seqnums: true,
             username: None,
             password: None,
+            tls: false,
+            ca_file: None,
+            server_name: None,
         }
     }
 }
@@ -72,6 +97,11 @@ impl InitiatorConfig {
         self.name
             .clone()
             .unwrap_or_else(|| format!("{}-{}", self.sender_comp_id, self.target_comp_id))
+    }
+
+    /// The name the provider's certificate is checked against.
+    pub fn tls_server_name(&self) -> &str {
+        self.server_name.as_deref().unwrap_or(&self.host)
     }
 }
 
@@ -98,6 +128,8 @@ pub struct AcceptorConfig {
     /// used with another principal's credential. CompIDs not listed may log on as anyone
     /// whose credential is valid.
     pub bind: std::collections::BTreeMap<String, String>,
+    /// Speak FIX over TLS only, presenting the `[tls]` certificate.
+    pub tls: bool,
 }
 
 impl Default for AcceptorConfig {
@@ -111,6 +143,7 @@ impl Default for AcceptorConfig {
             write_timeout_ms: 10_000,
             fsync_seqnums: false,
             bind: std::collections::BTreeMap::new(),
+            tls: false,
         }
     }
 }
@@ -134,6 +167,12 @@ impl FixConfig {
     /// Refuses what would only fail later, at connect time.
     pub fn validate(&self) -> Result<(), FixEdgeError> {
         let bad = |m: String| Err(FixEdgeError::Config(format!("fix: {m}")));
+        if self.lease_ttl_ms < 300 {
+            return bad(format!(
+                "lease_ttl_ms = {}: at least 300 (renewals are a NATS round trip)",
+                self.lease_ttl_ms
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for i in &self.initiators {
             let n = i.name();
@@ -153,6 +192,18 @@ impl FixConfig {
                     return bad(format!(
                         "initiator {n}: symbol {s:?} cannot be a channel name"
                     ));
+                }
+            }
+            if !i.tls && (i.ca_file.is_some() || i.server_name.is_some()) {
+                // Without this, a forgotten `tls = true` would send the Logon's password in
+                // the clear to a provider the operator meant to verify.
+                return bad(format!(
+                    "initiator {n}: ca_file and server_name need tls = true"
+                ));
+            }
+            if i.tls {
+                if let Err(e) = tickwire_tls::server_name(i.tls_server_name()) {
+                    return bad(format!("initiator {n}: server_name: {e}"));
                 }
             }
             if !names.insert(n.clone()) {

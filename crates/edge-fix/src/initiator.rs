@@ -22,16 +22,18 @@ use tickwire_fix::{
         MdUpdateType, SubscriptionRequestType,
     },
     tags::msg_type,
-    FileSeqStore, Message, Session, SessionConfig, SessionEvent,
+    Message, SeqStore, Session, SessionConfig, SessionEvent,
 };
 use tickwire_hub::{Channel, Hub, PublishRequest};
 use tickwire_model::DataDir;
+use tickwire_tls::Stream;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::FixEdgeError;
 use crate::{
     config::InitiatorConfig,
+    lease::LeaseBuckets,
     open_store, store_path,
     transport::{now, sleep_until, AppEvent, Conn},
     FixRegistry,
@@ -40,24 +42,57 @@ use crate::{
 /// SessionRejectReason 5: value is incorrect (out of range) for this tag.
 const VALUE_IS_INCORRECT: u32 = 5;
 
+/// Where a session's sequence numbers are kept: a file of this node, or the cluster's KV.
+type Store = Box<dyn SeqStore + Send>;
+
+/// How a session runs: always here, or only while this node holds its lease (cluster mode).
+enum Mode {
+    Local(Session<Store>),
+    Leased {
+        buckets: LeaseBuckets,
+        scfg: SessionConfig,
+    },
+}
+
 pub(crate) fn spawn(
     hub: Arc<Hub>,
     cfg: InitiatorConfig,
     data: DataDir,
+    leases: Option<LeaseBuckets>,
     registry: FixRegistry,
     cancel: CancellationToken,
 ) -> Result<(), FixEdgeError> {
     let name = cfg.name();
-    let path = store_path(&data, "initiator", &cfg.sender_comp_id, &cfg.target_comp_id);
-    let store = open_store(&path, cfg.fsync_seqnums)
-        .map_err(|e| FixEdgeError::Config(format!("fix initiator {name}: {e}")))?;
     let mut scfg = SessionConfig::initiator(&cfg.sender_comp_id, &cfg.target_comp_id);
     scfg.heartbeat_interval = Duration::from_secs(cfg.heartbeat);
     scfg.reset_on_logon = cfg.reset_on_logon;
     scfg.username = cfg.username.clone();
     scfg.password = cfg.password.clone();
-    let session = Session::new(scfg, store)
-        .map_err(|e| FixEdgeError::Config(format!("fix initiator {name}: {e}")))?;
+    let mode = match leases {
+        // The numbers are read from the cluster when the lease is taken, not now: another
+        // node may be running the session and moving them on.
+        Some(buckets) => Mode::Leased { buckets, scfg },
+        None => {
+            let path = store_path(&data, "initiator", &cfg.sender_comp_id, &cfg.target_comp_id);
+            let store = open_store(&path, cfg.fsync_seqnums)
+                .map_err(|e| FixEdgeError::Config(format!("fix initiator {name}: {e}")))?;
+            let session = Session::new(scfg, Box::new(store) as Store)
+                .map_err(|e| FixEdgeError::Config(format!("fix initiator {name}: {e}")))?;
+            Mode::Local(session)
+        }
+    };
+    // Built once, at start: a CA file that cannot be read stops the server with its path,
+    // instead of failing every reconnect.
+    let tls = if cfg.tls {
+        let name_err =
+            |e: tickwire_tls::TlsError| FixEdgeError::Config(format!("fix initiator {name}: {e}"));
+        Some((
+            tickwire_tls::client_config(cfg.ca_file.as_deref()).map_err(name_err)?,
+            tickwire_tls::server_name(cfg.tls_server_name()).map_err(name_err)?,
+        ))
+    } else {
+        None
+    };
     // Deltas go to the depth namespace when the server has one; the book projection builds
     // `book.<SYM>` from them, the same way as from any other feed.
     let depth_ns = hub.namespace_spec(names::DEPTH).is_some();
@@ -90,9 +125,34 @@ pub(crate) fn spawn(
         name,
         cfg,
         registry,
+        tls,
     };
-    tokio::spawn(run(ing, session, cancel));
+    tokio::spawn(run(ing, mode, cancel));
     Ok(())
+}
+
+/// How long a TCP connect, and then a TLS handshake, may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to the provider, over TLS when configured (the handshake verifies its
+/// certificate).
+async fn connect(
+    addr: &str,
+    tls: Option<(
+        Arc<tickwire_tls::RustlsClientConfig>,
+        tickwire_tls::ServerName,
+    )>,
+) -> std::io::Result<Stream> {
+    let tcp = TcpStream::connect(addr).await?;
+    match tls {
+        None => Ok(Stream::Plain(tcp)),
+        Some((config, name)) => {
+            let s = tickwire_tls::connect(config, name, tcp, CONNECT_TIMEOUT)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("TLS: {e}")))?;
+            Ok(Stream::from(s))
+        }
+    }
 }
 
 /// Read batches that may wait for the hub before the read loop waits too.
@@ -145,58 +205,147 @@ struct Ingest {
     depth: HashMap<String, Vec<String>>,
     /// The X entries buffer, reused from message to message so a decode allocates nothing.
     x_entries: Vec<IncrementalEntry<'static>>,
+    /// With `tls = true`: whom to trust and the name the provider's certificate must carry.
+    tls: Option<(
+        Arc<tickwire_tls::RustlsClientConfig>,
+        tickwire_tls::ServerName,
+    )>,
 }
 
-async fn run(mut ing: Ingest, mut session: Session<FileSeqStore>, cancel: CancellationToken) {
-    let min = Duration::from_millis(ing.cfg.reconnect_min_ms.max(10));
-    let max = Duration::from_millis(ing.cfg.reconnect_max_ms).max(min);
-    let mut backoff = min;
-    let addr = format!("{}:{}", ing.cfg.host, ing.cfg.port);
-    loop {
-        ing.registry.update(&ing.name, |s| s.state = "connecting");
-        let connect = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&addr));
-        let r = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = connect => r,
-        };
-        let err = match r {
-            Ok(Ok(stream)) => {
-                tracing::info!(session = %ing.name, %addr, "fix: connected");
-                let (s, logged_on, why) = ing.connection(stream, session, &cancel).await;
-                session = s;
-                if logged_on {
-                    backoff = min;
-                }
-                why
-            }
-            Ok(Err(e)) => format!("connect to {addr}: {e}"),
-            Err(_) => format!("connect to {addr}: timed out"),
-        };
-        if cancel.is_cancelled() {
-            break;
+async fn run(mut ing: Ingest, mode: Mode, cancel: CancellationToken) {
+    match mode {
+        Mode::Local(session) => {
+            ing.sessions(session, &cancel, &CancellationToken::new())
+                .await;
         }
-        tracing::warn!(session = %ing.name, "fix: disconnected ({err}); reconnecting in {backoff:?}");
-        ing.registry.update(&ing.name, |s| {
-            s.state = "backoff";
-            s.last_error = Some(err);
-        });
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(max);
+        Mode::Leased { buckets, scfg } => ing.leased(buckets, scfg, &cancel).await,
     }
     ing.registry.update(&ing.name, |s| s.state = "stopped");
 }
 
 impl Ingest {
+    /// Cluster mode: competes for the session's lease and runs the session while it holds it;
+    /// competes again when it loses it.
+    async fn leased(
+        &mut self,
+        buckets: LeaseBuckets,
+        scfg: SessionConfig,
+        cancel: &CancellationToken,
+    ) {
+        let key = LeaseBuckets::key(&self.cfg.sender_comp_id, &self.cfg.target_comp_id);
+        // Often enough that a dead holder's session comes back soon after its lease expired.
+        let retry = (buckets.ttl / 6).clamp(Duration::from_millis(100), Duration::from_secs(2));
+        let mut said_standby = false;
+        loop {
+            let why = match buckets.try_acquire(&key).await {
+                Ok(Ok(lease)) => {
+                    said_standby = false;
+                    tracing::info!(session = %self.name, "fix: this node holds the initiator lease");
+                    let lost = CancellationToken::new();
+                    let stop = CancellationToken::new();
+                    let keeper = tokio::spawn(lease.keep(stop.clone(), lost.clone()));
+                    let (b, k, l) = (buckets.clone(), key.clone(), lost.clone());
+                    let store = tokio::task::spawn_blocking(move || b.seq_store(&k, l))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r);
+                    let why = match store.and_then(|st| {
+                        Session::new(scfg.clone(), Box::new(st) as Store).map_err(|e| e.to_string())
+                    }) {
+                        Ok(session) => {
+                            self.sessions(session, cancel, &lost).await;
+                            "lease lost".to_string()
+                        }
+                        Err(e) => format!("reading the session's sequence numbers: {e}"),
+                    };
+                    // Shutdown releases the lease (after the Logout went out); a lost one is
+                    // not ours to release.
+                    stop.cancel();
+                    let _ = keeper.await;
+                    if cancel.is_cancelled() {
+                        return;
+                    }
+                    tracing::warn!(session = %self.name, "fix: session stopped on this node ({why})");
+                    why
+                }
+                Ok(Err(holder)) => {
+                    if !said_standby {
+                        tracing::info!(session = %self.name, %holder, "fix: standing by, another node runs this session");
+                        said_standby = true;
+                    }
+                    format!("standby: lease held by {holder}")
+                }
+                Err(e) => format!("cannot reach the lease bucket: {e}"),
+            };
+            self.registry.update(&self.name, |s| {
+                s.state = "standby";
+                s.last_error = Some(why);
+            });
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(retry) => {}
+            }
+        }
+    }
+
+    /// Connects, runs the session and reconnects with backoff until `cancel` (shutdown: logs
+    /// out) or `lost` (the lease went to another node: drops the connection at once).
+    async fn sessions(
+        &mut self,
+        mut session: Session<Store>,
+        cancel: &CancellationToken,
+        lost: &CancellationToken,
+    ) {
+        let min = Duration::from_millis(self.cfg.reconnect_min_ms.max(10));
+        let max = Duration::from_millis(self.cfg.reconnect_max_ms).max(min);
+        let mut backoff = min;
+        let addr = format!("{}:{}", self.cfg.host, self.cfg.port);
+        loop {
+            self.registry.update(&self.name, |s| s.state = "connecting");
+            let connect = tokio::time::timeout(CONNECT_TIMEOUT, connect(&addr, self.tls.clone()));
+            let r = tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = lost.cancelled() => break,
+                r = connect => r,
+            };
+            let err = match r {
+                Ok(Ok(stream)) => {
+                    tracing::info!(session = %self.name, %addr, "fix: connected");
+                    let (s, logged_on, why) = self.connection(stream, session, cancel, lost).await;
+                    session = s;
+                    if logged_on {
+                        backoff = min;
+                    }
+                    why
+                }
+                Ok(Err(e)) => format!("connect to {addr}: {e}"),
+                Err(_) => format!("connect to {addr}: timed out"),
+            };
+            if cancel.is_cancelled() || lost.is_cancelled() {
+                break;
+            }
+            tracing::warn!(session = %self.name, "fix: disconnected ({err}); reconnecting in {backoff:?}");
+            self.registry.update(&self.name, |s| {
+                s.state = "backoff";
+                s.last_error = Some(err);
+            });
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = lost.cancelled() => break,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(max);
+        }
+    }
+
     /// One TCP connection; returns the session, whether it logged on, and why it ended.
     async fn connection(
         &mut self,
-        stream: TcpStream,
-        session: Session<FileSeqStore>,
+        stream: Stream,
+        session: Session<Store>,
         cancel: &CancellationToken,
-    ) -> (Session<FileSeqStore>, bool, String) {
+        lost: &CancellationToken,
+    ) -> (Session<Store>, bool, String) {
         let mut conn = Conn::new(stream, session, Duration::from_secs(10));
         let mut ev = Vec::new();
         let mut logged_on = false;
@@ -266,6 +415,15 @@ impl Ingest {
                 _ = sleep_until(stopping), if stopping.is_some() => {
                     return (conn.into_session(), logged_on, "shutdown".into());
                 }
+                // No Logout: its number could not be stored any more, and the node that
+                // holds the lease now may already be logging on.
+                _ = lost.cancelled() => {
+                    self.registry.update(&self.name, |s| {
+                        s.state = "disconnected";
+                        s.disconnects += 1;
+                    });
+                    return (conn.into_session(), logged_on, "lease lost".into());
+                }
                 r = conn.read() => { let _ = conn.on_read(r, &mut ev).await; }
                 _ = sleep_until(deadline) => { let _ = conn.on_timer(&mut ev).await; }
             }
@@ -273,7 +431,7 @@ impl Ingest {
     }
 
     /// One V per symbol so a Y names the symbol it refuses (MDReqID `tw-<SYM>`).
-    async fn subscribe(&self, conn: &mut Conn<FileSeqStore>, ev: &mut Vec<AppEvent>) {
+    async fn subscribe(&self, conn: &mut Conn<Store>, ev: &mut Vec<AppEvent>) {
         for sym in &self.symbols {
             let id = format!("tw-{sym}");
             let v = MarketDataRequest {

@@ -1,10 +1,11 @@
-//! FIX 4.4 market data over TCP, around the I/O-free engine in `tickwire-fix`:
+//! FIX 4.4 market data over TCP or TLS, around the I/O-free engine in `tickwire-fix`:
 //! initiators ingest quotes from providers, the acceptor distributes the hub's quotes to
 //! downstream FIX clients through the gateway. See docs/fix.md.
 
 mod acceptor;
 pub mod config;
 mod initiator;
+mod lease;
 pub mod sim;
 mod transport;
 
@@ -19,6 +20,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tickwire_gateway::{Edge, Gateway};
 use tickwire_model::DataDir;
+use tickwire_stream::kv::KvProvider;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{AcceptorConfig, FixConfig, InitiatorConfig};
@@ -40,6 +42,8 @@ pub enum FixEdgeError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Hub(#[from] tickwire_hub::HubError),
+    #[error("fix: {0}")]
+    Tls(#[from] tickwire_tls::TlsError),
 }
 
 /// What `/v1/fix/sessions` shows of one session.
@@ -51,7 +55,8 @@ pub struct SessionStatus {
     pub sender_comp_id: String,
     pub target_comp_id: String,
     pub peer: String,
-    /// `connecting`, `logon_sent`, `awaiting_logon`, `active`, `disconnected`, `backoff`.
+    /// `connecting`, `logon_sent`, `awaiting_logon`, `active`, `disconnected`, `backoff`;
+    /// in cluster mode also `standby` (another node holds the session's lease).
     pub state: &'static str,
     pub next_sender_seq: u64,
     pub next_target_seq: u64,
@@ -105,6 +110,87 @@ pub struct FixService {
 }
 
 impl FixService {
+    /// FIX families for `/metrics` (Prometheus text), one series per session.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let sessions = self.registry.snapshot();
+        let label = |s: &SessionStatus| {
+            format!("session=\"{}\",role=\"{}\"", escape_label(&s.name), s.role)
+        };
+        let _ = writeln!(
+            out,
+            "# HELP tickwire_fix_session_state The state of each FIX session (1 for its current state).\n# TYPE tickwire_fix_session_state gauge"
+        );
+        for s in &sessions {
+            let _ = writeln!(
+                out,
+                "tickwire_fix_session_state{{{},state=\"{}\"}} 1",
+                label(s),
+                s.state
+            );
+        }
+        let mut family = |name: &str, kind: &str, help: &str, f: fn(&SessionStatus) -> u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for s in &sessions {
+                let _ = writeln!(out, "{name}{{{}}} {}", label(s), f(s));
+            }
+        };
+        family(
+            "tickwire_fix_session_active",
+            "gauge",
+            "1 while the FIX session is logged on.",
+            |s| u64::from(s.state == "active"),
+        );
+        family(
+            "tickwire_fix_next_sender_seq",
+            "gauge",
+            "The next MsgSeqNum this side sends.",
+            |s| s.next_sender_seq,
+        );
+        family(
+            "tickwire_fix_next_target_seq",
+            "gauge",
+            "The next MsgSeqNum expected from the peer.",
+            |s| s.next_target_seq,
+        );
+        family(
+            "tickwire_fix_logons_total",
+            "counter",
+            "Completed logons.",
+            |s| s.logons,
+        );
+        family(
+            "tickwire_fix_disconnects_total",
+            "counter",
+            "Connections lost or closed.",
+            |s| s.disconnects,
+        );
+        family(
+            "tickwire_fix_messages_in_total",
+            "counter",
+            "Messages received.",
+            |s| s.messages_in,
+        );
+        family(
+            "tickwire_fix_messages_out_total",
+            "counter",
+            "Messages sent.",
+            |s| s.messages_out,
+        );
+        family(
+            "tickwire_fix_gaps_total",
+            "counter",
+            "Sequence gaps detected (each answered with a ResendRequest).",
+            |s| s.gaps,
+        );
+        family(
+            "tickwire_fix_quotes_published_total",
+            "counter",
+            "Quotes an initiator published into the hub.",
+            |s| s.quotes_published,
+        );
+    }
+
     /// Stops initiators (they log out) and the acceptor.
     pub fn shutdown(&self) {
         self.cancel.cancel();
@@ -127,20 +213,30 @@ pub(crate) fn open_store(
     fsync: bool,
 ) -> Result<tickwire_fix::FileSeqStore, tickwire_fix::Error> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| tickwire_fix::Error::Io {
-            path: dir.to_path_buf(),
-            context: "creating the FIX store directory",
-            source,
+        tickwire_model::durable_dir::create_dir_durable(dir).map_err(|source| {
+            tickwire_fix::Error::Io {
+                path: dir.to_path_buf(),
+                context: "creating the FIX store directory",
+                source,
+            }
         })?;
     }
     Ok(tickwire_fix::FileSeqStore::open(path)?.with_fsync(fsync))
 }
 
 /// Starts the configured initiators and the acceptor; `None` when nothing is configured.
+///
+/// With `cluster` (cluster mode), each initiator runs only while this node holds its lease in
+/// the cluster's KV, and its sequence numbers live there too, so the session moves to another
+/// node configured with it when this one dies.
+///
+/// `tls` handshakes the acceptor's connections (required when `[fix.acceptor] tls = true`).
 pub async fn start(
     gateway: Arc<Gateway>,
     cfg: &FixConfig,
     data: &DataDir,
+    cluster: Option<Arc<dyn KvProvider>>,
+    tls: Option<tickwire_tls::Acceptor>,
 ) -> Result<Option<Arc<FixService>>, FixEdgeError> {
     if cfg.initiators.is_empty() && cfg.acceptor.is_none() {
         return Ok(None);
@@ -148,26 +244,51 @@ pub async fn start(
     cfg.validate()?;
     let registry = FixRegistry::default();
     let cancel = CancellationToken::new();
+    let leases = match (&cluster, cfg.initiators.is_empty()) {
+        (Some(kv), false) => {
+            let kv = kv.clone();
+            let ttl = std::time::Duration::from_millis(cfg.lease_ttl_ms);
+            Some(
+                tokio::task::spawn_blocking(move || lease::LeaseBuckets::open(&*kv, ttl))
+                    .await
+                    .map_err(|e| FixEdgeError::Config(format!("fix: {e}")))??,
+            )
+        }
+        _ => None,
+    };
     for ic in &cfg.initiators {
         initiator::spawn(
             gateway.hub().clone(),
             ic.clone(),
             data.clone(),
+            leases.clone(),
             registry.clone(),
             cancel.clone(),
         )?;
     }
     let acceptor_addr = match &cfg.acceptor {
-        Some(ac) => Some(
-            acceptor::spawn(
-                gateway.clone(),
-                ac.clone(),
-                data.clone(),
-                registry.clone(),
-                cancel.clone(),
+        Some(ac) => {
+            let tls = match (ac.tls, tls) {
+                (true, Some(t)) => Some(t),
+                (true, None) => {
+                    return Err(FixEdgeError::Config(
+                        "fix acceptor: tls = true needs [tls] cert_file and key_file".into(),
+                    ))
+                }
+                (false, _) => None,
+            };
+            Some(
+                acceptor::spawn(
+                    gateway.clone(),
+                    ac.clone(),
+                    data.clone(),
+                    registry.clone(),
+                    cancel.clone(),
+                    tls,
+                )
+                .await?,
             )
-            .await?,
-        ),
+        }
         None => None,
     };
     Ok(Some(Arc::new(FixService {
@@ -231,4 +352,11 @@ async fn sessions(
         "sessions": sessions,
     }))
     .into_response()
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -23,6 +23,8 @@ pub struct SimConfig {
     pub rate: u32,
     /// Where the private hub and sequence files go; a temporary directory if `None`.
     pub data: Option<PathBuf>,
+    /// Serve FIX over TLS with this certificate and key (PEM).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// A small deterministic generator (xorshift64*): demo prices need no cryptographic quality.
@@ -83,6 +85,13 @@ pub async fn run(
         allowed_comp_ids: vec!["*".into()],
         ..AcceptorConfig::default()
     };
+    let tls = match &cfg.tls {
+        Some((cert, key)) => {
+            let store = tickwire_tls::CertStore::new(Duration::from_secs(10));
+            Some(store.acceptor(&store.load(cert, key)?, "fix", &[])?)
+        }
+        None => None,
+    };
     let cancel = tokio_util::sync::CancellationToken::new();
     let gateway = tickwire_gateway::Gateway::new(hub.clone(), Default::default())
         .map_err(FixEdgeError::Config)?;
@@ -92,9 +101,14 @@ pub async fn run(
         DataDir::new(&dir),
         FixRegistry::default(),
         cancel.clone(),
+        tls,
     )
     .await?;
-    println!("fix-sim listening on {addr} as {}", cfg.comp_id);
+    println!(
+        "fix-sim listening on {addr} as {}{}",
+        cfg.comp_id,
+        if cfg.tls.is_some() { " (TLS)" } else { "" }
+    );
     println!("  symbols: {}", cfg.symbols.join(","));
 
     let seed = tickwire_model::clock::now_nanos() | 1;

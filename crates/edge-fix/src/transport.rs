@@ -1,4 +1,4 @@
-//! The thin tokio side of a FIX session: one TCP connection drives one
+//! The thin tokio side of a FIX session: one TCP connection (plain or TLS) drives one
 //! [`tickwire_fix::Session`]. Bytes read go to `handle_bytes`, the single timer the session asks
 //! for calls `poll_timers`, and the actions come back out in order: `Send`s are written (and
 //! flushed before a `Disconnect`), `Deliver`/`LoggedOn`/`LoggedOut` go to the application.
@@ -6,12 +6,9 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use tickwire_fix::{Action, AppMessage, Message, SeqStore, Session, SessionEvent, Timestamp};
+use tickwire_tls::Stream;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{
-        tcp::{OwnedReadHalf, OwnedWriteHalf},
-        TcpStream,
-    },
     time::Instant,
 };
 
@@ -31,8 +28,9 @@ pub(crate) enum AppEvent {
 /// A connection and the session it carries.
 pub(crate) struct Conn<S: SeqStore> {
     pub session: Session<S>,
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+    /// Read and written from one task, never at once: the loop awaits either a read or a
+    /// flush, so the stream needs no split (which TLS could not do without a lock).
+    io: Stream,
     rbuf: Vec<u8>,
     out: Vec<u8>,
     timer: Option<Timestamp>,
@@ -44,14 +42,12 @@ pub(crate) struct Conn<S: SeqStore> {
 }
 
 impl<S: SeqStore> Conn<S> {
-    pub fn new(stream: TcpStream, session: Session<S>, write_timeout: Duration) -> Self {
+    pub fn new(stream: Stream, session: Session<S>, write_timeout: Duration) -> Self {
         // Market data is latency-sensitive and messages are small: don't wait for Nagle.
-        let _ = stream.set_nodelay(true);
-        let (rd, wr) = stream.into_split();
+        let _ = stream.tcp().set_nodelay(true);
         Conn {
             session,
-            rd,
-            wr,
+            io: stream,
             rbuf: vec![0; 64 * 1024],
             out: Vec::with_capacity(4096),
             timer: None,
@@ -71,9 +67,10 @@ impl<S: SeqStore> Conn<S> {
         self.session
     }
 
-    /// Reads once from the socket. Cancel-safe (a TCP read either happened or did not).
+    /// Reads once from the socket. Cancel-safe: a TCP read either happened or did not, and
+    /// TLS keeps records it decrypted but did not hand out for the next read.
     pub async fn read(&mut self) -> std::io::Result<usize> {
-        self.rd.read(&mut self.rbuf).await
+        self.io.read(&mut self.rbuf).await
     }
 
     /// When the session's timer is due, as a tokio instant.
@@ -181,7 +178,7 @@ impl<S: SeqStore> Conn<S> {
                 Action::Event(e) => events.push(AppEvent::Session(e)),
                 Action::Disconnect(reason) => {
                     let _ = self.flush().await;
-                    let _ = self.wr.shutdown().await;
+                    let _ = self.io.shutdown().await;
                     self.finish(reason.to_string());
                 }
             }
@@ -192,7 +189,13 @@ impl<S: SeqStore> Conn<S> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let write = std::pin::pin!(self.wr.write_all(&self.out));
+        // The flush hands TLS records buffered by rustls to the socket (a no-op on TCP).
+        let io = &mut self.io;
+        let out = &self.out;
+        let write = std::pin::pin!(async move {
+            io.write_all(out).await?;
+            io.flush().await
+        });
         let r = tickwire_gateway::deadline::timeout_if_pending(self.write_timeout, write).await;
         self.out.clear();
         match r {

@@ -4,6 +4,7 @@
 //! goes through the gateway (identity, permissions, limits, shutdown, metrics); this crate
 //! only translates HTTP, WebSocket frames and SSE events to gateway calls.
 
+mod chat;
 mod config;
 mod console;
 pub mod hardening;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 
 use axum::{
     middleware,
-    routing::{get, post},
+    routing::{get, patch, post},
     Router,
 };
 use tickwire_gateway::{Edge, Gateway};
@@ -26,6 +27,7 @@ use tickwire_gateway::{Edge, Gateway};
 pub use config::{address_or_table, HttpSection, DEFAULT_LISTEN};
 pub use hardening::{cors_layer, OriginPolicy};
 pub use problem::Problem;
+pub use publish::credential;
 pub use rest::parse_query;
 
 /// Edge names (metrics and logs).
@@ -77,6 +79,13 @@ pub fn routes(gateway: Arc<Gateway>, config: HttpConfig) -> Router {
         .route("/v1/sse", get(sse::sse).route_layer(origins))
         .route("/v1/history/{channel}", get(rest::history))
         .route("/v1/latest/{channel}", get(rest::latest))
+        .route(
+            "/v1/messages/{channel}/{offset}",
+            patch(chat::edit).delete(chat::delete),
+        )
+        .route("/v1/search", get(chat::search))
+        .route("/v1/presence/{channel}", get(chat::presence))
+        .route("/v1/markers", get(chat::markers).post(chat::read))
         .route(
             "/v1/namespaces",
             get(rest::namespaces).route_layer(admin.clone()),

@@ -17,7 +17,7 @@ use tickwire_wire::{
     JsonItem, ScannedItem, ACKS_CONTENT_TYPE, BATCH_CONTENT_TYPE,
 };
 
-use tickwire_gateway::{Credentials, Principal, Refusal};
+use tickwire_gateway::{trace::PublishTiming, Credentials, Principal, Refusal};
 
 use crate::{problem::Problem, HttpState, HTTP};
 
@@ -52,16 +52,35 @@ pub async fn publish(State(st): State<HttpState>, headers: HeaderMap, body: Body
     metrics
         .http_publish_requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    match handle(&st, &headers, body).await {
+    // One branch when tracing is off (or this request is not sampled).
+    let trace = st
+        .gateway
+        .trace_publish(|| headers.get(TRACEPARENT).map(|v| v.as_bytes()));
+    let mut timed = trace.as_ref().map(|_| PublishTiming::default());
+    let response = match handle(&st, &headers, body, timed.as_mut()).await {
         Ok(r) => r,
         Err(p) => {
             metrics.edge(HTTP).rejected();
             p.into_response()
         }
+    };
+    if let (Some(trace), Some(t)) = (trace, timed) {
+        let status = response.status();
+        let error = (!status.is_success()).then(|| status.to_string());
+        st.gateway.finish_publish_trace(trace, HTTP.0, t, error);
     }
+    response
 }
 
-async fn handle(st: &HttpState, headers: &HeaderMap, body: Body) -> Result<Response, Problem> {
+/// The W3C Trace Context header a traced publish takes its parent from.
+const TRACEPARENT: &str = "traceparent";
+
+async fn handle(
+    st: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+    mut timed: Option<&mut PublishTiming>,
+) -> Result<Response, Problem> {
     let creds = Credentials::new(bearer(headers));
     let principal = match st.gateway.server_api(&creds) {
         Ok(p) => p,
@@ -84,8 +103,9 @@ async fn handle(st: &HttpState, headers: &HeaderMap, body: Body) -> Result<Respo
             format!("request body is larger than {max} bytes or could not be read: {e}"),
         )
     })?;
+    PublishTiming::validating(&mut timed);
     if is_binary(headers) {
-        return binary(st, principal, &body).await;
+        return binary(st, principal, &body, timed).await;
     }
     let text = std::str::from_utf8(&body).map_err(|_| {
         Problem::new(
@@ -155,7 +175,7 @@ async fn handle(st: &HttpState, headers: &HeaderMap, body: Body) -> Result<Respo
         .map(|c| c.request().channel.clone())
         .collect();
     let n = checked.len() as u64;
-    let results = st.gateway.hub().publish_checked(checked).await;
+    let results = st.gateway.publish_timed(checked, timed).await;
     st.gateway.metrics().edge(HTTP).published(n);
     // Written by hand: a `json!` tree per result cost more than the append. Channel names are
     // plain ASCII without quotes or backslashes (see `Channel::parse`), so need no escaping.
@@ -204,7 +224,12 @@ fn is_binary(headers: &HeaderMap) -> bool {
 
 /// The binary batch: the same checks and the same all-or-nothing rule as JSON, answered with
 /// one (offset, duplicate) per item in a binary body (docs/protocol.md).
-async fn binary(st: &HttpState, principal: &Principal, body: &Bytes) -> Result<Response, Problem> {
+async fn binary(
+    st: &HttpState,
+    principal: &Principal,
+    body: &Bytes,
+    timed: Option<&mut PublishTiming>,
+) -> Result<Response, Problem> {
     let items = decode_batch(body, MAX_BATCH).map_err(|e| {
         let (status, code) = match e {
             BatchError::TooMany { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge),
@@ -221,7 +246,7 @@ async fn binary(st: &HttpState, principal: &Principal, body: &Bytes) -> Result<R
         true,
     )?;
     let n = checked.len();
-    let results = st.gateway.hub().publish_checked(checked).await;
+    let results = st.gateway.publish_timed(checked, timed).await;
     st.gateway.metrics().edge(HTTP).published(n as u64);
     let mut out = Vec::new();
     // `decode_batch` stops at MAX_BATCH items, far below u32::MAX.

@@ -87,7 +87,21 @@ struct MessageJson<'a> {
     ts: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     msg_id: Option<&'a str>,
-    data: &'a RawValue,
+    /// Absent for a deleted message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a RawValue>,
+    /// The message was edited: `data` is its newest version, from the record at this offset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edited: Option<AmendJson>,
+    /// The message was deleted by the record at this offset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deleted: Option<AmendJson>,
+}
+
+#[derive(serde::Serialize)]
+struct AmendJson {
+    offset: u64,
+    ts: u64,
 }
 
 fn message_json<'a>(m: &'a Message, channel: Option<&'a str>) -> Result<MessageJson<'a>, Problem> {
@@ -111,8 +125,24 @@ fn message_json<'a>(m: &'a Message, channel: Option<&'a str>) -> Result<MessageJ
         offset: p.offset,
         ts: p.timestamp / 1_000_000,
         msg_id: p.msg_id.as_deref(),
-        data,
+        data: Some(data),
+        edited: None,
+        deleted: None,
     })
+}
+
+/// Raw JSON text as a `RawValue` to embed, or an internal error.
+fn raw(text: &[u8]) -> Result<&RawValue, Problem> {
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Internal,
+                "an edit's stored data is not JSON",
+            )
+        })
 }
 
 /// Most messages in one history page.
@@ -191,11 +221,38 @@ pub async fn history(
             .history(&ch, from, limit as usize)
             .await
             .map_err(Problem::from)?;
-        let messages = page
+        // Edits and deletes applied: each message as it is now (the records themselves stay
+        // in the page, in order, for clients that apply them as they come).
+        let amended: Vec<Option<tickwire_gateway::Amended>> = page
             .messages
             .iter()
-            .map(|m| message_json(m, None))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|m| {
+                st.gateway
+                    .amendments()
+                    .and_then(|a| a.get(&ch, m.publication.offset))
+            })
+            .collect();
+        let mut messages = Vec::with_capacity(page.messages.len());
+        for (m, a) in page.messages.iter().zip(&amended) {
+            let mut j = message_json(m, None)?;
+            if let Some(a) = a {
+                let at = AmendJson {
+                    offset: a.at,
+                    ts: a.ts_ms,
+                };
+                match &a.change {
+                    tickwire_gateway::AmendedChange::Edited(d) => {
+                        j.data = Some(raw(d)?);
+                        j.edited = Some(at);
+                    }
+                    tickwire_gateway::AmendedChange::Deleted => {
+                        j.data = None;
+                        j.deleted = Some(at);
+                    }
+                }
+            }
+            messages.push(j);
+        }
         #[derive(serde::Serialize)]
         struct Page<'a> {
             channel: &'a str,
@@ -254,17 +311,22 @@ pub async fn latest(
 }
 
 pub async fn namespaces(State(st): State<HttpState>) -> Response {
-    let list: Vec<serde_json::Value> = st
-        .gateway
-        .hub()
+    let hub = st.gateway.hub();
+    let list: Vec<serde_json::Value> = hub
         .namespaces()
         .into_iter()
         .map(|n| {
+            // What the operator console shows beside the configuration: how far the stream
+            // has gone (the next offset and its epoch) and how many channels the hub holds.
+            let next_offset = hub.next_offset(&n.name).ok();
+            let epoch = hub.epoch(&n.name).ok().map(|e| e.to_string());
+            let channels = hub.channels(&n.name).len();
             json!({
                 "name": n.name, "class": n.class, "schema": n.schema,
                 "max_message_bytes": n.max_message_bytes, "retention_bytes": n.retention_bytes,
                 "retention_age_s": n.retention_age.map(|d| d.as_secs()), "client_publish": n.client_publish,
                 "subscribe": n.subscribe.as_str(), "publish": n.publish.as_str(),
+                "next_offset": next_offset, "epoch": epoch, "channels": channels,
             })
         })
         .collect();
@@ -290,10 +352,9 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn readyz(State(st): State<HttpState>) -> Response {
-    if st.gateway.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    match st.gateway.not_ready() {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
     }
 }
 

@@ -1,4 +1,7 @@
-//! `GET /v1/ws`: the JSON WebSocket protocol (docs/protocol.md).
+//! `GET /v1/ws`: the WebSocket protocol (docs/protocol.md), in JSON text frames or, when the
+//! client asks for the `tickwire.v1.proto` subprotocol, in binary frames of the protobuf
+//! messages gRPC uses (`ClientMessage` in, `ServerMessage` out). Both encodings run the same
+//! loop and the same hub calls; only the frames differ, so their semantics cannot drift.
 //!
 //! One task per connection. What it reads, it answers at once (subscribe, unsubscribe,
 //! ping, refusals) or hands to the hub (publishes), without waiting for the hub's
@@ -23,13 +26,21 @@ use axum::{
 };
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use prost::Message as _;
 use serde::Deserialize;
 use serde_json::json;
-use tickwire_gateway::{Connection, Credentials, Event, Principal, Refusal};
+use tickwire_gateway::{
+    proto::{channel_of, disconnect, epoch_of, proto_push, recent_of, request_of, subscribed},
+    Change, Connection, Credentials, Event, Principal, Refusal,
+};
 use tickwire_hub::{Ack, Channel, Checked, CloseReason, Delivery, PublishRequest, Recent};
+use tickwire_proto::v1::{
+    client_message::Op as ProtoOp, server_message::Kind, ClientMessage, PublishResult, Reply,
+    ServerMessage,
+};
 use tickwire_wire::{
     encode_disconnect, encode_error, encode_ok, encode_publish_ok, encode_push, parse_command,
-    ErrorCode, Op,
+    ErrorCode, Op, MAX_COMMAND_BYTES,
 };
 
 use crate::{hardening, problem::Problem, publish::bearer, HttpState, WEBSOCKET};
@@ -49,6 +60,10 @@ const READ_BURST: usize = 1024;
 /// Most publications waiting for their acknowledgements before the task stops reading
 /// commands (backpressure towards a client that publishes faster than the log takes it).
 const MAX_IN_FLIGHT: usize = 16 * 1024;
+
+/// The `Sec-WebSocket-Protocol` that selects the binary encoding; without it (or with any
+/// other) the connection speaks JSON.
+pub const PROTO_SUBPROTOCOL: &str = "tickwire.v1.proto";
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -86,10 +101,16 @@ pub async fn upgrade(
     // connection loop reserves room for both, and an inline `Connection` made every idle
     // WebSocket ~300 bytes larger (bench/results/idle.md).
     let conn = Box::new(conn);
+    // The chosen subprotocol is echoed in the 101 answer, so the client knows which encoding
+    // it got (a client that asked for it and finds no echo must not send binary frames).
+    let ws = ws.protocols([PROTO_SUBPROTOCOL]);
+    let binary = ws
+        .selected_protocol()
+        .is_some_and(|p| p.as_bytes() == PROTO_SUBPROTOCOL.as_bytes());
     ws.max_message_size(MAX_WS_MESSAGE)
         .max_frame_size(MAX_WS_MESSAGE)
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| run(socket, conn))
+        .on_upgrade(move |socket| run(socket, conn, binary))
 }
 
 fn text(b: Bytes) -> Message {
@@ -102,6 +123,13 @@ fn text(b: Bytes) -> Message {
 /// The acknowledgements of one batch of publishes, and the command each belongs to.
 type AckFuture = Pin<Box<dyn Future<Output = Vec<Result<Ack, Refusal>>> + Send>>;
 
+/// A binary frame holding one `ServerMessage`.
+fn binary(kind: Kind) -> Message {
+    Message::Binary(Bytes::from(
+        ServerMessage { kind: Some(kind) }.encode_to_vec(),
+    ))
+}
+
 /// A publish reply in the window: answered in command order.
 enum PublishReply {
     /// Publishes read before a refusal in this turn, handed to the hub at the turn's end by
@@ -112,8 +140,20 @@ enum PublishReply {
         ids: Vec<(u64, Channel)>,
         acks: AckFuture,
     },
-    /// A publish refused before it reached the hub.
-    Ready(Bytes),
+    /// A publish refused before it reached the hub: its frame.
+    Ready(Message),
+    /// A command answered once work off this task is done (an edit checked against its
+    /// target and stored, a read marker made durable, a search): the reply itself.
+    Later(ReplyFuture),
+}
+
+/// A reply computed off the connection's task.
+type ReplyFuture = Pin<Box<dyn Future<Output = Bytes> + Send>>;
+
+/// What the front of the window produced.
+enum Front {
+    Acks(Vec<Result<Ack, Refusal>>),
+    Reply(Bytes),
 }
 
 /// One connection's state besides the socket.
@@ -133,6 +173,8 @@ struct Conn {
     grace_at: Option<tokio::time::Instant>,
     /// The last read failed on a frame over the size limit: the close says 1009.
     too_large: bool,
+    /// The connection speaks the binary encoding ([`PROTO_SUBPROTOCOL`]).
+    binary: bool,
 }
 
 /// What waits to be written: replies go before pushes, so a reply is never queued behind a
@@ -192,7 +234,7 @@ impl Outbox {
     }
 }
 
-async fn run(socket: WebSocket, conn: Box<Connection>) {
+async fn run(socket: WebSocket, conn: Box<Connection>, binary: bool) {
     let write_timeout = conn.gateway().write_timeout();
     // One socket, not split halves: a split moves the socket into a shared allocation of its
     // own, and with thousands of idle connections that was ~600 bytes each
@@ -208,11 +250,15 @@ async fn run(socket: WebSocket, conn: Box<Connection>) {
         token_at,
         grace_at: None,
         too_large: false,
+        binary,
     };
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     loop {
         let reading = c.in_flight < MAX_IN_FLIGHT;
-        let acks_pending = matches!(c.window.front(), Some(PublishReply::Pending { .. }));
+        let acks_pending = matches!(
+            c.window.front(),
+            Some(PublishReply::Pending { .. } | PublishReply::Later(_))
+        );
         let writing = c.out.has_work();
         let take_more = c.out.pushes.len() < PUSH_LOW_WATER;
         // A socket that takes nothing for the write timeout belongs to a client that is gone.
@@ -230,7 +276,7 @@ async fn run(socket: WebSocket, conn: Box<Connection>) {
                 c.flush_window();
                 let replies: Vec<Message> = c.out.replies.drain(..).collect();
                 let _ = send(&mut socket, replies.into_iter(), write_timeout).await;
-                close_with(&mut socket, &c.conn, &reason, write_timeout).await;
+                close_with(&mut socket, &c.conn, &reason, write_timeout, c.binary).await;
                 break;
             }
             ev = std::future::poll_fn(|cx| poll_socket(&mut socket, &mut c.out, reading, cx)), if reading || writing => {
@@ -259,9 +305,14 @@ async fn run(socket: WebSocket, conn: Box<Connection>) {
                     }
                 }
             }
-            acks = poll_front(&mut c.window), if acks_pending => {
-                c.answer(acks);
-            }
+            front = poll_front(&mut c.window), if acks_pending => match front {
+                Front::Acks(acks) => c.answer(acks),
+                Front::Reply(reply) => {
+                    c.window.pop_front();
+                    c.in_flight = c.in_flight.saturating_sub(1);
+                    c.out.replies.push_back(text(reply));
+                }
+            },
             _ = sleep_until_opt(stalled_at), if stalled_at.is_some() => break,
             _ = sleep_until_opt(expiry), if expiry.is_some() => c.on_expiry(),
             _ = c.conn.wait(), if take_more => deliver = true,
@@ -273,12 +324,14 @@ async fn run(socket: WebSocket, conn: Box<Connection>) {
             match c.conn.drain().await {
                 Event::Deliver(batch) => {
                     c.conn.delivered(batch.len() as u64);
-                    c.out.pushes.extend(batch.iter().map(push));
+                    c.out
+                        .pushes
+                        .extend(batch.iter().map(|d| push(c.binary, &c.conn, d)));
                 }
                 Event::Close(reason) => {
                     let replies: Vec<Message> = c.out.replies.drain(..).collect();
                     let _ = send(&mut socket, replies.into_iter(), write_timeout).await;
-                    close_with(&mut socket, &c.conn, &reason, write_timeout).await;
+                    close_with(&mut socket, &c.conn, &reason, write_timeout, c.binary).await;
                     break;
                 }
             }
@@ -296,11 +349,13 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// The acknowledgements of the oldest pending batch (the caller checked there is one).
-async fn poll_front(window: &mut VecDeque<PublishReply>) -> Vec<Result<Ack, Refusal>> {
+/// The acknowledgements of the oldest pending batch, or the reply of the oldest command
+/// answered later (the caller checked there is one).
+async fn poll_front(window: &mut VecDeque<PublishReply>) -> Front {
     std::future::poll_fn(|cx| match window.front_mut() {
-        Some(PublishReply::Pending { acks, .. }) => acks.as_mut().poll(cx),
-        _ => std::task::Poll::Ready(Vec::new()),
+        Some(PublishReply::Pending { acks, .. }) => acks.as_mut().poll(cx).map(Front::Acks),
+        Some(PublishReply::Later(reply)) => reply.as_mut().poll(cx).map(Front::Reply),
+        _ => std::task::Poll::Ready(Front::Acks(Vec::new())),
     })
     .await
 }
@@ -315,40 +370,50 @@ impl Conn {
         self.token_at = None;
         let grace = self.conn.gateway().token_grace();
         self.grace_at = Some(tokio::time::Instant::now() + grace);
-        self.out.replies.push_back(text(encode_error(
+        let how = if self.binary {
+            "a `refresh` command"
+        } else {
+            "{\"op\":\"refresh\",\"token\":...}"
+        };
+        let notice = self.error_frame(
             None,
             ErrorCode::TokenExpired,
             &format!(
-                "the token expired; send {{\"op\":\"refresh\",\"token\":...}} within {} s or the connection closes",
+                "the token expired; send {how} within {} s or the connection closes",
                 grace.as_secs()
             ),
-        )));
+        );
+        self.out.replies.push_back(notice);
     }
 
     /// `connect` (a credential on a connection opened without one) and `refresh` (a new
     /// token for the same user): who the connection is from now on.
-    fn present(&mut self, id: u64, token: &str, refresh: bool) -> Bytes {
+    fn present(&mut self, token: &str, refresh: bool) -> Result<(), Refusal> {
         let gw = self.conn.gateway().clone();
-        let principal = match gw.authenticate(&Credentials::new(Some(token))) {
-            Ok(p) => p,
-            Err(r) => return self.refuse(id, &r),
-        };
+        let principal = gw.authenticate(&Credentials::new(Some(token)))?;
         if refresh && principal.user().is_none() {
-            let r = Refusal::new(ErrorCode::BadRequest, "`refresh` takes a token (JWT)");
-            return self.refuse(id, &r);
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "`refresh` takes a token (JWT)",
+            ));
         }
         if !refresh && *self.conn.principal() != Principal::Anonymous {
-            let r = Refusal::new(
+            return Err(Refusal::new(
                 ErrorCode::BadRequest,
                 "this connection already has a credential; use `refresh` to renew a token",
-            );
-            return self.refuse(id, &r);
+            ));
         }
-        if let Err(r) = self.conn.set_principal(principal) {
-            return self.refuse(id, &r);
-        }
+        self.conn.set_principal(principal)?;
         self.token_at = self.conn.token_deadline();
         self.grace_at = None;
+        Ok(())
+    }
+
+    /// The JSON reply to `connect` or `refresh`.
+    fn presented(&self, id: u64, done: Result<(), Refusal>) -> Bytes {
+        if let Err(r) = done {
+            return self.refuse(id, &r);
+        }
         let p = self.conn.principal();
         let mut extra = json!({"identity": p.identity()});
         if let Some(exp) = p.expires_at() {
@@ -365,17 +430,23 @@ impl Conn {
                 self.too_large = hardening::is_too_large(&e);
                 false
             }
-            Some(Ok(Message::Text(t))) => {
+            Some(Ok(Message::Text(t))) if !self.binary => {
                 self.command(t.as_bytes());
                 true
             }
-            Some(Ok(Message::Binary(_))) => {
+            Some(Ok(Message::Binary(b))) if self.binary => {
+                self.proto_command(&b);
+                true
+            }
+            Some(Ok(Message::Text(_) | Message::Binary(_))) => {
                 self.conn.refused();
-                self.out.replies.push_back(text(encode_error(
-                    None,
-                    ErrorCode::BadRequest,
-                    "binary frames are not part of the JSON protocol; send text frames",
-                )));
+                let why = if self.binary {
+                    "text frames are not part of the binary protocol (tickwire.v1.proto); send binary frames"
+                } else {
+                    "binary frames are not part of the JSON protocol; send text frames, or connect with the tickwire.v1.proto subprotocol"
+                };
+                let reply = self.error_frame(None, ErrorCode::BadRequest, why);
+                self.out.replies.push_back(reply);
                 true
             }
             // Pings are answered by the WebSocket layer.
@@ -401,11 +472,13 @@ impl Conn {
                 .replies
                 .push_back(text(encode_ok(id, json!({"pong": true})))),
             Op::Connect { token } => {
-                let reply = self.present(id, &token, false);
+                let done = self.present(&token, false);
+                let reply = self.presented(id, done);
                 self.out.replies.push_back(text(reply));
             }
             Op::Refresh { token } => {
-                let reply = self.present(id, &token, true);
+                let done = self.present(&token, true);
+                let reply = self.presented(id, done);
                 self.out.replies.push_back(text(reply));
             }
             Op::Subscribe {
@@ -414,6 +487,7 @@ impl Conn {
                 epoch,
                 last,
                 since,
+                presence,
             } => {
                 let recent = match (last, since) {
                     (Some(n), _) => Some(Recent::Last(usize::try_from(n).unwrap_or(usize::MAX))),
@@ -442,6 +516,20 @@ impl Conn {
                         if info.snapshot {
                             extra["snapshot"] = true.into();
                         }
+                        if let Some(u) = self.conn.unread(&channel) {
+                            merge(&mut extra, u.json());
+                        }
+                        if presence {
+                            match self.conn.subscribe_presence(&channel) {
+                                Ok(members) => extra["presence"] = json!(members),
+                                Err(r) => {
+                                    // The subscription stands; the client learns why there is
+                                    // no presence with it.
+                                    extra["presence_error"] =
+                                        json!({"code": r.code, "message": r.reason});
+                                }
+                            }
+                        }
                         encode_ok(id, extra)
                     }
                     Err(r) => self.refuse(id, &r),
@@ -455,28 +543,287 @@ impl Conn {
                 };
                 self.out.replies.push_back(text(reply));
             }
+            Op::Edit {
+                channel,
+                offset,
+                data,
+                msg_id,
+            } => self.amend(
+                id,
+                channel,
+                offset,
+                Change::Edit(Bytes::from(data.into_string())),
+                msg_id,
+            ),
+            Op::Delete {
+                channel,
+                offset,
+                msg_id,
+            } => self.amend(id, channel, offset, Change::Delete, msg_id),
+            Op::Read { channel, offset } => {
+                let done = self.conn.read(channel.clone(), offset);
+                self.later(async move {
+                    match done.await {
+                        Ok(u) => {
+                            let mut extra = json!({"channel": channel.as_str()});
+                            merge(&mut extra, u.json());
+                            encode_ok(id, extra)
+                        }
+                        Err(r) => refusal_frame(id, &r),
+                    }
+                });
+            }
+            Op::Markers => {
+                let reply = match self.conn.gateway().markers_of(self.conn.principal()) {
+                    Ok(list) => encode_ok(id, json!({"markers": markers_json(&list)})),
+                    Err(r) => self.refuse(id, &r),
+                };
+                self.out.replies.push_back(text(reply));
+            }
+            Op::Presence { channel } => {
+                let reply = match self
+                    .conn
+                    .gateway()
+                    .presence_of(self.conn.principal(), &channel)
+                {
+                    Ok(members) => {
+                        encode_ok(id, json!({"channel": channel.as_str(), "members": members}))
+                    }
+                    Err(r) => self.refuse(id, &r),
+                };
+                self.out.replies.push_back(text(reply));
+            }
+            Op::Search(query) => {
+                let gw = self.conn.gateway().clone();
+                let principal = self.conn.principal().clone();
+                // Commands count against the connection's command rate like a REST read.
+                if let Err(r) = self.conn.count_command() {
+                    let reply = self.refuse(id, &r);
+                    self.out.replies.push_back(text(reply));
+                    return;
+                }
+                self.later(async move {
+                    let found =
+                        tokio::task::spawn_blocking(move || gw.search_for(&principal, &query))
+                            .await;
+                    match found {
+                        Ok(Ok(results)) => encode_ok(
+                            id,
+                            serde_json::to_value(&results).unwrap_or_else(|_| json!({})),
+                        ),
+                        Ok(Err(r)) => refusal_frame(id, &r),
+                        Err(e) => refusal_frame(
+                            id,
+                            &Refusal::new(ErrorCode::Internal, format!("search failed: {e}")),
+                        ),
+                    }
+                });
+            }
             Op::Publish {
                 channel,
                 msg_id,
                 data,
             } => {
                 let req = PublishRequest {
-                    channel: channel.clone(),
+                    channel,
                     msg_id,
                     data: Bytes::from(data.into_string()),
                 };
-                match self.conn.check(req) {
-                    Ok(checked) => self.batch.push((id, channel, checked)),
-                    Err(r) => {
-                        // Publish replies stay in command order: the batch read before this
-                        // one is answered first.
-                        self.close_batch_into_window();
-                        let reply = self.refuse(id, &r);
-                        self.window.push_back(PublishReply::Ready(reply));
-                    }
-                }
+                self.publish(id, Ok(req));
             }
         }
+    }
+
+    /// A publish: checked now, handed to the hub with the others of this turn, answered in
+    /// command order.
+    fn publish(&mut self, id: u64, req: Result<PublishRequest, Refusal>) {
+        let checked = req.and_then(|req| {
+            let channel = req.channel.clone();
+            self.conn.check(req).map(|c| (channel, c))
+        });
+        match checked {
+            Ok((channel, checked)) => self.batch.push((id, channel, checked)),
+            Err(r) => {
+                // Publish replies stay in command order: the batch read before this one is
+                // answered first.
+                self.close_batch_into_window();
+                let reply = self.refuse_frame(id, &r);
+                self.window.push_back(PublishReply::Ready(reply));
+            }
+        }
+    }
+
+    /// One binary frame: a `ClientMessage`, answered with a `Reply` (or, for a publish, put
+    /// in the window like a JSON publish). The JSON protocol's other commands (chat edits,
+    /// read markers, presence, search) have no binary form; a client that needs them uses
+    /// JSON.
+    fn proto_command(&mut self, frame: &[u8]) {
+        if frame.len() > MAX_COMMAND_BYTES {
+            self.conn.refused();
+            let reply = self.error_frame(
+                None,
+                ErrorCode::TooLarge,
+                &format!(
+                    "command is {} bytes; the limit is {MAX_COMMAND_BYTES}",
+                    frame.len()
+                ),
+            );
+            self.out.replies.push_back(reply);
+            return;
+        }
+        let msg = match ClientMessage::decode(frame) {
+            Ok(m) => m,
+            Err(e) => {
+                self.conn.refused();
+                let reply = self.error_frame(
+                    None,
+                    ErrorCode::BadRequest,
+                    &format!("the frame is not a tickwire.v1.ClientMessage: {e}"),
+                );
+                self.out.replies.push_back(reply);
+                return;
+            }
+        };
+        let id = msg.id;
+        let ok = |more: Reply| Reply {
+            id: Some(id),
+            ok: true,
+            ..more
+        };
+        let answer = match msg.op {
+            None => Err(Refusal::new(
+                ErrorCode::UnknownOp,
+                "the ClientMessage holds no command this server knows",
+            )),
+            Some(ProtoOp::Ping(_)) => Ok(ok(Reply::default())),
+            Some(ProtoOp::Connect(token)) => {
+                self.present(&token, false).map(|()| self.identity(id))
+            }
+            Some(ProtoOp::Refresh(token)) => self.present(&token, true).map(|()| self.identity(id)),
+            Some(ProtoOp::Subscribe(s)) => channel_of(&s.channel).and_then(|ch| {
+                let epoch = epoch_of(&s.epoch)?;
+                let info = match recent_of(&s)? {
+                    Some(r) => self.conn.subscribe_recent(&ch, r),
+                    None => self.conn.subscribe(&ch, s.from, epoch),
+                }?;
+                Ok(ok(Reply {
+                    channel: ch.as_str().to_string(),
+                    subscribed: Some(subscribed(ch.as_str(), &info)),
+                    ..Reply::default()
+                }))
+            }),
+            Some(ProtoOp::Unsubscribe(name)) => channel_of(&name).and_then(|ch| {
+                self.conn.unsubscribe(&ch)?;
+                Ok(ok(Reply {
+                    channel: ch.as_str().to_string(),
+                    ..Reply::default()
+                }))
+            }),
+            Some(ProtoOp::Publish(item)) => {
+                let req = request_of(self.conn.gateway(), item);
+                self.publish(id, req);
+                return;
+            }
+        };
+        let reply = match answer {
+            Ok(r) => binary(Kind::Reply(r)),
+            Err(r) => self.refuse_frame(id, &r),
+        };
+        self.out.replies.push_back(reply);
+    }
+
+    /// The binary reply to `connect` or `refresh`: who the connection is now.
+    fn identity(&self, id: u64) -> Reply {
+        let p = self.conn.principal();
+        Reply {
+            id: Some(id),
+            ok: true,
+            identity: p.identity(),
+            exp: p.expires_at(),
+            ..Reply::default()
+        }
+    }
+
+    /// An error frame in the connection's encoding (`id` absent when it answers no command).
+    fn error_frame(&self, id: Option<u64>, code: ErrorCode, message: &str) -> Message {
+        if self.binary {
+            binary(Kind::Reply(Reply {
+                id,
+                ok: false,
+                error: Some(tickwire_proto::v1::Error {
+                    code: code.as_str().to_string(),
+                    message: message.to_string(),
+                }),
+                ..Reply::default()
+            }))
+        } else {
+            text(encode_error(id, code, message))
+        }
+    }
+
+    /// A refused command's frame in the connection's encoding, server paths hidden.
+    fn refuse_frame(&self, id: u64, r: &Refusal) -> Message {
+        self.conn.refused();
+        self.error_frame(
+            Some(id),
+            r.code,
+            &hardening::public_reason(r.code, &r.reason),
+        )
+    }
+
+    /// A durable publish's reply in the connection's encoding.
+    fn published(&self, id: u64, channel: &Channel, ack: &Ack) -> Message {
+        if self.binary {
+            binary(Kind::Reply(Reply {
+                id: Some(id),
+                ok: true,
+                channel: channel.as_str().to_string(),
+                published: Some(PublishResult {
+                    offset: ack.offset,
+                    duplicate: ack.duplicate,
+                    error: None,
+                }),
+                ..Reply::default()
+            }))
+        } else {
+            text(encode_publish_ok(
+                id,
+                channel.as_str(),
+                ack.offset,
+                ack.duplicate,
+            ))
+        }
+    }
+
+    /// Puts a command answered off this task into the window, after the publishes read
+    /// before it.
+    fn later(&mut self, reply: impl Future<Output = Bytes> + Send + 'static) {
+        self.close_batch_into_window();
+        self.in_flight += 1;
+        self.window.push_back(PublishReply::Later(Box::pin(reply)));
+    }
+
+    /// `edit` and `delete`: checked against the target message and stored off this task,
+    /// answered like a publish (in order with the publishes around it).
+    fn amend(
+        &mut self,
+        id: u64,
+        channel: Channel,
+        offset: u64,
+        change: Change,
+        msg_id: Option<String>,
+    ) {
+        let done = self.conn.amend(channel.clone(), offset, change, msg_id);
+        let conn_refused = self.conn.gateway().clone();
+        self.later(async move {
+            match done.await {
+                Ok(ack) => encode_publish_ok(id, channel.as_str(), ack.offset, ack.duplicate),
+                Err(r) => {
+                    conn_refused.metrics().edge(WEBSOCKET).rejected();
+                    refusal_frame(id, &r)
+                }
+            }
+        });
     }
 
     fn refuse(&self, id: u64, r: &Refusal) -> Bytes {
@@ -527,22 +874,51 @@ impl Conn {
         let mut acks = acks.into_iter();
         for (id, channel) in ids {
             let reply = match acks.next() {
-                Some(Ok(ack)) => encode_publish_ok(id, channel.as_str(), ack.offset, ack.duplicate),
-                Some(Err(r)) => self.refuse(id, &r),
-                None => encode_error(Some(id), ErrorCode::Internal, "no result from the hub"),
+                Some(Ok(ack)) => self.published(id, &channel, &ack),
+                Some(Err(r)) => self.refuse_frame(id, &r),
+                None => self.error_frame(Some(id), ErrorCode::Internal, "no result from the hub"),
             };
-            self.out.replies.push_back(text(reply));
+            self.out.replies.push_back(reply);
         }
     }
 
     /// Moves refusals that reached the front of the window to the output.
     fn flush_window(&mut self) {
         while let Some(PublishReply::Ready(_)) = self.window.front() {
-            if let Some(PublishReply::Ready(b)) = self.window.pop_front() {
-                self.out.replies.push_back(text(b));
+            if let Some(PublishReply::Ready(frame)) = self.window.pop_front() {
+                self.out.replies.push_back(frame);
             }
         }
     }
+}
+
+/// Adds the fields of `more` (an object) to `into` (an object).
+fn merge(into: &mut serde_json::Value, more: serde_json::Value) {
+    if let (Some(a), serde_json::Value::Object(b)) = (into.as_object_mut(), more) {
+        a.extend(b);
+    }
+}
+
+/// The error reply for a refusal, server paths hidden.
+fn refusal_frame(id: u64, r: &Refusal) -> Bytes {
+    encode_error(
+        Some(id),
+        r.code,
+        &hardening::public_reason(r.code, &r.reason),
+    )
+}
+
+/// Markers with their unread counts, as the `markers` op and `GET /v1/markers` list them.
+pub(crate) fn markers_json(list: &[(Channel, tickwire_gateway::Unread)]) -> serde_json::Value {
+    serde_json::Value::Array(
+        list.iter()
+            .map(|(ch, u)| {
+                let mut v = json!({"channel": ch.as_str()});
+                merge(&mut v, u.json());
+                v
+            })
+            .collect(),
+    )
 }
 
 fn split(batch: Vec<(u64, Channel, Checked)>) -> (Vec<(u64, Channel)>, Vec<Checked>) {
@@ -555,8 +931,14 @@ fn split(batch: Vec<(u64, Channel, Checked)>) -> (Vec<(u64, Channel)>, Vec<Check
     (ids, checked)
 }
 
-fn push(d: &Delivery) -> Message {
-    Message::Text(json_push(d))
+/// A delivery's frame: the JSON text or the protobuf bytes, each encoded once per message
+/// and shared by every subscriber that takes that encoding.
+fn push(binary: bool, conn: &Connection, d: &Delivery) -> Message {
+    if binary {
+        Message::Binary(proto_push(conn.gateway().hub(), d))
+    } else {
+        Message::Text(json_push(d))
+    }
 }
 
 /// The JSON push text of a delivery, shared by WebSocket frames and SSE events. Built once per
@@ -647,7 +1029,13 @@ async fn send(
     }
 }
 
-async fn close_with(sink: &mut Sink, conn: &Connection, reason: &CloseReason, timeout: Duration) {
+async fn close_with(
+    sink: &mut Sink,
+    conn: &Connection,
+    reason: &CloseReason,
+    timeout: Duration,
+    binary: bool,
+) {
     let code = close_error_code(reason);
     let close_code = match reason {
         CloseReason::SlowConsumer { .. } => 4001,
@@ -656,14 +1044,22 @@ async fn close_with(sink: &mut Sink, conn: &Connection, reason: &CloseReason, ti
         CloseReason::TokenExpired => 4003,
     };
     let msg = reason.to_string();
-    let frame = encode_disconnect(code, &msg, &conn.resume_points());
+    let frame = if binary {
+        self::binary(Kind::Disconnect(disconnect(
+            code,
+            &msg,
+            conn.resume_points(),
+        )))
+    } else {
+        text(encode_disconnect(code, &msg, &conn.resume_points()))
+    };
     let close = Message::Close(Some(CloseFrame {
         code: close_code,
         reason: Utf8Bytes::from(code.as_str()),
     }));
     let _ = send(
         sink,
-        [text(frame), close].into_iter(),
+        [frame, close].into_iter(),
         timeout.min(Duration::from_secs(2)),
     )
     .await;

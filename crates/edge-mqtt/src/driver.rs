@@ -29,13 +29,12 @@ use tickwire_mqtt::{
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
     time::Instant,
 };
 
 use crate::{
     publish::{self, refused},
-    store::{now_ms, StoredSession, MAX_CLIENT_ID},
+    store::{self, now_ms, StoredSession, MAX_CLIENT_ID},
     MqttEdge, MQTT,
 };
 
@@ -44,10 +43,11 @@ const PERSIST_EVERY: Duration = Duration::from_millis(200);
 /// Most publications from one client sent to the hub in one call.
 const MAX_PUBLISH_BATCH: usize = 1024;
 
-/// The byte stream under MQTT: a TCP socket, or binary WebSocket frames (a packet may span
-/// frames and a frame may hold several packets, so both are just bytes to the decoder).
+/// The byte stream under MQTT: a TCP socket (plain or TLS), or binary WebSocket frames (a
+/// packet may span frames and a frame may hold several packets, so both are just bytes to the
+/// decoder).
 pub(crate) enum Transport {
-    Tcp(TcpStream),
+    Tcp(tickwire_tls::Stream),
     Ws(Box<WebSocket>),
 }
 
@@ -81,7 +81,11 @@ impl Transport {
 
     async fn write(&mut self, data: Bytes) -> io::Result<()> {
         match self {
-            Transport::Tcp(s) => s.write_all(&data).await,
+            // The flush hands TLS records buffered by rustls to the socket (a no-op on TCP).
+            Transport::Tcp(s) => {
+                s.write_all(&data).await?;
+                s.flush().await
+            }
             Transport::Ws(ws) => ws
                 .send(WsMessage::Binary(data))
                 .await
@@ -194,9 +198,21 @@ pub(crate) async fn run(edge: Arc<MqttEdge>, mut io: Transport, peer: Option<std
         conn,
         classes,
         batch: Vec::new(),
+        moved: false,
+        in_flight: InFlight {
+            edge: edge.clone(),
+            mine: 0,
+        },
     };
-    d.serve(token).await;
+    let refusal = d.serve(token).await;
+    // A connection refused before CONNACK lets go of the client id before the client hears
+    // the refusal: the id's owner, reconnecting at once, must not find it still held by the
+    // refused identity.
     edge.broker.release(&client_id, owner);
+    if let Some(p) = refusal {
+        let _ = send_now(&mut d.io, &p, version).await;
+        d.io.close().await;
+    }
 }
 
 enum ConnectFailure {
@@ -439,6 +455,36 @@ struct Driver {
     classes: HashMap<String, Class>,
     /// Checked publications waiting for one hub call.
     batch: Vec<(Publish, Checked)>,
+    /// Cluster mode: a save found that another node took this session over.
+    moved: bool,
+    /// This connection's share of the in-flight gauge.
+    in_flight: InFlight,
+}
+
+/// A connection's contribution to [`crate::Broker`]'s in-flight gauge: updated as the
+/// connection loop turns, taken back when the connection ends, however it ends.
+struct InFlight {
+    edge: Arc<MqttEdge>,
+    mine: i64,
+}
+
+impl InFlight {
+    fn set(&mut self, n: usize) {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        if n != self.mine {
+            self.edge
+                .broker
+                .in_flight
+                .fetch_add(n - self.mine, std::sync::atomic::Ordering::Relaxed);
+            self.mine = n;
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.set(0);
+    }
 }
 
 impl Driver {
@@ -454,40 +500,38 @@ impl Driver {
         )
     }
 
-    async fn serve(&mut self, takeover: tokio_util::sync::CancellationToken) {
+    /// Serves the connection to its end; a refusal before CONNACK is returned unsent (the
+    /// caller lets go of the client id first).
+    async fn serve(&mut self, takeover: tokio_util::sync::CancellationToken) -> Option<Packet> {
         let end = match self.start().await {
             Ok(None) => self.main_loop(takeover).await,
             Ok(Some(end)) => end,
-            Err(()) => {
-                // Refused before CONNACK: no session of its own was created or touched (it may
-                // be another identity's), and no Will is published.
-                self.io.close().await;
-                return;
-            }
+            // Refused before CONNACK: no session of its own was created or touched (it may
+            // be another identity's), and no Will is published.
+            Err(refusal) => return Some(refusal),
         };
         if end == End::Abrupt {
             self.publish_will().await;
         }
         self.finish().await;
         self.io.close().await;
+        None
     }
 
-    /// Loads or discards the stored session and answers CONNECT; `Err` when the connection
-    /// was refused before it began.
-    async fn start(&mut self) -> Result<Option<End>, ()> {
+    /// Loads or discards the stored session and answers CONNECT; `Err` with the CONNACK that
+    /// refuses the connection before it began.
+    async fn start(&mut self) -> Result<Option<End>, Packet> {
         let version = self.session.version();
         let stored = match self.load_stored().await {
             Ok(s) => s,
             Err(Stored::OtherOwner(owner)) => {
                 tracing::warn!(client = %self.session.client_id(), owner, identity = %self.conn.principal().identity(), "MQTT session belongs to another identity; connection refused");
                 self.conn.refused();
-                let p = BrokerSession::refusal(
+                return Err(BrokerSession::refusal(
                     version,
                     ReasonCode::NotAuthorized,
                     "this client id's session belongs to another identity",
-                );
-                let _ = send_now(&mut self.io, &p, version).await;
-                return Err(());
+                ));
             }
             Err(Stored::Io(e)) => {
                 tracing::error!(client = %self.session.client_id(), error = %e, "cannot read the MQTT session store");
@@ -495,9 +539,11 @@ impl Driver {
                     ProtocolVersion::V4 => ReasonCode::ServerUnavailable,
                     ProtocolVersion::V5 => ReasonCode::UnspecifiedError,
                 };
-                let p = BrokerSession::refusal(version, code, "session store unreadable");
-                let _ = send_now(&mut self.io, &p, version).await;
-                return Err(());
+                return Err(BrokerSession::refusal(
+                    version,
+                    code,
+                    "session store unreadable",
+                ));
             }
         };
         let (session, mut router) = self.router();
@@ -541,6 +587,15 @@ impl Driver {
         // and the client reconnects with a new token as its password.
         let token_at = self.conn.token_deadline();
         loop {
+            self.in_flight.set(self.session.in_flight());
+            if self.moved {
+                self.session.disconnect(
+                    ReasonCode::SessionTakenOver,
+                    "this client id connected to another node",
+                );
+                self.flush_briefly().await;
+                return End::Abrupt;
+            }
             let mut pull = false;
             let deadline = self.session.keep_alive().map(|k| last_rx + k);
             let can_pull = self.session.queued() == 0;
@@ -766,6 +821,11 @@ impl Driver {
             .map_err(io::Error::other)
             .and_then(|r| r);
         if let Err(e) = saved {
+            if store::taken_over(&e) {
+                tracing::info!(client = %self.session.client_id(), "MQTT session moved to another node; closing it here");
+                self.moved = true;
+                return;
+            }
             self.session.mark_dirty();
             tracing::error!(client = %self.session.client_id(), error = %e, "cannot save the MQTT session");
         }

@@ -7,14 +7,20 @@
 //!   out, keep-alive and session saves;
 //! - `store`: persistent sessions in small durable files;
 //! - `publish`: PUBLISH and Will through the gateway;
-//! - `listener`: TCP accept loop and the WebSocket upgrade, both feeding `driver::run`.
+//! - `listener`: TCP accept loops (plain and TLS) and the WebSocket upgrade, all feeding
+//!   `driver::run`.
 
 mod driver;
 mod listener;
 mod publish;
 mod store;
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -22,7 +28,7 @@ use tickwire_gateway::{Edge, Gateway};
 use tickwire_model::DataDir;
 use tokio_util::sync::CancellationToken;
 
-pub use listener::{bind_tcp, TcpEdge};
+pub use listener::{bind_tcp, bind_tls, TcpEdge};
 
 /// The edge's name (metrics and logs).
 pub const MQTT: Edge = Edge("mqtt");
@@ -37,10 +43,40 @@ pub struct MqttEdge {
 
 impl MqttEdge {
     pub fn new(gateway: Arc<Gateway>, config: MqttConfig, data: &DataDir) -> Arc<MqttEdge> {
+        MqttEdge::with_sessions(gateway, config, data, None)
+    }
+
+    /// MQTT families for `/metrics` (Prometheus text).
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let connected = self.broker.live.lock().len();
+        let in_flight = self
+            .broker
+            .in_flight
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(0);
+        let _ = writeln!(
+            out,
+            "# HELP tickwire_mqtt_sessions_connected MQTT client ids with a live connection on this node.\n# TYPE tickwire_mqtt_sessions_connected gauge\ntickwire_mqtt_sessions_connected {connected}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tickwire_mqtt_in_flight Outgoing QoS 1/2 messages awaiting the client's acknowledgement.\n# TYPE tickwire_mqtt_in_flight gauge\ntickwire_mqtt_in_flight {in_flight}"
+        );
+    }
+
+    /// With `cluster` (cluster mode: a KV bucket of the cluster), persistent sessions are kept
+    /// there instead of in the data directory, so a client resumes on any node.
+    pub fn with_sessions(
+        gateway: Arc<Gateway>,
+        config: MqttConfig,
+        data: &DataDir,
+        cluster: Option<Arc<dyn tickwire_stream::kv::Kv>>,
+    ) -> Arc<MqttEdge> {
         Arc::new(MqttEdge {
             gateway,
             config,
-            broker: Arc::new(Broker::new(data)),
+            broker: Arc::new(Broker::new(data, cluster)),
         })
     }
 
@@ -58,6 +94,13 @@ pub struct MqttConfig {
     /// server never collides with a local mosquitto; MQTT over WebSocket (`/mqtt` on the HTTP
     /// port) is always available.
     pub listen: Option<SocketAddr>,
+    /// MQTT over TLS listen address (e.g. `0.0.0.0:8883`); absent: off. Presents
+    /// `tls_cert_file` when set, else the `[tls]` certificate.
+    pub tls_listen: Option<SocketAddr>,
+    /// A certificate for the MQTT TLS listener only (PEM chain); with `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of `tls_cert_file` (PEM).
+    pub tls_key_file: Option<PathBuf>,
     /// Largest MQTT packet accepted from a client, bytes (also sent as Maximum Packet Size).
     pub max_packet_bytes: usize,
     /// QoS 1/2 PUBLISH packets a client may have unacknowledged towards us (Receive Maximum).
@@ -74,6 +117,9 @@ impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
             listen: None,
+            tls_listen: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             max_packet_bytes: 1024 * 1024,
             receive_maximum: 64,
             connect_timeout_secs: 10,
@@ -83,6 +129,17 @@ impl Default for MqttConfig {
 }
 
 impl MqttConfig {
+    /// The MQTT listener's own certificate files, if it has its own.
+    pub fn tls_pair(&self) -> Result<Option<(&Path, &Path)>, tickwire_tls::TlsError> {
+        tickwire_tls::pair(
+            "mqtt",
+            "tls_cert_file",
+            &self.tls_cert_file,
+            "tls_key_file",
+            &self.tls_key_file,
+        )
+    }
+
     /// The largest packet accepted, never below 64 bytes (room for any control packet).
     pub(crate) fn max_packet(&self) -> usize {
         self.max_packet_bytes.max(64)
@@ -117,6 +174,8 @@ pub(crate) struct Broker {
     pub(crate) store: store::Store,
     live: Mutex<HashMap<String, Claim>>,
     serial: std::sync::atomic::AtomicU64,
+    /// Outgoing QoS 1/2 messages awaiting the client's acknowledgement, every connection.
+    pub(crate) in_flight: std::sync::atomic::AtomicI64,
 }
 
 /// A connection's hold on its client id.
@@ -129,10 +188,15 @@ pub(crate) struct Owner {
 impl Broker {
     /// The broker of a server whose data directory is `data`; the TCP listener and the
     /// WebSocket route share it, and with it one registry of live client ids.
-    pub(crate) fn new(data: &DataDir) -> Broker {
+    pub(crate) fn new(data: &DataDir, cluster: Option<Arc<dyn tickwire_stream::kv::Kv>>) -> Broker {
+        let store = match cluster {
+            Some(kv) => store::Store::in_cluster(data.mqtt_sessions(), kv),
+            None => store::Store::new(data.mqtt_sessions()),
+        };
         Broker {
-            store: store::Store::new(data.mqtt_sessions()),
+            store,
             live: Mutex::new(HashMap::new()),
+            in_flight: std::sync::atomic::AtomicI64::new(0),
             serial: std::sync::atomic::AtomicU64::new(1),
         }
     }

@@ -1,5 +1,6 @@
-//! Where MQTT connections come from: a TCP listener (`[mqtt] listen`) and `GET /mqtt` on the
-//! HTTP port (WebSocket, subprotocol `mqtt`).
+//! Where MQTT connections come from: a TCP listener (`[mqtt] listen`), a TLS listener
+//! (`[mqtt] tls_listen`) and `GET /mqtt` on the HTTP port (WebSocket, subprotocol `mqtt`; WSS
+//! when the HTTP listener speaks TLS).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -9,6 +10,7 @@ use axum::{
     routing::get,
     Router,
 };
+use tickwire_tls::Stream;
 use tokio::net::TcpListener;
 
 use crate::{
@@ -16,11 +18,12 @@ use crate::{
     MqttEdge,
 };
 
-/// A bound MQTT-over-TCP listener, started by [`TcpEdge::spawn`].
+/// A bound MQTT-over-TCP listener (plain or TLS), started by [`TcpEdge::spawn`].
 pub struct TcpEdge {
     listener: TcpListener,
     /// The bound address (the real port when `listen` asked for port 0).
     pub addr: SocketAddr,
+    tls: Option<tickwire_tls::Acceptor>,
 }
 
 /// Binds `[mqtt] listen` if configured.
@@ -32,7 +35,24 @@ pub async fn bind_tcp(config: &crate::MqttConfig) -> std::io::Result<Option<TcpE
         std::io::Error::new(e.kind(), format!("cannot listen on {addr} (mqtt): {e}"))
     })?;
     let addr = listener.local_addr()?;
-    Ok(Some(TcpEdge { listener, addr }))
+    Ok(Some(TcpEdge {
+        listener,
+        addr,
+        tls: None,
+    }))
+}
+
+/// Binds the MQTT-over-TLS listener at `addr`; each connection is handshaken by `tls`.
+pub async fn bind_tls(addr: SocketAddr, tls: tickwire_tls::Acceptor) -> std::io::Result<TcpEdge> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {addr} (mqtt tls): {e}"))
+    })?;
+    let addr = listener.local_addr()?;
+    Ok(TcpEdge {
+        listener,
+        addr,
+        tls: Some(tls),
+    })
 }
 
 impl TcpEdge {
@@ -45,7 +65,23 @@ impl TcpEdge {
                 match self.listener.accept().await {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        tokio::spawn(run(edge.clone(), Transport::Tcp(stream), Some(peer.ip())));
+                        let edge = edge.clone();
+                        let tls = self.tls.clone();
+                        tokio::spawn(async move {
+                            // The handshake runs here, in the connection's task, bounded by
+                            // the handshake timeout: a stalled client never holds up accept.
+                            let io = match tls {
+                                None => Stream::Plain(stream),
+                                Some(tls) => match tls.accept(stream).await {
+                                    Ok(s) => Stream::from(s),
+                                    Err(e) => {
+                                        tracing::debug!(%peer, "MQTT TLS handshake failed: {e}");
+                                        return;
+                                    }
+                                },
+                            };
+                            run(edge, Transport::Tcp(io), Some(peer.ip())).await;
+                        });
                     }
                     Err(e) => {
                         // Out of file descriptors and similar: back off instead of spinning.

@@ -5,15 +5,41 @@
 //!
 //! One small JSON file per client id, replaced atomically (write a temporary file, fsync,
 //! rename, fsync the directory): a crash leaves either the old or the new version, never half.
+//!
+//! In cluster mode the sessions live in a JetStream KV bucket instead (one key per client id,
+//! replicated like the streams), and offsets are the shared streams' own: a client that
+//! reconnects to any node resumes where it left off on the one before.
 
 use std::{
     fs::{self, File},
     io::{self, Write},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use tickwire_model::clock;
 pub(crate) use tickwire_mqtt::broker::{StoredSession, MAX_CLIENT_ID};
+use tickwire_stream::kv::{Kv, Revision};
+
+/// What a save returns when another node took the session over since this node loaded it:
+/// the connection here must end (MQTT 5: Session taken over) and not overwrite that node's
+/// newer state.
+pub(crate) fn taken_over(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|i| i.is::<TakenOver>())
+}
+
+#[derive(Debug)]
+struct TakenOver;
+
+impl std::fmt::Display for TakenOver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("another node took this MQTT session over")
+    }
+}
+
+impl std::error::Error for TakenOver {}
 
 pub(crate) fn now_ms() -> u64 {
     clock::now_millis()
@@ -26,9 +52,23 @@ fn modified_ms(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// The directory of session files.
+/// Where persistent sessions are kept: files of this node, or the cluster's KV.
 pub(crate) struct Store {
     dir: PathBuf,
+    kv: Option<Arc<dyn Kv>>,
+    /// Cluster mode: the revision this node wrote or claimed last per client id. Saves are
+    /// compare-and-set against it, so a node whose client moved to another node (which
+    /// claimed the key on load) learns it on its next save.
+    revisions: Mutex<std::collections::HashMap<String, Revision>>,
+}
+
+/// A session as stored in the cluster: KV keeps no modification time a reader can see, so the
+/// write time travels with it (expiry of a session whose node died while it was connected
+/// counts from there, as from a file's mtime).
+#[derive(Serialize, Deserialize)]
+struct KvRecord {
+    saved_ms: u64,
+    session: StoredSession,
 }
 
 fn hex(s: &str) -> String {
@@ -37,7 +77,56 @@ fn hex(s: &str) -> String {
 
 impl Store {
     pub fn new(dir: PathBuf) -> Store {
-        Store { dir }
+        Store {
+            dir,
+            kv: None,
+            revisions: Mutex::default(),
+        }
+    }
+
+    /// Sessions in a cluster KV bucket (the directory is not used).
+    pub fn in_cluster(dir: PathBuf, kv: Arc<dyn Kv>) -> Store {
+        Store {
+            dir,
+            kv: Some(kv),
+            revisions: Mutex::default(),
+        }
+    }
+
+    fn kv_load(&self, kv: &dyn Kv, client_id: &str) -> io::Result<Option<StoredSession>> {
+        let key = hex(client_id);
+        let Some(entry) = kv.get(&key).map_err(io::Error::other)? else {
+            return Ok(None);
+        };
+        let rec: KvRecord = match serde_json::from_slice(&entry.value) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(client = %client_id, error = %e, "unreadable MQTT session in the cluster KV dropped");
+                kv.delete(&key).map_err(io::Error::other)?;
+                return Ok(None);
+            }
+        };
+        if rec.session.client_id != client_id {
+            return Ok(None);
+        }
+        if rec.session.expired(now_ms(), rec.saved_ms) {
+            kv.delete(&key).map_err(io::Error::other)?;
+            self.revisions.lock().remove(&key);
+            return Ok(None);
+        }
+        // Claim it: the same bytes under a new revision, so a node still serving an old
+        // connection of this client fails its next save instead of overwriting ours.
+        match kv
+            .update(&key, entry.value, entry.revision)
+            .map_err(io::Error::other)?
+        {
+            Some(rev) => {
+                self.revisions.lock().insert(key, rev);
+                Ok(Some(rec.session))
+            }
+            // Written meanwhile by the node the client just left: read its newer state.
+            None => self.kv_load(kv, client_id),
+        }
     }
 
     fn path(&self, client_id: &str) -> PathBuf {
@@ -47,6 +136,9 @@ impl Store {
     /// The stored session of `client_id`, unless there is none or it expired (then it is
     /// deleted). An unreadable file is moved aside and reported, never silently reused.
     pub fn load(&self, client_id: &str) -> io::Result<Option<StoredSession>> {
+        if let Some(kv) = &self.kv {
+            return self.kv_load(&**kv, client_id);
+        }
         let path = self.path(client_id);
         let bytes = match fs::read(&path) {
             Ok(b) => b,
@@ -74,7 +166,29 @@ impl Store {
 
     /// Replaces the stored session atomically and durably.
     pub fn save(&self, session: &StoredSession) -> io::Result<()> {
-        fs::create_dir_all(&self.dir)?;
+        if let Some(kv) = &self.kv {
+            // The write is acknowledged once JetStream stored it (a quorum with replicas = 3).
+            let rec = KvRecord {
+                saved_ms: now_ms(),
+                session: session.clone(),
+            };
+            let json = serde_json::to_vec(&rec).map_err(io::Error::other)?;
+            let key = hex(&session.client_id);
+            let known = self.revisions.lock().get(&key).copied();
+            let written = match known {
+                Some(rev) => kv.update(&key, json.into(), rev),
+                None => kv.create(&key, json.into()),
+            }
+            .map_err(io::Error::other)?;
+            return match written {
+                Some(rev) => {
+                    self.revisions.lock().insert(key, rev);
+                    Ok(())
+                }
+                None => Err(io::Error::other(TakenOver)),
+            };
+        }
+        tickwire_model::durable_dir::create_dir_durable(&self.dir)?;
         let path = self.path(&session.client_id);
         let tmp = path.with_extension("tmp");
         let json = serde_json::to_vec(session).map_err(io::Error::other)?;
@@ -88,6 +202,11 @@ impl Store {
     }
 
     pub fn remove(&self, client_id: &str) -> io::Result<()> {
+        if let Some(kv) = &self.kv {
+            let key = hex(client_id);
+            self.revisions.lock().remove(&key);
+            return kv.delete(&key).map_err(io::Error::other);
+        }
         match fs::remove_file(self.path(client_id)) {
             Ok(()) => File::open(&self.dir)?.sync_all(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -97,6 +216,24 @@ impl Store {
 
     /// Deletes every expired session (run at start and periodically); returns how many.
     pub fn sweep(&self) -> io::Result<usize> {
+        if let Some(kv) = &self.kv {
+            // Every node sweeps the shared bucket; deleting an already deleted key is fine.
+            let mut removed = 0;
+            for key in kv.keys().map_err(io::Error::other)? {
+                let Some(entry) = kv.get(&key).map_err(io::Error::other)? else {
+                    continue;
+                };
+                let Ok(rec) = serde_json::from_slice::<KvRecord>(&entry.value) else {
+                    continue;
+                };
+                if rec.session.expired(now_ms(), rec.saved_ms) {
+                    kv.delete(&key).map_err(io::Error::other)?;
+                    self.revisions.lock().remove(&key);
+                    removed += 1;
+                }
+            }
+            return Ok(removed);
+        }
         let entries = match fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
@@ -159,6 +296,44 @@ mod tests {
         store.save(&s).unwrap();
         assert_eq!(store.load("a/b c").unwrap(), None);
         assert_eq!(store.sweep().unwrap(), 0);
+    }
+
+    #[test]
+    fn cluster_sessions_are_shared_by_every_node_and_expire() {
+        use tickwire_stream::kv::{KvProvider, MemoryKvProvider};
+        let a = MemoryKvProvider::new("a");
+        let b = a.other("b");
+        let dir = tempfile::tempdir().unwrap();
+        let sa = Store::in_cluster(dir.path().join("a"), a.bucket("mqtt", None).unwrap());
+        let sb = Store::in_cluster(dir.path().join("b"), b.bucket("mqtt", None).unwrap());
+        let mut s = StoredSession {
+            client_id: "dev/1".into(),
+            expiry_secs: 3600,
+            ..Default::default()
+        };
+        s.positions.insert("chat.lobby".into(), 7);
+        sa.save(&s).unwrap();
+        sa.save(&s).unwrap();
+        assert_eq!(
+            sb.load("dev/1").unwrap(),
+            Some(s.clone()),
+            "node b sees a's save"
+        );
+        assert!(!dir.path().join("a").exists(), "nothing written locally");
+        // b loaded (claimed) it: a, still serving an old connection, must not overwrite it.
+        s.positions.insert("chat.lobby".into(), 9);
+        let e = sa.save(&s).unwrap_err();
+        assert!(taken_over(&e), "{e}");
+        sb.save(&s).unwrap();
+        assert_eq!(sa.load("dev/1").unwrap(), Some(s.clone()));
+        s.expiry_secs = 1;
+        s.disconnected_at_ms = Some(now_ms() - 10_000);
+        sa.save(&s).unwrap();
+        assert_eq!(sb.sweep().unwrap(), 1);
+        assert_eq!(sb.load("dev/1").unwrap(), None);
+        sa.remove("dev/1").unwrap();
+        sa.save(&s).unwrap();
+        assert_eq!(sa.load("dev/1").unwrap(), None, "expired on load");
     }
 
     #[test]

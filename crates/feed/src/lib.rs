@@ -11,6 +11,7 @@
 pub mod book;
 pub mod depth;
 pub mod fields;
+pub mod l2;
 pub mod names;
 pub mod price;
 

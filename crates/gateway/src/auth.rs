@@ -2,7 +2,7 @@
 //!
 //! - **API keys** with scopes (`publish`, `subscribe_all`, `admin`), compared in constant time.
 //! - **JWT users**: HS256/384/512 from a shared secret, RS256/ES256/EdDSA (and their siblings)
-//!   from a PEM public key or a JWKS file; `exp`, `nbf`, `aud` and `iss` checked. Claims: `sub`
+//!   from a PEM public key, a JWKS file or a JWKS URL (refreshed by `crate::jwks`); `exp`, `nbf`, `aud` and `iss` checked. Claims: `sub`
 //!   (the user id), optional `channels` and `publish` (channel patterns), and `info` (opaque
 //!   JSON stamped on the user's messages).
 //!
@@ -12,7 +12,7 @@
 use std::{path::PathBuf, sync::Arc};
 
 use jsonwebtoken::{
-    jwk::{AlgorithmParameters, JwkSet},
+    jwk::{AlgorithmParameters, Jwk, PublicKeyUse},
     Algorithm, DecodingKey, EncodingKey, Header, Validation,
 };
 use parking_lot::RwLock;
@@ -61,6 +61,14 @@ pub struct AuthConfig {
     pub jwt_public_key_file: Option<PathBuf>,
     /// A JWKS document (`{"keys":[...]}`) whose keys verify tokens, chosen by `kid`.
     pub jwks_file: Option<PathBuf>,
+    /// The identity provider's JWKS URL (`https://…`; `http://` only to a loopback address),
+    /// fetched at start and refreshed in the background (crate::jwks).
+    pub jwks_url: Option<String>,
+    /// Seconds between refreshes of `jwks_url`.
+    pub jwks_refresh_secs: u64,
+    /// PEM CA certificates that may sign the `jwks_url` server's certificate; absent: the
+    /// operating system's trust store.
+    pub jwks_ca_file: Option<PathBuf>,
     /// Required `aud` (any of these), when set.
     pub jwt_audience: Vec<String>,
     /// Required `iss`, when set.
@@ -80,6 +88,9 @@ impl Default for AuthConfig {
             jwt_hmac_secret: None,
             jwt_public_key_file: None,
             jwks_file: None,
+            jwks_url: None,
+            jwks_refresh_secs: 300,
+            jwks_ca_file: None,
             jwt_audience: Vec::new(),
             jwt_issuer: None,
             leeway_secs: 5,
@@ -97,6 +108,15 @@ impl AuthConfig {
     }
 
     fn jwt_enabled(&self) -> bool {
+        self.jwt_hmac_secret.is_some()
+            || self.jwt_public_key_file.is_some()
+            || self.jwks_file.is_some()
+            || self.jwks_url.is_some()
+    }
+
+    /// Whether a key other than the `jwks_url` ones is configured: then the server may start
+    /// while the URL cannot be fetched.
+    pub(crate) fn has_static_jwt_key(&self) -> bool {
         self.jwt_hmac_secret.is_some()
             || self.jwt_public_key_file.is_some()
             || self.jwks_file.is_some()
@@ -173,6 +193,8 @@ struct VerifyKey {
     kid: Option<String>,
     key: DecodingKey,
     algorithms: Vec<Algorithm>,
+    /// Fetched from `jwks_url`: replaced by each refresh (the other keys stay).
+    from_url: bool,
 }
 
 /// Verifies credentials. Built once from the configuration.
@@ -182,6 +204,12 @@ pub(crate) struct Authenticator {
     audience: Vec<String>,
     issuer: Option<String>,
     leeway: u64,
+    /// `jwks_url` is configured: a token is verified as one even before its keys arrive.
+    jwks_url: bool,
+    /// Woken when a token names a key id no key has: the JWKS refresher fetches again (at
+    /// most once per `jwks::UNKNOWN_KID_INTERVAL`). A permit is kept if it is not waiting,
+    /// so any number of such tokens cost one fetch.
+    pub(crate) unknown_kid: tokio::sync::Notify,
 }
 
 /// Why the auth configuration cannot be used.
@@ -203,6 +231,7 @@ impl Authenticator {
                 kid: None,
                 key: DecodingKey::from_secret(secret.as_bytes()),
                 algorithms: vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
+                from_url: false,
             });
         }
         if let Some(path) = &config.jwt_public_key_file {
@@ -219,9 +248,17 @@ impl Authenticator {
             let text = std::fs::read(path)
                 .map_err(|e| config_error(&format!("jwks_file {}", path.display()), e))?;
             jwt.extend(
-                jwks_keys(&text)
+                jwks_keys(&text, false)
                     .map_err(|e| config_error(&format!("jwks_file {}", path.display()), e))?,
             );
+        }
+        if let Some(url) = &config.jwks_url {
+            crate::jwks::check_url(url).map_err(|e| config_error("jwks_url", e))?;
+            if config.jwks_refresh_secs == 0 {
+                return Err(config_error("jwks_refresh_secs", "must be at least 1"));
+            }
+        } else if config.jwks_ca_file.is_some() {
+            return Err(config_error("jwks_ca_file", "is only used with jwks_url"));
         }
         Ok(Authenticator {
             keys: config
@@ -241,18 +278,29 @@ impl Authenticator {
             audience: config.jwt_audience.clone(),
             issuer: config.jwt_issuer.clone(),
             leeway: config.leeway_secs,
+            jwks_url: config.jwks_url.is_some(),
+            unknown_kid: tokio::sync::Notify::new(),
         })
     }
 
-    /// Replaces the JWKS keys (a refreshed document); the secret and PEM keys stay.
-    #[allow(dead_code)]
-    pub(crate) fn replace_jwks(&self, text: &[u8]) -> Result<usize, String> {
-        let fresh = jwks_keys(text)?;
-        let n = fresh.len();
+    /// Replaces the keys fetched from `jwks_url` with those of `text`, a fresh JWKS document;
+    /// the secret, the PEM key and `jwks_file`'s keys stay. A document that does not parse or
+    /// holds no key changes nothing. Returns the key ids now in use from the URL.
+    pub(crate) fn replace_jwks(&self, text: &[u8]) -> Result<Vec<String>, String> {
+        let fresh = jwks_keys(text, true)?;
+        if fresh.is_empty() {
+            // An identity provider always publishes its current key; an empty set is a broken
+            // answer, and taking it would refuse every user at once.
+            return Err("the JWKS document holds no key".into());
+        }
+        let kids = fresh
+            .iter()
+            .map(|k| k.kid.clone().unwrap_or_default())
+            .collect();
         let mut keys = self.jwt.write();
-        keys.retain(|k| k.kid.is_none());
+        keys.retain(|k| !k.from_url);
         keys.extend(fresh);
-        Ok(n)
+        Ok(kids)
     }
 
     /// The API key `presented` matches, comparing every configured key so the time taken
@@ -267,9 +315,9 @@ impl Authenticator {
         found
     }
 
-    /// Whether any JWT key is configured.
+    /// Whether any JWT key is configured (or will be fetched from `jwks_url`).
     pub(crate) fn has_jwt(&self) -> bool {
-        !self.jwt.read().is_empty()
+        self.jwks_url || !self.jwt.read().is_empty()
     }
 
     /// Verifies a JWT; the user it names.
@@ -278,6 +326,19 @@ impl Authenticator {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| bad(format!("the token is not a JWT: {e}")))?;
         let keys = self.jwt.read();
+        // A key id no key has: the provider may have rotated its keys since the last fetch.
+        let unknown_kid = header
+            .kid
+            .as_ref()
+            .is_some_and(|want| !keys.iter().any(|k| k.kid.as_ref() == Some(want)));
+        let refetch = || {
+            if unknown_kid && self.jwks_url {
+                self.unknown_kid.notify_one();
+                " (the server is fetching its keys again: retry in a few seconds)"
+            } else {
+                ""
+            }
+        };
         let candidates: Vec<&VerifyKey> = keys
             .iter()
             .filter(|k| k.algorithms.contains(&header.alg))
@@ -288,13 +349,14 @@ impl Authenticator {
             .collect();
         if candidates.is_empty() {
             return Err(bad(format!(
-                "no configured key verifies {:?} tokens{}",
+                "no configured key verifies {:?} tokens{}{}",
                 header.alg,
                 header
                     .kid
                     .as_deref()
                     .map(|k| format!(" with kid {k:?}"))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                refetch()
             )));
         }
         let mut validation = Validation::new(header.alg);
@@ -329,8 +391,9 @@ impl Authenticator {
             }
         }
         Err(bad(format!(
-            "the token's signature does not verify{}",
-            last.map(|e| format!(" ({e})")).unwrap_or_default()
+            "the token's signature does not verify{}{}",
+            last.map(|e| format!(" ({e})")).unwrap_or_default(),
+            refetch()
         )))
     }
 }
@@ -371,6 +434,7 @@ fn pem_key(pem: &[u8]) -> Option<VerifyKey> {
             kid: None,
             key,
             algorithms,
+            from_url: false,
         })
     };
     if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
@@ -395,35 +459,69 @@ fn pem_key(pem: &[u8]) -> Option<VerifyKey> {
     None
 }
 
-fn jwks_keys(text: &[u8]) -> Result<Vec<VerifyKey>, String> {
-    let set: JwkSet =
-        serde_json::from_slice(text).map_err(|e| format!("not a JWKS document: {e}"))?;
+/// The signing keys of a JWKS document. Keys this server cannot verify with (encryption keys,
+/// which identity providers such as Keycloak publish beside their signing keys; key types or
+/// curves it does not know) are skipped with a warning, so one of them never costs the usable
+/// ones; a document with keys but none usable is an error.
+fn jwks_keys(text: &[u8], from_url: bool) -> Result<Vec<VerifyKey>, String> {
+    // Each key parsed on its own: a key of an unknown type must not fail the whole document.
+    #[derive(Deserialize)]
+    struct Doc {
+        keys: Vec<serde_json::Value>,
+    }
+    let doc: Doc = serde_json::from_slice(text).map_err(|e| format!("not a JWKS document: {e}"))?;
     let mut out = Vec::new();
-    for (i, jwk) in set.keys.iter().enumerate() {
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {i}: {e}"))?;
-        let algorithms = match (&jwk.common.key_algorithm, &jwk.algorithm) {
-            // Encryption algorithms (RSA-OAEP...) name no signature algorithm.
-            (Some(a), _) => match a.to_string().parse::<Algorithm>() {
-                Ok(alg) => vec![alg],
-                Err(_) => return Err(format!("key {i}: algorithm {a} does not sign")),
-            },
-            (None, AlgorithmParameters::RSA(_)) => vec![Algorithm::RS256],
-            (None, AlgorithmParameters::EllipticCurve(_)) => {
-                vec![Algorithm::ES256, Algorithm::ES384]
-            }
-            (None, AlgorithmParameters::OctetKeyPair(_)) => vec![Algorithm::EdDSA],
-            (None, AlgorithmParameters::OctetKey(_)) => {
-                vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512]
-            }
-        };
-        out.push(VerifyKey {
-            // Keys of a JWKS always count as JWKS keys (replaced on refresh), `kid` or not.
-            kid: Some(jwk.common.key_id.clone().unwrap_or_default()),
-            key,
-            algorithms,
-        });
+    let mut skipped = Vec::new();
+    for (i, raw) in doc.keys.into_iter().enumerate() {
+        match jwk_key(raw) {
+            Ok(Some((kid, key, algorithms))) => out.push(VerifyKey {
+                // Keys of a JWKS always count as JWKS keys (replaced on refresh), `kid` or not.
+                kid: Some(kid),
+                key,
+                algorithms,
+                from_url,
+            }),
+            Ok(None) => {}
+            Err(why) => skipped.push(format!("key {i}: {why}")),
+        }
+    }
+    if out.is_empty() && !skipped.is_empty() {
+        return Err(format!("no usable signing key ({})", skipped.join("; ")));
+    }
+    for why in &skipped {
+        tracing::warn!("JWKS: {why}; skipped");
     }
     Ok(out)
+}
+
+/// One JWK as a verification key: `Ok(None)` for an encryption key (not ours to use), `Err`
+/// for a key that should sign but cannot be used.
+fn jwk_key(
+    raw: serde_json::Value,
+) -> Result<Option<(String, DecodingKey, Vec<Algorithm>)>, String> {
+    let jwk: Jwk = serde_json::from_value(raw).map_err(|e| format!("not a usable JWK: {e}"))?;
+    if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
+        return Ok(None);
+    }
+    let algorithms = match (&jwk.common.key_algorithm, &jwk.algorithm) {
+        (Some(a), _) => match a.to_string().parse::<Algorithm>() {
+            Ok(alg) => vec![alg],
+            // Encryption algorithms (RSA-OAEP...) name no signature algorithm.
+            Err(_) => return Ok(None),
+        },
+        (None, AlgorithmParameters::RSA(_)) => vec![Algorithm::RS256],
+        (None, AlgorithmParameters::EllipticCurve(_)) => vec![Algorithm::ES256, Algorithm::ES384],
+        (None, AlgorithmParameters::OctetKeyPair(_)) => vec![Algorithm::EdDSA],
+        (None, AlgorithmParameters::OctetKey(_)) => {
+            vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512]
+        }
+    };
+    let key = DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string())?;
+    Ok(Some((
+        jwk.common.key_id.clone().unwrap_or_default(),
+        key,
+        algorithms,
+    )))
 }
 
 /// Mints an HS256 token (`tickwire token`, tests): `ttl_secs` from `now_secs`.
@@ -561,6 +659,133 @@ mod tests {
             ..AuthConfig::default()
         };
         assert!(Authenticator::new(&bad).is_err());
+    }
+
+    /// A JWKS with one HS256 key: `kid`, the secret `base64url(secret)`.
+    fn oct_jwks(kid: &str, k: &str) -> Vec<u8> {
+        format!(r#"{{"keys":[{{"kty":"oct","kid":"{kid}","alg":"HS256","k":"{k}"}}]}}"#)
+            .into_bytes()
+    }
+    const KEY_A: &[u8] = b"abcdefghijklmnopqrstuvwxyz012345";
+    const KEY_A_B64: &str = "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXowMTIzNDU";
+    const KEY_B: &[u8] = b"fedcba9876543210fedcba9876543210";
+    const KEY_B_B64: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA";
+
+    fn with_kid(kid: &str, secret: &[u8]) -> String {
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some(kid.into());
+        jsonwebtoken::encode(
+            &h,
+            &claims("42", now() + 60),
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    }
+
+    async fn asked_to_refetch(a: &Authenticator) -> bool {
+        tokio::time::timeout(
+            std::time::Duration::from_millis(20),
+            a.unknown_kid.notified(),
+        )
+        .await
+        .is_ok()
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_asks_for_a_jwks_refresh_and_a_refresh_replaces_only_url_keys() {
+        let a = auth(AuthConfig {
+            jwks_url: Some("https://idp.example/jwks".into()),
+            ..hmac()
+        });
+        assert_eq!(a.replace_jwks(&oct_jwks("a", KEY_A_B64)).unwrap(), ["a"]);
+        assert!(a.verify(&with_kid("a", KEY_A)).is_ok());
+        assert!(!asked_to_refetch(&a).await, "a known kid needs no fetch");
+        let e = a.verify(&with_kid("b", KEY_B)).unwrap_err();
+        assert!(e.reason.contains("retry"), "{}", e.reason);
+        assert!(
+            asked_to_refetch(&a).await,
+            "an unknown kid asks for a fetch"
+        );
+
+        a.replace_jwks(&oct_jwks("b", KEY_B_B64)).unwrap();
+        assert!(a.verify(&with_kid("b", KEY_B)).is_ok());
+        assert!(a.verify(&with_kid("a", KEY_A)).is_err(), "a's key is gone");
+        // The configured secret is not the URL's to replace.
+        let t = mint_hs256(SECRET.as_bytes(), &claims("42", now() + 60)).unwrap();
+        assert!(a.verify(&t).is_ok());
+        // A broken or empty answer keeps the keys in use.
+        assert!(a.replace_jwks(b"<html>").is_err());
+        assert!(a.replace_jwks(br#"{"keys":[]}"#).is_err());
+        assert!(a.verify(&with_kid("b", KEY_B)).is_ok());
+    }
+
+    #[test]
+    fn encryption_keys_and_unknown_key_types_in_a_jwks_are_skipped_not_fatal() {
+        let a = auth(AuthConfig {
+            jwks_url: Some("https://idp.example/jwks".into()),
+            ..AuthConfig::default()
+        });
+        // As Keycloak publishes: an RSA-OAEP encryption key beside the signing key, and a key
+        // type this server does not know.
+        let doc = format!(
+            r#"{{"keys":[
+                {{"kty":"RSA","kid":"enc","use":"enc","alg":"RSA-OAEP","n":"AQAB","e":"AQAB"}},
+                {{"kty":"PQC","kid":"future","x":"AAAA"}},
+                {{"kty":"oct","kid":"a","alg":"HS256","k":"{KEY_A_B64}"}}]}}"#
+        );
+        assert_eq!(a.replace_jwks(doc.as_bytes()).unwrap(), ["a"]);
+        assert!(a.verify(&with_kid("a", KEY_A)).is_ok());
+        // Nothing usable at all is an error that says why, and keeps the keys in use.
+        let e = a
+            .replace_jwks(br#"{"keys":[{"kty":"PQC","kid":"future"}]}"#)
+            .unwrap_err();
+        assert!(e.contains("no usable signing key"), "{e}");
+        assert!(a.verify(&with_kid("a", KEY_A)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn without_a_jwks_url_an_unknown_kid_fetches_nothing_and_jwks_file_keys_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("jwks.json");
+        std::fs::write(&file, oct_jwks("a", KEY_A_B64)).unwrap();
+        let a = auth(AuthConfig {
+            jwks_file: Some(file.clone()),
+            ..AuthConfig::default()
+        });
+        assert!(a.verify(&with_kid("b", KEY_B)).is_err());
+        assert!(!asked_to_refetch(&a).await);
+        let b = auth(AuthConfig {
+            jwks_file: Some(file),
+            jwks_url: Some("https://idp.example/jwks".into()),
+            ..AuthConfig::default()
+        });
+        b.replace_jwks(&oct_jwks("b", KEY_B_B64)).unwrap();
+        assert!(
+            b.verify(&with_kid("a", KEY_A)).is_ok(),
+            "the file's key stays"
+        );
+        assert!(b.verify(&with_kid("b", KEY_B)).is_ok());
+    }
+
+    #[test]
+    fn jwks_url_settings_are_checked_at_start() {
+        let bad = |c: AuthConfig| Authenticator::new(&c).err().unwrap_or_default();
+        let e = bad(AuthConfig {
+            jwks_url: Some("http://idp.example/jwks".into()),
+            ..AuthConfig::default()
+        });
+        assert!(e.contains("jwks_url"), "{e}");
+        let e = bad(AuthConfig {
+            jwks_url: Some("https://idp.example/jwks".into()),
+            jwks_refresh_secs: 0,
+            ..AuthConfig::default()
+        });
+        assert!(e.contains("jwks_refresh_secs"), "{e}");
+        let e = bad(AuthConfig {
+            jwks_ca_file: Some("/ca.pem".into()),
+            ..hmac()
+        });
+        assert!(e.contains("jwks_ca_file"), "{e}");
     }
 
     #[test]

@@ -16,18 +16,24 @@
 //! Edges stay thin: they decode their wire into these calls and encode the results.
 
 mod auth;
+mod chat;
+mod connection;
 pub mod deadline;
+pub mod jwks;
 mod limits;
 mod metrics;
+mod presence;
+pub mod proto;
 mod refusal;
 mod stamp;
+pub mod trace;
 
 use std::{
     collections::HashMap,
     future::Future,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
+        Arc, OnceLock,
     },
     time::Duration,
 };
@@ -42,8 +48,15 @@ use tickwire_model::Permission;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use auth::{mint_hs256, ApiKeyConfig, AuthConfig, Claims, KeyIdentity, Scope, User};
+pub use chat::{
+    Amended, AmendedChange, Amendments, Change, MarkerStore, NamespaceScope, SearchHit,
+    SearchResults, SearchService, Unread, MAX_UNREAD,
+};
+use connection::IpCount;
+pub use connection::{Connection, Event};
 pub use limits::{LimitsConfig, NamespaceLimits, PublishLimits, Rate};
 pub use metrics::{EdgeCounters, Metrics, MetricsSource};
+pub use presence::{presence_channel, PresenceMember};
 pub use refusal::Refusal;
 pub use tickwire_wire::ErrorCode;
 
@@ -219,8 +232,25 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     permits: Arc<Semaphore>,
     ready: AtomicBool,
+    /// Set when a drain is announced ahead of it (`drain_delay_ms`): `/readyz` fails so load
+    /// balancers stop sending new clients, while this server still takes them.
+    draining: AtomicBool,
     sessions: Mutex<HashMap<u64, Registered>>,
     next_id: AtomicU64,
+    /// Who is subscribed where (namespaces with presence), on this node.
+    presence: presence::Tracker,
+    /// Services the projections provide (set by the server once they run).
+    amendments: OnceLock<Arc<dyn Amendments>>,
+    search: OnceLock<Arc<dyn SearchService>>,
+    markers: OnceLock<Arc<dyn MarkerStore>>,
+    /// Set when `[tracing]` is configured; edges check it once per publish request.
+    tracer: OnceLock<Arc<tickwire_otel::Tracer>>,
+}
+
+/// Checks an `[auth]` section the way [`Gateway::new`] does (key files readable, secrets long
+/// enough) without a server: `tickwire check-config`.
+pub fn check_auth(config: &AuthConfig) -> Result<(), String> {
+    Authenticator::new(config).map(|_| ())
 }
 
 impl Gateway {
@@ -232,6 +262,11 @@ impl Gateway {
             tracing::warn!("no [auth] configured: every client may read and publish every channel (development mode)");
         }
         Ok(Arc::new(Gateway {
+            presence: presence::Tracker::new(&hub),
+            amendments: OnceLock::new(),
+            search: OnceLock::new(),
+            markers: OnceLock::new(),
+            tracer: OnceLock::new(),
             hub,
             permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
             auth,
@@ -239,6 +274,7 @@ impl Gateway {
             config,
             metrics: Arc::new(Metrics::default()),
             ready: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         }))
@@ -356,6 +392,16 @@ impl Gateway {
     /// Whether `principal` may subscribe to or read `channel` (the namespace's `subscribe`
     /// permission): WebSocket, SSE, MQTT, history, latest.
     pub fn can_subscribe(&self, principal: &Principal, channel: &Channel) -> Result<(), Refusal> {
+        if channel.namespace() == tickwire_model::PRESENCE {
+            // Who is in a channel is as private as what is said there.
+            return match self.presence_base(channel) {
+                Some(base) => self.can_subscribe(principal, &base),
+                None => Err(Refusal::new(
+                    ErrorCode::BadChannel,
+                    format!("`{channel}` names no channel with presence (`presence.<channel>`)"),
+                )),
+            };
+        }
         let spec = self.spec(channel)?;
         if principal.permits(spec.subscribe, channel, false) {
             return Ok(());
@@ -415,6 +461,43 @@ impl Gateway {
         }
     }
 
+    /// The channel whose joins and leaves `presence_channel` carries, if its namespace has
+    /// presence.
+    fn presence_base(&self, presence_channel: &Channel) -> Option<Channel> {
+        let base = Channel::parse(presence_channel.name()).ok()?;
+        self.hub
+            .namespace_spec(base.namespace())
+            .is_some_and(|s| s.presence)
+            .then_some(base)
+    }
+
+    /// Whether `channel`'s namespace tracks presence.
+    pub fn has_presence(&self, channel: &Channel) -> bool {
+        self.hub
+            .namespace_spec(channel.namespace())
+            .is_some_and(|s| s.presence)
+            && self.hub.namespace_spec(tickwire_model::PRESENCE).is_some()
+    }
+
+    /// Who is in `channel` on this node, for `principal` (who must be able to read it).
+    pub fn presence_of(
+        &self,
+        principal: &Principal,
+        channel: &Channel,
+    ) -> Result<Vec<PresenceMember>, Refusal> {
+        self.can_subscribe(principal, channel)?;
+        if !self.has_presence(channel) {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "namespace `{}` does not track presence (`presence = true` in its configuration)",
+                    channel.namespace()
+                ),
+            ));
+        }
+        Ok(self.presence.members(channel))
+    }
+
     /// Validates one publication for `principal` (permission, namespace, size, schema)
     /// without storing it. A user's message in a stream namespace is stamped with who sent
     /// it (`from`), which no client can forge.
@@ -436,6 +519,9 @@ impl Gateway {
             match principal {
                 Principal::User(u) => request.data = stamp::from_user(&request.data, u)?,
                 Principal::Anonymous => stamp::refuse_forged_from(&request.data)?,
+                Principal::ApiKey(k) if !k.has(Scope::Publish) => {
+                    stamp::refuse_reserved(&request.data)?
+                }
                 Principal::ApiKey(_) | Principal::Open => {}
             }
         }
@@ -517,12 +603,15 @@ impl Gateway {
         Ok(Connection {
             gateway: self.clone(),
             edge,
+            counters: self.metrics.edge(edge),
             principal,
             session,
             id,
             _permit: permit,
             buckets: Mutex::new(None),
             shared,
+            present: Vec::new(),
+            presence_subs: Vec::new(),
             _ip: ip_guard,
         })
     }
@@ -566,6 +655,24 @@ impl Gateway {
         self.check(principal, request)
     }
 
+    /// An edit or delete over HTTP against `principal`'s shared publish limits (like
+    /// [`Gateway::check_limited`]).
+    pub fn check_limited_amend(
+        &self,
+        principal: &Principal,
+        channel: &Channel,
+    ) -> Result<(), Refusal> {
+        if let Some(b) = self.shared_buckets(principal) {
+            let r = self.limiter.publish_shared(&b, channel.namespace(), 0);
+            self.limiter.release_principal(&principal.identity(), b);
+            if let Err(r) = r {
+                self.metrics.edge(Edge("http")).rate_limited();
+                return Err(r);
+            }
+        }
+        Ok(())
+    }
+
     /// A REST read (history, latest) counted as a command of `principal` (anonymous reads
     /// are limited by the HTTP layer's connection limits, not here).
     pub fn read_command(&self, principal: &Principal) -> Result<(), Refusal> {
@@ -580,9 +687,37 @@ impl Gateway {
         r
     }
 
-    /// Whether the server takes new work (false while draining).
+    /// Stores one checked publication and waits for its acknowledgement (edits, deletes,
+    /// read markers: one record at a time, counted as published by `edge`).
+    pub async fn store(&self, edge: Edge, checked: Checked) -> Result<Ack, Refusal> {
+        let r = self
+            .hub
+            .publish_checked(vec![checked])
+            .await
+            .pop()
+            .unwrap_or(Err(HubError::ShuttingDown))?;
+        self.metrics.edge(edge).published(1);
+        Ok(r)
+    }
+
+    /// Whether the server takes new work (false while draining, once a drain is announced, or
+    /// while its cluster is unreachable).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.not_ready().is_none()
+    }
+
+    /// Why the server does not take new work now, if it does not.
+    pub fn not_ready(&self) -> Option<String> {
+        if !self.ready.load(Ordering::Acquire) || self.draining.load(Ordering::Acquire) {
+            return Some("draining".into());
+        }
+        self.hub.unavailable()
+    }
+
+    /// Announces a drain: not ready any more, but connections are still accepted and served
+    /// until [`Gateway::shutdown`].
+    pub fn announce_drain(&self) {
+        self.draining.store(true, Ordering::Release);
     }
 
     /// Graceful drain: not ready any more, and every live connection is told to go.
@@ -620,293 +755,14 @@ impl Gateway {
     }
 }
 
-/// One long-lived client connection: a principal, a hub session and a permit; unregistered
-/// and counted down when dropped.
-pub struct Connection {
-    gateway: Arc<Gateway>,
-    edge: Edge,
-    principal: Principal,
-    session: Session,
-    id: u64,
-    _permit: OwnedSemaphorePermit,
-    /// This connection's rate-limit buckets, made on its first publish or command (most
-    /// connections only read: nothing to keep for them).
-    buckets: Mutex<Option<Box<limits::Buckets>>>,
-    /// Its principal's buckets, shared with the principal's other connections.
-    shared: Option<Arc<Mutex<limits::Buckets>>>,
-    _ip: IpCount,
-}
-
-/// A connection's place in the per-IP count, given back when it closes.
-struct IpCount {
-    gateway: Arc<Gateway>,
-    ip: Option<std::net::IpAddr>,
-}
-
-impl Drop for IpCount {
-    fn drop(&mut self) {
-        if let Some(ip) = self.ip {
-            self.gateway.limiter.disconnect_ip(ip);
-        }
-    }
-}
-
-/// What [`Connection::next`] has for the edge.
-#[derive(Debug)]
-pub enum Event {
-    /// Messages to write, in order (state snapshots and updates, stream messages).
-    Deliver(Vec<Delivery>),
-    /// The hub closed the session: tell the client why and where to resume, then close.
-    Close(CloseReason),
-}
-
-impl Connection {
-    pub fn gateway(&self) -> &Arc<Gateway> {
-        &self.gateway
-    }
-
-    pub fn principal(&self) -> &Principal {
-        &self.principal
-    }
-
-    /// A connection that presents its credential after opening (WebSocket `connect`), or a
-    /// fresh token for the same user (`refresh`): who it is from now on. A refresh must name
-    /// the same user, so a connection can never change hands.
-    pub fn set_principal(&mut self, principal: Principal) -> Result<(), Refusal> {
-        match (&self.principal, &principal) {
-            (Principal::Anonymous, _) => {}
-            (Principal::User(a), Principal::User(b)) if a.sub == b.sub => {}
-            (a, b) if a == b => {}
-            (a, b) => {
-                return Err(Refusal::new(
-                    ErrorCode::Forbidden,
-                    format!(
-                        "this connection is {}; a credential for {} cannot take it over",
-                        a.identity(),
-                        b.identity()
-                    ),
-                ))
-            }
-        }
-        if let Some(old) = self.shared.take() {
-            self.gateway
-                .limiter
-                .release_principal(&self.principal.identity(), old);
-        }
-        self.shared = self.gateway.shared_buckets(&principal);
-        self.principal = principal;
-        Ok(())
-    }
-
-    /// One command against this connection's command bucket (clients only).
-    fn command(&self) -> Result<(), Refusal> {
-        if !Gateway::limited(&self.principal) {
-            return Ok(());
-        }
-        let rate = self.gateway.limiter.config.commands;
-        let mut b = self.buckets.lock();
-        let b = b.get_or_insert_with(Default::default);
-        let r = b.command_at(rate);
-        if r.is_err() {
-            self.refused_by_limit();
-        }
-        r
-    }
-
-    fn refused_by_limit(&self) {
-        self.gateway.metrics.edge(self.edge).rate_limited();
-    }
-
-    pub fn edge(&self) -> Edge {
-        self.edge
-    }
-
-    /// The hub session underneath, for edges with subscription rules of their own (MQTT).
-    pub fn session(&mut self) -> &mut Session {
-        &mut self.session
-    }
-
-    /// Subscribes to a channel; `from` (stream channels) replays from that offset first.
-    /// With `epoch`, the client says which incarnation of the stream its `from` belongs to: a
-    /// different one is refused (`epoch_mismatch`) instead of replaying a new stream's offsets.
-    pub fn subscribe(
-        &mut self,
-        channel: &Channel,
-        from: Option<Offset>,
-        epoch: Option<Epoch>,
-    ) -> Result<SubscribeInfo, Refusal> {
-        self.command()?;
-        self.gateway.can_subscribe(&self.principal, channel)?;
-        if let Some(given) = epoch {
-            let current = self.gateway.hub.epoch(channel.namespace())?;
-            if given != current {
-                return Err(Refusal::new(
-                    ErrorCode::EpochMismatch,
-                    format!(
-                        "namespace `{}` was recreated: its stream is epoch {current}, not {given}; offsets started again at 0, so subscribe without `epoch` (from 0 to replay it)",
-                        channel.namespace()
-                    ),
-                ));
-            }
-        }
-        self.session.subscribe(channel, from).map_err(Refusal::from)
-    }
-
-    /// Subscribes to a stream channel starting with its recent history: its newest `n`
-    /// messages, or those since a time, then live. For a chat page that shows the latest
-    /// lines without replaying the channel from offset 0.
-    pub fn subscribe_recent(
-        &mut self,
-        channel: &Channel,
-        recent: tickwire_hub::Recent,
-    ) -> Result<SubscribeInfo, Refusal> {
-        if let tickwire_hub::Recent::Last(n) = recent {
-            if n == 0 || n > tickwire_hub::MAX_LAST {
-                return Err(Refusal::new(
-                    ErrorCode::BadRequest,
-                    format!("`last` must be 1 to {}", tickwire_hub::MAX_LAST),
-                ));
-            }
-        }
-        self.command()?;
-        self.gateway.can_subscribe(&self.principal, channel)?;
-        let from = self.gateway.hub.recent_start(channel, recent)?;
-        self.session
-            .subscribe(channel, Some(from))
-            .map_err(Refusal::from)
-    }
-
-    /// Subscribes to every channel matching `pattern` (see `Session::subscribe_pattern`).
-    pub fn subscribe_pattern(
-        &mut self,
-        pattern: Pattern,
-        from: Option<Offset>,
-    ) -> Result<Vec<(Channel, SubscribeInfo)>, Refusal> {
-        self.command()?;
-        self.gateway
-            .can_subscribe_pattern(&self.principal, &pattern)?;
-        self.session
-            .subscribe_pattern(pattern, from)
-            .map_err(Refusal::from)
-    }
-
-    pub fn unsubscribe(&mut self, channel: &Channel) -> Result<(), Refusal> {
-        self.command()?;
-        self.session.unsubscribe(channel).map_err(Refusal::from)
-    }
-
-    /// Validates one publication for this connection's principal, within its rate limits.
-    pub fn check(&self, request: PublishRequest) -> Result<Checked, Refusal> {
-        if Gateway::limited(&self.principal) {
-            let mut b = self.buckets.lock();
-            let b = b.get_or_insert_with(Default::default);
-            let r = self.gateway.limiter.publish(
-                b,
-                self.shared.as_deref(),
-                request.channel.namespace(),
-                request.data.len() as u64,
-            );
-            if let Err(r) = r {
-                self.refused_by_limit();
-                return Err(r);
-            }
-        }
-        self.gateway.check(&self.principal, request)
-    }
-
-    /// Hands checked publications to their namespace writers now (waiting only while a
-    /// writer's queue is full) and returns their acknowledgements as a future, one per item in
-    /// order. An edge keeps these futures in a window and reads its next command meanwhile.
-    pub async fn enqueue(
-        &self,
-        checked: Vec<Checked>,
-    ) -> impl Future<Output = Vec<Result<Ack, Refusal>>> + Send + 'static {
-        let n = checked.len() as u64;
-        let metrics = self.gateway.metrics.clone();
-        let edge = self.edge;
-        let acks = self.gateway.hub.enqueue(checked).await;
-        async move {
-            let acks = acks.await;
-            metrics.edge(edge).published(n);
-            acks.into_iter().map(|r| r.map_err(Refusal::from)).collect()
-        }
-    }
-
-    /// Waits for the next thing to do: deliveries to write, or the session's end. Cancel-safe
-    /// while waiting; the drain after the wait runs to completion.
-    pub async fn next(&mut self) -> Event {
-        tokio::select! {
-            biased;
-            _ = self.session.closed() => {}
-            _ = self.session.wait() => {}
-        }
-        self.drain().await
-    }
-
-    /// Whatever is ready now, without waiting for more. Not cancel-safe: call it outside
-    /// `select!`.
-    pub async fn drain(&mut self) -> Event {
-        match self.session.drain().await {
-            Ok(batch) => Event::Deliver(batch),
-            Err(reason) => {
-                self.gateway.metrics.note_close(&reason);
-                Event::Close(reason)
-            }
-        }
-    }
-
-    /// Counts messages written to the client.
-    pub fn delivered(&self, n: u64) {
-        self.gateway.metrics.edge(self.edge).delivered(n);
-    }
-
-    /// Counts a refused command or publication.
-    pub fn refused(&self) {
-        self.gateway.metrics.edge(self.edge).rejected();
-    }
-
-    /// Where each stream subscription would resume (for a disconnect frame).
-    pub fn resume_points(&self) -> Vec<(String, Offset)> {
-        self.session.resume_points()
-    }
-
-    /// Resolves when the hub closes this session. Cancel-safe.
-    pub async fn closed(&self) {
-        self.session.closed().await
-    }
-
-    /// Resolves when something may be ready to drain. Cancel-safe.
-    pub async fn wait(&self) {
-        self.session.wait().await
-    }
-
-    /// When the credential of `principal` expires, as an instant of the runtime's clock.
-    pub fn token_deadline(&self) -> Option<tokio::time::Instant> {
-        let exp = self.principal.expires_at()?;
-        let now = tickwire_model::clock::now_nanos() / 1_000_000_000;
-        Some(tokio::time::Instant::now() + Duration::from_secs(exp.saturating_sub(now)))
-    }
-
-    /// Ends the connection because its token expired: the edge's close path (a disconnect
-    /// with resume points) runs as for any server-side close.
-    pub fn expire(&self) {
-        self.session.closer().close(CloseReason::TokenExpired);
-    }
-
-    pub fn close_reason(&self) -> Option<CloseReason> {
-        self.session.close_reason()
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.gateway.sessions.lock().remove(&self.id);
-        self.gateway.metrics.edge(self.edge).disconnected();
-        if let Some(shared) = self.shared.take() {
-            self.gateway
-                .limiter
-                .release_principal(&self.principal.identity(), shared);
-        }
+/// The protocol error code that tells a client why the server ended its session (the
+/// `code` of a disconnect).
+pub fn close_code(reason: &CloseReason) -> ErrorCode {
+    match reason {
+        CloseReason::SlowConsumer { .. } => ErrorCode::SlowConsumer,
+        CloseReason::Shutdown => ErrorCode::Unavailable,
+        CloseReason::Kicked(_) => ErrorCode::Forbidden,
+        CloseReason::TokenExpired => ErrorCode::TokenExpired,
     }
 }
 

@@ -12,7 +12,7 @@ use std::{
 };
 
 use parking_lot::RwLock;
-use tickwire_hub::{CloseReason, Hub};
+use tickwire_hub::{metrics::Histogram, CloseReason, Hub};
 
 use crate::{Edge, Gateway};
 
@@ -24,6 +24,8 @@ pub struct EdgeCounters {
     published: AtomicU64,
     rejected: AtomicU64,
     rate_limited: AtomicU64,
+    /// Server-side delivery lag (see `Connection::drain`).
+    pub(crate) lag: Histogram,
 }
 
 impl EdgeCounters {
@@ -229,6 +231,18 @@ impl Metrics {
             "Publications and commands refused by a rate limit, per edge.",
             |c| &c.rate_limited,
         );
+        let _ = writeln!(
+            out,
+            "# HELP tickwire_delivery_lag_seconds Age of the newest live message in each batch an edge takes for a client (append to hand-over), per edge.\n# TYPE tickwire_delivery_lag_seconds histogram"
+        );
+        for (edge, c) in &edges {
+            c.lag.render(
+                &mut out,
+                "tickwire_delivery_lag_seconds",
+                &format!("edge=\"{edge}\""),
+            );
+        }
+        hub.render_metrics(&mut out);
         // Per namespace: what the log's recovery did at start. A torn tail is what any crash
         // leaves; quarantined bytes and records are corruption, data lost, worth an alert.
         let recovery = hub.recovery_stats();

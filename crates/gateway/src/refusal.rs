@@ -17,133 +17,161 @@ pub struct Refusal {
 }
 
 /// The table: each refusal code as an HTTP status, an MQTT reason code for a refused PUBLISH,
-/// and one for a refused SUBSCRIBE filter. One row per code, so a new code cannot be mapped
-/// on one wire and forgotten on another.
-const TABLE: &[(ErrorCode, u16, ReasonCode, ReasonCode)] = &[
+/// one for a refused SUBSCRIBE filter, and a gRPC status code (the numbers of
+/// `grpc/status.proto`). One row per code, so a new code cannot be mapped on one wire and
+/// forgotten on another.
+const TABLE: &[(ErrorCode, u16, ReasonCode, ReasonCode, u8)] = &[
     (
         ErrorCode::BadJson,
         400,
         ReasonCode::PayloadFormatInvalid,
         ReasonCode::UnspecifiedError,
+        3, // INVALID_ARGUMENT
     ),
     (
         ErrorCode::BadRequest,
         400,
         ReasonCode::UnspecifiedError,
         ReasonCode::UnspecifiedError,
+        3, // INVALID_ARGUMENT
     ),
     (
         ErrorCode::UnknownOp,
         400,
         ReasonCode::ProtocolError,
         ReasonCode::ProtocolError,
+        12, // UNIMPLEMENTED
     ),
     (
         ErrorCode::BadChannel,
         422,
         ReasonCode::TopicNameInvalid,
         ReasonCode::TopicFilterInvalid,
+        3, // INVALID_ARGUMENT
     ),
     (
         ErrorCode::UnknownNamespace,
         422,
         ReasonCode::TopicNameInvalid,
         ReasonCode::TopicFilterInvalid,
+        5, // NOT_FOUND
     ),
     (
         ErrorCode::TooLarge,
         413,
         ReasonCode::QuotaExceeded,
         ReasonCode::QuotaExceeded,
+        8, // RESOURCE_EXHAUSTED
     ),
     (
         ErrorCode::BadData,
         422,
         ReasonCode::PayloadFormatInvalid,
         ReasonCode::UnspecifiedError,
+        3, // INVALID_ARGUMENT
     ),
     (
         ErrorCode::Unauthorized,
         401,
         ReasonCode::NotAuthorized,
         ReasonCode::NotAuthorized,
+        16, // UNAUTHENTICATED
     ),
     (
         ErrorCode::Forbidden,
         403,
         ReasonCode::NotAuthorized,
         ReasonCode::NotAuthorized,
+        7, // PERMISSION_DENIED
     ),
     (
         ErrorCode::NotSubscribed,
         409,
         ReasonCode::UnspecifiedError,
         ReasonCode::NoSubscriptionExisted,
+        9, // FAILED_PRECONDITION
     ),
     (
         ErrorCode::AlreadySubscribed,
         409,
         ReasonCode::UnspecifiedError,
         ReasonCode::UnspecifiedError,
+        6, // ALREADY_EXISTS
     ),
     (
         ErrorCode::TooManySubscriptions,
         429,
         ReasonCode::QuotaExceeded,
         ReasonCode::QuotaExceeded,
+        8, // RESOURCE_EXHAUSTED
     ),
     (
         ErrorCode::OffsetOutOfRange,
         400,
         ReasonCode::UnspecifiedError,
         ReasonCode::UnspecifiedError,
+        11, // OUT_OF_RANGE
     ),
     (
         ErrorCode::EpochMismatch,
         409,
         ReasonCode::UnspecifiedError,
         ReasonCode::UnspecifiedError,
+        9, // FAILED_PRECONDITION
     ),
     (
         ErrorCode::SlowConsumer,
         503,
         ReasonCode::QuotaExceeded,
         ReasonCode::QuotaExceeded,
+        8, // RESOURCE_EXHAUSTED
     ),
     (
         ErrorCode::TokenExpired,
         401,
         ReasonCode::NotAuthorized,
         ReasonCode::NotAuthorized,
+        16, // UNAUTHENTICATED
     ),
     (
         ErrorCode::RateLimited,
         429,
         ReasonCode::MessageRateTooHigh,
         ReasonCode::QuotaExceeded,
+        8, // RESOURCE_EXHAUSTED
+    ),
+    (
+        ErrorCode::NotFound,
+        404,
+        ReasonCode::UnspecifiedError,
+        ReasonCode::UnspecifiedError,
+        5, // NOT_FOUND
     ),
     (
         ErrorCode::Unavailable,
         503,
         ReasonCode::UnspecifiedError,
         ReasonCode::UnspecifiedError,
+        14, // UNAVAILABLE
     ),
     (
         ErrorCode::Internal,
         500,
         ReasonCode::UnspecifiedError,
         ReasonCode::UnspecifiedError,
+        13, // INTERNAL
     ),
 ];
 
-fn row(code: ErrorCode) -> (u16, ReasonCode, ReasonCode) {
+fn row(code: ErrorCode) -> (u16, ReasonCode, ReasonCode, u8) {
     TABLE.iter().find(|r| r.0 == code).map_or(
         (
             500,
             ReasonCode::UnspecifiedError,
             ReasonCode::UnspecifiedError,
+            13,
         ),
-        |r| (r.1, r.2, r.3),
+        |r| (r.1, r.2, r.3, r.4),
     )
 }
 
@@ -208,6 +236,12 @@ impl Refusal {
     /// The MQTT 5 reason code for a refused SUBSCRIBE filter (SUBACK).
     pub fn mqtt_subscribe_reason(&self) -> ReasonCode {
         row(self.code).2
+    }
+
+    /// The gRPC status code (`grpc/status.proto` numbering: 3 INVALID_ARGUMENT, 16
+    /// UNAUTHENTICATED, ...).
+    pub fn grpc_code(&self) -> i32 {
+        i32::from(row(self.code).3)
     }
 }
 

@@ -16,13 +16,14 @@ use tickwire_model::{
 };
 use tickwire_stream::{
     embedded::{Embedded, EmbeddedConfig},
-    Backend, Opened, RecoveryStats, Stream,
+    Backend, Opened, RecoveryStats, Stream, Writer as StreamWriter,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
+    metrics::Histogram,
     node::{ChannelNode, NodeCache, Registry},
-    writer::{Dedup, Item, Writer, WriterMsg},
+    writer::{BatchTiming, Dedup, Item, WriteReply, Writer, WriterMsg},
     FsyncPolicy, HubConfig, HubError, Message, Session,
 };
 
@@ -62,6 +63,12 @@ pub(crate) struct NamespaceRt {
     pub stream: Arc<dyn Stream>,
     /// Every message below this offset has been dispatched to its channel node.
     pub dispatched: AtomicU64,
+    /// Where the ring of a channel that has no node yet is complete from: the stream's start
+    /// when the whole stream was replayed at open (embedded), the start of the replayed window
+    /// when only the newest part was (a shared stream: older messages are read from it).
+    pub fresh_from: Offset,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: crate::metrics::NamespaceMetrics,
     tx: mpsc::Sender<WriterMsg>,
 }
 
@@ -115,10 +122,12 @@ impl HubInner {
     }
 
     pub fn node(&self, channel: &Channel, ns: &NamespaceRt) -> Arc<ChannelNode> {
-        // A channel without a node has no message in memory, so none since the log began:
-        // recovery makes a node for every channel the log holds, and a node that was given a
-        // message is never evicted. Its ring is complete from the start.
-        self.registry.get_or_create(channel, ns.spec.class, 0)
+        // A channel without a node has no message in memory since the replay began: recovery
+        // makes a node for every channel the replayed part of the stream holds, and a node that
+        // was given a message is never evicted. Its (empty) ring is complete from where the
+        // replay began.
+        self.registry
+            .get_or_create(channel, ns.spec.class, ns.fresh_from)
     }
 }
 
@@ -192,15 +201,42 @@ impl Hub {
         let mut namespaces = Vec::new();
         let mut by_name = HashMap::new();
         let mut threads = Vec::new();
+        let stop = Arc::new(AtomicBool::new(false));
         for spec in &config.namespaces {
-            let Opened { stream, appender } = backend.open(spec)?;
+            let Opened { stream, writer } = backend.open(spec)?;
+            let shared = matches!(writer, StreamWriter::Shared(_));
             let mut dedup = Dedup::new(config.dedup_window);
-            let recovered = recover(
-                stream.as_ref(),
-                spec.class,
-                config.stream_buffer,
-                &mut dedup,
-            )?;
+            let end = stream.next_offset();
+            // A shared stream may hold far more than this node needs at start: only the newest
+            // `dedup_window` records are replayed (rings and the idempotency window); older
+            // messages are read from the stream when a client asks for them.
+            let replay_from = if shared {
+                stream
+                    .start_offset()
+                    .max(end.saturating_sub(config.dedup_window as u64))
+            } else {
+                stream.start_offset()
+            };
+            let recovered = if shared && spec.class == Class::State {
+                match stream.latest_values()? {
+                    Some(values) => latest_only(values),
+                    None => recover(
+                        stream.as_ref(),
+                        spec.class,
+                        config.stream_buffer,
+                        &mut dedup,
+                        replay_from,
+                    )?,
+                }
+            } else {
+                recover(
+                    stream.as_ref(),
+                    spec.class,
+                    config.stream_buffer,
+                    &mut dedup,
+                    replay_from,
+                )?
+            };
             let channels = recovered.len();
             for (channel, (latest, ring, complete_from)) in recovered {
                 let node = registry.get_or_create(&channel, spec.class, complete_from);
@@ -211,34 +247,55 @@ impl Hub {
                 class = ?spec.class,
                 channels,
                 start = stream.start_offset(),
-                next = stream.next_offset(),
+                next = end,
                 epoch = %stream.epoch(),
+                shared,
                 "namespace recovered"
             );
             let (tx, rx) = mpsc::channel(1024);
             let ns = Arc::new(NamespaceRt {
                 id: namespaces.len(),
                 spec: spec.clone(),
-                dispatched: AtomicU64::new(stream.next_offset()),
+                dispatched: AtomicU64::new(end),
+                fresh_from: replay_from,
+                metrics: Default::default(),
                 stream,
                 tx,
             });
-            let writer = Writer {
-                stream: appender,
-                ns: ns.clone(),
-                registry: registry.clone(),
-                dedup,
-                fsync: config.fsync,
-                ring_cap: config.stream_buffer.max(1),
-                max_batch: config.max_batch.max(1),
-                nodes: NodeCache::default(),
-                sync_tx: None,
-            };
-            let t = std::thread::Builder::new()
-                .name(format!("tw-writer-{}", spec.name))
-                .spawn(move || writer.run(rx))
-                .map_err(|e| HubError::storage(&spec.name, format!("spawning writer: {e}")))?;
-            threads.push(t);
+            match writer {
+                StreamWriter::Sole(appender) => {
+                    let writer = Writer {
+                        stream: appender,
+                        ns: ns.clone(),
+                        registry: registry.clone(),
+                        dedup,
+                        fsync: config.fsync,
+                        ring_cap: config.stream_buffer.max(1),
+                        max_batch: config.max_batch.max(1),
+                        nodes: NodeCache::default(),
+                        sync_tx: None,
+                    };
+                    let t = std::thread::Builder::new()
+                        .name(format!("tw-writer-{}", spec.name))
+                        .spawn(move || writer.run(rx))
+                        .map_err(|e| {
+                            HubError::storage(&spec.name, format!("spawning writer: {e}"))
+                        })?;
+                    threads.push(t);
+                }
+                StreamWriter::Shared(appender) => {
+                    threads.extend(crate::shared::start(
+                        appender,
+                        ns.clone(),
+                        registry.clone(),
+                        dedup,
+                        config.stream_buffer.max(1),
+                        end,
+                        rx,
+                        stop.clone(),
+                    )?);
+                }
+            }
             by_name.insert(spec.name.clone(), ns.id);
             namespaces.push(ns);
         }
@@ -250,7 +307,6 @@ impl Hub {
             published: AtomicU64::new(0),
             sessions: AtomicU64::new(0),
         });
-        let stop = Arc::new(AtomicBool::new(false));
         threads.push(spawn_housekeeper(inner.clone(), stop.clone())?);
         Ok(Hub {
             inner,
@@ -375,17 +431,25 @@ impl Hub {
                 data: r.data,
             });
         }
+        let started = std::time::Instant::now();
         let mut waits = Vec::with_capacity(by_ns.len());
         for (ns, idx, items) in by_ns {
+            let bytes: usize = items.iter().map(|it| it.data.len()).sum();
             let (reply, rx) = oneshot::channel();
             let sent = match self.inner.namespaces.get(ns) {
                 Some(ns) => ns.tx.send(WriterMsg::Write { items, reply }).await.is_ok(),
                 None => false, // a Checked comes from this hub: cannot happen
             };
-            waits.push((idx, sent.then_some(rx)));
+            waits.push(NamespaceWait {
+                ns,
+                bytes: bytes as u64,
+                idx,
+                rx: sent.then_some(rx),
+            });
         }
         Acks {
             n,
+            started,
             waits,
             inner: self.inner.clone(),
         }
@@ -425,6 +489,10 @@ impl Hub {
         self.inner.namespace(channel)?;
         Ok(self.inner.registry.get(channel).and_then(|n| {
             let inner = n.inner.lock();
+            if inner.book.is_some() {
+                // A book channel's value is its whole book (a snapshot), never a lone delta.
+                return inner.book_snapshot();
+            }
             inner.latest.clone().or_else(|| inner.ring.back().cloned())
         }))
     }
@@ -438,7 +506,7 @@ impl Hub {
     ) -> Result<History, HubError> {
         let ns = self.inner.namespace(channel)?;
         let limit = limit.max(1);
-        let end = ns.stream.next_offset();
+        let end = ns.stream.known_end();
         if from > end {
             return Err(HubError::OffsetBeyondEnd {
                 namespace: ns.spec.name.clone(),
@@ -488,6 +556,80 @@ impl Hub {
             next: page.next,
             retention_gap,
         })
+    }
+
+    /// The message of `channel` at `offset`, if the stream still holds it and it is on that
+    /// channel: from the channel's in-memory ring when that covers the offset, else one read of
+    /// the stream. What an edit or delete checks its target against.
+    pub async fn message_at(
+        &self,
+        channel: &Channel,
+        offset: Offset,
+    ) -> Result<Option<Arc<Message>>, HubError> {
+        let ns = self.inner.namespace(channel)?;
+        if offset >= ns.dispatched.load(Ordering::Acquire) || offset < ns.stream.start_offset() {
+            return Ok(None);
+        }
+        if let Some(node) = self.inner.registry.get(channel) {
+            let inner = node.inner.lock();
+            if offset >= inner.complete_from {
+                let i = inner
+                    .ring
+                    .partition_point(|m| m.publication.offset < offset);
+                return Ok(inner
+                    .ring
+                    .get(i)
+                    .filter(|m| m.publication.offset == offset)
+                    .cloned());
+            }
+        }
+        let stream = ns.stream.clone();
+        let batch = tokio::task::spawn_blocking(move || stream.read(offset, 1, 1 << 20))
+            .await
+            .map_err(|e| HubError::storage(&ns.spec.name, e))??;
+        Ok(batch
+            .publications
+            .into_iter()
+            .next()
+            .filter(|p| p.offset == offset && p.channel == *channel)
+            .map(|p| Arc::new(Message::new(p))))
+    }
+
+    /// How many messages of a stream channel come after `after` (`None`: all of them),
+    /// counting at most `cap` and only what the channel's in-memory ring holds: unread counts
+    /// for subscribe replies, answered without touching the disk. `(count, capped)`: `capped`
+    /// when there are more than `cap`, or more than the ring holds (the ring keeps the newest
+    /// `stream_buffer` messages). `skip` passes over messages that do not count (edit and
+    /// delete records).
+    pub fn count_after(
+        &self,
+        channel: &Channel,
+        after: Option<Offset>,
+        cap: usize,
+        skip: impl Fn(&Message) -> bool,
+    ) -> (usize, bool) {
+        let Some(node) = self.inner.registry.get(channel) else {
+            return (0, false);
+        };
+        let inner = node.inner.lock();
+        let from = after.map_or(0, |a| a + 1);
+        let i = inner.ring.partition_point(|m| m.publication.offset < from);
+        // A full ring may have let older messages go that follow the marker too (a ring that
+        // was never full holds every message the channel has).
+        let mut capped = from < inner.complete_from
+            && inner.ring.len() >= self.inner.config.stream_buffer.max(1);
+        let mut n = 0;
+        for m in inner.ring.range(i..) {
+            if skip(m) {
+                continue;
+            }
+            if n == cap {
+                capped = true;
+                break;
+            }
+            n += 1;
+        }
+        (n, capped)
     }
 
     /// Where a subscription asking for recent history of a stream channel starts: the offset
@@ -626,6 +768,72 @@ impl Hub {
         }
     }
 
+    /// Per-namespace families for `/metrics` (Prometheus text): publications, bytes, the
+    /// publish-to-ack and fsync histograms, retention, and what each log keeps on disk.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let nss = &self.inner.namespaces;
+        let mut counter = |name: &str, help: &str, f: &dyn Fn(&NamespaceRt) -> Option<u64>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for ns in nss {
+                if let Some(v) = f(ns) {
+                    let _ = writeln!(out, "{name}{{namespace=\"{}\"}} {v}", ns.spec.name);
+                }
+            }
+        };
+        counter(
+            "tickwire_namespace_published_total",
+            "Publications stored per namespace (retried duplicates not counted).",
+            &|ns| Some(ns.metrics.published.load(Ordering::Relaxed)),
+        );
+        counter(
+            "tickwire_namespace_published_bytes_total",
+            "Bytes of data in acknowledged publish requests per namespace.",
+            &|ns| Some(ns.metrics.published_bytes.load(Ordering::Relaxed)),
+        );
+        counter(
+            "tickwire_retention_deleted_segments_total",
+            "Log segments removed by retention per namespace.",
+            &|ns| Some(ns.metrics.retention_segments.load(Ordering::Relaxed)),
+        );
+        let storage: Vec<Option<tickwire_stream::StorageStats>> =
+            nss.iter().map(|ns| ns.stream.storage_stats()).collect();
+        let mut gauge = |name: &str, help: &str, f: fn(&tickwire_stream::StorageStats) -> u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (ns, st) in nss.iter().zip(&storage) {
+                if let Some(st) = st {
+                    let _ = writeln!(out, "{name}{{namespace=\"{}\"}} {}", ns.spec.name, f(st));
+                }
+            }
+        };
+        gauge(
+            "tickwire_log_bytes",
+            "Bytes of log segments on this node's disk per namespace.",
+            |s| s.bytes,
+        );
+        gauge(
+            "tickwire_log_segments",
+            "Log segment files on this node's disk per namespace.",
+            |s| s.segments,
+        );
+        let mut histogram = |name: &str, help: &str, f: fn(&NamespaceRt) -> &Histogram| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for ns in nss {
+                f(ns).render(out, name, &format!("namespace=\"{}\"", ns.spec.name));
+            }
+        };
+        histogram(
+            "tickwire_publish_ack_seconds",
+            "From a publish request reaching the hub to its acknowledgement (durable under the fsync policy), per namespace.",
+            |ns| &ns.metrics.ack,
+        );
+        histogram(
+            "tickwire_fsync_seconds",
+            "Duration of one log fdatasync (one per group commit) per namespace.",
+            |ns| &ns.metrics.fsync,
+        );
+    }
+
     /// What each namespace's stream repaired when it was opened, for `/metrics`.
     pub fn recovery_stats(&self) -> Vec<(String, RecoveryStats)> {
         self.inner
@@ -637,6 +845,15 @@ impl Hub {
 
     pub fn fsync_policy(&self) -> FsyncPolicy {
         self.inner.config.fsync
+    }
+
+    /// Why the hub cannot take writes right now, if it cannot: a namespace whose stream lives
+    /// in a cluster that is unreachable. Readiness turns false while this is `Some`.
+    pub fn unavailable(&self) -> Option<String> {
+        self.inner
+            .namespaces
+            .iter()
+            .find_map(|ns| ns.stream.unavailable())
     }
 
     /// Stops the writers after they finish what is queued, fsyncing first. Idempotent.
@@ -665,16 +882,33 @@ impl Hub {
 /// A namespace's share of a publish call: its id, the callers' indexes, the items.
 type NamespaceBatch = (usize, Vec<usize>, Vec<Item>);
 
-/// A namespace writer's answer to one write request: one result per item.
-type AckReceiver = oneshot::Receiver<Vec<Result<Ack, HubError>>>;
+/// A namespace writer's answer to one write request: one result per item, and its timing.
+type AckReceiver = oneshot::Receiver<WriteReply>;
+
+/// When one namespace's share of a publish was appended and fsynced (see [`Acks::timed`]).
+#[derive(Debug, Clone)]
+pub struct NamespaceTiming {
+    pub namespace: String,
+    pub timing: BatchTiming,
+}
 
 /// The acknowledgements of an [`Hub::enqueue`] call: resolves to one result per item, in the
 /// order given, once every namespace writer involved has answered.
 pub struct Acks {
     n: usize,
-    /// Per namespace: the callers' indexes and the writer's reply (`None`: never sent).
-    waits: Vec<(Vec<usize>, Option<AckReceiver>)>,
+    /// When the requests were handed to the hub (the acknowledgement latency's start).
+    started: std::time::Instant,
+    waits: Vec<NamespaceWait>,
     inner: Arc<HubInner>,
+}
+
+/// One namespace's share of an [`Acks`]: the callers' indexes, the bytes of data, and the
+/// writer's reply (`None`: never sent).
+struct NamespaceWait {
+    ns: usize,
+    bytes: u64,
+    idx: Vec<usize>,
+    rx: Option<AckReceiver>,
 }
 
 impl std::future::IntoFuture for Acks {
@@ -683,44 +917,79 @@ impl std::future::IntoFuture for Acks {
         std::pin::Pin<Box<dyn std::future::Future<Output = Self::Output> + Send + 'static>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let Acks { n, waits, inner } = self;
-            let mut results: Vec<Option<Result<Ack, HubError>>> = (0..n).map(|_| None).collect();
-            // Counted here and added once: one shared atomic per item was a contended line.
-            let mut published = 0;
-            for (idx, rx) in waits {
-                let acks = match rx {
-                    Some(rx) => rx.await.ok(),
-                    None => None,
-                };
-                match acks {
-                    Some(acks) => {
-                        for (i, a) in idx.into_iter().zip(acks) {
-                            if matches!(
-                                a,
-                                Ok(Ack {
-                                    duplicate: false,
-                                    ..
-                                })
-                            ) {
-                                published += 1;
-                            }
-                            results[i] = Some(a);
+        Box::pin(async move { self.resolve(false).await.0 })
+    }
+}
+
+impl Acks {
+    /// The acknowledgements and, per namespace involved, when its group-commit batch was
+    /// appended and fsynced: what a traced publish reports as its `append` and `fsync` spans.
+    pub async fn timed(self) -> (Vec<Result<Ack, HubError>>, Vec<NamespaceTiming>) {
+        self.resolve(true).await
+    }
+
+    async fn resolve(self, timed: bool) -> (Vec<Result<Ack, HubError>>, Vec<NamespaceTiming>) {
+        let Acks {
+            n,
+            started,
+            waits,
+            inner,
+        } = self;
+        let mut results: Vec<Option<Result<Ack, HubError>>> = (0..n).map(|_| None).collect();
+        // Counted here and added once: one shared atomic per item was a contended line.
+        let mut published = 0;
+        let mut timings = Vec::new();
+        for NamespaceWait { ns, bytes, idx, rx } in waits {
+            let answer = match rx {
+                Some(rx) => rx.await.ok(),
+                None => None,
+            };
+            match answer {
+                Some(WriteReply { acks, timing }) => {
+                    if timed {
+                        if let Some(rt) = inner.namespaces.get(ns) {
+                            timings.push(NamespaceTiming {
+                                namespace: rt.spec.name.clone(),
+                                timing,
+                            });
                         }
                     }
-                    None => {
-                        for i in idx {
-                            results[i] = Some(Err(HubError::ShuttingDown));
+                    let before = published;
+                    let ok = acks.iter().all(|a| a.is_ok());
+                    for (i, a) in idx.into_iter().zip(acks) {
+                        if matches!(
+                            a,
+                            Ok(Ack {
+                                duplicate: false,
+                                ..
+                            })
+                        ) {
+                            published += 1;
+                        }
+                        results[i] = Some(a);
+                    }
+                    if let Some(rt) = inner.namespaces.get(ns) {
+                        let m = &rt.metrics;
+                        m.published.fetch_add(published - before, Ordering::Relaxed);
+                        if ok {
+                            m.published_bytes.fetch_add(bytes, Ordering::Relaxed);
+                            m.ack.observe(started.elapsed());
                         }
                     }
                 }
+                None => {
+                    for i in idx {
+                        results[i] = Some(Err(HubError::ShuttingDown));
+                    }
+                }
             }
-            inner.published.fetch_add(published, Ordering::Relaxed);
-            results
-                .into_iter()
-                .map(|r| r.unwrap_or(Err(HubError::ShuttingDown)))
-                .collect()
-        })
+        }
+        inner.published.fetch_add(published, Ordering::Relaxed);
+        let results = results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(HubError::ShuttingDown)))
+            .collect();
+        (results, timings)
     }
 }
 
@@ -732,12 +1001,13 @@ fn recover(
     class: Class,
     ring_cap: usize,
     dedup: &mut Dedup,
+    from: Offset,
 ) -> Result<Recovered, HubError> {
     // Publications while replaying, messages only for what survives: most records are
     // replaced by later ones of their channel.
     type Replayed = (Option<Publication>, VecDeque<Publication>, Offset);
     let mut out: HashMap<Channel, Replayed> = HashMap::new();
-    let mut cursor = stream.start_offset();
+    let mut cursor = from.max(stream.start_offset());
     let end = stream.next_offset();
     let mut skipped = 0u64;
     let mut lost = 0u64;
@@ -803,6 +1073,21 @@ fn recover(
             )
         })
         .collect())
+}
+
+/// State channels' newest values as [`Stream::latest_values`] gave them.
+fn latest_only(values: Vec<Publication>) -> Recovered {
+    values
+        .into_iter()
+        .map(|mut p| {
+            p.data = Bytes::copy_from_slice(&p.data);
+            let offset = p.offset;
+            (
+                p.channel.clone(),
+                (Some(Arc::new(Message::new(p))), VecDeque::new(), offset),
+            )
+        })
+        .collect()
 }
 
 /// Sends periodic fsync (interval policy) and retention ticks to every writer.

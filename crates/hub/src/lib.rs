@@ -19,21 +19,27 @@ mod config;
 mod error;
 mod hub;
 mod message;
+pub mod metrics;
 mod node;
 mod session;
+mod shared;
 mod writer;
+pub use writer::BatchTiming;
 
 pub use config::{FsyncPolicy, HubConfig};
 pub use error::HubError;
 pub use hub::{
-    Ack, Acks, Checked, History, Hub, HubStats, PublishRequest, Recent, MAX_LAST, RECENT_MAX_SCAN,
+    Ack, Acks, Checked, History, Hub, HubStats, NamespaceTiming, PublishRequest, Recent, MAX_LAST,
+    RECENT_MAX_SCAN,
 };
 pub use message::{Format, Message};
 pub use session::{CloseReason, Delivery, Session, SessionCloser, SubscribeInfo};
 pub use tickwire_model::{
     Channel, Class, Epoch, NamespaceSpec, Offset, Pattern, Publication, StreamPos,
 };
-pub use tickwire_stream::{embedded::lock_data_dir, RecoveryStats, Stream, StreamError};
+pub use tickwire_stream::{
+    embedded::lock_data_dir, RecoveryStats, StorageStats, Stream, StreamError,
+};
 
 /// Lowers the calling thread's CPU priority (nice 10) for work that can wait: on a busy machine
 /// the scheduler then runs the threads clients are waiting on first. Linux nice values are per

@@ -18,7 +18,47 @@ use std::{
 use parking_lot::{Mutex, RwLock};
 use tickwire_model::{Channel, Class, Offset};
 
+use tickwire_feed::l2::{L2Book, L2Msg};
+
 use crate::{session::SessionShared, Message};
+
+/// Whether a channel is a keyed book (`book.<SYM>`): a state channel whose values are book
+/// snapshots and sequenced deltas (docs/books.md).
+pub(crate) fn is_book(channel: &Channel, class: Class) -> bool {
+    class == Class::State && channel.namespace() == tickwire_feed::names::BOOK
+}
+
+/// The book a book channel's value leaves: a snapshot replaces it, a delta that follows is
+/// applied, anything else (a delta after a gap, a value that is not a book value) leaves it
+/// unknown until the next snapshot.
+fn apply_book(book: &mut L2Book, data: &[u8]) -> Option<L2Msg> {
+    match L2Msg::parse(data) {
+        Ok(m) => {
+            book.apply(&m);
+            Some(m)
+        }
+        Err(_) => {
+            *book = L2Book::default();
+            None
+        }
+    }
+}
+
+/// `template` (the channel's newest message) with `m` as its data: a snapshot built for one
+/// subscriber, or deltas conflated for one.
+pub(crate) fn book_message(template: &Message, m: &L2Msg) -> Arc<Message> {
+    let mut p = template.publication.clone();
+    p.data = bytes::Bytes::from(m.to_json());
+    Arc::new(Message::new(p))
+}
+
+impl NodeInner {
+    /// The book as a snapshot value for a new subscriber; `None` while it is unknown.
+    pub fn book_snapshot(&self) -> Option<Arc<Message>> {
+        let snap = self.book.as_ref()?.snapshot()?;
+        Some(book_message(self.latest.as_ref()?, &snap))
+    }
+}
 
 /// One subscription of one session to one channel. Shared between the node (which flags it)
 /// and the session (which drains it).
@@ -36,6 +76,10 @@ pub(crate) struct Sub {
 
 pub(crate) struct NodeInner {
     pub latest: Option<Arc<Message>>,
+    /// Book channels (`book.<SYM>`): the book the values built, for snapshots; `None` on other
+    /// channels. Unknown (no snapshot yet, or a delta that did not follow) means no snapshot
+    /// is given: a subscriber waits for the next snapshot value rather than get a wrong book.
+    pub book: Option<L2Book>,
     pub ring: VecDeque<Arc<Message>>,
     /// The ring holds every message of this channel with offset >= complete_from; older ones
     /// must be read from the log.
@@ -61,11 +105,13 @@ pub(crate) struct ChannelNode {
 
 impl ChannelNode {
     pub fn new(channel: Channel, class: Class, complete_from: Offset) -> ChannelNode {
+        let book = is_book(&channel, class).then(L2Book::default);
         ChannelNode {
             channel,
             class,
             inner: Mutex::new(NodeInner {
                 latest: None,
+                book,
                 ring: VecDeque::new(),
                 complete_from,
                 subs: Vec::new(),
@@ -86,9 +132,25 @@ impl ChannelNode {
         }
         match self.class {
             Class::State => {
+                let inner = &mut *inner;
                 inner.latest = Some(msg.clone());
-                for sub in &inner.subs {
-                    sub.session.offer_state(self, &msg, false);
+                match &mut inner.book {
+                    Some(book) => {
+                        // Parsed once here for every subscriber; a slow one's waiting value
+                        // is merged with it per price level (never a backlog).
+                        let m = apply_book(book, &msg.publication.data);
+                        for sub in &inner.subs {
+                            match &m {
+                                Some(m) => sub.session.offer_book(self, &msg, m),
+                                None => sub.session.offer_state(self, &msg, false),
+                            }
+                        }
+                    }
+                    None => {
+                        for sub in &inner.subs {
+                            sub.session.offer_state(self, &msg, false);
+                        }
+                    }
                 }
             }
             Class::Stream => {
@@ -127,6 +189,13 @@ impl ChannelNode {
         complete_from: Offset,
     ) {
         let mut inner = self.inner.lock();
+        if let (Some(book), Some(m)) = (inner.book.as_mut(), latest.as_ref()) {
+            // Only a snapshot rebuilds the book; after a delta it stays unknown until the
+            // book projection's next snapshot (it sends one for every book when it starts).
+            if L2Msg::is_snapshot_text(&m.publication.data) {
+                apply_book(book, &m.publication.data);
+            }
+        }
         inner.latest = latest;
         inner.ring = ring;
         inner.complete_from = complete_from;

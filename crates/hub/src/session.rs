@@ -14,9 +14,11 @@ use tickwire_model::{Channel, Class, Offset};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use tickwire_feed::l2::{merge, L2Msg};
+
 use crate::{
     hub::{HubInner, NamespaceRt},
-    node::{ChannelNode, Sub},
+    node::{book_message, ChannelNode, Sub},
     HubError, Message,
 };
 
@@ -73,11 +75,14 @@ type StateSlots = HashMap<usize, (Arc<Message>, bool), BuildHasherDefault<AddrHa
 /// A `from` past the end of the stream names an offset this stream never had (a client of a
 /// wiped server, or of a tail lost under `fsync = interval`): refused, never waited for.
 fn check_from(ns: &NamespaceRt, from: Option<Offset>) -> Result<(), HubError> {
+    // The end as far as anyone knows: on a shared stream a client may resume here from an
+    // offset another node gave it, before this node has read that far.
+    let end = ns.stream.known_end();
     match from {
-        Some(f) if f > ns.stream.next_offset() => Err(HubError::OffsetBeyondEnd {
+        Some(f) if f > end => Err(HubError::OffsetBeyondEnd {
             namespace: ns.spec.name.clone(),
             from: f,
-            next: ns.stream.next_offset(),
+            next: end,
         }),
         _ => Ok(()),
     }
@@ -147,6 +152,31 @@ impl SessionShared {
         self.notify.notify_one();
     }
 
+    /// A book channel's value `msg` (read as `m`): waiting alone, or merged per price level
+    /// with the value already waiting (the newest size per level, `m`'s sequence number and
+    /// checksum), so a slow subscriber gets one value that takes its book to the newest.
+    pub fn offer_book(&self, node: &ChannelNode, msg: &Arc<Message>, m: &L2Msg) {
+        {
+            let mut p = self.pending.lock();
+            match p.state.get_mut(&node_key(node)) {
+                Some(slot) => {
+                    let merged = L2Msg::parse(&slot.0.publication.data)
+                        .ok()
+                        .and_then(|w| merge(&[w, m.clone()]));
+                    slot.0 = match merged {
+                        Some(merged) => book_message(msg, &merged),
+                        // The waiting value is not a book value: the new one replaces it.
+                        None => msg.clone(),
+                    };
+                }
+                None => {
+                    p.state.insert(node_key(node), (msg.clone(), false));
+                }
+            }
+        }
+        self.notify.notify_one();
+    }
+
     pub fn offer_stream(&self, sub: &Arc<Sub>) {
         if !sub.queued.swap(true, Ordering::AcqRel) {
             self.pending.lock().stream.push(sub.clone());
@@ -189,7 +219,11 @@ impl SessionShared {
         }
         let info = match node.class {
             Class::State => {
-                let snapshot = inner.latest.clone();
+                // A book channel's snapshot is its whole book, not its newest delta.
+                let snapshot = match inner.book {
+                    Some(_) => inner.book_snapshot(),
+                    None => inner.latest.clone(),
+                };
                 if let Some(m) = &snapshot {
                     self.offer_state(node, m, true);
                 }

@@ -28,7 +28,27 @@ pub(crate) struct Item {
 }
 
 /// Where a write request's acknowledgements go, one per item.
-pub(crate) type Reply = oneshot::Sender<Vec<Result<Ack, HubError>>>;
+pub(crate) type Reply = oneshot::Sender<WriteReply>;
+
+/// A writer's answer to one write request: one result per item, and when its batch was
+/// appended and fsynced (for traces).
+pub(crate) struct WriteReply {
+    pub acks: Vec<Result<Ack, HubError>>,
+    pub timing: BatchTiming,
+}
+
+/// When a group-commit batch was appended and made durable, in Unix nanoseconds (the wall
+/// clock of `tickwire_model::clock`, comparable with an edge's). Zero: did not happen (a batch
+/// of duplicates appends nothing; `fsync = never` or `interval` syncs no batch before its
+/// acknowledgement). A few words per batch, kept always: cheaper than asking whether anyone
+/// traces.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchTiming {
+    pub append_start: u64,
+    pub append_end: u64,
+    pub fsync_start: u64,
+    pub fsync_end: u64,
+}
 
 pub(crate) enum WriterMsg {
     Write {
@@ -205,6 +225,10 @@ impl Writer {
                 match self.stream.enforce_retention(now) {
                     Ok(0) => {}
                     Ok(n) => {
+                        self.ns
+                            .metrics
+                            .retention_segments
+                            .fetch_add(n as u64, Ordering::Relaxed);
                         self.dedup.forget_before(self.ns.stream.start_offset());
                         tracing::info!(namespace = %self.ns.spec.name, segments = n, "retention removed old segments")
                     }
@@ -231,11 +255,7 @@ impl Writer {
 
     /// Hands the current sync point to the fsync thread, with the replies and stream messages
     /// that must wait for it. A log that cannot give a point is poisoned: they fail now.
-    fn sync_in_background(
-        &mut self,
-        replies: Vec<(Reply, Vec<Result<Ack, HubError>>)>,
-        stream: Vec<Arc<Message>>,
-    ) {
+    fn sync_in_background(&mut self, replies: Vec<(Reply, WriteReply)>, stream: Vec<Arc<Message>>) {
         let point = match self.stream.durability_point() {
             Ok(p) => p,
             Err(e) => {
@@ -295,6 +315,7 @@ impl Writer {
         }
         // A poisoned log fails everything, duplicates too: their first copy may be among the
         // pages a failed fsync dropped.
+        let mut timing = BatchTiming::default();
         let mut result: Result<(), HubError> = if self.stream.is_poisoned() {
             Err(HubError::storage(
                 &self.ns.spec.name,
@@ -315,7 +336,10 @@ impl Writer {
                     }
                 })
                 .collect();
-            result = match self.stream.append(&items, timestamp) {
+            timing.append_start = tickwire_model::clock::now_nanos();
+            let appended = self.stream.append(&items, timestamp);
+            timing.append_end = tickwire_model::clock::now_nanos();
+            result = match appended {
                 Ok(first) if first == base => Ok(()),
                 Ok(first) => Err(HubError::storage(
                     &self.ns.spec.name,
@@ -360,7 +384,7 @@ impl Writer {
                 self.dispatch_state(&mut writes, &fresh, base, timestamp);
             }
         }
-        let replies: Vec<(Reply, Vec<Result<Ack, HubError>>)> = writes
+        let replies: Vec<(Reply, WriteReply)> = writes
             .into_iter()
             .zip(plans)
             .map(|((_, reply), plan)| {
@@ -380,12 +404,12 @@ impl Writer {
                         (_, Err(e)) => Err(e.clone()),
                     })
                     .collect();
-                (reply, acks)
+                (reply, WriteReply { acks, timing })
             })
             .collect();
         if result.is_err() {
-            for (reply, acks) in replies {
-                let _ = reply.send(acks);
+            for (reply, answer) in replies {
+                let _ = reply.send(answer);
             }
             return false;
         }
@@ -395,8 +419,8 @@ impl Writer {
             self.sync_in_background(replies, stream_msgs);
             return false;
         }
-        for (reply, acks) in replies {
-            let _ = reply.send(acks);
+        for (reply, answer) in replies {
+            let _ = reply.send(answer);
         }
         let wrote = !fresh.is_empty();
         if let FsyncPolicy::Interval(d) = self.fsync {
@@ -507,7 +531,7 @@ impl Writer {
 /// Delivers written stream messages (every one, in offset order) to their channel nodes, then
 /// records how far delivery got. State batches go through
 /// [`Writer::dispatch_state`], which hands each node only its newest value.
-fn dispatch_stream(
+pub(crate) fn dispatch_stream(
     ns: &NamespaceRt,
     registry: &Registry,
     nodes: &mut NodeCache,
@@ -549,14 +573,17 @@ const SYNC_QUEUE: usize = 1024;
 /// A sync point and what waits for it.
 pub(crate) struct SyncMsg {
     point: Box<dyn DurabilityPoint>,
-    replies: Vec<(Reply, Vec<Result<Ack, HubError>>)>,
+    replies: Vec<(Reply, WriteReply)>,
     /// Stream messages under `fsync = always`: delivered only once durable.
     stream: Vec<Arc<Message>>,
 }
 
-fn fail_replies(replies: Vec<(Reply, Vec<Result<Ack, HubError>>)>, err: &HubError) {
-    for (reply, acks) in replies {
-        let _ = reply.send(acks.into_iter().map(|_| Err(err.clone())).collect());
+fn fail_replies(replies: Vec<(Reply, WriteReply)>, err: &HubError) {
+    for (reply, answer) in replies {
+        let _ = reply.send(WriteReply {
+            acks: answer.acks.into_iter().map(|_| Err(err.clone())).collect(),
+            timing: answer.timing,
+        });
     }
 }
 
@@ -596,7 +623,15 @@ impl Syncer {
                 });
                 waiting.push((replies, stream));
             }
-            let result = match point.map(|p| p.run()) {
+            let mut synced = (0, 0);
+            let result = match point.map(|p| {
+                let t = Instant::now();
+                synced.0 = tickwire_model::clock::now_nanos();
+                let r = p.run();
+                synced.1 = tickwire_model::clock::now_nanos();
+                self.ns.metrics.fsync.observe(t.elapsed());
+                r
+            }) {
                 Some(Err(e)) => {
                     tracing::error!(namespace = %self.ns.spec.name, error = %e, "fsync failed; the log refuses writes from now on");
                     Err(HubError::from(e))
@@ -615,8 +650,9 @@ impl Syncer {
                                 &stream,
                             );
                         }
-                        for (reply, acks) in replies {
-                            let _ = reply.send(acks);
+                        for (reply, mut answer) in replies {
+                            (answer.timing.fsync_start, answer.timing.fsync_end) = synced;
+                            let _ = reply.send(answer);
                         }
                     }
                     Err(e) => fail_replies(replies, e),

@@ -937,3 +937,175 @@ async fn eviction_racing_subscribe_unsubscribe_and_publish_loses_nothing() {
     drop(pattern);
     hub.shutdown().await;
 }
+
+/// A book channel (`book.<SYM>`) is keyed state: a subscriber's snapshot is the whole book with
+/// its sequence number (not the newest delta), then deltas; a slow subscriber gets its waiting
+/// deltas merged per price level into one value (never a backlog), and every client's book,
+/// checked against each value's checksum, ends equal to the producer's. After a restart whose
+/// newest value was a delta the book is unknown (no snapshot, never a wrong one) until the next
+/// snapshot value.
+#[tokio::test]
+async fn book_channels_give_a_snapshot_then_deltas_conflated_per_level() {
+    use tickwire_feed::l2::{Applied, L2Book, L2Msg};
+
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::open(HubConfig::new(dir.path())).unwrap();
+    let c = "book.EURUSD";
+    let mut producer = L2Book::default();
+    let mut snap = L2Msg {
+        snapshot: true,
+        seq: 1,
+        depth: 0,
+        bids: vec![("1.1".into(), "5".into())],
+        asks: vec![("1.2".into(), "3".into())],
+        ..L2Msg::default()
+    };
+    producer.apply(&snap);
+    snap.checksum = producer.checksum();
+    publish1(&hub, c, &snap.to_json(), None).await;
+
+    // The next delta setting (bid?, price, size) levels.
+    let mut delta = |levels: &[(bool, &str, &str)]| {
+        let mut m = L2Msg {
+            seq: producer.seq() + 1,
+            prev: producer.seq(),
+            ..L2Msg::default()
+        };
+        for &(bid, p, s) in levels {
+            let l = (p.to_string(), s.to_string());
+            if bid {
+                m.bids.push(l)
+            } else {
+                m.asks.push(l)
+            }
+        }
+        let mut after = producer.clone();
+        assert_eq!(after.apply(&m), Applied::Ok);
+        m.checksum = after.checksum();
+        producer = after;
+        m
+    };
+    let apply_all = |book: &mut L2Book, got: &[tickwire_hub::Delivery]| {
+        for d in got {
+            let m = L2Msg::parse(&d.message.publication.data).unwrap();
+            assert_eq!(book.apply(&m), Applied::Ok, "{m:?}");
+            assert_eq!(book.checksum(), m.checksum);
+        }
+    };
+
+    let mut fast = hub.session();
+    let mut slow = hub.session();
+    for s in [&mut fast, &mut slow] {
+        assert!(s.subscribe(&ch(c), None).unwrap().snapshot);
+    }
+    let mut fast_book = L2Book::default();
+    let got = drain_until(&mut fast, 1).await;
+    assert!(got[0].snapshot);
+    apply_all(&mut fast_book, &got);
+
+    let steps: Vec<Vec<(bool, &str, &str)>> = vec![
+        vec![(true, "1.1", "0"), (true, "1.09", "2")],
+        vec![(false, "1.20", "4"), (false, "1.19", "1")],
+        vec![(true, "1.090", "0"), (true, "1.10001", "9")],
+        vec![(false, "1.19", "0"), (true, "1.1", "1")],
+    ];
+    for levels in &steps {
+        publish1(&hub, c, &delta(levels).to_json(), None).await;
+        let got = drain_until(&mut fast, 1).await;
+        apply_all(&mut fast_book, &got);
+    }
+    // The slow one took nothing meanwhile: its snapshot and four deltas come as one snapshot.
+    let got = slow.drain().await.unwrap();
+    assert_eq!(got.len(), 1, "conflated to one value");
+    assert!(got[0].snapshot);
+    let mut slow_book = L2Book::default();
+    apply_all(&mut slow_book, &got);
+    // Then two more deltas it does not read, merged into one delta jumping two numbers.
+    for levels in [vec![(true, "1.1", "0")], vec![(false, "1.3", "6")]] {
+        publish1(&hub, c, &delta(&levels).to_json(), None).await;
+        apply_all(&mut fast_book, &drain_until(&mut fast, 1).await);
+    }
+    let got = slow.drain().await.unwrap();
+    assert_eq!(got.len(), 1);
+    let m = L2Msg::parse(&got[0].message.publication.data).unwrap();
+    assert_eq!((m.snapshot, m.prev, m.seq), (false, 5, 7));
+    apply_all(&mut slow_book, &got);
+    for b in [&fast_book, &slow_book] {
+        assert_eq!(b.levels(), producer.levels());
+        assert_eq!(b.checksum(), producer.checksum());
+        assert_eq!(b.seq(), 7);
+    }
+    // A late subscriber, and `latest`, get the whole book, not the newest delta.
+    let mut late = hub.session();
+    assert!(late.subscribe(&ch(c), None).unwrap().snapshot);
+    let mut late_book = L2Book::default();
+    apply_all(&mut late_book, &drain_until(&mut late, 1).await);
+    assert_eq!(late_book.levels(), producer.levels());
+    let latest = hub.latest(&ch(c)).unwrap().unwrap();
+    let l = L2Msg::parse(&latest.publication.data).unwrap();
+    assert!(l.snapshot);
+    assert_eq!((l.seq, l.checksum), (7, producer.checksum()));
+    drop((fast, slow, late));
+    hub.shutdown().await;
+    drop(hub);
+
+    // Restarted with a delta as the newest value: no snapshot until the next snapshot value.
+    let hub = Hub::open(HubConfig::new(dir.path())).unwrap();
+    assert!(hub.latest(&ch(c)).unwrap().is_none());
+    let mut s = hub.session();
+    assert!(!s.subscribe(&ch(c), None).unwrap().snapshot);
+    let mut again = producer.snapshot().unwrap();
+    again.seq = 8;
+    publish1(&hub, c, &again.to_json(), None).await;
+    let got = drain_until(&mut s, 1).await;
+    let mut b = L2Book::default();
+    apply_all(&mut b, &got);
+    assert_eq!(b.levels(), producer.levels());
+    assert!(hub.latest(&ch(c)).unwrap().is_some());
+    drop(s);
+    hub.shutdown().await;
+}
+
+/// A traced publish learns when its batch was appended and fsynced, in that order, on the same
+/// wall clock as the caller; with `fsync = never` no fsync is reported (there was none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_acks_report_the_batchs_append_then_its_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::open(HubConfig::new(dir.path())).unwrap();
+    let before = tickwire_model::clock::now_nanos();
+    let checked = vec![
+        hub.check(req("trades.EURUSD", r#"{"price":"1.1","size":"2"}"#, None))
+            .unwrap(),
+        hub.check(req("quotes.EURUSD", &quote(1), None)).unwrap(),
+    ];
+    let (acks, timings) = hub.enqueue(checked).await.timed().await;
+    let after = tickwire_model::clock::now_nanos();
+    assert!(acks.iter().all(|a| a.is_ok()), "{acks:?}");
+    let mut names: Vec<&str> = timings.iter().map(|t| t.namespace.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["quotes", "trades"]);
+    for t in &timings {
+        let b = t.timing;
+        assert!(before <= b.append_start, "{t:?}");
+        assert!(b.append_start <= b.append_end, "{t:?}");
+        assert!(b.append_end <= b.fsync_start, "{t:?}");
+        assert!(b.fsync_start < b.fsync_end, "{t:?}");
+        assert!(b.fsync_end <= after, "{t:?}");
+    }
+    hub.shutdown().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = HubConfig::new(dir.path());
+    cfg.fsync = tickwire_hub::FsyncPolicy::Never;
+    let hub = Hub::open(cfg).unwrap();
+    let checked = vec![hub.check(req("quotes.EURUSD", &quote(2), None)).unwrap()];
+    let (_, timings) = hub.enqueue(checked).await.timed().await;
+    assert_eq!(timings.len(), 1);
+    assert!(timings[0].timing.append_end >= timings[0].timing.append_start);
+    assert!(timings[0].timing.append_start > 0);
+    assert_eq!(
+        (timings[0].timing.fsync_start, timings[0].timing.fsync_end),
+        (0, 0)
+    );
+    hub.shutdown().await;
+}

@@ -16,11 +16,13 @@ pub mod record;
 mod segment;
 #[cfg(test)]
 mod sim;
+mod snapshot;
 mod vfs;
 
 pub use error::{Error, Result};
 pub use log::{Log, Quarantined, RecoveryReport, SyncPoint};
 pub use reader::LogReader;
+pub use snapshot::{LogSnapshot, SnapshotFile};
 
 use std::time::Duration;
 

@@ -36,6 +36,11 @@ impl LogReader {
         Self { shared }
     }
 
+    /// The state shared with the writer (for [`LogReader::snapshot`]).
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     /// Records with offset >= `from` (clamped up to the start offset), in order, at most
     /// `max_records`, stopping before the payload (key + value) would exceed `max_bytes` — but
     /// always at least one record when one exists. Never returns anything the writer has not

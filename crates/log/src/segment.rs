@@ -135,6 +135,15 @@ pub(crate) fn write_index(
     max_timestamp: u64,
     entries: &[IndexEntry],
 ) -> Result<()> {
+    let out = encode_index(base, max_timestamp, entries);
+    let f = fs.create(path).map_err(io_err("create index", path))?;
+    f.write_all_at(&out, 0)
+        .map_err(io_err("write index", path))?;
+    Ok(())
+}
+
+/// An index file's bytes (also what a snapshot writes for a sealed segment).
+pub(crate) fn encode_index(base: Offset, max_timestamp: u64, entries: &[IndexEntry]) -> Vec<u8> {
     let mut body = Vec::with_capacity(entries.len() * INDEX_ENTRY_LEN);
     for e in entries {
         body.extend_from_slice(&e.offset.to_le_bytes());
@@ -149,10 +158,7 @@ pub(crate) fn write_index(
     out.extend_from_slice(&count.to_le_bytes());
     out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
     out.extend_from_slice(&body);
-    let f = fs.create(path).map_err(io_err("create index", path))?;
-    f.write_all_at(&out, 0)
-        .map_err(io_err("write index", path))?;
-    Ok(())
+    out
 }
 
 /// Loads an index file if it exists and is self-consistent for a segment of `segment_len`

@@ -4,9 +4,11 @@
 //! `chat.lobby`). The namespace decides the channel's [`Class`]: state (latest value wins,
 //! conflated) or stream (every message, durable, ordered, resumable by offset).
 
+pub mod amend;
 mod channel;
 pub mod clock;
 mod decimal;
+pub mod durable_dir;
 mod error;
 pub mod jsonlex;
 pub mod layout;
@@ -23,7 +25,9 @@ pub use decimal::{
 };
 pub use error::ModelError;
 pub use layout::DataDir;
-pub use namespace::{default_publish, default_subscribe, Class, NamespaceSpec, Permission, Schema};
+pub use namespace::{
+    default_publish, default_subscribe, Class, NamespaceSpec, Permission, Schema, MARKERS, PRESENCE,
+};
 pub use pattern::Pattern;
 pub use position::{Epoch, StreamPos};
 pub use publication::{Offset, Publication};

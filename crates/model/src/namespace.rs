@@ -77,6 +77,13 @@ pub struct NamespaceSpec {
     /// Derived data the server builds for itself (live candles): its writer threads run at a
     /// lower CPU priority, so bursts of it never delay the namespaces clients wait on.
     pub background: bool,
+    /// Clients may edit and delete their messages here (`$edit` / `$delete` records, applied in
+    /// history and search). Stream namespaces only.
+    pub edits: bool,
+    /// Messages are indexed for full-text search.
+    pub search: bool,
+    /// Who is subscribed to a channel is tracked, and told to subscribers that ask.
+    pub presence: bool,
 }
 
 impl NamespaceSpec {
@@ -94,6 +101,9 @@ impl NamespaceSpec {
             subscribe: default_subscribe(name),
             publish: default_publish(name, client_publish),
             background: false,
+            edits: matches!(name, "chat" | "user"),
+            search: matches!(name, "chat" | "user"),
+            presence: name == "chat",
         };
         vec![
             ns("quotes", Class::State, Schema::Quote, 7, false),
@@ -112,16 +122,28 @@ impl NamespaceSpec {
             ns("depth", Class::Stream, Schema::Any, 1, false),
             ns("chat", Class::Stream, Schema::Any, 30, true),
             ns("user", Class::Stream, Schema::Any, 30, false),
+            // Read markers: `markers.<sub>` holds `{"channel":..,"offset":..}` records the
+            // server writes for a user's `read` ops; the markers projection keeps the newest per
+            // channel. A user may subscribe to their own (other devices' reads).
+            ns(MARKERS, Class::Stream, Schema::Any, 30, false),
+            // Presence: `presence.<channel>` carries join/leave events for subscribers that
+            // asked for them; the server writes them. Read by those who may read `<channel>`.
+            ns(PRESENCE, Class::Stream, Schema::Any, 1, false),
         ]
     }
 }
+
+/// The namespace of read markers (`markers.<sub>`).
+pub const MARKERS: &str = "markers";
+/// The namespace of presence events (`presence.<channel>`).
+pub const PRESENCE: &str = "presence";
 
 /// The safe default of who may read a namespace: a user's own channels only for `user`,
 /// signed-in clients for `chat` and namespaces the server does not know, everyone for market
 /// data.
 pub fn default_subscribe(namespace: &str) -> Permission {
     match namespace {
-        "user" => Permission::Owner,
+        "user" | MARKERS => Permission::Owner,
         "quotes" | "candles" | "book" | "trades" | "depth" => Permission::Anyone,
         _ => Permission::Authenticated,
     }

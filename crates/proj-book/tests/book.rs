@@ -24,12 +24,21 @@ async fn book_of(hub: &Hub, sym: &str) -> Option<String> {
         .map(|m| String::from_utf8(m.publication.data.to_vec()).unwrap())
 }
 
-async fn wait_book(hub: &Hub, sym: &str, want: &str) {
+/// Waits until the channel's book (a snapshot: `latest` gives the whole book) has the levels
+/// of `want` (`{"asks":[...],"bids":[...]}`); returns its sequence number.
+async fn wait_book(hub: &Hub, sym: &str, want: &str) -> u64 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let want: serde_json::Value = serde_json::from_str(want).unwrap();
     loop {
         let got = book_of(hub, sym).await;
-        if got.as_deref() == Some(want) {
-            return;
+        if let Some(v) = got
+            .as_deref()
+            .and_then(|g| serde_json::from_str::<serde_json::Value>(g).ok())
+        {
+            assert_eq!(v["snapshot"], true, "{v}");
+            if v["bids"] == want["bids"] && v["asks"] == want["asks"] {
+                return v["seq"].as_u64().unwrap();
+            }
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -48,6 +57,7 @@ async fn deltas_become_books_and_survive_a_restart() {
         flush_interval: Duration::from_millis(10),
         checkpoint_interval: Duration::from_millis(10),
     };
+    let first_seq;
     {
         let hub = Arc::new(Hub::open(HubConfig::new(dir.path())).unwrap());
         let svc = start(hub.clone(), &data, config.clone()).unwrap().unwrap();
@@ -65,7 +75,7 @@ async fn deltas_become_books_and_survive_a_restart() {
             ])
             .await;
         assert!(r.iter().all(Result::is_ok));
-        wait_book(
+        first_seq = wait_book(
             &hub,
             "EURUSD",
             r#"{"asks":[["1.12","7"]],"bids":[["1.10000000000000000001","1"],["1.1","5"]]}"#,
@@ -88,12 +98,14 @@ async fn deltas_become_books_and_survive_a_restart() {
         r#"{"updates":[{"action":"change","id":"b9","size":"3"}]}"#,
     )])
     .await;
-    wait_book(
+    // The book continues its sequence numbers (the restart republished it as a snapshot).
+    let seq = wait_book(
         &hub,
         "EURUSD",
         r#"{"asks":[["1.12","7"]],"bids":[["1.10000000000000000001","3"],["1.1","5"]]}"#,
     )
     .await;
+    assert!(seq > first_seq, "{seq} after {first_seq}");
     assert_eq!(
         svc.stats.applied.load(std::sync::atomic::Ordering::Relaxed),
         1,

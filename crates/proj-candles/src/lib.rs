@@ -27,7 +27,7 @@ pub use projection::CandleProjection;
 #[doc(hidden)]
 pub use projection::DriverBench;
 pub use tick::SourceKind;
-pub use udf::routes;
+pub use udf::{bars, routes, BarsError};
 
 /// Why the candle projection could not start.
 #[derive(Debug, thiserror::Error)]

@@ -399,6 +399,63 @@ fn problem(status: StatusCode, detail: String) -> Response {
         .into_response()
 }
 
+/// Why a bars query found nothing to give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BarsError {
+    /// A resolution this server does not build, or one that does not parse.
+    BadResolution(String),
+    /// No candles for this symbol.
+    UnknownSymbol(String),
+    /// The candle store failed.
+    Store(String),
+}
+
+impl std::fmt::Display for BarsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BarsError::BadResolution(m) | BarsError::Store(m) => f.write_str(m),
+            BarsError::UnknownSymbol(s) => write!(f, "unknown symbol {s}"),
+        }
+    }
+}
+
+/// The native candle query (`/v1/candles/{symbol}` and the gRPC Candles call): the newest
+/// `limit` (default 1000, at most 20,000) bars of `[from_ms, to_ms)` at `res` (default
+/// `1m`), closed bars and the live one.
+pub async fn bars(
+    svc: &Arc<CandleService>,
+    symbol: &str,
+    res: Option<&str>,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    limit: Option<usize>,
+) -> Result<(Resolution, Vec<Candle>), BarsError> {
+    let res = match Resolution::parse(res.unwrap_or("1m")) {
+        Ok(r) if svc.resolutions.contains(&r) => r,
+        Ok(r) => {
+            return Err(BarsError::BadResolution(format!(
+                "resolution {r} is not built on this server"
+            )))
+        }
+        Err(e) => return Err(BarsError::BadResolution(e.to_string())),
+    };
+    if !known(svc, symbol) {
+        return Err(BarsError::UnknownSymbol(symbol.to_string()));
+    }
+    let limit = limit.unwrap_or(1000).clamp(1, MAX_BARS);
+    let bars = load_bars(
+        svc,
+        symbol,
+        res,
+        from_ms.unwrap_or(i64::MIN),
+        to_ms.unwrap_or(i64::MAX),
+        Some(limit),
+    )
+    .await
+    .map_err(BarsError::Store)?;
+    Ok((res, bars))
+}
+
 /// `GET /v1/candles/{symbol}?res=1m&from=<ms>&to=<ms>&limit=N`: bars as decimal strings, times
 /// in unix ms, the newest `limit` (default 1000) of the range.
 async fn native(
@@ -406,16 +463,6 @@ async fn native(
     Path(symbol): Path<String>,
     Query(q): Q,
 ) -> Response {
-    let res = match Resolution::parse(q.get("res").map_or("1m", String::as_str)) {
-        Ok(r) if svc.resolutions.contains(&r) => r,
-        Ok(r) => {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                format!("resolution {r} is not built on this server"),
-            )
-        }
-        Err(e) => return problem(StatusCode::BAD_REQUEST, e.to_string()),
-    };
     let (from, to, limit) = match (
         param_i64(&q, "from"),
         param_i64(&q, "to"),
@@ -426,33 +473,28 @@ async fn native(
             return problem(StatusCode::BAD_REQUEST, e)
         }
     };
-    if !known(&svc, &symbol) {
-        return problem(StatusCode::NOT_FOUND, format!("unknown symbol {symbol}"));
-    }
-    let limit = limit
-        .and_then(|l| usize::try_from(l).ok())
-        .unwrap_or(1000)
-        .clamp(1, MAX_BARS);
-    let bars = match load_bars(
+    let limit = limit.map(|l| usize::try_from(l).unwrap_or(1000));
+    match bars(
         &svc,
         &symbol,
-        res,
-        from.unwrap_or(i64::MIN),
-        to.unwrap_or(i64::MAX),
-        Some(limit),
+        q.get("res").map(String::as_str),
+        from,
+        to,
+        limit,
     )
     .await
     {
-        Ok(b) => b,
-        Err(e) => return problem(StatusCode::INTERNAL_SERVER_ERROR, e),
-    };
-    Json(json!({
-        "symbol": symbol,
-        "resolution": res,
-        "channel": names::candles(&symbol, res),
-        "candles": bars,
-    }))
-    .into_response()
+        Ok((res, bars)) => Json(json!({
+            "symbol": symbol,
+            "resolution": res,
+            "channel": names::candles(&symbol, res),
+            "candles": bars,
+        }))
+        .into_response(),
+        Err(e @ BarsError::BadResolution(_)) => problem(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ BarsError::UnknownSymbol(_)) => problem(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ BarsError::Store(_)) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 #[cfg(test)]

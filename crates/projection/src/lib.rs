@@ -12,6 +12,9 @@
 //!    the stored offset and then follows the stream live, with no gap and no duplicate, so
 //!    every publication after the checkpoint is applied once. Sources are merged by append
 //!    time while catching up, so a trade is not judged late only because quotes came first.
+//!    A source with nothing to read holds the others back for its stream's
+//!    `visibility_lag` (zero for the embedded log; in cluster mode, how late another node's
+//!    append may reach this node), so every node merges the same streams in the same order.
 //! 3. **Checkpoint**: every `checkpoint_interval` the projection writes its state and the
 //!    positions atomically (one transaction or one file rename). A crash between checkpoints
 //!    replays from the last one: state and positions always agree.

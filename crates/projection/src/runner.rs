@@ -183,12 +183,14 @@ impl Runner {
             tails: tails
                 .into_iter()
                 .map(|t| Source {
+                    lag: t.stream().visibility_lag(),
                     tail: t,
                     buf: VecDeque::new(),
                     caught_up: false,
                 })
                 .collect(),
             applied_until: None,
+            held: false,
             positions,
             stats: stats.clone(),
             pub_tx,
@@ -223,12 +225,16 @@ struct Source {
     buf: VecDeque<Publication>,
     /// The last read found nothing: the source is at its stream's end.
     caught_up: bool,
+    /// Its stream's [`Stream::visibility_lag`].
+    lag: Duration,
 }
 
 struct RunState {
     tails: Vec<Source>,
     /// Append time (Unix ns) of the newest publication applied since the start.
     applied_until: Option<u64>,
+    /// The last [`RunState::apply_some`] stopped at a record another source's lag holds back.
+    held: bool,
     positions: Positions,
     stats: Arc<RunnerStats>,
     pub_tx: mpsc::Sender<Vec<Vec<PublishRequest>>>,
@@ -237,6 +243,8 @@ struct RunState {
 
 /// Most publications applied between two looks at the clock (flush, checkpoint, stop).
 const APPLY_SLICE: usize = 4096;
+/// How soon a runner holding records back for a lagging source looks again.
+const HELD_RECHECK: Duration = Duration::from_millis(20);
 
 impl RunState {
     async fn run<P: Projection>(&mut self, p: &mut P, stop: &StopFlag) {
@@ -281,7 +289,11 @@ impl RunState {
                 last_checkpoint = Instant::now();
             }
             if applied == 0 {
-                let until = (last_flush + flush_every).min(last_checkpoint + checkpoint_every);
+                let mut until = (last_flush + flush_every).min(last_checkpoint + checkpoint_every);
+                if self.held {
+                    // Held back for a lagging source: look again soon.
+                    until = until.min(Instant::now() + HELD_RECHECK);
+                }
                 self.wait(until, stop).await;
             }
         }
@@ -313,6 +325,7 @@ impl RunState {
     /// sources by append time; how many were applied.
     fn apply_some<P: Projection>(&mut self, p: &mut P) -> usize {
         let mut applied = 0;
+        self.held = false;
         while applied < APPLY_SLICE {
             // Refill empty buffers; a source whose read returns nothing is caught up.
             for s in &mut self.tails {
@@ -337,15 +350,32 @@ impl RunState {
                 .min_by_key(|(_, ts)| *ts)
                 .map(|(i, _)| i);
             let Some(i) = pick else { break };
-            // Apply this source's head run while it stays the oldest.
+            // Apply this source's head run while it stays the oldest. A source with nothing
+            // to read may still receive records stamped up to `visibility_lag` ago (another
+            // node's append on its way): until then it holds the others back, so every node
+            // merges the same streams into the same order.
+            let horizon = self.horizon();
             let other_min = self
                 .tails
                 .iter()
                 .enumerate()
                 .filter(|(k, _)| *k != i)
-                .filter_map(|(_, s)| s.buf.front().map(|m| m.timestamp))
+                .map(|(_, s)| match s.buf.front() {
+                    Some(m) => m.timestamp,
+                    None if s.lag.is_zero() => u64::MAX,
+                    None => horizon(s.lag),
+                })
                 .min()
                 .unwrap_or(u64::MAX);
+            if self
+                .tails
+                .get(i)
+                .and_then(|s| s.buf.front())
+                .is_some_and(|m| m.timestamp > other_min)
+            {
+                self.held = true;
+                break;
+            }
             let Some(src) = self.tails.get_mut(i) else {
                 break;
             };
@@ -396,6 +426,12 @@ impl RunState {
             .applied
             .fetch_add(applied as u64, Ordering::Relaxed);
         applied
+    }
+
+    /// The append time before which a source lagging by `lag` has shown everything it will.
+    fn horizon(&self) -> impl Fn(Duration) -> u64 {
+        let now = clock::now_nanos();
+        move |lag| now.saturating_sub(u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX))
     }
 
     /// Hands the derived output to the publisher, unless it is still busy with the last.

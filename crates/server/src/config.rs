@@ -53,6 +53,9 @@ pub struct Config {
     pub write_timeout_ms: u64,
     /// Log segment size, bytes.
     pub segment_bytes: u64,
+    /// After SIGTERM, how long `/readyz` fails while the server still serves before it drains,
+    /// so a load balancer stops sending new clients first (docs/deploy.md).
+    pub drain_delay_ms: u64,
     /// Namespaces; merged over the defaults (quotes, candles, trades, chat, user) by name.
     pub namespaces: BTreeMap<String, NamespaceConfig>,
     /// Live candles, their store and the UDF metadata (docs/candles.md).
@@ -63,6 +66,15 @@ pub struct Config {
     pub mqtt: tickwire_edge_mqtt::MqttConfig,
     /// FIX 4.4 initiators and acceptor (docs/fix.md).
     pub fix: tickwire_edge_fix::FixConfig,
+    /// The certificate the listeners present (HTTPS/WSS, MQTT over TLS, FIX over TLS),
+    /// reloaded on SIGHUP (docs/security.md).
+    pub tls: tickwire_tls::TlsConfig,
+    /// gRPC, on its own listener (docs/grpc.md).
+    pub grpc: tickwire_edge_grpc::GrpcConfig,
+    /// Cluster mode over NATS JetStream (docs/cluster.md); absent: the embedded log.
+    pub cluster: Option<tickwire_stream_nats::ClusterConfig>,
+    /// OpenTelemetry traces of publishes over OTLP/HTTP (docs/tracing.md); off by default.
+    pub tracing: tickwire_otel::TracingConfig,
 }
 
 /// `[books]`: the book projection (`depth.<SYM>` deltas → `book.<SYM>`).
@@ -102,6 +114,12 @@ pub struct NamespaceConfig {
     pub publish: Option<tickwire_model::Permission>,
     /// Run this namespace's writer at a lower CPU priority (derived data such as candles).
     pub background: Option<bool>,
+    /// Clients may edit and delete their own messages (stream namespaces; chat, user).
+    pub edits: Option<bool>,
+    /// Index messages for full-text search (chat, user).
+    pub search: Option<bool>,
+    /// Track who is subscribed to each channel (chat).
+    pub presence: Option<bool>,
 }
 
 impl Default for Config {
@@ -120,11 +138,16 @@ impl Default for Config {
             max_body_bytes: 8 * 1024 * 1024,
             write_timeout_ms: 10_000,
             segment_bytes: 64 * 1024 * 1024,
+            drain_delay_ms: 0,
             namespaces: BTreeMap::new(),
             candles: tickwire_proj_candles::CandlesConfig::default(),
             books: BooksConfig::default(),
             mqtt: tickwire_edge_mqtt::MqttConfig::default(),
             fix: tickwire_edge_fix::FixConfig::default(),
+            tls: tickwire_tls::TlsConfig::default(),
+            grpc: tickwire_edge_grpc::GrpcConfig::default(),
+            cluster: None,
+            tracing: tickwire_otel::TracingConfig::default(),
         }
     }
 }
@@ -136,6 +159,23 @@ pub struct CliOverrides {
     pub data: Option<PathBuf>,
     pub fsync: Option<String>,
 }
+
+/// `TICKWIRE_*` variables that are not settings but belong to the project's tools, so a
+/// server started beside them stays quiet: the log filter, the client commands' `--url` and
+/// `--token` defaults, and what the test and benchmark scripts set (CI sets
+/// `TICKWIRE_REQUIRE_ALL` for the whole run, servers included).
+const TOOL_VARIABLES: &[&str] = &[
+    "log",
+    "url",
+    "token",
+    "require_all",
+    "test_bin",
+    "bin",
+    "nats_server",
+    "bench_token",
+    "bench_api_key",
+    "prop_seed",
+];
 
 impl Config {
     /// Defaults, then `file`, then `TICKWIRE_*` env, then CLI flags.
@@ -161,7 +201,7 @@ impl Config {
         for (k, _) in std::env::vars() {
             if let Some(rest) = k.strip_prefix("TICKWIRE_") {
                 let top = rest.split("__").next().unwrap_or("").to_ascii_lowercase();
-                if top != "log" && !known.contains(&top) {
+                if !TOOL_VARIABLES.contains(&top.as_str()) && !known.contains(&top) {
                     eprintln!("tickwire: ignoring environment variable {k}: not a setting (docs/configuration.md)");
                 }
             }
@@ -196,7 +236,31 @@ impl Config {
         cfg.fix
             .validate()
             .map_err(|e| ServerError::Config(e.to_string()))?;
+        cfg.tls_needs()?;
+        if let Some(c) = &cfg.cluster {
+            c.validate()?;
+        }
         Ok(cfg)
+    }
+
+    /// Refuses TLS settings that could only fail later: half a certificate pair, a TLS
+    /// listener without a certificate.
+    fn tls_needs(&self) -> Result<(), ServerError> {
+        let shared = self.tls.pair()?.is_some();
+        let mqtt_own = self.mqtt.tls_pair()?.is_some();
+        if self.mqtt.tls_listen.is_some() && !shared && !mqtt_own {
+            return Err(ServerError::Config(
+                "[mqtt] tls_listen needs a certificate: [tls] cert_file and key_file, or \
+                 [mqtt] tls_cert_file and tls_key_file"
+                    .into(),
+            ));
+        }
+        if self.fix.acceptor.as_ref().is_some_and(|a| a.tls) && !shared {
+            return Err(ServerError::Config(
+                "[fix.acceptor] tls = true needs [tls] cert_file and key_file".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The namespaces after merging configuration over the defaults.
@@ -232,6 +296,9 @@ impl Config {
                 subscribe: tickwire_model::default_subscribe(name),
                 publish: tickwire_model::default_publish(name, false),
                 background: false,
+                edits: false,
+                search: false,
+                presence: false,
             });
             let retention_age = match &nc.retention_age {
                 Some(s) => Some(parse_duration(s).map_err(|e| {
@@ -256,6 +323,10 @@ impl Config {
                         None => d.publish,
                     }),
                     background: nc.background.unwrap_or(d.background),
+                    // Edits and search are about every message of a stream.
+                    edits: class == Class::Stream && nc.edits.unwrap_or(d.edits),
+                    search: class == Class::Stream && nc.search.unwrap_or(d.search),
+                    presence: nc.presence.unwrap_or(d.presence),
                 },
             );
         }
@@ -478,6 +549,32 @@ background = false
             .unwrap()
             .iter()
             .any(|n| n.name == "signals"));
+    }
+
+    #[test]
+    fn the_tracing_section_is_off_by_default_and_read_from_the_file() {
+        let off = Config::load(None, &CliOverrides::default()).unwrap();
+        assert_eq!(off.tracing.otlp_endpoint, None);
+        assert_eq!(off.tracing.service_name, "tickwire");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.toml");
+        std::fs::write(
+            &f,
+            "[tracing]\notlp_endpoint = \"http://127.0.0.1:4318\"\nservice_name = \"tw\"\nsample_ratio = 0.25\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&f), &CliOverrides::default()).unwrap();
+        assert_eq!(
+            cfg.tracing.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318")
+        );
+        assert_eq!(cfg.tracing.service_name, "tw");
+        assert_eq!(cfg.tracing.sample_ratio, 0.25);
+        std::fs::write(&f, "[tracing]\nendpoint = \"http://x\"\n").unwrap();
+        let e = Config::load(Some(&f), &CliOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("endpoint"), "{e}");
     }
 
     #[test]

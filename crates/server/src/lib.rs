@@ -3,9 +3,12 @@
 //! gateway over the hub, the edges (HTTP, MQTT, FIX) over the gateway, and the projections
 //! (candles, books) over the hub's streams; then graceful shutdown in the reverse order.
 
+pub mod backup;
 mod config;
 mod error;
+mod grpc;
 pub mod listener;
+mod metrics;
 mod serve;
 
 pub use config::{

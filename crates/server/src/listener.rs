@@ -16,6 +16,10 @@
 //!   sockets that never upgrade cannot keep new requests out. Established connections are
 //!   limited by the gateway (`max_connections`).
 //!
+//! - **TLS** (`[tls]`, optional): HTTPS and WSS. The handshake runs in the connection's task
+//!   under `tls.handshake_timeout_ms`, after the connection joined the pending set, so it is
+//!   bounded, evictable and never holds up `accept`.
+//!
 //! Nothing here runs per message: the counters are touched per read or write call before a
 //! connection is established, and not at all after.
 
@@ -458,11 +462,16 @@ fn long_lived(resp: &Response<Body>) -> bool {
 /// Serves `router` on `listener` until `signal` resolves, then stops accepting, lets every
 /// connection finish its current response (hyper's graceful shutdown) and waits for them.
 /// WebSocket sessions are not waited for here: the gateway closes them on shutdown.
+///
+/// With `tls`, every connection is TLS (HTTPS, WSS): the handshake runs in the connection's
+/// own task under the handshake timeout, while the connection already counts as pending, so a
+/// client that stalls mid-handshake neither holds up `accept` nor gets past the pending cap.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
     stats: Arc<ListenerStats>,
+    tls: Option<tickwire_tls::Acceptor>,
     signal: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
     stats.max_pending.store(limits.max_pending as u64, Relaxed);
@@ -506,10 +515,13 @@ pub async fn serve(
         pending.admit(&conn);
         tokio::spawn(serve_connection(
             tcp,
-            router.clone(),
-            conn,
-            limits,
-            stats.clone(),
+            Served {
+                router: router.clone(),
+                conn,
+                limits,
+                stats: stats.clone(),
+            },
+            tls.clone(),
             drain_rx.clone(),
             done_rx.clone(),
         ));
@@ -546,21 +558,63 @@ impl Drop for Leave {
     }
 }
 
-async fn serve_connection(
-    tcp: TcpStream,
+/// What serving one connection needs besides its socket.
+struct Served {
     router: Router,
     conn: Arc<Conn>,
     limits: Limits,
     stats: Arc<ListenerStats>,
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    served: Served,
+    tls: Option<tickwire_tls::Acceptor>,
     mut drain: watch::Receiver<bool>,
     _done: watch::Receiver<()>,
 ) {
-    let _leave = Leave(conn.clone());
+    let _leave = Leave(served.conn.clone());
     let peer = tcp.peer_addr().ok();
-    let io = TokioIo::new(Tracked {
+    // Under TLS the watchdog counts the encrypted bytes, handshake included.
+    let io = Tracked {
         io: tcp,
-        conn: Some(conn.clone()),
-    });
+        conn: Some(served.conn.clone()),
+    };
+    let Some(acceptor) = tls else {
+        return serve_http(io, peer, served, drain).await;
+    };
+    if *drain.borrow() {
+        return;
+    }
+    let handshake = tokio::select! {
+        r = acceptor.accept(io) => r,
+        // Dropping the handshake closes the socket.
+        _ = served.conn.evict.notified() => return,
+        _ = drain.changed() => return,
+    };
+    match handshake {
+        Ok(tls) => serve_http(tls, peer, served, drain).await,
+        Err(e) => tracing::debug!(?peer, "TLS handshake failed: {e}"),
+    }
+}
+
+/// Serves HTTP/1 (and its upgrades) over `io`, a TCP or TLS stream, until the connection ends
+/// or is closed by the watchdog, eviction or the drain.
+async fn serve_http<IO>(
+    io: IO,
+    peer: Option<std::net::SocketAddr>,
+    served: Served,
+    mut drain: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Served {
+        router,
+        conn,
+        limits,
+        stats,
+    } = served;
+    let io = TokioIo::new(io);
     let service = TowerToHyperService::new(Tracker {
         router,
         conn: conn.clone(),

@@ -294,6 +294,44 @@ impl Store {
         db!("commit", tx.commit())
     }
 
+    /// Writes a copy of the whole store, as of one read transaction, to a new file at `dest`
+    /// (which must not exist): the bars, snapshots and positions in the copy belong together
+    /// however the projection commits meanwhile. Returns the positions the copy holds.
+    pub fn backup_to(&self, dest: &Path) -> Result<BTreeMap<String, u64>, StoreError> {
+        self.with_db(|db| {
+            let rx = db!("begin", db.begin_read())?;
+            let copy = db!("create backup", Database::create(dest))?;
+            let mut tx = db!("begin", copy.begin_write())?;
+            tx.set_durability(Durability::Immediate);
+            let mut positions = BTreeMap::new();
+            {
+                macro_rules! copy_table {
+                    ($def:expr) => {{
+                        let from = db!("open table", rx.open_table($def))?;
+                        let mut to = db!("open table", tx.open_table($def))?;
+                        for row in db!("scan", from.iter())? {
+                            let (k, v) = db!("scan", row)?;
+                            db!("insert", to.insert(k.value(), v.value()))?;
+                        }
+                    }};
+                }
+                copy_table!(BARS);
+                copy_table!(SNAPSHOTS);
+                copy_table!(POSITIONS);
+                copy_table!(SYMBOLS);
+                copy_table!(IMPORTED);
+                copy_table!(IMPORTED_SERIES);
+                let t = db!("open table", rx.open_table(POSITIONS))?;
+                for row in db!("scan", t.iter())? {
+                    let (k, v) = db!("scan", row)?;
+                    positions.insert(k.value().to_string(), v.value());
+                }
+            }
+            db!("commit", tx.commit())?;
+            Ok(positions)
+        })
+    }
+
     /// Next offset to process per namespace (absent: from the start of the log).
     pub fn positions(&self) -> Result<BTreeMap<String, u64>, StoreError> {
         self.with_db(|db| {

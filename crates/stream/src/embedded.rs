@@ -1,14 +1,20 @@
 //! The default backend: each namespace is our own segmented log (`tickwire-log`) in
 //! `<data>/log/<namespace>/`, with its epoch in an `EPOCH` file beside the segments.
 
-use std::{fs::File, io::Write, ops::Range, path::Path, sync::Arc};
+use std::{
+    fs::File,
+    io::Write,
+    ops::Range,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use tickwire_log::{Entry, Log, LogConfig, LogReader, RecoveryReport, SyncPoint};
 use tickwire_model::{DataDir, Epoch, NamespaceSpec, Offset};
 
 use crate::{
-    record, AppendItem, Appender, Backend, DurabilityPoint, Opened, ReadBatch, RecoveryStats,
-    Stream, StreamError, Watermark,
+    record, AppendItem, Appender, Backend, BackupFile, DurabilityPoint, Opened, ReadBatch,
+    RecoveryStats, StorageStats, Stream, StreamBackup, StreamError, Watermark,
 };
 
 /// Settings the embedded log takes from the server configuration (the rest comes from each
@@ -78,6 +84,7 @@ impl Embedded {
         let watermark = Arc::new(Watermark::new(log.next_offset()));
         let stream = Arc::new(EmbeddedStream {
             namespace: name.clone(),
+            dir: path.clone(),
             reader: log.reader(),
             epoch,
             watermark: watermark.clone(),
@@ -99,7 +106,7 @@ impl Backend for Embedded {
         let (stream, appender) = self.open_namespace(spec)?;
         Ok(Opened {
             stream,
-            appender: Box::new(appender),
+            writer: crate::Writer::Sole(Box::new(appender)),
         })
     }
 }
@@ -223,6 +230,8 @@ pub fn lock_data_dir(dir: &DataDir) -> Result<File, StreamError> {
 /// The read side of one embedded namespace log.
 pub struct EmbeddedStream {
     namespace: String,
+    /// The namespace's log directory.
+    dir: PathBuf,
     reader: LogReader,
     epoch: Epoch,
     watermark: Arc<Watermark>,
@@ -290,6 +299,50 @@ impl Stream for EmbeddedStream {
 
     fn recovery_stats(&self) -> RecoveryStats {
         recovery_stats(&self.recovery)
+    }
+
+    fn storage_stats(&self) -> Option<StorageStats> {
+        // Read from the directory at scrape time: segments come and go with rolls and
+        // retention, and a stat per segment every scrape is cheap next to keeping a count
+        // in step with both.
+        let mut st = StorageStats::default();
+        for entry in std::fs::read_dir(&self.dir).ok()?.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "log") {
+                st.segments += 1;
+                st.bytes += entry.metadata().map_or(0, |m| m.len());
+            }
+        }
+        Some(st)
+    }
+
+    fn backup(&self) -> Result<Option<StreamBackup>, StreamError> {
+        let snap = self
+            .reader
+            .snapshot()
+            .map_err(|e| StreamError::storage(&self.namespace, e))?;
+        let mut files = vec![BackupFile::bytes(
+            EPOCH_FILE,
+            format!("{}\n", self.epoch).into_bytes(),
+        )];
+        files.extend(snap.files.into_iter().map(BackupFile::log));
+        // Quarantined bytes are evidence of corruption an operator may still want to read;
+        // each file is written once and never changed.
+        let quarantine = self.dir.join("quarantine");
+        if let Ok(entries) = std::fs::read_dir(&quarantine) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let bytes = std::fs::read(entry.path()).map_err(|e| {
+                    StreamError::storage(&self.namespace, format!("reading quarantine/{name}: {e}"))
+                })?;
+                files.push(BackupFile::bytes(format!("quarantine/{name}"), bytes));
+            }
+        }
+        Ok(Some(StreamBackup {
+            epoch: self.epoch,
+            start_offset: snap.start_offset,
+            next_offset: snap.next_offset,
+            files,
+        }))
     }
 }
 
@@ -422,10 +475,8 @@ mod tests {
                 Embedded::open(data.clone(), EmbeddedConfig::default()).is_err(),
                 "the data directory is locked"
             );
-            let Opened {
-                stream,
-                mut appender,
-            } = backend.open(&chat).unwrap();
+            let (stream, mut appender) = backend.open_namespace(&chat).unwrap();
+            let stream: Arc<dyn Stream> = stream;
             epoch = stream.epoch();
             let a = Channel::parse("chat.a").unwrap();
             let b = Channel::parse("chat.b").unwrap();
@@ -501,7 +552,10 @@ mod tests {
         let ch = Channel::parse("chat.x").unwrap();
         {
             let backend = Embedded::open(data.clone(), EmbeddedConfig::default()).unwrap();
-            let mut opened = backend.open(&spec("chat")).unwrap();
+            let opened = backend.open(&spec("chat")).unwrap();
+            let crate::Writer::Sole(mut appender) = opened.writer else {
+                panic!("the embedded log is its stream's sole writer");
+            };
             let items: Vec<AppendItem<'_>> = (0..10)
                 .map(|_| AppendItem {
                     channel: &ch,
@@ -509,8 +563,8 @@ mod tests {
                     data: b"{}",
                 })
                 .collect();
-            opened.appender.append(&items, 1).unwrap();
-            opened.appender.sync().unwrap();
+            appender.append(&items, 1).unwrap();
+            appender.sync().unwrap();
         }
         // Flip a byte in the value of the record at offset 4 (records here are all one size).
         let seg = data.log("chat").join("00000000000000000000.log");
@@ -546,10 +600,8 @@ mod tests {
     async fn tail_goes_live_without_gap() {
         let dir = tempfile::tempdir().unwrap();
         let backend = Embedded::open(DataDir::new(dir.path()), EmbeddedConfig::default()).unwrap();
-        let Opened {
-            stream,
-            mut appender,
-        } = backend.open(&spec("chat")).unwrap();
+        let (stream, mut appender) = backend.open_namespace(&spec("chat")).unwrap();
+        let stream: Arc<dyn Stream> = stream;
         let ch = Channel::parse("chat.x").unwrap();
         let item = AppendItem {
             channel: &ch,

@@ -7,20 +7,28 @@
 //! - [`Appender`] is its one writer (the hub's namespace writer thread owns it): append a batch
 //!   (consecutive offsets), take a [`DurabilityPoint`] that makes everything appended so far
 //!   durable when run, retention.
+//! - [`SharedAppender`] is the writer of a stream other nodes append to as well (cluster mode,
+//!   NATS JetStream): the stream assigns offsets when it acknowledges an append and recognises
+//!   repeated `msg_id`s itself, and every node delivers from the stream's tail.
 //! - [`Backend`] opens namespaces. [`embedded::Embedded`] is the default: our own segmented log
 //!   (`tickwire-log`) under `<data>/log/<namespace>/`. It is the only code that depends on the
-//!   log crate; a cluster backend (NATS JetStream) implements the same traits.
+//!   log crate; the cluster backend (`tickwire-stream-nats`) implements the same traits.
+//! - [`kv`] is a small key-value seam for state that must move between nodes with its owner
+//!   (FIX sequence numbers and leases, MQTT sessions); only the cluster backend provides one.
 //!
 //! Records carry the publication's channel, optional `msg_id` and JSON data; the offset and
 //! timestamp are the stream's own ([`record`] has the embedded format).
 
 pub mod embedded;
 mod error;
+pub mod kv;
 pub mod record;
 mod tail;
 mod watermark;
 
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 pub use error::StreamError;
 pub use tail::Tail;
@@ -52,6 +60,13 @@ pub struct ReadBatch {
 
 /// What a stream's recovery repaired when it was opened (zero for a backend that repairs
 /// nothing itself), exported at `/metrics` per namespace.
+/// What a stream's log occupies on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    pub bytes: u64,
+    pub segments: u64,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecoveryStats {
     /// Bytes cut from a torn tail (an incomplete last write).
@@ -62,6 +77,63 @@ pub struct RecoveryStats {
     pub quarantined_records: u64,
     /// Sparse indexes rebuilt (a cache: nothing is lost).
     pub indexes_rebuilt: u64,
+}
+
+/// What [`Stream::backup`] returns.
+pub struct StreamBackup {
+    pub epoch: Epoch,
+    /// The oldest record in the copy.
+    pub start_offset: Offset,
+    /// One past the newest record in the copy.
+    pub next_offset: Offset,
+    /// The files, by name relative to the namespace's directory.
+    pub files: Vec<BackupFile>,
+}
+
+/// One file of a [`StreamBackup`].
+pub struct BackupFile {
+    /// Relative to the namespace's directory (`/`-separated).
+    pub name: String,
+    /// Bytes [`BackupFile::write_to`] writes.
+    pub len: u64,
+    source: BackupSource,
+}
+
+enum BackupSource {
+    Log(tickwire_log::SnapshotFile),
+    Bytes(Vec<u8>),
+}
+
+impl BackupFile {
+    /// A file whose bytes are at hand.
+    pub fn bytes(name: impl Into<String>, bytes: Vec<u8>) -> BackupFile {
+        BackupFile {
+            name: name.into(),
+            len: bytes.len() as u64,
+            source: BackupSource::Bytes(bytes),
+        }
+    }
+
+    pub(crate) fn log(f: tickwire_log::SnapshotFile) -> BackupFile {
+        BackupFile {
+            name: f.name.clone(),
+            len: f.len,
+            source: BackupSource::Log(f),
+        }
+    }
+
+    /// Reads the file's bytes from `pos` into `buf` (0 at its end), like `pread`.
+    pub fn read_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+        match &self.source {
+            BackupSource::Log(f) => f.read_at(buf, pos),
+            BackupSource::Bytes(b) => {
+                let at = usize::try_from(pos).unwrap_or(usize::MAX).min(b.len());
+                let n = buf.len().min(b.len() - at);
+                buf[..n].copy_from_slice(&b[at..at + n]);
+                Ok(n)
+            }
+        }
+    }
 }
 
 /// What [`Stream::read_channel`] found.
@@ -102,8 +174,51 @@ pub trait Stream: Send + Sync + 'static {
     fn watermark(&self) -> &Arc<Watermark>;
 
     /// What opening this stream repaired.
+    /// Bytes and segment files the stream keeps on this node's disk, for `/metrics`; `None`
+    /// where it keeps none (a shared stream lives in the cluster).
+    fn storage_stats(&self) -> Option<StorageStats> {
+        None
+    }
+
     fn recovery_stats(&self) -> RecoveryStats {
         RecoveryStats::default()
+    }
+
+    /// The end of the stream as far as this process knows, which for a shared stream may be
+    /// ahead of [`Stream::next_offset`] (what this node has read so far): other nodes append
+    /// too, and a client may resume here from an offset another node gave it a moment ago. A
+    /// `from` up to this end is valid; delivery waits for this node to read up to it.
+    fn known_end(&self) -> Offset {
+        self.next_offset()
+    }
+
+    /// The newest record of every channel at [`Stream::next_offset`], when the store can
+    /// answer that without a replay (JetStream keeps the last message per subject); `None`
+    /// means: replay the stream. The hub rebuilds state channels from it at start.
+    fn latest_values(&self) -> Result<Option<Vec<Publication>>, StreamError> {
+        Ok(None)
+    }
+
+    /// Why the stream cannot take writes right now (its cluster is unreachable), if it cannot.
+    /// Readiness reports it; a local log is always reachable.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
+
+    /// How long after its timestamp a record may still become readable here (other nodes'
+    /// appends reach this node through replication and its tail; timestamps come from other
+    /// clocks). A reader that merges streams by timestamp waits this long on a stream that has
+    /// nothing to read before it passes records of the others. Zero for a local log.
+    fn visibility_lag(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
+    /// A consistent copy of the stream's files as they stand now, for `tickwire backup`:
+    /// opened as a namespace directory, they hold every record below `next_offset` with the
+    /// same offsets and epoch. `None`: this backend keeps its data elsewhere and is backed up
+    /// by its own means (a cluster's JetStream).
+    fn backup(&self) -> Result<Option<StreamBackup>, StreamError> {
+        Ok(None)
     }
 
     /// The position of the stream's end.
@@ -224,10 +339,51 @@ pub trait Appender: Send + 'static {
     fn enforce_retention(&mut self, now: u64) -> Result<usize, StreamError>;
 }
 
-/// A namespace's stream, opened: its shared read side and its one writer.
+/// One publication handed to a [`SharedAppender`], owned: the append completes later, on
+/// another thread.
+#[derive(Debug, Clone)]
+pub struct SharedItem {
+    pub channel: Channel,
+    pub msg_id: Option<String>,
+    pub data: Bytes,
+}
+
+/// Where a shared stream put one item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub offset: Offset,
+    /// The stream already held this `msg_id` on this channel; `offset` is the first copy's.
+    pub duplicate: bool,
+}
+
+/// Called once, with one result per item in the order given, when the stream has
+/// acknowledged (or refused) every item of a [`SharedAppender::append`].
+pub type AppendDone = Box<dyn FnOnce(Vec<Result<Appended, StreamError>>) + Send>;
+
+/// The writer side of a stream that other nodes append to as well. Offsets are the stream's,
+/// known only when it acknowledges an append (so they are not predicted, and one batch's items
+/// need not be consecutive); an acknowledgement means the stream's own durability rule is met
+/// (JetStream: stored on a quorum of its replicas). Items of successive calls are appended in
+/// call order.
+pub trait SharedAppender: Send + Sync + 'static {
+    /// Hands a batch to the stream without waiting; `done` receives the outcome.
+    fn append(&self, items: Vec<SharedItem>, done: AppendDone);
+}
+
+/// Who writes a namespace's stream.
+pub enum Writer {
+    /// This process is the stream's only writer (the embedded log): it assigns offsets itself
+    /// and delivers from its own batches.
+    Sole(Box<dyn Appender>),
+    /// Other nodes append too (NATS JetStream): the stream assigns offsets, and every node
+    /// delivers from the stream's tail.
+    Shared(Arc<dyn SharedAppender>),
+}
+
+/// A namespace's stream, opened: its shared read side and its writer.
 pub struct Opened {
     pub stream: Arc<dyn Stream>,
-    pub appender: Box<dyn Appender>,
+    pub writer: Writer,
 }
 
 /// Where namespace streams live (embedded log, NATS JetStream).

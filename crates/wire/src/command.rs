@@ -22,6 +22,8 @@ pub enum Op {
         last: Option<u64>,
         /// Instead of `from`: the messages appended since this Unix time (ms), then live.
         since: Option<u64>,
+        /// Also push who joins and leaves the channel (namespaces with presence).
+        presence: bool,
     },
     Unsubscribe {
         channel: Channel,
@@ -41,7 +43,59 @@ pub enum Op {
     Refresh {
         token: String,
     },
+    /// Replaces the data of the message at `offset` (its author or an admin key).
+    Edit {
+        channel: Channel,
+        offset: Offset,
+        data: Box<str>,
+        msg_id: Option<String>,
+    },
+    /// Deletes the message at `offset` (its author or an admin key).
+    Delete {
+        channel: Channel,
+        offset: Offset,
+        msg_id: Option<String>,
+    },
+    /// Full-text search over the channels the client may read.
+    Search(SearchQuery),
+    /// The user has read `channel` up to `offset` (its read marker).
+    Read {
+        channel: Channel,
+        offset: Offset,
+    },
+    /// The user's read markers with unread counts.
+    Markers,
+    /// Who is in a channel now.
+    Presence {
+        channel: Channel,
+    },
 }
+
+/// A search request (WebSocket `search`, `GET /v1/search`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SearchQuery {
+    /// Words, `"phrases"`, `prefix*`, `-excluded`.
+    pub q: String,
+    /// Only this channel.
+    pub channel: Option<Channel>,
+    /// Only messages of this user (`from.sub`).
+    pub from_user: Option<String>,
+    /// Appended at or after this Unix time, ms.
+    pub since: Option<u64>,
+    /// Appended before this Unix time, ms.
+    pub until: Option<u64>,
+    /// Most hits (1 to [`MAX_SEARCH_LIMIT`]; default 20).
+    pub limit: Option<u64>,
+    /// Hits passed over first (paging), at most [`MAX_SEARCH_SKIP`].
+    pub skip: Option<u64>,
+    /// `newest` (default) or `relevance`.
+    pub order: Option<String>,
+}
+
+/// Most hits one search returns.
+pub const MAX_SEARCH_LIMIT: u64 = 100;
+/// Deepest page a search reaches (`skip`).
+pub const MAX_SEARCH_SKIP: u64 = 1000;
 
 /// A parsed command with the id the reply must carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +124,14 @@ struct RawCommand<'a> {
     since: Option<serde_json::Value>,
     msg_id: Option<serde_json::Value>,
     token: Option<serde_json::Value>,
+    offset: Option<serde_json::Value>,
+    q: Option<serde_json::Value>,
+    from_user: Option<serde_json::Value>,
+    until: Option<serde_json::Value>,
+    limit: Option<serde_json::Value>,
+    skip: Option<serde_json::Value>,
+    order: Option<serde_json::Value>,
+    presence: Option<serde_json::Value>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
 }
@@ -144,6 +206,41 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
             )),
         }
     };
+    let uint = |v: &Option<serde_json::Value>, name: &str| match v {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
+            err(
+                Some(id),
+                ErrorCode::BadRequest,
+                format!("`{name}` must be a non-negative integer"),
+            )
+        }),
+        Some(_) => Err(err(
+            Some(id),
+            ErrorCode::BadRequest,
+            format!("`{name}` must be a non-negative integer"),
+        )),
+    };
+    let required_uint = |v: &Option<serde_json::Value>, name: &str| {
+        uint(v, name)?.ok_or_else(|| {
+            err(
+                Some(id),
+                ErrorCode::BadRequest,
+                format!("`{name}` (a non-negative integer) is required for `{op}`"),
+            )
+        })
+    };
+    let msg_id = || match &raw.msg_id {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= MAX_MSG_ID_LEN => {
+            Ok(Some(s.clone()))
+        }
+        Some(_) => Err(err(
+            Some(id),
+            ErrorCode::BadRequest,
+            format!("`msg_id` must be a non-empty string of at most {MAX_MSG_ID_LEN} bytes"),
+        )),
+    };
     let op = match op {
         "subscribe" => {
             let from = match &raw.from {
@@ -180,21 +277,6 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
                     ))
                 }
             };
-            let uint = |v: &Option<serde_json::Value>, name: &str| match v {
-                None | Some(serde_json::Value::Null) => Ok(None),
-                Some(serde_json::Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
-                    err(
-                        Some(id),
-                        ErrorCode::BadRequest,
-                        format!("`{name}` must be a non-negative integer"),
-                    )
-                }),
-                Some(_) => Err(err(
-                    Some(id),
-                    ErrorCode::BadRequest,
-                    format!("`{name}` must be a non-negative integer"),
-                )),
-            };
             let last = uint(&raw.last, "last")?;
             let since = uint(&raw.since, "since")?;
             if [from.is_some(), last.is_some(), since.is_some()]
@@ -209,35 +291,30 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
                     "give at most one of `from`, `last` and `since`",
                 ));
             }
+            let presence = match &raw.presence {
+                None | Some(serde_json::Value::Null) => false,
+                Some(serde_json::Value::Bool(b)) => *b,
+                Some(_) => {
+                    return Err(err(
+                        Some(id),
+                        ErrorCode::BadRequest,
+                        "`presence` must be true or false",
+                    ))
+                }
+            };
             Op::Subscribe {
                 channel: channel()?,
                 from,
                 epoch,
                 last,
                 since,
+                presence,
             }
         }
         "unsubscribe" => Op::Unsubscribe {
             channel: channel()?,
         },
         "publish" => {
-            let msg_id = match &raw.msg_id {
-                None | Some(serde_json::Value::Null) => None,
-                Some(serde_json::Value::String(s))
-                    if !s.is_empty() && s.len() <= MAX_MSG_ID_LEN =>
-                {
-                    Some(s.clone())
-                }
-                Some(_) => {
-                    return Err(err(
-                        Some(id),
-                        ErrorCode::BadRequest,
-                        format!(
-                            "`msg_id` must be a non-empty string of at most {MAX_MSG_ID_LEN} bytes"
-                        ),
-                    ))
-                }
-            };
             let data = raw.data.ok_or_else(|| {
                 err(
                     Some(id),
@@ -247,9 +324,71 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
             })?;
             Op::Publish {
                 channel: channel()?,
-                msg_id,
+                msg_id: msg_id()?,
                 data: data.get().into(),
             }
+        }
+        "edit" => {
+            let data = raw.data.ok_or_else(|| {
+                err(
+                    Some(id),
+                    ErrorCode::BadRequest,
+                    "`data` is required for `edit` (the message's new data)",
+                )
+            })?;
+            Op::Edit {
+                channel: channel()?,
+                offset: required_uint(&raw.offset, "offset")?,
+                data: data.get().into(),
+                msg_id: msg_id()?,
+            }
+        }
+        "delete" => Op::Delete {
+            channel: channel()?,
+            offset: required_uint(&raw.offset, "offset")?,
+            msg_id: msg_id()?,
+        },
+        "read" => Op::Read {
+            channel: channel()?,
+            offset: required_uint(&raw.offset, "offset")?,
+        },
+        "markers" => Op::Markers,
+        "presence" => Op::Presence {
+            channel: channel()?,
+        },
+        "search" => {
+            let q = match &raw.q {
+                Some(serde_json::Value::String(q)) => q.clone(),
+                _ => {
+                    return Err(err(
+                        Some(id),
+                        ErrorCode::BadRequest,
+                        "`q` (a string) is required for `search`",
+                    ))
+                }
+            };
+            let string = |v: &Option<serde_json::Value>, name: &str| match v {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(err(
+                    Some(id),
+                    ErrorCode::BadRequest,
+                    format!("`{name}` must be a string"),
+                )),
+            };
+            Op::Search(SearchQuery {
+                q,
+                channel: match raw.channel {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(_) => Some(channel()?),
+                },
+                from_user: string(&raw.from_user, "from_user")?,
+                since: uint(&raw.since, "since")?,
+                until: uint(&raw.until, "until")?,
+                limit: uint(&raw.limit, "limit")?,
+                skip: uint(&raw.skip, "skip")?,
+                order: string(&raw.order, "order")?,
+            })
         }
         "ping" => Op::Ping,
         "connect" | "refresh" => {
@@ -273,7 +412,7 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
             return Err(err(
                 Some(id),
                 ErrorCode::UnknownOp,
-                format!("unknown op `{other}`; expected subscribe, unsubscribe, publish, ping, connect or refresh"),
+                format!("unknown op `{other}`; expected subscribe, unsubscribe, publish, edit, delete, search, read, markers, presence, ping, connect or refresh"),
             ))
         }
     };
@@ -300,6 +439,7 @@ mod tests {
                 epoch: None,
                 last: None,
                 since: None,
+                presence: false,
             }
         );
         let c = parse_command(br#"{"id":2,"op":"subscribe","channel":"chat.lobby","from":42}"#)
@@ -312,6 +452,7 @@ mod tests {
                 epoch: None,
                 last: None,
                 since: None,
+                presence: false,
             }
         );
         let c = parse_command(br#"{"id":3,"op":"publish","channel":"chat.lobby","msg_id":"c-1","data":{"text":"hi"}}"#)
@@ -349,6 +490,62 @@ mod tests {
             Op::Unsubscribe {
                 channel: Channel::parse("chat.lobby").unwrap()
             }
+        );
+    }
+
+    #[test]
+    fn parses_the_chat_ops() {
+        let op = |f: &str| parse_command(f.as_bytes()).unwrap().op;
+        assert_eq!(
+            op(r#"{"id":1,"op":"edit","channel":"chat.a","offset":7,"data":{"text":"x"}}"#),
+            Op::Edit {
+                channel: Channel::parse("chat.a").unwrap(),
+                offset: 7,
+                data: r#"{"text":"x"}"#.into(),
+                msg_id: None,
+            }
+        );
+        assert_eq!(
+            op(r#"{"id":1,"op":"delete","channel":"chat.a","offset":7,"msg_id":"d1"}"#),
+            Op::Delete {
+                channel: Channel::parse("chat.a").unwrap(),
+                offset: 7,
+                msg_id: Some("d1".into()),
+            }
+        );
+        assert_eq!(
+            op(r#"{"id":1,"op":"read","channel":"chat.a","offset":9}"#),
+            Op::Read {
+                channel: Channel::parse("chat.a").unwrap(),
+                offset: 9
+            }
+        );
+        assert_eq!(op(r#"{"id":1,"op":"markers"}"#), Op::Markers);
+        assert_eq!(
+            op(r#"{"id":1,"op":"search","q":"hi \"you\"","from_user":"42","limit":5}"#),
+            Op::Search(SearchQuery {
+                q: r#"hi "you""#.into(),
+                from_user: Some("42".into()),
+                limit: Some(5),
+                ..SearchQuery::default()
+            })
+        );
+        match op(r#"{"id":1,"op":"subscribe","channel":"chat.a","presence":true}"#) {
+            Op::Subscribe { presence, .. } => assert!(presence),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            code(r#"{"id":1,"op":"edit","channel":"chat.a","data":1}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"id":1,"op":"delete","channel":"chat.a","offset":-1}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(code(r#"{"id":1,"op":"search"}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"id":1,"op":"subscribe","channel":"chat.a","presence":1}"#),
+            ErrorCode::BadRequest
         );
     }
 

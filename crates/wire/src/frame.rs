@@ -28,6 +28,8 @@ pub enum ErrorCode {
     TokenExpired,
     /// Over a rate limit; the message says when to retry.
     RateLimited,
+    /// What the request names does not exist (an edit's target message, a search index).
+    NotFound,
     Unavailable,
     Internal,
 }
@@ -52,6 +54,7 @@ impl ErrorCode {
         ErrorCode::SlowConsumer,
         ErrorCode::TokenExpired,
         ErrorCode::RateLimited,
+        ErrorCode::NotFound,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -76,6 +79,7 @@ impl ErrorCode {
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::TokenExpired => "token_expired",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::NotFound => "not_found",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

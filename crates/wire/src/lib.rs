@@ -13,7 +13,10 @@ pub use batch::{
     decode_acks, decode_batch, encode_acks_header, encode_item, push_ack, BatchError, BatchItem,
     ACKS_CONTENT_TYPE, ACKS_MAGIC, ACK_LEN, BATCH_CONTENT_TYPE, BATCH_MAGIC,
 };
-pub use command::{parse_command, Command, CommandError, Op, MAX_COMMAND_BYTES, MAX_MSG_ID_LEN};
+pub use command::{
+    parse_command, Command, CommandError, Op, SearchQuery, MAX_COMMAND_BYTES, MAX_MSG_ID_LEN,
+    MAX_SEARCH_LIMIT, MAX_SEARCH_SKIP,
+};
 pub use frame::{
     encode_disconnect, encode_error, encode_ok, encode_publish_ok, encode_push, ErrorCode,
 };

@@ -16,6 +16,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::{tungstenite::Message, MaybeTlsStream, WebSocketStream};
 
+pub mod tls;
+
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A running server process. Killed on drop.
@@ -23,6 +25,10 @@ pub struct Server {
     pub child: Child,
     pub addr: String,
     pub data: PathBuf,
+    /// `http`, or `https` when the HTTP listener speaks TLS (from the start banner).
+    pub scheme: String,
+    /// The start banner, line by line (addresses of the other listeners).
+    pub banner: Vec<String>,
 }
 
 impl Server {
@@ -96,27 +102,52 @@ impl Server {
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
             for line in lines.by_ref().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(rest.trim().to_string());
-                }
+                let _ = tx.send(line);
             }
         });
-        let addr = rx
-            .recv_timeout(TIMEOUT)
-            .expect("server did not print its address");
+        // The banner ends with its `data:` line (the first line names the HTTP address).
+        let mut banner = Vec::new();
+        let mut listening = None;
+        while listening.is_none() || !banner.iter().any(|l: &String| l.contains("  data:")) {
+            let line = rx
+                .recv_timeout(TIMEOUT)
+                .expect("server did not print its address");
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let (scheme, addr) = rest.trim().split_once("://").unwrap();
+                listening = Some((scheme.to_string(), addr.to_string()));
+            }
+            banner.push(line);
+        }
+        let (scheme, addr) = listening.unwrap();
+        // Whatever follows the banner is read and dropped, so the pipe never fills up.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
         Server {
             child,
             addr,
             data: data.to_path_buf(),
+            scheme,
+            banner,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
     pub fn ws_url(&self, query: &str) -> String {
-        format!("ws://{}/v1/ws{}", self.addr, query)
+        let ws = if self.scheme == "https" { "wss" } else { "ws" };
+        format!("{ws}://{}/v1/ws{}", self.addr, query)
+    }
+
+    /// The address after `label` in the start banner (`mqtts:`, `fix:`), scheme removed.
+    pub fn banner_addr(&self, label: &str) -> Option<String> {
+        let line = self
+            .banner
+            .iter()
+            .find(|l| l.trim_start().starts_with(label))?;
+        let rest = line.trim_start()[label.len()..].trim();
+        let rest = rest.split_once("://").map_or(rest, |(_, a)| a);
+        Some(rest.split_whitespace().next()?.to_string())
     }
 
     /// SIGKILL: no chance to flush or fsync anything.
@@ -416,7 +447,7 @@ impl Sse {
 /// spec without a script of our own. Everything the session reports is kept for assertions.
 pub struct FixClient {
     pub session: tickwire_fix::Session<tickwire_fix::MemorySeqStore>,
-    stream: Option<tokio::net::TcpStream>,
+    stream: Option<tickwire_tls::Stream>,
     /// Application messages delivered and not yet taken, in sequence order.
     pub inbox: VecDeque<tickwire_fix::Message>,
     /// Session events (gaps, resend requests, resets, rejects) since the client was created.
@@ -466,13 +497,13 @@ impl FixClient {
             .await
             .expect("no connection")
             .unwrap();
-        self.attach(stream).await;
+        self.attach(stream.into()).await;
     }
 
     /// Takes a fresh connection and lets the session start on it (an initiator sends its
     /// Logon).
-    async fn attach(&mut self, stream: tokio::net::TcpStream) {
-        stream.set_nodelay(true).unwrap();
+    async fn attach(&mut self, stream: tickwire_tls::Stream) {
+        stream.tcp().set_nodelay(true).unwrap();
         self.stream = Some(stream);
         self.closed = None;
         let a = self.session.connected(Self::now());
@@ -486,7 +517,13 @@ impl FixClient {
     /// Connects and sends the Logon; [`FixClient::until`] then drives the exchange.
     pub async fn connect(&mut self, addr: &str) {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        self.attach(stream).await;
+        self.attach(stream.into()).await;
+    }
+
+    /// [`FixClient::connect`] over TLS, trusting `pki`'s CA.
+    pub async fn connect_tls(&mut self, addr: &str, pki: &tls::Pki) {
+        let stream = pki.connect(addr).await.expect("TLS handshake");
+        self.attach(stream.into()).await;
     }
 
     async fn apply(&mut self, actions: Vec<tickwire_fix::Action>) {
@@ -496,7 +533,12 @@ impl FixClient {
             match a {
                 Action::Send(b) => {
                     if let Some(s) = self.stream.as_mut() {
-                        if let Err(e) = s.write_all(&b).await {
+                        // The flush sends what TLS buffered (a no-op on TCP).
+                        let r = match s.write_all(&b).await {
+                            Ok(()) => s.flush().await,
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = r {
                             self.close(format!("write: {e}"));
                         }
                     }
@@ -595,6 +637,40 @@ pub fn start_with_config(dir: &tempfile::TempDir, toml: &str) -> Server {
         &["--config", cfg.to_str().unwrap(), "--fsync", "never"],
         &[],
     )
+}
+
+/// Runs `tickwire serve` on `toml`; it must exit with an error that contains `want`.
+pub fn refused(toml: &str, want: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tickwire.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let bin = std::env::var_os("TICKWIRE_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_tickwire").into());
+    let mut child = Command::new(bin)
+        .args(["serve", "--http", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = std::time::Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server started on a configuration it should refuse:\n{toml}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains(want), "expected {want:?} in:\n{err}");
 }
 
 /// Every FIX session `GET /v1/fix/sessions` lists.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tokio::{io::AsyncReadExt, net::TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Appends an MQTT variable byte integer.
 pub fn varint(mut v: usize, out: &mut Vec<u8>) {
@@ -35,8 +35,8 @@ pub fn string(out: &mut Vec<u8>, s: &[u8]) {
 }
 
 /// One packet: (first byte, body); `None` when the connection closed or nothing arrived
-/// within `wait`.
-pub async fn read_packet(s: &mut TcpStream, wait: Duration) -> Option<(u8, Vec<u8>)> {
+/// within `wait`. Over TCP or TLS.
+pub async fn read_packet<S: AsyncRead + Unpin>(s: &mut S, wait: Duration) -> Option<(u8, Vec<u8>)> {
     let work = async {
         let first = s.read_u8().await.ok()?;
         let (mut len, mut shift) = (0usize, 0);

@@ -259,6 +259,11 @@ impl BrokerSession {
     }
 
     /// QoS 1/2 messages queued behind the client's Receive Maximum.
+    /// Outgoing QoS 1/2 messages sent and not yet acknowledged by the client.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
     pub fn queued(&self) -> usize {
         self.queue.len()
     }

@@ -1,0 +1,250 @@
+//! Publish (a batch, all or nothing, like `POST /v1/publish`) and PublishStream (pipelined
+//! batches answered in order, like WebSocket publishes).
+
+use std::{future::Future, net::IpAddr, pin::Pin, task::Poll};
+
+use futures_util::{stream::FuturesOrdered, StreamExt};
+use tickwire_gateway::{
+    close_code,
+    proto::{error_of, request_of},
+    trace::PublishTiming,
+    Connection, ErrorCode, Principal, Refusal,
+};
+use tickwire_hub::CloseReason;
+use tickwire_proto::v1::{self, PublishResponse, PublishResult};
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+
+use crate::{
+    service::Service,
+    status::{refused, status},
+    GRPC,
+};
+
+/// Most items in one Publish call, as over HTTP.
+const MAX_BATCH: usize = 10_000;
+/// Items waiting for their acknowledgements before a PublishStream stops reading (as the
+/// WebSocket's window).
+const MAX_IN_FLIGHT: usize = 16 * 1024;
+/// Answers waiting to be taken by the client.
+const ANSWERS: usize = 64;
+
+/// Publish: every item checked, one bad item refuses the batch, then stored as one.
+pub(crate) async fn unary(
+    svc: &Service,
+    principal: &Principal,
+    request: v1::PublishRequest,
+    mut timing: Option<&mut PublishTiming>,
+) -> Result<PublishResponse, Status> {
+    let gw = &svc.gateway;
+    PublishTiming::validating(&mut timing);
+    let total = request.items.len();
+    let refuse = |r: Refusal| {
+        gw.metrics().edge(GRPC).rejected();
+        refused(&r)
+    };
+    if total == 0 {
+        return Err(refuse(Refusal::new(ErrorCode::BadRequest, "no items")));
+    }
+    if total > MAX_BATCH {
+        return Err(refuse(Refusal::new(
+            ErrorCode::TooLarge,
+            format!("a batch holds at most {MAX_BATCH} items; this one has {total}"),
+        )));
+    }
+    let mut checked = Vec::with_capacity(total);
+    let mut bad: Vec<(usize, Refusal)> = Vec::new();
+    for (i, item) in request.items.into_iter().enumerate() {
+        match request_of(gw, item).and_then(|r| gw.check_limited(principal, r)) {
+            Ok(c) => checked.push(c),
+            Err(r) => bad.push((i, r)),
+        }
+    }
+    if let Some((i, first)) = bad.first() {
+        let reason = if total == 1 {
+            first.reason.clone()
+        } else {
+            format!(
+                "{} of {total} items are invalid; nothing was published. Item {i}: {}",
+                bad.len(),
+                first.reason
+            )
+        };
+        return Err(refuse(Refusal::new(first.code, reason)));
+    }
+    let n = checked.len() as u64;
+    let acks = gw.publish_timed(checked, timing).await;
+    gw.metrics().edge(GRPC).published(n);
+    let mut results = Vec::with_capacity(acks.len());
+    for a in acks {
+        // Validation passed: what fails now is storage or shutdown.
+        let a = a.map_err(|e| refuse(e.into()))?;
+        results.push(PublishResult {
+            offset: a.offset,
+            duplicate: a.duplicate,
+            error: None,
+        });
+    }
+    Ok(PublishResponse {
+        id: request.id,
+        results,
+    })
+}
+
+type Answer = Result<PublishResponse, Status>;
+
+/// The PublishStream call's answers.
+pub struct ResponseStream {
+    rx: mpsc::Receiver<Answer>,
+}
+
+impl tokio_stream::Stream for ResponseStream {
+    type Item = Answer;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// PublishStream: a connection (limits, shutdown) and one task that reads batches, hands
+/// them to the hub at once and answers them in order as they become durable.
+pub(crate) fn stream(
+    svc: &Service,
+    principal: Principal,
+    ip: Option<IpAddr>,
+    inbound: Streaming<v1::PublishRequest>,
+) -> Result<ResponseStream, Status> {
+    let conn = svc
+        .gateway
+        .connect_from(GRPC, principal, ip, None)
+        .map_err(|r| {
+            svc.gateway.metrics().edge(GRPC).rejected();
+            refused(&r)
+        })?;
+    let (tx, rx) = mpsc::channel(ANSWERS);
+    tokio::spawn(run(conn, inbound, tx));
+    Ok(ResponseStream { rx })
+}
+
+type Pending = Pin<Box<dyn Future<Output = PublishResponse> + Send>>;
+
+/// Checks a batch's items (a refused item gets its error, the others go on), hands the good
+/// ones to the hub now, and returns the answer as a future.
+async fn batch(conn: &Connection, request: v1::PublishRequest) -> Pending {
+    let id = request.id;
+    let gw = conn.gateway().clone();
+    let mut slots: Vec<Result<usize, v1::Error>> = Vec::with_capacity(request.items.len());
+    let mut checked = Vec::with_capacity(request.items.len());
+    for item in request.items {
+        match request_of(&gw, item).and_then(|r| conn.check(r)) {
+            Ok(c) => {
+                slots.push(Ok(checked.len()));
+                checked.push(c);
+            }
+            Err(r) => {
+                conn.refused();
+                slots.push(Err(error_of(&r)));
+            }
+        }
+    }
+    let acks = if checked.is_empty() {
+        None
+    } else {
+        Some(conn.enqueue(checked).await)
+    };
+    Box::pin(async move {
+        let acks = match acks {
+            Some(f) => f.await,
+            None => Vec::new(),
+        };
+        let results = slots
+            .into_iter()
+            .map(|s| match s.map(|i| acks.get(i)) {
+                Ok(Some(Ok(a))) => PublishResult {
+                    offset: a.offset,
+                    duplicate: a.duplicate,
+                    error: None,
+                },
+                Ok(Some(Err(r))) => PublishResult {
+                    error: Some(error_of(r)),
+                    ..PublishResult::default()
+                },
+                Ok(None) => PublishResult {
+                    error: Some(v1::Error {
+                        code: ErrorCode::Internal.as_str().into(),
+                        message: "no result from the hub".into(),
+                    }),
+                    ..PublishResult::default()
+                },
+                Err(e) => PublishResult {
+                    error: Some(e),
+                    ..PublishResult::default()
+                },
+            })
+            .collect();
+        PublishResponse { id, results }
+    })
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run(
+    conn: Connection,
+    mut inbound: Streaming<v1::PublishRequest>,
+    tx: mpsc::Sender<Answer>,
+) {
+    let timeout = conn.gateway().write_timeout();
+    let mut window: FuturesOrdered<Pending> = FuturesOrdered::new();
+    let mut in_flight = 0usize;
+    let mut reading = true;
+    let mut token_at = conn.token_deadline();
+    loop {
+        if !reading && window.is_empty() {
+            // Every batch the client sent is answered: the call ends.
+            return;
+        }
+        tokio::select! {
+            biased;
+            _ = conn.closed() => {
+                let reason = conn.close_reason().unwrap_or(CloseReason::Shutdown);
+                let _ = tokio::time::timeout(
+                    timeout,
+                    tx.send(Err(status(close_code(&reason), reason.to_string()))),
+                )
+                .await;
+                return;
+            }
+            answer = window.next(), if !window.is_empty() => {
+                if let Some(a) = answer {
+                    in_flight = in_flight.saturating_sub(a.results.len());
+                    let sent = tokio::time::timeout(timeout, tx.send(Ok(a))).await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        return;
+                    }
+                }
+            }
+            msg = inbound.message(), if reading && in_flight < MAX_IN_FLIGHT => match msg {
+                Ok(Some(request)) => {
+                    in_flight += request.items.len();
+                    window.push_back(batch(&conn, request).await);
+                }
+                Ok(None) => reading = false,
+                // The client cancelled or sent something undecodable: nobody to answer.
+                Err(_) => return,
+            },
+            _ = tx.closed() => return,
+            _ = sleep_until_opt(token_at), if token_at.is_some() => {
+                token_at = None;
+                conn.expire();
+            }
+        }
+    }
+}

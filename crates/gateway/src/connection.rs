@@ -1,0 +1,437 @@
+//! A client connection as every edge holds it: the principal, the hub session, the limits
+//! that apply to it, and its end (close reasons, token expiry, the per-IP count).
+
+use super::*;
+
+/// One long-lived client connection: a principal, a hub session and a permit; unregistered
+/// and counted down when dropped.
+pub struct Connection {
+    pub(crate) gateway: Arc<Gateway>,
+    pub(crate) edge: Edge,
+    /// This edge's counters, looked up once: delivery and publish paths count per batch.
+    pub(crate) counters: Arc<EdgeCounters>,
+    pub(crate) principal: Principal,
+    pub(crate) session: Session,
+    pub(crate) id: u64,
+    pub(crate) _permit: OwnedSemaphorePermit,
+    /// This connection's rate-limit buckets, made on its first publish or command (most
+    /// connections only read: nothing to keep for them).
+    pub(crate) buckets: Mutex<Option<Box<limits::Buckets>>>,
+    /// Its principal's buckets, shared with the principal's other connections.
+    pub(crate) shared: Option<Arc<Mutex<limits::Buckets>>>,
+    /// Channels this connection counts its user in (presence), and the user's id.
+    pub(crate) present: Vec<(Channel, String)>,
+    /// Channels whose joins and leaves this connection also receives.
+    pub(crate) presence_subs: Vec<Channel>,
+    pub(crate) _ip: IpCount,
+}
+
+/// A connection's place in the per-IP count, given back when it closes.
+pub(crate) struct IpCount {
+    pub(crate) gateway: Arc<Gateway>,
+    pub(crate) ip: Option<std::net::IpAddr>,
+}
+
+impl Drop for IpCount {
+    fn drop(&mut self) {
+        if let Some(ip) = self.ip {
+            self.gateway.limiter.disconnect_ip(ip);
+        }
+    }
+}
+
+/// What [`Connection::next`] has for the edge.
+#[derive(Debug)]
+pub enum Event {
+    /// Messages to write, in order (state snapshots and updates, stream messages).
+    Deliver(Vec<Delivery>),
+    /// The hub closed the session: tell the client why and where to resume, then close.
+    Close(CloseReason),
+}
+
+impl Connection {
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// A connection that presents its credential after opening (WebSocket `connect`), or a
+    /// fresh token for the same user (`refresh`): who it is from now on. A refresh must name
+    /// the same user, so a connection can never change hands.
+    pub fn set_principal(&mut self, principal: Principal) -> Result<(), Refusal> {
+        match (&self.principal, &principal) {
+            (Principal::Anonymous, _) => {}
+            (Principal::User(a), Principal::User(b)) if a.sub == b.sub => {}
+            (a, b) if a == b => {}
+            (a, b) => {
+                return Err(Refusal::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "this connection is {}; a credential for {} cannot take it over",
+                        a.identity(),
+                        b.identity()
+                    ),
+                ))
+            }
+        }
+        if let Some(old) = self.shared.take() {
+            self.gateway
+                .limiter
+                .release_principal(&self.principal.identity(), old);
+        }
+        self.shared = self.gateway.shared_buckets(&principal);
+        self.principal = principal;
+        Ok(())
+    }
+
+    /// One command against this connection's command bucket (clients only).
+    fn command(&self) -> Result<(), Refusal> {
+        if !Gateway::limited(&self.principal) {
+            return Ok(());
+        }
+        let rate = self.gateway.limiter.config.commands;
+        let mut b = self.buckets.lock();
+        let b = b.get_or_insert_with(Default::default);
+        let r = b.command_at(rate);
+        if r.is_err() {
+            self.refused_by_limit();
+        }
+        r
+    }
+
+    /// Counts a command that does not go through another call here (a search) against this
+    /// connection's command rate.
+    pub fn count_command(&self) -> Result<(), Refusal> {
+        self.command()
+    }
+
+    fn refused_by_limit(&self) {
+        self.counters.rate_limited();
+    }
+
+    pub fn edge(&self) -> Edge {
+        self.edge
+    }
+
+    /// The hub session underneath, for edges with subscription rules of their own (MQTT).
+    pub fn session(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    /// Subscribes to a channel; `from` (stream channels) replays from that offset first.
+    /// With `epoch`, the client says which incarnation of the stream its `from` belongs to: a
+    /// different one is refused (`epoch_mismatch`) instead of replaying a new stream's offsets.
+    pub fn subscribe(
+        &mut self,
+        channel: &Channel,
+        from: Option<Offset>,
+        epoch: Option<Epoch>,
+    ) -> Result<SubscribeInfo, Refusal> {
+        self.command()?;
+        self.gateway.can_subscribe(&self.principal, channel)?;
+        if let Some(given) = epoch {
+            let current = self.gateway.hub.epoch(channel.namespace())?;
+            if given != current {
+                return Err(Refusal::new(
+                    ErrorCode::EpochMismatch,
+                    format!(
+                        "namespace `{}` was recreated: its stream is epoch {current}, not {given}; offsets started again at 0, so subscribe without `epoch` (from 0 to replay it)",
+                        channel.namespace()
+                    ),
+                ));
+            }
+        }
+        let info = self
+            .session
+            .subscribe(channel, from)
+            .map_err(Refusal::from)?;
+        self.joined(channel);
+        Ok(info)
+    }
+
+    /// Counts this connection's user in `channel` (namespaces with presence).
+    fn joined(&mut self, channel: &Channel) {
+        let Some(user) = self.principal.user() else {
+            return;
+        };
+        if !self.gateway.has_presence(channel) {
+            return;
+        }
+        self.gateway.presence.join(channel, user);
+        self.present.push((channel.clone(), user.sub.clone()));
+    }
+
+    fn left(&mut self, channel: &Channel) {
+        if let Some(i) = self.present.iter().position(|(c, _)| c == channel) {
+            let (c, sub) = self.present.swap_remove(i);
+            self.gateway.presence.leave(&c, &sub);
+        }
+    }
+
+    /// Also delivers who joins and leaves `channel` (a subscription to `presence.<channel>`,
+    /// live) and returns who is there now. The connection must be subscribed to `channel`.
+    pub fn subscribe_presence(
+        &mut self,
+        channel: &Channel,
+    ) -> Result<Vec<PresenceMember>, Refusal> {
+        let members = self.gateway.presence_of(&self.principal, channel)?;
+        let pc = presence_channel(channel).ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::BadChannel,
+                format!("`{channel}` is too long to carry presence"),
+            )
+        })?;
+        if !self.presence_subs.contains(channel) {
+            self.session.subscribe(&pc, None).map_err(Refusal::from)?;
+            self.presence_subs.push(channel.clone());
+        }
+        Ok(members)
+    }
+
+    /// Subscribes to a stream channel starting with its recent history: its newest `n`
+    /// messages, or those since a time, then live. For a chat page that shows the latest
+    /// lines without replaying the channel from offset 0.
+    pub fn subscribe_recent(
+        &mut self,
+        channel: &Channel,
+        recent: tickwire_hub::Recent,
+    ) -> Result<SubscribeInfo, Refusal> {
+        if let tickwire_hub::Recent::Last(n) = recent {
+            if n == 0 || n > tickwire_hub::MAX_LAST {
+                return Err(Refusal::new(
+                    ErrorCode::BadRequest,
+                    format!("`last` must be 1 to {}", tickwire_hub::MAX_LAST),
+                ));
+            }
+        }
+        self.command()?;
+        self.gateway.can_subscribe(&self.principal, channel)?;
+        let from = self.gateway.hub.recent_start(channel, recent)?;
+        let info = self
+            .session
+            .subscribe(channel, Some(from))
+            .map_err(Refusal::from)?;
+        self.joined(channel);
+        Ok(info)
+    }
+
+    /// Subscribes to every channel matching `pattern` (see `Session::subscribe_pattern`).
+    pub fn subscribe_pattern(
+        &mut self,
+        pattern: Pattern,
+        from: Option<Offset>,
+    ) -> Result<Vec<(Channel, SubscribeInfo)>, Refusal> {
+        self.command()?;
+        self.gateway
+            .can_subscribe_pattern(&self.principal, &pattern)?;
+        self.session
+            .subscribe_pattern(pattern, from)
+            .map_err(Refusal::from)
+    }
+
+    pub fn unsubscribe(&mut self, channel: &Channel) -> Result<(), Refusal> {
+        self.command()?;
+        self.session.unsubscribe(channel).map_err(Refusal::from)?;
+        self.left(channel);
+        if let Some(i) = self.presence_subs.iter().position(|c| c == channel) {
+            let c = self.presence_subs.swap_remove(i);
+            if let Some(pc) = presence_channel(&c) {
+                let _ = self.session.unsubscribe(&pc);
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates one publication for this connection's principal, within its rate limits.
+    pub fn check(&self, request: PublishRequest) -> Result<Checked, Refusal> {
+        self.limit_publish(request.channel.namespace(), request.data.len())?;
+        self.gateway.check(&self.principal, request)
+    }
+
+    /// One publication of `bytes` to `namespace` against this connection's publish limits.
+    fn limit_publish(&self, namespace: &str, bytes: usize) -> Result<(), Refusal> {
+        if Gateway::limited(&self.principal) {
+            let mut b = self.buckets.lock();
+            let b = b.get_or_insert_with(Default::default);
+            let r =
+                self.gateway
+                    .limiter
+                    .publish(b, self.shared.as_deref(), namespace, bytes as u64);
+            if let Err(r) = r {
+                self.refused_by_limit();
+                return Err(r);
+            }
+        }
+        Ok(())
+    }
+
+    /// An edit or a delete of the message at `target` (within this connection's publish
+    /// limits): a future that checks it against the target and stores its record, resolving to
+    /// the record's acknowledgement. It owns what it needs, so the edge keeps it in its window
+    /// of pending replies like a publish.
+    pub fn amend(
+        &self,
+        channel: Channel,
+        target: Offset,
+        change: Change,
+        msg_id: Option<String>,
+    ) -> impl Future<Output = Result<Ack, Refusal>> + Send + 'static {
+        let size = match &change {
+            Change::Edit(d) => d.len(),
+            Change::Delete => 0,
+        };
+        let limited = self.limit_publish(channel.namespace(), size);
+        let (gw, principal, edge) = (self.gateway.clone(), self.principal.clone(), self.edge);
+        async move {
+            limited?;
+            let checked = gw
+                .amend(&principal, &channel, target, change, msg_id)
+                .await?;
+            gw.store(edge, checked).await
+        }
+    }
+
+    /// A `read`: the user has read `channel` up to `offset`. A future (it waits for the marker
+    /// to be durable) resolving to the channel's unread count after it.
+    pub fn read(
+        &self,
+        channel: Channel,
+        offset: Offset,
+    ) -> impl Future<Output = Result<Unread, Refusal>> + Send + 'static {
+        let checked = self
+            .command()
+            .and_then(|()| self.gateway.read_marker(&self.principal, &channel, offset));
+        let (gw, principal, edge) = (self.gateway.clone(), self.principal.clone(), self.edge);
+        async move {
+            if let Some(c) = checked? {
+                gw.store(edge, c).await?;
+                if let (Some(store), Some(u)) = (gw.marker_store(), principal.user()) {
+                    store.noted(&u.sub, &channel, offset);
+                }
+            }
+            gw.unread(&principal, &channel).ok_or_else(|| {
+                Refusal::new(ErrorCode::Unavailable, "read markers are not available")
+            })
+        }
+    }
+
+    /// This connection's user's unread count of `channel` (subscribe replies).
+    pub fn unread(&self, channel: &Channel) -> Option<Unread> {
+        self.gateway.unread(&self.principal, channel)
+    }
+
+    /// Hands checked publications to their namespace writers now (waiting only while a
+    /// writer's queue is full) and returns their acknowledgements as a future, one per item in
+    /// order. An edge keeps these futures in a window and reads its next command meanwhile.
+    pub async fn enqueue(
+        &self,
+        checked: Vec<Checked>,
+    ) -> impl Future<Output = Vec<Result<Ack, Refusal>>> + Send + 'static {
+        let n = checked.len() as u64;
+        let counters = self.counters.clone();
+        let acks = self.gateway.hub.enqueue(checked).await;
+        async move {
+            let acks = acks.await;
+            counters.published(n);
+            acks.into_iter().map(|r| r.map_err(Refusal::from)).collect()
+        }
+    }
+
+    /// Waits for the next thing to do: deliveries to write, or the session's end. Cancel-safe
+    /// while waiting; the drain after the wait runs to completion.
+    pub async fn next(&mut self) -> Event {
+        tokio::select! {
+            biased;
+            _ = self.session.closed() => {}
+            _ = self.session.wait() => {}
+        }
+        self.drain().await
+    }
+
+    /// Whatever is ready now, without waiting for more. Not cancel-safe: call it outside
+    /// `select!`.
+    pub async fn drain(&mut self) -> Event {
+        match self.session.drain().await {
+            Ok(batch) => {
+                // Delivery lag: the age of the batch's newest live message as the edge takes
+                // it (snapshots are old by nature and left out). One clock read per batch.
+                if let Some(newest) = batch
+                    .iter()
+                    .filter(|d| !d.snapshot)
+                    .map(|d| d.message.publication.timestamp)
+                    .max()
+                {
+                    let age = tickwire_model::clock::now_nanos().saturating_sub(newest);
+                    self.counters
+                        .lag
+                        .observe(std::time::Duration::from_nanos(age));
+                }
+                Event::Deliver(batch)
+            }
+            Err(reason) => {
+                self.gateway.metrics.note_close(&reason);
+                Event::Close(reason)
+            }
+        }
+    }
+
+    /// Counts messages written to the client.
+    pub fn delivered(&self, n: u64) {
+        self.counters.delivered(n);
+    }
+
+    /// Counts a refused command or publication.
+    pub fn refused(&self) {
+        self.counters.rejected();
+    }
+
+    /// Where each stream subscription would resume (for a disconnect frame).
+    pub fn resume_points(&self) -> Vec<(String, Offset)> {
+        self.session.resume_points()
+    }
+
+    /// Resolves when the hub closes this session. Cancel-safe.
+    pub async fn closed(&self) {
+        self.session.closed().await
+    }
+
+    /// Resolves when something may be ready to drain. Cancel-safe.
+    pub async fn wait(&self) {
+        self.session.wait().await
+    }
+
+    /// When the credential of `principal` expires, as an instant of the runtime's clock.
+    pub fn token_deadline(&self) -> Option<tokio::time::Instant> {
+        let exp = self.principal.expires_at()?;
+        let now = tickwire_model::clock::now_nanos() / 1_000_000_000;
+        Some(tokio::time::Instant::now() + Duration::from_secs(exp.saturating_sub(now)))
+    }
+
+    /// Ends the connection because its token expired: the edge's close path (a disconnect
+    /// with resume points) runs as for any server-side close.
+    pub fn expire(&self) {
+        self.session.closer().close(CloseReason::TokenExpired);
+    }
+
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.session.close_reason()
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        for (c, sub) in self.present.drain(..) {
+            self.gateway.presence.leave(&c, &sub);
+        }
+        self.gateway.sessions.lock().remove(&self.id);
+        self.counters.disconnected();
+        if let Some(shared) = self.shared.take() {
+            self.gateway
+                .limiter
+                .release_principal(&self.principal.identity(), shared);
+        }
+    }
+}

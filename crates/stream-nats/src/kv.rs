@@ -1,0 +1,175 @@
+//! The key-value seam over JetStream KV buckets (`<prefix>_<name>`, one value per key,
+//! replicated like the streams). Reads go to the bucket's leader, not any replica: a node that
+//! takes over a FIX session or an MQTT session must see the last write of the node before it.
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::jetstream::{
+    self,
+    kv::{Config, CreateErrorKind, Store, UpdateErrorKind},
+    stream::LastRawMessageErrorKind,
+};
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use tickwire_stream::{
+    kv::{Kv, KvEntry, KvProvider, Revision},
+    StreamError,
+};
+
+use crate::{Cluster, ClusterError};
+
+/// Opens KV buckets on the cluster.
+pub struct NatsKvProvider {
+    cluster: Arc<Cluster>,
+}
+
+impl NatsKvProvider {
+    pub(crate) fn new(cluster: Arc<Cluster>) -> NatsKvProvider {
+        NatsKvProvider { cluster }
+    }
+}
+
+impl KvProvider for NatsKvProvider {
+    fn bucket(&self, name: &str, ttl: Option<Duration>) -> Result<Arc<dyn Kv>, StreamError> {
+        let bucket = format!("{}_{}", self.cluster.config.prefix, name);
+        let js = self.cluster.js.clone();
+        let config = Config {
+            bucket: bucket.clone(),
+            description: format!("Tickwire {name}"),
+            history: 1,
+            max_age: ttl.unwrap_or(Duration::ZERO),
+            num_replicas: self.cluster.config.replicas,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        };
+        let what = format!("KV bucket {bucket}");
+        let w = what.clone();
+        let store = self
+            .cluster
+            .run(&what, self.cluster.request_timeout() * 4, async move {
+                match js.get_key_value(&config.bucket).await {
+                    Ok(s) => Ok(s),
+                    Err(_) => js
+                        .create_key_value(config)
+                        .await
+                        .map_err(|e| ClusterError::js(&w, e)),
+                }
+            })
+            .and_then(|r| r)
+            .map_err(StreamError::from)?;
+        Ok(Arc::new(NatsKv {
+            cluster: self.cluster.clone(),
+            bucket,
+            store,
+        }))
+    }
+
+    fn holder(&self) -> &str {
+        &self.cluster.holder
+    }
+}
+
+/// One bucket.
+struct NatsKv {
+    cluster: Arc<Cluster>,
+    bucket: String,
+    store: Store,
+}
+
+impl NatsKv {
+    fn call<F, T>(&self, op: &str, f: impl FnOnce(Store) -> F) -> Result<T, StreamError>
+    where
+        F: std::future::Future<Output = Result<T, ClusterError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let what = format!("{op} in KV bucket {}", self.bucket);
+        self.cluster
+            .run(&what, self.cluster.request_timeout(), f(self.store.clone()))
+            .and_then(|r| r)
+            .map_err(|e| StreamError::storage("", e))
+    }
+}
+
+impl Kv for NatsKv {
+    fn get(&self, key: &str) -> Result<Option<KvEntry>, StreamError> {
+        let subject = format!("$KV.{}.{key}", self.bucket);
+        self.call("get", move |store| async move {
+            match store.stream.get_last_raw_message_by_subject(&subject).await {
+                Ok(m) => {
+                    let op = m
+                        .headers
+                        .get("KV-Operation")
+                        .map(|v| v.as_str().to_string());
+                    if matches!(op.as_deref(), Some("DEL") | Some("PURGE")) {
+                        return Ok(None);
+                    }
+                    Ok(Some(KvEntry {
+                        value: m.payload,
+                        revision: m.sequence,
+                    }))
+                }
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                Err(e) => Err(ClusterError::js("get", e)),
+            }
+        })
+    }
+
+    fn create(&self, key: &str, value: Bytes) -> Result<Option<Revision>, StreamError> {
+        let key = key.to_string();
+        self.call("create", move |store| async move {
+            match store.create(&key, value).await {
+                Ok(r) => Ok(Some(r)),
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(None),
+                Err(e) => Err(ClusterError::js("create", e)),
+            }
+        })
+    }
+
+    fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: Revision,
+    ) -> Result<Option<Revision>, StreamError> {
+        let key = key.to_string();
+        self.call("update", move |store| async move {
+            match store.update(&key, value, expected).await {
+                Ok(r) => Ok(Some(r)),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(None),
+                Err(e) => Err(ClusterError::js("update", e)),
+            }
+        })
+    }
+
+    fn put(&self, key: &str, value: Bytes) -> Result<Revision, StreamError> {
+        let key = key.to_string();
+        self.call("put", move |store| async move {
+            store
+                .put(&key, value)
+                .await
+                .map_err(|e| ClusterError::js("put", e))
+        })
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StreamError> {
+        let key = key.to_string();
+        self.call("delete", move |store| async move {
+            store
+                .delete(&key)
+                .await
+                .map_err(|e| ClusterError::js("delete", e))
+        })
+    }
+
+    fn keys(&self) -> Result<Vec<String>, StreamError> {
+        self.call("keys", move |store| async move {
+            let keys = store
+                .keys()
+                .await
+                .map_err(|e| ClusterError::js("keys", e))?;
+            keys.try_collect::<Vec<String>>()
+                .await
+                .map_err(|e| ClusterError::js("keys", e))
+        })
+    }
+}
