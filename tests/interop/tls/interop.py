@@ -15,6 +15,7 @@ one line per check and a summary line, exits 1 if anything failed. Every process
 stopped before it exits.
 """
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -32,7 +33,7 @@ import urllib.request
 
 import jwt
 import paho.mqtt.client as mqtt
-from websockets.sync.client import connect as ws_connect
+from websockets.asyncio.client import connect as ws_connect_async
 
 TIMEOUT = 15
 SECRET = "tls-interop-secret-of-at-least-32-bytes"
@@ -196,6 +197,49 @@ def cli_token(binary, sub):
 
 
 # ---- WebSocket over TLS ----
+
+class WsConn:
+    """A wss:// connection with a blocking API, driven by websockets' asyncio client on an event
+    loop of its own. Not `websockets.sync`: its background thread reads the TLS socket while the
+    caller's thread writes it, and Python's ssl objects are not safe for that. About one
+    handshake in a few hundred never sent its HTTP request (the server read the TLS handshake and
+    nothing more, its socket had nothing queued) and the check failed at the header timeout."""
+
+    def __init__(self, url, ssl_ctx, open_timeout=TIMEOUT):
+        self.loop = asyncio.new_event_loop()
+        try:
+            self.ws = self.loop.run_until_complete(
+                ws_connect_async(url, ssl=ssl_ctx, open_timeout=open_timeout))
+        except BaseException:
+            self.loop.close()
+            raise
+
+    def send(self, text):
+        self.loop.run_until_complete(self.ws.send(text))
+
+    def recv(self, timeout=TIMEOUT):
+        return self.loop.run_until_complete(asyncio.wait_for(self.ws.recv(), timeout))
+
+    def close(self):
+        if not self.loop.is_closed():
+            try:
+                self.loop.run_until_complete(asyncio.wait_for(self.ws.close(), TIMEOUT))
+            except Exception:
+                pass
+            self.loop.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def ws_connect(url, ssl, open_timeout=TIMEOUT):
+    """Opens a wss:// connection (see WsConn); raises websockets' InvalidStatus when the server
+    answers the upgrade with an HTTP error."""
+    return WsConn(url, ssl, open_timeout)
+
 
 class Wss:
     def __init__(self, srv, token, path="/v1/ws"):

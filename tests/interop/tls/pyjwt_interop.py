@@ -36,10 +36,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jwt  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa  # noqa: E402
 from websockets.exceptions import InvalidStatus  # noqa: E402
-from websockets.sync.client import connect as ws_connect  # noqa: E402
 
 import interop  # noqa: E402  (the TLS interop's helpers: test CA, server, paho, checks)
-from interop import KEY, SECRET, TIMEOUT, Paho, Pki, check, free_port, wait  # noqa: E402
+from interop import KEY, SECRET, TIMEOUT, Paho, Pki, check, free_port, wait, ws_connect  # noqa: E402
 
 AUDIENCE = "tickwire-interop"
 ISSUER = "https://idp.interop.test"
