@@ -1,5 +1,6 @@
 // Tickwire console: quotes table, live candles, chat and health over ONE WebSocket, and an
-// operations view (health, connections, namespaces, FIX sessions, projections) from REST.
+// operations view (health, connections, clients with kick, namespaces with rates, FIX
+// sessions, projections) from REST.
 // Prices arrive as decimal strings and are shown as received; only the chart converts them to
 // numbers, because lightweight-charts plots floats.
 (function () {
@@ -441,6 +442,26 @@
     return { ok: false, status: r.status, msg: why || `HTTP ${r.status}` };
   }
 
+  const nsPrev = {};
+  function bytes(n) {
+    if (n < 1024) return `${n}\u00a0B`;
+    if (n < 1048576) return `${(n / 1024).toFixed(1)}\u00a0KiB`;
+    if (n < 1073741824) return `${(n / 1048576).toFixed(1)}\u00a0MiB`;
+    return `${+(n / 1073741824).toFixed(2)}\u00a0GiB`;
+  }
+  function age(s) {
+    if (s % 86400 === 0) return `${s / 86400}\u00a0d`;
+    if (s % 3600 === 0) return `${s / 3600}\u00a0h`;
+    return `${s}\u00a0s`;
+  }
+  async function kick(id) {
+    const headers = cred ? { authorization: `Bearer ${cred}` } : {};
+    const r = await fetch(`/v1/connections/${id}`, { method: 'DELETE', headers });
+    tw.lastKick = { id, status: r.status };
+    if (!r.ok && r.status !== 404) show('clients', `Kick: ${refused(r) || `HTTP ${r.status}`}`);
+    refreshOps();
+  }
+
   // One refresh at a time (the 5 s timer, the tab, a credential change): a call while one runs
   // asks for one more run after it, so the view always ends with the newest credential's data.
   let opsRun = null;
@@ -481,10 +502,14 @@
     if (ms) {
       const edges = ms.filter((x) => x.name === 'tickwire_edge_connections');
       ops.connections = Object.fromEntries(edges.map((x) => [x.labels.edge, x.value]));
-      const rows = edges.map((x) => [x.labels.edge, x.value]);
-      rows.push(['sessions (every edge)', sum(ms, 'tickwire_sessions')]);
-      rows.push(['MQTT sessions connected', sum(ms, 'tickwire_mqtt_sessions_connected')]);
-      show('conns', table(['edge', 'open'], rows));
+      const subsOf = (edge) => {
+        const s = ms.find((y) => y.name === 'tickwire_edge_subscriptions' && y.labels.edge === edge);
+        return s ? s.value : null;
+      };
+      const rows = edges.map((x) => [x.labels.edge, x.value, subsOf(x.labels.edge)]);
+      rows.push(['sessions (every edge)', sum(ms, 'tickwire_sessions'), sum(ms, 'tickwire_edge_subscriptions')]);
+      rows.push(['MQTT sessions connected', sum(ms, 'tickwire_mqtt_sessions_connected'), null]);
+      show('conns', table(['edge', 'open', 'subscriptions'], rows));
       const lag = ms.filter((x) => x.name === 'tickwire_projection_lag');
       const pos = ms.filter((x) => x.name === 'tickwire_projection_position');
       const live = ms.filter((x) => x.name === 'tickwire_projection_live');
@@ -505,14 +530,63 @@
       const ns = await getJson('/v1/namespaces');
       if (ns.ok) {
         ops.namespaces = ns.body.namespaces;
-        show('namespaces', table(['namespace', 'class', 'channels', 'next offset', 'epoch', 'subscribe', 'publish', 'retention'],
-          ns.body.namespaces.map((n) => [n.name, n.class, n.channels, n.next_offset, n.epoch, n.subscribe, n.publish,
-            [n.retention_bytes ? `${Math.round(n.retention_bytes / 1048576)} MiB` : null, n.retention_age_s ? `${n.retention_age_s} s` : null].filter(Boolean).join(' / ') || '—'])));
+        // Rates from the counters' change since the previous refresh (none on the first).
+        const of = (name, n) => {
+          const x = (ms || []).find((y) => y.name === name && y.labels.namespace === n);
+          return x ? x.value : null;
+        };
+        const now = Date.now();
+        const rate = (key, v) => {
+          const prev = nsPrev[key];
+          nsPrev[key] = { v, at: now };
+          if (v === null || !prev || now <= prev.at) return null;
+          return Math.max(0, (v - prev.v) * 1000 / (now - prev.at));
+        };
+        const perSec = (r) => (r === null ? null : r < 10 ? r.toFixed(1) : String(Math.round(r)));
+        ops.namespaceStats = {};
+        show('namespaces', table(['namespace', 'class', 'channels', 'subscribers', 'published/s', 'delivered/s', 'log size', 'next offset', 'epoch', 'subscribe / publish', 'retention'],
+          ns.body.namespaces.map((n) => {
+            const st = {
+              subscribers: of('tickwire_namespace_subscriptions', n.name),
+              published: rate(`p:${n.name}`, of('tickwire_namespace_published_total', n.name)),
+              delivered: rate(`d:${n.name}`, of('tickwire_namespace_delivered_total', n.name)),
+              logBytes: of('tickwire_log_bytes', n.name),
+            };
+            ops.namespaceStats[n.name] = st;
+            return [n.name, n.class, n.channels, st.subscribers ?? 0, perSec(st.published), perSec(st.delivered),
+              st.logBytes === null ? null : bytes(st.logBytes), n.next_offset, n.epoch, `${n.subscribe} / ${n.publish}`,
+              [n.retention_bytes ? bytes(n.retention_bytes) : null, n.retention_age_s ? age(n.retention_age_s) : null].filter(Boolean).join(' / ') || '—'];
+          })));
       } else {
         ops.namespacesError = ns.msg;
         show('namespaces', `Namespaces: ${ns.msg}`);
       }
     } catch (e) { show('namespaces', `Namespaces: ${e.message}`); }
+
+    // Clients: every live connection on this node, with a kick button (admin scope).
+    try {
+      const edge = $('clients-edge').value;
+      const cs = await getJson(`/v1/connections${edge ? `?edge=${encodeURIComponent(edge)}` : ''}`);
+      if (cs.ok) {
+        const list = cs.body.connections || [];
+        ops.clients = list;
+        const t = table(['id', 'edge', 'identity', 'client id', 'address', 'subscriptions', 'connected', ''],
+          list.map((c) => [c.id, c.edge, c.identity, c.client_id, c.ip, c.subscriptions,
+            new Date(c.connected_at).toISOString().slice(11, 19) + 'Z', '']));
+        t.querySelectorAll('tbody tr').forEach((row, i) => {
+          const b = el('button', 'Kick', 'kick');
+          b.type = 'button';
+          b.title = 'close this connection (the client may reconnect: revoke its credential to keep it out)';
+          b.dataset.id = String(list[i].id);
+          b.onclick = () => kick(list[i].id);
+          row.lastChild.appendChild(b);
+        });
+        show('clients', list.length ? t : (edge ? `No ${edge} connections.` : 'No connections.'));
+      } else {
+        ops.clientsError = cs.msg;
+        show('clients', `Clients: ${cs.msg}`);
+      }
+    } catch (e) { show('clients', `Clients: ${e.message}`); }
 
     // FIX sessions: absent (404) when FIX is not configured.
     try {
@@ -550,6 +624,7 @@
     if (location.hash !== `#${v}`) history.replaceState(null, '', `#${v}`);
   }
   document.querySelectorAll('#tabs button').forEach((b) => { b.onclick = () => setView(b.dataset.view); });
+  $('clients-edge').onchange = () => refreshOps();
   $('cred').value = cred;
   $('cred-form').onsubmit = (e) => {
     e.preventDefault();

@@ -24,7 +24,7 @@ const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ADMIN = process.env.CONSOLE_ADMIN_KEY;
 const READER = process.env.CONSOLE_READ_KEY;
 const USER_TOKEN = process.env.CONSOLE_USER_TOKEN;
-const CHECKS_EXPECTED = 13;
+const CHECKS_EXPECTED = 14;
 let checks = 0;
 const passed = [];
 function check(name) { checks += 1; passed.push(name); }
@@ -241,6 +241,10 @@ async function publish(body, cred = ADMIN) {
       if (fx && fx.state === 'active' && fx.next_target_seq > 2) break;
       await page.waitForTimeout(500);
     }
+    // A second refresh a moment later: the namespace rates need two readings.
+    await page.waitForTimeout(1200);
+    await page.evaluate(() => tw.refreshOps());
+    ops = await page.evaluate(() => tw.ops);
     const dom = await page.evaluate(() => ({
       health: document.getElementById('health-list').textContent,
       healthRows: document.querySelectorAll('#health-list dt').length,
@@ -261,8 +265,40 @@ async function publish(body, cred = ADMIN) {
     const quotesNs = (ops.namespaces || []).find((n) => n.name === 'quotes');
     if (!chatNs || !(chatNs.next_offset >= 3004) || !(chatNs.channels >= 1)) throw new Error(`chat namespace: ${JSON.stringify(chatNs)}`);
     if (!quotesNs || !(quotesNs.channels >= 6) || !(quotesNs.next_offset > 0)) throw new Error(`quotes namespace: ${JSON.stringify(quotesNs)}`);
-    if (!nsRow('chat') || Number(nsRow('chat')[3]) !== chatNs.next_offset || !/^[0-9a-f]{16}$/.test(nsRow('chat')[4])) throw new Error(`namespaces table row for chat: ${JSON.stringify(nsRow('chat'))}`);
-    check('operations: connections per edge, namespaces with channel counts and offsets');
+    if (!nsRow('chat') || Number(nsRow('chat')[7]) !== chatNs.next_offset || !/^[0-9a-f]{16}$/.test(nsRow('chat')[8])) throw new Error(`namespaces table row for chat: ${JSON.stringify(nsRow('chat'))}`);
+    // The console's own WebSocket subscribes to chat and quotes: subscribers per namespace; the
+    // simulator keeps publishing quotes, so a rate shows from the second refresh on.
+    if (!(Number(nsRow('chat')[3]) >= 1) || !(Number(nsRow('quotes')[3]) >= 1)) throw new Error(`namespace subscribers: ${JSON.stringify(dom.ns)}`);
+    if (!(Number(nsRow('quotes')[4]) > 0) || !/B|KiB|MiB|GiB/.test(nsRow('quotes')[6])) throw new Error(`quotes rate and log size: ${JSON.stringify(nsRow('quotes'))} (${JSON.stringify(ops.namespaceStats)})`);
+    if (!/websocket\d+\d+/.test(dom.conns)) throw new Error(`subscriptions per edge: ${dom.conns}`);
+    check(`operations: connections and subscriptions per edge, namespaces with subscribers, ${nsRow('quotes')[4]} quotes/s, log sizes and offsets`);
+    // Clients: a second connection (another identity) is listed and kicked from the table; it
+    // gets the operator's disconnect.
+    await page.evaluate(({ key }) => new Promise((resolve, reject) => {
+      const v = new WebSocket(`${location.origin.replace('http', 'ws')}/v1/ws?token=${encodeURIComponent(key)}`);
+      window.victim = { frames: [], closed: false };
+      v.onmessage = (e) => window.victim.frames.push(JSON.parse(e.data));
+      v.onclose = () => { window.victim.closed = true; };
+      v.onerror = () => reject(new Error('victim websocket failed'));
+      v.onopen = () => { v.send(JSON.stringify({ id: 1, op: 'subscribe', channel: 'chat.lobby' })); resolve(); };
+    }), { key: READER });
+    let victimRow = null;
+    for (const until = Date.now() + 10000; Date.now() < until && !victimRow;) {
+      await page.evaluate(() => tw.refreshOps());
+      const cs = await page.evaluate(() => tw.ops.clients || []);
+      victimRow = cs.find((c) => c.identity === 'key:reader' && c.edge === 'websocket' && c.subscriptions === 1);
+      if (!victimRow) await page.waitForTimeout(300);
+    }
+    if (!victimRow) throw new Error(`the second connection is not listed: ${JSON.stringify(await page.evaluate(() => tw.ops.clients))}`);
+    const clientsText = await page.evaluate(() => document.getElementById('clients').textContent);
+    if (!clientsText.includes('key:reader') || !clientsText.includes('key:ops')) throw new Error(`clients table: ${clientsText}`);
+    await page.click(`#clients button.kick[data-id="${victimRow.id}"]`);
+    await page.waitForFunction(() => window.victim.closed, null, { timeout: 10000 });
+    const bye = await page.evaluate(() => window.victim.frames.find((f) => f.op === 'disconnect'));
+    if (!bye || bye.code !== 'forbidden' || !/operator/.test(bye.message)) throw new Error(`the kicked client got ${JSON.stringify(bye)}`);
+    const lastKick = await page.evaluate(() => tw.lastKick);
+    if (!lastKick || lastKick.status !== 204) throw new Error(`kick answered ${JSON.stringify(lastKick)}`);
+    check(`operations: clients listed (${victimRow.identity}), one kicked from the table and told why`);
     const fxRow = dom.fix.find((r) => r[0] === 'fixsim');
     if (!fxRow || fxRow[2] !== 'active' || !(Number(fxRow[3]) >= 2) || !(Number(fxRow[4]) > 2)) throw new Error(`FIX session row: ${JSON.stringify(fxRow)} (sessions ${JSON.stringify(ops.fix)})`);
     check(`operations: FIX session active, seq ${fxRow[3]}/${fxRow[4]}`);

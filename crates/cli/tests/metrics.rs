@@ -353,6 +353,28 @@ reconnect_max_ms = 500
         e.get("tickwire_edge_connections", &[("edge", "websocket")]),
         Some(1.0)
     );
+    // The one WebSocket subscription, per edge and per namespace; the three quotes it got,
+    // counted per namespace with their payload bytes (and the same bytes on its edge).
+    assert_eq!(
+        e.get("tickwire_edge_subscriptions", &[("edge", "websocket")]),
+        Some(1.0)
+    );
+    assert_eq!(e.get("tickwire_namespace_subscriptions", &ns), Some(1.0));
+    assert_eq!(e.get("tickwire_namespace_delivered_total", &ns), Some(3.0));
+    let payload = (1..=3)
+        .map(|b| quote(b).to_string().len() as f64)
+        .sum::<f64>();
+    assert_eq!(
+        e.get("tickwire_namespace_delivered_bytes_total", &ns),
+        Some(payload)
+    );
+    assert_eq!(
+        e.get(
+            "tickwire_edge_delivered_bytes_total",
+            &[("edge", "websocket")]
+        ),
+        Some(payload)
+    );
     assert_eq!(e.get("tickwire_mqtt_sessions_connected", &[]), Some(1.0));
     assert!(e.get("tickwire_mqtt_in_flight", &[]).is_some());
     let prov_labels = [("session", "prov"), ("role", "initiator")];
@@ -382,6 +404,11 @@ reconnect_max_ms = 500
     loop {
         let e = parse(&get_text(&srv, "/metrics").await).unwrap();
         if e.get("tickwire_edge_connections", &[("edge", "websocket")]) == Some(0.0)
+            && e.get("tickwire_edge_subscriptions", &[("edge", "websocket")]) == Some(0.0)
+            && e.get(
+                "tickwire_namespace_subscriptions",
+                &[("namespace", "quotes")],
+            ) == Some(0.0)
             && e.get("tickwire_mqtt_sessions_connected", &[]) == Some(0.0)
         {
             break;

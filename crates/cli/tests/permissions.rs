@@ -613,6 +613,7 @@ async fn operator_endpoints_need_the_admin_scope() {
         "/v1/namespaces",
         "/v1/channels/chat",
         "/v1/fix/sessions",
+        "/v1/connections",
     ] {
         let get = |cred: Option<&str>| {
             let mut req = http().get(srv.url(path));
@@ -639,6 +640,123 @@ async fn operator_endpoints_need_the_admin_scope() {
             .status(),
         200
     );
+}
+
+/// An operator lists the live connections (edge, identity, client id, subscriptions) and
+/// closes one; the client is told why. Only the admin scope may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_lists_connections_and_kicks_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = free_port();
+    let srv = start_with_config(&dir, &config(mqtt, free_port()));
+    let creds = creds();
+    let mut ws = ws_connect(&srv, Some(&creds.user42)).await.unwrap();
+    let r = ws
+        .cmd(json!({"op": "subscribe", "channel": "user.42", "from": 0}))
+        .await;
+    assert_eq!(r["ok"], true, "{r}");
+    let mut m = mqtt_tcp(mqtt).await;
+    assert_eq!(mqtt_open(&mut m, Some(&creds.user7), "phone-7").await, 0);
+
+    let list = |cred: String, query: &'static str| {
+        let srv = &srv;
+        async move {
+            http()
+                .get(srv.url(&format!("/v1/connections{query}")))
+                .bearer_auth(cred)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let v: Value = list(KEY.to_string(), "").await.json().await.unwrap();
+    let conns = v["connections"].as_array().unwrap();
+    let web = conns
+        .iter()
+        .find(|c| c["edge"] == "websocket")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(web["identity"], "user:42", "{v}");
+    assert_eq!(web["subscriptions"], 1, "{v}");
+    assert_eq!(web["ip"], "127.0.0.1", "{v}");
+    assert!(
+        web["connected_at"].as_u64().unwrap() > 1_700_000_000_000,
+        "{v}"
+    );
+    let phone = conns
+        .iter()
+        .find(|c| c["edge"] == "mqtt")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(phone["client_id"], "phone-7", "{v}");
+    assert_eq!(phone["identity"], "user:7", "{v}");
+    assert_eq!(v["by_edge"]["websocket"], 1, "{v}");
+    // Filtered by edge: the MQTT client alone.
+    let only: Value = list(KEY.to_string(), "?edge=mqtt")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(only["connections"].as_array().unwrap().len(), 1, "{only}");
+    assert_eq!(only["connections"][0]["client_id"], "phone-7", "{only}");
+
+    // A user cannot kick anyone; the admin key can, once.
+    let id = web["id"].as_u64().unwrap();
+    let kick = |cred: String| {
+        let srv = &srv;
+        async move {
+            http()
+                .delete(srv.url(&format!("/v1/connections/{id}")))
+                .bearer_auth(cred)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(kick(creds.user42.clone()).await, 403);
+    assert_eq!(kick(KEY.to_string()).await, 204);
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if v["op"] == "disconnect" {
+                        return v;
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => panic!("closed without a disconnect frame"),
+            }
+        }
+    })
+    .await
+    .expect("the kicked connection stayed open");
+    assert_eq!(closed["code"], "forbidden", "{closed}");
+    assert!(
+        closed["message"]
+            .as_str()
+            .is_some_and(|r| r.contains("operator")),
+        "{closed}"
+    );
+    assert_eq!(kick(KEY.to_string()).await, 404, "already closed");
+    let status = http()
+        .delete(srv.url("/v1/connections/not-a-number"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 400);
+    // The MQTT client is still there.
+    let v: Value = list(KEY.to_string(), "").await.json().await.unwrap();
+    assert!(
+        v["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["edge"] != "websocket"),
+        "{v}"
+    );
+    assert_eq!(v["by_edge"]["mqtt"], 1, "{v}");
 }
 
 fn short_token(sub: &str, secs: u64) -> String {

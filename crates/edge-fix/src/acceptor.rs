@@ -275,6 +275,7 @@ async fn client(sh: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, cancel: Cance
             return;
         }
     };
+    conn.set_client_id(&their);
     if !sh.active.lock().insert(their.clone()) {
         tracing::warn!(
             "fix acceptor: {peer}: {their} is already logged on; refusing the second connection"

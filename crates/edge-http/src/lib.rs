@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use axum::{
     middleware,
-    routing::{get, patch, post},
+    routing::{delete, get, patch, post},
     Router,
 };
 use tickwire_gateway::{Edge, Gateway};
@@ -93,6 +93,14 @@ pub fn routes(gateway: Arc<Gateway>, config: HttpConfig) -> Router {
         .route(
             "/v1/channels/{namespace}",
             get(rest::channels).route_layer(admin.clone()),
+        )
+        .route(
+            "/v1/connections",
+            get(rest::connections).route_layer(admin.clone()),
+        )
+        .route(
+            "/v1/connections/{id}",
+            delete(rest::kick).route_layer(admin.clone()),
         )
         .route("/healthz", get(rest::healthz))
         .route("/readyz", get(rest::readyz))

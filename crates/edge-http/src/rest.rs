@@ -347,6 +347,43 @@ pub async fn channels(State(st): State<HttpState>, Path(ns): Path<String>) -> Re
     Json(json!({ "namespace": ns, "channels": list })).into_response()
 }
 
+/// `GET /v1/connections[?edge=mqtt]` (admin): every live connection on this node, oldest
+/// first, with its edge, identity, address, client id and subscription count.
+pub async fn connections(State(st): State<HttpState>, RawQuery(q): RawQuery) -> Response {
+    let q = parse_query(q.as_deref());
+    let edge = q.iter().find(|(k, _)| k == "edge").map(|(_, v)| v.as_str());
+    let list = st.gateway.connections(edge);
+    let mut by_edge = serde_json::Map::new();
+    for (edge, n) in st.gateway.connections_by_edge() {
+        by_edge.insert(edge.0.to_owned(), json!(n));
+    }
+    Json(json!({ "connections": list, "by_edge": by_edge })).into_response()
+}
+
+/// `DELETE /v1/connections/{id}` (admin): closes one connection. The client gets the close
+/// every server-side disconnect sends (code `forbidden`, the reason, its resume points where its
+/// protocol has them) and may reconnect: to keep a client out, revoke its credential.
+pub async fn kick(State(st): State<HttpState>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return Problem::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            format!("`{id}` is not a connection id"),
+        )
+        .into_response();
+    };
+    if st.gateway.kick(id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("no open connection {id}"),
+        )
+        .into_response()
+    }
+}
+
 pub async fn healthz() -> &'static str {
     "ok\n"
 }

@@ -159,6 +159,7 @@ pub(crate) async fn run(edge: Arc<MqttEdge>, mut io: Transport, peer: Option<std
             return io.close().await;
         }
     };
+    conn.set_client_id(&accepted.client_id);
     let identity = conn.principal().identity();
     let owner = match edge.broker.claim(&accepted.client_id, &identity).await {
         Ok(o) => o,

@@ -10,6 +10,9 @@ pub struct Connection {
     pub(crate) edge: Edge,
     /// This edge's counters, looked up once: delivery and publish paths count per batch.
     pub(crate) counters: Arc<EdgeCounters>,
+    /// The delivery counters of the namespaces this connection received from, looked up once
+    /// each (a client reads a handful of namespaces; a linear search beats a map here).
+    pub(crate) namespaces: Vec<(Box<str>, Arc<crate::metrics::NamespaceCounters>)>,
     pub(crate) principal: Principal,
     pub(crate) session: Session,
     pub(crate) id: u64,
@@ -83,8 +86,19 @@ impl Connection {
                 .release_principal(&self.principal.identity(), old);
         }
         self.shared = self.gateway.shared_buckets(&principal);
+        if let Some(r) = self.gateway.sessions.lock().get_mut(&self.id) {
+            r.identity = principal.identity();
+        }
         self.principal = principal;
         Ok(())
+    }
+
+    /// The client's own name for itself (MQTT client id, FIX SenderCompID), shown to operators
+    /// beside the connection.
+    pub fn set_client_id(&self, client_id: &str) {
+        if let Some(r) = self.gateway.sessions.lock().get_mut(&self.id) {
+            r.client_id = Some(client_id.to_owned());
+        }
     }
 
     /// One command against this connection's command bucket (clients only).
@@ -356,19 +370,7 @@ impl Connection {
     pub async fn drain(&mut self) -> Event {
         match self.session.drain().await {
             Ok(batch) => {
-                // Delivery lag: the age of the batch's newest live message as the edge takes
-                // it (snapshots are old by nature and left out). One clock read per batch.
-                if let Some(newest) = batch
-                    .iter()
-                    .filter(|d| !d.snapshot)
-                    .map(|d| d.message.publication.timestamp)
-                    .max()
-                {
-                    let age = tickwire_model::clock::now_nanos().saturating_sub(newest);
-                    self.counters
-                        .lag
-                        .observe(std::time::Duration::from_nanos(age));
-                }
+                self.count_batch(&batch);
                 Event::Deliver(batch)
             }
             Err(reason) => {
@@ -376,6 +378,56 @@ impl Connection {
                 Event::Close(reason)
             }
         }
+    }
+
+    /// Counts a batch the edge is about to write: payload bytes per edge, messages and bytes
+    /// per namespace (one atomic add per run of one namespace, not per message), and the
+    /// delivery lag: the age of the batch's newest live message as the edge takes it
+    /// (snapshots are old by nature and left out), one clock read per batch.
+    fn count_batch(&mut self, batch: &[Delivery]) {
+        let mut newest: Option<u64> = None;
+        let mut total_bytes = 0u64;
+        let mut run: Option<(&str, u64, u64)> = None;
+        for d in batch {
+            let p = &d.message.publication;
+            if !d.snapshot {
+                newest = Some(newest.map_or(p.timestamp, |n| n.max(p.timestamp)));
+            }
+            let bytes = p.data.len() as u64;
+            total_bytes += bytes;
+            let ns = p.channel.namespace();
+            match &mut run {
+                Some((name, n, b)) if *name == ns => {
+                    *n += 1;
+                    *b += bytes;
+                }
+                _ => {
+                    if let Some((name, n, b)) = run.take() {
+                        self.namespace_counters(name).delivered(n, b);
+                    }
+                    run = Some((ns, 1, bytes));
+                }
+            }
+        }
+        if let Some((name, n, b)) = run {
+            self.namespace_counters(name).delivered(n, b);
+        }
+        self.counters.delivered_bytes(total_bytes);
+        if let Some(newest) = newest {
+            let age = tickwire_model::clock::now_nanos().saturating_sub(newest);
+            self.counters
+                .lag
+                .observe(std::time::Duration::from_nanos(age));
+        }
+    }
+
+    fn namespace_counters(&mut self, ns: &str) -> Arc<crate::metrics::NamespaceCounters> {
+        if let Some((_, c)) = self.namespaces.iter().find(|(n, _)| &**n == ns) {
+            return c.clone();
+        }
+        let c = self.gateway.metrics.namespace(ns);
+        self.namespaces.push((ns.into(), c.clone()));
+        c
     }
 
     /// Counts messages written to the client.

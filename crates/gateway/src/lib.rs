@@ -218,9 +218,34 @@ fn denied(principal: &Principal, action: &str, channel: &Channel, perm: Permissi
     )
 }
 
+#[derive(Clone)]
 struct Registered {
     edge: Edge,
     closer: SessionCloser,
+    /// [`Principal::identity`], updated when a connection presents its credential late.
+    identity: String,
+    ip: Option<std::net::IpAddr>,
+    /// Unix milliseconds.
+    since_ms: u64,
+    /// The client's own name for itself where its protocol has one (MQTT client id, FIX
+    /// SenderCompID).
+    client_id: Option<String>,
+}
+
+/// One live connection as the operator endpoints list it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnectionInfo {
+    pub id: u64,
+    pub edge: &'static str,
+    pub identity: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::IpAddr>,
+    /// Unix milliseconds.
+    pub connected_at: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Channels subscribed (explicitly or through a pattern).
+    pub subscriptions: u64,
 }
 
 /// The edge contract's shared state. One per server, behind an `Arc`.
@@ -597,6 +622,10 @@ impl Gateway {
             Registered {
                 edge,
                 closer: session.closer(),
+                identity: principal.identity(),
+                ip,
+                since_ms: tickwire_model::clock::now_nanos() / 1_000_000,
+                client_id: None,
             },
         );
         let shared = self.shared_buckets(&principal);
@@ -604,6 +633,7 @@ impl Gateway {
             gateway: self.clone(),
             edge,
             counters: self.metrics.edge(edge),
+            namespaces: Vec::new(),
             principal,
             session,
             id,
@@ -747,6 +777,74 @@ impl Gateway {
         let mut v: Vec<(Edge, usize)> = m.into_iter().collect();
         v.sort();
         v
+    }
+
+    /// Every live connection, oldest first; only those of `edge` if given.
+    pub fn connections(&self, edge: Option<&str>) -> Vec<ConnectionInfo> {
+        let live: Vec<(u64, Registered)> = self
+            .sessions
+            .lock()
+            .iter()
+            .filter(|(_, r)| edge.is_none_or(|e| e == r.edge.0))
+            .map(|(id, r)| (*id, r.clone()))
+            .collect();
+        let mut v: Vec<ConnectionInfo> = live
+            .into_iter()
+            .map(|(id, r)| {
+                let mut subscriptions = 0;
+                r.closer.each_subscription(|_| subscriptions += 1);
+                ConnectionInfo {
+                    id,
+                    edge: r.edge.0,
+                    identity: r.identity,
+                    ip: r.ip,
+                    connected_at: r.since_ms,
+                    client_id: r.client_id,
+                    subscriptions,
+                }
+            })
+            .collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+
+    /// Closes connection `id` as an operator asked (the client gets a disconnect with its
+    /// resume points, as for any server-side close); false if no such connection is open.
+    pub fn kick(&self, id: u64) -> bool {
+        let closer = self.sessions.lock().get(&id).map(|r| r.closer.clone());
+        match closer {
+            Some(c) => {
+                c.close(CloseReason::Kicked("closed by an operator".into()));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Subscribed channels over the live connections, per edge and per namespace.
+    pub fn subscriptions(&self) -> (HashMap<&'static str, u64>, HashMap<String, u64>) {
+        // Taken out first, so connects and disconnects do not wait for the whole count.
+        let live: Vec<(Edge, SessionCloser)> = self
+            .sessions
+            .lock()
+            .values()
+            .map(|r| (r.edge, r.closer.clone()))
+            .collect();
+        let (mut by_edge, mut by_ns) = (HashMap::new(), HashMap::<String, u64>::new());
+        for (edge, closer) in &live {
+            let mut n = 0;
+            closer.each_subscription(|ns| {
+                n += 1;
+                match by_ns.get_mut(ns) {
+                    Some(c) => *c += 1,
+                    None => {
+                        by_ns.insert(ns.to_owned(), 1);
+                    }
+                }
+            });
+            *by_edge.entry(edge.0).or_default() += n;
+        }
+        (by_edge, by_ns)
     }
 
     /// The Prometheus text of every counter (hub and edges).

@@ -21,6 +21,9 @@ use crate::{Edge, Gateway};
 pub struct EdgeCounters {
     connections: AtomicU64,
     delivered: AtomicU64,
+    /// Payload bytes (each message's `data`) of what `delivered` counts: the same measure on
+    /// every edge, without its framing.
+    delivered_bytes: AtomicU64,
     published: AtomicU64,
     rejected: AtomicU64,
     rate_limited: AtomicU64,
@@ -50,6 +53,10 @@ impl EdgeCounters {
         self.delivered.fetch_add(n, Ordering::Relaxed);
     }
 
+    pub fn delivered_bytes(&self, n: u64) {
+        self.delivered_bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub fn published(&self, n: u64) {
         self.published.fetch_add(n, Ordering::Relaxed);
     }
@@ -64,6 +71,22 @@ impl EdgeCounters {
     }
 }
 
+/// What one namespace counts on the delivery side (the hub counts its publishes).
+#[derive(Debug, Default)]
+pub struct NamespaceCounters {
+    /// Messages handed to a client connection, every edge.
+    delivered: AtomicU64,
+    /// Their payload bytes.
+    delivered_bytes: AtomicU64,
+}
+
+impl NamespaceCounters {
+    pub fn delivered(&self, messages: u64, bytes: u64) {
+        self.delivered.fetch_add(messages, Ordering::Relaxed);
+        self.delivered_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
 /// Renders more metric families (Prometheus text) at the end of `/metrics`: how parts the
 /// gateway does not know (projections, the log) report without a dependency on them.
 pub type MetricsSource = Box<dyn Fn(&mut String) + Send + Sync>;
@@ -72,6 +95,9 @@ pub type MetricsSource = Box<dyn Fn(&mut String) + Send + Sync>;
 #[derive(Default)]
 pub struct Metrics {
     edges: RwLock<BTreeMap<&'static str, Arc<EdgeCounters>>>,
+    /// Keyed by namespace name; only namespaces the hub stores (configured ones) deliver, so
+    /// the map stays as small as the configuration.
+    namespaces: RwLock<BTreeMap<Box<str>, Arc<NamespaceCounters>>>,
     sources: RwLock<Vec<MetricsSource>>,
     /// HTTP publish requests (each may carry a batch).
     pub http_publish_requests: AtomicU64,
@@ -99,6 +125,19 @@ impl Metrics {
             return c.clone();
         }
         self.edges.write().entry(edge.0).or_default().clone()
+    }
+
+    /// The delivery counters of namespace `ns`, created on first use. Connections keep what
+    /// they looked up, so this runs once per connection and namespace.
+    pub fn namespace(&self, ns: &str) -> Arc<NamespaceCounters> {
+        if let Some(c) = self.namespaces.read().get(ns) {
+            return c.clone();
+        }
+        self.namespaces
+            .write()
+            .entry(ns.into())
+            .or_default()
+            .clone()
     }
 
     /// Counts a server-side close of a connection by its reason, the same for every edge.
@@ -214,6 +253,12 @@ impl Metrics {
             |c| &c.delivered,
         );
         labelled(
+            "tickwire_edge_delivered_bytes_total",
+            "counter",
+            "Payload bytes of the messages written to clients per edge (without framing).",
+            |c| &c.delivered_bytes,
+        );
+        labelled(
             "tickwire_edge_published_total",
             "counter",
             "Publications acknowledged per edge.",
@@ -230,6 +275,57 @@ impl Metrics {
             "counter",
             "Publications and commands refused by a rate limit, per edge.",
             |c| &c.rate_limited,
+        );
+        // Subscriptions are counted at scrape time from the live sessions, so no subscribe,
+        // unsubscribe or disconnect path (pattern attaches included) can leave a gauge wrong.
+        let (by_edge, by_namespace) = gateway.subscriptions();
+        let _ = writeln!(
+            out,
+            "# HELP tickwire_edge_subscriptions Channels subscribed per edge (explicitly or through a pattern), over its open connections.\n# TYPE tickwire_edge_subscriptions gauge"
+        );
+        for (edge, _) in &edges {
+            let n = by_edge.get(edge).copied().unwrap_or(0);
+            let _ = writeln!(out, "tickwire_edge_subscriptions{{edge=\"{edge}\"}} {n}");
+        }
+        let namespaces: Vec<(Box<str>, Arc<NamespaceCounters>)> = self
+            .namespaces
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut names: std::collections::BTreeSet<&str> =
+            namespaces.iter().map(|(ns, _)| &**ns).collect();
+        names.extend(by_namespace.keys().map(String::as_str));
+        let _ = writeln!(
+            out,
+            "# HELP tickwire_namespace_subscriptions Channel subscriptions per namespace over every open connection.\n# TYPE tickwire_namespace_subscriptions gauge"
+        );
+        for ns in &names {
+            let n = by_namespace.get(*ns).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "tickwire_namespace_subscriptions{{namespace=\"{ns}\"}} {n}"
+            );
+        }
+        let mut delivered = |name: &str, help: &str, f: fn(&NamespaceCounters) -> &AtomicU64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (ns, c) in &namespaces {
+                let _ = writeln!(
+                    out,
+                    "{name}{{namespace=\"{ns}\"}} {}",
+                    f(c).load(Ordering::Relaxed)
+                );
+            }
+        };
+        delivered(
+            "tickwire_namespace_delivered_total",
+            "Messages handed to client connections per namespace, every edge.",
+            |c| &c.delivered,
+        );
+        delivered(
+            "tickwire_namespace_delivered_bytes_total",
+            "Payload bytes of the messages handed to client connections per namespace.",
+            |c| &c.delivered_bytes,
         );
         let _ = writeln!(
             out,

@@ -656,6 +656,14 @@ impl SessionCloser {
     pub fn close(&self, reason: CloseReason) {
         self.0.close(reason);
     }
+
+    /// Calls `f` with the namespace of each channel the session is subscribed to (explicitly
+    /// or through a pattern), for the subscription gauges a metrics scrape reports.
+    pub fn each_subscription(&self, mut f: impl FnMut(&str)) {
+        for channel in self.0.subs.lock().keys() {
+            f(channel.namespace());
+        }
+    }
 }
 
 impl Drop for Session {
