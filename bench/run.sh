@@ -53,7 +53,7 @@ FSYNC="always"          # ingest durability: fsync every group-commit batch befo
 # out as soon as they are written, and a publisher gated on one fsync per batch would measure
 # the disk, not the fan-out (the peers' core pub/sub persists nothing at all).
 FAN_FSYNC="interval:100ms"
-TW_PORT=7901; NATS_PORT=7902; MQTT_PORT=7903; TW_MQTT_PORT=7904; SINK_PORT=7905
+TW_PORT=7901; NATS_PORT=7902; MQTT_PORT=7903; TW_MQTT_PORT=7904; SINK_PORT=7905; TW_GRPC_PORT=7906
 
 # Idle runs hold tens of thousands of sockets on both sides.
 ulimit -Hn 1048576 2>/dev/null || true
@@ -135,6 +135,7 @@ start_sink() { # the load generator's own acknowledge-only server; $1: ws or mqt
 }
 start_nats_old() { start_nats "${1:-}" "$NATS_DEB"; } # Debian's 2.9, for continuity
 start_tickwire_mqtt() { TICKWIRE_MQTT__LISTEN=127.0.0.1:$TW_MQTT_PORT start_tickwire; }
+start_tickwire_grpc() { port_free $TW_GRPC_PORT; TICKWIRE_GRPC__LISTEN=127.0.0.1:$TW_GRPC_PORT start_tickwire; wait_port $TW_GRPC_PORT; }
 stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""; sleep 0.1; }
 
 declare -A CMDS
@@ -172,15 +173,16 @@ bench_once() {
 run_fresh() {
   local i=$1 start=$2; shift 2
   local scen=$1 name=$2 target=$3 port=$4; shift 4
+  local files=${FILES:-$scen}
   if [ "$i" = 1 ]; then
     local env=""
     if [ "${TICKWIRE_CANDLES__ENABLED:-}" = false ]; then env="TICKWIRE_CANDLES__ENABLED=false (server) "; fi
-    CMDS[$scen]+="    ${env}$(bench_cmd "$scen" "$name" "$target" "$port" "$@")"$'\n'
+    CMDS[$files]+="    ${env}$(bench_cmd "$scen" "$name" "$target" "$port" "$@")"$'\n'
   fi
   # The previous run's data is deleted by the start; let the kernel finish freeing it first.
   rm -rf "$WORK/tw" "$WORK/js"; sync; sleep 0.2
   $start
-  bench_once "$JSON/$scen-$name-$i.json" "$scen" "$name" "$target" "$port" "$@"
+  bench_once "$JSON/$files-$name-$i.json" "$scen" "$name" "$target" "$port" "$@"
   stop_server
 }
 
@@ -294,6 +296,25 @@ if want fanout; then
   report fanout.md "fanout: Tickwire WebSocket, JSON and binary (tickwire.v1.proto) subscribers" fanout "$JSON"/fanout-tickwire-[0-9]*.json "$JSON"/fanout-tickwire-half-*.json "$JSON"/fanout-tickwire-proto-[0-9]*.json "$JSON"/fanout-tickwire-proto-half-*.json
   CMDS[fanout-peer]=${CMDS[fanout]}
   report fanout-peer.md "fanout-peer: the same shape against nats-server and mosquitto" fanout-peer "$JSON"/fanout-*.json
+fi
+
+# One server, three subscriber encodings (issue 17): JSON WebSocket, the binary WebSocket
+# subprotocol (tickwire.v1.proto) and gRPC Subscribe calls, the fanout shape at full and half
+# load, rows taking turns on fresh servers. Every server runs the gRPC listener, so the rows
+# differ only in how the 1,000 clients read. Not part of a full run's default set: run it with
+# --only fanout-encodings.
+if [ "$ONLY" = fanout-encodings ] && want fanout-encodings; then
+  rm -f "$JSON"/encodings-*.json
+  CMDS[encodings]+="    # every server started with TICKWIRE_GRPC__LISTEN=127.0.0.1:$TW_GRPC_PORT"$'\n'
+  for i in $(seq 1 "$RUNS"); do
+    for half in "" -half; do
+      rate=$FAN_R; [ -n "$half" ] && rate=5000
+      FILES=encodings run_fresh "$i" start_tickwire_grpc fanout "ws-json$half" tickwire-ws $TW_PORT $FAN --rate $rate $COMMON
+      FILES=encodings run_fresh "$i" start_tickwire_grpc fanout "ws-proto$half" tickwire-ws $TW_PORT $FAN --rate $rate --sub-encoding proto $COMMON
+      FILES=encodings run_fresh "$i" start_tickwire_grpc fanout "grpc$half" tickwire-ws $TW_PORT $FAN --rate $rate --sub-encoding grpc --grpc-addr 127.0.0.1:$TW_GRPC_PORT $COMMON
+    done
+  done
+  report fanout-encodings.md "fanout-encodings: one Tickwire, subscribers on JSON WebSocket, binary WebSocket and gRPC" encodings "$JSON"/encodings-*.json
 fi
 
 # The sweep is long (rates x targets x runs), so quick mode leaves it out unless asked for.

@@ -9,6 +9,7 @@
 
 mod chat;
 mod error;
+mod grpc;
 mod msg;
 mod proto;
 mod publish;
@@ -58,6 +59,8 @@ pub enum SubEncoding {
     #[default]
     Json,
     Proto,
+    /// Not a WebSocket: each client is a gRPC `Subscribe` call on `--grpc-addr`.
+    Grpc,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -214,6 +217,11 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = SubEncoding::Json)]
     #[serde(default)]
     pub sub_encoding: SubEncoding,
+    /// Tickwire's gRPC listener, where `--sub-encoding grpc` subscribers connect (the
+    /// publishers stay on `--addr`).
+    #[arg(long)]
+    #[serde(default)]
+    pub grpc_addr: Option<SocketAddr>,
     /// The server's fsync policy, recorded in the result (ingest).
     #[arg(long)]
     pub fsync: Option<String>,

@@ -696,7 +696,7 @@ async fn http_response_body(c: &mut Conn) -> Result<BytesMut> {
 
 /// The credential subscribers present at the WebSocket upgrade (a JWT), from the environment,
 /// so a run can measure fan-out with identities on against the open configuration.
-const CLIENT_CREDENTIAL: &str = "TICKWIRE_BENCH_TOKEN";
+pub(crate) const CLIENT_CREDENTIAL: &str = "TICKWIRE_BENCH_TOKEN";
 /// The credential the HTTP publishers present (an API key with the `publish` scope).
 const PUBLISHER_CREDENTIAL: &str = "TICKWIRE_BENCH_API_KEY";
 

@@ -127,8 +127,25 @@ fn symbols_of(a: &RunArgs, i: usize) -> Vec<usize> {
     (0..k).map(|j| (i * k + j) % a.symbols).collect()
 }
 
+/// A subscribing client: a protocol connection read by hand, or a gRPC `Subscribe` call.
+pub(crate) enum SubConn {
+    Raw(Conn),
+    Grpc(crate::grpc::GrpcSub),
+}
+
+impl SubConn {
+    /// [`Conn::read_some`]; a gRPC call hands over one message per call (`chunk` does not
+    /// apply: HTTP/2 flow control paces a slow gRPC reader).
+    async fn read_some(&mut self, chunk: usize, mut f: impl FnMut(&[u8])) -> Result<bool> {
+        match self {
+            SubConn::Raw(c) => c.read_some(chunk, f).await,
+            SubConn::Grpc(g) => g.read_some(&mut f).await,
+        }
+    }
+}
+
 async fn subscriber(
-    mut conn: Conn,
+    mut conn: SubConn,
     phase: Arc<Phase>,
     symbols: Vec<usize>,
     nsym: usize,
@@ -307,7 +324,16 @@ async fn published_total(http: SocketAddr) -> Result<u64> {
         })
 }
 
-async fn connect_all(a: &RunArgs, n: usize, subscribe: bool) -> Result<Vec<Conn>> {
+async fn connect_all(a: &RunArgs, n: usize, subscribe: bool) -> Result<Vec<SubConn>> {
+    let grpc = match (a.sub_encoding, a.grpc_addr) {
+        (crate::SubEncoding::Grpc, Some(addr)) if subscribe => Some(addr),
+        (crate::SubEncoding::Grpc, _) => {
+            return Err(BenchError::Usage(
+                "--sub-encoding grpc subscribes through --grpc-addr (fanout, slow)".into(),
+            ))
+        }
+        _ => None,
+    };
     let sem = Arc::new(Semaphore::new(CONNECT_PARALLEL));
     let mut set = JoinSet::new();
     for i in 0..n {
@@ -315,16 +341,20 @@ async fn connect_all(a: &RunArgs, n: usize, subscribe: bool) -> Result<Vec<Conn>
         let a2 = a.clone();
         set.spawn(async move {
             let _p = sem.acquire_owned().await;
+            if let Some(addr) = grpc {
+                let g = crate::grpc::GrpcSub::subscribe(addr, &symbols_of(&a2, i)).await?;
+                return Ok::<_, BenchError>((i, SubConn::Grpc(g)));
+            }
             let (target, addr) = sub_endpoint(&a2, i);
             let proto = a2.sub_encoding == crate::SubEncoding::Proto;
             let mut c = Conn::connect_as(target, addr, source_for(i), proto).await?;
             if subscribe {
                 c.subscribe(&symbols_of(&a2, i)).await?;
             }
-            Ok::<_, BenchError>((i, c))
+            Ok::<_, BenchError>((i, SubConn::Raw(c)))
         });
     }
-    let mut conns: Vec<Option<Conn>> = (0..n).map(|_| None).collect();
+    let mut conns: Vec<Option<SubConn>> = (0..n).map(|_| None).collect();
     while let Some(r) = set.join_next().await {
         let (i, c) = r.map_err(|e| BenchError::proto("bench", e.to_string()))??;
         conns[i] = Some(c);

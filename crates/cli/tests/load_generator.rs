@@ -44,11 +44,19 @@ fn extra(r: &Value, key: &str) -> f64 {
 
 #[test]
 fn fanout_counts_each_delivery_once_and_checks_convergence() {
+    // The same check for each way subscribers read: JSON and binary WebSocket, gRPC calls.
+    for encoding in ["json", "proto", "grpc"] {
+        fanout_counts(encoding);
+    }
+}
+
+fn fanout_counts(encoding: &str) {
     let dir = tempfile::tempdir().unwrap();
+    let grpc = format!("127.0.0.1:{}", common::free_port());
     let srv = Server::start(
         &dir.path().join("data"),
         &["--fsync", "interval:100ms"],
-        &[],
+        &[("TICKWIRE_GRPC__LISTEN", grpc.as_str())],
     );
     // 20 clients on 10 of 50 symbols each: every quote has exactly 20 * 10 / 50 = 4
     // subscribers. 1,000 quotes/s is far below what the server sustains, so next to nothing is
@@ -78,22 +86,26 @@ fn fanout_counts_each_delivery_once_and_checks_convergence() {
             "1",
             "--drain",
             "2",
+            "--sub-encoding",
+            encoding,
+            "--grpc-addr",
+            &grpc,
         ],
     );
     let published = r["published_per_s"].as_f64().unwrap();
     assert!(
         (500.0..=1100.0).contains(&published),
-        "published {published}/s for 1,000/s offered"
+        "{encoding}: published {published}/s for 1,000/s offered"
     );
     let per = extra(&r, "delivered_per_published");
     assert!(
         (3.0..=4.1).contains(&per),
-        "each quote has 4 subscribers, the generator counted {per} deliveries per quote"
+        "{encoding}: each quote has 4 subscribers, the generator counted {per} deliveries per quote"
     );
     assert_eq!(
         extra(&r, "converged"),
         1.0,
-        "every subscriber ends with each symbol's newest value"
+        "{encoding}: every subscriber ends with each symbol's newest value"
     );
     // Payload bytes: 100 per delivery, whatever the envelope.
     let mb = r["mb_per_s"].as_f64().unwrap();
