@@ -5,7 +5,7 @@
 #
 #   bench/run.sh            full runs (about 35 minutes)
 #   bench/run.sh --quick    short runs, fewer connections (about 8 minutes)
-#   bench/run.sh --only fanout   one scenario (ingest|fanout|fanout-jwt|idle|slow|chat|ws-publish|sweep|cluster|search)
+#   bench/run.sh --only fanout   one scenario (ingest|fanout|fanout-jwt|idle|slow|chat|ws-publish|sweep|cluster|search|fanout-encodings|book)
 #
 # `search` (bench/search.sh) indexes and queries a generated chat corpus in-process with the
 # search projection and with SQLite FTS5, and writes bench/results/search.md; SEARCH_N sets the
@@ -315,6 +315,24 @@ if [ "$ONLY" = fanout-encodings ] && want fanout-encodings; then
     done
   done
   report fanout-encodings.md "fanout-encodings: one Tickwire, subscribers on JSON WebSocket, binary WebSocket and gRPC" encodings "$JSON"/encodings-*.json
+fi
+
+# Order books (issue 17): book deltas per second delivered through to subscribers, with the
+# server's `[books] depth` at 10 (the default) and 0 (all levels), rows taking turns on fresh
+# servers. 100 books of 50 levels a side; one HTTP publisher changes 10,000 levels/s (half
+# among the best 10, half beyond); 100 JSON WebSocket clients on 10 books each, so every book
+# has 10 subscribers. The projection publishes at most one delta per book per flush (20 ms),
+# so 1,000 subscriptions cap delivery at 50,000 deltas/s. Not part of a full run's default
+# set: run it with --only book.
+if [ "$ONLY" = book ] && want book; then
+  rm -f "$JSON"/book-*.json
+  BOOK="--symbols 100 --levels 50 --clients 100 --subs 10 --rate 10000 $FAN_DRAIN"
+  CMDS[book]+="    # depth-10 rows: server started with TICKWIRE_BOOKS__DEPTH=10; full-depth rows: TICKWIRE_BOOKS__DEPTH=0"$'\n'
+  for i in $(seq 1 "$RUNS"); do
+    TICKWIRE_BOOKS__DEPTH=10 run_fresh "$i" start_tickwire book depth-10 tickwire-ws $TW_PORT $BOOK $COMMON
+    TICKWIRE_BOOKS__DEPTH=0 run_fresh "$i" start_tickwire book full-depth tickwire-ws $TW_PORT $BOOK $COMMON
+  done
+  report book.md "book: order-book deltas through to subscribers at depth 10 and full depth" book "$JSON"/book-*.json
 fi
 
 # The sweep is long (rates x targets x runs), so quick mode leaves it out unless asked for.

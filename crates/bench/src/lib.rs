@@ -7,6 +7,7 @@
 //! (publishing through its HTTP batch API, or in ws-publish one WebSocket command per message).
 //! `--label` names the product.
 
+mod book;
 mod chat;
 mod error;
 mod grpc;
@@ -81,6 +82,8 @@ pub enum Scenario {
     Chat,
     /// One connection publishing one message per command, acknowledgements pipelined.
     WsPublish,
+    /// Order-book deltas through to subscribers: depth updates in, `book.<SYM>` deltas out.
+    Book,
 }
 
 impl Scenario {
@@ -93,6 +96,7 @@ impl Scenario {
             Scenario::Slow => "slow",
             Scenario::Chat => "chat",
             Scenario::WsPublish => "ws-publish",
+            Scenario::Book => "book",
         }
     }
 }
@@ -222,6 +226,10 @@ pub struct RunArgs {
     #[arg(long)]
     #[serde(default)]
     pub grpc_addr: Option<SocketAddr>,
+    /// book: levels a side of each book's snapshot (updates change the sizes of these).
+    #[arg(long, default_value_t = 50)]
+    #[serde(default = "default_levels")]
+    pub levels: usize,
     /// The server's fsync policy, recorded in the result (ingest).
     #[arg(long)]
     pub fsync: Option<String>,
@@ -248,6 +256,11 @@ pub struct RunArgs {
 /// The drain of results written before `--drain` existed.
 fn default_drain() -> f64 {
     2.0
+}
+
+/// The book levels of results written before `--levels` existed.
+fn default_levels() -> usize {
+    50
 }
 
 /// The stream replicas of results written before `--js-replicas` existed.
@@ -352,6 +365,7 @@ pub async fn run(args: RunArgs) -> Result<RunResult, BenchError> {
         Scenario::Idle => scenario::idle(&args).await?,
         Scenario::Chat => chat::chat(&args).await?,
         Scenario::WsPublish => scenario::ws_publish(&args).await?,
+        Scenario::Book => book::book(&args).await?,
     };
     if let Some(p) = &args.json {
         let text = serde_json::to_string_pretty(&r)?;

@@ -535,6 +535,9 @@ pub struct Publisher {
     binary: bool,
     /// The channel name being built for the next binary item (reused, no per-message String).
     name: Vec<u8>,
+    /// Tickwire: the namespace each symbol's channel is in (`quotes.`; the book scenario
+    /// publishes to `depth.`).
+    prefix: &'static [u8],
 }
 
 impl Publisher {
@@ -563,7 +566,15 @@ impl Publisher {
             count: 0,
             binary: encoding == crate::Encoding::Binary,
             name: Vec::with_capacity(32),
+            prefix: b"quotes.",
         })
+    }
+
+    /// Publishes to `<prefix><symbol>` instead of `quotes.<symbol>` (Tickwire only: the peers'
+    /// subjects and topics stay `quotes`).
+    pub fn with_prefix(mut self, prefix: &'static str) -> Publisher {
+        self.prefix = prefix.as_bytes();
+        self
     }
 
     /// Adds one message to the pending batch.
@@ -575,7 +586,7 @@ impl Publisher {
                     self.body.extend_from_slice(tickwire_wire::BATCH_MAGIC);
                 }
                 self.name.clear();
-                self.name.extend_from_slice(b"quotes.");
+                self.name.extend_from_slice(self.prefix);
                 crate::msg::push_symbol(&mut self.name, sym);
                 let item = tickwire_wire::BatchItem {
                     // ASCII by construction.
@@ -588,7 +599,8 @@ impl Publisher {
             }
             Target::TickwireWs => {
                 self.body.push(if self.count == 0 { b'[' } else { b',' });
-                self.body.extend_from_slice(br#"{"channel":"quotes."#);
+                self.body.extend_from_slice(br#"{"channel":""#);
+                self.body.extend_from_slice(self.prefix);
                 crate::msg::push_symbol(&mut self.body, sym);
                 self.body.extend_from_slice(br#"","data":"#);
                 self.body.extend_from_slice(payload);

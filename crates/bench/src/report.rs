@@ -138,6 +138,10 @@ fn params_key(a: &RunArgs) -> String {
                 format!(" C={} K={}/{}", a.clients, a.subs, a.symbols)
             }
         ),
+        Book => format!(
+            "C={} K={}/{} R={} L={}",
+            a.clients, a.subs, a.symbols, a.rate, a.levels
+        ),
         Chat => format!(
             "C={} rooms={} R={} disconnect~{}ms",
             a.clients, a.rooms, a.rate, a.disconnect_ms

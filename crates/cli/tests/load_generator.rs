@@ -3,7 +3,8 @@
 //! Breaks these catch: a delivery counted twice or a snapshot counted as a live update
 //! (delivered per published above the fan-out factor), a subscriber that misses the newest
 //! value of a symbol and is still reported converged, a chat resume counted as loss or the
-//! duplicate detector blind to replays. The parsers themselves are unit-tested in
+//! duplicate detector blind to replays, a book subscriber whose book is not the server's
+//! reported converged. The parsers themselves are unit-tested in
 //! `crates/bench/src/proto.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -158,4 +159,70 @@ fn chat_resume_reports_no_loss_and_no_duplicate_on_a_real_server() {
         "chat published {published}/s for 200/s offered (counted over the measured window)"
     );
     assert!(r["delivered_per_s"].as_f64().unwrap() > 0.0, "{r}");
+}
+
+#[test]
+fn book_subscribers_end_with_the_servers_books_at_depth_10_and_full_depth() {
+    for depth in ["10", "0"] {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(
+            &dir.path().join("data"),
+            &["--fsync", "interval:100ms"],
+            &[("TICKWIRE_BOOKS__DEPTH", depth)],
+        );
+        // 4 books of 20 levels a side, 3 clients on 2 books each, 300 level changes/s: far
+        // below what the server sustains, so every subscriber must end with the server's book
+        // (same seq, same levels), with no gap and every checksum matching its own book.
+        let r = bench(
+            &srv,
+            dir.path(),
+            &format!("book-{depth}"),
+            &[
+                "--scenario",
+                "book",
+                "--target",
+                "tickwire-ws",
+                "--symbols",
+                "4",
+                "--levels",
+                "20",
+                "--clients",
+                "3",
+                "--subs",
+                "2",
+                "--rate",
+                "300",
+                "--duration",
+                "2",
+                "--warmup",
+                "1",
+                "--drain",
+                "1",
+            ],
+        );
+        assert_eq!(extra(&r, "converged"), 1.0, "depth {depth}: {r}");
+        assert_eq!(extra(&r, "gaps"), 0.0, "depth {depth}: {r}");
+        assert_eq!(extra(&r, "checksum_mismatches"), 0.0, "depth {depth}: {r}");
+        assert_eq!(
+            extra(&r, "server_depth"),
+            depth.parse::<f64>().unwrap(),
+            "the snapshots carry the server's depth: {r}"
+        );
+        // One snapshot per subscription, none counted as a delta.
+        assert_eq!(extra(&r, "snapshots"), 6.0, "depth {depth}: {r}");
+        let published = r["published_per_s"].as_f64().unwrap();
+        assert!(
+            (150.0..=330.0).contains(&published),
+            "depth {depth}: published {published}/s for 300/s offered"
+        );
+        let delivered = r["delivered_per_s"].as_f64().unwrap();
+        // Each book is on 1.5 subscribers and gets at most one delta per 20 ms flush: 6
+        // subscriptions x 50/s bound what can arrive.
+        assert!(
+            delivered > 0.0 && delivered <= 6.0 * 55.0,
+            "depth {depth}: {delivered} deltas/s"
+        );
+        assert!(extra(&r, "levels_per_delta") >= 1.0, "{r}");
+        assert!(r["latency"]["count"].as_u64().unwrap() > 0, "{r}");
+    }
 }
