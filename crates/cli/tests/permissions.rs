@@ -714,22 +714,7 @@ async fn an_operator_lists_connections_and_kicks_one() {
     };
     assert_eq!(kick(creds.user42.clone()).await, 403);
     assert_eq!(kick(KEY.to_string()).await, 204);
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match ws.ws.next().await {
-                Some(Ok(Message::Text(t))) => {
-                    let v: Value = serde_json::from_str(&t).unwrap();
-                    if v["op"] == "disconnect" {
-                        return v;
-                    }
-                }
-                Some(Ok(_)) => {}
-                _ => panic!("closed without a disconnect frame"),
-            }
-        }
-    })
-    .await
-    .expect("the kicked connection stayed open");
+    let closed = disconnect_frame(&mut ws, "the kicked connection stayed open").await;
     assert_eq!(closed["code"], "forbidden", "{closed}");
     assert!(
         closed["message"]
@@ -757,6 +742,27 @@ async fn an_operator_lists_connections_and_kicks_one() {
         "{v}"
     );
     assert_eq!(v["by_edge"]["mqtt"], 1, "{v}");
+}
+
+/// The `disconnect` frame a server-side close sends, read within 10 s (`what` says what failed
+/// when none came).
+async fn disconnect_frame(ws: &mut common::Ws, what: &str) -> Value {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if v["op"] == "disconnect" {
+                        return v;
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => panic!("closed without a disconnect frame"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}"))
 }
 
 fn short_token(sub: &str, secs: u64) -> String {
@@ -823,22 +829,11 @@ async fn an_expired_token_must_be_refreshed_or_the_connection_closes() {
         .cmd(json!({"op": "subscribe", "channel": "user.42", "from": 0}))
         .await;
     assert_eq!(r["ok"], true, "{r}");
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match ws.ws.next().await {
-                Some(Ok(Message::Text(t))) => {
-                    let v: Value = serde_json::from_str(&t).unwrap();
-                    if v["op"] == "disconnect" {
-                        return v;
-                    }
-                }
-                Some(Ok(_)) => {}
-                _ => panic!("closed without a disconnect frame"),
-            }
-        }
-    })
-    .await
-    .expect("the connection was not closed after the grace period");
+    let closed = disconnect_frame(
+        &mut ws,
+        "the connection was not closed after the grace period",
+    )
+    .await;
     assert_eq!(closed["code"], "token_expired", "{closed}");
     assert!(
         closed["resume"].is_object() || closed["resume"].is_array(),
