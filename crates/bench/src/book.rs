@@ -281,6 +281,23 @@ struct SubOutcome {
     depth: Option<u32>,
 }
 
+impl SubOutcome {
+    /// Nothing received yet; each of `symbols` waits for its snapshot.
+    fn waiting_for(symbols: &[usize]) -> SubOutcome {
+        SubOutcome {
+            books: symbols.iter().map(|&s| (s, BookState::Waiting)).collect(),
+            deltas: 0,
+            levels: 0,
+            bytes: 0,
+            hist: histogram(),
+            gaps: 0,
+            mismatches: 0,
+            snapshots: 0,
+            depth: None,
+        }
+    }
+}
+
 /// Symbol index of `book.S0042`.
 fn symbol_of(ch: &str) -> Option<usize> {
     ch.strip_prefix("book.S")?.parse().ok()
@@ -306,17 +323,7 @@ async fn subscriber(
         ws_frame(&mut out, cmd.as_bytes());
     }
     conn.send(&out).await?;
-    let mut o = SubOutcome {
-        books: symbols.iter().map(|&s| (s, BookState::Waiting)).collect(),
-        deltas: 0,
-        levels: 0,
-        bytes: 0,
-        hist: histogram(),
-        gaps: 0,
-        mismatches: 0,
-        snapshots: 0,
-        depth: None,
-    };
+    let mut o = SubOutcome::waiting_for(&symbols);
     let mut acked = 0usize;
     while !phase.stop.load(Ordering::Acquire) {
         let measuring = phase.measuring.load(Ordering::Relaxed);
@@ -684,17 +691,7 @@ mod tests {
 
     #[test]
     fn deltas_apply_in_sequence_and_a_gap_breaks_the_book() {
-        let mut o = SubOutcome {
-            books: [(1, BookState::Waiting)].into_iter().collect(),
-            deltas: 0,
-            levels: 0,
-            bytes: 0,
-            hist: histogram(),
-            gaps: 0,
-            mismatches: 0,
-            snapshots: 0,
-            depth: None,
-        };
+        let mut o = SubOutcome::waiting_for(&[1]);
         let snap = br#"{"ch":"book.S0001","offset":1,"ts":1,"snapshot":true,"data":{"snapshot":true,"seq":41,"checksum":1082956473,"depth":10,"bids":[["1.1","5"]],"asks":[["1.12","3"],["1.2","3"]]}}"#;
         apply(&mut o, snap, true, None, 1).unwrap();
         // Delete 1.1, add 1.09 (the checksum field is the server's; ours is counted).
