@@ -43,20 +43,35 @@ impl KvProvider for NatsKvProvider {
             ..Default::default()
         };
         let what = format!("KV bucket {bucket}");
-        let w = what.clone();
-        let store = self
-            .cluster
-            .run(&what, self.cluster.request_timeout() * 4, async move {
-                match js.get_key_value(&config.bucket).await {
-                    Ok(s) => Ok(s),
-                    Err(_) => js
-                        .create_key_value(config)
-                        .await
-                        .map_err(|e| ClusterError::js(&w, e)),
+        // As for streams (stream::open): JetStream may still be electing the bucket's leader
+        // when a cluster starts, and another node may be creating the same bucket at this
+        // moment (a node started right after another exited at start on this: "stream name
+        // already in use" or a timeout). Retried until `connect_timeout_secs`.
+        let deadline = std::time::Instant::now()
+            + Duration::from_secs(self.cluster.config.connect_timeout_secs.max(1));
+        let store = loop {
+            let (js, config, w) = (js.clone(), config.clone(), what.clone());
+            let opened = self
+                .cluster
+                .run(&what, self.cluster.request_timeout() * 4, async move {
+                    match js.get_key_value(&config.bucket).await {
+                        Ok(s) => Ok(s),
+                        Err(_) => js
+                            .create_key_value(config)
+                            .await
+                            .map_err(|e| ClusterError::js(&w, e)),
+                    }
+                })
+                .and_then(|r| r);
+            match opened {
+                Ok(s) => break s,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing::warn!(%bucket, error = %e, "cannot open the KV bucket yet; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
                 }
-            })
-            .and_then(|r| r)
-            .map_err(StreamError::from)?;
+                Err(e) => return Err(StreamError::from(e)),
+            }
+        };
         Ok(Arc::new(NatsKv {
             cluster: self.cluster.clone(),
             bucket,

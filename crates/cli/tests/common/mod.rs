@@ -82,6 +82,7 @@ impl Server {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
+        let log_path = log.to_path_buf();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -109,9 +110,17 @@ impl Server {
         let mut banner = Vec::new();
         let mut listening = None;
         while listening.is_none() || !banner.iter().any(|l: &String| l.contains("  data:")) {
-            let line = rx
-                .recv_timeout(TIMEOUT)
-                .expect("server did not print its address");
+            // A server that exits or hangs before its banner: its log says why (the data
+            // directory, and the log with it, is usually a temporary one gone after the test).
+            let line = rx.recv_timeout(TIMEOUT).unwrap_or_else(|e| {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "server did not print its address ({e}); its log:\n{}",
+                    tail.join("\n")
+                )
+            });
             if let Some(rest) = line.split("listening on ").nth(1) {
                 let (scheme, addr) = rest.trim().split_once("://").unwrap();
                 listening = Some((scheme.to_string(), addr.to_string()));
