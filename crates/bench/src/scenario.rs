@@ -752,10 +752,18 @@ async fn js_create_stream(a: &RunArgs) -> Result<()> {
             r?;
         }
     }
-    if replies[1].contains("\"error\"") {
+    // The two replies may come in either order (a full-mode run got the delete's "stream not
+    // found" second and took it for the create's answer): each says which request it answers.
+    let create = replies
+        .iter()
+        .find(|r| r.contains("stream_create_response"))
+        .ok_or_else(|| {
+            BenchError::proto("jetstream", format!("no stream create reply: {replies:?}"))
+        })?;
+    if create.contains("\"error\"") {
         return Err(BenchError::proto(
             "jetstream",
-            format!("stream create: {}", replies[1]),
+            format!("stream create: {create}"),
         ));
     }
     Ok(())
