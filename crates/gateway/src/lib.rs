@@ -25,6 +25,7 @@ mod metrics;
 mod presence;
 pub mod proto;
 mod refusal;
+mod registry;
 mod stamp;
 pub mod trace;
 
@@ -42,7 +43,7 @@ use auth::Authenticator;
 use parking_lot::Mutex;
 use tickwire_hub::{
     Ack, Channel, Checked, CloseReason, Delivery, Epoch, Hub, HubError, Offset, Pattern,
-    PublishRequest, Session, SessionCloser, SubscribeInfo,
+    PublishRequest, Session, SubscribeInfo,
 };
 use tickwire_model::Permission;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -58,6 +59,8 @@ pub use limits::{LimitsConfig, NamespaceLimits, PublishLimits, Rate};
 pub use metrics::{EdgeCounters, Metrics, MetricsSource};
 pub use presence::{presence_channel, PresenceMember};
 pub use refusal::Refusal;
+pub use registry::ConnectionInfo;
+use registry::Registered;
 pub use tickwire_wire::ErrorCode;
 
 /// A client's address, put into each HTTP request's extensions by the listener so edges that
@@ -216,36 +219,6 @@ fn denied(principal: &Principal, action: &str, channel: &Channel, perm: Permissi
             }
         ),
     )
-}
-
-#[derive(Clone)]
-struct Registered {
-    edge: Edge,
-    closer: SessionCloser,
-    /// [`Principal::identity`], updated when a connection presents its credential late.
-    identity: String,
-    ip: Option<std::net::IpAddr>,
-    /// Unix milliseconds.
-    since_ms: u64,
-    /// The client's own name for itself where its protocol has one (MQTT client id, FIX
-    /// SenderCompID).
-    client_id: Option<String>,
-}
-
-/// One live connection as the operator endpoints list it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ConnectionInfo {
-    pub id: u64,
-    pub edge: &'static str,
-    pub identity: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ip: Option<std::net::IpAddr>,
-    /// Unix milliseconds.
-    pub connected_at: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<String>,
-    /// Channels subscribed (explicitly or through a pattern).
-    pub subscriptions: u64,
 }
 
 /// The edge contract's shared state. One per server, behind an `Arc`.
@@ -754,97 +727,6 @@ impl Gateway {
     pub fn shutdown(&self) {
         self.ready.store(false, Ordering::Release);
         self.close_all(CloseReason::Shutdown);
-    }
-
-    /// Closes every live connection with `reason`.
-    pub fn close_all(&self, reason: CloseReason) {
-        for r in self.sessions.lock().values() {
-            r.closer.close(reason.clone());
-        }
-    }
-
-    /// Live connections, all edges.
-    pub fn live_connections(&self) -> usize {
-        self.sessions.lock().len()
-    }
-
-    /// Live connections per edge, for metrics.
-    pub fn connections_by_edge(&self) -> Vec<(Edge, usize)> {
-        let mut m: HashMap<Edge, usize> = HashMap::new();
-        for r in self.sessions.lock().values() {
-            *m.entry(r.edge).or_default() += 1;
-        }
-        let mut v: Vec<(Edge, usize)> = m.into_iter().collect();
-        v.sort();
-        v
-    }
-
-    /// Every live connection, oldest first; only those of `edge` if given.
-    pub fn connections(&self, edge: Option<&str>) -> Vec<ConnectionInfo> {
-        let live: Vec<(u64, Registered)> = self
-            .sessions
-            .lock()
-            .iter()
-            .filter(|(_, r)| edge.is_none_or(|e| e == r.edge.0))
-            .map(|(id, r)| (*id, r.clone()))
-            .collect();
-        let mut v: Vec<ConnectionInfo> = live
-            .into_iter()
-            .map(|(id, r)| {
-                let mut subscriptions = 0;
-                r.closer.each_subscription(|_| subscriptions += 1);
-                ConnectionInfo {
-                    id,
-                    edge: r.edge.0,
-                    identity: r.identity,
-                    ip: r.ip,
-                    connected_at: r.since_ms,
-                    client_id: r.client_id,
-                    subscriptions,
-                }
-            })
-            .collect();
-        v.sort_by_key(|c| c.id);
-        v
-    }
-
-    /// Closes connection `id` as an operator asked (the client gets a disconnect with its
-    /// resume points, as for any server-side close); false if no such connection is open.
-    pub fn kick(&self, id: u64) -> bool {
-        let closer = self.sessions.lock().get(&id).map(|r| r.closer.clone());
-        match closer {
-            Some(c) => {
-                c.close(CloseReason::Kicked("closed by an operator".into()));
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Subscribed channels over the live connections, per edge and per namespace.
-    pub fn subscriptions(&self) -> (HashMap<&'static str, u64>, HashMap<String, u64>) {
-        // Taken out first, so connects and disconnects do not wait for the whole count.
-        let live: Vec<(Edge, SessionCloser)> = self
-            .sessions
-            .lock()
-            .values()
-            .map(|r| (r.edge, r.closer.clone()))
-            .collect();
-        let (mut by_edge, mut by_ns) = (HashMap::new(), HashMap::<String, u64>::new());
-        for (edge, closer) in &live {
-            let mut n = 0;
-            closer.each_subscription(|ns| {
-                n += 1;
-                match by_ns.get_mut(ns) {
-                    Some(c) => *c += 1,
-                    None => {
-                        by_ns.insert(ns.to_owned(), 1);
-                    }
-                }
-            });
-            *by_edge.entry(edge.0).or_default() += n;
-        }
-        (by_edge, by_ns)
     }
 
     /// The Prometheus text of every counter (hub and edges).
