@@ -18,10 +18,10 @@ fi
 export TICKWIRE_NATS_SERVER="$nats_bin"
 # Every ignored test in the file must run and pass: a test that silently stopped running is a
 # failure, not a smaller pass.
-want=$(grep -c '^#\[ignore' crates/cli/tests/cluster.rs)
+want=$(cat crates/cli/tests/cluster.rs crates/cli/tests/cluster_chat.rs | grep -c '^#\[ignore')
 log=$(mktemp)
 # One test at a time: each runs its own three-server NATS cluster and several nodes.
-cargo test -p tickwire --test cluster -- --ignored --test-threads=1 2>&1 | tee "$log"
+cargo test -p tickwire --test cluster --test cluster_chat -- --ignored --test-threads=1 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 got=$(passed_count "$log")
 summary=$(grep -E '^test result:' "$log" | tail -1)

@@ -228,15 +228,15 @@ pub async fn presence(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let run = || {
+    let run = async {
         let params = parse_query(q.as_deref());
         let principal = who(&st, &headers, &params)?;
         st.gateway.read_command(&principal)?;
         let ch = channel(&name)?;
-        let members = st.gateway.presence_of(&principal, &ch)?;
+        let members = st.gateway.presence_of(&principal, &ch).await?;
         Ok::<_, Problem>(Json(json!({"channel": ch.as_str(), "members": members})).into_response())
     };
-    run().unwrap_or_else(IntoResponse::into_response)
+    run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `GET /v1/markers`: the user's read markers with unread counts.

@@ -145,6 +145,9 @@ enum PublishReply {
     /// A command answered once work off this task is done (an edit checked against its
     /// target and stored, a read marker made durable, a search): the reply itself.
     Later(ReplyFuture),
+    /// A subscribe reply waiting for its channel's presence list (read from the cluster in
+    /// cluster mode): pushes wait behind it, since a reply precedes its channel's data.
+    Subscribed(ReplyFuture),
 }
 
 /// A reply computed off the connection's task.
@@ -257,10 +260,16 @@ async fn run(socket: WebSocket, conn: Box<Connection>, binary: bool) {
         let reading = c.in_flight < MAX_IN_FLIGHT;
         let acks_pending = matches!(
             c.window.front(),
-            Some(PublishReply::Pending { .. } | PublishReply::Later(_))
+            Some(
+                PublishReply::Pending { .. } | PublishReply::Later(_) | PublishReply::Subscribed(_)
+            )
         );
         let writing = c.out.has_work();
-        let take_more = c.out.pushes.len() < PUSH_LOW_WATER;
+        let take_more = c.out.pushes.len() < PUSH_LOW_WATER
+            && !c
+                .window
+                .iter()
+                .any(|r| matches!(r, PublishReply::Subscribed(_)));
         // A socket that takes nothing for the write timeout belongs to a client that is gone.
         let stalled_at = c
             .out
@@ -354,7 +363,9 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 async fn poll_front(window: &mut VecDeque<PublishReply>) -> Front {
     std::future::poll_fn(|cx| match window.front_mut() {
         Some(PublishReply::Pending { acks, .. }) => acks.as_mut().poll(cx).map(Front::Acks),
-        Some(PublishReply::Later(reply)) => reply.as_mut().poll(cx).map(Front::Reply),
+        Some(PublishReply::Later(reply) | PublishReply::Subscribed(reply)) => {
+            reply.as_mut().poll(cx).map(Front::Reply)
+        }
         _ => std::task::Poll::Ready(Front::Acks(Vec::new())),
     })
     .await
@@ -520,15 +531,29 @@ impl Conn {
                             merge(&mut extra, u.json());
                         }
                         if presence {
-                            match self.conn.subscribe_presence(&channel) {
-                                Ok(members) => extra["presence"] = json!(members),
-                                Err(r) => {
-                                    // The subscription stands; the client learns why there is
-                                    // no presence with it.
-                                    extra["presence_error"] =
-                                        json!({"code": r.code, "message": r.reason});
-                                }
-                            }
+                            // The subscription stands whatever happens to its presence; the
+                            // client learns why there is no member list with it.
+                            let members = self.conn.subscribe_presence(&channel);
+                            self.close_batch_into_window();
+                            self.in_flight += 1;
+                            self.window
+                                .push_back(PublishReply::Subscribed(Box::pin(async move {
+                                    match members {
+                                        Ok(m) => match m.await {
+                                            Ok(m) => extra["presence"] = json!(m),
+                                            Err(r) => {
+                                                extra["presence_error"] =
+                                                    json!({"code": r.code, "message": r.reason})
+                                            }
+                                        },
+                                        Err(r) => {
+                                            extra["presence_error"] =
+                                                json!({"code": r.code, "message": r.reason})
+                                        }
+                                    }
+                                    encode_ok(id, extra)
+                                })));
+                            return;
                         }
                         encode_ok(id, extra)
                     }
@@ -581,17 +606,15 @@ impl Conn {
                 self.out.replies.push_back(text(reply));
             }
             Op::Presence { channel } => {
-                let reply = match self
-                    .conn
-                    .gateway()
-                    .presence_of(self.conn.principal(), &channel)
-                {
-                    Ok(members) => {
-                        encode_ok(id, json!({"channel": channel.as_str(), "members": members}))
+                let (gw, principal) = (self.conn.gateway().clone(), self.conn.principal().clone());
+                self.later(async move {
+                    match gw.presence_of(&principal, &channel).await {
+                        Ok(members) => {
+                            encode_ok(id, json!({"channel": channel.as_str(), "members": members}))
+                        }
+                        Err(r) => refusal_frame(id, &r),
                     }
-                    Err(r) => self.refuse(id, &r),
-                };
-                self.out.replies.push_back(text(reply));
+                });
             }
             Op::Search(query) => {
                 let gw = self.conn.gateway().clone();

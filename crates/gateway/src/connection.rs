@@ -186,23 +186,34 @@ impl Connection {
     }
 
     /// Also delivers who joins and leaves `channel` (a subscription to `presence.<channel>`,
-    /// live) and returns who is there now. The connection must be subscribed to `channel`.
+    /// live) and returns how to learn who is there now (a read from the cluster in cluster
+    /// mode, so off the connection's task). The connection must be subscribed to `channel`.
     pub fn subscribe_presence(
         &mut self,
         channel: &Channel,
-    ) -> Result<Vec<PresenceMember>, Refusal> {
-        let members = self.gateway.presence_of(&self.principal, channel)?;
+    ) -> Result<
+        impl std::future::Future<Output = Result<Vec<PresenceMember>, Refusal>> + Send + 'static,
+        Refusal,
+    > {
+        self.gateway.can_subscribe(&self.principal, channel)?;
         let pc = presence_channel(channel).ok_or_else(|| {
             Refusal::new(
                 ErrorCode::BadChannel,
                 format!("`{channel}` is too long to carry presence"),
             )
         })?;
-        if !self.presence_subs.contains(channel) {
+        // Subscribed before the members are read: a change made after the read reaches the
+        // client as an event (read first, a change between the two would be lost).
+        if self.gateway.has_presence(channel) && !self.presence_subs.contains(channel) {
             self.session.subscribe(&pc, None).map_err(Refusal::from)?;
             self.presence_subs.push(channel.clone());
         }
-        Ok(members)
+        let (gateway, principal, channel) = (
+            self.gateway.clone(),
+            self.principal.clone(),
+            channel.clone(),
+        );
+        Ok(async move { gateway.presence_of(&principal, &channel).await })
     }
 
     /// Subscribes to a stream channel starting with its recent history: its newest `n`

@@ -477,8 +477,20 @@ impl Gateway {
             && self.hub.namespace_spec(tickwire_model::PRESENCE).is_some()
     }
 
-    /// Who is in `channel` on this node, for `principal` (who must be able to read it).
-    pub fn presence_of(
+    /// Cluster mode: presence counts the users of every node, shared through `kv`'s buckets;
+    /// a node silent for `ttl` is taken for dead and its users leave. Call once, before
+    /// connections come in.
+    pub async fn share_presence(
+        &self,
+        kv: Arc<dyn tickwire_stream::kv::KvProvider>,
+        ttl: Duration,
+    ) -> Result<(), String> {
+        self.presence.share(kv, ttl).await
+    }
+
+    /// Who is in `channel` (on any live node in cluster mode), for `principal` (who must be
+    /// able to read it).
+    pub async fn presence_of(
         &self,
         principal: &Principal,
         channel: &Channel,
@@ -493,7 +505,10 @@ impl Gateway {
                 ),
             ));
         }
-        Ok(self.presence.members(channel))
+        self.presence
+            .members(channel)
+            .await
+            .map_err(|e| Refusal::new(ErrorCode::Unavailable, e))
     }
 
     /// Validates one publication for `principal` (permission, namespace, size, schema)

@@ -153,6 +153,15 @@ impl Server {
             Some(c) if config.tls.http => Some(certs.acceptor(c, "http", &[b"http/1.1"])?),
             _ => None,
         };
+        // Cluster mode: who is in a channel counts every node's users (KV buckets), before
+        // any connection joins one.
+        if let Some(c) = &cluster {
+            let ttl = Duration::from_secs(c.config().presence_ttl_secs);
+            gateway
+                .share_presence(c.kv(), ttl)
+                .await
+                .map_err(ServerError::Config)?;
+        }
         // Cluster mode: persistent MQTT sessions in a KV bucket every node reads.
         let mqtt_sessions = match &cluster {
             Some(c) => {

@@ -37,6 +37,9 @@ pub struct ClusterConfig {
     /// merge several streams by time (candles: quotes and trades) wait this long on a quiet
     /// one, so every node applies the same messages in the same order.
     pub visibility_lag_ms: u64,
+    /// How long a node that stopped renewing its liveness (a kill -9, a lost NATS link) still
+    /// counts its users present, seconds; then another node sweeps them out (presence).
+    pub presence_ttl_secs: u64,
     /// NATS credentials, when the servers require them.
     pub user: Option<String>,
     pub password: Option<String>,
@@ -58,6 +61,7 @@ impl Default for ClusterConfig {
             connect_timeout_secs: 30,
             tail_cache: 65536,
             visibility_lag_ms: 500,
+            presence_ttl_secs: 10,
             user: None,
             password: None,
             token: None,
@@ -130,6 +134,9 @@ impl ClusterConfig {
                     ));
                 }
             }
+        }
+        if self.presence_ttl_secs == 0 {
+            return bad("[cluster] presence_ttl_secs must be at least 1".into());
         }
         if self.tail_cache == 0 {
             return bad("[cluster] tail_cache must be at least 1".into());

@@ -10,7 +10,7 @@ use async_nats::jetstream::{
     stream::LastRawMessageErrorKind,
 };
 use bytes::Bytes;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use tickwire_stream::{
     kv::{Kv, KvEntry, KvProvider, Revision},
     StreamError,
@@ -174,6 +174,76 @@ impl Kv for NatsKv {
                 .await
                 .map_err(|e| ClusterError::js("delete", e))
         })
+    }
+
+    fn delete_if(&self, key: &str, expected: Revision) -> Result<bool, StreamError> {
+        let key = key.to_string();
+        self.call("delete", move |store| async move {
+            match store.delete_expect_revision(&key, Some(expected)).await {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
+                Err(e) => Err(ClusterError::js("delete", e)),
+            }
+        })
+    }
+
+    fn scan(&self, prefix: &str) -> Result<Vec<(String, KvEntry)>, StreamError> {
+        // One ordered consumer over the newest message of each key under the prefix: one round
+        // trip for the lot, where `keys` then `get` would make one per key.
+        let subjects = format!("$KV.{}.", self.bucket);
+        let filter = if prefix.is_empty() {
+            format!("{subjects}>")
+        } else {
+            format!("{subjects}{prefix}.>")
+        };
+        let inbox = self.cluster.client.new_inbox();
+        let mut out = self.call("scan", move |store| async move {
+            let what = || format!("scan of {filter}");
+            let consumer = store
+                .stream
+                .create_consumer(jetstream::consumer::push::OrderedConfig {
+                    deliver_subject: inbox,
+                    filter_subject: filter.clone(),
+                    deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+                    replay_policy: jetstream::consumer::ReplayPolicy::Instant,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| ClusterError::js(what(), e))?;
+            let mut out = Vec::new();
+            if consumer.cached_info().num_pending == 0 {
+                return Ok(out);
+            }
+            let mut messages = consumer
+                .messages()
+                .await
+                .map_err(|e| ClusterError::js(what(), e))?;
+            while let Some(m) = messages.next().await {
+                let m = m.map_err(|e| ClusterError::js(what(), e))?;
+                let info = m.info().map_err(|e| ClusterError::js(what(), e))?;
+                let (pending, seq) = (info.pending, info.stream_sequence);
+                let deleted = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("KV-Operation"))
+                    .is_some_and(|v| matches!(v.as_str(), "DEL" | "PURGE"));
+                if let (false, Some(key)) = (deleted, m.subject.strip_prefix(subjects.as_str())) {
+                    out.push((
+                        key.to_string(),
+                        KvEntry {
+                            value: m.payload.clone(),
+                            revision: seq,
+                        },
+                    ));
+                }
+                if pending == 0 {
+                    break;
+                }
+            }
+            Ok(out)
+        })?;
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 
     fn keys(&self) -> Result<Vec<String>, StreamError> {

@@ -48,8 +48,36 @@ pub trait Kv: Send + Sync {
     fn put(&self, key: &str, value: Bytes) -> Result<Revision, StreamError>;
     /// Removes the key (absent is fine).
     fn delete(&self, key: &str) -> Result<(), StreamError>;
+    /// Removes the key only if its revision is still `expected`; `false` if another write came
+    /// first (how the last holder of a shared entry removes it without losing a write made
+    /// meanwhile).
+    fn delete_if(&self, key: &str, expected: Revision) -> Result<bool, StreamError>;
     /// Every key that exists now.
     fn keys(&self) -> Result<Vec<String>, StreamError>;
+    /// Every key under `prefix` (starting `<prefix>.`; every key when `prefix` is empty) with
+    /// its value, sorted by key. Implementations over a server answer
+    /// in one round trip; this default reads key by key.
+    fn scan(&self, prefix: &str) -> Result<Vec<(String, KvEntry)>, StreamError> {
+        let mut out = Vec::new();
+        for k in self.keys()? {
+            if !under(&k, prefix) {
+                continue;
+            }
+            if let Some(e) = self.get(&k)? {
+                out.push((k, e));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+}
+
+/// Whether `key` is under `prefix` (`<prefix>.…`); everything is under "".
+pub fn under(key: &str, prefix: &str) -> bool {
+    prefix.is_empty()
+        || key
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('.'))
 }
 
 /// Opens buckets.
@@ -66,6 +94,18 @@ pub trait KvProvider: Send + Sync {
 /// to exactly one key and back.
 pub fn hex_key(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The string [`hex_key`] encoded, if `key` is one.
+pub fn unhex_key(key: &str) -> Option<String> {
+    if !key.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes = (0..key.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(key.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
 }
 
 /// An in-memory [`Kv`] (and [`KvProvider`]) with the same semantics, TTL included: for tests.
@@ -143,6 +183,15 @@ impl Kv for MemoryKv {
     fn delete(&self, key: &str) -> Result<(), StreamError> {
         self.inner.lock().keys.remove(key);
         Ok(())
+    }
+
+    fn delete_if(&self, key: &str, expected: Revision) -> Result<bool, StreamError> {
+        let mut inner = self.inner.lock();
+        if self.live(&mut inner, key).map(|e| e.revision) != Some(expected) {
+            return Ok(false);
+        }
+        inner.keys.remove(key);
+        Ok(true)
     }
 
     fn keys(&self) -> Result<Vec<String>, StreamError> {
@@ -228,6 +277,27 @@ mod tests {
         assert_eq!(kv.keys().unwrap(), vec!["lease".to_string()]);
         kv.delete("lease").unwrap();
         assert!(kv.keys().unwrap().is_empty());
+        let r = kv.put("a.b", Bytes::from_static(b"1")).unwrap();
+        kv.put("a.c", Bytes::from_static(b"2")).unwrap();
+        kv.put("ab.c", Bytes::from_static(b"3")).unwrap();
+        kv.put("a", Bytes::from_static(b"4")).unwrap();
+        let under_a: Vec<String> = kv.scan("a").unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            under_a,
+            ["a.b", "a.c"],
+            "neither `ab.c` nor `a` is under `a`"
+        );
+        assert_eq!(kv.scan("").unwrap().len(), 4);
+        assert!(
+            !kv.delete_if("a.b", r + 100).unwrap(),
+            "a stale revision loses"
+        );
+        assert!(kv.delete_if("a.b", r).unwrap());
+        assert_eq!(kv.get("a.b").unwrap(), None);
         assert_eq!(hex_key("a/b"), "612f62");
+        assert_eq!(unhex_key("612f62").as_deref(), Some("a/b"));
+        assert_eq!(unhex_key(&hex_key("chat.ünï")).as_deref(), Some("chat.ünï"));
+        assert_eq!(unhex_key("6"), None);
+        assert_eq!(unhex_key("zz"), None);
     }
 }

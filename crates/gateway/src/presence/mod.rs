@@ -4,25 +4,30 @@
 //! `presence.<channel>` for subscribers that asked for it (`"presence": true`), and the
 //! members are answered from memory (`GET /v1/presence/{channel}`, the `presence` op).
 //!
-//! This tracker is per node: it counts the subscriptions of this server's connections. Events
-//! go out through the hub in the order the tracker changed (one publisher task), so a
+//! The tracker counts the subscriptions of this server's connections. On a single server its
+//! events go out through the hub in the order the tracker changed (one publisher task), so a
 //! subscriber that applies them to the member list it got with its subscribe reply stays
-//! right: a join of someone listed, or a leave of someone not, changes nothing.
+//! right: a join of someone listed, or a leave of someone not, changes nothing. In cluster mode
+//! ([`cluster`]) the nodes share who is where through KV buckets, and a join or leave is
+//! published once for the cluster.
 
-use std::collections::{BTreeMap, HashMap};
+mod cluster;
+
+use std::{sync::OnceLock, time::Duration};
 
 use bytes::Bytes;
-use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use tickwire_hub::{Channel, Hub, PublishRequest};
 use tickwire_model::PRESENCE;
+use tickwire_stream::kv::KvProvider;
 use tokio::sync::mpsc;
 
 use crate::User;
+use cluster::{ClusterPresence, Local, Op};
 
 /// One user in one channel.
 #[derive(Debug)]
-struct Member {
+pub(crate) struct Member {
     /// Subscriptions of this user to this channel on this node.
     count: usize,
     info: Option<Box<RawValue>>,
@@ -30,8 +35,10 @@ struct Member {
 
 /// The presence of every channel on this node.
 pub(crate) struct Tracker {
-    channels: Mutex<HashMap<Channel, BTreeMap<String, Member>>>,
+    channels: Local,
     events: Option<mpsc::UnboundedSender<PublishRequest>>,
+    /// Cluster mode: where joins and leaves go instead of straight out.
+    cluster: OnceLock<ClusterPresence>,
 }
 
 /// A member as the protocol shows it: `{"sub":..,"info":..}`.
@@ -40,6 +47,18 @@ pub struct PresenceMember {
     pub sub: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub info: Option<Box<RawValue>>,
+}
+
+fn join_event(sub: &str, info: &Option<Box<RawValue>>) -> String {
+    let member = PresenceMember {
+        sub: sub.to_string(),
+        info: info.clone(),
+    };
+    serde_json::json!({ "join": member }).to_string()
+}
+
+fn leave_event(sub: &str) -> String {
+    serde_json::json!({ "leave": {"sub": sub} }).to_string()
 }
 
 /// The channel that carries `channel`'s joins and leaves.
@@ -57,9 +76,31 @@ impl Tracker {
             tx
         });
         Tracker {
-            channels: Mutex::new(HashMap::new()),
+            channels: Local::default(),
             events,
+            cluster: OnceLock::new(),
         }
+    }
+
+    /// Cluster mode: shares this node's members with the others through `kv`'s buckets (a node
+    /// that stops renewing for `ttl` is taken for dead and its users leave). Opens the buckets
+    /// (blocking), then runs on the current runtime. Once, before connections come in.
+    pub(crate) async fn share(
+        &self,
+        kv: std::sync::Arc<dyn KvProvider>,
+        ttl: Duration,
+    ) -> Result<(), String> {
+        let (local, events) = (self.channels.clone(), self.events.clone());
+        let (cp, rx) = tokio::task::spawn_blocking(move || {
+            ClusterPresence::open(kv.as_ref(), ttl, local, events)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("presence: opening its KV buckets in the cluster: {e}"))?;
+        cp.run(rx);
+        self.cluster
+            .set(cp)
+            .map_err(|_| "presence is shared with the cluster already".to_string())
     }
 
     fn event(&self, channel: &Channel, data: String) {
@@ -83,13 +124,15 @@ impl Tracker {
         });
         m.count += 1;
         if m.count == 1 {
-            let member = PresenceMember {
-                sub: user.sub.clone(),
-                info: user.info.clone(),
-            };
-            if let Ok(json) = serde_json::to_string(&serde_json::json!({ "join": member })) {
-                // Under the lock: events leave in the order the members changed.
-                self.event(channel, json);
+            // Under the lock: events (or the cluster's changes) leave in the order the members
+            // changed.
+            match self.cluster.get() {
+                Some(c) => c.send(Op::Join {
+                    channel: channel.clone(),
+                    sub: user.sub.clone(),
+                    info: user.info.clone(),
+                }),
+                None => self.event(channel, join_event(&user.sub, &user.info)),
             }
         }
     }
@@ -109,14 +152,38 @@ impl Tracker {
             if members.is_empty() {
                 channels.remove(channel);
             }
-            if let Ok(json) = serde_json::to_string(&serde_json::json!({ "leave": {"sub": sub} })) {
-                self.event(channel, json);
+            match self.cluster.get() {
+                Some(c) => c.send(Op::Leave {
+                    channel: channel.clone(),
+                    sub: sub.to_string(),
+                }),
+                None => self.event(channel, leave_event(sub)),
             }
         }
     }
 
-    /// Who is in `channel` now, by user id.
-    pub(crate) fn members(&self, channel: &Channel) -> Vec<PresenceMember> {
+    /// Who is in `channel` now, by user id: on this node, and in cluster mode on any live
+    /// node.
+    pub(crate) async fn members(&self, channel: &Channel) -> Result<Vec<PresenceMember>, String> {
+        let local = self.local_members(channel);
+        let Some(c) = self.cluster.get() else {
+            return Ok(local);
+        };
+        let mut all = c
+            .members(channel)
+            .await
+            .map_err(|e| format!("presence: the cluster's members cannot be read: {e}"))?;
+        // This node's newest changes may still be on their way to the cluster.
+        for m in local {
+            if !all.iter().any(|a| a.sub == m.sub) {
+                all.push(m);
+            }
+        }
+        all.sort_by(|a, b| a.sub.cmp(&b.sub));
+        Ok(all)
+    }
+
+    fn local_members(&self, channel: &Channel) -> Vec<PresenceMember> {
         self.channels
             .lock()
             .get(channel)
