@@ -55,7 +55,9 @@ start_server() {
     local port
     port=$(free_port)
     grpc_port=$(free_port)
+    mqtt_port=$(free_port)
     env "$@" TICKWIRE_LOG=info TICKWIRE_GRPC__LISTEN="127.0.0.1:$grpc_port" \
+        TICKWIRE_MQTT__LISTEN="127.0.0.1:$mqtt_port" \
         "$bin" serve --http "127.0.0.1:$port" --data "$work/$name-data" \
         >"$work/$name.log" 2>&1 &
     srv=$!
@@ -78,6 +80,8 @@ trace_id=4bf92f3577b34da6a3ce929d0e0e4736
 parent=00f067aa0ba902b7
 grpc_trace_id=0af7651916cd43dd8448eb211c80319c
 grpc_parent=b7ad6b7169203331
+stream_trace_id=1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f
+stream_parent=53995c3f42cd8ad8
 refused_trace_id=5a0e1d2c3b4a59687766554433221100
 batch='[{"channel":"quotes.EURUSD","data":{"bid":"1.1","ask":"1.2"}},{"channel":"quotes.GBPUSD","data":{"bid":"1.3","ask":"1.4"}}]'
 
@@ -99,9 +103,13 @@ code=$(curl -sS -o "$work/publish4.json" -w '%{http_code}' -X POST "$base/v1/pub
     -d '{"channel":"quotes.EURUSD","data":{"bid":"abc","ask":"1.2"}}')
 [ "$code" = 422 ] || fail "a refused publish answered $code, not 422"
 "$PY" tests/interop/otel/grpc_publish.py "127.0.0.1:$grpc_port" "00-$grpc_trace_id-$grpc_parent-01" \
+    "00-$stream_trace_id-$stream_parent-01" \
     >"$work/grpc.log" 2>&1 || fail "gRPC publish with traceparent ($(tail -1 "$work/grpc.log"))"
+# WebSocket and MQTT carry no traceparent: each publish is a trace of its own.
+"$PY" tests/interop/otel/edges_publish.py "${base#http://}" "127.0.0.1:$mqtt_port" \
+    >"$work/edges.log" 2>&1 || fail "WebSocket and MQTT publishes ($(tail -1 "$work/edges.log"))"
 # The exporter batches for 200 ms; give it a second, then read the counters.
-for _ in $(seq 50); do [ "$(lines)" -ge 22 ] && break; sleep 0.1; done
+for _ in $(seq 50); do [ "$(lines)" -ge 42 ] && break; sleep 0.1; done
 sleep 0.5
 curl -fsS "$base/metrics" >"$work/metrics-on.txt" || fail "/metrics of the traced server"
 stop_server "$srv"
@@ -117,7 +125,7 @@ stop_server "$srv"
 mark3=$(lines)
 
 if "$PY" tests/interop/otel/check.py "$work/spans.jsonl" "$trace_id" "$parent" "$grpc_trace_id" "$grpc_parent" \
-    "$refused_trace_id" \
+    "$refused_trace_id" "$stream_trace_id" "$stream_parent" \
     "$mark2" "$mark3" \
     "$work/metrics-on.txt" "$work/metrics-off.txt" | tee "$work/check.log"; then
     echo "OTel: PASSED — $(tail -1 "$work/check.log" | sed 's/^OTel: //')"

@@ -115,15 +115,19 @@ pub(crate) fn stream(
     svc: &Service,
     principal: Principal,
     ip: Option<IpAddr>,
+    traceparent: Option<Vec<u8>>,
     inbound: Streaming<v1::PublishRequest>,
 ) -> Result<ResponseStream, Status> {
-    let conn = svc
+    let mut conn = svc
         .gateway
         .connect_from(GRPC, principal, ip, None)
         .map_err(|r| {
             svc.gateway.metrics().edge(GRPC).rejected();
             refused(&r)
         })?;
+    if let Some(t) = traceparent {
+        conn.set_traceparent(t);
+    }
     let (tx, rx) = mpsc::channel(ANSWERS);
     tokio::spawn(run(conn, inbound, tx));
     Ok(ResponseStream { rx })

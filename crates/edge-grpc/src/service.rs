@@ -151,7 +151,12 @@ impl server::tickwire_server::Tickwire for Service {
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
         let principal = self.principal(request.metadata())?;
         let ip = request.remote_addr().map(|a| a.ip());
-        publish::stream(self, principal, ip, request.into_inner()).map(Response::new)
+        // The stream's `traceparent` is the parent of every batch's trace.
+        let parent = request
+            .metadata()
+            .get(TRACEPARENT)
+            .map(|v| v.as_bytes().to_vec());
+        publish::stream(self, principal, ip, parent, request.into_inner()).map(Response::new)
     }
 
     type SubscribeStream = subscribe::PushStream;

@@ -26,6 +26,12 @@ pub struct Connection {
     pub(crate) present: Vec<(Channel, String)>,
     /// Channels whose joins and leaves this connection also receives.
     pub(crate) presence_subs: Vec<Channel>,
+    /// When tracing is on: when the first publication of the batch being read was checked
+    /// (Unix ns; 0: none yet), the start of a traced batch's `validate` span.
+    pub(crate) first_check: AtomicU64,
+    /// The W3C `traceparent` this connection's publishes are traced under (a gRPC stream's
+    /// metadata), if it gave one.
+    pub(crate) traceparent: Option<Box<[u8]>>,
     pub(crate) _ip: IpCount,
 }
 
@@ -270,8 +276,17 @@ impl Connection {
         Ok(())
     }
 
+    /// The W3C `traceparent` every publish on this connection is traced under.
+    pub fn set_traceparent(&mut self, traceparent: Vec<u8>) {
+        self.traceparent = Some(traceparent.into_boxed_slice());
+    }
+
     /// Validates one publication for this connection's principal, within its rate limits.
     pub fn check(&self, request: PublishRequest) -> Result<Checked, Refusal> {
+        if self.gateway.tracer.get().is_some() && self.first_check.load(Ordering::Relaxed) == 0 {
+            self.first_check
+                .store(tickwire_model::clock::now_nanos(), Ordering::Relaxed);
+        }
         self.limit_publish(request.channel.namespace(), request.data.len())?;
         self.gateway.check(&self.principal, request)
     }
@@ -357,9 +372,42 @@ impl Connection {
     ) -> impl Future<Output = Vec<Result<Ack, Refusal>>> + Send + 'static {
         let n = checked.len() as u64;
         let counters = self.counters.clone();
+        // Edges without a traceparent (WebSocket, MQTT, a gRPC stream's items) trace a batch
+        // of publishes read together as one publish request, when sampled.
+        let traced = if self.gateway.tracer.get().is_some() {
+            let now = tickwire_model::clock::now_nanos();
+            let first = match self.first_check.swap(0, Ordering::Relaxed) {
+                0 => now,
+                t => t,
+            };
+            let parent = self.traceparent.as_deref();
+            self.gateway
+                .trace_publish_since(first, parent)
+                .map(|trace| {
+                    let timing = crate::trace::PublishTiming {
+                        items: checked.len(),
+                        validated: (first, now),
+                        timings: Vec::new(),
+                    };
+                    (trace, timing, self.gateway.clone(), self.edge.0)
+                })
+        } else {
+            None
+        };
         let acks = self.gateway.hub.enqueue(checked).await;
         async move {
-            let acks = acks.await;
+            let acks = match traced {
+                None => acks.await,
+                Some((trace, mut timing, gateway, edge)) => {
+                    let (acks, timings) = acks.timed().await;
+                    timing.timings = timings;
+                    let error = acks
+                        .iter()
+                        .find_map(|r| r.as_ref().err().map(|e| e.to_string()));
+                    gateway.finish_publish_trace(trace, edge, timing, error);
+                    acks
+                }
+            };
             counters.published(n);
             acks.into_iter().map(|r| r.map_err(Refusal::from)).collect()
         }

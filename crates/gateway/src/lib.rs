@@ -630,6 +630,8 @@ impl Gateway {
             shared,
             present: Vec::new(),
             presence_subs: Vec::new(),
+            first_check: AtomicU64::new(0),
+            traceparent: None,
             _ip: ip_guard,
         })
     }

@@ -71,6 +71,17 @@ impl Gateway {
             .begin(traceparent(), tickwire_model::clock::now_nanos())
     }
 
+    /// Starts the trace of a publish request that began at `start` (Unix ns): a batch read
+    /// from a WebSocket, an MQTT connection or a gRPC stream (whose `traceparent`, if any,
+    /// comes from the stream's metadata).
+    pub(crate) fn trace_publish_since(
+        &self,
+        start: u64,
+        traceparent: Option<&[u8]>,
+    ) -> Option<Trace> {
+        self.tracer.get()?.begin(traceparent, start)
+    }
+
     /// Ends a publish trace now: the `ack` span runs from the last namespace's durability to
     /// now (the edge's answer is ready). `error`: why the request failed, if it did.
     pub fn finish_publish_trace(

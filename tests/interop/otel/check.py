@@ -2,9 +2,11 @@
 fails or fewer than EXPECTED_CHECKS ran.
 
 usage: check.py SPANS_JSONL TRACE_ID PARENT_SPAN_ID GRPC_TRACE_ID GRPC_PARENT REFUSED_TRACE_ID
-                MARK2 MARK3
+                STREAM_TRACE_ID STREAM_PARENT MARK2 MARK3
                 METRICS_ON METRICS_OFF
-  lines [0, MARK2): the traced server (two publishes, one with traceparent), after it stopped
+  lines [0, MARK2): the traced server (HTTP publishes with and without traceparent, a refused
+  one, a gRPC Publish and a PublishStream of two batches with traceparents, a WebSocket and an
+  MQTT publish), after it stopped
   lines [MARK2, MARK3) and after: the server without [tracing]; must be none
   METRICS_ON / METRICS_OFF: /metrics of each server after its publishes
 """
@@ -12,7 +14,7 @@ usage: check.py SPANS_JSONL TRACE_ID PARENT_SPAN_ID GRPC_TRACE_ID GRPC_PARENT RE
 import json
 import sys
 
-EXPECTED_CHECKS = 32
+EXPECTED_CHECKS = 40
 checks = 0
 failures = []
 
@@ -40,8 +42,8 @@ def metric_values(path):
 
 
 def main():
-    (path, trace_id, parent, grpc_trace, grpc_parent, refused_trace, mark2, mark3,
-     metrics_on, metrics_off) = sys.argv[1:11]
+    (path, trace_id, parent, grpc_trace, grpc_parent, refused_trace, stream_trace, stream_parent,
+     mark2, mark3, metrics_on, metrics_off) = sys.argv[1:13]
     mark2, mark3 = int(mark2), int(mark3)
     with open(path, encoding="utf-8") as f:
         lines = [json.loads(line) for line in f if line.strip()]
@@ -100,7 +102,34 @@ def main():
     check(len(rroot) == 1 and rroot[0]["status_code"] == 2 and rroot[0]["attributes"].get("items") == 0,
           "its root has status ERROR and items=0")
 
-    others = [s for s in spans if s["trace_id"] not in (trace_id, grpc_trace, refused_trace)]
+    st = [s for s in spans if s["trace_id"] == stream_trace]
+    sroots = [s for s in st if s["name"] == "publish"]
+    check(sorted(s["name"] for s in st) == sorted(["ack", "append", "fsync", "publish", "validate"] * 2),
+          f"a PublishStream's two batches are two publishes of five spans under its traceparent: "
+          f"{sorted(s['name'] for s in st)}")
+    check(len(sroots) == 2 and all(r["parent_span_id"] == stream_parent for r in sroots),
+          "both batches' roots have the stream metadata's span id as parent")
+    check(len(sroots) == 2 and all(r["attributes"] == {"edge": "grpc", "items": 1, "namespace": "quotes"}
+                                   for r in sroots),
+          f"stream batch attributes: {[r['attributes'] for r in sroots]}")
+    check(all(c["parent_span_id"] in {r["span_id"] for r in sroots} for c in st if c["name"] != "publish"),
+          "each batch's spans are children of its own root")
+
+    root_edge = {s["trace_id"]: s["attributes"].get("edge") for s in spans if s["name"] == "publish"}
+    for edge in ("websocket", "mqtt"):
+        ids = [t for t, e in root_edge.items() if e == edge]
+        es = [s for s in spans if s["trace_id"] in ids]
+        eroot = [s for s in es if s["name"] == "publish"]
+        check(len(ids) == 1 and sorted(s["name"] for s in es) == ["ack", "append", "fsync", "publish", "validate"],
+              f"one {edge} publish is one trace of the five spans: {sorted(s['name'] for s in es)}")
+        ok = (len(eroot) == 1 and eroot[0]["parent_span_id"] == ""
+              and eroot[0]["attributes"] == {"edge": edge, "items": 1, "namespace": "quotes"}
+              and all(eroot[0]["start"] <= s["start"] <= s["end"] <= eroot[0]["end"] for s in es))
+        check(ok, f"its root has no parent, edge={edge}, items=1, and holds its children: "
+                  f"{eroot[0]['attributes'] if eroot else None}")
+
+    others = [s for s in spans if s["trace_id"] not in (trace_id, grpc_trace, refused_trace, stream_trace)
+              and root_edge.get(s["trace_id"]) == "http"]
     other_roots = [s for s in others if s["name"] == "publish"]
     check(len(other_roots) == 2 and len({s["trace_id"] for s in other_roots}) == 2,
           f"the publishes without and with an invalid traceparent made a new trace each ({len(other_roots)})")

@@ -1,6 +1,8 @@
-"""One gRPC Publish with a W3C traceparent in its metadata, for scripts/test-otel.sh.
+"""One gRPC Publish with a W3C traceparent in its metadata, then a PublishStream with another
+in its metadata carrying two batches (each sent after the previous one's answer), for
+scripts/test-otel.sh.
 
-usage: grpc_publish.py HOST:PORT TRACEPARENT
+usage: grpc_publish.py HOST:PORT TRACEPARENT STREAM_TRACEPARENT
 Generates the client from proto/tickwire/v1/tickwire.proto with grpcio-tools' protoc.
 """
 
@@ -15,7 +17,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")
 
 
 def main():
-    target, traceparent = sys.argv[1:3]
+    target, traceparent, stream_traceparent = sys.argv[1:4]
     out = tempfile.mkdtemp()
     rc = protoc.main(["grpc_tools.protoc", f"-I{os.path.join(ROOT, 'proto')}",
                       f"--python_out={out}", f"--grpc_python_out={out}",
@@ -34,6 +36,27 @@ def main():
     if len(r.results) != 1 or r.results[0].HasField("error"):
         sys.exit(f"gRPC publish failed: {r}")
     print("gRPC publish: ok")
+
+    import queue
+    requests = queue.Queue()
+
+    def batches():
+        while True:
+            r = requests.get()
+            if r is None:
+                return
+            yield r
+
+    answers = stub.PublishStream(batches(), metadata=[("traceparent", stream_traceparent)],
+                                 timeout=10)
+    for i, sym in enumerate(["USDCAD", "USDSEK"]):
+        requests.put(pb.PublishRequest(id=i + 1, items=[pb.PublishItem(
+            channel=f"quotes.{sym}", payload=pb.Payload(json=b'{"bid":"1.3","ask":"1.4"}'))]))
+        a = next(answers)
+        if a.id != i + 1 or len(a.results) != 1 or a.results[0].HasField("error"):
+            sys.exit(f"gRPC stream batch {i + 1} failed: {a}")
+    requests.put(None)
+    print("gRPC publish stream: ok")
 
 
 if __name__ == "__main__":
