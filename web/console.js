@@ -563,6 +563,49 @@
       }
     } catch (e) { show('namespaces', `Namespaces: ${e.message}`); }
 
+    // Channels of one namespace: subscribers, published/s (the change of each channel's count
+    // since the previous refresh), newest message. The busiest first, at most 100 rows.
+    try {
+      const pick = $('channels-ns');
+      const names = (ops.namespaces || []).map((n) => n.name);
+      if (names.join() !== Array.from(pick.options).map((o) => o.value).join()) {
+        const keep = pick.value;
+        pick.innerHTML = '';
+        names.forEach((n) => pick.appendChild(el('option', n)));
+        pick.value = names.includes(keep) ? keep : (names.includes('quotes') ? 'quotes' : names[0] || '');
+      }
+      const nsName = pick.value;
+      if (!nsName) {
+        show('channels', ops.namespacesError ? `Channels: ${ops.namespacesError}` : 'No namespaces.');
+      } else {
+        const ch = await getJson(`/v1/channels/${encodeURIComponent(nsName)}`);
+        if (ch.ok) {
+          const now = Date.now();
+          const rows = (ch.body.stats || []).map((c) => {
+            const key = `c:${c.channel}`;
+            const prev = nsPrev[key];
+            nsPrev[key] = { v: c.published, at: now };
+            const r = prev && now > prev.at ? Math.max(0, (c.published - prev.v) * 1000 / (now - prev.at)) : null;
+            return { ...c, rate: r };
+          });
+          rows.sort((a, b) => (b.rate ?? -1) - (a.rate ?? -1) || a.channel.localeCompare(b.channel));
+          ops.channels = { namespace: nsName, rows };
+          const shown = rows.slice(0, 100);
+          const t = table(['channel', 'subscribers', 'published/s', 'published', 'newest offset', 'newest (UTC)'],
+            shown.map((c) => [c.channel, c.subscribers,
+              c.rate === null ? null : c.rate < 10 ? c.rate.toFixed(1) : String(Math.round(c.rate)),
+              c.published, c.offset, c.ts ? new Date(c.ts).toISOString().slice(11, 23) : null]));
+          const wrap = el('div');
+          if (rows.length > shown.length) wrap.appendChild(el('p', `the busiest 100 of ${rows.length} channels`, 'muted small'));
+          wrap.appendChild(t);
+          show('channels', rows.length ? wrap : `No channels in ${nsName} on this node.`);
+        } else {
+          ops.channelsError = ch.msg;
+          show('channels', `Channels: ${ch.msg}`);
+        }
+      }
+    } catch (e) { show('channels', `Channels: ${e.message}`); }
+
     // Clients: every live connection on this node, with a kick button (admin scope).
     try {
       const edge = $('clients-edge').value;
@@ -625,6 +668,7 @@
   }
   document.querySelectorAll('#tabs button').forEach((b) => { b.onclick = () => setView(b.dataset.view); });
   $('clients-edge').onchange = () => refreshOps();
+  $('channels-ns').onchange = () => refreshOps();
   $('cred').value = cred;
   $('cred-form').onsubmit = (e) => {
     e.preventDefault();

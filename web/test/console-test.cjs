@@ -24,7 +24,7 @@ const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ADMIN = process.env.CONSOLE_ADMIN_KEY;
 const READER = process.env.CONSOLE_READ_KEY;
 const USER_TOKEN = process.env.CONSOLE_USER_TOKEN;
-const CHECKS_EXPECTED = 14;
+const CHECKS_EXPECTED = 15;
 let checks = 0;
 const passed = [];
 function check(name) { checks += 1; passed.push(name); }
@@ -272,6 +272,21 @@ async function publish(body, cred = ADMIN) {
     if (!(Number(nsRow('quotes')[4]) > 0) || !/B|KiB|MiB|GiB/.test(nsRow('quotes')[6])) throw new Error(`quotes rate and log size: ${JSON.stringify(nsRow('quotes'))} (${JSON.stringify(ops.namespaceStats)})`);
     if (!/websocket\d+\d+/.test(dom.conns)) throw new Error(`subscriptions per edge: ${dom.conns}`);
     check(`operations: connections and subscriptions per edge, namespaces with subscribers, ${nsRow('quotes')[4]} quotes/s, log sizes and offsets`);
+    // Channels: the quotes namespace by default, the busiest first, each with its subscribers
+    // and a rate from the simulator's ticks; then chat, picked in the card's select.
+    const chq = ops.channels || { rows: [] };
+    const busy = chq.rows.filter((c) => c.rate > 0 && c.published > 0 && c.offset !== null && c.ts > 0);
+    const watched = chq.rows.filter((c) => c.subscribers >= 1);
+    const chDom = await page.evaluate(() => [...document.querySelectorAll('#channels tbody tr')].map((r) => [...r.cells].map((c) => c.textContent)));
+    if (chq.namespace !== 'quotes' || chq.rows.length < 6 || busy.length < 1 || watched.length < 1) throw new Error(`channels of quotes: ${JSON.stringify(chq).slice(0, 600)}`);
+    if (chDom.length !== Math.min(100, chq.rows.length) || chDom[0][0] !== chq.rows[0].channel || !(Number(chDom[0][2]) > 0) || !/^\d\d:\d\d:\d\d\.\d{3}$/.test(chDom[0][5])) throw new Error(`channels table: ${JSON.stringify(chDom.slice(0, 3))}`);
+    await page.selectOption('#channels-ns', 'chat');
+    await page.waitForFunction(() => tw.ops && tw.ops.channels && tw.ops.channels.namespace === 'chat', null, { timeout: 10000 });
+    const chc = await page.evaluate(() => tw.ops.channels);
+    const lobby = chc.rows.find((c) => c.channel === 'chat.lobby');
+    if (!lobby || !(lobby.published >= 3000) || !(lobby.subscribers >= 1) || lobby.offset !== chatNs.next_offset - 1) throw new Error(`chat.lobby row: ${JSON.stringify(lobby)} (chat next offset ${chatNs.next_offset})`);
+    await page.selectOption('#channels-ns', 'quotes');
+    check(`operations: channels with subscribers and rates (${busy.length} quotes channels ticking, top ${chDom[0][2]}/s), chat.lobby ${lobby.published} published`);
     // Clients: a second connection (another identity) is listed and kicked from the table; it
     // gets the operator's disconnect.
     await page.evaluate(({ key }) => new Promise((resolve, reject) => {

@@ -333,6 +333,9 @@ pub async fn namespaces(State(st): State<HttpState>) -> Response {
     Json(json!({ "namespaces": list })).into_response()
 }
 
+/// `GET /v1/channels/{namespace}` (admin): the channels this node holds, by name, and per
+/// channel its subscribers, values published since it was loaded, and newest message (the
+/// console derives rates from two reads).
 pub async fn channels(State(st): State<HttpState>, Path(ns): Path<String>) -> Response {
     let hub = st.gateway.hub();
     if hub.namespace_spec(&ns).is_none() {
@@ -343,8 +346,21 @@ pub async fn channels(State(st): State<HttpState>, Path(ns): Path<String>) -> Re
         )
         .into_response();
     }
-    let list: Vec<String> = hub.channels(&ns).iter().map(|c| c.to_string()).collect();
-    Json(json!({ "namespace": ns, "channels": list })).into_response()
+    let stats = hub.channel_stats(&ns);
+    let list: Vec<&str> = stats.iter().map(|c| c.channel.as_str()).collect();
+    let details: Vec<serde_json::Value> = stats
+        .iter()
+        .map(|c| {
+            json!({
+                "channel": c.channel.as_str(),
+                "subscribers": c.subscribers,
+                "published": c.published,
+                "offset": c.newest.map(|(o, _)| o),
+                "ts": c.newest.map(|(_, t)| t / 1_000_000),
+            })
+        })
+        .collect();
+    Json(json!({ "namespace": ns, "channels": list, "stats": details })).into_response()
 }
 
 /// `GET /v1/connections[?edge=mqtt]` (admin): every live connection on this node, oldest

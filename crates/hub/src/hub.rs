@@ -760,6 +760,12 @@ impl Hub {
         self.inner.registry.channels_in(namespace)
     }
 
+    /// Every channel of `namespace` this node holds, with its subscribers, publish count and
+    /// newest message (the operator's channel list).
+    pub fn channel_stats(&self, namespace: &str) -> Vec<crate::node::ChannelStats> {
+        self.inner.registry.stats_in(namespace)
+    }
+
     pub fn stats(&self) -> HubStats {
         HubStats {
             published: self.inner.published.load(Ordering::Relaxed),

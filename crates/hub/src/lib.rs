@@ -33,6 +33,7 @@ pub use hub::{
     RECENT_MAX_SCAN,
 };
 pub use message::{Format, Message};
+pub use node::ChannelStats;
 pub use session::{CloseReason, Delivery, Session, SessionCloser, SubscribeInfo};
 pub use tickwire_model::{
     Channel, Class, Epoch, NamespaceSpec, Offset, Pattern, Publication, StreamPos,

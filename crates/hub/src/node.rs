@@ -101,6 +101,22 @@ pub(crate) struct ChannelNode {
     pub channel: Channel,
     pub class: Class,
     pub inner: Mutex<NodeInner>,
+    /// Values published to this channel since the node was made (every one, conflated or
+    /// not): the operator's per-channel rate. Written only by the namespace's dispatching
+    /// thread.
+    published: AtomicU64,
+}
+
+/// What an operator sees of one channel (`GET /v1/channels/{namespace}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelStats {
+    pub channel: Channel,
+    /// Subscriptions to it (sessions), on this node.
+    pub subscribers: usize,
+    /// Values published to it since it was last loaded (server start, or its first value).
+    pub published: u64,
+    /// Its newest message in memory: offset and append time (Unix ns).
+    pub newest: Option<(Offset, u64)>,
 }
 
 impl ChannelNode {
@@ -117,6 +133,32 @@ impl ChannelNode {
                 subs: Vec::new(),
                 evicted: false,
             }),
+            published: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one value published to this channel. One thread dispatches a namespace, so a
+    /// load and a store do: no locked read-modify-write on the writer's path.
+    pub fn count_published(&self) {
+        self.published.store(
+            self.published.load(Ordering::Relaxed) + 1,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The operator's view of this channel.
+    pub fn stats(&self) -> ChannelStats {
+        let inner = self.inner.lock();
+        let newest = match self.class {
+            Class::State => inner.latest.as_ref(),
+            Class::Stream => inner.ring.back(),
+        }
+        .map(|m| (m.publication.offset, m.publication.timestamp));
+        ChannelStats {
+            channel: self.channel.clone(),
+            subscribers: inner.subs.len(),
+            published: self.published.load(Ordering::Relaxed),
+            newest,
         }
     }
 
@@ -154,6 +196,7 @@ impl ChannelNode {
                 }
             }
             Class::Stream => {
+                self.count_published();
                 inner.ring.push_back(msg);
                 while inner.ring.len() > ring_cap {
                     if let Some(old) = inner.ring.pop_front() {
@@ -353,6 +396,26 @@ impl Registry {
 
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().len()).sum()
+    }
+
+    /// Every channel of a namespace with its subscribers, publish count and newest message,
+    /// sorted by name.
+    pub fn stats_in(&self, namespace: &str) -> Vec<ChannelStats> {
+        let nodes: Vec<Arc<ChannelNode>> = self
+            .shards
+            .iter()
+            .flat_map(|s| {
+                s.read()
+                    .values()
+                    .filter(|n| n.channel.namespace() == namespace)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        // Each node's lock is taken after the shard locks are let go.
+        let mut v: Vec<ChannelStats> = nodes.iter().map(|n| n.stats()).collect();
+        v.sort_by(|a, b| a.channel.cmp(&b.channel));
+        v
     }
 
     /// Channel names of a namespace, for listings.

@@ -310,6 +310,7 @@ impl Dispatcher {
         let mut newest = Vec::new();
         for p in batch.into_iter().rev() {
             let node = nodes.get_or_create(&self.registry, &p.channel, Class::State, p.offset);
+            node.count_published();
             if seen.insert(Arc::as_ptr(node) as usize) {
                 newest.push((node.clone(), p));
             }

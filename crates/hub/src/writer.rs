@@ -454,6 +454,7 @@ impl Writer {
                 Class::State,
                 base + k as u64,
             );
+            node.count_published();
             if seen.insert(Arc::as_ptr(node) as usize) {
                 newest[k] = Some(node.clone());
             }
