@@ -158,12 +158,14 @@ async fn live_candle_finals_are_the_stored_bars() {
     // Every value pushed, in order: the last per bar, and every final.
     let mut last: BTreeMap<i64, Value> = BTreeMap::new();
     let mut finals: Vec<Value> = Vec::new();
-    let mut newest_pushed = i64::MIN;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let closed_all = stored.iter().all(|c| {
             let start = c["start_ms"].as_i64().unwrap();
-            start == T0 + 20_000 || last.get(&start).is_some_and(|p| same_bar(p, c))
+            start == T0 + 20_000
+                || last
+                    .get(&start)
+                    .is_some_and(|p| same_bar(p, c) && p["final"] == true)
         });
         if closed_all || tokio::time::Instant::now() > deadline {
             break;
@@ -173,7 +175,6 @@ async fn live_candle_finals_are_the_stored_bars() {
         };
         if p["ch"] == "candles.FIN.1s" {
             let start = p["data"]["start_ms"].as_i64().unwrap();
-            newest_pushed = newest_pushed.max(start);
             if p["data"]["final"] == true {
                 finals.push(p["data"].clone());
             }
@@ -198,23 +199,18 @@ async fn live_candle_finals_are_the_stored_bars() {
         );
     }
     assert!(!finals.is_empty(), "no final was pushed at all");
-    // A closed bar whose final the subscriber did not get was replaced by a later bar's value
-    // before its connection took it: the documented conflation of a state channel under CPU
-    // pressure (docs/candles.md, "Known limit"), never a wrong value. Otherwise its last
-    // value is the stored bar.
+    // Every closed bar's last pushed value is the stored bar: a final is never conflated away
+    // by the next bar's values, however slow the connection (docs/candles.md).
     for c in &stored {
         let start = c["start_ms"].as_i64().unwrap();
         if start == T0 + 20_000 {
             continue; // still live
         }
-        match last.get(&start) {
-            Some(p) if same_bar(p, c) => {}
-            _ => assert!(
-                newest_pushed > start,
-                "bar {start}: stored {c}, last pushed {:?}, and nothing newer replaced it",
-                last.get(&start)
-            ),
-        }
+        let pushed = last.get(&start);
+        assert!(
+            pushed.is_some_and(|p| same_bar(p, c) && p["final"] == true),
+            "bar {start}: stored {c}, last pushed {pushed:?}"
+        );
     }
     if let Some(corrected) = finals.iter().find(|f| f["corrected"] == true) {
         assert_eq!(

@@ -64,6 +64,26 @@ struct Pending {
     state: StateSlots,
     /// Stream subscriptions with something to deliver.
     stream: Vec<Arc<Sub>>,
+    /// Values a newer one would have conflated away but every subscriber must see (a closed
+    /// candle's final content), in arrival order, delivered before `state`.
+    kept: Vec<(usize, Arc<Message>, bool)>,
+}
+
+/// Most kept values a session holds (see [`must_keep`]); past that, conflation as usual.
+const MAX_KEPT: usize = 256;
+
+/// Whether a waiting value must reach the subscriber even if a newer one arrives first: a
+/// closed candle's final content (`"final":true`, docs/candles.md), which the next bar's
+/// value would otherwise replace when the connection is slow to take it. Read only when a
+/// value on a candle channel is about to be replaced.
+fn must_keep(node: &ChannelNode, waiting: &Message) -> bool {
+    const FINAL: &[u8] = b"\"final\":true";
+    node.channel.namespace() == tickwire_feed::names::CANDLES
+        && waiting
+            .publication
+            .data
+            .windows(FINAL.len())
+            .any(|w| w == FINAL)
 }
 
 /// Keyed by the channel node's address: the node outlives the subscription (the `Sub` holds
@@ -139,8 +159,15 @@ pub(crate) struct SessionShared {
 impl SessionShared {
     pub fn offer_state(&self, node: &ChannelNode, msg: &Arc<Message>, snapshot: bool) {
         {
-            let mut p = self.pending.lock();
+            let mut guard = self.pending.lock();
+            let p = &mut *guard;
             match p.state.get_mut(&node_key(node)) {
+                // A final candle is kept (delivered first, with the snapshot flag if it was
+                // the client's first value); the newest value waits behind it.
+                Some(slot) if p.kept.len() < MAX_KEPT && must_keep(node, &slot.0) => {
+                    let (old, first) = std::mem::replace(slot, (msg.clone(), false));
+                    p.kept.push((node_key(node), old, first));
+                }
                 // Conflation: the newest value replaces the undelivered one. A replaced
                 // snapshot stays flagged, since the value is still the client's first.
                 Some(slot) => slot.0 = msg.clone(),
@@ -275,7 +302,12 @@ impl SessionShared {
         let sub = self.subs.lock().remove(channel)?;
         sub.gone.store(true, Ordering::Release);
         let idle = sub.node.remove_sub(&sub);
-        self.pending.lock().state.remove(&node_key(&sub.node));
+        {
+            let mut p = self.pending.lock();
+            let key = node_key(&sub.node);
+            p.state.remove(&key);
+            p.kept.retain(|(k, ..)| *k != key);
+        }
         idle.then(|| sub.node.clone())
     }
 
@@ -548,12 +580,18 @@ impl Session {
         }
         // Swap in the (empty) spare map instead of taking a fresh one, so neither map is
         // reallocated per drain; both keep their capacity across drains.
-        let stream = {
+        let (stream, kept) = {
             let mut p = self.shared.pending.lock();
             std::mem::swap(&mut p.state, &mut self.spare);
-            std::mem::take(&mut p.stream)
+            (std::mem::take(&mut p.stream), std::mem::take(&mut p.kept))
         };
-        let mut out: Vec<Delivery> = Vec::with_capacity(self.spare.len() + stream.len());
+        let mut out: Vec<Delivery> =
+            Vec::with_capacity(kept.len() + self.spare.len() + stream.len());
+        // Kept values precede their channel's newest (they are older).
+        out.extend(
+            kept.into_iter()
+                .map(|(_, message, snapshot)| Delivery { message, snapshot }),
+        );
         out.extend(
             self.spare
                 .drain()

@@ -72,6 +72,61 @@ async fn state_channel_snapshot_then_conflated_updates() {
     hub.shutdown().await;
 }
 
+/// A closed candle's final content reaches a subscriber that did not read while the next bars
+/// came: conflation skips intermediate values, never a final (docs/candles.md). Quotes on the
+/// same session still conflate to their newest.
+#[tokio::test]
+async fn candle_finals_survive_conflation_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::open(HubConfig::new(dir.path())).unwrap();
+    let mut s = hub.session();
+    s.subscribe(&ch("candles.FIN.1s"), None).unwrap();
+    s.subscribe(&ch("quotes.FIN"), None).unwrap();
+    let bar = |start: u32, close: &str, fin: bool| {
+        let f = if fin { r#","final":true"# } else { "" };
+        format!(r#"{{"symbol":"FIN","resolution":"1s","start_ms":{start},"close":"{close}"{f}}}"#)
+    };
+    let sent = [
+        bar(1000, "1.1", false),
+        bar(1000, "1.2", true),
+        bar(2000, "1.3", false),
+        bar(2000, "1.4", false),
+        bar(2000, "1.5", true),
+        bar(3000, "1.6", false),
+        bar(3000, "1.7", false),
+    ];
+    for (i, v) in sent.iter().enumerate() {
+        publish1(&hub, "candles.FIN.1s", v, None).await;
+        publish1(&hub, "quotes.FIN", &quote(i as u32), None).await;
+    }
+    let got = s.drain().await.unwrap();
+    let bars: Vec<String> = got
+        .iter()
+        .filter(|d| d.message.publication.channel.as_str() == "candles.FIN.1s")
+        .map(|d| String::from_utf8_lossy(&d.message.publication.data).into_owned())
+        .collect();
+    assert_eq!(bars, [sent[1].clone(), sent[4].clone(), sent[6].clone()]);
+    let quotes: Vec<&tickwire_hub::Delivery> = got
+        .iter()
+        .filter(|d| d.message.publication.channel.as_str() == "quotes.FIN")
+        .collect();
+    assert_eq!(quotes.len(), 1, "quotes still conflate");
+    assert_eq!(&quotes[0].message.publication.data[..], quote(6).as_bytes());
+
+    // Unsubscribing drops what was kept for the channel.
+    publish1(&hub, "candles.FIN.1s", &bar(3000, "1.8", true), None).await;
+    publish1(&hub, "candles.FIN.1s", &bar(4000, "1.9", false), None).await;
+    s.unsubscribe(&ch("candles.FIN.1s")).unwrap();
+    let got = s.drain().await.unwrap();
+    assert!(
+        got.iter()
+            .all(|d| d.message.publication.channel.as_str() != "candles.FIN.1s"),
+        "nothing of an unsubscribed channel: {:?}",
+        got.len()
+    );
+    hub.shutdown().await;
+}
+
 #[tokio::test]
 async fn stream_replay_from_offset_then_live_without_gap_or_duplicate() {
     let dir = tempfile::tempdir().unwrap();
