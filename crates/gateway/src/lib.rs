@@ -19,6 +19,7 @@ mod auth;
 mod chat;
 mod connection;
 pub mod deadline;
+pub mod depth;
 pub mod jwks;
 mod limits;
 mod metrics;
@@ -615,6 +616,7 @@ impl Gateway {
             shared,
             present: Vec::new(),
             presence_subs: Vec::new(),
+            depths: Default::default(),
             _ip: ip_guard,
         })
     }
