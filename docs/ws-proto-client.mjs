@@ -122,7 +122,7 @@ export class Client {
     return done;
   }
 
-  /** `opts`: `from` and `epoch`, or `last`, or `since_ms` (stream channels). */
+  /** `opts`: `from` and `epoch`, or `last`, or `since_ms` (stream channels); `depth` (book channels). */
   subscribe(channel, opts = {}) {
     return this.command({ subscribe: { channel, ...opts } });
   }

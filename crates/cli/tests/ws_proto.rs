@@ -398,6 +398,60 @@ async fn binary_websocket_books_are_a_typed_snapshot_then_deltas() {
     assert_ne!(d.checksum, snap.checksum);
 }
 
+/// `Subscription.depth` on the binary WebSocket: the best N levels a side as a typed snapshot
+/// (its `depth` N), then deltas that keep the client at the best N (a deleted best bid pulls
+/// the next one in), each checksum that of the levels held; refused on another channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_websocket_books_at_a_depth_of_the_clients_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(&dir.path().join("d"), &[], &[]);
+    let mut c = BinWs::connect(&srv).await;
+    let three = [("1.25", "5"), ("1.24", "2"), ("1.23", "4")];
+    let r = c
+        .cmd(depth(true, &three, &[("1.26", "7"), ("1.27", "1")]))
+        .await;
+    assert!(r.ok, "{r:?}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while common::get_json(&srv, "/v1/latest/book.BINWS").await["data"]["seq"].is_null() {
+        assert!(tokio::time::Instant::now() < deadline, "no book");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let at = |channel: &str, depth: u32| {
+        Op::Subscribe(Subscription {
+            channel: channel.into(),
+            depth: Some(depth),
+            ..Subscription::default()
+        })
+    };
+    assert_eq!(
+        error_code(&c.cmd(at("quotes.BINWS", 1)).await),
+        "bad_request"
+    );
+    assert!(
+        c.cmd(at("book.BINWS", 1))
+            .await
+            .subscribed
+            .unwrap()
+            .snapshot
+    );
+    let snap = book(c.push().await);
+    assert!(snap.snapshot);
+    assert_eq!(snap.depth, 1);
+    assert_eq!(snap.bids, levels(&three[..1]));
+    assert_eq!(snap.asks, levels(&[("1.26", "7")]));
+    // zlib.crc32(b"12671255"): the ask then the bid of the one-level view.
+    assert_eq!(snap.checksum, 1_231_097_976);
+
+    assert!(c.cmd(depth(false, &[("1.25", "0")], &[])).await.ok);
+    let d = book(c.push().await);
+    assert!(!d.snapshot);
+    assert_eq!(d.prev_seq, snap.seq);
+    assert_eq!(d.bids, levels(&[("1.25", "0"), ("1.24", "2")]));
+    assert!(d.asks.is_empty());
+    // zlib.crc32(b"12671242").
+    assert_eq!(d.checksum, 3_458_118_810);
+}
+
 /// A shutdown sends a binary subscriber the `Disconnect` (code `unavailable`, the `from` to
 /// resume each stream channel with), then close code 1001.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,7 @@ use std::{
 use parking_lot::Mutex;
 use tickwire_feed::{
     fields,
-    l2::{L2Book, L2Msg, LevelText},
+    l2::{DepthView, L2Book, LevelChange},
     names,
 };
 use tickwire_fix::{
@@ -34,7 +34,10 @@ use tickwire_fix::{
     Decimal, Error as FixError, FileSeqStore, Message, RawMessage, Session, SessionConfig,
     SessionEvent, DEFAULT_MAX_MESSAGE_SIZE,
 };
-use tickwire_gateway::{Connection, Credentials, Event, Gateway, Principal};
+use tickwire_gateway::{
+    depth::{book_of, book_value},
+    Connection, Credentials, Event, Gateway, Principal,
+};
 use tickwire_hub::{Channel, Delivery, Offset};
 use tickwire_model::DataDir;
 use tickwire_tls::Stream;
@@ -353,43 +356,6 @@ impl QuoteView {
     }
 }
 
-/// A book channel value as read once per message and shared by every FIX subscriber (`None`
-/// for data that is not a book value).
-fn l2_of(msg: &tickwire_hub::Message) -> Arc<Option<L2Msg>> {
-    static FIX_BOOK: std::sync::OnceLock<tickwire_hub::Format> = std::sync::OnceLock::new();
-    let format = *FIX_BOOK.get_or_init(|| tickwire_hub::Format::register("fix-book"));
-    msg.encoded(format, |p| Arc::new(L2Msg::parse(&p.data).ok()))
-}
-
-/// The book in a book channel's newest value (`latest` answers the whole book as a snapshot).
-fn book_of(msg: &tickwire_hub::Message) -> Option<L2Book> {
-    let m = l2_of(msg);
-    let m = m.as_ref().as_ref().filter(|m| m.snapshot)?;
-    Some(L2Book::from_snapshot(m))
-}
-
-/// The levels of a book a MarketDepth N request sees (N 0: all): what was last sent for a
-/// symbol, and what X is computed against.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct BookView {
-    bids: Vec<LevelText>,
-    asks: Vec<LevelText>,
-}
-
-impl BookView {
-    fn of(book: &L2Book, depth: u32) -> BookView {
-        let n = match depth {
-            0 => usize::MAX,
-            n => usize::try_from(n).unwrap_or(usize::MAX),
-        };
-        let own = |(p, s): (&str, &str)| (p.to_string(), s.to_string());
-        BookView {
-            bids: book.bids().take(n).map(own).collect(),
-            asks: book.asks().take(n).map(own).collect(),
-        }
-    }
-}
-
 struct Request {
     /// The channel served for each symbol: the quote channel, or `book.<SYM>` for a
     /// MarketDepth other than 1.
@@ -402,8 +368,9 @@ struct Request {
     trade: bool,
     /// Per symbol: offset and value last sent (MarketDepth 1).
     sent: HashMap<String, (Offset, Arc<QuoteView>)>,
-    /// Per symbol: the levels last sent (other depths).
-    levels: HashMap<String, BookView>,
+    /// Per symbol: the levels last sent (other depths), the best N of the book (N 0: all),
+    /// which X is computed against; the same view type the `depth` subscribe option uses.
+    levels: HashMap<String, DepthView>,
 }
 
 impl Request {
@@ -765,7 +732,7 @@ impl Client {
                     };
                     if book {
                         let Some(b) = book_of(&msg) else { continue };
-                        let view = BookView::of(&b, req.depth);
+                        let view = DepthView::of(&b, req.depth);
                         self.send(conn, ev, &book_snapshot(&id, sym, &req, &view))
                             .await;
                         req.levels.insert(sym.to_string(), view);
@@ -853,7 +820,7 @@ impl Client {
         let Some(book) = self.books.get_mut(ch) else {
             return 0;
         };
-        let value = l2_of(&d.message);
+        let value = book_value(&d.message);
         let Some(m) = value.as_ref() else { return 0 };
         if !m.snapshot && book.is_known() && m.seq <= book.seq() {
             // Already in the copy (it was read from the channel's newest value after the
@@ -878,7 +845,7 @@ impl Client {
             if !req.serves_book() || !req.channels.contains(ch) {
                 continue;
             }
-            let view = BookView::of(book, req.depth);
+            let view = DepthView::of(book, req.depth);
             let prev = req.levels.get(sym).cloned().unwrap_or_default();
             if prev == view {
                 continue;
@@ -905,17 +872,20 @@ fn book_snapshot<'a>(
     id: &'a str,
     sym: &'a str,
     req: &Request,
-    view: &'a BookView,
+    view: &'a DepthView,
 ) -> MarketDataSnapshotFullRefresh<'a> {
     let mut entries = Vec::new();
-    let sides = [
-        (req.bid, MdEntryType::Bid, &view.bids),
-        (req.offer, MdEntryType::Offer, &view.asks),
-    ];
-    for (want, t, levels) in sides {
-        if want {
-            entries.extend(levels.iter().filter_map(|(p, z)| snap_entry(t, p, Some(z))));
-        }
+    if req.bid {
+        entries.extend(
+            view.bids()
+                .filter_map(|(p, z)| snap_entry(MdEntryType::Bid, p, Some(z))),
+        );
+    }
+    if req.offer {
+        entries.extend(
+            view.asks()
+                .filter_map(|(p, z)| snap_entry(MdEntryType::Offer, p, Some(z))),
+        );
     }
     MarketDataSnapshotFullRefresh {
         md_req_id: Some(id),
@@ -924,38 +894,42 @@ fn book_snapshot<'a>(
     }
 }
 
-/// X from the levels a client holds (`prev`) to the best N now (`view`), keyed by price text:
-/// Delete for a level that left the best N, Change for a new size, New for a level that came
-/// in. Deletes go first, so a client that caps its book at N levels never holds N + 1. A price
-/// respelled ("1.10" for "1.1") is Delete + New, right for clients that key levels by text
-/// and for those that key them by value.
+/// X from the levels a client holds (`prev`) to the best N now (`view`): Delete for a level
+/// that left the best N, Change for a new size, New for a level that came in. Deletes go
+/// first, so a client that caps its book at N levels never holds N + 1. A price respelled
+/// ("1.10" for "1.1") is Delete + New, right for clients that key levels by text and for
+/// those that key them by value.
 fn book_incremental<'a>(
     id: &'a str,
     sym: &'a str,
     req: &Request,
-    prev: &'a BookView,
-    view: &'a BookView,
+    prev: &'a DepthView,
+    view: &'a DepthView,
 ) -> MarketDataIncrementalRefresh<'a> {
+    use MdUpdateAction::{Change, Delete, New};
     let mut deletes = Vec::new();
     let mut rest = Vec::new();
+    let changes = prev.changes(view);
     let sides = [
-        (req.bid, MdEntryType::Bid, &prev.bids, &view.bids),
-        (req.offer, MdEntryType::Offer, &prev.asks, &view.asks),
+        (req.bid, MdEntryType::Bid, &changes.bids),
+        (req.offer, MdEntryType::Offer, &changes.asks),
     ];
-    for (want, t, old, new) in sides {
+    for (want, t, side) in sides {
         if !want {
             continue;
         }
-        for (p, z) in old {
-            if !new.iter().any(|(np, _)| np == p) {
-                deletes.extend(inc_entry(MdUpdateAction::Delete, t, sym, p, Some(z)));
-            }
-        }
-        for (p, z) in new {
-            match old.iter().find(|(op, _)| op == p) {
-                Some((_, oz)) if oz == z => {}
-                Some(_) => rest.extend(inc_entry(MdUpdateAction::Change, t, sym, p, Some(z))),
-                None => rest.extend(inc_entry(MdUpdateAction::New, t, sym, p, Some(z))),
+        let entry = |a, (p, z): &'a (String, String)| inc_entry(a, t, sym, p, Some(z));
+        for c in side {
+            match *c {
+                LevelChange::Left(old) => deletes.extend(entry(Delete, old)),
+                LevelChange::Entered(new) => rest.extend(entry(New, new)),
+                LevelChange::Changed { old, new } if old.0 == new.0 => {
+                    rest.extend(entry(Change, new));
+                }
+                LevelChange::Changed { old, new } => {
+                    deletes.extend(entry(Delete, old));
+                    rest.extend(entry(New, new));
+                }
             }
         }
     }
@@ -1069,16 +1043,19 @@ mod tests {
 
     use super::*;
 
-    fn view(bids: &[(&str, &str)], asks: &[(&str, &str)]) -> BookView {
+    fn view(bids: &[(&str, &str)], asks: &[(&str, &str)]) -> DepthView {
         let own = |v: &[(&str, &str)]| {
             v.iter()
                 .map(|(p, s)| (p.to_string(), s.to_string()))
                 .collect()
         };
-        BookView {
+        let book = L2Book::from_snapshot(&tickwire_feed::l2::L2Msg {
+            snapshot: true,
             bids: own(bids),
             asks: own(asks),
-        }
+            ..Default::default()
+        });
+        DepthView::of(&book, 0)
     }
 
     fn request(depth: u32) -> Request {
@@ -1139,20 +1116,5 @@ mod tests {
         assert!(book_incremental("r", "S", &req, &now, &now)
             .entries
             .is_empty());
-    }
-
-    /// MarketDepth N takes the best N a side of the book; 0 takes every level.
-    #[test]
-    fn a_view_is_the_best_n_levels_of_each_side() {
-        let m = L2Msg::parse(
-            br#"{"snapshot":true,"seq":1,"checksum":0,"depth":0,"bids":[["1.1","1"],["1.0","2"],["0.9","3"]],"asks":[["1.2","4"]]}"#,
-        )
-        .unwrap();
-        let b = L2Book::from_snapshot(&m);
-        assert_eq!(
-            BookView::of(&b, 2),
-            view(&[("1.1", "1"), ("1.0", "2")], &[("1.2", "4")])
-        );
-        assert_eq!(BookView::of(&b, 0).bids.len(), 3);
     }
 }

@@ -13,7 +13,7 @@ use std::{net::IpAddr, pin::Pin, task::Poll, time::Duration};
 
 use tickwire_gateway::{
     close_code,
-    proto::{channel_of, disconnect, epoch_of, proto_push, recent_of, subscribed},
+    proto::{channel_of, disconnect, proto_push, subscribe, subscribed},
     Connection, ErrorCode, Event, Principal,
 };
 use tickwire_hub::CloseReason;
@@ -76,11 +76,7 @@ pub(crate) fn start(
     let mut first = Vec::with_capacity(request.subscriptions.len());
     for s in &request.subscriptions {
         let made = channel_of(&s.channel).and_then(|ch| {
-            let epoch = epoch_of(&s.epoch)?;
-            let info = match recent_of(s)? {
-                Some(r) => conn.subscribe_recent(&ch, r),
-                None => conn.subscribe(&ch, s.from, epoch),
-            }?;
+            let info = subscribe(&mut conn, &ch, s)?;
             Ok(subscribed(ch.as_str(), &info))
         });
         match made {

@@ -1,5 +1,6 @@
-//! `GET /v1/sse?channel=..&channel=..[&from=N]`: the same pushes as the WebSocket, as
-//! Server-Sent Events. Stream-channel events carry `id:` so a reconnecting browser resumes
+//! `GET /v1/sse?channel=..&channel=..[&from=N][&depth=N]`: the same pushes as the WebSocket,
+//! as Server-Sent Events. Like `from` (stream channels only), `depth` applies to the book
+//! channels of the request. Stream-channel events carry `id:` so a reconnecting browser resumes
 //! through `Last-Event-ID`:
 //! - one stream channel: the id is the event's offset; resume continues after it;
 //! - several: the id is `channel:next,channel:next` (next offset per channel), because one
@@ -98,10 +99,10 @@ fn open(
                     e.to_string(),
                 )
             })?),
-            "from" | "last" | "since" | "api_key" | "token" => {}
+            "from" | "last" | "since" | "depth" | "api_key" | "token" => {}
             other => {
                 return Err(bad(format!(
-                    "unknown query parameter `{other}`; expected channel, from, last, since, token"
+                    "unknown query parameter `{other}`; expected channel, from, last, since, depth, token"
                 )))
             }
         }
@@ -112,6 +113,22 @@ fn open(
     let from = query_u64(&params, "from")?;
     let last = query_u64(&params, "last")?;
     let since = query_u64(&params, "since")?;
+    let depth = query_u64(&params, "depth")?
+        .map(|d| {
+            u32::try_from(d)
+                .map_err(|_| bad(format!("`depth` must be at most {} levels", u32::MAX)))
+        })
+        .transpose()?;
+    // Which channels a `depth` applies to; one that applies to none is a mistake to say.
+    let mut books = Vec::with_capacity(channels.len());
+    for c in &channels {
+        books.push(depth.is_some() && st.gateway.hub().is_book(c).map_err(Problem::from)?);
+    }
+    if depth.is_some() && !books.contains(&true) {
+        return Err(bad(
+            "`depth` is an option of book channels; none of the channels given is one".into(),
+        ));
+    }
     let resume = match headers
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or(""))
@@ -129,7 +146,7 @@ fn open(
         .map_err(Problem::from)?;
     let mut cursors = BTreeMap::new();
     let mut first_events = VecDeque::new();
-    for c in &channels {
+    for (c, book) in channels.iter().zip(books) {
         let class = st.gateway.hub().class_of(c).map_err(Problem::from)?;
         let start = match (class, &resume) {
             (Class::State, _) => None,
@@ -146,8 +163,9 @@ fn open(
             (Class::Stream, None, None, Some(ms)) => Some(Recent::SinceMs(ms)),
             _ => None,
         };
-        let info = match recent {
-            Some(r) if from.is_none() => conn.subscribe_recent(c, r),
+        let info = match (depth, recent) {
+            (Some(d), _) if book => conn.subscribe_book(c, d),
+            (_, Some(r)) if from.is_none() => conn.subscribe_recent(c, r),
             _ => conn.subscribe(c, start, None),
         }
         .map_err(Problem::from)?;

@@ -30,7 +30,7 @@ use prost::Message as _;
 use serde::Deserialize;
 use serde_json::json;
 use tickwire_gateway::{
-    proto::{channel_of, disconnect, epoch_of, proto_push, recent_of, request_of, subscribed},
+    proto::{channel_of, disconnect, proto_push, request_of, subscribed},
     Change, Connection, Credentials, Event, Principal, Refusal,
 };
 use tickwire_hub::{Ack, Channel, Checked, CloseReason, Delivery, PublishRequest, Recent};
@@ -499,15 +499,17 @@ impl Conn {
                 last,
                 since,
                 presence,
+                depth,
             } => {
                 let recent = match (last, since) {
                     (Some(n), _) => Some(Recent::Last(usize::try_from(n).unwrap_or(usize::MAX))),
                     (_, Some(ms)) => Some(Recent::SinceMs(ms)),
                     _ => None,
                 };
-                let subscribed = match recent {
-                    Some(r) => self.conn.subscribe_recent(&channel, r),
-                    None => self.conn.subscribe(&channel, from, epoch),
+                let subscribed = match (depth, recent) {
+                    (Some(d), _) => self.conn.subscribe_book(&channel, d),
+                    (None, Some(r)) => self.conn.subscribe_recent(&channel, r),
+                    (None, None) => self.conn.subscribe(&channel, from, epoch),
                 };
                 let reply = match subscribed {
                     Ok(info) => {
@@ -724,11 +726,7 @@ impl Conn {
             }
             Some(ProtoOp::Refresh(token)) => self.present(&token, true).map(|()| self.identity(id)),
             Some(ProtoOp::Subscribe(s)) => channel_of(&s.channel).and_then(|ch| {
-                let epoch = epoch_of(&s.epoch)?;
-                let info = match recent_of(&s)? {
-                    Some(r) => self.conn.subscribe_recent(&ch, r),
-                    None => self.conn.subscribe(&ch, s.from, epoch),
-                }?;
+                let info = tickwire_gateway::proto::subscribe(&mut self.conn, &ch, &s)?;
                 Ok(ok(Reply {
                     channel: ch.as_str().to_string(),
                     subscribed: Some(subscribed(ch.as_str(), &info)),

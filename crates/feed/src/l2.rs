@@ -12,7 +12,9 @@
 //! Levels are `[price, size]` decimal strings, best first (highest bid, lowest ask). A delta
 //! may jump more than one number (`prev` 38, `seq` 42): a slow subscriber's deltas conflated
 //! per level ([`merge`]). Prices are keyed and ordered as exact decimals ([`Price`]); the text
-//! of a level is the one last sent for it, and the checksum is taken over that text.
+//! of a level is the one last sent for it, and the checksum is taken over that text. A
+//! subscriber that asked for its own depth N holds a [`DepthView`] of the book instead, served
+//! as the differences between views.
 
 use std::{borrow::Cow, collections::BTreeMap};
 
@@ -20,6 +22,9 @@ use serde::{Deserialize, Serialize};
 use tickwire_model::check_decimal;
 
 use crate::Price;
+
+mod view;
+pub use view::{DepthView, LevelChange, ViewChanges};
 
 /// Levels per side the checksum covers (fewer when the book has fewer).
 pub const CHECKSUM_LEVELS: usize = 10;

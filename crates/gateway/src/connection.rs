@@ -32,6 +32,9 @@ pub struct Connection {
     /// The W3C `traceparent` this connection's publishes are traced under (a gRPC stream's
     /// metadata), if it gave one.
     pub(crate) traceparent: Option<Box<[u8]>>,
+    /// Book channels subscribed at a depth of the client's own (empty for almost every
+    /// connection: then deliveries pass through untouched).
+    pub(crate) depths: crate::depth::Depths,
     pub(crate) _ip: IpCount,
 }
 
@@ -172,6 +175,32 @@ impl Connection {
         Ok(info)
     }
 
+    /// Subscribes to a book channel (`book.<SYM>`) at the client's own depth: `depth` N of 1
+    /// or more serves the best N levels a side (a snapshot of them, then deltas that keep the
+    /// client's N levels exactly the book's best N, checksums of what it holds); 0 is every
+    /// level the channel keeps, as a plain subscribe. Any other channel is refused: a depth
+    /// means nothing there.
+    pub fn subscribe_book(
+        &mut self,
+        channel: &Channel,
+        depth: u32,
+    ) -> Result<SubscribeInfo, Refusal> {
+        if !self.gateway.hub.is_book(channel)? {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "`depth` is an option of book channels (`{}.<SYM>`); `{channel}` is not one",
+                    tickwire_feed::names::BOOK
+                ),
+            ));
+        }
+        let info = self.subscribe(channel, None, None)?;
+        if depth > 0 {
+            self.depths.add(channel.clone(), depth);
+        }
+        Ok(info)
+    }
+
     /// Counts this connection's user in `channel` (namespaces with presence).
     fn joined(&mut self, channel: &Channel) {
         let Some(user) = self.principal.user() else {
@@ -266,6 +295,7 @@ impl Connection {
     pub fn unsubscribe(&mut self, channel: &Channel) -> Result<(), Refusal> {
         self.command()?;
         self.session.unsubscribe(channel).map_err(Refusal::from)?;
+        self.depths.remove(channel);
         self.left(channel);
         if let Some(i) = self.presence_subs.iter().position(|c| c == channel) {
             let c = self.presence_subs.swap_remove(i);
@@ -428,7 +458,10 @@ impl Connection {
     /// `select!`.
     pub async fn drain(&mut self) -> Event {
         match self.session.drain().await {
-            Ok(batch) => {
+            Ok(mut batch) => {
+                if !self.depths.is_empty() {
+                    self.depths.apply(&mut batch, &self.gateway.hub);
+                }
                 self.count_batch(&batch);
                 Event::Deliver(batch)
             }

@@ -19,6 +19,7 @@ mod auth;
 mod chat;
 mod connection;
 pub mod deadline;
+pub mod depth;
 pub mod jwks;
 mod limits;
 mod metrics;
@@ -632,6 +633,7 @@ impl Gateway {
             presence_subs: Vec::new(),
             first_check: AtomicU64::new(0),
             traceparent: None,
+            depths: Default::default(),
             _ip: ip_guard,
         })
     }

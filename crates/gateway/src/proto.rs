@@ -14,7 +14,7 @@ use tickwire_proto::{
 };
 use tickwire_wire::ErrorCode;
 
-use crate::{Gateway, Refusal};
+use crate::{Connection, Gateway, Refusal};
 
 /// The longest `msg_id`, as on every edge.
 const MAX_MSG_ID_LEN: usize = 128;
@@ -107,6 +107,30 @@ pub fn recent_of(s: &Subscription) -> Result<Option<Recent>, Refusal> {
         (_, Some(ms)) => Some(Recent::SinceMs(ms)),
         _ => None,
     })
+}
+
+/// Makes the subscription `s` on `conn`: at a depth of its own (book channels), from an
+/// offset in an epoch, or starting with recent history, as its fields say.
+pub fn subscribe(
+    conn: &mut Connection,
+    channel: &Channel,
+    s: &Subscription,
+) -> Result<SubscribeInfo, Refusal> {
+    let epoch = epoch_of(&s.epoch)?;
+    let recent = recent_of(s)?;
+    if let Some(depth) = s.depth {
+        if s.from.is_some() || recent.is_some() {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "`depth` is an option of book channels; `from`, `last` and `since_ms` are for stream channels",
+            ));
+        }
+        return conn.subscribe_book(channel, depth);
+    }
+    match recent {
+        Some(r) => conn.subscribe_recent(channel, r),
+        None => conn.subscribe(channel, s.from, epoch),
+    }
 }
 
 /// One publish item as the hub's request: its channel, its id, and its payload as the JSON

@@ -345,6 +345,12 @@ impl Hub {
         Ok(self.inner.namespace(channel)?.spec.class)
     }
 
+    /// Whether `channel` is a book channel (`book.<SYM>` in a state namespace): its values are
+    /// book snapshots and sequenced deltas (docs/books.md).
+    pub fn is_book(&self, channel: &Channel) -> Result<bool, HubError> {
+        Ok(crate::node::is_book(channel, self.class_of(channel)?))
+    }
+
     /// Validates and stores publications, in order; one result per request. Requests for the
     /// same namespace go to its writer together, so they share one group commit.
     pub async fn publish(&self, requests: Vec<PublishRequest>) -> Vec<Result<Ack, HubError>> {

@@ -24,6 +24,8 @@ pub enum Op {
         since: Option<u64>,
         /// Also push who joins and leaves the channel (namespaces with presence).
         presence: bool,
+        /// Book channels: the best N levels a side instead of all the channel keeps (0: all).
+        depth: Option<u32>,
     },
     Unsubscribe {
         channel: Channel,
@@ -132,6 +134,7 @@ struct RawCommand<'a> {
     skip: Option<serde_json::Value>,
     order: Option<serde_json::Value>,
     presence: Option<serde_json::Value>,
+    depth: Option<serde_json::Value>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
 }
@@ -302,6 +305,25 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
                     ))
                 }
             };
+            // A depth is for book channels, which are state: the stream options make no sense
+            // with it, and a client that sends both has mistaken one channel for another.
+            let depth = match uint(&raw.depth, "depth")? {
+                None => None,
+                Some(d) => Some(u32::try_from(d).map_err(|_| {
+                    err(
+                        Some(id),
+                        ErrorCode::BadRequest,
+                        format!("`depth` must be at most {} levels", u32::MAX),
+                    )
+                })?),
+            };
+            if depth.is_some() && (from.is_some() || last.is_some() || since.is_some()) {
+                return Err(err(
+                    Some(id),
+                    ErrorCode::BadRequest,
+                    "`depth` is an option of book channels; `from`, `last` and `since` are for stream channels",
+                ));
+            }
             Op::Subscribe {
                 channel: channel()?,
                 from,
@@ -309,6 +331,7 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
                 last,
                 since,
                 presence,
+                depth,
             }
         }
         "unsubscribe" => Op::Unsubscribe {
@@ -440,6 +463,7 @@ mod tests {
                 last: None,
                 since: None,
                 presence: false,
+                depth: None,
             }
         );
         let c = parse_command(br#"{"id":2,"op":"subscribe","channel":"chat.lobby","from":42}"#)
@@ -453,6 +477,7 @@ mod tests {
                 last: None,
                 since: None,
                 presence: false,
+                depth: None,
             }
         );
         let c = parse_command(br#"{"id":3,"op":"publish","channel":"chat.lobby","msg_id":"c-1","data":{"text":"hi"}}"#)
@@ -532,6 +557,10 @@ mod tests {
         );
         match op(r#"{"id":1,"op":"subscribe","channel":"chat.a","presence":true}"#) {
             Op::Subscribe { presence, .. } => assert!(presence),
+            other => panic!("unexpected {other:?}"),
+        }
+        match op(r#"{"id":1,"op":"subscribe","channel":"book.EURUSD","depth":5}"#) {
+            Op::Subscribe { depth, .. } => assert_eq!(depth, Some(5)),
             other => panic!("{other:?}"),
         }
         assert_eq!(
@@ -568,6 +597,14 @@ mod tests {
         );
         assert_eq!(
             code(r#"{"id":1,"op":"subscribe","channel":"chat.x","from":"3"}"#),
+            ErrorCode::BadRequest
+        );
+        for bad in [r#"-1"#, r#"2.5"#, r#""5""#, r#"4294967296"#, r#"true"#] {
+            let frame = format!(r#"{{"id":1,"op":"subscribe","channel":"book.X","depth":{bad}}}"#);
+            assert_eq!(code(&frame), ErrorCode::BadRequest, "{frame}");
+        }
+        assert_eq!(
+            code(r#"{"id":1,"op":"subscribe","channel":"book.X","depth":3,"last":5}"#),
             ErrorCode::BadRequest
         );
         assert_eq!(

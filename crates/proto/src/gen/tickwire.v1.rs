@@ -197,6 +197,11 @@ pub struct Subscription {
     /// (milliseconds), then live. At most one of `from`, `last` and `since_ms`.
     #[prost(uint64, optional, tag = "5")]
     pub since_ms: ::core::option::Option<u64>,
+    /// Book channels (`book.<SYM>`) only: the best `depth` levels a side, as a snapshot then
+    /// deltas that keep exactly those levels, each checksum that of the levels held (0: every
+    /// level the channel keeps). Refused on other channels and with `from`, `last`, `since_ms`.
+    #[prost(uint32, optional, tag = "6")]
+    pub depth: ::core::option::Option<u32>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct SubscribeRequest {
