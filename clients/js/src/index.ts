@@ -153,6 +153,9 @@ export interface SubscribeOptions {
   last?: number;
   /** Stream channels, instead of `from`: the messages appended since this Unix ms, then live. */
   since?: number;
+  /** Book channels (`book.<SYM>`): the best `depth` levels a side only, snapshot and deltas of
+   * that view (docs/books.md); absent: every level the channel keeps. */
+  depth?: number;
   /** The subscription ended with an error (refused, or refused again on a reconnect). */
   onError?: (err: TickwireError) => void;
   /** Retention removed messages between `from` (or the resume point) and what is delivered. */
@@ -520,6 +523,7 @@ export class TickwireClient {
     } else if (s.kind === undefined && s.opts.since !== undefined) {
       cmd.since = s.opts.since;
     }
+    if (s.opts.depth !== undefined) cmd.depth = s.opts.depth;
     this.waiting.set(id, (r) => this.onSubscribed(s, r));
     this.send(cmd);
   }
@@ -889,7 +893,12 @@ export function watchBook(
   client: TickwireClient,
   symbol: string,
   onBook: (book: OrderBook) => void,
-  opts: { onError?: (e: TickwireError) => void; onResync?: (reason: "gap" | "mismatch") => void } = {},
+  opts: {
+    onError?: (e: TickwireError) => void;
+    onResync?: (reason: "gap" | "mismatch") => void;
+    /** The best `depth` levels a side only (absent: every level the channel keeps). */
+    depth?: number;
+  } = {},
 ): BookWatch {
   const channel = `book.${symbol}`;
   const book = new OrderBook(symbol);
@@ -911,10 +920,10 @@ export function watchBook(
     opts.onResync?.(r);
     const old = sub;
     void old.unsubscribe().then(() => {
-      if (!stopped) sub = client.subscribe(channel, handler, { onError: opts.onError });
+      if (!stopped) sub = client.subscribe(channel, handler, { onError: opts.onError, depth: opts.depth });
     });
   };
-  let sub = client.subscribe(channel, handler, { onError: opts.onError });
+  let sub = client.subscribe(channel, handler, { onError: opts.onError, depth: opts.depth });
   return {
     book,
     ready: sub.ready,

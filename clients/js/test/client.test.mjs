@@ -315,6 +315,29 @@ test("an order book from snapshot + deltas, every checksum verified, exact price
   await c.close();
 });
 
+test("a book watched at a depth of its own holds the server's best levels only", async () => {
+  const c = new TickwireClient({ url: srv.url, token: API_KEY });
+  await c.connect();
+  const w = watchBook(c, "BOOKD", () => {}, { depth: 2 });
+  await w.ready;
+  await depth("BOOKD", {
+    snapshot: [1, 2, 3, 4].flatMap((i) => [
+      { side: "bid", price: `1.${10 - i}`, size: `${i}` },
+      { side: "ask", price: `1.${10 + i}`, size: `${i}` },
+    ]),
+  });
+  await until(() => w.book.bids.length === 2 && w.book.asks.length === 2, 10000, "the depth-2 snapshot");
+  assert.deepEqual(w.book.bids, [["1.9", "1"], ["1.8", "2"]]);
+  // The best bid goes: the third level moves up into the view, checksum still verified.
+  await depth("BOOKD", { updates: [{ action: "delete", side: "bid", price: "1.9" }] });
+  await until(() => w.book.bids[0]?.[0] === "1.8", 10000, "the level that moved up");
+  assert.deepEqual(w.book.bids, [["1.8", "2"], ["1.7", "3"]]);
+  assert.deepEqual(w.book.asks, [["1.11", "1"], ["1.12", "2"]]);
+  assert.equal(w.resyncs, 0, "every delta of the view followed and verified");
+  await w.unsubscribe();
+  await c.close();
+});
+
 test("compareDecimal orders decimal strings exactly", () => {
   assert.ok(compareDecimal("1.10000000000000000001", "1.1") > 0);
   assert.ok(compareDecimal("-2", "-10") > 0);

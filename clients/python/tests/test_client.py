@@ -296,6 +296,30 @@ def test_an_order_book_from_snapshot_and_deltas_with_every_checksum_verified(srv
     run(main())
 
 
+def test_a_book_watched_at_a_depth_of_its_own_holds_the_best_levels_only(srv):
+    def depth(data):
+        srv.publish({"channel": "depth.PYDEPTH", "data": data})
+
+    async def main():
+        async with Client(srv.url, API_KEY) as c:
+            resyncs = []
+            w = await watch_book(c, "PYDEPTH", on_resync=resyncs.append, depth=2)
+            depth({"snapshot": [lvl for i in range(1, 5) for lvl in (
+                {"side": "bid", "price": f"1.{10 - i}", "size": str(i)},
+                {"side": "ask", "price": f"1.{10 + i}", "size": str(i)},
+            )]})
+            await w.wait_until(lambda b: len(b.bids) == 2 and len(b.asks) == 2)
+            assert w.book.bids == [("1.9", "1"), ("1.8", "2")]
+            # The best bid goes: the third level moves up into the view, checksum verified.
+            depth({"updates": [{"action": "delete", "side": "bid", "price": "1.9"}]})
+            await w.wait_until(lambda b: b.bids and b.bids[0][0] == "1.8")
+            assert w.book.bids == [("1.8", "2"), ("1.7", "3")]
+            assert w.book.asks == [("1.11", "1"), ("1.12", "2")]
+            assert resyncs == [] and w.resyncs == 0
+            await w.unsubscribe()
+    run(main())
+
+
 def test_package_exports_typed_errors():
     assert issubclass(tickwire.AuthError, tickwire.TickwireError)
     e = tickwire.error_for("rate_limited", "retry after 250 ms")

@@ -98,6 +98,7 @@ class Subscription:
         self._next = from_
         self._last: Optional[int] = None
         self._since: Optional[int] = None
+        self._depth: Optional[int] = None
         self._on_message = on_message
         self._on_retention_gap = on_retention_gap
         self._queue: "asyncio.Queue[Any]" = asyncio.Queue()
@@ -223,18 +224,20 @@ class Client:
     async def subscribe(self, channel: str, on_message: Optional[Callable[[Message], Any]] = None, *,
                         from_: Optional[int] = None, epoch: Optional[str] = None,
                         last: Optional[int] = None, since: Optional[int] = None,
+                        depth: Optional[int] = None,
                         on_retention_gap: Optional[Callable[[int, int], Any]] = None,
                         wait: bool = True) -> Subscription:
         """Subscribes to ``channel``; each message is delivered once, in order, across
         reconnects. Returns once the server accepted (raises its typed error if it refused),
         unless ``wait=False``. Stream channels: ``from_`` (and ``epoch``) replay from an
-        offset; or ``last`` (the newest N messages) or ``since`` (Unix ms), then live."""
+        offset; or ``last`` (the newest N messages) or ``since`` (Unix ms), then live. Book
+        channels: ``depth`` serves the best N levels a side only (docs/books.md)."""
         if self._closed:
             raise ClosedError()
         if channel in self._subs:
             raise RequestError("already_subscribed", f"already subscribed to {channel}")
         s = Subscription(self, channel, from_, epoch, on_message, on_retention_gap)
-        s._last, s._since = last, since
+        s._last, s._since, s._depth = last, since, depth
         self._subs[channel] = s
         if self.state == "open":
             self._send_subscribe(s)
@@ -444,6 +447,8 @@ class Client:
             cmd["last"] = s._last
         elif s.kind is None and s._since is not None:
             cmd["since"] = s._since
+        if s._depth is not None:
+            cmd["depth"] = s._depth
         self._waiting[cid] = lambda r: self._on_subscribed(s, r)
         self._send(cmd)
 
@@ -591,8 +596,9 @@ class BookWatch:
     """A book kept by ``watch_book``: ``book`` is current after each ``on_book``."""
 
     def __init__(self, client: Client, symbol: str, on_book: Optional[Callable[[OrderBook], Any]],
-                 on_resync: Optional[Callable[[Result], Any]]) -> None:
+                 on_resync: Optional[Callable[[Result], Any]], depth: Optional[int] = None) -> None:
         self.client = client
+        self.depth = depth
         self.channel = f"book.{symbol}"
         self.book = OrderBook(symbol)
         #: How many times the book was fetched again after a gap or a mismatch.
@@ -626,7 +632,8 @@ class BookWatch:
         if self._sub is not None:
             await self._sub.unsubscribe()
         if not self._stopped:
-            self._sub = await self.client.subscribe(self.channel, self._handle, wait=False)
+            self._sub = await self.client.subscribe(self.channel, self._handle, depth=self.depth,
+                                                    wait=False)
 
     async def wait_until(self, cond: Callable[[OrderBook], bool], timeout: float = 10.0) -> OrderBook:
         """Waits until ``cond(book)`` holds for a book that passed its checksum."""
@@ -644,12 +651,14 @@ class BookWatch:
 
 
 async def watch_book(client: Client, symbol: str, on_book: Optional[Callable[[OrderBook], Any]] = None, *,
-                     on_resync: Optional[Callable[[Result], Any]] = None) -> BookWatch:
+                     on_resync: Optional[Callable[[Result], Any]] = None,
+                     depth: Optional[int] = None) -> BookWatch:
     """Keeps ``symbol``'s order book from ``book.<SYM>``: a snapshot, then deltas, each
     checked (sequence and checksum). A gap or a mismatch subscribes again for a fresh
-    snapshot (``on_resync`` is told); a reconnect gets a fresh snapshot too."""
-    w = BookWatch(client, symbol, on_book, on_resync)
-    w._sub = await client.subscribe(w.channel, w._handle)
+    snapshot (``on_resync`` is told); a reconnect gets a fresh snapshot too. ``depth``: the
+    best N levels a side only."""
+    w = BookWatch(client, symbol, on_book, on_resync, depth)
+    w._sub = await client.subscribe(w.channel, w._handle, depth=depth)
     return w
 
 

@@ -37,6 +37,9 @@ use tokio::sync::mpsc;
 
 use super::{join_event, leave_event, presence_channel, Member, PresenceMember};
 
+/// How long opening retries registering this node before the server gives up starting.
+const OPEN_RETRY_FOR: Duration = Duration::from_secs(30);
+
 /// This node's members: channel → user → member (shared with the tracker).
 pub(crate) type Local = Arc<Mutex<HashMap<Channel, BTreeMap<String, Member>>>>;
 
@@ -123,8 +126,20 @@ impl ClusterPresence {
         let nodes = provider.bucket("presence_nodes", Some(ttl))?;
         let me = provider.holder().to_string();
         // Alive before any entry names this node: a sweep reads entries before it reads the
-        // live nodes, so it never takes a node that has entries for dead.
-        nodes.put(&hex_key(&me), Bytes::from(me.clone()))?;
+        // live nodes, so it never takes a node that has entries for dead. Retried for a
+        // while: a bucket just opened may still be electing its leader when a cluster starts
+        // or a node restarts beside a busy one ("no stream found for given subject").
+        let deadline = std::time::Instant::now() + OPEN_RETRY_FOR;
+        loop {
+            match nodes.put(&hex_key(&me), Bytes::from(me.clone())) {
+                Ok(_) => break,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing::warn!("presence: cannot register this node yet; retrying: {e}");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let state = Arc::new(State {
             entries,
             nodes,
@@ -135,7 +150,11 @@ impl ClusterPresence {
             events,
             dirty: AtomicBool::new(false),
         });
-        state.refresh_live()?;
+        // A failed first look is not fatal: the live set holds this node, and the next
+        // renewal (a fifth of the TTL) looks again.
+        if let Err(e) = state.refresh_live() {
+            tracing::warn!("presence: cannot list the live nodes yet: {e}");
+        }
         let (ops, rx) = mpsc::unbounded_channel();
         Ok((ClusterPresence { ops, state }, rx))
     }
