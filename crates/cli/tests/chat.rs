@@ -219,19 +219,7 @@ const FEED: &str = "k-feed";
 
 /// A token for `sub`, with `info` stamped on their messages.
 fn token(sub: &str, info: Option<&str>) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    let claims = tickwire_gateway::Claims {
-        sub: sub.into(),
-        exp: Some(exp),
-        channels: None,
-        publish: None,
-        info: info.map(|i| serde_json::value::RawValue::from_string(i.into()).unwrap()),
-    };
-    tickwire_gateway::mint_hs256(SECRET.as_bytes(), &claims).unwrap()
+    common::user_token(SECRET, sub, info)
 }
 
 /// A server with users (JWT), an admin key and a publish-only key.
@@ -702,16 +690,7 @@ impl Members {
 }
 
 fn subs(members: &Value) -> Vec<String> {
-    let mut s: Vec<String> = members
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|m| m["sub"].as_str().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    s.sort();
-    s
+    common::member_subs(members)
 }
 
 /// Presence counts users, not connections: a user with two connections joins once and leaves

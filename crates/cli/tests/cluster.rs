@@ -18,7 +18,7 @@ use std::{
 
 use common::{get_json, mqtt, publish, wait_for, Server, Ws};
 use futures_util::{SinkExt, StreamExt};
-use nats_cluster::{start_node, NatsCluster};
+use nats_cluster::{nodes, start_node, NatsCluster};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -225,19 +225,6 @@ async fn a_late_node_serves_history_and_newest_values() {
 }
 
 /// Starts `n` nodes (names a, b, c...) on the cluster.
-fn nodes(nats: &NatsCluster, work: &std::path::Path, n: usize, replicas: usize) -> Vec<Server> {
-    (0..n)
-        .map(|i| {
-            let name = ((b'a' + i as u8) as char).to_string();
-            start_node(
-                &work.join(&name),
-                &nats.tickwire_toml(&name, replicas, ""),
-                &[],
-            )
-        })
-        .collect()
-}
-
 /// A value several test tasks update (held only briefly).
 type Shared<T> = Arc<std::sync::Mutex<T>>;
 

@@ -10,23 +10,10 @@ mod nats_cluster;
 use std::{collections::BTreeSet, time::Duration};
 
 use common::{publish, wait_for, Server, Ws};
-use nats_cluster::{start_node, NatsCluster};
+use nats_cluster::{nodes, start_node, NatsCluster};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn nodes(nats: &NatsCluster, work: &std::path::Path, n: usize, replicas: usize) -> Vec<Server> {
-    (0..n)
-        .map(|i| {
-            let name = ((b'a' + i as u8) as char).to_string();
-            start_node(
-                &work.join(&name),
-                &nats.tickwire_toml(&name, replicas, ""),
-                &[],
-            )
-        })
-        .collect()
-}
 
 /// (channel, offset) of every hit of a search answer.
 fn search_hits(v: &Value) -> Vec<(String, u64)> {
@@ -143,20 +130,9 @@ fn identity_node(nats: &NatsCluster, work: &std::path::Path, name: &str) -> Serv
     start_node(&work.join(name), &nats.tickwire_toml(name, 3, &extra), &[])
 }
 
+/// A token for `sub`, with `info` stamped on their messages.
 fn token(sub: &str, info: Option<&str>) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    let claims = tickwire_gateway::Claims {
-        sub: sub.into(),
-        exp: Some(exp),
-        channels: None,
-        publish: None,
-        info: info.map(|i| serde_json::value::RawValue::from_string(i.into()).unwrap()),
-    };
-    tickwire_gateway::mint_hs256(SECRET.as_bytes(), &claims).unwrap()
+    common::user_token(SECRET, sub, info)
 }
 
 async fn ws_as(srv: &Server, token: &str) -> Ws {
@@ -164,16 +140,7 @@ async fn ws_as(srv: &Server, token: &str) -> Ws {
 }
 
 fn subs(members: &Value) -> Vec<String> {
-    let mut s: Vec<String> = members
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|m| m["sub"].as_str().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    s.sort();
-    s
+    common::member_subs(members)
 }
 
 /// `GET /v1/presence/{channel}` on `srv` once it lists exactly `want`.

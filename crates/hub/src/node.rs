@@ -401,19 +401,8 @@ impl Registry {
     /// Every channel of a namespace with its subscribers, publish count and newest message,
     /// sorted by name.
     pub fn stats_in(&self, namespace: &str) -> Vec<ChannelStats> {
-        let nodes: Vec<Arc<ChannelNode>> = self
-            .shards
-            .iter()
-            .flat_map(|s| {
-                s.read()
-                    .values()
-                    .filter(|n| n.channel.namespace() == namespace)
-                    .cloned()
-                    .collect::<Vec<_>>()
-            })
-            .collect();
         // Each node's lock is taken after the shard locks are let go.
-        let mut v: Vec<ChannelStats> = nodes.iter().map(|n| n.stats()).collect();
+        let mut v: Vec<ChannelStats> = self.nodes_in(namespace).iter().map(|n| n.stats()).collect();
         v.sort_by(|a, b| a.channel.cmp(&b.channel));
         v
     }

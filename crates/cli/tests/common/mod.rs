@@ -696,3 +696,35 @@ pub async fn fix_session(srv: &Server, name: &str) -> Value {
         .find(|s| s["name"] == name)
         .unwrap_or(Value::Null)
 }
+
+/// A JWT (HS256 with `secret`) for user `sub`, valid for an hour, with `info` (JSON text)
+/// stamped on their messages and shown in presence.
+pub fn user_token(secret: &str, sub: &str, info: Option<&str>) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let claims = tickwire_gateway::Claims {
+        sub: sub.into(),
+        exp: Some(exp),
+        channels: None,
+        publish: None,
+        info: info.map(|i| serde_json::value::RawValue::from_string(i.into()).unwrap()),
+    };
+    tickwire_gateway::mint_hs256(secret.as_bytes(), &claims).unwrap()
+}
+
+/// The user ids of a presence member list (`[{"sub":..,"info":..},..]`), sorted.
+pub fn member_subs(members: &Value) -> Vec<String> {
+    let mut s: Vec<String> = members
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| m["sub"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    s.sort();
+    s
+}

@@ -229,6 +229,21 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     r.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Starts `n` Tickwire nodes named a, b, c… on the cluster, streams and buckets at
+/// `replicas`, each with its data directory under `work`.
+pub fn nodes(nats: &NatsCluster, work: &std::path::Path, n: usize, replicas: usize) -> Vec<Server> {
+    (0..n)
+        .map(|i| {
+            let name = ((b'a' + i as u8) as char).to_string();
+            start_node(
+                &work.join(&name),
+                &nats.tickwire_toml(&name, replicas, ""),
+                &[],
+            )
+        })
+        .collect()
+}
+
 /// Starts a Tickwire node on the cluster (its own data directory in `dir`).
 pub fn start_node(dir: &std::path::Path, toml: &str, env: &[(&str, &str)]) -> Server {
     std::fs::create_dir_all(dir).unwrap();
