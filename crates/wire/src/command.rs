@@ -200,7 +200,7 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
                 ErrorCode::BadRequest,
                 format!("`channel` is required for `{op}`"),
             )),
-            Some(serde_json::Value::String(s)) => Channel::parse(s)
+            Some(serde_json::Value::String(s)) => Channel::parse_cached(s)
                 .map_err(|e: ModelError| err(Some(id), ErrorCode::BadChannel, e.to_string())),
             Some(_) => Err(err(
                 Some(id),

@@ -33,7 +33,7 @@ pub fn topic_to_channel(topic: &str) -> Result<Channel, String> {
     for level in topic.split('/') {
         check_level(level)?;
     }
-    Channel::parse(&topic.replace('/', ".")).map_err(|e| e.to_string())
+    Channel::parse_cached(&topic.replace('/', ".")).map_err(|e| e.to_string())
 }
 
 /// `quotes.EURUSD` → `quotes/EURUSD`.
