@@ -1,6 +1,6 @@
 // Tickwire console: quotes table, live candles, chat and health over ONE WebSocket, and an
-// operations view (health, connections, clients with kick, namespaces with rates, FIX
-// sessions, projections) from REST.
+// operations view (health, connections, live graphs, clients with kick, namespaces and
+// channels with rates, FIX sessions, projections) from REST.
 // Prices arrive as decimal strings and are shown as received; only the chart converts them to
 // numbers, because lightweight-charts plots floats.
 (function () {
@@ -443,6 +443,57 @@
   }
 
   const nsPrev = {};
+  // Live graphs: one point per refresh (every 5 s while the view is open), the last 120
+  // (10 minutes), from /metrics. Rates are the change of a counter since the previous refresh.
+  const GRAPH_POINTS = 120;
+  const graphHist = { at: [], series: {} };
+  let graphPrev = null;
+  function graphPoint(ms) {
+    const now = Date.now();
+    const totals = {
+      published: sum(ms, 'tickwire_namespace_published_total'),
+      delivered: sum(ms, 'tickwire_namespace_delivered_total'),
+    };
+    const dt = graphPrev ? (now - graphPrev.at) / 1000 : 0;
+    const rate = (k) => (graphPrev && dt > 0 ? Math.max(0, (totals[k] - graphPrev[k]) / dt) : null);
+    const point = {
+      'published/s': rate('published'),
+      'delivered/s': rate('delivered'),
+      connections: sum(ms, 'tickwire_edge_connections'),
+      subscriptions: sum(ms, 'tickwire_edge_subscriptions'),
+    };
+    graphPrev = { at: now, ...totals };
+    graphHist.at.push(now);
+    for (const [k, v] of Object.entries(point)) (graphHist.series[k] ||= []).push(v);
+    if (graphHist.at.length > GRAPH_POINTS) {
+      graphHist.at.shift();
+      Object.values(graphHist.series).forEach((a) => a.shift());
+    }
+  }
+  function renderGraphs() {
+    const box = el('div', null, 'graphs');
+    box.id = 'graphs';
+    const svgNs = 'http://www.w3.org/2000/svg';
+    for (const [name, values] of Object.entries(graphHist.series)) {
+      const known = values.map((v, i) => [i, v]).filter(([, v]) => v !== null);
+      const max = Math.max(1, ...known.map(([, v]) => v));
+      const last = known.length ? known[known.length - 1][1] : null;
+      const g = el('div', null, 'graph');
+      g.dataset.series = name;
+      const fmt = (v) => (v === null ? '—' : v < 10 ? (+v.toFixed(1)).toString() : String(Math.round(v)));
+      g.appendChild(el('div', `${name}: ${fmt(last)} (max ${fmt(max)})`, 'muted'));
+      const svg = document.createElementNS(svgNs, 'svg');
+      svg.setAttribute('viewBox', `0 0 ${GRAPH_POINTS - 1} 100`);
+      svg.setAttribute('preserveAspectRatio', 'none');
+      const line = document.createElementNS(svgNs, 'polyline');
+      line.setAttribute('points', known.map(([i, v]) => `${i},${(100 - (v * 100) / max).toFixed(1)}`).join(' '));
+      svg.appendChild(line);
+      g.appendChild(svg);
+      box.appendChild(g);
+    }
+    if (!box.childNodes.length) box.appendChild(el('p', 'Waiting for /metrics.', 'muted small msg'));
+    $('graphs').replaceWith(box);
+  }
   function bytes(n) {
     if (n < 1024) return `${n}\u00a0B`;
     if (n < 1048576) return `${(n / 1024).toFixed(1)}\u00a0KiB`;
@@ -510,6 +561,9 @@
       rows.push(['sessions (every edge)', sum(ms, 'tickwire_sessions'), sum(ms, 'tickwire_edge_subscriptions')]);
       rows.push(['MQTT sessions connected', sum(ms, 'tickwire_mqtt_sessions_connected'), null]);
       show('conns', table(['edge', 'open', 'subscriptions'], rows));
+      graphPoint(ms);
+      ops.graphs = JSON.parse(JSON.stringify(graphHist));
+      renderGraphs();
       const lag = ms.filter((x) => x.name === 'tickwire_projection_lag');
       const pos = ms.filter((x) => x.name === 'tickwire_projection_position');
       const live = ms.filter((x) => x.name === 'tickwire_projection_live');
@@ -522,6 +576,7 @@
         })) : 'No projections running.');
     } else {
       show('conns', `Metrics: ${ops.metricsError}`);
+      show('graphs', `Metrics: ${ops.metricsError}`);
       show('projections', `Metrics: ${ops.metricsError}`);
     }
 

@@ -24,7 +24,7 @@ const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ADMIN = process.env.CONSOLE_ADMIN_KEY;
 const READER = process.env.CONSOLE_READ_KEY;
 const USER_TOKEN = process.env.CONSOLE_USER_TOKEN;
-const CHECKS_EXPECTED = 15;
+const CHECKS_EXPECTED = 16;
 let checks = 0;
 const passed = [];
 function check(name) { checks += 1; passed.push(name); }
@@ -287,6 +287,16 @@ async function publish(body, cred = ADMIN) {
     if (!lobby || !(lobby.published >= 3000) || !(lobby.subscribers >= 1) || lobby.offset !== chatNs.next_offset - 1) throw new Error(`chat.lobby row: ${JSON.stringify(lobby)} (chat next offset ${chatNs.next_offset})`);
     await page.selectOption('#channels-ns', 'quotes');
     check(`operations: channels with subscribers and rates (${busy.length} quotes channels ticking, top ${chDom[0][2]}/s), chat.lobby ${lobby.published} published`);
+    // Live graphs: one point per refresh from /metrics; the simulator's quotes make the
+    // published/s line non-zero, and each series is drawn as an SVG line of its points.
+    const gr = (await page.evaluate(() => tw.ops.graphs)) || { series: {} };
+    const pub = (gr.series['published/s'] || []).filter((v) => v !== null);
+    const conns = gr.series.connections || [];
+    const drawn = await page.evaluate(() => Object.fromEntries([...document.querySelectorAll('#graphs .graph')]
+      .map((g) => [g.dataset.series, (g.querySelector('polyline')?.getAttribute('points') || '').split(' ').filter(Boolean).length])));
+    if (pub.length < 2 || !pub.some((v) => v > 0) || !conns.some((v) => v >= 1)) throw new Error(`graph series: ${JSON.stringify(gr.series)}`);
+    if (!(drawn['published/s'] >= 2) || !(drawn.connections >= 2) || Object.keys(drawn).length !== 4) throw new Error(`graphs drawn: ${JSON.stringify(drawn)}`);
+    check(`operations: live graphs of published/s, delivered/s, connections and subscriptions (${drawn['published/s']} points, newest ${Math.round(pub[pub.length - 1])}/s)`);
     // Clients: a second connection (another identity) is listed and kicked from the table; it
     // gets the operator's disconnect.
     await page.evaluate(({ key }) => new Promise((resolve, reject) => {
