@@ -286,9 +286,8 @@ fn next_value(book: &Book, published: &mut L2Book, seq: &mut u64, depth: u32) ->
         }
         m
     } else {
-        if bids.is_empty() && asks.is_empty() && *seq == 0 {
-            return None;
-        }
+        // A book the feed left empty (a snapshot whose every size is zero) is still a book:
+        // its subscribers and `latest` learn it is empty rather than wait for a first value.
         L2Msg {
             snapshot: true,
             seq: *seq + 1,
