@@ -485,19 +485,7 @@ async fn search_when(
 }
 
 fn hit_offsets(v: &Value) -> Vec<(String, u64)> {
-    v["hits"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|h| {
-                    (
-                        h["channel"].as_str().unwrap_or("").to_string(),
-                        h["offset"].as_u64().unwrap_or(u64::MAX),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    common::search_hits(v)
 }
 
 /// Search finds what was published (words, phrases, prefixes, non-English text, newest

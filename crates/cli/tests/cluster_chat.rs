@@ -17,19 +17,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// (channel, offset) of every hit of a search answer.
 fn search_hits(v: &Value) -> Vec<(String, u64)> {
-    v["hits"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|h| {
-                    (
-                        h["channel"].as_str().unwrap_or("").to_string(),
-                        h["offset"].as_u64().unwrap_or(u64::MAX),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    common::search_hits(v)
 }
 
 /// Search is the same on every node (issue 18): each node indexes the shared streams, so what

@@ -167,6 +167,9 @@ struct Conn {
     window: VecDeque<PublishReply>,
     /// Publications in `window` still waiting for the hub.
     in_flight: usize,
+    /// `Subscribed` replies in `window`: while any waits, pushes wait behind it (counted, so
+    /// the loop does not scan a window of thousands of publishes every turn).
+    held_subscribes: usize,
     /// Publishes read in this turn, not yet handed to the hub.
     batch: Vec<(u64, Channel, Checked)>,
     out: Outbox,
@@ -248,6 +251,7 @@ async fn run(socket: WebSocket, conn: Box<Connection>, binary: bool) {
         conn,
         window: VecDeque::new(),
         in_flight: 0,
+        held_subscribes: 0,
         batch: Vec::new(),
         out: Outbox::default(),
         token_at,
@@ -265,11 +269,7 @@ async fn run(socket: WebSocket, conn: Box<Connection>, binary: bool) {
             )
         );
         let writing = c.out.has_work();
-        let take_more = c.out.pushes.len() < PUSH_LOW_WATER
-            && !c
-                .window
-                .iter()
-                .any(|r| matches!(r, PublishReply::Subscribed(_)));
+        let take_more = c.out.pushes.len() < PUSH_LOW_WATER && c.held_subscribes == 0;
         // A socket that takes nothing for the write timeout belongs to a client that is gone.
         let stalled_at = c
             .out
@@ -317,7 +317,9 @@ async fn run(socket: WebSocket, conn: Box<Connection>, binary: bool) {
             front = poll_front(&mut c.window), if acks_pending => match front {
                 Front::Acks(acks) => c.answer(acks),
                 Front::Reply(reply) => {
-                    c.window.pop_front();
+                    if let Some(PublishReply::Subscribed(_)) = c.window.pop_front() {
+                        c.held_subscribes -= 1;
+                    }
                     c.in_flight = c.in_flight.saturating_sub(1);
                     c.out.replies.push_back(text(reply));
                 }
@@ -538,6 +540,7 @@ impl Conn {
                             let members = self.conn.subscribe_presence(&channel);
                             self.close_batch_into_window();
                             self.in_flight += 1;
+                            self.held_subscribes += 1;
                             self.window
                                 .push_back(PublishReply::Subscribed(Box::pin(async move {
                                     match members {

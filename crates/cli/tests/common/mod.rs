@@ -728,3 +728,20 @@ pub fn member_subs(members: &Value) -> Vec<String> {
     s.sort();
     s
 }
+
+/// (channel, offset) of every hit of a search answer, in its order.
+pub fn search_hits(v: &Value) -> Vec<(String, u64)> {
+    v["hits"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|h| {
+                    (
+                        h["channel"].as_str().unwrap_or("").to_string(),
+                        h["offset"].as_u64().unwrap_or(u64::MAX),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
