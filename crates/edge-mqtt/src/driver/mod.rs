@@ -32,6 +32,14 @@ use tokio::{
     time::Instant,
 };
 
+// The connection's parts, by responsibility: the CONNECT phase (reading it, the broker-side
+// rules, refusals), the hub operations the session asks for, and the connection loop (here).
+mod connect;
+mod router;
+
+use connect::{accept, read_connect, send_now, ConnectFailure};
+use router::HubRouter;
+
 use crate::{
     publish::{self, refused},
     store::{self, now_ms, StoredSession, MAX_CLIENT_ID},
@@ -216,233 +224,11 @@ pub(crate) async fn run(edge: Arc<MqttEdge>, mut io: Transport, peer: Option<std
     }
 }
 
-enum ConnectFailure {
-    Io,
-    Codec(Option<ProtocolVersion>, CodecError),
-}
-
-async fn read_connect(
-    io: &mut Transport,
-    buf: &mut BytesMut,
-    max: usize,
-) -> Result<Connect, ConnectFailure> {
-    loop {
-        match peek_connect_version(buf) {
-            Err(e) => return Err(ConnectFailure::Codec(None, e)),
-            Ok(Some(v)) => match decode(buf, v, max) {
-                Ok(Some(Packet::Connect(c))) => return Ok(c),
-                Ok(Some(_)) => {
-                    return Err(ConnectFailure::Codec(
-                        Some(v),
-                        CodecError::ProtocolViolation {
-                            packet: tickwire_mqtt::PacketType::Connect,
-                            reason: "first packet is not CONNECT",
-                        },
-                    ))
-                }
-                Ok(None) => {}
-                Err(e) => return Err(ConnectFailure::Codec(Some(v), e)),
-            },
-            Ok(None) => {}
-        }
-        match io.read(buf).await {
-            Ok(true) => {}
-            _ => return Err(ConnectFailure::Io),
-        }
-    }
-}
-
-async fn send_now(io: &mut Transport, p: &Packet, v: ProtocolVersion) -> io::Result<()> {
-    let mut out = BytesMut::new();
-    encode(p, v, &mut out).map_err(io::Error::other)?;
-    tokio::time::timeout(Duration::from_secs(2), io.write(out.freeze()))
-        .await
-        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
-}
-
-/// The broker-side CONNECT rules the codec leaves to us: client id, credentials (through the
-/// gateway), Will.
-fn accept(edge: &MqttEdge, c: &Connect) -> Result<(Accepted, Principal), Refused> {
-    let gw = &edge.gateway;
-    let v5 = c.protocol == ProtocolVersion::V5;
-    let refused = |code, reason: &str| Refused {
-        code,
-        reason: reason.to_string(),
-    };
-    if c.properties.authentication_method().is_some() {
-        return Err(refused(
-            ReasonCode::BadAuthenticationMethod,
-            "enhanced authentication is not supported; put the API key in the password",
-        ));
-    }
-    let (client_id, assigned) = if c.client_id.is_empty() {
-        if !v5 && !c.clean_start {
-            // [MQTT-3.1.3-8]: a server-chosen id cannot name a session to come back to.
-            return Err(refused(
-                ReasonCode::ClientIdentifierNotValid,
-                "an empty client id needs clean session",
-            ));
-        }
-        (
-            format!(
-                "tw-{}-{}",
-                std::process::id(),
-                NEXT_ASSIGNED_ID.fetch_add(1, Ordering::Relaxed)
-            ),
-            true,
-        )
-    } else {
-        (c.client_id.clone(), false)
-    };
-    if client_id.len() > MAX_CLIENT_ID {
-        return Err(Refused {
-            code: ReasonCode::ClientIdentifierNotValid,
-            reason: format!("client ids are at most {MAX_CLIENT_ID} bytes"),
-        });
-    }
-    // The credential (an API key or a JWT) travels as the password; without a password, an API
-    // key may come as the user name (which is otherwise just a name).
-    let principal = match &c.password {
-        Some(pw) => {
-            let secret = std::str::from_utf8(pw).ok();
-            gw.authenticate(&Credentials::new(secret)).map_err(|r| {
-                refused(
-                    ReasonCode::BadUserNameOrPassword,
-                    &format!("the password is not a valid API key or token: {}", r.reason),
-                )
-            })?
-        }
-        None => {
-            let by_name = c
-                .username
-                .as_deref()
-                .and_then(|u| gw.authenticate(&Credentials::new(Some(u))).ok());
-            match by_name {
-                Some(p) => p,
-                None => gw
-                    .authenticate(&Credentials::default())
-                    .unwrap_or(Principal::Anonymous),
-            }
-        }
-    };
-    if let Some(will) = &c.will {
-        publish::precheck(gw, &principal, &will.topic, &will.payload).map_err(|r| Refused {
-            code: r.code,
-            reason: format!("will: {}", r.reason),
-        })?;
-    }
-    let requested = match c.protocol {
-        ProtocolVersion::V4 if c.clean_start => 0,
-        ProtocolVersion::V4 => u32::MAX,
-        ProtocolVersion::V5 => c.properties.session_expiry_interval().unwrap_or(0),
-    };
-    let expiry_secs = edge.config.session().cap_session_expiry(requested);
-    Ok((
-        Accepted {
-            client_id,
-            assigned,
-            expiry_secs,
-            expiry_capped: expiry_secs != requested,
-            owner: Some(principal.identity()),
-        },
-        principal,
-    ))
-}
-
 /// Why a stored session could not be used.
 enum Stored {
     Io(io::Error),
     /// It belongs to this identity.
     OtherOwner(String),
-}
-
-/// Numbers the client ids the server assigns (`tw-<pid>-<n>`).
-static NEXT_ASSIGNED_ID: AtomicU64 = AtomicU64::new(1);
-
-/// The hub operations the broker session asks for, through this connection.
-struct HubRouter<'a> {
-    conn: &'a mut Connection,
-    classes: &'a HashMap<String, Class>,
-    /// For log lines.
-    client_id: &'a str,
-}
-
-impl Router for HubRouter<'_> {
-    fn class(&self, namespace: &str) -> Option<Class> {
-        self.classes.get(namespace).copied()
-    }
-
-    fn namespaces(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.classes.keys().cloned().collect();
-        v.sort();
-        v
-    }
-
-    fn subscribe(
-        &mut self,
-        channel: &Channel,
-        from: Option<Offset>,
-    ) -> Result<Option<Offset>, Refused> {
-        let client = self.client_id;
-        let info = match self.conn.subscribe(channel, from, None) {
-            Err(r) if r.code == ErrorCode::OffsetOutOfRange => {
-                // A stored position past the end: the stream was recreated (wiped) since the
-                // session was saved. Its new messages are all unseen: start at its beginning.
-                tracing::warn!(client, %channel, from = ?from, "stored MQTT position is past the end of the stream (recreated?); resuming from its start");
-                self.conn.subscribe(channel, Some(0), None)
-            }
-            other => other,
-        }
-        .map_err(|r| subscribe_refused(&r))?;
-        warn_gap(client, channel.as_str(), &info);
-        Ok(info.offset)
-    }
-
-    fn subscribe_pattern(
-        &mut self,
-        pattern: &Pattern,
-        from: Option<Offset>,
-    ) -> Result<Vec<(Channel, Class, Option<Offset>)>, Refused> {
-        let client = self.client_id;
-        let matched = match self.conn.subscribe_pattern(pattern.clone(), from) {
-            Err(r) if r.code == ErrorCode::OffsetOutOfRange => {
-                tracing::warn!(client, pattern = pattern.as_str(), from = ?from, "stored MQTT mark is past the end of the stream (recreated?); resuming from its start");
-                self.conn.subscribe_pattern(pattern.clone(), Some(0))
-            }
-            other => other,
-        }
-        .map_err(|r| subscribe_refused(&r))?;
-        Ok(matched
-            .into_iter()
-            .map(|(ch, info)| {
-                warn_gap(client, ch.as_str(), &info);
-                (ch, info.class, info.offset)
-            })
-            .collect())
-    }
-
-    fn unsubscribe(&mut self, channel: &Channel) {
-        let _ = self.conn.session().unsubscribe(channel);
-    }
-
-    fn unsubscribe_pattern(&mut self, pattern: &Pattern) {
-        let _ = self.conn.session().unsubscribe_pattern(pattern);
-    }
-
-    fn next_offset(&self, namespace: &str) -> Result<Offset, Refused> {
-        self.conn
-            .gateway()
-            .hub()
-            .next_offset(namespace)
-            .map_err(|e| subscribe_refused(&Refusal::from(e)))
-    }
-}
-
-fn subscribe_refused(r: &Refusal) -> Refused {
-    Refused {
-        code: r.mqtt_subscribe_reason(),
-        reason: r.reason.clone(),
-    }
 }
 
 struct Driver {
@@ -830,14 +616,6 @@ impl Driver {
             self.session.mark_dirty();
             tracing::error!(client = %self.session.client_id(), error = %e, "cannot save the MQTT session");
         }
-    }
-}
-
-/// MQTT has no way to tell a client it missed messages: a resume point that retention removed
-/// is logged where an operator sees it.
-fn warn_gap(client: &str, channel: &str, info: &tickwire_hub::SubscribeInfo) {
-    if let (Some(asked), Some(first)) = (info.retention_gap, info.offset) {
-        tracing::warn!(client, channel, requested = asked, first_retained = first, "MQTT session resumes after a retention gap: messages before the oldest retained offset are gone");
     }
 }
 

@@ -1,0 +1,517 @@
+//! `GET /v1/ws`: the WebSocket protocol (docs/protocol.md), in JSON text frames or, when the
+//! client asks for the `tickwire.v1.proto` subprotocol, in binary frames of the protobuf
+//! messages gRPC uses (`ClientMessage` in, `ServerMessage` out). Both encodings run the same
+//! loop and the same hub calls; only the frames differ, so their semantics cannot drift.
+//!
+//! One task per connection. What it reads, it answers at once (subscribe, unsubscribe,
+//! ping, refusals) or hands to the hub (publishes), without waiting for the hub's
+//! acknowledgement: publishes read together go to their namespace writers as one batch, and
+//! the acknowledgements are kept in a window and answered in order as each batch becomes
+//! durable, while the task goes on reading commands and writing deliveries. A reply always
+//! precedes the snapshot it announces (deliveries are drained only after the replies to the
+//! commands read before them are queued). Deliveries are drained and written in bounded
+//! pieces, and commands are read between two pieces, so a long replay (`from: 0` on a big
+//! channel) runs beside the connection's other work instead of in front of it. A client that
+//! stops reading only ever blocks its own task.
+
+use std::{collections::VecDeque, future::Future, pin::Pin, time::Duration};
+
+use axum::{
+    extract::{
+        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
+        Query, State,
+    },
+    http::HeaderMap,
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use prost::Message as _;
+use serde::Deserialize;
+use serde_json::json;
+use tickwire_gateway::{
+    proto::{channel_of, disconnect, proto_push, request_of, subscribed},
+    Change, Connection, Credentials, Event, Principal, Refusal,
+};
+use tickwire_hub::{Ack, Channel, Checked, CloseReason, Delivery, PublishRequest, Recent};
+use tickwire_proto::v1::{
+    client_message::Op as ProtoOp, server_message::Kind, ClientMessage, PublishResult, Reply,
+    ServerMessage,
+};
+use tickwire_wire::{
+    encode_disconnect, encode_error, encode_ok, encode_publish_ok, encode_push, parse_command,
+    ErrorCode, Op, MAX_COMMAND_BYTES,
+};
+
+use crate::{hardening, problem::Problem, publish::bearer, HttpState, WEBSOCKET};
+
+// The connection's parts, by responsibility: the socket loop and deliveries (here), the
+// commands a client sends and their replies, and the window of publishes waiting to be
+// acknowledged in order.
+mod commands;
+mod window;
+
+pub(crate) use commands::markers_json;
+use commands::refusal_frame;
+
+/// Frames above this are refused by the WebSocket layer itself (close 1009); between the
+/// protocol's command limit and this, the client gets a `too_large` error reply instead.
+const MAX_WS_MESSAGE: usize = 4 * 1024 * 1024;
+const PING_EVERY: Duration = Duration::from_secs(30);
+/// Initial read buffer per connection. The WebSocket layer's default (128 KiB) made an idle
+/// connection cost ~135 KB of server RSS (bench/results/idle.md); clients mostly send short
+/// commands, and the buffer still grows for a large frame.
+const READ_BUFFER: usize = 4 * 1024;
+/// Most frames taken from the socket in one turn before the task answers and writes: a
+/// pipelining publisher's commands go to the hub as one batch, and a flood cannot keep the
+/// task from writing.
+const READ_BURST: usize = 1024;
+/// Most publications waiting for their acknowledgements before the task stops reading
+/// commands (backpressure towards a client that publishes faster than the log takes it).
+const MAX_IN_FLIGHT: usize = 16 * 1024;
+
+/// The `Sec-WebSocket-Protocol` that selects the binary encoding; without it (or with any
+/// other) the connection speaks JSON.
+pub const PROTO_SUBPROTOCOL: &str = "tickwire.v1.proto";
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    api_key: Option<String>,
+    token: Option<String>,
+}
+
+pub async fn upgrade(
+    State(st): State<HttpState>,
+    Query(q): Query<WsQuery>,
+    headers: HeaderMap,
+    peer: Option<axum::Extension<tickwire_gateway::PeerAddr>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let key = q
+        .token
+        .as_deref()
+        .or(q.api_key.as_deref())
+        .or_else(|| bearer(&headers));
+    let conn = st
+        .gateway
+        .authenticate(&Credentials::new(key))
+        .and_then(|principal| {
+            let ip = peer.map(|p| p.0 .0.ip());
+            st.gateway.connect_from(WEBSOCKET, principal, ip, None)
+        });
+    let conn = match conn {
+        Ok(c) => c,
+        Err(r) => {
+            st.gateway.metrics().edge(WEBSOCKET).rejected();
+            return Problem::from(r).into_response();
+        }
+    };
+    // Boxed while the upgrade completes: the task holding the upgrade future and then the
+    // connection loop reserves room for both, and an inline `Connection` made every idle
+    // WebSocket ~300 bytes larger (bench/results/idle.md).
+    let conn = Box::new(conn);
+    // The chosen subprotocol is echoed in the 101 answer, so the client knows which encoding
+    // it got (a client that asked for it and finds no echo must not send binary frames).
+    let ws = ws.protocols([PROTO_SUBPROTOCOL]);
+    let binary = ws
+        .selected_protocol()
+        .is_some_and(|p| p.as_bytes() == PROTO_SUBPROTOCOL.as_bytes());
+    ws.max_message_size(MAX_WS_MESSAGE)
+        .max_frame_size(MAX_WS_MESSAGE)
+        .read_buffer_size(READ_BUFFER)
+        .on_upgrade(move |socket| run(socket, conn, binary))
+}
+
+fn text(b: Bytes) -> Message {
+    // Frames are built from JSON text; a failed check would be a bug, answered with an error frame.
+    Message::Text(
+        Utf8Bytes::try_from(b).unwrap_or_else(|_| Utf8Bytes::from_static(r#"{"op":"error"}"#)),
+    )
+}
+
+/// The acknowledgements of one batch of publishes, and the command each belongs to.
+type AckFuture = Pin<Box<dyn Future<Output = Vec<Result<Ack, Refusal>>> + Send>>;
+
+/// A binary frame holding one `ServerMessage`.
+fn binary(kind: Kind) -> Message {
+    Message::Binary(Bytes::from(
+        ServerMessage { kind: Some(kind) }.encode_to_vec(),
+    ))
+}
+
+/// A publish reply in the window: answered in command order.
+enum PublishReply {
+    /// Publishes read before a refusal in this turn, handed to the hub at the turn's end by
+    /// [`Conn::submit`] (never left in the window between turns).
+    Unsent(Vec<(u64, Channel, Checked)>),
+    /// A batch handed to the hub: (command id, channel) per publication.
+    Pending {
+        ids: Vec<(u64, Channel)>,
+        acks: AckFuture,
+    },
+    /// A publish refused before it reached the hub: its frame.
+    Ready(Message),
+    /// A command answered once work off this task is done (an edit checked against its
+    /// target and stored, a read marker made durable, a search): the reply itself.
+    Later(ReplyFuture),
+    /// A subscribe reply waiting for its channel's presence list (read from the cluster in
+    /// cluster mode): pushes wait behind it, since a reply precedes its channel's data.
+    Subscribed(ReplyFuture),
+}
+
+/// A reply computed off the connection's task.
+type ReplyFuture = Pin<Box<dyn Future<Output = Bytes> + Send>>;
+
+/// What the front of the window produced.
+enum Front {
+    Acks(Vec<Result<Ack, Refusal>>),
+    Reply(Bytes),
+}
+
+/// One connection's state besides the socket.
+struct Conn {
+    /// Boxed: it is large, and every idle connection's task carries this struct.
+    conn: Box<Connection>,
+    /// Publish replies, oldest first.
+    window: VecDeque<PublishReply>,
+    /// Publications in `window` still waiting for the hub.
+    in_flight: usize,
+    /// `Subscribed` replies in `window`: while any waits, pushes wait behind it (counted, so
+    /// the loop does not scan a window of thousands of publishes every turn).
+    held_subscribes: usize,
+    /// Publishes read in this turn, not yet handed to the hub.
+    batch: Vec<(u64, Channel, Checked)>,
+    out: Outbox,
+    /// When the connection's token expires (it is then told, and given a grace period).
+    token_at: Option<tokio::time::Instant>,
+    /// The end of the grace period after expiry: without a `refresh` by then, it is closed.
+    grace_at: Option<tokio::time::Instant>,
+    /// The last read failed on a frame over the size limit: the close says 1009.
+    too_large: bool,
+    /// The connection speaks the binary encoding ([`PROTO_SUBPROTOCOL`]).
+    binary: bool,
+}
+
+/// What waits to be written: replies go before pushes, so a reply is never queued behind a
+/// replay; pushes are taken from the hub only while few are waiting, so a slow socket leaves
+/// the backlog in the hub (conflated, or as a cursor) instead of in this queue.
+#[derive(Default)]
+struct Outbox {
+    replies: VecDeque<Message>,
+    pushes: VecDeque<Message>,
+    /// Frames handed to the socket since its last flush.
+    unflushed: bool,
+    /// When the socket last took a frame (or had nothing to take).
+    progress: Option<tokio::time::Instant>,
+}
+
+/// Pushes waiting to be written before the task takes more from the hub.
+const PUSH_LOW_WATER: usize = 256;
+
+impl Outbox {
+    fn has_work(&self) -> bool {
+        !self.replies.is_empty() || !self.pushes.is_empty() || self.unflushed
+    }
+
+    /// Writes what the socket takes without waiting; ready once everything is written and
+    /// flushed, pending while the socket is full.
+    fn poll_write(
+        &mut self,
+        sink: &mut Sink,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), axum::Error>> {
+        use std::task::Poll;
+        loop {
+            let Some(next) = self.replies.front().or_else(|| self.pushes.front()) else {
+                if self.unflushed {
+                    match sink.poll_flush_unpin(cx) {
+                        Poll::Ready(Ok(())) => self.unflushed = false,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                self.progress = None;
+                return Poll::Ready(Ok(()));
+            };
+            let _ = next;
+            match sink.poll_ready_unpin(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+            let Some(frame) = self.replies.pop_front().or_else(|| self.pushes.pop_front()) else {
+                continue;
+            };
+            sink.start_send_unpin(frame)?;
+            self.unflushed = true;
+            self.progress = Some(tokio::time::Instant::now());
+        }
+    }
+}
+
+async fn run(socket: WebSocket, conn: Box<Connection>, binary: bool) {
+    let write_timeout = conn.gateway().write_timeout();
+    // One socket, not split halves: a split moves the socket into a shared allocation of its
+    // own, and with thousands of idle connections that was ~600 bytes each
+    // (bench/results/idle.md). Reading and writing are driven from one branch instead.
+    let mut socket = socket;
+    let token_at = conn.token_deadline();
+    let mut c = Conn {
+        conn,
+        window: VecDeque::new(),
+        in_flight: 0,
+        held_subscribes: 0,
+        batch: Vec::new(),
+        out: Outbox::default(),
+        token_at,
+        grace_at: None,
+        too_large: false,
+        binary,
+    };
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    loop {
+        let reading = c.in_flight < MAX_IN_FLIGHT;
+        let acks_pending = matches!(
+            c.window.front(),
+            Some(
+                PublishReply::Pending { .. } | PublishReply::Later(_) | PublishReply::Subscribed(_)
+            )
+        );
+        let writing = c.out.has_work();
+        let take_more = c.out.pushes.len() < PUSH_LOW_WATER && c.held_subscribes == 0;
+        // A socket that takes nothing for the write timeout belongs to a client that is gone.
+        let stalled_at = c
+            .out
+            .progress
+            .filter(|_| writing)
+            .map(|p| p + write_timeout);
+        let mut deliver = false;
+        let expiry = c.grace_at.or(c.token_at);
+        tokio::select! {
+            biased;
+            _ = c.conn.closed() => {
+                let reason = c.conn.close_reason().unwrap_or(CloseReason::Shutdown);
+                c.flush_window();
+                let replies: Vec<Message> = c.out.replies.drain(..).collect();
+                let _ = send(&mut socket, replies.into_iter(), write_timeout).await;
+                close_with(&mut socket, &c.conn, &reason, write_timeout, c.binary).await;
+                break;
+            }
+            ev = std::future::poll_fn(|cx| poll_socket(&mut socket, &mut c.out, reading, cx)), if reading || writing => {
+                match ev {
+                    SocketEvent::Written => {}
+                    SocketEvent::WriteFailed => break,
+                    SocketEvent::Frame(incoming) => {
+                        let mut ended = !c.on_frame(incoming);
+                        // Whatever else is already here, up to a burst.
+                        for _ in 1..READ_BURST {
+                            if ended || c.in_flight + c.batch.len() >= MAX_IN_FLIGHT {
+                                break;
+                            }
+                            match socket.next().now_or_never() {
+                                Some(m) => ended = !c.on_frame(m),
+                                None => break,
+                            }
+                        }
+                        c.submit().await;
+                        if ended {
+                            if c.too_large {
+                                hardening::close_too_large(&mut socket, write_timeout).await;
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+            front = poll_front(&mut c.window), if acks_pending => match front {
+                Front::Acks(acks) => c.answer(acks),
+                Front::Reply(reply) => {
+                    if let Some(PublishReply::Subscribed(_)) = c.window.pop_front() {
+                        c.held_subscribes -= 1;
+                    }
+                    c.in_flight = c.in_flight.saturating_sub(1);
+                    c.out.replies.push_back(text(reply));
+                }
+            },
+            _ = sleep_until_opt(stalled_at), if stalled_at.is_some() => break,
+            _ = sleep_until_opt(expiry), if expiry.is_some() => c.on_expiry(),
+            _ = c.conn.wait(), if take_more => deliver = true,
+            _ = ping.tick() => c.out.replies.push_back(Message::Ping(Bytes::new())),
+        }
+        c.flush_window();
+        if deliver {
+            // The replies queued above go first: a subscribe's reply precedes its snapshot.
+            match c.conn.drain().await {
+                Event::Deliver(batch) => {
+                    c.conn.delivered(batch.len() as u64);
+                    c.out
+                        .pushes
+                        .extend(batch.iter().map(|d| push(c.binary, &c.conn, d)));
+                }
+                Event::Close(reason) => {
+                    let replies: Vec<Message> = c.out.replies.drain(..).collect();
+                    let _ = send(&mut socket, replies.into_iter(), write_timeout).await;
+                    close_with(&mut socket, &c.conn, &reason, write_timeout, c.binary).await;
+                    break;
+                }
+            }
+        }
+        if c.out.has_work() && c.out.progress.is_none() {
+            c.out.progress = Some(tokio::time::Instant::now());
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The acknowledgements of the oldest pending batch, or the reply of the oldest command
+/// answered later (the caller checked there is one).
+async fn poll_front(window: &mut VecDeque<PublishReply>) -> Front {
+    std::future::poll_fn(|cx| match window.front_mut() {
+        Some(PublishReply::Pending { acks, .. }) => acks.as_mut().poll(cx).map(Front::Acks),
+        Some(PublishReply::Later(reply) | PublishReply::Subscribed(reply)) => {
+            reply.as_mut().poll(cx).map(Front::Reply)
+        }
+        _ => std::task::Poll::Ready(Front::Acks(Vec::new())),
+    })
+    .await
+}
+
+/// A delivery's frame: the JSON text or the protobuf bytes, each encoded once per message
+/// and shared by every subscriber that takes that encoding.
+fn push(binary: bool, conn: &Connection, d: &Delivery) -> Message {
+    if binary {
+        Message::Binary(proto_push(conn.gateway().hub(), d))
+    } else {
+        Message::Text(json_push(d))
+    }
+}
+
+/// The JSON push text of a delivery, shared by WebSocket frames and SSE events. Built once per
+/// message; every subscriber on either edge gets a reference-counted clone. A snapshot carries
+/// its own flag, so it is encoded for its one subscriber.
+pub(crate) fn json_push(d: &Delivery) -> Utf8Bytes {
+    if d.snapshot {
+        Utf8Bytes::from(encode_push(&d.message.publication, true))
+    } else {
+        d.message
+            .encoded(json_format(), |p| Utf8Bytes::from(encode_push(p, false)))
+    }
+}
+
+/// The message-cache slot of the JSON push text (WebSocket and SSE share it).
+fn json_format() -> tickwire_hub::Format {
+    static JSON: std::sync::OnceLock<tickwire_hub::Format> = std::sync::OnceLock::new();
+    *JSON.get_or_init(|| tickwire_hub::Format::register("json-push"))
+}
+
+/// The protocol error code that tells a client why the server closed its session.
+pub(crate) fn close_error_code(reason: &CloseReason) -> ErrorCode {
+    match reason {
+        CloseReason::SlowConsumer { .. } => ErrorCode::SlowConsumer,
+        CloseReason::Shutdown => ErrorCode::Unavailable,
+        CloseReason::Kicked(_) => ErrorCode::Forbidden,
+        CloseReason::TokenExpired => ErrorCode::TokenExpired,
+    }
+}
+
+type Sink = WebSocket;
+
+/// What the socket branch of a connection's loop produced.
+enum SocketEvent {
+    /// A frame (or the end of the stream) arrived.
+    Frame(Option<Result<Message, axum::Error>>),
+    /// Everything queued was written and flushed.
+    Written,
+    WriteFailed,
+}
+
+/// Drives the socket both ways from one place: writes what the outbox has (as far as the
+/// socket takes it), then looks for a frame to read.
+fn poll_socket(
+    socket: &mut WebSocket,
+    out: &mut Outbox,
+    reading: bool,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<SocketEvent> {
+    use std::task::Poll;
+    let mut written = false;
+    if out.has_work() {
+        match out.poll_write(socket, cx) {
+            Poll::Ready(Ok(())) => written = true,
+            Poll::Ready(Err(_)) => return Poll::Ready(SocketEvent::WriteFailed),
+            Poll::Pending => {}
+        }
+    }
+    if reading {
+        if let Poll::Ready(m) = socket.poll_next_unpin(cx) {
+            return Poll::Ready(SocketEvent::Frame(m));
+        }
+    }
+    if written {
+        Poll::Ready(SocketEvent::Written)
+    } else {
+        Poll::Pending
+    }
+}
+
+/// Writes frames into the socket buffer and flushes once: many pushes, one write. A client that
+/// does not take them within the write timeout is treated as gone.
+async fn send(
+    sink: &mut Sink,
+    frames: impl Iterator<Item = Message>,
+    timeout: Duration,
+) -> Result<(), ()> {
+    let work = async {
+        for f in frames {
+            sink.feed(f).await?;
+        }
+        sink.flush().await
+    };
+    let done = tickwire_gateway::deadline::timeout_if_pending(timeout, std::pin::pin!(work)).await;
+    match done {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+async fn close_with(
+    sink: &mut Sink,
+    conn: &Connection,
+    reason: &CloseReason,
+    timeout: Duration,
+    binary: bool,
+) {
+    let code = close_error_code(reason);
+    let close_code = match reason {
+        CloseReason::SlowConsumer { .. } => 4001,
+        CloseReason::Shutdown => 1001,
+        CloseReason::Kicked(_) => 4002,
+        CloseReason::TokenExpired => 4003,
+    };
+    let msg = reason.to_string();
+    let frame = if binary {
+        self::binary(Kind::Disconnect(disconnect(
+            code,
+            &msg,
+            conn.resume_points(),
+        )))
+    } else {
+        text(encode_disconnect(code, &msg, &conn.resume_points()))
+    };
+    let close = Message::Close(Some(CloseFrame {
+        code: close_code,
+        reason: Utf8Bytes::from(code.as_str()),
+    }));
+    let _ = send(
+        sink,
+        [frame, close].into_iter(),
+        timeout.min(Duration::from_secs(2)),
+    )
+    .await;
+}
