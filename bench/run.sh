@@ -393,7 +393,8 @@ fi
 if want ws-publish; then
   rm -f "$JSON"/ws-publish-*.json
   # ONE connection publishes quotes one command each (a WebSocket `publish` command, an MQTT
-  # PUBLISH), acks pipelined: up to 1,000 WebSocket commands unacknowledged; MQTT QoS 1 up to
+  # PUBLISH, a gRPC PublishRequest of one item, a JetStream PUB with a reply inbox), acks
+  # pipelined: up to 1,000 WebSocket commands or gRPC requests unacknowledged; MQTT QoS 1 up to
   # 64, the Receive Maximum of Tickwire's MQTT edge, which closes a connection that sends more
   # (3.1.1 included). QoS 0 has no ack: published/s is what the broker handled, read through
   # PINGREQ barriers (docs/benchmarks.md). Throughput rows have no subscribers; the fixed-rate
@@ -407,6 +408,10 @@ if want ws-publish; then
   start_tickwire; run ws-publish tickwire-ws tickwire-ws $TW_PORT $WSP_MAX --window 1000 $COMMON; stop_server
   start_tickwire; run ws-publish tickwire-mqtt-qos0 mqtt $TW_MQTT_PORT $TW_HTTP $WSP_MAX --qos 0 $COMMON; stop_server
   start_tickwire; run ws-publish tickwire-mqtt-qos1 mqtt $TW_MQTT_PORT $TW_HTTP $WSP_MAX --qos 1 --window 64 $COMMON; stop_server
+  # One gRPC PublishStream call on the gRPC listener, answered in order; --http-addr for the
+  # server's own published count, as the MQTT rows.
+  CMDS[ws-publish]+="    # tickwire-grpc row: the server also started with TICKWIRE_GRPC__LISTEN=127.0.0.1:$TW_GRPC_PORT"$'\n'
+  start_tickwire_grpc; run ws-publish tickwire-grpc tickwire-grpc $TW_GRPC_PORT $TW_HTTP $WSP_MAX --window 1000 $COMMON; stop_server
   start_tickwire; run ws-publish tickwire-ws-fixed tickwire-ws $TW_PORT $WSP_FIX --window 1000 $COMMON; stop_server
   # MQTT QoS 1 publisher, WebSocket subscribers (--http-addr).
   start_tickwire; run ws-publish tickwire-mqtt-qos1-fixed mqtt $TW_MQTT_PORT $TW_HTTP $WSP_FIX --qos 1 --window 64 $COMMON; stop_server
@@ -416,6 +421,12 @@ if want ws-publish; then
   run ws-publish mosquitto-qos0 mqtt $MQTT_PORT $WSP_MAX --qos 0 $COMMON
   run ws-publish mosquitto-qos1 mqtt $MQTT_PORT $WSP_MAX --qos 1 --window 64 $COMMON
   stop_server
+  # Issue 20's reference: JetStream async publishing on ONE connection (the current release,
+  # file storage, stream QUOTES recreated by each run): one PUB per quote with its own reply
+  # inbox, up to 4,000 acks outstanding (nats.go's default PublishAsyncMaxPending); published/s
+  # counts the stream's acks. No subscribers.
+  CMDS[ws-publish]+="    # jetstream row: \`nats-server -a 127.0.0.1 -p $NATS_PORT -js -sd DIR\` ($NATS_CUR_V)"$'\n'
+  start_nats js; run ws-publish "jetstream-$NATS_CUR_V-async" jetstream $NATS_PORT $WSP_MAX --window 4000 $COMMON; stop_server
   # The generator's own limit on one connection: the same rows against a server that only
   # acknowledges (`tickwire-bench sink`), so a figure far below it is the server's.
   CMDS[ws-publish]+="    # generator-* rows: against \`tickwire-bench sink --listen 127.0.0.1:$SINK_PORT --protocol ws|mqtt\`"$'\n'

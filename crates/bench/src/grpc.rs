@@ -1,25 +1,74 @@
-//! gRPC subscribers (`--sub-encoding grpc`): Tickwire's `Subscribe` call, one HTTP/2
-//! connection per client like one WebSocket per client, through the server's own generated
-//! client. The bench quote (its `t` and `s` fields have no typed form) arrives as a `Push`
-//! whose payload is the published JSON, byte for byte: the same bytes the WebSocket rows
-//! parse, so every encoding is timed and counted alike.
+//! Tickwire's gRPC calls through the server's own generated client, over tonic's HTTP/2
+//! channel:
+//!
+//! - subscribers (`--sub-encoding grpc`): one `Subscribe` call, on its own HTTP/2 connection,
+//!   per client, like one WebSocket per client. The bench quote (its `t` and `s` fields have no
+//!   typed form) arrives as a `Push` whose payload is the published JSON, byte for byte: the
+//!   same bytes the WebSocket rows parse, so every encoding is timed and counted alike;
+//! - the ws-publish publisher (`--target tickwire-grpc`): ONE `PublishStream` call, one
+//!   `PublishRequest` of one item per quote (the same JSON as the WebSocket `publish` command's
+//!   `data`, as a `json` payload, to the same `quotes.S0042` channels), up to `--window`
+//!   unanswered. The server answers each request once durable, in the order sent, echoing its
+//!   id (docs/grpc.md): an answer is matched to the oldest request in flight and must carry its
+//!   id, or the count of requests in flight can no longer be trusted and the run stops.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    collections::VecDeque,
+    future::poll_fn,
+    net::SocketAddr,
+    pin::Pin,
+    sync::atomic::Ordering,
+    task::Poll,
+    time::{Duration, Instant},
+};
 
+use bytes::Bytes;
 use tickwire_edge_grpc::client::tickwire_client::TickwireClient;
 use tickwire_proto::v1::{
-    payload::Kind as PayloadKind, server_message::Kind, ServerMessage, SubscribeRequest,
-    Subscription,
+    payload::Kind as PayloadKind, server_message::Kind, Payload, PublishItem, PublishRequest,
+    PublishResponse, ServerMessage, SubscribeRequest, Subscription,
 };
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio_stream::{wrappers::ReceiverStream, Stream};
 use tonic::{transport::Channel, Streaming};
 
 use crate::{
     error::{BenchError, Result},
-    proto::{channel, CLIENT_CREDENTIAL},
-    Target,
+    msg::{now_micros, quote},
+    proto::{channel, CLIENT_CREDENTIAL, PUBLISHER_CREDENTIAL},
+    publish::{AckStats, DRAIN_ACKS},
+    scenario::{first_seq, Phase, PubOutcome},
+    stats::{histogram, thread_cpu_s},
+    RunArgs, Target,
 };
 
 const NAME: &str = "tickwire-grpc";
+
+/// Opens an HTTP/2 connection to the gRPC listener at `addr`.
+async fn connect(addr: SocketAddr) -> Result<TickwireClient<Channel>> {
+    let endpoint = Channel::from_shared(format!("http://{addr}"))
+        .map_err(|e| BenchError::proto(NAME, e.to_string()))?
+        .connect_timeout(Duration::from_secs(10));
+    let ch = endpoint
+        .connect()
+        .await
+        .map_err(|e| BenchError::proto(NAME, format!("connect {addr}: {e}")))?;
+    Ok(TickwireClient::new(ch))
+}
+
+/// Adds `authorization: Bearer <the first of `vars` that is set>`, if one is.
+fn authorize<T>(req: &mut tonic::Request<T>, vars: &[&str]) -> Result<()> {
+    let token = vars
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|t| !t.is_empty()));
+    if let Some(token) = token {
+        let v = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| BenchError::Usage(format!("{vars:?}: not a header value")))?;
+        req.metadata_mut().insert("authorization", v);
+    }
+    Ok(())
+}
 
 /// One client's Subscribe call.
 pub struct GrpcSub {
@@ -30,14 +79,7 @@ impl GrpcSub {
     /// Connects to the gRPC listener at `addr` and subscribes to `symbols`' quote channels;
     /// returns once the server confirmed every subscription.
     pub async fn subscribe(addr: SocketAddr, symbols: &[usize]) -> Result<GrpcSub> {
-        let endpoint = Channel::from_shared(format!("http://{addr}"))
-            .map_err(|e| BenchError::proto(NAME, e.to_string()))?
-            .connect_timeout(Duration::from_secs(10));
-        let ch = endpoint
-            .connect()
-            .await
-            .map_err(|e| BenchError::proto(NAME, format!("connect {addr}: {e}")))?;
-        let mut client = TickwireClient::new(ch);
+        let mut client = connect(addr).await?;
         let mut req = tonic::Request::new(SubscribeRequest {
             subscriptions: symbols
                 .iter()
@@ -47,14 +89,7 @@ impl GrpcSub {
                 })
                 .collect(),
         });
-        if let Ok(token) = std::env::var(CLIENT_CREDENTIAL) {
-            if !token.is_empty() {
-                let v = format!("Bearer {token}").parse().map_err(|_| {
-                    BenchError::Usage(format!("{CLIENT_CREDENTIAL} is not a header value"))
-                })?;
-                req.metadata_mut().insert("authorization", v);
-            }
-        }
+        authorize(&mut req, &[CLIENT_CREDENTIAL])?;
         let mut stream = client
             .subscribe(req)
             .await
@@ -90,6 +125,335 @@ impl GrpcSub {
             }
             Ok(None) => Ok(false),
             Err(s) => Err(BenchError::proto(NAME, s.to_string())),
+        }
+    }
+}
+
+/// What one PublishStream answer says about the request it answers.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// Stored: the request's send time (Unix µs).
+    Stored(u64),
+    /// Its item was refused: the send time and the item's error (`code: message`).
+    Refused(u64, String),
+}
+
+/// Matches `resp` to the oldest request in flight (`(id, sent_us)`, in the order sent) and takes
+/// that request out of the window. PublishStream answers in the order sent and echoes each id,
+/// so the answer must carry the oldest request's id; each request holds one item, so it must
+/// hold one result. Anything else is an `Err`: from then on the window's count (and every
+/// latency matched through it) would be wrong.
+fn match_answer(
+    inflight: &mut VecDeque<(u64, u64)>,
+    resp: &PublishResponse,
+) -> std::result::Result<Answer, String> {
+    let Some(&(id, sent_us)) = inflight.front() else {
+        return Err(format!(
+            "an answer (id {}) with no request in flight",
+            resp.id
+        ));
+    };
+    if resp.id != id {
+        return Err(format!(
+            "an answer for id {} while the oldest request in flight is {id} (PublishStream \
+             answers in the order sent)",
+            resp.id
+        ));
+    }
+    let answer = match resp.results.as_slice() {
+        [r] => match &r.error {
+            None => Answer::Stored(sent_us),
+            Some(e) => Answer::Refused(sent_us, format!("{}: {}", e.code, e.message)),
+        },
+        rs => {
+            return Err(format!(
+                "{} results in the answer to request {id}, which holds one item",
+                rs.len()
+            ))
+        }
+    };
+    inflight.pop_front();
+    Ok(answer)
+}
+
+/// One request of one item: `data` (the quote JSON) as a `json` payload, stored as is, as the
+/// WebSocket `publish` command's `data` is.
+fn request(id: u64, channel: &str, data: &[u8]) -> PublishRequest {
+    PublishRequest {
+        id,
+        items: vec![PublishItem {
+            channel: channel.to_string(),
+            msg_id: String::new(),
+            payload: Some(Payload {
+                kind: Some(PayloadKind::Json(Bytes::copy_from_slice(data))),
+            }),
+        }],
+    }
+}
+
+/// The ws-publish publisher over one PublishStream call: publishes at `--rate` (0: as fast as
+/// the window allows) until the time or count bound, then ends its side of the call and waits
+/// for the outstanding answers. Counts exactly as the WebSocket publisher does (publish.rs):
+/// sent and acked while the phase is measuring, refused items as errors over the whole run.
+/// Runs on the publisher's own thread, with tonic's connection tasks on the same runtime, so
+/// `cpu_s` includes HTTP/2 framing and protobuf coding.
+pub(crate) async fn stream_publisher(
+    a: &RunArgs,
+    phase: &Phase,
+    total: Duration,
+) -> Result<PubOutcome> {
+    let mut client = connect(a.addr).await?;
+    let window = a.window.max(1);
+    let per_write = a.batch.max(1) as u64;
+    // Requests wait here for tonic's encoder. They count as in flight, and at most `window`
+    // are, so `try_send` always finds room.
+    let (tx, rx) = mpsc::channel::<PublishRequest>(window);
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    // A publishing call: the publisher's API key when set (the `publish` scope), as the HTTP
+    // publishers present; else the client token, as the WebSocket publisher's upgrade does.
+    authorize(&mut req, &[PUBLISHER_CREDENTIAL, CLIENT_CREDENTIAL])?;
+    let call = tokio::time::timeout(Duration::from_secs(10), client.publish_stream(req))
+        .await
+        .map_err(|_| BenchError::Timeout(format!("{NAME}: PublishStream call not answered")))?;
+    let mut answers = call
+        .map_err(|s| BenchError::proto(NAME, format!("PublishStream refused: {s}")))?
+        .into_inner();
+    let mut tx = Some(tx);
+    let nsym = a.symbols.max(1) as u64;
+    // Built once: each request owns its channel name, a clone of one of these.
+    let channels: Vec<String> = (0..nsym as usize)
+        .map(|i| channel(Target::TickwireWs, i))
+        .collect();
+    let first = first_seq(nsym);
+    let mut last = vec![0u64; nsym as usize];
+    let mut seq = 0u64;
+    // 0 is proto3's "unset": an answer that lost its id can never match a request.
+    let mut next_id = 1u64;
+    let mut inflight: VecDeque<(u64, u64)> = VecDeque::with_capacity(window);
+    let mut payload = Vec::with_capacity(a.size + 64);
+    let mut st = AckStats {
+        sent: 0,
+        acked: 0,
+        acked_over_s: None,
+        hist: histogram(),
+        errors: 0,
+        cpu_s: None,
+    };
+    let mut was_measuring = false;
+    let mut cpu0 = None;
+    let mut first_error: Option<String> = None;
+    // As in the WebSocket publisher: paces a fixed rate, and sees the window open and close
+    // when no answer comes.
+    let mut tick = tokio::time::interval(if a.rate > 0 {
+        Duration::from_micros(500)
+    } else {
+        Duration::from_millis(5)
+    });
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let start = Instant::now();
+    let mut drain_until: Option<Instant> = None;
+    'turns: loop {
+        let elapsed = start.elapsed();
+        let publishing = elapsed < total && seq < a.max_messages;
+        let measuring = phase.measuring.load(Ordering::Relaxed);
+        if measuring != was_measuring {
+            if measuring {
+                cpu0 = thread_cpu_s();
+            } else {
+                st.cpu_s = thread_cpu_s().zip(cpu0).map(|(b, a)| b - a);
+            }
+            was_measuring = measuring;
+        }
+        if !publishing {
+            // Ends the request stream: the server answers what it has read, then ends the call.
+            tx = None;
+            let until = *drain_until.get_or_insert_with(|| Instant::now() + DRAIN_ACKS);
+            if inflight.is_empty() {
+                break;
+            }
+            if Instant::now() > until {
+                return Err(BenchError::Timeout(format!(
+                    "{NAME}: {} publishes unanswered {}s after publishing stopped",
+                    inflight.len(),
+                    DRAIN_ACKS.as_secs()
+                )));
+            }
+        }
+        // The window is topped up as answers free room, as in the WebSocket publisher.
+        if let Some(tx) = tx.as_ref() {
+            let due = if a.rate == 0 {
+                u64::MAX
+            } else {
+                ((a.rate as f64 * elapsed.as_secs_f64()) as u64).saturating_sub(seq)
+            };
+            let mut n = due.min(per_write).min(a.max_messages - seq);
+            while n > 0 && inflight.len() < window {
+                let s = first + seq;
+                let sym = (s % nsym) as usize;
+                let t = now_micros();
+                payload.clear();
+                quote(&mut payload, t, s, sym, a.size);
+                match tx.try_send(request(next_id, &channels[sym], &payload)) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => break,
+                    Err(TrySendError::Closed(_)) => {
+                        return Err(BenchError::proto(NAME, "the call ended while publishing"))
+                    }
+                }
+                inflight.push_back((next_id, t));
+                next_id += 1;
+                last[sym] = s;
+                seq += 1;
+                n -= 1;
+                if measuring {
+                    st.sent += 1;
+                }
+            }
+        }
+        let got = tokio::select! {
+            m = answers.message() => m,
+            _ = tick.tick() => continue,
+        };
+        // One clock read per turn, as the socket publishers take one per read.
+        let now = now_micros();
+        let mut next = Some(got);
+        while let Some(m) = next.take() {
+            let resp = match m {
+                Ok(Some(resp)) => resp,
+                Ok(None) if inflight.is_empty() && tx.is_none() => break 'turns,
+                Ok(None) => {
+                    return Err(BenchError::proto(
+                        NAME,
+                        format!(
+                            "the call ended with {} publishes unanswered",
+                            inflight.len()
+                        ),
+                    ))
+                }
+                Err(s) => return Err(BenchError::proto(NAME, format!("the call failed: {s}"))),
+            };
+            match match_answer(&mut inflight, &resp).map_err(|e| BenchError::proto(NAME, e))? {
+                Answer::Stored(t) => {
+                    if measuring {
+                        st.acked += 1;
+                        let _ = st.hist.record(now.saturating_sub(t).max(1));
+                    }
+                }
+                Answer::Refused(_, e) => {
+                    st.errors += 1;
+                    first_error.get_or_insert(e);
+                }
+            }
+            // Takes every answer already decoded in this turn rather than one per turn (and one
+            // timer poll per answer): Pending registers the waker, harmless if unused.
+            next = poll_fn(|cx| match Pin::new(&mut answers).poll_next(cx) {
+                Poll::Ready(m) => Poll::Ready(Some(m.transpose())),
+                Poll::Pending => Poll::Ready(None),
+            })
+            .await;
+        }
+    }
+    if was_measuring {
+        st.cpu_s = thread_cpu_s().zip(cpu0).map(|(b, a)| b - a);
+    }
+    if let Some(e) = first_error {
+        eprintln!(
+            "tickwire bench: {} of the publishes were refused; the first error: {e}",
+            st.errors
+        );
+    }
+    Ok(PubOutcome {
+        published: st.sent,
+        last,
+        acks: Some(st),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use tickwire_proto::v1::{Error, PublishResult};
+
+    use super::*;
+
+    fn answer(id: u64, results: Vec<PublishResult>) -> PublishResponse {
+        PublishResponse { id, results }
+    }
+
+    fn stored() -> PublishResult {
+        PublishResult {
+            offset: 7,
+            ..PublishResult::default()
+        }
+    }
+
+    #[test]
+    fn answers_match_the_requests_in_the_order_sent() {
+        let mut w: VecDeque<(u64, u64)> = [(1, 100), (2, 200), (3, 300)].into();
+        assert_eq!(
+            match_answer(&mut w, &answer(1, vec![stored()])),
+            Ok(Answer::Stored(100))
+        );
+        let refused = PublishResult {
+            error: Some(Error {
+                code: "bad_data".into(),
+                message: "`bid` is not a decimal".into(),
+            }),
+            ..PublishResult::default()
+        };
+        assert_eq!(
+            match_answer(&mut w, &answer(2, vec![refused])),
+            Ok(Answer::Refused(
+                200,
+                "bad_data: `bid` is not a decimal".into()
+            ))
+        );
+        assert_eq!(w, VecDeque::from([(3, 300)]));
+    }
+
+    #[test]
+    fn an_answer_out_of_order_or_to_nothing_stops_the_count() {
+        let mut w: VecDeque<(u64, u64)> = [(5, 1), (6, 2)].into();
+        // Another id than the oldest's (an answer skipped, or reordered): nothing is taken.
+        let e = match_answer(&mut w, &answer(6, vec![stored()])).unwrap_err();
+        assert!(e.contains("id 6") && e.contains("is 5"), "{e}");
+        assert_eq!(w.len(), 2);
+        // An answer without its id (proto3's 0): requests start at 1, so it never matches.
+        assert!(match_answer(&mut w, &answer(0, vec![stored()])).is_err());
+        // No request in flight at all.
+        let mut empty = VecDeque::new();
+        let e = match_answer(&mut empty, &answer(5, vec![stored()])).unwrap_err();
+        assert!(e.contains("no request in flight"), "{e}");
+    }
+
+    #[test]
+    fn a_one_item_request_gets_exactly_one_result() {
+        let mut w: VecDeque<(u64, u64)> = [(1, 1)].into();
+        for results in [vec![], vec![stored(), stored()]] {
+            let n = results.len();
+            let e = match_answer(&mut w, &answer(1, results)).unwrap_err();
+            assert!(e.starts_with(&format!("{n} results")), "{e}");
+            assert_eq!(w.len(), 1, "the request stays in flight");
+        }
+    }
+
+    #[test]
+    fn a_request_carries_the_websocket_rows_channel_and_quote() {
+        let mut data = Vec::new();
+        quote(&mut data, 1_700_000_000_000_000, 42_042, 42, 100);
+        let ch = channel(Target::TickwireWs, 42);
+        let r = request(9, &ch, &data);
+        assert_eq!(r.id, 9);
+        let [item] = r.items.as_slice() else {
+            panic!("one item: {r:?}")
+        };
+        assert_eq!(item.channel, "quotes.S0042");
+        assert!(
+            item.msg_id.is_empty(),
+            "no idempotency key, as the WebSocket rows"
+        );
+        match item.payload.as_ref().and_then(|p| p.kind.as_ref()) {
+            Some(PayloadKind::Json(b)) => assert_eq!(&b[..], &data[..]),
+            other => panic!("a json payload, not {other:?}"),
         }
     }
 }

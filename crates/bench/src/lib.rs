@@ -4,8 +4,9 @@
 //!
 //! Targets are protocols, not products: `mqtt` drives any MQTT 3.1.1 broker (mosquitto, and
 //! Tickwire's MQTT edge), `nats` any NATS server, `tickwire-ws` Tickwire's WebSocket JSON edge
-//! (publishing through its HTTP batch API, or in ws-publish one WebSocket command per message).
-//! `--label` names the product.
+//! (publishing through its HTTP batch API, or in ws-publish one WebSocket command per message),
+//! `tickwire-grpc` Tickwire's gRPC `PublishStream` (ws-publish only). `--label` names the
+//! product.
 
 mod book;
 mod chat;
@@ -35,11 +36,15 @@ pub enum Target {
     TickwireWs,
     /// NATS core pub/sub (text protocol).
     Nats,
-    /// NATS JetStream, file storage, async publish with acks (ingest only).
+    /// NATS JetStream, file storage, async publish with acks (ingest; ws-publish: one
+    /// connection, as fast as acks allow, no subscribers).
     #[value(name = "jetstream")]
     JetStream,
     /// MQTT 3.1.1: subscribers and publisher at QoS 0 (ws-publish: the publisher at `--qos`).
     Mqtt,
+    /// Tickwire's gRPC listener (ws-publish only): one `PublishStream` call, one
+    /// `PublishRequest` per message; subscribers, if any, on the WebSocket at `--http-addr`.
+    TickwireGrpc,
 }
 
 impl Target {
@@ -49,6 +54,7 @@ impl Target {
             Target::Nats => "nats",
             Target::JetStream => "jetstream",
             Target::Mqtt => "mqtt",
+            Target::TickwireGrpc => "tickwire-grpc",
         }
     }
 }
@@ -276,7 +282,7 @@ impl RunArgs {
     }
 
     /// Where Tickwire's HTTP API (/metrics, WebSocket) is, if known: `--http-addr`, or `--addr`
-    /// for the tickwire-ws target.
+    /// for the tickwire-ws target (the MQTT and gRPC targets' `--addr` is another listener).
     pub fn tickwire_http(&self) -> Option<SocketAddr> {
         self.http_addr
             .or((self.target == Target::TickwireWs).then_some(self.addr))
@@ -329,10 +335,13 @@ pub fn main(cli: BenchCli) -> ExitCode {
     }
 }
 
-/// Runs one scenario and returns (and saves, with `--json`) its result.
-pub async fn run(args: RunArgs) -> Result<RunResult, BenchError> {
+/// Refuses what the load generator cannot measure as asked, before any connection is made:
+/// a usage error names the flag to change instead of a protocol error half way through.
+fn validate(args: &RunArgs) -> Result<(), BenchError> {
+    let usage = |m: &str| Err(BenchError::Usage(m.into()));
     for addr in std::iter::once(args.addr)
         .chain(args.http_addr)
+        .chain(args.grpc_addr)
         .chain(args.sub_addr.iter().copied())
     {
         if !addr.ip().is_loopback() {
@@ -341,23 +350,62 @@ pub async fn run(args: RunArgs) -> Result<RunResult, BenchError> {
             )));
         }
     }
-    if args.target == Target::JetStream && args.scenario != Scenario::Ingest {
-        return Err(BenchError::Usage(
-            "the jetstream target is for the ingest scenario".into(),
-        ));
+    match (args.target, args.scenario) {
+        (Target::JetStream, Scenario::Ingest | Scenario::WsPublish) => {}
+        (Target::JetStream, _) => {
+            return usage("the jetstream target is for the ingest and ws-publish scenarios")
+        }
+        (Target::TickwireGrpc, Scenario::WsPublish) => {}
+        (Target::TickwireGrpc, _) => {
+            return usage(
+                "the tickwire-grpc target publishes over one PublishStream call: ws-publish only \
+                 (gRPC subscribers: --target tickwire-ws --sub-encoding grpc --grpc-addr)",
+            )
+        }
+        (t, Scenario::Chat) if t != Target::TickwireWs => {
+            return usage("chat needs resume by offset: tickwire-ws only")
+        }
+        _ => {}
     }
-    if args.scenario == Scenario::Chat && args.target != Target::TickwireWs {
-        return Err(BenchError::Usage(
-            "chat needs resume by offset: tickwire-ws only".into(),
-        ));
+    if args.scenario == Scenario::WsPublish {
+        match args.target {
+            Target::Nats => {
+                return usage(
+                    "ws-publish publishes over WebSocket (tickwire-ws), MQTT (mqtt), gRPC \
+                     (tickwire-grpc) or JetStream (jetstream)",
+                )
+            }
+            // The JetStream publisher is the ingest scenario's, which publishes as fast as its
+            // acks allow and knows no schedule; its acks carry no message to check subscribers
+            // against either. What it is here for is the one-connection throughput row.
+            Target::JetStream if args.rate != 0 || args.clients != 0 => {
+                return usage("ws-publish on jetstream runs --rate 0 --clients 0 only")
+            }
+            // An atomic batch is one ack per batch, not one per message.
+            Target::JetStream if args.js_atomic_batch != 0 => {
+                return usage("ws-publish publishes one message per publish: no --js-atomic-batch")
+            }
+            // Subscribers speak a subscribing protocol: the gRPC publisher's go to Tickwire's
+            // WebSocket, as an MQTT publisher's do (or to --grpc-addr with --sub-encoding grpc).
+            Target::TickwireGrpc
+                if args.clients > 0
+                    && args.http_addr.is_none()
+                    && args.sub_encoding != SubEncoding::Grpc =>
+            {
+                return usage(
+                    "ws-publish on tickwire-grpc with --clients > 0 needs --http-addr (the \
+                     subscribers' WebSocket)",
+                )
+            }
+            _ => {}
+        }
     }
-    if args.scenario == Scenario::WsPublish
-        && !matches!(args.target, Target::TickwireWs | Target::Mqtt)
-    {
-        return Err(BenchError::Usage(
-            "ws-publish publishes over WebSocket (tickwire-ws) or MQTT (mqtt)".into(),
-        ));
-    }
+    Ok(())
+}
+
+/// Runs one scenario and returns (and saves, with `--json`) its result.
+pub async fn run(args: RunArgs) -> Result<RunResult, BenchError> {
+    validate(&args)?;
     let r = match args.scenario {
         Scenario::Ingest => scenario::ingest(&args).await?,
         Scenario::Fanout => scenario::fanout_run(&args).await?,
@@ -372,4 +420,114 @@ pub async fn run(args: RunArgs) -> Result<RunResult, BenchError> {
         std::fs::write(p, text).map_err(BenchError::io(p.display().to_string()))?;
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    /// The run arguments of a command line (without the program name).
+    fn args(line: &str) -> RunArgs {
+        match Cli::try_parse_from(std::iter::once("run").chain(line.split_whitespace())) {
+            Ok(c) => c.run,
+            Err(e) => panic!("{line}: {e}"),
+        }
+    }
+
+    fn refused(line: &str) -> String {
+        match validate(&args(line)) {
+            Err(BenchError::Usage(m)) => m,
+            other => panic!("{line}: expected a usage error, got {other:?}"),
+        }
+    }
+
+    const MAX: &str = "--clients 0 --symbols 1000 --size 100 --rate 0";
+
+    #[test]
+    fn the_new_ws_publish_rows_are_accepted_as_bench_run_sh_writes_them() {
+        for line in [
+            format!("--scenario ws-publish --target tickwire-grpc --addr 127.0.0.1:7906 --http-addr 127.0.0.1:7901 {MAX} --window 1000"),
+            format!("--scenario ws-publish --target jetstream --addr 127.0.0.1:7902 {MAX} --window 4000"),
+            // The rows that were there before.
+            format!("--scenario ws-publish --target tickwire-ws --addr 127.0.0.1:7901 {MAX} --window 1000"),
+            format!("--scenario ws-publish --target mqtt --addr 127.0.0.1:7904 --http-addr 127.0.0.1:7901 {MAX} --qos 1 --window 64"),
+            "--scenario ingest --target jetstream --addr 127.0.0.1:7902 --publishers 4 --window 4096 --batch 512".to_string(),
+        ] {
+            let a = args(&line);
+            assert!(validate(&a).is_ok(), "{line}: {:?}", validate(&a));
+        }
+        let a = args(&format!(
+            "--scenario ws-publish --target tickwire-grpc --addr 127.0.0.1:7906 {MAX}"
+        ));
+        assert_eq!(a.target.name(), "tickwire-grpc");
+        assert_eq!(a.label(), "tickwire-grpc");
+    }
+
+    #[test]
+    fn grpc_publishing_is_ws_publish_only_and_its_subscribers_need_a_websocket() {
+        for scen in ["ingest", "fanout", "slow", "idle", "chat", "book"] {
+            let m = refused(&format!(
+                "--scenario {scen} --target tickwire-grpc --addr 127.0.0.1:7906"
+            ));
+            assert!(m.contains("ws-publish only"), "{scen}: {m}");
+        }
+        let m = refused(
+            "--scenario ws-publish --target tickwire-grpc --addr 127.0.0.1:7906 --clients 10 --rate 1000",
+        );
+        assert!(m.contains("--http-addr"), "{m}");
+        // With the WebSocket, or gRPC subscribers of their own, a fixed-rate row is fine.
+        for extra in [
+            "--http-addr 127.0.0.1:7901",
+            "--sub-encoding grpc --grpc-addr 127.0.0.1:7906",
+        ] {
+            let line = format!(
+                "--scenario ws-publish --target tickwire-grpc --addr 127.0.0.1:7906 --clients 10 --rate 1000 {extra}"
+            );
+            assert!(validate(&args(&line)).is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn jetstream_ws_publish_is_the_one_connection_throughput_row_only() {
+        let base = "--scenario ws-publish --target jetstream --addr 127.0.0.1:7902";
+        assert!(refused(&format!("{base} --clients 0 --rate 20000")).contains("--rate 0"));
+        assert!(refused(&format!("{base} --clients 100 --rate 0")).contains("--clients 0"));
+        assert!(
+            refused(&format!("{base} {MAX} --js-atomic-batch 100")).contains("--js-atomic-batch")
+        );
+        for scen in ["fanout", "slow", "idle", "chat"] {
+            let m = refused(&format!(
+                "--scenario {scen} --target jetstream --addr 127.0.0.1:7902"
+            ));
+            assert!(m.contains("ingest and ws-publish"), "{scen}: {m}");
+        }
+    }
+
+    #[test]
+    fn other_refusals_stay_as_they_were() {
+        assert!(
+            refused("--scenario ws-publish --target nats --addr 127.0.0.1:7902")
+                .contains("ws-publish publishes over")
+        );
+        assert!(
+            refused("--scenario chat --target mqtt --addr 127.0.0.1:7903")
+                .contains("tickwire-ws only")
+        );
+        // Every address given must be loopback, the gRPC one included.
+        for line in [
+            "--scenario ws-publish --target tickwire-ws --addr 10.0.0.1:7901",
+            "--scenario ws-publish --target mqtt --addr 127.0.0.1:7904 --http-addr 10.0.0.1:7901",
+            "--scenario fanout --target tickwire-ws --addr 127.0.0.1:7901 --sub-encoding grpc --grpc-addr 10.0.0.1:7906",
+        ] {
+            assert!(refused(line).contains("not a loopback address"), "{line}");
+        }
+    }
 }

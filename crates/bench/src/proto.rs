@@ -142,6 +142,7 @@ impl Conn {
         let mut buf = BytesMut::with_capacity(16 * 1024);
         let name = target.name();
         match target {
+            Target::TickwireGrpc => return Err(not_a_socket()),
             Target::TickwireWs => {
                 let subprotocol = if proto {
                     format!("Sec-WebSocket-Protocol: {PROTO_SUBPROTOCOL}\r\n")
@@ -239,6 +240,7 @@ impl Conn {
         let name = self.target.name();
         let mut out = Vec::new();
         match self.target {
+            Target::TickwireGrpc => return Err(not_a_socket()),
             Target::TickwireWs if self.proto => {
                 use prost::Message as _;
                 use tickwire_proto::v1::{client_message::Op, server_message::Kind};
@@ -381,6 +383,7 @@ impl Conn {
                 parse_nats(&mut self.buf, &mut self.pong, &mut f, name)?
             }
             Target::Mqtt => parse_mqtt(&mut self.buf, &mut f, name)?,
+            Target::TickwireGrpc => return Err(not_a_socket()),
         };
         if self.pong {
             self.pong = false;
@@ -616,6 +619,8 @@ impl Publisher {
                 self.out.extend_from_slice(b"\r\n");
             }
             Target::Mqtt => mqtt_publish(&mut self.out, sym, None, payload),
+            // Never reached: `Publisher::connect` goes through `Conn::connect`, which refuses it.
+            Target::TickwireGrpc => {}
         }
         self.count += 1;
     }
@@ -710,7 +715,13 @@ async fn http_response_body(c: &mut Conn) -> Result<BytesMut> {
 /// so a run can measure fan-out with identities on against the open configuration.
 pub(crate) const CLIENT_CREDENTIAL: &str = "TICKWIRE_BENCH_TOKEN";
 /// The credential the HTTP publishers present (an API key with the `publish` scope).
-const PUBLISHER_CREDENTIAL: &str = "TICKWIRE_BENCH_API_KEY";
+pub(crate) const PUBLISHER_CREDENTIAL: &str = "TICKWIRE_BENCH_API_KEY";
+
+/// The gRPC target is a tonic client (grpc.rs), never one of these hand-spoken connections;
+/// the run's validation keeps it out of every scenario but ws-publish, so this is a guard.
+fn not_a_socket() -> BenchError {
+    BenchError::Usage("tickwire-grpc is a gRPC call, not a raw connection: ws-publish only".into())
+}
 
 /// `Authorization: Bearer ...` and its line end, or nothing when `var` is unset.
 fn authorization(var: &str) -> String {

@@ -6,6 +6,10 @@
 //! - WebSocket: `{"id":N,"op":"publish","channel":"quotes.S0042","data":{…}}` per text frame;
 //!   the answer `{"id":N,"ok":true,…}` (or `"ok":false`) is matched by id.
 //! - MQTT QoS 1: PUBLISH with a packet id, matched by its PUBACK.
+//! - gRPC (grpc.rs): one `PublishStream` call, one `PublishRequest` of one item per message,
+//!   answered in the order sent with its id echoed.
+//! - JetStream (scenario.rs, the ingest scenario's publisher): one PUB per message with its own
+//!   reply inbox, the stream's acks coming back in publish order.
 //! - MQTT QoS 0 has no acknowledgement. What the server accepted is read through barriers: a
 //!   broker handles one connection's packets in order, so the PINGRESP to a PINGREQ sent after
 //!   message N means messages 1..N were handled (Tickwire: appended to its log, its MQTT edge
@@ -62,7 +66,7 @@ const SLOTS: usize = 1 << 16;
 /// Bytes queued for the socket before the publisher stops building commands.
 const OUT_HIGH: usize = 64 * 1024;
 /// How long acknowledgements (or the last QoS 0 barrier) may take after publishing stops.
-const DRAIN_ACKS: Duration = Duration::from_secs(30);
+pub(crate) const DRAIN_ACKS: Duration = Duration::from_secs(30);
 
 enum Event {
     Read(std::io::Result<usize>),
@@ -70,20 +74,27 @@ enum Event {
     Tick,
 }
 
+/// The ws-publish publisher of `--target`: every one reports the same [`AckStats`], counted
+/// the same way (sent and acked while the phase is measuring, errors over the whole run), so
+/// the rows of the table compare like with like.
+pub(crate) async fn publisher(a: &RunArgs, phase: &Phase, total: Duration) -> Result<PubOutcome> {
+    match a.target {
+        Target::TickwireGrpc => crate::grpc::stream_publisher(a, phase, total).await,
+        Target::JetStream => crate::scenario::js_ws_publisher(a, phase, total).await,
+        _ => command_publisher(a, phase, total).await,
+    }
+}
+
 /// Publishes at `--rate` (0: as fast as the window allows) until the time or count bound, then
 /// waits for the outstanding acknowledgements. Runs on the publisher's own thread.
-pub(crate) async fn command_publisher(
-    a: &RunArgs,
-    phase: &Phase,
-    total: Duration,
-) -> Result<PubOutcome> {
+async fn command_publisher(a: &RunArgs, phase: &Phase, total: Duration) -> Result<PubOutcome> {
     let wire = match (a.target, a.qos) {
         (Target::TickwireWs, _) => Wire::Ws,
         (Target::Mqtt, 0) => Wire::MqttQos0,
         (Target::Mqtt, _) => Wire::MqttQos1,
         _ => {
             return Err(BenchError::Usage(
-                "ws-publish publishes over tickwire-ws or mqtt".into(),
+                "WebSocket and MQTT commands publish over tickwire-ws or mqtt".into(),
             ))
         }
     };

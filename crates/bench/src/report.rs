@@ -117,10 +117,11 @@ fn params_key(a: &RunArgs) -> String {
         // Protocol first, so the rows of one protocol stand together in the table.
         WsPublish => format!(
             "{} R={}{}{}",
-            if a.target == crate::Target::Mqtt {
-                format!("mqtt qos={}", a.qos)
-            } else {
-                "ws".to_string()
+            match a.target {
+                crate::Target::Mqtt => format!("mqtt qos={}", a.qos),
+                crate::Target::TickwireGrpc => "grpc".to_string(),
+                crate::Target::JetStream => "jetstream".to_string(),
+                _ => "ws".to_string(),
             },
             if a.rate == 0 {
                 "max".to_string()
@@ -252,4 +253,51 @@ pub fn markdown(title: &str, files: &[PathBuf]) -> Result<String, BenchError> {
     }
     md += "\nCells: median of the runs (min–max). Latency in microseconds from HDR histograms.\n";
     Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn key(line: &str) -> String {
+        match Cli::try_parse_from(std::iter::once("run").chain(line.split_whitespace())) {
+            Ok(c) => params_key(&c.run),
+            Err(e) => panic!("{line}: {e}"),
+        }
+    }
+
+    #[test]
+    fn ws_publish_rows_name_their_protocol_first() {
+        let max = "--scenario ws-publish --clients 0 --rate 0";
+        assert_eq!(
+            key(&format!(
+                "{max} --target tickwire-grpc --addr 127.0.0.1:1 --window 1000"
+            )),
+            "grpc R=max window=1000"
+        );
+        assert_eq!(
+            key(&format!(
+                "{max} --target jetstream --addr 127.0.0.1:1 --window 4000"
+            )),
+            "jetstream R=max window=4000"
+        );
+        assert_eq!(
+            key(&format!(
+                "{max} --target tickwire-ws --addr 127.0.0.1:1 --window 1000"
+            )),
+            "ws R=max window=1000"
+        );
+        assert_eq!(
+            key(&format!("{max} --target mqtt --addr 127.0.0.1:1 --qos 0")),
+            "mqtt qos=0 R=max"
+        );
+    }
 }

@@ -17,8 +17,8 @@ use crate::{
     error::Result,
     msg::{now_micros, quote, Fields},
     proto::{http_get, Conn, Publisher},
-    publish::{command_publisher, AckStats},
-    stats::{histogram, Latency, Sampler},
+    publish::{publisher, AckStats},
+    stats::{histogram, thread_cpu_s, Latency, Sampler},
     BenchError, RunArgs, RunResult, Scenario, Target,
 };
 
@@ -302,10 +302,14 @@ struct FanoutOutcome {
 }
 
 /// Where subscriber `i` connects: the target itself (or the `--sub-addr`s in turn), except for
-/// ws-publish over MQTT with `--http-addr`, whose subscribers are Tickwire WebSocket clients.
+/// ws-publish over MQTT or gRPC with `--http-addr`, whose subscribers are Tickwire WebSocket
+/// clients (a gRPC publisher's must be: the target is no protocol a raw client speaks).
 fn sub_endpoint(a: &RunArgs, i: usize) -> (Target, SocketAddr) {
     match a.http_addr {
-        Some(http) if a.scenario == Scenario::WsPublish && a.target == Target::Mqtt => {
+        Some(http)
+            if a.scenario == Scenario::WsPublish
+                && matches!(a.target, Target::Mqtt | Target::TickwireGrpc) =>
+        {
             (Target::TickwireWs, http)
         }
         _ if !a.sub_addr.is_empty() => (a.target, a.sub_addr[i % a.sub_addr.len()]),
@@ -434,7 +438,7 @@ async fn fanout(a: &RunArgs, slow_pct: u32) -> Result<FanoutOutcome> {
             .map_err(BenchError::io("publisher runtime"))?
             .block_on(async {
                 if a2.scenario == Scenario::WsPublish {
-                    command_publisher(&a2, &ph2, total).await
+                    publisher(&a2, &ph2, total).await
                 } else {
                     publish_loop(&a2, &ph2, total).await
                 }
@@ -528,12 +532,16 @@ pub async fn fanout_run(a: &RunArgs) -> Result<RunResult> {
 }
 
 /// One connection publishing one message per command (WebSocket `publish`, MQTT PUBLISH at
-/// `--qos`), acks pipelined up to `--window`, at `--rate` (0: as fast as the acks allow), with
-/// `--clients` subscribers (0 for the throughput rows) exactly as in fanout.
+/// `--qos`, a gRPC `PublishRequest`, a JetStream PUB), acks pipelined up to `--window`, at
+/// `--rate` (0: as fast as the acks allow), with `--clients` subscribers (0 for the throughput
+/// rows) exactly as in fanout.
 ///
 /// published/s is acknowledged messages per second (QoS 0: accepted, read through PINGREQ
 /// barriers); latency is tick-to-client with subscribers and publish-to-ack without.
 pub async fn ws_publish(a: &RunArgs) -> Result<RunResult> {
+    if a.target == Target::JetStream {
+        js_create_stream(a).await?;
+    }
     let o = fanout(a, 0).await?;
     let mut r = fanout_result(a, &o);
     r.server = o.server.clone();
@@ -648,7 +656,9 @@ pub async fn ingest(a: &RunArgs) -> Result<RunResult> {
             if a2.target == Target::JetStream && a2.js_atomic_batch > 0 {
                 js_atomic_publisher(&a2, p, &ph, &ack, total).await
             } else if a2.target == Target::JetStream {
-                js_publisher(&a2, p, &ph, &ack, total).await
+                js_publisher(&a2, p, &ph, &ack, total)
+                    .await
+                    .map(|(st, _)| (st.hist, st.errors))
             } else {
                 batch_publisher(&a2, p, &ph, &ack, total).await
             }
@@ -769,18 +779,55 @@ async fn js_create_stream(a: &RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// ws-publish on JetStream: the ingest scenario's async publisher, ONE connection (publisher
+/// 0), one PUB per message with its own reply inbox, up to `--window` acks outstanding. What it
+/// counted while measuring is the row's acks, as for the Tickwire publishers.
+pub(crate) async fn js_ws_publisher(
+    a: &RunArgs,
+    phase: &Phase,
+    total: Duration,
+) -> Result<PubOutcome> {
+    // The ingest scenario's running count of acks; ws-publish counts in the AckStats instead.
+    let acked = AtomicU64::new(0);
+    let (st, last) = js_publisher(a, 0, phase, &acked, total).await?;
+    Ok(PubOutcome {
+        published: st.sent,
+        last,
+        acks: Some(st),
+    })
+}
+
+/// JetStream async publishing on one connection: each message is its own PUB with its own
+/// reply inbox (`_INBOX.p<P>.<seq>`), whose ack the stream sends there. Up to `--window` acks
+/// outstanding; each turn writes at most `--batch` PUBs (in one write) to top the window up,
+/// then reads whatever acks have come. `--batch` is messages per write, not per publish: with
+/// `--batch 1` only one PUB would go out per read, and with acks arriving one per read that is
+/// one message in flight, synchronous publishing.
+///
+/// Returns the acks seen while the phase was measuring (sent, acked, latency, CPU of this
+/// thread: meaningful when it runs on a thread of its own, as in ws-publish), errors over the
+/// whole run, and the last sequence number published per symbol. `acked` counts every ack as
+/// it comes (ingest reads it around its window).
 async fn js_publisher(
     a: &RunArgs,
     p: usize,
     phase: &Phase,
     acked: &AtomicU64,
     total: Duration,
-) -> Result<(Histogram<u64>, u64)> {
+) -> Result<(AckStats, Vec<u64>)> {
     let mut c = Conn::connect(Target::JetStream, a.addr, None).await?;
     c.send(format!("SUB _INBOX.p{p}.* 1\r\n").as_bytes())
         .await?;
-    let mut hist = histogram();
-    let mut errors = 0u64;
+    let mut st = AckStats {
+        sent: 0,
+        acked: 0,
+        acked_over_s: None,
+        hist: histogram(),
+        errors: 0,
+        cpu_s: None,
+    };
+    let nsym = a.symbols.max(1);
+    let mut last = vec![0u64; nsym];
     let mut inflight: VecDeque<u64> = VecDeque::with_capacity(a.window);
     let mut out = Vec::with_capacity(1 << 20);
     let mut payload = Vec::with_capacity(a.size + 64);
@@ -788,8 +835,19 @@ async fn js_publisher(
     let mut seq = (p as u64 + 1) << 40;
     let mut sent = 0u64;
     let window = a.window.max(1);
+    let mut was_measuring = false;
+    let mut cpu0 = None;
     loop {
         let publishing = start.elapsed() < total && sent < a.max_messages;
+        let measuring = phase.measuring.load(Ordering::Relaxed);
+        if measuring != was_measuring {
+            if measuring {
+                cpu0 = thread_cpu_s();
+            } else {
+                st.cpu_s = thread_cpu_s().zip(cpu0).map(|(b, a)| b - a);
+            }
+            was_measuring = measuring;
+        }
         if !publishing && inflight.is_empty() {
             break;
         }
@@ -798,37 +856,44 @@ async fn js_publisher(
             let t = now_micros();
             out.clear();
             for _ in 0..n {
-                let sym = (seq % a.symbols as u64) as usize;
+                let sym = (seq % nsym as u64) as usize;
                 payload.clear();
                 quote(&mut payload, t, seq, sym, a.size);
-                out.extend_from_slice(
-                    format!(
-                        "PUB quotes.{} _INBOX.p{p}.{seq} {}\r\n",
-                        crate::msg::symbol(sym),
-                        payload.len()
-                    )
-                    .as_bytes(),
-                );
+                // `PUB quotes.S0042 _INBOX.p0.<seq> <len>`, built without core::fmt: the
+                // generator shares the cores with the server it measures.
+                out.extend_from_slice(b"PUB quotes.");
+                crate::msg::push_symbol(&mut out, sym);
+                out.extend_from_slice(b" _INBOX.p");
+                crate::msg::push_u64(&mut out, p as u64);
+                out.push(b'.');
+                crate::msg::push_u64(&mut out, seq);
+                out.push(b' ');
+                crate::msg::push_u64(&mut out, payload.len() as u64);
+                out.extend_from_slice(b"\r\n");
                 out.extend_from_slice(&payload);
                 out.extend_from_slice(b"\r\n");
                 inflight.push_back(t);
+                last[sym] = seq;
                 seq += 1;
             }
             sent += n as u64;
+            if measuring {
+                st.sent += n as u64;
+            }
             c.send(&out).await?;
         }
-        let measuring = phase.measuring.load(Ordering::Relaxed);
         let mut got = 0u64;
         let read = c.read_some(usize::MAX, |m: &[u8]| {
             // Acks come back in publish order on one connection.
             let t = inflight.pop_front().unwrap_or(0);
             if memchr::memmem::find(m, b"\"error\"").is_some() {
-                errors += 1;
+                st.errors += 1;
                 return;
             }
             got += 1;
             if measuring {
-                let _ = hist.record(now_micros().saturating_sub(t).max(1));
+                st.acked += 1;
+                let _ = st.hist.record(now_micros().saturating_sub(t).max(1));
             }
         });
         match tokio::time::timeout(Duration::from_secs(5), read).await {
@@ -841,7 +906,10 @@ async fn js_publisher(
         }
         acked.fetch_add(got, Ordering::AcqRel);
     }
-    Ok((hist, errors))
+    if was_measuring {
+        st.cpu_s = thread_cpu_s().zip(cpu0).map(|(b, a)| b - a);
+    }
+    Ok((st, last))
 }
 
 /// The most messages nats-server accepts in one atomic batch.
