@@ -72,7 +72,9 @@ impl TcpEdge {
                             // the handshake timeout: a stalled client never holds up accept.
                             let io = match tls {
                                 None => Stream::Plain(stream),
-                                Some(tls) => match tls.accept(stream).await {
+                                // Boxed: the task keeps the size of its largest state
+                                // for the connection's life (see `driver::run`).
+                                Some(tls) => match Box::pin(tls.accept(stream)).await {
                                     Ok(s) => Stream::from(s),
                                     Err(e) => {
                                         tracing::debug!(%peer, "MQTT TLS handshake failed: {e}");

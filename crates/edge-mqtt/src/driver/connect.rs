@@ -39,7 +39,16 @@ pub(super) async fn read_connect(
     }
 }
 
-pub(super) async fn send_now(io: &mut Transport, p: &Packet, v: ProtocolVersion) -> io::Result<()> {
+/// A refusal written before the connection closes; boxed, as it is rare (see [`super::run`]).
+pub(super) fn send_now<'a>(
+    io: &'a mut Transport,
+    p: &'a Packet,
+    v: ProtocolVersion,
+) -> std::pin::Pin<Box<impl std::future::Future<Output = io::Result<()>> + 'a>> {
+    Box::pin(send_now_unboxed(io, p, v))
+}
+
+async fn send_now_unboxed(io: &mut Transport, p: &Packet, v: ProtocolVersion) -> io::Result<()> {
     let mut out = BytesMut::new();
     encode(p, v, &mut out).map_err(io::Error::other)?;
     tokio::time::timeout(Duration::from_secs(2), io.write(out.freeze()))

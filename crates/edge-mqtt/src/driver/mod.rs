@@ -5,7 +5,6 @@
 //! ever blocks itself. Every protocol decision is the state machine's.
 
 use std::{
-    collections::HashMap,
     io,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -28,7 +27,7 @@ use tickwire_mqtt::{
     Publish, ReasonCode,
 };
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncWriteExt},
     time::Instant,
 };
 
@@ -50,6 +49,8 @@ use crate::{
 const PERSIST_EVERY: Duration = Duration::from_millis(200);
 /// Most publications from one client sent to the hub in one call.
 const MAX_PUBLISH_BATCH: usize = 1024;
+/// Most bytes one socket read takes (on the stack of the poll, see [`Transport::read`]).
+const READ_CHUNK: usize = 16 * 1024;
 
 /// The byte stream under MQTT: a TCP socket (plain or TLS), or binary WebSocket frames (a
 /// packet may span frames and a frame may hold several packets, so both are just bytes to the
@@ -63,9 +64,25 @@ impl Transport {
     /// Appends what arrived to `buf`; `Ok(false)` at end of stream. Cancel-safe.
     async fn read(&mut self, buf: &mut BytesMut) -> io::Result<bool> {
         match self {
+            // An idle connection holds no read buffer of its own (issue 20: ≤ 2 KB per idle
+            // connection): the socket is read into a buffer on the stack of the poll that
+            // finds bytes, which lives only for that poll, and what arrived is copied into
+            // `buf`, which the driver empties and lets go of between packets.
             Transport::Tcp(s) => {
-                buf.reserve(8192);
-                Ok(s.read_buf(buf).await? > 0)
+                let n = std::future::poll_fn(|cx| {
+                    let mut chunk = [0u8; READ_CHUNK];
+                    let mut rb = tokio::io::ReadBuf::new(&mut chunk);
+                    match std::pin::Pin::new(&mut *s).poll_read(cx, &mut rb) {
+                        std::task::Poll::Ready(Ok(())) => {
+                            buf.extend_from_slice(rb.filled());
+                            std::task::Poll::Ready(Ok(rb.filled().len()))
+                        }
+                        std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+                        std::task::Poll::Pending => std::task::Poll::Pending,
+                    }
+                })
+                .await?;
+                Ok(n > 0)
             }
             Transport::Ws(ws) => loop {
                 match ws.recv().await {
@@ -113,13 +130,63 @@ impl Transport {
     }
 }
 
-/// Serves one connection from its first byte to its end.
-/// Serves one MQTT connection; `peer` is the client's address where the transport knows it
-/// (counted against the per-IP connection cap).
-pub(crate) async fn run(edge: Arc<MqttEdge>, mut io: Transport, peer: Option<std::net::IpAddr>) {
+/// Serves one MQTT connection from its first byte to its end; `peer` is the client's address
+/// where the transport knows it (counted against the per-IP connection cap).
+///
+/// The task spawned for a connection is allocated at the size of this future's largest
+/// state, for the connection's whole life (issue 20: ≤ 2 KB per idle connection). So each
+/// phase is a boxed future of its own: the CONNECT phase's locals are freed when it ends,
+/// and an idle connection holds only its driver and the loop it waits in.
+pub(crate) async fn run(edge: Arc<MqttEdge>, io: Transport, peer: Option<std::net::IpAddr>) {
+    if let Some(admitted) = Box::pin(accept_connection(edge, io, peer)).await {
+        Box::pin(admitted.serve()).await;
+    }
+}
+
+/// A connection whose CONNECT was accepted and whose client id it holds, ready to serve.
+struct Admitted {
+    d: Box<Driver>,
+    token: tokio_util::sync::CancellationToken,
+    owner: crate::Owner,
+    version: ProtocolVersion,
+}
+
+impl Admitted {
+    async fn serve(self) {
+        let Admitted {
+            mut d,
+            token,
+            owner,
+            version,
+        } = self;
+        let refusal = d.serve(token).await;
+        // A connection refused before CONNACK lets go of the client id before the client
+        // hears the refusal: the id's owner, reconnecting at once, must not find it still
+        // held by the refused identity.
+        d.edge.broker.release(&d.client_id, owner);
+        if let Some(p) = refusal {
+            let _ = send_now(&mut d.io, &p, version).await;
+            d.io.close().await;
+        }
+    }
+}
+
+/// Closes a connection that ends in its CONNECT phase.
+async fn closed(mut io: Transport) -> Option<Admitted> {
+    io.close().await;
+    None
+}
+
+/// The CONNECT phase: reads and checks CONNECT, admits the connection and claims its client
+/// id; a refusal is sent here, and `None` returned.
+async fn accept_connection(
+    edge: Arc<MqttEdge>,
+    mut io: Transport,
+    peer: Option<std::net::IpAddr>,
+) -> Option<Admitted> {
     let cfg = &edge.config;
     let max_in = cfg.max_packet();
-    let mut rbuf = BytesMut::with_capacity(4096);
+    let mut rbuf = BytesMut::new();
     let connect = match tokio::time::timeout(
         Duration::from_secs(cfg.connect_timeout_secs.max(1)),
         read_connect(&mut io, &mut rbuf, max_in),
@@ -127,7 +194,7 @@ pub(crate) async fn run(edge: Arc<MqttEdge>, mut io: Transport, peer: Option<std
     .await
     {
         Ok(Ok(c)) => c,
-        Ok(Err(ConnectFailure::Io)) | Err(_) => return io.close().await,
+        Ok(Err(ConnectFailure::Io)) | Err(_) => return closed(io).await,
         Ok(Err(ConnectFailure::Codec(version, e))) => {
             tracing::debug!(error = %e, "refused MQTT CONNECT");
             let code = e.reason_code();
@@ -142,7 +209,7 @@ pub(crate) async fn run(edge: Arc<MqttEdge>, mut io: Transport, peer: Option<std
                 let p = BrokerSession::refusal(v, code, &why);
                 let _ = send_now(&mut io, &p, v).await;
             }
-            return io.close().await;
+            return closed(io).await;
         }
     };
     let version = connect.protocol;
@@ -152,7 +219,7 @@ pub(crate) async fn run(edge: Arc<MqttEdge>, mut io: Transport, peer: Option<std
         Err(r) => {
             edge.gateway.metrics().edge(MQTT).rejected();
             let _ = send_now(&mut io, &refuse(r.code, &r.reason), version).await;
-            return io.close().await;
+            return closed(io).await;
         }
     };
     let conn = match edge.gateway.connect_from(MQTT, principal, peer, None) {
@@ -164,7 +231,7 @@ pub(crate) async fn run(edge: Arc<MqttEdge>, mut io: Transport, peer: Option<std
                 _ => r.mqtt_reason(),
             };
             let _ = send_now(&mut io, &refuse(code, &r.reason), version).await;
-            return io.close().await;
+            return closed(io).await;
         }
     };
     conn.set_client_id(&accepted.client_id);
@@ -185,43 +252,32 @@ pub(crate) async fn run(edge: Arc<MqttEdge>, mut io: Transport, peer: Option<std
                 )
             };
             let _ = send_now(&mut io, &p, version).await;
-            return io.close().await;
+            return closed(io).await;
         }
     };
     let client_id = accepted.client_id.clone();
     let token = owner.takeover.clone();
     let session = BrokerSession::new(edge.config.session(), &connect, accepted);
-    let classes = edge
-        .gateway
-        .hub()
-        .namespaces()
-        .into_iter()
-        .map(|n| (n.name, n.class))
-        .collect();
-    let mut d = Driver {
+    let d = Box::new(Driver {
         edge: edge.clone(),
         io,
         rbuf,
-        client_id: client_id.clone(),
+        client_id,
         session,
         conn,
-        classes,
         batch: Vec::new(),
         moved: false,
         in_flight: InFlight {
             edge: edge.clone(),
             mine: 0,
         },
-    };
-    let refusal = d.serve(token).await;
-    // A connection refused before CONNACK lets go of the client id before the client hears
-    // the refusal: the id's owner, reconnecting at once, must not find it still held by the
-    // refused identity.
-    edge.broker.release(&client_id, owner);
-    if let Some(p) = refusal {
-        let _ = send_now(&mut d.io, &p, version).await;
-        d.io.close().await;
-    }
+    });
+    Some(Admitted {
+        d,
+        token,
+        owner,
+        version,
+    })
 }
 
 /// Why a stored session could not be used.
@@ -239,7 +295,6 @@ struct Driver {
     /// The session's client id, apart from it so the router can borrow it beside the session.
     client_id: String,
     conn: Connection,
-    classes: HashMap<String, Class>,
     /// Checked publications waiting for one hub call.
     batch: Vec<(Publish, Checked)>,
     /// Cluster mode: a save found that another node took this session over.
@@ -281,7 +336,7 @@ impl Driver {
             &mut self.session,
             HubRouter {
                 conn: &mut self.conn,
-                classes: &self.classes,
+                hub: self.edge.gateway.hub(),
                 client_id,
             },
         )
@@ -289,8 +344,12 @@ impl Driver {
 
     /// Serves the connection to its end; a refusal before CONNACK is returned unsent (the
     /// caller lets go of the client id first).
+    ///
+    /// The awaits a connection passes through once (the session load and save, the Will)
+    /// and the rare ones in its loop are boxed: an idle connection's task should pay only
+    /// for the state it waits in (see [`run`]).
     async fn serve(&mut self, takeover: tokio_util::sync::CancellationToken) -> Option<Packet> {
-        let end = match self.start().await {
+        let end = match Box::pin(self.start()).await {
             Ok(None) => self.main_loop(takeover).await,
             Ok(Some(end)) => end,
             // Refused before CONNACK: no session of its own was created or touched (it may
@@ -298,9 +357,9 @@ impl Driver {
             Err(refusal) => return Some(refusal),
         };
         if end == End::Abrupt {
-            self.publish_will().await;
+            Box::pin(self.publish_will()).await;
         }
-        self.finish().await;
+        Box::pin(self.finish()).await;
         self.io.close().await;
         None
     }
@@ -406,7 +465,7 @@ impl Driver {
                         Ok(true) => last_rx = Instant::now(),
                         _ => return End::Abrupt,
                     }
-                    if let Some(end) = self.handle_input().await {
+                    if let Some(end) = Box::pin(self.handle_input()).await {
                         self.flush_briefly().await;
                         return end;
                     }
@@ -419,18 +478,18 @@ impl Driver {
                 _ = self.conn.wait(), if can_pull => pull = true,
                 _ = sleep_until_opt(token_at), if token_at.is_some() => self.conn.expire(),
                 _ = persist_tick.tick(), if persist_due => {
-                    self.persist(None).await;
+                    Box::pin(self.persist(None)).await;
                 }
             }
             if pull {
-                if let Err(reason) = self.drain().await {
+                if let Err(reason) = Box::pin(self.drain()).await {
                     self.session
                         .disconnect(close_code(&reason), &reason.to_string());
                     self.flush_briefly().await;
                     return End::Abrupt;
                 }
             }
-            if self.flush().await.is_err() {
+            if Box::pin(self.flush()).await.is_err() {
                 return End::Abrupt;
             }
         }
@@ -442,7 +501,14 @@ impl Driver {
         loop {
             let packet = match decode(&mut self.rbuf, self.session.version(), max_in) {
                 Ok(Some(p)) => p,
-                Ok(None) => return self.flush_batch().await,
+                Ok(None) => {
+                    // Everything read was a whole packet: let go of the buffer, so a connection
+                    // that goes idle holds none (the next read allocates what it needs).
+                    if self.rbuf.is_empty() {
+                        self.rbuf = BytesMut::new();
+                    }
+                    return self.flush_batch().await;
+                }
                 Err(e) => {
                     // What arrived before the bad packet was valid: store and acknowledge it.
                     if let Some(end) = self.flush_batch().await {
@@ -543,10 +609,11 @@ impl Driver {
         let n = batch.len() as u64;
         for d in batch {
             let class = self
-                .classes
-                .get(d.message.publication.channel.namespace())
-                .copied()
-                .unwrap_or(Class::State);
+                .edge
+                .gateway
+                .hub()
+                .namespace_spec(d.message.publication.channel.namespace())
+                .map_or(Class::State, |n| n.class);
             self.session.deliver(outgoing(&d, class));
         }
         self.session.pump();
@@ -563,7 +630,9 @@ impl Driver {
         if self.session.output().is_empty() {
             return Ok(());
         }
-        let data = self.session.output().split().freeze();
+        // Taken whole, not split: a split leaves the rest of the allocation with the session,
+        // and an idle connection would keep holding it (issue 20: ≤ 2 KB per idle connection).
+        let data = std::mem::take(self.session.output()).freeze();
         match tokio::time::timeout(self.conn.gateway().write_timeout(), self.io.write(data)).await {
             Ok(r) => r,
             Err(_) => Err(io::ErrorKind::TimedOut.into()),
@@ -572,7 +641,7 @@ impl Driver {
 
     /// A last write (a DISCONNECT) before closing, bounded.
     async fn flush_briefly(&mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.flush()).await;
+        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(2), self.flush())).await;
     }
 
     async fn publish_will(&mut self) {

@@ -6,20 +6,20 @@ use super::*;
 /// The hub operations the broker session asks for, through this connection.
 pub(super) struct HubRouter<'a> {
     pub(super) conn: &'a mut Connection,
-    pub(super) classes: &'a HashMap<String, Class>,
+    /// Namespaces are fixed when the hub opens: looked up there, not copied per connection.
+    pub(super) hub: &'a tickwire_hub::Hub,
     /// For log lines.
     pub(super) client_id: &'a str,
 }
 
 impl Router for HubRouter<'_> {
     fn class(&self, namespace: &str) -> Option<Class> {
-        self.classes.get(namespace).copied()
+        self.hub.namespace_spec(namespace).map(|n| n.class)
     }
 
     fn namespaces(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.classes.keys().cloned().collect();
-        v.sort();
-        v
+        // Sorted by name already.
+        self.hub.namespaces().into_iter().map(|n| n.name).collect()
     }
 
     fn subscribe(

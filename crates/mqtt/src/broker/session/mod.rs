@@ -205,7 +205,8 @@ impl BrokerSession {
             assigned: a.assigned,
             expiry_capped: a.expiry_capped,
             clean_start: c.clean_start,
-            out: BytesMut::with_capacity(8192),
+            // Grows with the first packet out: a connection that stays idle holds none.
+            out: BytesMut::new(),
             cfg,
         }
     }
