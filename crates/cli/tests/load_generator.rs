@@ -4,7 +4,8 @@
 //! (delivered per published above the fan-out factor), a subscriber that misses the newest
 //! value of a symbol and is still reported converged, a chat resume counted as loss or the
 //! duplicate detector blind to replays, a book subscriber whose book is not the server's
-//! reported converged. The parsers themselves are unit-tested in
+//! reported converged, a one-connection publisher (gRPC stream, JetStream async) that counts
+//! acks the server never gave. The parsers themselves are unit-tested in
 //! `crates/bench/src/proto.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,12 +18,18 @@ use serde_json::Value;
 
 /// Runs `tickwire bench run ARGS --json FILE` against `srv` and returns the JSON result.
 fn bench(srv: &Server, dir: &std::path::Path, name: &str, args: &[&str]) -> Value {
+    bench_at(&srv.addr, srv.pid(), dir, name, args)
+}
+
+/// The same against `addr` (a listener other than the server's HTTP one), with `pid` the
+/// server process whose CPU and memory the run reports.
+fn bench_at(addr: &str, pid: u32, dir: &std::path::Path, name: &str, args: &[&str]) -> Value {
     let json = dir.join(format!("{name}.json"));
     let bin = std::env::var_os("TICKWIRE_TEST_BIN")
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_tickwire").into());
     let out = Command::new(bin)
-        .args(["bench", "run", "--addr", &srv.addr, "--label", name])
-        .args(["--server-pid", &srv.pid().to_string()])
+        .args(["bench", "run", "--addr", addr, "--label", name])
+        .args(["--server-pid", &pid.to_string()])
         .args(args)
         .arg("--json")
         .arg(&json)
@@ -225,4 +232,182 @@ fn book_subscribers_end_with_the_servers_books_at_depth_10_and_full_depth() {
         assert!(extra(&r, "levels_per_delta") >= 1.0, "{r}");
         assert!(r["latency"]["count"].as_u64().unwrap() > 0, "{r}");
     }
+}
+
+#[test]
+fn ws_publish_over_one_grpc_stream_counts_only_what_the_server_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let grpc = format!("127.0.0.1:{}", common::free_port());
+    let srv = Server::start(
+        &dir.path().join("data"),
+        &["--fsync", "interval:100ms"],
+        &[("TICKWIRE_GRPC__LISTEN", grpc.as_str())],
+    );
+    // One PublishStream call, 1,000 quotes/s offered, 5 WebSocket subscribers on all 10
+    // symbols: the acks the generator counts must be quotes the server published (its own
+    // count, read over HTTP), and every subscriber must end with each symbol's newest value.
+    let r = bench_at(
+        &grpc,
+        srv.pid(),
+        dir.path(),
+        "ws-publish-grpc",
+        &[
+            "--scenario",
+            "ws-publish",
+            "--target",
+            "tickwire-grpc",
+            "--http-addr",
+            &srv.addr,
+            "--clients",
+            "5",
+            "--subs",
+            "10",
+            "--symbols",
+            "10",
+            "--size",
+            "100",
+            "--rate",
+            "1000",
+            "--window",
+            "100",
+            "--duration",
+            "2",
+            "--warmup",
+            "1",
+            "--drain",
+            "2",
+        ],
+    );
+    assert_eq!(extra(&r, "errors"), 0.0, "{r}");
+    let published = r["published_per_s"].as_f64().unwrap();
+    assert!(
+        (500.0..=1100.0).contains(&published),
+        "gRPC stream: {published} acked/s for 1,000/s offered"
+    );
+    // The server's count also holds the live candle bars it publishes itself (at most one per
+    // symbol and resolution a second), never fewer quotes than were acknowledged.
+    let server = extra(&r, "server_published_per_s");
+    assert!(
+        server >= published * 0.9 && server <= published + 200.0,
+        "server published {server}/s, the generator counted {published} acked/s"
+    );
+    assert_eq!(extra(&r, "converged"), 1.0, "{r}");
+}
+
+/// A nats-server with JetStream (file storage) and its monitoring port, stopped on drop.
+struct Nats {
+    child: std::process::Child,
+    addr: String,
+    monitor: String,
+}
+
+impl Nats {
+    fn start(store: &std::path::Path) -> Nats {
+        let bin = std::env::var_os("TICKWIRE_NATS_SERVER")
+            .expect("TICKWIRE_NATS_SERVER is not set: run scripts/test-cluster.sh");
+        let (port, mport) = (common::free_port(), common::free_port());
+        let child = Command::new(bin)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store)
+            .args(["-m", &mport.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Nats {
+            child,
+            addr,
+            monitor: format!("127.0.0.1:{mport}"),
+        }
+    }
+
+    /// Messages in stream `name`, from the monitoring endpoint (/jsz).
+    fn stream_messages(&self, name: &str) -> u64 {
+        let url = format!("http://{}/jsz?streams=true", self.monitor);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let v: Value = rt.block_on(async {
+            common::http()
+                .get(&url)
+                .send()
+                .await
+                .expect("GET /jsz")
+                .json()
+                .await
+                .expect("/jsz JSON")
+        });
+        let streams = v["account_details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten());
+        for s in streams {
+            if s["name"] == name {
+                return s["state"]["messages"].as_u64().expect("stream messages");
+            }
+        }
+        panic!("no stream {name} in {v}");
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+#[ignore = "needs nats-server: run scripts/test-cluster.sh"]
+fn jetstream_async_publisher_counts_only_stored_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&dir.path().join("js"));
+    // One connection, one PUB per quote with its own reply inbox, up to 100 acks outstanding,
+    // as fast as the acks come (the only rate this row runs at), 1 s of warm-up and 2 s
+    // measured: every ack counted must be a message the stream stored.
+    let r = bench_at(
+        &nats.addr,
+        nats.child.id(),
+        dir.path(),
+        "ws-publish-jetstream",
+        &[
+            "--scenario",
+            "ws-publish",
+            "--target",
+            "jetstream",
+            "--clients",
+            "0",
+            "--symbols",
+            "10",
+            "--size",
+            "100",
+            "--rate",
+            "0",
+            "--window",
+            "100",
+            "--duration",
+            "2",
+            "--warmup",
+            "1",
+        ],
+    );
+    assert_eq!(extra(&r, "errors"), 0.0, "{r}");
+    let published = r["published_per_s"].as_f64().unwrap();
+    assert!(published > 100.0, "JetStream async: {published} acked/s");
+    // The stream holds warm-up, measured and drained messages: at least the acks counted in
+    // the 2 measured seconds, and not more than the run (about 3 s) could have sent at that
+    // rate several times over.
+    let stored = nats.stream_messages("QUOTES") as f64;
+    assert!(
+        stored >= published * 2.0 * 0.99 && stored <= published * 10.0,
+        "stream QUOTES holds {stored} messages; the generator counted {published} acked/s over 2 s"
+    );
 }

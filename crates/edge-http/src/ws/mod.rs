@@ -249,115 +249,137 @@ impl Outbox {
     }
 }
 
-async fn run(socket: WebSocket, conn: Box<Connection>, binary: bool) {
-    let write_timeout = conn.gateway().write_timeout();
-    // One socket, not split halves: a split moves the socket into a shared allocation of its
-    // own, and with thousands of idle connections that was ~600 bytes each
-    // (bench/results/idle.md). Reading and writing are driven from one branch instead.
-    let mut socket = socket;
-    let token_at = conn.token_deadline();
-    let mut c = Conn {
-        conn,
-        window: VecDeque::new(),
-        in_flight: 0,
-        held_subscribes: 0,
-        batch: Vec::new(),
-        out: Outbox::default(),
-        token_at,
-        grace_at: None,
-        too_large: false,
-        binary,
-    };
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
-    loop {
-        let reading = c.in_flight < MAX_IN_FLIGHT;
-        let acks_pending = matches!(
-            c.window.front(),
-            Some(
-                PublishReply::Pending { .. } | PublishReply::Later(_) | PublishReply::Subscribed(_)
-            )
-        );
-        let writing = c.out.has_work();
-        let take_more = c.out.pushes.len() < PUSH_LOW_WATER && c.held_subscribes == 0;
-        // A socket that takes nothing for the write timeout belongs to a client that is gone.
-        let stalled_at = c
-            .out
-            .progress
-            .filter(|_| writing)
-            .map(|p| p + write_timeout);
-        let mut deliver = false;
-        let expiry = c.grace_at.or(c.token_at);
-        tokio::select! {
-            biased;
-            _ = c.conn.closed() => {
-                let reason = c.conn.close_reason().unwrap_or(CloseReason::Shutdown);
-                c.flush_window();
-                let replies: Vec<Message> = c.out.replies.drain(..).collect();
-                let _ = send(&mut socket, replies.into_iter(), write_timeout).await;
-                close_with(&mut socket, &c.conn, &reason, write_timeout, c.binary).await;
-                break;
-            }
-            ev = std::future::poll_fn(|cx| poll_socket(&mut socket, &mut c.out, reading, cx)), if reading || writing => {
-                match ev {
-                    SocketEvent::Written => {}
-                    SocketEvent::WriteFailed => break,
-                    SocketEvent::Frame(incoming) => {
-                        let mut ended = !c.on_frame(incoming);
-                        // Whatever else is already here, up to a burst.
-                        for _ in 1..READ_BURST {
-                            if ended || c.in_flight + c.batch.len() >= MAX_IN_FLIGHT {
-                                break;
-                            }
-                            match socket.next().now_or_never() {
-                                Some(m) => ended = !c.on_frame(m),
-                                None => break,
-                            }
-                        }
-                        c.submit().await;
-                        if ended {
-                            if c.too_large {
-                                hardening::close_too_large(&mut socket, write_timeout).await;
-                            }
-                            break;
-                        }
-                    }
-                }
-            }
-            front = poll_front(&mut c.window), if acks_pending => match front {
-                Front::Acks(acks) => c.answer(acks),
-                Front::Reply(reply) => {
-                    if let Some(PublishReply::Subscribed(_)) = c.window.pop_front() {
-                        c.held_subscribes -= 1;
-                    }
-                    c.in_flight = c.in_flight.saturating_sub(1);
-                    c.out.replies.push_back(text(reply));
-                }
-            },
-            _ = sleep_until_opt(stalled_at), if stalled_at.is_some() => break,
-            _ = sleep_until_opt(expiry), if expiry.is_some() => c.on_expiry(),
-            _ = c.conn.wait(), if take_more => deliver = true,
-            _ = ping.tick() => c.out.replies.push_back(Message::Ping(Bytes::new())),
-        }
-        c.flush_window();
-        if deliver {
-            // The replies queued above go first: a subscribe's reply precedes its snapshot.
-            match c.conn.drain().await {
-                Event::Deliver(batch) => {
-                    c.conn.delivered(batch.len() as u64);
-                    c.out
-                        .pushes
-                        .extend(batch.iter().map(|d| push(c.binary, &c.conn, d)));
-                }
-                Event::Close(reason) => {
+/// Serves one WebSocket connection.
+///
+/// Its task is allocated at the size of this future's largest state for the connection's
+/// whole life (bench/results/idle.md), so the awaits on rare paths (answering a burst of
+/// publishes, closing) are boxed. It is a plain function returning an `async move` block, so
+/// the socket is kept once, as the block's capture: an `async fn` moves each parameter into a
+/// local of its body, and the 368-byte socket was held twice in every state.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+fn run(
+    mut socket: WebSocket,
+    conn: Box<Connection>,
+    binary: bool,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        let write_timeout = conn.gateway().write_timeout();
+        // One socket, not split halves: a split moves the socket into a shared allocation of its
+        // own, and with thousands of idle connections that was ~600 bytes each
+        // (bench/results/idle.md). Reading and writing are driven from one branch instead.
+        let token_at = conn.token_deadline();
+        let mut c = Conn {
+            conn,
+            window: VecDeque::new(),
+            in_flight: 0,
+            held_subscribes: 0,
+            batch: Vec::new(),
+            out: Outbox::default(),
+            token_at,
+            grace_at: None,
+            too_large: false,
+            binary,
+        };
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+        loop {
+            let reading = c.in_flight < MAX_IN_FLIGHT;
+            let acks_pending = matches!(
+                c.window.front(),
+                Some(
+                    PublishReply::Pending { .. }
+                        | PublishReply::Later(_)
+                        | PublishReply::Subscribed(_)
+                )
+            );
+            let writing = c.out.has_work();
+            let take_more = c.out.pushes.len() < PUSH_LOW_WATER && c.held_subscribes == 0;
+            // A socket that takes nothing for the write timeout belongs to a client that is gone.
+            let stalled_at = c
+                .out
+                .progress
+                .filter(|_| writing)
+                .map(|p| p + write_timeout);
+            let mut deliver = false;
+            let expiry = c.grace_at.or(c.token_at);
+            tokio::select! {
+                biased;
+                _ = c.conn.closed() => {
+                    let reason = c.conn.close_reason().unwrap_or(CloseReason::Shutdown);
+                    c.flush_window();
                     let replies: Vec<Message> = c.out.replies.drain(..).collect();
-                    let _ = send(&mut socket, replies.into_iter(), write_timeout).await;
-                    close_with(&mut socket, &c.conn, &reason, write_timeout, c.binary).await;
+                    Box::pin(close_after(&mut socket, replies, &c.conn, &reason, write_timeout, c.binary)).await;
                     break;
                 }
+                ev = std::future::poll_fn(|cx| poll_socket(&mut socket, &mut c.out, reading, cx)), if reading || writing => {
+                    match ev {
+                        SocketEvent::Written => {}
+                        SocketEvent::WriteFailed => break,
+                        SocketEvent::Frame(incoming) => {
+                            let mut ended = !c.on_frame(incoming);
+                            // Whatever else is already here, up to a burst.
+                            for _ in 1..READ_BURST {
+                                if ended || c.in_flight + c.batch.len() >= MAX_IN_FLIGHT {
+                                    break;
+                                }
+                                match socket.next().now_or_never() {
+                                    Some(m) => ended = !c.on_frame(m),
+                                    None => break,
+                                }
+                            }
+                            Box::pin(c.submit()).await;
+                            if ended {
+                                if c.too_large {
+                                    Box::pin(hardening::close_too_large(&mut socket, write_timeout)).await;
+                                }
+                                break;
+                            }
+                        }
+                    }
+                }
+                front = poll_front(&mut c.window), if acks_pending => match front {
+                    Front::Acks(acks) => c.answer(acks),
+                    Front::Reply(reply) => {
+                        if let Some(PublishReply::Subscribed(_)) = c.window.pop_front() {
+                            c.held_subscribes -= 1;
+                        }
+                        c.in_flight = c.in_flight.saturating_sub(1);
+                        c.out.replies.push_back(text(reply));
+                    }
+                },
+                _ = sleep_until_opt(stalled_at), if stalled_at.is_some() => break,
+                _ = sleep_until_opt(expiry), if expiry.is_some() => c.on_expiry(),
+                _ = c.conn.wait(), if take_more => deliver = true,
+                _ = ping.tick() => c.out.replies.push_back(Message::Ping(Bytes::new())),
             }
-        }
-        if c.out.has_work() && c.out.progress.is_none() {
-            c.out.progress = Some(tokio::time::Instant::now());
+            c.flush_window();
+            if deliver {
+                // The replies queued above go first: a subscribe's reply precedes its snapshot.
+                match c.conn.drain().await {
+                    Event::Deliver(batch) => {
+                        c.conn.delivered(batch.len() as u64);
+                        c.out
+                            .pushes
+                            .extend(batch.iter().map(|d| push(c.binary, &c.conn, d)));
+                    }
+                    Event::Close(reason) => {
+                        let replies: Vec<Message> = c.out.replies.drain(..).collect();
+                        Box::pin(close_after(
+                            &mut socket,
+                            replies,
+                            &c.conn,
+                            &reason,
+                            write_timeout,
+                            c.binary,
+                        ))
+                        .await;
+                        break;
+                    }
+                }
+            }
+            if c.out.has_work() && c.out.progress.is_none() {
+                c.out.progress = Some(tokio::time::Instant::now());
+            }
         }
     }
 }
@@ -478,6 +500,19 @@ async fn send(
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
     }
+}
+
+/// The last replies, then the close frame.
+async fn close_after(
+    sink: &mut Sink,
+    replies: Vec<Message>,
+    conn: &Connection,
+    reason: &CloseReason,
+    timeout: Duration,
+    binary: bool,
+) {
+    let _ = send(sink, replies.into_iter(), timeout).await;
+    close_with(sink, conn, reason, timeout, binary).await;
 }
 
 async fn close_with(
