@@ -398,7 +398,9 @@ if want idle; then
 fi
 
 if want ws-publish; then
-  rm -f "$JSON"/ws-publish-*.json
+  # Not the A/B files (ws-publish-ab-*): hand-run before/after comparisons the results file's
+  # notes and the README cite.
+  find "$JSON" -name 'ws-publish-*.json' ! -name 'ws-publish-ab-*' -delete
   # ONE connection publishes quotes one command each (a WebSocket `publish` command, an MQTT
   # PUBLISH, a gRPC PublishRequest of one item, a JetStream PUB with a reply inbox), acks
   # pipelined: up to 1,000 WebSocket commands or gRPC requests unacknowledged; MQTT QoS 1 up to
@@ -406,40 +408,43 @@ if want ws-publish; then
   # (3.1.1 included). QoS 0 has no ack: published/s is what the broker handled, read through
   # PINGREQ barriers (docs/benchmarks.md). Throughput rows have no subscribers; the fixed-rate
   # rows publish 20,000 quotes/s into 100 WebSocket clients on 50 of 1,000 symbols each.
-  # A fresh server per row (the MQTT QoS 0 row appends ~1.5 M quotes a run).
+  # A fresh server per run (the MQTT QoS 0 row appends ~1.5 M quotes a run).
   WSP_FIX="--clients 100 --subs 50 --symbols 1000 --size 100 --rate 20000 $FAN_DRAIN"
   WSP_MAX="--clients 0 --symbols 1000 --size 100 --rate 0"
   TW_HTTP="--http-addr 127.0.0.1:$TW_PORT"
   export TICKWIRE_MQTT__LISTEN=127.0.0.1:$TW_MQTT_PORT
-  CMDS[ws-publish]+="    # Tickwire rows: a fresh server per row, started with TICKWIRE_MQTT__LISTEN=127.0.0.1:$TW_MQTT_PORT"$'\n'
-  start_tickwire; run ws-publish tickwire-ws tickwire-ws $TW_PORT $WSP_MAX --window 1000 $COMMON; stop_server
-  start_tickwire; run ws-publish tickwire-mqtt-qos0 mqtt $TW_MQTT_PORT $TW_HTTP $WSP_MAX --qos 0 $COMMON; stop_server
-  start_tickwire; run ws-publish tickwire-mqtt-qos1 mqtt $TW_MQTT_PORT $TW_HTTP $WSP_MAX --qos 1 --window 64 $COMMON; stop_server
-  # One gRPC PublishStream call on the gRPC listener, answered in order; --http-addr for the
-  # server's own published count, as the MQTT rows.
-  CMDS[ws-publish]+="    # tickwire-grpc row: the server also started with TICKWIRE_GRPC__LISTEN=127.0.0.1:$TW_GRPC_PORT"$'\n'
-  start_tickwire_grpc; run ws-publish tickwire-grpc tickwire-grpc $TW_GRPC_PORT $TW_HTTP $WSP_MAX --window 1000 $COMMON; stop_server
-  start_tickwire; run ws-publish tickwire-ws-fixed tickwire-ws $TW_PORT $WSP_FIX --window 1000 $COMMON; stop_server
-  # MQTT QoS 1 publisher, WebSocket subscribers (--http-addr).
-  start_tickwire; run ws-publish tickwire-mqtt-qos1-fixed mqtt $TW_MQTT_PORT $TW_HTTP $WSP_FIX --qos 1 --window 64 $COMMON; stop_server
+  CMDS[ws-publish]+="    # Tickwire rows: started with TICKWIRE_MQTT__LISTEN=127.0.0.1:$TW_MQTT_PORT; tickwire-grpc also with TICKWIRE_GRPC__LISTEN=127.0.0.1:$TW_GRPC_PORT"$'\n'
+  CMDS[ws-publish]+="    # jetstream row: \`nats-server -a 127.0.0.1 -p $NATS_PORT -js -sd DIR\` ($NATS_CUR_V); generator-* rows: against \`tickwire-bench sink --listen 127.0.0.1:$SINK_PORT --protocol ws|mqtt\`"$'\n'
+  # Rows take turns (A B C ..., A B C ...), every run on a fresh server (run_fresh): this shared
+  # host's speed moved the WebSocket row from 540 K to 400 K acked/s within ten minutes, so a
+  # ratio is only fair between rows measured side by side. Until 2026-12-04 each row ran its
+  # three runs back to back on one server.
+  for i in $(seq 1 "$RUNS"); do
+    run_fresh "$i" start_tickwire ws-publish tickwire-ws tickwire-ws $TW_PORT $WSP_MAX --window 1000 $COMMON
+    run_fresh "$i" start_tickwire ws-publish tickwire-mqtt-qos0 mqtt $TW_MQTT_PORT $TW_HTTP $WSP_MAX --qos 0 $COMMON
+    run_fresh "$i" start_tickwire ws-publish tickwire-mqtt-qos1 mqtt $TW_MQTT_PORT $TW_HTTP $WSP_MAX --qos 1 --window 64 $COMMON
+    # One gRPC PublishStream call on the gRPC listener, answered in order; --http-addr for the
+    # server's own published count, as the MQTT rows.
+    run_fresh "$i" start_tickwire_grpc ws-publish tickwire-grpc tickwire-grpc $TW_GRPC_PORT $TW_HTTP $WSP_MAX --window 1000 $COMMON
+    # Issue 20's reference: JetStream async publishing on ONE connection (the current release,
+    # file storage, stream QUOTES created by each run): one PUB per quote with its own reply
+    # inbox, up to 4,000 acks outstanding (nats.go's default PublishAsyncMaxPending);
+    # published/s counts the stream's acks. No subscribers.
+    run_fresh "$i" "start_nats js" ws-publish "jetstream-$NATS_CUR_V-async" jetstream $NATS_PORT $WSP_MAX --window 4000 $COMMON
+    # The reference broker, same client, same windows.
+    run_fresh "$i" start_mosquitto ws-publish mosquitto-qos0 mqtt $MQTT_PORT $WSP_MAX --qos 0 $COMMON
+    run_fresh "$i" start_mosquitto ws-publish mosquitto-qos1 mqtt $MQTT_PORT $WSP_MAX --qos 1 --window 64 $COMMON
+    run_fresh "$i" start_tickwire ws-publish tickwire-ws-fixed tickwire-ws $TW_PORT $WSP_FIX --window 1000 $COMMON
+    # MQTT QoS 1 publisher, WebSocket subscribers (--http-addr).
+    run_fresh "$i" start_tickwire ws-publish tickwire-mqtt-qos1-fixed mqtt $TW_MQTT_PORT $TW_HTTP $WSP_FIX --qos 1 --window 64 $COMMON
+    # The generator's own limit on one connection: the same rows against a server that only
+    # acknowledges (`tickwire-bench sink`), so a figure far below it is the server's.
+    run_fresh "$i" "start_sink ws" ws-publish generator-vs-sink-ws tickwire-ws $SINK_PORT $WSP_MAX --window 1000 $COMMON
+    run_fresh "$i" "start_sink mqtt" ws-publish generator-vs-sink-mqtt-qos1 mqtt $SINK_PORT $WSP_MAX --qos 1 --window 64 $COMMON
+  done
   unset TICKWIRE_MQTT__LISTEN
-  # The reference broker, same client, same windows.
-  start_mosquitto
-  run ws-publish mosquitto-qos0 mqtt $MQTT_PORT $WSP_MAX --qos 0 $COMMON
-  run ws-publish mosquitto-qos1 mqtt $MQTT_PORT $WSP_MAX --qos 1 --window 64 $COMMON
-  stop_server
-  # Issue 20's reference: JetStream async publishing on ONE connection (the current release,
-  # file storage, stream QUOTES recreated by each run): one PUB per quote with its own reply
-  # inbox, up to 4,000 acks outstanding (nats.go's default PublishAsyncMaxPending); published/s
-  # counts the stream's acks. No subscribers.
-  CMDS[ws-publish]+="    # jetstream row: \`nats-server -a 127.0.0.1 -p $NATS_PORT -js -sd DIR\` ($NATS_CUR_V)"$'\n'
-  start_nats js; run ws-publish "jetstream-$NATS_CUR_V-async" jetstream $NATS_PORT $WSP_MAX --window 4000 $COMMON; stop_server
-  # The generator's own limit on one connection: the same rows against a server that only
-  # acknowledges (`tickwire-bench sink`), so a figure far below it is the server's.
-  CMDS[ws-publish]+="    # generator-* rows: against \`tickwire-bench sink --listen 127.0.0.1:$SINK_PORT --protocol ws|mqtt\`"$'\n'
-  start_sink ws; run ws-publish generator-vs-sink-ws tickwire-ws $SINK_PORT $WSP_MAX --window 1000 $COMMON; stop_server
-  start_sink mqtt; run ws-publish generator-vs-sink-mqtt-qos1 mqtt $SINK_PORT $WSP_MAX --qos 1 --window 64 $COMMON; stop_server
-  report ws-publish.md "ws-publish: one connection, one message per command, acks pipelined" ws-publish "$JSON"/ws-publish-*.json
+  # shellcheck disable=SC2046 # one file name per line, none with spaces
+  report ws-publish.md "ws-publish: one connection, one message per command, acks pipelined" ws-publish $(ls "$JSON"/ws-publish-*.json | grep -v '/ws-publish-ab-')
 fi
 
 if want chat; then
