@@ -135,6 +135,7 @@ start_sink() { # the load generator's own acknowledge-only server; $1: ws or mqt
 }
 start_nats_old() { start_nats "${1:-}" "$NATS_DEB"; } # Debian's 2.9, for continuity
 start_tickwire_mqtt() { TICKWIRE_MQTT__LISTEN=127.0.0.1:$TW_MQTT_PORT start_tickwire; }
+start_tickwire_rm1024() { TICKWIRE_MQTT__RECEIVE_MAXIMUM=1024 start_tickwire; }
 start_tickwire_grpc() { port_free $TW_GRPC_PORT; TICKWIRE_GRPC__LISTEN=127.0.0.1:$TW_GRPC_PORT start_tickwire; wait_port $TW_GRPC_PORT; }
 stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""; sleep 0.1; }
 
@@ -413,7 +414,7 @@ if want ws-publish; then
   WSP_MAX="--clients 0 --symbols 1000 --size 100 --rate 0"
   TW_HTTP="--http-addr 127.0.0.1:$TW_PORT"
   export TICKWIRE_MQTT__LISTEN=127.0.0.1:$TW_MQTT_PORT
-  CMDS[ws-publish]+="    # Tickwire rows: started with TICKWIRE_MQTT__LISTEN=127.0.0.1:$TW_MQTT_PORT; tickwire-grpc also with TICKWIRE_GRPC__LISTEN=127.0.0.1:$TW_GRPC_PORT"$'\n'
+  CMDS[ws-publish]+="    # Tickwire rows: started with TICKWIRE_MQTT__LISTEN=127.0.0.1:$TW_MQTT_PORT; tickwire-grpc also with TICKWIRE_GRPC__LISTEN=127.0.0.1:$TW_GRPC_PORT, tickwire-mqtt-qos1-rm1024 with TICKWIRE_MQTT__RECEIVE_MAXIMUM=1024"$'\n'
   CMDS[ws-publish]+="    # jetstream row: \`nats-server -a 127.0.0.1 -p $NATS_PORT -js -sd DIR\` ($NATS_CUR_V); generator-* rows: against \`tickwire-bench sink --listen 127.0.0.1:$SINK_PORT --protocol ws|mqtt\`"$'\n'
   # Rows take turns (A B C ..., A B C ...), every run on a fresh server (run_fresh): this shared
   # host's speed moved the WebSocket row from 540 K to 400 K acked/s within ten minutes, so a
@@ -423,6 +424,10 @@ if want ws-publish; then
     run_fresh "$i" start_tickwire ws-publish tickwire-ws tickwire-ws $TW_PORT $WSP_MAX --window 1000 $COMMON
     run_fresh "$i" start_tickwire ws-publish tickwire-mqtt-qos0 mqtt $TW_MQTT_PORT $TW_HTTP $WSP_MAX --qos 0 $COMMON
     run_fresh "$i" start_tickwire ws-publish tickwire-mqtt-qos1 mqtt $TW_MQTT_PORT $TW_HTTP $WSP_MAX --qos 1 --window 64 $COMMON
+    # QoS 1 bounded by its window, not by the server: the same row with the Receive Maximum
+    # raised by configuration (`[mqtt] receive_maximum = 1024`; the default 64 bounds what one
+    # client may have in flight) and 1,000 in flight, the WebSocket and gRPC rows' window.
+    run_fresh "$i" start_tickwire_rm1024 ws-publish tickwire-mqtt-qos1-rm1024 mqtt $TW_MQTT_PORT $TW_HTTP $WSP_MAX --qos 1 --window 1000 $COMMON
     # One gRPC PublishStream call on the gRPC listener, answered in order; --http-addr for the
     # server's own published count, as the MQTT rows.
     run_fresh "$i" start_tickwire_grpc ws-publish tickwire-grpc tickwire-grpc $TW_GRPC_PORT $TW_HTTP $WSP_MAX --window 1000 $COMMON
