@@ -36,9 +36,8 @@ use crate::{
     error::{BenchError, Result},
     msg::{now_micros, quote},
     proto::{channel, CLIENT_CREDENTIAL, PUBLISHER_CREDENTIAL},
-    publish::{AckStats, DRAIN_ACKS},
+    publish::{pacer, AckStats, MeasuredCpu, DRAIN_ACKS},
     scenario::{first_seq, Phase, PubOutcome},
-    stats::{histogram, thread_cpu_s},
     RunArgs, Target,
 };
 
@@ -231,39 +230,17 @@ pub(crate) async fn stream_publisher(
     let mut next_id = 1u64;
     let mut inflight: VecDeque<(u64, u64)> = VecDeque::with_capacity(window);
     let mut payload = Vec::with_capacity(a.size + 64);
-    let mut st = AckStats {
-        sent: 0,
-        acked: 0,
-        acked_over_s: None,
-        hist: histogram(),
-        errors: 0,
-        cpu_s: None,
-    };
-    let mut was_measuring = false;
-    let mut cpu0 = None;
+    let mut st = AckStats::new();
+    let mut cpu = MeasuredCpu::default();
     let mut first_error: Option<String> = None;
-    // As in the WebSocket publisher: paces a fixed rate, and sees the window open and close
-    // when no answer comes.
-    let mut tick = tokio::time::interval(if a.rate > 0 {
-        Duration::from_micros(500)
-    } else {
-        Duration::from_millis(5)
-    });
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = pacer(a.rate);
     let start = Instant::now();
     let mut drain_until: Option<Instant> = None;
     'turns: loop {
         let elapsed = start.elapsed();
         let publishing = elapsed < total && seq < a.max_messages;
         let measuring = phase.measuring.load(Ordering::Relaxed);
-        if measuring != was_measuring {
-            if measuring {
-                cpu0 = thread_cpu_s();
-            } else {
-                st.cpu_s = thread_cpu_s().zip(cpu0).map(|(b, a)| b - a);
-            }
-            was_measuring = measuring;
-        }
+        cpu.turn(measuring, &mut st.cpu_s);
         if !publishing {
             // Ends the request stream: the server answers what it has read, then ends the call.
             tx = None;
@@ -353,9 +330,7 @@ pub(crate) async fn stream_publisher(
             .await;
         }
     }
-    if was_measuring {
-        st.cpu_s = thread_cpu_s().zip(cpu0).map(|(b, a)| b - a);
-    }
+    cpu.end(&mut st.cpu_s);
     if let Some(e) = first_error {
         eprintln!(
             "tickwire bench: {} of the publishes were refused; the first error: {e}",

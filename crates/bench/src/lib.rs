@@ -422,11 +422,10 @@ pub async fn run(args: RunArgs) -> Result<RunResult, BenchError> {
     Ok(r)
 }
 
+/// The run arguments of a command line (without the program name), for the crate's tests.
 #[cfg(test)]
-mod tests {
+pub(crate) fn test_args(line: &str) -> RunArgs {
     use clap::Parser;
-
-    use super::*;
 
     #[derive(Parser)]
     struct Cli {
@@ -434,12 +433,18 @@ mod tests {
         run: RunArgs,
     }
 
-    /// The run arguments of a command line (without the program name).
+    match Cli::try_parse_from(std::iter::once("run").chain(line.split_whitespace())) {
+        Ok(c) => c.run,
+        Err(e) => panic!("{line}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
     fn args(line: &str) -> RunArgs {
-        match Cli::try_parse_from(std::iter::once("run").chain(line.split_whitespace())) {
-            Ok(c) => c.run,
-            Err(e) => panic!("{line}: {e}"),
-        }
+        test_args(line)
     }
 
     fn refused(line: &str) -> String {

@@ -54,6 +54,67 @@ pub struct AckStats {
     pub cpu_s: Option<f64>,
 }
 
+impl AckStats {
+    /// Nothing counted yet.
+    pub(crate) fn new() -> AckStats {
+        AckStats {
+            sent: 0,
+            acked: 0,
+            acked_over_s: None,
+            hist: histogram(),
+            errors: 0,
+            cpu_s: None,
+        }
+    }
+}
+
+/// The publishing thread's CPU over the measured window (`AckStats::cpu_s`): started when the
+/// phase starts measuring, taken when it stops or the publisher ends first.
+#[derive(Default)]
+pub(crate) struct MeasuredCpu {
+    on: bool,
+    start: Option<f64>,
+}
+
+impl MeasuredCpu {
+    /// Called every turn with the phase's state; true when the window opened or closed.
+    pub(crate) fn turn(&mut self, measuring: bool, cpu_s: &mut Option<f64>) -> bool {
+        if measuring == self.on {
+            return false;
+        }
+        if measuring {
+            self.start = thread_cpu_s();
+        } else {
+            self.take(cpu_s);
+        }
+        self.on = measuring;
+        true
+    }
+
+    /// Called when the publisher ends, in case the window was still open.
+    pub(crate) fn end(&self, cpu_s: &mut Option<f64>) {
+        if self.on {
+            self.take(cpu_s);
+        }
+    }
+
+    fn take(&self, cpu_s: &mut Option<f64>) {
+        *cpu_s = thread_cpu_s().zip(self.start).map(|(b, a)| b - a);
+    }
+}
+
+/// Wakes a publisher's loop to pace a fixed rate (about 10 messages per tick at 20,000/s) and
+/// to see its window open and close when no answer comes.
+pub(crate) fn pacer(rate: u64) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(if rate > 0 {
+        Duration::from_micros(500)
+    } else {
+        Duration::from_millis(5)
+    });
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Wire {
     Ws,
@@ -130,47 +191,24 @@ async fn command_publisher(a: &RunArgs, phase: &Phase, total: Duration) -> Resul
     let mut last = vec![0u64; nsym as usize];
     let mut seq = 0u64;
     let mut next_id = 0u64;
-    let mut st = AckStats {
-        sent: 0,
-        acked: 0,
-        acked_over_s: None,
-        hist: histogram(),
-        errors: 0,
-        cpu_s: None,
-    };
+    let mut st = AckStats::new();
     // QoS 0: messages written before each PINGREQ not answered yet, and the answered ones.
     let mut barriers: VecDeque<u64> = VecDeque::new();
     let mut answered: Vec<(u64, Instant)> = Vec::new();
-    let mut was_measuring = false;
-    let mut cpu0 = None;
+    let mut cpu = MeasuredCpu::default();
     let mut first_error: Option<String> = None;
     let f_id = Finder::new(br#""id":"#);
     let f_ok = Finder::new(br#""ok":true"#);
-    // Wakes the loop to pace a fixed rate (about 10 messages per tick at 20,000/s) and to see
-    // the window open and close when no socket event comes.
-    let mut tick = tokio::time::interval(if a.rate > 0 {
-        Duration::from_micros(500)
-    } else {
-        Duration::from_millis(5)
-    });
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = pacer(a.rate);
     let start = Instant::now();
     let mut drain_until: Option<Instant> = None;
     loop {
         let elapsed = start.elapsed();
         let publishing = elapsed < total && seq < a.max_messages;
         let measuring = phase.measuring.load(Ordering::Relaxed);
-        if measuring != was_measuring {
-            if measuring {
-                cpu0 = thread_cpu_s();
-            } else {
-                st.cpu_s = thread_cpu_s().zip(cpu0).map(|(b, a)| b - a);
-            }
-            if wire == Wire::MqttQos0 {
-                out.extend_from_slice(&[0xc0, 0x00]);
-                barriers.push_back(seq);
-            }
-            was_measuring = measuring;
+        if cpu.turn(measuring, &mut st.cpu_s) && wire == Wire::MqttQos0 {
+            out.extend_from_slice(&[0xc0, 0x00]);
+            barriers.push_back(seq);
         }
         if !publishing {
             let until = match drain_until {
@@ -346,9 +384,7 @@ async fn command_publisher(a: &RunArgs, phase: &Phase, total: Duration) -> Resul
             }
         }
     }
-    if was_measuring {
-        st.cpu_s = thread_cpu_s().zip(cpu0).map(|(b, a)| b - a);
-    }
+    cpu.end(&mut st.cpu_s);
     if let Some(e) = first_error {
         eprintln!(
             "tickwire bench: {} of the publishes were refused; the first answer: {e}",

@@ -257,21 +257,10 @@ pub fn markdown(title: &str, files: &[PathBuf]) -> Result<String, BenchError> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        run: RunArgs,
-    }
-
     fn key(line: &str) -> String {
-        match Cli::try_parse_from(std::iter::once("run").chain(line.split_whitespace())) {
-            Ok(c) => params_key(&c.run),
-            Err(e) => panic!("{line}: {e}"),
-        }
+        params_key(&crate::test_args(line))
     }
 
     #[test]

@@ -17,8 +17,8 @@ use crate::{
     error::Result,
     msg::{now_micros, quote, Fields},
     proto::{http_get, Conn, Publisher},
-    publish::{publisher, AckStats},
-    stats::{histogram, thread_cpu_s, Latency, Sampler},
+    publish::{publisher, AckStats, MeasuredCpu},
+    stats::{histogram, Latency, Sampler},
     BenchError, RunArgs, RunResult, Scenario, Target,
 };
 
@@ -818,14 +818,7 @@ async fn js_publisher(
     let mut c = Conn::connect(Target::JetStream, a.addr, None).await?;
     c.send(format!("SUB _INBOX.p{p}.* 1\r\n").as_bytes())
         .await?;
-    let mut st = AckStats {
-        sent: 0,
-        acked: 0,
-        acked_over_s: None,
-        hist: histogram(),
-        errors: 0,
-        cpu_s: None,
-    };
+    let mut st = AckStats::new();
     let nsym = a.symbols.max(1);
     let mut last = vec![0u64; nsym];
     let mut inflight: VecDeque<u64> = VecDeque::with_capacity(a.window);
@@ -835,19 +828,11 @@ async fn js_publisher(
     let mut seq = (p as u64 + 1) << 40;
     let mut sent = 0u64;
     let window = a.window.max(1);
-    let mut was_measuring = false;
-    let mut cpu0 = None;
+    let mut cpu = MeasuredCpu::default();
     loop {
         let publishing = start.elapsed() < total && sent < a.max_messages;
         let measuring = phase.measuring.load(Ordering::Relaxed);
-        if measuring != was_measuring {
-            if measuring {
-                cpu0 = thread_cpu_s();
-            } else {
-                st.cpu_s = thread_cpu_s().zip(cpu0).map(|(b, a)| b - a);
-            }
-            was_measuring = measuring;
-        }
+        cpu.turn(measuring, &mut st.cpu_s);
         if !publishing && inflight.is_empty() {
             break;
         }
@@ -913,9 +898,7 @@ async fn js_publisher(
         }
         acked.fetch_add(got, Ordering::AcqRel);
     }
-    if was_measuring {
-        st.cpu_s = thread_cpu_s().zip(cpu0).map(|(b, a)| b - a);
-    }
+    cpu.end(&mut st.cpu_s);
     Ok((st, last))
 }
 
