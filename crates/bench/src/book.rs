@@ -34,9 +34,10 @@ use serde::Deserialize;
 use tokio::task::JoinSet;
 
 use crate::{
+    batch::Publisher,
     error::Result,
     msg::{now_micros, push_u64, symbol},
-    proto::{http_get, ws_frame, Conn, Publisher},
+    proto::{http_get, ws_frame, Conn},
     scenario::Schedule,
     stats::{histogram, Latency, Sampler},
     BenchError, RunArgs, RunResult, SubEncoding, Target,

@@ -8,10 +8,12 @@
 //! `tickwire-grpc` Tickwire's gRPC `PublishStream` (ws-publish only). `--label` names the
 //! product.
 
+mod batch;
 mod book;
 mod chat;
 mod error;
 mod grpc;
+mod jetstream;
 mod msg;
 mod proto;
 mod publish;

@@ -8,7 +8,7 @@
 //! - MQTT QoS 1: PUBLISH with a packet id, matched by its PUBACK.
 //! - gRPC (grpc.rs): one `PublishStream` call, one `PublishRequest` of one item per message,
 //!   answered in the order sent with its id echoed.
-//! - JetStream (scenario.rs, the ingest scenario's publisher): one PUB per message with its own
+//! - JetStream (jetstream.rs, the ingest scenario's publisher): one PUB per message with its own
 //!   reply inbox, the stream's acks coming back in publish order.
 //! - MQTT QoS 0 has no acknowledgement. What the server accepted is read through barriers: a
 //!   broker handles one connection's packets in order, so the PINGRESP to a PINGREQ sent after
@@ -141,7 +141,7 @@ enum Event {
 pub(crate) async fn publisher(a: &RunArgs, phase: &Phase, total: Duration) -> Result<PubOutcome> {
     match a.target {
         Target::TickwireGrpc => crate::grpc::stream_publisher(a, phase, total).await,
-        Target::JetStream => crate::scenario::js_ws_publisher(a, phase, total).await,
+        Target::JetStream => crate::jetstream::js_ws_publisher(a, phase, total).await,
         _ => command_publisher(a, phase, total).await,
     }
 }

@@ -1,0 +1,152 @@
+//! The publisher of the ingest, fan-out and book scenarios: one connection sending quotes in
+//! batches, as HTTP/1.1 `POST /api/publish` requests for Tickwire (JSON or binary bodies), PUB
+//! lines for NATS and PUBLISH QoS 0 packets for MQTT. The wire pieces are in proto.rs.
+
+use std::net::SocketAddr;
+
+use crate::{
+    error::Result,
+    proto::{authorization, http_response, mqtt_publish, Conn, PUBLISHER_CREDENTIAL},
+    BenchError, Target,
+};
+
+/// A publishing connection: HTTP/1.1 batches for Tickwire, PUB for NATS, PUBLISH QoS 0 for MQTT.
+pub struct Publisher {
+    conn: Conn,
+    target: Target,
+    addr: SocketAddr,
+    out: Vec<u8>,
+    body: Vec<u8>,
+    count: usize,
+    binary: bool,
+    /// The channel name being built for the next binary item (reused, no per-message String).
+    name: Vec<u8>,
+    /// Tickwire: the namespace each symbol's channel is in (`quotes.`; the book scenario
+    /// publishes to `depth.`).
+    prefix: &'static [u8],
+}
+
+impl Publisher {
+    pub async fn connect(
+        target: Target,
+        addr: SocketAddr,
+        encoding: crate::Encoding,
+    ) -> Result<Publisher> {
+        let conn = match target {
+            // Tickwire's publish API is HTTP: a plain keep-alive TCP connection.
+            Target::TickwireWs => Conn::http(addr).await?,
+            _ => Conn::connect(target, addr, None).await?,
+        };
+        Ok(Publisher {
+            conn,
+            target,
+            addr,
+            out: Vec::with_capacity(1 << 20),
+            body: Vec::with_capacity(1 << 20),
+            count: 0,
+            binary: encoding == crate::Encoding::Binary,
+            name: Vec::with_capacity(32),
+            prefix: b"quotes.",
+        })
+    }
+
+    /// Publishes to `<prefix><symbol>` instead of `quotes.<symbol>` (Tickwire only: the peers'
+    /// subjects and topics stay `quotes`).
+    pub fn with_prefix(mut self, prefix: &'static str) -> Publisher {
+        self.prefix = prefix.as_bytes();
+        self
+    }
+
+    /// Adds one message to the pending batch.
+    pub fn add(&mut self, sym: usize, payload: &[u8]) {
+        match self.target {
+            Target::TickwireWs if self.binary => {
+                // The server's own codec (docs/protocol.md, "Binary publish batch").
+                if self.count == 0 {
+                    self.body.extend_from_slice(tickwire_wire::BATCH_MAGIC);
+                }
+                self.name.clear();
+                self.name.extend_from_slice(self.prefix);
+                crate::msg::push_symbol(&mut self.name, sym);
+                let item = tickwire_wire::BatchItem {
+                    // ASCII by construction.
+                    channel: std::str::from_utf8(&self.name).unwrap_or(""),
+                    msg_id: None,
+                    data: payload,
+                };
+                // Short names and ~100-byte quotes always fit their length prefixes.
+                let _ = tickwire_wire::encode_item(&mut self.body, &item);
+            }
+            Target::TickwireWs => {
+                self.body.push(if self.count == 0 { b'[' } else { b',' });
+                self.body.extend_from_slice(br#"{"channel":""#);
+                self.body.extend_from_slice(self.prefix);
+                crate::msg::push_symbol(&mut self.body, sym);
+                self.body.extend_from_slice(br#"","data":"#);
+                self.body.extend_from_slice(payload);
+                self.body.push(b'}');
+            }
+            Target::Nats | Target::JetStream => {
+                self.out.extend_from_slice(b"PUB quotes.");
+                crate::msg::push_symbol(&mut self.out, sym);
+                self.out.push(b' ');
+                crate::msg::push_u64(&mut self.out, payload.len() as u64);
+                self.out.extend_from_slice(b"\r\n");
+                self.out.extend_from_slice(payload);
+                self.out.extend_from_slice(b"\r\n");
+            }
+            Target::Mqtt => mqtt_publish(&mut self.out, sym, None, payload),
+            // Never reached: `Publisher::connect` goes through `Conn::connect`, which refuses it.
+            Target::TickwireGrpc => {}
+        }
+        self.count += 1;
+    }
+
+    pub fn pending(&self) -> usize {
+        self.count
+    }
+
+    /// Sends the batch; for Tickwire waits for the HTTP answer (the durable ack).
+    pub async fn flush(&mut self) -> Result<()> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        let count = std::mem::take(&mut self.count);
+        if self.target == Target::TickwireWs {
+            let content_type = if self.binary {
+                tickwire_wire::BATCH_CONTENT_TYPE
+            } else {
+                self.body.push(b']');
+                "application/json"
+            };
+            self.out.clear();
+            self.out.extend_from_slice(
+                format!(
+                    "POST /v1/publish HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{}\r\n",
+                    self.addr,
+                    self.body.len(),
+                    authorization(PUBLISHER_CREDENTIAL)
+                )
+                .as_bytes(),
+            );
+            self.out.extend_from_slice(&self.body);
+            self.body.clear();
+            self.conn.send(&self.out).await?;
+            self.out.clear();
+            let body_len = http_response(&mut self.conn).await?;
+            // The binary answer is "TWA1", a u32 count and ACK_LEN bytes per item: a short one
+            // means the server acknowledged fewer items than were sent.
+            if self.binary && body_len != 8 + tickwire_wire::ACK_LEN * count {
+                return Err(BenchError::proto(
+                    "tickwire http",
+                    format!("binary answer of {body_len} bytes for {count} items"),
+                ));
+            }
+            Ok(())
+        } else {
+            self.conn.send(&self.out).await?;
+            self.out.clear();
+            Ok(())
+        }
+    }
+}

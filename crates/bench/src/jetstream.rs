@@ -1,0 +1,299 @@
+//! The JetStream side of the ingest and ws-publish scenarios: creating the QUOTES stream,
+//! publishing with one acknowledgement per message (async, pipelined up to `--window`) or in
+//! atomic batches, over the NATS text protocol.
+
+use std::{
+    collections::VecDeque,
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+
+use crate::{
+    error::Result,
+    msg::{now_micros, quote},
+    proto::Conn,
+    publish::{AckStats, MeasuredCpu},
+    scenario::{Phase, PubOutcome},
+    stats::histogram,
+    BenchError, RunArgs, Target,
+};
+
+pub(crate) async fn js_create_stream(a: &RunArgs) -> Result<()> {
+    let mut c = Conn::connect(Target::Nats, a.addr, None).await?;
+    let cfg = format!(
+        r#"{{"name":"QUOTES","subjects":["quotes.>"],"storage":"file","retention":"limits","discard":"old","num_replicas":{}{}}}"#,
+        a.js_replicas.max(1),
+        if a.js_atomic_batch > 0 {
+            r#","allow_atomic":true"#
+        } else {
+            ""
+        }
+    );
+    let cfg = cfg.as_bytes();
+    let mut out = Vec::new();
+    out.extend_from_slice(b"SUB _INBOX.setup.* 1\r\n");
+    out.extend_from_slice(b"PUB $JS.API.STREAM.DELETE.QUOTES _INBOX.setup.1 0\r\n\r\n");
+    out.extend_from_slice(
+        format!(
+            "PUB $JS.API.STREAM.CREATE.QUOTES _INBOX.setup.2 {}\r\n",
+            cfg.len()
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(cfg);
+    out.extend_from_slice(b"\r\n");
+    c.send(&out).await?;
+    let mut replies = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while replies.len() < 2 {
+        if Instant::now() > deadline {
+            return Err(BenchError::Timeout("JetStream stream create".into()));
+        }
+        let read = c.read_some(usize::MAX, |m: &[u8]| {
+            replies.push(String::from_utf8_lossy(m).into_owned())
+        });
+        if let Ok(r) = tokio::time::timeout(Duration::from_secs(1), read).await {
+            r?;
+        }
+    }
+    // The two replies may come in either order (a full-mode run got the delete's "stream not
+    // found" second and took it for the create's answer): each says which request it answers.
+    let create = replies
+        .iter()
+        .find(|r| r.contains("stream_create_response"))
+        .ok_or_else(|| {
+            BenchError::proto("jetstream", format!("no stream create reply: {replies:?}"))
+        })?;
+    if create.contains("\"error\"") {
+        return Err(BenchError::proto(
+            "jetstream",
+            format!("stream create: {create}"),
+        ));
+    }
+    Ok(())
+}
+
+/// ws-publish on JetStream: the ingest scenario's async publisher, ONE connection (publisher
+/// 0), one PUB per message with its own reply inbox, up to `--window` acks outstanding. What it
+/// counted while measuring is the row's acks, as for the Tickwire publishers.
+pub(crate) async fn js_ws_publisher(
+    a: &RunArgs,
+    phase: &Phase,
+    total: Duration,
+) -> Result<PubOutcome> {
+    // The ingest scenario's running count of acks; ws-publish counts in the AckStats instead.
+    let acked = AtomicU64::new(0);
+    let (st, last) = js_publisher(a, 0, phase, &acked, total).await?;
+    Ok(PubOutcome {
+        published: st.sent,
+        last,
+        acks: Some(st),
+    })
+}
+
+/// JetStream async publishing on one connection: each message is its own PUB with its own
+/// reply inbox (`_INBOX.p<P>.<seq>`), whose ack the stream sends there. Up to `--window` acks
+/// outstanding; each turn writes at most `--batch` PUBs (in one write) to top the window up,
+/// then reads whatever acks have come. `--batch` is messages per write, not per publish: with
+/// `--batch 1` only one PUB would go out per read, and with acks arriving one per read that is
+/// one message in flight, synchronous publishing.
+///
+/// Returns the acks seen while the phase was measuring (sent, acked, latency, CPU of this
+/// thread: meaningful when it runs on a thread of its own, as in ws-publish), errors over the
+/// whole run, and the last sequence number published per symbol. `acked` counts every ack as
+/// it comes (ingest reads it around its window).
+pub(crate) async fn js_publisher(
+    a: &RunArgs,
+    p: usize,
+    phase: &Phase,
+    acked: &AtomicU64,
+    total: Duration,
+) -> Result<(AckStats, Vec<u64>)> {
+    let mut c = Conn::connect(Target::JetStream, a.addr, None).await?;
+    c.send(format!("SUB _INBOX.p{p}.* 1\r\n").as_bytes())
+        .await?;
+    let mut st = AckStats::new();
+    let nsym = a.symbols.max(1);
+    let mut last = vec![0u64; nsym];
+    let mut inflight: VecDeque<u64> = VecDeque::with_capacity(a.window);
+    let mut out = Vec::with_capacity(1 << 20);
+    let mut payload = Vec::with_capacity(a.size + 64);
+    let start = Instant::now();
+    let mut seq = (p as u64 + 1) << 40;
+    let mut sent = 0u64;
+    let window = a.window.max(1);
+    let mut cpu = MeasuredCpu::default();
+    loop {
+        let publishing = start.elapsed() < total && sent < a.max_messages;
+        let measuring = phase.measuring.load(Ordering::Relaxed);
+        cpu.turn(measuring, &mut st.cpu_s);
+        if !publishing && inflight.is_empty() {
+            break;
+        }
+        if publishing && inflight.len() < window {
+            let n = (window - inflight.len()).min(a.batch.max(1));
+            let t = now_micros();
+            out.clear();
+            for _ in 0..n {
+                let sym = (seq % nsym as u64) as usize;
+                payload.clear();
+                quote(&mut payload, t, seq, sym, a.size);
+                // `PUB quotes.S0042 _INBOX.p0.<seq> <len>`, built without core::fmt: the
+                // generator shares the cores with the server it measures.
+                out.extend_from_slice(b"PUB quotes.");
+                crate::msg::push_symbol(&mut out, sym);
+                out.extend_from_slice(b" _INBOX.p");
+                crate::msg::push_u64(&mut out, p as u64);
+                out.push(b'.');
+                crate::msg::push_u64(&mut out, seq);
+                out.push(b' ');
+                crate::msg::push_u64(&mut out, payload.len() as u64);
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(&payload);
+                out.extend_from_slice(b"\r\n");
+                inflight.push_back(t);
+                last[sym] = seq;
+                seq += 1;
+            }
+            sent += n as u64;
+            if measuring {
+                st.sent += n as u64;
+            }
+            c.send(&out).await?;
+        }
+        let mut got = 0u64;
+        let read = c.read_some(usize::MAX, |m: &[u8]| {
+            // Acks come back in publish order on one connection.
+            let t = inflight.pop_front().unwrap_or(0);
+            if memchr::memmem::find(m, b"\"error\"").is_some() {
+                st.errors += 1;
+                return;
+            }
+            got += 1;
+            if measuring {
+                st.acked += 1;
+                let _ = st.hist.record(now_micros().saturating_sub(t).max(1));
+            }
+        });
+        match tokio::time::timeout(Duration::from_secs(5), read).await {
+            Ok(r) => {
+                if !r? {
+                    break;
+                }
+            }
+            // Publishing is over and the last acks never came (seen once in a quick run on a
+            // busy host): they are counted as errors, which the row reports, instead of
+            // throwing away what the run measured. A stall while publishing still fails it.
+            Err(_) if !publishing => {
+                st.errors += inflight.len() as u64;
+                break;
+            }
+            Err(_) => return Err(BenchError::Timeout("JetStream acks".into())),
+        }
+        acked.fetch_add(got, Ordering::AcqRel);
+    }
+    cpu.end(&mut st.cpu_s);
+    Ok((st, last))
+}
+
+/// The most messages nats-server accepts in one atomic batch.
+const JS_MAX_ATOMIC_BATCH: usize = 1000;
+
+/// JetStream's like-for-like row with Tickwire's batched HTTP publish: atomic batches (every
+/// message of a batch stored, or none), one acknowledgement for each, the way a Tickwire batch
+/// request gets one reply. Each message carries `Nats-Batch-Id` and `Nats-Batch-Sequence`; the
+/// last one also `Nats-Batch-Commit: 1` and the reply subject the acknowledgement comes to.
+pub(crate) async fn js_atomic_publisher(
+    a: &RunArgs,
+    p: usize,
+    phase: &Phase,
+    acked: &AtomicU64,
+    total: Duration,
+) -> Result<(Histogram<u64>, u64)> {
+    let n = a.js_atomic_batch.clamp(1, JS_MAX_ATOMIC_BATCH);
+    let mut c = Conn::connect(Target::JetStream, a.addr, None).await?;
+    c.send(format!("SUB _INBOX.b{p}.* 1\r\n").as_bytes())
+        .await?;
+    let mut hist = histogram();
+    let mut errors = 0u64;
+    // (stamp, messages) per batch in flight; acks come back in commit order.
+    let mut inflight: VecDeque<(u64, u64)> = VecDeque::new();
+    let window = (a.window / n).max(1);
+    let mut out = Vec::with_capacity(n * (a.size + 160));
+    let mut payload = Vec::with_capacity(a.size + 64);
+    let start = Instant::now();
+    let mut seq = (p as u64 + 1) << 40;
+    let mut batch_no = 0u64;
+    let mut sent = 0u64;
+    loop {
+        let publishing = start.elapsed() < total && sent < a.max_messages;
+        if !publishing && inflight.is_empty() {
+            break;
+        }
+        if publishing && inflight.len() < window {
+            let t = now_micros();
+            out.clear();
+            batch_no += 1;
+            for i in 1..=n {
+                let sym = (seq % a.symbols as u64) as usize;
+                payload.clear();
+                quote(&mut payload, t, seq, sym, a.size);
+                let commit = if i == n {
+                    "Nats-Batch-Commit: 1\r\n"
+                } else {
+                    ""
+                };
+                let headers = format!(
+                    "NATS/1.0\r\nNats-Batch-Id: p{p}-{batch_no}\r\nNats-Batch-Sequence: {i}\r\n{commit}\r\n"
+                );
+                let reply = if i == n {
+                    format!(" _INBOX.b{p}.{batch_no}")
+                } else {
+                    String::new()
+                };
+                out.extend_from_slice(
+                    format!(
+                        "HPUB quotes.{}{reply} {} {}\r\n",
+                        crate::msg::symbol(sym),
+                        headers.len(),
+                        headers.len() + payload.len()
+                    )
+                    .as_bytes(),
+                );
+                out.extend_from_slice(headers.as_bytes());
+                out.extend_from_slice(&payload);
+                out.extend_from_slice(b"\r\n");
+                seq += 1;
+            }
+            inflight.push_back((t, n as u64));
+            sent += n as u64;
+            c.send(&out).await?;
+        }
+        let measuring = phase.measuring.load(Ordering::Relaxed);
+        let mut got = 0u64;
+        let read = c.read_some(usize::MAX, |m: &[u8]| {
+            let (t, k) = inflight.pop_front().unwrap_or((0, 0));
+            // A refused batch stores nothing: an error reply, or a status header (HMSG).
+            if memchr::memmem::find(m, b"\"error\"").is_some() || m.starts_with(b"NATS/1.0 ") {
+                errors += 1;
+                return;
+            }
+            got += k;
+            if measuring {
+                let _ = hist.record_n(now_micros().saturating_sub(t).max(1), k);
+            }
+        });
+        match tokio::time::timeout(Duration::from_secs(5), read).await {
+            Ok(r) => {
+                if !r? {
+                    break;
+                }
+            }
+            Err(_) => return Err(BenchError::Timeout("JetStream batch acks".into())),
+        }
+        acked.fetch_add(got, Ordering::AcqRel);
+    }
+    Ok((hist, errors))
+}
