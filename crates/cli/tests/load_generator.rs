@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod nats_cluster;
 
 use std::process::Command;
 
@@ -303,10 +304,8 @@ struct Nats {
 
 impl Nats {
     fn start(store: &std::path::Path) -> Nats {
-        let bin = std::env::var_os("TICKWIRE_NATS_SERVER")
-            .expect("TICKWIRE_NATS_SERVER is not set: run scripts/test-cluster.sh");
         let (port, mport) = (common::free_port(), common::free_port());
-        let child = Command::new(bin)
+        let child = Command::new(nats_cluster::nats_bin())
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(store)
             .args(["-m", &mport.to_string()])
