@@ -115,26 +115,117 @@ pub struct CommandError {
     pub message: String,
 }
 
+/// One field of a command, read without building a `serde_json::Value`: strings stay borrowed
+/// from the frame where they carry no escapes, and arrays and objects (never valid for the
+/// fields that use this) are skipped rather than built. Every publish reads its channel
+/// through here, so an allocation saved is one saved per message.
+#[derive(Debug)]
+enum Field<'a> {
+    Null,
+    Bool(bool),
+    /// A non-negative integer that fits in u64.
+    Uint(u64),
+    /// Any other number (negative, fractional, too large).
+    OtherNumber,
+    Str(std::borrow::Cow<'a, str>),
+    /// An array or an object.
+    Nested,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Field<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Field<'a>, E> {
+                Ok(Field::Null)
+            }
+            fn visit_none<E>(self) -> Result<Field<'a>, E> {
+                Ok(Field::Null)
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Field<'a>, E> {
+                Ok(Field::Bool(b))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Field<'a>, E> {
+                Ok(Field::Uint(n))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Field<'a>, E> {
+                Ok(u64::try_from(n).map_or(Field::OtherNumber, Field::Uint))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Field<'a>, E> {
+                Ok(Field::OtherNumber)
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Field<'a>, E> {
+                Ok(Field::Str(std::borrow::Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Field<'a>, E> {
+                Ok(Field::Str(std::borrow::Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Field<'a>, E> {
+                Ok(Field::Str(std::borrow::Cow::Owned(s)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Field<'a>, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Field::Nested)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Field<'a>, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Field::Nested)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
 #[derive(Deserialize)]
 struct RawCommand<'a> {
-    id: Option<serde_json::Value>,
+    #[serde(borrow)]
+    id: Option<Field<'a>>,
     op: Option<&'a str>,
-    channel: Option<serde_json::Value>,
-    from: Option<serde_json::Value>,
-    epoch: Option<serde_json::Value>,
-    last: Option<serde_json::Value>,
-    since: Option<serde_json::Value>,
-    msg_id: Option<serde_json::Value>,
-    token: Option<serde_json::Value>,
-    offset: Option<serde_json::Value>,
-    q: Option<serde_json::Value>,
-    from_user: Option<serde_json::Value>,
-    until: Option<serde_json::Value>,
-    limit: Option<serde_json::Value>,
-    skip: Option<serde_json::Value>,
-    order: Option<serde_json::Value>,
-    presence: Option<serde_json::Value>,
-    depth: Option<serde_json::Value>,
+    #[serde(borrow)]
+    channel: Option<Field<'a>>,
+    #[serde(borrow)]
+    from: Option<Field<'a>>,
+    #[serde(borrow)]
+    epoch: Option<Field<'a>>,
+    #[serde(borrow)]
+    last: Option<Field<'a>>,
+    #[serde(borrow)]
+    since: Option<Field<'a>>,
+    #[serde(borrow)]
+    msg_id: Option<Field<'a>>,
+    #[serde(borrow)]
+    token: Option<Field<'a>>,
+    #[serde(borrow)]
+    offset: Option<Field<'a>>,
+    #[serde(borrow)]
+    q: Option<Field<'a>>,
+    #[serde(borrow)]
+    from_user: Option<Field<'a>>,
+    #[serde(borrow)]
+    until: Option<Field<'a>>,
+    #[serde(borrow)]
+    limit: Option<Field<'a>>,
+    #[serde(borrow)]
+    skip: Option<Field<'a>>,
+    #[serde(borrow)]
+    order: Option<Field<'a>>,
+    #[serde(borrow)]
+    presence: Option<Field<'a>>,
+    #[serde(borrow)]
+    depth: Option<Field<'a>>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
 }
@@ -152,6 +243,18 @@ pub const MAX_MSG_ID_LEN: usize = 128;
 
 /// Parses one text frame into a command.
 pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
+    if frame.len() <= MAX_COMMAND_BYTES {
+        if let Some(c) = crate::fast_publish::fast_publish(frame) {
+            return Ok(c);
+        }
+    }
+    parse_command_general(frame)
+}
+
+/// [`parse_command`] without its fast path for plain publishes: every command, every error.
+/// Public (hidden) so the fuzz target can check the two paths agree.
+#[doc(hidden)]
+pub fn parse_command_general(frame: &[u8]) -> Result<Command, CommandError> {
     if frame.len() > MAX_COMMAND_BYTES {
         // Still name the command in the reply when its id can be read; the transport caps
         // frames (4 MiB), so this scan is bounded.
@@ -180,7 +283,7 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
         )
     })?;
     let id = match raw.id {
-        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(Field::Uint(n)) => Some(n),
         _ => None,
     }
     .ok_or_else(|| {
@@ -200,7 +303,7 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
                 ErrorCode::BadRequest,
                 format!("`channel` is required for `{op}`"),
             )),
-            Some(serde_json::Value::String(s)) => Channel::parse_cached(s)
+            Some(Field::Str(s)) => Channel::parse_cached(s)
                 .map_err(|e: ModelError| err(Some(id), ErrorCode::BadChannel, e.to_string())),
             Some(_) => Err(err(
                 Some(id),
@@ -209,22 +312,16 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
             )),
         }
     };
-    let uint = |v: &Option<serde_json::Value>, name: &str| match v {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
-            err(
-                Some(id),
-                ErrorCode::BadRequest,
-                format!("`{name}` must be a non-negative integer"),
-            )
-        }),
+    let uint = |v: &Option<Field<'_>>, name: &str| match v {
+        None | Some(Field::Null) => Ok(None),
+        Some(Field::Uint(n)) => Ok(Some(*n)),
         Some(_) => Err(err(
             Some(id),
             ErrorCode::BadRequest,
             format!("`{name}` must be a non-negative integer"),
         )),
     };
-    let required_uint = |v: &Option<serde_json::Value>, name: &str| {
+    let required_uint = |v: &Option<Field<'_>>, name: &str| {
         uint(v, name)?.ok_or_else(|| {
             err(
                 Some(id),
@@ -234,9 +331,9 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
         })
     };
     let msg_id = || match &raw.msg_id {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= MAX_MSG_ID_LEN => {
-            Ok(Some(s.clone()))
+        None | Some(Field::Null) => Ok(None),
+        Some(Field::Str(s)) if !s.is_empty() && s.len() <= MAX_MSG_ID_LEN => {
+            Ok(Some(s.to_string()))
         }
         Some(_) => Err(err(
             Some(id),
@@ -247,14 +344,8 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
     let op = match op {
         "subscribe" => {
             let from = match &raw.from {
-                None | Some(serde_json::Value::Null) => None,
-                Some(serde_json::Value::Number(n)) => Some(n.as_u64().ok_or_else(|| {
-                    err(
-                        Some(id),
-                        ErrorCode::BadRequest,
-                        "`from` must be a non-negative integer offset",
-                    )
-                })?),
+                None | Some(Field::Null) => None,
+                Some(Field::Uint(n)) => Some(*n),
                 Some(_) => {
                     return Err(err(
                         Some(id),
@@ -264,8 +355,8 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
                 }
             };
             let epoch = match &raw.epoch {
-                None | Some(serde_json::Value::Null) => None,
-                Some(serde_json::Value::String(e)) => Some(Epoch::parse(e).ok_or_else(|| {
+                None | Some(Field::Null) => None,
+                Some(Field::Str(e)) => Some(Epoch::parse(e).ok_or_else(|| {
                     err(
                         Some(id),
                         ErrorCode::BadRequest,
@@ -295,8 +386,8 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
                 ));
             }
             let presence = match &raw.presence {
-                None | Some(serde_json::Value::Null) => false,
-                Some(serde_json::Value::Bool(b)) => *b,
+                None | Some(Field::Null) => false,
+                Some(Field::Bool(b)) => *b,
                 Some(_) => {
                     return Err(err(
                         Some(id),
@@ -381,7 +472,7 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
         },
         "search" => {
             let q = match &raw.q {
-                Some(serde_json::Value::String(q)) => q.clone(),
+                Some(Field::Str(q)) => q.to_string(),
                 _ => {
                     return Err(err(
                         Some(id),
@@ -390,9 +481,9 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
                     ))
                 }
             };
-            let string = |v: &Option<serde_json::Value>, name: &str| match v {
-                None | Some(serde_json::Value::Null) => Ok(None),
-                Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            let string = |v: &Option<Field<'_>>, name: &str| match v {
+                None | Some(Field::Null) => Ok(None),
+                Some(Field::Str(s)) => Ok(Some(s.to_string())),
                 Some(_) => Err(err(
                     Some(id),
                     ErrorCode::BadRequest,
@@ -402,7 +493,7 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
             Op::Search(SearchQuery {
                 q,
                 channel: match raw.channel {
-                    None | Some(serde_json::Value::Null) => None,
+                    None | Some(Field::Null) => None,
                     Some(_) => Some(channel()?),
                 },
                 from_user: string(&raw.from_user, "from_user")?,
@@ -416,7 +507,7 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
         "ping" => Op::Ping,
         "connect" | "refresh" => {
             let token = match &raw.token {
-                Some(serde_json::Value::String(t)) if !t.is_empty() => t.clone(),
+                Some(Field::Str(t)) if !t.is_empty() => t.to_string(),
                 _ => {
                     return Err(err(
                         Some(id),

@@ -2,10 +2,12 @@
 //! and pushes out; and the binary publish batch of `POST /v1/publish`. Pure: takes bytes, returns values; the server owns the socket.
 //!
 //! Pushes are encoded by hand into one buffer per publication and shared by every subscriber,
-//! because that is the hot path of fan-out; commands are rare and parsed with serde.
+//! because that is the hot path of fan-out; commands are parsed with serde, except the plain publish a publisher
+//! sends in a loop, which has its own scanner (`fast_publish`).
 
 mod batch;
 mod command;
+mod fast_publish;
 mod frame;
 mod json_batch;
 
@@ -14,8 +16,8 @@ pub use batch::{
     ACKS_CONTENT_TYPE, ACKS_MAGIC, ACK_LEN, BATCH_CONTENT_TYPE, BATCH_MAGIC,
 };
 pub use command::{
-    parse_command, Command, CommandError, Op, SearchQuery, MAX_COMMAND_BYTES, MAX_MSG_ID_LEN,
-    MAX_SEARCH_LIMIT, MAX_SEARCH_SKIP,
+    parse_command, parse_command_general, Command, CommandError, Op, SearchQuery,
+    MAX_COMMAND_BYTES, MAX_MSG_ID_LEN, MAX_SEARCH_LIMIT, MAX_SEARCH_SKIP,
 };
 pub use frame::{
     encode_disconnect, encode_error, encode_ok, encode_publish_ok, encode_push, ErrorCode,

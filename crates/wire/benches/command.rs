@@ -1,0 +1,60 @@
+//! ns per WebSocket command parsed: the plain publish a publisher sends in a loop (the frame
+//! `bench/run.sh`'s ws-publish scenario sends, 100-byte quote), read by `parse_command` (its
+//! fast path) and by the general serde parser it falls back to; and a subscribe, which always
+//! takes the general parser.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use tickwire_wire::{parse_command, parse_command_general};
+
+fn frames() -> Vec<String> {
+    (0..1000)
+        .map(|i| {
+            format!(
+                r#"{{"id":{},"op":"publish","channel":"quotes.S{:04}","data":{{"t":"1733300000000000","s":"{}","bid":"1.08421","ask":"1.08423","pad":"xxxxxxxxxxxxxxxxxxxxxxxx"}}}}"#,
+                100_000 + i,
+                i % 100,
+                5_000_000 + i
+            )
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let frames = frames();
+    let mut g = c.benchmark_group("ws_command");
+    g.throughput(Throughput::Elements(frames.len() as u64));
+    g.bench_function("publish, parse_command (fast path)", |b| {
+        b.iter(|| {
+            for f in &frames {
+                black_box(parse_command(black_box(f.as_bytes())).unwrap());
+            }
+        })
+    });
+    g.bench_function("publish, general parser", |b| {
+        b.iter(|| {
+            for f in &frames {
+                black_box(parse_command_general(black_box(f.as_bytes())).unwrap());
+            }
+        })
+    });
+    let subs: Vec<String> = (0..1000)
+        .map(|i| {
+            format!(
+                r#"{{"id":{i},"op":"subscribe","channel":"quotes.S{:04}"}}"#,
+                i % 100
+            )
+        })
+        .collect();
+    g.bench_function("subscribe, parse_command", |b| {
+        b.iter(|| {
+            for f in &subs {
+                black_box(parse_command(black_box(f.as_bytes())).unwrap());
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
