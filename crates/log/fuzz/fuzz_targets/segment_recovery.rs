@@ -46,8 +46,25 @@ fuzz_target!(|data: &[u8]| {
         ..LogConfig::default()
     };
     // A lone segment is always recoverable (a bad header is a torn segment creation and is
-    // recreated; a bad tail is truncated): failing to open it is a finding.
-    let mut log = Log::open(dir.path(), cfg.clone()).expect("recovery opens any single segment");
+    // recreated; a bad tail is truncated): failing to open it is a finding. The one exception
+    // is on purpose: the segment magic with another format version is a newer build's data,
+    // which recovery must refuse rather than "repair" (a torn header write of this build can
+    // only leave a prefix of version 1).
+    let other_version = bytes.len() >= 8
+        && bytes[0..4] == *b"TWLG"
+        && bytes[4..8] != 1u32.to_le_bytes();
+    let opened = Log::open(dir.path(), cfg.clone());
+    if other_version {
+        match opened {
+            Err(tickwire_log::Error::Corrupt { reason, .. }) => {
+                assert!(reason.contains("segment format version"), "{reason}");
+                return;
+            }
+            Err(e) => panic!("another format version refused with the wrong error: {e}"),
+            Ok(_) => panic!("a segment of another format version was opened"),
+        }
+    }
+    let mut log = opened.expect("recovery opens any single segment");
     let reader = log.reader();
     let mut next = 0;
     loop {
