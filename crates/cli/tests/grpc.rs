@@ -441,6 +441,55 @@ async fn grpc_publish_subscribe_resume_history_latest_and_errors() {
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
 }
 
+/// One item per request, sent without waiting: the server takes what has arrived together (one
+/// hub hand-off), yet answers each request on its own, in order, a refused one included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_publish_stream_answers_each_pipelined_request_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_srv, url) = start(dir.path(), &[]);
+    let mut c = client(&url).await;
+    let bad = |id: u64| id % 17 == 5;
+    let reqs = (0..200u64).map(move |id| PublishRequest {
+        id,
+        items: vec![if bad(id) {
+            json("no spaces allowed", "{}", "")
+        } else {
+            json("chat.p", &format!("{{\"n\":{id}}}"), "")
+        }],
+    });
+    let mut answers = c
+        .publish_stream(tokio_stream::iter(reqs))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut next_offset = 0;
+    for id in 0..200u64 {
+        let a = tokio::time::timeout(WAIT, answers.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (a.id, a.results.len()),
+            (id, 1),
+            "answers come in the order sent"
+        );
+        match &a.results[0].error {
+            Some(e) => assert!(bad(id) && e.code == "bad_channel", "{a:?}"),
+            None => {
+                assert!(!bad(id), "{a:?}");
+                assert_eq!(a.results[0].offset, next_offset);
+                next_offset += 1;
+            }
+        }
+    }
+    assert!(tokio::time::timeout(WAIT, answers.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_messages_larger_than_max_message_bytes_are_refused() {
     let dir = tempfile::tempdir().unwrap();

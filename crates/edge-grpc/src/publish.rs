@@ -3,14 +3,14 @@
 
 use std::{future::Future, net::IpAddr, pin::Pin, task::Poll};
 
-use futures_util::{stream::FuturesOrdered, StreamExt};
+use futures_util::{stream::FuturesOrdered, FutureExt, StreamExt};
 use tickwire_gateway::{
     close_code,
     proto::{error_of, request_of},
     trace::PublishTiming,
     Connection, ErrorCode, Principal, Refusal,
 };
-use tickwire_hub::CloseReason;
+use tickwire_hub::{Ack, CloseReason};
 use tickwire_proto::v1::{self, PublishResponse, PublishResult};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
@@ -133,26 +133,35 @@ pub(crate) fn stream(
     Ok(ResponseStream { rx })
 }
 
-type Pending = Pin<Box<dyn Future<Output = PublishResponse> + Send>>;
+type Pending = Pin<Box<dyn Future<Output = Vec<PublishResponse>> + Send>>;
 
-/// Checks a batch's items (a refused item gets its error, the others go on), hands the good
-/// ones to the hub now, and returns the answer as a future.
-async fn batch(conn: &Connection, request: v1::PublishRequest) -> Pending {
-    let id = request.id;
+/// Requests already decoded and waiting are taken together, up to this many, so one hub
+/// hand-off carries them all (a client sending one item per request otherwise pays a hub
+/// round trip per message).
+const READ_AHEAD: usize = 256;
+
+/// Checks the items of the requests read in one turn (a refused item gets its error, the
+/// others go on), hands the good ones to the hub at once, and returns their answers, one per
+/// request in order, as a future.
+async fn batch(conn: &Connection, requests: Vec<v1::PublishRequest>) -> Pending {
     let gw = conn.gateway().clone();
-    let mut slots: Vec<Result<usize, v1::Error>> = Vec::with_capacity(request.items.len());
-    let mut checked = Vec::with_capacity(request.items.len());
-    for item in request.items {
-        match request_of(&gw, item).and_then(|r| conn.check(r)) {
-            Ok(c) => {
-                slots.push(Ok(checked.len()));
-                checked.push(c);
-            }
-            Err(r) => {
-                conn.refused();
-                slots.push(Err(error_of(&r)));
+    let mut answers: Vec<(u64, Vec<Result<usize, v1::Error>>)> = Vec::with_capacity(requests.len());
+    let mut checked = Vec::with_capacity(requests.len());
+    for request in requests {
+        let mut slots = Vec::with_capacity(request.items.len());
+        for item in request.items {
+            match request_of(&gw, item).and_then(|r| conn.check(r)) {
+                Ok(c) => {
+                    slots.push(Ok(checked.len()));
+                    checked.push(c);
+                }
+                Err(r) => {
+                    conn.refused();
+                    slots.push(Err(error_of(&r)));
+                }
             }
         }
+        answers.push((request.id, slots));
     }
     let acks = if checked.is_empty() {
         None
@@ -164,33 +173,40 @@ async fn batch(conn: &Connection, request: v1::PublishRequest) -> Pending {
             Some(f) => f.await,
             None => Vec::new(),
         };
-        let results = slots
+        answers
             .into_iter()
-            .map(|s| match s.map(|i| acks.get(i)) {
-                Ok(Some(Ok(a))) => PublishResult {
-                    offset: a.offset,
-                    duplicate: a.duplicate,
-                    error: None,
-                },
-                Ok(Some(Err(r))) => PublishResult {
-                    error: Some(error_of(r)),
-                    ..PublishResult::default()
-                },
-                Ok(None) => PublishResult {
-                    error: Some(v1::Error {
-                        code: ErrorCode::Internal.as_str().into(),
-                        message: "no result from the hub".into(),
-                    }),
-                    ..PublishResult::default()
-                },
-                Err(e) => PublishResult {
-                    error: Some(e),
-                    ..PublishResult::default()
-                },
+            .map(|(id, slots)| PublishResponse {
+                id,
+                results: slots.into_iter().map(|s| result_of(s, &acks)).collect(),
             })
-            .collect();
-        PublishResponse { id, results }
+            .collect()
     })
+}
+
+/// One item's result: its refusal, or what the hub said of it.
+fn result_of(slot: Result<usize, v1::Error>, acks: &[Result<Ack, Refusal>]) -> PublishResult {
+    match slot.map(|i| acks.get(i)) {
+        Ok(Some(Ok(a))) => PublishResult {
+            offset: a.offset,
+            duplicate: a.duplicate,
+            error: None,
+        },
+        Ok(Some(Err(r))) => PublishResult {
+            error: Some(error_of(r)),
+            ..PublishResult::default()
+        },
+        Ok(None) => PublishResult {
+            error: Some(v1::Error {
+                code: ErrorCode::Internal.as_str().into(),
+                message: "no result from the hub".into(),
+            }),
+            ..PublishResult::default()
+        },
+        Err(e) => PublishResult {
+            error: Some(e),
+            ..PublishResult::default()
+        },
+    }
 }
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
@@ -226,8 +242,8 @@ async fn run(
                 .await;
                 return;
             }
-            answer = window.next(), if !window.is_empty() => {
-                if let Some(a) = answer {
+            answers = window.next(), if !window.is_empty() => {
+                for a in answers.into_iter().flatten() {
                     in_flight = in_flight.saturating_sub(a.results.len());
                     let sent = tokio::time::timeout(timeout, tx.send(Ok(a))).await;
                     if !matches!(sent, Ok(Ok(()))) {
@@ -238,7 +254,25 @@ async fn run(
             msg = inbound.message(), if reading && in_flight < MAX_IN_FLIGHT => match msg {
                 Ok(Some(request)) => {
                     in_flight += request.items.len();
-                    window.push_back(batch(&conn, request).await);
+                    let mut requests = vec![request];
+                    // What else has arrived is taken now (`message` is cancel-safe: a
+                    // request not ready stays in the stream for the next turn).
+                    while requests.len() < READ_AHEAD && in_flight < MAX_IN_FLIGHT {
+                        match inbound.message().now_or_never() {
+                            Some(Ok(Some(r))) => {
+                                in_flight += r.items.len();
+                                requests.push(r);
+                            }
+                            // The end of the client's stream, or a broken one: the requests
+                            // read before it are still answered, then the call ends.
+                            Some(Ok(None) | Err(_)) => {
+                                reading = false;
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    window.push_back(batch(&conn, requests).await);
                 }
                 Ok(None) => reading = false,
                 // The client cancelled or sent something undecodable: nobody to answer.

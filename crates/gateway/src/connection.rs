@@ -313,12 +313,22 @@ impl Connection {
 
     /// Validates one publication for this connection's principal, within its rate limits.
     pub fn check(&self, request: PublishRequest) -> Result<Checked, Refusal> {
+        self.check_scanned(request, None)
+    }
+
+    /// [`Connection::check`] with the data's quote/trade fields already read
+    /// ([`Gateway::check_scanned`]).
+    pub fn check_scanned(
+        &self,
+        request: PublishRequest,
+        fields: Option<&SchemaFields<'_>>,
+    ) -> Result<Checked, Refusal> {
         if self.gateway.tracer.get().is_some() && self.first_check.load(Ordering::Relaxed) == 0 {
             self.first_check
                 .store(tickwire_model::clock::now_nanos(), Ordering::Relaxed);
         }
         self.limit_publish(request.channel.namespace(), request.data.len())?;
-        self.gateway.check(&self.principal, request)
+        self.gateway.check_scanned(&self.principal, request, fields)
     }
 
     /// One publication of `bytes` to `namespace` against this connection's publish limits.

@@ -46,7 +46,7 @@ use tickwire_hub::{
     Ack, Channel, Checked, CloseReason, Delivery, Epoch, Hub, HubError, Offset, Pattern,
     PublishRequest, Session, SubscribeInfo,
 };
-use tickwire_model::Permission;
+use tickwire_model::{Permission, SchemaFields};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use auth::{mint_hs256, ApiKeyConfig, AuthConfig, Claims, KeyIdentity, Scope, User};
@@ -518,7 +518,20 @@ impl Gateway {
     pub fn check(
         &self,
         principal: &Principal,
+        request: PublishRequest,
+    ) -> Result<Checked, Refusal> {
+        self.check_scanned(principal, request, None)
+    }
+
+    /// [`Gateway::check`] with the quote/trade fields of `request.data` when a reader already
+    /// found them (`tickwire_model::scan_flat_object` over exactly that text), so the schema
+    /// check does not read the data again. They are dropped when the data is rewritten (a
+    /// user's stream message gets its `from`).
+    pub fn check_scanned(
+        &self,
+        principal: &Principal,
         mut request: PublishRequest,
+        mut fields: Option<&SchemaFields<'_>>,
     ) -> Result<Checked, Refusal> {
         let spec = self.spec(&request.channel)?;
         if !principal.permits(spec.publish, &request.channel, true) {
@@ -531,7 +544,10 @@ impl Gateway {
         }
         if spec.class == tickwire_hub::Class::Stream {
             match principal {
-                Principal::User(u) => request.data = stamp::from_user(&request.data, u)?,
+                Principal::User(u) => {
+                    request.data = stamp::from_user(&request.data, u)?;
+                    fields = None;
+                }
                 Principal::Anonymous => stamp::refuse_forged_from(&request.data)?,
                 Principal::ApiKey(k) if !k.has(Scope::Publish) => {
                     stamp::refuse_reserved(&request.data)?
@@ -539,7 +555,11 @@ impl Gateway {
                 Principal::ApiKey(_) | Principal::Open => {}
             }
         }
-        self.hub.check(request).map_err(Refusal::from)
+        match fields {
+            Some(f) => self.hub.check_scanned(request, f),
+            None => self.hub.check(request),
+        }
+        .map_err(Refusal::from)
     }
 
     /// Opens a long-lived connection for `principal` on `edge`: a permit of the shared

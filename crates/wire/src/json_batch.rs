@@ -89,6 +89,20 @@ pub fn scan_json_batch(text: &str, single: bool) -> Option<Vec<ScannedItem<'_>>>
 
 /// One publication object at `i`, pushed to `out`; the index after its `}`.
 fn item<'a>(text: &'a str, i: usize, out: &mut Vec<ScannedItem<'a>>) -> Option<usize> {
+    let (scanned, end) = item_with(text, i, |_, _| None)?;
+    out.push(scanned);
+    Some(end)
+}
+
+/// The publication object at `i` and the index after its `}`. A key other than `channel`,
+/// `data` and `msg_id` goes to `other` (with where its value starts), which reads the value
+/// and returns the index after it, or `None` to give up (the WebSocket publish command has
+/// `id` and `op` too; the HTTP envelope has nothing else).
+pub(crate) fn item_with<'a>(
+    text: &'a str,
+    i: usize,
+    mut other: impl FnMut(&[u8], usize) -> Option<usize>,
+) -> Option<(ScannedItem<'a>, usize)> {
     let d = text.as_bytes();
     let mut channel: Option<&str> = None;
     let mut data: Option<&[u8]> = None;
@@ -128,18 +142,18 @@ fn item<'a>(text: &'a str, i: usize, out: &mut Vec<ScannedItem<'a>>) -> Option<u
             data = Some(d.get(i..end)?);
             Some(end)
         }
-        // Unknown (refused by serde) or repeated: serde words the error.
-        _ => None,
+        b"channel" | b"msg_id" | b"data" => None, // repeated: serde words the error
+        _ => other(key, i),
     })?;
-    out.push(ScannedItem {
+    let item = ScannedItem {
         item: BatchItem {
             channel: channel?,
             msg_id: msg_id.flatten(),
             data: data?,
         },
         fields,
-    });
-    Some(end)
+    };
+    Some((item, end))
 }
 
 /// The whole body through serde in one call: the reference the hand-written reader is tested

@@ -3,7 +3,7 @@
 //!
 //! Pushes are encoded by hand into one buffer per publication and shared by every subscriber,
 //! because that is the hot path of fan-out; commands are parsed with serde, except the plain publish a publisher
-//! sends in a loop, which has its own scanner (`fast_publish`).
+//! sends in a loop, which has its own scanner ([`scan_publish`]).
 
 mod batch;
 mod command;
@@ -16,9 +16,10 @@ pub use batch::{
     ACKS_CONTENT_TYPE, ACKS_MAGIC, ACK_LEN, BATCH_CONTENT_TYPE, BATCH_MAGIC,
 };
 pub use command::{
-    parse_command, parse_command_general, Command, CommandError, Op, SearchQuery,
-    MAX_COMMAND_BYTES, MAX_MSG_ID_LEN, MAX_SEARCH_LIMIT, MAX_SEARCH_SKIP,
+    parse_command, Command, CommandError, Op, SearchQuery, MAX_COMMAND_BYTES, MAX_MSG_ID_LEN,
+    MAX_SEARCH_LIMIT, MAX_SEARCH_SKIP,
 };
+pub use fast_publish::{scan_publish, ScannedPublish};
 pub use frame::{
     encode_disconnect, encode_error, encode_ok, encode_publish_ok, encode_push, ErrorCode,
 };

@@ -73,7 +73,7 @@ impl Conn {
                 false
             }
             Some(Ok(Message::Text(t))) if !self.binary => {
-                self.command(t.as_bytes());
+                self.command(t.as_str());
                 true
             }
             Some(Ok(Message::Binary(b))) if self.binary => {
@@ -96,8 +96,22 @@ impl Conn {
         }
     }
 
-    pub(super) fn command(&mut self, frame: &[u8]) {
-        let cmd = match parse_command(frame) {
+    pub(super) fn command(&mut self, frame: &str) {
+        // The publish a publisher sends in a loop, read without serde; anything else (and a
+        // bad channel name, for its error) goes to the general parser.
+        if let Some(p) = scan_publish(frame) {
+            let ScannedItem { item, fields } = p.item;
+            if let Ok(channel) = Channel::parse_cached(item.channel) {
+                let req = PublishRequest {
+                    channel,
+                    msg_id: item.msg_id.map(str::to_owned),
+                    data: Bytes::copy_from_slice(item.data),
+                };
+                self.publish(p.id, Ok(req), fields.as_ref());
+                return;
+            }
+        }
+        let cmd = match parse_command(frame.as_bytes()) {
             Ok(c) => c,
             Err(e) => {
                 self.conn.refused();
@@ -286,17 +300,22 @@ impl Conn {
                     msg_id,
                     data: Bytes::from(data.into_string()),
                 };
-                self.publish(id, Ok(req));
+                self.publish(id, Ok(req), None);
             }
         }
     }
 
-    /// A publish: checked now, handed to the hub with the others of this turn, answered in
-    /// command order.
-    pub(super) fn publish(&mut self, id: u64, req: Result<PublishRequest, Refusal>) {
+    /// A publish: checked now (with its data's quote/trade fields when the reader found
+    /// them), handed to the hub with the others of this turn, answered in command order.
+    pub(super) fn publish(
+        &mut self,
+        id: u64,
+        req: Result<PublishRequest, Refusal>,
+        fields: Option<&SchemaFields<'_>>,
+    ) {
         let checked = req.and_then(|req| {
             let channel = req.channel.clone();
-            self.conn.check(req).map(|c| (channel, c))
+            self.conn.check_scanned(req, fields).map(|c| (channel, c))
         });
         match checked {
             Ok((channel, checked)) => self.batch.push((id, channel, checked)),
@@ -374,7 +393,7 @@ impl Conn {
             }),
             Some(ProtoOp::Publish(item)) => {
                 let req = request_of(self.conn.gateway(), item);
-                self.publish(id, req);
+                self.publish(id, req, None);
                 return;
             }
         };

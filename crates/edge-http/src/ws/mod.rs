@@ -34,13 +34,14 @@ use tickwire_gateway::{
     Change, Connection, Credentials, Event, Principal, Refusal,
 };
 use tickwire_hub::{Ack, Channel, Checked, CloseReason, Delivery, PublishRequest, Recent};
+use tickwire_model::SchemaFields;
 use tickwire_proto::v1::{
     client_message::Op as ProtoOp, server_message::Kind, ClientMessage, PublishResult, Reply,
     ServerMessage,
 };
 use tickwire_wire::{
     encode_disconnect, encode_error, encode_ok, encode_publish_ok, encode_push, parse_command,
-    ErrorCode, Op, MAX_COMMAND_BYTES,
+    scan_publish, ErrorCode, Op, ScannedItem, MAX_COMMAND_BYTES,
 };
 
 use crate::{hardening, problem::Problem, publish::bearer, HttpState, WEBSOCKET};
