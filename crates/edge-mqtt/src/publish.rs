@@ -6,6 +6,7 @@ use bytes::Bytes;
 use serde::de::IgnoredAny;
 use tickwire_gateway::{Connection, Gateway, Principal, Refusal};
 use tickwire_hub::{Checked, PublishRequest};
+use tickwire_model::{jsonlex::skip_ws, scan_flat_object, SchemaFields};
 use tickwire_mqtt::{
     broker::{topic_to_channel, Refused},
     ReasonCode,
@@ -21,17 +22,36 @@ pub(crate) fn refused(r: &Refusal) -> Refused {
 
 /// The hub stores JSON text; an MQTT payload that is not one JSON value is refused (0x99)
 /// rather than wrapped, so what a subscriber receives is byte-for-byte what was published.
-fn check_json(payload: &[u8]) -> Result<(), Refused> {
+/// A flat object (a quote, a trade) is read by hand, which proves it is JSON and finds its
+/// quote/trade fields for the schema check in one pass (`model::scan_flat_object`, the HTTP
+/// and WebSocket readers' own); anything else, or anything it is unsure of, goes to serde,
+/// which also words the refusal. `Ok(Some)`: the fields found.
+fn check_json(payload: &[u8]) -> Result<Option<SchemaFields<'_>>, Refused> {
+    if payload.is_ascii() {
+        let start = skip_ws(payload, 0);
+        if payload.get(start) == Some(&b'{') {
+            if let Some((fields, end)) = scan_flat_object(payload, start) {
+                if skip_ws(payload, end) == payload.len() {
+                    return Ok(fields);
+                }
+            }
+        }
+    }
     serde_json::from_slice::<IgnoredAny>(payload)
-        .map(|_| ())
+        .map(|_| None)
         .map_err(|e| Refused {
             code: ReasonCode::PayloadFormatInvalid,
             reason: format!("the payload must be JSON text: {e}"),
         })
 }
 
-/// The publication a PUBLISH (or a Will) asks for: a channel from its topic and a JSON payload.
-fn request(gateway: &Gateway, topic: &str, payload: &[u8]) -> Result<PublishRequest, Refused> {
+/// The publication a PUBLISH (or a Will) asks for: a channel from its topic and a JSON payload,
+/// with the payload's quote/trade fields when they were read on the way.
+fn request<'a>(
+    gateway: &Gateway,
+    topic: &str,
+    payload: &'a [u8],
+) -> Result<(PublishRequest, Option<SchemaFields<'a>>), Refused> {
     let channel = topic_to_channel(topic).map_err(|e| Refused {
         code: ReasonCode::TopicNameInvalid,
         reason: e,
@@ -42,12 +62,13 @@ fn request(gateway: &Gateway, topic: &str, payload: &[u8]) -> Result<PublishRequ
             reason: format!("unknown namespace `{}`", channel.namespace()),
         });
     }
-    check_json(payload)?;
-    Ok(PublishRequest {
+    let fields = check_json(payload)?;
+    let req = PublishRequest {
         channel,
         msg_id: None,
         data: Bytes::copy_from_slice(payload),
-    })
+    };
+    Ok((req, fields))
 }
 
 /// Checks everything that does not need the hub round trip for `principal` (the Will at
@@ -58,8 +79,10 @@ pub(crate) fn precheck(
     topic: &str,
     payload: &[u8],
 ) -> Result<Checked, Refused> {
-    let req = request(gateway, topic, payload)?;
-    gateway.check(principal, req).map_err(|r| refused(&r))
+    let (req, fields) = request(gateway, topic, payload)?;
+    gateway
+        .check_scanned(principal, req, fields.as_ref())
+        .map_err(|r| refused(&r))
 }
 
 /// [`precheck`] on a live connection: its rate limits apply too.
@@ -68,8 +91,9 @@ pub(crate) fn precheck_on(
     topic: &str,
     payload: &[u8],
 ) -> Result<Checked, Refused> {
-    let req = request(conn.gateway(), topic, payload)?;
-    conn.check(req).map_err(|r| refused(&r))
+    let (req, fields) = request(conn.gateway(), topic, payload)?;
+    conn.check_scanned(req, fields.as_ref())
+        .map_err(|r| refused(&r))
 }
 
 /// Stores one publication (a Will) and waits for the hub's ack.
@@ -87,5 +111,58 @@ pub(crate) async fn publish(
             code: ReasonCode::UnspecifiedError,
             reason: "no result from the hub".into(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tickwire_model::{validate_schema_fields, validate_schema_json, Schema};
+
+    /// The hand-read payloads are exactly the ones serde accepts, and their fields give the
+    /// schema check's own answer.
+    #[test]
+    fn payloads_read_by_hand_agree_with_serde() {
+        for payload in [
+            r#"{"bid":"1.0842","ask":"1.0843","ts":17}"#,
+            r#" { "price" : "101.5" , "size" : "3" } "#,
+            r#"{"bid":"1.0842","bid":"1.0843"}"#,
+            r#"{"bid":1.5,"ask":null}"#,
+            r#"{}"#,
+            r#"{"text":"é"}"#,
+            r#"{"a":{"b":1}}"#,
+            r#"{"a":[1]}"#,
+            r#"{"a":"x\"y"}"#,
+            r#"[1,2]"#,
+            r#""plain""#,
+            "42",
+            r#"{"a":1"#,
+            r#"{"a":1} x"#,
+            r#"{"a":01}"#,
+            r#"{"a":1,}"#,
+            "not json",
+            "",
+        ] {
+            let serde_ok = serde_json::from_str::<serde_json::Value>(payload).is_ok();
+            match check_json(payload.as_bytes()) {
+                Ok(fields) => {
+                    assert!(serde_ok, "{payload}");
+                    if let Some(f) = fields {
+                        for schema in [Schema::Quote, Schema::Trade] {
+                            assert_eq!(
+                                validate_schema_fields(schema, &f),
+                                validate_schema_json(schema, payload.as_bytes()),
+                                "{payload}"
+                            );
+                        }
+                    }
+                }
+                Err(r) => {
+                    assert!(!serde_ok, "{payload}");
+                    assert_eq!(r.code, ReasonCode::PayloadFormatInvalid);
+                }
+            }
+        }
+        assert!(check_json(br#"{"bid":"1.0842","ask":"1.0843"}"#).is_ok_and(|f| f.is_some()));
     }
 }
