@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::de::IgnoredAny;
 use tickwire_gateway::{Connection, Gateway, Principal, Refusal};
 use tickwire_hub::{Checked, PublishRequest};
-use tickwire_model::{jsonlex::skip_ws, scan_flat_object, SchemaFields};
+use tickwire_model::{scan_flat_json, SchemaFields};
 use tickwire_mqtt::{
     broker::{topic_to_channel, Refused},
     ReasonCode,
@@ -23,19 +23,12 @@ pub(crate) fn refused(r: &Refusal) -> Refused {
 /// The hub stores JSON text; an MQTT payload that is not one JSON value is refused (0x99)
 /// rather than wrapped, so what a subscriber receives is byte-for-byte what was published.
 /// A flat object (a quote, a trade) is read by hand, which proves it is JSON and finds its
-/// quote/trade fields for the schema check in one pass (`model::scan_flat_object`, the HTTP
+/// quote/trade fields for the schema check in one pass (`model::scan_flat_json`, the HTTP
 /// and WebSocket readers' own); anything else, or anything it is unsure of, goes to serde,
 /// which also words the refusal. `Ok(Some)`: the fields found.
 fn check_json(payload: &[u8]) -> Result<Option<SchemaFields<'_>>, Refused> {
-    if payload.is_ascii() {
-        let start = skip_ws(payload, 0);
-        if payload.get(start) == Some(&b'{') {
-            if let Some((fields, end)) = scan_flat_object(payload, start) {
-                if skip_ws(payload, end) == payload.len() {
-                    return Ok(fields);
-                }
-            }
-        }
+    if let Some(fields) = scan_flat_json(payload) {
+        return Ok(fields);
     }
     serde_json::from_slice::<IgnoredAny>(payload)
         .map(|_| None)

@@ -120,6 +120,13 @@ pub fn scan_flat_object(d: &[u8], i: usize) -> Option<(Option<SchemaFields<'_>>,
     flat::object(d, i).map(|(f, end)| (f.map(SchemaFields), end))
 }
 
+/// [`scan_flat_object`] over a whole text: `Some` when `data` is exactly one flat object
+/// (JSON whitespace around it allowed), with its schema fields unless one repeats. `Some`
+/// proves `data` is one JSON value, as serde would read it.
+pub fn scan_flat_json(data: &[u8]) -> Option<Option<SchemaFields<'_>>> {
+    flat::whole(data).map(|f| f.map(SchemaFields))
+}
+
 /// [`validate_schema_json`] of the object `fields` were read from: the same answer, without
 /// reading the text again.
 pub fn validate_schema_fields(schema: Schema, fields: &SchemaFields<'_>) -> Result<(), ModelError> {
@@ -281,9 +288,15 @@ mod flat {
     use super::Raw;
     use crate::jsonlex::{flat_object, skip_ws};
 
+    /// The fields of `data` when the whole of it is one flat object and none repeats.
     pub(super) fn scan(data: &[u8]) -> Option<Raw<'_>> {
+        whole(data)?
+    }
+
+    /// The whole of `data` as one flat object (see [`object`]).
+    pub(super) fn whole(data: &[u8]) -> Option<Option<Raw<'_>>> {
         let (fields, end) = object(data, skip_ws(data, 0))?;
-        (skip_ws(data, end) == data.len()).then_some(fields?)
+        (skip_ws(data, end) == data.len()).then_some(fields)
     }
 
     /// The flat object at `d[i]` and the index after it. The fields are `None` when a schema

@@ -19,9 +19,9 @@ mod publication;
 
 pub use channel::{Channel, MAX_CHANNEL_LEN};
 pub use decimal::{
-    check_decimal, is_decimal, scan_flat_object, validate_json, validate_schema_fields,
-    validate_schema_json, validate_schema_json_by_serde, DecimalProblem, SchemaFields,
-    MAX_DECIMAL_PLACES, MAX_UNSCALED,
+    check_decimal, is_decimal, scan_flat_json, scan_flat_object, validate_json,
+    validate_schema_fields, validate_schema_json, validate_schema_json_by_serde, DecimalProblem,
+    SchemaFields, MAX_DECIMAL_PLACES, MAX_UNSCALED,
 };
 pub use error::ModelError;
 pub use layout::DataDir;

@@ -119,17 +119,15 @@ pub struct CommandError {
 /// from the frame where they carry no escapes, and arrays and objects (never valid for the
 /// fields that use this) are skipped rather than built. Every publish reads its channel
 /// through here, so an allocation saved is one saved per message.
-#[derive(Debug)]
 enum Field<'a> {
     Null,
     Bool(bool),
     /// A non-negative integer that fits in u64.
     Uint(u64),
-    /// Any other number (negative, fractional, too large).
-    OtherNumber,
     Str(std::borrow::Cow<'a, str>),
-    /// An array or an object.
-    Nested,
+    /// Any other number (negative, fractional, too large), an array or an object: the wrong
+    /// type for every field read through here.
+    Other,
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
@@ -153,10 +151,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
                 Ok(Field::Uint(n))
             }
             fn visit_i64<E>(self, n: i64) -> Result<Field<'a>, E> {
-                Ok(u64::try_from(n).map_or(Field::OtherNumber, Field::Uint))
+                Ok(u64::try_from(n).map_or(Field::Other, Field::Uint))
             }
             fn visit_f64<E>(self, _: f64) -> Result<Field<'a>, E> {
-                Ok(Field::OtherNumber)
+                Ok(Field::Other)
             }
             fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Field<'a>, E> {
                 Ok(Field::Str(std::borrow::Cow::Borrowed(s)))
@@ -172,7 +170,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
                 mut seq: A,
             ) -> Result<Field<'a>, A::Error> {
                 while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(Field::Nested)
+                Ok(Field::Other)
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
@@ -182,7 +180,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
                     .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
                     .is_some()
                 {}
-                Ok(Field::Nested)
+                Ok(Field::Other)
             }
         }
         d.deserialize_any(V(std::marker::PhantomData))
@@ -248,13 +246,16 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, CommandError> {
         // Still name the command in the reply when its id can be read; the transport caps
         // frames (4 MiB), so this scan is bounded.
         #[derive(Deserialize)]
-        struct IdOnly {
-            id: Option<serde_json::Value>,
+        struct IdOnly<'a> {
+            #[serde(borrow)]
+            id: Option<Field<'a>>,
         }
-        let id = serde_json::from_slice::<IdOnly>(frame)
-            .ok()
-            .and_then(|c| c.id)
-            .and_then(|v| v.as_u64());
+        let id = match serde_json::from_slice::<IdOnly<'_>>(frame) {
+            Ok(IdOnly {
+                id: Some(Field::Uint(n)),
+            }) => Some(n),
+            _ => None,
+        };
         return Err(err(
             id,
             ErrorCode::TooLarge,

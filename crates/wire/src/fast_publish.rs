@@ -11,7 +11,7 @@
 //! error it always did: the tests here and the `ws_command` fuzz target check that whenever
 //! this answers, `parse_command` reads the same publish.
 
-use tickwire_model::jsonlex::{skip_ws, string};
+use tickwire_model::jsonlex::{scalar, skip_ws, string};
 
 use crate::{command::MAX_MSG_ID_LEN, json_batch::item_with, ScannedItem, MAX_COMMAND_BYTES};
 
@@ -35,7 +35,7 @@ pub fn scan_publish(frame: &str) -> Option<ScannedPublish<'_>> {
     let (mut id, mut op) = (None, false);
     let (item, end) = item_with(frame, skip_ws(d, 0), |key, i| match key {
         b"id" if id.is_none() => {
-            let (n, end) = uint(d, i)?;
+            let (n, end) = uint(frame, i)?;
             id = Some(n);
             Some(end)
         }
@@ -61,25 +61,11 @@ pub fn scan_publish(frame: &str) -> Option<ScannedPublish<'_>> {
     Some(ScannedPublish { id: id?, item })
 }
 
-/// A command id at `i`: a plain non-negative integer that fits in u64, and the index after
-/// it. A sign, a fraction, an exponent, a leading zero or an overflow: the general parser's.
-fn uint(d: &[u8], i: usize) -> Option<(u64, usize)> {
-    let digits = d
-        .get(i..)?
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .count();
-    let text = d.get(i..i + digits)?;
-    if digits == 0 || (digits > 1 && text[0] == b'0') {
-        return None;
-    }
-    if let Some(b'.' | b'e' | b'E') = d.get(i + digits) {
-        return None;
-    }
-    let n = text.iter().try_fold(0u64, |n, c| {
-        n.checked_mul(10)?.checked_add(u64::from(c - b'0'))
-    })?;
-    Some((n, i + digits))
+/// A command id at `i`: a JSON number (`jsonlex::scalar`) that reads as a u64, and the index
+/// after it. A sign, a fraction, an exponent or an overflow: the general parser's.
+fn uint(frame: &str, i: usize) -> Option<(u64, usize)> {
+    let end = scalar(frame.as_bytes(), i)?;
+    Some((frame.get(i..end)?.parse().ok()?, end))
 }
 
 #[cfg(test)]

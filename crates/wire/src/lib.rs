@@ -2,8 +2,8 @@
 //! and pushes out; and the binary publish batch of `POST /v1/publish`. Pure: takes bytes, returns values; the server owns the socket.
 //!
 //! Pushes are encoded by hand into one buffer per publication and shared by every subscriber,
-//! because that is the hot path of fan-out; commands are parsed with serde, except the plain publish a publisher
-//! sends in a loop, which has its own scanner ([`scan_publish`]).
+//! because that is the hot path of fan-out; commands are parsed with serde, except the plain
+//! publish a publisher sends in a loop, which has its own scanner ([`scan_publish`]).
 
 mod batch;
 mod command;
