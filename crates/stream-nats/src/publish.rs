@@ -17,6 +17,10 @@ const QUEUE: usize = 1024;
 /// of an id published on another node is still being replicated; the retry gets the first
 /// copy's sequence once it is stored.
 const IN_PROCESS: u64 = 10158;
+/// Retries of a keyed publish JetStream did not take yet: "in process" (above), or no stream
+/// answering on its subject (no responders), which happens while a just-created stream of a
+/// starting cluster is not yet reachable from this node. No responders means nothing stored,
+/// and the msg_id makes the retry a duplicate at worst.
 const IN_PROCESS_RETRIES: usize = 100;
 
 struct Job {
@@ -106,7 +110,7 @@ async fn complete(shared: Arc<Shared>, js: jetstream::Context, sent: Vec<Sent>, 
         };
         if let Some(retry) = &retry {
             let mut tries = 0;
-            while tries < IN_PROCESS_RETRIES && r.as_ref().is_err_and(in_process) {
+            while tries < IN_PROCESS_RETRIES && r.as_ref().is_err_and(not_taken_yet) {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 r = match js
@@ -143,8 +147,12 @@ async fn complete(shared: Arc<Shared>, js: jetstream::Context, sent: Vec<Sent>, 
     done(out);
 }
 
-fn in_process(e: &jetstream::context::PublishError) -> bool {
+/// JetStream did not take the publish yet and a retry is safe ([`IN_PROCESS_RETRIES`]).
+fn not_taken_yet(e: &jetstream::context::PublishError) -> bool {
     use std::error::Error;
+    if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound {
+        return true;
+    }
     e.source()
         .and_then(|s| s.downcast_ref::<jetstream::Error>())
         .is_some_and(|j| j.error_code().0 == IN_PROCESS)
