@@ -435,11 +435,7 @@ impl Registry {
 /// entry before the channel is looked up again.
 #[derive(Default)]
 pub(crate) struct NodeCache {
-    map: HashMap<
-        usize,
-        (Channel, Arc<ChannelNode>),
-        std::hash::BuildHasherDefault<crate::session::AddrHash>,
-    >,
+    map: tickwire_model::ByAlloc<Arc<ChannelNode>>,
 }
 
 const NODE_CACHE_MAX: usize = 1 << 16;

@@ -10,7 +10,7 @@ use std::{
 };
 
 use parking_lot::Mutex;
-use tickwire_model::{Channel, Class, Offset};
+use tickwire_model::{AddrHash, Channel, Class, Offset};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -121,28 +121,6 @@ fn stream_start(ns: &NamespaceRt, from: Option<Offset>) -> (Start, Option<Offset
 
 fn node_key(node: &ChannelNode) -> usize {
     std::ptr::from_ref(node) as usize
-}
-
-/// Multiplicative hash of a pointer-sized key (Fibonacci hashing); the low bits of an address
-/// are alignment zeros, so the high half of the product is kept.
-#[derive(Default)]
-pub(crate) struct AddrHash(u64);
-
-impl std::hash::Hasher for AddrHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `usize` keys are hashed here; fold anything else in bytewise all the same.
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.0 = (n as u64)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .rotate_left(32);
-    }
 }
 
 /// The part of a session that channel nodes touch.

@@ -24,14 +24,13 @@ use std::{
 
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
-use tickwire_model::{Class, Offset, Publication};
+use tickwire_model::{AddrHash, Class, Offset, Publication};
 use tickwire_stream::{Appended, SharedAppender, SharedItem, StreamError};
 use tokio::sync::mpsc;
 
 use crate::{
     hub::{Ack, NamespaceRt},
     node::{NodeCache, Registry},
-    session::AddrHash,
     writer::{dispatch_stream, BatchTiming, Dedup, Item, Reply, WriteReply, WriterMsg},
     HubError, Message,
 };

@@ -10,14 +10,13 @@ use std::{
 };
 
 use bytes::Bytes;
-use tickwire_model::{Channel, Class, Offset, Publication};
+use tickwire_model::{AddrHash, Channel, Class, Offset, Publication};
 use tickwire_stream::{AppendItem, Appender, DurabilityPoint};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     hub::{Ack, NamespaceRt},
     node::{ChannelNode, NodeCache, Registry},
-    session::AddrHash,
     FsyncPolicy, HubError, Message,
 };
 

@@ -1,4 +1,4 @@
-use std::{fmt, sync::Arc};
+use std::{collections::HashMap, fmt, hash::BuildHasherDefault, sync::Arc};
 
 use crate::ModelError;
 
@@ -108,6 +108,36 @@ impl Channel {
         self.0.split_once('.').map(|(_, n)| n).unwrap_or_default()
     }
 }
+
+/// Multiplicative hash of a pointer-sized key (Fibonacci hashing); the low bits of an address
+/// are alignment zeros, so the high half of the product is kept. For maps keyed by an
+/// allocation's address ([`Channel::alloc_id`], a node's pointer): no name is hashed or
+/// compared per lookup.
+#[derive(Default)]
+pub struct AddrHash(u64);
+
+impl std::hash::Hasher for AddrHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `usize` keys are hashed here; fold anything else in bytewise all the same.
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(32);
+    }
+}
+
+/// A map from a channel's allocation ([`Channel::alloc_id`]) to a value, holding a clone of
+/// the channel beside it so the address cannot be reused for another name while cached. Fed
+/// by [`Channel::parse_cached`], which hands out the same allocation for a name over and
+/// over; a second allocation of the same name is simply a second entry.
+pub type ByAlloc<V> = HashMap<usize, (Channel, V), BuildHasherDefault<AddrHash>>;
 
 impl fmt::Display for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -17,7 +17,7 @@ mod pattern;
 mod position;
 mod publication;
 
-pub use channel::{Channel, MAX_CHANNEL_LEN};
+pub use channel::{AddrHash, ByAlloc, Channel, MAX_CHANNEL_LEN};
 pub use decimal::{
     check_decimal, is_decimal, scan_flat_json, scan_flat_object, validate_json,
     validate_schema_fields, validate_schema_json, validate_schema_json_by_serde, DecimalProblem,

@@ -379,6 +379,9 @@ impl RunState {
             let Some(src) = self.tails.get_mut(i) else {
                 break;
             };
+            // Where this source's run ends: stored once per run, not per message (a name
+            // lookup in the positions and a shared store per message were visible per tick).
+            let mut next = None;
             while let Some(m) = src.buf.front() {
                 if m.timestamp > other_min || applied >= APPLY_SLICE {
                     break;
@@ -407,7 +410,9 @@ impl RunState {
                     self.applied_until
                         .map_or(m.timestamp, |t| t.max(m.timestamp)),
                 );
-                let next = m.offset + 1;
+                next = Some(m.offset + 1);
+            }
+            if let Some(next) = next {
                 if let Some(ns) = self.config.sources.get(i) {
                     if let Some(pos) = self.positions.next.get_mut(ns) {
                         *pos = next;

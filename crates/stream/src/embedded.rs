@@ -279,7 +279,7 @@ impl Stream for EmbeddedStream {
             skipped: 0,
             lost: 0,
         };
-        for rec in &records {
+        for rec in records {
             out.next = rec.offset + 1;
             if rec.is_lost() {
                 out.lost += 1;

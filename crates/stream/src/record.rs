@@ -3,7 +3,7 @@
 //! Public so tools that must read a log file without a running stream (fixtures, fuzzing)
 //! share this one definition; everything else goes through [`crate::Stream`].
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use tickwire_log::Record;
 use tickwire_model::{Channel, Publication};
 
@@ -31,7 +31,9 @@ pub fn write_header(msg_id: Option<&str>, out: &mut Vec<u8>) {
 }
 
 /// Splits a record value into its msg_id and JSON data; `None` if this version cannot read it.
-pub fn decode_value(value: &Bytes) -> Option<(Option<&str>, Bytes)> {
+/// Takes the value by value: the data is the same bytes advanced past the header, with no
+/// reference count taken and dropped again per record.
+pub fn decode_value(mut value: Bytes) -> Option<(Option<String>, Bytes)> {
     if value.len() < 2 || value[0] != VERSION {
         return None;
     }
@@ -40,19 +42,19 @@ pub fn decode_value(value: &Bytes) -> Option<(Option<&str>, Bytes)> {
     let id = if n == 0 {
         None
     } else {
-        Some(std::str::from_utf8(id).ok()?)
+        Some(std::str::from_utf8(id).ok()?.to_string())
     };
-    Some((id, value.slice(2 + n..)))
+    value.advance(2 + n);
+    Some((id, value))
 }
 
 /// Rebuilds the publication; `None` for a record this version cannot read.
-pub fn decode(rec: &Record) -> Option<Publication> {
+pub fn decode(rec: Record) -> Option<Publication> {
     let key = std::str::from_utf8(&rec.key).ok()?;
     // Readers decode every record of a busy namespace: the per-thread cache saves validating
     // and allocating the same few thousand names again and again.
     let channel = Channel::parse_cached(key).ok()?;
-    let (msg_id, data) = decode_value(&rec.value)?;
-    let msg_id = msg_id.map(str::to_string);
+    let (msg_id, data) = decode_value(rec.value)?;
     Some(Publication {
         channel,
         offset: rec.offset,
@@ -76,7 +78,7 @@ mod tests {
             key: Bytes::from_static(b"chat.lobby"),
             value: Bytes::from(buf.clone()),
         };
-        let p = decode(&rec).unwrap();
+        let p = decode(rec.clone()).unwrap();
         assert_eq!(p.msg_id.as_deref(), Some("c-1"));
         assert_eq!(&p.data[..], br#"{"a":1}"#);
         assert_eq!(p.offset, 5);
@@ -85,11 +87,11 @@ mod tests {
             value: Bytes::from(buf),
             ..rec
         };
-        assert_eq!(decode(&rec).unwrap().msg_id, None);
+        assert_eq!(decode(rec.clone()).unwrap().msg_id, None);
         let bad = Record {
             value: Bytes::from_static(&[9, 0]),
             ..rec
         };
-        assert!(decode(&bad).is_none());
+        assert!(decode(bad).is_none());
     }
 }
