@@ -74,6 +74,31 @@ impl Conn {
         }
     }
 
+    /// Whether the front of the window waits for work off this task (a batch's
+    /// acknowledgements or a reply computed elsewhere): only then is [`poll_front`] asked.
+    pub(super) fn front_waits(&self) -> bool {
+        matches!(
+            self.window.front(),
+            Some(
+                PublishReply::Pending { .. } | PublishReply::Later(_) | PublishReply::Subscribed(_)
+            )
+        )
+    }
+
+    /// What the front of the window produced, moved to the output in its place.
+    pub(super) fn on_front(&mut self, front: Front) {
+        match front {
+            Front::Acks(acks) => self.answer(acks),
+            Front::Reply(reply) => {
+                if let Some(PublishReply::Subscribed(_)) = self.window.pop_front() {
+                    self.held_subscribes -= 1;
+                }
+                self.in_flight = self.in_flight.saturating_sub(1);
+                self.out.replies.push_back(text(reply));
+            }
+        }
+    }
+
     /// The oldest batch's acknowledgements arrived: its replies, in order.
     pub(super) fn answer(&mut self, acks: Vec<Result<Ack, Refusal>>) {
         let Some(PublishReply::Pending { ids, .. }) = self.window.pop_front() else {
