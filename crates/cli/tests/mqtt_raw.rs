@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    free_port,
+    free_port, get_json,
     mqtt::{self, packet, varint},
     Server, TIMEOUT,
 };
@@ -191,5 +191,76 @@ async fn bad_packets_get_reason_codes_and_a_disconnect() {
     let mut s = connected(port, 5, "after").await;
     s.write_all(&[0xC0, 0x00]).await.unwrap();
     assert_eq!(read_packet(&mut s).await, Some((0xD0, vec![])));
+    drop(srv);
+}
+
+/// A publisher that pipelines: QoS 1 publishes written in bursts without waiting, so several
+/// batches are with the hub at once, with refused ones (not JSON) among them. Every publish gets
+/// exactly one PUBACK, in the order sent [MQTT-4.6.0-2], a refusal in its own place with its
+/// reason code; and what was acknowledged is stored, in that order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_qos1_publishes_are_acknowledged_once_each_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, port) = start(dir.path());
+    let mut s = connected(port, 5, "pipeliner").await;
+    const N: u16 = 60; // under the default Receive Maximum (64)
+    let bad = |pid: u16| pid.is_multiple_of(17);
+    let mut bursts = Vec::new();
+    let mut burst = Vec::new();
+    for pid in 1..=N {
+        let mut b = Vec::new();
+        mqtt::string(&mut b, b"chat/pipe");
+        b.extend_from_slice(&pid.to_be_bytes());
+        b.push(0); // no properties
+        if bad(pid) {
+            b.extend_from_slice(b"not json");
+        } else {
+            b.extend_from_slice(format!("{{\"n\":{pid}}}").as_bytes());
+        }
+        burst.extend_from_slice(&packet(0x32, &b));
+        if pid.is_multiple_of(7) {
+            bursts.push(std::mem::take(&mut burst));
+        }
+    }
+    bursts.push(burst);
+    for b in bursts {
+        s.write_all(&b).await.unwrap();
+        // Apart enough to arrive as separate reads, so batches overlap at the hub.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for pid in 1..=N {
+        let (first, body) = read_packet(&mut s)
+            .await
+            .expect("a PUBACK for every publish");
+        assert_eq!(first, 0x40, "PUBACK for {pid}, got {first:#x} {body:?}");
+        let got = u16::from_be_bytes([body[0], body[1]]);
+        assert_eq!(got, pid, "PUBACKs in publish order");
+        let code = body.get(2).copied().unwrap_or(0);
+        if bad(pid) {
+            assert!(
+                code >= 0x80,
+                "publish {pid} refused in its place, code {code:#x}"
+            );
+        } else {
+            assert_eq!(code, 0, "publish {pid} stored, body {body:?}");
+        }
+    }
+    let h = get_json(&srv, "/v1/history/chat.pipe?from=0&limit=1000").await;
+    let stored: Vec<u64> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["data"]["n"].as_u64().unwrap())
+        .collect();
+    let want: Vec<u64> = (1..=N).filter(|p| !bad(*p)).map(u64::from).collect();
+    assert_eq!(
+        stored, want,
+        "each acknowledged publish stored once, in order"
+    );
+    // Nothing else is owed: no further packet arrives.
+    assert_eq!(
+        mqtt::read_packet(&mut s, Duration::from_millis(300)).await,
+        None
+    );
     drop(srv);
 }

@@ -589,3 +589,8 @@ impl Drop for Connection {
         }
     }
 }
+
+/// The acknowledgements of a batch handed to the hub ([`Connection::enqueue`]), boxed so an
+/// edge can keep several in a window while it goes on reading.
+pub type AckFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Result<Ack, Refusal>>> + Send>>;

@@ -55,7 +55,7 @@ pub use chat::{
     SearchResults, SearchService, Unread, MAX_UNREAD,
 };
 use connection::IpCount;
-pub use connection::{Connection, Event};
+pub use connection::{AckFuture, Connection, Event};
 pub use limits::{LimitsConfig, NamespaceLimits, PublishLimits, Rate};
 pub use metrics::{EdgeCounters, Metrics, MetricsSource};
 pub use presence::{presence_channel, PresenceMember};

@@ -31,7 +31,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tickwire_gateway::{
     proto::{channel_of, disconnect, proto_push, request_of, subscribed},
-    Change, Connection, Credentials, Event, Principal, Refusal,
+    AckFuture, Change, Connection, Credentials, Event, Principal, Refusal,
 };
 use tickwire_hub::{Ack, Channel, Checked, CloseReason, Delivery, PublishRequest, Recent};
 use tickwire_model::SchemaFields;
@@ -135,8 +135,6 @@ fn text(b: Bytes) -> Message {
 }
 
 /// The acknowledgements of one batch of publishes, and the command each belongs to.
-type AckFuture = Pin<Box<dyn Future<Output = Vec<Result<Ack, Refusal>>> + Send>>;
-
 /// A binary frame holding one `ServerMessage`.
 fn binary(kind: Kind) -> Message {
     Message::Binary(Bytes::from(

@@ -5,6 +5,7 @@
 //! ever blocks itself. Every protocol decision is the state machine's.
 
 use std::{
+    collections::VecDeque,
     io,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -16,8 +17,8 @@ use std::{
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
-use tickwire_gateway::{Connection, Credentials, ErrorCode, Event, Principal, Refusal};
-use tickwire_hub::{Channel, Checked, Class, CloseReason, Delivery, Format, Message, Offset};
+use tickwire_gateway::{AckFuture, Connection, Credentials, ErrorCode, Event, Principal, Refusal};
+use tickwire_hub::{Ack, Channel, Checked, Class, CloseReason, Delivery, Format, Message, Offset};
 use tickwire_model::Pattern;
 use tickwire_mqtt::{
     broker::{
@@ -49,6 +50,16 @@ use crate::{
 const PERSIST_EVERY: Duration = Duration::from_millis(200);
 /// Most publications from one client sent to the hub in one call.
 const MAX_PUBLISH_BATCH: usize = 1024;
+/// Most publications handed to the hub and not yet acknowledged before the connection stops
+/// reading (backpressure towards a QoS 0 publisher faster than the log; QoS 1 and 2 are also
+/// bounded by the receive maximum).
+const MAX_PENDING: usize = 16 * 1024;
+
+/// A batch of publications handed to the hub, waiting for its acknowledgements.
+struct PendingBatch {
+    packets: Vec<Publish>,
+    acks: AckFuture,
+}
 /// Most bytes one socket read takes (on the stack of the poll, see [`Transport::read`]).
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -266,6 +277,8 @@ async fn accept_connection(
         session,
         conn,
         batch: Vec::new(),
+        pending: VecDeque::new(),
+        pending_len: 0,
         moved: false,
         in_flight: InFlight {
             edge: edge.clone(),
@@ -297,6 +310,12 @@ struct Driver {
     conn: Connection,
     /// Checked publications waiting for one hub call.
     batch: Vec<(Publish, Checked)>,
+    /// Batches handed to the hub, oldest first, answered in that order as each is
+    /// acknowledged while the connection goes on reading: waiting for each batch before
+    /// reading the next made a pipelining publisher's stages take turns.
+    pending: VecDeque<PendingBatch>,
+    /// Publications in `pending`.
+    pending_len: usize,
     /// Cluster mode: a save found that another node took this session over.
     moved: bool,
     /// This connection's share of the in-flight gauge.
@@ -460,7 +479,15 @@ impl Driver {
                     self.flush_briefly().await;
                     return End::Abrupt;
                 }
-                r = self.io.read(&mut self.rbuf) => {
+                acks = front_acks(&mut self.pending), if !self.pending.is_empty() => {
+                    if let Some(b) = self.pending.pop_front() {
+                        if let Some(end) = self.answer(b.packets, acks) {
+                            self.flush_briefly().await;
+                            return end;
+                        }
+                    }
+                }
+                r = self.io.read(&mut self.rbuf), if self.pending_len < MAX_PENDING => {
                     match r {
                         Ok(true) => last_rx = Instant::now(),
                         _ => return End::Abrupt,
@@ -507,7 +534,8 @@ impl Driver {
                     if self.rbuf.is_empty() {
                         self.rbuf = BytesMut::new();
                     }
-                    return self.flush_batch().await;
+                    self.submit().await;
+                    return None;
                 }
                 Err(e) => {
                     // What arrived before the bad packet was valid: store and acknowledge it.
@@ -552,7 +580,7 @@ impl Driver {
             Ok(req) => {
                 self.batch.push((p, req));
                 if self.batch.len() >= MAX_PUBLISH_BATCH {
-                    return self.flush_batch().await;
+                    self.submit().await;
                 }
                 None
             }
@@ -567,15 +595,36 @@ impl Driver {
         }
     }
 
-    /// Stores the batched publications and acknowledges each (PUBACK / PUBREC only now, after
-    /// the hub's durable ack).
-    async fn flush_batch(&mut self) -> Option<End> {
+    /// Hands the batched publications to the hub (waiting only while a writer's queue is
+    /// full); they are acknowledged in order as the hub answers ([`Driver::answer`]).
+    async fn submit(&mut self) {
         if self.batch.is_empty() {
-            return None;
+            return;
         }
         let (packets, requests): (Vec<Publish>, Vec<Checked>) =
             std::mem::take(&mut self.batch).into_iter().unzip();
-        let results = self.conn.enqueue(requests).await.await;
+        let acks = Box::pin(self.conn.enqueue(requests).await);
+        self.pending_len += packets.len();
+        self.pending.push_back(PendingBatch { packets, acks });
+    }
+
+    /// Stores every publication read so far and acknowledges each, before a packet of another
+    /// kind or a refusal is handled: those follow the publications before them.
+    async fn flush_batch(&mut self) -> Option<End> {
+        self.submit().await;
+        while let Some(b) = self.pending.pop_front() {
+            let acks = b.acks.await;
+            if let Some(end) = self.answer(b.packets, acks) {
+                return Some(end);
+            }
+        }
+        None
+    }
+
+    /// The hub's answers for one batch: PUBACK / PUBREC (only now, after the durable ack) for
+    /// each publication stored, the refusal for each refused.
+    fn answer(&mut self, packets: Vec<Publish>, results: Vec<Result<Ack, Refusal>>) -> Option<End> {
+        self.pending_len = self.pending_len.saturating_sub(packets.len());
         for (p, result) in packets.iter().zip(results) {
             match result {
                 Ok(_) => self.session.stored(p),
@@ -719,6 +768,15 @@ fn close_code(reason: &CloseReason) -> ReasonCode {
         // MQTT 5 has no "credential expired"; 0xA0 (Maximum connect time) is the closest.
         CloseReason::TokenExpired => ReasonCode::MaximumConnectTime,
     }
+}
+
+/// The acknowledgements of the oldest pending batch (pending while there is none).
+async fn front_acks(pending: &mut VecDeque<PendingBatch>) -> Vec<Result<Ack, Refusal>> {
+    std::future::poll_fn(|cx| match pending.front_mut() {
+        Some(b) => b.acks.as_mut().poll(cx),
+        None => std::task::Poll::Pending,
+    })
+    .await
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
