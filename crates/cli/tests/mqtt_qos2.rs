@@ -5,7 +5,8 @@
 //!   client has received is sent as a new message (it used to be: the PUBREL stage was not
 //!   persisted and every unfinished message went out again under a new id);
 //! - from the client: a PUBLISH acknowledged with PUBREC and re-sent after the restart is not
-//!   stored twice.
+//!   stored twice; nor is one the server read and stored just before the client went away
+//!   (its PUBREC never sent), then re-sent on the next connection.
 //!
 //! Raw MQTT 3.1.1 over TCP, so the test decides exactly which acknowledgements the client sends.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -206,4 +207,56 @@ async fn incoming_qos2_is_stored_once_across_kill9() {
         vec![1, 2],
         "each message stored once: {h}"
     );
+}
+
+/// The connection hands publishes to the hub and goes on reading; when the client vanishes
+/// right after its publishes, those still with the hub are stored all the same, and their ids
+/// must be in the session it saves: re-sent with DUP on the next connection, none is stored
+/// twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming_qos2_stored_as_the_client_vanished_is_not_stored_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let srv = start(&dir.path().join("data"), port);
+    const N: u16 = 20;
+    let publish_packet = |pid: u16, dup: bool| {
+        let mut b = Vec::new();
+        mqtt::string(&mut b, b"chat/gone");
+        b.extend_from_slice(&pid.to_be_bytes());
+        b.extend_from_slice(format!("{{\"n\":{pid}}}").as_bytes());
+        packet(0x34 | if dup { 0x08 } else { 0 }, &b)
+    };
+    let (mut c, _) = connect(port, "q2-gone").await;
+    let burst: Vec<u8> = (1..=N).flat_map(|pid| publish_packet(pid, false)).collect();
+    c.write_all(&burst).await.unwrap();
+    drop(c); // gone before reading a single PUBREC
+    let stored = || async {
+        let h = get_json(&srv, "/v1/history/chat.gone?from=0&limit=1000").await;
+        h["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["data"]["n"].as_u64().unwrap())
+            .collect::<Vec<u64>>()
+    };
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while stored().await.len() < usize::from(N) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The client did not see any PUBREC: it sends every PUBLISH again, then releases each.
+    let (mut c, present) = connect(port, "q2-gone").await;
+    assert!(present, "the session was kept");
+    let again: Vec<u8> = (1..=N).flat_map(|pid| publish_packet(pid, true)).collect();
+    c.write_all(&again).await.unwrap();
+    for pid in 1..=N {
+        let (first, body) = read(&mut c, TIMEOUT).await.expect("PUBREC");
+        assert_eq!((first, pid_of(&body)), (0x50, pid), "PUBREC in order");
+    }
+    for pid in 1..=N {
+        ack(&mut c, 0x62, pid).await;
+        let (first, body) = read(&mut c, TIMEOUT).await.expect("PUBCOMP");
+        assert_eq!((first, pid_of(&body)), (0x70, pid));
+    }
+    let want: Vec<u64> = (1..=N).map(u64::from).collect();
+    assert_eq!(stored().await, want, "each message stored once, in order");
 }

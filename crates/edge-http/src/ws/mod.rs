@@ -134,7 +134,6 @@ fn text(b: Bytes) -> Message {
     )
 }
 
-/// The acknowledgements of one batch of publishes, and the command each belongs to.
 /// A binary frame holding one `ServerMessage`.
 fn binary(kind: Kind) -> Message {
     Message::Binary(Bytes::from(

@@ -101,6 +101,10 @@ impl Conn {
 
     /// The oldest batch's acknowledgements arrived: its replies, in order.
     pub(super) fn answer(&mut self, acks: Vec<Result<Ack, Refusal>>) {
+        // Only a pending batch is taken: anything else in front keeps its place.
+        if !matches!(self.window.front(), Some(PublishReply::Pending { .. })) {
+            return;
+        }
         let Some(PublishReply::Pending { ids, .. }) = self.window.pop_front() else {
             return;
         };

@@ -55,6 +55,9 @@ const MAX_PUBLISH_BATCH: usize = 1024;
 /// bounded by the receive maximum).
 const MAX_PENDING: usize = 16 * 1024;
 
+/// Longest a connection that ended waits for the answers of publications it handed to the hub.
+const SETTLE_LIMIT: Duration = Duration::from_secs(5);
+
 /// A batch of publications handed to the hub, waiting for its acknowledgements.
 struct PendingBatch {
     packets: Vec<Publish>,
@@ -375,6 +378,10 @@ impl Driver {
             // be another identity's), and no Will is published.
             Err(refusal) => return Some(refusal),
         };
+        // Publications handed to the hub are stored whether or not anyone waits for them:
+        // their answers update the session (a QoS 2 id is remembered once stored) before it
+        // is saved, or a resent QoS 2 PUBLISH after a reconnect would be stored twice.
+        Box::pin(self.settle_pending()).await;
         if end == End::Abrupt {
             Box::pin(self.publish_will()).await;
         }
@@ -462,7 +469,14 @@ impl Driver {
                 return End::Abrupt;
             }
             let mut pull = false;
-            let deadline = self.session.keep_alive().map(|k| last_rx + k);
+            let reading = self.pending_len < MAX_PENDING;
+            // No keep-alive verdict while this side stopped reading: the client's packets
+            // may be waiting in the socket.
+            let deadline = self
+                .session
+                .keep_alive()
+                .map(|k| last_rx + k)
+                .filter(|_| reading);
             let can_pull = self.session.queued() == 0;
             let persist_due = self.session.dirty() && self.session.persistent();
             tokio::select! {
@@ -480,6 +494,9 @@ impl Driver {
                     return End::Abrupt;
                 }
                 acks = front_acks(&mut self.pending), if !self.pending.is_empty() => {
+                    if !reading {
+                        last_rx = Instant::now();
+                    }
                     if let Some(b) = self.pending.pop_front() {
                         if let Some(end) = self.answer(b.packets, acks) {
                             self.flush_briefly().await;
@@ -487,7 +504,7 @@ impl Driver {
                         }
                     }
                 }
-                r = self.io.read(&mut self.rbuf), if self.pending_len < MAX_PENDING => {
+                r = self.io.read(&mut self.rbuf), if reading => {
                     match r {
                         Ok(true) => last_rx = Instant::now(),
                         _ => return End::Abrupt,
@@ -549,6 +566,12 @@ impl Driver {
             };
             let end = match packet {
                 Packet::Publish(p) => self.on_publish(p).await,
+                // The client's acknowledgements of deliveries answer nothing of its own
+                // publishes: no reason to wait for them.
+                ack @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_)) => {
+                    let (session, mut router) = self.router();
+                    session.on_packet(ack, &mut router)
+                }
                 other => match self.flush_batch().await {
                     Some(end) => Some(end),
                     None => {
@@ -570,6 +593,13 @@ impl Driver {
     /// Checks a PUBLISH and adds it to the batch. Consecutive PUBLISH packets already in the
     /// read buffer go to the hub together (one group commit), acknowledged in order after it.
     async fn on_publish(&mut self, mut p: Publish) -> Option<End> {
+        // A resent QoS 2 PUBLISH may be answered at once (its PUBREC again): after the
+        // acknowledgements of everything before it.
+        if p.dup {
+            if let Some(end) = self.flush_batch().await {
+                return Some(end);
+            }
+        }
         match self.session.incoming_publish(&mut p) {
             Ok(true) => {}
             Ok(false) => return None,
@@ -578,6 +608,9 @@ impl Driver {
         let checked = publish::precheck_on(&self.conn, &p.topic, &p.payload);
         match checked {
             Ok(req) => {
+                // The request holds the data; the packet is kept only to be answered, and
+                // must not pin its payload while it waits in the window.
+                p.payload = Bytes::new();
                 self.batch.push((p, req));
                 if self.batch.len() >= MAX_PUBLISH_BATCH {
                     self.submit().await;
@@ -606,6 +639,24 @@ impl Driver {
         let acks = Box::pin(self.conn.enqueue(requests).await);
         self.pending_len += packets.len();
         self.pending.push_back(PendingBatch { packets, acks });
+    }
+
+    /// Waits (a bounded time) for the answers of every batch still with the hub, when the
+    /// connection has ended; nothing more is sent.
+    async fn settle_pending(&mut self) {
+        let limit = Instant::now() + SETTLE_LIMIT;
+        while let Some(b) = self.pending.pop_front() {
+            match tokio::time::timeout_at(limit, b.acks).await {
+                Ok(acks) => {
+                    let _ = self.answer(b.packets, acks);
+                }
+                Err(_) => {
+                    tracing::warn!(client = %self.session.client_id(), "MQTT connection ended with publications the hub did not answer in time");
+                    self.pending.clear();
+                    self.pending_len = 0;
+                }
+            }
+        }
     }
 
     /// Stores every publication read so far and acknowledges each, before a packet of another
