@@ -33,12 +33,17 @@ use tokio::{
 };
 
 // The connection's parts, by responsibility: the CONNECT phase (reading it, the broker-side
-// rules, refusals), the hub operations the session asks for, and the connection loop (here).
+// rules, refusals), the hub operations the session asks for, the byte stream (TCP, TLS or
+// WebSocket), the publish window, and the connection loop (here).
 mod connect;
 mod router;
+mod transport;
+mod window;
 
 use connect::{accept, read_connect, send_now, ConnectFailure};
 use router::HubRouter;
+pub(crate) use transport::Transport;
+use window::{front_acks, PendingBatch, MAX_PENDING};
 
 use crate::{
     publish::{self, refused},
@@ -48,102 +53,6 @@ use crate::{
 
 /// How often acknowledged positions of a persistent session are written while connected.
 const PERSIST_EVERY: Duration = Duration::from_millis(200);
-/// Most publications from one client sent to the hub in one call.
-const MAX_PUBLISH_BATCH: usize = 1024;
-/// Most publications handed to the hub and not yet acknowledged before the connection stops
-/// reading (backpressure towards a QoS 0 publisher faster than the log; QoS 1 and 2 are also
-/// bounded by the receive maximum).
-const MAX_PENDING: usize = 16 * 1024;
-
-/// Longest a connection that ended waits for the answers of publications it handed to the hub.
-const SETTLE_LIMIT: Duration = Duration::from_secs(5);
-
-/// A batch of publications handed to the hub, waiting for its acknowledgements.
-struct PendingBatch {
-    packets: Vec<Publish>,
-    acks: AckFuture,
-}
-/// Most bytes one socket read takes (on the stack of the poll, see [`Transport::read`]).
-const READ_CHUNK: usize = 16 * 1024;
-
-/// The byte stream under MQTT: a TCP socket (plain or TLS), or binary WebSocket frames (a
-/// packet may span frames and a frame may hold several packets, so both are just bytes to the
-/// decoder).
-pub(crate) enum Transport {
-    Tcp(tickwire_tls::Stream),
-    Ws(Box<WebSocket>),
-}
-
-impl Transport {
-    /// Appends what arrived to `buf`; `Ok(false)` at end of stream. Cancel-safe.
-    async fn read(&mut self, buf: &mut BytesMut) -> io::Result<bool> {
-        match self {
-            // An idle connection holds no read buffer of its own (issue 20: ≤ 2 KB per idle
-            // connection): the socket is read into a buffer on the stack of the poll that
-            // finds bytes, which lives only for that poll, and what arrived is copied into
-            // `buf`, which the driver empties and lets go of between packets.
-            Transport::Tcp(s) => {
-                let n = std::future::poll_fn(|cx| {
-                    let mut chunk = [0u8; READ_CHUNK];
-                    let mut rb = tokio::io::ReadBuf::new(&mut chunk);
-                    match std::pin::Pin::new(&mut *s).poll_read(cx, &mut rb) {
-                        std::task::Poll::Ready(Ok(())) => {
-                            buf.extend_from_slice(rb.filled());
-                            std::task::Poll::Ready(Ok(rb.filled().len()))
-                        }
-                        std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
-                        std::task::Poll::Pending => std::task::Poll::Pending,
-                    }
-                })
-                .await?;
-                Ok(n > 0)
-            }
-            Transport::Ws(ws) => loop {
-                match ws.recv().await {
-                    None | Some(Ok(WsMessage::Close(_))) => return Ok(false),
-                    Some(Err(e)) => return Err(io::Error::other(e)),
-                    Some(Ok(WsMessage::Binary(b))) => {
-                        buf.extend_from_slice(&b);
-                        return Ok(true);
-                    }
-                    Some(Ok(WsMessage::Text(_))) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "MQTT over WebSocket is carried in binary frames",
-                        ))
-                    }
-                    Some(Ok(_)) => continue,
-                }
-            },
-        }
-    }
-
-    async fn write(&mut self, data: Bytes) -> io::Result<()> {
-        match self {
-            // The flush hands TLS records buffered by rustls to the socket (a no-op on TCP).
-            Transport::Tcp(s) => {
-                s.write_all(&data).await?;
-                s.flush().await
-            }
-            Transport::Ws(ws) => ws
-                .send(WsMessage::Binary(data))
-                .await
-                .map_err(io::Error::other),
-        }
-    }
-
-    async fn close(&mut self) {
-        match self {
-            Transport::Tcp(s) => {
-                let _ = s.shutdown().await;
-            }
-            Transport::Ws(ws) => {
-                let _ = ws.send(WsMessage::Close(None)).await;
-            }
-        }
-    }
-}
-
 /// Serves one MQTT connection from its first byte to its end; `peer` is the client's address
 /// where the transport knows it (counted against the per-IP connection cap).
 ///
@@ -497,11 +406,9 @@ impl Driver {
                     if !reading {
                         last_rx = Instant::now();
                     }
-                    if let Some(b) = self.pending.pop_front() {
-                        if let Some(end) = self.answer(b.packets, acks) {
-                            self.flush_briefly().await;
-                            return end;
-                        }
+                    if let Some(end) = self.answer_front(acks) {
+                        self.flush_briefly().await;
+                        return end;
                     }
                 }
                 r = self.io.read(&mut self.rbuf), if reading => {
@@ -588,106 +495,6 @@ impl Driver {
                 return Some(End::Abrupt);
             }
         }
-    }
-
-    /// Checks a PUBLISH and adds it to the batch. Consecutive PUBLISH packets already in the
-    /// read buffer go to the hub together (one group commit), acknowledged in order after it.
-    async fn on_publish(&mut self, mut p: Publish) -> Option<End> {
-        // A resent QoS 2 PUBLISH may be answered at once (its PUBREC again): after the
-        // acknowledgements of everything before it.
-        if p.dup {
-            if let Some(end) = self.flush_batch().await {
-                return Some(end);
-            }
-        }
-        match self.session.incoming_publish(&mut p) {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(end) => return Some(end),
-        }
-        let checked = publish::precheck_on(&self.conn, &p.topic, &p.payload);
-        match checked {
-            Ok(req) => {
-                // The request holds the data; the packet is kept only to be answered, and
-                // must not pin its payload while it waits in the window.
-                p.payload = Bytes::new();
-                self.batch.push((p, req));
-                if self.batch.len() >= MAX_PUBLISH_BATCH {
-                    self.submit().await;
-                }
-                None
-            }
-            Err(r) => {
-                // Earlier publications keep their order: stored and acknowledged first.
-                if let Some(end) = self.flush_batch().await {
-                    return Some(end);
-                }
-                self.conn.refused();
-                self.session.refused(&p, r)
-            }
-        }
-    }
-
-    /// Hands the batched publications to the hub (waiting only while a writer's queue is
-    /// full); they are acknowledged in order as the hub answers ([`Driver::answer`]).
-    async fn submit(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let (packets, requests): (Vec<Publish>, Vec<Checked>) =
-            std::mem::take(&mut self.batch).into_iter().unzip();
-        let acks = Box::pin(self.conn.enqueue(requests).await);
-        self.pending_len += packets.len();
-        self.pending.push_back(PendingBatch { packets, acks });
-    }
-
-    /// Waits (a bounded time) for the answers of every batch still with the hub, when the
-    /// connection has ended; nothing more is sent.
-    async fn settle_pending(&mut self) {
-        let limit = Instant::now() + SETTLE_LIMIT;
-        while let Some(b) = self.pending.pop_front() {
-            match tokio::time::timeout_at(limit, b.acks).await {
-                Ok(acks) => {
-                    let _ = self.answer(b.packets, acks);
-                }
-                Err(_) => {
-                    tracing::warn!(client = %self.session.client_id(), "MQTT connection ended with publications the hub did not answer in time");
-                    self.pending.clear();
-                    self.pending_len = 0;
-                }
-            }
-        }
-    }
-
-    /// Stores every publication read so far and acknowledges each, before a packet of another
-    /// kind or a refusal is handled: those follow the publications before them.
-    async fn flush_batch(&mut self) -> Option<End> {
-        self.submit().await;
-        while let Some(b) = self.pending.pop_front() {
-            let acks = b.acks.await;
-            if let Some(end) = self.answer(b.packets, acks) {
-                return Some(end);
-            }
-        }
-        None
-    }
-
-    /// The hub's answers for one batch: PUBACK / PUBREC (only now, after the durable ack) for
-    /// each publication stored, the refusal for each refused.
-    fn answer(&mut self, packets: Vec<Publish>, results: Vec<Result<Ack, Refusal>>) -> Option<End> {
-        self.pending_len = self.pending_len.saturating_sub(packets.len());
-        for (p, result) in packets.iter().zip(results) {
-            match result {
-                Ok(_) => self.session.stored(p),
-                Err(r) => {
-                    self.conn.refused();
-                    if let Some(end) = self.session.refused(p, refused(&r)) {
-                        return Some(end);
-                    }
-                }
-            }
-        }
-        None
     }
 
     /// Takes what the hub has ready into the session. The namespace marks are sampled first:
@@ -819,15 +626,6 @@ fn close_code(reason: &CloseReason) -> ReasonCode {
         // MQTT 5 has no "credential expired"; 0xA0 (Maximum connect time) is the closest.
         CloseReason::TokenExpired => ReasonCode::MaximumConnectTime,
     }
-}
-
-/// The acknowledgements of the oldest pending batch (pending while there is none).
-async fn front_acks(pending: &mut VecDeque<PendingBatch>) -> Vec<Result<Ack, Refusal>> {
-    std::future::poll_fn(|cx| match pending.front_mut() {
-        Some(b) => b.acks.as_mut().poll(cx),
-        None => std::task::Poll::Pending,
-    })
-    .await
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
