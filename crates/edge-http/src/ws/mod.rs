@@ -291,9 +291,6 @@ fn run(
             // acknowledgements of finished batches held back for a whole round.
             loop {
                 c.flush_window();
-                if !c.front_waits() {
-                    break;
-                }
                 match poll_front(&mut c.window).now_or_never() {
                     Some(front) => c.on_front(front),
                     None => break,
@@ -392,14 +389,14 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 }
 
 /// The acknowledgements of the oldest pending batch, or the reply of the oldest command
-/// answered later (the caller checked there is one).
+/// answered later; pending while the front waits for nothing (see [`Conn::front_waits`]).
 async fn poll_front(window: &mut VecDeque<PublishReply>) -> Front {
     std::future::poll_fn(|cx| match window.front_mut() {
         Some(PublishReply::Pending { acks, .. }) => acks.as_mut().poll(cx).map(Front::Acks),
         Some(PublishReply::Later(reply) | PublishReply::Subscribed(reply)) => {
             reply.as_mut().poll(cx).map(Front::Reply)
         }
-        _ => std::task::Poll::Ready(Front::Acks(Vec::new())),
+        _ => std::task::Poll::Pending,
     })
     .await
 }

@@ -75,7 +75,8 @@ impl Conn {
     }
 
     /// Whether the front of the window waits for work off this task (a batch's
-    /// acknowledgements or a reply computed elsewhere): only then is [`poll_front`] asked.
+    /// acknowledgements or a reply computed elsewhere): the connection loop's select asks
+    /// [`poll_front`] only then.
     pub(super) fn front_waits(&self) -> bool {
         matches!(
             self.window.front(),
@@ -102,10 +103,10 @@ impl Conn {
     /// The oldest batch's acknowledgements arrived: its replies, in order.
     pub(super) fn answer(&mut self, acks: Vec<Result<Ack, Refusal>>) {
         // Only a pending batch is taken: anything else in front keeps its place.
-        if !matches!(self.window.front(), Some(PublishReply::Pending { .. })) {
-            return;
-        }
-        let Some(PublishReply::Pending { ids, .. }) = self.window.pop_front() else {
+        let Some(PublishReply::Pending { ids, .. }) = self
+            .window
+            .pop_front_if(|r| matches!(r, PublishReply::Pending { .. }))
+        else {
             return;
         };
         self.in_flight = self.in_flight.saturating_sub(ids.len());
