@@ -213,6 +213,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `n` distinct free ports. [`free_port`] lets go of each port before the next is asked for,
+/// so the kernel may hand the same one out twice; these are all held until every one is
+/// known (a three-node cluster once got one route port twice: "Duplicate route entry").
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder().timeout(TIMEOUT).build().unwrap()
 }

@@ -12,7 +12,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::common::{free_port, Server};
+use crate::common::{free_ports, Server};
 
 pub struct NatsServer {
     pub name: String,
@@ -41,8 +41,9 @@ impl NatsCluster {
     pub fn start(n: usize) -> NatsCluster {
         let bin = nats_bin();
         let dir = tempfile::tempdir().unwrap();
-        let ports: Vec<(u16, u16, u16)> = (0..n)
-            .map(|_| (free_port(), free_port(), free_port()))
+        let ports: Vec<(u16, u16, u16)> = free_ports(3 * n)
+            .chunks(3)
+            .map(|p| (p[0], p[1], p[2]))
             .collect();
         let routes: Vec<String> = ports
             .iter()
