@@ -17,6 +17,7 @@ use std::{
 };
 
 use common::{get_text, mqtt, publish, quote, FixClient, Server, Ws};
+use futures_util::StreamExt;
 use serde_json::json;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
@@ -449,4 +450,108 @@ reconnect_max_ms = 500
         missing.is_empty(),
         "the dashboard queries metrics the server does not export: {missing:?}"
     );
+}
+
+/// A WebSocket client that subscribes and then reads nothing while its quotes keep changing is
+/// dropped once its socket has taken nothing for `write_timeout_ms`, and counted in
+/// `tickwire_write_timeout_disconnects_total` (before, such a drop left no trace an operator
+/// could see); a client that reads the same quotes is not dropped or counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_client_that_takes_nothing_is_dropped_after_the_write_timeout_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(
+        &dir.path().join("d"),
+        &["--fsync", "never"],
+        &[("TICKWIRE_WRITE_TIMEOUT_MS", "500")],
+    );
+    // A 4 KiB receive buffer, so the server's socket fills after tens of kilobytes.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let addr = srv
+        .ws_url("")
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let stream = sock.connect(addr).await.unwrap();
+    let (raw, _) = tokio_tungstenite::client_async(
+        srv.ws_url(""),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .unwrap();
+    let mut stalled = Ws::from_stream(raw);
+    let mut reader = Ws::connect(&srv.ws_url("")).await;
+    let channels: Vec<String> = (0..50).map(|i| format!("quotes.S{i:02}")).collect();
+    for c in &channels {
+        for ws in [&mut stalled, &mut reader] {
+            let r = ws.cmd(json!({"op": "subscribe", "channel": c})).await;
+            assert_eq!(r["ok"], true, "{r}");
+        }
+    }
+    // From here on `stalled` reads nothing; `reader` keeps reading.
+    let mut counted = false;
+    for round in 0..400u64 {
+        let batch: Vec<serde_json::Value> = channels
+            .iter()
+            .map(|c| json!({"channel": c, "data": quote(round)}))
+            .collect();
+        let (status, body) = publish(&srv, &json!(batch)).await;
+        assert_eq!(status, 200, "{body}");
+        while reader.try_push(Duration::from_millis(1)).await.is_some() {}
+        if round % 20 == 19 {
+            let m = get_text(&srv, "/metrics").await;
+            let n = parse(&m)
+                .unwrap()
+                .get("tickwire_write_timeout_disconnects_total", &[]);
+            assert!(
+                n.is_some_and(|n| n <= 1.0),
+                "only the stalled client: {n:?}"
+            );
+            if n == Some(1.0) {
+                counted = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        counted,
+        "the client that took nothing was never dropped and counted"
+    );
+    let m = parse(&get_text(&srv, "/metrics").await).unwrap();
+    assert_eq!(
+        m.get("tickwire_slow_consumer_disconnects_total", &[]),
+        Some(0.0)
+    );
+    // The dropped client reads what its buffers held, then the end of the connection.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(m) = stalled.ws.next().await {
+            if m.is_err() || matches!(m, Ok(tokio_tungstenite::tungstenite::Message::Close(_))) {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stalled client's connection was not closed"
+    );
+    // The reading client is still served.
+    let (status, body) = publish(
+        &srv,
+        &json!([{"channel": "quotes.S00", "data": quote(99_999)}]),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let mut got = false;
+    while let Some(p) = reader.try_push(Duration::from_secs(5)).await {
+        if p["data"] == quote(99_999) {
+            got = true;
+            break;
+        }
+    }
+    assert!(got, "the reading client still gets quotes");
 }

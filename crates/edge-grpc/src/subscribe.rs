@@ -95,11 +95,15 @@ pub(crate) fn start(
 
 /// Waits for room in the call's stream, at most the write timeout; false when the client is
 /// gone or took nothing for that long.
-async fn send(tx: &mpsc::Sender<Item>, item: Item, timeout: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(timeout, tx.send(item)).await,
-        Ok(Ok(()))
-    )
+async fn send(conn: &Connection, tx: &mpsc::Sender<Item>, item: Item, timeout: Duration) -> bool {
+    match tokio::time::timeout(timeout, tx.send(item)).await {
+        Ok(r) => r.is_ok(),
+        Err(_) => {
+            conn.gateway().metrics().note_write_timeout();
+            tracing::debug!("gRPC subscriber took no data for the write timeout; call dropped");
+            false
+        }
+    }
 }
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
@@ -113,7 +117,7 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 async fn pump(mut conn: Connection, first: Vec<Encoded>, tx: mpsc::Sender<Item>) {
     let timeout = conn.gateway().write_timeout();
     for m in first {
-        if !send(&tx, Ok(m), timeout).await {
+        if !send(&conn, &tx, Ok(m), timeout).await {
             return;
         }
     }
@@ -137,7 +141,7 @@ async fn pump(mut conn: Connection, first: Vec<Encoded>, tx: mpsc::Sender<Item>)
                 let n = batch.len() as u64;
                 let hub = conn.gateway().hub().clone();
                 for d in &batch {
-                    if !send(&tx, Ok(Encoded(proto_push(&hub, d))), timeout).await {
+                    if !send(&conn, &tx, Ok(Encoded(proto_push(&hub, d))), timeout).await {
                         return;
                     }
                 }
@@ -162,7 +166,9 @@ async fn close(
     let message = reason.to_string();
     let d = disconnect(code, &message, conn.resume_points());
     let timeout = timeout.min(Duration::from_secs(2));
-    if send(tx, Ok(encoded(Kind::Disconnect(d))), timeout).await {
-        let _ = send(tx, Err(status(code, message)), timeout).await;
+    // Already closing for `reason`: a client that takes none of this is not counted again.
+    let sent = tokio::time::timeout(timeout, tx.send(Ok(encoded(Kind::Disconnect(d))))).await;
+    if matches!(sent, Ok(Ok(()))) {
+        let _ = tokio::time::timeout(timeout, tx.send(Err(status(code, message)))).await;
     }
 }

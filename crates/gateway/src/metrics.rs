@@ -102,6 +102,7 @@ pub struct Metrics {
     /// HTTP publish requests (each may carry a batch).
     pub http_publish_requests: AtomicU64,
     slow_consumer_disconnects: AtomicU64,
+    write_timeout_disconnects: AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -146,6 +147,13 @@ impl Metrics {
             self.slow_consumer_disconnects
                 .fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Counts a connection dropped because its client took no data for the write timeout
+    /// (a vanished client, or one reading too slowly for its socket to make progress).
+    pub fn note_write_timeout(&self) {
+        self.write_timeout_disconnects
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn render(&self, hub: &Hub, gateway: &Gateway) -> String {
@@ -198,6 +206,12 @@ impl Metrics {
             "counter",
             "Clients disconnected for falling too far behind.",
             self.slow_consumer_disconnects.load(Ordering::Relaxed),
+        );
+        one(
+            "tickwire_write_timeout_disconnects_total",
+            "counter",
+            "Clients disconnected for taking no data for write_timeout_ms.",
+            self.write_timeout_disconnects.load(Ordering::Relaxed),
         );
         let gauge = |edge: &str| {
             edges

@@ -344,7 +344,12 @@ fn run(
                     }
                 }
                 front = poll_front(&mut c.window), if acks_pending => c.on_front(front),
-                _ = sleep_until_opt(stalled_at), if stalled_at.is_some() => break,
+                _ = sleep_until_opt(stalled_at), if stalled_at.is_some() => {
+                    // Nothing can be sent to say why: the socket takes nothing.
+                    c.conn.gateway().metrics().note_write_timeout();
+                    tracing::debug!("WebSocket client took no data for the write timeout; disconnected");
+                    break;
+                }
                 _ = sleep_until_opt(expiry), if expiry.is_some() => c.on_expiry(),
                 _ = c.conn.wait(), if take_more => deliver = true,
                 _ = ping.tick() => c.out.replies.push_back(Message::Ping(Bytes::new())),

@@ -542,7 +542,11 @@ impl Driver {
         let data = std::mem::take(self.session.output()).freeze();
         match tokio::time::timeout(self.conn.gateway().write_timeout(), self.io.write(data)).await {
             Ok(r) => r,
-            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+            Err(_) => {
+                self.conn.gateway().metrics().note_write_timeout();
+                tracing::debug!("MQTT client took no data for the write timeout; disconnected");
+                Err(io::ErrorKind::TimedOut.into())
+            }
         }
     }
 
