@@ -319,15 +319,27 @@ fn sub_endpoint(a: &RunArgs, i: usize) -> (Target, SocketAddr) {
     }
 }
 
+/// The value of an unlabelled sample `name` in a Prometheus text exposition.
+fn metric_of(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// An unlabelled counter from Tickwire's /metrics.
+async fn tickwire_counter(http: SocketAddr, name: &str) -> Result<f64> {
+    let text = http_get(http, "/metrics").await?;
+    metric_of(&text, name)
+        .ok_or_else(|| BenchError::proto("tickwire http", format!("no {name} in /metrics")))
+}
+
 /// `tickwire_published_total` from Tickwire's /metrics.
 async fn published_total(http: SocketAddr) -> Result<u64> {
-    let text = http_get(http, "/metrics").await?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("tickwire_published_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| {
-            BenchError::proto("tickwire http", "no tickwire_published_total in /metrics")
-        })
+    // A counter's value is an integer written without a fraction.
+    tickwire_counter(http, "tickwire_published_total")
+        .await
+        .map(|v| v as u64)
 }
 
 async fn connect_all(a: &RunArgs, n: usize, subscribe: bool) -> Result<Vec<SubConn>> {
@@ -597,6 +609,16 @@ pub async fn slow(a: &RunArgs) -> Result<RunResult> {
         o.delivered_slow as f64 / o.measured_s,
     );
     r.extra.insert("slow_converged".into(), o.slow_converged);
+    // A slow client the server dropped for taking nothing cannot converge: say how many were
+    // (Tickwire only; best effort, as for server_published_per_s).
+    if let Some(http) = a.tickwire_http() {
+        match tickwire_counter(http, "tickwire_write_timeout_disconnects_total").await {
+            Ok(n) => {
+                r.extra.insert("write_timeout_disconnects".into(), n);
+            }
+            Err(e) => eprintln!("tickwire bench: no write_timeout_disconnects: {e}"),
+        }
+    }
     if let Some(u) = &o.server {
         // Flat memory: the second half of the window peaks no higher than the first (+5%).
         let half = u.rss_samples_kb.len() / 2;
@@ -739,6 +761,23 @@ mod tests {
             nsym: 10,
             limit: 100,
         }
+    }
+
+    #[test]
+    fn metric_of_reads_the_unlabelled_sample_of_that_name_only() {
+        let text = "# HELP tickwire_published_total x\n# TYPE tickwire_published_total counter\n\
+                    tickwire_published_total_bytes 7\ntickwire_published_total 1234\n\
+                    tickwire_write_timeout_disconnects_total 3\n";
+        assert_eq!(metric_of(text, "tickwire_published_total"), Some(1234.0));
+        assert_eq!(
+            metric_of(text, "tickwire_write_timeout_disconnects_total"),
+            Some(3.0)
+        );
+        assert_eq!(metric_of(text, "tickwire_missing_total"), None);
+        assert_eq!(
+            metric_of("tickwire_published_total x\n", "tickwire_published_total"),
+            None
+        );
     }
 
     #[test]
