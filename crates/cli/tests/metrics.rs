@@ -323,7 +323,20 @@ reconnect_max_ms = 500
         "{connack:?}"
     );
 
-    let text = get_text(&srv, "/metrics").await;
+    // The candle projection counts ticks on its own thread, a moment after the publishes were
+    // acknowledged: wait for it (a single read raced it under load, with another test's server
+    // running beside this one).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = get_text(&srv, "/metrics").await;
+        let ticks = parse(&text)
+            .ok()
+            .and_then(|e| e.get("tickwire_candles_ticks_total", &[]));
+        if ticks.is_some_and(|n| n >= 3.0) || tokio::time::Instant::now() >= deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let e = parse(&text).unwrap_or_else(|err| panic!("{err}\n{text}"));
     let ns = [("namespace", "quotes")];
     assert!(e.get("tickwire_namespace_published_total", &ns).unwrap() >= 3.0);
