@@ -13,6 +13,7 @@ mod book;
 mod chat;
 mod error;
 mod grpc;
+mod ingest;
 mod jetstream;
 mod msg;
 mod proto;
@@ -409,7 +410,7 @@ fn validate(args: &RunArgs) -> Result<(), BenchError> {
 pub async fn run(args: RunArgs) -> Result<RunResult, BenchError> {
     validate(&args)?;
     let r = match args.scenario {
-        Scenario::Ingest => scenario::ingest(&args).await?,
+        Scenario::Ingest => ingest::ingest(&args).await?,
         Scenario::Fanout => scenario::fanout_run(&args).await?,
         Scenario::Slow => scenario::slow(&args).await?,
         Scenario::Idle => scenario::idle(&args).await?,
