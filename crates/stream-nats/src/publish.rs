@@ -14,7 +14,7 @@ use std::{collections::VecDeque, sync::atomic::Ordering, sync::Arc, time::Durati
 use async_nats::{
     header::NATS_MESSAGE_ID,
     jetstream::{self, message::PublishMessage as Publish},
-    HeaderMap, StatusCode,
+    HeaderMap, StatusCode, Subject,
 };
 use futures_util::{FutureExt, StreamExt};
 use serde::Deserialize;
@@ -77,7 +77,7 @@ impl SharedAppender for NatsAppender {
 
 /// What an item needs to be sent again (only items with a msg_id are ever retried).
 struct Retry {
-    subject: String,
+    subject: Subject,
     key: String,
     data: bytes::Bytes,
 }
@@ -279,35 +279,39 @@ impl Publisher {
         while self.outstanding < IN_FLIGHT {
             let Some(it) = f.unsent.next() else { break };
             let id = f.first + f.slots.len() as u64;
-            let subject = codec::subject(&self.prefix, &it.channel);
-            let key = it
-                .msg_id
-                .as_deref()
-                .map(|id| codec::dedup_key(&it.channel, id));
+            // A subject clones without copying: kept for a keyed item's retry.
+            let subject = Subject::from(codec::subject(&self.prefix, &it.channel));
             let mut reply = String::with_capacity(self.reply_base.len() + 20);
             reply.push_str(&self.reply_base);
             reply.push_str(itoa::Buffer::new().format(id));
-            let retry = key.as_ref().map(|k| {
-                Box::new(Retry {
-                    subject: subject.clone(),
-                    key: k.clone(),
-                    data: it.data.clone(),
-                })
-            });
-            let r = if !can_ack {
-                Err("cannot receive JetStream acknowledgements".to_string())
-            } else if let Some(k) = key {
-                let mut h = HeaderMap::new();
-                h.insert(NATS_MESSAGE_ID, k.as_str());
-                self.client
-                    .publish_with_reply_and_headers(subject, reply, h, it.data)
-                    .await
-                    .map_err(|e| e.to_string())
-            } else {
-                self.client
-                    .publish_with_reply(subject, reply, it.data)
-                    .await
-                    .map_err(|e| e.to_string())
+            let (r, retry) = match it.msg_id.as_deref() {
+                _ if !can_ack => (
+                    Err("cannot receive JetStream acknowledgements".to_string()),
+                    None,
+                ),
+                Some(msg_id) => {
+                    let key = codec::dedup_key(&it.channel, msg_id);
+                    let mut h = HeaderMap::new();
+                    h.insert(NATS_MESSAGE_ID, key.as_str());
+                    let r = self
+                        .client
+                        .publish_with_reply_and_headers(subject.clone(), reply, h, it.data.clone())
+                        .await
+                        .map_err(|e| e.to_string());
+                    let retry = Retry {
+                        subject,
+                        key,
+                        data: it.data,
+                    };
+                    (r, Some(Box::new(retry)))
+                }
+                None => (
+                    self.client
+                        .publish_with_reply(subject, reply, it.data)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    None,
+                ),
             };
             match r {
                 Ok(()) => {
