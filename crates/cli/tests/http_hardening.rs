@@ -490,6 +490,105 @@ async fn a_websocket_frame_over_the_limit_gets_close_code_1009() {
     assert_eq!(code, Some(CloseCode::Size), "close code 1009");
 }
 
+/// Sends `request` on a fresh connection; the status and the lower-cased response head.
+async fn raw_exchange(srv: &Server, request: &str) -> (u16, String, TcpStream) {
+    let mut s = TcpStream::connect(&srv.addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(TIMEOUT, s.read(&mut byte))
+            .await
+            .expect("no answer to the handshake")
+            .unwrap();
+        assert_eq!(n, 1, "connection closed in the answer's head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap();
+    (status, head, s)
+}
+
+/// The server answers the WebSocket opening handshake itself (crates/edge-http/src/ws/upgrade.rs):
+/// RFC 6455's own example key gets the example's accept value, requests that are not an
+/// opening get the same answers as before (axum's), and a command far larger than the
+/// WebSocket layer's 512-byte read buffer still arrives whole and is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_websocket_handshake_is_answered_and_large_frames_arrive_whole() {
+    let (_dir, srv) = start(&[]);
+    let opening = |extra: &str| format!("GET /v1/ws HTTP/1.1\r\nHost: {}\r\n{extra}\r\n", srv.addr);
+    let good = "Upgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\
+                Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+    let (status, head, _s) = raw_exchange(&srv, &opening(good)).await;
+    assert_eq!(status, 101, "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n"),
+        "RFC 6455 §1.3's accept value: {head}"
+    );
+    assert!(head.contains("upgrade: websocket\r\n"), "{head}");
+    assert!(
+        !head.contains("sec-websocket-protocol"),
+        "no subprotocol was offered, none is chosen: {head}"
+    );
+    // Not an opening: each refusal names what is missing.
+    for (extra, want, text) in [
+        ("", 400, "connection header did not include 'upgrade'"),
+        (
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n",
+            400,
+            "`sec-websocket-key` header missing",
+        ),
+        (
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n",
+            400,
+            "`sec-websocket-version` header did not include '13'",
+        ),
+        (
+            "Upgrade: h2c\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+            400,
+            "`upgrade` header did not include 'websocket'",
+        ),
+    ] {
+        let (status, head, mut s) = raw_exchange(&srv, &opening(extra)).await;
+        assert_eq!(status, want, "{extra:?}: {head}");
+        let mut body = vec![0u8; text.len()];
+        s.read_exact(&mut body).await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&body).to_ascii_lowercase(), text);
+    }
+    let post = format!(
+        "POST /v1/ws HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\n{good}\r\n",
+        srv.addr
+    );
+    let (status, head, _s) = raw_exchange(&srv, &post).await;
+    assert_eq!(status, 405, "{head}");
+
+    // A 50 KB chat message is one frame of ~100 reads by the WebSocket layer; a subscriber
+    // gets it byte for byte, and the connection goes on serving small commands after it.
+    let mut ws = common::Ws::connect(&srv.ws_url("")).await;
+    let r = ws.cmd(json!({"op":"subscribe","channel":"chat.big"})).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let text: String = (0..50_000)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let ack = ws
+        .cmd(json!({"op":"publish","channel":"chat.big","msg_id":"big-1","data":{"text":text}}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let push = ws.push().await;
+    assert_eq!(push["data"]["text"].as_str(), Some(text.as_str()));
+    let ack = ws
+        .cmd(
+            json!({"op":"publish","channel":"chat.big","msg_id":"small-1","data":{"text":"after"}}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(ws.push().await["data"]["text"], "after");
+}
+
 /// A tmpfs mounted at a temporary directory, unmounted on drop (root only, like disk_full.rs).
 struct Tmpfs {
     dir: tempfile::TempDir,

@@ -12,13 +12,15 @@
 use std::{borrow::Cow, sync::Arc, time::Duration};
 
 use axum::{
-    extract::{ws::CloseFrame, ws::Message, ws::WebSocket, Request, State},
+    extract::{Request, State},
     http::{header, HeaderValue, Method, StatusCode},
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use futures_util::SinkExt;
 use tickwire_gateway::ErrorCode;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tungstenite::{protocol::CloseFrame, Message};
 
 use crate::problem::Problem;
 
@@ -204,20 +206,15 @@ pub(crate) fn public_reason(code: ErrorCode, text: &str) -> Cow<'_, str> {
 }
 
 /// Whether a WebSocket read failed because a frame or message was over the size limit.
-pub(crate) fn is_too_large(e: &axum::Error) -> bool {
-    use std::error::Error as _;
-    matches!(
-        e.source()
-            .and_then(|s| s.downcast_ref::<tungstenite::Error>()),
-        Some(tungstenite::Error::Capacity(_))
-    )
+pub(crate) fn is_too_large(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Capacity(_))
 }
 
 /// Tells the client why its connection ends: close code 1009. The frame is dropped unread
 /// (its length alone was over the limit), so the connection cannot go on.
-pub(crate) async fn close_too_large(socket: &mut WebSocket, timeout: Duration) {
+pub(crate) async fn close_too_large(socket: &mut crate::ws::Socket, timeout: Duration) {
     let close = Message::Close(Some(CloseFrame {
-        code: CLOSE_TOO_LARGE,
+        code: CLOSE_TOO_LARGE.into(),
         reason: ErrorCode::TooLarge.as_str().into(),
     }));
     let _ = tokio::time::timeout(timeout.min(Duration::from_secs(2)), socket.send(close)).await;

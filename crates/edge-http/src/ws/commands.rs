@@ -65,7 +65,10 @@ impl Conn {
     }
 
     /// Handles one incoming frame; false when the connection ended.
-    pub(super) fn on_frame(&mut self, incoming: Option<Result<Message, axum::Error>>) -> bool {
+    pub(super) fn on_frame(
+        &mut self,
+        incoming: Option<Result<Message, tungstenite::Error>>,
+    ) -> bool {
         match incoming {
             None | Some(Ok(Message::Close(_))) => false,
             Some(Err(e)) => {

@@ -17,10 +17,7 @@
 use std::{collections::VecDeque, future::Future, pin::Pin, time::Duration};
 
 use axum::{
-    extract::{
-        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
-        Query, State,
-    },
+    extract::{Query, State},
     http::HeaderMap,
     response::{IntoResponse, Response},
 };
@@ -43,6 +40,10 @@ use tickwire_wire::{
     encode_disconnect, encode_error, encode_ok, encode_publish_ok, encode_push, parse_command,
     scan_publish, ErrorCode, Op, ScannedItem, MAX_COMMAND_BYTES,
 };
+use tungstenite::{
+    protocol::{frame::coding::CloseCode, CloseFrame},
+    Message, Utf8Bytes,
+};
 
 use crate::{hardening, problem::Problem, publish::bearer, HttpState, WEBSOCKET};
 
@@ -50,19 +51,18 @@ use crate::{hardening, problem::Problem, publish::bearer, HttpState, WEBSOCKET};
 // commands a client sends and their replies, and the window of publishes waiting to be
 // acknowledged in order.
 mod commands;
+mod upgrade;
 mod window;
 
 pub(crate) use commands::markers_json;
 use commands::refusal_frame;
+use upgrade::Handshake;
+pub(crate) use upgrade::Socket;
 
 /// Frames above this are refused by the WebSocket layer itself (close 1009); between the
 /// protocol's command limit and this, the client gets a `too_large` error reply instead.
 const MAX_WS_MESSAGE: usize = 4 * 1024 * 1024;
 const PING_EVERY: Duration = Duration::from_secs(30);
-/// Initial read buffer per connection. The WebSocket layer's default (128 KiB) made an idle
-/// connection cost ~135 KB of server RSS (bench/results/idle.md); clients mostly send short
-/// commands, and the buffer still grows for a large frame.
-const READ_BUFFER: usize = 4 * 1024;
 /// Most frames taken from the socket in one turn before the task answers and writes: a
 /// pipelining publisher's commands go to the hub as one batch, and a flood cannot keep the
 /// task from writing. Small enough that the stages overlap: with 1,024 a publisher's whole
@@ -90,7 +90,7 @@ pub async fn upgrade(
     Query(q): Query<WsQuery>,
     headers: HeaderMap,
     peer: Option<axum::Extension<tickwire_gateway::PeerAddr>>,
-    ws: WebSocketUpgrade,
+    ws: Handshake,
 ) -> Response {
     let key = q
         .token
@@ -117,14 +117,11 @@ pub async fn upgrade(
     let conn = Box::new(conn);
     // The chosen subprotocol is echoed in the 101 answer, so the client knows which encoding
     // it got (a client that asked for it and finds no echo must not send binary frames).
-    let ws = ws.protocols([PROTO_SUBPROTOCOL]);
-    let binary = ws
-        .selected_protocol()
-        .is_some_and(|p| p.as_bytes() == PROTO_SUBPROTOCOL.as_bytes());
-    ws.max_message_size(MAX_WS_MESSAGE)
-        .max_frame_size(MAX_WS_MESSAGE)
-        .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| run(socket, conn, binary))
+    let binary = ws.offers(PROTO_SUBPROTOCOL);
+    let chosen = binary.then_some(PROTO_SUBPROTOCOL);
+    ws.accept(chosen, MAX_WS_MESSAGE, move |socket| {
+        run(socket, conn, binary)
+    })
 }
 
 fn text(b: Bytes) -> Message {
@@ -221,7 +218,7 @@ impl Outbox {
         &mut self,
         sink: &mut Sink,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), axum::Error>> {
+    ) -> std::task::Poll<Result<(), tungstenite::Error>> {
         use std::task::Poll;
         loop {
             let Some(next) = self.replies.front().or_else(|| self.pushes.front()) else {
@@ -260,7 +257,7 @@ impl Outbox {
 /// local of its body, and the 368-byte socket was held twice in every state.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
 fn run(
-    mut socket: WebSocket,
+    mut socket: Socket,
     conn: Box<Connection>,
     binary: bool,
 ) -> impl std::future::Future<Output = ()> {
@@ -444,12 +441,12 @@ pub(crate) fn close_error_code(reason: &CloseReason) -> ErrorCode {
     }
 }
 
-type Sink = WebSocket;
+type Sink = Socket;
 
 /// What the socket branch of a connection's loop produced.
 enum SocketEvent {
     /// A frame (or the end of the stream) arrived.
-    Frame(Option<Result<Message, axum::Error>>),
+    Frame(Option<Result<Message, tungstenite::Error>>),
     /// Everything queued was written and flushed.
     Written,
     WriteFailed,
@@ -458,7 +455,7 @@ enum SocketEvent {
 /// Drives the socket both ways from one place: writes what the outbox has (as far as the
 /// socket takes it), then looks for a frame to read.
 fn poll_socket(
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     out: &mut Outbox,
     reading: bool,
     cx: &mut std::task::Context<'_>,
@@ -542,7 +539,7 @@ async fn close_with(
         text(encode_disconnect(code, &msg, &conn.resume_points()))
     };
     let close = Message::Close(Some(CloseFrame {
-        code: close_code,
+        code: CloseCode::from(close_code),
         reason: Utf8Bytes::from(code.as_str()),
     }));
     let _ = send(
