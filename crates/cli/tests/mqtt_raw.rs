@@ -264,3 +264,90 @@ async fn pipelined_qos1_publishes_are_acknowledged_once_each_in_order() {
     );
     drop(srv);
 }
+
+/// MQTT 3.1.1 §3.1.2.10 / 5.0 §3.1.2.10: a client that sends nothing for 1.5 times its keep
+/// alive is disconnected (MQTT 5: reason 0x8D), and one that keeps pinging is not.
+#[tokio::test]
+async fn keep_alive_is_kept_by_pings_and_enforced_on_silence() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_srv, port) = start(dir.path());
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(&connect(5, "ka", true, 1)).await.unwrap();
+    let (first, body) = read_packet(&mut s).await.unwrap();
+    assert_eq!((first, body[1]), (0x20, 0), "CONNACK, accepted");
+    // Pinging every 0.5 s for 3 s (twice the 1.5 s allowance): served throughout.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        s.write_all(&[0xC0, 0x00]).await.unwrap();
+        let (first, _) = read_packet(&mut s).await.expect("PINGRESP");
+        assert_eq!(first, 0xD0, "PINGRESP");
+    }
+    // Then silence: disconnected after 1.5 s, not before 1 s.
+    let quiet = std::time::Instant::now();
+    expect_disconnect(&mut s, 0x8D).await;
+    let after = quiet.elapsed();
+    assert!(
+        after >= Duration::from_millis(1000) && after < Duration::from_secs(6),
+        "keep-alive verdict after {after:?}"
+    );
+}
+
+/// A persistent session is saved while the connection is open (at most every 200 ms after a
+/// change), not only when it ends: a QoS 1 subscriber to a chat channel acknowledges three
+/// messages, the server is killed with kill -9, and after the restart the session resumes
+/// after them: they are not delivered again, and the next message is.
+#[tokio::test]
+async fn a_persistent_session_is_saved_while_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut srv, port) = start(dir.path());
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(&connect(4, "keeper", false, 60)).await.unwrap();
+    let (first, body) = read_packet(&mut s).await.unwrap();
+    assert_eq!(first, 0x20, "CONNACK");
+    assert_eq!(body, [0, 0], "no session yet, accepted");
+    let mut sub = vec![0, 7];
+    mqtt::string(&mut sub, b"chat/keep");
+    sub.push(1);
+    s.write_all(&packet(0x82, &sub)).await.unwrap();
+    let (first, body) = read_packet(&mut s).await.unwrap();
+    assert_eq!(first, 0x90, "SUBACK");
+    assert_eq!(body, [0, 7, 1], "granted QoS 1");
+    let say = |text: &str| serde_json::json!({"channel":"chat.keep","data":{"text":text}});
+    for text in ["one", "two", "three"] {
+        let (status, r) = common::publish(&srv, &say(text)).await;
+        assert_eq!(status, 200, "{r}");
+        let (first, body) = read_packet(&mut s).await.expect("PUBLISH");
+        assert_eq!(first & 0xF6, 0x32, "QoS 1 PUBLISH, got {first:#x}");
+        let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        let id = [body[2 + topic_len], body[3 + topic_len]];
+        s.write_all(&[0x40, 0x02, id[0], id[1]]).await.unwrap(); // PUBACK
+    }
+    // Well past the save interval, with the connection still open.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    srv.kill9();
+    drop(s);
+    // The same data directory and MQTT port.
+    let listen = format!("127.0.0.1:{port}");
+    let srv = Server::start(
+        &dir.path().join("data"),
+        &[],
+        &[
+            ("TICKWIRE_MQTT__LISTEN", &listen),
+            ("TICKWIRE_MQTT__MAX_PACKET_BYTES", "1024"),
+        ],
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(&connect(4, "keeper", false, 60)).await.unwrap();
+    let (first, body) = read_packet(&mut s).await.unwrap();
+    assert_eq!(first, 0x20, "CONNACK");
+    assert_eq!(body, [1, 0], "session present after the kill -9");
+    let (status, r) = common::publish(&srv, &say("four")).await;
+    assert_eq!(status, 200, "{r}");
+    let (first, body) = read_packet(&mut s).await.expect("PUBLISH");
+    assert_eq!(first & 0xF6, 0x32, "QoS 1 PUBLISH, got {first:#x}");
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("four") && !text.contains("one") && !text.contains("three"),
+        "the first message after the restart is the new one: {text}"
+    );
+}

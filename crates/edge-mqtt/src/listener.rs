@@ -119,8 +119,12 @@ async fn upgrade(
 ) -> Response {
     let ip = peer.map(|p| p.0 .0.ip());
     let max = edge.config.max_packet() * 2 + 1024;
+    // The WebSocket layer's read buffer lives as long as the connection; its default
+    // (128 KiB) made every browser MQTT client cost ~130 KB of server memory. 4 KiB is one
+    // socket read of MQTT packets; a larger packet still grows it.
     ws.protocols(["mqtt"])
         .max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(4 * 1024)
         .on_upgrade(move |socket| run(edge, Transport::Ws(Box::new(socket)), ip))
 }

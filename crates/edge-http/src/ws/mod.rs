@@ -279,8 +279,15 @@ fn run(
             too_large: false,
             binary,
         };
-        let mut ping =
-            tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+        // One timer for every deadline of the loop (the next ping, the token's expiry or its
+        // grace period, the write timeout), armed for the earliest. Three timers were three
+        // futures in every idle connection's task, and the write timeout's was registered
+        // anew in every turn that had a write waiting. It is moved earlier when a deadline
+        // comes closer; a deadline that moves later (the socket took more) lets it fire
+        // early once, find nothing due, and be re-armed.
+        let mut ping_at = tokio::time::Instant::now() + PING_EVERY;
+        let timer = tokio::time::sleep_until(ping_at);
+        tokio::pin!(timer);
         loop {
             // Replies already due go out in this turn. The select below is biased to the
             // socket, so while a pipelining publisher keeps frames coming it would reach the
@@ -305,6 +312,13 @@ fn run(
                 .map(|p| p + write_timeout);
             let mut deliver = false;
             let expiry = c.grace_at.or(c.token_at);
+            let due = [stalled_at, expiry]
+                .into_iter()
+                .flatten()
+                .fold(ping_at, Ord::min);
+            if due < timer.deadline() || timer.is_elapsed() {
+                timer.as_mut().reset(due);
+            }
             tokio::select! {
                 biased;
                 _ = c.conn.closed() => {
@@ -341,15 +355,23 @@ fn run(
                     }
                 }
                 front = poll_front(&mut c.window), if acks_pending => c.on_front(front),
-                _ = sleep_until_opt(stalled_at), if stalled_at.is_some() => {
-                    // Nothing can be sent to say why: the socket takes nothing.
-                    c.conn.gateway().metrics().note_write_timeout();
-                    tracing::debug!("WebSocket client took no data for the write timeout; disconnected");
-                    break;
+                () = &mut timer => {
+                    let now = tokio::time::Instant::now();
+                    if stalled_at.is_some_and(|t| t <= now) {
+                        // Nothing can be sent to say why: the socket takes nothing.
+                        c.conn.gateway().metrics().note_write_timeout();
+                        tracing::debug!("WebSocket client took no data for the write timeout; disconnected");
+                        break;
+                    }
+                    if expiry.is_some_and(|t| t <= now) {
+                        c.on_expiry();
+                    }
+                    if ping_at <= now {
+                        c.out.replies.push_back(Message::Ping(Bytes::new()));
+                        ping_at = now + PING_EVERY;
+                    }
                 }
-                _ = sleep_until_opt(expiry), if expiry.is_some() => c.on_expiry(),
                 _ = c.conn.wait(), if take_more => deliver = true,
-                _ = ping.tick() => c.out.replies.push_back(Message::Ping(Bytes::new())),
             }
             c.flush_window();
             if deliver {
@@ -380,13 +402,6 @@ fn run(
                 c.out.progress = Some(tokio::time::Instant::now());
             }
         }
-    }
-}
-
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

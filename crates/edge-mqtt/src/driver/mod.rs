@@ -362,11 +362,19 @@ impl Driver {
 
     async fn main_loop(&mut self, takeover: tokio_util::sync::CancellationToken) -> End {
         let mut last_rx = Instant::now();
-        let mut persist_tick = tokio::time::interval(PERSIST_EVERY);
-        persist_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The session is saved at most every PERSIST_EVERY while it changes: the first change
+        // at once, the next ones from this instant on.
+        let mut persist_at = last_rx;
         // MQTT 3.1.1 cannot re-authenticate: at expiry the connection closes (v5: reason 0xA0)
         // and the client reconnects with a new token as its password.
-        let token_at = self.conn.token_deadline();
+        let mut token_at = self.conn.token_deadline();
+        // One timer for the keep-alive verdict, the token's expiry and the next save, armed
+        // for the earliest: three timers were three futures in every idle connection's task
+        // (bench/results/idle.md). Moved earlier when a deadline comes closer; a deadline that
+        // moves later (a packet arrived) lets it fire early once, find nothing due, and be
+        // re-armed.
+        let timer = tokio::time::sleep_until(last_rx + PERSIST_EVERY);
+        tokio::pin!(timer);
         loop {
             self.in_flight.set(self.session.in_flight());
             if self.moved {
@@ -388,6 +396,13 @@ impl Driver {
                 .filter(|_| reading);
             let can_pull = self.session.queued() == 0;
             let persist_due = self.session.dirty() && self.session.persistent();
+            let save_at = persist_due.then_some(persist_at);
+            if let Some(due) = [deadline, token_at, save_at].into_iter().flatten().min() {
+                if due < timer.deadline() || timer.is_elapsed() {
+                    timer.as_mut().reset(due);
+                }
+            }
+            let timed = deadline.is_some() || token_at.is_some() || persist_due;
             tokio::select! {
                 biased;
                 _ = self.conn.closed() => {
@@ -421,16 +436,23 @@ impl Driver {
                         return end;
                     }
                 }
-                _ = sleep_until_opt(deadline) => {
-                    self.session.disconnect(ReasonCode::KeepAliveTimeout, "no packet within 1.5 times the keep alive");
-                    self.flush_briefly().await;
-                    return End::Abrupt;
+                () = &mut timer, if timed => {
+                    let now = Instant::now();
+                    if deadline.is_some_and(|d| d <= now) {
+                        self.session.disconnect(ReasonCode::KeepAliveTimeout, "no packet within 1.5 times the keep alive");
+                        self.flush_briefly().await;
+                        return End::Abrupt;
+                    }
+                    if token_at.is_some_and(|t| t <= now) {
+                        token_at = None;
+                        self.conn.expire();
+                    }
+                    if save_at.is_some_and(|t| t <= now) {
+                        persist_at = now + PERSIST_EVERY;
+                        Box::pin(self.persist(None)).await;
+                    }
                 }
                 _ = self.conn.wait(), if can_pull => pull = true,
-                _ = sleep_until_opt(token_at), if token_at.is_some() => self.conn.expire(),
-                _ = persist_tick.tick(), if persist_due => {
-                    Box::pin(self.persist(None)).await;
-                }
             }
             if pull {
                 if let Err(reason) = Box::pin(self.drain()).await {
@@ -629,12 +651,5 @@ fn close_code(reason: &CloseReason) -> ReasonCode {
         CloseReason::Kicked(_) => ReasonCode::AdministrativeAction,
         // MQTT 5 has no "credential expired"; 0xA0 (Maximum connect time) is the closest.
         CloseReason::TokenExpired => ReasonCode::MaximumConnectTime,
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
