@@ -12,7 +12,6 @@ use std::{
 use parking_lot::Mutex;
 use tickwire_model::{AddrHash, Channel, Class, Offset};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use tickwire_feed::l2::{merge, L2Msg};
 
@@ -131,7 +130,11 @@ pub(crate) struct SessionShared {
     pending: Mutex<Pending>,
     notify: Notify,
     closed: Mutex<Option<CloseReason>>,
-    cancel: CancellationToken,
+    /// Set once `closed` is; read by [`Session::closed`] without the lock.
+    is_closed: AtomicBool,
+    /// Wakes every task in [`Session::closed`]. A plain `Notify` in this allocation: a
+    /// cancellation token allocated a tree node of its own, ~150 bytes per connection.
+    closing: Notify,
 }
 
 impl SessionShared {
@@ -295,7 +298,8 @@ impl SessionShared {
             *c = Some(reason);
         }
         drop(c);
-        self.cancel.cancel();
+        self.is_closed.store(true, Ordering::Release);
+        self.closing.notify_waiters();
         self.notify.notify_one();
     }
 }
@@ -355,7 +359,8 @@ impl Session {
                 pending: Mutex::new(Pending::default()),
                 notify: Notify::new(),
                 closed: Mutex::new(None),
-                cancel: CancellationToken::new(),
+                is_closed: AtomicBool::new(false),
+                closing: Notify::new(),
             }),
             hub,
             explicit: std::collections::HashSet::new(),
@@ -518,7 +523,14 @@ impl Session {
 
     /// Resolves when the hub closes this session (slow consumer, shutdown, kick). Cancel-safe.
     pub async fn closed(&self) {
-        self.shared.cancel.cancelled().await;
+        // A `Notified` receives every `notify_waiters` made after it was created, polled or
+        // not, and `close` sets the flag before notifying: checked after creating it, no
+        // close can slip between the check and the wait.
+        let closing = self.shared.closing.notified();
+        if self.shared.is_closed.load(Ordering::Acquire) {
+            return;
+        }
+        closing.await;
     }
 
     /// Why the session was closed, if it was.

@@ -293,6 +293,64 @@ async fn slow_stream_consumer_is_disconnected_with_resume_point() {
     hub.shutdown().await;
 }
 
+/// `Session::closed` resolves for a close made while it waits (from another task, through a
+/// `SessionCloser`), for one made before it is called, and for a slow consumer's close by the
+/// hub; it does not resolve for an open session.
+#[tokio::test]
+async fn closed_resolves_for_every_kind_of_close_and_only_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = HubConfig::new(dir.path());
+    cfg.stream_buffer = 4;
+    let hub = Hub::open(cfg).unwrap();
+    let within = Duration::from_secs(5);
+
+    let open = hub.session();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), open.closed())
+            .await
+            .is_err(),
+        "an open session is not closed"
+    );
+
+    let waiting = hub.session();
+    let closer = waiting.closer();
+    let kick = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        closer.close(CloseReason::Shutdown);
+    });
+    tokio::time::timeout(within, waiting.closed())
+        .await
+        .expect("a close while waiting wakes the waiter");
+    kick.await.unwrap();
+    assert_eq!(waiting.close_reason(), Some(CloseReason::Shutdown));
+
+    let early = hub.session();
+    early.close(CloseReason::Shutdown);
+    tokio::time::timeout(within, early.closed())
+        .await
+        .expect("a close before the call is seen at once");
+
+    let mut slow = hub.session();
+    slow.subscribe(&ch("chat.slow"), None).unwrap();
+    let waiter = async {
+        tokio::time::timeout(within, slow.closed())
+            .await
+            .expect("the hub's slow-consumer close wakes the waiter");
+    };
+    let flood = async {
+        for i in 0..10 {
+            publish1(&hub, "chat.slow", &i.to_string(), None).await;
+        }
+    };
+    tokio::join!(waiter, flood);
+    assert!(matches!(
+        slow.close_reason(),
+        Some(CloseReason::SlowConsumer { limit: 4, .. })
+    ));
+    drop((open, waiting, early, slow));
+    hub.shutdown().await;
+}
+
 #[tokio::test]
 async fn refused_publications_say_why() {
     let dir = tempfile::tempdir().unwrap();
