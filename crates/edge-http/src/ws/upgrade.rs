@@ -161,10 +161,8 @@ impl Handshake {
         let Handshake {
             key, on_upgrade, ..
         } = self;
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(max_message))
-            .max_frame_size(Some(max_message))
-            .read_buffer_size(LAYER_BUFFER);
+        // The task keeps what it captures for the connection's whole life: a size, not the
+        // 64-byte configuration, which is built where it is used.
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {
                 Ok(u) => u,
@@ -174,6 +172,10 @@ impl Handshake {
                 }
             };
             let io = LeanIo::new(TokioIo::new(upgraded));
+            let config = WebSocketConfig::default()
+                .max_message_size(Some(max_message))
+                .max_frame_size(Some(max_message))
+                .read_buffer_size(LAYER_BUFFER);
             let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
             serve(socket).await;
         });
