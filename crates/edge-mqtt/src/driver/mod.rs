@@ -16,7 +16,6 @@ use std::{
 
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use bytes::{Bytes, BytesMut};
-use futures_util::SinkExt;
 use tickwire_gateway::{AckFuture, Connection, Credentials, ErrorCode, Event, Principal, Refusal};
 use tickwire_hub::{Ack, Channel, Checked, Class, CloseReason, Delivery, Format, Message, Offset};
 use tickwire_model::Pattern;
@@ -69,7 +68,7 @@ pub(crate) async fn run(edge: Arc<MqttEdge>, io: Transport, peer: Option<std::ne
 /// A connection whose CONNECT was accepted and whose client id it holds, ready to serve.
 struct Admitted {
     d: Box<Driver>,
-    token: tokio_util::sync::CancellationToken,
+    token: Arc<crate::Takeover>,
     owner: crate::Owner,
     version: ProtocolVersion,
 }
@@ -279,7 +278,7 @@ impl Driver {
     /// The awaits a connection passes through once (the session load and save, the Will)
     /// and the rare ones in its loop are boxed: an idle connection's task should pay only
     /// for the state it waits in (see [`run`]).
-    async fn serve(&mut self, takeover: tokio_util::sync::CancellationToken) -> Option<Packet> {
+    async fn serve(&mut self, takeover: Arc<crate::Takeover>) -> Option<Packet> {
         let end = match Box::pin(self.start()).await {
             Ok(None) => self.main_loop(takeover).await,
             Ok(Some(end)) => end,
@@ -360,7 +359,7 @@ impl Driver {
         .map_err(|e| Stored::Io(io::Error::other(e)))?
     }
 
-    async fn main_loop(&mut self, takeover: tokio_util::sync::CancellationToken) -> End {
+    async fn main_loop(&mut self, takeover: Arc<crate::Takeover>) -> End {
         let mut last_rx = Instant::now();
         // The session is saved at most every PERSIST_EVERY while it changes: the first change
         // at once, the next ones from this instant on.
@@ -412,7 +411,7 @@ impl Driver {
                     self.flush_briefly().await;
                     return End::Abrupt;
                 }
-                _ = takeover.cancelled() => {
+                _ = takeover.taken() => {
                     self.session.disconnect(ReasonCode::SessionTakenOver, "another connection took over this client id");
                     self.flush_briefly().await;
                     return End::Abrupt;
