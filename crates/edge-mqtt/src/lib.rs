@@ -25,6 +25,7 @@ use std::{
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tickwire_gateway::{Edge, Gateway};
+use tickwire_hub::Latch;
 use tickwire_model::DataDir;
 
 pub use listener::{bind_tcp, bind_tls, TcpEdge};
@@ -158,40 +159,13 @@ impl MqttConfig {
 /// Topic aliases a client may use towards us (MQTT 5).
 const TOPIC_ALIAS_MAXIMUM: u16 = 32;
 
-/// Tells the connection holding a client id that another one took it over. Its own small
-/// allocation (a flag and a `Notify`): a cancellation token allocated a tree node of ~150
-/// bytes, held by every MQTT connection for its whole life.
-#[derive(Default)]
-pub(crate) struct Takeover {
-    taken: std::sync::atomic::AtomicBool,
-    notify: tokio::sync::Notify,
-}
-
-impl Takeover {
-    fn take(&self) {
-        self.taken.store(true, std::sync::atomic::Ordering::Release);
-        self.notify.notify_waiters();
-    }
-
-    /// Resolves once the client id was taken over. Cancel-safe.
-    pub(crate) async fn taken(&self) {
-        // A `Notified` receives every `notify_waiters` made after it was created, and `take`
-        // sets the flag before notifying: checked after creating it, nothing slips between.
-        let notified = self.notify.notified();
-        if self.taken.load(std::sync::atomic::Ordering::Acquire) {
-            return;
-        }
-        notified.await;
-    }
-}
-
 /// One live connection's claim on a client id: `takeover` tells it to leave, and
 /// `lock` is held until it has saved its session, so the next owner loads the newest state.
 struct Claim {
     serial: u64,
     /// Who holds it: a connection of another identity may not take it over.
     identity: String,
-    takeover: Arc<Takeover>,
+    takeover: Arc<Latch>,
     lock: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -207,7 +181,7 @@ pub(crate) struct Broker {
 /// A connection's hold on its client id.
 pub(crate) struct Owner {
     pub(crate) serial: u64,
-    pub(crate) takeover: Arc<Takeover>,
+    pub(crate) takeover: Arc<Latch>,
     _guard: tokio::sync::OwnedMutexGuard<()>,
 }
 
@@ -243,7 +217,7 @@ impl Broker {
             if claim.identity != identity {
                 return Err(true);
             }
-            claim.takeover.take();
+            claim.takeover.set();
             claim.lock.clone()
         };
         let guard = tokio::time::timeout(std::time::Duration::from_secs(10), lock.lock_owned())
@@ -252,7 +226,7 @@ impl Broker {
         let serial = self
             .serial
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let takeover: Arc<Takeover> = Arc::default();
+        let takeover: Arc<Latch> = Arc::default();
         let mut live = self.live.lock();
         let claim = live.entry(client_id.to_string()).or_insert_with(|| Claim {
             serial,

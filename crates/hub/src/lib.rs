@@ -18,6 +18,7 @@
 mod config;
 mod error;
 mod hub;
+mod latch;
 mod message;
 pub mod metrics;
 mod node;
@@ -32,6 +33,7 @@ pub use hub::{
     Ack, Acks, Checked, History, Hub, HubStats, NamespaceTiming, PublishRequest, Recent, MAX_LAST,
     RECENT_MAX_SCAN,
 };
+pub use latch::Latch;
 pub use message::{Format, Message};
 pub use node::ChannelStats;
 pub use session::{CloseReason, Delivery, Session, SessionCloser, SubscribeInfo};

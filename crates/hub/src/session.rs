@@ -18,7 +18,7 @@ use tickwire_feed::l2::{merge, L2Msg};
 use crate::{
     hub::{HubInner, NamespaceRt},
     node::{book_message, ChannelNode, Sub},
-    HubError, Message,
+    HubError, Latch, Message,
 };
 
 /// Most stream messages taken from one channel per drain, so one busy channel cannot starve
@@ -130,11 +130,8 @@ pub(crate) struct SessionShared {
     pending: Mutex<Pending>,
     notify: Notify,
     closed: Mutex<Option<CloseReason>>,
-    /// Set once `closed` is; read by [`Session::closed`] without the lock.
-    is_closed: AtomicBool,
-    /// Wakes every task in [`Session::closed`]. A plain `Notify` in this allocation: a
-    /// cancellation token allocated a tree node of its own, ~150 bytes per connection.
-    closing: Notify,
+    /// Set once `closed` is: what [`Session::closed`] waits for.
+    closing: Latch,
 }
 
 impl SessionShared {
@@ -298,8 +295,7 @@ impl SessionShared {
             *c = Some(reason);
         }
         drop(c);
-        self.is_closed.store(true, Ordering::Release);
-        self.closing.notify_waiters();
+        self.closing.set();
         self.notify.notify_one();
     }
 }
@@ -359,8 +355,7 @@ impl Session {
                 pending: Mutex::new(Pending::default()),
                 notify: Notify::new(),
                 closed: Mutex::new(None),
-                is_closed: AtomicBool::new(false),
-                closing: Notify::new(),
+                closing: Latch::default(),
             }),
             hub,
             explicit: std::collections::HashSet::new(),
@@ -523,14 +518,7 @@ impl Session {
 
     /// Resolves when the hub closes this session (slow consumer, shutdown, kick). Cancel-safe.
     pub async fn closed(&self) {
-        // A `Notified` receives every `notify_waiters` made after it was created, polled or
-        // not, and `close` sets the flag before notifying: checked after creating it, no
-        // close can slip between the check and the wait.
-        let closing = self.shared.closing.notified();
-        if self.shared.is_closed.load(Ordering::Acquire) {
-            return;
-        }
-        closing.await;
+        self.shared.closing.wait().await;
     }
 
     /// Why the session was closed, if it was.

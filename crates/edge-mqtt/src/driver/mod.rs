@@ -17,7 +17,9 @@ use std::{
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use bytes::{Bytes, BytesMut};
 use tickwire_gateway::{AckFuture, Connection, Credentials, ErrorCode, Event, Principal, Refusal};
-use tickwire_hub::{Ack, Channel, Checked, Class, CloseReason, Delivery, Format, Message, Offset};
+use tickwire_hub::{
+    Ack, Channel, Checked, Class, CloseReason, Delivery, Format, Latch, Message, Offset,
+};
 use tickwire_model::Pattern;
 use tickwire_mqtt::{
     broker::{
@@ -68,7 +70,7 @@ pub(crate) async fn run(edge: Arc<MqttEdge>, io: Transport, peer: Option<std::ne
 /// A connection whose CONNECT was accepted and whose client id it holds, ready to serve.
 struct Admitted {
     d: Box<Driver>,
-    token: Arc<crate::Takeover>,
+    token: Arc<Latch>,
     owner: crate::Owner,
     version: ProtocolVersion,
 }
@@ -278,7 +280,7 @@ impl Driver {
     /// The awaits a connection passes through once (the session load and save, the Will)
     /// and the rare ones in its loop are boxed: an idle connection's task should pay only
     /// for the state it waits in (see [`run`]).
-    async fn serve(&mut self, takeover: Arc<crate::Takeover>) -> Option<Packet> {
+    async fn serve(&mut self, takeover: Arc<Latch>) -> Option<Packet> {
         let end = match Box::pin(self.start()).await {
             Ok(None) => self.main_loop(takeover).await,
             Ok(Some(end)) => end,
@@ -359,7 +361,7 @@ impl Driver {
         .map_err(|e| Stored::Io(io::Error::other(e)))?
     }
 
-    async fn main_loop(&mut self, takeover: Arc<crate::Takeover>) -> End {
+    async fn main_loop(&mut self, takeover: Arc<Latch>) -> End {
         let mut last_rx = Instant::now();
         // The session is saved at most every PERSIST_EVERY while it changes: the first change
         // at once, the next ones from this instant on.
@@ -411,7 +413,7 @@ impl Driver {
                     self.flush_briefly().await;
                     return End::Abrupt;
                 }
-                _ = takeover.taken() => {
+                _ = takeover.wait() => {
                     self.session.disconnect(ReasonCode::SessionTakenOver, "another connection took over this client id");
                     self.flush_briefly().await;
                     return End::Abrupt;
