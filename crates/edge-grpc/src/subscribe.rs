@@ -99,8 +99,7 @@ async fn send(conn: &Connection, tx: &mpsc::Sender<Item>, item: Item, timeout: D
     match tokio::time::timeout(timeout, tx.send(item)).await {
         Ok(r) => r.is_ok(),
         Err(_) => {
-            conn.gateway().metrics().note_write_timeout();
-            tracing::debug!("gRPC subscriber took no data for the write timeout; call dropped");
+            conn.write_timed_out();
             false
         }
     }

@@ -139,6 +139,18 @@ impl Connection {
         self.edge
     }
 
+    /// The edge drops this connection because its client took no data for the write timeout
+    /// (gone, or reading too slowly for its socket to make progress): counted and logged here,
+    /// the same for every edge.
+    pub fn write_timed_out(&self) {
+        self.gateway.metrics().note_write_timeout();
+        tracing::debug!(
+            edge = self.edge.0,
+            id = self.id,
+            "client took no data for the write timeout; disconnected"
+        );
+    }
+
     /// The hub session underneath, for edges with subscription rules of their own (MQTT).
     pub fn session(&mut self) -> &mut Session {
         &mut self.session

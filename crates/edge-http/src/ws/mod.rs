@@ -359,8 +359,7 @@ fn run(
                     let now = tokio::time::Instant::now();
                     if stalled_at.is_some_and(|t| t <= now) {
                         // Nothing can be sent to say why: the socket takes nothing.
-                        c.conn.gateway().metrics().note_write_timeout();
-                        tracing::debug!("WebSocket client took no data for the write timeout; disconnected");
+                        c.conn.write_timed_out();
                         break;
                     }
                     if expiry.is_some_and(|t| t <= now) {

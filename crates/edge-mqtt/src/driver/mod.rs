@@ -566,8 +566,7 @@ impl Driver {
         match tokio::time::timeout(self.conn.gateway().write_timeout(), self.io.write(data)).await {
             Ok(r) => r,
             Err(_) => {
-                self.conn.gateway().metrics().note_write_timeout();
-                tracing::debug!("MQTT client took no data for the write timeout; disconnected");
+                self.conn.write_timed_out();
                 Err(io::ErrorKind::TimedOut.into())
             }
         }
