@@ -398,12 +398,12 @@ impl Driver {
             let can_pull = self.session.queued() == 0;
             let persist_due = self.session.dirty() && self.session.persistent();
             let save_at = persist_due.then_some(persist_at);
-            if let Some(due) = [deadline, token_at, save_at].into_iter().flatten().min() {
+            let due = [deadline, token_at, save_at].into_iter().flatten().min();
+            if let Some(due) = due {
                 if due < timer.deadline() || timer.is_elapsed() {
                     timer.as_mut().reset(due);
                 }
             }
-            let timed = deadline.is_some() || token_at.is_some() || persist_due;
             tokio::select! {
                 biased;
                 _ = self.conn.closed() => {
@@ -437,7 +437,7 @@ impl Driver {
                         return end;
                     }
                 }
-                () = &mut timer, if timed => {
+                () = &mut timer, if due.is_some() => {
                     let now = Instant::now();
                     if deadline.is_some_and(|d| d <= now) {
                         self.session.disconnect(ReasonCode::KeepAliveTimeout, "no packet within 1.5 times the keep alive");
