@@ -54,6 +54,11 @@ pub struct Handshake {
 #[derive(Debug)]
 pub struct Rejection(StatusCode, &'static str);
 
+/// A 400 for a request that is not a WebSocket opening.
+const fn bad(why: &'static str) -> Rejection {
+    Rejection(StatusCode::BAD_REQUEST, why)
+}
+
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         (self.0, self.1).into_response()
@@ -92,30 +97,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Handshake {
             ));
         }
         if !header_has_token(&parts.headers, header::CONNECTION, "upgrade") {
-            return Err(Rejection(
-                StatusCode::BAD_REQUEST,
-                "Connection header did not include 'upgrade'",
-            ));
+            return Err(bad("Connection header did not include 'upgrade'"));
         }
         if !header_is(&parts.headers, header::UPGRADE, "websocket") {
-            return Err(Rejection(
-                StatusCode::BAD_REQUEST,
-                "`Upgrade` header did not include 'websocket'",
-            ));
+            return Err(bad("`Upgrade` header did not include 'websocket'"));
         }
         let key = parts
             .headers
             .get(header::SEC_WEBSOCKET_KEY)
             .cloned()
-            .ok_or(Rejection(
-                StatusCode::BAD_REQUEST,
-                "`Sec-WebSocket-Key` header missing",
-            ))?;
+            .ok_or(bad("`Sec-WebSocket-Key` header missing"))?;
         if !header_is(&parts.headers, header::SEC_WEBSOCKET_VERSION, "13") {
-            return Err(Rejection(
-                StatusCode::BAD_REQUEST,
-                "`Sec-WebSocket-Version` header did not include '13'",
-            ));
+            return Err(bad("`Sec-WebSocket-Version` header did not include '13'"));
         }
         let on_upgrade = parts
             .extensions
@@ -230,8 +223,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for LeanIo<S> {
         if buf.remaining() >= SOCKET_READ {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
-        let mut stack = [0u8; SOCKET_READ];
-        let mut chunk = ReadBuf::new(&mut stack);
+        // Uninitialised: the socket writes what it fills, and zeroing 4 KiB per read would
+        // cost more than the read's copy.
+        let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); SOCKET_READ];
+        let mut chunk = ReadBuf::uninit(&mut stack);
         match Pin::new(&mut this.inner).poll_read(cx, &mut chunk) {
             Poll::Ready(Ok(())) => {
                 let got = chunk.filled();
