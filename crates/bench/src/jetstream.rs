@@ -291,6 +291,14 @@ pub(crate) async fn js_atomic_publisher(
                     break;
                 }
             }
+            // As in the per-message publisher: a batch whose acknowledgement never came after
+            // publishing ended (seen once in a full run: round 2 of 5 failed here and took the
+            // whole scenario with it) is counted as an error, which the row reports; a stall
+            // while publishing still fails the run.
+            Err(_) if !publishing => {
+                errors += inflight.len() as u64;
+                break;
+            }
             Err(_) => return Err(BenchError::Timeout("JetStream batch acks".into())),
         }
         acked.fetch_add(got, Ordering::AcqRel);
