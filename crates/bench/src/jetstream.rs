@@ -177,25 +177,42 @@ pub(crate) async fn js_publisher(
                 let _ = st.hist.record(now_micros().saturating_sub(t).max(1));
             }
         });
-        match tokio::time::timeout(Duration::from_secs(5), read).await {
+        match tokio::time::timeout(ACK_WAIT, read).await {
             Ok(r) => {
                 if !r? {
                     break;
                 }
             }
-            // Publishing is over and the last acks never came (seen once in a quick run on a
-            // busy host): they are counted as errors, which the row reports, instead of
-            // throwing away what the run measured. A stall while publishing still fails it.
-            Err(_) if !publishing => {
+            Err(_) => {
+                unacked(start, total, sent, a.max_messages, "JetStream acks")?;
                 st.errors += inflight.len() as u64;
                 break;
             }
-            Err(_) => return Err(BenchError::Timeout("JetStream acks".into())),
         }
         acked.fetch_add(got, Ordering::AcqRel);
     }
     cpu.end(&mut st.cpu_s);
     Ok((st, last))
+}
+
+/// How long a publisher waits for the next acknowledgement before it gives up on the rest.
+const ACK_WAIT: Duration = if cfg!(test) {
+    Duration::from_millis(300)
+} else {
+    Duration::from_secs(5)
+};
+
+/// A publisher waited [`ACK_WAIT`] and no acknowledgement came. If publishing is over by now
+/// (the clock is read again: the wait itself may have ended it), what is still unacknowledged
+/// is counted as errors, which the row reports, instead of throwing away what the run
+/// measured: seen once in a quick run on a busy host, and once in a full ingest run where the
+/// atomic-batch row's lost acknowledgement took the whole scenario with it. A stall while the
+/// run is still publishing fails it.
+fn unacked(start: Instant, total: Duration, sent: u64, max: u64, what: &str) -> Result<()> {
+    if start.elapsed() < total && sent < max {
+        return Err(BenchError::Timeout(what.into()));
+    }
+    Ok(())
 }
 
 /// The most messages nats-server accepts in one atomic batch.
@@ -285,23 +302,95 @@ pub(crate) async fn js_atomic_publisher(
                 let _ = hist.record_n(now_micros().saturating_sub(t).max(1), k);
             }
         });
-        match tokio::time::timeout(Duration::from_secs(5), read).await {
+        match tokio::time::timeout(ACK_WAIT, read).await {
             Ok(r) => {
                 if !r? {
                     break;
                 }
             }
-            // As in the per-message publisher: a batch whose acknowledgement never came after
-            // publishing ended (seen once in a full run: round 2 of 5 failed here and took the
-            // whole scenario with it) is counted as an error, which the row reports; a stall
-            // while publishing still fails the run.
-            Err(_) if !publishing => {
+            Err(_) => {
+                unacked(start, total, sent, a.max_messages, "JetStream batch acks")?;
                 errors += inflight.len() as u64;
                 break;
             }
-            Err(_) => return Err(BenchError::Timeout("JetStream batch acks".into())),
         }
         acked.fetch_add(got, Ordering::AcqRel);
     }
     Ok((hist, errors))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A NATS peer that completes the handshake, then takes whatever is published and answers
+    /// nothing: a JetStream whose acknowledgements are lost. (nats-server cannot be made to
+    /// lose them on purpose, so this one case is scripted.)
+    async fn silent_peer() -> SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut seen = Vec::new();
+            while memchr::memmem::find(&seen, b"PING\r\n").is_none() {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            s.write_all(b"PONG\r\n").await.unwrap();
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    return;
+                }
+            }
+        });
+        addr
+    }
+
+    fn args(addr: SocketAddr, extra: &str) -> RunArgs {
+        crate::test_args(&format!(
+            "--scenario ingest --target jetstream --addr {addr} --symbols 10 --size 100 {extra}"
+        ))
+    }
+
+    /// Publishing ended while the publisher waited: what never got an acknowledgement is an
+    /// error in the row, and the run's measurements are kept.
+    #[tokio::test]
+    async fn acknowledgements_lost_at_the_end_are_errors_not_a_failed_run() {
+        let total = Duration::from_millis(50);
+        let a = args(silent_peer().await, "--window 100 --batch 10");
+        let (acked, phase) = (AtomicU64::new(0), Phase::default());
+        let (st, _) = js_publisher(&a, 0, &phase, &acked, total).await.unwrap();
+        // One turn sent 10 messages, then waited for their acknowledgements.
+        assert_eq!(st.errors, 10);
+        assert_eq!(acked.load(Ordering::Relaxed), 0);
+
+        let a = args(silent_peer().await, "--window 4000 --js-atomic-batch 1000");
+        let (_, errors) = js_atomic_publisher(&a, 0, &phase, &acked, total)
+            .await
+            .unwrap();
+        assert_eq!(errors, 1, "one batch of 1,000 sent, never acknowledged");
+    }
+
+    /// The same silence while the run is still publishing is a stalled server: the run fails
+    /// rather than report a rate the server did not sustain.
+    #[tokio::test]
+    async fn a_stall_while_publishing_fails_the_run() {
+        let total = Duration::from_secs(60);
+        let (acked, phase) = (AtomicU64::new(0), Phase::default());
+        let a = args(silent_peer().await, "--window 100 --batch 10");
+        let err = js_publisher(&a, 0, &phase, &acked, total).await.err();
+        assert!(matches!(err, Some(BenchError::Timeout(_))), "{err:?}");
+        let a = args(silent_peer().await, "--window 4000 --js-atomic-batch 1000");
+        let err = js_atomic_publisher(&a, 0, &phase, &acked, total)
+            .await
+            .err();
+        assert!(matches!(err, Some(BenchError::Timeout(_))), "{err:?}");
+    }
 }
