@@ -87,7 +87,7 @@ pub(crate) struct HubInner {
     /// Indexed by [`NamespaceRt::id`].
     namespaces: Vec<Arc<NamespaceRt>>,
     /// Name to id, for servers with more namespaces than a linear search suits.
-    by_name: HashMap<String, usize>,
+    by_name: HashMap<String, usize, foldhash::fast::RandomState>,
     pub(crate) registry: Arc<Registry>,
     published: AtomicU64,
     sessions: AtomicU64,
@@ -104,8 +104,9 @@ impl HubInner {
 
     /// The namespace called `name`, if configured.
     fn find(&self, name: &str) -> Option<&Arc<NamespaceRt>> {
-        // Called for every published item. A server has a handful of namespaces, and comparing
-        // a few short names beats SipHashing one.
+        // Called for every published item. With a handful of namespaces, comparing a few short
+        // names beats hashing one; past that the index (foldhash: SipHash was 4.5 % of the gRPC
+        // publish workers' samples, the default configuration has more than eight namespaces).
         if self.namespaces.len() <= 8 {
             self.namespaces.iter().find(|n| n.spec.name == name)
         } else {
@@ -183,7 +184,7 @@ impl Hub {
     pub fn open_with(config: HubConfig, backend: Arc<dyn Backend>) -> Result<Hub, HubError> {
         let registry = Arc::new(Registry::new());
         let mut namespaces = Vec::new();
-        let mut by_name = HashMap::new();
+        let mut by_name = HashMap::default();
         let mut threads = Vec::new();
         let stop = Arc::new(AtomicBool::new(false));
         for spec in &config.namespaces {
