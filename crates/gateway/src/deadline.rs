@@ -1,8 +1,9 @@
-//! Write deadlines that cost nothing when they are not needed.
+//! Deadlines that cost nothing when they are not needed: write deadlines armed only for a
+//! write that waits, and one timer per connection loop for all of its deadlines.
 
 use std::{future::Future, pin::Pin, task::Poll, time::Duration};
 
-use tokio::time::error::Elapsed;
+use tokio::time::{error::Elapsed, Instant, Sleep};
 
 /// Runs `fut` under a deadline of `limit`, armed only if its first poll does not finish it.
 /// Almost every socket write completes at once (the buffer has room); a timer registered and
@@ -19,5 +20,17 @@ pub async fn timeout_if_pending<F: Future>(
     match std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
         Poll::Ready(v) => Ok(v),
         Poll::Pending => tokio::time::timeout(limit, fut).await,
+    }
+}
+
+/// Arms a connection loop's one timer for `due`, the earliest of the loop's deadlines (one
+/// timer instead of one per deadline: each was a future in every idle connection's task,
+/// bench/results/idle.md). The timer moves only when `due` comes before it or it has fired:
+/// a deadline that moved later (the socket took more, a packet arrived) lets it fire early
+/// once, find nothing due, and be re-armed here, which is cheaper than re-registering it in
+/// every turn.
+pub fn arm(timer: Pin<&mut Sleep>, due: Instant) {
+    if due < timer.deadline() || timer.is_elapsed() {
+        timer.reset(due);
     }
 }

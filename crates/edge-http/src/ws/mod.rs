@@ -280,11 +280,9 @@ fn run(
             binary,
         };
         // One timer for every deadline of the loop (the next ping, the token's expiry or its
-        // grace period, the write timeout), armed for the earliest. Three timers were three
-        // futures in every idle connection's task, and the write timeout's was registered
-        // anew in every turn that had a write waiting. It is moved earlier when a deadline
-        // comes closer; a deadline that moves later (the socket took more) lets it fire
-        // early once, find nothing due, and be re-armed.
+        // grace period, the write timeout), armed for the earliest (`deadline::arm`). The
+        // write timeout's own timer used to be registered anew in every turn with a write
+        // waiting.
         let mut ping_at = tokio::time::Instant::now() + PING_EVERY;
         let timer = tokio::time::sleep_until(ping_at);
         tokio::pin!(timer);
@@ -316,9 +314,7 @@ fn run(
                 .into_iter()
                 .flatten()
                 .fold(ping_at, Ord::min);
-            if due < timer.deadline() || timer.is_elapsed() {
-                timer.as_mut().reset(due);
-            }
+            tickwire_gateway::deadline::arm(timer.as_mut(), due);
             tokio::select! {
                 biased;
                 _ = c.conn.closed() => {

@@ -370,10 +370,7 @@ impl Driver {
         // and the client reconnects with a new token as its password.
         let mut token_at = self.conn.token_deadline();
         // One timer for the keep-alive verdict, the token's expiry and the next save, armed
-        // for the earliest: three timers were three futures in every idle connection's task
-        // (bench/results/idle.md). Moved earlier when a deadline comes closer; a deadline that
-        // moves later (a packet arrived) lets it fire early once, find nothing due, and be
-        // re-armed.
+        // for the earliest (`deadline::arm`).
         let timer = tokio::time::sleep_until(last_rx + PERSIST_EVERY);
         tokio::pin!(timer);
         loop {
@@ -400,9 +397,7 @@ impl Driver {
             let save_at = persist_due.then_some(persist_at);
             let due = [deadline, token_at, save_at].into_iter().flatten().min();
             if let Some(due) = due {
-                if due < timer.deadline() || timer.is_elapsed() {
-                    timer.as_mut().reset(due);
-                }
+                tickwire_gateway::deadline::arm(timer.as_mut(), due);
             }
             tokio::select! {
                 biased;
