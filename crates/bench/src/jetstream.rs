@@ -126,7 +126,7 @@ pub(crate) async fn js_publisher(
     let window = a.window.max(1);
     let mut cpu = MeasuredCpu::default();
     loop {
-        let publishing = start.elapsed() < total && sent < a.max_messages;
+        let publishing = still_publishing(start, total, sent, a.max_messages);
         let measuring = phase.measuring.load(Ordering::Relaxed);
         cpu.turn(measuring, &mut st.cpu_s);
         if !publishing && inflight.is_empty() {
@@ -183,8 +183,10 @@ pub(crate) async fn js_publisher(
                     break;
                 }
             }
+            Err(_) if still_publishing(start, total, sent, a.max_messages) => {
+                return Err(BenchError::Timeout("JetStream acks".into()))
+            }
             Err(_) => {
-                unacked(start, total, sent, a.max_messages, "JetStream acks")?;
                 st.errors += inflight.len() as u64;
                 break;
             }
@@ -202,17 +204,14 @@ const ACK_WAIT: Duration = if cfg!(test) {
     Duration::from_secs(5)
 };
 
-/// A publisher waited [`ACK_WAIT`] and no acknowledgement came. If publishing is over by now
-/// (the clock is read again: the wait itself may have ended it), what is still unacknowledged
-/// is counted as errors, which the row reports, instead of throwing away what the run
-/// measured: seen once in a quick run on a busy host, and once in a full ingest run where the
-/// atomic-batch row's lost acknowledgement took the whole scenario with it. A stall while the
-/// run is still publishing fails it.
-fn unacked(start: Instant, total: Duration, sent: u64, max: u64, what: &str) -> Result<()> {
-    if start.elapsed() < total && sent < max {
-        return Err(BenchError::Timeout(what.into()));
-    }
-    Ok(())
+/// Whether a publisher still has messages to send: asked at the top of every turn, and again
+/// when [`ACK_WAIT`] passed without an acknowledgement (the wait itself may have ended the
+/// run). Silence while still publishing is a stalled server and fails the run; after it, what
+/// is unacknowledged is counted as errors, which the row reports, instead of throwing away
+/// what the run measured (seen once in a quick run on a busy host, and once in a full ingest
+/// run where the atomic-batch row's lost acknowledgement took the whole scenario with it).
+fn still_publishing(start: Instant, total: Duration, sent: u64, max: u64) -> bool {
+    start.elapsed() < total && sent < max
 }
 
 /// The most messages nats-server accepts in one atomic batch.
@@ -245,7 +244,7 @@ pub(crate) async fn js_atomic_publisher(
     let mut batch_no = 0u64;
     let mut sent = 0u64;
     loop {
-        let publishing = start.elapsed() < total && sent < a.max_messages;
+        let publishing = still_publishing(start, total, sent, a.max_messages);
         if !publishing && inflight.is_empty() {
             break;
         }
@@ -308,8 +307,10 @@ pub(crate) async fn js_atomic_publisher(
                     break;
                 }
             }
+            Err(_) if still_publishing(start, total, sent, a.max_messages) => {
+                return Err(BenchError::Timeout("JetStream batch acks".into()))
+            }
             Err(_) => {
-                unacked(start, total, sent, a.max_messages, "JetStream batch acks")?;
                 errors += inflight.len() as u64;
                 break;
             }
