@@ -2,7 +2,7 @@
 //! batches, as HTTP/1.1 `POST /api/publish` requests for Tickwire (JSON or binary bodies), PUB
 //! lines for NATS and PUBLISH QoS 0 packets for MQTT. The wire pieces are in proto.rs.
 
-use std::net::SocketAddr;
+use std::{collections::VecDeque, net::SocketAddr};
 
 use crate::{
     error::Result,
@@ -24,6 +24,8 @@ pub struct Publisher {
     /// Tickwire: the namespace each symbol's channel is in (`quotes.`; the book scenario
     /// publishes to `depth.`).
     prefix: &'static [u8],
+    /// Tickwire: the item count of each request sent and not yet answered, oldest first.
+    unanswered: VecDeque<usize>,
 }
 
 impl Publisher {
@@ -47,6 +49,7 @@ impl Publisher {
             binary: encoding == crate::Encoding::Binary,
             name: Vec::with_capacity(32),
             prefix: b"quotes.",
+            unanswered: VecDeque::new(),
         })
     }
 
@@ -106,8 +109,23 @@ impl Publisher {
         self.count
     }
 
-    /// Sends the batch; for Tickwire waits for the HTTP answer (the durable ack).
+    /// Sends the batch and, for Tickwire, waits for the HTTP answers (the durable acks).
     pub async fn flush(&mut self) -> Result<()> {
+        self.send().await?;
+        while self.unanswered() > 0 {
+            self.answer().await?;
+        }
+        Ok(())
+    }
+
+    /// Requests sent and not yet answered (Tickwire; the peers' publishes have no answer).
+    pub fn unanswered(&self) -> usize {
+        self.unanswered.len()
+    }
+
+    /// Sends the batch without waiting: for Tickwire one HTTP/1.1 request, pipelined behind
+    /// those not yet answered ([`Publisher::answer`] reads their answers in order).
+    pub async fn send(&mut self) -> Result<()> {
         if self.count == 0 {
             return Ok(());
         }
@@ -131,22 +149,29 @@ impl Publisher {
             );
             self.out.extend_from_slice(&self.body);
             self.body.clear();
-            self.conn.send(&self.out).await?;
-            self.out.clear();
-            let body_len = http_response(&mut self.conn).await?;
-            // The binary answer is "TWA1", a u32 count and ACK_LEN bytes per item: a short one
-            // means the server acknowledged fewer items than were sent.
-            if self.binary && body_len != 8 + tickwire_wire::ACK_LEN * count {
-                return Err(BenchError::proto(
-                    "tickwire http",
-                    format!("binary answer of {body_len} bytes for {count} items"),
-                ));
-            }
-            Ok(())
-        } else {
-            self.conn.send(&self.out).await?;
-            self.out.clear();
-            Ok(())
+            self.unanswered.push_back(count);
         }
+        self.conn.send(&self.out).await?;
+        self.out.clear();
+        Ok(())
+    }
+
+    /// Reads and checks the answer to the oldest unanswered request. Cancel-safe: what it read
+    /// of an answer stays buffered until the whole answer is there.
+    pub async fn answer(&mut self) -> Result<()> {
+        let Some(&count) = self.unanswered.front() else {
+            return Ok(());
+        };
+        let body_len = http_response(&mut self.conn).await?;
+        self.unanswered.pop_front();
+        // The binary answer is "TWA1", a u32 count and ACK_LEN bytes per item: a short one
+        // means the server acknowledged fewer items than were sent.
+        if self.binary && body_len != 8 + tickwire_wire::ACK_LEN * count {
+            return Err(BenchError::proto(
+                "tickwire http",
+                format!("binary answer of {body_len} bytes for {count} items"),
+            ));
+        }
+        Ok(())
     }
 }

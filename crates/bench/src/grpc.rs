@@ -341,6 +341,7 @@ pub(crate) async fn stream_publisher(
         published: st.sent,
         last,
         acks: Some(st),
+        lag: None,
     })
 }
 

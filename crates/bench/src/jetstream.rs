@@ -90,6 +90,7 @@ pub(crate) async fn js_ws_publisher(
         published: st.sent,
         last,
         acks: Some(st),
+        lag: None,
     })
 }
 

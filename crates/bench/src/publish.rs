@@ -402,6 +402,7 @@ async fn command_publisher(a: &RunArgs, phase: &Phase, total: Duration) -> Resul
         published: st.sent,
         last,
         acks: Some(st),
+        lag: None,
     })
 }
 

@@ -68,6 +68,19 @@ pub(crate) struct Schedule {
 }
 
 impl Schedule {
+    /// How many messages are due by `now_us`: every `k` with `due_us(k) <= now_us`, at most
+    /// `limit`.
+    pub(crate) fn due_by(&self, now_us: u64) -> u64 {
+        let Some(since) = now_us.checked_sub(self.start_us) else {
+            return 0;
+        };
+        // `k` is due when floor(k * 1e6 / rate) <= since, i.e. k < (since + 1) * rate / 1e6.
+        let n = (u128::from(since) + 1) * u128::from(self.rate.max(1));
+        u64::try_from(n.div_ceil(1_000_000))
+            .unwrap_or(u64::MAX)
+            .min(self.limit)
+    }
+
     /// When message `k` is due, in Unix microseconds.
     pub(crate) fn due_us(&self, k: u64) -> u64 {
         let offset = u128::from(k) * 1_000_000 / u128::from(self.rate.max(1));
@@ -102,6 +115,9 @@ pub(crate) struct PubOutcome {
     pub(crate) published: u64,
     pub(crate) last: Vec<u64>,
     pub(crate) acks: Option<AckStats>,
+    /// Fixed-rate publishers: how late each message was sent after its due time (the
+    /// generator's own share of every tick-to-client latency), while measuring.
+    pub(crate) lag: Option<Histogram<u64>>,
 }
 
 /// The first sequence number of a run: a whole symbol-round (so `s % nsym` is the symbol)
@@ -225,8 +241,25 @@ async fn subscriber(
     })
 }
 
+/// A fixed-rate publisher wakes at most this often and sends what fell due since its last wake
+/// as one write: its own lateness stays near 0.1 ms (tokio's timer ticks in whole
+/// milliseconds, which made the generator up to 2-3 ms late and counted that as every
+/// target's latency), and at 25,000 messages/s a write carries a few messages instead of one.
+const PACE_US: u64 = 100;
+/// Tickwire publish requests a fixed-rate publisher keeps unanswered: one. The server answers a
+/// connection's HTTP/1.1 requests one after another, so pipelined requests only queue there:
+/// with 1,024 allowed, messages waited ~200 ms at 5,000/s (p99 207 ms against 4.8 ms with
+/// one). With one, what falls due while an answer is awaited goes out in the next request;
+/// that wait is the publisher's lag (`publisher_lag_*`), inside Tickwire's latencies.
+const MAX_UNANSWERED: usize = 1;
+
 /// Publishes at `rate` (round-robin over the symbols) until the time or count bound; returns
 /// messages sent while measuring and the last sequence number per symbol.
+///
+/// At a fixed rate each message is stamped with its due time and sent as soon as it is due, or,
+/// for Tickwire, as soon as the previous request is answered ([`MAX_UNANSWERED`]; answers are
+/// read while waiting for the next message). NATS and MQTT publishes have no answer to wait
+/// for. At full speed (`rate` 0) it sends a batch and waits for its answer.
 async fn publish_loop(a: &RunArgs, phase: &Phase, total: Duration) -> Result<PubOutcome> {
     let mut p = Publisher::connect(a.target, a.addr, a.encoding).await?;
     let start = Instant::now();
@@ -248,18 +281,28 @@ async fn publish_loop(a: &RunArgs, phase: &Phase, total: Duration) -> Result<Pub
     if let Some(s) = sched {
         let _ = phase.schedule.set(s);
     }
+    let mut lag = histogram();
+    let mut woke_us = 0u64;
     while start.elapsed() < total && seq < a.max_messages {
-        let due = if a.rate == 0 {
-            a.batch as u64
-        } else {
-            ((a.rate as f64 * start.elapsed().as_secs_f64()) as u64).saturating_sub(seq)
+        let now = now_micros();
+        let due = match sched {
+            None => a.batch as u64,
+            Some(sc) => sc.due_by(now).saturating_sub(seq),
         };
+        if due > 0 && p.unanswered() >= MAX_UNANSWERED {
+            // What falls due meanwhile goes out in the next request.
+            p.answer().await?;
+            continue;
+        }
         if due == 0 {
-            tokio::time::sleep(Duration::from_micros(500)).await;
+            if let Some(sc) = sched {
+                let at = sc.due_us(seq).max(woke_us + PACE_US);
+                wait_until(&mut p, at).await?;
+                woke_us = at;
+            }
             continue;
         }
         let n = due.min(a.batch as u64).min(a.max_messages - seq);
-        let now = now_micros();
         for _ in 0..n {
             let s = first + seq;
             let sym = (s % nsym) as usize;
@@ -271,16 +314,57 @@ async fn publish_loop(a: &RunArgs, phase: &Phase, total: Duration) -> Result<Pub
             last[sym] = s;
             seq += 1;
         }
-        p.flush().await?;
+        let sent_us = now_micros();
+        if sched.is_some() {
+            p.send().await?;
+        } else {
+            p.flush().await?;
+        }
         if phase.measuring.load(Ordering::Relaxed) {
             measured += n;
+            if let Some(sc) = sched {
+                for k in seq - n..seq {
+                    let _ = lag.record(sent_us.saturating_sub(sc.due_us(k)).max(1));
+                }
+            }
         }
+    }
+    // Every request answered: a refusal fails the run here rather than going unseen.
+    while p.unanswered() > 0 {
+        p.answer().await?;
     }
     Ok(PubOutcome {
         published: measured,
         last,
         acks: None,
+        lag: sched.map(|_| lag),
     })
+}
+
+/// Waits until `at_us` (Unix microseconds), reading the publisher's answers meanwhile. The last
+/// millisecond is slept on the thread itself: tokio's timer would round it up to its next
+/// tick, and the publisher has its runtime to itself (answers wait in the socket meanwhile).
+async fn wait_until(p: &mut Publisher, at_us: u64) -> Result<()> {
+    loop {
+        let now = now_micros();
+        if now >= at_us {
+            return Ok(());
+        }
+        let left = at_us - now;
+        if left <= 1_000 {
+            std::thread::sleep(Duration::from_micros(left));
+            return Ok(());
+        }
+        let coarse = tokio::time::sleep(Duration::from_micros(left - 1_000));
+        if p.unanswered() == 0 {
+            coarse.await;
+            continue;
+        }
+        tokio::select! {
+            r = p.answer() => r?,
+            () = coarse => {}
+        }
+    }
 }
 
 struct FanoutOutcome {
@@ -299,6 +383,8 @@ struct FanoutOutcome {
     server: Option<crate::stats::ServerUsage>,
     /// ws-publish: the publisher's acknowledgements.
     acks: Option<AckStats>,
+    /// Fixed-rate runs: how late the publisher sent each message (see [`PubOutcome::lag`]).
+    lag: Option<Histogram<u64>>,
     /// ws-publish on Tickwire: `tickwire_published_total` per second over the window.
     server_published_per_s: Option<f64>,
 }
@@ -462,6 +548,7 @@ async fn fanout(a: &RunArgs, slow_pct: u32) -> Result<FanoutOutcome> {
         published,
         last,
         acks,
+        lag,
     } = tokio::task::spawn_blocking(move || publisher.join())
         .await
         .map_err(|e| BenchError::proto("bench", e.to_string()))?
@@ -488,6 +575,7 @@ async fn fanout(a: &RunArgs, slow_pct: u32) -> Result<FanoutOutcome> {
         all_converged: 0.0,
         server,
         acks,
+        lag,
         server_published_per_s,
     };
     let (mut conv, mut conv_slow, mut n, mut n_slow) = (0usize, 0usize, 0usize, 0usize);
@@ -529,6 +617,15 @@ fn fanout_result(a: &RunArgs, o: &FanoutOutcome) -> RunResult {
         r.extra.insert("staleness_p50_us".into(), st.p50_us as f64);
         r.extra.insert("staleness_p99_us".into(), st.p99_us as f64);
         r.extra.insert("staleness_max_us".into(), st.max_us as f64);
+    }
+    if let Some(lag) = o.lag.as_ref().filter(|h| !h.is_empty()) {
+        // The generator's own lateness is inside every latency above: shown, so a reader can
+        // tell the server's share from the load generator's.
+        let l = Latency::of(lag);
+        r.extra
+            .insert("publisher_lag_p50_us".into(), l.p50_us as f64);
+        r.extra
+            .insert("publisher_lag_p99_us".into(), l.p99_us as f64);
     }
     r
 }
@@ -703,6 +800,121 @@ mod tests {
         let odd = Schedule { rate: 3, ..s };
         assert_eq!(odd.due_us(3), 2_000_000);
         assert_eq!(odd.due_us(1), 1_333_333);
+    }
+
+    /// A scripted Tickwire publish endpoint: answers each request `delay` after it is read
+    /// (`status` 200 or not), counts requests and items, and notes whether a request arrived
+    /// while the one before was still unanswered.
+    async fn http_peer(
+        delay: Duration,
+        status: u16,
+    ) -> (SocketAddr, tokio::task::JoinHandle<(usize, usize, bool)>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let (mut requests, mut items, mut overlapped) = (0, 0, false);
+            let mut buf = Vec::new();
+            loop {
+                let end = loop {
+                    if let Some(i) = memchr::memmem::find(&buf, b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    let mut chunk = [0u8; 65536];
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return (requests, items, overlapped),
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                let len: usize = head
+                    .split("content-length:")
+                    .nth(1)
+                    .and_then(|v| v.lines().next())
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap();
+                while buf.len() < end + len {
+                    let mut chunk = [0u8; 65536];
+                    let n = s.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "closed mid-request");
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                requests += 1;
+                items += memchr::memmem::find_iter(&buf[end..end + len], br#"{"channel":"#).count();
+                buf.drain(..end + len);
+                tokio::time::sleep(delay).await;
+                let mut more = [0u8; 1];
+                overlapped |= !buf.is_empty() || s.try_read(&mut more).is_ok_and(|n| n > 0);
+                let answer = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\n{{}}");
+                if s.write_all(answer.as_bytes()).await.is_err() {
+                    return (requests, items, overlapped);
+                }
+            }
+        });
+        (addr, task)
+    }
+
+    /// At a fixed rate the Tickwire publisher keeps one request unanswered: what falls due
+    /// while it waits goes out in the next request, nothing is dropped, and every answer is
+    /// read before the loop reports.
+    #[tokio::test]
+    async fn a_fixed_rate_http_publisher_sends_everything_due_one_request_at_a_time() {
+        let (addr, peer) = http_peer(Duration::from_millis(3), 200).await;
+        let a = crate::test_args(&format!(
+            "--scenario fanout --target tickwire-ws --addr {addr} --symbols 10 --size 100 --rate 2000"
+        ));
+        let phase = Phase::default();
+        phase.measuring.store(true, Ordering::Relaxed);
+        let out = publish_loop(&a, &phase, Duration::from_millis(300))
+            .await
+            .unwrap();
+        let lag = out.lag.expect("a fixed-rate run measures its lag");
+        assert_eq!(lag.len(), out.published);
+        drop(out.last);
+        let (requests, items, overlapped) = peer.await.unwrap();
+        assert_eq!(
+            items as u64, out.published,
+            "every message sent reached the server"
+        );
+        assert!(out.published >= 300, "{} of ~600 due", out.published);
+        assert!(
+            !overlapped,
+            "a request was sent before the previous one was answered"
+        );
+        assert!(
+            requests < items,
+            "messages due during a 3 ms wait go out together ({requests} requests, {items} items)"
+        );
+    }
+
+    /// A refused publish fails the run, even when it is the last request's answer.
+    #[tokio::test]
+    async fn a_refused_publish_fails_a_fixed_rate_run() {
+        let (addr, _peer) = http_peer(Duration::ZERO, 503).await;
+        let a = crate::test_args(&format!(
+            "--scenario fanout --target tickwire-ws --addr {addr} --symbols 10 --size 100 --rate 1000"
+        ));
+        let err = publish_loop(&a, &Phase::default(), Duration::from_millis(50))
+            .await
+            .err();
+        assert!(matches!(err, Some(BenchError::Protocol { .. })), "{err:?}");
+    }
+
+    #[test]
+    fn a_message_is_due_by_its_due_time_and_not_a_microsecond_before() {
+        for rate in [3, 1_000, 7_919, 25_000] {
+            let s = Schedule { rate, ..sched() };
+            assert_eq!(s.due_by(s.start_us - 1), 0);
+            for k in 0..50 {
+                assert_eq!(s.due_by(s.due_us(k)), k + 1, "rate {rate}, message {k}");
+                if k > 0 && s.due_us(k) > s.due_us(k - 1) {
+                    assert_eq!(s.due_by(s.due_us(k) - 1), k, "rate {rate}, message {k}");
+                }
+            }
+        }
+        // Never beyond the run's last message.
+        assert_eq!(sched().due_by(u64::MAX / 2), sched().limit);
     }
 
     #[test]
