@@ -543,6 +543,12 @@ if want cluster; then
       [ "$i" = 1 ] && CMDS[cluster]+="    $(bench_cmd ingest "jetstream-r$r" jetstream "${NC_PORTS[0]}" $JSING --js-replicas $r $COMMON)"$'\n'
       bench_once "$JSON/cluster-ingest-jetstream-r$r-$i.json" ingest "jetstream-r$r" jetstream "${NC_PORTS[0]}" $JSING --js-replicas $r --fsync "nats default (sync every 2 min), replicas $r" $COMMON
       SERVER_PID=""; stop_nats_cluster
+      # The same with one consumer reading the stream back as it is written, as each Tickwire
+      # node tails the namespaces it serves: what reading back costs JetStream itself.
+      start_nats_cluster; SERVER_PID=${NC_PIDS[0]}
+      [ "$i" = 1 ] && CMDS[cluster]+="    $(bench_cmd ingest "jetstream-r$r-tail" jetstream "${NC_PORTS[0]}" $JSING --js-replicas $r --js-tail $COMMON)"$'\n'
+      bench_once "$JSON/cluster-ingest-jetstream-r$r-tail-$i.json" ingest "jetstream-r$r-tail" jetstream "${NC_PORTS[0]}" $JSING --js-replicas $r --js-tail --fsync "nats default (sync every 2 min), replicas $r" $COMMON
+      SERVER_PID=""; stop_nats_cluster
       start_nats_cluster
       start_cluster_node a $TW_PORT $r
       [ "$i" = 1 ] && CMDS[cluster]+="    $(bench_cmd ingest "tickwire-cluster-r$r" tickwire-ws $TW_PORT $ING $COMMON)"$'\n'
@@ -567,6 +573,10 @@ if want cluster; then
     echo
     ratio "ingest, Tickwire over raw JetStream, replicas 1" tickwire-cluster-r1 jetstream-r1 published_per_s
     ratio "ingest, Tickwire over raw JetStream, replicas 3" tickwire-cluster-r3 jetstream-r3 published_per_s
+    ratio "ingest, raw JetStream read back by one tail consumer over raw JetStream, replicas 1" jetstream-r1-tail jetstream-r1 published_per_s
+    ratio "ingest, raw JetStream read back by one tail consumer over raw JetStream, replicas 3" jetstream-r3-tail jetstream-r3 published_per_s
+    ratio "ingest, Tickwire over raw JetStream read back by one tail consumer, replicas 1" tickwire-cluster-r1 jetstream-r1-tail published_per_s
+    ratio "ingest, Tickwire over raw JetStream read back by one tail consumer, replicas 3" tickwire-cluster-r3 jetstream-r3-tail published_per_s
     ratio "fan-out delivered, two nodes over one" tickwire-cluster-2nodes tickwire-cluster-1node delivered_per_s
     echo
     echo "One machine: the three NATS servers, the Tickwire nodes and the load generator share its cores,"

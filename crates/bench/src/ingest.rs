@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use crate::{
     batch::Publisher,
     error::Result,
-    jetstream::{js_atomic_publisher, js_create_stream, js_publisher},
+    jetstream::{js_atomic_publisher, js_create_stream, js_publisher, js_tail},
     msg::{now_micros, quote},
     scenario::Phase,
     stats::{histogram, Latency, Sampler},
@@ -29,6 +29,12 @@ pub async fn ingest(a: &RunArgs) -> Result<RunResult> {
     if a.target == Target::JetStream {
         js_create_stream(a).await?;
     }
+    let tailed = Arc::new(AtomicU64::new(0));
+    // Stopped (dropped) once the window is measured: it reads until then.
+    let tail = (a.target == Target::JetStream && a.js_tail).then(|| {
+        let (a2, t) = (a.clone(), tailed.clone());
+        tokio::spawn(async move { js_tail(&a2, &t).await })
+    });
     let phase = Arc::new(Phase::default());
     let acked = Arc::new(AtomicU64::new(0));
     let mut set = JoinSet::new();
@@ -52,11 +58,13 @@ pub async fn ingest(a: &RunArgs) -> Result<RunResult> {
     tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
     let sampler = Sampler::start(a.server_pid, Duration::from_millis(250));
     let a0 = acked.load(Ordering::Acquire);
+    let tail0 = tailed.load(Ordering::Acquire);
     phase.measuring.store(true, Ordering::Release);
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(a.duration)).await;
     phase.measuring.store(false, Ordering::Release);
     let n = acked.load(Ordering::Acquire) - a0;
+    let tail_n = tailed.load(Ordering::Acquire) - tail0;
     let measured_s = t0.elapsed().as_secs_f64();
     let server = sampler.stop().await;
     let mut hist = histogram();
@@ -73,6 +81,17 @@ pub async fn ingest(a: &RunArgs) -> Result<RunResult> {
     r.latency = Latency::of(&hist);
     r.server = server;
     r.extra.insert("errors".into(), errors as f64);
+    if let Some(tail) = tail {
+        if tail.is_finished() {
+            // It ended early: that is an error (a refused consumer, a closed connection).
+            tail.await
+                .map_err(|e| BenchError::proto("bench", e.to_string()))??;
+        } else {
+            tail.abort();
+        }
+        r.extra
+            .insert("tail_per_s".into(), tail_n as f64 / measured_s);
+    }
     Ok(r)
 }
 

@@ -75,6 +75,53 @@ pub(crate) async fn js_create_stream(a: &RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// The `--js-tail` reader: an ephemeral push consumer of the whole stream, no acks, delivered
+/// to a subject of this connection; counts what it receives in `tailed` until dropped. A
+/// refused consumer fails the run.
+pub(crate) async fn js_tail(a: &RunArgs, tailed: &AtomicU64) -> Result<()> {
+    let mut c = Conn::connect(Target::Nats, a.addr, None).await?;
+    let cfg = br#"{"stream_name":"QUOTES","config":{"deliver_subject":"_tail.d","deliver_policy":"all","ack_policy":"none","replay_policy":"instant","mem_storage":true,"num_replicas":1}}"#;
+    let mut out = Vec::new();
+    out.extend_from_slice(b"SUB _tail.d 1\r\nSUB _INBOX.tail.* 2\r\n");
+    out.extend_from_slice(
+        format!(
+            "PUB $JS.API.CONSUMER.CREATE.QUOTES _INBOX.tail.1 {}\r\n",
+            cfg.len()
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(cfg);
+    out.extend_from_slice(b"\r\n");
+    c.send(&out).await?;
+    let mut refused: Option<String> = None;
+    loop {
+        let open = c
+            .read_some(usize::MAX, |m: &[u8]| {
+                // The consumer's create answer is the one payload that is not a quote.
+                if memchr::memmem::find(m, b"consumer_create_response").is_some() {
+                    if memchr::memmem::find(m, br#""error""#).is_some() {
+                        refused = Some(String::from_utf8_lossy(m).into_owned());
+                    }
+                } else {
+                    tailed.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .await?;
+        if let Some(why) = refused.take() {
+            return Err(BenchError::proto(
+                "jetstream",
+                format!("tail consumer: {why}"),
+            ));
+        }
+        if !open {
+            return Err(BenchError::proto(
+                "jetstream",
+                "the tail's connection closed",
+            ));
+        }
+    }
+}
+
 /// ws-publish on JetStream: the ingest scenario's async publisher, ONE connection (publisher
 /// 0), one PUB per message with its own reply inbox, up to `--window` acks outstanding. What it
 /// counted while measuring is the row's acks, as for the Tickwire publishers.

@@ -252,6 +252,12 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0)]
     #[serde(default)]
     pub js_atomic_batch: usize,
+    /// jetstream ingest: one push consumer (no acks) reads the stream back while it is
+    /// written, as every Tickwire cluster node tails each namespace it serves; the row then
+    /// also reports `tail_per_s`. The raw rows leave that read-back out.
+    #[arg(long)]
+    #[serde(default)]
+    pub js_tail: bool,
     /// Subscribers connect to these addresses in turn instead of `--addr` (the publishers
     /// stay on `--addr`): fan-out through several cluster nodes. Repeat the flag per address.
     #[arg(long)]
@@ -352,6 +358,11 @@ fn validate(args: &RunArgs) -> Result<(), BenchError> {
                 "{addr} is not a loopback address: the load generator only targets this machine"
             )));
         }
+    }
+    if args.js_tail && (args.target, args.scenario) != (Target::JetStream, Scenario::Ingest) {
+        return usage(
+            "--js-tail reads back a jetstream ingest run's stream: jetstream ingest only",
+        );
     }
     match (args.target, args.scenario) {
         (Target::JetStream, Scenario::Ingest | Scenario::WsPublish) => {}
@@ -500,6 +511,18 @@ mod tests {
                 "--scenario ws-publish --target tickwire-grpc --addr 127.0.0.1:7906 --clients 10 --rate 1000 {extra}"
             );
             assert!(validate(&args(&line)).is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn a_jetstream_tail_is_for_jetstream_ingest_only() {
+        let ok = "--scenario ingest --target jetstream --addr 127.0.0.1:7911 --js-tail";
+        assert!(validate(&args(ok)).is_ok());
+        for line in [
+            "--scenario ingest --target tickwire-ws --addr 127.0.0.1:7901 --js-tail",
+            "--scenario ws-publish --target jetstream --addr 127.0.0.1:7902 --clients 0 --rate 0 --js-tail",
+        ] {
+            assert!(refused(line).contains("jetstream ingest only"), "{line}");
         }
     }
 

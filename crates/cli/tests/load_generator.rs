@@ -410,3 +410,52 @@ fn jetstream_async_publisher_counts_only_stored_messages() {
         "stream QUOTES holds {stored} messages; the generator counted {published} acked/s over 2 s"
     );
 }
+
+#[test]
+#[ignore = "needs nats-server: run scripts/test-cluster.sh"]
+fn jetstream_tail_reads_back_what_the_ingest_publishers_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&dir.path().join("js"));
+    // One push consumer reads the stream while one publisher fills it (the cluster table's
+    // `-tail` rows): what it counts per second can be neither nothing nor more than stored.
+    let r = bench_at(
+        &nats.addr,
+        nats.child.id(),
+        dir.path(),
+        "ingest-jetstream-tail",
+        &[
+            "--scenario",
+            "ingest",
+            "--target",
+            "jetstream",
+            "--publishers",
+            "1",
+            "--window",
+            "256",
+            "--batch",
+            "64",
+            "--symbols",
+            "10",
+            "--size",
+            "100",
+            "--js-tail",
+            "--duration",
+            "2",
+            "--warmup",
+            "1",
+        ],
+    );
+    assert_eq!(extra(&r, "errors"), 0.0, "{r}");
+    let published = r["published_per_s"].as_f64().unwrap();
+    let tail = extra(&r, "tail_per_s");
+    let stored = nats.stream_messages("QUOTES") as f64;
+    assert!(published > 100.0, "{r}");
+    assert!(
+        tail > published * 0.5,
+        "the tail read {tail}/s while {published}/s were stored"
+    );
+    assert!(
+        tail * 2.0 <= stored,
+        "the tail read {tail}/s over 2 s; the stream holds {stored}"
+    );
+}
