@@ -281,15 +281,20 @@ if want fanout; then
   # the shared host's speed touches every row alike and the ratios compare like with like.
   # Tickwire's MQTT edge rows are driven by the same MQTT client as mosquitto.
   CMDS[fanout]+="    # tickwire-mqtt: server started with TICKWIRE_MQTT__LISTEN=127.0.0.1:$TW_MQTT_PORT"$'\n'
+  # Tickwire's publisher sends WebSocket publish commands, never waiting for an answer while
+  # its window has room, as the NATS and MQTT publishers never wait (since 2026-12-05; before,
+  # HTTP batch requests, one unanswered at a time: row tickwire-half-http keeps that one).
+  TWPUB="--publish-wire ws"
   for i in $(seq 1 "$RUNS"); do
-    run_fresh "$i" start_tickwire fanout tickwire tickwire-ws $TW_PORT $FAN --rate $FAN_R $COMMON
+    run_fresh "$i" start_tickwire fanout tickwire tickwire-ws $TW_PORT $FAN --rate $FAN_R $TWPUB $COMMON
     run_fresh "$i" start_nats fanout "$NATS_ROW" nats $NATS_PORT $FAN --rate $FAN_R $COMMON
-    run_fresh "$i" start_tickwire fanout tickwire-half tickwire-ws $TW_PORT $FAN --rate 5000 $COMMON
+    run_fresh "$i" start_tickwire fanout tickwire-half tickwire-ws $TW_PORT $FAN --rate 5000 $TWPUB $COMMON
     run_fresh "$i" start_nats fanout "$NATS_ROW-half" nats $NATS_PORT $FAN --rate 5000 $COMMON
+    run_fresh "$i" start_tickwire fanout tickwire-half-http tickwire-ws $TW_PORT $FAN --rate 5000 $COMMON
     # The same subscribers on the binary WebSocket encoding (protobuf frames, one encoding per
     # message shared by all of them).
-    run_fresh "$i" start_tickwire fanout tickwire-proto tickwire-ws $TW_PORT $FAN --rate $FAN_R --sub-encoding proto $COMMON
-    run_fresh "$i" start_tickwire fanout tickwire-proto-half tickwire-ws $TW_PORT $FAN --rate 5000 --sub-encoding proto $COMMON
+    run_fresh "$i" start_tickwire fanout tickwire-proto tickwire-ws $TW_PORT $FAN --rate $FAN_R --sub-encoding proto $TWPUB $COMMON
+    run_fresh "$i" start_tickwire fanout tickwire-proto-half tickwire-ws $TW_PORT $FAN --rate 5000 --sub-encoding proto $TWPUB $COMMON
     run_fresh "$i" start_tickwire_mqtt fanout tickwire-mqtt mqtt $TW_MQTT_PORT $FAN --rate $FAN_R $COMMON
     run_fresh "$i" start_nats_old fanout "$NATS_OLD_ROW" nats $NATS_PORT $FAN --rate $FAN_R $COMMON
     run_fresh "$i" start_mosquitto fanout mosquitto mqtt $MQTT_PORT $FAN --rate $FAN_R $COMMON

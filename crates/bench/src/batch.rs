@@ -1,13 +1,15 @@
 //! The publisher of the ingest, fan-out and book scenarios: one connection sending quotes in
-//! batches, as HTTP/1.1 `POST /api/publish` requests for Tickwire (JSON or binary bodies), PUB
-//! lines for NATS and PUBLISH QoS 0 packets for MQTT. The wire pieces are in proto.rs.
+//! batches, as HTTP/1.1 `POST /api/publish` requests for Tickwire (JSON or binary bodies) or,
+//! with `--publish-wire ws`, WebSocket `publish` commands, PUB lines for NATS and PUBLISH QoS 0
+//! packets for MQTT. The wire pieces are in proto.rs.
 
 use std::{collections::VecDeque, net::SocketAddr};
 
 use crate::{
     error::Result,
-    proto::{authorization, http_response, mqtt_publish, Conn, PUBLISHER_CREDENTIAL},
-    BenchError, Target,
+    msg::{push_symbol, push_u64},
+    proto::{authorization, http_response, mqtt_publish, ws_frame, Conn, PUBLISHER_CREDENTIAL},
+    BenchError, PublishWire, Target,
 };
 
 /// A publishing connection: HTTP/1.1 batches for Tickwire, PUB for NATS, PUBLISH QoS 0 for MQTT.
@@ -24,8 +26,16 @@ pub struct Publisher {
     /// Tickwire: the namespace each symbol's channel is in (`quotes.`; the book scenario
     /// publishes to `depth.`).
     prefix: &'static [u8],
-    /// Tickwire: the item count of each request sent and not yet answered, oldest first.
+    /// Tickwire over HTTP: the item count of each request sent and not yet answered, oldest
+    /// first.
     unanswered: VecDeque<usize>,
+    /// Tickwire over a WebSocket (`--publish-wire ws`): publish commands instead of requests.
+    ws: bool,
+    /// WebSocket: the next command's id, and commands sent and not yet acknowledged.
+    next_id: u64,
+    unacked: usize,
+    /// WebSocket: one command being built.
+    cmd: Vec<u8>,
 }
 
 impl Publisher {
@@ -34,8 +44,20 @@ impl Publisher {
         addr: SocketAddr,
         encoding: crate::Encoding,
     ) -> Result<Publisher> {
+        Publisher::connect_over(target, addr, encoding, PublishWire::Http).await
+    }
+
+    /// [`Publisher::connect`]; a Tickwire publisher sends over `wire`.
+    pub async fn connect_over(
+        target: Target,
+        addr: SocketAddr,
+        encoding: crate::Encoding,
+        wire: PublishWire,
+    ) -> Result<Publisher> {
+        let ws = target == Target::TickwireWs && wire == PublishWire::Ws;
         let conn = match target {
-            // Tickwire's publish API is HTTP: a plain keep-alive TCP connection.
+            // Tickwire's publish API: a WebSocket, or a plain keep-alive TCP connection for HTTP.
+            Target::TickwireWs if ws => Conn::connect(target, addr, None).await?,
             Target::TickwireWs => Conn::http(addr).await?,
             _ => Conn::connect(target, addr, None).await?,
         };
@@ -50,6 +72,10 @@ impl Publisher {
             name: Vec::with_capacity(32),
             prefix: b"quotes.",
             unanswered: VecDeque::new(),
+            ws,
+            next_id: 0,
+            unacked: 0,
+            cmd: Vec::with_capacity(256),
         })
     }
 
@@ -63,6 +89,21 @@ impl Publisher {
     /// Adds one message to the pending batch.
     pub fn add(&mut self, sym: usize, payload: &[u8]) {
         match self.target {
+            Target::TickwireWs if self.ws => {
+                // `{"id":N,"op":"publish","channel":"quotes.S0042","data":{…}}`, one text frame.
+                self.cmd.clear();
+                self.cmd.extend_from_slice(br#"{"id":"#);
+                push_u64(&mut self.cmd, self.next_id);
+                self.cmd
+                    .extend_from_slice(br#","op":"publish","channel":""#);
+                self.cmd.extend_from_slice(self.prefix);
+                push_symbol(&mut self.cmd, sym);
+                self.cmd.extend_from_slice(br#"","data":"#);
+                self.cmd.extend_from_slice(payload);
+                self.cmd.push(b'}');
+                ws_frame(&mut self.out, &self.cmd);
+                self.next_id += 1;
+            }
             Target::TickwireWs if self.binary => {
                 // The server's own codec (docs/protocol.md, "Binary publish batch").
                 if self.count == 0 {
@@ -118,9 +159,15 @@ impl Publisher {
         Ok(())
     }
 
-    /// Requests sent and not yet answered (Tickwire; the peers' publishes have no answer).
+    /// Requests (HTTP) or commands (WebSocket) sent and not yet answered (Tickwire; the peers'
+    /// publishes have no answer).
     pub fn unanswered(&self) -> usize {
-        self.unanswered.len()
+        self.unanswered.len() + self.unacked
+    }
+
+    /// Whether this publisher sends WebSocket commands (answered one by one, pipelined).
+    pub fn pipelined(&self) -> bool {
+        self.ws
     }
 
     /// Sends the batch without waiting: for Tickwire one HTTP/1.1 request, pipelined behind
@@ -130,7 +177,9 @@ impl Publisher {
             return Ok(());
         }
         let count = std::mem::take(&mut self.count);
-        if self.target == Target::TickwireWs {
+        if self.ws {
+            self.unacked += count;
+        } else if self.target == Target::TickwireWs {
             let content_type = if self.binary {
                 tickwire_wire::BATCH_CONTENT_TYPE
             } else {
@@ -156,9 +205,13 @@ impl Publisher {
         Ok(())
     }
 
-    /// Reads and checks the answer to the oldest unanswered request. Cancel-safe: what it read
-    /// of an answer stays buffered until the whole answer is there.
+    /// Reads and checks the answer to the oldest unanswered request (WebSocket: whatever
+    /// acknowledgements one read brings). Cancel-safe: what it read of an answer stays
+    /// buffered until the whole answer is there.
     pub async fn answer(&mut self) -> Result<()> {
+        if self.ws {
+            return self.acks().await;
+        }
         let Some(&count) = self.unanswered.front() else {
             return Ok(());
         };
@@ -170,6 +223,35 @@ impl Publisher {
             return Err(BenchError::proto(
                 "tickwire http",
                 format!("binary answer of {body_len} bytes for {count} items"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// WebSocket: reads once and counts the acknowledgements in it; a refusal fails the run.
+    async fn acks(&mut self) -> Result<()> {
+        let (mut ok, mut refused) = (0usize, None);
+        let open = self
+            .conn
+            .read_some(usize::MAX, |frame: &[u8]| {
+                if memchr::memmem::find(frame, br#""ok":true"#).is_some() {
+                    ok += 1;
+                } else if refused.is_none() {
+                    refused = Some(String::from_utf8_lossy(frame).into_owned());
+                }
+            })
+            .await?;
+        self.unacked = self.unacked.saturating_sub(ok);
+        if let Some(frame) = refused {
+            return Err(BenchError::proto(
+                "tickwire ws",
+                format!("publish refused: {frame}"),
+            ));
+        }
+        if !open {
+            return Err(BenchError::proto(
+                "tickwire ws",
+                "the server closed the connection",
             ));
         }
         Ok(())

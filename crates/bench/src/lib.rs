@@ -73,6 +73,17 @@ pub enum SubEncoding {
     Grpc,
 }
 
+/// How a tickwire-ws fan-out publisher sends its quotes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PublishWire {
+    /// Batches as `POST /v1/publish` requests, one unanswered at a time.
+    #[default]
+    Http,
+    /// One WebSocket `publish` command per quote, acknowledgements read as they come.
+    Ws,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Encoding {
@@ -230,6 +241,14 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = SubEncoding::Json)]
     #[serde(default)]
     pub sub_encoding: SubEncoding,
+    /// tickwire-ws fan-out and slow: `http` publishes batches as `POST /v1/publish` requests,
+    /// one unanswered at a time (the server answers a connection's HTTP/1.1 requests in turn,
+    /// so what falls due during an answer waits for the next request); `ws` sends one
+    /// WebSocket `publish` command per quote when it is due, with up to `--window`
+    /// unacknowledged, as the NATS and MQTT QoS 0 publishers never wait for an answer.
+    #[arg(long, value_enum, default_value_t = PublishWire::Http)]
+    #[serde(default)]
+    pub publish_wire: PublishWire,
     /// Tickwire's gRPC listener, where `--sub-encoding grpc` subscribers connect (the
     /// publishers stay on `--addr`).
     #[arg(long)]
@@ -358,6 +377,12 @@ fn validate(args: &RunArgs) -> Result<(), BenchError> {
                 "{addr} is not a loopback address: the load generator only targets this machine"
             )));
         }
+    }
+    if args.publish_wire == PublishWire::Ws
+        && (args.target != Target::TickwireWs
+            || !matches!(args.scenario, Scenario::Fanout | Scenario::Slow))
+    {
+        return usage("--publish-wire ws is the tickwire-ws fan-out and slow publisher's");
     }
     if args.js_tail && (args.target, args.scenario) != (Target::JetStream, Scenario::Ingest) {
         return usage(
@@ -511,6 +536,22 @@ mod tests {
                 "--scenario ws-publish --target tickwire-grpc --addr 127.0.0.1:7906 --clients 10 --rate 1000 {extra}"
             );
             assert!(validate(&args(&line)).is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn the_websocket_publisher_is_for_tickwire_fanout_and_slow_only() {
+        for scen in ["fanout", "slow"] {
+            let ok = format!(
+                "--scenario {scen} --target tickwire-ws --addr 127.0.0.1:7901 --publish-wire ws"
+            );
+            assert!(validate(&args(&ok)).is_ok(), "{ok}");
+        }
+        for line in [
+            "--scenario fanout --target nats --addr 127.0.0.1:7902 --publish-wire ws",
+            "--scenario ingest --target tickwire-ws --addr 127.0.0.1:7901 --publish-wire ws",
+        ] {
+            assert!(refused(line).contains("--publish-wire ws"), "{line}");
         }
     }
 

@@ -261,7 +261,13 @@ const MAX_UNANSWERED: usize = 1;
 /// read while waiting for the next message). NATS and MQTT publishes have no answer to wait
 /// for. At full speed (`rate` 0) it sends a batch and waits for its answer.
 async fn publish_loop(a: &RunArgs, phase: &Phase, total: Duration) -> Result<PubOutcome> {
-    let mut p = Publisher::connect(a.target, a.addr, a.encoding).await?;
+    let mut p = Publisher::connect_over(a.target, a.addr, a.encoding, a.publish_wire).await?;
+    // WebSocket publishes are answered one by one and pipelined: up to `--window` of them.
+    let unanswered_max = if p.pipelined() {
+        a.window.max(1)
+    } else {
+        MAX_UNANSWERED
+    };
     let start = Instant::now();
     let mut seq = 0u64;
     let mut measured = 0u64;
@@ -289,7 +295,7 @@ async fn publish_loop(a: &RunArgs, phase: &Phase, total: Duration) -> Result<Pub
             None => a.batch as u64,
             Some(sc) => sc.due_by(now).saturating_sub(seq),
         };
-        if due > 0 && p.unanswered() >= MAX_UNANSWERED {
+        if due > 0 && p.unanswered() >= unanswered_max {
             // What falls due meanwhile goes out in the next request.
             p.answer().await?;
             continue;
@@ -330,9 +336,19 @@ async fn publish_loop(a: &RunArgs, phase: &Phase, total: Duration) -> Result<Pub
         }
     }
     // Every request answered: a refusal fails the run here rather than going unseen.
-    while p.unanswered() > 0 {
-        p.answer().await?;
-    }
+    let drained = tokio::time::timeout(crate::publish::DRAIN_ACKS, async {
+        while p.unanswered() > 0 {
+            p.answer().await?;
+        }
+        Ok::<(), BenchError>(())
+    });
+    drained.await.map_err(|_| {
+        BenchError::Timeout(format!(
+            "{} publishes unanswered {} s after publishing stopped",
+            p.unanswered(),
+            crate::publish::DRAIN_ACKS.as_secs()
+        ))
+    })??;
     Ok(PubOutcome {
         published: measured,
         last,

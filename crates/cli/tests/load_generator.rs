@@ -53,13 +53,19 @@ fn extra(r: &Value, key: &str) -> f64 {
 
 #[test]
 fn fanout_counts_each_delivery_once_and_checks_convergence() {
-    // The same check for each way subscribers read: JSON and binary WebSocket, gRPC calls.
-    for encoding in ["json", "proto", "grpc"] {
-        fanout_counts(encoding);
+    // The same check for each way subscribers read: JSON and binary WebSocket, gRPC calls;
+    // and for each way the publisher sends: HTTP requests, WebSocket commands.
+    for (encoding, wire) in [
+        ("json", "http"),
+        ("proto", "http"),
+        ("grpc", "http"),
+        ("json", "ws"),
+    ] {
+        fanout_counts(encoding, wire);
     }
 }
 
-fn fanout_counts(encoding: &str) {
+fn fanout_counts(encoding: &str, wire: &str) {
     let dir = tempfile::tempdir().unwrap();
     let grpc = format!("127.0.0.1:{}", common::free_port());
     let srv = Server::start(
@@ -99,8 +105,11 @@ fn fanout_counts(encoding: &str) {
             encoding,
             "--grpc-addr",
             &grpc,
+            "--publish-wire",
+            wire,
         ],
     );
+    let encoding = format!("{encoding}, published over {wire}");
     let published = r["published_per_s"].as_f64().unwrap();
     assert!(
         (500.0..=1100.0).contains(&published),
@@ -126,6 +135,12 @@ fn fanout_counts(encoding: &str) {
     // Staleness is sampled through the run and can never be below zero or above the run.
     let p99 = extra(&r, "staleness_p99_us");
     assert!((0.0..=3_000_000.0).contains(&p99), "staleness p99 {p99} us");
+    // So is how late the publisher sent each message (at least 1 us: recorded, not zero).
+    let lag = extra(&r, "publisher_lag_p99_us");
+    assert!(
+        (1.0..=3_000_000.0).contains(&lag),
+        "{encoding}: publisher lag p99 {lag} us"
+    );
 }
 
 #[test]
