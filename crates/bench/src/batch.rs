@@ -8,7 +8,10 @@ use std::{collections::VecDeque, net::SocketAddr};
 use crate::{
     error::Result,
     msg::{push_symbol, push_u64},
-    proto::{authorization, http_response, mqtt_publish, ws_frame, Conn, PUBLISHER_CREDENTIAL},
+    proto::{
+        after_read, authorization, http_response, mqtt_publish, ws_frame, Conn,
+        PUBLISHER_CREDENTIAL,
+    },
     BenchError, PublishWire, Target,
 };
 
@@ -237,23 +240,12 @@ impl Publisher {
                 if memchr::memmem::find(frame, br#""ok":true"#).is_some() {
                     ok += 1;
                 } else if refused.is_none() {
-                    refused = Some(String::from_utf8_lossy(frame).into_owned());
+                    let frame = String::from_utf8_lossy(frame);
+                    refused = Some(format!("publish refused: {frame}"));
                 }
             })
             .await?;
         self.unacked = self.unacked.saturating_sub(ok);
-        if let Some(frame) = refused {
-            return Err(BenchError::proto(
-                "tickwire ws",
-                format!("publish refused: {frame}"),
-            ));
-        }
-        if !open {
-            return Err(BenchError::proto(
-                "tickwire ws",
-                "the server closed the connection",
-            ));
-        }
-        Ok(())
+        after_read("tickwire ws", refused, open)
     }
 }

@@ -13,12 +13,19 @@ use hdrhistogram::Histogram;
 use crate::{
     error::Result,
     msg::{now_micros, quote},
-    proto::Conn,
+    proto::{after_read, Conn},
     publish::{AckStats, MeasuredCpu},
     scenario::{Phase, PubOutcome},
     stats::histogram,
     BenchError, RunArgs, Target,
 };
+
+/// Appends `PUB <subject> <reply> <#bytes>` and the payload.
+fn push_pub(out: &mut Vec<u8>, subject: &str, reply: &str, payload: &[u8]) {
+    out.extend_from_slice(format!("PUB {subject} {reply} {}\r\n", payload.len()).as_bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+}
 
 pub(crate) async fn js_create_stream(a: &RunArgs) -> Result<()> {
     let mut c = Conn::connect(Target::Nats, a.addr, None).await?;
@@ -31,19 +38,19 @@ pub(crate) async fn js_create_stream(a: &RunArgs) -> Result<()> {
             ""
         }
     );
-    let cfg = cfg.as_bytes();
-    let mut out = Vec::new();
-    out.extend_from_slice(b"SUB _INBOX.setup.* 1\r\n");
-    out.extend_from_slice(b"PUB $JS.API.STREAM.DELETE.QUOTES _INBOX.setup.1 0\r\n\r\n");
-    out.extend_from_slice(
-        format!(
-            "PUB $JS.API.STREAM.CREATE.QUOTES _INBOX.setup.2 {}\r\n",
-            cfg.len()
-        )
-        .as_bytes(),
+    let mut out = b"SUB _INBOX.setup.* 1\r\n".to_vec();
+    push_pub(
+        &mut out,
+        "$JS.API.STREAM.DELETE.QUOTES",
+        "_INBOX.setup.1",
+        b"",
     );
-    out.extend_from_slice(cfg);
-    out.extend_from_slice(b"\r\n");
+    push_pub(
+        &mut out,
+        "$JS.API.STREAM.CREATE.QUOTES",
+        "_INBOX.setup.2",
+        cfg.as_bytes(),
+    );
     c.send(&out).await?;
     let mut replies = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -81,17 +88,13 @@ pub(crate) async fn js_create_stream(a: &RunArgs) -> Result<()> {
 pub(crate) async fn js_tail(a: &RunArgs, tailed: &AtomicU64) -> Result<()> {
     let mut c = Conn::connect(Target::Nats, a.addr, None).await?;
     let cfg = br#"{"stream_name":"QUOTES","config":{"deliver_subject":"_tail.d","deliver_policy":"all","ack_policy":"none","replay_policy":"instant","mem_storage":true,"num_replicas":1}}"#;
-    let mut out = Vec::new();
-    out.extend_from_slice(b"SUB _tail.d 1\r\nSUB _INBOX.tail.* 2\r\n");
-    out.extend_from_slice(
-        format!(
-            "PUB $JS.API.CONSUMER.CREATE.QUOTES _INBOX.tail.1 {}\r\n",
-            cfg.len()
-        )
-        .as_bytes(),
+    let mut out = b"SUB _tail.d 1\r\nSUB _INBOX.tail.* 2\r\n".to_vec();
+    push_pub(
+        &mut out,
+        "$JS.API.CONSUMER.CREATE.QUOTES",
+        "_INBOX.tail.1",
+        cfg,
     );
-    out.extend_from_slice(cfg);
-    out.extend_from_slice(b"\r\n");
     c.send(&out).await?;
     let mut refused: Option<String> = None;
     loop {
@@ -100,25 +103,14 @@ pub(crate) async fn js_tail(a: &RunArgs, tailed: &AtomicU64) -> Result<()> {
                 // The consumer's create answer is the one payload that is not a quote.
                 if memchr::memmem::find(m, b"consumer_create_response").is_some() {
                     if memchr::memmem::find(m, br#""error""#).is_some() {
-                        refused = Some(String::from_utf8_lossy(m).into_owned());
+                        refused = Some(format!("tail consumer: {}", String::from_utf8_lossy(m)));
                     }
                 } else {
                     tailed.fetch_add(1, Ordering::Relaxed);
                 }
             })
             .await?;
-        if let Some(why) = refused.take() {
-            return Err(BenchError::proto(
-                "jetstream",
-                format!("tail consumer: {why}"),
-            ));
-        }
-        if !open {
-            return Err(BenchError::proto(
-                "jetstream",
-                "the tail's connection closed",
-            ));
-        }
+        after_read("jetstream", refused.take(), open)?;
     }
 }
 

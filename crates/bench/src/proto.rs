@@ -404,6 +404,18 @@ impl Conn {
     }
 }
 
+/// What a reader saw in one read, as a verdict: the refusal it noted fails the run, then a
+/// closed connection does.
+pub(crate) fn after_read(name: &str, refused: Option<String>, open: bool) -> Result<()> {
+    if let Some(why) = refused {
+        return Err(BenchError::proto(name, why));
+    }
+    if !open {
+        return Err(BenchError::proto(name, "the server closed the connection"));
+    }
+    Ok(())
+}
+
 async fn fill(stream: &mut TcpStream, buf: &mut BytesMut, n: usize, name: &str) -> Result<()> {
     buf.reserve(n);
     let got = stream.read_buf(buf).await.map_err(BenchError::io(name))?;

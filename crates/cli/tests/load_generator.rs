@@ -438,27 +438,10 @@ fn jetstream_tail_reads_back_what_the_ingest_publishers_store() {
         nats.child.id(),
         dir.path(),
         "ingest-jetstream-tail",
-        &[
-            "--scenario",
-            "ingest",
-            "--target",
-            "jetstream",
-            "--publishers",
-            "1",
-            "--window",
-            "256",
-            "--batch",
-            "64",
-            "--symbols",
-            "10",
-            "--size",
-            "100",
-            "--js-tail",
-            "--duration",
-            "2",
-            "--warmup",
-            "1",
-        ],
+        &"--scenario ingest --target jetstream --publishers 1 --window 256 --batch 64 \
+          --symbols 10 --size 100 --js-tail --duration 2 --warmup 1"
+            .split_whitespace()
+            .collect::<Vec<_>>(),
     );
     assert_eq!(extra(&r, "errors"), 0.0, "{r}");
     let published = r["published_per_s"].as_f64().unwrap();
