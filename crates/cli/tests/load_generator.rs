@@ -379,39 +379,26 @@ impl Drop for Nats {
     }
 }
 
+/// A run of the generator (`line`: its arguments) against a fresh JetStream nats-server, kept
+/// running for the checks after it.
+fn bench_jetstream(name: &str, line: &str) -> (Value, Nats, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&dir.path().join("js"));
+    let args: Vec<&str> = line.split_whitespace().collect();
+    let r = bench_at(&nats.addr, nats.child.id(), dir.path(), name, &args);
+    (r, nats, dir)
+}
+
 #[test]
 #[ignore = "needs nats-server: run scripts/test-cluster.sh"]
 fn jetstream_async_publisher_counts_only_stored_messages() {
-    let dir = tempfile::tempdir().unwrap();
-    let nats = Nats::start(&dir.path().join("js"));
     // One connection, one PUB per quote with its own reply inbox, up to 100 acks outstanding,
     // as fast as the acks come (the only rate this row runs at), 1 s of warm-up and 2 s
     // measured: every ack counted must be a message the stream stored.
-    let r = bench_at(
-        &nats.addr,
-        nats.child.id(),
-        dir.path(),
+    let (r, nats, _dir) = bench_jetstream(
         "ws-publish-jetstream",
-        &[
-            "--scenario",
-            "ws-publish",
-            "--target",
-            "jetstream",
-            "--clients",
-            "0",
-            "--symbols",
-            "10",
-            "--size",
-            "100",
-            "--rate",
-            "0",
-            "--window",
-            "100",
-            "--duration",
-            "2",
-            "--warmup",
-            "1",
-        ],
+        "--scenario ws-publish --target jetstream --clients 0 --symbols 10 --size 100 \
+         --rate 0 --window 100 --duration 2 --warmup 1",
     );
     assert_eq!(extra(&r, "errors"), 0.0, "{r}");
     let published = r["published_per_s"].as_f64().unwrap();
@@ -429,19 +416,12 @@ fn jetstream_async_publisher_counts_only_stored_messages() {
 #[test]
 #[ignore = "needs nats-server: run scripts/test-cluster.sh"]
 fn jetstream_tail_reads_back_what_the_ingest_publishers_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let nats = Nats::start(&dir.path().join("js"));
     // One push consumer reads the stream while one publisher fills it (the cluster table's
     // `-tail` rows): what it counts per second can be neither nothing nor more than stored.
-    let r = bench_at(
-        &nats.addr,
-        nats.child.id(),
-        dir.path(),
+    let (r, nats, _dir) = bench_jetstream(
         "ingest-jetstream-tail",
-        &"--scenario ingest --target jetstream --publishers 1 --window 256 --batch 64 \
-          --symbols 10 --size 100 --js-tail --duration 2 --warmup 1"
-            .split_whitespace()
-            .collect::<Vec<_>>(),
+        "--scenario ingest --target jetstream --publishers 1 --window 256 --batch 64 \
+         --symbols 10 --size 100 --js-tail --duration 2 --warmup 1",
     );
     assert_eq!(extra(&r, "errors"), 0.0, "{r}");
     let published = r["published_per_s"].as_f64().unwrap();
