@@ -38,7 +38,7 @@ use crate::{
     error::Result,
     msg::{now_micros, push_u64, symbol},
     proto::{http_get, ws_frame, Conn},
-    scenario::Schedule,
+    scenario::{wait_until, Schedule, PACE_US},
     stats::{histogram, Latency, Sampler},
     BenchError, RunArgs, RunResult, SubEncoding, Target,
 };
@@ -472,10 +472,15 @@ async fn publish(a: &RunArgs, phase: &BookPhase, total: Duration) -> Result<u64>
     let _ = phase.schedule.set(sched);
     let mut k = 0u64;
     let mut measured = 0u64;
+    let mut woke_us = 0u64;
     while start.elapsed() < total && k < sched.limit {
-        let due = ((rate as f64 * start.elapsed().as_secs_f64()) as u64).saturating_sub(k);
+        let due = sched.due_by(now_micros()).saturating_sub(k);
         if due == 0 {
-            tokio::time::sleep(Duration::from_micros(500)).await;
+            // Woken when the next update is due, as the fan-out publisher is (not on tokio's
+            // 1 ms timer tick, which made every update 1-2 ms late before it was sent).
+            let at = sched.due_us(k).max(woke_us + PACE_US);
+            wait_until(&mut p, at).await?;
+            woke_us = at;
             continue;
         }
         let n = due.min(a.batch.max(1) as u64).min(sched.limit - k);

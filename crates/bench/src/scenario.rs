@@ -245,7 +245,7 @@ async fn subscriber(
 /// as one write: its own lateness stays near 0.1 ms (tokio's timer ticks in whole
 /// milliseconds, which made the generator up to 2-3 ms late and counted that as every
 /// target's latency), and at 25,000 messages/s a write carries a few messages instead of one.
-const PACE_US: u64 = 100;
+pub(crate) const PACE_US: u64 = 100;
 /// Tickwire publish requests a fixed-rate publisher keeps unanswered: one. The server answers a
 /// connection's HTTP/1.1 requests one after another, so pipelined requests only queue there:
 /// with 1,024 allowed, messages waited ~200 ms at 5,000/s (p99 207 ms against 4.8 ms with
@@ -363,7 +363,7 @@ async fn publish_loop(a: &RunArgs, phase: &Phase, total: Duration) -> Result<Pub
 /// At full speed every wait is shorter than that millisecond, so a WebSocket publisher's
 /// acknowledgements are read only once its window is full (the server holds at most
 /// `--window` of them; reading them at every wake measured no better, 2 pairs at R=25,000).
-async fn wait_until(p: &mut Publisher, at_us: u64) -> Result<()> {
+pub(crate) async fn wait_until(p: &mut Publisher, at_us: u64) -> Result<()> {
     loop {
         let now = now_micros();
         if now >= at_us {
