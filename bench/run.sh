@@ -379,9 +379,11 @@ if want slow; then
   SLOW="--clients $SLOW_C --subs 100 --symbols 1000 --size 100 --rate 5000 --slow-pct 10 --slow-factor 10"
   # Rows take turns, each run on a fresh server (run_fresh), 3 runs in quick mode (2 until
   # 2026-12-04, run back to back on one server); the ratio to the no-slow baseline is taken
-  # within each run.
+  # within each run. Tickwire's publisher sends WebSocket publish commands and never waits for
+  # an answer, as in the fan-out table and as the NATS and MQTT publishers do (since
+  # 2026-12-05 02:1xZ; the 02:05Z run in slow.md used the HTTP publisher, which waits).
   for i in $(seq 1 "$RUNS"); do
-    run_fresh "$i" start_tickwire slow tickwire tickwire-ws $TW_PORT $SLOW $COMMON
+    run_fresh "$i" start_tickwire slow tickwire tickwire-ws $TW_PORT $SLOW --publish-wire ws $COMMON
     run_fresh "$i" start_nats slow "$NATS_ROW" nats $NATS_PORT $SLOW $COMMON
     run_fresh "$i" start_mosquitto slow mosquitto mqtt $MQTT_PORT $SLOW $COMMON
   done
