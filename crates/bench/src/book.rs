@@ -37,8 +37,8 @@ use crate::{
     batch::Publisher,
     error::Result,
     msg::{now_micros, push_u64, symbol},
+    open_loop::{wait_until, Schedule, PACE_US},
     proto::{http_get, ws_frame, Conn},
-    scenario::{wait_until, Schedule, PACE_US},
     stats::{histogram, Latency, Sampler},
     BenchError, RunArgs, RunResult, SubEncoding, Target,
 };
@@ -459,16 +459,7 @@ async fn publish(a: &RunArgs, phase: &BookPhase, total: Duration) -> Result<u64>
     let mut rng = Rng(0x7469_636b_7769_7265);
     let mut msg = Vec::with_capacity(128);
     let start = Instant::now();
-    let rate = a.rate.max(1);
-    let sched = Schedule {
-        start_us: now_micros(),
-        first: 0,
-        rate,
-        nsym: nsym as u64,
-        limit: a
-            .max_messages
-            .min((rate as f64 * total.as_secs_f64()).ceil() as u64),
-    };
+    let sched = Schedule::starting_now(0, a.rate, nsym as u64, a.max_messages, total);
     let _ = phase.schedule.set(sched);
     let mut k = 0u64;
     let mut measured = 0u64;

@@ -35,9 +35,10 @@ use tonic::{transport::Channel, Streaming};
 use crate::{
     error::{BenchError, Result},
     msg::{now_micros, quote},
+    open_loop::first_seq,
     proto::{channel, CLIENT_CREDENTIAL, PUBLISHER_CREDENTIAL},
     publish::{pacer, AckStats, MeasuredCpu, DRAIN_ACKS},
-    scenario::{first_seq, Phase, PubOutcome},
+    scenario::{Phase, PubOutcome},
     RunArgs, Target,
 };
 

@@ -16,6 +16,7 @@ mod grpc;
 mod ingest;
 mod jetstream;
 mod msg;
+mod open_loop;
 mod proto;
 mod publish;
 mod report;

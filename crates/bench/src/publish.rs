@@ -30,8 +30,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::{
     error::Result,
     msg::{digits, now_micros, push_symbol, push_u64, quote},
+    open_loop::first_seq,
     proto::{mqtt_publish, parse_ws, ws_frame, Conn},
-    scenario::{first_seq, Phase, PubOutcome},
+    scenario::{Phase, PubOutcome},
     stats::{histogram, thread_cpu_s},
     BenchError, RunArgs, Target,
 };
