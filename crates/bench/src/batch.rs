@@ -7,7 +7,7 @@ use std::{collections::VecDeque, net::SocketAddr};
 
 use crate::{
     error::Result,
-    msg::{push_symbol, push_u64},
+    msg::publish_command,
     proto::{
         after_read, authorization, http_response, mqtt_publish, ws_frame, Conn,
         PUBLISHER_CREDENTIAL,
@@ -93,17 +93,10 @@ impl Publisher {
     pub fn add(&mut self, sym: usize, payload: &[u8]) {
         match self.target {
             Target::TickwireWs if self.ws => {
-                // `{"id":N,"op":"publish","channel":"quotes.S0042","data":{…}}`, one text frame.
-                self.cmd.clear();
-                self.cmd.extend_from_slice(br#"{"id":"#);
-                push_u64(&mut self.cmd, self.next_id);
-                self.cmd
-                    .extend_from_slice(br#","op":"publish","channel":""#);
-                self.cmd.extend_from_slice(self.prefix);
-                push_symbol(&mut self.cmd, sym);
-                self.cmd.extend_from_slice(br#"","data":"#);
-                self.cmd.extend_from_slice(payload);
-                self.cmd.push(b'}');
+                // One text frame per quote.
+                publish_command(&mut self.cmd, self.next_id, self.prefix, sym, |c| {
+                    c.extend_from_slice(payload)
+                });
                 ws_frame(&mut self.out, &self.cmd);
                 self.next_id += 1;
             }

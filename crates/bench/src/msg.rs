@@ -37,6 +37,27 @@ pub fn push_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
+/// Writes into `cmd` (cleared first) one WebSocket `publish` command (docs/protocol.md):
+/// `{"id":N,"op":"publish","channel":"<prefix><symbol>","data":…}`, the data written by `data`
+/// in place (no copy of it).
+pub fn publish_command(
+    cmd: &mut Vec<u8>,
+    id: u64,
+    prefix: &[u8],
+    sym: usize,
+    data: impl FnOnce(&mut Vec<u8>),
+) {
+    cmd.clear();
+    cmd.extend_from_slice(br#"{"id":"#);
+    push_u64(cmd, id);
+    cmd.extend_from_slice(br#","op":"publish","channel":""#);
+    cmd.extend_from_slice(prefix);
+    push_symbol(cmd, sym);
+    cmd.extend_from_slice(br#"","data":"#);
+    data(cmd);
+    cmd.push(b'}');
+}
+
 /// Appends the quote JSON for one tick, padded with a `pad` field to about `size` bytes.
 pub fn quote(out: &mut Vec<u8>, t: u64, seq: u64, i: usize, size: usize) {
     let start = out.len();

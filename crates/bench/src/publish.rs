@@ -29,7 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
     error::Result,
-    msg::{digits, now_micros, push_symbol, push_u64, quote},
+    msg::{digits, now_micros, publish_command, quote},
     open_loop::first_seq,
     proto::{mqtt_publish, parse_ws, ws_frame, Conn},
     scenario::{Phase, PubOutcome},
@@ -262,14 +262,9 @@ async fn command_publisher(a: &RunArgs, phase: &Phase, total: Duration) -> Resul
                 let t = now_micros();
                 match wire {
                     Wire::Ws => {
-                        cmd.clear();
-                        cmd.extend_from_slice(br#"{"id":"#);
-                        push_u64(&mut cmd, next_id);
-                        cmd.extend_from_slice(br#","op":"publish","channel":"quotes."#);
-                        push_symbol(&mut cmd, sym);
-                        cmd.extend_from_slice(br#"","data":"#);
-                        quote(&mut cmd, t, s, sym, a.size);
-                        cmd.push(b'}');
+                        publish_command(&mut cmd, next_id, b"quotes.", sym, |c| {
+                            quote(c, t, s, sym, a.size)
+                        });
                         ws_frame(&mut out, &cmd);
                     }
                     Wire::MqttQos0 | Wire::MqttQos1 => {
