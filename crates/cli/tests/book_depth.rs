@@ -13,7 +13,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{free_port, get_json, publish, Server, Sse, Ws};
+use common::{get_json, publish, Server, Sse, Ws};
 use serde_json::{json, Value};
 use tickwire_edge_grpc::client::tickwire_client::TickwireClient;
 use tickwire_feed::l2::{Applied, L2Book, L2Msg, LevelText};
@@ -437,13 +437,12 @@ fn l2_of(b: &BookUpdate) -> L2Msg {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_subscribers_ask_their_depth() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
     let srv = Server::start(
         &dir.path().join("d"),
         &[],
-        &[("TICKWIRE_GRPC__LISTEN", listen.as_str())],
+        &[("TICKWIRE_GRPC__LISTEN", "127.0.0.1:0")],
     );
+    let listen = srv.grpc_addr();
     publish_book(&srv, "BDG").await;
     settled(&srv, "BDG").await;
     let channel = tonic::transport::Channel::from_shared(format!("http://{listen}"))

@@ -245,30 +245,43 @@ async fn pub_sub_and_tail_keep_every_digit_resume_by_offset_and_print_the_last_m
 async fn sub_resumes_after_a_server_restart_without_gap_or_duplicate() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
-    let port = common::free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let url = format!("http://{listen}");
-    let start = || {
-        let mut env = env();
-        env.push(("TICKWIRE_HTTP", Box::leak(listen.clone().into_boxed_str())));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickwire"));
-        cmd.args(["serve", "--data"])
+    // The server on `listen`; returns it and the address it bound, from its banner's first
+    // line ("tickwire X listening on http://ADDR").
+    let start = |listen: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args(["serve", "--data"])
             .arg(&data)
+            .envs(env())
+            .env("TICKWIRE_HTTP", listen)
             .env("TICKWIRE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&listen).is_err() {
-            assert!(std::time::Instant::now() < deadline, "server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+            let _ = tx.send(lines.next());
+            // The rest is read and dropped, so the pipe never fills up.
+            lines.for_each(drop);
+        });
+        let first = rx.recv_timeout(Duration::from_secs(20));
+        let addr = first
+            .as_ref()
+            .ok()
+            .and_then(|l| l.as_ref()?.as_ref().ok())
+            .and_then(|l| l.split("listening on http://").nth(1))
+            .unwrap_or_else(|| panic!("server did not start: {first:?}"))
+            .trim()
+            .to_string();
+        (child, addr)
     };
-    let mut server = start();
+    // Port 0 for the first start. The restart must come back on the port it bound, free again
+    // once the first process is gone: the follower (`tickwire sub --url`) reconnects to the
+    // address it was given.
+    let (mut server, listen) = start("127.0.0.1:0");
+    let url = format!("http://{listen}");
     let publish = |from: u32, to: u32| {
         let mut stdin = String::new();
         for i in from..to {
@@ -297,7 +310,7 @@ async fn sub_resumes_after_a_server_restart_without_gap_or_duplicate() {
         .status()
         .unwrap();
     server.wait().unwrap();
-    server = start();
+    server = start(&listen).0;
     publish(10, 30);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut follower = follower;

@@ -837,6 +837,8 @@ async fn the_same_ticks_give_identical_candles_on_every_node() {
 async fn fix_initiator_lease_moves_when_its_node_dies() {
     let nats = NatsCluster::start(3);
     let work = tempfile::tempdir().unwrap();
+    // The QuickFIX acceptor binds this port itself and cannot tell which one it got: picked
+    // beforehand (racy, see free_port).
     let port = common::free_port();
     let port_s = port.to_string();
     let mut peer = fix_peer::Peer::start(&[
@@ -1048,31 +1050,23 @@ impl Mqtt {
 async fn mqtt_persistent_session_resumes_on_another_node() {
     let nats = NatsCluster::start(3);
     let work = tempfile::tempdir().unwrap();
-    let (pa, pb, pc) = (
-        common::free_port(),
-        common::free_port(),
-        common::free_port(),
-    );
-    let (la, lb, lc) = (
-        format!("127.0.0.1:{pa}"),
-        format!("127.0.0.1:{pb}"),
-        format!("127.0.0.1:{pc}"),
-    );
+    let mqtt = [("TICKWIRE_MQTT__LISTEN", "127.0.0.1:0")];
     let mut a = start_node(
         &work.path().join("a"),
         &nats.tickwire_toml("a", 3, ""),
-        &[("TICKWIRE_MQTT__LISTEN", &la)],
+        &mqtt,
     );
     let b = start_node(
         &work.path().join("b"),
         &nats.tickwire_toml("b", 3, ""),
-        &[("TICKWIRE_MQTT__LISTEN", &lb)],
+        &mqtt,
     );
     let c = start_node(
         &work.path().join("c"),
         &nats.tickwire_toml("c", 3, ""),
-        &[("TICKWIRE_MQTT__LISTEN", &lc)],
+        &mqtt,
     );
+    let (pa, pb, pc) = (a.mqtt_port(), b.mqtt_port(), c.mqtt_port());
     let (mut m, present) = Mqtt::connect(pa, "roamer").await;
     assert!(!present, "a new session");
     m.subscribe_qos1("chat/roam").await;

@@ -12,9 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{
-    free_port, get_json, get_text, publish, start_with_config, wait_for, FixClient, Sse, Ws,
-};
+use common::{get_json, get_text, publish, start_with_config, wait_for, FixClient, Sse, Ws};
 use serde_json::{json, Value};
 use tickwire_fix::md::{MarketDataSnapshotFullRefresh, MdEntryType};
 use tokio::{io::AsyncWriteExt, net::TcpStream};
@@ -161,23 +159,20 @@ fn digits_of(s: &str) -> String {
     }
 }
 
-fn config(mqtt: u16, fix: u16) -> String {
-    format!(
-        r#"
+/// MQTT and FIX on ports the server picks; its banner tells them.
+const CONFIG: &str = r#"
 [candles]
 flush_interval_ms = 30
 commit_interval_ms = 50
 
 [mqtt]
-listen = "127.0.0.1:{mqtt}"
+listen = "127.0.0.1:0"
 
 [fix.acceptor]
-listen = "127.0.0.1:{fix}"
+listen = "127.0.0.1:0"
 sender_comp_id = "TICKWIRE"
 allowed_comp_ids = ["*"]
-"#
-    )
-}
+"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_accepted_decimal_comes_back_with_its_own_digits_on_every_path() {
@@ -187,9 +182,9 @@ async fn every_accepted_decimal_comes_back_with_its_own_digits_on_every_path() {
         .unwrap_or_else(clock_seed);
     eprintln!("decimal property: TICKWIRE_PROP_SEED={seed}");
     let cases = cases(seed);
-    let (mqtt_port, fix_port) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
-    let srv = start_with_config(&dir, &config(mqtt_port, fix_port));
+    let srv = start_with_config(&dir, CONFIG);
+    let (mqtt_port, fix_port) = (srv.mqtt_port(), srv.fix_port());
 
     // Live readers first, so the values also travel as live pushes, not only as snapshots.
     let mut ws = Ws::connect(&srv.ws_url("")).await;

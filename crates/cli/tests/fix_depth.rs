@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use common::{free_port, get_json, publish, start_with_config, FixClient, Server};
+use common::{get_json, publish, start_with_config, FixClient, Server};
 use serde_json::{json, Value};
 use tickwire_fix::{
     md::{
@@ -28,16 +28,13 @@ use tickwire_fix::{
 const WAIT: Duration = Duration::from_secs(20);
 const SYM: &str = "FXD";
 
-fn config(port: u16) -> String {
-    format!(
-        r#"
+/// The FIX acceptor on a port the server picks ([`Server::fix_port`]).
+const CONFIG: &str = r#"
 [fix.acceptor]
-listen = "127.0.0.1:{port}"
+listen = "127.0.0.1:0"
 sender_comp_id = "TICKWIRE"
 allowed_comp_ids = ["*"]
-"#
-    )
-}
+"#;
 
 fn request<'a>(id: &'a str, depth: u32, update: MdUpdateType) -> MarketDataRequest<'a> {
     MarketDataRequest {
@@ -180,9 +177,9 @@ async fn settled(srv: &Server) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fix_market_depth_n_is_served_from_the_books_as_w_then_x() {
-    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let srv = start_with_config(&dir, &config(port));
+    let srv = start_with_config(&dir, CONFIG);
+    let port = srv.fix_port();
 
     // 15 levels a side against the book channel's 10 (the default `[books] depth`); prices of
     // several precisions.

@@ -64,6 +64,8 @@ fn no_duplicate_or_stale(quotes: &[Value]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the quickfix Python package: run scripts/test-fix-interop.sh"]
 async fn quickfix_provider_to_tickwire_initiator_to_websocket() {
+    // The QuickFIX acceptor binds this port itself and cannot tell which one it got: picked
+    // beforehand (racy, see free_port).
     let port = free_port();
     let port_s = port.to_string();
     let mut peer = Peer::start(&[
@@ -226,19 +228,17 @@ reconnect_max_ms = 2000
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the quickfix Python package: run scripts/test-fix-interop.sh"]
 async fn quickfix_client_subscribes_to_tickwire_acceptor() {
-    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let srv = start_with_config(
         &dir,
-        &format!(
-            r#"
+        r#"
 [fix.acceptor]
-listen = "127.0.0.1:{port}"
+listen = "127.0.0.1:0"
 sender_comp_id = "TICKWIRE"
 allowed_comp_ids = ["CLI1"]
-"#
-        ),
+"#,
     );
+    let port = srv.fix_port();
     let pubq = |sym: &'static str, bid: &str, ask: &str| json!({"channel": format!("quotes.{sym}"), "data": {"bid": bid, "ask": ask, "bid_size": "1000000", "ask_size": "2000000"}});
     let (s, v) = publish(&srv, &pubq("EURUSD", "1.20000", "1.20010")).await;
     assert_eq!(s, 200, "{v}");

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{free_port, publish, start_with_config, FixClient, Server};
+use common::{publish, start_with_config, FixClient, Server};
 use serde_json::json;
 use tickwire_fix::{
     md::{
@@ -61,13 +61,14 @@ async fn publish_quote(srv: &Server, i: usize, gen: usize) {
     assert_eq!(s, 200, "{v}");
 }
 
-/// A config with the FIX acceptor on `port` accepting any client; `top` goes above its table.
-fn acceptor_config(port: u16, top: &str) -> String {
+/// A config with the FIX acceptor accepting any client, on a port the server picks
+/// ([`Server::fix_port`]); `top` goes above its table.
+fn acceptor_config(top: &str) -> String {
     format!(
         r#"
 {top}
 [fix.acceptor]
-listen = "127.0.0.1:{port}"
+listen = "127.0.0.1:0"
 sender_comp_id = "TICKWIRE"
 allowed_comp_ids = ["*"]
 "#
@@ -208,9 +209,9 @@ async fn session(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_sessions_log_on_subscribe_get_x_and_log_out() {
-    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let srv = start_with_config(&dir, &acceptor_config(port, ""));
+    let srv = start_with_config(&dir, &acceptor_config(""));
+    let port = srv.fix_port();
     for i in 0..SYMBOLS {
         publish_quote(&srv, i, 0).await;
     }
@@ -281,9 +282,9 @@ async fn three_hundred_sessions_log_on_subscribe_get_x_and_log_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_refused_part_way_keeps_no_subscriptions() {
     use tickwire_fix::md::MarketDataRequestReject;
-    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let srv = start_with_config(&dir, &acceptor_config(port, "max_subscriptions = 2"));
+    let srv = start_with_config(&dir, &acceptor_config("max_subscriptions = 2"));
+    let port = srv.fix_port();
     for i in 0..4 {
         publish_quote(&srv, i, 0).await;
     }
@@ -312,9 +313,9 @@ async fn a_request_refused_part_way_keeps_no_subscriptions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_for_depth_of_a_symbol_without_a_book_is_refused() {
     use tickwire_fix::md::{MarketDataRequestReject, MdReqRejReason};
-    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let srv = start_with_config(&dir, &acceptor_config(port, ""));
+    let srv = start_with_config(&dir, &acceptor_config(""));
+    let port = srv.fix_port();
     publish_quote(&srv, 0, 0).await;
     let mut c = FixClient::new("DEPTH", "TICKWIRE");
     c.connect(&format!("127.0.0.1:{port}")).await;

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{fix_session, free_port, publish, start_with_config, wait_for, FixClient, Server};
+use common::{fix_session, publish, start_with_config, wait_for, FixClient, Server};
 use serde_json::{json, Value};
 use tickwire_fix::{
     md::{MarketDataIncrementalRefresh, MarketDataSnapshotFullRefresh, MdEntryType, SnapshotEntry},
@@ -51,18 +51,15 @@ fn quote(sym: &str, bid: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acceptor_sequence_numbers_survive_kill_9() {
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
-    let toml = format!(
-        r#"
+    let toml = r#"
 [fix.acceptor]
-listen = "{addr}"
+listen = "127.0.0.1:0"
 sender_comp_id = "TICKWIRE"
 allowed_comp_ids = ["CLIR"]
-"#
-    );
-    let mut srv = start_with_config(&dir, &toml);
+"#;
+    let mut srv = start_with_config(&dir, toml);
+    let addr = format!("127.0.0.1:{}", srv.fix_port());
     for (s, b) in [("EURUSD", "1.10000"), ("GBPUSD", "1.30000")] {
         assert_eq!(publish(&srv, &quote(s, b)).await.0, 200);
     }
@@ -99,7 +96,10 @@ allowed_comp_ids = ["CLIR"]
         "the client noticed the server's death"
     );
     assert!(!c.logged_on);
-    let srv = start_with_config(&dir, &toml);
+    // The session's numbers are in the data directory under its CompIDs, not tied to the
+    // address: the restarted acceptor binds a new port.
+    let srv = start_with_config(&dir, toml);
+    let addr = format!("127.0.0.1:{}", srv.fix_port());
     connect_when_listening(&mut c, &addr).await;
     assert!(c.until(WAIT, |c| c.logged_on).await, "{:?}", c.closed);
     // The server accepted MsgSeqNum 4 as the next one, and its Logon carried 5: exactly one

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{free_port, Server};
+use common::Server;
 use tickwire_edge_grpc::client::tickwire_client::TickwireClient;
 use tickwire_proto::v1::{
     payload, server_message::Kind, BookLevel, BookUpdate, CandlesRequest, ChannelClass,
@@ -24,12 +24,11 @@ use tonic::{transport::Channel, Code, Request, Status, Streaming};
 const WAIT: Duration = Duration::from_secs(20);
 
 fn start(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> (Server, String) {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut env = vec![("TICKWIRE_GRPC__LISTEN", listen.as_str())];
+    let mut env = vec![("TICKWIRE_GRPC__LISTEN", "127.0.0.1:0")];
     env.extend_from_slice(extra_env);
     let srv = Server::start(&dir.join("d"), &[], &env);
-    (srv, format!("http://{listen}"))
+    let url = format!("http://{}", srv.grpc_addr());
+    (srv, url)
 }
 
 async fn channel(url: &str) -> Channel {

@@ -67,12 +67,12 @@ fn fanout_counts_each_delivery_once_and_checks_convergence() {
 
 fn fanout_counts(encoding: &str, wire: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let grpc = format!("127.0.0.1:{}", common::free_port());
     let srv = Server::start(
         &dir.path().join("data"),
         &["--fsync", "interval:100ms"],
-        &[("TICKWIRE_GRPC__LISTEN", grpc.as_str())],
+        &[("TICKWIRE_GRPC__LISTEN", "127.0.0.1:0")],
     );
+    let grpc = srv.grpc_addr();
     // 20 clients on 10 of 50 symbols each: every quote has exactly 20 * 10 / 50 = 4
     // subscribers. 1,000 quotes/s is far below what the server sustains, so next to nothing is
     // conflated: delivered per published sits just under 4, never above it.
@@ -253,12 +253,12 @@ fn book_subscribers_end_with_the_servers_books_at_depth_10_and_full_depth() {
 #[test]
 fn ws_publish_over_one_grpc_stream_counts_only_what_the_server_published() {
     let dir = tempfile::tempdir().unwrap();
-    let grpc = format!("127.0.0.1:{}", common::free_port());
     let srv = Server::start(
         &dir.path().join("data"),
         &["--fsync", "interval:100ms"],
-        &[("TICKWIRE_GRPC__LISTEN", grpc.as_str())],
+        &[("TICKWIRE_GRPC__LISTEN", "127.0.0.1:0")],
     );
+    let grpc = srv.grpc_addr();
     // One PublishStream call, 1,000 quotes/s offered, 5 WebSocket subscribers on all 10
     // symbols: the acks the generator counts must be quotes the server published (its own
     // count, read over HTTP), and every subscriber must end with each symbol's newest value.
@@ -318,30 +318,57 @@ struct Nats {
 }
 
 impl Nats {
+    /// Client and monitoring ports are the server's own choice (`-1`), read from the ports
+    /// file it writes once it listens: ports picked beforehand could be taken by a test
+    /// running in parallel before nats-server binds them.
     fn start(store: &std::path::Path) -> Nats {
-        let (port, mport) = (common::free_port(), common::free_port());
-        let child = Command::new(nats_cluster::nats_bin())
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        let ports_dir = store.with_extension("ports");
+        std::fs::create_dir_all(&ports_dir).unwrap();
+        let mut child = Command::new(nats_cluster::nats_bin())
+            .args(["-a", "127.0.0.1", "-p", "-1", "-m", "-1", "-js", "-sd"])
             .arg(store)
-            .args(["-m", &mport.to_string()])
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start nats-server");
-        let addr = format!("127.0.0.1:{port}");
+        let file = ports_dir.join(format!("nats-server_{}.ports", child.id()));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(&addr).is_err() {
+        // {"nats":["nats://127.0.0.1:P"],"monitoring":["http://127.0.0.1:M"]}; retried while
+        // it is missing or half written.
+        let (addr, monitor) = loop {
+            let ports: Option<Value> = std::fs::read(&file)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let first = |key: &str| {
+                let url = ports.as_ref()?[key][0].as_str()?;
+                Some(url.split_once("://")?.1.to_string())
+            };
+            if let (Some(a), Some(m)) = (first("nats"), first("monitoring")) {
+                break (a, m);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("nats-server did not write its ports to {}", file.display());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        // Killed on drop from here on, should it never take connections.
+        let nats = Nats {
+            child,
+            addr,
+            monitor,
+        };
+        while std::net::TcpStream::connect(&nats.addr).is_err() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "nats-server did not listen"
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        Nats {
-            child,
-            addr,
-            monitor: format!("127.0.0.1:{mport}"),
-        }
+        nats
     }
 
     /// Messages in stream `name`, from the monitoring endpoint (/jsz).

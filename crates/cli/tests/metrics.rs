@@ -256,14 +256,13 @@ async fn metrics_are_valid_and_follow_what_the_server_did() {
     let dir = tempfile::tempdir().unwrap();
     let fix_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let fix_port = fix_listener.local_addr().unwrap().port();
-    let mqtt_port = common::free_port();
     let cfg = dir.path().join("tickwire.toml");
     std::fs::write(
         &cfg,
         format!(
             r#"
 [mqtt]
-listen = "127.0.0.1:{mqtt_port}"
+listen = "127.0.0.1:0"
 
 [[fix.initiators]]
 name = "prov"
@@ -308,7 +307,9 @@ reconnect_max_ms = 500
         assert_eq!(p["ch"], "quotes.EURUSD", "{p}");
     }
     // An MQTT client connected while the metrics are read.
-    let mut m = TcpStream::connect(("127.0.0.1", mqtt_port)).await.unwrap();
+    let mut m = TcpStream::connect(("127.0.0.1", srv.mqtt_port()))
+        .await
+        .unwrap();
     let mut body = Vec::new();
     mqtt::string(&mut body, b"MQTT");
     body.extend_from_slice(&[4, 0x02, 0, 60]); // 3.1.1, clean session, keep alive 60 s

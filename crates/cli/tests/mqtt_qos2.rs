@@ -16,7 +16,7 @@ mod common;
 use std::{collections::BTreeMap, time::Duration};
 
 use common::{
-    free_port, get_json,
+    get_json,
     mqtt::{self, packet},
     publish, Server, TIMEOUT,
 };
@@ -64,18 +64,18 @@ fn parse_publish(first: u8, body: &[u8]) -> (bool, u8, u16, String, Vec<u8>) {
     (first & 0x08 != 0, qos, pid, topic, rest.to_vec())
 }
 
-fn start(data: &std::path::Path, port: u16) -> Server {
-    let listen = format!("127.0.0.1:{port}");
-    Server::start(data, &[], &[("TICKWIRE_MQTT__LISTEN", &listen)])
+/// The server on `data` with MQTT on a port of its choosing ([`Server::mqtt_port`]). A restart
+/// binds a new one: the sessions are in the data directory, not tied to the port.
+fn start(data: &std::path::Path) -> Server {
+    Server::start(data, &[], &[("TICKWIRE_MQTT__LISTEN", "127.0.0.1:0")])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outgoing_qos2_resumes_at_its_stage_after_kill9() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = free_port();
-    let mut srv = start(&data, port);
-    let (mut c, present) = connect(port, "q2-out").await;
+    let mut srv = start(&data);
+    let (mut c, present) = connect(srv.mqtt_port(), "q2-out").await;
     assert!(!present);
     let mut sub = vec![0, 1];
     sub.extend_from_slice(&7u16.to_be_bytes());
@@ -107,8 +107,8 @@ async fn outgoing_qos2_resumes_at_its_stage_after_kill9() {
     // The server dies; the client keeps its side of the flows and comes back.
     srv.kill9();
     drop(c);
-    let srv = start(&data, port);
-    let (mut c, present) = connect(port, "q2-out").await;
+    let srv = start(&data);
+    let (mut c, present) = connect(srv.mqtt_port(), "q2-out").await;
     assert!(present, "the session survived the restart");
     let mut pubrels = Vec::new();
     let mut publishes = Vec::new();
@@ -158,8 +158,7 @@ async fn outgoing_qos2_resumes_at_its_stage_after_kill9() {
 async fn incoming_qos2_is_stored_once_across_kill9() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = free_port();
-    let mut srv = start(&data, port);
+    let mut srv = start(&data);
     let publish_packet = |pid: u16, n: u32, dup: bool| {
         let mut b = Vec::new();
         b.extend_from_slice(&7u16.to_be_bytes());
@@ -168,7 +167,7 @@ async fn incoming_qos2_is_stored_once_across_kill9() {
         b.extend_from_slice(format!("{{\"n\":{n}}}").as_bytes());
         packet(0x34 | if dup { 0x08 } else { 0 }, &b)
     };
-    let (mut c, _) = connect(port, "q2-in").await;
+    let (mut c, _) = connect(srv.mqtt_port(), "q2-in").await;
     // Two messages acknowledged with PUBREC; neither released before the crash.
     for (pid, n) in [(7, 1), (8, 2)] {
         c.write_all(&publish_packet(pid, n, false)).await.unwrap();
@@ -177,8 +176,8 @@ async fn incoming_qos2_is_stored_once_across_kill9() {
     }
     srv.kill9();
     drop(c);
-    let srv = start(&data, port);
-    let (mut c, present) = connect(port, "q2-in").await;
+    let srv = start(&data);
+    let (mut c, present) = connect(srv.mqtt_port(), "q2-in").await;
     assert!(present);
     // The client did not see the PUBREC of 7 (it resends the PUBLISH) but did see 8's (it
     // sends PUBREL): neither is stored again.
@@ -216,8 +215,8 @@ async fn incoming_qos2_is_stored_once_across_kill9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incoming_qos2_stored_as_the_client_vanished_is_not_stored_again() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let srv = start(&dir.path().join("data"), port);
+    let srv = start(&dir.path().join("data"));
+    let port = srv.mqtt_port();
     const N: u16 = 20;
     let publish_packet = |pid: u16, dup: bool| {
         let mut b = Vec::new();

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    free_port, get_json,
+    get_json,
     mqtt::{self, packet, varint},
     Server, TIMEOUT,
 };
@@ -18,16 +18,15 @@ use tokio::{
 };
 
 fn start(dir: &std::path::Path) -> (Server, u16) {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
     let srv = Server::start(
         &dir.join("data"),
         &[],
         &[
-            ("TICKWIRE_MQTT__LISTEN", &listen),
+            ("TICKWIRE_MQTT__LISTEN", "127.0.0.1:0"),
             ("TICKWIRE_MQTT__MAX_PACKET_BYTES", "1024"),
         ],
     );
+    let port = srv.mqtt_port();
     (srv, port)
 }
 
@@ -326,16 +325,9 @@ async fn a_persistent_session_is_saved_while_connected() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     srv.kill9();
     drop(s);
-    // The same data directory and MQTT port.
-    let listen = format!("127.0.0.1:{port}");
-    let srv = Server::start(
-        &dir.path().join("data"),
-        &[],
-        &[
-            ("TICKWIRE_MQTT__LISTEN", &listen),
-            ("TICKWIRE_MQTT__MAX_PACKET_BYTES", "1024"),
-        ],
-    );
+    // The same data directory; the session is kept there, not tied to the port, so the
+    // restarted server binds a new one.
+    let (srv, port) = start(dir.path());
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     s.write_all(&connect(4, "keeper", false, 60)).await.unwrap();
     let (first, body) = read_packet(&mut s).await.unwrap();

@@ -12,7 +12,7 @@ mod common;
 use std::{fmt, time::Duration};
 
 use common::{
-    free_port, http,
+    http,
     mqtt::{packet, string},
     start_with_config, FixClient, Server, TIMEOUT,
 };
@@ -152,7 +152,8 @@ fn creds() -> Creds {
     }
 }
 
-fn config(mqtt: u16, fix: u16) -> String {
+/// MQTT and FIX on ports the server picks ([`Server::mqtt_port`], [`Server::fix_port`]).
+fn config() -> String {
     format!(
         r#"
 [auth]
@@ -163,10 +164,10 @@ key = "{KEY}"
 scopes = ["publish", "subscribe_all", "admin"]
 
 [mqtt]
-listen = "127.0.0.1:{mqtt}"
+listen = "127.0.0.1:0"
 
 [fix.acceptor]
-listen = "127.0.0.1:{fix}"
+listen = "127.0.0.1:0"
 sender_comp_id = "TICKWIRE"
 allowed_comp_ids = ["*"]
 "#
@@ -471,9 +472,9 @@ async fn fix_read(port: u16, cred: Option<&str>, n: usize) -> Outcome {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_edge_enforces_the_permission_matrix() {
-    let (mqtt_port, fix_port) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
-    let srv = start_with_config(&dir, &config(mqtt_port, fix_port));
+    let srv = start_with_config(&dir, &config());
+    let (mqtt_port, fix_port) = (srv.mqtt_port(), srv.fix_port());
     let creds = creds();
     // Something to read everywhere.
     for ch in ["user.42", "chat.lobby", "quotes.EURUSD"] {
@@ -576,7 +577,7 @@ async fn every_edge_enforces_the_permission_matrix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_carry_their_sender_which_clients_cannot_forge() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = start_with_config(&dir, &config(free_port(), free_port()));
+    let srv = start_with_config(&dir, &config());
     let creds = creds();
     let mut ws = ws_connect(&srv, Some(&creds.user42)).await.unwrap();
     let r = ws
@@ -606,7 +607,7 @@ async fn messages_carry_their_sender_which_clients_cannot_forge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_endpoints_need_the_admin_scope() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = start_with_config(&dir, &config(free_port(), free_port()));
+    let srv = start_with_config(&dir, &config());
     let creds = creds();
     for path in [
         "/metrics",
@@ -647,8 +648,8 @@ async fn operator_endpoints_need_the_admin_scope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_lists_connections_and_kicks_one() {
     let dir = tempfile::tempdir().unwrap();
-    let mqtt = free_port();
-    let srv = start_with_config(&dir, &config(mqtt, free_port()));
+    let srv = start_with_config(&dir, &config());
+    let mqtt = srv.mqtt_port();
     let creds = creds();
     let mut ws = ws_connect(&srv, Some(&creds.user42)).await.unwrap();
     let r = ws
@@ -776,9 +777,9 @@ fn short_token(sub: &str, secs: u64) -> String {
     tickwire_gateway::mint_hs256(SECRET.as_bytes(), &claims).unwrap()
 }
 
-fn start_with_grace(dir: &tempfile::TempDir, mqtt: u16) -> Server {
+fn start_with_grace(dir: &tempfile::TempDir) -> Server {
     let cfg = dir.path().join("tickwire.toml");
-    std::fs::write(&cfg, config(mqtt, free_port())).unwrap();
+    std::fs::write(&cfg, config()).unwrap();
     Server::start(
         &dir.path().join("data"),
         &["--config", cfg.to_str().unwrap()],
@@ -792,7 +793,7 @@ fn start_with_grace(dir: &tempfile::TempDir, mqtt: u16) -> Server {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_must_be_refreshed_or_the_connection_closes() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = start_with_grace(&dir, free_port());
+    let srv = start_with_grace(&dir);
 
     // Refreshed in time: the connection lives on.
     let mut ws = ws_connect(&srv, Some(&short_token("42", 2))).await.unwrap();
@@ -846,8 +847,8 @@ async fn an_expired_token_must_be_refreshed_or_the_connection_closes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_and_mqtt_connections_end_when_their_token_expires() {
     let dir = tempfile::tempdir().unwrap();
-    let mqtt_port = free_port();
-    let srv = start_with_grace(&dir, mqtt_port);
+    let srv = start_with_grace(&dir);
+    let mqtt_port = srv.mqtt_port();
     let token = short_token("42", 1);
     let mut sse = common::Sse::open(&srv, &format!("channel=user.42&token={token}"), None).await;
     let e = tokio::time::timeout(Duration::from_secs(10), sse.next())
@@ -878,8 +879,8 @@ async fn sse_and_mqtt_connections_end_when_their_token_expires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mqtt_client_id_cannot_be_taken_over_by_another_identity() {
     let dir = tempfile::tempdir().unwrap();
-    let mqtt_port = free_port();
-    let srv = start_with_config(&dir, &config(mqtt_port, free_port()));
+    let srv = start_with_config(&dir, &config());
+    let mqtt_port = srv.mqtt_port();
     let creds = creds();
     let persistent = |cred: &str, id: &str| {
         // CONNECT v5, clean start 0, session expiry 3600 s.
@@ -947,7 +948,6 @@ async fn an_mqtt_client_id_cannot_be_taken_over_by_another_identity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_refuse_floods_with_a_retry_time() {
     let dir = tempfile::tempdir().unwrap();
-    let mqtt_port = free_port();
     let cfg = dir.path().join("tickwire.toml");
     let limits = r#"
 [limits]
@@ -960,12 +960,13 @@ bytes = { per_sec = 100000, burst = 100000 }
 messages = { per_sec = 1, burst = 8 }
 bytes = { per_sec = 100000, burst = 100000 }
 "#;
-    std::fs::write(&cfg, format!("{}{limits}", config(mqtt_port, free_port()))).unwrap();
+    std::fs::write(&cfg, format!("{}{limits}", config())).unwrap();
     let srv = Server::start(
         &dir.path().join("data"),
         &["--config", cfg.to_str().unwrap()],
         &[],
     );
+    let mqtt_port = srv.mqtt_port();
     let creds = creds();
     let chat = |n: usize| json!({"op": "publish", "channel": "chat.flood", "data": {"n": n}});
 

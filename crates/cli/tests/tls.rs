@@ -13,7 +13,7 @@ use std::{
 };
 
 use common::{
-    fix_session, free_port,
+    fix_session,
     mqtt::{packet, string},
     refused, start_with_config,
     tls::Pki,
@@ -206,26 +206,27 @@ async fn mqtt_over_tls_takes_a_token_as_password_and_may_have_its_own_certificat
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "test");
     let own = Pki::new(dir.path(), "mqtt");
-    let (mqtts, shared) = (free_port(), free_port());
     // One MQTT TLS listener with its own certificate; the FIX acceptor shares [tls]'s.
     let srv = start_with_config(
         &dir,
         &config(
             &pki,
             &format!(
-                "[mqtt]\ntls_listen = \"127.0.0.1:{mqtts}\"\ntls_cert_file = {:?}\n\
-                 tls_key_file = {:?}\n[fix.acceptor]\nlisten = \"127.0.0.1:{shared}\"\n\
+                "[mqtt]\ntls_listen = \"127.0.0.1:0\"\ntls_cert_file = {:?}\n\
+                 tls_key_file = {:?}\n[fix.acceptor]\nlisten = \"127.0.0.1:0\"\n\
                  tls = true\nallowed_comp_ids = [\"*\"]\n",
                 own.cert_file.to_str().unwrap(),
                 own.key_file.to_str().unwrap()
             ),
         ),
     );
-    let addr = format!("127.0.0.1:{mqtts}");
-    assert_eq!(srv.banner_addr("mqtts:").as_deref(), Some(addr.as_str()));
+    // The banner names the listener's address (the port it bound for 0), where it presents
+    // its own certificate.
+    let addr = format!("127.0.0.1:{}", srv.mqtts_port());
     assert_eq!(own.presented(&addr).await, own.fingerprint());
     assert_eq!(
-        pki.presented(&format!("127.0.0.1:{shared}")).await,
+        pki.presented(&format!("127.0.0.1:{}", srv.fix_port()))
+            .await,
         pki.fingerprint()
     );
 
@@ -274,15 +275,11 @@ async fn mqtt_over_tls_takes_a_token_as_password_and_may_have_its_own_certificat
 async fn fix_acceptor_over_tls_serves_quotes_to_a_client_with_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "test");
-    let port = free_port();
     let srv = start_with_config(
         &dir,
         &config(
             &pki,
-            &format!(
-                "[fix.acceptor]\nlisten = \"127.0.0.1:{port}\"\ntls = true\n\
-                 allowed_comp_ids = [\"*\"]\n"
-            ),
+            "[fix.acceptor]\nlisten = \"127.0.0.1:0\"\ntls = true\nallowed_comp_ids = [\"*\"]\n",
         ),
     );
     assert!(
@@ -299,7 +296,7 @@ async fn fix_acceptor_over_tls_serves_quotes_to_a_client_with_a_token() {
         json!({"bid": "1.08412", "ask": "1.08414"}),
     )
     .await;
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", srv.fix_port());
     let mut c = FixClient::with_password("TLSCLIENT", "TICKWIRE", Some(&token("42")));
     c.connect_tls(&addr, &pki).await;
     assert!(
@@ -324,11 +321,13 @@ async fn fix_acceptor_over_tls_serves_quotes_to_a_client_with_a_token() {
 struct FixSim(std::process::Child);
 
 impl FixSim {
-    fn start(port: u16, pki: &Pki) -> FixSim {
+    /// Listening on a port of its choosing, which it names on its first line ("fix-sim
+    /// listening on ADDR as ..."); returns it with that port.
+    fn start(pki: &Pki) -> (FixSim, u16) {
         let bin = std::env::var_os("TICKWIRE_TEST_BIN")
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_tickwire").into());
         let mut child = Command::new(bin)
-            .args(["fix-sim", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["fix-sim", "--listen", "127.0.0.1:0"])
             .args(["--comp-id", "FIXSIM", "--symbols", "EURUSD", "--rate", "20"])
             .arg("--tls-cert")
             .arg(&pki.cert_file)
@@ -342,8 +341,14 @@ impl FixSim {
         let mut line = String::new();
         std::io::BufRead::read_line(&mut out, &mut line).unwrap();
         assert!(line.contains("(TLS)"), "fix-sim: {line:?}");
+        let port = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(common::port_of)
+            .unwrap_or_else(|| panic!("fix-sim: {line:?}"));
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        FixSim(child)
+        (FixSim(child), port)
     }
 }
 
@@ -359,8 +364,7 @@ async fn fix_initiator_over_tls_verifies_the_provider_and_ingests_its_quotes() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "provider");
     let stranger = Pki::new(dir.path(), "stranger");
-    let port = free_port();
-    let _sim = FixSim::start(port, &pki);
+    let (_sim, port) = FixSim::start(&pki);
     // Two sessions to the same provider: one trusts its CA, one trusts another CA.
     let initiator = |sender: &str, ca: &Pki| {
         format!(
@@ -535,21 +539,18 @@ async fn presents(pki: &Pki, addr: &str, want: &str) {
 async fn sighup_gives_new_connections_the_new_certificate_and_old_ones_keep_working() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "test");
-    let (mqtts, fix) = (free_port(), free_port());
     let srv = start_with_config(
         &dir,
         &config(
             &pki,
-            &format!(
-                "[mqtt]\ntls_listen = \"127.0.0.1:{mqtts}\"\n[fix.acceptor]\n\
-                 listen = \"127.0.0.1:{fix}\"\ntls = true\nallowed_comp_ids = [\"*\"]\n"
-            ),
+            "[mqtt]\ntls_listen = \"127.0.0.1:0\"\n[fix.acceptor]\n\
+             listen = \"127.0.0.1:0\"\ntls = true\nallowed_comp_ids = [\"*\"]\n",
         ),
     );
     let listeners = [
         srv.addr.clone(),
-        format!("127.0.0.1:{mqtts}"),
-        format!("127.0.0.1:{fix}"),
+        format!("127.0.0.1:{}", srv.mqtts_port()),
+        format!("127.0.0.1:{}", srv.fix_port()),
     ];
     let first = pki.fingerprint();
     for a in &listeners {

@@ -159,6 +159,35 @@ impl Server {
         Some(rest.split_whitespace().next()?.to_string())
     }
 
+    /// The address of the listener after `label` in the start banner; panics with the banner
+    /// when there is none. Tests configure the server's own listeners on `127.0.0.1:0` and read
+    /// the bound address here: a port picked beforehand ([`free_port`]) may be taken by a test
+    /// running in parallel before the server binds it ("Address already in use").
+    pub fn listener(&self, label: &str) -> String {
+        self.banner_addr(label)
+            .unwrap_or_else(|| panic!("no {label} listener in the banner: {:#?}", self.banner))
+    }
+
+    /// The gRPC listener's address (`[grpc] listen`).
+    pub fn grpc_addr(&self) -> String {
+        self.listener("grpc:")
+    }
+
+    /// The port of the MQTT-over-TCP listener (`[mqtt] listen`).
+    pub fn mqtt_port(&self) -> u16 {
+        port_of(&self.listener("mqtt:"))
+    }
+
+    /// The port of the MQTT-over-TLS listener (`[mqtt] tls_listen`).
+    pub fn mqtts_port(&self) -> u16 {
+        port_of(&self.listener("mqtts:"))
+    }
+
+    /// The port of the FIX acceptor (`[fix.acceptor] listen`).
+    pub fn fix_port(&self) -> u16 {
+        port_of(&self.listener("fix:"))
+    }
+
     /// SIGKILL: no chance to flush or fsync anything.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -204,7 +233,18 @@ impl Drop for Server {
     }
 }
 
-/// A loopback port that was free a moment ago (for listeners a test configures itself).
+/// The port of `host:port`.
+pub fn port_of(addr: &str) -> u16 {
+    addr.parse::<std::net::SocketAddr>()
+        .unwrap_or_else(|e| panic!("{addr}: {e}"))
+        .port()
+}
+
+/// A loopback port that was free a moment ago. Racy: it is let go before the caller's process
+/// binds it, and a test running in parallel may take it first. Only for a listener of a peer
+/// that cannot bind port 0 and tell its port: the QuickFIX acceptor in python (fix_interop.rs,
+/// cluster.rs). The server under test binds `127.0.0.1:0` and its banner tells the port
+/// ([`Server::listener`]).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -216,6 +256,8 @@ pub fn free_port() -> u16 {
 /// `n` distinct free ports. [`free_port`] lets go of each port before the next is asked for,
 /// so the kernel may hand the same one out twice; these are all held until every one is
 /// known (a three-node cluster once got one route port twice: "Duplicate route entry").
+/// Racy as [`free_port`] once returned: only for the nats-server cluster
+/// (nats_cluster/mod.rs), whose servers must know each other's ports before any starts.
 pub fn free_ports(n: usize) -> Vec<u16> {
     let held: Vec<std::net::TcpListener> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())

@@ -41,6 +41,10 @@ impl NatsCluster {
     pub fn start(n: usize) -> NatsCluster {
         let bin = nats_bin();
         let dir = tempfile::tempdir().unwrap();
+        // Ports picked beforehand (racy, see free_port), not nats-server's own `-1`: every
+        // server's route list names the others' cluster ports before any of them starts, and
+        // a restarted server ([`NatsCluster::restart`]) must come back on the ports the nodes
+        // and the other servers know.
         let ports: Vec<(u16, u16, u16)> = free_ports(3 * n)
             .chunks(3)
             .map(|p| (p[0], p[1], p[2]))
