@@ -6,6 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod alloc_tuning;
 mod backup;
 mod client;
 mod fix_sim;
@@ -116,6 +117,8 @@ fn main() -> ExitCode {
             config,
             fsync,
         } => {
+            // Before anything starts: this may replace the process (same pid, same arguments).
+            alloc_tuning::tune_or_continue();
             let overrides = CliOverrides { http, data, fsync };
             let cfg = match Config::load(config.as_deref(), &overrides) {
                 Ok(c) => c,
