@@ -245,42 +245,11 @@ async fn pub_sub_and_tail_keep_every_digit_resume_by_offset_and_print_the_last_m
 async fn sub_resumes_after_a_server_restart_without_gap_or_duplicate() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
-    // The server on `listen`; returns it and the address it bound, from its banner's first
-    // line ("tickwire X listening on http://ADDR").
-    let start = |listen: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-            .args(["serve", "--data"])
-            .arg(&data)
-            .envs(env())
-            .env("TICKWIRE_HTTP", listen)
-            .env("TICKWIRE_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-            let _ = tx.send(lines.next());
-            // The rest is read and dropped, so the pipe never fills up.
-            lines.for_each(drop);
-        });
-        let first = rx.recv_timeout(Duration::from_secs(20));
-        let addr = first
-            .as_ref()
-            .ok()
-            .and_then(|l| l.as_ref()?.as_ref().ok())
-            .and_then(|l| l.split("listening on http://").nth(1))
-            .unwrap_or_else(|| panic!("server did not start: {first:?}"))
-            .trim()
-            .to_string();
-        (child, addr)
-    };
     // Port 0 for the first start. The restart must come back on the port it bound, free again
     // once the first process is gone: the follower (`tickwire sub --url`) reconnects to the
     // address it was given.
-    let (mut server, listen) = start("127.0.0.1:0");
+    let mut server = Server::start_on(&data, "127.0.0.1:0", &[], &env());
+    let listen = server.addr.clone();
     let url = format!("http://{listen}");
     let publish = |from: u32, to: u32| {
         let mut stdin = String::new();
@@ -305,12 +274,9 @@ async fn sub_resumes_after_a_server_restart_without_gap_or_duplicate() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     // SIGTERM: the server tells the subscriber to go, with its resume point.
-    Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    server.wait().unwrap();
-    server = start(&listen).0;
+    server.terminate();
+    // Killed on drop, once the follower has what it waits for.
+    let _restarted = Server::start_on(&data, &listen, &[], &env());
     publish(10, 30);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut follower = follower;
@@ -327,8 +293,6 @@ async fn sub_resumes_after_a_server_restart_without_gap_or_duplicate() {
         .map(|m| m["data"]["i"].as_u64().unwrap())
         .collect();
     assert_eq!(is, (0..30).collect::<Vec<u64>>());
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

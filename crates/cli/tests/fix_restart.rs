@@ -59,7 +59,7 @@ sender_comp_id = "TICKWIRE"
 allowed_comp_ids = ["CLIR"]
 "#;
     let mut srv = start_with_config(&dir, toml);
-    let addr = format!("127.0.0.1:{}", srv.fix_port());
+    let addr = srv.fix_addr();
     for (s, b) in [("EURUSD", "1.10000"), ("GBPUSD", "1.30000")] {
         assert_eq!(publish(&srv, &quote(s, b)).await.0, 200);
     }
@@ -99,7 +99,7 @@ allowed_comp_ids = ["CLIR"]
     // The session's numbers are in the data directory under its CompIDs, not tied to the
     // address: the restarted acceptor binds a new port.
     let srv = start_with_config(&dir, toml);
-    let addr = format!("127.0.0.1:{}", srv.fix_port());
+    let addr = srv.fix_addr();
     connect_when_listening(&mut c, &addr).await;
     assert!(c.until(WAIT, |c| c.logged_on).await, "{:?}", c.closed);
     // The server accepted MsgSeqNum 4 as the next one, and its Logon carried 5: exactly one

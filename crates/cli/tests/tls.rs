@@ -222,13 +222,9 @@ async fn mqtt_over_tls_takes_a_token_as_password_and_may_have_its_own_certificat
     );
     // The banner names the listener's address (the port it bound for 0), where it presents
     // its own certificate.
-    let addr = format!("127.0.0.1:{}", srv.mqtts_port());
+    let addr = srv.mqtts_addr();
     assert_eq!(own.presented(&addr).await, own.fingerprint());
-    assert_eq!(
-        pki.presented(&format!("127.0.0.1:{}", srv.fix_port()))
-            .await,
-        pki.fingerprint()
-    );
+    assert_eq!(pki.presented(&srv.fix_addr()).await, pki.fingerprint());
 
     let mut s = own.connect(&addr).await.unwrap();
     mqtt_send(&mut s, &mqtt_connect("tls-42", &token("42"))).await;
@@ -296,7 +292,7 @@ async fn fix_acceptor_over_tls_serves_quotes_to_a_client_with_a_token() {
         json!({"bid": "1.08412", "ask": "1.08414"}),
     )
     .await;
-    let addr = format!("127.0.0.1:{}", srv.fix_port());
+    let addr = srv.fix_addr();
     let mut c = FixClient::with_password("TLSCLIENT", "TICKWIRE", Some(&token("42")));
     c.connect_tls(&addr, &pki).await;
     assert!(
@@ -547,11 +543,7 @@ async fn sighup_gives_new_connections_the_new_certificate_and_old_ones_keep_work
              listen = \"127.0.0.1:0\"\ntls = true\nallowed_comp_ids = [\"*\"]\n",
         ),
     );
-    let listeners = [
-        srv.addr.clone(),
-        format!("127.0.0.1:{}", srv.mqtts_port()),
-        format!("127.0.0.1:{}", srv.fix_port()),
-    ];
+    let listeners = [srv.addr.clone(), srv.mqtts_addr(), srv.fix_addr()];
     let first = pki.fingerprint();
     for a in &listeners {
         assert_eq!(pki.presented(a).await, first, "{a}");

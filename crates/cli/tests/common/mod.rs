@@ -37,6 +37,13 @@ impl Server {
         Server::start_logging_to(data, &data.with_extension("stderr.log"), args, env)
     }
 
+    /// [`Server::start`] with its HTTP listener on `http`: a restart that must come back on
+    /// the address the first start bound (a client reconnects to the address it was given).
+    pub fn start_on(data: &Path, http: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let log = data.with_extension("stderr.log");
+        Server::launch(Command::new(Server::bin()), data, &log, http, args, env)
+    }
+
     /// [`Server::start`] with the server's stderr appended to `log` (kept off a volume that a
     /// test fills up).
     pub fn start_logging_to(
@@ -45,7 +52,14 @@ impl Server {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
-        Server::launch(Command::new(Server::bin()), data, log, args, env)
+        Server::launch(
+            Command::new(Server::bin()),
+            data,
+            log,
+            "127.0.0.1:0",
+            args,
+            env,
+        )
     }
 
     /// [`Server::start`] under an open-file limit (`ulimit -Sn soft`, then `-Hn hard`: the soft
@@ -65,7 +79,8 @@ impl Server {
                 "ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\" \"$@\""
             ))
             .arg(Server::bin());
-        Server::launch(cmd, data, &data.with_extension("stderr.log"), args, env)
+        let log = data.with_extension("stderr.log");
+        Server::launch(cmd, data, &log, "127.0.0.1:0", args, env)
     }
 
     /// The binary under test. TICKWIRE_TEST_BIN runs the suite against another build (a
@@ -79,6 +94,7 @@ impl Server {
         mut cmd: Command,
         data: &Path,
         log: &Path,
+        http: &str,
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
@@ -88,7 +104,7 @@ impl Server {
             .append(true)
             .open(log)
             .unwrap();
-        cmd.args(["serve", "--http", "127.0.0.1:0", "--data"])
+        cmd.args(["serve", "--http", http, "--data"])
             .arg(data)
             .args(args)
             .env("TICKWIRE_LOG", "warn")
@@ -178,14 +194,19 @@ impl Server {
         port_of(&self.listener("mqtt:"))
     }
 
-    /// The port of the MQTT-over-TLS listener (`[mqtt] tls_listen`).
-    pub fn mqtts_port(&self) -> u16 {
-        port_of(&self.listener("mqtts:"))
+    /// The MQTT-over-TLS listener's address (`[mqtt] tls_listen`).
+    pub fn mqtts_addr(&self) -> String {
+        self.listener("mqtts:")
     }
 
-    /// The port of the FIX acceptor (`[fix.acceptor] listen`).
+    /// The FIX acceptor's address (`[fix.acceptor] listen`).
+    pub fn fix_addr(&self) -> String {
+        self.listener("fix:")
+    }
+
+    /// The port of the FIX acceptor.
     pub fn fix_port(&self) -> u16 {
-        port_of(&self.listener("fix:"))
+        port_of(&self.fix_addr())
     }
 
     /// SIGKILL: no chance to flush or fsync anything.
