@@ -3,9 +3,11 @@
 //! glibc keeps a per-thread cache of freed chunks, 7 per size class by default. The server
 //! allocates and frees in bursts of hundreds of same-sized objects per group commit (the items
 //! of a batch, their acknowledgements, the frames read), so past the seventh every free and
-//! allocation takes the arena's slower, locked path. 100 per size class measured +7 % acked
-//! publishes on one WebSocket connection (bench/results/ws-publish.md, 2026-12-05) for a few
-//! MB more resident memory; larger caches added memory and nothing measurable.
+//! allocation takes the arena's slower, locked path. 100 per size class measured +5–9 % acked
+//! publishes on one WebSocket connection and +1–10 % on one gRPC stream, in A/B pairs
+//! (bench/results/ws-publish.md, 2026-12-05), for a few MB more resident memory under load and
+//! +3 % per idle MQTT connection (bench/results/idle.md); larger caches added memory and no
+//! more speed.
 //!
 //! glibc reads that setting only from the `GLIBC_TUNABLES` environment variable at process
 //! start (`mallopt` cannot set it), so `serve` executes itself again once with it set. An
