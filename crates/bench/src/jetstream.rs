@@ -28,6 +28,28 @@ fn push_pub(out: &mut Vec<u8>, subject: &str, reply: &str, payload: &[u8]) {
 }
 
 pub(crate) async fn js_create_stream(a: &RunArgs) -> Result<()> {
+    // A freshly started cluster can report healthy and still leave a replicated stream's
+    // create unanswered for a while (a full-mode cluster run timed out here once, 2026-12-05,
+    // at replicas 3): ask again, on a new connection so a late answer to an earlier attempt
+    // cannot be taken for this one's, before failing the run.
+    let mut attempt = 1;
+    loop {
+        match create_stream_once(a).await {
+            Err(BenchError::Timeout(what)) if attempt < CREATE_ATTEMPTS => {
+                eprintln!("{what}: no answer in {CREATE_WAIT:?} (attempt {attempt} of {CREATE_ATTEMPTS}); asking again");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How often, and how long each time, the stream's create is waited for.
+const CREATE_ATTEMPTS: u32 = 3;
+const CREATE_WAIT: Duration = Duration::from_secs(10);
+
+async fn create_stream_once(a: &RunArgs) -> Result<()> {
     let mut c = Conn::connect(Target::Nats, a.addr, None).await?;
     let cfg = format!(
         r#"{{"name":"QUOTES","subjects":["quotes.>"],"storage":"file","retention":"limits","discard":"old","num_replicas":{}{}}}"#,
@@ -53,7 +75,7 @@ pub(crate) async fn js_create_stream(a: &RunArgs) -> Result<()> {
     );
     c.send(&out).await?;
     let mut replies = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + CREATE_WAIT;
     while replies.len() < 2 {
         if Instant::now() > deadline {
             return Err(BenchError::Timeout("JetStream stream create".into()));
