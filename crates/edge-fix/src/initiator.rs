@@ -35,7 +35,7 @@ use crate::{
     config::InitiatorConfig,
     lease::LeaseBuckets,
     open_store, store_path,
-    transport::{now, sleep_until, AppEvent, Conn},
+    transport::{now, AppEvent, Conn},
     FixRegistry,
 };
 
@@ -412,7 +412,7 @@ impl Ingest {
                     conn.logout("shutting down", &mut ev).await;
                     stopping = Some(tokio::time::Instant::now() + Duration::from_secs(2));
                 }
-                _ = sleep_until(stopping), if stopping.is_some() => {
+                _ = tickwire_gateway::deadline::sleep_until(stopping), if stopping.is_some() => {
                     return (conn.into_session(), logged_on, "shutdown".into());
                 }
                 // No Logout: its number could not be stored any more, and the node that
@@ -425,7 +425,7 @@ impl Ingest {
                     return (conn.into_session(), logged_on, "lease lost".into());
                 }
                 r = conn.read() => { let _ = conn.on_read(r, &mut ev).await; }
-                _ = sleep_until(deadline) => { let _ = conn.on_timer(&mut ev).await; }
+                _ = tickwire_gateway::deadline::sleep_until(deadline) => { let _ = conn.on_timer(&mut ev).await; }
             }
         }
     }

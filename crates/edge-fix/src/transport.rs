@@ -235,11 +235,3 @@ impl<S: SeqStore> Conn<S> {
         let _ = self.run(actions, events).await;
     }
 }
-
-/// Sleeps until `d`, or forever without a deadline.
-pub(crate) async fn sleep_until(d: Option<Instant>) {
-    match d {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}

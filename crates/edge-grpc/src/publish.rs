@@ -216,13 +216,6 @@ fn result_of(slot: Result<usize, v1::Error>, acks: &[Result<Ack, Refusal>]) -> P
     }
 }
 
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 async fn run(
     conn: Connection,
     mut inbound: Streaming<v1::PublishRequest>,
@@ -293,7 +286,7 @@ async fn run(
                 Err(_) => return,
             },
             _ = tx.closed() => return,
-            _ = sleep_until_opt(token_at), if token_at.is_some() => {
+            _ = tickwire_gateway::deadline::sleep_until(token_at), if token_at.is_some() => {
                 token_at = None;
                 conn.expire();
             }

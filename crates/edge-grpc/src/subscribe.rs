@@ -105,13 +105,6 @@ async fn send(conn: &Connection, tx: &mpsc::Sender<Item>, item: Item, timeout: D
     }
 }
 
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Drains the connection into the call's stream until it closes or the client goes.
 async fn pump(mut conn: Connection, first: Vec<Encoded>, tx: mpsc::Sender<Item>) {
     let timeout = conn.gateway().write_timeout();
@@ -127,7 +120,7 @@ async fn pump(mut conn: Connection, first: Vec<Encoded>, tx: mpsc::Sender<Item>)
             _ = conn.closed() => {}
             _ = conn.wait() => {}
             _ = tx.closed() => return,
-            _ = sleep_until_opt(token_at), if token_at.is_some() => {
+            _ = tickwire_gateway::deadline::sleep_until(token_at), if token_at.is_some() => {
                 // gRPC has no way to refresh a call's credential: at expiry the call ends
                 // with its resume points, and the client calls again with a new token.
                 token_at = None;

@@ -34,3 +34,12 @@ pub fn arm(timer: Pin<&mut Sleep>, due: Instant) {
         timer.reset(due);
     }
 }
+
+/// Sleeps until `at`, or forever without a deadline: a `select!` branch for an optional
+/// deadline (a token's expiry, a session timer, a shutdown's grace) that needs no guard.
+pub async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
