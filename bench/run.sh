@@ -183,7 +183,7 @@ run_fresh() {
   # The previous run's data is deleted by the start; let the kernel finish freeing it first.
   rm -rf "$WORK/tw" "$WORK/js"; sync; sleep 0.2
   $start
-  bench_once "$JSON/$files-$name-$i.json" "$scen" "$name" "$target" "$port" "$@"
+  bench_once "$JSON/$files-$name${TAG:-}-$i.json" "$scen" "$name" "$target" "$port" "$@"
   stop_server
 }
 
@@ -376,11 +376,17 @@ fi
 if { [ "$QUICK" = 0 ] && [ -z "$ONLY" ]; } || [ "$ONLY" = sweep ]; then
   echo "== sweep ($(( $(date +%s) - STARTED ))s)" >&2; START_SPEED=$(host_speed)
   rm -f "$JSON"/sweep-*.json
-  # A fresh server per rate and target, so one saturated point's backlog cannot spill into the
-  # next. Labels carry no rate: the parameters column does.
+  # Round-two method, as the fan-out rows (since 2026-12-05; before, each rate ran all of
+  # Tickwire's runs on one server and then nats-server's, with Tickwire's HTTP publisher that
+  # waits for each answer, against Debian's nats-server 2.9): per rate, the two targets take
+  # turns, every run on a fresh server, Tickwire's publisher never waits (WebSocket publish
+  # commands), and the peer is the current nats-server release. Labels carry no rate: the
+  # parameters column does.
   for r in 10000 15000 20000 25000 30000; do
-    start_tickwire; FILES=sweep TAG=-r$r run fanout tickwire tickwire-ws $TW_PORT $FAN --rate $r $COMMON; stop_server
-    start_nats; FILES=sweep TAG=-r$r run fanout "$NATS_ROW" nats $NATS_PORT $FAN --rate $r $COMMON; stop_server
+    for i in $(seq 1 "$RUNS"); do
+      FILES=sweep TAG=-r$r run_fresh "$i" start_tickwire fanout tickwire tickwire-ws $TW_PORT $FAN --rate $r --publish-wire ws $COMMON
+      FILES=sweep TAG=-r$r run_fresh "$i" start_nats fanout "$NATS_ROW" nats $NATS_PORT $FAN --rate $r $COMMON
+    done
   done
   report fanout-sweep.md "fanout-sweep: Tickwire and nats-server at rising offered rates" sweep "$JSON"/sweep-*.json
 fi
