@@ -396,18 +396,19 @@ if want fanout-jwt; then
   # publishers an API key; authorization happens at connect and subscribe, never per message,
   # so this row should be within noise of the open one measured in the same run.
   rm -f "$JSON"/fanoutjwt-*.json
-  start_tickwire
-  FILES=fanoutjwt run fanout tickwire-open tickwire-ws $TW_PORT $FAN --rate $FAN_R $COMMON
-  stop_server
-  export TICKWIRE_AUTH__JWT_HMAC_SECRET=bench-secret-of-at-least-32-bytes-0123456789
-  export TICKWIRE_API_KEYS='["bench-publisher-key"]'
-  TICKWIRE_BENCH_TOKEN=$("$TW" token --sub bench --ttl 2h)
-  export TICKWIRE_BENCH_TOKEN TICKWIRE_BENCH_API_KEY=bench-publisher-key
-  start_tickwire
-  CMDS[fanoutjwt]+="    # next row: server with TICKWIRE_AUTH__JWT_HMAC_SECRET and TICKWIRE_API_KEYS set; subscribers send TICKWIRE_BENCH_TOKEN (tickwire token --sub bench), publishers TICKWIRE_BENCH_API_KEY"$'\n'
-  FILES=fanoutjwt run fanout tickwire-jwt tickwire-ws $TW_PORT $FAN --rate $FAN_R $COMMON
-  stop_server
-  unset TICKWIRE_AUTH__JWT_HMAC_SECRET TICKWIRE_API_KEYS TICKWIRE_BENCH_TOKEN TICKWIRE_BENCH_API_KEY
+  # The two rows take turns, every run on a fresh server (since 2026-12-05; before, all open
+  # runs on one server, then all identity runs on another). Both use the HTTP publisher, with
+  # the API key in the identity row: the comparison is open against identities, like for like.
+  JWT_SECRET=bench-secret-of-at-least-32-bytes-0123456789
+  JWT_TOKEN=$(TICKWIRE_AUTH__JWT_HMAC_SECRET=$JWT_SECRET "$TW" token --sub bench --ttl 2h)
+  CMDS[fanoutjwt]+="    # tickwire-jwt rows: server with TICKWIRE_AUTH__JWT_HMAC_SECRET and TICKWIRE_API_KEYS set; subscribers send TICKWIRE_BENCH_TOKEN (tickwire token --sub bench), publishers TICKWIRE_BENCH_API_KEY"$'\n'
+  for i in $(seq 1 "$RUNS"); do
+    FILES=fanoutjwt run_fresh "$i" start_tickwire fanout tickwire-open tickwire-ws $TW_PORT $FAN --rate $FAN_R $COMMON
+    export TICKWIRE_AUTH__JWT_HMAC_SECRET=$JWT_SECRET TICKWIRE_API_KEYS='["bench-publisher-key"]'
+    export TICKWIRE_BENCH_TOKEN=$JWT_TOKEN TICKWIRE_BENCH_API_KEY=bench-publisher-key
+    FILES=fanoutjwt run_fresh "$i" start_tickwire fanout tickwire-jwt tickwire-ws $TW_PORT $FAN --rate $FAN_R $COMMON
+    unset TICKWIRE_AUTH__JWT_HMAC_SECRET TICKWIRE_API_KEYS TICKWIRE_BENCH_TOKEN TICKWIRE_BENCH_API_KEY
+  done
   report fanout-jwt.md "fanout-jwt: the fanout shape with identities on (JWT subscribers, API-key publishers) and off" fanoutjwt "$JSON"/fanoutjwt-*.json
 fi
 
