@@ -60,13 +60,22 @@ async fn create_stream_once(a: &RunArgs) -> Result<()> {
             ""
         }
     );
-    let mut out = b"SUB _INBOX.setup.* 1\r\n".to_vec();
+    // Delete, answered, then create: sent together, nats-server may run the two API requests
+    // in either order (its replies came in either order), and a delete run second removed the
+    // stream just created, so a consumer created next found no stream (CI, 2026-12-05).
+    let deadline = Instant::now() + CREATE_WAIT;
+    c.send(b"SUB _INBOX.setup.* 1\r\n").await?;
+    let mut out = Vec::new();
     push_pub(
         &mut out,
         "$JS.API.STREAM.DELETE.QUOTES",
         "_INBOX.setup.1",
         b"",
     );
+    c.send(&out).await?;
+    // Deleted or not there: either answer will do.
+    api_reply(&mut c, "stream_delete_response", deadline).await?;
+    out.clear();
     push_pub(
         &mut out,
         "$JS.API.STREAM.CREATE.QUOTES",
@@ -74,27 +83,7 @@ async fn create_stream_once(a: &RunArgs) -> Result<()> {
         cfg.as_bytes(),
     );
     c.send(&out).await?;
-    let mut replies = Vec::new();
-    let deadline = Instant::now() + CREATE_WAIT;
-    while replies.len() < 2 {
-        if Instant::now() > deadline {
-            return Err(BenchError::Timeout("JetStream stream create".into()));
-        }
-        let read = c.read_some(usize::MAX, |m: &[u8]| {
-            replies.push(String::from_utf8_lossy(m).into_owned())
-        });
-        if let Ok(r) = tokio::time::timeout(Duration::from_secs(1), read).await {
-            r?;
-        }
-    }
-    // The two replies may come in either order (a full-mode run got the delete's "stream not
-    // found" second and took it for the create's answer): each says which request it answers.
-    let create = replies
-        .iter()
-        .find(|r| r.contains("stream_create_response"))
-        .ok_or_else(|| {
-            BenchError::proto("jetstream", format!("no stream create reply: {replies:?}"))
-        })?;
+    let create = api_reply(&mut c, "stream_create_response", deadline).await?;
     if create.contains("\"error\"") {
         return Err(BenchError::proto(
             "jetstream",
@@ -102,6 +91,26 @@ async fn create_stream_once(a: &RunArgs) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Reads until a JetStream API answer of `kind` (its `type` names it) arrives, or `deadline`.
+async fn api_reply(c: &mut Conn, kind: &str, deadline: Instant) -> Result<String> {
+    let mut found: Option<String> = None;
+    while found.is_none() {
+        if Instant::now() > deadline {
+            return Err(BenchError::Timeout("JetStream stream create".into()));
+        }
+        let read = c.read_some(usize::MAX, |m: &[u8]| {
+            let m = String::from_utf8_lossy(m);
+            if m.contains(kind) {
+                found = Some(m.into_owned());
+            }
+        });
+        if let Ok(r) = tokio::time::timeout(Duration::from_secs(1), read).await {
+            r?;
+        }
+    }
+    found.ok_or_else(|| BenchError::Timeout("JetStream stream create".into()))
 }
 
 /// The `--js-tail` reader: an ephemeral push consumer of the whole stream, no acks, delivered
