@@ -96,9 +96,12 @@ async fn create_stream_once(a: &RunArgs) -> Result<()> {
 /// Reads until a JetStream API answer of `kind` (its `type` names it) arrives, or `deadline`.
 async fn api_reply(c: &mut Conn, kind: &str, deadline: Instant) -> Result<String> {
     let mut found: Option<String> = None;
-    while found.is_none() {
+    loop {
+        if let Some(reply) = found {
+            return Ok(reply);
+        }
         if Instant::now() > deadline {
-            return Err(BenchError::Timeout("JetStream stream create".into()));
+            return Err(BenchError::Timeout(format!("JetStream {kind}")));
         }
         let read = c.read_some(usize::MAX, |m: &[u8]| {
             let m = String::from_utf8_lossy(m);
@@ -110,7 +113,6 @@ async fn api_reply(c: &mut Conn, kind: &str, deadline: Instant) -> Result<String
             r?;
         }
     }
-    found.ok_or_else(|| BenchError::Timeout("JetStream stream create".into()))
 }
 
 /// The `--js-tail` reader: an ephemeral push consumer of the whole stream, no acks, delivered

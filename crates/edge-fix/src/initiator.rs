@@ -24,6 +24,7 @@ use tickwire_fix::{
     tags::msg_type,
     Message, SeqStore, Session, SessionConfig, SessionEvent,
 };
+use tickwire_gateway::deadline::sleep_until;
 use tickwire_hub::{Channel, Hub, PublishRequest};
 use tickwire_model::DataDir;
 use tickwire_tls::Stream;
@@ -412,7 +413,7 @@ impl Ingest {
                     conn.logout("shutting down", &mut ev).await;
                     stopping = Some(tokio::time::Instant::now() + Duration::from_secs(2));
                 }
-                _ = tickwire_gateway::deadline::sleep_until(stopping), if stopping.is_some() => {
+                _ = sleep_until(stopping), if stopping.is_some() => {
                     return (conn.into_session(), logged_on, "shutdown".into());
                 }
                 // No Logout: its number could not be stored any more, and the node that
@@ -425,7 +426,7 @@ impl Ingest {
                     return (conn.into_session(), logged_on, "lease lost".into());
                 }
                 r = conn.read() => { let _ = conn.on_read(r, &mut ev).await; }
-                _ = tickwire_gateway::deadline::sleep_until(deadline) => { let _ = conn.on_timer(&mut ev).await; }
+                _ = sleep_until(deadline) => { let _ = conn.on_timer(&mut ev).await; }
             }
         }
     }

@@ -6,6 +6,7 @@ use std::{future::Future, net::IpAddr, pin::Pin, task::Poll};
 use futures_util::{stream::FuturesOrdered, FutureExt, StreamExt};
 use tickwire_gateway::{
     close_code,
+    deadline::sleep_until,
     proto::{error_of, request_of},
     trace::PublishTiming,
     Connection, ErrorCode, Principal, Refusal,
@@ -286,7 +287,7 @@ async fn run(
                 Err(_) => return,
             },
             _ = tx.closed() => return,
-            _ = tickwire_gateway::deadline::sleep_until(token_at), if token_at.is_some() => {
+            _ = sleep_until(token_at), if token_at.is_some() => {
                 token_at = None;
                 conn.expire();
             }

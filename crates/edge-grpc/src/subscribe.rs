@@ -13,6 +13,7 @@ use std::{net::IpAddr, pin::Pin, task::Poll, time::Duration};
 
 use tickwire_gateway::{
     close_code,
+    deadline::sleep_until,
     proto::{channel_of, disconnect, proto_push, subscribe, subscribed},
     Connection, ErrorCode, Event, Principal,
 };
@@ -120,7 +121,7 @@ async fn pump(mut conn: Connection, first: Vec<Encoded>, tx: mpsc::Sender<Item>)
             _ = conn.closed() => {}
             _ = conn.wait() => {}
             _ = tx.closed() => return,
-            _ = tickwire_gateway::deadline::sleep_until(token_at), if token_at.is_some() => {
+            _ = sleep_until(token_at), if token_at.is_some() => {
                 // gRPC has no way to refresh a call's credential: at expiry the call ends
                 // with its resume points, and the client calls again with a new token.
                 token_at = None;

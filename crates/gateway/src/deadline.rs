@@ -35,8 +35,9 @@ pub fn arm(timer: Pin<&mut Sleep>, due: Instant) {
     }
 }
 
-/// Sleeps until `at`, or forever without a deadline: a `select!` branch for an optional
-/// deadline (a token's expiry, a session timer, a shutdown's grace) that needs no guard.
+/// Sleeps until `at`, or forever without a deadline: the `select!` branch of an optional
+/// deadline (a token's expiry, a session timer, a shutdown's grace). A branch guarded by
+/// `if at.is_some()` does not even build the future while there is none.
 pub async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,

@@ -35,6 +35,7 @@ use tickwire_fix::{
     SessionEvent, DEFAULT_MAX_MESSAGE_SIZE,
 };
 use tickwire_gateway::{
+    deadline::sleep_until,
     depth::{book_of, book_value},
     Connection, Credentials, Event, Gateway, Principal,
 };
@@ -418,18 +419,18 @@ impl Client {
                 }
                 // FIX has no way to refresh a credential: at expiry the session logs out, and
                 // the client logs on again with a new one.
-                _ = tickwire_gateway::deadline::sleep_until(token_at), if token_at.is_some() => {
+                _ = sleep_until(token_at), if token_at.is_some() => {
                     conn.logout("token expired: log on again with a new Password (554)", &mut ev).await;
                     stopping = Some(tokio::time::Instant::now() + Duration::from_secs(2));
                 }
-                _ = tickwire_gateway::deadline::sleep_until(stopping), if stopping.is_some() => return "shutdown".into(),
+                _ = sleep_until(stopping), if stopping.is_some() => return "shutdown".into(),
                 _ = self.hub.closed() => {
                     let why = self.hub.close_reason().map(|r| format!("{r:?}")).unwrap_or_default();
                     conn.logout(&format!("closed by server: {why}"), &mut ev).await;
                     stopping = Some(tokio::time::Instant::now() + Duration::from_secs(2));
                 }
                 r = conn.read() => { let _ = conn.on_read(r, &mut ev).await; }
-                _ = tickwire_gateway::deadline::sleep_until(deadline) => { let _ = conn.on_timer(&mut ev).await; }
+                _ = sleep_until(deadline) => { let _ = conn.on_timer(&mut ev).await; }
                 _ = self.hub.wait() => hub_ready = true,
             }
             if hub_ready && conn.session.is_logged_on() {
