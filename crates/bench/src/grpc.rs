@@ -44,11 +44,14 @@ use crate::{
 
 const NAME: &str = "tickwire-grpc";
 
-/// Opens an HTTP/2 connection to the gRPC listener at `addr`.
-async fn connect(addr: SocketAddr) -> Result<TickwireClient<Channel>> {
+/// Opens an HTTP/2 connection to the gRPC listener at `addr`, advertising `window` bytes of
+/// receive window for each stream and for the connection (`None`: tonic's defaults).
+async fn connect(addr: SocketAddr, window: Option<u32>) -> Result<TickwireClient<Channel>> {
     let endpoint = Channel::from_shared(format!("http://{addr}"))
         .map_err(|e| BenchError::proto(NAME, e.to_string()))?
-        .connect_timeout(Duration::from_secs(10));
+        .connect_timeout(Duration::from_secs(10))
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window);
     let ch = endpoint
         .connect()
         .await
@@ -78,8 +81,12 @@ pub struct GrpcSub {
 impl GrpcSub {
     /// Connects to the gRPC listener at `addr` and subscribes to `symbols`' quote channels;
     /// returns once the server confirmed every subscription.
-    pub async fn subscribe(addr: SocketAddr, symbols: &[usize]) -> Result<GrpcSub> {
-        let mut client = connect(addr).await?;
+    pub async fn subscribe(
+        addr: SocketAddr,
+        window: Option<u32>,
+        symbols: &[usize],
+    ) -> Result<GrpcSub> {
+        let mut client = connect(addr, window).await?;
         let mut req = tonic::Request::new(SubscribeRequest {
             subscriptions: symbols
                 .iter()
@@ -202,7 +209,7 @@ pub(crate) async fn stream_publisher(
     phase: &Phase,
     total: Duration,
 ) -> Result<PubOutcome> {
-    let mut client = connect(a.addr).await?;
+    let mut client = connect(a.addr, None).await?;
     let window = a.window.max(1);
     let per_write = a.batch.max(1) as u64;
     // Requests wait here for tonic's encoder. They count as in flight, and at most `window`

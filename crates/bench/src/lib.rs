@@ -255,6 +255,14 @@ pub struct RunArgs {
     #[arg(long)]
     #[serde(default)]
     pub grpc_addr: Option<SocketAddr>,
+    /// `--sub-encoding grpc`: the HTTP/2 receive window, in bytes, each subscriber's
+    /// connection advertises for its stream and for the connection (default: tonic's, 2 MiB a
+    /// stream and 5 MiB a connection). A reader that falls behind holds up to a stream window
+    /// of pushes sent but not yet read: the server keeps newer prices back (conflated) only
+    /// once that window is full.
+    #[arg(long)]
+    #[serde(default)]
+    pub grpc_window: Option<u32>,
     /// book: levels a side of each book's snapshot (updates change the sizes of these).
     #[arg(long, default_value_t = 50)]
     #[serde(default = "default_levels")]
@@ -377,6 +385,16 @@ fn validate(args: &RunArgs) -> Result<(), BenchError> {
             return Err(BenchError::Usage(format!(
                 "{addr} is not a loopback address: the load generator only targets this machine"
             )));
+        }
+    }
+    if let Some(w) = args.grpc_window {
+        if args.sub_encoding != SubEncoding::Grpc {
+            return usage("--grpc-window is the --sub-encoding grpc subscribers' receive window");
+        }
+        // HTTP/2 (RFC 9113, 6.9.1): a window is at most 2^31 - 1 bytes; below one frame of
+        // the server's largest push a subscriber could stall.
+        if !(16_384..=(1 << 31) - 1).contains(&w) {
+            return usage("--grpc-window: 16384 to 2147483647 bytes");
         }
     }
     if args.publish_wire == PublishWire::Ws
@@ -514,6 +532,24 @@ mod tests {
         ));
         assert_eq!(a.target.name(), "tickwire-grpc");
         assert_eq!(a.label(), "tickwire-grpc");
+    }
+
+    #[test]
+    fn the_grpc_window_is_for_grpc_subscribers_and_within_http2_bounds() {
+        let grpc = "--scenario fanout --target tickwire-ws --addr 127.0.0.1:7901 \
+                    --sub-encoding grpc --grpc-addr 127.0.0.1:7906";
+        let a = args(&format!("{grpc} --grpc-window 65536"));
+        assert!(validate(&a).is_ok(), "{:?}", validate(&a));
+        assert_eq!(a.grpc_window, Some(65_536));
+        assert_eq!(args(grpc).grpc_window, None);
+        let m = refused(
+            "--scenario fanout --target tickwire-ws --addr 127.0.0.1:7901 --grpc-window 65536",
+        );
+        assert!(m.contains("--sub-encoding grpc"), "{m}");
+        for w in ["0", "16383", "2147483648"] {
+            let m = refused(&format!("{grpc} --grpc-window {w}"));
+            assert!(m.contains("16384 to 2147483647"), "{w}: {m}");
+        }
     }
 
     #[test]

@@ -256,7 +256,8 @@ async fn connect_all(a: &RunArgs, n: usize, subscribe: bool) -> Result<Vec<SubCo
         set.spawn(async move {
             let _p = sem.acquire_owned().await;
             if let Some(addr) = grpc {
-                let g = crate::grpc::GrpcSub::subscribe(addr, &symbols_of(&a2, i)).await?;
+                let g = crate::grpc::GrpcSub::subscribe(addr, a2.grpc_window, &symbols_of(&a2, i))
+                    .await?;
                 return Ok::<_, BenchError>((i, SubConn::Grpc(g)));
             }
             let (target, addr) = sub_endpoint(&a2, i);
