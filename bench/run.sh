@@ -352,7 +352,9 @@ if [ "$ONLY" = fanout-encodings ] && want fanout-encodings; then
       # The gRPC subscribers with a 64 KiB HTTP/2 receive window instead of tonic's 2 MiB
       # (added 2026-12-05 after the 07:22Z run: that row's subscribers fell seconds behind,
       # and an A/B showed the backlog sat in the window; at half load it made no difference).
-      [ -z "$half" ] && FILES=encodings run_fresh "$i" start_tickwire_grpc fanout "grpc-window64k" tickwire-ws $TW_PORT $FAN --rate $rate --sub-encoding grpc --grpc-addr 127.0.0.1:$TW_GRPC_PORT --grpc-window 65536 $COMMON
+      if [ -z "$half" ]; then
+        FILES=encodings run_fresh "$i" start_tickwire_grpc fanout "grpc-window64k" tickwire-ws $TW_PORT $FAN --rate $rate --sub-encoding grpc --grpc-addr 127.0.0.1:$TW_GRPC_PORT --grpc-window 65536 $COMMON
+      fi
     done
   done
   report fanout-encodings.md "fanout-encodings: one Tickwire, subscribers on JSON WebSocket, binary WebSocket and gRPC" encodings "$JSON"/encodings-*.json
