@@ -119,6 +119,7 @@ fn main() -> ExitCode {
         } => {
             // Before anything starts: this may replace the process (same pid, same arguments).
             alloc_tuning::tune_or_continue();
+            alloc_tuning::spawn_trimmer();
             let overrides = CliOverrides { http, data, fsync };
             let cfg = match Config::load(config.as_deref(), &overrides) {
                 Ok(c) => c,
