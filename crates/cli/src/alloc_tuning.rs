@@ -68,8 +68,13 @@ pub fn spawn_trimmer() {
             .name("tw-malloc-trim".into())
             .spawn(|| loop {
                 std::thread::sleep(CHECK_EVERY);
-                if free_in_arenas() > TRIM_ABOVE_FREE {
+                let free = free_in_arenas();
+                if free > TRIM_ABOVE_FREE {
                     trim();
+                    tracing::debug!(
+                        free_mib = free >> 20,
+                        "returned glibc's free memory to the system (malloc_trim)"
+                    );
                 }
             });
         if let Err(e) = started {
