@@ -14,9 +14,9 @@
 //! operator's own `GLIBC_TUNABLES`, even an empty one, is left alone and nothing is re-executed.
 //!
 //! glibc also keeps what threads free in their own arenas and rarely gives it back to the
-//! system: the chat scenario's server (bench/results/chat.md) held 288 MB after five runs, of
-//! which `malloc_trim(0)` (called from a debugger) released 155 MB at once; 58 MB with the
-//! search index off. So `serve` trims from a thread of its own when more than
+//! system. The chat scenario's server (bench/results/chat.md) held 251 MB after three runs, and
+//! `malloc_trim(0)` called from a debugger brought it to 96 MB at once. With the search index
+//! off it held 56 MB. So `serve` trims from a thread of its own when more than
 //! [`TRIM_ABOVE_FREE`] sits free in the arenas.
 
 /// The tunables `serve` runs with unless `GLIBC_TUNABLES` is already set.
