@@ -3,8 +3,9 @@
 //!
 //! - subscribers (`--sub-encoding grpc`): one `Subscribe` call, on its own HTTP/2 connection,
 //!   per client, like one WebSocket per client. The bench quote (its `t` and `s` fields have no
-//!   typed form) arrives as a `Push` whose payload is the published JSON, byte for byte: the
-//!   same bytes the WebSocket rows parse, so every encoding is timed and counted alike;
+//!   typed form) arrives as a `Push` whose payload is the published JSON, byte for byte. Each
+//!   answer is taken as its raw `ServerMessage` bytes, in which those fields are found, as the
+//!   binary WebSocket rows read their frames: every encoding is timed and counted alike;
 //! - the ws-publish publisher (`--target tickwire-grpc`): ONE `PublishStream` call, one
 //!   `PublishRequest` of one item per quote (the same JSON as the WebSocket `publish` command's
 //!   `data`, as a `json` payload, to the same `quotes.S0042` channels), up to `--window`
@@ -25,8 +26,8 @@ use std::{
 use bytes::Bytes;
 use tickwire_edge_grpc::client::tickwire_client::TickwireClient;
 use tickwire_proto::v1::{
-    payload::Kind as PayloadKind, server_message::Kind, Payload, PublishItem, PublishRequest,
-    PublishResponse, ServerMessage, SubscribeRequest, Subscription,
+    payload::Kind as PayloadKind, Payload, PublishItem, PublishRequest, PublishResponse,
+    SubscribeRequest, Subscription,
 };
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_stream::{wrappers::ReceiverStream, Stream};
@@ -46,17 +47,15 @@ const NAME: &str = "tickwire-grpc";
 
 /// Opens an HTTP/2 connection to the gRPC listener at `addr`, advertising `window` bytes of
 /// receive window for each stream and for the connection (`None`: tonic's defaults).
-async fn connect(addr: SocketAddr, window: Option<u32>) -> Result<TickwireClient<Channel>> {
-    let endpoint = Channel::from_shared(format!("http://{addr}"))
+async fn open(addr: SocketAddr, window: Option<u32>) -> Result<Channel> {
+    Channel::from_shared(format!("http://{addr}"))
         .map_err(|e| BenchError::proto(NAME, e.to_string()))?
         .connect_timeout(Duration::from_secs(10))
         .initial_stream_window_size(window)
-        .initial_connection_window_size(window);
-    let ch = endpoint
+        .initial_connection_window_size(window)
         .connect()
         .await
-        .map_err(|e| BenchError::proto(NAME, format!("connect {addr}: {e}")))?;
-    Ok(TickwireClient::new(ch))
+        .map_err(|e| BenchError::proto(NAME, format!("connect {addr}: {e}")))
 }
 
 /// Adds `authorization: Bearer <the first of `vars` that is set>`, if one is.
@@ -73,9 +72,64 @@ fn authorize<T>(req: &mut tonic::Request<T>, vars: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// `ServerMessage` field tags (field number << 3 | length-delimited) of the two kinds a
+/// subscriber looks at: `push = 1`, `subscribed = 2` (proto/tickwire/v1/tickwire.proto).
+const TAG_PUSH: u8 = (1 << 3) | 2;
+const TAG_SUBSCRIBED: u8 = (2 << 3) | 2;
+
+/// The Subscribe call's codec as the subscribers use it: the request encoded by prost, each
+/// answer handed over as its raw `ServerMessage` bytes. The binary WebSocket subscribers do
+/// not decode their frames either: the bench quote's JSON sits byte for byte in a push's
+/// `json` payload, where its fields are found (msg.rs), so both encodings are read alike and
+/// the gRPC rows do not spend the generator's CPU on a prost decode and two allocations per
+/// push.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawAnswers;
+
+impl tonic::codec::Codec for RawAnswers {
+    type Encode = SubscribeRequest;
+    type Decode = Bytes;
+    type Encoder = RawAnswers;
+    type Decoder = RawAnswers;
+
+    fn encoder(&mut self) -> RawAnswers {
+        RawAnswers
+    }
+
+    fn decoder(&mut self) -> RawAnswers {
+        RawAnswers
+    }
+}
+
+impl tonic::codec::Encoder for RawAnswers {
+    type Item = SubscribeRequest;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: SubscribeRequest,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> std::result::Result<(), tonic::Status> {
+        prost::Message::encode(&item, dst).map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+impl tonic::codec::Decoder for RawAnswers {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> std::result::Result<Option<Bytes>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
 /// One client's Subscribe call.
 pub struct GrpcSub {
-    stream: Streaming<ServerMessage>,
+    stream: Streaming<Bytes>,
 }
 
 impl GrpcSub {
@@ -86,7 +140,7 @@ impl GrpcSub {
         window: Option<u32>,
         symbols: &[usize],
     ) -> Result<GrpcSub> {
-        let mut client = connect(addr, window).await?;
+        let mut grpc = tonic::client::Grpc::new(open(addr, window).await?);
         let mut req = tonic::Request::new(SubscribeRequest {
             subscriptions: symbols
                 .iter()
@@ -97,17 +151,20 @@ impl GrpcSub {
                 .collect(),
         });
         authorize(&mut req, &[CLIENT_CREDENTIAL])?;
-        let mut stream = client
-            .subscribe(req)
+        grpc.ready()
+            .await
+            .map_err(|e| BenchError::proto(NAME, format!("not ready: {e}")))?;
+        let path =
+            tonic::codegen::http::uri::PathAndQuery::from_static("/tickwire.v1.Tickwire/Subscribe");
+        let mut stream = grpc
+            .server_streaming(req, path, RawAnswers)
             .await
             .map_err(|s| BenchError::proto(NAME, format!("subscribe refused: {s}")))?
             .into_inner();
         let mut confirmed = 0;
         while confirmed < symbols.len() {
             match stream.message().await {
-                Ok(Some(ServerMessage {
-                    kind: Some(Kind::Subscribed(_)),
-                })) => confirmed += 1,
+                Ok(Some(m)) if m.first() == Some(&TAG_SUBSCRIBED) => confirmed += 1,
                 Ok(Some(_)) => {}
                 Ok(None) => {
                     return Err(BenchError::proto(NAME, "the call ended while subscribing"))
@@ -118,15 +175,13 @@ impl GrpcSub {
         Ok(GrpcSub { stream })
     }
 
-    /// Waits for the next message and hands its JSON payload to `f` (pushes only); false when
-    /// the call ended.
+    /// Waits for the next message and hands a push's raw `ServerMessage` bytes to `f` (its
+    /// JSON payload is in them byte for byte); false when the call ended.
     pub async fn read_some(&mut self, f: &mut impl FnMut(&[u8])) -> Result<bool> {
         match self.stream.message().await {
             Ok(Some(m)) => {
-                if let Some(Kind::Push(p)) = m.kind {
-                    if let Some(PayloadKind::Json(json)) = p.payload.and_then(|p| p.kind) {
-                        f(&json);
-                    }
+                if m.first() == Some(&TAG_PUSH) {
+                    f(&m);
                 }
                 Ok(true)
             }
@@ -209,7 +264,7 @@ pub(crate) async fn stream_publisher(
     phase: &Phase,
     total: Duration,
 ) -> Result<PubOutcome> {
-    let mut client = connect(a.addr, None).await?;
+    let mut client = TickwireClient::new(open(a.addr, None).await?);
     let window = a.window.max(1);
     let per_write = a.batch.max(1) as u64;
     // Requests wait here for tonic's encoder. They count as in flight, and at most `window`
