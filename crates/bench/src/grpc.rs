@@ -77,40 +77,27 @@ fn authorize<T>(req: &mut tonic::Request<T>, vars: &[&str]) -> Result<()> {
 const TAG_PUSH: u8 = (1 << 3) | 2;
 const TAG_SUBSCRIBED: u8 = (2 << 3) | 2;
 
-/// The Subscribe call's codec as the subscribers use it: the request encoded by prost, each
-/// answer handed over as its raw `ServerMessage` bytes. The binary WebSocket subscribers do
-/// not decode their frames either: the bench quote's JSON sits byte for byte in a push's
-/// `json` payload, where its fields are found (msg.rs), so both encodings are read alike and
-/// the gRPC rows do not spend the generator's CPU on a prost decode and two allocations per
-/// push.
+/// The Subscribe call's codec as the subscribers use it: the request encoded by prost (tonic's
+/// own encoder), each answer handed over as its raw `ServerMessage` bytes. The binary
+/// WebSocket subscribers do not decode their frames either: the bench quote's JSON sits byte
+/// for byte in a push's `json` payload, where its fields are found (msg.rs), so both encodings
+/// are read alike and the gRPC rows do not spend the generator's CPU on a prost decode and two
+/// allocations per push.
 #[derive(Debug, Clone, Copy, Default)]
 struct RawAnswers;
 
 impl tonic::codec::Codec for RawAnswers {
     type Encode = SubscribeRequest;
     type Decode = Bytes;
-    type Encoder = RawAnswers;
+    type Encoder = tonic_prost::ProstEncoder<SubscribeRequest>;
     type Decoder = RawAnswers;
 
-    fn encoder(&mut self) -> RawAnswers {
-        RawAnswers
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::default()
     }
 
     fn decoder(&mut self) -> RawAnswers {
         RawAnswers
-    }
-}
-
-impl tonic::codec::Encoder for RawAnswers {
-    type Item = SubscribeRequest;
-    type Error = tonic::Status;
-
-    fn encode(
-        &mut self,
-        item: SubscribeRequest,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> std::result::Result<(), tonic::Status> {
-        prost::Message::encode(&item, dst).map_err(|e| tonic::Status::internal(e.to_string()))
     }
 }
 

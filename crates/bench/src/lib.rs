@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::BenchError;
 pub use report::RunResult;
+pub use stats::rss_kb;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

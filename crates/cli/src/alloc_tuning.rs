@@ -17,7 +17,7 @@
 //! system. The chat scenario's server (bench/results/chat.md) held 251 MB after three runs, and
 //! `malloc_trim(0)` called from a debugger brought it to 96 MB at once. With the search index
 //! off it held 56 MB. So `serve` trims from a thread of its own when more than
-//! [`TRIM_ABOVE_FREE`] sits free in the arenas.
+//! [`glibc::TRIM_ABOVE_FREE`] sits free in the arenas.
 
 /// The tunables `serve` runs with unless `GLIBC_TUNABLES` is already set.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -45,32 +45,19 @@ pub fn tune_or_continue() {
     }
 }
 
-/// How often the allocator's free memory is looked at.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Free memory held inside glibc's arenas above which a check trims. A trim returns every
-/// free page, including ones the hot paths reuse at once and then fault in again: trimming
-/// every 10 s regardless, or whenever the resident size had grown by 64 MiB (as 1,000
-/// subscribers connecting make it grow), raised fan-out p99 at half load
-/// (bench/results/chat.md, "Memory given back"). Free memory, not resident size, is what a
-/// trim can give back.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const TRIM_ABOVE_FREE: usize = 64 * 1024 * 1024;
-
 /// Starts the thread that returns glibc's free memory to the system once more than
-/// [`TRIM_ABOVE_FREE`] of it sits in the arenas. The thread only sleeps, asks and trims; it
-/// ends with the process.
+/// [`glibc::TRIM_ABOVE_FREE`] of it sits in the arenas. The thread only sleeps, asks and trims;
+/// it ends with the process.
 pub fn spawn_trimmer() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let started = std::thread::Builder::new()
             .name("tw-malloc-trim".into())
             .spawn(|| loop {
-                std::thread::sleep(CHECK_EVERY);
-                let free = free_in_arenas();
-                if free > TRIM_ABOVE_FREE {
-                    trim();
+                std::thread::sleep(glibc::CHECK_EVERY);
+                let free = glibc::free_in_arenas();
+                if free > glibc::TRIM_ABOVE_FREE {
+                    glibc::trim();
                     tracing::debug!(
                         free_mib = free >> 20,
                         "returned glibc's free memory to the system (malloc_trim)"
@@ -83,57 +70,68 @@ pub fn spawn_trimmer() {
     }
 }
 
-/// Bytes free inside glibc's arenas, every arena's top included (`mallinfo2().fordblks`).
+/// What the trimmer asks glibc, and when.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn free_in_arenas() -> usize {
-    // SAFETY: mallinfo2 (glibc 2.33+) takes no arguments and returns a struct by value; it
-    // reads the allocator's own state under its arena locks, from any thread.
-    unsafe { libc::mallinfo2() }.fordblks
-}
+mod glibc {
+    /// How often the allocator's free memory is looked at.
+    pub(super) const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Releases the free memory of every glibc arena (whole free pages inside them too, not only
-/// at their tops).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn trim() {
-    // SAFETY: malloc_trim takes a byte count and touches only the allocator's own state, under
-    // its arena locks; it is safe to call from any thread at any time.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
+    /// Free memory held inside glibc's arenas above which a check trims. A trim returns every
+    /// free page, including ones the hot paths reuse at once and then fault in again: trimming
+    /// every 10 s regardless, or whenever the resident size had grown by 64 MiB (as 1,000
+    /// subscribers connecting make it grow), raised fan-out p99 at half load
+    /// (bench/results/chat.md, "Memory given back"). Free memory, not resident size, is what a
+    /// trim can give back.
+    pub(super) const TRIM_ABOVE_FREE: usize = 64 * 1024 * 1024;
 
-#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
-mod tests {
-    use super::*;
-
-    fn resident_kb() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"));
-        let kb = line.and_then(|l| l.split_whitespace().nth(1)?.parse().ok());
-        kb.unwrap_or_else(|| panic!("no VmRSS in {status}"))
+    /// Bytes free inside glibc's arenas, every arena's top included (`mallinfo2().fordblks`).
+    #[allow(unsafe_code)]
+    pub(super) fn free_in_arenas() -> usize {
+        // SAFETY: mallinfo2 (glibc 2.33+) takes no arguments and returns a struct by value; it
+        // reads the allocator's own state under its arena locks, from any thread.
+        unsafe { libc::mallinfo2() }.fordblks
     }
 
-    #[test]
-    fn freed_memory_is_counted_and_a_trim_gives_it_back() {
-        // ~100 MiB of small chunks; keeping one in 64 pins the arena (its top cannot shrink
-        // past a chunk in use) while the whole pages between kept chunks are free.
-        let mut chunks: Vec<Vec<u8>> = (0..200_000).map(|i| vec![i as u8; 512]).collect();
-        let before = free_in_arenas();
-        let kept: Vec<Vec<u8>> = chunks.drain(..).step_by(64).collect();
-        let freed = free_in_arenas();
-        assert!(
-            freed >= before + 64 * 1024 * 1024,
-            "{before} bytes free before, {freed} after freeing ~100 MiB"
-        );
-        let resident = resident_kb();
-        trim();
-        let trimmed = resident_kb();
-        assert!(
-            trimmed + 40 * 1024 <= resident,
-            "resident {resident} kB before the trim, {trimmed} kB after"
-        );
-        assert!(kept.iter().enumerate().all(|(i, c)| c[0] == (64 * i) as u8));
+    /// Releases the free memory of every glibc arena (whole free pages inside them too, not
+    /// only at their tops).
+    #[allow(unsafe_code)]
+    pub(super) fn trim() {
+        // SAFETY: malloc_trim takes a byte count and touches only the allocator's own state,
+        // under its arena locks; it is safe to call from any thread at any time.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn resident_kb() -> u64 {
+            let pid = std::process::id();
+            tickwire_bench::rss_kb(pid).unwrap_or_else(|| panic!("no VmRSS for {pid}"))
+        }
+
+        #[test]
+        fn freed_memory_is_counted_and_a_trim_gives_it_back() {
+            // ~100 MiB of small chunks; keeping one in 64 pins the arena (its top cannot shrink
+            // past a chunk in use) while the whole pages between kept chunks are free.
+            let mut chunks: Vec<Vec<u8>> = (0..200_000).map(|i| vec![i as u8; 512]).collect();
+            let before = free_in_arenas();
+            let kept: Vec<Vec<u8>> = chunks.drain(..).step_by(64).collect();
+            let freed = free_in_arenas();
+            assert!(
+                freed >= before + 64 * 1024 * 1024,
+                "{before} bytes free before, {freed} after freeing ~100 MiB"
+            );
+            let resident = resident_kb();
+            trim();
+            let trimmed = resident_kb();
+            assert!(
+                trimmed + 40 * 1024 <= resident,
+                "resident {resident} kB before the trim, {trimmed} kB after"
+            );
+            assert!(kept.iter().enumerate().all(|(i, c)| c[0] == (64 * i) as u8));
+        }
     }
 }
