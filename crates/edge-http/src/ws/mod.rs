@@ -324,7 +324,14 @@ fn run(
                     Box::pin(close_after(&mut socket, replies, &c.conn, &reason, write_timeout, c.binary)).await;
                     break;
                 }
-                ev = std::future::poll_fn(|cx| poll_socket(&mut socket, &mut c.out, reading, cx)), if reading || writing => {
+                ev = std::future::poll_fn(|cx| {
+                    let ev = poll_socket(&mut socket, &mut c.out, reading, cx);
+                    if ev.is_pending() && c.batch.is_empty() && c.batch.capacity() > 0 {
+                        // Nothing to read: a quiet connection holds no batch allocation.
+                        c.batch = Vec::new();
+                    }
+                    ev
+                }), if reading || writing => {
                     match ev {
                         SocketEvent::Written => {}
                         SocketEvent::WriteFailed => break,

@@ -7,7 +7,7 @@
 //! that was more than half of what the server held for it (bench/results/idle.md). Here the
 //! socket is wrapped in [`LeanIo`] first: a read takes up to [`SOCKET_READ`] bytes through a
 //! buffer on the stack that lives for one poll, hands the WebSocket layer what it asked for,
-//! and keeps the rest on the heap only until it is taken. So an idle connection holds no
+//! and keeps the rest on the heap only while the client keeps sending. So an idle connection holds no
 //! socket-sized buffer, and the WebSocket layer's own can be small ([`LAYER_BUFFER`]) without
 //! a system call per few hundred bytes.
 //!
@@ -189,16 +189,28 @@ impl Handshake {
 }
 
 /// A socket whose reads go through a per-poll stack buffer: what the reader did not take yet
-/// waits in `spare`, which exists only while it holds bytes. Writes pass straight through.
+/// waits in `spare`. Writes pass straight through.
+///
+/// `spare`'s allocation is kept while the client keeps sending and freed when a socket read
+/// finds nothing (the connection has gone quiet), so an idle connection holds none. Before,
+/// it was allocated anew for every read that left bytes over: a pipelining publisher asked
+/// glibc for a ~4 KiB chunk per socket read, and each such request first consolidates the
+/// small chunks other threads freed (`malloc_consolidate`, ~3.5 % of the server's samples in
+/// the one-connection WebSocket row; bench/results/ws-publish.md).
 pub struct LeanIo<S> {
     inner: S,
-    /// Bytes read from the socket and not yet taken, from `spare.1` on.
-    spare: Option<(Box<[u8]>, usize)>,
+    /// Bytes read from the socket; those from `at` on are not taken yet.
+    spare: Vec<u8>,
+    at: usize,
 }
 
 impl<S> LeanIo<S> {
     pub fn new(inner: S) -> LeanIo<S> {
-        LeanIo { inner, spare: None }
+        LeanIo {
+            inner,
+            spare: Vec::new(),
+            at: 0,
+        }
     }
 }
 
@@ -209,13 +221,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for LeanIo<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if let Some((bytes, at)) = &mut this.spare {
-            let rest = bytes.get(*at..).unwrap_or_default();
+        if let Some(rest) = this.spare.get(this.at..).filter(|r| !r.is_empty()) {
             let n = rest.len().min(buf.remaining());
             buf.put_slice(rest.get(..n).unwrap_or_default());
-            *at += n;
-            if *at >= bytes.len() {
-                this.spare = None;
+            this.at += n;
+            if this.at >= this.spare.len() {
+                // Emptied, not freed: the next read that leaves bytes over reuses it.
+                this.spare.clear();
+                this.at = 0;
             }
             return Poll::Ready(Ok(()));
         }
@@ -234,9 +247,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for LeanIo<S> {
                 let (now, later) = got.split_at(n);
                 buf.put_slice(now);
                 if !later.is_empty() {
-                    this.spare = Some((later.into(), 0));
+                    if this.spare.capacity() == 0 {
+                        // Room for any read's rest, so a busy connection allocates once.
+                        this.spare.reserve_exact(SOCKET_READ);
+                    }
+                    this.spare.extend_from_slice(later);
+                    this.at = 0;
                 }
                 Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                // Nothing to read: the connection is quiet, and holds no buffer while it is.
+                this.spare = Vec::new();
+                Poll::Pending
             }
             other => other,
         }
@@ -302,8 +325,42 @@ mod tests {
             }
             writer.await.unwrap();
             assert_eq!(got, data, "piece {piece}");
-            assert!(lean.spare.is_none(), "piece {piece}: bytes left unread");
+            assert!(
+                lean.spare.len() == lean.at,
+                "piece {piece}: bytes left unread"
+            );
         }
+    }
+
+    /// A busy connection reuses one spare allocation; once a read finds the socket empty
+    /// (the client has gone quiet), the connection holds no buffer at all.
+    #[tokio::test]
+    async fn spare_is_reused_while_busy_and_freed_when_quiet() {
+        let (mut w, r) = tokio::io::duplex(64 * 1024);
+        let mut lean = LeanIo::new(r);
+        let mut buf = [0u8; 100];
+        w.write_all(&[1u8; 1000]).await.unwrap();
+        assert_eq!(lean.read(&mut buf).await.unwrap(), 100);
+        let first = lean.spare.as_ptr();
+        assert!(lean.spare.capacity() >= SOCKET_READ);
+        for _ in 0..9 {
+            assert_eq!(lean.read(&mut buf).await.unwrap(), 100);
+        }
+        w.write_all(&[2u8; 1000]).await.unwrap();
+        assert_eq!(lean.read(&mut buf).await.unwrap(), 100);
+        assert_eq!(lean.spare.as_ptr(), first, "the allocation was reused");
+        for _ in 0..9 {
+            assert_eq!(lean.read(&mut buf).await.unwrap(), 100);
+        }
+        // Nothing more sent: the next read is pending, and the buffer is gone.
+        let pending = futures_util::FutureExt::now_or_never(lean.read(&mut buf));
+        assert!(pending.is_none(), "nothing to read");
+        assert_eq!(
+            lean.spare.capacity(),
+            0,
+            "a quiet connection holds no buffer"
+        );
+        assert_eq!(buf, [2u8; 100]);
     }
 
     /// End of stream is passed on once the spare bytes are taken.

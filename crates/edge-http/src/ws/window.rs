@@ -60,14 +60,18 @@ impl Conn {
         // Batches closed early by a refusal, then the rest, in order.
         for entry in self.window.iter_mut() {
             if let PublishReply::Unsent(batch) = entry {
-                let (ids, checked) = split(std::mem::take(batch));
+                let (ids, checked) = split(std::mem::take(batch).into_iter());
                 self.in_flight += checked.len();
                 let acks: AckFuture = Box::pin(self.conn.enqueue(checked).await);
                 *entry = PublishReply::Pending { ids, acks };
             }
         }
         if !self.batch.is_empty() {
-            let (ids, checked) = split(std::mem::take(&mut self.batch));
+            // Drained, not taken: the batch keeps its allocation for the next turn while the
+            // client keeps publishing (freed once the socket has nothing to read: `ws::run`).
+            // Growing it anew each turn asked glibc for ever larger chunks, each of which
+            // first consolidates the small chunks other threads freed.
+            let (ids, checked) = split(self.batch.drain(..));
             self.in_flight += checked.len();
             let acks = Box::pin(self.conn.enqueue(checked).await);
             self.window.push_back(PublishReply::Pending { ids, acks });
@@ -131,7 +135,9 @@ impl Conn {
     }
 }
 
-fn split(batch: Vec<(u64, Channel, Checked)>) -> (Vec<(u64, Channel)>, Vec<Checked>) {
+fn split(
+    batch: impl ExactSizeIterator<Item = (u64, Channel, Checked)>,
+) -> (Vec<(u64, Channel)>, Vec<Checked>) {
     let mut ids = Vec::with_capacity(batch.len());
     let mut checked = Vec::with_capacity(batch.len());
     for (id, ch, c) in batch {
