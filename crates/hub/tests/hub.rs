@@ -1222,3 +1222,54 @@ async fn timed_acks_report_the_batchs_append_then_its_fsync() {
     );
     hub.shutdown().await;
 }
+
+/// One call's results come back in the order of its requests, each in its own slot, whether the
+/// call touches one namespace (whose writer's answer is passed through as it stands) or several
+/// (whose answers are put back in the caller's order).
+#[tokio::test]
+async fn results_keep_request_order_within_and_across_namespaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::open(HubConfig::new(dir.path())).unwrap();
+    // One namespace, with a message id repeated on its channel: only the repeat is a duplicate.
+    let one = hub
+        .publish(vec![
+            req("quotes.A", &quote(1), Some("q1")),
+            req("quotes.B", &quote(2), None),
+            req("quotes.A", &quote(3), Some("q1")),
+            req("quotes.D", &quote(4), None),
+        ])
+        .await;
+    let acks: Vec<_> = one.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        acks.iter().map(|a| a.duplicate).collect::<Vec<_>>(),
+        [false, false, true, false]
+    );
+    assert_eq!(
+        acks[0].offset, acks[2].offset,
+        "a duplicate names the original"
+    );
+    assert!(acks[0].offset < acks[1].offset && acks[1].offset < acks[3].offset);
+
+    // Two namespaces interleaved: each result is its own namespace's offset, in request order.
+    let mixed = hub
+        .publish(vec![
+            req("quotes.A", &quote(5), None),
+            req("chat.room", r#"{"text":"a"}"#, None),
+            req("quotes.B", &quote(6), None),
+            req("chat.room", r#"{"text":"b"}"#, None),
+            req("nonamespace.x", "{}", None),
+        ])
+        .await;
+    assert!(
+        mixed[4].is_err(),
+        "an unknown namespace is refused in its slot"
+    );
+    let q0 = mixed[0].as_ref().unwrap().offset;
+    let c0 = mixed[1].as_ref().unwrap().offset;
+    let q1 = mixed[2].as_ref().unwrap().offset;
+    let c1 = mixed[3].as_ref().unwrap().offset;
+    assert_eq!(q0, acks[3].offset + 1, "quotes continue their own log");
+    assert_eq!(q1, q0 + 1);
+    assert_eq!(c1, c0 + 1, "chat has its own offsets");
+    hub.shutdown().await;
+}
