@@ -35,8 +35,11 @@ pub(crate) async fn js_create_stream(a: &RunArgs) -> Result<()> {
     let mut attempt = 1;
     loop {
         match create_stream_once(a).await {
-            Err(BenchError::Timeout(what)) if attempt < CREATE_ATTEMPTS => {
-                eprintln!("{what}: no answer in {CREATE_WAIT:?} (attempt {attempt} of {CREATE_ATTEMPTS}); asking again");
+            // No answer in time, or the connection went: either way, a new connection asks.
+            Err(e @ (BenchError::Timeout(_) | BenchError::Io { .. }))
+                if attempt < CREATE_ATTEMPTS =>
+            {
+                eprintln!("{e} (waited up to {CREATE_WAIT:?}, attempt {attempt} of {CREATE_ATTEMPTS}); asking again");
                 attempt += 1;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -110,7 +113,16 @@ async fn api_reply(c: &mut Conn, kind: &str, deadline: Instant) -> Result<String
             }
         });
         if let Ok(r) = tokio::time::timeout(Duration::from_secs(1), read).await {
-            r?;
+            if !r? {
+                // Closed: no answer can come (reading on would spin until the deadline).
+                return Err(BenchError::Io {
+                    what: format!("JetStream {kind}"),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection before answering",
+                    ),
+                });
+            }
         }
     }
 }

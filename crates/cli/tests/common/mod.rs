@@ -221,14 +221,7 @@ impl Server {
 
     /// Resident set size of the server, bytes, from /proc.
     pub fn rss(&self) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let kb: u64 = s
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap();
-        kb * 1024
+        tickwire_bench::rss_kb(self.pid()).expect("the server's VmRSS") * 1024
     }
 
     /// Sends SIGTERM and waits for a clean exit.

@@ -7,9 +7,9 @@
 //! that was more than half of what the server held for it (bench/results/idle.md). Here the
 //! socket is wrapped in [`LeanIo`] first: a read takes up to [`SOCKET_READ`] bytes through a
 //! buffer on the stack that lives for one poll, hands the WebSocket layer what it asked for,
-//! and keeps the rest on the heap only while the client keeps sending. So an idle connection holds no
-//! socket-sized buffer, and the WebSocket layer's own can be small ([`LAYER_BUFFER`]) without
-//! a system call per few hundred bytes.
+//! and keeps the rest on the heap only while the client keeps sending. So an idle connection
+//! holds no socket-sized buffer, and the WebSocket layer's own can be small
+//! ([`LAYER_BUFFER`]) without a system call per few hundred bytes.
 //!
 //! The checks and their answers are the ones axum's extractor gives (the same status codes and
 //! texts), so clients see no difference.
