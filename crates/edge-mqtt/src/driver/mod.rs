@@ -558,7 +558,11 @@ impl Driver {
         // Taken whole, not split: a split leaves the rest of the allocation with the session,
         // and an idle connection would keep holding it (issue 20: ≤ 2 KB per idle connection).
         let data = std::mem::take(self.session.output()).freeze();
-        match tokio::time::timeout(self.conn.gateway().write_timeout(), self.io.write(data)).await {
+        let limit = self.conn.gateway().write_timeout();
+        // The deadline is armed only for a write that waits: almost every write finds room,
+        // and a timer per flush is paid by every delivery batch of every subscriber.
+        let write = std::pin::pin!(self.io.write(data));
+        match tickwire_gateway::deadline::timeout_if_pending(limit, write).await {
             Ok(r) => r,
             Err(_) => {
                 self.conn.write_timed_out();
