@@ -569,3 +569,94 @@ async fn a_websocket_client_that_takes_nothing_is_dropped_after_the_write_timeou
     }
     assert!(got, "the reading client still gets quotes");
 }
+
+/// The MQTT edge's write deadline: a subscriber that stops reading while its quotes keep
+/// changing is dropped once its socket has taken nothing for `write_timeout_ms`, and counted
+/// in `tickwire_write_timeout_disconnects_total`. (The deadline is armed only for a write
+/// that waits, bench/results/mqtt.md: this proves it still is.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_subscriber_that_takes_nothing_is_dropped_after_the_write_timeout_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(
+        &dir.path().join("d"),
+        &["--fsync", "never"],
+        &[
+            ("TICKWIRE_WRITE_TIMEOUT_MS", "500"),
+            ("TICKWIRE_MQTT__LISTEN", "127.0.0.1:0"),
+        ],
+    );
+    // A 4 KiB receive buffer, so the server's socket fills after tens of kilobytes.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut m = sock
+        .connect(([127, 0, 0, 1], srv.mqtt_port()).into())
+        .await
+        .unwrap();
+    let mut body = Vec::new();
+    mqtt::string(&mut body, b"MQTT");
+    body.extend_from_slice(&[4, 0x02, 0, 60]); // 3.1.1, clean session, keep alive 60 s
+    mqtt::string(&mut body, b"stalled");
+    m.write_all(&mqtt::packet(0x10, &body)).await.unwrap();
+    let (first, connack) = mqtt::read_packet(&mut m, Duration::from_secs(10))
+        .await
+        .expect("CONNACK");
+    assert_eq!((first, connack.get(1).copied()), (0x20, Some(0)));
+    let mut sub = vec![0, 1]; // packet id 1
+    mqtt::string(&mut sub, b"quotes/#");
+    sub.push(0); // QoS 0
+    m.write_all(&mqtt::packet(0x82, &sub)).await.unwrap();
+    let (first, suback) = mqtt::read_packet(&mut m, Duration::from_secs(10))
+        .await
+        .expect("SUBACK");
+    assert_eq!(
+        (first, suback.get(2).copied()),
+        (0x90, Some(0)),
+        "{suback:?}"
+    );
+
+    // From here on the subscriber reads nothing. An MQTT quote is ~33 bytes on the wire, so
+    // filling the server's socket buffer (it grows to megabytes) takes many: 500 channels a round.
+    let channels: Vec<String> = (0..500).map(|i| format!("quotes.S{i:03}")).collect();
+    let mut counted = false;
+    for round in 0..1_000u64 {
+        let batch: Vec<serde_json::Value> = channels
+            .iter()
+            .map(|c| json!({"channel": c, "data": quote(round)}))
+            .collect();
+        let (status, body) = publish(&srv, &json!(batch)).await;
+        assert_eq!(status, 200, "{body}");
+        if round % 20 == 19 {
+            let n = parse(&get_text(&srv, "/metrics").await)
+                .unwrap()
+                .get("tickwire_write_timeout_disconnects_total", &[]);
+            assert!(
+                n.is_some_and(|n| n <= 1.0),
+                "only the stalled client: {n:?}"
+            );
+            if n == Some(1.0) {
+                counted = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        counted,
+        "the MQTT client that took nothing was never dropped and counted"
+    );
+    // The dropped client reads what its buffers held, then the end of the connection.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut m, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stalled client's connection was not closed"
+    );
+}
