@@ -506,31 +506,10 @@ async fn a_websocket_client_that_takes_nothing_is_dropped_after_the_write_timeou
         }
     }
     // From here on `stalled` reads nothing; `reader` keeps reading.
-    let mut counted = false;
-    for round in 0..400u64 {
-        let batch: Vec<serde_json::Value> = channels
-            .iter()
-            .map(|c| json!({"channel": c, "data": quote(round)}))
-            .collect();
-        let (status, body) = publish(&srv, &json!(batch)).await;
-        assert_eq!(status, 200, "{body}");
+    let counted = publish_until_one_write_timeout(&srv, &channels, 400, async || {
         while reader.try_push(Duration::from_millis(1)).await.is_some() {}
-        if round % 20 == 19 {
-            let m = get_text(&srv, "/metrics").await;
-            let n = parse(&m)
-                .unwrap()
-                .get("tickwire_write_timeout_disconnects_total", &[]);
-            assert!(
-                n.is_some_and(|n| n <= 1.0),
-                "only the stalled client: {n:?}"
-            );
-            if n == Some(1.0) {
-                counted = true;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
     assert!(
         counted,
         "the client that took nothing was never dropped and counted"
@@ -617,29 +596,7 @@ async fn an_mqtt_subscriber_that_takes_nothing_is_dropped_after_the_write_timeou
     // From here on the subscriber reads nothing. An MQTT quote is ~33 bytes on the wire, so
     // filling the server's socket buffer (it grows to megabytes) takes many: 500 channels a round.
     let channels: Vec<String> = (0..500).map(|i| format!("quotes.S{i:03}")).collect();
-    let mut counted = false;
-    for round in 0..1_000u64 {
-        let batch: Vec<serde_json::Value> = channels
-            .iter()
-            .map(|c| json!({"channel": c, "data": quote(round)}))
-            .collect();
-        let (status, body) = publish(&srv, &json!(batch)).await;
-        assert_eq!(status, 200, "{body}");
-        if round % 20 == 19 {
-            let n = parse(&get_text(&srv, "/metrics").await)
-                .unwrap()
-                .get("tickwire_write_timeout_disconnects_total", &[]);
-            assert!(
-                n.is_some_and(|n| n <= 1.0),
-                "only the stalled client: {n:?}"
-            );
-            if n == Some(1.0) {
-                counted = true;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let counted = publish_until_one_write_timeout(&srv, &channels, 1_000, async || {}).await;
     assert!(
         counted,
         "the MQTT client that took nothing was never dropped and counted"
@@ -659,4 +616,38 @@ async fn an_mqtt_subscriber_that_takes_nothing_is_dropped_after_the_write_timeou
         ended.is_ok(),
         "the stalled client's connection was not closed"
     );
+}
+
+/// Publishes a new quote on every channel each round, `between` after each (where a client
+/// that keeps up reads), until the server has dropped a client for taking nothing within the
+/// write timeout (true) or `rounds` have passed (false). More than one such drop fails.
+async fn publish_until_one_write_timeout(
+    srv: &Server,
+    channels: &[String],
+    rounds: u64,
+    mut between: impl AsyncFnMut(),
+) -> bool {
+    for round in 0..rounds {
+        let batch: Vec<serde_json::Value> = channels
+            .iter()
+            .map(|c| json!({"channel": c, "data": quote(round)}))
+            .collect();
+        let (status, body) = publish(srv, &json!(batch)).await;
+        assert_eq!(status, 200, "{body}");
+        between().await;
+        if round % 20 == 19 {
+            let n = parse(&get_text(srv, "/metrics").await)
+                .unwrap()
+                .get("tickwire_write_timeout_disconnects_total", &[]);
+            assert!(
+                n.is_some_and(|n| n <= 1.0),
+                "only the stalled client: {n:?}"
+            );
+            if n == Some(1.0) {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
 }
