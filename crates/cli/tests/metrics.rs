@@ -310,19 +310,7 @@ reconnect_max_ms = 500
     let mut m = TcpStream::connect(("127.0.0.1", srv.mqtt_port()))
         .await
         .unwrap();
-    let mut body = Vec::new();
-    mqtt::string(&mut body, b"MQTT");
-    body.extend_from_slice(&[4, 0x02, 0, 60]); // 3.1.1, clean session, keep alive 60 s
-    mqtt::string(&mut body, b"metrics-test");
-    m.write_all(&mqtt::packet(0x10, &body)).await.unwrap();
-    let (first, connack) = mqtt::read_packet(&mut m, Duration::from_secs(10))
-        .await
-        .expect("CONNACK");
-    assert_eq!(
-        (first, connack.get(1).copied()),
-        (0x20, Some(0)),
-        "{connack:?}"
-    );
+    mqtt_connect(&mut m, b"metrics-test").await;
 
     // The candle projection counts ticks on its own thread, a moment after the publishes were
     // acknowledged: wait for it (a single read raced it under load, with another test's server
@@ -571,15 +559,7 @@ async fn an_mqtt_subscriber_that_takes_nothing_is_dropped_after_the_write_timeou
         .connect(([127, 0, 0, 1], srv.mqtt_port()).into())
         .await
         .unwrap();
-    let mut body = Vec::new();
-    mqtt::string(&mut body, b"MQTT");
-    body.extend_from_slice(&[4, 0x02, 0, 60]); // 3.1.1, clean session, keep alive 60 s
-    mqtt::string(&mut body, b"stalled");
-    m.write_all(&mqtt::packet(0x10, &body)).await.unwrap();
-    let (first, connack) = mqtt::read_packet(&mut m, Duration::from_secs(10))
-        .await
-        .expect("CONNACK");
-    assert_eq!((first, connack.get(1).copied()), (0x20, Some(0)));
+    mqtt_connect(&mut m, b"stalled").await;
     let mut sub = vec![0, 1]; // packet id 1
     mqtt::string(&mut sub, b"quotes/#");
     sub.push(0); // QoS 0
@@ -650,4 +630,21 @@ async fn publish_until_one_write_timeout(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     false
+}
+
+/// An MQTT 3.1.1 CONNECT (clean session, keep alive 60 s) as `client_id`, and its CONNACK.
+async fn mqtt_connect(m: &mut TcpStream, client_id: &[u8]) {
+    let mut body = Vec::new();
+    mqtt::string(&mut body, b"MQTT");
+    body.extend_from_slice(&[4, 0x02, 0, 60]);
+    mqtt::string(&mut body, client_id);
+    m.write_all(&mqtt::packet(0x10, &body)).await.unwrap();
+    let (first, connack) = mqtt::read_packet(m, Duration::from_secs(10))
+        .await
+        .expect("CONNACK");
+    assert_eq!(
+        (first, connack.get(1).copied()),
+        (0x20, Some(0)),
+        "{connack:?}"
+    );
 }
