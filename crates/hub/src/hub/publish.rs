@@ -222,13 +222,8 @@ impl Acks {
             waits,
             inner,
         } = self;
-        // One namespace with every item: its writer's answer is the call's, as it stands.
-        let whole = matches!(waits.as_slice(), [NamespaceWait { idx: None, .. }]);
-        let mut results: Vec<Option<Result<Ack, HubError>>> = if whole {
-            Vec::new()
-        } else {
-            (0..n).map(|_| None).collect()
-        };
+        // One slot per item, made only when the answers must be put back in the caller's order.
+        let mut results: Vec<Option<Result<Ack, HubError>>> = Vec::new();
         // Counted here and added once: one shared atomic per item was a contended line.
         let mut published: u64 = 0;
         let mut timings = Vec::new();
@@ -237,7 +232,7 @@ impl Acks {
                 Some(rx) => rx.await.ok(),
                 None => None,
             };
-            match answer {
+            let acks = match answer {
                 Some(WriteReply { acks, timing }) => {
                     if timed {
                         if let Some(rt) = inner.namespaces.get(ns) {
@@ -249,53 +244,43 @@ impl Acks {
                     }
                     let fresh = acks
                         .iter()
-                        .filter(|a| {
-                            matches!(
-                                a,
-                                Ok(Ack {
-                                    duplicate: false,
-                                    ..
-                                })
-                            )
-                        })
-                        .count();
-                    published += fresh as u64;
-                    let ok = acks.iter().all(|a| a.is_ok());
+                        .filter(|a| a.as_ref().is_ok_and(|a| !a.duplicate))
+                        .count() as u64;
+                    published += fresh;
                     if let Some(rt) = inner.namespaces.get(ns) {
                         let m = &rt.metrics;
-                        m.published.fetch_add(fresh as u64, Ordering::Relaxed);
-                        if ok {
+                        m.published.fetch_add(fresh, Ordering::Relaxed);
+                        if acks.iter().all(|a| a.is_ok()) {
                             m.published_bytes.fetch_add(bytes, Ordering::Relaxed);
                             m.ack.observe(started.elapsed());
                         }
                     }
-                    match idx {
-                        None if whole && acks.len() == n => {
-                            inner.published.fetch_add(published, Ordering::Relaxed);
-                            return (acks, timings);
-                        }
-                        None => {
-                            // A short answer (never expected): what is missing is refused below.
-                            if results.len() != n {
-                                results = (0..n).map(|_| None).collect();
-                            }
-                            for (slot, a) in results.iter_mut().zip(acks) {
-                                *slot = Some(a);
-                            }
-                        }
-                        Some(idx) => {
-                            for (i, a) in idx.into_iter().zip(acks) {
-                                if let Some(slot) = results.get_mut(i) {
-                                    *slot = Some(a);
-                                }
-                            }
+                    acks
+                }
+                // Never answered: its slots stay empty, refused as shut down below.
+                None => Vec::new(),
+            };
+            // No index list: the call's only namespace (`enqueue`), so a full answer is the
+            // call's, as it stands.
+            if idx.is_none() && acks.len() == n {
+                inner.published.fetch_add(published, Ordering::Relaxed);
+                return (acks, timings);
+            }
+            if results.is_empty() {
+                results = (0..n).map(|_| None).collect();
+            }
+            match idx {
+                Some(idx) => {
+                    for (i, a) in idx.into_iter().zip(acks) {
+                        if let Some(slot) = results.get_mut(i) {
+                            *slot = Some(a);
                         }
                     }
                 }
+                // A short answer (never expected): what is missing is refused below.
                 None => {
-                    // Never answered: its slots stay empty, refused as shut down below.
-                    if results.len() != n {
-                        results = (0..n).map(|_| None).collect();
+                    for (slot, a) in results.iter_mut().zip(acks) {
+                        *slot = Some(a);
                     }
                 }
             }
