@@ -17,9 +17,10 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
 use crate::{
+    send_within,
     service::Service,
     status::{refused, status},
-    GRPC,
+    Sent, GRPC,
 };
 
 /// Most items in one Publish call, as over HTTP.
@@ -246,15 +247,9 @@ async fn run(
             answers = window.next(), if !window.is_empty() => {
                 for a in answers.into_iter().flatten() {
                     in_flight = in_flight.saturating_sub(a.results.len());
-                    // Room in the queue is the common case: no timer for it (a timer per
-                    // answer was a few per cent of a one-item-per-request publisher's CPU).
-                    let a = match tx.try_send(Ok(a)) {
-                        Ok(()) => continue,
-                        Err(mpsc::error::TrySendError::Closed(_)) => return,
-                        Err(mpsc::error::TrySendError::Full(a)) => a,
-                    };
-                    let sent = tokio::time::timeout(timeout, tx.send(a)).await;
-                    if !matches!(sent, Ok(Ok(()))) {
+                    // No timer while the queue has room (a timer per answer was a few per
+                    // cent of a one-item-per-request publisher's CPU).
+                    if send_within(&tx, Ok(a), timeout).await != Sent::Yes {
                         return;
                     }
                 }

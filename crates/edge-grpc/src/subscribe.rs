@@ -26,9 +26,10 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use crate::{
+    send_within,
     service::Service,
     status::{refused, status},
-    GRPC,
+    Sent, GRPC,
 };
 
 /// Pushes waiting in a call's stream before the task stops taking more from the hub (as
@@ -95,18 +96,12 @@ pub(crate) fn start(
 }
 
 /// Waits for room in the call's stream, at most the write timeout; false when the client is
-/// gone or took nothing for that long.
+/// gone or took nothing for that long (counted as a write timeout).
 async fn send(conn: &Connection, tx: &mpsc::Sender<Item>, item: Item, timeout: Duration) -> bool {
-    // Room in the stream is the common case: taken without a deadline (a timeout per push
-    // reads the clock and builds a timer entry, for every delivery of every subscriber).
-    let item = match tx.try_send(item) {
-        Ok(()) => return true,
-        Err(mpsc::error::TrySendError::Closed(_)) => return false,
-        Err(mpsc::error::TrySendError::Full(item)) => item,
-    };
-    match tokio::time::timeout(timeout, tx.send(item)).await {
-        Ok(r) => r.is_ok(),
-        Err(_) => {
+    match send_within(tx, item, timeout).await {
+        Sent::Yes => true,
+        Sent::Gone => false,
+        Sent::TimedOut => {
             conn.write_timed_out();
             false
         }
