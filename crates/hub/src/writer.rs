@@ -144,6 +144,34 @@ pub(crate) struct Writer {
     pub sync_tx: Option<std::sync::mpsc::SyncSender<SyncMsg>>,
 }
 
+/// A batch of at least this many items means a publisher is streaming: the writer then
+/// looks for the next batch for [`LINGER`] before it sleeps.
+const LINGER_AFTER: usize = 16;
+/// How long a busy writer keeps looking. Sleeping on an empty queue costs the publishing
+/// worker a futex wake per batch and this thread a context switch; a streaming publisher's
+/// next batch is usually a few tens of microseconds behind.
+const LINGER: std::time::Duration = std::time::Duration::from_micros(30);
+
+/// The next message for the writer: after a large batch, looked for (yielding the core
+/// between looks) for up to [`LINGER`]; then waited for asleep. None when every sender is gone.
+fn next_message(rx: &mut mpsc::Receiver<WriterMsg>, linger: bool) -> Option<WriterMsg> {
+    if linger {
+        let until = Instant::now() + LINGER;
+        loop {
+            match rx.try_recv() {
+                Ok(m) => return Some(m),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            if Instant::now() >= until {
+                break;
+            }
+            std::thread::yield_now();
+        }
+    }
+    rx.blocking_recv()
+}
+
 impl Writer {
     pub fn run(mut self, mut rx: mpsc::Receiver<WriterMsg>) {
         let background = self.ns.spec.background;
@@ -177,7 +205,8 @@ impl Writer {
         self.sync_tx = Some(sync_tx);
         let mut dirty = false;
         let mut last_sync = Instant::now();
-        while let Some(first) = rx.blocking_recv() {
+        let mut linger = false;
+        while let Some(first) = next_message(&mut rx, linger) {
             let mut writes = Vec::new();
             let mut items = 0usize;
             let mut want_sync = false;
@@ -203,6 +232,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            linger = items >= LINGER_AFTER;
             if !writes.is_empty() {
                 dirty |= self.write_batch(writes, &mut last_sync);
             }
@@ -659,5 +689,30 @@ impl Syncer {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lingering_writer_still_sleeps_wakes_and_ends() {
+        let (tx, mut rx) = mpsc::channel::<WriterMsg>(4);
+        // Queued: taken during the linger.
+        tx.try_send(WriterMsg::Sync).unwrap();
+        assert!(matches!(next_message(&mut rx, true), Some(WriterMsg::Sync)));
+        // Sent long after the linger ran out: the writer is asleep by then and must wake.
+        let late = tx.clone();
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(LINGER * 100);
+            late.blocking_send(WriterMsg::Sync).is_ok()
+        });
+        assert!(matches!(next_message(&mut rx, true), Some(WriterMsg::Sync)));
+        assert!(sender.join().unwrap());
+        // Every sender gone: the writer's loop ends, lingering or not.
+        drop(tx);
+        assert!(next_message(&mut rx, true).is_none());
+        assert!(next_message(&mut rx, false).is_none());
     }
 }
