@@ -794,8 +794,12 @@ mod tests {
             l.found(false);
         }
         assert_eq!(l.skip, LINGER_MAX_SKIP);
-        // A hit: the next large batch is looked after at once.
-        l.skip = 0;
+        for _ in 0..LINGER_MAX_SKIP {
+            assert!(!l.wanted(LINGER_AFTER));
+        }
+        // The skips ran out, and this look found a batch: the next large batch is looked
+        // after at once.
+        assert!(l.wanted(LINGER_AFTER));
         l.found(true);
         assert_eq!(l.misses, 0);
         assert!(l.wanted(LINGER_AFTER));
