@@ -1,6 +1,8 @@
 //! The namespace writer: one thread per namespace owns its log. It batches whatever publish
 //! requests are waiting (group commit), appends them in one write, fsyncs per policy,
 //! acknowledges, and dispatches to channel nodes in offset order.
+//! How it waits for the next batch is in [`linger`]; the fsync thread that makes batches
+//! durable behind it, in [`sync`].
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -11,7 +13,7 @@ use std::{
 
 use bytes::Bytes;
 use tickwire_model::{AddrHash, Channel, Class, Offset, Publication};
-use tickwire_stream::{AppendItem, Appender, DurabilityPoint};
+use tickwire_stream::{AppendItem, Appender};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
@@ -19,6 +21,12 @@ use crate::{
     node::{ChannelNode, NodeCache, Registry},
     FsyncPolicy, HubError, Message,
 };
+
+mod linger;
+mod sync;
+
+use linger::{next_message, Linger};
+use sync::{fail_replies, SyncMsg, Syncer, SYNC_QUEUE};
 
 pub(crate) struct Item {
     pub channel: Channel,
@@ -142,87 +150,6 @@ pub(crate) struct Writer {
     pub nodes: NodeCache,
     /// To the fsync thread; set by [`Writer::run`].
     pub sync_tx: Option<std::sync::mpsc::SyncSender<SyncMsg>>,
-}
-
-/// A batch of at least this many items means a publisher may be streaming: the writer then
-/// looks for the next batch for [`LINGER`] before it sleeps.
-const LINGER_AFTER: usize = 16;
-/// How long a busy writer keeps looking. Sleeping on an empty queue costs the publishing
-/// worker a futex wake per batch and this thread a context switch; a streaming publisher's
-/// next batch is usually a few tens of microseconds behind.
-const LINGER: std::time::Duration = std::time::Duration::from_micros(30);
-/// Most large batches a writer skips lingering after, following looks that found nothing.
-const LINGER_MAX_SKIP: u32 = 256;
-
-/// Whether the writer looks for its next batch before it sleeps, learnt from how that went.
-/// A publisher that waits for its acknowledgements before sending more (MQTT QoS 1 with a
-/// small window) sends nothing while the writer looks: there the looking only takes a
-/// shared core from the publisher, so from the second look in a row that finds nothing, the
-/// writer sleeps at once after a doubling number of large batches (up to
-/// [`LINGER_MAX_SKIP`]); a look that finds a batch resets it.
-#[derive(Debug, Default)]
-struct Linger {
-    /// Consecutive looks that found nothing.
-    misses: u32,
-    /// Large batches still to be followed by sleep at once.
-    skip: u32,
-}
-
-impl Linger {
-    /// Whether to look after a batch of `items`.
-    fn wanted(&mut self, items: usize) -> bool {
-        if items < LINGER_AFTER {
-            return false;
-        }
-        if self.skip > 0 {
-            self.skip -= 1;
-            return false;
-        }
-        true
-    }
-
-    fn found(&mut self, found: bool) {
-        if found {
-            self.misses = 0;
-        } else {
-            self.misses = self.misses.saturating_add(1);
-            // One miss alone skips nothing (a streaming publisher's batch came late); then
-            // 2, 6, 14, … large batches.
-            self.skip = 1u32
-                .checked_shl(self.misses)
-                .unwrap_or(u32::MAX)
-                .saturating_sub(2)
-                .min(LINGER_MAX_SKIP);
-        }
-    }
-}
-
-/// The next message for the writer: when `linger` is set, looked for (yielding the core
-/// between looks) for up to [`LINGER`] first; then waited for asleep. None when every sender
-/// is gone.
-fn next_message(
-    rx: &mut mpsc::Receiver<WriterMsg>,
-    linger: Option<&mut Linger>,
-) -> Option<WriterMsg> {
-    if let Some(state) = linger {
-        let until = Instant::now() + LINGER;
-        loop {
-            match rx.try_recv() {
-                Ok(m) => {
-                    state.found(true);
-                    return Some(m);
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => return None,
-                Err(mpsc::error::TryRecvError::Empty) => {}
-            }
-            if Instant::now() >= until {
-                state.found(false);
-                break;
-            }
-            std::thread::yield_now();
-        }
-    }
-    rx.blocking_recv()
 }
 
 impl Writer {
@@ -649,159 +576,4 @@ fn take_message(it: &mut Item, offset: Offset, timestamp: u64) -> Arc<Message> {
         msg_id: it.msg_id.take(),
         data: Bytes::copy_from_slice(&it.data),
     }))
-}
-
-/// Most sync jobs queued behind a running fsync before the writer waits (backpressure).
-const SYNC_QUEUE: usize = 1024;
-
-/// A sync point and what waits for it.
-pub(crate) struct SyncMsg {
-    point: Box<dyn DurabilityPoint>,
-    replies: Vec<(Reply, WriteReply)>,
-    /// Stream messages under `fsync = always`: delivered only once durable.
-    stream: Vec<Arc<Message>>,
-}
-
-fn fail_replies(replies: Vec<(Reply, WriteReply)>, err: &HubError) {
-    for (reply, answer) in replies {
-        let _ = reply.send(WriteReply {
-            acks: answer.acks.into_iter().map(|_| Err(err.clone())).collect(),
-            timing: answer.timing,
-        });
-    }
-}
-
-/// The fsync thread of one namespace: group commit across writer batches. Whatever queued up
-/// while one fsync ran is covered by the next single fsync, then completed in order.
-struct Syncer {
-    ns: Arc<NamespaceRt>,
-    registry: Arc<Registry>,
-    ring_cap: usize,
-}
-
-impl Syncer {
-    fn run(self, rx: std::sync::mpsc::Receiver<SyncMsg>) {
-        let mut jobs: Vec<SyncMsg> = Vec::new();
-        let mut nodes = NodeCache::default();
-        while let Ok(first) = rx.recv() {
-            jobs.push(first);
-            while let Ok(more) = rx.try_recv() {
-                jobs.push(more);
-            }
-            let mut point: Option<Box<dyn DurabilityPoint>> = None;
-            let mut waiting = Vec::with_capacity(jobs.len());
-            for SyncMsg {
-                point: newest,
-                replies,
-                stream,
-            } in jobs.drain(..)
-            {
-                // Points arrive oldest first: the newest covers every earlier offset.
-                point = Some(match point.take() {
-                    Some(older) => {
-                        let mut p = newest;
-                        p.absorb(older);
-                        p
-                    }
-                    None => newest,
-                });
-                waiting.push((replies, stream));
-            }
-            let mut synced = (0, 0);
-            let result = match point.map(|p| {
-                let t = Instant::now();
-                synced.0 = tickwire_model::clock::now_nanos();
-                let r = p.run();
-                synced.1 = tickwire_model::clock::now_nanos();
-                self.ns.metrics.fsync.observe(t.elapsed());
-                r
-            }) {
-                Some(Err(e)) => {
-                    tracing::error!(namespace = %self.ns.spec.name, error = %e, "fsync failed; the log refuses writes from now on");
-                    Err(HubError::from(e))
-                }
-                _ => Ok(()),
-            };
-            for (replies, stream) in waiting {
-                match &result {
-                    Ok(()) => {
-                        if !stream.is_empty() {
-                            dispatch_stream(
-                                &self.ns,
-                                &self.registry,
-                                &mut nodes,
-                                self.ring_cap,
-                                &stream,
-                            );
-                        }
-                        for (reply, mut answer) in replies {
-                            (answer.timing.fsync_start, answer.timing.fsync_end) = synced;
-                            let _ = reply.send(answer);
-                        }
-                    }
-                    Err(e) => fail_replies(replies, e),
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_lingering_writer_still_sleeps_wakes_and_ends() {
-        let (tx, mut rx) = mpsc::channel::<WriterMsg>(4);
-        let mut linger = Linger::default();
-        // Queued: taken during the linger.
-        tx.try_send(WriterMsg::Sync).unwrap();
-        let got = next_message(&mut rx, Some(&mut linger));
-        assert!(matches!(got, Some(WriterMsg::Sync)));
-        // Sent long after the linger ran out: the writer is asleep by then and must wake.
-        let late = tx.clone();
-        let sender = std::thread::spawn(move || {
-            std::thread::sleep(LINGER * 100);
-            late.blocking_send(WriterMsg::Sync).is_ok()
-        });
-        let got = next_message(&mut rx, Some(&mut linger));
-        assert!(matches!(got, Some(WriterMsg::Sync)));
-        assert!(sender.join().unwrap());
-        assert_eq!(linger.misses, 1, "the second look found nothing");
-        // Every sender gone: the writer's loop ends, lingering or not.
-        drop(tx);
-        assert!(next_message(&mut rx, Some(&mut Linger::default())).is_none());
-        assert!(next_message(&mut rx, None).is_none());
-    }
-
-    #[test]
-    fn looks_that_find_nothing_back_off_and_one_that_finds_resets() {
-        let mut l = Linger::default();
-        assert!(
-            !l.wanted(LINGER_AFTER - 1),
-            "a small batch: no publisher streaming"
-        );
-        assert!(l.wanted(LINGER_AFTER));
-        // One miss skips nothing; then the large batches skipped double (plus 2).
-        for skipped in [0, 2, 6, 14] {
-            l.found(false);
-            for _ in 0..skipped {
-                assert!(!l.wanted(LINGER_AFTER));
-            }
-            assert!(l.wanted(LINGER_AFTER));
-        }
-        for _ in 0..40 {
-            l.found(false);
-        }
-        assert_eq!(l.skip, LINGER_MAX_SKIP);
-        for _ in 0..LINGER_MAX_SKIP {
-            assert!(!l.wanted(LINGER_AFTER));
-        }
-        // The skips ran out, and this look found a batch: the next large batch is looked
-        // after at once.
-        assert!(l.wanted(LINGER_AFTER));
-        l.found(true);
-        assert_eq!(l.misses, 0);
-        assert!(l.wanted(LINGER_AFTER));
-    }
 }
