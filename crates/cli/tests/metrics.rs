@@ -466,9 +466,6 @@ async fn a_websocket_client_that_takes_nothing_is_dropped_after_the_write_timeou
         &["--fsync", "never"],
         &[("TICKWIRE_WRITE_TIMEOUT_MS", "500")],
     );
-    // A 4 KiB receive buffer, so the server's socket fills after tens of kilobytes.
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
     let addr = srv
         .ws_url("")
         .trim_start_matches("ws://")
@@ -477,7 +474,7 @@ async fn a_websocket_client_that_takes_nothing_is_dropped_after_the_write_timeou
         .unwrap()
         .parse()
         .unwrap();
-    let stream = sock.connect(addr).await.unwrap();
+    let stream = connect_small(addr).await;
     let (raw, _) = tokio_tungstenite::client_async(
         srv.ws_url(""),
         tokio_tungstenite::MaybeTlsStream::Plain(stream),
@@ -552,13 +549,7 @@ async fn an_mqtt_subscriber_that_takes_nothing_is_dropped_after_the_write_timeou
             ("TICKWIRE_MQTT__LISTEN", "127.0.0.1:0"),
         ],
     );
-    // A 4 KiB receive buffer, so the server's socket fills after tens of kilobytes.
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let mut m = sock
-        .connect(([127, 0, 0, 1], srv.mqtt_port()).into())
-        .await
-        .unwrap();
+    let mut m = connect_small(([127, 0, 0, 1], srv.mqtt_port()).into()).await;
     mqtt_connect(&mut m, b"stalled").await;
     let mut sub = vec![0, 1]; // packet id 1
     mqtt::string(&mut sub, b"quotes/#");
@@ -630,6 +621,14 @@ async fn publish_until_one_write_timeout(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     false
+}
+
+/// A TCP connection with a 4 KiB receive buffer, so the server's socket fills after tens of
+/// kilobytes that the client does not read.
+async fn connect_small(addr: std::net::SocketAddr) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(addr).await.unwrap()
 }
 
 /// An MQTT 3.1.1 CONNECT (clean session, keep alive 60 s) as `client_id`, and its CONNACK.
