@@ -484,6 +484,11 @@ if want ws-publish; then
     # One gRPC PublishStream call on the gRPC listener, answered in order; --http-addr for the
     # server's own published count, as the MQTT rows.
     run_fresh "$i" start_tickwire_grpc ws-publish tickwire-grpc tickwire-grpc $TW_GRPC_PORT $TW_HTTP $WSP_MAX --window 1000 $COMMON
+    # The same call through the h2 crate's client without tonic (added 2026-12-05, before its
+    # first full run): tonic's per-request layers took ~40 % of a core of the two the
+    # generator shares with the server, against ~17 % for the WebSocket publisher; the h2
+    # client ~22 % (ws-publish.md). The tonic row stays for continuity.
+    run_fresh "$i" start_tickwire_grpc ws-publish tickwire-grpc-h2 tickwire-grpc $TW_GRPC_PORT $TW_HTTP $WSP_MAX --window 1000 --grpc-client h2 $COMMON
     # Issue 20's reference: JetStream async publishing on ONE connection (the current release,
     # file storage, stream QUOTES created by each run): one PUB per quote with its own reply
     # inbox, up to 4,000 acks outstanding (nats.go's default PublishAsyncMaxPending);

@@ -43,6 +43,8 @@ use crate::{
     RunArgs, Target,
 };
 
+pub(crate) mod h2c;
+
 const NAME: &str = "tickwire-grpc";
 
 /// Opens an HTTP/2 connection to the gRPC listener at `addr`, advertising `window` bytes of
@@ -58,13 +60,22 @@ async fn open(addr: SocketAddr, window: Option<u32>) -> Result<Channel> {
         .map_err(|e| BenchError::proto(NAME, format!("connect {addr}: {e}")))
 }
 
+/// `Bearer <the first of `vars` that is set>`, if one is.
+fn bearer(vars: &[&str]) -> Option<String> {
+    vars.iter()
+        .find_map(|v| std::env::var(v).ok().filter(|t| !t.is_empty()))
+        .map(|token| format!("Bearer {token}"))
+}
+
+/// The credential a publishing call presents: the publisher's API key when set (the `publish`
+/// scope), as the HTTP publishers present; else the client token, as the WebSocket
+/// publisher's upgrade does.
+const PUBLISH_CREDENTIALS: [&str; 2] = [PUBLISHER_CREDENTIAL, CLIENT_CREDENTIAL];
+
 /// Adds `authorization: Bearer <the first of `vars` that is set>`, if one is.
 fn authorize<T>(req: &mut tonic::Request<T>, vars: &[&str]) -> Result<()> {
-    let token = vars
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|t| !t.is_empty()));
-    if let Some(token) = token {
-        let v = format!("Bearer {token}")
+    if let Some(b) = bearer(vars) {
+        let v = b
             .parse()
             .map_err(|_| BenchError::Usage(format!("{vars:?}: not a header value")))?;
         req.metadata_mut().insert("authorization", v);
@@ -178,6 +189,30 @@ impl GrpcSub {
     }
 }
 
+/// What a PublishStream answer holds that the publisher checks: the id it echoes, how many
+/// results it carries, and the first result's error (`code: message`), if it has one. Built
+/// from tonic's decoded answer, or read straight from the answer's bytes (`h2c::read_reply`).
+#[derive(Debug, PartialEq, Eq)]
+struct Reply {
+    id: u64,
+    results: usize,
+    error: Option<String>,
+}
+
+impl From<&PublishResponse> for Reply {
+    fn from(r: &PublishResponse) -> Reply {
+        Reply {
+            id: r.id,
+            results: r.results.len(),
+            error: r
+                .results
+                .first()
+                .and_then(|r| r.error.as_ref())
+                .map(|e| format!("{}: {}", e.code, e.message)),
+        }
+    }
+}
+
 /// What one PublishStream answer says about the request it answers.
 #[derive(Debug, PartialEq, Eq)]
 enum Answer {
@@ -194,7 +229,7 @@ enum Answer {
 /// latency matched through it) would be wrong.
 fn match_answer(
     inflight: &mut VecDeque<(u64, u64)>,
-    resp: &PublishResponse,
+    resp: &Reply,
 ) -> std::result::Result<Answer, String> {
     let Some(&(id, sent_us)) = inflight.front() else {
         return Err(format!(
@@ -209,17 +244,15 @@ fn match_answer(
             resp.id
         ));
     }
-    let answer = match resp.results.as_slice() {
-        [r] => match &r.error {
-            None => Answer::Stored(sent_us),
-            Some(e) => Answer::Refused(sent_us, format!("{}: {}", e.code, e.message)),
-        },
-        rs => {
-            return Err(format!(
-                "{} results in the answer to request {id}, which holds one item",
-                rs.len()
-            ))
-        }
+    if resp.results != 1 {
+        return Err(format!(
+            "{} results in the answer to request {id}, which holds one item",
+            resp.results
+        ));
+    }
+    let answer = match &resp.error {
+        None => Answer::Stored(sent_us),
+        Some(e) => Answer::Refused(sent_us, e.clone()),
     };
     inflight.pop_front();
     Ok(answer)
@@ -258,9 +291,7 @@ pub(crate) async fn stream_publisher(
     // are, so `try_send` always finds room.
     let (tx, rx) = mpsc::channel::<PublishRequest>(window);
     let mut req = tonic::Request::new(ReceiverStream::new(rx));
-    // A publishing call: the publisher's API key when set (the `publish` scope), as the HTTP
-    // publishers present; else the client token, as the WebSocket publisher's upgrade does.
-    authorize(&mut req, &[PUBLISHER_CREDENTIAL, CLIENT_CREDENTIAL])?;
+    authorize(&mut req, &PUBLISH_CREDENTIALS)?;
     let call = tokio::time::timeout(Duration::from_secs(10), client.publish_stream(req))
         .await
         .map_err(|_| BenchError::Timeout(format!("{NAME}: PublishStream call not answered")))?;
@@ -359,7 +390,9 @@ pub(crate) async fn stream_publisher(
                 }
                 Err(s) => return Err(BenchError::proto(NAME, format!("the call failed: {s}"))),
             };
-            match match_answer(&mut inflight, &resp).map_err(|e| BenchError::proto(NAME, e))? {
+            match match_answer(&mut inflight, &Reply::from(&resp))
+                .map_err(|e| BenchError::proto(NAME, e))?
+            {
                 Answer::Stored(t) => {
                     if measuring {
                         st.acked += 1;
@@ -401,8 +434,8 @@ mod tests {
 
     use super::*;
 
-    fn answer(id: u64, results: Vec<PublishResult>) -> PublishResponse {
-        PublishResponse { id, results }
+    fn answer(id: u64, results: Vec<PublishResult>) -> Reply {
+        Reply::from(&PublishResponse { id, results })
     }
 
     fn stored() -> PublishResult {

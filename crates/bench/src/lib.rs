@@ -86,6 +86,18 @@ pub enum PublishWire {
     Ws,
 }
 
+/// The HTTP/2 client the tickwire-grpc ws-publish publisher goes through (grpc.rs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GrpcClient {
+    /// The server's generated tonic client: one owned, prost-encoded request per quote.
+    #[default]
+    Tonic,
+    /// The `h2` crate's client without tonic: requests encoded into one buffer per turn,
+    /// answers read in place (grpc/h2c.rs says why).
+    H2,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Encoding {
@@ -256,6 +268,12 @@ pub struct RunArgs {
     #[arg(long)]
     #[serde(default)]
     pub grpc_addr: Option<SocketAddr>,
+    /// tickwire-grpc ws-publish: the publisher's HTTP/2 client. `tonic` (the server's
+    /// generated client) or `h2` (the same call and checks over the h2 crate, with less of
+    /// the generator's CPU per request: it shares the cores with the server).
+    #[arg(long, value_enum, default_value_t = GrpcClient::Tonic)]
+    #[serde(default)]
+    pub grpc_client: GrpcClient,
     /// `--sub-encoding grpc`: the HTTP/2 receive window, in bytes, each subscriber's
     /// connection advertises for its stream and for the connection (default: tonic's, 2 MiB a
     /// stream and 5 MiB a connection). A reader that falls behind holds up to a stream window
@@ -398,6 +416,9 @@ fn validate(args: &RunArgs) -> Result<(), BenchError> {
             return usage("--grpc-window: 16384 to 2147483647 bytes");
         }
     }
+    if args.grpc_client != GrpcClient::Tonic && args.target != Target::TickwireGrpc {
+        return usage("--grpc-client is the tickwire-grpc ws-publish publisher's");
+    }
     if args.publish_wire == PublishWire::Ws
         && (args.target != Target::TickwireWs
             || !matches!(args.scenario, Scenario::Fanout | Scenario::Slow))
@@ -533,6 +554,24 @@ mod tests {
         ));
         assert_eq!(a.target.name(), "tickwire-grpc");
         assert_eq!(a.label(), "tickwire-grpc");
+    }
+
+    #[test]
+    fn the_grpc_client_is_chosen_for_the_grpc_publisher_only() {
+        let grpc =
+            format!("--scenario ws-publish --target tickwire-grpc --addr 127.0.0.1:7906 {MAX}");
+        assert_eq!(
+            args(&grpc).grpc_client,
+            GrpcClient::Tonic,
+            "the default, as before"
+        );
+        let a = args(&format!("{grpc} --grpc-client h2"));
+        assert_eq!(a.grpc_client, GrpcClient::H2);
+        assert!(validate(&a).is_ok());
+        let m = refused(&format!(
+            "--scenario ws-publish --target tickwire-ws --addr 127.0.0.1:7901 {MAX} --grpc-client h2"
+        ));
+        assert!(m.contains("--grpc-client"), "{m}");
     }
 
     #[test]

@@ -141,7 +141,10 @@ enum Event {
 /// the rows of the table compare like with like.
 pub(crate) async fn publisher(a: &RunArgs, phase: &Phase, total: Duration) -> Result<PubOutcome> {
     match a.target {
-        Target::TickwireGrpc => crate::grpc::stream_publisher(a, phase, total).await,
+        Target::TickwireGrpc => match a.grpc_client {
+            crate::GrpcClient::Tonic => crate::grpc::stream_publisher(a, phase, total).await,
+            crate::GrpcClient::H2 => crate::grpc::h2c::stream_publisher(a, phase, total).await,
+        },
         Target::JetStream => crate::jetstream::js_ws_publisher(a, phase, total).await,
         _ => command_publisher(a, phase, total).await,
     }

@@ -252,6 +252,13 @@ fn book_subscribers_end_with_the_servers_books_at_depth_10_and_full_depth() {
 
 #[test]
 fn ws_publish_over_one_grpc_stream_counts_only_what_the_server_published() {
+    // Both HTTP/2 clients of the publisher: tonic's and the h2 crate's without tonic.
+    for client in ["tonic", "h2"] {
+        ws_publish_over_grpc(client);
+    }
+}
+
+fn ws_publish_over_grpc(client: &str) {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(
         &dir.path().join("data"),
@@ -272,6 +279,8 @@ fn ws_publish_over_one_grpc_stream_counts_only_what_the_server_published() {
             "ws-publish",
             "--target",
             "tickwire-grpc",
+            "--grpc-client",
+            client,
             "--http-addr",
             &srv.addr,
             "--clients",
@@ -294,20 +303,20 @@ fn ws_publish_over_one_grpc_stream_counts_only_what_the_server_published() {
             "2",
         ],
     );
-    assert_eq!(extra(&r, "errors"), 0.0, "{r}");
+    assert_eq!(extra(&r, "errors"), 0.0, "{client}: {r}");
     let published = r["published_per_s"].as_f64().unwrap();
     assert!(
         (500.0..=1100.0).contains(&published),
-        "gRPC stream: {published} acked/s for 1,000/s offered"
+        "gRPC stream ({client}): {published} acked/s for 1,000/s offered"
     );
     // The server's count also holds the live candle bars it publishes itself (at most one per
     // symbol and resolution a second), never fewer quotes than were acknowledged.
     let server = extra(&r, "server_published_per_s");
     assert!(
         server >= published * 0.9 && server <= published + 200.0,
-        "server published {server}/s, the generator counted {published} acked/s"
+        "{client}: server published {server}/s, the generator counted {published} acked/s"
     );
-    assert_eq!(extra(&r, "converged"), 1.0, "{r}");
+    assert_eq!(extra(&r, "converged"), 1.0, "{client}: {r}");
 }
 
 /// A nats-server with JetStream (file storage) and its monitoring port, stopped on drop.

@@ -1,0 +1,541 @@
+//! The ws-publish gRPC publisher over the `h2` crate's HTTP/2 client, without tonic
+//! (`--grpc-client h2`): the same call, requests and checks as the tonic publisher (grpc.rs),
+//! with the requests written and the answers read as bytes.
+//!
+//! Why a second publisher: the load generator shares the machine's two cores with the server,
+//! and through tonic the publisher took ~40 % of a core for one connection's 750 K requests a
+//! second (the WebSocket publisher: ~17 % for 880 K). perf put that in tonic's layers, not in
+//! HTTP/2: an owned request (channel `String`, item `Vec`, payload `Bytes`) and a prost encode
+//! per quote, the channel that feeds tonic's encoder, a decoded answer (its results `Vec`) per
+//! ack, and malloc/free for all of them (~20 %). Here a turn's requests are encoded into one
+//! buffer, handed to h2 as one `Bytes`, and each answer is read where it lies in the received
+//! bytes. HTTP/2 framing, flow control and HPACK stay the h2 crate's, the crate tonic and the
+//! server use.
+
+use std::{
+    collections::VecDeque,
+    future::poll_fn,
+    sync::atomic::Ordering,
+    task::Poll,
+    time::{Duration, Instant},
+};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::HeaderMap;
+use prost::{
+    encoding::{decode_varint, encode_varint, encoded_len_varint},
+    Message,
+};
+use tickwire_proto::v1::PublishResult;
+use tokio::net::TcpStream;
+
+use super::{bearer, match_answer, Answer, Reply, NAME, PUBLISH_CREDENTIALS};
+use crate::{
+    error::{BenchError, Result},
+    msg::{now_micros, quote},
+    open_loop::first_seq,
+    proto::channel,
+    publish::{pacer, AckStats, MeasuredCpu, DRAIN_ACKS},
+    scenario::{Phase, PubOutcome},
+    RunArgs, Target,
+};
+
+/// The receive window the publisher advertises for its call and for its connection. Answers
+/// are ~25 bytes each and read as they come, so the server is never held back by it.
+const WINDOW: u32 = 1 << 24;
+
+/// The largest answer accepted (tonic's default decoding limit): a length above it means the
+/// stream is not what the publisher thinks it is.
+const MAX_ANSWER: usize = 4 << 20;
+
+const PATH: &str = "/tickwire.v1.Tickwire/PublishStream";
+
+fn h2_error(what: &str) -> impl FnOnce(h2::Error) -> BenchError + '_ {
+    move |e| BenchError::proto(NAME, format!("{what}: {e}"))
+}
+
+/// Appends one gRPC message (a 5-byte prefix: not compressed, big-endian length) holding a
+/// `PublishRequest` of one item: `channel` and `json` as a `json` payload, no msg_id. The
+/// bytes prost writes for grpc.rs's `request` (tested).
+pub(super) fn encode_request(out: &mut BytesMut, id: u64, channel: &[u8], json: &[u8]) {
+    // PublishRequest { id = 1; items = 2 } > PublishItem { channel = 1; payload = 3 } >
+    // Payload { json = 5 } (proto/tickwire/v1/tickwire.proto).
+    let len = |n: usize| encoded_len_varint(n as u64);
+    let payload = 1 + len(json.len()) + json.len();
+    let item = 1 + len(channel.len()) + channel.len() + 1 + len(payload) + payload;
+    let id_len = if id == 0 {
+        0
+    } else {
+        1 + encoded_len_varint(id)
+    };
+    let request = id_len + 1 + len(item) + item;
+    out.reserve(5 + request);
+    out.put_u8(0);
+    // A request is one quote and a channel name: far below 4 GiB.
+    out.put_u32(request as u32);
+    if id != 0 {
+        out.put_u8(0x08);
+        encode_varint(id, out);
+    }
+    out.put_u8(0x12);
+    encode_varint(item as u64, out);
+    out.put_u8(0x0a);
+    encode_varint(channel.len() as u64, out);
+    out.put_slice(channel);
+    out.put_u8(0x1a);
+    encode_varint(payload as u64, out);
+    out.put_u8(0x2a);
+    encode_varint(json.len() as u64, out);
+    out.put_slice(json);
+}
+
+/// Skips one field's value of wire type `wire_type`; None if the bytes end first or the type
+/// is not one proto3 writes.
+fn skip(b: &mut &[u8], wire_type: u64) -> Option<()> {
+    let n = match wire_type {
+        0 => return decode_varint(b).ok().map(drop),
+        1 => 8,
+        2 => usize::try_from(decode_varint(b).ok()?).ok()?,
+        5 => 4,
+        _ => return None,
+    };
+    if n > b.len() {
+        return None;
+    }
+    b.advance(n);
+    Some(())
+}
+
+/// A `PublishResult`'s error as `code: message`, decoded only when the result has one.
+fn result_error(result: &[u8]) -> Option<Option<String>> {
+    let mut b = result;
+    while b.has_remaining() {
+        let key = decode_varint(&mut b).ok()?;
+        if key == (3 << 3) | 2 {
+            let r = PublishResult::decode(result).ok()?;
+            return Some(r.error.map(|e| format!("{}: {}", e.code, e.message)));
+        }
+        skip(&mut b, key & 7)?;
+    }
+    Some(None)
+}
+
+/// Reads a `PublishResponse`'s id, result count and first error from its bytes, without
+/// decoding it into owned values. None: not a `PublishResponse`.
+pub(super) fn read_reply(mut b: &[u8]) -> Option<Reply> {
+    let mut r = Reply {
+        id: 0,
+        results: 0,
+        error: None,
+    };
+    while b.has_remaining() {
+        let key = decode_varint(&mut b).ok()?;
+        match (key >> 3, key & 7) {
+            (1, 0) => r.id = decode_varint(&mut b).ok()?,
+            (2, 2) => {
+                let len = usize::try_from(decode_varint(&mut b).ok()?).ok()?;
+                if len > b.len() {
+                    return None;
+                }
+                let (result, rest) = b.split_at(len);
+                if r.results == 0 {
+                    r.error = result_error(result)?;
+                }
+                r.results += 1;
+                b = rest;
+            }
+            (_, wire_type) => skip(&mut b, wire_type)?,
+        }
+    }
+    Some(r)
+}
+
+/// Hands each whole gRPC message in `buf` to `f` and takes it out; a partial one stays for
+/// the next read.
+pub(super) fn split_messages(
+    buf: &mut BytesMut,
+    mut f: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    while buf.len() >= 5 {
+        let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+        if buf[0] != 0 {
+            return Err(BenchError::proto(
+                NAME,
+                "a compressed answer, though the call asked for none",
+            ));
+        }
+        if len > MAX_ANSWER {
+            return Err(BenchError::proto(
+                NAME,
+                format!("an answer of {len} bytes (at most {MAX_ANSWER})"),
+            ));
+        }
+        if buf.len() < 5 + len {
+            break;
+        }
+        f(&buf[5..5 + len])?;
+        buf.advance(5 + len);
+    }
+    Ok(())
+}
+
+/// `grpc-status` and `grpc-message` of response headers or trailers, when they carry one.
+fn grpc_status(h: &HeaderMap) -> Option<(String, String)> {
+    let text = |name: &str| {
+        h.get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    Some((
+        text("grpc-status")?,
+        text("grpc-message").unwrap_or_default(),
+    ))
+}
+
+/// The ws-publish publisher over one PublishStream call on h2: publishes at `--rate` (0: as
+/// fast as the window allows) until the time or count bound, then ends its side of the call
+/// and waits for the outstanding answers. Counts as the tonic publisher (grpc.rs) does. The
+/// HTTP/2 connection's task runs on the publisher's own thread, so `cpu_s` includes it.
+pub(crate) async fn stream_publisher(
+    a: &RunArgs,
+    phase: &Phase,
+    total: Duration,
+) -> Result<PubOutcome> {
+    let connect = async {
+        let tcp = TcpStream::connect(a.addr)
+            .await
+            .map_err(BenchError::io(format!("{NAME}: connect {}", a.addr)))?;
+        tcp.set_nodelay(true).map_err(BenchError::io(NAME))?;
+        h2::client::Builder::new()
+            .initial_window_size(WINDOW)
+            .initial_connection_window_size(WINDOW)
+            .handshake::<_, Bytes>(tcp)
+            .await
+            .map_err(h2_error("HTTP/2 handshake"))
+    };
+    let (client, conn) = tokio::time::timeout(Duration::from_secs(10), connect)
+        .await
+        .map_err(|_| BenchError::Timeout(format!("{NAME}: connect {}", a.addr)))??;
+    // Reads and writes the connection's frames; its errors reach the call's handles.
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{}{PATH}", a.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(b) = bearer(&PUBLISH_CREDENTIALS) {
+        req = req.header("authorization", b);
+    }
+    let req = req
+        .body(())
+        .map_err(|e| BenchError::Usage(format!("the PublishStream request: {e}")))?;
+    let mut client = client.ready().await.map_err(h2_error("not ready"))?;
+    let (resp, mut send) = client
+        .send_request(req, false)
+        .map_err(h2_error("PublishStream"))?;
+    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+        .await
+        .map_err(|_| BenchError::Timeout(format!("{NAME}: PublishStream call not answered")))?
+        .map_err(h2_error("PublishStream"))?;
+    let (head, mut body) = resp.into_parts();
+    if head.status != http::StatusCode::OK {
+        return Err(BenchError::proto(
+            NAME,
+            format!("PublishStream refused: HTTP {}", head.status),
+        ));
+    }
+    // A refusal comes as headers only (a "Trailers-Only" response), with a status other than 0.
+    if let Some((code, msg)) = grpc_status(&head.headers).filter(|(c, _)| c != "0") {
+        return Err(BenchError::proto(
+            NAME,
+            format!("PublishStream refused: grpc-status {code}: {msg}"),
+        ));
+    }
+    let window = a.window.max(1);
+    let per_write = a.batch.max(1) as u64;
+    let nsym = a.symbols.max(1) as u64;
+    let channels: Vec<String> = (0..nsym as usize)
+        .map(|i| channel(Target::TickwireWs, i))
+        .collect();
+    let first = first_seq(nsym);
+    let mut last = vec![0u64; nsym as usize];
+    let mut seq = 0u64;
+    // 0 is proto3's "unset": an answer that lost its id can never match a request.
+    let mut next_id = 1u64;
+    let mut inflight: VecDeque<(u64, u64)> = VecDeque::with_capacity(window);
+    let mut payload = Vec::with_capacity(a.size + 64);
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    let mut rbuf = BytesMut::with_capacity(64 * 1024);
+    let mut sending = true;
+    let mut st = AckStats::new();
+    let mut cpu = MeasuredCpu::default();
+    let mut first_error: Option<String> = None;
+    let mut tick = pacer(a.rate);
+    let start = Instant::now();
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        let elapsed = start.elapsed();
+        let publishing = elapsed < total && seq < a.max_messages;
+        let measuring = phase.measuring.load(Ordering::Relaxed);
+        cpu.turn(measuring, &mut st.cpu_s);
+        if !publishing {
+            if sending {
+                // Ends the request stream: the server answers what it has read, then ends
+                // the call.
+                send.send_data(Bytes::new(), true)
+                    .map_err(h2_error("ending the call"))?;
+                sending = false;
+            }
+            let until = *drain_until.get_or_insert_with(|| Instant::now() + DRAIN_ACKS);
+            if inflight.is_empty() {
+                break;
+            }
+            if Instant::now() > until {
+                return Err(BenchError::Timeout(format!(
+                    "{NAME}: {} publishes unanswered {}s after publishing stopped",
+                    inflight.len(),
+                    DRAIN_ACKS.as_secs()
+                )));
+            }
+        }
+        // The window is topped up as answers free room, as in the WebSocket publisher; a
+        // turn's requests go to h2 as one buffer (it frames them within the server's flow
+        // control window, holding the rest until the server opens it).
+        if publishing {
+            let due = if a.rate == 0 {
+                u64::MAX
+            } else {
+                ((a.rate as f64 * elapsed.as_secs_f64()) as u64).saturating_sub(seq)
+            };
+            let mut n = due.min(per_write).min(a.max_messages - seq);
+            while n > 0 && inflight.len() < window {
+                let s = first + seq;
+                let sym = (s % nsym) as usize;
+                let t = now_micros();
+                payload.clear();
+                quote(&mut payload, t, s, sym, a.size);
+                encode_request(&mut out, next_id, channels[sym].as_bytes(), &payload);
+                inflight.push_back((next_id, t));
+                next_id += 1;
+                last[sym] = s;
+                seq += 1;
+                n -= 1;
+                if measuring {
+                    st.sent += 1;
+                }
+            }
+            if !out.is_empty() {
+                send.send_data(out.split().freeze(), false)
+                    .map_err(h2_error("the call ended while publishing"))?;
+            }
+        }
+        let got = tokio::select! {
+            d = body.data() => d,
+            _ = tick.tick() => continue,
+        };
+        // One clock read per turn, as the socket publishers take one per read.
+        let now = now_micros();
+        let mut ended = false;
+        let mut next = Some(got);
+        while let Some(d) = next.take() {
+            match d {
+                Some(Ok(chunk)) => {
+                    // Read at once, so the window is given back at once.
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                    rbuf.extend_from_slice(&chunk);
+                }
+                Some(Err(e)) => return Err(h2_error("the call failed")(e)),
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+            // Takes every chunk already received in this turn rather than one per turn.
+            next = poll_fn(|cx| match body.poll_data(cx) {
+                Poll::Ready(d) => Poll::Ready(Some(d)),
+                Poll::Pending => Poll::Ready(None),
+            })
+            .await;
+        }
+        split_messages(&mut rbuf, |m| {
+            let reply = read_reply(m).ok_or_else(|| {
+                BenchError::proto(NAME, "an answer that is not a PublishResponse")
+            })?;
+            match match_answer(&mut inflight, &reply).map_err(|e| BenchError::proto(NAME, e))? {
+                Answer::Stored(t) => {
+                    if measuring {
+                        st.acked += 1;
+                        let _ = st.hist.record(now.saturating_sub(t).max(1));
+                    }
+                }
+                Answer::Refused(_, e) => {
+                    st.errors += 1;
+                    first_error.get_or_insert(e);
+                }
+            }
+            Ok(())
+        })?;
+        if ended {
+            let status = body
+                .trailers()
+                .await
+                .map_err(h2_error("the call's trailers"))?
+                .and_then(|t| grpc_status(&t));
+            if inflight.is_empty() && !sending && rbuf.is_empty() {
+                break;
+            }
+            let status = status.map_or_else(
+                || "no grpc-status".to_string(),
+                |(c, m)| format!("grpc-status {c}: {m}"),
+            );
+            return Err(BenchError::proto(
+                NAME,
+                format!(
+                    "the call ended with {} publishes unanswered ({status})",
+                    inflight.len()
+                ),
+            ));
+        }
+    }
+    cpu.end(&mut st.cpu_s);
+    conn.abort();
+    if let Some(e) = first_error {
+        eprintln!(
+            "tickwire bench: {} of the publishes were refused; the first error: {e}",
+            st.errors
+        );
+    }
+    Ok(PubOutcome {
+        published: st.sent,
+        last,
+        acks: Some(st),
+        lag: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use tickwire_proto::v1::{Error, PublishRequest, PublishResponse};
+
+    use super::{super::request, *};
+    use crate::msg::quote;
+
+    #[test]
+    fn a_request_is_the_bytes_prost_writes_for_it() {
+        let mut data = Vec::new();
+        quote(&mut data, 1_700_000_000_000_000, 42_042, 42, 100);
+        for (id, ch) in [
+            (1, "quotes.S0042"),
+            (300, "quotes.S0001"),
+            (u64::MAX, "q.x"),
+        ] {
+            let mut out = BytesMut::new();
+            encode_request(&mut out, id, ch.as_bytes(), &data);
+            let want = request(id, ch, &data).encode_to_vec();
+            assert_eq!(out[0], 0, "not compressed");
+            assert_eq!(&out[1..5], &(want.len() as u32).to_be_bytes());
+            assert_eq!(&out[5..], &want[..], "id {id}");
+            assert_eq!(
+                PublishRequest::decode(&out[5..]).unwrap(),
+                request(id, ch, &data)
+            );
+        }
+    }
+
+    fn bytes_of(r: &PublishResponse) -> Vec<u8> {
+        r.encode_to_vec()
+    }
+
+    #[test]
+    fn an_answer_is_read_as_prost_decodes_it() {
+        let stored = PublishResult {
+            offset: 1 << 40,
+            duplicate: true,
+            error: None,
+        };
+        let refused = PublishResult {
+            error: Some(Error {
+                code: "bad_data".into(),
+                message: "`bid` is not a decimal".into(),
+            }),
+            ..PublishResult::default()
+        };
+        for r in [
+            PublishResponse {
+                id: 7,
+                results: vec![stored.clone()],
+            },
+            PublishResponse {
+                id: 8,
+                results: vec![refused.clone(), stored.clone()],
+            },
+            PublishResponse {
+                id: 0,
+                results: vec![],
+            },
+            PublishResponse {
+                id: u64::MAX,
+                results: vec![stored.clone(), refused.clone()],
+            },
+        ] {
+            assert_eq!(read_reply(&bytes_of(&r)), Some(Reply::from(&r)), "{r:?}");
+        }
+        // A field the publisher does not know (a newer server's) is skipped.
+        let mut b = bytes_of(&PublishResponse {
+            id: 9,
+            results: vec![stored],
+        });
+        // Field 15 (bytes "hi"), then field 16 (a varint, 1) behind a two-byte key.
+        b.extend_from_slice(&[(15 << 3) | 2, 2, b'h', b'i', 0x80, 0x01, 1]);
+        let r = read_reply(&b).unwrap();
+        assert_eq!((r.id, r.results, r.error), (9, 1, None));
+    }
+
+    #[test]
+    fn bytes_that_are_not_an_answer_are_refused() {
+        let good = bytes_of(&PublishResponse {
+            id: 3,
+            results: vec![PublishResult::default()],
+        });
+        // Cut anywhere inside: the result's length points past the end, or a varint is cut.
+        for cut in 1..good.len() {
+            if let Some(r) = read_reply(&good[..cut]) {
+                // A cut between fields is a shorter answer, never a different id.
+                assert!(r.id == 3 && r.results == 0, "{cut}: {r:?}");
+            }
+        }
+        // Wire types 3 and 4 (groups) and 6 and 7 are not proto3's.
+        for wt in [3u8, 4, 6, 7] {
+            assert_eq!(read_reply(&[(1 << 3) | wt, 0]), None, "wire type {wt}");
+        }
+        assert_eq!(read_reply(&[0x08, 0xff]), None, "a varint with no end");
+    }
+
+    #[test]
+    fn messages_are_split_whole_and_a_partial_one_waits() {
+        let mut buf = BytesMut::new();
+        for m in [&b"ab"[..], b"", b"cde"] {
+            buf.put_u8(0);
+            buf.put_u32(m.len() as u32);
+            buf.put_slice(m);
+        }
+        buf.put_slice(&[0, 0, 0, 0, 4, b'x']);
+        let mut got = Vec::new();
+        split_messages(&mut buf, |m| {
+            got.push(m.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, [b"ab".to_vec(), vec![], b"cde".to_vec()]);
+        assert_eq!(
+            &buf[..],
+            &[0, 0, 0, 0, 4, b'x'],
+            "the partial message waits"
+        );
+        let mut compressed = BytesMut::from(&[1u8, 0, 0, 0, 1, b'z'][..]);
+        assert!(split_messages(&mut compressed, |_| Ok(())).is_err());
+        let mut huge = BytesMut::from(&[0u8, 0x7f, 0xff, 0xff, 0xff][..]);
+        assert!(split_messages(&mut huge, |_| Ok(())).is_err());
+    }
+}
