@@ -837,14 +837,11 @@ async fn the_same_ticks_give_identical_candles_on_every_node() {
 async fn fix_initiator_lease_moves_when_its_node_dies() {
     let nats = NatsCluster::start(3);
     let work = tempfile::tempdir().unwrap();
-    // The QuickFIX acceptor binds this port itself and cannot tell which one it got: picked
-    // beforehand (racy, see free_port).
-    let port = common::free_port();
-    let port_s = port.to_string();
+    // `--port 0`: the peer picks its listening port and tells it (fix_peer::Peer::port).
     let mut peer = fix_peer::Peer::start(&[
         "provider",
         "--port",
-        &port_s,
+        "0",
         "--sender",
         "PROV",
         "--target",
@@ -852,6 +849,7 @@ async fn fix_initiator_lease_moves_when_its_node_dies() {
         "--heartbeat",
         "2",
     ]);
+    let port = peer.port;
     peer.cmd("quote EURUSD 1.10000 1.10020");
     let fix = format!(
         r#"

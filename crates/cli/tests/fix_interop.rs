@@ -9,7 +9,7 @@ mod fix_peer;
 
 use std::time::{Duration, Instant};
 
-use common::{fix_session, free_port, get_json, publish, start_with_config, wait_for, Ws};
+use common::{fix_session, get_json, publish, start_with_config, wait_for, Ws};
 use fix_peer::Peer;
 use serde_json::{json, Value};
 
@@ -64,14 +64,11 @@ fn no_duplicate_or_stale(quotes: &[Value]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the quickfix Python package: run scripts/test-fix-interop.sh"]
 async fn quickfix_provider_to_tickwire_initiator_to_websocket() {
-    // The QuickFIX acceptor binds this port itself and cannot tell which one it got: picked
-    // beforehand (racy, see free_port).
-    let port = free_port();
-    let port_s = port.to_string();
+    // `--port 0`: the peer picks its listening port and tells it (fix_peer::Peer::port).
     let mut peer = Peer::start(&[
         "provider",
         "--port",
-        &port_s,
+        "0",
         "--sender",
         "PROV",
         "--target",
@@ -79,6 +76,7 @@ async fn quickfix_provider_to_tickwire_initiator_to_websocket() {
         "--heartbeat",
         "2",
     ]);
+    let port = peer.port;
     peer.cmd("quote EURUSD 1.10000 1.10020 500000 700000");
     let dir = tempfile::tempdir().unwrap();
     let srv = start_with_config(

@@ -2,6 +2,8 @@
 """A QuickFIX (C++ engine, PyPI `quickfix`) counterparty for Tickwire's FIX interop tests.
 
     peer.py provider --port P --sender PROV --target TW      # acceptor: an upstream provider
+                                                             # (--port 0: it picks a free port,
+                                                             # told in its "ready" event)
     peer.py client --port P --sender CLI --target TICKWIRE   # initiator: a downstream client
 
 The test drives it with one command per line on stdin and reads one JSON event per line on
@@ -21,6 +23,7 @@ with StringField to keep exact decimals.
 import argparse
 import json
 import os
+import socket
 import sys
 import tempfile
 import threading
@@ -228,6 +231,37 @@ def session(sid):
     return fix.Session.lookupSession(sid)
 
 
+def free_port():
+    """A loopback port free a moment ago (QuickFIX binds it next; start_engine says if not)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_engine(args, lines, work, app, port):
+    """Starts the QuickFIX engine on `port`: None if a provider could not bind it."""
+    if args.role == "provider":
+        lines = lines + ["SocketAcceptPort=%d" % port, "SocketAcceptHost=127.0.0.1"]
+    else:
+        lines = lines + ["SocketConnectHost=127.0.0.1", "SocketConnectPort=%d" % port]
+    cfg = os.path.join(work, "peer.cfg")
+    with open(cfg, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    settings = fix.SessionSettings(cfg)
+    store = fix.FileStoreFactory(settings)
+    logs = fix.FileLogFactory(settings)
+    engine = (fix.SocketAcceptor if args.role == "provider" else fix.SocketInitiator)(
+        app, store, settings, logs)
+    try:
+        engine.start()
+    except fix.RuntimeError as e:
+        if args.role != "provider":
+            raise
+        emit(ev="bind_failed", port=port, error=str(e))
+        return None
+    return engine
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("role", choices=["provider", "client"])
@@ -258,22 +292,22 @@ def main():
     else:
         lines += ["UseDataDictionary=N"]
     lines += ["", "[SESSION]", "SenderCompID=" + args.sender, "TargetCompID=" + args.target]
-    if args.role == "provider":
-        lines += ["SocketAcceptPort=%d" % args.port, "SocketAcceptHost=127.0.0.1"]
-    else:
-        lines += ["SocketConnectHost=127.0.0.1", "SocketConnectPort=%d" % args.port]
-    cfg = os.path.join(work, "peer.cfg")
-    with open(cfg, "w") as f:
-        f.write("\n".join(lines) + "\n")
-
-    settings = fix.SessionSettings(cfg)
     app = Peer(args.role)
-    store = fix.FileStoreFactory(settings)
-    logs = fix.FileLogFactory(settings)
-    engine = (fix.SocketAcceptor if args.role == "provider" else fix.SocketInitiator)(
-        app, store, settings, logs)
-    engine.start()
-    emit(ev="ready", data_dictionary=dd, work=work)
+    # QuickFIX binds the acceptor's port itself and cannot bind port 0 and say which port it
+    # got. With --port 0 the peer asks the kernel for a free port and lets QuickFIX bind it;
+    # if another process took it in between, QuickFIX's start fails and the peer tries
+    # another. The port in the "ready" event is the one QuickFIX holds (a port picked by the
+    # test beforehand could be taken by a parallel test with no one noticing).
+    for attempt in range(20):
+        port = args.port or free_port()
+        engine = start_engine(args, lines, work, app, port)
+        if engine is not None:
+            break
+        if args.port:
+            sys.exit("peer: cannot listen on port %d" % args.port)
+    else:
+        sys.exit("peer: no free port after 20 tries")
+    emit(ev="ready", data_dictionary=dd, work=work, port=port)
 
     for line in sys.stdin:
         cmd = line.split()

@@ -177,7 +177,7 @@ impl Server {
 
     /// The address of the listener after `label` in the start banner; panics with the banner
     /// when there is none. Tests configure the server's own listeners on `127.0.0.1:0` and read
-    /// the bound address here: a port picked beforehand ([`free_port`]) may be taken by a test
+    /// the bound address here: a port picked beforehand ([`free_ports`]) may be taken by a test
     /// running in parallel before the server binds it ("Address already in use").
     pub fn listener(&self, label: &str) -> String {
         self.banner_addr(label)
@@ -254,24 +254,13 @@ pub fn port_of(addr: &str) -> u16 {
         .port()
 }
 
-/// A loopback port that was free a moment ago. Racy: it is let go before the caller's process
-/// binds it, and a test running in parallel may take it first. Only for a listener of a peer
-/// that cannot bind port 0 and tell its port: the QuickFIX acceptor in python (fix_interop.rs,
-/// cluster.rs). The server under test binds `127.0.0.1:0` and its banner tells the port
-/// ([`Server::listener`]).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `n` distinct free ports. [`free_port`] lets go of each port before the next is asked for,
-/// so the kernel may hand the same one out twice; these are all held until every one is
-/// known (a three-node cluster once got one route port twice: "Duplicate route entry").
-/// Racy as [`free_port`] once returned: only for the nats-server cluster
-/// (nats_cluster/mod.rs), whose servers must know each other's ports before any starts.
+/// `n` distinct loopback ports that were free a moment ago. All are held until every one is
+/// known, so the kernel cannot hand the same one out twice (a three-node cluster once got one
+/// route port twice: "Duplicate route entry"). Racy once returned: they are let go before the
+/// caller's processes bind them, and a test running in parallel may take one first. Only for
+/// the nats-server cluster (nats_cluster/mod.rs), whose servers must know each other's ports
+/// before any starts. The server under test binds `127.0.0.1:0` and its banner tells the
+/// port ([`Server::listener`]); the QuickFIX peer picks its own (fix_peer::Peer::port).
 pub fn free_ports(n: usize) -> Vec<u16> {
     let held: Vec<std::net::TcpListener> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())

@@ -20,6 +20,9 @@ pub struct Peer {
     rx: mpsc::Receiver<Value>,
     /// Every event seen so far, for assertions over the whole run.
     pub seen: Vec<Value>,
+    /// The port the peer listens on or connects to (its "ready" event says; a provider
+    /// started with `--port 0` picked it, race-free, itself).
+    pub port: u16,
 }
 
 impl Peer {
@@ -52,9 +55,14 @@ impl Peer {
             stdin,
             rx,
             seen: Vec::new(),
+            port: 0,
         };
         let r = p.wait(|e| e["ev"] == "ready");
         eprintln!("quickfix peer ready: {r}");
+        p.port = r["port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .expect("the peer's port in its ready event");
         p
     }
 

@@ -41,7 +41,7 @@ impl NatsCluster {
     pub fn start(n: usize) -> NatsCluster {
         let bin = nats_bin();
         let dir = tempfile::tempdir().unwrap();
-        // Ports picked beforehand (racy, see free_port), not nats-server's own `-1`: every
+        // Ports picked beforehand (racy, see common::free_ports), not nats-server's own `-1`: every
         // server's route list names the others' cluster ports before any of them starts, and
         // a restarted server ([`NatsCluster::restart`]) must come back on the ports the nodes
         // and the other servers know.
