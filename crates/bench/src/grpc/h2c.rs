@@ -179,16 +179,41 @@ pub(super) fn split_messages(
     Ok(())
 }
 
-/// `grpc-status` and `grpc-message` of response headers or trailers, when they carry one.
+/// `grpc-status` and `grpc-message` (percent-decoded) of response headers or trailers, when
+/// they carry one.
 fn grpc_status(h: &HeaderMap) -> Option<(String, String)> {
-    let text = |name: &str| {
-        h.get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-    };
-    Some((
-        text("grpc-status")?,
-        text("grpc-message").unwrap_or_default(),
-    ))
+    let status = String::from_utf8_lossy(h.get("grpc-status")?.as_bytes()).into_owned();
+    let message = h
+        .get("grpc-message")
+        .map(|v| percent_decode(v.as_bytes()))
+        .unwrap_or_default();
+    Some((status, message))
+}
+
+/// A `grpc-message` as sent: percent-encoded UTF-8 (gRPC over HTTP/2); a `%` not followed by
+/// two hex digits stays as it is.
+fn percent_decode(b: &[u8]) -> String {
+    let hex = |c: u8| (c as char).to_digit(16);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let pair = (
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        );
+        match (b[i], pair) {
+            (b'%', (Some(h), Some(l))) => {
+                // Two hex digits: at most 0xff.
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The ws-publish publisher over one PublishStream call on h2: publishes at `--rate` (0: as
@@ -510,6 +535,23 @@ mod tests {
             assert_eq!(read_reply(&[(1 << 3) | wt, 0]), None, "wire type {wt}");
         }
         assert_eq!(read_reply(&[0x08, 0xff]), None, "a varint with no end");
+    }
+
+    #[test]
+    fn a_refusal_reads_as_the_server_wrote_it() {
+        let mut h = HeaderMap::new();
+        assert_eq!(grpc_status(&h), None);
+        h.insert("grpc-status", "16".parse().unwrap());
+        h.insert(
+            "grpc-message",
+            "the%20token%20is%20not%20a%20JWT:%20%E2%82%AC%2"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            grpc_status(&h),
+            Some(("16".into(), "the token is not a JWT: \u{20ac}%2".into()))
+        );
     }
 
     #[test]
