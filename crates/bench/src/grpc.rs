@@ -38,7 +38,7 @@ use crate::{
     msg::{now_micros, quote},
     open_loop::first_seq,
     proto::{channel, CLIENT_CREDENTIAL, PUBLISHER_CREDENTIAL},
-    publish::{pacer, AckStats, MeasuredCpu, DRAIN_ACKS},
+    publish::{due, pacer, AckStats, MeasuredCpu, DRAIN_ACKS},
     scenario::{Phase, PubOutcome},
     RunArgs, Target,
 };
@@ -273,23 +273,164 @@ fn request(id: u64, channel: &str, data: &[u8]) -> PublishRequest {
     }
 }
 
-/// The ws-publish publisher over one PublishStream call: publishes at `--rate` (0: as fast as
-/// the window allows) until the time or count bound, then ends its side of the call and waits
-/// for the outstanding answers. Counts exactly as the WebSocket publisher does (publish.rs):
-/// sent and acked while the phase is measuring, refused items as errors over the whole run.
-/// Runs on the publisher's own thread, with tonic's connection tasks on the same runtime, so
-/// `cpu_s` includes HTTP/2 framing and protobuf coding.
+/// What both PublishStream publishers (tonic's client below, h2's in h2c.rs) keep: the
+/// schedule, the requests in flight (`(id, sent_us)`, oldest first) and the counts. Counts
+/// exactly as the WebSocket publisher does (publish.rs): sent and acked while the phase is
+/// measuring, refused items as errors over the whole run.
+struct Window<'a> {
+    a: &'a RunArgs,
+    total: Duration,
+    size: usize,
+    per_write: u64,
+    nsym: u64,
+    /// Built once: a request's channel is one of these.
+    channels: Vec<String>,
+    first: u64,
+    last: Vec<u64>,
+    seq: u64,
+    /// 0 is proto3's "unset": an answer that lost its id can never match a request.
+    next_id: u64,
+    inflight: VecDeque<(u64, u64)>,
+    payload: Vec<u8>,
+    st: AckStats,
+    cpu: MeasuredCpu,
+    first_error: Option<String>,
+    start: Instant,
+    drain_until: Option<Instant>,
+    measuring: bool,
+}
+
+impl<'a> Window<'a> {
+    fn new(a: &'a RunArgs, total: Duration) -> Window<'a> {
+        let nsym = a.symbols.max(1) as u64;
+        Window {
+            a,
+            total,
+            size: a.window.max(1),
+            per_write: a.batch.max(1) as u64,
+            nsym,
+            channels: (0..nsym as usize)
+                .map(|i| channel(Target::TickwireWs, i))
+                .collect(),
+            first: first_seq(nsym),
+            last: vec![0u64; nsym as usize],
+            seq: 0,
+            next_id: 1,
+            inflight: VecDeque::with_capacity(a.window.max(1)),
+            payload: Vec::with_capacity(a.size + 64),
+            st: AckStats::new(),
+            cpu: MeasuredCpu::default(),
+            first_error: None,
+            start: Instant::now(),
+            drain_until: None,
+            measuring: false,
+        }
+    }
+
+    /// Starts a turn (reads the phase, accounts the CPU); true while still publishing.
+    fn turn(&mut self, phase: &Phase) -> bool {
+        self.measuring = phase.measuring.load(Ordering::Relaxed);
+        self.cpu.turn(self.measuring, &mut self.st.cpu_s);
+        self.start.elapsed() < self.total && self.seq < self.a.max_messages
+    }
+
+    /// Once publishing stopped: true when every request is answered, an error when some are
+    /// not within [`DRAIN_ACKS`].
+    fn drained(&mut self) -> Result<bool> {
+        let until = *self
+            .drain_until
+            .get_or_insert_with(|| Instant::now() + DRAIN_ACKS);
+        if self.inflight.is_empty() {
+            return Ok(true);
+        }
+        if Instant::now() > until {
+            return Err(BenchError::Timeout(format!(
+                "{NAME}: {} publishes unanswered {}s after publishing stopped",
+                self.inflight.len(),
+                DRAIN_ACKS.as_secs()
+            )));
+        }
+        Ok(false)
+    }
+
+    /// Tops the window up as answers free room, as the WebSocket publisher does: `send(id,
+    /// channel, quote)` for each request due, until it says there is no room (false).
+    fn top_up(&mut self, mut send: impl FnMut(u64, &str, &[u8]) -> Result<bool>) -> Result<()> {
+        let due = due(self.a.rate, self.start.elapsed(), self.seq);
+        let mut n = due.min(self.per_write).min(self.a.max_messages - self.seq);
+        while n > 0 && self.inflight.len() < self.size {
+            let s = self.first + self.seq;
+            let sym = (s % self.nsym) as usize;
+            let t = now_micros();
+            self.payload.clear();
+            quote(&mut self.payload, t, s, sym, self.a.size);
+            if !send(self.next_id, &self.channels[sym], &self.payload)? {
+                break;
+            }
+            self.inflight.push_back((self.next_id, t));
+            self.next_id += 1;
+            self.last[sym] = s;
+            self.seq += 1;
+            n -= 1;
+            if self.measuring {
+                self.st.sent += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts one answer, received at `now` (Unix µs).
+    fn answer(&mut self, reply: &Reply, now: u64) -> Result<()> {
+        match match_answer(&mut self.inflight, reply).map_err(|e| BenchError::proto(NAME, e))? {
+            Answer::Stored(t) => {
+                if self.measuring {
+                    self.st.acked += 1;
+                    let _ = self.st.hist.record(now.saturating_sub(t).max(1));
+                }
+            }
+            Answer::Refused(_, e) => {
+                self.st.errors += 1;
+                self.first_error.get_or_insert(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn unanswered(&self) -> usize {
+        self.inflight.len()
+    }
+
+    fn finish(mut self) -> PubOutcome {
+        self.cpu.end(&mut self.st.cpu_s);
+        if let Some(e) = self.first_error {
+            eprintln!(
+                "tickwire bench: {} of the publishes were refused; the first error: {e}",
+                self.st.errors
+            );
+        }
+        PubOutcome {
+            published: self.st.sent,
+            last: self.last,
+            acks: Some(self.st),
+            lag: None,
+        }
+    }
+}
+
+/// The ws-publish publisher over one PublishStream call through tonic's client: publishes at
+/// `--rate` (0: as fast as the window allows) until the time or count bound, then ends its
+/// side of the call and waits for the outstanding answers. Runs on the publisher's own
+/// thread, with tonic's connection tasks on the same runtime, so `cpu_s` includes HTTP/2
+/// framing and protobuf coding.
 pub(crate) async fn stream_publisher(
     a: &RunArgs,
     phase: &Phase,
     total: Duration,
 ) -> Result<PubOutcome> {
     let mut client = TickwireClient::new(open(a.addr, None).await?);
-    let window = a.window.max(1);
-    let per_write = a.batch.max(1) as u64;
     // Requests wait here for tonic's encoder. They count as in flight, and at most `window`
     // are, so `try_send` always finds room.
-    let (tx, rx) = mpsc::channel::<PublishRequest>(window);
+    let (tx, rx) = mpsc::channel::<PublishRequest>(a.window.max(1));
     let mut req = tonic::Request::new(ReceiverStream::new(rx));
     authorize(&mut req, &PUBLISH_CREDENTIALS)?;
     let call = tokio::time::timeout(Duration::from_secs(10), client.publish_stream(req))
@@ -299,74 +440,26 @@ pub(crate) async fn stream_publisher(
         .map_err(|s| BenchError::proto(NAME, format!("PublishStream refused: {s}")))?
         .into_inner();
     let mut tx = Some(tx);
-    let nsym = a.symbols.max(1) as u64;
-    // Built once: each request owns its channel name, a clone of one of these.
-    let channels: Vec<String> = (0..nsym as usize)
-        .map(|i| channel(Target::TickwireWs, i))
-        .collect();
-    let first = first_seq(nsym);
-    let mut last = vec![0u64; nsym as usize];
-    let mut seq = 0u64;
-    // 0 is proto3's "unset": an answer that lost its id can never match a request.
-    let mut next_id = 1u64;
-    let mut inflight: VecDeque<(u64, u64)> = VecDeque::with_capacity(window);
-    let mut payload = Vec::with_capacity(a.size + 64);
-    let mut st = AckStats::new();
-    let mut cpu = MeasuredCpu::default();
-    let mut first_error: Option<String> = None;
+    let mut w = Window::new(a, total);
     let mut tick = pacer(a.rate);
-    let start = Instant::now();
-    let mut drain_until: Option<Instant> = None;
     'turns: loop {
-        let elapsed = start.elapsed();
-        let publishing = elapsed < total && seq < a.max_messages;
-        let measuring = phase.measuring.load(Ordering::Relaxed);
-        cpu.turn(measuring, &mut st.cpu_s);
-        if !publishing {
+        if !w.turn(phase) {
             // Ends the request stream: the server answers what it has read, then ends the call.
             tx = None;
-            let until = *drain_until.get_or_insert_with(|| Instant::now() + DRAIN_ACKS);
-            if inflight.is_empty() {
+            if w.drained()? {
                 break;
             }
-            if Instant::now() > until {
-                return Err(BenchError::Timeout(format!(
-                    "{NAME}: {} publishes unanswered {}s after publishing stopped",
-                    inflight.len(),
-                    DRAIN_ACKS.as_secs()
-                )));
-            }
         }
-        // The window is topped up as answers free room, as in the WebSocket publisher.
         if let Some(tx) = tx.as_ref() {
-            let due = if a.rate == 0 {
-                u64::MAX
-            } else {
-                ((a.rate as f64 * elapsed.as_secs_f64()) as u64).saturating_sub(seq)
-            };
-            let mut n = due.min(per_write).min(a.max_messages - seq);
-            while n > 0 && inflight.len() < window {
-                let s = first + seq;
-                let sym = (s % nsym) as usize;
-                let t = now_micros();
-                payload.clear();
-                quote(&mut payload, t, s, sym, a.size);
-                match tx.try_send(request(next_id, &channels[sym], &payload)) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) => break,
+            w.top_up(
+                |id, channel, quote| match tx.try_send(request(id, channel, quote)) {
+                    Ok(()) => Ok(true),
+                    Err(TrySendError::Full(_)) => Ok(false),
                     Err(TrySendError::Closed(_)) => {
-                        return Err(BenchError::proto(NAME, "the call ended while publishing"))
+                        Err(BenchError::proto(NAME, "the call ended while publishing"))
                     }
-                }
-                inflight.push_back((next_id, t));
-                next_id += 1;
-                last[sym] = s;
-                seq += 1;
-                n -= 1;
-                if measuring {
-                    st.sent += 1;
-                }
-            }
+                },
+            )?;
         }
         let got = tokio::select! {
             m = answers.message() => m,
@@ -378,32 +471,19 @@ pub(crate) async fn stream_publisher(
         while let Some(m) = next.take() {
             let resp = match m {
                 Ok(Some(resp)) => resp,
-                Ok(None) if inflight.is_empty() && tx.is_none() => break 'turns,
+                Ok(None) if w.unanswered() == 0 && tx.is_none() => break 'turns,
                 Ok(None) => {
                     return Err(BenchError::proto(
                         NAME,
                         format!(
                             "the call ended with {} publishes unanswered",
-                            inflight.len()
+                            w.unanswered()
                         ),
                     ))
                 }
                 Err(s) => return Err(BenchError::proto(NAME, format!("the call failed: {s}"))),
             };
-            match match_answer(&mut inflight, &Reply::from(&resp))
-                .map_err(|e| BenchError::proto(NAME, e))?
-            {
-                Answer::Stored(t) => {
-                    if measuring {
-                        st.acked += 1;
-                        let _ = st.hist.record(now.saturating_sub(t).max(1));
-                    }
-                }
-                Answer::Refused(_, e) => {
-                    st.errors += 1;
-                    first_error.get_or_insert(e);
-                }
-            }
+            w.answer(&Reply::from(&resp), now)?;
             // Takes every answer already decoded in this turn rather than one per turn (and one
             // timer poll per answer): Pending registers the waker, harmless if unused.
             next = poll_fn(|cx| match Pin::new(&mut answers).poll_next(cx) {
@@ -413,19 +493,7 @@ pub(crate) async fn stream_publisher(
             .await;
         }
     }
-    cpu.end(&mut st.cpu_s);
-    if let Some(e) = first_error {
-        eprintln!(
-            "tickwire bench: {} of the publishes were refused; the first error: {e}",
-            st.errors
-        );
-    }
-    Ok(PubOutcome {
-        published: st.sent,
-        last,
-        acks: Some(st),
-        lag: None,
-    })
+    Ok(w.finish())
 }
 
 #[cfg(test)]

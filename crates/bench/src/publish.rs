@@ -104,6 +104,16 @@ impl MeasuredCpu {
     }
 }
 
+/// Messages due at `elapsed` into a run at `rate` a second, of which `seq` were sent (open
+/// loop: what fell due while the publisher waited is sent at once); `u64::MAX` at rate 0 (as
+/// fast as the window allows).
+pub(crate) fn due(rate: u64, elapsed: Duration, seq: u64) -> u64 {
+    if rate == 0 {
+        return u64::MAX;
+    }
+    ((rate as f64 * elapsed.as_secs_f64()) as u64).saturating_sub(seq)
+}
+
 /// Wakes a publisher's loop to pace a fixed rate (about 10 messages per tick at 20,000/s) and
 /// to see its window open and close when no answer comes.
 pub(crate) fn pacer(rate: u64) -> tokio::time::Interval {
@@ -246,12 +256,9 @@ async fn command_publisher(a: &RunArgs, phase: &Phase, total: Duration) -> Resul
                 out.drain(..pos);
                 pos = 0;
             }
-            let due = if a.rate == 0 {
-                u64::MAX
-            } else {
-                ((a.rate as f64 * elapsed.as_secs_f64()) as u64).saturating_sub(seq)
-            };
-            let mut n = due.min(per_write).min(a.max_messages - seq);
+            let mut n = due(a.rate, elapsed, seq)
+                .min(per_write)
+                .min(a.max_messages - seq);
             while n > 0 && outstanding < window {
                 let slot = match wire {
                     Wire::Ws => (next_id as usize) & (SLOTS - 1),

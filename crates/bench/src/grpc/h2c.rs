@@ -12,13 +12,7 @@
 //! bytes. HTTP/2 framing, flow control and HPACK stay the h2 crate's, the crate tonic and the
 //! server use.
 
-use std::{
-    collections::VecDeque,
-    future::poll_fn,
-    sync::atomic::Ordering,
-    task::Poll,
-    time::{Duration, Instant},
-};
+use std::{future::poll_fn, task::Poll, time::Duration};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::HeaderMap;
@@ -29,15 +23,13 @@ use prost::{
 use tickwire_proto::v1::PublishResult;
 use tokio::net::TcpStream;
 
-use super::{bearer, match_answer, Answer, Reply, NAME, PUBLISH_CREDENTIALS};
+use super::{bearer, Reply, Window, NAME, PUBLISH_CREDENTIALS};
 use crate::{
     error::{BenchError, Result},
-    msg::{now_micros, quote},
-    open_loop::first_seq,
-    proto::channel,
-    publish::{pacer, AckStats, MeasuredCpu, DRAIN_ACKS},
+    msg::now_micros,
+    publish::pacer,
     scenario::{Phase, PubOutcome},
-    RunArgs, Target,
+    RunArgs,
 };
 
 /// The receive window the publisher advertises for its call and for its connection. Answers
@@ -277,34 +269,13 @@ pub(crate) async fn stream_publisher(
             format!("PublishStream refused: grpc-status {code}: {msg}"),
         ));
     }
-    let window = a.window.max(1);
-    let per_write = a.batch.max(1) as u64;
-    let nsym = a.symbols.max(1) as u64;
-    let channels: Vec<String> = (0..nsym as usize)
-        .map(|i| channel(Target::TickwireWs, i))
-        .collect();
-    let first = first_seq(nsym);
-    let mut last = vec![0u64; nsym as usize];
-    let mut seq = 0u64;
-    // 0 is proto3's "unset": an answer that lost its id can never match a request.
-    let mut next_id = 1u64;
-    let mut inflight: VecDeque<(u64, u64)> = VecDeque::with_capacity(window);
-    let mut payload = Vec::with_capacity(a.size + 64);
+    let mut w = Window::new(a, total);
     let mut out = BytesMut::with_capacity(64 * 1024);
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
     let mut sending = true;
-    let mut st = AckStats::new();
-    let mut cpu = MeasuredCpu::default();
-    let mut first_error: Option<String> = None;
     let mut tick = pacer(a.rate);
-    let start = Instant::now();
-    let mut drain_until: Option<Instant> = None;
     loop {
-        let elapsed = start.elapsed();
-        let publishing = elapsed < total && seq < a.max_messages;
-        let measuring = phase.measuring.load(Ordering::Relaxed);
-        cpu.turn(measuring, &mut st.cpu_s);
-        if !publishing {
+        if !w.turn(phase) {
             if sending {
                 // Ends the request stream: the server answers what it has read, then ends
                 // the call.
@@ -312,44 +283,16 @@ pub(crate) async fn stream_publisher(
                     .map_err(h2_error("ending the call"))?;
                 sending = false;
             }
-            let until = *drain_until.get_or_insert_with(|| Instant::now() + DRAIN_ACKS);
-            if inflight.is_empty() {
+            if w.drained()? {
                 break;
             }
-            if Instant::now() > until {
-                return Err(BenchError::Timeout(format!(
-                    "{NAME}: {} publishes unanswered {}s after publishing stopped",
-                    inflight.len(),
-                    DRAIN_ACKS.as_secs()
-                )));
-            }
-        }
-        // The window is topped up as answers free room, as in the WebSocket publisher; a
-        // turn's requests go to h2 as one buffer (it frames them within the server's flow
-        // control window, holding the rest until the server opens it).
-        if publishing {
-            let due = if a.rate == 0 {
-                u64::MAX
-            } else {
-                ((a.rate as f64 * elapsed.as_secs_f64()) as u64).saturating_sub(seq)
-            };
-            let mut n = due.min(per_write).min(a.max_messages - seq);
-            while n > 0 && inflight.len() < window {
-                let s = first + seq;
-                let sym = (s % nsym) as usize;
-                let t = now_micros();
-                payload.clear();
-                quote(&mut payload, t, s, sym, a.size);
-                encode_request(&mut out, next_id, channels[sym].as_bytes(), &payload);
-                inflight.push_back((next_id, t));
-                next_id += 1;
-                last[sym] = s;
-                seq += 1;
-                n -= 1;
-                if measuring {
-                    st.sent += 1;
-                }
-            }
+        } else {
+            // A turn's requests go to h2 as one buffer: it frames them within the server's
+            // flow-control window and holds the rest until the server opens it.
+            w.top_up(|id, channel, quote| {
+                encode_request(&mut out, id, channel.as_bytes(), quote);
+                Ok(true)
+            })?;
             if !out.is_empty() {
                 send.send_data(out.split().freeze(), false)
                     .map_err(h2_error("the call ended while publishing"))?;
@@ -387,19 +330,7 @@ pub(crate) async fn stream_publisher(
             let reply = read_reply(m).ok_or_else(|| {
                 BenchError::proto(NAME, "an answer that is not a PublishResponse")
             })?;
-            match match_answer(&mut inflight, &reply).map_err(|e| BenchError::proto(NAME, e))? {
-                Answer::Stored(t) => {
-                    if measuring {
-                        st.acked += 1;
-                        let _ = st.hist.record(now.saturating_sub(t).max(1));
-                    }
-                }
-                Answer::Refused(_, e) => {
-                    st.errors += 1;
-                    first_error.get_or_insert(e);
-                }
-            }
-            Ok(())
+            w.answer(&reply, now)
         })?;
         if ended {
             let status = body
@@ -407,7 +338,7 @@ pub(crate) async fn stream_publisher(
                 .await
                 .map_err(h2_error("the call's trailers"))?
                 .and_then(|t| grpc_status(&t));
-            if inflight.is_empty() && !sending && rbuf.is_empty() {
+            if w.unanswered() == 0 && !sending && rbuf.is_empty() {
                 break;
             }
             let status = status.map_or_else(
@@ -418,25 +349,13 @@ pub(crate) async fn stream_publisher(
                 NAME,
                 format!(
                     "the call ended with {} publishes unanswered ({status})",
-                    inflight.len()
+                    w.unanswered()
                 ),
             ));
         }
     }
-    cpu.end(&mut st.cpu_s);
     conn.abort();
-    if let Some(e) = first_error {
-        eprintln!(
-            "tickwire bench: {} of the publishes were refused; the first error: {e}",
-            st.errors
-        );
-    }
-    Ok(PubOutcome {
-        published: st.sent,
-        last,
-        acks: Some(st),
-        lag: None,
-    })
+    Ok(w.finish())
 }
 
 #[cfg(test)]
