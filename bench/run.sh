@@ -349,6 +349,11 @@ if [ "$ONLY" = fanout-encodings ] && want fanout-encodings; then
       FILES=encodings run_fresh "$i" start_tickwire_grpc fanout "ws-json$half" tickwire-ws $TW_PORT $FAN --rate $rate $COMMON
       FILES=encodings run_fresh "$i" start_tickwire_grpc fanout "ws-proto$half" tickwire-ws $TW_PORT $FAN --rate $rate --sub-encoding proto $COMMON
       FILES=encodings run_fresh "$i" start_tickwire_grpc fanout "grpc$half" tickwire-ws $TW_PORT $FAN --rate $rate --sub-encoding grpc --grpc-addr 127.0.0.1:$TW_GRPC_PORT $COMMON
+      # The same gRPC subscribers through the h2 crate's client instead of tonic's (added
+      # 2026-12-05 16:3xZ, before its first full run): tonic's decode took the generator's one
+      # reading thread, and at full load its subscribers fell a second behind (an A/B in
+      # fanout-encodings.md). The tonic rows stay for continuity.
+      FILES=encodings run_fresh "$i" start_tickwire_grpc fanout "grpc-h2$half" tickwire-ws $TW_PORT $FAN --rate $rate --sub-encoding grpc --grpc-addr 127.0.0.1:$TW_GRPC_PORT --grpc-client h2 $COMMON
       # The gRPC subscribers with a 64 KiB HTTP/2 receive window instead of tonic's 2 MiB
       # (added 2026-12-05 after the 07:22Z run: that row's subscribers fell seconds behind,
       # and an A/B showed the backlog sat in the window; at half load it made no difference).

@@ -125,6 +125,19 @@ impl tonic::codec::Decoder for RawAnswers {
     }
 }
 
+/// The Subscribe request of a client on `symbols`' quote channels.
+fn subscribe_request(symbols: &[usize]) -> SubscribeRequest {
+    SubscribeRequest {
+        subscriptions: symbols
+            .iter()
+            .map(|&s| Subscription {
+                channel: channel(Target::TickwireWs, s),
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
 /// One client's Subscribe call.
 pub struct GrpcSub {
     stream: Streaming<Bytes>,
@@ -139,15 +152,7 @@ impl GrpcSub {
         symbols: &[usize],
     ) -> Result<GrpcSub> {
         let mut grpc = tonic::client::Grpc::new(open(addr, window).await?);
-        let mut req = tonic::Request::new(SubscribeRequest {
-            subscriptions: symbols
-                .iter()
-                .map(|&s| Subscription {
-                    channel: channel(Target::TickwireWs, s),
-                    ..Default::default()
-                })
-                .collect(),
-        });
+        let mut req = tonic::Request::new(subscribe_request(symbols));
         authorize(&mut req, &[CLIENT_CREDENTIAL])?;
         grpc.ready()
             .await

@@ -94,7 +94,7 @@ pub enum GrpcClient {
     #[default]
     Tonic,
     /// The `h2` crate's client without tonic: requests encoded into one buffer per turn,
-    /// answers read in place (grpc/h2c.rs says why).
+    /// answers and pushes read in place (grpc/h2c.rs says why).
     H2,
 }
 
@@ -268,9 +268,10 @@ pub struct RunArgs {
     #[arg(long)]
     #[serde(default)]
     pub grpc_addr: Option<SocketAddr>,
-    /// tickwire-grpc ws-publish: the publisher's HTTP/2 client. `tonic` (the server's
-    /// generated client) or `h2` (the same call and checks over the h2 crate, with less of
-    /// the generator's CPU per request: it shares the cores with the server).
+    /// The HTTP/2 client of the gRPC calls: the tickwire-grpc ws-publish publisher's and the
+    /// `--sub-encoding grpc` subscribers'. `tonic` (the server's generated client) or `h2` (the
+    /// same calls and checks over the h2 crate, with less of the generator's CPU per message:
+    /// it shares the cores with the server).
     #[arg(long, value_enum, default_value_t = GrpcClient::Tonic)]
     #[serde(default)]
     pub grpc_client: GrpcClient,
@@ -416,8 +417,14 @@ fn validate(args: &RunArgs) -> Result<(), BenchError> {
             return usage("--grpc-window: 16384 to 2147483647 bytes");
         }
     }
-    if args.grpc_client != GrpcClient::Tonic && args.target != Target::TickwireGrpc {
-        return usage("--grpc-client is the tickwire-grpc ws-publish publisher's");
+    if args.grpc_client != GrpcClient::Tonic
+        && args.target != Target::TickwireGrpc
+        && args.sub_encoding != SubEncoding::Grpc
+    {
+        return usage(
+            "--grpc-client is for gRPC calls: the tickwire-grpc publisher's or the \
+             --sub-encoding grpc subscribers'",
+        );
     }
     if args.publish_wire == PublishWire::Ws
         && (args.target != Target::TickwireWs
@@ -572,6 +579,13 @@ mod tests {
             "--scenario ws-publish --target tickwire-ws --addr 127.0.0.1:7901 {MAX} --grpc-client h2"
         ));
         assert!(m.contains("--grpc-client"), "{m}");
+        // The gRPC subscribers' client.
+        let subs = args(
+            "--scenario fanout --target tickwire-ws --addr 127.0.0.1:7901 --sub-encoding grpc \
+             --grpc-addr 127.0.0.1:7906 --grpc-client h2",
+        );
+        assert_eq!(subs.grpc_client, GrpcClient::H2);
+        assert!(validate(&subs).is_ok());
     }
 
     #[test]

@@ -85,6 +85,7 @@ fn symbols_of(a: &RunArgs, i: usize) -> Vec<usize> {
 pub(crate) enum SubConn {
     Raw(Conn),
     Grpc(crate::grpc::GrpcSub),
+    GrpcH2(crate::grpc::h2c::H2Sub),
 }
 
 impl SubConn {
@@ -94,6 +95,7 @@ impl SubConn {
         match self {
             SubConn::Raw(c) => c.read_some(chunk, f).await,
             SubConn::Grpc(g) => g.read_some(&mut f).await,
+            SubConn::GrpcH2(g) => g.read_some(&mut f).await,
         }
     }
 }
@@ -256,9 +258,16 @@ async fn connect_all(a: &RunArgs, n: usize, subscribe: bool) -> Result<Vec<SubCo
         set.spawn(async move {
             let _p = sem.acquire_owned().await;
             if let Some(addr) = grpc {
-                let g = crate::grpc::GrpcSub::subscribe(addr, a2.grpc_window, &symbols_of(&a2, i))
-                    .await?;
-                return Ok::<_, BenchError>((i, SubConn::Grpc(g)));
+                let symbols = symbols_of(&a2, i);
+                let conn = match a2.grpc_client {
+                    crate::GrpcClient::Tonic => SubConn::Grpc(
+                        crate::grpc::GrpcSub::subscribe(addr, a2.grpc_window, &symbols).await?,
+                    ),
+                    crate::GrpcClient::H2 => SubConn::GrpcH2(
+                        crate::grpc::h2c::H2Sub::subscribe(addr, a2.grpc_window, &symbols).await?,
+                    ),
+                };
+                return Ok::<_, BenchError>((i, conn));
             }
             let (target, addr) = sub_endpoint(&a2, i);
             let proto = a2.sub_encoding == crate::SubEncoding::Proto;

@@ -55,17 +55,19 @@ fn extra(r: &Value, key: &str) -> f64 {
 fn fanout_counts_each_delivery_once_and_checks_convergence() {
     // The same check for each way subscribers read: JSON and binary WebSocket, gRPC calls;
     // and for each way the publisher sends: HTTP requests, WebSocket commands.
-    for (encoding, wire) in [
-        ("json", "http"),
-        ("proto", "http"),
-        ("grpc", "http"),
-        ("json", "ws"),
+    // gRPC subscribers through both HTTP/2 clients: tonic's and the h2 crate's.
+    for (encoding, wire, client) in [
+        ("json", "http", "tonic"),
+        ("proto", "http", "tonic"),
+        ("grpc", "http", "tonic"),
+        ("grpc", "http", "h2"),
+        ("json", "ws", "tonic"),
     ] {
-        fanout_counts(encoding, wire);
+        fanout_counts(encoding, wire, client);
     }
 }
 
-fn fanout_counts(encoding: &str, wire: &str) {
+fn fanout_counts(encoding: &str, wire: &str, client: &str) {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(
         &dir.path().join("data"),
@@ -107,9 +109,11 @@ fn fanout_counts(encoding: &str, wire: &str) {
             &grpc,
             "--publish-wire",
             wire,
+            "--grpc-client",
+            client,
         ],
     );
-    let encoding = format!("{encoding}, published over {wire}");
+    let encoding = format!("{encoding} ({client}), published over {wire}");
     let published = r["published_per_s"].as_f64().unwrap();
     assert!(
         (500.0..=1100.0).contains(&published),

@@ -12,21 +12,25 @@
 //! bytes. HTTP/2 framing, flow control and HPACK stay the h2 crate's, the crate tonic and the
 //! server use.
 
-use std::{future::poll_fn, task::Poll, time::Duration};
+use std::{future::poll_fn, net::SocketAddr, task::Poll, time::Duration};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use h2::{client::ResponseFuture, RecvStream, SendStream};
 use http::HeaderMap;
 use prost::{
     encoding::{decode_varint, encode_varint, encoded_len_varint},
     Message,
 };
 use tickwire_proto::v1::PublishResult;
-use tokio::net::TcpStream;
+use tokio::{net::TcpStream, task::JoinHandle};
 
-use super::{bearer, Reply, Window, NAME, PUBLISH_CREDENTIALS};
+use super::{
+    bearer, subscribe_request, Reply, Window, NAME, PUBLISH_CREDENTIALS, TAG_PUSH, TAG_SUBSCRIBED,
+};
 use crate::{
     error::{BenchError, Result},
     msg::now_micros,
+    proto::CLIENT_CREDENTIAL,
     publish::pacer,
     scenario::{Phase, PubOutcome},
     RunArgs,
@@ -39,8 +43,6 @@ const WINDOW: u32 = 1 << 24;
 /// The largest answer accepted (tonic's default decoding limit): a length above it means the
 /// stream is not what the publisher thinks it is.
 const MAX_ANSWER: usize = 4 << 20;
-
-const PATH: &str = "/tickwire.v1.Tickwire/PublishStream";
 
 fn h2_error(what: &str) -> impl FnOnce(h2::Error) -> BenchError + '_ {
     move |e| BenchError::proto(NAME, format!("{what}: {e}"))
@@ -208,6 +210,206 @@ fn percent_decode(b: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// One gRPC call on its own HTTP/2 connection: the request stream, the answer to come, and
+/// the connection's task, which reads and writes its frames (its errors reach the call's
+/// handles). The task is spawned on the caller's runtime, so its CPU counts where the
+/// caller's does.
+struct Call {
+    send: SendStream<Bytes>,
+    response: ResponseFuture,
+    conn: JoinHandle<()>,
+}
+
+impl Call {
+    /// Connects to `addr` (advertising `window` bytes of receive window for the call and
+    /// `conn_window` for the connection) and starts `tickwire.v1.Tickwire/<method>`,
+    /// authorized with the first of `credentials` that is set.
+    async fn open(
+        addr: SocketAddr,
+        window: u32,
+        conn_window: u32,
+        method: &str,
+        credentials: &[&str],
+    ) -> Result<Call> {
+        let connect = async {
+            let tcp = TcpStream::connect(addr)
+                .await
+                .map_err(BenchError::io(format!("{NAME}: connect {addr}")))?;
+            tcp.set_nodelay(true).map_err(BenchError::io(NAME))?;
+            h2::client::Builder::new()
+                .initial_window_size(window)
+                .initial_connection_window_size(conn_window)
+                .handshake::<_, Bytes>(tcp)
+                .await
+                .map_err(h2_error("HTTP/2 handshake"))
+        };
+        let (client, conn) = tokio::time::timeout(Duration::from_secs(10), connect)
+            .await
+            .map_err(|_| BenchError::Timeout(format!("{NAME}: connect {addr}")))??;
+        let conn = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{addr}/tickwire.v1.Tickwire/{method}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+        if let Some(b) = bearer(credentials) {
+            req = req.header("authorization", b);
+        }
+        let req = req
+            .body(())
+            .map_err(|e| BenchError::Usage(format!("the {method} request: {e}")))?;
+        let mut client = client.ready().await.map_err(h2_error("not ready"))?;
+        let (response, send) = client.send_request(req, false).map_err(h2_error(method))?;
+        Ok(Call {
+            send,
+            response,
+            conn,
+        })
+    }
+}
+
+/// The body of `method`'s answer once the server accepted the call; a refusal (an HTTP status
+/// other than 200, or a gRPC status in a headers-only answer) is an error with its message.
+async fn accepted(response: ResponseFuture, method: &str) -> Result<RecvStream> {
+    let resp = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .map_err(|_| BenchError::Timeout(format!("{NAME}: {method} call not answered")))?
+        .map_err(h2_error(method))?;
+    let (head, body) = resp.into_parts();
+    if head.status != http::StatusCode::OK {
+        return Err(BenchError::proto(
+            NAME,
+            format!("{method} refused: HTTP {}", head.status),
+        ));
+    }
+    // A refusal comes as headers only (a "Trailers-Only" response), with a status other than 0.
+    if let Some((code, msg)) = grpc_status(&head.headers).filter(|(c, _)| c != "0") {
+        return Err(BenchError::proto(
+            NAME,
+            format!("{method} refused: grpc-status {code}: {msg}"),
+        ));
+    }
+    Ok(body)
+}
+
+/// Hands the gRPC messages of the next chunk `body` receives to `f`; false when the call
+/// ended. The chunk's window is given back at once.
+async fn read_chunk(
+    body: &mut RecvStream,
+    buf: &mut BytesMut,
+    mut f: impl FnMut(&[u8]),
+) -> Result<bool> {
+    match body.data().await {
+        Some(Ok(chunk)) => {
+            let _ = body.flow_control().release_capacity(chunk.len());
+            buf.extend_from_slice(&chunk);
+            split_messages(buf, |m| {
+                f(m);
+                Ok(())
+            })?;
+            Ok(true)
+        }
+        Some(Err(e)) => Err(h2_error("the call failed")(e)),
+        None => {
+            let trailers = body
+                .trailers()
+                .await
+                .map_err(h2_error("the call's trailers"))?;
+            match trailers.and_then(|t| grpc_status(&t)) {
+                Some((code, msg)) if code != "0" => Err(BenchError::proto(
+                    NAME,
+                    format!("the call ended: grpc-status {code}: {msg}"),
+                )),
+                _ => Ok(false),
+            }
+        }
+    }
+}
+
+/// The receive windows tonic's channel advertises by default (per call, per connection): the
+/// h2 subscribers advertise the same unless `--grpc-window` says otherwise, so the two clients'
+/// rows differ only in the client.
+const TONIC_STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const TONIC_CONN_WINDOW: u32 = 5 * 1024 * 1024;
+
+/// One client's Subscribe call over h2 (`--sub-encoding grpc --grpc-client h2`): the same call
+/// and request as [`super::GrpcSub`], each answer handed over as its raw `ServerMessage`
+/// bytes where it lies in the received chunk (no copy into a message of its own).
+pub struct H2Sub {
+    body: RecvStream,
+    buf: BytesMut,
+    conn: JoinHandle<()>,
+}
+
+impl H2Sub {
+    /// Connects to the gRPC listener at `addr` and subscribes to `symbols`' quote channels;
+    /// returns once the server confirmed every subscription.
+    pub async fn subscribe(
+        addr: SocketAddr,
+        window: Option<u32>,
+        symbols: &[usize],
+    ) -> Result<H2Sub> {
+        let Call {
+            mut send,
+            response,
+            conn,
+        } = Call::open(
+            addr,
+            window.unwrap_or(TONIC_STREAM_WINDOW),
+            window.unwrap_or(TONIC_CONN_WINDOW),
+            "Subscribe",
+            &[CLIENT_CREDENTIAL],
+        )
+        .await?;
+        // A unary request: the server reads it whole before it answers.
+        let req = subscribe_request(symbols).encode_to_vec();
+        let mut framed = BytesMut::with_capacity(5 + req.len());
+        framed.put_u8(0);
+        // One request of a few channel names: far below 4 GiB.
+        framed.put_u32(req.len() as u32);
+        framed.put_slice(&req);
+        send.send_data(framed.freeze(), true)
+            .map_err(h2_error("Subscribe"))?;
+        let mut sub = H2Sub {
+            body: accepted(response, "Subscribe").await?,
+            buf: BytesMut::new(),
+            conn,
+        };
+        let mut confirmed = 0;
+        while confirmed < symbols.len() {
+            let open = read_chunk(&mut sub.body, &mut sub.buf, |m| {
+                if m.first() == Some(&TAG_SUBSCRIBED) {
+                    confirmed += 1;
+                }
+            })
+            .await?;
+            if !open {
+                return Err(BenchError::proto(NAME, "the call ended while subscribing"));
+            }
+        }
+        Ok(sub)
+    }
+
+    /// Waits for the next chunk and hands each push's raw `ServerMessage` bytes in it to `f`;
+    /// false when the call ended.
+    pub async fn read_some(&mut self, f: &mut impl FnMut(&[u8])) -> Result<bool> {
+        read_chunk(&mut self.body, &mut self.buf, |m| {
+            if m.first() == Some(&TAG_PUSH) {
+                f(m);
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for H2Sub {
+    fn drop(&mut self) {
+        self.conn.abort();
+    }
+}
+
 /// The ws-publish publisher over one PublishStream call on h2: publishes at `--rate` (0: as
 /// fast as the window allows) until the time or count bound, then ends its side of the call
 /// and waits for the outstanding answers. Counts as the tonic publisher (grpc.rs) does. The
@@ -217,58 +419,19 @@ pub(crate) async fn stream_publisher(
     phase: &Phase,
     total: Duration,
 ) -> Result<PubOutcome> {
-    let connect = async {
-        let tcp = TcpStream::connect(a.addr)
-            .await
-            .map_err(BenchError::io(format!("{NAME}: connect {}", a.addr)))?;
-        tcp.set_nodelay(true).map_err(BenchError::io(NAME))?;
-        h2::client::Builder::new()
-            .initial_window_size(WINDOW)
-            .initial_connection_window_size(WINDOW)
-            .handshake::<_, Bytes>(tcp)
-            .await
-            .map_err(h2_error("HTTP/2 handshake"))
-    };
-    let (client, conn) = tokio::time::timeout(Duration::from_secs(10), connect)
-        .await
-        .map_err(|_| BenchError::Timeout(format!("{NAME}: connect {}", a.addr)))??;
-    // Reads and writes the connection's frames; its errors reach the call's handles.
-    let conn = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut req = http::Request::builder()
-        .method("POST")
-        .uri(format!("http://{}{PATH}", a.addr))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers");
-    if let Some(b) = bearer(&PUBLISH_CREDENTIALS) {
-        req = req.header("authorization", b);
-    }
-    let req = req
-        .body(())
-        .map_err(|e| BenchError::Usage(format!("the PublishStream request: {e}")))?;
-    let mut client = client.ready().await.map_err(h2_error("not ready"))?;
-    let (resp, mut send) = client
-        .send_request(req, false)
-        .map_err(h2_error("PublishStream"))?;
-    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
-        .await
-        .map_err(|_| BenchError::Timeout(format!("{NAME}: PublishStream call not answered")))?
-        .map_err(h2_error("PublishStream"))?;
-    let (head, mut body) = resp.into_parts();
-    if head.status != http::StatusCode::OK {
-        return Err(BenchError::proto(
-            NAME,
-            format!("PublishStream refused: HTTP {}", head.status),
-        ));
-    }
-    // A refusal comes as headers only (a "Trailers-Only" response), with a status other than 0.
-    if let Some((code, msg)) = grpc_status(&head.headers).filter(|(c, _)| c != "0") {
-        return Err(BenchError::proto(
-            NAME,
-            format!("PublishStream refused: grpc-status {code}: {msg}"),
-        ));
-    }
+    let Call {
+        mut send,
+        response,
+        conn,
+    } = Call::open(
+        a.addr,
+        WINDOW,
+        WINDOW,
+        "PublishStream",
+        &PUBLISH_CREDENTIALS,
+    )
+    .await?;
+    let mut body = accepted(response, "PublishStream").await?;
     let mut w = Window::new(a, total);
     let mut out = BytesMut::with_capacity(64 * 1024);
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
