@@ -12,6 +12,9 @@
 //!   unanswered. The server answers each request once durable, in the order sent, echoing its
 //!   id (docs/grpc.md): an answer is matched to the oldest request in flight and must carry its
 //!   id, or the count of requests in flight can no longer be trusted and the run stops.
+//!
+//! Both also run over the h2 crate's client without tonic (`--grpc-client h2`, h2c.rs), which
+//! leaves the server more of the cores the generator shares with it.
 
 use std::{
     collections::VecDeque,

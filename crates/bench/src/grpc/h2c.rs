@@ -1,16 +1,18 @@
-//! The ws-publish gRPC publisher over the `h2` crate's HTTP/2 client, without tonic
-//! (`--grpc-client h2`): the same call, requests and checks as the tonic publisher (grpc.rs),
-//! with the requests written and the answers read as bytes.
+//! The gRPC calls over the `h2` crate's HTTP/2 client, without tonic (`--grpc-client h2`):
+//! the ws-publish publisher's `PublishStream` and the subscribers' `Subscribe`, each the same
+//! call, request and checks as its tonic counterpart (grpc.rs), with requests written and
+//! answers read as bytes.
 //!
-//! Why a second publisher: the load generator shares the machine's two cores with the server,
-//! and through tonic the publisher took ~40 % of a core for one connection's 750 K requests a
+//! Why a second client: the load generator shares the machine's two cores with the server.
+//! Through tonic the publisher took ~40 % of a core for one connection's 750 K requests a
 //! second (the WebSocket publisher: ~17 % for 880 K). perf put that in tonic's layers, not in
 //! HTTP/2: an owned request (channel `String`, item `Vec`, payload `Bytes`) and a prost encode
 //! per quote, the channel that feeds tonic's encoder, a decoded answer (its results `Vec`) per
-//! ack, and malloc/free for all of them (~20 %). Here a turn's requests are encoded into one
-//! buffer, handed to h2 as one `Bytes`, and each answer is read where it lies in the received
-//! bytes. HTTP/2 framing, flow control and HPACK stay the h2 crate's, the crate tonic and the
-//! server use.
+//! ack, and malloc/free for all of them (~20 %). At full fan-out load tonic's subscribers,
+//! decoding each push into a message of its own on the generator's one reading thread, fell a
+//! second behind. Here a turn's requests are encoded into one buffer and handed to h2 as one
+//! `Bytes`, and each answer or push is read where it lies in the received bytes. HTTP/2
+//! framing, flow control and HPACK stay the h2 crate's, the crate tonic and the server use.
 
 use std::{future::poll_fn, net::SocketAddr, task::Poll, time::Duration};
 
