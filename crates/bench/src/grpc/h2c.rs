@@ -296,38 +296,55 @@ async fn accepted(response: ResponseFuture, method: &str) -> Result<RecvStream> 
     Ok(body)
 }
 
+/// Takes one item the call's body gave (`body.data()`) into `buf`, giving its window back at
+/// once; false when the body ended.
+fn take_chunk(
+    body: &mut RecvStream,
+    buf: &mut BytesMut,
+    d: Option<std::result::Result<Bytes, h2::Error>>,
+) -> Result<bool> {
+    match d {
+        Some(Ok(chunk)) => {
+            let _ = body.flow_control().release_capacity(chunk.len());
+            buf.extend_from_slice(&chunk);
+            Ok(true)
+        }
+        Some(Err(e)) => Err(h2_error("the call failed")(e)),
+        None => Ok(false),
+    }
+}
+
+/// The `grpc-status` and `grpc-message` of an ended call's trailers, if it sent any.
+async fn end_status(body: &mut RecvStream) -> Result<Option<(String, String)>> {
+    let trailers = body
+        .trailers()
+        .await
+        .map_err(h2_error("the call's trailers"))?;
+    Ok(trailers.and_then(|t| grpc_status(&t)))
+}
+
 /// Hands the gRPC messages of the next chunk `body` receives to `f`; false when the call
-/// ended. The chunk's window is given back at once.
+/// ended (an error when it ended with a status other than 0).
 async fn read_chunk(
     body: &mut RecvStream,
     buf: &mut BytesMut,
     mut f: impl FnMut(&[u8]),
 ) -> Result<bool> {
-    match body.data().await {
-        Some(Ok(chunk)) => {
-            let _ = body.flow_control().release_capacity(chunk.len());
-            buf.extend_from_slice(&chunk);
-            split_messages(buf, |m| {
-                f(m);
-                Ok(())
-            })?;
-            Ok(true)
-        }
-        Some(Err(e)) => Err(h2_error("the call failed")(e)),
-        None => {
-            let trailers = body
-                .trailers()
-                .await
-                .map_err(h2_error("the call's trailers"))?;
-            match trailers.and_then(|t| grpc_status(&t)) {
-                Some((code, msg)) if code != "0" => Err(BenchError::proto(
-                    NAME,
-                    format!("the call ended: grpc-status {code}: {msg}"),
-                )),
-                _ => Ok(false),
-            }
-        }
+    let d = body.data().await;
+    if !take_chunk(body, buf, d)? {
+        return match end_status(body).await? {
+            Some((code, msg)) if code != "0" => Err(BenchError::proto(
+                NAME,
+                format!("the call ended: grpc-status {code}: {msg}"),
+            )),
+            _ => Ok(false),
+        };
     }
+    split_messages(buf, |m| {
+        f(m);
+        Ok(())
+    })?;
+    Ok(true)
 }
 
 /// The receive windows tonic's channel advertises by default (per call, per connection): the
@@ -472,17 +489,9 @@ pub(crate) async fn stream_publisher(
         let mut ended = false;
         let mut next = Some(got);
         while let Some(d) = next.take() {
-            match d {
-                Some(Ok(chunk)) => {
-                    // Read at once, so the window is given back at once.
-                    let _ = body.flow_control().release_capacity(chunk.len());
-                    rbuf.extend_from_slice(&chunk);
-                }
-                Some(Err(e)) => return Err(h2_error("the call failed")(e)),
-                None => {
-                    ended = true;
-                    break;
-                }
+            if !take_chunk(&mut body, &mut rbuf, d)? {
+                ended = true;
+                break;
             }
             // Takes every chunk already received in this turn rather than one per turn.
             next = poll_fn(|cx| match body.poll_data(cx) {
@@ -498,11 +507,7 @@ pub(crate) async fn stream_publisher(
             w.answer(&reply, now)
         })?;
         if ended {
-            let status = body
-                .trailers()
-                .await
-                .map_err(h2_error("the call's trailers"))?
-                .and_then(|t| grpc_status(&t));
+            let status = end_status(&mut body).await?;
             if w.unanswered() == 0 && !sending && rbuf.is_empty() {
                 break;
             }
