@@ -288,10 +288,7 @@ fn request(id: u64, channel: &str, data: &[u8]) -> PublishRequest {
 struct Window<'a> {
     a: &'a RunArgs,
     total: Duration,
-    size: usize,
-    per_write: u64,
-    nsym: u64,
-    /// Built once: a request's channel is one of these.
+    /// Built once, one per symbol: a request's channel is one of these.
     channels: Vec<String>,
     first: u64,
     last: Vec<u64>,
@@ -314,9 +311,6 @@ impl<'a> Window<'a> {
         Window {
             a,
             total,
-            size: a.window.max(1),
-            per_write: a.batch.max(1) as u64,
-            nsym,
             channels: (0..nsym as usize)
                 .map(|i| channel(Target::TickwireWs, i))
                 .collect(),
@@ -365,10 +359,12 @@ impl<'a> Window<'a> {
     /// channel, quote)` for each request due, until it says there is no room (false).
     fn top_up(&mut self, mut send: impl FnMut(u64, &str, &[u8]) -> Result<bool>) -> Result<()> {
         let due = due(self.a.rate, self.start.elapsed(), self.seq);
-        let mut n = due.min(self.per_write).min(self.a.max_messages - self.seq);
-        while n > 0 && self.inflight.len() < self.size {
+        let (window, per_write) = (self.a.window.max(1), self.a.batch.max(1) as u64);
+        let nsym = self.channels.len() as u64;
+        let mut n = due.min(per_write).min(self.a.max_messages - self.seq);
+        while n > 0 && self.inflight.len() < window {
             let s = self.first + self.seq;
-            let sym = (s % self.nsym) as usize;
+            let sym = (s % nsym) as usize;
             let t = now_micros();
             self.payload.clear();
             quote(&mut self.payload, t, s, sym, self.a.size);
