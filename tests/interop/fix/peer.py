@@ -298,7 +298,7 @@ def main():
     # if another process took it in between, QuickFIX's start fails and the peer tries
     # another. The port in the "ready" event is the one QuickFIX holds (a port picked by the
     # test beforehand could be taken by a parallel test with no one noticing).
-    for attempt in range(20):
+    for _ in range(20):
         port = args.port or free_port()
         engine = start_engine(args, lines, work, app, port)
         if engine is not None:
