@@ -599,7 +599,7 @@ impl Ingest {
         let mut reqs = Vec::new();
         let req = |ch: String, data: String| -> Option<PublishRequest> {
             Some(PublishRequest {
-                channel: Channel::parse(&ch).ok()?,
+                channel: Channel::parse_cached(&ch).ok()?,
                 msg_id: None,
                 data: Bytes::from(data),
             })

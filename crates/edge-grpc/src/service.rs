@@ -104,7 +104,7 @@ impl Service {
 }
 
 pub(crate) fn parse_channel(name: &str) -> Result<Channel, Status> {
-    Channel::parse(name).map_err(|e| status(ErrorCode::BadChannel, e.to_string()))
+    Channel::parse_cached(name).map_err(|e| status(ErrorCode::BadChannel, e.to_string()))
 }
 
 /// `epoch` as given (empty: none).

@@ -17,6 +17,7 @@
 
 mod config;
 mod error;
+mod feed;
 mod hub;
 mod latch;
 mod message;
@@ -29,6 +30,7 @@ pub use writer::BatchTiming;
 
 pub use config::{FsyncPolicy, HubConfig};
 pub use error::HubError;
+pub use feed::{FeedBatch, FeedReader, FEED_MAX_BYTES};
 pub use hub::{
     Ack, Acks, Checked, History, Hub, HubStats, NamespaceTiming, PublishRequest, Recent, MAX_LAST,
     RECENT_MAX_SCAN,

@@ -18,7 +18,7 @@ use tickwire_candles::{
 };
 use tickwire_feed::names;
 use tickwire_hub::{Channel, PublishRequest};
-use tickwire_model::{ByAlloc, Epoch, Publication};
+use tickwire_model::{ByAlloc, Epoch, Offset, Publication};
 use tickwire_projection::{Positions, Projection, ProjectionError};
 use tickwire_store::{Batch, Store};
 
@@ -42,9 +42,10 @@ pub struct CandleProjection {
     /// 5-8 byte symbol per tick, and the candle microbench measured SipHash at ~5 % of the
     /// per-tick cost; its per-process random seed keeps precomputed collisions out.
     index: HashMap<String, usize, foldhash::fast::RandomState>,
-    /// The same index by the channel's allocation, in front of `index`: the log reader hands
-    /// out one `Channel` per name ([`Channel::parse_cached`]), so a tick's lookup is an address
-    /// hash, with no name hashed or compared (the name lookup's string compare alone was ~9 %
+    /// The same index by the channel's allocation, in front of `index`: the log reader, and the
+    /// edges whose batches come through the append feed, hand out one `Channel` per name and
+    /// thread ([`Channel::parse_cached`]), so a tick's lookup is an address hash, with no name
+    /// hashed or compared (the name lookup's string compare alone was ~9 %
     /// of this thread under ingest). Bounded by [`BY_CHANNEL_MAX`]; it starts over when full.
     by_channel: ByAlloc<usize>,
     symbols: Vec<SymbolState>,
@@ -484,6 +485,23 @@ impl Projection for CandleProjection {
 
     fn apply(&mut self, source: usize, p: &Publication) {
         self.apply(source, &p.channel, &p.data, p.timestamp);
+    }
+
+    /// Quotes and trades need no `msg_id`: the newest batches come from memory, not read back
+    /// from the log (half of this thread's cost under ingest, bench/results/ingest.md).
+    fn wants_feed(&self) -> bool {
+        true
+    }
+
+    fn apply_fed(
+        &mut self,
+        source: usize,
+        channel: &Channel,
+        _offset: Offset,
+        timestamp: u64,
+        data: &[u8],
+    ) {
+        self.apply(source, channel, data, timestamp);
     }
 
     fn tick(&mut self, now_ms: i64) {

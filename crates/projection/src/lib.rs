@@ -32,7 +32,7 @@ mod runner;
 use std::collections::BTreeMap;
 
 use tickwire_hub::PublishRequest;
-use tickwire_model::{Epoch, Offset, Publication};
+use tickwire_model::{Channel, Epoch, Offset, Publication};
 
 pub mod metrics;
 pub use runner::{Runner, RunnerConfig, RunnerHandle, RunnerStats, SourceStats};
@@ -81,6 +81,37 @@ pub trait Projection: Send + 'static {
     /// Applies one publication of source `source` (an index into the runner's sources), in
     /// offset order per source.
     fn apply(&mut self, source: usize, publication: &Publication);
+
+    /// Whether the runner may hand this projection records from a source's append feed (the
+    /// embedded log's newest batches in memory, `tickwire_hub::FeedReader`) through
+    /// [`Projection::apply_fed`] instead of reading them back from the log. Only for a
+    /// projection that does not need a record's `msg_id`: a fed record has none.
+    fn wants_feed(&self) -> bool {
+        false
+    }
+
+    /// Applies the record the log holds at `offset` of source `source`, given by its parts:
+    /// the same channel, append time and data [`Projection::apply`] would get, without its
+    /// `msg_id`. Called only when [`Projection::wants_feed`] says so, in the same offset order.
+    fn apply_fed(
+        &mut self,
+        source: usize,
+        channel: &Channel,
+        offset: Offset,
+        timestamp: u64,
+        data: &[u8],
+    ) {
+        self.apply(
+            source,
+            &Publication {
+                channel: channel.clone(),
+                offset,
+                timestamp,
+                msg_id: None,
+                data: bytes::Bytes::copy_from_slice(data),
+            },
+        );
+    }
 
     /// Timer work, called about every `flush_interval` with the runner's clock (Unix ms): the
     /// wall clock while the projection is caught up, the append time of the newest publication

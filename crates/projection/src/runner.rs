@@ -13,8 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tickwire_hub::{Hub, PublishRequest};
-use tickwire_model::{clock, Publication};
+use tickwire_hub::{FeedBatch, FeedReader, Hub, PublishRequest};
+use tickwire_model::{clock, Offset, Publication};
 use tickwire_stream::{Stream, Tail};
 use tokio::sync::{mpsc, Notify};
 
@@ -120,8 +120,14 @@ impl Runner {
     ) -> Result<RunnerHandle, ProjectionError> {
         let name = projection.name().to_string();
         let mut streams: Vec<Arc<dyn Stream>> = Vec::with_capacity(config.sources.len());
+        let mut feeds = Vec::with_capacity(config.sources.len());
         for ns in &config.sources {
             streams.push(hub.stream(ns)?);
+            feeds.push(if projection.wants_feed() {
+                hub.append_feed(ns)?
+            } else {
+                None
+            });
         }
         let mut positions = projection.restore()?;
         let mut tails = Vec::with_capacity(streams.len());
@@ -182,10 +188,13 @@ impl Runner {
         let mut state = RunState {
             tails: tails
                 .into_iter()
-                .map(|t| Source {
+                .zip(feeds)
+                .map(|(t, feed)| Source {
                     lag: t.stream().visibility_lag(),
                     tail: t,
                     buf: VecDeque::new(),
+                    feed,
+                    fed: None,
                     caught_up: false,
                 })
                 .collect(),
@@ -223,10 +232,80 @@ impl Runner {
 struct Source {
     tail: Tail,
     buf: VecDeque<Publication>,
+    /// The namespace writer's newest batches in memory, for a projection that
+    /// [wants them](Projection::wants_feed) over an embedded log.
+    feed: Option<FeedReader>,
+    /// The feed's batch holding the tail's position, applied from there (only while `buf` is
+    /// empty: records come from one or the other, and the tail's cursor follows both).
+    fed: Option<Arc<FeedBatch>>,
     /// The last read found nothing: the source is at its stream's end.
     caught_up: bool,
     /// Its stream's [`Stream::visibility_lag`].
     lag: Duration,
+}
+
+impl Source {
+    /// The append time of the next record to apply, if one is at hand.
+    fn head(&self) -> Option<u64> {
+        match self.buf.front() {
+            Some(m) => Some(m.timestamp),
+            None => self
+                .fed
+                .as_ref()
+                .filter(|b| b.end() > self.tail.position())
+                .map(|b| b.timestamp()),
+        }
+    }
+
+    /// Takes the next records at hand when none are: from the feed when it holds the tail's
+    /// position, else from the log. A source whose read returns nothing is caught up.
+    fn refill(&mut self, projection: &str) {
+        if self.head().is_some() {
+            return;
+        }
+        let at = self.tail.position();
+        self.fed = self.feed.as_ref().and_then(|f| f.batch_at(at));
+        if self.fed.is_some() {
+            self.caught_up = false;
+            return;
+        }
+        match self.tail.poll() {
+            Ok(got) => {
+                self.caught_up = got.is_empty();
+                self.buf.extend(got);
+            }
+            Err(e) => {
+                tracing::error!(projection = %projection, error = %e, "reading a source stream failed; retrying");
+                self.caught_up = true;
+            }
+        }
+    }
+}
+
+/// Runs `apply` for the record at `offset` of source `source`. A projection bug must not take
+/// the whole projection down silently with the thread: the record is skipped, loudly, and
+/// counted.
+fn guarded(
+    stats: &RunnerStats,
+    config: &RunnerConfig,
+    source: usize,
+    offset: Offset,
+    apply: impl FnOnce(),
+) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(apply)) {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        stats.panics.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            projection = %stats.name,
+            namespace = config.sources.get(source).map_or("", String::as_str),
+            offset,
+            "projection panicked applying a publication ({why}); it is skipped"
+        );
+    }
 }
 
 struct RunState {
@@ -314,7 +393,7 @@ impl RunState {
     /// every publication still to be applied as later than the tolerance.
     fn timer_clock(&self) -> Option<i64> {
         let wall = clock::now_millis_i64();
-        if self.tails.iter().all(|s| s.caught_up && s.buf.is_empty()) {
+        if self.tails.iter().all(|s| s.caught_up && s.head().is_none()) {
             return Some(wall);
         }
         let applied_ms = i64::try_from(self.applied_until? / 1_000_000).unwrap_or(i64::MAX);
@@ -327,26 +406,14 @@ impl RunState {
         let mut applied = 0;
         self.held = false;
         while applied < APPLY_SLICE {
-            // Refill empty buffers; a source whose read returns nothing is caught up.
             for s in &mut self.tails {
-                if s.buf.is_empty() {
-                    match s.tail.poll() {
-                        Ok(got) => {
-                            s.caught_up = got.is_empty();
-                            s.buf.extend(got);
-                        }
-                        Err(e) => {
-                            tracing::error!(projection = %self.stats.name, error = %e, "reading a source stream failed; retrying");
-                            s.caught_up = true;
-                        }
-                    }
-                }
+                s.refill(&self.stats.name);
             }
             let pick = self
                 .tails
                 .iter()
                 .enumerate()
-                .filter_map(|(i, s)| s.buf.front().map(|m| (i, m.timestamp)))
+                .filter_map(|(i, s)| s.head().map(|ts| (i, ts)))
                 .min_by_key(|(_, ts)| *ts)
                 .map(|(i, _)| i);
             let Some(i) = pick else { break };
@@ -360,8 +427,8 @@ impl RunState {
                 .iter()
                 .enumerate()
                 .filter(|(k, _)| *k != i)
-                .map(|(_, s)| match s.buf.front() {
-                    Some(m) => m.timestamp,
+                .map(|(_, s)| match s.head() {
+                    Some(ts) => ts,
                     None if s.lag.is_zero() => u64::MAX,
                     None => horizon(s.lag),
                 })
@@ -370,8 +437,8 @@ impl RunState {
             if self
                 .tails
                 .get(i)
-                .and_then(|s| s.buf.front())
-                .is_some_and(|m| m.timestamp > other_min)
+                .and_then(Source::head)
+                .is_some_and(|ts| ts > other_min)
             {
                 self.held = true;
                 break;
@@ -387,30 +454,33 @@ impl RunState {
                     break;
                 }
                 let Some(m) = src.buf.pop_front() else { break };
-                // A projection bug must not take the whole projection down silently with the
-                // thread: the message is skipped, loudly, and counted.
-                let outcome =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.apply(i, &m)));
-                if let Err(panic) = outcome {
-                    let why = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    self.stats.panics.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(
-                        projection = %self.stats.name,
-                        namespace = self.config.sources.get(i).map_or("", String::as_str),
-                        offset = m.offset,
-                        "projection panicked applying a publication ({why}); it is skipped"
-                    );
-                }
+                guarded(&self.stats, &self.config, i, m.offset, || p.apply(i, &m));
                 applied += 1;
                 self.applied_until = Some(
                     self.applied_until
                         .map_or(m.timestamp, |t| t.max(m.timestamp)),
                 );
                 next = Some(m.offset + 1);
+            }
+            // Or the feed's batch: one append time for all of it, so it is applied up to its
+            // end (or the slice's) in one run.
+            if let Some(b) = src.fed.clone().filter(|_| src.buf.is_empty()) {
+                let ts = b.timestamp();
+                let mut at = src.tail.position();
+                if ts <= other_min && at < b.end() {
+                    while at < b.end() && applied < APPLY_SLICE {
+                        if let Some((channel, data)) = b.get(at) {
+                            guarded(&self.stats, &self.config, i, at, || {
+                                p.apply_fed(i, channel, at, ts, data)
+                            });
+                        }
+                        applied += 1;
+                        at += 1;
+                    }
+                    src.tail.advance_to(at);
+                    self.applied_until = Some(self.applied_until.map_or(ts, |t| t.max(ts)));
+                    next = Some(at);
+                }
             }
             if let Some(next) = next {
                 if let Some(ns) = self.config.sources.get(i) {

@@ -53,6 +53,12 @@ impl Tail {
         self.undecodable
     }
 
+    /// Moves the cursor on to `next` (never back) past records the caller took from elsewhere:
+    /// a namespace writer's in-memory feed holds the same records as the log at those offsets.
+    pub fn advance_to(&mut self, next: Offset) {
+        self.cursor = self.cursor.max(next);
+    }
+
     /// Whether the cursor is at the stream's end now.
     pub fn caught_up(&self) -> bool {
         self.cursor >= self.stream.next_offset()

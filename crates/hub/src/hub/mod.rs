@@ -21,6 +21,7 @@ use tickwire_stream::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
+    feed::{AppendFeed, FeedReader},
     metrics::Histogram,
     node::{ChannelNode, NodeCache, Registry},
     writer::{BatchTiming, Dedup, Item, WriteReply, Writer, WriterMsg},
@@ -79,6 +80,9 @@ pub(crate) struct NamespaceRt {
     pub fresh_from: Offset,
     /// Counters and histograms for `/metrics`.
     pub metrics: crate::metrics::NamespaceMetrics,
+    /// The writer's newest batches in memory, for a projection (see [`crate::feed`]); only
+    /// where this process is the stream's sole writer.
+    pub feed: Option<Arc<AppendFeed>>,
     tx: mpsc::Sender<WriterMsg>,
 }
 
@@ -234,6 +238,7 @@ impl Hub {
                 "namespace recovered"
             );
             let (tx, rx) = mpsc::channel(1024);
+            let feed = matches!(writer, StreamWriter::Sole(_)).then(Arc::<AppendFeed>::default);
             let ns = Arc::new(NamespaceRt {
                 id: namespaces.len(),
                 spec: spec.clone(),
@@ -241,6 +246,7 @@ impl Hub {
                 fresh_from: replay_from,
                 metrics: Default::default(),
                 stream,
+                feed: feed.clone(),
                 tx,
             });
             match writer {
@@ -255,6 +261,7 @@ impl Hub {
                         max_batch: config.max_batch.max(1),
                         nodes: NodeCache::default(),
                         sync_tx: None,
+                        feed,
                     };
                     let t = std::thread::Builder::new()
                         .name(format!("tw-writer-{}", spec.name))
@@ -359,6 +366,14 @@ impl Hub {
     /// A namespace's stream: for projections, which tail it from their checkpoints.
     pub fn stream(&self, namespace: &str) -> Result<Arc<dyn Stream>, HubError> {
         Ok(self.inner.namespace_ref(namespace)?.stream.clone())
+    }
+
+    /// A reader of a namespace's append feed: its writer's newest batches in memory, as they
+    /// sit in the log (see [`FeedReader`]). `None` where the stream has other writers too (a
+    /// cluster's JetStream), whose records this process's writer never sees.
+    pub fn append_feed(&self, namespace: &str) -> Result<Option<FeedReader>, HubError> {
+        let ns = self.inner.namespace_ref(namespace)?;
+        Ok(ns.feed.clone().map(FeedReader::new))
     }
 
     /// The epoch of a namespace's stream (see [`tickwire_model::Epoch`]).

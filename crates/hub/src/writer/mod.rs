@@ -17,6 +17,7 @@ use tickwire_stream::{AppendItem, Appender};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
+    feed::{AppendFeed, FeedBatch},
     hub::{Ack, NamespaceRt},
     node::{ChannelNode, NodeCache, Registry},
     FsyncPolicy, HubError, Message,
@@ -150,6 +151,8 @@ pub(crate) struct Writer {
     pub nodes: NodeCache,
     /// To the fsync thread; set by [`Writer::run`].
     pub sync_tx: Option<std::sync::mpsc::SyncSender<SyncMsg>>,
+    /// Where appended batches go for a reader that follows closely (see [`crate::feed`]).
+    pub feed: Option<Arc<AppendFeed>>,
 }
 
 impl Writer {
@@ -290,20 +293,17 @@ impl Writer {
     }
 
     /// Appends one group-commit batch. Returns whether unsynced data remains.
-    fn write_batch(
-        &mut self,
-        mut writes: Vec<(Vec<Item>, Reply)>,
-        last_sync: &mut Instant,
-    ) -> bool {
+    fn write_batch(&mut self, writes: Vec<(Vec<Item>, Reply)>, last_sync: &mut Instant) -> bool {
         let timestamp = tickwire_model::clock::now_nanos();
         let base = self.stream.next_offset();
         let mut next = base;
-        let mut plans: Vec<Vec<Plan>> = Vec::with_capacity(writes.len());
+        let (groups, reply_to): (Vec<Vec<Item>>, Vec<Reply>) = writes.into_iter().unzip();
+        let mut plans: Vec<Vec<Plan>> = Vec::with_capacity(groups.len());
         // Each item to append: its (write, item) index. The k-th one gets offset `base + k`.
         let mut fresh: Vec<(usize, usize)> = Vec::new();
         // Borrowed from the requests: duplicates within this batch, before the window knows them.
         let mut in_batch: HashMap<(&str, &str), Offset> = HashMap::new();
-        for (wi, (items, _)) in writes.iter().enumerate() {
+        for (wi, items) in groups.iter().enumerate() {
             let mut p = Vec::with_capacity(items.len());
             for (ii, it) in items.iter().enumerate() {
                 if let Some(id) = &it.msg_id {
@@ -338,7 +338,7 @@ impl Writer {
             let items: Vec<AppendItem<'_>> = fresh
                 .iter()
                 .map(|&(wi, ii)| {
-                    let it = &writes[wi].0[ii];
+                    let it = &groups[wi][ii];
                     AppendItem {
                         channel: &it.channel,
                         msg_id: it.msg_id.as_deref(),
@@ -360,23 +360,47 @@ impl Writer {
         }
         let stream = self.ns.spec.class == Class::Stream;
         let always = matches!(self.fsync, FsyncPolicy::Always);
+        let wrote = result.is_ok() && !fresh.is_empty();
+        // The appended batch, handed to the feed's reader (if any) before it is delivered, so
+        // a reader woken by the append finds it there rather than reading the log.
+        let batch = FeedBatch {
+            base,
+            timestamp,
+            bytes: if wrote {
+                batch_bytes(&groups, &fresh)
+            } else {
+                0
+            },
+            groups,
+            fresh,
+        };
+        let batch = match &self.feed {
+            Some(feed) if wrote && feed.wanted() => {
+                let shared = Arc::new(batch);
+                feed.push(shared.clone());
+                Batch::Shared(shared)
+            }
+            _ => Batch::Own(batch),
+        };
+        let batch: &FeedBatch = match &batch {
+            Batch::Shared(b) => b,
+            Batch::Own(b) => b,
+        };
         let mut messages: Vec<Arc<Message>> = Vec::new();
-        if result.is_ok() && !fresh.is_empty() {
+        if wrote {
             // The window learns the ids now, not after the fsync: a retry that arrives while
             // the first copy is being synced must still be recognised. Its acknowledgement
             // waits behind the same fsync (the fsync thread completes in order).
-            for (offset, (wi, ii)) in (base..).zip(&fresh) {
-                let it = &writes[*wi].0[*ii];
+            for (k, offset) in (base..batch.end()).enumerate() {
+                let Some(it) = batch.item(k) else { continue };
                 if let Some(id) = &it.msg_id {
                     self.dedup.insert(it.channel.clone(), id.clone(), offset);
                 }
             }
             if stream {
-                messages = (base..)
-                    .zip(&fresh)
-                    .map(|(offset, (wi, ii))| {
-                        take_message(&mut writes[*wi].0[*ii], offset, timestamp)
-                    })
+                messages = (base..batch.end())
+                    .enumerate()
+                    .filter_map(|(k, offset)| Some(message(batch.item(k)?, offset, timestamp)))
                     .collect();
                 // Stream messages go out once durable under the policy (with `always`, on the
                 // fsync thread).
@@ -391,13 +415,13 @@ impl Writer {
                 }
             } else {
                 // State values go out as soon as they are written.
-                self.dispatch_state(&mut writes, &fresh, base, timestamp);
+                self.dispatch_state(batch);
             }
         }
-        let replies: Vec<(Reply, WriteReply)> = writes
+        let replies: Vec<(Reply, WriteReply)> = reply_to
             .into_iter()
             .zip(plans)
-            .map(|((_, reply), plan)| {
+            .map(|(reply, plan)| {
                 let acks = plan
                     .into_iter()
                     .map(|p| match (p, &result) {
@@ -432,7 +456,6 @@ impl Writer {
         for (reply, answer) in replies {
             let _ = reply.send(answer);
         }
-        let wrote = !fresh.is_empty();
         if let FsyncPolicy::Interval(d) = self.fsync {
             if wrote && last_sync.elapsed() >= d {
                 self.sync_in_background(Vec::new(), Vec::new());
@@ -447,20 +470,17 @@ impl Writer {
     /// Delivers a state batch: to each channel's node only its newest value in the batch
     /// (latest wins, and a subscriber would conflate the older ones anyway). Most of a fast
     /// symbol's ticks are superseded within their own batch.
-    fn dispatch_state(
-        &mut self,
-        writes: &mut [(Vec<Item>, Reply)],
-        fresh: &[(usize, usize)],
-        base: Offset,
-        timestamp: u64,
-    ) {
+    fn dispatch_state(&mut self, batch: &FeedBatch) {
+        let base = batch.base;
+        let n = batch.fresh.len();
         // Newest first, so a node's first sighting is its channel's newest value here.
-        let mut newest: Vec<Option<Arc<ChannelNode>>> = vec![None; fresh.len()];
+        let mut newest: Vec<Option<Arc<ChannelNode>>> = vec![None; n];
         let mut seen: HashSet<usize, BuildHasherDefault<AddrHash>> = HashSet::default();
-        for (k, (wi, ii)) in fresh.iter().enumerate().rev() {
+        for k in (0..n).rev() {
+            let Some(it) = batch.item(k) else { continue };
             let node = self.nodes.get_or_create(
                 &self.registry,
-                &writes[*wi].0[*ii].channel,
+                &it.channel,
                 Class::State,
                 base + k as u64,
             );
@@ -471,9 +491,9 @@ impl Writer {
         }
         // An older value never becomes a message at all: projections read every value from
         // the stream, behind the writer.
-        for ((offset, (wi, ii)), node) in (base..).zip(fresh).zip(newest) {
-            if let Some(node) = node {
-                let m = take_message(&mut writes[*wi].0[*ii], offset, timestamp);
+        for ((k, offset), node) in (base..).enumerate().zip(newest) {
+            if let (Some(node), Some(it)) = (node, batch.item(k)) {
+                let m = message(it, offset, batch.timestamp);
                 if let Err(m) = node.dispatch(m, self.ring_cap) {
                     // Evicted since the lookup above (it held nothing yet): the channel's
                     // live node, made now if need be, gets the value.
@@ -483,9 +503,7 @@ impl Writer {
                 }
             }
         }
-        self.ns
-            .dispatched
-            .store(base + fresh.len() as u64, Ordering::Release);
+        self.ns.dispatched.store(base + n as u64, Ordering::Release);
     }
 
     /// Retention deletes whole segments; a state channel whose newest value lives only in a
@@ -564,16 +582,31 @@ pub(crate) fn dispatch_stream(
     }
 }
 
-/// The message for a freshly appended item, which gives up its id (the request needs it no
-/// more). The message stays in memory for an unknown time (a state channel's newest value, a
-/// stream's ring), so its data gets an allocation of its own: an edge may hand in a view of a
-/// whole request body (see the HTTP publish path), and a rarely updated channel would pin it.
-fn take_message(it: &mut Item, offset: Offset, timestamp: u64) -> Arc<Message> {
+/// The message for a freshly appended item. The message stays in memory for an unknown time
+/// (a state channel's newest value, a stream's ring), so its data gets an allocation of its
+/// own: an edge may hand in a view of a whole request body (see the HTTP publish path), and a
+/// rarely updated channel would pin it.
+fn message(it: &Item, offset: Offset, timestamp: u64) -> Arc<Message> {
     Arc::new(Message::new(Publication {
         channel: it.channel.clone(),
         offset,
         timestamp,
-        msg_id: it.msg_id.take(),
+        msg_id: it.msg_id.clone(),
         data: Bytes::copy_from_slice(&it.data),
     }))
+}
+
+/// A group-commit batch, shared with the append feed or kept by the writer alone.
+enum Batch {
+    Shared(Arc<FeedBatch>),
+    Own(FeedBatch),
+}
+
+/// The data bytes of a batch's appended items: what the feed counts against its limit.
+fn batch_bytes(groups: &[Vec<Item>], fresh: &[(usize, usize)]) -> usize {
+    fresh
+        .iter()
+        .filter_map(|&(w, i)| groups.get(w)?.get(i))
+        .map(|it| it.data.len())
+        .sum()
 }

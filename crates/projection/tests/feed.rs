@@ -1,0 +1,243 @@
+//! A projection that takes the append feed applies exactly the records the log holds, each
+//! once, in offset order, whether they reach it from memory or from the log: while it keeps
+//! up, after it started behind, and after it fell further behind than the feed keeps.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use tickwire_hub::{FsyncPolicy, Hub, HubConfig, PublishRequest};
+use tickwire_model::{Channel, Offset, Publication};
+use tickwire_projection::{Positions, Projection, ProjectionError, Runner, RunnerConfig};
+
+/// One applied record: source, offset, append time, channel, data, and whether it came
+/// through the feed.
+type Seen = (usize, Offset, u64, String, Vec<u8>, bool);
+
+/// Records every record it applies; waits on `gate` before its first one.
+struct Recorder {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    gate: Arc<AtomicBool>,
+}
+
+impl Recorder {
+    fn wait_for_gate(&self) {
+        while !self.gate.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Projection for Recorder {
+    fn name(&self) -> &str {
+        "feed-recorder"
+    }
+    fn restore(&mut self) -> Result<Positions, ProjectionError> {
+        Ok(Positions::default())
+    }
+    fn apply(&mut self, source: usize, p: &Publication) {
+        self.wait_for_gate();
+        self.seen.lock().unwrap().push((
+            source,
+            p.offset,
+            p.timestamp,
+            p.channel.as_str().to_string(),
+            p.data.to_vec(),
+            false,
+        ));
+    }
+    fn wants_feed(&self) -> bool {
+        true
+    }
+    fn apply_fed(
+        &mut self,
+        source: usize,
+        channel: &Channel,
+        offset: Offset,
+        timestamp: u64,
+        data: &[u8],
+    ) {
+        self.wait_for_gate();
+        self.seen.lock().unwrap().push((
+            source,
+            offset,
+            timestamp,
+            channel.as_str().to_string(),
+            data.to_vec(),
+            true,
+        ));
+    }
+    fn derived(&mut self) -> Vec<Vec<PublishRequest>> {
+        Vec::new()
+    }
+    fn checkpoint(&mut self, _: &Positions) -> Result<(), ProjectionError> {
+        Ok(())
+    }
+}
+
+const SOURCES: [&str; 2] = ["quotes", "trades"];
+
+fn req(ns: &str, n: usize, msg_id: Option<String>) -> PublishRequest {
+    let data = if ns == "quotes" {
+        format!(r#"{{"bid":"1.{n}","ask":"2.{n}"}}"#)
+    } else {
+        format!(r#"{{"price":"3.{n}","size":"1"}}"#)
+    };
+    PublishRequest {
+        channel: Channel::parse(&format!("{ns}.S{}", n % 7)).unwrap(),
+        msg_id,
+        data: Bytes::from(data),
+    }
+}
+
+/// Publishes `batches` publish calls of `per` items to each source, `tasks` callers at once;
+/// every fifth item carries a `msg_id` that an earlier item already used (a duplicate: in its
+/// batch, but appended nothing).
+async fn publish(hub: &Arc<Hub>, tasks: usize, batches: usize, per: usize, tag: &str) {
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let hub = hub.clone();
+        let tag = tag.to_string();
+        handles.push(tokio::spawn(async move {
+            for b in 0..batches {
+                for ns in SOURCES {
+                    let reqs = (0..per)
+                        .map(|i| {
+                            let n = (t * batches + b) * per + i;
+                            let id = (i % 5 == 4).then(|| format!("{tag}-{t}-{b}-{}", i - 1));
+                            let first = (i % 5 == 3).then(|| format!("{tag}-{t}-{b}-{i}"));
+                            req(ns, n, id.or(first))
+                        })
+                        .collect();
+                    for r in hub.publish(reqs).await {
+                        r.unwrap();
+                    }
+                }
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+}
+
+fn open_hub(dir: &std::path::Path) -> Arc<Hub> {
+    let mut cfg = HubConfig::new(dir);
+    cfg.fsync = FsyncPolicy::Never;
+    Arc::new(Hub::open(cfg).unwrap())
+}
+
+fn spawn(hub: &Arc<Hub>, seen: &Arc<Mutex<Vec<Seen>>>, gate: &Arc<AtomicBool>) -> impl Drop {
+    Runner::spawn(
+        hub.clone(),
+        Recorder {
+            seen: seen.clone(),
+            gate: gate.clone(),
+        },
+        RunnerConfig {
+            sources: SOURCES.iter().map(|s| s.to_string()).collect(),
+            flush_interval: Duration::from_millis(20),
+            checkpoint_interval: Duration::from_secs(60),
+        },
+    )
+    .unwrap()
+}
+
+/// Waits until every record of both logs was applied, then checks that what was applied per
+/// source is the log, record for record; returns how many records came through the feed and
+/// how many from the log.
+async fn check_against_log(hub: &Hub, seen: &Mutex<Vec<Seen>>) -> (usize, usize) {
+    let ends: Vec<Offset> = SOURCES
+        .iter()
+        .map(|ns| hub.stream(ns).unwrap().next_offset())
+        .collect();
+    let total: u64 = ends.iter().sum();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (seen.lock().unwrap().len() as u64) < total {
+        assert!(
+            Instant::now() < deadline,
+            "applied {} of {total}",
+            seen.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Nothing more than the log holds arrives later either.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len() as u64, total);
+    for (source, ns) in SOURCES.iter().enumerate() {
+        let log = hub
+            .stream(ns)
+            .unwrap()
+            .read(0, usize::MAX, usize::MAX)
+            .unwrap()
+            .publications;
+        assert_eq!(log.len() as u64, ends[source]);
+        let applied: Vec<_> = seen
+            .iter()
+            .filter(|s| s.0 == source)
+            .map(|s| (s.1, s.2, s.3.clone(), s.4.clone()))
+            .collect();
+        let expected: Vec<_> = log
+            .iter()
+            .map(|p| {
+                (
+                    p.offset,
+                    p.timestamp,
+                    p.channel.as_str().to_string(),
+                    p.data.to_vec(),
+                )
+            })
+            .collect();
+        assert_eq!(applied, expected, "{ns}");
+    }
+    let fed = seen.iter().filter(|s| s.5).count();
+    (fed, seen.len() - fed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fed_records_are_the_logs_records_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = open_hub(dir.path());
+    let (seen, gate) = (Arc::default(), Arc::new(AtomicBool::new(true)));
+    let _runner = spawn(&hub, &seen, &gate);
+    publish(&hub, 4, 40, 50, "a").await;
+    let (fed, logged) = check_against_log(&hub, &seen).await;
+    assert!(
+        fed > 0,
+        "nothing came through the feed ({logged} from the log)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_that_starts_behind_reads_the_log_then_takes_the_feed() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = open_hub(dir.path());
+    // Appended before any reader: the feed kept none of it.
+    publish(&hub, 2, 10, 20, "before").await;
+    let (seen, gate) = (Arc::default(), Arc::new(AtomicBool::new(true)));
+    let _runner = spawn(&hub, &seen, &gate);
+    publish(&hub, 2, 20, 20, "after").await;
+    let (fed, logged) = check_against_log(&hub, &seen).await;
+    assert!(logged > 0 && fed > 0, "fed {fed}, from the log {logged}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_further_behind_than_the_feed_keeps_reads_the_rest_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = open_hub(dir.path());
+    let (seen, gate) = (Arc::default(), Arc::new(AtomicBool::new(false)));
+    let _runner = spawn(&hub, &seen, &gate);
+    // One batch per call, one call at a time: more batches than the feed keeps (4,096) while
+    // the projection is held at its first record.
+    publish(&hub, 1, 4_500, 1, "flood").await;
+    gate.store(true, Ordering::Release);
+    let (fed, logged) = check_against_log(&hub, &seen).await;
+    assert!(logged > 100 && fed > 0, "fed {fed}, from the log {logged}");
+}
