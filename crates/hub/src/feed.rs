@@ -27,8 +27,10 @@ use tickwire_model::{Channel, Offset};
 
 use crate::writer::Item;
 
-/// Data bytes the feed keeps at most (the newest batches). The items are views of the request
-/// bodies the edges received, so this is about the memory it holds on to. 16 MiB is ~75 ms of
+/// Data bytes the feed keeps at most (the newest batches). Some items are views of buffers an
+/// edge received (an HTTP request body, a gRPC decode buffer), so this is about the memory it
+/// holds on to; it keeps a contiguous run of the newest batches, so it holds those buffers
+/// nearly whole, not one small view each. 16 MiB is ~75 ms of
 /// the default ingest benchmark's quotes: under that load the candle projection read 1-2 M of
 /// ~20 M records from the log with 16 MiB or 64 MiB alike (4 MiB: nearly all), and the server
 /// held ~55 MB more at its peak with 16 MiB, ~175 MB more with 64 MiB, which also made it

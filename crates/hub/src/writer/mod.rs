@@ -363,19 +363,16 @@ impl Writer {
         let wrote = result.is_ok() && !fresh.is_empty();
         // The appended batch, handed to the feed's reader (if any) before it is delivered, so
         // a reader woken by the append finds it there rather than reading the log.
-        let batch = FeedBatch {
+        let mut batch = FeedBatch {
             base,
             timestamp,
-            bytes: if wrote {
-                batch_bytes(&groups, &fresh)
-            } else {
-                0
-            },
             groups,
             fresh,
+            bytes: 0,
         };
         let batch = match &self.feed {
             Some(feed) if wrote && feed.wanted() => {
+                batch.bytes = batch_bytes(&batch.groups);
                 let shared = Arc::new(batch);
                 feed.push(shared.clone());
                 Batch::Shared(shared)
@@ -602,11 +599,8 @@ enum Batch {
     Own(FeedBatch),
 }
 
-/// The data bytes of a batch's appended items: what the feed counts against its limit.
-fn batch_bytes(groups: &[Vec<Item>], fresh: &[(usize, usize)]) -> usize {
-    fresh
-        .iter()
-        .filter_map(|&(w, i)| groups.get(w)?.get(i))
-        .map(|it| it.data.len())
-        .sum()
+/// The data bytes of a batch's items, what the feed counts against its limit: every item it
+/// holds on to, duplicates too (they are in their request's group and keep its body).
+fn batch_bytes(groups: &[Vec<Item>]) -> usize {
+    groups.iter().flatten().map(|it| it.data.len()).sum()
 }
