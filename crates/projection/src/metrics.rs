@@ -59,6 +59,13 @@ pub fn render(hub: &Hub, runners: &[Arc<RunnerStats>], out: &mut String) {
         &|r, i| load(&r.sources[i].skipped_by_retention),
     );
     family(
+        "tickwire_projection_fed_total",
+        "counter",
+        "Publications applied from the namespace writer's newest batches in memory (the append feed) instead of read back from the log.",
+        true,
+        &|r, i| load(&r.sources[i].fed),
+    );
+    family(
         "tickwire_projection_live",
         "gauge",
         "1 once the projection caught up with its sources after starting.",

@@ -39,6 +39,9 @@ pub struct SourceStats {
     pub position: AtomicU64,
     /// Publications passed over because retention removed them before they were applied.
     pub skipped_by_retention: AtomicU64,
+    /// Publications applied from the namespace writer's append feed (memory) rather than read
+    /// back from the log.
+    pub fed: AtomicU64,
 }
 
 /// What a runner reports, for health and metrics.
@@ -165,6 +168,7 @@ impl Runner {
                 namespace: ns.clone(),
                 position: AtomicU64::new(from),
                 skipped_by_retention: AtomicU64::new(0),
+                fed: AtomicU64::new(0),
             });
         }
         let stats = Arc::new(RunnerStats {
@@ -466,7 +470,8 @@ impl RunState {
             // end (or the slice's) in one run.
             if let Some(b) = src.fed.clone().filter(|_| src.buf.is_empty()) {
                 let ts = b.timestamp();
-                let mut at = src.tail.position();
+                let start = src.tail.position();
+                let mut at = start;
                 if ts <= other_min && at < b.end() {
                     while at < b.end() && applied < APPLY_SLICE {
                         if let Some((channel, data)) = b.get(at) {
@@ -476,6 +481,9 @@ impl RunState {
                         }
                         applied += 1;
                         at += 1;
+                    }
+                    if let Some(st) = self.stats.sources.get(i) {
+                        st.fed.fetch_add(at - start, Ordering::Relaxed);
                     }
                     src.tail.advance_to(at);
                     self.applied_until = Some(self.applied_until.map_or(ts, |t| t.max(ts)));

@@ -14,7 +14,9 @@ use std::{
 use bytes::Bytes;
 use tickwire_hub::{FsyncPolicy, Hub, HubConfig, PublishRequest};
 use tickwire_model::{Channel, Offset, Publication};
-use tickwire_projection::{Positions, Projection, ProjectionError, Runner, RunnerConfig};
+use tickwire_projection::{
+    Positions, Projection, ProjectionError, Runner, RunnerConfig, RunnerHandle, RunnerStats,
+};
 
 /// One applied record: source, offset, append time, channel, data, and whether it came
 /// through the feed.
@@ -27,10 +29,20 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn wait_for_gate(&self) {
+    /// Notes one applied record, once the gate is open.
+    fn note(&self, source: usize, offset: Offset, ts: u64, ch: &Channel, data: &[u8], fed: bool) {
         while !self.gate.load(Ordering::Acquire) {
             std::thread::sleep(Duration::from_millis(5));
         }
+        let row = (
+            source,
+            offset,
+            ts,
+            ch.as_str().to_string(),
+            data.to_vec(),
+            fed,
+        );
+        self.seen.lock().unwrap().push(row);
     }
 }
 
@@ -42,15 +54,7 @@ impl Projection for Recorder {
         Ok(Positions::default())
     }
     fn apply(&mut self, source: usize, p: &Publication) {
-        self.wait_for_gate();
-        self.seen.lock().unwrap().push((
-            source,
-            p.offset,
-            p.timestamp,
-            p.channel.as_str().to_string(),
-            p.data.to_vec(),
-            false,
-        ));
+        self.note(source, p.offset, p.timestamp, &p.channel, &p.data, false);
     }
     fn wants_feed(&self) -> bool {
         true
@@ -63,15 +67,7 @@ impl Projection for Recorder {
         timestamp: u64,
         data: &[u8],
     ) {
-        self.wait_for_gate();
-        self.seen.lock().unwrap().push((
-            source,
-            offset,
-            timestamp,
-            channel.as_str().to_string(),
-            data.to_vec(),
-            true,
-        ));
+        self.note(source, offset, timestamp, channel, data, true);
     }
     fn derived(&mut self) -> Vec<Vec<PublishRequest>> {
         Vec::new()
@@ -133,7 +129,7 @@ fn open_hub(dir: &std::path::Path) -> Arc<Hub> {
     Arc::new(Hub::open(cfg).unwrap())
 }
 
-fn spawn(hub: &Arc<Hub>, seen: &Arc<Mutex<Vec<Seen>>>, gate: &Arc<AtomicBool>) -> impl Drop {
+fn spawn(hub: &Arc<Hub>, seen: &Arc<Mutex<Vec<Seen>>>, gate: &Arc<AtomicBool>) -> RunnerHandle {
     Runner::spawn(
         hub.clone(),
         Recorder {
@@ -150,9 +146,13 @@ fn spawn(hub: &Arc<Hub>, seen: &Arc<Mutex<Vec<Seen>>>, gate: &Arc<AtomicBool>) -
 }
 
 /// Waits until every record of both logs was applied, then checks that what was applied per
-/// source is the log, record for record; returns how many records came through the feed and
-/// how many from the log.
-async fn check_against_log(hub: &Hub, seen: &Mutex<Vec<Seen>>) -> (usize, usize) {
+/// source is the log, record for record, and that the runner counted the fed ones; returns how
+/// many records came through the feed and how many from the log.
+async fn check_against_log(
+    hub: &Hub,
+    seen: &Mutex<Vec<Seen>>,
+    stats: &RunnerStats,
+) -> (usize, usize) {
     let ends: Vec<Offset> = SOURCES
         .iter()
         .map(|ns| hub.stream(ns).unwrap().next_offset())
@@ -198,6 +198,12 @@ async fn check_against_log(hub: &Hub, seen: &Mutex<Vec<Seen>>) -> (usize, usize)
         assert_eq!(applied, expected, "{ns}");
     }
     let fed = seen.iter().filter(|s| s.5).count();
+    let counted: u64 = stats
+        .sources
+        .iter()
+        .map(|s| s.fed.load(Ordering::Relaxed))
+        .sum();
+    assert_eq!(counted, fed as u64, "tickwire_projection_fed_total");
     (fed, seen.len() - fed)
 }
 
@@ -206,9 +212,9 @@ async fn fed_records_are_the_logs_records_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let hub = open_hub(dir.path());
     let (seen, gate) = (Arc::default(), Arc::new(AtomicBool::new(true)));
-    let _runner = spawn(&hub, &seen, &gate);
+    let runner = spawn(&hub, &seen, &gate);
     publish(&hub, 4, 40, 50, "a").await;
-    let (fed, logged) = check_against_log(&hub, &seen).await;
+    let (fed, logged) = check_against_log(&hub, &seen, &runner.stats).await;
     assert!(
         fed > 0,
         "nothing came through the feed ({logged} from the log)"
@@ -222,9 +228,9 @@ async fn a_runner_that_starts_behind_reads_the_log_then_takes_the_feed() {
     // Appended before any reader: the feed kept none of it.
     publish(&hub, 2, 10, 20, "before").await;
     let (seen, gate) = (Arc::default(), Arc::new(AtomicBool::new(true)));
-    let _runner = spawn(&hub, &seen, &gate);
+    let runner = spawn(&hub, &seen, &gate);
     publish(&hub, 2, 20, 20, "after").await;
-    let (fed, logged) = check_against_log(&hub, &seen).await;
+    let (fed, logged) = check_against_log(&hub, &seen, &runner.stats).await;
     assert!(logged > 0 && fed > 0, "fed {fed}, from the log {logged}");
 }
 
@@ -233,11 +239,11 @@ async fn a_runner_further_behind_than_the_feed_keeps_reads_the_rest_from_the_log
     let dir = tempfile::tempdir().unwrap();
     let hub = open_hub(dir.path());
     let (seen, gate) = (Arc::default(), Arc::new(AtomicBool::new(false)));
-    let _runner = spawn(&hub, &seen, &gate);
+    let runner = spawn(&hub, &seen, &gate);
     // One batch per call, one call at a time: more batches than the feed keeps (4,096) while
     // the projection is held at its first record.
     publish(&hub, 1, 4_500, 1, "flood").await;
     gate.store(true, Ordering::Release);
-    let (fed, logged) = check_against_log(&hub, &seen).await;
+    let (fed, logged) = check_against_log(&hub, &seen, &runner.stats).await;
     assert!(logged > 100 && fed > 0, "fed {fed}, from the log {logged}");
 }
