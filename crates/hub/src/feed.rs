@@ -9,8 +9,9 @@
 //! Only a stream this process alone writes has one (the embedded log, whose writer thread
 //! assigns every offset): there, the feed holds exactly what the log holds at those offsets,
 //! in the same order, with the same channel, data and append time. The writer never waits for
-//! a reader: the feed keeps the newest [`FEED_MAX_BYTES`] of data and drops older batches, and
-//! an offset it does not hold (a reader that fell behind, a record the writer appended outside
+//! a reader: the feed keeps the newest [`FEED_MAX_BYTES`] of data, none more than
+//! `FEED_MAX_AGE_NANOS` older than the newest, and drops older batches; an offset it does not
+//! hold (a reader that fell behind, a record the writer appended outside
 //! a publish batch, a restart) is read from the log as before. Nothing is kept while no reader
 //! is registered.
 
@@ -30,11 +31,11 @@ use crate::writer::Item;
 /// Data bytes the feed keeps at most (the newest batches). Some items are views of buffers an
 /// edge received (an HTTP request body, a gRPC decode buffer), so this is about the memory it
 /// holds on to; it keeps a contiguous run of the newest batches, so it holds those buffers
-/// nearly whole, not one small view each. 16 MiB is ~75 ms of
-/// the default ingest benchmark's quotes: under that load the candle projection read 1-2 M of
-/// ~20 M records from the log with 16 MiB or 64 MiB alike (4 MiB: nearly all), and the server
-/// held ~55 MB more at its peak with 16 MiB, ~175 MB more with 64 MiB, which also made it
-/// slower (bench/results/ingest.md, "The append feed").
+/// nearly whole, not one small view each. 16 MiB is ~70 ms of the default ingest benchmark's
+/// quotes: under that load the candle projection read 1-2 M of ~20 M records from the log with
+/// 16 MiB or 64 MiB alike (4 MiB: nearly all), and the server held ~50 MB more at its peak with
+/// 16 MiB, ~175 MB more with 64 MiB, which also made it slower (bench/results/ingest.md, "The
+/// append feed").
 pub const FEED_MAX_BYTES: usize = 16 << 20;
 /// Batches the feed keeps at most, whatever their size.
 const FEED_MAX_BATCHES: usize = 4096;
@@ -112,6 +113,12 @@ impl AppendFeed {
     /// order from the one writer thread.
     pub fn push(&self, batch: Arc<FeedBatch>) {
         let mut ring = self.ring.lock();
+        if !self.wanted() {
+            // The last reader left after the writer looked: keep nothing for nobody.
+            ring.batches.clear();
+            ring.bytes = 0;
+            return;
+        }
         let newest = batch.timestamp;
         ring.bytes += batch.bytes;
         ring.batches.push_back(batch);
@@ -254,6 +261,9 @@ mod tests {
         assert!(reader.batch_at(10_001).is_some());
         drop(reader);
         assert!(!feed.wanted());
+        assert_eq!(feed.ring.lock().batches.len(), 0);
+        // A batch the writer pushes after the last reader left is not kept either.
+        feed.push(batch(20_000, 1, 1));
         assert_eq!(feed.ring.lock().batches.len(), 0);
     }
 }
