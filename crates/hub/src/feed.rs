@@ -91,14 +91,19 @@ impl FeedBatch {
     #[inline]
     pub fn get(&self, offset: Offset) -> Option<(&Channel, &[u8])> {
         let k = usize::try_from(offset.checked_sub(self.base)?).ok()?;
-        let &(w, i) = self.fresh.get(k)?;
-        let it = self.groups.get(w)?.get(i)?;
+        let it = self.item(self.fresh.get(k)?)?;
         Some((&it.channel, &it.data))
     }
 
-    /// The item appended at offset `base + k`.
-    pub(crate) fn item(&self, k: usize) -> Option<&Item> {
-        let &(w, i) = self.fresh.get(k)?;
+    /// Every appended item with its offset, in offset order.
+    pub(crate) fn appended(&self) -> impl DoubleEndedIterator<Item = (Offset, &Item)> {
+        self.fresh
+            .iter()
+            .enumerate()
+            .filter_map(|(k, at)| Some((self.base + k as Offset, self.item(at)?)))
+    }
+
+    fn item(&self, &(w, i): &(usize, usize)) -> Option<&Item> {
         self.groups.get(w)?.get(i)
     }
 }

@@ -363,41 +363,31 @@ impl Writer {
         let wrote = result.is_ok() && !fresh.is_empty();
         // The appended batch, handed to the feed's reader (if any) before it is delivered, so
         // a reader woken by the append finds it there rather than reading the log.
-        let mut batch = FeedBatch {
+        let feed = self.feed.as_ref().filter(|f| wrote && f.wanted());
+        let batch = Arc::new(FeedBatch {
             base,
             timestamp,
+            bytes: feed.map_or(0, |_| batch_bytes(&groups)),
             groups,
             fresh,
-            bytes: 0,
-        };
-        let batch = match &self.feed {
-            Some(feed) if wrote && feed.wanted() => {
-                batch.bytes = batch_bytes(&batch.groups);
-                let shared = Arc::new(batch);
-                feed.push(shared.clone());
-                Batch::Shared(shared)
-            }
-            _ => Batch::Own(batch),
-        };
-        let batch: &FeedBatch = match &batch {
-            Batch::Shared(b) => b,
-            Batch::Own(b) => b,
-        };
+        });
+        if let Some(feed) = feed {
+            feed.push(batch.clone());
+        }
         let mut messages: Vec<Arc<Message>> = Vec::new();
         if wrote {
             // The window learns the ids now, not after the fsync: a retry that arrives while
             // the first copy is being synced must still be recognised. Its acknowledgement
             // waits behind the same fsync (the fsync thread completes in order).
-            for (k, offset) in (base..batch.end()).enumerate() {
-                let Some(it) = batch.item(k) else { continue };
+            for (offset, it) in batch.appended() {
                 if let Some(id) = &it.msg_id {
                     self.dedup.insert(it.channel.clone(), id.clone(), offset);
                 }
             }
             if stream {
-                messages = (base..batch.end())
-                    .enumerate()
-                    .filter_map(|(k, offset)| Some(message(batch.item(k)?, offset, timestamp)))
+                messages = batch
+                    .appended()
+                    .map(|(offset, it)| message(it, offset, timestamp))
                     .collect();
                 // Stream messages go out once durable under the policy (with `always`, on the
                 // fsync thread).
@@ -412,7 +402,7 @@ impl Writer {
                 }
             } else {
                 // State values go out as soon as they are written.
-                self.dispatch_state(batch);
+                self.dispatch_state(&batch);
             }
         }
         let replies: Vec<(Reply, WriteReply)> = reply_to
@@ -468,28 +458,25 @@ impl Writer {
     /// (latest wins, and a subscriber would conflate the older ones anyway). Most of a fast
     /// symbol's ticks are superseded within their own batch.
     fn dispatch_state(&mut self, batch: &FeedBatch) {
-        let base = batch.base;
-        let n = batch.fresh.len();
         // Newest first, so a node's first sighting is its channel's newest value here.
-        let mut newest: Vec<Option<Arc<ChannelNode>>> = vec![None; n];
+        let mut newest: Vec<Option<Arc<ChannelNode>>> = vec![None; batch.fresh.len()];
         let mut seen: HashSet<usize, BuildHasherDefault<AddrHash>> = HashSet::default();
-        for k in (0..n).rev() {
-            let Some(it) = batch.item(k) else { continue };
-            let node = self.nodes.get_or_create(
-                &self.registry,
-                &it.channel,
-                Class::State,
-                base + k as u64,
-            );
+        let slot = |offset: Offset| usize::try_from(offset - batch.base).unwrap_or(usize::MAX);
+        for (offset, it) in batch.appended().rev() {
+            let node = self
+                .nodes
+                .get_or_create(&self.registry, &it.channel, Class::State, offset);
             node.count_published();
             if seen.insert(Arc::as_ptr(node) as usize) {
-                newest[k] = Some(node.clone());
+                if let Some(s) = newest.get_mut(slot(offset)) {
+                    *s = Some(node.clone());
+                }
             }
         }
         // An older value never becomes a message at all: projections read every value from
         // the stream, behind the writer.
-        for ((k, offset), node) in (base..).enumerate().zip(newest) {
-            if let (Some(node), Some(it)) = (node, batch.item(k)) {
+        for (offset, it) in batch.appended() {
+            if let Some(node) = newest.get_mut(slot(offset)).and_then(Option::take) {
                 let m = message(it, offset, batch.timestamp);
                 if let Err(m) = node.dispatch(m, self.ring_cap) {
                     // Evicted since the lookup above (it held nothing yet): the channel's
@@ -500,7 +487,7 @@ impl Writer {
                 }
             }
         }
-        self.ns.dispatched.store(base + n as u64, Ordering::Release);
+        self.ns.dispatched.store(batch.end(), Ordering::Release);
     }
 
     /// Retention deletes whole segments; a state channel whose newest value lives only in a
@@ -591,12 +578,6 @@ fn message(it: &Item, offset: Offset, timestamp: u64) -> Arc<Message> {
         msg_id: it.msg_id.clone(),
         data: Bytes::copy_from_slice(&it.data),
     }))
-}
-
-/// A group-commit batch, shared with the append feed or kept by the writer alone.
-enum Batch {
-    Shared(Arc<FeedBatch>),
-    Own(FeedBatch),
 }
 
 /// The data bytes of a batch's items, what the feed counts against its limit: every item it
