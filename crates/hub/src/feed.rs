@@ -60,6 +60,13 @@ struct Ring {
     bytes: usize,
 }
 
+impl Ring {
+    fn clear(&mut self) {
+        self.batches.clear();
+        self.bytes = 0;
+    }
+}
+
 /// One group-commit batch as the writer appended it: the `k`-th record appended has offset
 /// `base + k` and is `groups[w][i]` for `fresh[k] = (w, i)` (a duplicate of an earlier
 /// `msg_id` is in its group but appended nothing, so it is not in `fresh`).
@@ -120,8 +127,7 @@ impl AppendFeed {
         let mut ring = self.ring.lock();
         if !self.wanted() {
             // The last reader left after the writer looked: keep nothing for nobody.
-            ring.batches.clear();
-            ring.bytes = 0;
+            ring.clear();
             return;
         }
         let newest = batch.timestamp;
@@ -143,9 +149,7 @@ impl AppendFeed {
 
     /// Drops everything kept (the last reader is gone).
     pub fn clear(&self) {
-        let mut ring = self.ring.lock();
-        ring.batches.clear();
-        ring.bytes = 0;
+        self.ring.lock().clear();
     }
 
     /// The kept batch holding `offset`, if any.
