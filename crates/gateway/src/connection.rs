@@ -22,19 +22,11 @@ pub struct Connection {
     pub(crate) buckets: Mutex<Option<Box<limits::Buckets>>>,
     /// Its principal's buckets, shared with the principal's other connections.
     pub(crate) shared: Option<Arc<Mutex<limits::Buckets>>>,
-    /// Channels this connection counts its user in (presence), and the user's id.
-    pub(crate) present: Vec<(Channel, String)>,
-    /// Channels whose joins and leaves this connection also receives.
-    pub(crate) presence_subs: Vec<Channel>,
+    /// What few connections use (presence, book depths, a trace parent), made on first use.
+    pub(crate) rare: Option<Box<Rare>>,
     /// When tracing is on: when the first publication of the batch being read was checked
     /// (Unix ns; 0: none yet), the start of a traced batch's `validate` span.
     pub(crate) first_check: AtomicU64,
-    /// The W3C `traceparent` this connection's publishes are traced under (a gRPC stream's
-    /// metadata), if it gave one.
-    pub(crate) traceparent: Option<Box<[u8]>>,
-    /// Book channels subscribed at a depth of the client's own (empty for almost every
-    /// connection: then deliveries pass through untouched).
-    pub(crate) depths: crate::depth::Depths,
     pub(crate) _ip: IpCount,
 }
 
@@ -59,6 +51,23 @@ pub enum Event {
     Deliver(Vec<Delivery>),
     /// The hub closed the session: tell the client why and where to resume, then close.
     Close(CloseReason),
+}
+
+/// The parts of a connection most connections never use, in one allocation made on first
+/// use: every connection carries one pointer for them instead of ~110 bytes, and thousands
+/// of idle connections hold nothing else of them (bench/results/idle.md).
+#[derive(Default)]
+pub(crate) struct Rare {
+    /// Channels this connection counts its user in (presence), and the user's id.
+    present: Vec<(Channel, String)>,
+    /// Channels whose joins and leaves this connection also receives.
+    presence_subs: Vec<Channel>,
+    /// The W3C `traceparent` this connection's publishes are traced under (a gRPC stream's
+    /// metadata), if it gave one.
+    traceparent: Option<Box<[u8]>>,
+    /// Book channels subscribed at a depth of the client's own (empty for almost every
+    /// connection: then deliveries pass through untouched).
+    depths: crate::depth::Depths,
 }
 
 impl Connection {
@@ -208,7 +217,7 @@ impl Connection {
         }
         let info = self.subscribe(channel, None, None)?;
         if depth > 0 {
-            self.depths.add(channel.clone(), depth);
+            self.rare().depths.add(channel.clone(), depth);
         }
         Ok(info)
     }
@@ -222,14 +231,23 @@ impl Connection {
             return;
         }
         self.gateway.presence.join(channel, user);
-        self.present.push((channel.clone(), user.sub.clone()));
+        let entry = (channel.clone(), user.sub.clone());
+        self.rare().present.push(entry);
     }
 
     fn left(&mut self, channel: &Channel) {
-        if let Some(i) = self.present.iter().position(|(c, _)| c == channel) {
-            let (c, sub) = self.present.swap_remove(i);
+        let Some(rare) = self.rare.as_mut() else {
+            return;
+        };
+        if let Some(i) = rare.present.iter().position(|(c, _)| c == channel) {
+            let (c, sub) = rare.present.swap_remove(i);
             self.gateway.presence.leave(&c, &sub);
         }
+    }
+
+    /// The connection's rarely used parts, made now if this is their first use.
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
     }
 
     /// Also delivers who joins and leaves `channel` (a subscription to `presence.<channel>`,
@@ -251,9 +269,13 @@ impl Connection {
         })?;
         // Subscribed before the members are read: a change made after the read reaches the
         // client as an event (read first, a change between the two would be lost).
-        if self.gateway.has_presence(channel) && !self.presence_subs.contains(channel) {
+        let known = self
+            .rare
+            .as_ref()
+            .is_some_and(|r| r.presence_subs.contains(channel));
+        if self.gateway.has_presence(channel) && !known {
             self.session.subscribe(&pc, None).map_err(Refusal::from)?;
-            self.presence_subs.push(channel.clone());
+            self.rare().presence_subs.push(channel.clone());
         }
         let (gateway, principal, channel) = (
             self.gateway.clone(),
@@ -307,12 +329,14 @@ impl Connection {
     pub fn unsubscribe(&mut self, channel: &Channel) -> Result<(), Refusal> {
         self.command()?;
         self.session.unsubscribe(channel).map_err(Refusal::from)?;
-        self.depths.remove(channel);
         self.left(channel);
-        if let Some(i) = self.presence_subs.iter().position(|c| c == channel) {
-            let c = self.presence_subs.swap_remove(i);
-            if let Some(pc) = presence_channel(&c) {
-                let _ = self.session.unsubscribe(&pc);
+        if let Some(rare) = self.rare.as_mut() {
+            rare.depths.remove(channel);
+            if let Some(i) = rare.presence_subs.iter().position(|c| c == channel) {
+                let c = rare.presence_subs.swap_remove(i);
+                if let Some(pc) = presence_channel(&c) {
+                    let _ = self.session.unsubscribe(&pc);
+                }
             }
         }
         Ok(())
@@ -320,7 +344,7 @@ impl Connection {
 
     /// The W3C `traceparent` every publish on this connection is traced under.
     pub fn set_traceparent(&mut self, traceparent: Vec<u8>) {
-        self.traceparent = Some(traceparent.into_boxed_slice());
+        self.rare().traceparent = Some(traceparent.into_boxed_slice());
     }
 
     /// Validates one publication for this connection's principal, within its rate limits.
@@ -432,7 +456,7 @@ impl Connection {
                 0 => now,
                 t => t,
             };
-            let parent = self.traceparent.as_deref();
+            let parent = self.rare.as_ref().and_then(|r| r.traceparent.as_deref());
             self.gateway
                 .trace_publish_since(first, parent)
                 .map(|trace| {
@@ -481,8 +505,8 @@ impl Connection {
     pub async fn drain(&mut self) -> Event {
         match self.session.drain().await {
             Ok(mut batch) => {
-                if !self.depths.is_empty() {
-                    self.depths.apply(&mut batch, &self.gateway.hub);
+                if let Some(rare) = self.rare.as_mut().filter(|r| !r.depths.is_empty()) {
+                    rare.depths.apply(&mut batch, &self.gateway.hub);
                 }
                 self.count_batch(&batch);
                 Event::Deliver(batch)
@@ -569,6 +593,12 @@ impl Connection {
         self.session.wait().await
     }
 
+    /// [`Connection::wait`] as the bare future: a parked WebSocket connection's task holds it
+    /// (each `async fn` layer around it would add to every such task).
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.session.notified()
+    }
+
     /// When the credential of `principal` expires, as an instant of the runtime's clock.
     pub fn token_deadline(&self) -> Option<tokio::time::Instant> {
         let exp = self.principal.expires_at()?;
@@ -582,6 +612,12 @@ impl Connection {
         self.session.closer().close(CloseReason::TokenExpired);
     }
 
+    /// Counts this connection as parked while idle (`true`) or served again (`false`), in its
+    /// edge's gauge.
+    pub fn set_parked(&self, parked: bool) {
+        self.counters.set_parked(parked);
+    }
+
     pub fn close_reason(&self) -> Option<CloseReason> {
         self.session.close_reason()
     }
@@ -589,8 +625,10 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        for (c, sub) in self.present.drain(..) {
-            self.gateway.presence.leave(&c, &sub);
+        if let Some(rare) = self.rare.as_mut() {
+            for (c, sub) in rare.present.drain(..) {
+                self.gateway.presence.leave(&c, &sub);
+            }
         }
         self.gateway.sessions.lock().remove(&self.id);
         self.counters.disconnected();

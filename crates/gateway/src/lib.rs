@@ -234,7 +234,9 @@ pub struct Gateway {
     /// Set when a drain is announced ahead of it (`drain_delay_ms`): `/readyz` fails so load
     /// balancers stop sending new clients, while this server still takes them.
     draining: AtomicBool,
-    sessions: Mutex<HashMap<u64, Registered>>,
+    /// Boxed: the map's table holds a slot per connection and then some (it doubles as it
+    /// grows), so a slot is a pointer instead of the whole entry (bench/results/idle.md).
+    sessions: Mutex<HashMap<u64, Box<Registered>>>,
     next_id: AtomicU64,
     /// Who is subscribed where (namespaces with presence), on this node.
     presence: presence::Tracker,
@@ -628,14 +630,14 @@ impl Gateway {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.sessions.lock().insert(
             id,
-            Registered {
+            Box::new(Registered {
                 edge,
                 closer: session.closer(),
                 identity: principal.identity(),
                 ip,
                 since_ms: tickwire_model::clock::now_nanos() / 1_000_000,
                 client_id: None,
-            },
+            }),
         );
         let shared = self.shared_buckets(&principal);
         Ok(Connection {
@@ -649,11 +651,8 @@ impl Gateway {
             _permit: permit,
             buckets: Mutex::new(None),
             shared,
-            present: Vec::new(),
-            presence_subs: Vec::new(),
+            rare: None,
             first_check: AtomicU64::new(0),
-            traceparent: None,
-            depths: Default::default(),
             _ip: ip_guard,
         })
     }

@@ -27,6 +27,8 @@ pub struct EdgeCounters {
     published: AtomicU64,
     rejected: AtomicU64,
     rate_limited: AtomicU64,
+    /// Open connections parked while idle (WebSocket: ws/mod.rs in edge-http).
+    parked: AtomicU64,
     /// Server-side delivery lag (see `Connection::drain`).
     pub(crate) lag: Histogram,
 }
@@ -47,6 +49,15 @@ impl EdgeCounters {
 
     pub fn disconnected(&self) {
         self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A connection of this edge was parked (`true`) or is served again (`false`).
+    pub fn set_parked(&self, parked: bool) {
+        if parked {
+            self.parked.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.parked.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     pub fn delivered(&self, n: u64) {
@@ -224,6 +235,15 @@ impl Metrics {
             "gauge",
             "Open WebSocket connections.",
             gauge("websocket"),
+        );
+        one(
+            "tickwire_ws_parked_connections",
+            "gauge",
+            "Open WebSocket connections parked while idle (holding neither a serving loop nor WebSocket buffers).",
+            edges
+                .iter()
+                .find(|(e, _)| *e == "websocket")
+                .map_or(0, |(_, c)| c.parked.load(Ordering::Relaxed)),
         );
         one(
             "tickwire_sse_connections",

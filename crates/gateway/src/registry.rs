@@ -69,7 +69,7 @@ impl Gateway {
             .lock()
             .iter()
             .filter(|(_, r)| edge.is_none_or(|e| e == r.edge.0))
-            .map(|(id, r)| (*id, r.clone()))
+            .map(|(id, r)| (*id, Registered::clone(r)))
             .collect();
         let mut v: Vec<ConnectionInfo> = live
             .into_iter()

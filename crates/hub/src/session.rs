@@ -516,6 +516,12 @@ impl Session {
         self.shared.notify.notified().await;
     }
 
+    /// [`Session::wait`] as the bare future, for a caller that keeps it in a large number
+    /// of small tasks (each `async fn` layer around it adds to every one of them).
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shared.notify.notified()
+    }
+
     /// Resolves when the hub closes this session (slow consumer, shutdown, kick). Cancel-safe.
     pub async fn closed(&self) {
         self.shared.closing.wait().await;

@@ -13,6 +13,12 @@
 //! pieces, and commands are read between two pieces, so a long replay (`from: 0` on a big
 //! channel) runs beside the connection's other work instead of in front of it. A client that
 //! stops reading only ever blocks its own task.
+//!
+//! A connection quiet for [`PARK_AFTER`] (to twice that) with nothing owed either way is
+//! parked: the serving loop and the WebSocket layer are dropped, and the task waits with the
+//! raw socket, its [`Connection`] and one timer until something needs it served again
+//! ([`run`]). Most connections of a large deployment are idle most of the time; this is what
+//! they cost while they are (bench/results/idle.md).
 
 use std::{collections::VecDeque, future::Future, pin::Pin, time::Duration};
 
@@ -56,13 +62,18 @@ mod window;
 
 pub(crate) use commands::markers_json;
 use commands::refusal_frame;
-use upgrade::Handshake;
 pub(crate) use upgrade::Socket;
+use upgrade::{Handshake, Lean, Upgrading};
 
 /// Frames above this are refused by the WebSocket layer itself (close 1009); between the
 /// protocol's command limit and this, the client gets a `too_large` error reply instead.
 const MAX_WS_MESSAGE: usize = 4 * 1024 * 1024;
 const PING_EVERY: Duration = Duration::from_secs(30);
+/// How long a connection is quiet (nothing read, written, delivered or due) before it is
+/// parked: between this and twice this. Long enough that a connection with traffic every few
+/// hundred milliseconds is not taken apart and made again each time; short enough that an
+/// idle one gives back its memory soon after it connects (bench/results/idle.md).
+const PARK_AFTER: Duration = Duration::from_millis(500);
 /// Most frames taken from the socket in one turn before the task answers and writes: a
 /// pipelining publisher's commands go to the hub as one batch, and a flood cannot keep the
 /// task from writing. Small enough that the stages overlap: with 1,024 a publisher's whole
@@ -119,9 +130,7 @@ pub async fn upgrade(
     // it got (a client that asked for it and finds no echo must not send binary frames).
     let binary = ws.offers(PROTO_SUBPROTOCOL);
     let chosen = binary.then_some(PROTO_SUBPROTOCOL);
-    ws.accept(chosen, MAX_WS_MESSAGE, move |socket| {
-        run(socket, conn, binary)
-    })
+    ws.accept(chosen, move |upgrading| run(upgrading, conn, binary))
 }
 
 fn text(b: Bytes) -> Message {
@@ -191,6 +200,30 @@ struct Conn {
     binary: bool,
 }
 
+impl Conn {
+    /// Whether the connection holds nothing for the client and nothing of it: no command
+    /// waiting for an answer, nothing to write or flush, and the WebSocket layer holds no
+    /// part of a frame (so it can be dropped and made again without losing a byte).
+    fn parkable(&self, socket: &Socket) -> bool {
+        self.window.is_empty()
+            && self.batch.is_empty()
+            && !self.out.has_work()
+            && !self.too_large
+            && socket.get_ref().at_boundary()
+    }
+
+    /// What the connection keeps while parked.
+    fn into_idle(self, ping_at: tokio::time::Instant) -> Idle {
+        Idle {
+            conn: self.conn,
+            binary: self.binary,
+            token_at: self.token_at,
+            grace_at: self.grace_at,
+            ping_at,
+        }
+    }
+}
+
 /// What waits to be written: replies go before pushes, so a reply is never queued behind a
 /// replay; pushes are taken from the hub only while few are waiting, so a slow socket leaves
 /// the backlog in the hub (conflated, or as a cursor) instead of in this queue.
@@ -248,73 +281,177 @@ impl Outbox {
     }
 }
 
-/// Serves one WebSocket connection.
+/// What a parked connection keeps: who it is and its deadlines. Everything else (the
+/// WebSocket layer and its read buffer, the command window, the outbox, the serving loop's
+/// own state) is made again when it is needed.
+struct Idle {
+    conn: Box<Connection>,
+    binary: bool,
+    token_at: Option<tokio::time::Instant>,
+    grace_at: Option<tokio::time::Instant>,
+    ping_at: tokio::time::Instant,
+}
+
+/// How a turn of serving ended.
+enum Served {
+    /// The connection is over (closed by either side, or failed).
+    Ended,
+    /// It was quiet for [`PARK_AFTER`] with nothing held for the client: the raw socket and
+    /// what the connection keeps while parked.
+    Parked(Lean, Idle),
+}
+
+/// What ended a parked wait.
+enum Wake {
+    /// Serve again; `deliver`: the hub's wake-up was taken by the wait, so deliveries are
+    /// drained first, before waiting for the next.
+    Resume { deliver: bool },
+    /// The client closed the socket, or it failed.
+    Gone,
+}
+
+/// Serves one WebSocket connection: [`serve`] while there is traffic, parked while there is
+/// none.
 ///
-/// Its task is allocated at the size of this future's largest state for the connection's
-/// whole life (bench/results/idle.md), so the awaits on rare paths (answering a burst of
-/// publishes, closing) are boxed. It is a plain function returning an `async move` block, so
-/// the socket is kept once, as the block's capture: an `async fn` moves each parameter into a
-/// local of its body, and the 368-byte socket was held twice in every state.
+/// The connection's task is allocated at the size of this future's largest state for its
+/// whole life (bench/results/idle.md). Serving is boxed, so that allocation (the serving
+/// loop, the WebSocket layer and its buffers) exists only while the connection is served:
+/// from the client's first bytes until it has been quiet for [`PARK_AFTER`] with nothing
+/// owed either way. [`serve`] then returns the raw socket, and the task holds only that socket, its
+/// [`Connection`] and one timer, until the client sends something, the hub has a delivery
+/// or closes the session, or a deadline (ping, token expiry) comes. It is a plain function
+/// returning an `async move` block, so the socket is kept once, as the block's capture (an
+/// `async fn` moves each parameter into a local of its body, and holds it twice).
 #[allow(clippy::manual_async_fn)] // on purpose: see above
 fn run(
-    mut socket: Socket,
+    upgrading: Upgrading,
     conn: Box<Connection>,
     binary: bool,
 ) -> impl std::future::Future<Output = ()> {
+    // Built before the block, so the block captures it once, and no copy of `conn` stays
+    // behind in the task.
+    let token_at = conn.token_deadline();
+    let mut idle = Idle {
+        conn,
+        binary,
+        token_at,
+        grace_at: None,
+        ping_at: tokio::time::Instant::now() + PING_EVERY,
+    };
     async move {
-        let write_timeout = conn.gateway().write_timeout();
-        // One socket, not split halves: a split moves the socket into a shared allocation of its
-        // own, and with thousands of idle connections that was ~600 bytes each
-        // (bench/results/idle.md). Reading and writing are driven from one branch instead.
-        let token_at = conn.token_deadline();
-        let mut c = Conn {
-            conn,
-            window: VecDeque::new(),
-            in_flight: 0,
-            held_subscribes: 0,
-            batch: Vec::new(),
-            out: Outbox::default(),
-            token_at,
-            grace_at: None,
-            too_large: false,
-            binary,
+        let Some(mut io) = upgrading.await else {
+            return;
         };
-        // One timer for every deadline of the loop (the next ping, the token's expiry or its
-        // grace period, the write timeout), armed for the earliest (`deadline::arm`). The
-        // write timeout's own timer used to be registered anew in every turn with a write
-        // waiting.
-        let mut ping_at = tokio::time::Instant::now() + PING_EVERY;
-        let timer = tokio::time::sleep_until(ping_at);
-        tokio::pin!(timer);
+        // A new connection starts parked: it has no subscription yet, so nothing can need it
+        // before the client's first bytes arrive (or a deadline comes).
         loop {
-            // Replies already due go out in this turn. The select below is biased to the
-            // socket, so while a pipelining publisher keeps frames coming it would reach the
-            // window only once the client's own window ran dry: stop-and-wait, with the
-            // acknowledgements of finished batches held back for a whole round.
-            loop {
-                c.flush_window();
-                match poll_front(&mut c.window).now_or_never() {
-                    Some(front) => c.on_front(front),
-                    None => break,
+            idle.conn.set_parked(true);
+            // Waits for whatever needs the connection served again. Nothing read here is
+            // lost: bytes the client sends wait in `io` for the WebSocket layer made next.
+            // The hub closing the session wakes `notified` too, and the drain that follows
+            // returns the close, so no separate wait for it is kept. Written out here rather
+            // than in a function of its own, as every parked task holds this state: its
+            // arguments would be two more words in each.
+            let due = idle
+                .grace_at
+                .or(idle.token_at)
+                .map_or(idle.ping_at, |t| t.min(idle.ping_at));
+            let wake = tokio::select! {
+                biased;
+                r = std::future::poll_fn(|cx| io.poll_readable(cx)) => match r {
+                    Ok(true) => Wake::Resume { deliver: false },
+                    Ok(false) | Err(_) => Wake::Gone,
+                },
+                () = idle.conn.notified() => Wake::Resume { deliver: true },
+                () = tokio::time::sleep_until(due) => Wake::Resume { deliver: false },
+            };
+            idle.conn.set_parked(false);
+            let deliver = match wake {
+                Wake::Resume { deliver } => deliver,
+                Wake::Gone => return,
+            };
+            match Box::pin(serve(io, idle, deliver)).await {
+                Served::Ended => return,
+                Served::Parked(socket, kept) => {
+                    io = socket;
+                    idle = kept;
                 }
             }
-            let reading = c.in_flight < MAX_IN_FLIGHT;
-            let acks_pending = c.front_waits();
-            let writing = c.out.has_work();
-            let take_more = c.out.pushes.len() < PUSH_LOW_WATER && c.held_subscribes == 0;
-            // A socket that takes nothing for the write timeout belongs to a client that is gone.
-            let stalled_at = c
-                .out
-                .progress
-                .filter(|_| writing)
-                .map(|p| p + write_timeout);
-            let mut deliver = false;
-            let expiry = c.grace_at.or(c.token_at);
-            let due = [stalled_at, expiry]
-                .into_iter()
-                .flatten()
-                .fold(ping_at, Ord::min);
-            tickwire_gateway::deadline::arm(timer.as_mut(), due);
+        }
+    }
+}
+
+/// Serves the connection until it ends or parks (see [`run`]). The awaits on rare paths
+/// (answering a burst of publishes, closing) are boxed: this future is allocated at the size
+/// of its largest state while the connection is served.
+async fn serve(io: Lean, idle: Idle, deliver_first: bool) -> Served {
+    let mut socket = upgrade::layer(io, MAX_WS_MESSAGE).await;
+    let Idle {
+        conn,
+        binary,
+        token_at,
+        grace_at,
+        mut ping_at,
+    } = idle;
+    let write_timeout = conn.gateway().write_timeout();
+    // One socket, not split halves: a split moves the socket into a shared allocation of its
+    // own, and with thousands of idle connections that was ~600 bytes each
+    // (bench/results/idle.md). Reading and writing are driven from one branch instead.
+    let mut c = Conn {
+        conn,
+        window: VecDeque::new(),
+        in_flight: 0,
+        held_subscribes: 0,
+        batch: Vec::new(),
+        out: Outbox::default(),
+        token_at,
+        grace_at,
+        too_large: false,
+        binary,
+    };
+    // One timer for every deadline of the loop (the next ping, the token's expiry or its
+    // grace period, the write timeout, parking), armed for the earliest
+    // (`deadline::arm`). The write timeout's own timer used to be registered anew in
+    // every turn with a write waiting.
+    let timer = tokio::time::sleep_until(ping_at);
+    tokio::pin!(timer);
+    // Parking: once the timer reaches `park_at` with nothing held, the connection parks
+    // unless a turn ran since (`busy`); then the quiet period starts again. So a busy
+    // connection pays one flag store per turn, not a clock read.
+    let mut park_at = tokio::time::Instant::now() + PARK_AFTER;
+    let mut busy = false;
+    let mut deliver = deliver_first;
+    loop {
+        // Replies already due go out in this turn. The select below is biased to the
+        // socket, so while a pipelining publisher keeps frames coming it would reach the
+        // window only once the client's own window ran dry: stop-and-wait, with the
+        // acknowledgements of finished batches held back for a whole round.
+        loop {
+            c.flush_window();
+            match poll_front(&mut c.window).now_or_never() {
+                Some(front) => c.on_front(front),
+                None => break,
+            }
+        }
+        let reading = c.in_flight < MAX_IN_FLIGHT;
+        let acks_pending = c.front_waits();
+        let writing = c.out.has_work();
+        let take_more = c.out.pushes.len() < PUSH_LOW_WATER && c.held_subscribes == 0;
+        // A socket that takes nothing for the write timeout belongs to a client that is gone.
+        let stalled_at = c
+            .out
+            .progress
+            .filter(|_| writing)
+            .map(|p| p + write_timeout);
+        let expiry = c.grace_at.or(c.token_at);
+        let parking = c.parkable(&socket).then_some(park_at);
+        let due = [stalled_at, expiry, parking]
+            .into_iter()
+            .flatten()
+            .fold(ping_at, Ord::min);
+        tickwire_gateway::deadline::arm(timer.as_mut(), due);
+        // A wake-up taken while parked: drain before waiting again.
+        if !deliver {
             tokio::select! {
                 biased;
                 _ = c.conn.closed() => {
@@ -332,6 +469,7 @@ fn run(
                     }
                     ev
                 }), if reading || writing => {
+                    busy = true;
                     match ev {
                         SocketEvent::Written => {}
                         SocketEvent::WriteFailed => break,
@@ -357,7 +495,10 @@ fn run(
                         }
                     }
                 }
-                front = poll_front(&mut c.window), if acks_pending => c.on_front(front),
+                front = poll_front(&mut c.window), if acks_pending => {
+                    busy = true;
+                    c.on_front(front);
+                }
                 () = &mut timer => {
                     let now = tokio::time::Instant::now();
                     if stalled_at.is_some_and(|t| t <= now) {
@@ -372,39 +513,67 @@ fn run(
                         c.out.replies.push_back(Message::Ping(Bytes::new()));
                         ping_at = now + PING_EVERY;
                     }
-                }
-                _ = c.conn.wait(), if take_more => deliver = true,
-            }
-            c.flush_window();
-            if deliver {
-                // The replies queued above go first: a subscribe's reply precedes its snapshot.
-                match c.conn.drain().await {
-                    Event::Deliver(batch) => {
-                        c.conn.delivered(batch.len() as u64);
-                        c.out
-                            .pushes
-                            .extend(batch.iter().map(|d| push(c.binary, &c.conn, d)));
-                    }
-                    Event::Close(reason) => {
-                        let replies: Vec<Message> = c.out.replies.drain(..).collect();
-                        Box::pin(close_after(
-                            &mut socket,
-                            replies,
-                            &c.conn,
-                            &reason,
-                            write_timeout,
-                            c.binary,
-                        ))
-                        .await;
-                        break;
+                    if park_at <= now {
+                        if busy || !c.parkable(&socket) {
+                            busy = false;
+                            park_at = now + PARK_AFTER;
+                        } else {
+                            // The layer may still owe the client a pong: written first,
+                            // or no parking yet.
+                            match std::future::poll_fn(|cx| {
+                                std::task::Poll::Ready(socket.poll_flush_unpin(cx))
+                            })
+                            .await
+                            {
+                                std::task::Poll::Ready(Ok(())) => {
+                                    return Served::Parked(
+                                        socket.into_inner(),
+                                        c.into_idle(ping_at),
+                                    );
+                                }
+                                std::task::Poll::Ready(Err(_)) => break,
+                                std::task::Poll::Pending => c.out.unflushed = true,
+                            }
+                        }
                     }
                 }
-            }
-            if c.out.has_work() && c.out.progress.is_none() {
-                c.out.progress = Some(tokio::time::Instant::now());
+                _ = c.conn.wait(), if take_more => {
+                    busy = true;
+                    deliver = true;
+                }
             }
         }
+        c.flush_window();
+        if deliver {
+            deliver = false;
+            // The replies queued above go first: a subscribe's reply precedes its snapshot.
+            match c.conn.drain().await {
+                Event::Deliver(batch) => {
+                    c.conn.delivered(batch.len() as u64);
+                    c.out
+                        .pushes
+                        .extend(batch.iter().map(|d| push(c.binary, &c.conn, d)));
+                }
+                Event::Close(reason) => {
+                    let replies: Vec<Message> = c.out.replies.drain(..).collect();
+                    Box::pin(close_after(
+                        &mut socket,
+                        replies,
+                        &c.conn,
+                        &reason,
+                        write_timeout,
+                        c.binary,
+                    ))
+                    .await;
+                    break;
+                }
+            }
+        }
+        if c.out.has_work() && c.out.progress.is_none() {
+            c.out.progress = Some(tokio::time::Instant::now());
+        }
     }
+    Served::Ended
 }
 
 /// The acknowledgements of the oldest pending batch, or the reply of the oldest command

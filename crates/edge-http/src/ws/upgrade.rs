@@ -39,8 +39,40 @@ pub(crate) const SOCKET_READ: usize = 4 * 1024;
 /// assembled from several (copies from [`LeanIo`]'s spare, not system calls).
 pub(crate) const LAYER_BUFFER: usize = 512;
 
+/// The raw socket of an upgraded connection, before (or without) the WebSocket layer.
+pub(crate) type Lean = LeanIo<TokioIo<hyper::upgrade::Upgraded>>;
+
 /// The socket a WebSocket connection is served on.
-pub(crate) type Socket = WebSocketStream<LeanIo<TokioIo<hyper::upgrade::Upgraded>>>;
+pub(crate) type Socket = WebSocketStream<Lean>;
+
+/// Puts the WebSocket layer over `io`: frames and messages over `max_message` bytes fail the
+/// read with a capacity error. The layer starts with no state of its own, so this is only
+/// done where the bytes read so far end on a message boundary ([`LeanIo::at_boundary`]).
+pub(crate) async fn layer(io: Lean, max_message: usize) -> Socket {
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
+        .read_buffer_size(LAYER_BUFFER);
+    WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
+}
+
+/// The switch to the WebSocket protocol under way: resolves to the raw socket once the `101`
+/// answer is out, or to `None` if the connection ended first.
+pub struct Upgrading(hyper::upgrade::OnUpgrade);
+
+impl Future for Upgrading {
+    type Output = Option<Lean>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Lean>> {
+        Pin::new(&mut self.0).poll(cx).map(|r| match r {
+            Ok(u) => Some(LeanIo::new(TokioIo::new(u))),
+            Err(e) => {
+                tracing::debug!(error = %e, "WebSocket upgrade did not complete");
+                None
+            }
+        })
+    }
+}
 
 /// A checked WebSocket opening request, ready to be answered with `101 Switching Protocols`.
 pub struct Handshake {
@@ -139,39 +171,20 @@ impl Handshake {
     }
 
     /// Answers `101 Switching Protocols` (echoing `protocol`, when given, as the one chosen)
-    /// and serves the connection with `serve` once the switch is done. `max_message` bounds a
-    /// frame and a message; over it the read fails with a capacity error.
-    pub fn accept<F, Fut>(
-        self,
-        protocol: Option<&'static str>,
-        max_message: usize,
-        serve: F,
-    ) -> Response
+    /// and serves the connection with `serve` once the switch is done. `serve` gets the raw
+    /// socket and puts the WebSocket layer over it with [`layer`] (and may take it off again
+    /// while the connection is idle: ws/mod.rs, "parked").
+    pub fn accept<F, Fut>(self, protocol: Option<&'static str>, serve: F) -> Response
     where
-        F: FnOnce(Socket) -> Fut + Send + 'static,
+        F: FnOnce(Upgrading) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let Handshake {
             key, on_upgrade, ..
         } = self;
-        // The task keeps what it captures for the connection's whole life: a size, not the
-        // 64-byte configuration, which is built where it is used.
-        tokio::spawn(async move {
-            let upgraded = match on_upgrade.await {
-                Ok(u) => u,
-                Err(e) => {
-                    tracing::debug!(error = %e, "WebSocket upgrade did not complete");
-                    return;
-                }
-            };
-            let io = LeanIo::new(TokioIo::new(upgraded));
-            let config = WebSocketConfig::default()
-                .max_message_size(Some(max_message))
-                .max_frame_size(Some(max_message))
-                .read_buffer_size(LAYER_BUFFER);
-            let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-            serve(socket).await;
-        });
+        // `serve`'s future is the task itself, with no block around it: a block would keep
+        // `serve` and the upgrade beside it for the connection's whole life.
+        tokio::spawn(serve(Upgrading(on_upgrade)));
         let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
         let mut resp = Response::new(Body::empty());
         *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -197,11 +210,16 @@ impl Handshake {
 /// glibc for a ~4 KiB chunk per socket read, and each such request first consolidates the
 /// small chunks other threads freed (`malloc_consolidate`, ~3.5 % of the server's samples in
 /// the one-connection WebSocket row; bench/results/ws-publish.md).
+///
+/// It also follows the frames in what it hands the reader ([`Frames`]), so the connection
+/// knows when the WebSocket layer holds no part of a frame or message and may be dropped
+/// while the client is quiet.
 pub struct LeanIo<S> {
     inner: S,
     /// Bytes read from the socket; those from `at` on are not taken yet.
     spare: Vec<u8>,
     at: usize,
+    frames: Frames,
 }
 
 impl<S> LeanIo<S> {
@@ -210,7 +228,122 @@ impl<S> LeanIo<S> {
             inner,
             spare: Vec::new(),
             at: 0,
+            frames: Frames::default(),
         }
+    }
+
+    /// Whether everything handed to the reader ends on a message boundary: no frame and no
+    /// fragmented message is half read, so a reader that has parsed all it was given holds
+    /// nothing of the client's.
+    pub fn at_boundary(&self) -> bool {
+        self.frames.at_boundary()
+    }
+}
+
+impl<S: AsyncRead + Unpin> LeanIo<S> {
+    /// Waits, without a reader, until the client sends something: ready with `true` once
+    /// bytes wait to be taken, `false` at the end of the stream. What arrives is kept for the
+    /// next reader, so nothing is lost while no WebSocket layer is over the socket.
+    pub fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        if self.spare.len() > self.at {
+            return Poll::Ready(Ok(true));
+        }
+        let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); SOCKET_READ];
+        let mut chunk = ReadBuf::uninit(&mut stack);
+        match Pin::new(&mut self.inner).poll_read(cx, &mut chunk) {
+            Poll::Ready(Ok(())) if chunk.filled().is_empty() => Poll::Ready(Ok(false)),
+            Poll::Ready(Ok(())) => {
+                self.spare.clear();
+                self.at = 0;
+                self.spare.reserve_exact(SOCKET_READ);
+                self.spare.extend_from_slice(chunk.filled());
+                Poll::Ready(Ok(true))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Follows RFC 6455 frames (§5.2) through a byte stream: where each frame's header and
+/// payload end, and whether a fragmented data message is open. Only lengths and two bits are
+/// read; validating frames stays the WebSocket layer's job (a malformed one fails there and
+/// ends the connection, so what this makes of it does not matter, as long as it never
+/// panics). 16 bytes: every parked connection holds one.
+#[derive(Default)]
+struct Frames {
+    /// In a header: its extended length as far as read; in a payload: the bytes to come.
+    count: u64,
+    /// Header bytes read of the current frame (0: not in a header).
+    have: u8,
+    /// The header's first byte (FIN, opcode) and second (MASK, length).
+    first: u8,
+    second: u8,
+    /// A data frame without FIN was seen, and the message's final frame not yet.
+    fragmented: bool,
+}
+
+impl Frames {
+    fn at_boundary(&self) -> bool {
+        self.have == 0 && self.count == 0 && !self.fragmented
+    }
+
+    /// The header's full length (once its first two bytes are known).
+    fn header_len(&self) -> u8 {
+        let mask = if self.second & 0x80 != 0 { 4 } else { 0 };
+        2 + self.extended() + mask
+    }
+
+    fn scan(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.have == 0 && self.count > 0 {
+                let n = usize::try_from(self.count)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                self.count -= n as u64;
+                bytes = bytes.get(n..).unwrap_or_default();
+                continue;
+            }
+            let Some((&b, rest)) = bytes.split_first() else {
+                break;
+            };
+            bytes = rest;
+            self.have += 1;
+            match self.have {
+                1 => self.first = b,
+                2 => {
+                    self.second = b;
+                    self.count = 0;
+                }
+                // Extended length bytes (big-endian), then the masking key, skipped.
+                n if n <= 2 + self.extended() => self.count = (self.count << 8) | u64::from(b),
+                _ => {}
+            }
+            if self.have >= 2 && self.have == self.header_len() {
+                self.end_header();
+            }
+        }
+    }
+
+    /// How many extended length bytes the header has.
+    fn extended(&self) -> u8 {
+        match self.second & 0x7f {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        }
+    }
+
+    fn end_header(&mut self) {
+        if self.extended() == 0 {
+            self.count = u64::from(self.second & 0x7f);
+        }
+        // Continuation, text and binary frames make up messages; control frames (close, ping,
+        // pong) may come between the fragments of one and leave it open.
+        if self.first & 0x0f <= 2 {
+            self.fragmented = self.first & 0x80 == 0;
+        }
+        self.have = 0;
     }
 }
 
@@ -223,7 +356,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for LeanIo<S> {
         let this = &mut *self;
         if let Some(rest) = this.spare.get(this.at..).filter(|r| !r.is_empty()) {
             let n = rest.len().min(buf.remaining());
-            buf.put_slice(rest.get(..n).unwrap_or_default());
+            let given = rest.get(..n).unwrap_or_default();
+            this.frames.scan(given);
+            buf.put_slice(given);
             this.at += n;
             if this.at >= this.spare.len() {
                 // Emptied, not freed: the next read that leaves bytes over reuses it.
@@ -234,7 +369,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for LeanIo<S> {
         }
         // A reader that asks for a socket's worth gets it directly.
         if buf.remaining() >= SOCKET_READ {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+            let before = buf.filled().len();
+            let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+            if let Some(new) = buf.filled().get(before..) {
+                this.frames.scan(new);
+            }
+            return read;
         }
         // Uninitialised: the socket writes what it fills, and zeroing 4 KiB per read would
         // cost more than the read's copy.
@@ -245,6 +385,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for LeanIo<S> {
                 let got = chunk.filled();
                 let n = got.len().min(buf.remaining());
                 let (now, later) = got.split_at(n);
+                this.frames.scan(now);
                 buf.put_slice(now);
                 if !later.is_empty() {
                     if this.spare.capacity() == 0 {
@@ -361,6 +502,109 @@ mod tests {
             "a quiet connection holds no buffer"
         );
         assert_eq!(buf, [2u8; 100]);
+    }
+
+    /// One RFC 6455 frame: FIN, opcode, the payload's length in its shortest form, masked
+    /// or not.
+    fn frame(fin: bool, opcode: u8, len: usize, masked: bool) -> Vec<u8> {
+        let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
+        let m = if masked { 0x80 } else { 0 };
+        match len {
+            0..=125 => f.push(m | len as u8),
+            126..=65535 => {
+                f.push(m | 126);
+                f.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            _ => {
+                f.push(m | 127);
+                f.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        if masked {
+            f.extend_from_slice(&[1, 2, 3, 4]);
+        }
+        f.extend((0..len).map(|i| i as u8));
+        f
+    }
+
+    /// Messages of every length form, whole and fragmented, with control frames between
+    /// fragments, cut into pieces of every size: the tracker is at a boundary after a piece
+    /// exactly when the bytes so far end a message, and never in between.
+    #[test]
+    fn frames_are_followed_to_message_boundaries_in_any_pieces() {
+        let mut stream = Vec::new();
+        let mut ends = std::collections::BTreeSet::new();
+        let lens = [0usize, 1, 125, 126, 300, 65535, 65536, 70_000];
+        for (k, &len) in lens.iter().enumerate() {
+            let masked = k % 2 == 0;
+            // A whole text message.
+            stream.extend(frame(true, 1, len, masked));
+            ends.insert(stream.len());
+            // A ping alone is a boundary too.
+            stream.extend(frame(true, 9, k, masked));
+            ends.insert(stream.len());
+            // A binary message in three fragments with a pong between the first two.
+            stream.extend(frame(false, 2, len, masked));
+            stream.extend(frame(true, 10, 3, masked));
+            stream.extend(frame(false, 0, 7, masked));
+            stream.extend(frame(true, 0, len / 2, masked));
+            ends.insert(stream.len());
+        }
+        for piece in [1usize, 2, 3, 13, 512, 4096, 100_000] {
+            let mut f = Frames::default();
+            let mut at = 0;
+            for chunk in stream.chunks(piece) {
+                f.scan(chunk);
+                at += chunk.len();
+                assert_eq!(
+                    f.at_boundary(),
+                    ends.contains(&at),
+                    "piece {piece}, after {at} bytes"
+                );
+            }
+        }
+    }
+
+    /// Garbage never panics the tracker (the WebSocket layer refuses it and the connection
+    /// ends; the tracker only has to survive it).
+    #[test]
+    fn frames_survive_any_bytes() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut f = Frames::default();
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            f.scan(&x.to_le_bytes()[..(x % 9) as usize]);
+        }
+        let mut huge = Frames::default();
+        huge.scan(&[0x82, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        assert!(
+            !huge.at_boundary(),
+            "a frame of 2^64-1 bytes is still being read"
+        );
+    }
+
+    /// Bytes that arrive while no reader is over the socket wait for the next one, in order.
+    #[tokio::test]
+    async fn readable_keeps_what_arrived_for_the_next_reader() {
+        let (mut w, r) = tokio::io::duplex(1024);
+        let mut lean = LeanIo::new(r);
+        let pending = std::future::poll_fn(|cx| Poll::Ready(lean.poll_readable(cx))).await;
+        assert!(pending.is_pending(), "nothing sent yet");
+        w.write_all(b"hello").await.unwrap();
+        let got = std::future::poll_fn(|cx| lean.poll_readable(cx))
+            .await
+            .unwrap();
+        assert!(got);
+        let mut buf = [0u8; 5];
+        lean.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"hello");
+        drop(w);
+        let got = std::future::poll_fn(|cx| lean.poll_readable(cx))
+            .await
+            .unwrap();
+        assert!(!got, "end of stream");
     }
 
     /// End of stream is passed on once the spare bytes are taken.
