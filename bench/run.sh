@@ -451,6 +451,13 @@ if want idle; then
     run_fresh "$i" start_tickwire_mqtt idle tickwire-mqtt mqtt $TW_MQTT_PORT --clients $IDLE_C --duration 3
     run_fresh "$i" start_nats idle "$NATS_ROW" nats $NATS_PORT --clients $IDLE_C --duration 3
     run_fresh "$i" start_mosquitto idle mosquitto mqtt $MQTT_PORT --clients $IDLE_C --duration 3
+    # The same clients after one subscription each (a client that subscribed to its own
+    # channel and went quiet): added 2026-12-05 with the parked WebSocket connection, so the
+    # table also shows what an idle connection costs while it holds a subscription.
+    run_fresh "$i" start_tickwire idle tickwire-subscribed tickwire-ws $TW_PORT --clients $IDLE_C --idle-subscribe --subs 1 --symbols $IDLE_C --duration 3
+    run_fresh "$i" start_tickwire_mqtt idle tickwire-mqtt-subscribed mqtt $TW_MQTT_PORT --clients $IDLE_C --idle-subscribe --subs 1 --symbols $IDLE_C --duration 3
+    run_fresh "$i" start_nats idle "$NATS_ROW-subscribed" nats $NATS_PORT --clients $IDLE_C --idle-subscribe --subs 1 --symbols $IDLE_C --duration 3
+    run_fresh "$i" start_mosquitto idle mosquitto-subscribed mqtt $MQTT_PORT --clients $IDLE_C --idle-subscribe --subs 1 --symbols $IDLE_C --duration 3
   done
   report idle.md "idle: server memory per idle connection" idle "$JSON"/idle-*.json
   RUNS=$RUNS_SAVED

@@ -187,6 +187,10 @@ pub struct RunArgs {
     /// Symbols each subscriber subscribes to.
     #[arg(long, default_value_t = 10)]
     pub subs: usize,
+    /// Idle: each connection first subscribes to `--subs` of the `--symbols` channels (a
+    /// client that subscribed and then went quiet), instead of only connecting.
+    #[arg(long)]
+    pub idle_subscribe: bool,
     /// Published messages per second, all publishers together (0: as fast as acks allow).
     #[arg(long, default_value_t = 10_000)]
     pub rate: u64,

@@ -550,7 +550,8 @@ pub async fn slow(a: &RunArgs) -> Result<RunResult> {
     Ok(r)
 }
 
-/// Opens `clients` connections that do nothing, and reports the server's memory per connection.
+/// Opens `clients` connections that do nothing (after subscribing, with `--idle-subscribe`),
+/// and reports the server's memory per connection.
 pub async fn idle(a: &RunArgs) -> Result<RunResult> {
     let pid = a
         .server_pid
@@ -558,7 +559,7 @@ pub async fn idle(a: &RunArgs) -> Result<RunResult> {
     let before = crate::stats::rss_kb(pid).unwrap_or(0);
     let sampler = Sampler::start(Some(pid), Duration::from_millis(500));
     let t0 = Instant::now();
-    let conns = connect_all(a, a.clients, false).await?;
+    let conns = connect_all(a, a.clients, a.idle_subscribe).await?;
     let connect_s = t0.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs_f64(a.duration.clamp(1.0, 30.0))).await;
     let after = crate::stats::rss_kb(pid).unwrap_or(0);
