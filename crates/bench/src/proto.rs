@@ -18,10 +18,30 @@ use crate::{error::Result, BenchError, Target};
 /// ~28k connections to one server port (the ephemeral range), so big idle runs spread over
 /// 127.0.0.x.
 pub async fn tcp(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream> {
-    let sock = TcpSocket::new_v4().map_err(BenchError::io("socket"))?;
-    if let Some(ip) = source {
-        sock.bind(SocketAddr::new(ip, 0))
-            .map_err(BenchError::io(format!("bind {ip}")))?;
+    let mut sock = TcpSocket::new_v4().map_err(BenchError::io("socket"))?;
+    if let Some(first) = source {
+        // A source address whose ephemeral ports an earlier run's sockets still hold (TIME_WAIT
+        // lasts a minute, and run ids can repeat) refuses the bind: the next second octet is as
+        // good (all of 127/8 is loopback).
+        let mut ip = first;
+        let mut tries = 0;
+        loop {
+            match sock.bind(SocketAddr::new(ip, 0)) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 16 => {
+                    tries += 1;
+                    ip = match ip {
+                        IpAddr::V4(v4) => {
+                            let [a, b, c, d] = v4.octets();
+                            IpAddr::V4(std::net::Ipv4Addr::new(a, b % 250 + 1, c, d))
+                        }
+                        other => other,
+                    };
+                    sock = TcpSocket::new_v4().map_err(BenchError::io("socket"))?;
+                }
+                Err(e) => return Err(BenchError::io(format!("bind {ip}"))(e)),
+            }
+        }
     }
     let s = sock
         .connect(addr)
