@@ -317,11 +317,13 @@ enum Wake {
 /// whole life (bench/results/idle.md). Serving is boxed, so that allocation (the serving
 /// loop, the WebSocket layer and its buffers) exists only while the connection is served:
 /// from the client's first bytes until it has been quiet for [`PARK_AFTER`] with nothing
-/// owed either way. [`serve`] then returns the raw socket, and the task holds only that socket, its
-/// [`Connection`] and one timer, until the client sends something, the hub has a delivery
+/// owed either way. [`serve`] then returns the raw socket, and the task holds only that
+/// socket, its [`Connection`] and one timer, until the client sends something, the hub has a
+/// delivery
 /// or closes the session, or a deadline (ping, token expiry) comes. It is a plain function
-/// returning an `async move` block, so the socket is kept once, as the block's capture (an
-/// `async fn` moves each parameter into a local of its body, and holds it twice).
+/// returning an `async move` block, so what the task keeps is built once, before the block
+/// captures it (an `async fn` moves each parameter into a local of its body, and the task
+/// held both).
 #[allow(clippy::manual_async_fn)] // on purpose: see above
 fn run(
     upgrading: Upgrading,
