@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{get_text, http, Server, TIMEOUT};
+use common::{get_text, http, raw_exchange, Server, TIMEOUT};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::{
@@ -488,29 +488,6 @@ async fn a_websocket_frame_over_the_limit_gets_close_code_1009() {
         }
     };
     assert_eq!(code, Some(CloseCode::Size), "close code 1009");
-}
-
-/// Sends `request` on a fresh connection; the status and the lower-cased response head.
-async fn raw_exchange(srv: &Server, request: &str) -> (u16, String, TcpStream) {
-    let mut s = TcpStream::connect(&srv.addr).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(TIMEOUT, s.read(&mut byte))
-            .await
-            .expect("no answer to the handshake")
-            .unwrap();
-        assert_eq!(n, 1, "connection closed in the answer's head");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap();
-    (status, head, s)
 }
 
 /// The server answers the WebSocket opening handshake itself (crates/edge-http/src/ws/upgrade.rs):

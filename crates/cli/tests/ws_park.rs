@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{get_text, publish, Server, Ws, TIMEOUT};
+use common::{get_text, publish, raw_exchange, Server, Ws, TIMEOUT};
 use serde_json::{json, Value};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -65,28 +65,13 @@ fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
 /// A raw WebSocket client: the handshake by hand, frames written byte by byte as the test
 /// chooses.
 async fn raw_client(srv: &Server) -> TcpStream {
-    let mut s = TcpStream::connect(&srv.addr).await.unwrap();
     let req = format!(
         "GET /v1/ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         srv.addr
     );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(TIMEOUT, s.read(&mut byte))
-            .await
-            .expect("no answer to the handshake")
-            .unwrap();
-        assert_eq!(n, 1, "connection closed in the answer's head");
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let (status, head, s) = raw_exchange(srv, &req).await;
+    assert_eq!(status, 101, "{head}");
     s
 }
 

@@ -355,6 +355,30 @@ pub fn quote(bid: u64) -> Value {
     json!({"bid": format!("1.{bid:05}"), "ask": format!("1.{:05}", bid + 2)})
 }
 
+/// Sends `request` on a fresh connection; the status and the lower-cased response head.
+pub async fn raw_exchange(srv: &Server, request: &str) -> (u16, String, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(&srv.addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(TIMEOUT, s.read(&mut byte))
+            .await
+            .expect("no answer to the handshake")
+            .unwrap();
+        assert_eq!(n, 1, "connection closed in the answer's head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap();
+    (status, head, s)
+}
+
 /// A WebSocket client that separates replies (by id) from pushes.
 pub struct Ws {
     pub ws: WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>,
