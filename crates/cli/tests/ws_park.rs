@@ -18,8 +18,10 @@ use tokio::{
     net::TcpStream,
 };
 
-/// Longer than the server's longest quiet period before parking (twice its 500 ms).
-const QUIET: Duration = Duration::from_millis(1500);
+/// Longer than a connection can stay quiet without being parked in the test below: its
+/// quiet period is 500 ms at first and 1 s after one wake-up soon after a park, and it parks
+/// between one and two periods after its last activity.
+const QUIET: Duration = Duration::from_millis(2500);
 
 async fn metric(srv: &Server, name: &str) -> Option<u64> {
     let m = get_text(srv, "/metrics").await;
@@ -135,20 +137,19 @@ async fn a_quiet_connection_parks_and_is_served_again_by_each_wake_up() {
         .cmd(json!({"op":"subscribe","channel":"quotes.OTHER"}))
         .await;
     assert_eq!(r["ok"], true, "{r}");
-    // Several quiet periods and deliveries in a row: each one arrives, in order.
-    for i in 0..3u32 {
-        tokio::time::sleep(QUIET).await;
-        assert_eq!(parked(&srv).await, 1, "parked again after round {i}");
-        let bid = format!("2.{i}");
-        let (status, v) = publish(
-            &srv,
-            &json!({"channel":"quotes.OTHER","data":{"bid":bid,"ask":"3"}}),
-        )
-        .await;
-        assert_eq!(status, 200, "{v}");
-        let p = ws.push().await;
-        assert_eq!(p["data"]["bid"], bid.as_str(), "{p}");
-    }
+    // Parked again, and woken by a delivery again. (A connection woken soon after each park
+    // waits longer before the next, 2 s here and 4 s after; the unit test in ws/mod.rs
+    // covers that rule.)
+    until_parked(&srv, 1).await;
+    let (status, v) = publish(
+        &srv,
+        &json!({"channel":"quotes.OTHER","data":{"bid":"2.5","ask":"3"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let p = ws.push().await;
+    assert_eq!(p["ch"], "quotes.OTHER", "{p}");
+    assert_eq!(p["data"]["bid"], "2.5", "{p}");
 
     // A second client parks beside it; the first leaves while parked and is counted out.
     let mut other = Ws::connect(&srv.ws_url("")).await;

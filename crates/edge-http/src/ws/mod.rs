@@ -14,8 +14,8 @@
 //! channel) runs beside the connection's other work instead of in front of it. A client that
 //! stops reading only ever blocks its own task.
 //!
-//! A connection quiet for [`PARK_AFTER`] (to twice that) with nothing owed either way is
-//! parked: the serving loop and the WebSocket layer are dropped, and the task waits with the
+//! A connection quiet for a while ([`PARK_AFTER`], longer for one that is woken soon after
+//! each park) with nothing owed either way is parked: the serving loop and the WebSocket layer are dropped, and the task waits with the
 //! raw socket, its [`Connection`] and one timer until something needs it served again
 //! ([`run`]). Most connections of a large deployment are idle most of the time; this is what
 //! they cost while they are (bench/results/idle.md).
@@ -70,10 +70,16 @@ use upgrade::{Handshake, Lean, Upgrading};
 const MAX_WS_MESSAGE: usize = 4 * 1024 * 1024;
 const PING_EVERY: Duration = Duration::from_secs(30);
 /// How long a connection is quiet (nothing read, written, delivered or due) before it is
-/// parked: between this and twice this. Long enough that a connection with traffic every few
-/// hundred milliseconds is not taken apart and made again each time; short enough that an
-/// idle one gives back its memory soon after it connects (bench/results/idle.md).
+/// parked, at first: between this and twice this. Short, so an idle connection gives back
+/// its memory soon after it goes quiet (bench/results/idle.md).
+///
+/// Each park and wake-up costs a rebuild of the serving state, and each check for quiet a turn
+/// of the serving loop, so the period doubles, up to [`PARK_AFTER_MAX`], when two checks in a
+/// row find the connection was not quiet for all of it, and when a parked connection is
+/// woken sooner than it: a steady slow ticker stops parking and is checked every few seconds.
+/// One that then stays parked for eight times its period goes back to this.
 const PARK_AFTER: Duration = Duration::from_millis(500);
+const PARK_AFTER_MAX: Duration = Duration::from_secs(8);
 /// Most frames taken from the socket in one turn before the task answers and writes: a
 /// pipelining publisher's commands go to the hub as one batch, and a flood cannot keep the
 /// task from writing. Small enough that the stages overlap: with 1,024 a publisher's whole
@@ -213,13 +219,14 @@ impl Conn {
     }
 
     /// What the connection keeps while parked.
-    fn into_idle(self, ping_at: tokio::time::Instant) -> Idle {
+    fn into_idle(self, ping_at: tokio::time::Instant, park_after_ms: u16) -> Idle {
         Idle {
             conn: self.conn,
             binary: self.binary,
             token_at: self.token_at,
             grace_at: self.grace_at,
             ping_at,
+            park_after_ms,
         }
     }
 }
@@ -290,13 +297,42 @@ struct Idle {
     token_at: Option<tokio::time::Instant>,
     grace_at: Option<tokio::time::Instant>,
     ping_at: tokio::time::Instant,
+    /// The quiet period before the next park, in ms (0: never served yet). Two bytes, in
+    /// what was padding.
+    park_after_ms: u16,
+}
+
+impl Idle {
+    /// After a wake-up: a connection woken sooner than its quiet period after parking waits
+    /// twice as long before the next park; one that stayed parked for eight times it goes
+    /// back to [`PARK_AFTER`] (see there).
+    fn adapt(&mut self, parked_for: Duration) {
+        self.park_after_ms = next_park_after(self.park_after_ms, parked_for);
+    }
+}
+
+/// The quiet period (ms) after a wake-up from a park that lasted `parked_for`, given the one
+/// before (0: the connection was never served).
+fn next_park_after(now: u16, parked_for: Duration) -> u16 {
+    let base = u16::try_from(PARK_AFTER.as_millis()).unwrap_or(u16::MAX);
+    let max = u16::try_from(PARK_AFTER_MAX.as_millis()).unwrap_or(u16::MAX);
+    if now == 0 {
+        // The first wake-up ends the park every connection starts in: no signal yet.
+        base
+    } else if parked_for < Duration::from_millis(u64::from(now)) {
+        now.saturating_mul(2).min(max)
+    } else if parked_for >= Duration::from_millis(u64::from(now) * 8) {
+        base
+    } else {
+        now
+    }
 }
 
 /// How a turn of serving ended.
 enum Served {
     /// The connection is over (closed by either side, or failed).
     Ended,
-    /// It was quiet for [`PARK_AFTER`] with nothing held for the client: the raw socket and
+    /// It was quiet for its period ([`PARK_AFTER`]) with nothing held for the client: the raw socket and
     /// what the connection keeps while parked.
     Parked(Lean, Idle),
 }
@@ -316,7 +352,7 @@ enum Wake {
 /// The connection's task is allocated at the size of this future's largest state for its
 /// whole life (bench/results/idle.md). Serving is boxed, so that allocation (the serving
 /// loop, the WebSocket layer and its buffers) exists only while the connection is served:
-/// from the client's first bytes until it has been quiet for [`PARK_AFTER`] with nothing
+/// from the client's first bytes until it has been quiet for its period ([`PARK_AFTER`]) with nothing
 /// owed either way. [`serve`] then returns the raw socket, and the task holds only that
 /// socket, its [`Connection`] and one timer, until the client sends something, the hub has a
 /// delivery
@@ -339,6 +375,7 @@ fn run(
         token_at,
         grace_at: None,
         ping_at: tokio::time::Instant::now() + PING_EVERY,
+        park_after_ms: 0,
     };
     async move {
         let Some(mut io) = upgrading.await else {
@@ -358,6 +395,7 @@ fn run(
                 .grace_at
                 .or(idle.token_at)
                 .map_or(idle.ping_at, |t| t.min(idle.ping_at));
+            let parked_at = tokio::time::Instant::now();
             let wake = tokio::select! {
                 biased;
                 r = std::future::poll_fn(|cx| io.poll_readable(cx)) => match r {
@@ -368,6 +406,7 @@ fn run(
                 () = tokio::time::sleep_until(due) => Wake::Resume { deliver: false },
             };
             idle.conn.set_parked(false);
+            idle.adapt(parked_at.elapsed());
             let deliver = match wake {
                 Wake::Resume { deliver } => deliver,
                 Wake::Gone => return,
@@ -394,6 +433,7 @@ async fn serve(io: Lean, idle: Idle, deliver_first: bool) -> Served {
         token_at,
         grace_at,
         mut ping_at,
+        park_after_ms,
     } = idle;
     let write_timeout = conn.gateway().write_timeout();
     // One socket, not split halves: a split moves the socket into a shared allocation of its
@@ -420,8 +460,11 @@ async fn serve(io: Lean, idle: Idle, deliver_first: bool) -> Served {
     // Parking: once the timer reaches `park_at` with nothing held, the connection parks
     // unless a turn ran since (`busy`); then the quiet period starts again. So a busy
     // connection pays one flag store per turn, not a clock read.
-    let mut park_at = tokio::time::Instant::now() + PARK_AFTER;
+    let mut park_after_ms = park_after_ms.max(next_park_after(0, Duration::ZERO));
+    let mut park_after = Duration::from_millis(u64::from(park_after_ms));
+    let mut park_at = tokio::time::Instant::now() + park_after;
     let mut busy = false;
+    let mut busy_checks = 0u8;
     let mut deliver = deliver_first;
     loop {
         // Replies already due go out in this turn. The select below is biased to the
@@ -517,8 +560,19 @@ async fn serve(io: Lean, idle: Idle, deliver_first: bool) -> Served {
                     }
                     if park_at <= now {
                         if busy || !c.parkable(&socket) {
+                            // Not quiet for a whole period. Twice in a row (the first
+                            // period holds the turn that woke the connection): check again
+                            // after a longer one, so a connection with steady traffic is
+                            // not woken for this every half second (each turn of this loop
+                            // costs tens of µs; bench/results/idle.md).
                             busy = false;
-                            park_at = now + PARK_AFTER;
+                            busy_checks += 1;
+                            if busy_checks >= 2 {
+                                busy_checks = 0;
+                                park_after_ms = next_park_after(park_after_ms, Duration::ZERO);
+                                park_after = Duration::from_millis(u64::from(park_after_ms));
+                            }
+                            park_at = now + park_after;
                         } else {
                             // The layer may still owe the client a pong: written first,
                             // or no parking yet.
@@ -530,7 +584,7 @@ async fn serve(io: Lean, idle: Idle, deliver_first: bool) -> Served {
                                 std::task::Poll::Ready(Ok(())) => {
                                     return Served::Parked(
                                         socket.into_inner(),
-                                        c.into_idle(ping_at),
+                                        c.into_idle(ping_at, park_after_ms),
                                     );
                                 }
                                 std::task::Poll::Ready(Err(_)) => break,
@@ -736,4 +790,32 @@ async fn close_with(
         timeout.min(Duration::from_secs(2)),
     )
     .await;
+}
+
+#[cfg(test)]
+mod park_tests {
+    use super::*;
+
+    /// The quiet period doubles for a connection woken soon after each park, up to the cap,
+    /// stays where it is for one woken later, and goes back to the start after a long park;
+    /// the wake-up from the park every connection starts in only starts it.
+    #[test]
+    fn the_quiet_period_follows_how_soon_a_parked_connection_is_woken() {
+        let ms = Duration::from_millis;
+        let mut p: u16 = 0;
+        let step = |p: &mut u16, parked_for: Duration| *p = next_park_after(*p, parked_for);
+        step(&mut p, ms(1));
+        assert_eq!(p, 500, "the first wake-up only starts the period");
+        for want in [1000, 2000, 4000, 8000, 8000] {
+            step(&mut p, ms(10));
+            assert_eq!(p, want, "woken soon after parking: doubled, up to the cap");
+        }
+        step(&mut p, ms(20_000));
+        assert_eq!(
+            p, 8000,
+            "parked longer than the period, under 8 times it: kept"
+        );
+        step(&mut p, ms(64_000));
+        assert_eq!(p, 500, "parked for 8 times the period: back to the start");
+    }
 }
