@@ -48,6 +48,19 @@ async fn until_parked(srv: &Server, n: u64) {
     }
 }
 
+/// Publishes a quote with `bid` on `channel` over HTTP and checks that `ws` receives it.
+async fn delivered(srv: &Server, ws: &mut Ws, channel: &str, bid: &str) {
+    let (status, v) = publish(
+        srv,
+        &json!({"channel":channel,"data":{"bid":bid,"ask":"9"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let p = ws.push().await;
+    assert_eq!(p["ch"], channel, "{p}");
+    assert_eq!(p["data"]["bid"], bid, "{p}");
+}
+
 /// A client frame (RFC 6455 §5.2): masked, with the given first byte (FIN and opcode).
 fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [0x37u8, 0xfa, 0x21, 0x3d];
@@ -121,15 +134,7 @@ async fn a_quiet_connection_parks_and_is_served_again_by_each_wake_up() {
     until_parked(&srv, 1).await;
 
     // A delivery wakes it: the hub's wake-up, taken while parked, is not lost.
-    let (status, v) = publish(
-        &srv,
-        &json!({"channel":"quotes.PARK","data":{"bid":"1.25","ask":"1.26"}}),
-    )
-    .await;
-    assert_eq!(status, 200, "{v}");
-    let p = ws.push().await;
-    assert_eq!(p["ch"], "quotes.PARK", "{p}");
-    assert_eq!(p["data"]["bid"], "1.25", "{p}");
+    delivered(&srv, &mut ws, "quotes.PARK", "1.25").await;
     until_parked(&srv, 1).await;
 
     // A command wakes it, and is answered.
@@ -141,15 +146,7 @@ async fn a_quiet_connection_parks_and_is_served_again_by_each_wake_up() {
     // waits longer before the next, 2 s here and 4 s after; the unit test in ws/mod.rs
     // covers that rule.)
     until_parked(&srv, 1).await;
-    let (status, v) = publish(
-        &srv,
-        &json!({"channel":"quotes.OTHER","data":{"bid":"2.5","ask":"3"}}),
-    )
-    .await;
-    assert_eq!(status, 200, "{v}");
-    let p = ws.push().await;
-    assert_eq!(p["ch"], "quotes.OTHER", "{p}");
-    assert_eq!(p["data"]["bid"], "2.5", "{p}");
+    delivered(&srv, &mut ws, "quotes.OTHER", "2.5").await;
 
     // A second client parks beside it; the first leaves while parked and is counted out.
     let mut other = Ws::connect(&srv.ws_url("")).await;

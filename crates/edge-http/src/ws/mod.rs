@@ -15,10 +15,11 @@
 //! stops reading only ever blocks its own task.
 //!
 //! A connection quiet for a while ([`PARK_AFTER`], longer for one that is woken soon after
-//! each park) with nothing owed either way is parked: the serving loop and the WebSocket layer are dropped, and the task waits with the
-//! raw socket, its [`Connection`] and one timer until something needs it served again
-//! ([`run`]). Most connections of a large deployment are idle most of the time; this is what
-//! they cost while they are (bench/results/idle.md).
+//! each park) with nothing owed either way is parked: the serving loop and the WebSocket
+//! layer are dropped, and the task waits with the raw socket, its [`Connection`] and one
+//! timer until something needs it served again ([`run`]). Most connections of a large
+//! deployment are idle most of the time; this is what they cost while they are
+//! (bench/results/idle.md).
 
 use std::{collections::VecDeque, future::Future, pin::Pin, time::Duration};
 
@@ -332,8 +333,8 @@ fn next_park_after(now: u16, parked_for: Duration) -> u16 {
 enum Served {
     /// The connection is over (closed by either side, or failed).
     Ended,
-    /// It was quiet for its period ([`PARK_AFTER`]) with nothing held for the client: the raw socket and
-    /// what the connection keeps while parked.
+    /// It was quiet for its period ([`PARK_AFTER`]) with nothing held for the client: the raw
+    /// socket and what the connection keeps while parked.
     Parked(Lean, Idle),
 }
 
@@ -352,14 +353,13 @@ enum Wake {
 /// The connection's task is allocated at the size of this future's largest state for its
 /// whole life (bench/results/idle.md). Serving is boxed, so that allocation (the serving
 /// loop, the WebSocket layer and its buffers) exists only while the connection is served:
-/// from the client's first bytes until it has been quiet for its period ([`PARK_AFTER`]) with nothing
-/// owed either way. [`serve`] then returns the raw socket, and the task holds only that
-/// socket, its [`Connection`] and one timer, until the client sends something, the hub has a
-/// delivery
-/// or closes the session, or a deadline (ping, token expiry) comes. It is a plain function
-/// returning an `async move` block, so what the task keeps is built once, before the block
-/// captures it (an `async fn` moves each parameter into a local of its body, and the task
-/// held both).
+/// from the client's first bytes until it has been quiet for its period ([`PARK_AFTER`])
+/// with nothing owed either way. [`serve`] then returns the raw socket, and the task holds
+/// only that socket, its [`Connection`] and one timer, until the client sends something, the
+/// hub has a delivery or closes the session, or a deadline (ping, token expiry) comes. It is
+/// a plain function returning an `async move` block, so what the task keeps is built once,
+/// before the block captures it (an `async fn` moves each parameter into a local of its body,
+/// and the task held both).
 #[allow(clippy::manual_async_fn)] // on purpose: see above
 fn run(
     upgrading: Upgrading,
