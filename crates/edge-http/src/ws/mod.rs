@@ -14,7 +14,7 @@
 //! channel) runs beside the connection's other work instead of in front of it. A client that
 //! stops reading only ever blocks its own task.
 //!
-//! A connection quiet for a while ([`PARK_AFTER`], longer for one that is woken soon after
+//! A connection quiet for a while ([`park::PARK_AFTER`], longer for one that is woken soon after
 //! each park) with nothing owed either way is parked: the serving loop and the WebSocket
 //! layer are dropped, and the task waits with the raw socket, its [`Connection`] and one
 //! timer until something needs it served again ([`run`]). Most connections of a large
@@ -58,11 +58,13 @@ use crate::{hardening, problem::Problem, publish::bearer, HttpState, WEBSOCKET};
 // commands a client sends and their replies, and the window of publishes waiting to be
 // acknowledged in order.
 mod commands;
+mod park;
 mod upgrade;
 mod window;
 
 pub(crate) use commands::markers_json;
 use commands::refusal_frame;
+use park::{next_park_after, Idle, Served, Wake};
 pub(crate) use upgrade::Socket;
 use upgrade::{Handshake, Lean, Upgrading};
 
@@ -70,17 +72,6 @@ use upgrade::{Handshake, Lean, Upgrading};
 /// protocol's command limit and this, the client gets a `too_large` error reply instead.
 const MAX_WS_MESSAGE: usize = 4 * 1024 * 1024;
 const PING_EVERY: Duration = Duration::from_secs(30);
-/// How long a connection is quiet (nothing read, written, delivered or due) before it is
-/// parked, at first: between this and twice this. Short, so an idle connection gives back
-/// its memory soon after it goes quiet (bench/results/idle.md).
-///
-/// Each park and wake-up costs a rebuild of the serving state, and each check for quiet a turn
-/// of the serving loop, so the period doubles, up to [`PARK_AFTER_MAX`], when two checks in a
-/// row find the connection was not quiet for all of it, and when a parked connection is
-/// woken sooner than it: a steady slow ticker stops parking and is checked every few seconds.
-/// One that then stays parked for eight times its period goes back to this.
-const PARK_AFTER: Duration = Duration::from_millis(500);
-const PARK_AFTER_MAX: Duration = Duration::from_secs(8);
 /// Most frames taken from the socket in one turn before the task answers and writes: a
 /// pipelining publisher's commands go to the hub as one batch, and a flood cannot keep the
 /// task from writing. Small enough that the stages overlap: with 1,024 a publisher's whole
@@ -289,71 +280,13 @@ impl Outbox {
     }
 }
 
-/// What a parked connection keeps: who it is and its deadlines. Everything else (the
-/// WebSocket layer and its read buffer, the command window, the outbox, the serving loop's
-/// own state) is made again when it is needed.
-struct Idle {
-    conn: Box<Connection>,
-    binary: bool,
-    token_at: Option<tokio::time::Instant>,
-    grace_at: Option<tokio::time::Instant>,
-    ping_at: tokio::time::Instant,
-    /// The quiet period before the next park, in ms (0: never served yet). Two bytes, in
-    /// what was padding.
-    park_after_ms: u16,
-}
-
-impl Idle {
-    /// After a wake-up: a connection woken sooner than its quiet period after parking waits
-    /// twice as long before the next park; one that stayed parked for eight times it goes
-    /// back to [`PARK_AFTER`] (see there).
-    fn adapt(&mut self, parked_for: Duration) {
-        self.park_after_ms = next_park_after(self.park_after_ms, parked_for);
-    }
-}
-
-/// The quiet period (ms) after a wake-up from a park that lasted `parked_for`, given the one
-/// before (0: the connection was never served).
-fn next_park_after(now: u16, parked_for: Duration) -> u16 {
-    let base = u16::try_from(PARK_AFTER.as_millis()).unwrap_or(u16::MAX);
-    let max = u16::try_from(PARK_AFTER_MAX.as_millis()).unwrap_or(u16::MAX);
-    if now == 0 {
-        // The first wake-up ends the park every connection starts in: no signal yet.
-        base
-    } else if parked_for < Duration::from_millis(u64::from(now)) {
-        now.saturating_mul(2).min(max)
-    } else if parked_for >= Duration::from_millis(u64::from(now) * 8) {
-        base
-    } else {
-        now
-    }
-}
-
-/// How a turn of serving ended.
-enum Served {
-    /// The connection is over (closed by either side, or failed).
-    Ended,
-    /// It was quiet for its period ([`PARK_AFTER`]) with nothing held for the client: the raw
-    /// socket and what the connection keeps while parked.
-    Parked(Lean, Idle),
-}
-
-/// What ended a parked wait.
-enum Wake {
-    /// Serve again; `deliver`: the hub's wake-up was taken by the wait, so deliveries are
-    /// drained first, before waiting for the next.
-    Resume { deliver: bool },
-    /// The client closed the socket, or it failed.
-    Gone,
-}
-
 /// Serves one WebSocket connection: [`serve`] while there is traffic, parked while there is
 /// none.
 ///
 /// The connection's task is allocated at the size of this future's largest state for its
 /// whole life (bench/results/idle.md). Serving is boxed, so that allocation (the serving
 /// loop, the WebSocket layer and its buffers) exists only while the connection is served:
-/// from the client's first bytes until it has been quiet for its period ([`PARK_AFTER`])
+/// from the client's first bytes until it has been quiet for its period ([`park::PARK_AFTER`])
 /// with nothing owed either way. [`serve`] then returns the raw socket, and the task holds
 /// only that socket, its [`Connection`] and one timer, until the client sends something, the
 /// hub has a delivery or closes the session, or a deadline (ping, token expiry) comes. It is
@@ -790,32 +723,4 @@ async fn close_with(
         timeout.min(Duration::from_secs(2)),
     )
     .await;
-}
-
-#[cfg(test)]
-mod park_tests {
-    use super::*;
-
-    /// The quiet period doubles for a connection woken soon after each park, up to the cap,
-    /// stays where it is for one woken later, and goes back to the start after a long park;
-    /// the wake-up from the park every connection starts in only starts it.
-    #[test]
-    fn the_quiet_period_follows_how_soon_a_parked_connection_is_woken() {
-        let ms = Duration::from_millis;
-        let mut p: u16 = 0;
-        let step = |p: &mut u16, parked_for: Duration| *p = next_park_after(*p, parked_for);
-        step(&mut p, ms(1));
-        assert_eq!(p, 500, "the first wake-up only starts the period");
-        for want in [1000, 2000, 4000, 8000, 8000] {
-            step(&mut p, ms(10));
-            assert_eq!(p, want, "woken soon after parking: doubled, up to the cap");
-        }
-        step(&mut p, ms(20_000));
-        assert_eq!(
-            p, 8000,
-            "parked longer than the period, under 8 times it: kept"
-        );
-        step(&mut p, ms(64_000));
-        assert_eq!(p, 500, "parked for 8 times the period: back to the start");
-    }
 }
