@@ -101,9 +101,12 @@ mod tests {
         let got = next_message(&mut rx, Some(&mut linger));
         assert!(matches!(got, Some(WriterMsg::Sync)));
         // Sent long after the linger ran out: the writer is asleep by then and must wake.
+        // Long is 200 ms, not a small multiple of the 30 µs linger: in CI, beside a
+        // parallel build, this thread was once descheduled for longer than 3 ms before its
+        // first look, found the message already there, and counted no miss.
         let late = tx.clone();
         let sender = std::thread::spawn(move || {
-            std::thread::sleep(LINGER * 100);
+            std::thread::sleep(Duration::from_millis(200));
             late.blocking_send(WriterMsg::Sync).is_ok()
         });
         let got = next_message(&mut rx, Some(&mut linger));
