@@ -64,7 +64,7 @@ mod window;
 
 pub(crate) use commands::markers_json;
 use commands::refusal_frame;
-use park::{next_park_after, Idle, Served, Wake};
+use park::{Idle, Served, Wake};
 pub(crate) use upgrade::Socket;
 use upgrade::{Handshake, Lean, Upgrading};
 
@@ -393,9 +393,8 @@ async fn serve(io: Lean, idle: Idle, deliver_first: bool) -> Served {
     // Parking: once the timer reaches `park_at` with nothing held, the connection parks
     // unless a turn ran since (`busy`); then the quiet period starts again. So a busy
     // connection pays one flag store per turn, not a clock read.
-    let mut park_after_ms = park_after_ms.max(next_park_after(0, Duration::ZERO));
-    let mut park_after = Duration::from_millis(u64::from(park_after_ms));
-    let mut park_at = tokio::time::Instant::now() + park_after;
+    let mut park_after_ms = park_after_ms.max(park::base_ms());
+    let mut park_at = tokio::time::Instant::now() + park::period(park_after_ms);
     let mut busy = false;
     let mut busy_checks = 0u8;
     let mut deliver = deliver_first;
@@ -502,10 +501,9 @@ async fn serve(io: Lean, idle: Idle, deliver_first: bool) -> Served {
                             busy_checks += 1;
                             if busy_checks >= 2 {
                                 busy_checks = 0;
-                                park_after_ms = next_park_after(park_after_ms, Duration::ZERO);
-                                park_after = Duration::from_millis(u64::from(park_after_ms));
+                                park_after_ms = park::doubled(park_after_ms);
                             }
-                            park_at = now + park_after;
+                            park_at = now + park::period(park_after_ms);
                         } else {
                             // The layer may still owe the client a pong: written first,
                             // or no parking yet.

@@ -43,18 +43,32 @@ impl Idle {
     }
 }
 
+/// [`PARK_AFTER`] in ms.
+pub(super) fn base_ms() -> u16 {
+    u16::try_from(PARK_AFTER.as_millis()).unwrap_or(u16::MAX)
+}
+
+/// A quiet period (ms) twice as long, up to [`PARK_AFTER_MAX`].
+pub(super) fn doubled(ms: u16) -> u16 {
+    let max = u16::try_from(PARK_AFTER_MAX.as_millis()).unwrap_or(u16::MAX);
+    ms.saturating_mul(2).min(max)
+}
+
+/// A quiet period in ms as a duration.
+pub(super) fn period(ms: u16) -> Duration {
+    Duration::from_millis(u64::from(ms))
+}
+
 /// The quiet period (ms) after a wake-up from a park that lasted `parked_for`, given the one
 /// before (0: the connection was never served).
-pub(super) fn next_park_after(now: u16, parked_for: Duration) -> u16 {
-    let base = u16::try_from(PARK_AFTER.as_millis()).unwrap_or(u16::MAX);
-    let max = u16::try_from(PARK_AFTER_MAX.as_millis()).unwrap_or(u16::MAX);
+fn next_park_after(now: u16, parked_for: Duration) -> u16 {
     if now == 0 {
         // The first wake-up ends the park every connection starts in: no signal yet.
-        base
-    } else if parked_for < Duration::from_millis(u64::from(now)) {
-        now.saturating_mul(2).min(max)
-    } else if parked_for >= Duration::from_millis(u64::from(now) * 8) {
-        base
+        base_ms()
+    } else if parked_for < period(now) {
+        doubled(now)
+    } else if parked_for >= period(now) * 8 {
+        base_ms()
     } else {
         now
     }
