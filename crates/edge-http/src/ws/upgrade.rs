@@ -241,6 +241,18 @@ impl<S> LeanIo<S> {
 }
 
 impl<S: AsyncRead + Unpin> LeanIo<S> {
+    /// Keeps bytes read from the socket that no reader has taken yet (called only when
+    /// `spare` holds none). Its allocation has room for any read's rest, so a busy
+    /// connection allocates once.
+    fn keep(&mut self, rest: &[u8]) {
+        self.spare.clear();
+        self.at = 0;
+        if self.spare.capacity() == 0 {
+            self.spare.reserve_exact(SOCKET_READ);
+        }
+        self.spare.extend_from_slice(rest);
+    }
+
     /// Waits, without a reader, until the client sends something: ready with `true` once
     /// bytes wait to be taken, `false` at the end of the stream. What arrives is kept for the
     /// next reader, so nothing is lost while no WebSocket layer is over the socket.
@@ -253,10 +265,7 @@ impl<S: AsyncRead + Unpin> LeanIo<S> {
         match Pin::new(&mut self.inner).poll_read(cx, &mut chunk) {
             Poll::Ready(Ok(())) if chunk.filled().is_empty() => Poll::Ready(Ok(false)),
             Poll::Ready(Ok(())) => {
-                self.spare.clear();
-                self.at = 0;
-                self.spare.reserve_exact(SOCKET_READ);
-                self.spare.extend_from_slice(chunk.filled());
+                self.keep(chunk.filled());
                 Poll::Ready(Ok(true))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -388,12 +397,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for LeanIo<S> {
                 this.frames.scan(now);
                 buf.put_slice(now);
                 if !later.is_empty() {
-                    if this.spare.capacity() == 0 {
-                        // Room for any read's rest, so a busy connection allocates once.
-                        this.spare.reserve_exact(SOCKET_READ);
-                    }
-                    this.spare.extend_from_slice(later);
-                    this.at = 0;
+                    this.keep(later);
                 }
                 Poll::Ready(Ok(()))
             }
