@@ -224,12 +224,14 @@ impl Metrics {
             "Clients disconnected for taking no data for write_timeout_ms.",
             self.write_timeout_disconnects.load(Ordering::Relaxed),
         );
-        let gauge = |edge: &str| {
+        // One edge's value of one of its counters (0 before the edge's first connection).
+        let of = |edge: &str, f: fn(&EdgeCounters) -> &AtomicU64| {
             edges
                 .iter()
                 .find(|(e, _)| *e == edge)
-                .map_or(0, |(_, c)| c.connections.load(Ordering::Relaxed))
+                .map_or(0, |(_, c)| f(c).load(Ordering::Relaxed))
         };
+        let gauge = |edge: &str| of(edge, |c| &c.connections);
         one(
             "tickwire_ws_connections",
             "gauge",
@@ -240,10 +242,7 @@ impl Metrics {
             "tickwire_ws_parked_connections",
             "gauge",
             "Open WebSocket connections parked while idle (holding neither a serving loop nor WebSocket buffers).",
-            edges
-                .iter()
-                .find(|(e, _)| *e == "websocket")
-                .map_or(0, |(_, c)| c.parked.load(Ordering::Relaxed)),
+            of("websocket", |c| &c.parked),
         );
         one(
             "tickwire_sse_connections",

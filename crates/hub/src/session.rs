@@ -513,7 +513,7 @@ impl Session {
 
     /// Waits until something may be ready to drain or the session was closed. Cancel-safe.
     pub async fn wait(&self) {
-        self.shared.notify.notified().await;
+        self.notified().await;
     }
 
     /// [`Session::wait`] as the bare future, for a caller that keeps it in a large number
