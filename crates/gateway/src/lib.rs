@@ -23,6 +23,7 @@ pub mod depth;
 pub mod jwks;
 mod limits;
 mod metrics;
+pub mod park;
 mod presence;
 pub mod proto;
 mod refusal;

@@ -14,8 +14,8 @@
 //! channel) runs beside the connection's other work instead of in front of it. A client that
 //! stops reading only ever blocks its own task.
 //!
-//! A connection quiet for a while ([`park::PARK_AFTER`], longer for one that is woken soon after
-//! each park) with nothing owed either way is parked: the serving loop and the WebSocket
+//! A connection quiet for a while ([`tickwire_gateway::park::PARK_AFTER`], longer for one that
+//! is woken soon after each park) with nothing owed either way is parked: the serving loop and the WebSocket
 //! layer are dropped, and the task waits with the raw socket, its [`Connection`] and one
 //! timer until something needs it served again ([`run`]). Most connections of a large
 //! deployment are idle most of the time; this is what they cost while they are
@@ -65,6 +65,7 @@ mod window;
 pub(crate) use commands::markers_json;
 use commands::refusal_frame;
 use park::{Idle, Served, Wake};
+use tickwire_gateway::park::Quiet;
 pub(crate) use upgrade::Socket;
 use upgrade::{Handshake, Lean, Upgrading};
 
@@ -286,7 +287,7 @@ impl Outbox {
 /// The connection's task is allocated at the size of this future's largest state for its
 /// whole life (bench/results/idle.md). Serving is boxed, so that allocation (the serving
 /// loop, the WebSocket layer and its buffers) exists only while the connection is served:
-/// from the client's first bytes until it has been quiet for its period ([`park::PARK_AFTER`])
+/// from the client's first bytes until it has been quiet for its period ([`Quiet`])
 /// with nothing owed either way. [`serve`] then returns the raw socket, and the task holds
 /// only that socket, its [`Connection`] and one timer, until the client sends something, the
 /// hub has a delivery or closes the session, or a deadline (ping, token expiry) comes. It is
@@ -390,13 +391,9 @@ async fn serve(io: Lean, idle: Idle, deliver_first: bool) -> Served {
     // every turn with a write waiting.
     let timer = tokio::time::sleep_until(ping_at);
     tokio::pin!(timer);
-    // Parking: once the timer reaches `park_at` with nothing held, the connection parks
-    // unless a turn ran since (`busy`); then the quiet period starts again. So a busy
-    // connection pays one flag store per turn, not a clock read.
-    let mut park_after_ms = park_after_ms.max(park::base_ms());
-    let mut park_at = tokio::time::Instant::now() + park::period(park_after_ms);
-    let mut busy = false;
-    let mut busy_checks = 0u8;
+    // Parking: once the timer reaches the end of the quiet period with nothing held, the
+    // connection parks unless a turn ran since.
+    let mut quiet = Quiet::start(park_after_ms);
     let mut deliver = deliver_first;
     loop {
         // Replies already due go out in this turn. The select below is biased to the
@@ -421,7 +418,7 @@ async fn serve(io: Lean, idle: Idle, deliver_first: bool) -> Served {
             .filter(|_| writing)
             .map(|p| p + write_timeout);
         let expiry = c.grace_at.or(c.token_at);
-        let parking = c.parkable(&socket).then_some(park_at);
+        let parking = c.parkable(&socket).then_some(quiet.at());
         let due = [stalled_at, expiry, parking]
             .into_iter()
             .flatten()
@@ -446,7 +443,7 @@ async fn serve(io: Lean, idle: Idle, deliver_first: bool) -> Served {
                     }
                     ev
                 }), if reading || writing => {
-                    busy = true;
+                    quiet.busy();
                     match ev {
                         SocketEvent::Written => {}
                         SocketEvent::WriteFailed => break,
@@ -473,7 +470,7 @@ async fn serve(io: Lean, idle: Idle, deliver_first: bool) -> Served {
                     }
                 }
                 front = poll_front(&mut c.window), if acks_pending => {
-                    busy = true;
+                    quiet.busy();
                     c.on_front(front);
                 }
                 () = &mut timer => {
@@ -490,42 +487,27 @@ async fn serve(io: Lean, idle: Idle, deliver_first: bool) -> Served {
                         c.out.replies.push_back(Message::Ping(Bytes::new()));
                         ping_at = now + PING_EVERY;
                     }
-                    if park_at <= now {
-                        if busy || !c.parkable(&socket) {
-                            // Not quiet for a whole period. Twice in a row (the first
-                            // period holds the turn that woke the connection): check again
-                            // after a longer one, so a connection with steady traffic is
-                            // not woken for this every half second (each turn of this loop
-                            // costs tens of µs; bench/results/idle.md).
-                            busy = false;
-                            busy_checks += 1;
-                            if busy_checks >= 2 {
-                                busy_checks = 0;
-                                park_after_ms = park::doubled(park_after_ms);
+                    if quiet.check(now, c.parkable(&socket)) {
+                        // The layer may still owe the client a pong: written first,
+                        // or no parking yet.
+                        match std::future::poll_fn(|cx| {
+                            std::task::Poll::Ready(socket.poll_flush_unpin(cx))
+                        })
+                        .await
+                        {
+                            std::task::Poll::Ready(Ok(())) => {
+                                return Served::Parked(
+                                    socket.into_inner(),
+                                    c.into_idle(ping_at, quiet.ms()),
+                                );
                             }
-                            park_at = now + park::period(park_after_ms);
-                        } else {
-                            // The layer may still owe the client a pong: written first,
-                            // or no parking yet.
-                            match std::future::poll_fn(|cx| {
-                                std::task::Poll::Ready(socket.poll_flush_unpin(cx))
-                            })
-                            .await
-                            {
-                                std::task::Poll::Ready(Ok(())) => {
-                                    return Served::Parked(
-                                        socket.into_inner(),
-                                        c.into_idle(ping_at, park_after_ms),
-                                    );
-                                }
-                                std::task::Poll::Ready(Err(_)) => break,
-                                std::task::Poll::Pending => c.out.unflushed = true,
-                            }
+                            std::task::Poll::Ready(Err(_)) => break,
+                            std::task::Poll::Pending => c.out.unflushed = true,
                         }
                     }
                 }
                 _ = c.conn.wait(), if take_more => {
-                    busy = true;
+                    quiet.busy();
                     deliver = true;
                 }
             }
