@@ -305,13 +305,6 @@ fn now_us() -> u64 {
         .as_micros() as u64
 }
 
-/// The value of an unlabelled gauge or counter in /metrics.
-async fn metric(srv: &Server, name: &str) -> Option<u64> {
-    let m = get_text(srv, "/metrics").await;
-    m.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_costs_bounded_memory_and_does_not_delay_others() {
     let dir = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{
     get_json,
-    mqtt::{self, packet, varint},
+    mqtt::{self, connect, packet, varint},
     Server, TIMEOUT,
 };
 use tokio::{
@@ -28,26 +28,6 @@ fn start(dir: &std::path::Path) -> (Server, u16) {
     );
     let port = srv.mqtt_port();
     (srv, port)
-}
-
-fn connect(level: u8, client_id: &str, clean: bool, keep_alive: u16) -> Vec<u8> {
-    let mut b = vec![
-        0,
-        4,
-        b'M',
-        b'Q',
-        b'T',
-        b'T',
-        level,
-        if clean { 0x02 } else { 0 },
-    ];
-    b.extend_from_slice(&keep_alive.to_be_bytes());
-    if level == 5 {
-        b.push(0); // no properties
-    }
-    b.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
-    b.extend_from_slice(client_id.as_bytes());
-    packet(0x10, &b)
 }
 
 /// Reads one packet: (first byte, body). `None` when the server closed the connection.

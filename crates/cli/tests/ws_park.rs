@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{get_text, publish, raw_exchange, Server, Ws, TIMEOUT};
+use common::{metric, publish, raw_exchange, until_metric, Server, Ws, TIMEOUT};
 use serde_json::{json, Value};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -23,12 +23,6 @@ use tokio::{
 /// between one and two periods after its last activity.
 const QUIET: Duration = Duration::from_millis(2500);
 
-async fn metric(srv: &Server, name: &str) -> Option<u64> {
-    let m = get_text(srv, "/metrics").await;
-    m.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
 async fn parked(srv: &Server) -> u64 {
     metric(srv, "tickwire_ws_parked_connections")
         .await
@@ -37,15 +31,7 @@ async fn parked(srv: &Server) -> u64 {
 
 /// Waits until `n` WebSocket connections are parked; panics after [`TIMEOUT`].
 async fn until_parked(srv: &Server, n: u64) {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while parked(srv).await != n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{n} parked connections expected, the gauge reads {}",
-            parked(srv).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_metric(srv, "tickwire_ws_parked_connections", n).await;
 }
 
 /// Publishes a quote with `bid` on `channel` over HTTP and checks that `ws` receives it.

@@ -4,7 +4,8 @@
 //!
 //! - `driver`: one task per connection around `tickwire_mqtt::broker::BrokerSession`:
 //!   CONNECT (identity through the gateway), packets in, publications to the hub, deliveries
-//!   out, keep-alive and session saves;
+//!   out, keep-alive and session saves; parked while quiet (`driver/park.rs`), when the task
+//!   holds only the driver;
 //! - `store`: persistent sessions in small durable files;
 //! - `publish`: PUBLISH and Will through the gateway;
 //! - `listener`: TCP accept loops (plain and TLS) and the WebSocket upgrade, all feeding
@@ -166,6 +167,9 @@ struct Claim {
     /// Who holds it: a connection of another identity may not take it over.
     identity: String,
     takeover: Arc<Latch>,
+    /// Wakes the holder's task when `takeover` is set: a parked connection waits for its
+    /// hub session's wake-up only (edge-mqtt `driver/park.rs`).
+    wake: Option<tickwire_hub::SessionCloser>,
     lock: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -205,19 +209,28 @@ impl Broker {
     /// told to leave (Session taken over) and we wait until it has saved its session.
     /// `Err(true)` if it belongs to another identity (refused: never handed over), `Err(false)`
     /// if it does not let go in time.
-    pub(crate) async fn claim(&self, client_id: &str, identity: &str) -> Result<Owner, bool> {
+    pub(crate) async fn claim(
+        &self,
+        client_id: &str,
+        identity: &str,
+        wake: tickwire_hub::SessionCloser,
+    ) -> Result<Owner, bool> {
         let lock = {
             let mut live = self.live.lock();
             let claim = live.entry(client_id.to_string()).or_insert_with(|| Claim {
                 serial: 0,
                 identity: identity.to_string(),
                 takeover: Arc::default(),
+                wake: None,
                 lock: Arc::new(tokio::sync::Mutex::new(())),
             });
             if claim.identity != identity {
                 return Err(true);
             }
             claim.takeover.set();
+            if let Some(w) = &claim.wake {
+                w.wake();
+            }
             claim.lock.clone()
         };
         let guard = tokio::time::timeout(std::time::Duration::from_secs(10), lock.lock_owned())
@@ -232,11 +245,13 @@ impl Broker {
             serial,
             identity: identity.to_string(),
             takeover: takeover.clone(),
+            wake: None,
             lock: tokio::sync::OwnedMutexGuard::mutex(&guard).clone(),
         });
         claim.serial = serial;
         claim.identity = identity.to_string();
         claim.takeover = takeover.clone();
+        claim.wake = Some(wake);
         Ok(Owner {
             serial,
             takeover,

@@ -67,23 +67,21 @@ impl TcpEdge {
                         let _ = stream.set_nodelay(true);
                         let edge = edge.clone();
                         let tls = self.tls.clone();
-                        tokio::spawn(async move {
-                            // The handshake runs here, in the connection's task, bounded by
-                            // the handshake timeout: a stalled client never holds up accept.
-                            let io = match tls {
-                                None => Stream::Plain(stream),
-                                // Boxed: the task keeps the size of its largest state
-                                // for the connection's life (see `driver::run`).
-                                Some(tls) => match Box::pin(tls.accept(stream)).await {
-                                    Ok(s) => Stream::from(s),
+                        // The handshake runs in the connection's task, bounded by the
+                        // handshake timeout: a stalled client never holds up accept.
+                        let io = async move {
+                            match tls {
+                                None => Some(Transport::Tcp(Stream::Plain(stream))),
+                                Some(tls) => match tls.accept(stream).await {
+                                    Ok(s) => Some(Transport::Tcp(Stream::from(s))),
                                     Err(e) => {
                                         tracing::debug!(%peer, "MQTT TLS handshake failed: {e}");
-                                        return;
+                                        None
                                     }
                                 },
-                            };
-                            run(edge, Transport::Tcp(io), Some(peer.ip())).await;
-                        });
+                            }
+                        };
+                        tokio::spawn(run(edge, io, Some(peer.ip())));
                     }
                     Err(e) => {
                         // Out of file descriptors and similar: back off instead of spinning.
@@ -126,5 +124,11 @@ async fn upgrade(
         .max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(4 * 1024)
-        .on_upgrade(move |socket| run(edge, Transport::Ws(Box::new(socket)), ip))
+        .on_upgrade(move |socket| {
+            run(
+                edge,
+                std::future::ready(Some(Transport::Ws(Box::new(socket)))),
+                ip,
+            )
+        })
 }

@@ -599,6 +599,12 @@ impl Connection {
         self.session.notified()
     }
 
+    /// A handle that wakes this connection's task from another one, as a delivery would
+    /// ([`tickwire_hub::SessionCloser::wake`]), or closes its session.
+    pub fn waker(&self) -> tickwire_hub::SessionCloser {
+        self.session.closer()
+    }
+
     /// When the credential of `principal` expires, as an instant of the runtime's clock.
     pub fn token_deadline(&self) -> Option<tokio::time::Instant> {
         let exp = self.principal.expires_at()?;

@@ -27,7 +27,7 @@ pub struct EdgeCounters {
     published: AtomicU64,
     rejected: AtomicU64,
     rate_limited: AtomicU64,
-    /// Open connections parked while idle (WebSocket: ws/mod.rs in edge-http).
+    /// Open connections parked while idle (`crate::park`).
     parked: AtomicU64,
     /// Server-side delivery lag (see `Connection::drain`).
     pub(crate) lag: Histogram,
@@ -243,6 +243,12 @@ impl Metrics {
             "gauge",
             "Open WebSocket connections parked while idle (holding neither a serving loop nor WebSocket buffers).",
             of("websocket", |c| &c.parked),
+        );
+        one(
+            "tickwire_mqtt_parked_connections",
+            "gauge",
+            "Open MQTT connections parked while idle (holding no serving loop).",
+            of("mqtt", |c| &c.parked),
         );
         one(
             "tickwire_sse_connections",

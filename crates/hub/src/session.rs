@@ -679,6 +679,13 @@ impl SessionCloser {
         self.0.close(reason);
     }
 
+    /// Wakes the session's task as a delivery would, without one: its drain finds nothing,
+    /// and it looks at what else changed (MQTT: another connection took its client id over).
+    /// A parked connection waits for the session's wake-up and nothing else of the hub's.
+    pub fn wake(&self) {
+        self.0.notify.notify_one();
+    }
+
     /// Calls `f` with the namespace of each channel the session is subscribed to (explicitly
     /// or through a pattern), for the subscription gauges a metrics scrape reports.
     pub fn each_subscription(&self, mut f: impl FnMut(&str)) {

@@ -324,6 +324,29 @@ pub async fn get_text(srv: &Server, path: &str) -> String {
         .unwrap()
 }
 
+/// The value of an unlabelled gauge or counter in /metrics.
+pub async fn metric(srv: &Server, name: &str) -> Option<u64> {
+    let m = get_text(srv, "/metrics").await;
+    m.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Waits until the unlabelled gauge `name` reads `n`; panics after [`TIMEOUT`].
+pub async fn until_metric(srv: &Server, name: &str, n: u64) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let now = metric(srv, name).await;
+        if now == Some(n) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} {n} expected, /metrics reads {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The Content-Type of an answer, "" if none.
 pub fn content_type(r: &reqwest::Response) -> String {
     r.headers()

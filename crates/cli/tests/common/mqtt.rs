@@ -28,6 +28,27 @@ pub fn packet(first: u8, body: &[u8]) -> Vec<u8> {
     p
 }
 
+/// A CONNECT of MQTT `level` (4: 3.1.1, 5), without credentials or properties.
+pub fn connect(level: u8, client_id: &str, clean: bool, keep_alive: u16) -> Vec<u8> {
+    let mut b = vec![
+        0,
+        4,
+        b'M',
+        b'Q',
+        b'T',
+        b'T',
+        level,
+        if clean { 0x02 } else { 0 },
+    ];
+    b.extend_from_slice(&keep_alive.to_be_bytes());
+    if level == 5 {
+        b.push(0); // no properties
+    }
+    b.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+    b.extend_from_slice(client_id.as_bytes());
+    packet(0x10, &b)
+}
+
 /// Appends a length-prefixed string (or binary data).
 pub fn string(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(&(s.len() as u16).to_be_bytes());

@@ -16,7 +16,9 @@ use std::{
 
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use bytes::{Bytes, BytesMut};
-use tickwire_gateway::{AckFuture, Connection, Credentials, ErrorCode, Event, Principal, Refusal};
+use tickwire_gateway::{
+    park::Quiet, AckFuture, Connection, Credentials, ErrorCode, Event, Principal, Refusal,
+};
 use tickwire_hub::{
     Ack, Channel, Checked, Class, CloseReason, Delivery, Format, Latch, Message, Offset,
 };
@@ -37,11 +39,13 @@ use tokio::{
 // rules, refusals), the hub operations the session asks for, the byte stream (TCP, TLS or
 // WebSocket), the publish window, and the connection loop (here).
 mod connect;
+mod park;
 mod router;
 mod transport;
 mod window;
 
 use connect::{accept, read_connect, send_now, ConnectFailure};
+use park::Turn;
 use router::HubRouter;
 pub(crate) use transport::Transport;
 use window::{front_acks, PendingBatch, MAX_PENDING};
@@ -54,16 +58,60 @@ use crate::{
 
 /// How often acknowledged positions of a persistent session are written while connected.
 const PERSIST_EVERY: Duration = Duration::from_millis(200);
-/// Serves one MQTT connection from its first byte to its end; `peer` is the client's address
-/// where the transport knows it (counted against the per-IP connection cap).
+/// Serves one MQTT connection from its first byte to its end: `io` yields the byte stream
+/// (after a TLS handshake, say) or `None`; `peer` is the client's address where the transport
+/// knows it (counted against the per-IP connection cap).
 ///
 /// The task spawned for a connection is allocated at the size of this future's largest
 /// state, for the connection's whole life (issue 20: ≤ 2 KB per idle connection). So each
-/// phase is a boxed future of its own: the CONNECT phase's locals are freed when it ends,
-/// and an idle connection holds only its driver and the loop it waits in.
-pub(crate) async fn run(edge: Arc<MqttEdge>, io: Transport, peer: Option<std::net::IpAddr>) {
-    if let Some(admitted) = Box::pin(accept_connection(edge, io, peer)).await {
-        Box::pin(admitted.serve()).await;
+/// phase is a boxed future of its own (the handshake and CONNECT phase's locals are freed
+/// when it ends), except the parked wait of a quiet connection ([`Driver::serve_parking`]):
+/// that is the state the task is sized for, and an idle connection holds only it and its
+/// driver. A plain function returning an `async move` block, so the task keeps one pointer
+/// of what it was started with (an `async fn` keeps each parameter for its whole life).
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub(crate) fn run<F>(
+    edge: Arc<MqttEdge>,
+    io: F,
+    peer: Option<std::net::IpAddr>,
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    F: std::future::Future<Output = Option<Transport>> + Send + 'static,
+{
+    let accepting = Box::pin(async move { accept_connection(edge, io.await?, peer).await });
+    async move {
+        let Some(Admitted {
+            mut d,
+            token,
+            owner,
+            version,
+        }) = accepting.await
+        else {
+            return;
+        };
+        let started = match Box::pin(d.start()).await {
+            Ok(started) => started,
+            Err(refusal) => {
+                // Refused before CONNACK: no session of its own was created or touched (it
+                // may be another identity's), and no Will is published. The client id is
+                // let go of before the client hears the refusal: the id's owner,
+                // reconnecting at once, must not find it still held by the refused
+                // identity.
+                d.edge.broker.release(&d.client_id, owner);
+                Box::pin(async move {
+                    let _ = send_now(&mut d.io, &refusal, version).await;
+                    d.io.close().await;
+                })
+                .await;
+                return;
+            }
+        };
+        let end = match started {
+            Some(end) => end,
+            None => d.serve_parking(&token).await,
+        };
+        Box::pin(d.wind_up(end)).await;
+        d.edge.broker.release(&d.client_id, owner);
     }
 }
 
@@ -73,26 +121,6 @@ struct Admitted {
     token: Arc<Latch>,
     owner: crate::Owner,
     version: ProtocolVersion,
-}
-
-impl Admitted {
-    async fn serve(self) {
-        let Admitted {
-            mut d,
-            token,
-            owner,
-            version,
-        } = self;
-        let refusal = d.serve(token).await;
-        // A connection refused before CONNACK lets go of the client id before the client
-        // hears the refusal: the id's owner, reconnecting at once, must not find it still
-        // held by the refused identity.
-        d.edge.broker.release(&d.client_id, owner);
-        if let Some(p) = refusal {
-            let _ = send_now(&mut d.io, &p, version).await;
-            d.io.close().await;
-        }
-    }
 }
 
 /// Closes a connection that ends in its CONNECT phase.
@@ -160,7 +188,11 @@ async fn accept_connection(
     };
     conn.set_client_id(&accepted.client_id);
     let identity = conn.principal().identity();
-    let owner = match edge.broker.claim(&accepted.client_id, &identity).await {
+    let owner = match edge
+        .broker
+        .claim(&accepted.client_id, &identity, conn.waker())
+        .await
+    {
         Ok(o) => o,
         Err(other) => {
             let p = if other {
@@ -193,6 +225,10 @@ async fn accept_connection(
         pending: VecDeque::new(),
         pending_len: 0,
         moved: false,
+        last_rx: Instant::now(),
+        persist_at: Instant::now(),
+        token_at: None,
+        park_after_ms: 0,
         in_flight: InFlight {
             edge: edge.clone(),
             mine: 0,
@@ -231,6 +267,17 @@ struct Driver {
     pending_len: usize,
     /// Cluster mode: a save found that another node took this session over.
     moved: bool,
+    /// When the client's last packet arrived (the keep-alive verdict counts from it).
+    last_rx: Instant,
+    /// The session is saved at most every [`PERSIST_EVERY`] while it changes: the first
+    /// change at once, the next ones from this instant on.
+    persist_at: Instant,
+    /// When the token expires (MQTT 3.1.1 cannot re-authenticate: at expiry the connection
+    /// closes, v5 with reason 0xA0, and the client reconnects with a new token).
+    token_at: Option<Instant>,
+    /// The quiet period before the connection is parked, in ms (`tickwire_gateway::park`;
+    /// 0: never parked yet).
+    park_after_ms: u16,
     /// This connection's share of the in-flight gauge.
     in_flight: InFlight,
 }
@@ -274,46 +321,35 @@ impl Driver {
         )
     }
 
-    /// Serves the connection to its end; a refusal before CONNACK is returned unsent (the
-    /// caller lets go of the client id first).
-    ///
-    /// The awaits a connection passes through once (the session load and save, the Will)
-    /// and the rare ones in its loop are boxed: an idle connection's task should pay only
-    /// for the state it waits in (see [`run`]).
-    async fn serve(&mut self, takeover: Arc<Latch>) -> Option<Packet> {
-        let end = match Box::pin(self.start()).await {
-            Ok(None) => self.main_loop(takeover).await,
-            Ok(Some(end)) => end,
-            // Refused before CONNACK: no session of its own was created or touched (it may
-            // be another identity's), and no Will is published.
-            Err(refusal) => return Some(refusal),
-        };
-        // Publications handed to the hub are stored whether or not anyone waits for them:
-        // their answers update the session (a QoS 2 id is remembered once stored) before it
-        // is saved, or a resent QoS 2 PUBLISH after a reconnect would be stored twice.
-        Box::pin(self.settle_pending()).await;
+    /// Ends a connection that was served: publications handed to the hub are stored whether
+    /// or not anyone waits for them (their answers update the session, a QoS 2 id is
+    /// remembered once stored, before it is saved, or a resent QoS 2 PUBLISH after a
+    /// reconnect would be stored twice), the Will goes out after an abrupt end, the session is
+    /// saved or removed, and the socket is closed.
+    async fn wind_up(&mut self, end: End) {
+        self.settle_pending().await;
         if end == End::Abrupt {
-            Box::pin(self.publish_will()).await;
+            self.publish_will().await;
         }
-        Box::pin(self.finish()).await;
+        self.finish().await;
         self.io.close().await;
-        None
     }
 
     /// Loads or discards the stored session and answers CONNECT; `Err` with the CONNACK that
-    /// refuses the connection before it began.
-    async fn start(&mut self) -> Result<Option<End>, Packet> {
+    /// refuses the connection before it began (boxed: the task would hold the packet's room
+    /// for its whole life).
+    async fn start(&mut self) -> Result<Option<End>, Box<Packet>> {
         let version = self.session.version();
         let stored = match self.load_stored().await {
             Ok(s) => s,
             Err(Stored::OtherOwner(owner)) => {
                 tracing::warn!(client = %self.session.client_id(), owner, identity = %self.conn.principal().identity(), "MQTT session belongs to another identity; connection refused");
                 self.conn.refused();
-                return Err(BrokerSession::refusal(
+                return Err(Box::new(BrokerSession::refusal(
                     version,
                     ReasonCode::NotAuthorized,
                     "this client id's session belongs to another identity",
-                ));
+                )));
             }
             Err(Stored::Io(e)) => {
                 tracing::error!(client = %self.session.client_id(), error = %e, "cannot read the MQTT session store");
@@ -321,15 +357,18 @@ impl Driver {
                     ProtocolVersion::V4 => ReasonCode::ServerUnavailable,
                     ProtocolVersion::V5 => ReasonCode::UnspecifiedError,
                 };
-                return Err(BrokerSession::refusal(
+                return Err(Box::new(BrokerSession::refusal(
                     version,
                     code,
                     "session store unreadable",
-                ));
+                )));
             }
         };
         let (session, mut router) = self.router();
         session.connack(stored, &mut router);
+        self.last_rx = Instant::now();
+        self.persist_at = self.last_rx;
+        self.token_at = self.conn.token_deadline();
         if self.flush().await.is_err() {
             return Ok(Some(End::Abrupt));
         }
@@ -361,18 +400,22 @@ impl Driver {
         .map_err(|e| Stored::Io(io::Error::other(e)))?
     }
 
-    async fn main_loop(&mut self, takeover: Arc<Latch>) -> End {
-        let mut last_rx = Instant::now();
-        // The session is saved at most every PERSIST_EVERY while it changes: the first change
-        // at once, the next ones from this instant on.
-        let mut persist_at = last_rx;
-        // MQTT 3.1.1 cannot re-authenticate: at expiry the connection closes (v5: reason 0xA0)
-        // and the client reconnects with a new token as its password.
-        let mut token_at = self.conn.token_deadline();
-        // One timer for the keep-alive verdict, the token's expiry and the next save, armed
-        // for the earliest (`deadline::arm`).
-        let timer = tokio::time::sleep_until(last_rx + PERSIST_EVERY);
+    /// One turn of serving: until the connection ends, or has been quiet for its period with
+    /// nothing owed either way ([`Turn::Park`]). `woken`: a wake-up from the hub was taken
+    /// while parked, so deliveries are drained before waiting for the next.
+    async fn main_loop(&mut self, takeover: &Latch, mut woken: bool) -> Turn {
+        // Bytes read while parked come first.
+        if !self.rbuf.is_empty() {
+            if let Some(end) = Box::pin(self.handle_input()).await {
+                self.flush_briefly().await;
+                return Turn::End(end);
+            }
+        }
+        // One timer for the keep-alive verdict, the token's expiry, the next save and the end
+        // of the quiet period, armed for the earliest (`deadline::arm`).
+        let timer = tokio::time::sleep_until(self.last_rx + PERSIST_EVERY);
         tokio::pin!(timer);
+        let mut quiet = Quiet::start(self.park_after_ms);
         loop {
             self.in_flight.set(self.session.in_flight());
             if self.moved {
@@ -381,21 +424,22 @@ impl Driver {
                     "this client id connected to another node",
                 );
                 self.flush_briefly().await;
-                return End::Abrupt;
+                return Turn::End(End::Abrupt);
             }
             let mut pull = false;
             let reading = self.pending_len < MAX_PENDING;
             // No keep-alive verdict while this side stopped reading: the client's packets
             // may be waiting in the socket.
-            let deadline = self
-                .session
-                .keep_alive()
-                .map(|k| last_rx + k)
-                .filter(|_| reading);
+            let deadline = self.keep_alive_at().filter(|_| reading);
             let can_pull = self.session.queued() == 0;
             let persist_due = self.session.dirty() && self.session.persistent();
-            let save_at = persist_due.then_some(persist_at);
-            let due = [deadline, token_at, save_at].into_iter().flatten().min();
+            let save_at = persist_due.then_some(self.persist_at);
+            let token_at = self.token_at;
+            let parking = self.parkable().then_some(quiet.at());
+            let due = [deadline, token_at, save_at, parking]
+                .into_iter()
+                .flatten()
+                .min();
             if let Some(due) = due {
                 tickwire_gateway::deadline::arm(timer.as_mut(), due);
             }
@@ -406,30 +450,37 @@ impl Driver {
                     self.conn.gateway().metrics().note_close(&reason);
                     self.session.disconnect(close_code(&reason), &reason.to_string());
                     self.flush_briefly().await;
-                    return End::Abrupt;
+                    return Turn::End(End::Abrupt);
                 }
                 _ = takeover.wait() => {
                     self.session.disconnect(ReasonCode::SessionTakenOver, "another connection took over this client id");
                     self.flush_briefly().await;
-                    return End::Abrupt;
+                    return Turn::End(End::Abrupt);
+                }
+                // The wake-up taken while parked, once the session can take deliveries.
+                () = std::future::ready(()), if woken && can_pull => {
+                    woken = false;
+                    pull = true;
                 }
                 acks = front_acks(&mut self.pending), if !self.pending.is_empty() => {
+                    quiet.busy();
                     if !reading {
-                        last_rx = Instant::now();
+                        self.last_rx = Instant::now();
                     }
                     if let Some(end) = self.answer_front(acks) {
                         self.flush_briefly().await;
-                        return end;
+                        return Turn::End(end);
                     }
                 }
                 r = self.io.read(&mut self.rbuf), if reading => {
+                    quiet.busy();
                     match r {
-                        Ok(true) => last_rx = Instant::now(),
-                        _ => return End::Abrupt,
+                        Ok(true) => self.last_rx = Instant::now(),
+                        _ => return Turn::End(End::Abrupt),
                     }
                     if let Some(end) = Box::pin(self.handle_input()).await {
                         self.flush_briefly().await;
-                        return end;
+                        return Turn::End(end);
                     }
                 }
                 () = &mut timer, if due.is_some() => {
@@ -437,31 +488,44 @@ impl Driver {
                     if deadline.is_some_and(|d| d <= now) {
                         self.session.disconnect(ReasonCode::KeepAliveTimeout, "no packet within 1.5 times the keep alive");
                         self.flush_briefly().await;
-                        return End::Abrupt;
+                        return Turn::End(End::Abrupt);
                     }
                     if token_at.is_some_and(|t| t <= now) {
-                        token_at = None;
+                        self.token_at = None;
                         self.conn.expire();
                     }
                     if save_at.is_some_and(|t| t <= now) {
-                        persist_at = now + PERSIST_EVERY;
+                        self.persist_at = now + PERSIST_EVERY;
                         Box::pin(self.persist(None)).await;
                     }
+                    if quiet.check(now, self.parkable()) {
+                        self.park_after_ms = quiet.ms();
+                        return Turn::Park;
+                    }
                 }
-                _ = self.conn.wait(), if can_pull => pull = true,
+                _ = self.conn.wait(), if can_pull => {
+                    quiet.busy();
+                    pull = true;
+                }
             }
             if pull {
                 if let Err(reason) = Box::pin(self.drain()).await {
                     self.session
                         .disconnect(close_code(&reason), &reason.to_string());
                     self.flush_briefly().await;
-                    return End::Abrupt;
+                    return Turn::End(End::Abrupt);
                 }
             }
             if Box::pin(self.flush()).await.is_err() {
-                return End::Abrupt;
+                return Turn::End(End::Abrupt);
             }
         }
+    }
+
+    /// When the keep-alive verdict falls: 1.5 times the keep alive after the client's last
+    /// packet (none for a keep alive of 0).
+    fn keep_alive_at(&self) -> Option<Instant> {
+        self.session.keep_alive().map(|k| self.last_rx + k)
     }
 
     /// Decodes and handles every complete packet in the read buffer.

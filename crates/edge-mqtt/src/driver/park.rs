@@ -1,0 +1,98 @@
+//! Parking a quiet MQTT connection (`tickwire_gateway::park`, as the WebSocket edge does):
+//! once it has been quiet for its period with nothing owed either way, the serving loop
+//! ([`Driver::main_loop`], boxed) ends, and the connection's task waits with only its driver
+//! (the socket, the broker session, the hub session) until the client sends a packet, the hub
+//! has a delivery or closes the session, another connection takes the client id over, or the
+//! keep-alive verdict or the token's expiry is due. Most MQTT clients of a large deployment
+//! are idle between rare publishes; this is what they cost while they are
+//! (bench/results/idle.md).
+
+use super::*;
+use tickwire_gateway::park;
+
+/// How a turn of serving ended.
+pub(super) enum Turn {
+    /// The connection is over.
+    End(End),
+    /// It was quiet for its period with nothing owed ([`Driver::parkable`]).
+    Park,
+}
+
+impl Driver {
+    /// Serves the connection from its CONNACK to its end: in turns of [`Driver::main_loop`]
+    /// while there is traffic, parked between them. A new connection starts parked (it has
+    /// no subscription yet, unless its stored session brought some, and then deliveries wake
+    /// it at once).
+    pub(super) async fn serve_parking(&mut self, takeover: &Latch) -> End {
+        let mut woken = false;
+        loop {
+            if self.parkable() {
+                // The wait is written out here rather than in a function of its own: every
+                // parked task holds this state, and a function's arguments would be two more
+                // words in each.
+                // Its buffers' allocations are made again when they are needed: the read
+                // buffer is empty here, but may still hold what CONNECT needed.
+                self.pending = VecDeque::new();
+                self.batch = Vec::new();
+                self.rbuf = BytesMut::new();
+                self.conn.set_parked(true);
+                let due = [self.keep_alive_at(), self.token_at]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                let parked_at = Instant::now();
+                let Driver { io, rbuf, conn, .. } = self;
+                // What the client sends is read into the driver's buffer, for the serving
+                // loop. The hub closing the session, and another connection taking the client
+                // id over, wake `notified` too; the serving loop then finds the close or the
+                // takeover, as it finds what is due after a deadline.
+                let wake = tokio::select! {
+                    biased;
+                    r = std::future::poll_fn(|cx| io.poll_read(cx, rbuf)) => match r {
+                        Ok(true) => Some(Wake::Read),
+                        Ok(false) | Err(_) => None,
+                    },
+                    // A takeover of the client id wakes this too (`Broker::claim`).
+                    () = conn.notified() => Some(Wake::Deliver),
+                    () = tokio::time::sleep_until(due.unwrap_or(parked_at)), if due.is_some() => Some(Wake::Due),
+                };
+                self.conn.set_parked(false);
+                self.park_after_ms = park::after_wake(self.park_after_ms, parked_at.elapsed());
+                match wake {
+                    None => return End::Abrupt,
+                    Some(Wake::Read) => {
+                        self.last_rx = Instant::now();
+                        woken = false;
+                    }
+                    Some(Wake::Deliver) => woken = true,
+                    Some(Wake::Due) => woken = false,
+                }
+            }
+            match Box::pin(self.main_loop(takeover, woken)).await {
+                Turn::End(end) => return end,
+                Turn::Park => woken = false,
+            }
+        }
+    }
+
+    /// Whether the connection holds nothing for the client and nothing of it: no packet
+    /// (or part of one) read and not handled, no publication waiting for the hub or for its
+    /// answer, nothing to write, no delivery waiting for the client's Receive Maximum, and
+    /// no change of a stored session waiting to be saved.
+    pub(super) fn parkable(&mut self) -> bool {
+        self.rbuf.is_empty()
+            && self.batch.is_empty()
+            && self.pending.is_empty()
+            && !self.moved
+            && self.session.queued() == 0
+            && !(self.session.dirty() && self.session.persistent())
+            && self.session.output().is_empty()
+    }
+}
+
+/// What ended a parked wait, the client's leaving aside.
+enum Wake {
+    Read,
+    Deliver,
+    Due,
+}
