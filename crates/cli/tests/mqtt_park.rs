@@ -56,8 +56,14 @@ async fn read_packet(s: &mut TcpStream) -> (u8, Vec<u8>) {
 
 /// A v5 client with a clean start and a 60 s keep alive, past its CONNACK.
 async fn connected(port: u16, id: &str) -> TcpStream {
+    connected_with(port, id, 60).await
+}
+
+async fn connected_with(port: u16, id: &str, keep_alive: u16) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(&connect(5, id, true, 60)).await.unwrap();
+    s.write_all(&connect(5, id, true, keep_alive))
+        .await
+        .unwrap();
     let (first, body) = read_packet(&mut s).await;
     assert_eq!((first, body[1]), (0x20, 0), "CONNACK, accepted: {body:?}");
     s
@@ -178,6 +184,17 @@ async fn a_quiet_mqtt_connection_parks_and_is_served_again_by_each_wake_up() {
 async fn a_half_sent_packet_is_never_cut_by_a_park_and_keep_alive_still_holds() {
     let dir = tempfile::tempdir().unwrap();
     let (srv, port) = start(dir.path());
+    // Without a keep alive, nothing but the client's packets wakes a parked connection: each
+    // is answered at once, not when something else happens to come.
+    let mut idle = connected_with(port, "no-keep-alive", 0).await;
+    until_metric(&srv, PARKED, 1).await;
+    subscribe(&mut idle, 1, "quotes/NOKA", 0).await;
+    until_metric(&srv, PARKED, 1).await;
+    idle.write_all(&[0xC0, 0x00]).await.unwrap(); // PINGREQ
+    assert_eq!(read_packet(&mut idle).await, (0xD0, vec![]), "PINGRESP");
+    drop(idle);
+    until_metric(&srv, PARKED, 0).await;
+
     let mut s = connected(port, "halfway").await;
     until_metric(&srv, PARKED, 1).await;
 

@@ -404,11 +404,15 @@ impl Driver {
     /// nothing owed either way ([`Turn::Park`]). `woken`: a wake-up from the hub was taken
     /// while parked, so deliveries are drained before waiting for the next.
     async fn main_loop(&mut self, takeover: &Latch, mut woken: bool) -> Turn {
-        // Bytes read while parked come first.
+        // Bytes read while parked come first, and their answers go out at once: nothing
+        // else may come to end the wait below.
         if !self.rbuf.is_empty() {
             if let Some(end) = Box::pin(self.handle_input()).await {
                 self.flush_briefly().await;
                 return Turn::End(end);
+            }
+            if Box::pin(self.flush()).await.is_err() {
+                return Turn::End(End::Abrupt);
             }
         }
         // One timer for the keep-alive verdict, the token's expiry, the next save and the end
