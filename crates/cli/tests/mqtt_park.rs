@@ -181,9 +181,25 @@ async fn a_quiet_mqtt_connection_parks_and_is_served_again_by_each_wake_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_half_sent_packet_is_never_cut_by_a_park_and_keep_alive_still_holds() {
+async fn every_packet_is_answered_at_once_none_is_cut_by_a_park_and_keep_alive_holds() {
     let dir = tempfile::tempdir().unwrap();
     let (srv, port) = start(dir.path());
+    // A packet sent in the same write as CONNECT is read with it, and answered at once, not
+    // left in the read buffer until the client sends something else.
+    let mut eager = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut both = connect(5, "eager", true, 0);
+    let mut sub = 1u16.to_be_bytes().to_vec();
+    sub.push(0); // no properties
+    mqtt::string(&mut sub, b"quotes/EAGER");
+    sub.push(0);
+    both.extend_from_slice(&packet(0x82, &sub));
+    eager.write_all(&both).await.unwrap();
+    assert_eq!(read_packet(&mut eager).await.0, 0x20, "CONNACK");
+    let (first, body) = read_packet(&mut eager).await;
+    assert_eq!(first, 0x90, "SUBACK, got {first:#x} {body:?}");
+    drop(eager);
+    until_metric(&srv, PARKED, 0).await;
+
     // Without a keep alive, nothing but the client's packets wakes a parked connection: each
     // is answered at once, not when something else happens to come.
     let mut idle = connected_with(port, "no-keep-alive", 0).await;
