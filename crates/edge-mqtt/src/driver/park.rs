@@ -29,9 +29,9 @@ impl Driver {
             if self.parkable() {
                 // The wait is written out here rather than in a function of its own: every
                 // parked task holds this state, and a function's arguments would be two more
-                // words in each.
-                // Its buffers' allocations are made again when they are needed: the read
-                // buffer is empty here, but may still hold what CONNECT needed.
+                // words in each. The buffers' allocations are made again when they are
+                // needed (the read buffer is empty here, but may still hold what CONNECT
+                // needed).
                 self.pending = VecDeque::new();
                 self.batch = Vec::new();
                 self.rbuf = BytesMut::new();
@@ -44,16 +44,15 @@ impl Driver {
                 let Driver { io, rbuf, conn, .. } = self;
                 // What the client sends is read into the driver's buffer, for the serving
                 // loop. The hub closing the session, and another connection taking the client
-                // id over, wake `notified` too; the serving loop then finds the close or the
-                // takeover, as it finds what is due after a deadline.
+                // id over (`Broker::claim`), wake `notified` too; the serving loop then finds
+                // the close or the takeover, as it finds what is due after a deadline.
                 let wake = tokio::select! {
                     biased;
                     r = std::future::poll_fn(|cx| io.poll_read(cx, rbuf)) => match r {
                         Ok(true) => Some(Wake::Read),
                         Ok(false) | Err(_) => None,
                     },
-                    // A takeover of the client id wakes this too (`Broker::claim`).
-                    () = conn.notified() => Some(Wake::Deliver),
+                    () = conn.notified() => Some(Wake::Hub),
                     () = tokio::time::sleep_until(due.unwrap_or(parked_at)), if due.is_some() => Some(Wake::Due),
                 };
                 self.conn.set_parked(false);
@@ -64,7 +63,7 @@ impl Driver {
                         self.last_rx = Instant::now();
                         woken = false;
                     }
-                    Some(Wake::Deliver) => woken = true,
+                    Some(Wake::Hub) => woken = true,
                     Some(Wake::Due) => woken = false,
                 }
             }
@@ -92,7 +91,11 @@ impl Driver {
 
 /// What ended a parked wait, the client's leaving aside.
 enum Wake {
+    /// The client sent something.
     Read,
-    Deliver,
+    /// The hub session's wake-up: a delivery, a close, or a takeover of the client id. It
+    /// is taken, so the serving loop drains before it waits for the next.
+    Hub,
+    /// The keep-alive verdict or the token's expiry.
     Due,
 }
