@@ -165,7 +165,7 @@ const TOPIC_ALIAS_MAXIMUM: u16 = 32;
 struct Claim {
     serial: u64,
     /// Who holds it: a connection of another identity may not take it over.
-    identity: String,
+    identity: Arc<str>,
     takeover: Arc<Latch>,
     /// Wakes the holder's task when `takeover` is set: a parked connection waits for its
     /// hub session's wake-up only (edge-mqtt `driver/park.rs`).
@@ -176,7 +176,8 @@ struct Claim {
 /// Broker-wide state shared by the TCP listener and the WebSocket route of one server.
 pub(crate) struct Broker {
     pub(crate) store: store::Store,
-    live: Mutex<HashMap<String, Claim>>,
+    /// Keyed by the connection's own client id string (shared, not copied).
+    live: Mutex<HashMap<Arc<str>, Claim>>,
     serial: std::sync::atomic::AtomicU64,
     /// Outgoing QoS 1/2 messages awaiting the client's acknowledgement, every connection.
     pub(crate) in_flight: std::sync::atomic::AtomicI64,
@@ -211,15 +212,15 @@ impl Broker {
     /// if it does not let go in time.
     pub(crate) async fn claim(
         &self,
-        client_id: &str,
-        identity: &str,
+        client_id: &Arc<str>,
+        identity: Arc<str>,
         wake: tickwire_hub::SessionCloser,
     ) -> Result<Owner, bool> {
         let lock = {
             let mut live = self.live.lock();
-            let claim = live.entry(client_id.to_string()).or_insert_with(|| Claim {
+            let claim = live.entry(client_id.clone()).or_insert_with(|| Claim {
                 serial: 0,
-                identity: identity.to_string(),
+                identity: identity.clone(),
                 takeover: Arc::default(),
                 wake: None,
                 lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -241,15 +242,15 @@ impl Broker {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let takeover: Arc<Latch> = Arc::default();
         let mut live = self.live.lock();
-        let claim = live.entry(client_id.to_string()).or_insert_with(|| Claim {
+        let claim = live.entry(client_id.clone()).or_insert_with(|| Claim {
             serial,
-            identity: identity.to_string(),
+            identity: identity.clone(),
             takeover: takeover.clone(),
             wake: None,
             lock: tokio::sync::OwnedMutexGuard::mutex(&guard).clone(),
         });
         claim.serial = serial;
-        claim.identity = identity.to_string();
+        claim.identity = identity;
         claim.takeover = takeover.clone();
         claim.wake = Some(wake);
         Ok(Owner {

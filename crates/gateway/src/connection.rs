@@ -105,7 +105,7 @@ impl Connection {
         }
         self.shared = self.gateway.shared_buckets(&principal);
         if let Some(r) = self.gateway.sessions.lock().get_mut(&self.id) {
-            r.identity = principal.identity();
+            r.identity = principal.identity().into();
         }
         self.principal = principal;
         Ok(())
@@ -113,9 +113,20 @@ impl Connection {
 
     /// The client's own name for itself (MQTT client id, FIX SenderCompID), shown to operators
     /// beside the connection.
-    pub fn set_client_id(&self, client_id: &str) {
+    /// One string shared with the edge's own copies where it keeps them (MQTT's broker holds
+    /// the client id three more times, bench/results/idle.md).
+    pub fn set_client_id(&self, client_id: impl Into<Arc<str>>) {
         if let Some(r) = self.gateway.sessions.lock().get_mut(&self.id) {
-            r.client_id = Some(client_id.to_owned());
+            r.client_id = Some(client_id.into());
+        }
+    }
+
+    /// [`Principal::identity`] as the registry keeps it: one string an edge can share rather
+    /// than copy (MQTT keeps it as the client id's and the stored session's owner).
+    pub fn identity(&self) -> Arc<str> {
+        match self.gateway.sessions.lock().get(&self.id) {
+            Some(r) => r.identity.clone(),
+            None => self.principal.identity().into(),
         }
     }
 

@@ -36,11 +36,51 @@ pub fn arm(timer: Pin<&mut Sleep>, due: Instant) {
 }
 
 /// Sleeps until `at`, or forever without a deadline: the `select!` branch of an optional
-/// deadline (a token's expiry, a session timer, a shutdown's grace). A branch guarded by
-/// `if at.is_some()` does not even build the future while there is none.
-pub async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+/// deadline (a token's expiry, a session timer, a shutdown's grace, a parked connection's
+/// keep-alive verdict).
+pub fn sleep_until(at: Option<Instant>) -> SleepUntil {
+    SleepUntil {
+        sleep: at.map(tokio::time::sleep_until),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`sleep_until`]'s future: no larger than the timer itself (an `async fn` kept the
+    /// deadline beside it), as it sits in every parked MQTT connection's task
+    /// (bench/results/idle.md).
+    pub struct SleepUntil {
+        #[pin]
+        sleep: Option<Sleep>,
+    }
+}
+
+impl Future for SleepUntil {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        match self.project().sleep.as_pin_mut() {
+            Some(sleep) => sleep.poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sleeps_until_its_deadline_or_forever() {
+        let start = Instant::now();
+        let at = start + Duration::from_millis(30);
+        sleep_until(Some(at)).await;
+        assert!(Instant::now() >= at);
+        let never = tokio::time::timeout(Duration::from_millis(60), sleep_until(None)).await;
+        assert!(never.is_err(), "no deadline: it never fires");
+        assert_eq!(
+            std::mem::size_of::<SleepUntil>(),
+            std::mem::size_of::<Sleep>(),
+            "no room beside the timer"
+        );
     }
 }

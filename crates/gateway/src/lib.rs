@@ -634,7 +634,7 @@ impl Gateway {
             Box::new(Registered {
                 edge,
                 closer: session.closer(),
-                identity: principal.identity(),
+                identity: principal.identity().into(),
                 ip,
                 since_ms: tickwire_model::clock::now_nanos() / 1_000_000,
                 client_id: None,

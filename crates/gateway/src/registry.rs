@@ -14,13 +14,13 @@ pub(crate) struct Registered {
     pub(crate) edge: Edge,
     pub(crate) closer: SessionCloser,
     /// [`Principal::identity`], updated when a connection presents its credential late.
-    pub(crate) identity: String,
+    pub(crate) identity: std::sync::Arc<str>,
     pub(crate) ip: Option<std::net::IpAddr>,
     /// Unix milliseconds.
     pub(crate) since_ms: u64,
     /// The client's own name for itself where its protocol has one (MQTT client id, FIX
     /// SenderCompID).
-    pub(crate) client_id: Option<String>,
+    pub(crate) client_id: Option<std::sync::Arc<str>>,
 }
 
 /// One live connection as the operator endpoints list it.
@@ -79,10 +79,10 @@ impl Gateway {
                 ConnectionInfo {
                     id,
                     edge: r.edge.0,
-                    identity: r.identity,
+                    identity: r.identity.to_string(),
                     ip: r.ip,
                     connected_at: r.since_ms,
-                    client_id: r.client_id,
+                    client_id: r.client_id.as_deref().map(str::to_owned),
                     subscriptions,
                 }
             })

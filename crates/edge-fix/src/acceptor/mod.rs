@@ -288,7 +288,7 @@ async fn client(sh: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, cancel: Cance
             return;
         }
     };
-    conn.set_client_id(&their);
+    conn.set_client_id(their.as_str());
     if !sh.active.lock().insert(their.clone()) {
         tracing::warn!(
             "fix acceptor: {peer}: {their} is already logged on; refusing the second connection"

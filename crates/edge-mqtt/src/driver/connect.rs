@@ -135,11 +135,12 @@ pub(super) fn accept(edge: &MqttEdge, c: &Connect) -> Result<(Accepted, Principa
     let expiry_secs = edge.config.session().cap_session_expiry(requested);
     Ok((
         Accepted {
-            client_id,
+            client_id: client_id.into(),
             assigned,
             expiry_secs,
             expiry_capped: expiry_secs != requested,
-            owner: Some(principal.identity()),
+            // The registry's string, shared, once the connection is admitted (`run`).
+            owner: None,
         },
         principal,
     ))

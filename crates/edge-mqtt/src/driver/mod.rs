@@ -19,9 +19,7 @@ use bytes::{Bytes, BytesMut};
 use tickwire_gateway::{
     park::Quiet, AckFuture, Connection, Credentials, ErrorCode, Event, Principal, Refusal,
 };
-use tickwire_hub::{
-    Ack, Channel, Checked, Class, CloseReason, Delivery, Format, Latch, Message, Offset,
-};
+use tickwire_hub::{Ack, Channel, Checked, Class, CloseReason, Delivery, Format, Message, Offset};
 use tickwire_model::Pattern;
 use tickwire_mqtt::{
     broker::{
@@ -80,13 +78,7 @@ where
 {
     let accepting = Box::pin(async move { accept_connection(edge, io.await?, peer).await });
     async move {
-        let Some(Admitted {
-            mut d,
-            token,
-            owner,
-            version,
-        }) = accepting.await
-        else {
+        let Some(mut d) = accepting.await else {
             return;
         };
         let started = match Box::pin(d.start()).await {
@@ -97,34 +89,22 @@ where
                 // let go of before the client hears the refusal: the id's owner,
                 // reconnecting at once, must not find it still held by the refused
                 // identity.
-                d.edge.broker.release(&d.client_id, owner);
-                Box::pin(async move {
-                    let _ = send_now(&mut d.io, &refusal, version).await;
-                    d.io.close().await;
-                })
-                .await;
+                d.release();
+                Box::pin(d.refuse(&refusal)).await;
                 return;
             }
         };
         let end = match started {
             Some(end) => end,
-            None => d.serve_parking(&token).await,
+            None => d.serve_parking().await,
         };
         Box::pin(d.wind_up(end)).await;
-        d.edge.broker.release(&d.client_id, owner);
+        d.release();
     }
 }
 
-/// A connection whose CONNECT was accepted and whose client id it holds, ready to serve.
-struct Admitted {
-    d: Box<Driver>,
-    token: Arc<Latch>,
-    owner: crate::Owner,
-    version: ProtocolVersion,
-}
-
 /// Closes a connection that ends in its CONNECT phase.
-async fn closed(mut io: Transport) -> Option<Admitted> {
+async fn closed(mut io: Transport) -> Option<Box<Driver>> {
     io.close().await;
     None
 }
@@ -135,7 +115,7 @@ async fn accept_connection(
     edge: Arc<MqttEdge>,
     mut io: Transport,
     peer: Option<std::net::IpAddr>,
-) -> Option<Admitted> {
+) -> Option<Box<Driver>> {
     let cfg = &edge.config;
     let max_in = cfg.max_packet();
     let mut rbuf = BytesMut::new();
@@ -186,11 +166,15 @@ async fn accept_connection(
             return closed(io).await;
         }
     };
-    conn.set_client_id(&accepted.client_id);
-    let identity = conn.principal().identity();
+    // The client id and the identity are each one string, shared by the registry, the claim
+    // and the session (every idle connection holds them).
+    conn.set_client_id(accepted.client_id.clone());
+    let identity = conn.identity();
+    let mut accepted = accepted;
+    accepted.owner = Some(identity.clone());
     let owner = match edge
         .broker
-        .claim(&accepted.client_id, &identity, conn.waker())
+        .claim(&accepted.client_id, identity, conn.waker())
         .await
     {
         Ok(o) => o,
@@ -212,7 +196,6 @@ async fn accept_connection(
         }
     };
     let client_id = accepted.client_id.clone();
-    let token = owner.takeover.clone();
     let session = BrokerSession::new(edge.config.session(), &connect, accepted);
     let d = Box::new(Driver {
         edge: edge.clone(),
@@ -229,17 +212,11 @@ async fn accept_connection(
         persist_at: Instant::now(),
         token_at: None,
         park_after_ms: 0,
-        in_flight: InFlight {
-            edge: edge.clone(),
-            mine: 0,
-        },
+        parked_at: Instant::now(),
+        owner: Some(owner),
+        in_flight: 0,
     });
-    Some(Admitted {
-        d,
-        token,
-        owner,
-        version,
-    })
+    Some(d)
 }
 
 /// Why a stored session could not be used.
@@ -255,7 +232,7 @@ struct Driver {
     rbuf: BytesMut,
     session: BrokerSession,
     /// The session's client id, apart from it so the router can borrow it beside the session.
-    client_id: String,
+    client_id: Arc<str>,
     conn: Connection,
     /// Checked publications waiting for one hub call.
     batch: Vec<(Publish, Checked)>,
@@ -264,7 +241,7 @@ struct Driver {
     /// reading the next made a pipelining publisher's stages take turns.
     pending: VecDeque<PendingBatch>,
     /// Publications in `pending`.
-    pending_len: usize,
+    pending_len: u32,
     /// Cluster mode: a save found that another node took this session over.
     moved: bool,
     /// When the client's last packet arrived (the keep-alive verdict counts from it).
@@ -278,37 +255,49 @@ struct Driver {
     /// The quiet period before the connection is parked, in ms (`tickwire_gateway::park`;
     /// 0: never parked yet).
     park_after_ms: u16,
-    /// This connection's share of the in-flight gauge.
-    in_flight: InFlight,
+    /// When the connection was last parked.
+    parked_at: Instant,
+    /// Its hold on the client id (taken when the connection ends: [`Driver::release`]). In
+    /// the driver, not the task: every idle connection's task is sized for its largest
+    /// state (see [`run`]).
+    owner: Option<crate::Owner>,
+    /// This connection's share of [`crate::Broker`]'s in-flight gauge: updated as the
+    /// connection loop turns, taken back when the connection ends, however it ends (`Drop`).
+    in_flight: i64,
 }
 
-/// A connection's contribution to [`crate::Broker`]'s in-flight gauge: updated as the
-/// connection loop turns, taken back when the connection ends, however it ends.
-struct InFlight {
-    edge: Arc<MqttEdge>,
-    mine: i64,
-}
-
-impl InFlight {
-    fn set(&mut self, n: usize) {
-        let n = i64::try_from(n).unwrap_or(i64::MAX);
-        if n != self.mine {
-            self.edge
-                .broker
-                .in_flight
-                .fetch_add(n - self.mine, std::sync::atomic::Ordering::Relaxed);
-            self.mine = n;
-        }
-    }
-}
-
-impl Drop for InFlight {
+impl Drop for Driver {
     fn drop(&mut self) {
-        self.set(0);
+        self.set_in_flight(0);
     }
 }
 
 impl Driver {
+    /// Sets this connection's share of the in-flight gauge to `n`.
+    fn set_in_flight(&mut self, n: usize) {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        if n != self.in_flight {
+            self.edge
+                .broker
+                .in_flight
+                .fetch_add(n - self.in_flight, Ordering::Relaxed);
+            self.in_flight = n;
+        }
+    }
+
+    /// Sends the CONNACK that refuses the connection, and closes it.
+    async fn refuse(&mut self, refusal: &Packet) {
+        let _ = send_now(&mut self.io, refusal, self.session.version()).await;
+        self.io.close().await;
+    }
+
+    /// Lets go of the client id.
+    fn release(&mut self) {
+        if let Some(owner) = self.owner.take() {
+            self.edge.broker.release(&self.client_id, owner);
+        }
+    }
+
     fn router(&mut self) -> (&mut BrokerSession, HubRouter<'_>) {
         let client_id = &self.client_id;
         (
@@ -403,7 +392,11 @@ impl Driver {
     /// One turn of serving: until the connection ends, or has been quiet for its period with
     /// nothing owed either way ([`Turn::Park`]). `woken`: a wake-up from the hub was taken
     /// while parked, so deliveries are drained before waiting for the next.
-    async fn main_loop(&mut self, takeover: &Latch, mut woken: bool) -> Turn {
+    async fn main_loop(&mut self, mut woken: bool) -> Turn {
+        // Set by another connection taking the client id over (`Broker::claim`).
+        let Some(takeover) = self.owner.as_ref().map(|o| o.takeover.clone()) else {
+            return Turn::End(End::Abrupt);
+        };
         // Bytes read while parked come first, and their answers go out at once: nothing
         // else may come to end the wait below.
         if !self.rbuf.is_empty() {
@@ -421,7 +414,7 @@ impl Driver {
         tokio::pin!(timer);
         let mut quiet = Quiet::start(self.park_after_ms);
         loop {
-            self.in_flight.set(self.session.in_flight());
+            self.set_in_flight(self.session.in_flight());
             if self.moved {
                 self.session.disconnect(
                     ReasonCode::SessionTakenOver,

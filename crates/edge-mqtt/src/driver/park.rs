@@ -8,7 +8,7 @@
 //! (bench/results/idle.md).
 
 use super::*;
-use tickwire_gateway::park;
+use tickwire_gateway::{deadline::sleep_until, park};
 
 /// How a turn of serving ended.
 pub(super) enum Turn {
@@ -23,53 +23,65 @@ impl Driver {
     /// while there is traffic, parked between them. A new connection starts parked (it has
     /// no subscription yet, unless its stored session brought some, and then deliveries wake
     /// it at once).
-    pub(super) async fn serve_parking(&mut self, takeover: &Latch) -> End {
-        let mut woken = false;
-        loop {
-            if self.parkable() {
-                // The wait is written out here rather than in a function of its own: every
-                // parked task holds this state, and a function's arguments would be two more
-                // words in each. The buffers' allocations are made again when they are
-                // needed (the read buffer is empty here, but may still hold what CONNECT
-                // needed).
-                self.pending = VecDeque::new();
-                self.batch = Vec::new();
-                self.rbuf = BytesMut::new();
-                self.conn.set_parked(true);
-                let due = [self.keep_alive_at(), self.token_at]
-                    .into_iter()
-                    .flatten()
-                    .min();
-                let parked_at = Instant::now();
-                let Driver { io, rbuf, conn, .. } = self;
-                // What the client sends is read into the driver's buffer, for the serving
-                // loop. The hub closing the session, and another connection taking the client
-                // id over (`Broker::claim`), wake `notified` too; the serving loop then finds
-                // the close or the takeover, as it finds what is due after a deadline.
-                let wake = tokio::select! {
-                    biased;
-                    r = std::future::poll_fn(|cx| io.poll_read(cx, rbuf)) => match r {
-                        Ok(true) => Some(Wake::Read),
-                        Ok(false) | Err(_) => None,
-                    },
-                    () = conn.notified() => Some(Wake::Hub),
-                    () = tokio::time::sleep_until(due.unwrap_or(parked_at)), if due.is_some() => Some(Wake::Due),
-                };
-                self.conn.set_parked(false);
-                self.park_after_ms = park::after_wake(self.park_after_ms, parked_at.elapsed());
-                match wake {
-                    None => return End::Abrupt,
-                    Some(Wake::Read) => {
-                        self.last_rx = Instant::now();
-                        woken = false;
+    ///
+    /// The parked wait is the state every idle connection's task is sized for (see
+    /// [`super::run`]), so it holds as little as it can: a plain function returning an
+    /// `async move` block keeps its one argument once (an `async fn` keeps it twice), and
+    /// the wait is written out here rather than in a function of its own.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    pub(super) fn serve_parking(&mut self) -> impl std::future::Future<Output = End> + Send + '_ {
+        async move {
+            let mut woken = false;
+            loop {
+                if self.parkable() {
+                    // The buffers' allocations are made again when they are needed (the
+                    // read buffer is empty here, but may still hold what CONNECT needed).
+                    self.pending = VecDeque::new();
+                    self.batch = Vec::new();
+                    self.rbuf = BytesMut::new();
+                    self.session.shrink();
+                    self.conn.set_parked(true);
+                    self.parked_at = Instant::now();
+                    // The keep-alive verdict or the token's expiry (the deadline itself is not
+                    // kept beside the timer: the task is sized for this state).
+                    let due = sleep_until(
+                        [self.keep_alive_at(), self.token_at]
+                            .into_iter()
+                            .flatten()
+                            .min(),
+                    );
+                    let Driver { io, rbuf, conn, .. } = self;
+                    // What the client sends is read into the driver's buffer, for the serving
+                    // loop. The hub closing the session, and another connection taking the
+                    // client id over (`Broker::claim`), wake `notified` too; the serving loop
+                    // then finds the close or the takeover, as it finds what is due after a
+                    // deadline.
+                    let wake = tokio::select! {
+                        biased;
+                        r = std::future::poll_fn(|cx| io.poll_read(cx, rbuf)) => match r {
+                            Ok(true) => Some(Wake::Read),
+                            Ok(false) | Err(_) => None,
+                        },
+                        () = conn.notified() => Some(Wake::Hub),
+                        () = due => Some(Wake::Due),
+                    };
+                    self.conn.set_parked(false);
+                    self.park_after_ms =
+                        park::after_wake(self.park_after_ms, self.parked_at.elapsed());
+                    match wake {
+                        None => return End::Abrupt,
+                        Some(Wake::Read) => {
+                            self.last_rx = Instant::now();
+                            woken = false;
+                        }
+                        Some(Wake::Hub) => woken = true,
+                        Some(Wake::Due) => woken = false,
                     }
-                    Some(Wake::Hub) => woken = true,
-                    Some(Wake::Due) => woken = false,
                 }
-            }
-            match Box::pin(self.main_loop(takeover, woken)).await {
-                Turn::End(end) => return end,
-                Turn::Park => woken = false,
+                match Box::pin(self.main_loop(woken)).await {
+                    Turn::End(end) => return end,
+                    Turn::Park => woken = false,
+                }
             }
         }
     }

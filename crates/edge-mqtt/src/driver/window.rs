@@ -8,7 +8,7 @@ const MAX_PUBLISH_BATCH: usize = 1024;
 /// Most publications handed to the hub and not yet acknowledged before the connection stops
 /// reading (backpressure towards a QoS 0 publisher faster than the log; QoS 1 and 2 are also
 /// bounded by the receive maximum).
-pub(super) const MAX_PENDING: usize = 16 * 1024;
+pub(super) const MAX_PENDING: u32 = 16 * 1024;
 
 /// Longest a connection that ended waits for the answers of publications it handed to the hub.
 const SETTLE_LIMIT: Duration = Duration::from_secs(5);
@@ -66,7 +66,7 @@ impl Driver {
         let (packets, requests): (Vec<Publish>, Vec<Checked>) =
             std::mem::take(&mut self.batch).into_iter().unzip();
         let acks = Box::pin(self.conn.enqueue(requests).await);
-        self.pending_len += packets.len();
+        self.pending_len = self.pending_len.saturating_add(count(&packets));
         self.pending.push_back(PendingBatch { packets, acks });
     }
 
@@ -110,7 +110,7 @@ impl Driver {
     /// The hub's answers for one batch: PUBACK / PUBREC (only now, after the durable ack) for
     /// each publication stored, the refusal for each refused.
     fn answer(&mut self, packets: Vec<Publish>, results: Vec<Result<Ack, Refusal>>) -> Option<End> {
-        self.pending_len = self.pending_len.saturating_sub(packets.len());
+        self.pending_len = self.pending_len.saturating_sub(count(&packets));
         for (p, result) in packets.iter().zip(results) {
             match result {
                 Ok(_) => self.session.stored(p),
@@ -133,4 +133,9 @@ pub(super) async fn front_acks(pending: &mut VecDeque<PendingBatch>) -> Vec<Resu
         None => std::task::Poll::Pending,
     })
     .await
+}
+
+/// Publications in a batch, as the window counts them.
+fn count(packets: &[Publish]) -> u32 {
+    u32::try_from(packets.len()).unwrap_or(u32::MAX)
 }

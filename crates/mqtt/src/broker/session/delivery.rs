@@ -50,14 +50,14 @@ impl BrokerSession {
     /// The namespaces with a pattern mark, in order: the driver samples each one's next offset
     /// before draining the hub and hands the samples to [`BrokerSession::advance_marks`].
     pub fn marked_namespaces(&self) -> Vec<String> {
-        self.marks.keys().cloned().collect()
+        self.flows.marks.keys().cloned().collect()
     }
 
     /// After a drain: every message below each sampled offset has been offered to this
     /// session, so a pattern-matched channel that delivered nothing has nothing below its
     /// mark to miss.
     pub fn advance_marks(&mut self, sampled: &[Option<Offset>]) {
-        for (m, o) in self.marks.values_mut().zip(sampled) {
+        for (m, o) in self.flows.marks.values_mut().zip(sampled) {
             if let Some(o) = o {
                 *m = (*m).max(*o);
             }
@@ -74,16 +74,16 @@ impl BrokerSession {
         }
         let ch = &msg.channel;
         let offset = msg.offset;
-        if !self.chans.contains_key(ch) {
+        if !self.flows.chans.contains_key(ch) {
             // A channel a pattern matched for the first time.
             let mut cp = ChanPos::new(offset);
-            cp.granted = granted_for(&self.subs, ch);
+            cp.granted = granted_for(&self.flows.subs, ch);
             if cp.granted.is_none() {
                 return;
             }
-            self.chans.insert(ch.clone(), cp);
+            self.flows.chans.insert(ch.clone(), cp);
         }
-        let Some(cp) = self.chans.get(ch) else {
+        let Some(cp) = self.flows.chans.get(ch) else {
             return;
         };
         let Some(granted) = cp.granted else {
@@ -94,10 +94,10 @@ impl BrokerSession {
         {
             return; // already acknowledged (overlapping resume, or before a restart)
         }
-        if !self.resend.is_empty() {
+        if !self.flows.resend.is_empty() {
             self.abandon_resends_before(ch, offset);
         }
-        let Some(cp) = self.chans.get_mut(ch) else {
+        let Some(cp) = self.flows.chans.get_mut(ch) else {
             return;
         };
         if granted == QoS::AtMostOnce {
@@ -106,7 +106,7 @@ impl BrokerSession {
             self.write_qos0(&msg.body, false);
         } else {
             cp.outstanding.insert(offset);
-            self.queue.push_back((msg, granted));
+            self.flows.queue.push_back((msg, granted));
         }
     }
 
@@ -114,13 +114,13 @@ impl BrokerSession {
     /// (retention removed them): the stream replays a channel in order, so they never will.
     /// Their packet ids are freed and their positions move on.
     fn abandon_resends_before(&mut self, ch: &Channel, offset: Offset) {
-        let Some(waiting) = self.resend.get_mut(ch) else {
+        let Some(waiting) = self.flows.resend.get_mut(ch) else {
             return;
         };
         let kept = waiting.split_off(&offset);
         let gone = std::mem::replace(waiting, kept);
         if waiting.is_empty() {
-            self.resend.remove(ch);
+            self.flows.resend.remove(ch);
         }
         for (o, pid) in gone {
             self.proto.abandon_outgoing(pid);
@@ -133,11 +133,11 @@ impl BrokerSession {
     /// flight before a restart go first, with DUP and their original packet ids (their flows
     /// hold Receive Maximum slots already, so they never wait for one).
     pub fn pump(&mut self) {
-        if !self.resend.is_empty() {
+        if !self.flows.resend.is_empty() {
             self.pump_resends();
         }
         while self.proto.can_send() {
-            let Some((msg, qos)) = self.queue.pop_front() else {
+            let Some((msg, qos)) = self.flows.queue.pop_front() else {
                 break;
             };
             if !self.fits(&msg.body, qos) {
@@ -161,10 +161,10 @@ impl BrokerSession {
                         self.persist_before_send = true;
                         self.dirty = true;
                     }
-                    self.inflight.insert(pid, (msg.channel, msg.offset));
+                    self.flows.inflight.insert(pid, (msg.channel, msg.offset));
                 }
                 Err(_) => {
-                    self.queue.push_front((msg, qos));
+                    self.flows.queue.push_front((msg, qos));
                     break;
                 }
             }
@@ -173,9 +173,10 @@ impl BrokerSession {
 
     /// The queued messages restored from before a restart, sent now with their own ids.
     fn pump_resends(&mut self) {
-        let mut rest = VecDeque::with_capacity(self.queue.len());
-        while let Some((msg, qos)) = self.queue.pop_front() {
+        let mut rest = VecDeque::with_capacity(self.flows.queue.len());
+        while let Some((msg, qos)) = self.flows.queue.pop_front() {
             let pid = self
+                .flows
                 .resend
                 .get_mut(&msg.channel)
                 .and_then(|w| w.remove(&msg.offset));
@@ -189,23 +190,26 @@ impl BrokerSession {
                         false,
                         true,
                     );
-                    self.inflight.insert(pid, (msg.channel.clone(), msg.offset));
+                    self.flows
+                        .inflight
+                        .insert(pid, (msg.channel.clone(), msg.offset));
                     if self
+                        .flows
                         .resend
                         .get(&msg.channel)
                         .is_some_and(BTreeMap::is_empty)
                     {
-                        self.resend.remove(&msg.channel);
+                        self.flows.resend.remove(&msg.channel);
                     }
                 }
                 None => rest.push_back((msg, qos)),
             }
         }
-        self.queue = rest;
+        self.flows.queue = rest;
     }
 
     pub(super) fn acked(&mut self, ch: &Channel, offset: Offset) {
-        if let Some(cp) = self.chans.get_mut(ch) {
+        if let Some(cp) = self.flows.chans.get_mut(ch) {
             cp.outstanding.remove(&offset);
             cp.next = cp.next.max(offset + 1);
             // At or above the resume point only while an older offset is still outstanding.

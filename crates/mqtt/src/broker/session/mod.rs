@@ -18,11 +18,14 @@ mod delivery;
 mod packets;
 mod publish;
 mod subscriptions;
+#[cfg(test)]
+mod tests;
 
 pub use publish::publish_body;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    sync::Arc,
     time::Duration,
 };
 
@@ -65,7 +68,9 @@ impl SessionConfig {
 /// What CONNECT established (the driver decides it: client id, credentials).
 #[derive(Debug, Clone)]
 pub struct Accepted {
-    pub client_id: String,
+    /// Shared, not copied: the driver keeps it too, as the registry of client ids and the
+    /// operators' connection list do (every idle connection holds each copy).
+    pub client_id: Arc<str>,
     /// The server chose the client id (an empty one was sent).
     pub assigned: bool,
     pub expiry_secs: u32,
@@ -73,7 +78,7 @@ pub struct Accepted {
     pub expiry_capped: bool,
     /// Who connected (the gateway's principal identity): the owner of the stored session,
     /// which no other identity may take over.
-    pub owner: Option<String>,
+    pub owner: Option<Arc<str>>,
 }
 
 /// Why a subscribe or publish was refused by the router: the reason code and a sentence.
@@ -132,7 +137,7 @@ pub enum End {
 pub struct BrokerSession {
     cfg: SessionConfig,
     version: ProtocolVersion,
-    client_id: String,
+    client_id: Arc<str>,
     keep_alive: Option<Duration>,
     /// Largest packet the client accepts (its Maximum Packet Size).
     max_out: usize,
@@ -143,14 +148,32 @@ pub struct BrokerSession {
     /// Expiry as CONNECT set it: a DISCONNECT may not turn 0 into non-zero [MQTT-3.14.2-2].
     connect_expiry: u32,
     proto: ConnectionState,
+    /// Subscriptions and deliveries, in a box made when first needed: a connection that has
+    /// not subscribed (most connections of a large deployment publish rarely and read
+    /// nothing) holds one pointer instead of ~200 bytes (bench/results/idle.md).
+    flows: Lazy<Flows>,
+    /// Something a stored session keeps changed since the last snapshot.
+    dirty: bool,
+    /// The stored session must be on disk before the output is sent (a SUBACK, a PUBREC).
+    persist_before_send: bool,
+    session_present: bool,
+    owner: Option<Arc<str>>,
+    assigned: bool,
+    expiry_capped: bool,
+    clean_start: bool,
+    out: BytesMut,
+}
+
+/// What a session holds of subscriptions and deliveries, and of the client's QoS 2
+/// publications: nothing, for a connection that neither subscribed nor used QoS 2.
+#[derive(Default)]
+struct Flows {
     subs: Vec<Sub>,
     chans: HashMap<Channel, ChanPos>,
     /// Namespace → offset before which every message of a pattern-matched channel has been
     /// taken from the hub (see [`BrokerSession::advance_marks`]).
     marks: BTreeMap<String, Offset>,
-    /// Outgoing packet id → the message it carries. A B-tree: at most Receive Maximum
-    /// entries, and empty it holds no allocation and 24 bytes, not a hash map's 48 (every
-    /// idle connection holds one; bench/results/idle.md).
+    /// Outgoing packet id → the message it carries (at most Receive Maximum entries).
     inflight: BTreeMap<u16, (Channel, Offset)>,
     /// QoS 1/2 messages waiting for the client's Receive Maximum.
     queue: VecDeque<(Outgoing, QoS)>,
@@ -159,16 +182,46 @@ pub struct BrokerSession {
     /// Outgoing QoS 2 messages in flight before this connection (a stored session): channel →
     /// offset → the packet id they are resent with, DUP set, when the stream replays them.
     resend: BTreeMap<Channel, BTreeMap<Offset, u16>>,
-    /// Something a stored session keeps changed since the last snapshot.
-    dirty: bool,
-    /// The stored session must be on disk before the output is sent (a SUBACK, a PUBREC).
-    persist_before_send: bool,
-    session_present: bool,
-    owner: Option<String>,
-    assigned: bool,
-    expiry_capped: bool,
-    clean_start: bool,
-    out: BytesMut,
+}
+
+impl Flows {
+    fn is_empty(&self) -> bool {
+        self.subs.is_empty()
+            && self.chans.is_empty()
+            && self.marks.is_empty()
+            && self.inflight.is_empty()
+            && self.queue.is_empty()
+            && self.qos2_in.is_empty()
+            && self.resend.is_empty()
+    }
+}
+
+/// A `T` made on the first write: reading one that was never written reads an empty `T`
+/// shared by every session (`T::default()`).
+struct Lazy<T>(Option<Box<T>>);
+
+impl<T> Default for Lazy<T> {
+    fn default() -> Self {
+        Lazy(None)
+    }
+}
+
+impl std::ops::Deref for Lazy<Flows> {
+    type Target = Flows;
+
+    fn deref(&self) -> &Flows {
+        static EMPTY: std::sync::OnceLock<Flows> = std::sync::OnceLock::new();
+        match &self.0 {
+            Some(f) => f,
+            None => EMPTY.get_or_init(Flows::default),
+        }
+    }
+}
+
+impl std::ops::DerefMut for Lazy<Flows> {
+    fn deref_mut(&mut self) -> &mut Flows {
+        self.0.get_or_insert_with(Box::default)
+    }
 }
 
 impl BrokerSession {
@@ -194,13 +247,7 @@ impl BrokerSession {
             expiry_secs: a.expiry_secs,
             connect_expiry: a.expiry_secs,
             proto,
-            subs: Vec::new(),
-            chans: HashMap::new(),
-            marks: BTreeMap::new(),
-            inflight: BTreeMap::new(),
-            queue: VecDeque::new(),
-            qos2_in: BTreeSet::new(),
-            resend: BTreeMap::new(),
+            flows: Lazy::default(),
             dirty: false,
             persist_before_send: false,
             session_present: false,
@@ -262,14 +309,23 @@ impl BrokerSession {
         &mut self.out
     }
 
-    /// QoS 1/2 messages queued behind the client's Receive Maximum.
     /// Outgoing QoS 1/2 messages sent and not yet acknowledged by the client.
     pub fn in_flight(&self) -> usize {
-        self.inflight.len()
+        self.flows.inflight.len()
     }
 
+    /// QoS 1/2 messages queued behind the client's Receive Maximum.
     pub fn queued(&self) -> usize {
-        self.queue.len()
+        self.flows.queue.len()
+    }
+
+    /// Lets go of the subscription and delivery state's box when it holds nothing (the driver
+    /// calls this as a quiet connection is parked), so a session that subscribed and left
+    /// again, or only touched it, holds nothing of it while idle.
+    pub fn shrink(&mut self) {
+        if self.flows.0.as_ref().is_some_and(|f| f.is_empty()) {
+            self.flows.0 = None;
+        }
     }
 
     /// Answers CONNECT: CONNACK, then the stored session's subscriptions re-created at their
@@ -287,7 +343,9 @@ impl BrokerSession {
             p.push(Property::SharedSubscriptionAvailable(false));
             p.push(Property::SubscriptionIdentifierAvailable(false));
             if self.assigned {
-                p.push(Property::AssignedClientIdentifier(self.client_id.clone()));
+                p.push(Property::AssignedClientIdentifier(
+                    self.client_id.to_string(),
+                ));
             }
             if self.expiry_capped {
                 p.push(Property::SessionExpiryInterval(self.expiry_secs));
@@ -344,11 +402,12 @@ impl BrokerSession {
     pub fn snapshot(&mut self, disconnected_at_ms: Option<u64>) -> StoredSession {
         self.dirty = false;
         StoredSession {
-            client_id: self.client_id.clone(),
-            owner: self.owner.clone(),
+            client_id: self.client_id.to_string(),
+            owner: self.owner.as_deref().map(str::to_owned),
             expiry_secs: self.expiry_secs,
             disconnected_at_ms,
             subs: self
+                .flows
                 .subs
                 .iter()
                 .map(|s| StoredSub {
@@ -357,13 +416,15 @@ impl BrokerSession {
                 })
                 .collect(),
             positions: self
+                .flows
                 .chans
                 .iter()
                 .map(|(c, p)| (c.to_string(), p.resume()))
                 .collect(),
-            marks: self.marks.clone(),
-            qos2_awaiting_rel: self.qos2_in.iter().copied().collect(),
+            marks: self.flows.marks.clone(),
+            qos2_awaiting_rel: self.flows.qos2_in.iter().copied().collect(),
             acked_ahead: self
+                .flows
                 .chans
                 .iter()
                 .filter(|(_, p)| !p.acked_ahead.is_empty())
@@ -386,7 +447,7 @@ impl BrokerSession {
             .pending_outgoing()
             .filter(|(_, stage)| *stage == OutgoingStage::AwaitingPubRec)
             .filter_map(|(pid, _)| {
-                let (ch, offset) = self.inflight.get(&pid)?;
+                let (ch, offset) = self.flows.inflight.get(&pid)?;
                 Some(StoredInflight {
                     packet_id: pid,
                     channel: ch.to_string(),
@@ -394,7 +455,7 @@ impl BrokerSession {
                 })
             })
             .collect();
-        for (ch, waiting) in &self.resend {
+        for (ch, waiting) in &self.flows.resend {
             out.extend(waiting.iter().map(|(offset, pid)| StoredInflight {
                 packet_id: *pid,
                 channel: ch.to_string(),

@@ -35,7 +35,7 @@ impl BrokerSession {
     /// saved with the session before its PUBREC is sent.
     pub fn stored(&mut self, p: &Publish) {
         if p.qos == QoS::ExactlyOnce {
-            self.qos2_in.insert(p.packet_id);
+            self.flows.qos2_in.insert(p.packet_id);
             self.dirty = true;
             self.persist_before_send = true;
         }
@@ -78,7 +78,7 @@ impl BrokerSession {
             }
             Packet::PubAck(a) => {
                 if self.proto.receive_puback(&a).is_ok() {
-                    if let Some((ch, off)) = self.inflight.remove(&a.packet_id) {
+                    if let Some((ch, off)) = self.flows.inflight.remove(&a.packet_id) {
                         self.acked(&ch, off);
                     }
                 }
@@ -86,7 +86,7 @@ impl BrokerSession {
             }
             Packet::PubRec(r) => {
                 // The client has the message: its position moves on now, only PUBREL remains.
-                if let Some((ch, off)) = self.inflight.remove(&r.packet_id) {
+                if let Some((ch, off)) = self.flows.inflight.remove(&r.packet_id) {
                     self.acked(&ch, off);
                 }
                 if let Some(rel) = self.proto.receive_pubrec(&r) {
@@ -106,7 +106,7 @@ impl BrokerSession {
             }
             Packet::PubRel(r) => {
                 let comp = self.proto.receive_pubrel(&r);
-                if self.qos2_in.remove(&r.packet_id) {
+                if self.flows.qos2_in.remove(&r.packet_id) {
                     self.dirty = true;
                 }
                 self.send(comp);

@@ -22,7 +22,7 @@ impl BrokerSession {
     pub(super) fn restore(&mut self, s: StoredSession, router: &mut dyn Router) {
         for &pid in &s.qos2_awaiting_rel {
             if self.proto.restore_awaiting_pubrel(pid) {
-                self.qos2_in.insert(pid);
+                self.flows.qos2_in.insert(pid);
             }
         }
         for stored in s.subs {
@@ -42,12 +42,12 @@ impl BrokerSession {
                             continue;
                         };
                         if p.matches(&ch)
-                            && !self.chans.contains_key(&ch)
+                            && !self.flows.chans.contains_key(&ch)
                             && router.subscribe(&ch, Some(*pos)).is_ok()
                         {
                             let mut cp = ChanPos::new(*pos);
                             cp.for_pattern = true;
-                            self.chans.insert(ch, cp);
+                            self.flows.chans.insert(ch, cp);
                         }
                     }
                     // ...and those that appeared while it was away from the namespace mark.
@@ -56,7 +56,7 @@ impl BrokerSession {
                 }
             };
             if ok {
-                self.subs.push(Sub {
+                self.flows.subs.push(Sub {
                     filter: stored.filter,
                     qos,
                     target,
@@ -69,7 +69,7 @@ impl BrokerSession {
         for (name, acked) in s.acked_ahead {
             if let Some(cp) = Channel::parse(&name)
                 .ok()
-                .and_then(|c| self.chans.get_mut(&c))
+                .and_then(|c| self.flows.chans.get_mut(&c))
             {
                 cp.acked_ahead.extend(acked);
             }
@@ -85,10 +85,15 @@ impl BrokerSession {
             let Ok(ch) = Channel::parse(&f.channel) else {
                 continue;
             };
-            if self.chans.get(&ch).is_some_and(|cp| cp.granted.is_some())
+            if self
+                .flows
+                .chans
+                .get(&ch)
+                .is_some_and(|cp| cp.granted.is_some())
                 && self.proto.restore_outgoing(f.packet_id, false)
             {
-                self.resend
+                self.flows
+                    .resend
                     .entry(ch)
                     .or_default()
                     .insert(f.offset, f.packet_id);
@@ -104,7 +109,7 @@ impl BrokerSession {
         router: &mut dyn Router,
     ) -> Result<(), Refused> {
         let stream = router.class(ch.namespace()) == Some(Class::Stream);
-        if let Some(cp) = self.chans.get_mut(ch) {
+        if let Some(cp) = self.flows.chans.get_mut(ch) {
             if cp.for_pattern {
                 cp.for_pattern = false;
                 return Ok(());
@@ -113,7 +118,8 @@ impl BrokerSession {
         let start = router.subscribe(ch, if stream { from } else { None })?;
         if stream {
             let start = start.or(from).unwrap_or(0);
-            self.chans
+            self.flows
+                .chans
                 .entry(ch.clone())
                 .or_insert_with(|| ChanPos::new(start));
         }
@@ -139,12 +145,15 @@ impl BrokerSession {
         for (ch, class, start) in matched {
             if class == Class::Stream {
                 let start = start.or(from).or(now).unwrap_or(0);
-                self.chans.entry(ch).or_insert_with(|| ChanPos::new(start));
+                self.flows
+                    .chans
+                    .entry(ch)
+                    .or_insert_with(|| ChanPos::new(start));
             }
         }
         if let (Some(ns), Some(now)) = (stream_ns, now) {
             let mark = from.map_or(now, |f| f.min(now));
-            self.marks.entry(ns).or_insert(mark);
+            self.flows.marks.entry(ns).or_insert(mark);
         }
         Ok(())
     }
@@ -186,7 +195,7 @@ impl BrokerSession {
             Some(Class::State) => QoS::AtMostOnce,
             _ => requested,
         };
-        if let Some(existing) = self.subs.iter_mut().find(|s| s.filter == filter) {
+        if let Some(existing) = self.flows.subs.iter_mut().find(|s| s.filter == filter) {
             existing.qos = granted;
             self.regrant();
             return Ok(granted);
@@ -195,7 +204,7 @@ impl BrokerSession {
             Target::Channel(ch) => self.subscribe_channel(ch, None, router)?,
             Target::Pattern(p) => self.subscribe_pattern(p, None, router)?,
         }
-        self.subs.push(Sub {
+        self.flows.subs.push(Sub {
             filter: filter.to_string(),
             qos: granted,
             target,
@@ -206,15 +215,15 @@ impl BrokerSession {
     }
 
     fn remove_sub(&mut self, filter: &str, router: &mut dyn Router) -> ReasonCode {
-        let Some(i) = self.subs.iter().position(|s| s.filter == filter) else {
+        let Some(i) = self.flows.subs.iter().position(|s| s.filter == filter) else {
             return ReasonCode::NoSubscriptionExisted;
         };
-        let sub = self.subs.remove(i);
+        let sub = self.flows.subs.remove(i);
         match &sub.target {
             Target::Channel(ch) => {
-                if self.subs.iter().any(|s| matches(&s.target, ch)) {
+                if self.flows.subs.iter().any(|s| matches(&s.target, ch)) {
                     // Another (pattern) subscription still wants it: keep the hub's.
-                    if let Some(cp) = self.chans.get_mut(ch) {
+                    if let Some(cp) = self.flows.chans.get_mut(ch) {
                         cp.for_pattern = true;
                     }
                 } else {
@@ -224,29 +233,30 @@ impl BrokerSession {
             Target::Pattern(p) => {
                 router.unsubscribe_pattern(p);
                 let behalf: Vec<Channel> = self
+                    .flows
                     .chans
                     .iter()
                     .filter(|(c, cp)| cp.for_pattern && p.matches(c))
                     .map(|(c, _)| c.clone())
                     .collect();
                 for ch in behalf {
-                    if !self.subs.iter().any(|s| matches(&s.target, &ch)) {
+                    if !self.flows.subs.iter().any(|s| matches(&s.target, &ch)) {
                         router.unsubscribe(&ch);
                     }
                 }
                 if let Some(ns) = p.namespace() {
-                    let still = self.subs.iter().any(
+                    let still = self.flows.subs.iter().any(
                         |s| matches!(&s.target, Target::Pattern(q) if q.namespace() == Some(ns)),
                     );
                     if !still {
-                        self.marks.remove(ns);
+                        self.flows.marks.remove(ns);
                     }
                 }
             }
         }
-        let subs = &self.subs;
-        self.chans
-            .retain(|ch, _| subs.iter().any(|s| matches(&s.target, ch)));
+        let f = &mut *self.flows;
+        f.chans
+            .retain(|ch, _| f.subs.iter().any(|s| matches(&s.target, ch)));
         self.regrant();
         self.dirty = true;
         ReasonCode::Success
@@ -254,8 +264,9 @@ impl BrokerSession {
 
     /// Recomputes every channel's delivery QoS after the subscriptions changed.
     fn regrant(&mut self) {
-        for (ch, cp) in &mut self.chans {
-            cp.granted = granted_for(&self.subs, ch);
+        let f = &mut *self.flows;
+        for (ch, cp) in &mut f.chans {
+            cp.granted = granted_for(&f.subs, ch);
         }
     }
 
