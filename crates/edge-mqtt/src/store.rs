@@ -60,6 +60,15 @@ pub(crate) struct Store {
     /// compare-and-set against it, so a node whose client moved to another node (which
     /// claimed the key on load) learns it on its next save.
     revisions: Mutex<std::collections::HashMap<String, Revision>>,
+    /// File mode: the client ids (as file stems, [`hex`]) that may have a stored session:
+    /// every session file found at start and every id saved since; an id leaves once its
+    /// file is gone. A superset by construction (added before the file is written, removed
+    /// after it is deleted), so [`Store::may_have`] never hides a session; what it spares is
+    /// a blocking-pool task per clean connection (its load, and a clean start's removal of
+    /// nothing), which a storm of connecting clients paid in threads and memory
+    /// (bench/results/idle.md). `None`: not known (cluster mode, where other nodes store
+    /// sessions too, or a directory that could not be listed): every id may have one.
+    stems: Mutex<Option<std::collections::HashSet<String>>>,
 }
 
 /// A session as stored in the cluster: KV keeps no modification time a reader can see, so the
@@ -77,10 +86,12 @@ fn hex(s: &str) -> String {
 
 impl Store {
     pub fn new(dir: PathBuf) -> Store {
+        let stems = session_stems(&dir);
         Store {
             dir,
             kv: None,
             revisions: Mutex::default(),
+            stems: Mutex::new(stems),
         }
     }
 
@@ -90,6 +101,27 @@ impl Store {
             dir,
             kv: Some(kv),
             revisions: Mutex::default(),
+            stems: Mutex::new(None),
+        }
+    }
+
+    /// Whether `client_id` may have a stored session; `false` means it has none, and
+    /// neither loading nor removing it needs the disk.
+    pub fn may_have(&self, client_id: &str) -> bool {
+        self.stems
+            .lock()
+            .as_ref()
+            .is_none_or(|s| s.contains(&hex(client_id)))
+    }
+
+    /// Updates the set of stored ids, where it is kept.
+    fn note(&self, stem: &str, stored: bool) {
+        if let Some(s) = self.stems.lock().as_mut() {
+            if stored {
+                s.insert(stem.to_owned());
+            } else {
+                s.remove(stem);
+            }
         }
     }
 
@@ -151,6 +183,7 @@ impl Store {
                 let aside = path.with_extension("corrupt");
                 tracing::warn!(file = %path.display(), error = %e, "unreadable MQTT session file moved aside");
                 fs::rename(&path, aside)?;
+                self.note(&hex(client_id), false);
                 return Ok(None);
             }
         };
@@ -189,6 +222,8 @@ impl Store {
             };
         }
         tickwire_model::durable_dir::create_dir_durable(&self.dir)?;
+        // Known before the file exists: `may_have` must never say no to a stored session.
+        self.note(&hex(&session.client_id), true);
         let path = self.path(&session.client_id);
         let tmp = path.with_extension("tmp");
         let json = serde_json::to_vec(session).map_err(io::Error::other)?;
@@ -208,8 +243,14 @@ impl Store {
             return kv.delete(&key).map_err(io::Error::other);
         }
         match fs::remove_file(self.path(client_id)) {
-            Ok(()) => File::open(&self.dir)?.sync_all(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Ok(()) => {
+                self.note(&hex(client_id), false);
+                File::open(&self.dir)?.sync_all()
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.note(&hex(client_id), false);
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -252,11 +293,40 @@ impl Store {
             };
             if s.expired(now, modified_ms(&path)) {
                 fs::remove_file(&path)?;
+                if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                    self.note(stem, false);
+                }
                 removed += 1;
             }
         }
         Ok(removed)
     }
+}
+
+/// The stems of the session files in `dir` (none if it does not exist yet), read once as the
+/// server starts, before any connection is accepted; `None` if it cannot be listed (then every
+/// connection reads the disk, as before this set existed).
+fn session_stems(dir: &Path) -> Option<std::collections::HashSet<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(Default::default()),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot list the MQTT session directory; every connection will look for a stored session");
+            return None;
+        }
+    };
+    let mut stems = std::collections::HashSet::new();
+    for entry in entries {
+        // A directory that fails half way is not known either.
+        let Ok(entry) = entry else { return None };
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) == Some("json") {
+            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                stems.insert(stem.to_owned());
+            }
+        }
+    }
+    Some(stems)
 }
 
 #[cfg(test)]
@@ -320,6 +390,7 @@ mod tests {
             "node b sees a's save"
         );
         assert!(!dir.path().join("a").exists(), "nothing written locally");
+        assert!(sb.may_have("never/seen"), "other nodes store sessions too");
         // b loaded (claimed) it: a, still serving an old connection, must not overwrite it.
         s.positions.insert("chat.lobby".into(), 9);
         let e = sa.save(&s).unwrap_err();
@@ -334,6 +405,52 @@ mod tests {
         sa.remove("dev/1").unwrap();
         sa.save(&s).unwrap();
         assert_eq!(sa.load("dev/1").unwrap(), None, "expired on load");
+    }
+
+    #[test]
+    fn the_ids_that_may_have_a_session_are_a_superset_of_those_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let store = Store::new(path.clone());
+        assert!(!store.may_have("dev/1"), "a new directory holds nothing");
+        let mut s = StoredSession {
+            client_id: "dev/1".into(),
+            expiry_secs: u32::MAX,
+            ..Default::default()
+        };
+        store.save(&s).unwrap();
+        assert!(store.may_have("dev/1"));
+        assert!(!store.may_have("dev/2"));
+        // A restart finds it on disk.
+        let again = Store::new(path.clone());
+        assert!(again.may_have("dev/1"));
+        assert_eq!(again.load("dev/1").unwrap(), Some(s.clone()));
+        again.remove("dev/1").unwrap();
+        assert!(!again.may_have("dev/1"));
+        // Expired, found by load or by the sweep: gone from the set with its file.
+        s.expiry_secs = 1;
+        s.disconnected_at_ms = Some(now_ms() - 10_000);
+        again.save(&s).unwrap();
+        assert_eq!(again.load("dev/1").unwrap(), None);
+        assert!(!again.may_have("dev/1"));
+        again.save(&s).unwrap();
+        assert_eq!(again.sweep().unwrap(), 1);
+        assert!(!again.may_have("dev/1"));
+        // Unreadable: moved aside, no longer a session.
+        again.save(&s).unwrap();
+        fs::write(again.path("dev/1"), b"{not json").unwrap();
+        assert_eq!(again.load("dev/1").unwrap(), None);
+        assert!(!again.may_have("dev/1"));
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_listed_hides_no_session() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the directory should be: listing it fails.
+        let path = dir.path().join("s");
+        fs::write(&path, b"").unwrap();
+        let store = Store::new(path);
+        assert!(store.may_have("anyone"));
     }
 
     #[test]

@@ -146,7 +146,7 @@ async fn accept_connection(
     };
     let version = connect.protocol;
     let refuse = |code: ReasonCode, why: &str| BrokerSession::refusal(version, code, why);
-    let (accepted, principal) = match accept(&edge, &connect) {
+    let (mut accepted, principal) = match accept(&edge, &connect) {
         Ok(a) => a,
         Err(r) => {
             edge.gateway.metrics().edge(MQTT).rejected();
@@ -170,7 +170,6 @@ async fn accept_connection(
     // and the session (every idle connection holds them).
     conn.set_client_id(accepted.client_id.clone());
     let identity = conn.identity();
-    let mut accepted = accepted;
     accepted.owner = Some(identity.clone());
     let owner = match edge
         .broker
@@ -367,6 +366,11 @@ impl Driver {
     /// The stored session of this client id, checked to belong to this connection's
     /// identity before anything is loaded or (clean start) removed.
     async fn load_stored(&mut self) -> Result<Option<StoredSession>, Stored> {
+        // An id with nothing stored (most connections are clean sessions) needs neither the
+        // disk nor a blocking-pool thread.
+        if !self.edge.broker.store.may_have(self.session.client_id()) {
+            return Ok(None);
+        }
         let broker = self.edge.broker.clone();
         let id = self.session.client_id().to_string();
         let clean = self.session.clean_start();
@@ -652,7 +656,9 @@ impl Driver {
     async fn finish(&mut self) {
         if self.session.persistent() {
             self.persist(Some(now_ms())).await;
-        } else if self.session.session_present() || !self.session.clean_start() {
+        } else if (self.session.session_present() || !self.session.clean_start())
+            && self.edge.broker.store.may_have(self.session.client_id())
+        {
             let broker = self.edge.broker.clone();
             let id = self.session.client_id().to_string();
             let _ = tokio::task::spawn_blocking(move || broker.store.remove(&id)).await;
