@@ -68,8 +68,8 @@ impl SessionConfig {
 /// What CONNECT established (the driver decides it: client id, credentials).
 #[derive(Debug, Clone)]
 pub struct Accepted {
-    /// Shared, not copied: the driver keeps it too, as the registry of client ids and the
-    /// operators' connection list do (every idle connection holds each copy).
+    /// Shared, not copied: the driver, the broker's client-id claims and the gateway's
+    /// registry hold this same string (bench/results/idle.md).
     pub client_id: Arc<str>,
     /// The server chose the client id (an empty one was sent).
     pub assigned: bool,
@@ -149,8 +149,8 @@ pub struct BrokerSession {
     connect_expiry: u32,
     proto: ConnectionState,
     /// Subscriptions and deliveries, in a box made when first needed: a connection that has
-    /// not subscribed (most connections of a large deployment publish rarely and read
-    /// nothing) holds one pointer instead of ~200 bytes (bench/results/idle.md).
+    /// not subscribed (a device that only publishes, or any client before its first
+    /// SUBSCRIBE) holds one pointer instead of ~200 bytes (bench/results/idle.md).
     flows: Lazy<Flows>,
     /// Something a stored session keeps changed since the last snapshot.
     dirty: bool,
@@ -196,8 +196,8 @@ impl Flows {
     }
 }
 
-/// A `T` made on the first write: reading one that was never written reads an empty `T`
-/// shared by every session (`T::default()`).
+/// A `T` made on the first write: reading one that was never written reads one empty `T`
+/// shared by every session, so only a change allocates.
 struct Lazy<T>(Option<Box<T>>);
 
 impl<T> Default for Lazy<T> {
