@@ -275,27 +275,17 @@ impl Store {
             }
             return Ok(removed);
         }
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(e),
-        };
         let now = now_ms();
         let mut removed = 0;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
-            }
+        // An entry that cannot be read is skipped: the next sweep tries again.
+        for (path, stem) in session_files(&self.dir)?.flatten() {
             let Ok(bytes) = fs::read(&path) else { continue };
             let Ok(s) = serde_json::from_slice::<StoredSession>(&bytes) else {
                 continue;
             };
             if s.expired(now, modified_ms(&path)) {
                 fs::remove_file(&path)?;
-                if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-                    self.note(stem, false);
-                }
+                self.note(&stem, false);
                 removed += 1;
             }
         }
@@ -303,30 +293,44 @@ impl Store {
     }
 }
 
-/// The stems of the session files in `dir` (none if it does not exist yet), read once as the
-/// server starts, before any connection is accepted; `None` if it cannot be listed (then every
-/// connection reads the disk, as before this set existed).
-fn session_stems(dir: &Path) -> Option<std::collections::HashSet<String>> {
+/// The session files in `dir` (`<hex client id>.json`), each with its stem; none if `dir`
+/// does not exist yet. An entry that cannot be read is an `Err` item, for the caller to skip
+/// (the sweep) or to stop at (the set of stored ids, which must miss none).
+fn session_files(dir: &Path) -> io::Result<impl Iterator<Item = io::Result<(PathBuf, String)>>> {
     let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(Default::default()),
-        Err(e) => {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot list the MQTT session directory; every connection will look for a stored session");
+        Ok(e) => Some(e),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    Ok(entries.into_iter().flatten().filter_map(|entry| {
+        let path = match entry {
+            Ok(entry) => entry.path(),
+            Err(e) => return Some(Err(e)),
+        };
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
             return None;
         }
-    };
-    let mut stems = std::collections::HashSet::new();
-    for entry in entries {
-        // A directory that fails half way is not known either.
-        let Ok(entry) = entry else { return None };
-        let path = entry.path();
-        if path.extension().and_then(|e| e.to_str()) == Some("json") {
-            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-                stems.insert(stem.to_owned());
-            }
+        let stem = path.file_stem()?.to_str()?.to_owned();
+        Some(Ok((path, stem)))
+    }))
+}
+
+/// The stems of the session files in `dir`, read once as the server starts, before any
+/// connection is accepted; `None` if it cannot be listed, even half way (then every
+/// connection reads the disk, as before this set existed).
+fn session_stems(dir: &Path) -> Option<std::collections::HashSet<String>> {
+    let listed = session_files(dir).and_then(|files| {
+        files
+            .map(|file| file.map(|(_, stem)| stem))
+            .collect::<io::Result<_>>()
+    });
+    match listed {
+        Ok(stems) => Some(stems),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot list the MQTT session directory; every connection will look for a stored session");
+            None
         }
     }
-    Some(stems)
 }
 
 #[cfg(test)]

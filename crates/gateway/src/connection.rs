@@ -113,6 +113,7 @@ impl Connection {
 
     /// The client's own name for itself (MQTT client id, FIX SenderCompID), shown to operators
     /// beside the connection.
+    ///
     /// One string shared with the edge's own copies where it keeps them (MQTT's broker holds
     /// the client id three more times, bench/results/idle.md).
     pub fn set_client_id(&self, client_id: impl Into<Arc<str>>) {

@@ -151,7 +151,7 @@ pub struct BrokerSession {
     /// Subscriptions and deliveries, in a box made when first needed: a connection that has
     /// not subscribed (a device that only publishes, or any client before its first
     /// SUBSCRIBE) holds one pointer instead of ~200 bytes (bench/results/idle.md).
-    flows: Lazy<Flows>,
+    flows: LazyFlows,
     /// Something a stored session keeps changed since the last snapshot.
     dirty: bool,
     /// The stored session must be on disk before the output is sent (a SUBACK, a PUBREC).
@@ -196,17 +196,12 @@ impl Flows {
     }
 }
 
-/// A `T` made on the first write: reading one that was never written reads one empty `T`
-/// shared by every session, so only a change allocates.
-struct Lazy<T>(Option<Box<T>>);
+/// [`Flows`] made on the first write: reading one that was never written reads one empty
+/// `Flows` shared by every session, so only a change allocates.
+#[derive(Default)]
+struct LazyFlows(Option<Box<Flows>>);
 
-impl<T> Default for Lazy<T> {
-    fn default() -> Self {
-        Lazy(None)
-    }
-}
-
-impl std::ops::Deref for Lazy<Flows> {
+impl std::ops::Deref for LazyFlows {
     type Target = Flows;
 
     fn deref(&self) -> &Flows {
@@ -218,7 +213,7 @@ impl std::ops::Deref for Lazy<Flows> {
     }
 }
 
-impl std::ops::DerefMut for Lazy<Flows> {
+impl std::ops::DerefMut for LazyFlows {
     fn deref_mut(&mut self) -> &mut Flows {
         self.0.get_or_insert_with(Box::default)
     }
@@ -247,7 +242,7 @@ impl BrokerSession {
             expiry_secs: a.expiry_secs,
             connect_expiry: a.expiry_secs,
             proto,
-            flows: Lazy::default(),
+            flows: LazyFlows::default(),
             dirty: false,
             persist_before_send: false,
             session_present: false,

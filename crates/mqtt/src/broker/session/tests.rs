@@ -1,5 +1,5 @@
 //! The session's subscription and delivery state is a box made on first use and let go of
-//! when empty (`Lazy`, `BrokerSession::shrink`): what an idle MQTT connection holds.
+//! when empty (`LazyFlows`, `BrokerSession::shrink`): what an idle MQTT connection holds.
 
 use super::*;
 use crate::{Subscribe, SubscribeFilter, Unsubscribe};
