@@ -25,13 +25,30 @@ type Seen = (usize, Offset, u64, String, Vec<u8>, bool);
 /// Records every record it applies; waits on `gate` before its first one.
 struct Recorder {
     seen: Arc<Mutex<Vec<Seen>>>,
-    gate: Arc<AtomicBool>,
+    gate: Arc<Gate>,
+}
+
+/// Holds the projection at its first record until opened, and tells whether it is held.
+#[derive(Default)]
+struct Gate {
+    open: AtomicBool,
+    /// The projection has a record in hand and waits for `open`.
+    held: AtomicBool,
+}
+
+impl Gate {
+    fn opened() -> Arc<Gate> {
+        let g = Gate::default();
+        g.open.store(true, Ordering::Release);
+        Arc::new(g)
+    }
 }
 
 impl Recorder {
     /// Notes one applied record, once the gate is open.
     fn note(&self, source: usize, offset: Offset, ts: u64, ch: &Channel, data: &[u8], fed: bool) {
-        while !self.gate.load(Ordering::Acquire) {
+        while !self.gate.open.load(Ordering::Acquire) {
+            self.gate.held.store(true, Ordering::Release);
             std::thread::sleep(Duration::from_millis(5));
         }
         let row = (
@@ -129,7 +146,7 @@ fn open_hub(dir: &std::path::Path) -> Arc<Hub> {
     Arc::new(Hub::open(cfg).unwrap())
 }
 
-fn spawn(hub: &Arc<Hub>, seen: &Arc<Mutex<Vec<Seen>>>, gate: &Arc<AtomicBool>) -> RunnerHandle {
+fn spawn(hub: &Arc<Hub>, seen: &Arc<Mutex<Vec<Seen>>>, gate: &Arc<Gate>) -> RunnerHandle {
     Runner::spawn(
         hub.clone(),
         Recorder {
@@ -211,7 +228,7 @@ async fn check_against_log(
 async fn fed_records_are_the_logs_records_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let hub = open_hub(dir.path());
-    let (seen, gate) = (Arc::default(), Arc::new(AtomicBool::new(true)));
+    let (seen, gate) = (Arc::default(), Gate::opened());
     let runner = spawn(&hub, &seen, &gate);
     publish(&hub, 4, 40, 50, "a").await;
     let (fed, logged) = check_against_log(&hub, &seen, &runner.stats).await;
@@ -227,7 +244,7 @@ async fn a_runner_that_starts_behind_reads_the_log_then_takes_the_feed() {
     let hub = open_hub(dir.path());
     // Appended before any reader: the feed kept none of it.
     publish(&hub, 2, 10, 20, "before").await;
-    let (seen, gate) = (Arc::default(), Arc::new(AtomicBool::new(true)));
+    let (seen, gate) = (Arc::default(), Gate::opened());
     let runner = spawn(&hub, &seen, &gate);
     publish(&hub, 2, 20, 20, "after").await;
     let (fed, logged) = check_against_log(&hub, &seen, &runner.stats).await;
@@ -238,12 +255,29 @@ async fn a_runner_that_starts_behind_reads_the_log_then_takes_the_feed() {
 async fn a_runner_further_behind_than_the_feed_keeps_reads_the_rest_from_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let hub = open_hub(dir.path());
-    let (seen, gate) = (Arc::default(), Arc::new(AtomicBool::new(false)));
+    let (seen, gate) = (Arc::default(), Arc::new(Gate::default()));
     let runner = spawn(&hub, &seen, &gate);
+    // The projection takes its first record and is held there; only then the flood.
+    publish(&hub, 1, 1, 1, "first").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gate.held.load(Ordering::Acquire) {
+        assert!(Instant::now() < deadline, "the projection never took its first record");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     // One batch per call, one call at a time: more batches than the feed keeps (4,096) while
     // the projection is held at its first record.
     publish(&hub, 1, 4_500, 1, "flood").await;
-    gate.store(true, Ordering::Release);
+    gate.open.store(true, Ordering::Release);
+    // Once it has read the rest from the log, what comes next comes through the feed again.
+    // (Asserting on the held first record instead raced the runner: a record can be read
+    // from the log in the moment between its append and its batch reaching the feed. Twenty
+    // records one at a time cannot all meet that moment.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.lock().unwrap().len() < 2 * 4_501 {
+        assert!(Instant::now() < deadline, "the projection did not catch up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    publish(&hub, 1, 20, 1, "after").await;
     let (fed, logged) = check_against_log(&hub, &seen, &runner.stats).await;
     assert!(logged > 100 && fed > 0, "fed {fed}, from the log {logged}");
 }
