@@ -46,7 +46,7 @@ use connect::{accept, read_connect, send_now, ConnectFailure};
 use park::Turn;
 use router::HubRouter;
 pub(crate) use transport::Transport;
-use window::{front_acks, PendingBatch, MAX_PENDING};
+use window::{front_acks, Window, MAX_PENDING};
 
 use crate::{
     publish::{self, refused},
@@ -203,9 +203,7 @@ async fn accept_connection(
         client_id,
         session,
         conn,
-        batch: Vec::new(),
-        pending: VecDeque::new(),
-        pending_len: 0,
+        window: None,
         moved: false,
         last_rx: Instant::now(),
         persist_at: Instant::now(),
@@ -233,14 +231,9 @@ struct Driver {
     /// The session's client id, apart from it so the router can borrow it beside the session.
     client_id: Arc<str>,
     conn: Connection,
-    /// Checked publications waiting for one hub call.
-    batch: Vec<(Publish, Checked)>,
-    /// Batches handed to the hub, oldest first, answered in that order as each is
-    /// acknowledged while the connection goes on reading: waiting for each batch before
-    /// reading the next made a pipelining publisher's stages take turns.
-    pending: VecDeque<PendingBatch>,
-    /// Publications in `pending`.
-    pending_len: u32,
+    /// The publish window, made on the connection's first PUBLISH and let go of when it
+    /// parks: a connection that only reads carries one pointer for it instead of ~60 bytes.
+    window: Option<Box<Window>>,
     /// Cluster mode: a save found that another node took this session over.
     moved: bool,
     /// When the client's last packet arrived (the keep-alive verdict counts from it).
@@ -428,7 +421,7 @@ impl Driver {
                 return Turn::End(End::Abrupt);
             }
             let mut pull = false;
-            let reading = self.pending_len < MAX_PENDING;
+            let reading = self.window.as_ref().map_or(0, |w| w.pending_len) < MAX_PENDING;
             // No keep-alive verdict while this side stopped reading: the client's packets
             // may be waiting in the socket.
             let deadline = self.keep_alive_at().filter(|_| reading);
@@ -463,7 +456,7 @@ impl Driver {
                     woken = false;
                     pull = true;
                 }
-                acks = front_acks(&mut self.pending), if !self.pending.is_empty() => {
+                acks = front_acks(&mut self.window), if self.window.as_ref().is_some_and(|w| !w.pending.is_empty()) => {
                     quiet.busy();
                     if !reading {
                         self.last_rx = Instant::now();

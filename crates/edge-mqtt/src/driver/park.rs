@@ -36,8 +36,7 @@ impl Driver {
                 if self.parkable() {
                     // The buffers' allocations are made again when they are needed (the
                     // read buffer is empty here, but may still hold what CONNECT needed).
-                    self.pending = VecDeque::new();
-                    self.batch = Vec::new();
+                    self.window = None;
                     self.rbuf = BytesMut::new();
                     self.session.shrink();
                     self.conn.set_parked(true);
@@ -92,8 +91,10 @@ impl Driver {
     /// no change of a stored session waiting to be saved.
     pub(super) fn parkable(&mut self) -> bool {
         self.rbuf.is_empty()
-            && self.batch.is_empty()
-            && self.pending.is_empty()
+            && self
+                .window
+                .as_ref()
+                .is_none_or(|w| w.batch.is_empty() && w.pending.is_empty())
             && !self.moved
             && self.session.queued() == 0
             && !(self.session.dirty() && self.session.persistent())

@@ -18,6 +18,20 @@ pub(super) struct PendingBatch {
     packets: Vec<Publish>,
     acks: AckFuture,
 }
+
+/// What a publishing connection holds of its publications (boxed in the driver, see
+/// [`Driver::window`]).
+#[derive(Default)]
+pub(super) struct Window {
+    /// Checked publications waiting for one hub call.
+    pub(super) batch: Vec<(Publish, Checked)>,
+    /// Batches handed to the hub, oldest first, answered in that order as each is
+    /// acknowledged while the connection goes on reading: waiting for each batch before
+    /// reading the next made a pipelining publisher's stages take turns.
+    pub(super) pending: VecDeque<PendingBatch>,
+    /// Publications in `pending`.
+    pub(super) pending_len: u32,
+}
 impl Driver {
     /// Checks a PUBLISH and adds it to the batch. Consecutive PUBLISH packets already in the
     /// read buffer go to the hub together (one group commit), acknowledged in order after it.
@@ -40,8 +54,9 @@ impl Driver {
                 // The request holds the data; the packet is kept only to be answered, and
                 // must not pin its payload while it waits in the window.
                 p.payload = Bytes::new();
-                self.batch.push((p, req));
-                if self.batch.len() >= MAX_PUBLISH_BATCH {
+                let batch = &mut self.window.get_or_insert_default().batch;
+                batch.push((p, req));
+                if batch.len() >= MAX_PUBLISH_BATCH {
                     self.submit().await;
                 }
                 None
@@ -60,29 +75,33 @@ impl Driver {
     /// Hands the batched publications to the hub (waiting only while a writer's queue is
     /// full); they are acknowledged in order as the hub answers ([`Driver::answer`]).
     pub(super) async fn submit(&mut self) {
-        if self.batch.is_empty() {
+        let Some(w) = self.window.as_mut().filter(|w| !w.batch.is_empty()) else {
             return;
-        }
+        };
         let (packets, requests): (Vec<Publish>, Vec<Checked>) =
-            std::mem::take(&mut self.batch).into_iter().unzip();
+            std::mem::take(&mut w.batch).into_iter().unzip();
         let acks = Box::pin(self.conn.enqueue(requests).await);
-        self.pending_len = self.pending_len.saturating_add(count(&packets));
-        self.pending.push_back(PendingBatch { packets, acks });
+        w.pending_len = w.pending_len.saturating_add(count(&packets));
+        w.pending.push_back(PendingBatch { packets, acks });
+    }
+
+    /// The oldest batch handed to the hub, taken out of the window.
+    fn pop_pending(&mut self) -> Option<PendingBatch> {
+        self.window.as_mut()?.pending.pop_front()
     }
 
     /// Waits (a bounded time) for the answers of every batch still with the hub, when the
     /// connection has ended; nothing more is sent.
     pub(super) async fn settle_pending(&mut self) {
         let limit = Instant::now() + SETTLE_LIMIT;
-        while let Some(b) = self.pending.pop_front() {
+        while let Some(b) = self.pop_pending() {
             match tokio::time::timeout_at(limit, b.acks).await {
                 Ok(acks) => {
                     let _ = self.answer(b.packets, acks);
                 }
                 Err(_) => {
                     tracing::warn!(client = %self.session.client_id(), "MQTT connection ended with publications the hub did not answer in time");
-                    self.pending.clear();
-                    self.pending_len = 0;
+                    self.window = None;
                 }
             }
         }
@@ -92,7 +111,7 @@ impl Driver {
     /// kind or a refusal is handled: those follow the publications before them.
     pub(super) async fn flush_batch(&mut self) -> Option<End> {
         self.submit().await;
-        while let Some(b) = self.pending.pop_front() {
+        while let Some(b) = self.pop_pending() {
             let acks = b.acks.await;
             if let Some(end) = self.answer(b.packets, acks) {
                 return Some(end);
@@ -103,14 +122,16 @@ impl Driver {
 
     /// The oldest batch's answers arrived ([`front_acks`]): it leaves the window, answered.
     pub(super) fn answer_front(&mut self, acks: Vec<Result<Ack, Refusal>>) -> Option<End> {
-        let b = self.pending.pop_front()?;
+        let b = self.pop_pending()?;
         self.answer(b.packets, acks)
     }
 
     /// The hub's answers for one batch: PUBACK / PUBREC (only now, after the durable ack) for
     /// each publication stored, the refusal for each refused.
     fn answer(&mut self, packets: Vec<Publish>, results: Vec<Result<Ack, Refusal>>) -> Option<End> {
-        self.pending_len = self.pending_len.saturating_sub(count(&packets));
+        if let Some(w) = self.window.as_mut() {
+            w.pending_len = w.pending_len.saturating_sub(count(&packets));
+        }
         for (p, result) in packets.iter().zip(results) {
             match result {
                 Ok(_) => self.session.stored(p),
@@ -127,11 +148,13 @@ impl Driver {
 }
 
 /// The acknowledgements of the oldest pending batch (pending while there is none).
-pub(super) async fn front_acks(pending: &mut VecDeque<PendingBatch>) -> Vec<Result<Ack, Refusal>> {
-    std::future::poll_fn(|cx| match pending.front_mut() {
-        Some(b) => b.acks.as_mut().poll(cx),
-        None => std::task::Poll::Pending,
-    })
+pub(super) async fn front_acks(window: &mut Option<Box<Window>>) -> Vec<Result<Ack, Refusal>> {
+    std::future::poll_fn(
+        |cx| match window.as_mut().and_then(|w| w.pending.front_mut()) {
+            Some(b) => b.acks.as_mut().poll(cx),
+            None => std::task::Poll::Pending,
+        },
+    )
     .await
 }
 

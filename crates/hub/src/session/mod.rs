@@ -1,25 +1,24 @@
 //! A session: one client connection's view of the hub.
 
 use std::{
-    collections::HashMap,
-    hash::BuildHasherDefault,
-    sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
-    },
+    collections::HashSet,
+    sync::{atomic::Ordering, Arc},
 };
 
-use parking_lot::Mutex;
-use tickwire_model::{AddrHash, Channel, Class, Offset};
-use tokio::sync::Notify;
-
-use tickwire_feed::l2::{merge, L2Msg};
+use tickwire_model::{Channel, Class, Offset};
 
 use crate::{
     hub::{HubInner, NamespaceRt},
-    node::{book_message, ChannelNode, Sub},
-    HubError, Latch, Message,
+    node::{ChannelNode, Sub},
+    HubError, Message,
 };
+
+mod shared;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use shared::SessionShared;
+use shared::StateSlots;
 
 /// Most stream messages taken from one channel per drain, so one busy channel cannot starve
 /// the others on the same connection and one drain's memory stays bounded.
@@ -56,41 +55,6 @@ impl std::fmt::Display for CloseReason {
     }
 }
 
-#[derive(Default)]
-struct Pending {
-    /// Newest undelivered message per state channel (keyed by its node), and whether it
-    /// answers a subscribe.
-    state: StateSlots,
-    /// Stream subscriptions with something to deliver.
-    stream: Vec<Arc<Sub>>,
-    /// Values a newer one would have conflated away but every subscriber must see (a closed
-    /// candle's final content), in arrival order, delivered before `state`.
-    kept: Vec<(usize, Arc<Message>, bool)>,
-}
-
-/// Most kept values a session holds (see [`must_keep`]); past that, conflation as usual.
-const MAX_KEPT: usize = 256;
-
-/// Whether a waiting value must reach the subscriber even if a newer one arrives first: a
-/// closed candle's final content (`"final":true`, docs/candles.md), which the next bar's
-/// value would otherwise replace when the connection is slow to take it. Read only when a
-/// value on a candle channel is about to be replaced.
-fn must_keep(node: &ChannelNode, waiting: &Message) -> bool {
-    const FINAL: &[u8] = b"\"final\":true";
-    node.channel.namespace() == tickwire_feed::names::CANDLES
-        && waiting
-            .publication
-            .data
-            .windows(FINAL.len())
-            .any(|w| w == FINAL)
-}
-
-/// Keyed by the channel node's address: the node outlives the subscription (the `Sub` holds
-/// it) and the entry is removed on detach, so an address names one channel while it is here.
-/// Hashing an address is one multiply, where hashing the channel name per delivery per
-/// subscriber was a visible share of fan-out time.
-type StateSlots = HashMap<usize, (Arc<Message>, bool), BuildHasherDefault<AddrHash>>;
-
 /// A `from` past the end of the stream names an offset this stream never had (a client of a
 /// wiped server, or of a tail lost under `fsync = interval`): refused, never waited for.
 fn check_from(ns: &NamespaceRt, from: Option<Offset>) -> Result<(), HubError> {
@@ -115,188 +79,6 @@ fn stream_start(ns: &NamespaceRt, from: Option<Offset>) -> (Start, Option<Offset
             (Start::From(f.max(first)), (f < first).then_some(f))
         }
         None => (Start::Live(ns.dispatched.load(Ordering::Acquire)), None),
-    }
-}
-
-fn node_key(node: &ChannelNode) -> usize {
-    std::ptr::from_ref(node) as usize
-}
-
-/// The part of a session that channel nodes touch.
-pub(crate) struct SessionShared {
-    /// Every subscription of the session, explicit or through a pattern; one per channel, so
-    /// overlapping subscriptions never deliver a message twice.
-    pub(crate) subs: Mutex<HashMap<Channel, Arc<Sub>>>,
-    pending: Mutex<Pending>,
-    notify: Notify,
-    closed: Mutex<Option<CloseReason>>,
-    /// Set once `closed` is: what [`Session::closed`] waits for.
-    closing: Latch,
-}
-
-impl SessionShared {
-    pub fn offer_state(&self, node: &ChannelNode, msg: &Arc<Message>, snapshot: bool) {
-        {
-            let mut guard = self.pending.lock();
-            let p = &mut *guard;
-            match p.state.get_mut(&node_key(node)) {
-                // A final candle is kept (delivered first, with the snapshot flag if it was
-                // the client's first value); the newest value waits behind it.
-                Some(slot) if p.kept.len() < MAX_KEPT && must_keep(node, &slot.0) => {
-                    let (old, first) = std::mem::replace(slot, (msg.clone(), false));
-                    p.kept.push((node_key(node), old, first));
-                }
-                // Conflation: the newest value replaces the undelivered one. A replaced
-                // snapshot stays flagged, since the value is still the client's first.
-                Some(slot) => slot.0 = msg.clone(),
-                None => {
-                    p.state.insert(node_key(node), (msg.clone(), snapshot));
-                }
-            }
-        }
-        self.notify.notify_one();
-    }
-
-    /// A book channel's value `msg` (read as `m`): waiting alone, or merged per price level
-    /// with the value already waiting (the newest size per level, `m`'s sequence number and
-    /// checksum), so a slow subscriber gets one value that takes its book to the newest.
-    pub fn offer_book(&self, node: &ChannelNode, msg: &Arc<Message>, m: &L2Msg) {
-        {
-            let mut p = self.pending.lock();
-            match p.state.get_mut(&node_key(node)) {
-                Some(slot) => {
-                    let merged = L2Msg::parse(&slot.0.publication.data)
-                        .ok()
-                        .and_then(|w| merge(&[w, m.clone()]));
-                    slot.0 = match merged {
-                        Some(merged) => book_message(msg, &merged),
-                        // The waiting value is not a book value: the new one replaces it.
-                        None => msg.clone(),
-                    };
-                }
-                None => {
-                    p.state.insert(node_key(node), (msg.clone(), false));
-                }
-            }
-        }
-        self.notify.notify_one();
-    }
-
-    pub fn offer_stream(&self, sub: &Arc<Sub>) {
-        if !sub.queued.swap(true, Ordering::AcqRel) {
-            self.pending.lock().stream.push(sub.clone());
-            self.notify.notify_one();
-        }
-    }
-
-    /// Puts this session on `node`'s subscriber list unless it is there already. Returns what
-    /// a subscribe reply reports and whether a new subscription was made; `None` when the
-    /// node was evicted after the caller found it (it held nothing and had no subscriber),
-    /// and the caller must look the channel up again.
-    pub fn attach(
-        self: &Arc<Self>,
-        node: &Arc<ChannelNode>,
-        start: Start,
-    ) -> Option<(SubscribeInfo, bool)> {
-        let mut subs = self.subs.lock();
-        if let Some(existing) = subs.get(&node.channel) {
-            let info = SubscribeInfo {
-                class: node.class,
-                offset: (node.class == Class::Stream)
-                    .then(|| existing.cursor.load(Ordering::Acquire)),
-                snapshot: false,
-                epoch: None,
-                retention_gap: None,
-            };
-            return Some((info, false));
-        }
-        let sub = Arc::new(Sub {
-            session: self.clone(),
-            node: node.clone(),
-            cursor: AtomicU64::new(0),
-            queued: AtomicBool::new(false),
-            live: AtomicBool::new(!matches!(start, Start::From(_))),
-            gone: AtomicBool::new(false),
-        });
-        let mut inner = node.inner.lock();
-        if inner.evicted {
-            return None;
-        }
-        let info = match node.class {
-            Class::State => {
-                // A book channel's snapshot is its whole book, not its newest delta.
-                let snapshot = match inner.book {
-                    Some(_) => inner.book_snapshot(),
-                    None => inner.latest.clone(),
-                };
-                if let Some(m) = &snapshot {
-                    self.offer_state(node, m, true);
-                }
-                SubscribeInfo {
-                    class: Class::State,
-                    offset: None,
-                    snapshot: snapshot.is_some(),
-                    epoch: None,
-                    retention_gap: None,
-                }
-            }
-            Class::Stream => {
-                // Everything below `dispatched` (Live) has reached this node already; what is
-                // at or above it reaches it after we are on the subscriber list (we hold its
-                // lock). A node met at creation starts at its first message.
-                let cursor = match start {
-                    Start::From(f) | Start::Live(f) => f,
-                    Start::FirstMessage => inner.complete_from,
-                };
-                sub.cursor.store(cursor, Ordering::Release);
-                // Something at or past the cursor is already stored: deliver it before going
-                // live. (A spurious drain when the log holds nothing is harmless.)
-                if cursor < inner.complete_from
-                    || inner
-                        .ring
-                        .back()
-                        .is_some_and(|m| m.publication.offset >= cursor)
-                {
-                    self.offer_stream(&sub);
-                }
-                SubscribeInfo {
-                    class: Class::Stream,
-                    offset: Some(cursor),
-                    snapshot: false,
-                    epoch: None,
-                    retention_gap: None,
-                }
-            }
-        };
-        inner.subs.push(sub.clone());
-        drop(inner);
-        subs.insert(node.channel.clone(), sub);
-        Some((info, true))
-    }
-
-    /// Ends this session's subscription to `channel`; the channel's node when that left it
-    /// idle, for the caller to offer to [`crate::node::Registry::evict_if_idle`].
-    pub fn detach(&self, channel: &Channel) -> Option<Arc<ChannelNode>> {
-        let sub = self.subs.lock().remove(channel)?;
-        sub.gone.store(true, Ordering::Release);
-        let idle = sub.node.remove_sub(&sub);
-        {
-            let mut p = self.pending.lock();
-            let key = node_key(&sub.node);
-            p.state.remove(&key);
-            p.kept.retain(|(k, ..)| *k != key);
-        }
-        idle.then(|| sub.node.clone())
-    }
-
-    pub fn close(&self, reason: CloseReason) {
-        let mut c = self.closed.lock();
-        if c.is_none() {
-            *c = Some(reason);
-        }
-        drop(c);
-        self.closing.set();
-        self.notify.notify_one();
     }
 }
 
@@ -339,8 +121,16 @@ pub struct Delivery {
 pub struct Session {
     shared: Arc<SessionShared>,
     hub: Arc<HubInner>,
+    /// Made on the first subscribe and let go of when the last one ends: a connection that
+    /// subscribes to nothing carries one pointer instead of ~100 bytes (idle.md).
+    own: Option<Box<Own>>,
+}
+
+/// What a session keeps of its own subscriptions (the hub's side is [`SessionShared::subs`]).
+#[derive(Default)]
+struct Own {
     /// Explicitly subscribed channels.
-    explicit: std::collections::HashSet<Channel>,
+    explicit: HashSet<Channel>,
     /// Pattern subscriptions (registered with the hub so new channels attach themselves).
     patterns: Vec<Arc<crate::node::PatternSub>>,
     /// The other half of the pending state map, swapped in by `drain`.
@@ -350,17 +140,30 @@ pub struct Session {
 impl Session {
     pub(crate) fn new(hub: Arc<HubInner>) -> Session {
         Session {
-            shared: Arc::new(SessionShared {
-                subs: Mutex::new(HashMap::new()),
-                pending: Mutex::new(Pending::default()),
-                notify: Notify::new(),
-                closed: Mutex::new(None),
-                closing: Latch::default(),
-            }),
+            shared: Arc::new(SessionShared::new()),
             hub,
-            explicit: std::collections::HashSet::new(),
-            patterns: Vec::new(),
-            spare: StateSlots::default(),
+            own: None,
+        }
+    }
+
+    /// Explicit subscriptions and patterns, none before the first subscribe.
+    fn explicit(&self) -> Option<&HashSet<Channel>> {
+        self.own.as_deref().map(|o| &o.explicit)
+    }
+
+    fn patterns(&self) -> &[Arc<crate::node::PatternSub>] {
+        self.own.as_deref().map_or(&[], |o| &o.patterns)
+    }
+
+    /// Lets go of what the session kept of its subscriptions once it has none left. The spare
+    /// map holds nothing outside `drain`, which empties it before returning.
+    fn shrink(&mut self) {
+        if self
+            .own
+            .as_deref()
+            .is_some_and(|o| o.explicit.is_empty() && o.patterns.is_empty())
+        {
+            self.own = None;
         }
     }
 
@@ -372,10 +175,10 @@ impl Session {
         from: Option<Offset>,
     ) -> Result<SubscribeInfo, HubError> {
         let ns = self.hub.namespace(channel)?;
-        if self.explicit.contains(channel) {
+        if self.is_subscribed(channel) {
             return Err(HubError::AlreadySubscribed(channel.to_string()));
         }
-        if self.explicit.len() + self.patterns.len() >= self.hub.config.max_subscriptions {
+        if self.subscription_count() >= self.hub.config.max_subscriptions {
             return Err(HubError::TooManySubscriptions(
                 self.hub.config.max_subscriptions,
             ));
@@ -397,7 +200,10 @@ impl Session {
             info.epoch = Some(ns.stream.epoch());
             info.retention_gap = gap;
         }
-        self.explicit.insert(channel.clone());
+        self.own
+            .get_or_insert_default()
+            .explicit
+            .insert(channel.clone());
         Ok(info)
     }
 
@@ -410,10 +216,10 @@ impl Session {
         pattern: crate::Pattern,
         from: Option<Offset>,
     ) -> Result<Vec<(Channel, SubscribeInfo)>, HubError> {
-        if self.patterns.iter().any(|p| p.pattern == pattern) {
+        if self.patterns().iter().any(|p| p.pattern == pattern) {
             return Err(HubError::AlreadySubscribed(pattern.as_str().to_string()));
         }
-        if self.explicit.len() + self.patterns.len() >= self.hub.config.max_subscriptions {
+        if self.subscription_count() >= self.hub.config.max_subscriptions {
             return Err(HubError::TooManySubscriptions(
                 self.hub.config.max_subscriptions,
             ));
@@ -461,37 +267,51 @@ impl Session {
             }
             out.push((node.channel.clone(), info));
         }
-        self.patterns.push(ps);
+        self.own.get_or_insert_default().patterns.push(ps);
         Ok(out)
     }
 
     /// Drops a pattern subscription; channels still wanted explicitly or by another pattern stay.
     pub fn unsubscribe_pattern(&mut self, pattern: &crate::Pattern) -> Result<(), HubError> {
-        let i = self
+        let not_subscribed = || HubError::NotSubscribed(pattern.as_str().to_string());
+        let own = self.own.as_deref_mut().ok_or_else(not_subscribed)?;
+        let i = own
             .patterns
             .iter()
             .position(|p| &p.pattern == pattern)
-            .ok_or_else(|| HubError::NotSubscribed(pattern.as_str().to_string()))?;
-        let ps = self.patterns.remove(i);
+            .ok_or_else(not_subscribed)?;
+        let ps = own.patterns.remove(i);
         self.hub.registry.remove_pattern(&ps);
-        let channels: Vec<Channel> = self.shared.subs.lock().keys().cloned().collect();
+        let channels: Vec<Channel> = self
+            .shared
+            .subs
+            .lock()
+            .iter()
+            .map(|(c, _)| c.clone())
+            .collect();
         for ch in channels {
             let still =
-                self.explicit.contains(&ch) || self.patterns.iter().any(|p| p.pattern.matches(&ch));
+                self.is_subscribed(&ch) || self.patterns().iter().any(|p| p.pattern.matches(&ch));
             if !still && pattern.matches(&ch) {
                 self.detach(&ch);
             }
         }
+        self.shrink();
         Ok(())
     }
 
     pub fn unsubscribe(&mut self, channel: &Channel) -> Result<(), HubError> {
-        if !self.explicit.remove(channel) {
+        if !self
+            .own
+            .as_deref_mut()
+            .is_some_and(|o| o.explicit.remove(channel))
+        {
             return Err(HubError::NotSubscribed(channel.to_string()));
         }
-        if !self.patterns.iter().any(|p| p.pattern.matches(channel)) {
+        if !self.patterns().iter().any(|p| p.pattern.matches(channel)) {
             self.detach(channel);
         }
+        self.shrink();
         Ok(())
     }
 
@@ -503,12 +323,12 @@ impl Session {
     }
 
     pub fn is_subscribed(&self, channel: &Channel) -> bool {
-        self.explicit.contains(channel)
+        self.explicit().is_some_and(|e| e.contains(channel))
     }
 
     /// Explicit subscriptions plus patterns.
     pub fn subscription_count(&self) -> usize {
-        self.explicit.len() + self.patterns.len()
+        self.explicit().map_or(0, HashSet::len) + self.patterns().len()
     }
 
     /// Waits until something may be ready to drain or the session was closed. Cancel-safe.
@@ -524,12 +344,19 @@ impl Session {
 
     /// Resolves when the hub closes this session (slow consumer, shutdown, kick). Cancel-safe.
     pub async fn closed(&self) {
-        self.shared.closing.wait().await;
+        // A `Notified` receives every `notify_waiters` made after it was created, polled or
+        // not, and `close` sets the reason before notifying: checked after creating it, no
+        // close can slip between the check and the wait.
+        let notified = self.shared.closing.notified();
+        if self.shared.closed.get().is_some() {
+            return;
+        }
+        notified.await;
     }
 
     /// Why the session was closed, if it was.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.shared.closed.lock().clone()
+        self.shared.closed.get().map(|r| CloseReason::clone(r))
     }
 
     /// Closes the session from outside (server API `disconnect`, shutdown).
@@ -563,21 +390,27 @@ impl Session {
             return Err(r);
         }
         // Swap in the (empty) spare map instead of taking a fresh one, so neither map is
-        // reallocated per drain; both keep their capacity across drains.
+        // reallocated per drain; both keep their capacity across drains. Nothing was ever
+        // offered to a session without its pending box (a takeover's wake-up, say): nothing
+        // to take, and nothing made for it.
         let (stream, kept) = {
-            let mut p = self.shared.pending.lock();
-            std::mem::swap(&mut p.state, &mut self.spare);
+            let mut guard = self.shared.pending.lock();
+            let Some(p) = guard.as_mut() else {
+                return Ok(Vec::new());
+            };
+            let spare = &mut self.own.get_or_insert_default().spare;
+            std::mem::swap(&mut p.state, spare);
             (std::mem::take(&mut p.stream), std::mem::take(&mut p.kept))
         };
-        let mut out: Vec<Delivery> =
-            Vec::with_capacity(kept.len() + self.spare.len() + stream.len());
+        let spare = &mut self.own.get_or_insert_default().spare;
+        let mut out: Vec<Delivery> = Vec::with_capacity(kept.len() + spare.len() + stream.len());
         // Kept values precede their channel's newest (they are older).
         out.extend(
             kept.into_iter()
                 .map(|(_, message, snapshot)| Delivery { message, snapshot }),
         );
         out.extend(
-            self.spare
+            spare
                 .drain()
                 .map(|(_, (message, snapshot))| Delivery { message, snapshot }),
         );
@@ -689,7 +522,7 @@ impl SessionCloser {
     /// Calls `f` with the namespace of each channel the session is subscribed to (explicitly
     /// or through a pattern), for the subscription gauges a metrics scrape reports.
     pub fn each_subscription(&self, mut f: impl FnMut(&str)) {
-        for channel in self.0.subs.lock().keys() {
+        for (channel, _) in self.0.subs.lock().iter() {
             f(channel.namespace());
         }
     }
@@ -697,10 +530,12 @@ impl SessionCloser {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        for ps in self.patterns.drain(..) {
-            self.hub.registry.remove_pattern(&ps);
+        if let Some(own) = self.own.take() {
+            for ps in &own.patterns {
+                self.hub.registry.remove_pattern(ps);
+            }
         }
-        let subs: Vec<Arc<Sub>> = self.shared.subs.lock().drain().map(|(_, s)| s).collect();
+        let subs = self.shared.subs.lock().take();
         for sub in subs {
             sub.gone.store(true, Ordering::Release);
             if sub.node.remove_sub(&sub) {
