@@ -260,6 +260,12 @@ impl Broker {
         })
     }
 
+    /// Whether a connection here holds or is taking `client_id` (its stored session is in
+    /// use, whatever its age: [`store::Store::sweep`]).
+    pub(crate) fn is_live(&self, client_id: &str) -> bool {
+        self.live.lock().contains_key(client_id)
+    }
+
     /// Forgets the claim when nobody waits for it, so ids of gone clients do not pile up.
     pub(crate) fn release(&self, client_id: &str, owner: Owner) {
         let mut live = self.live.lock();

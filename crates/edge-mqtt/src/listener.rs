@@ -97,7 +97,7 @@ impl TcpEdge {
 /// Removes expired sessions in the background (they are also checked on every load).
 fn sweep(edge: &Arc<MqttEdge>) {
     let b = edge.broker.clone();
-    tokio::task::spawn_blocking(move || match b.store.sweep() {
+    tokio::task::spawn_blocking(move || match b.store.sweep(|id| b.is_live(id)) {
         Ok(0) => {}
         Ok(n) => tracing::info!(removed = n, "expired MQTT sessions removed"),
         Err(e) => tracing::warn!(error = %e, "sweeping MQTT sessions failed"),

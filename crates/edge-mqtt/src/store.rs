@@ -69,6 +69,11 @@ pub(crate) struct Store {
     /// (bench/results/idle.md). `None`: not known (cluster mode, where other nodes store
     /// sessions too, or a directory that could not be listed): every id may have one.
     stems: Mutex<Option<std::collections::HashSet<String>>>,
+    /// File mode: held by the sweep from its second look at an expired file to its removal,
+    /// and by `save` around its rename. A session saved after the sweep's first look (its
+    /// client reconnected, loaded the expired file and saved anew) is seen by the second look
+    /// and kept; without it the sweep deleted the new file, and took its id from `stems`.
+    replacing: Mutex<()>,
 }
 
 /// A session as stored in the cluster: KV keeps no modification time a reader can see, so the
@@ -92,6 +97,7 @@ impl Store {
             kv: None,
             revisions: Mutex::default(),
             stems: Mutex::new(stems),
+            replacing: Mutex::new(()),
         }
     }
 
@@ -102,6 +108,7 @@ impl Store {
             kv: Some(kv),
             revisions: Mutex::default(),
             stems: Mutex::new(None),
+            replacing: Mutex::new(()),
         }
     }
 
@@ -222,8 +229,6 @@ impl Store {
             };
         }
         tickwire_model::durable_dir::create_dir_durable(&self.dir)?;
-        // Known before the file exists: `may_have` must never say no to a stored session.
-        self.note(&hex(&session.client_id), true);
         let path = self.path(&session.client_id);
         let tmp = path.with_extension("tmp");
         let json = serde_json::to_vec(session).map_err(io::Error::other)?;
@@ -232,7 +237,14 @@ impl Store {
             f.write_all(&json)?;
             f.sync_all()?;
         }
-        fs::rename(&tmp, &path)?;
+        {
+            // The temporary file is no session file (the sweep and the set read `*.json`):
+            // the session exists from the rename on, and is known just before it, with no
+            // sweep's removal in between.
+            let _replacing = self.replacing.lock();
+            self.note(&hex(&session.client_id), true);
+            fs::rename(&tmp, &path)?;
+        }
         File::open(&self.dir)?.sync_all()
     }
 
@@ -255,8 +267,14 @@ impl Store {
         }
     }
 
-    /// Deletes every expired session (run at start and periodically); returns how many.
-    pub fn sweep(&self) -> io::Result<usize> {
+    /// Deletes every expired session; returns how many. It runs as the TCP listener starts,
+    /// beside the first connections: after a restart, while its clients reconnect. The
+    /// session of a client id that `live` says is connected here is never expired, whatever
+    /// its file's age: one saved while connected counts its expiry from the file's last
+    /// write, which is right after a crash (the connection ended then, at the latest) and
+    /// wrong while the client is still connected and has changed nothing since. The sweep
+    /// deleted such a file, and a crash after that lost the session.
+    pub fn sweep(&self, live: impl Fn(&str) -> bool) -> io::Result<usize> {
         if let Some(kv) = &self.kv {
             // Every node sweeps the shared bucket; deleting an already deleted key is fine.
             let mut removed = 0;
@@ -267,7 +285,7 @@ impl Store {
                 let Ok(rec) = serde_json::from_slice::<KvRecord>(&entry.value) else {
                     continue;
                 };
-                if rec.session.expired(now_ms(), rec.saved_ms) {
+                if !live(&rec.session.client_id) && rec.session.expired(now_ms(), rec.saved_ms) {
                     kv.delete(&key).map_err(io::Error::other)?;
                     self.revisions.lock().remove(&key);
                     removed += 1;
@@ -275,22 +293,50 @@ impl Store {
             }
             return Ok(removed);
         }
-        let now = now_ms();
         let mut removed = 0;
         // An entry that cannot be read is skipped: the next sweep tries again.
         for (path, stem) in session_files(&self.dir)?.flatten() {
-            let Ok(bytes) = fs::read(&path) else { continue };
-            let Ok(s) = serde_json::from_slice::<StoredSession>(&bytes) else {
-                continue;
-            };
-            if s.expired(now, modified_ms(&path)) {
-                fs::remove_file(&path)?;
-                self.note(&stem, false);
+            // The first look needs no lock: most files are not expired, and saves go on.
+            if expired_file(&path, &live) && self.remove_if_expired(&path, &stem, &live)? {
                 removed += 1;
             }
         }
         Ok(removed)
     }
+
+    /// The sweep's second look at a file its first look found expired, and its removal if it
+    /// still is: whether it was removed. Under `replacing`, so no save lands in between.
+    fn remove_if_expired(
+        &self,
+        path: &Path,
+        stem: &str,
+        live: impl Fn(&str) -> bool,
+    ) -> io::Result<bool> {
+        let _replacing = self.replacing.lock();
+        if !expired_file(path, live) {
+            return Ok(false);
+        }
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            // Removed by a load of the same expired session meanwhile.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        self.note(stem, false);
+        Ok(true)
+    }
+}
+
+/// Whether the session file at `path` holds an expired session of a client id that is not
+/// connected here; an unreadable file is not (the sweep leaves it, and a load moves it aside).
+fn expired_file(path: &Path, live: impl Fn(&str) -> bool) -> bool {
+    let Ok(bytes) = fs::read(path) else {
+        return false;
+    };
+    let Ok(s) = serde_json::from_slice::<StoredSession>(&bytes) else {
+        return false;
+    };
+    !live(&s.client_id) && s.expired(now_ms(), modified_ms(path))
 }
 
 /// The session files in `dir` (`<hex client id>.json`), each with its stem; none if `dir`
@@ -369,7 +415,7 @@ mod tests {
         s.disconnected_at_ms = Some(now_ms() - 10_000);
         store.save(&s).unwrap();
         assert_eq!(store.load("a/b c").unwrap(), None);
-        assert_eq!(store.sweep().unwrap(), 0);
+        assert_eq!(store.sweep(|_| false).unwrap(), 0);
     }
 
     #[test]
@@ -404,7 +450,7 @@ mod tests {
         s.expiry_secs = 1;
         s.disconnected_at_ms = Some(now_ms() - 10_000);
         sa.save(&s).unwrap();
-        assert_eq!(sb.sweep().unwrap(), 1);
+        assert_eq!(sb.sweep(|_| false).unwrap(), 1);
         assert_eq!(sb.load("dev/1").unwrap(), None);
         sa.remove("dev/1").unwrap();
         sa.save(&s).unwrap();
@@ -438,13 +484,59 @@ mod tests {
         assert_eq!(again.load("dev/1").unwrap(), None);
         assert!(!again.may_have("dev/1"));
         again.save(&s).unwrap();
-        assert_eq!(again.sweep().unwrap(), 1);
+        assert_eq!(again.sweep(|_| false).unwrap(), 1);
         assert!(!again.may_have("dev/1"));
         // Unreadable: moved aside, no longer a session.
         again.save(&s).unwrap();
         fs::write(again.path("dev/1"), b"{not json").unwrap();
         assert_eq!(again.load("dev/1").unwrap(), None);
         assert!(!again.may_have("dev/1"));
+    }
+
+    /// Sets the file's last write `secs` seconds back.
+    fn age(path: &Path, secs: u64) {
+        let f = File::options().write(true).open(path).unwrap();
+        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(secs))
+            .unwrap();
+    }
+
+    #[test]
+    fn the_sweep_keeps_a_connected_clients_session_and_one_saved_after_its_first_look() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().join("s"));
+        let path = store.path("dev/1");
+        // Saved while connected, and nothing changed since for longer than its expiry: by
+        // the file's age it is expired, but its client is still connected.
+        let s = StoredSession {
+            client_id: "dev/1".into(),
+            expiry_secs: 1,
+            ..Default::default()
+        };
+        store.save(&s).unwrap();
+        age(&path, 10);
+        assert_eq!(store.sweep(|id| id == "dev/1").unwrap(), 0);
+        assert!(path.exists() && store.may_have("dev/1"));
+        // Its client gone, it is expired.
+        assert_eq!(store.sweep(|_| false).unwrap(), 1);
+        assert!(!path.exists() && !store.may_have("dev/1"));
+
+        // The sweep's first look finds it expired; the client reconnects and saves anew
+        // before the second look, which keeps the new file and its place in the set.
+        store.save(&s).unwrap();
+        age(&path, 10);
+        assert!(expired_file(&path, |_| false));
+        store.save(&s).unwrap();
+        assert!(!store
+            .remove_if_expired(&path, &hex("dev/1"), |_| false)
+            .unwrap());
+        assert_eq!(store.load("dev/1").unwrap(), Some(s.clone()));
+        assert!(store.may_have("dev/1"));
+        // Still expired at the second look: removed, and out of the set.
+        age(&path, 10);
+        assert!(store
+            .remove_if_expired(&path, &hex("dev/1"), |_| false)
+            .unwrap());
+        assert!(!path.exists() && !store.may_have("dev/1"));
     }
 
     #[test]
