@@ -61,8 +61,17 @@ impl TcpEdge {
     pub fn spawn(self, edge: Arc<MqttEdge>) -> tokio::task::JoinHandle<()> {
         sweep(&edge);
         tokio::spawn(async move {
+            let start = tokio::time::Instant::now() + SWEEP_EVERY;
+            let mut sweeps = tokio::time::interval_at(start, SWEEP_EVERY);
             loop {
-                match self.listener.accept().await {
+                let accepted = tokio::select! {
+                    a = self.listener.accept() => a,
+                    _ = sweeps.tick() => {
+                        sweep(&edge);
+                        continue;
+                    }
+                };
+                match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
                         let edge = edge.clone();
@@ -93,6 +102,11 @@ impl TcpEdge {
         })
     }
 }
+
+/// How often expired sessions of clients that did not come back are removed, after the
+/// sweep at start: files are small, but a deployment of short-lived client ids would
+/// otherwise keep every one of them until the next restart.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// Removes expired sessions in the background (they are also checked on every load).
 fn sweep(edge: &Arc<MqttEdge>) {

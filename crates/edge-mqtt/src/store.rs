@@ -268,7 +268,8 @@ impl Store {
     }
 
     /// Deletes every expired session; returns how many. It runs as the TCP listener starts,
-    /// beside the first connections: after a restart, while its clients reconnect. The
+    /// beside the first connections (after a restart, while its clients reconnect), and
+    /// every hour after. The
     /// session of a client id that `live` says is connected here is never expired, whatever
     /// its file's age: one saved while connected counts its expiry from the file's last
     /// write, which is right after a crash (the connection ended then, at the latest) and
@@ -285,8 +286,20 @@ impl Store {
                 let Ok(rec) = serde_json::from_slice::<KvRecord>(&entry.value) else {
                     continue;
                 };
-                if !live(&rec.session.client_id) && rec.session.expired(now_ms(), rec.saved_ms) {
-                    kv.delete(&key).map_err(io::Error::other)?;
+                // A session saved while connected may be another node's live client, which
+                // this node cannot see: only its load (when the client id connects again)
+                // expires it. Deleting it failed that node's next save, which ended the
+                // client's connection as taken over.
+                let disconnected = rec.session.disconnected_at_ms.is_some();
+                if disconnected
+                    && !live(&rec.session.client_id)
+                    && rec.session.expired(now_ms(), rec.saved_ms)
+                    // Compare and set: a node that loaded (claimed) or saved it since the
+                    // read above keeps it.
+                    && kv
+                        .delete_if(&key, entry.revision)
+                        .map_err(io::Error::other)?
+                {
                     self.revisions.lock().remove(&key);
                     removed += 1;
                 }
@@ -447,8 +460,22 @@ mod tests {
         assert!(taken_over(&e), "{e}");
         sb.save(&s).unwrap();
         assert_eq!(sa.load("dev/1").unwrap(), Some(s.clone()));
+        // Saved while connected, long ago: perhaps another node's live client, so the sweep
+        // leaves it (a load, when the client id connects, expires it).
         s.expiry_secs = 1;
+        let old = KvRecord {
+            saved_ms: now_ms() - 10_000,
+            session: s.clone(),
+        };
+        let kv = a.bucket("mqtt", None).unwrap();
+        let rev = kv.get("6465762f31").unwrap().unwrap().revision;
+        kv.update("6465762f31", serde_json::to_vec(&old).unwrap().into(), rev)
+            .unwrap()
+            .unwrap();
+        assert_eq!(sb.sweep(|_| false).unwrap(), 0);
+        assert_eq!(sb.load("dev/1").unwrap(), None, "expired on load");
         s.disconnected_at_ms = Some(now_ms() - 10_000);
+        sa.remove("dev/1").unwrap();
         sa.save(&s).unwrap();
         assert_eq!(sb.sweep(|_| false).unwrap(), 1);
         assert_eq!(sb.load("dev/1").unwrap(), None);
