@@ -155,8 +155,10 @@ impl Session {
         self.own.as_deref().map_or(&[], |o| &o.patterns)
     }
 
-    /// Lets go of what the session kept of its subscriptions once it has none left. The spare
-    /// map holds nothing outside `drain`, which empties it before returning.
+    /// Lets go of what the session kept of its subscriptions once it has none left, and of
+    /// its pending deliveries: every subscription is detached by now, so no channel offers
+    /// it anything more, and what is still pending (a gone stream subscription's turn) is
+    /// for nobody. The spare map holds nothing outside `drain`, which empties it.
     fn shrink(&mut self) {
         if self
             .own
@@ -164,6 +166,7 @@ impl Session {
             .is_some_and(|o| o.explicit.is_empty() && o.patterns.is_empty())
         {
             self.own = None;
+            *self.shared.pending.lock() = None;
         }
     }
 
@@ -392,17 +395,19 @@ impl Session {
         // Swap in the (empty) spare map instead of taking a fresh one, so neither map is
         // reallocated per drain; both keep their capacity across drains. Nothing was ever
         // offered to a session without its pending box (a takeover's wake-up, say): nothing
-        // to take, and nothing made for it.
+        // to take, and nothing made for it. A session with no subscription left has no spare
+        // either: a map for this drain only.
+        let mut lone = StateSlots::default();
         let (stream, kept) = {
             let mut guard = self.shared.pending.lock();
             let Some(p) = guard.as_mut() else {
                 return Ok(Vec::new());
             };
-            let spare = &mut self.own.get_or_insert_default().spare;
+            let spare = self.own.as_deref_mut().map_or(&mut lone, |o| &mut o.spare);
             std::mem::swap(&mut p.state, spare);
             (std::mem::take(&mut p.stream), std::mem::take(&mut p.kept))
         };
-        let spare = &mut self.own.get_or_insert_default().spare;
+        let spare = self.own.as_deref_mut().map_or(&mut lone, |o| &mut o.spare);
         let mut out: Vec<Delivery> = Vec::with_capacity(kept.len() + spare.len() + stream.len());
         // Kept values precede their channel's newest (they are older).
         out.extend(

@@ -59,9 +59,16 @@ async fn a_session_makes_its_parts_on_first_use_and_lets_go_of_them_after_the_la
         "subscribed, with its snapshot waiting"
     );
     assert_eq!(s.drain().await.unwrap().len(), 1);
+    // A value waiting when the last subscription ends goes with it.
+    publish(&hub, "quotes.EURUSD", r#"{"bid":"1.15"}"#).await;
     s.unsubscribe(&ch("quotes.EURUSD")).unwrap();
-    let (own, subs, _) = holds(&s);
-    assert!(!own && !subs, "the lists go with the last subscription");
+    assert_eq!(
+        holds(&s),
+        (false, false, false),
+        "the lists and the pending box go with the last subscription"
+    );
+    assert!(s.drain().await.unwrap().is_empty());
+    assert_eq!(holds(&s), (false, false, false));
     assert_eq!(s.subscription_count(), 0);
     assert!(!s.is_subscribed(&ch("quotes.EURUSD")));
 
@@ -71,8 +78,7 @@ async fn a_session_makes_its_parts_on_first_use_and_lets_go_of_them_after_the_la
     assert_eq!(matched.len(), 1);
     assert!(holds(&s).0 && holds(&s).1);
     s.unsubscribe_pattern(&p).unwrap();
-    let (own, subs, _) = holds(&s);
-    assert!(!own && !subs);
+    assert_eq!(holds(&s), (false, false, false));
 
     // Subscribing again after all that delivers as before.
     s.subscribe(&ch("quotes.EURUSD"), None).unwrap();
