@@ -261,7 +261,10 @@ async fn a_runner_further_behind_than_the_feed_keeps_reads_the_rest_from_the_log
     publish(&hub, 1, 1, 1, "first").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !gate.held.load(Ordering::Acquire) {
-        assert!(Instant::now() < deadline, "the projection never took its first record");
+        assert!(
+            Instant::now() < deadline,
+            "the projection never took its first record"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // One batch per call, one call at a time: more batches than the feed keeps (4,096) while
