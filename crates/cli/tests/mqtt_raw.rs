@@ -1,6 +1,7 @@
 //! MQTT edge against raw bytes over TCP: malformed, oversize and protocol-violating packets get
 //! the right reason code and a disconnect, never a panic or a stuck connection; the server
-//! keeps serving others afterwards.
+//! keeps serving others afterwards. And what it keeps of persistent sessions: across a kill -9,
+//! and until they expire.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -322,4 +323,51 @@ async fn a_persistent_session_is_saved_while_connected() {
         text.contains("four") && !text.contains("one") && !text.contains("three"),
         "the first message after the restart is the new one: {text}"
     );
+}
+
+#[tokio::test]
+async fn expired_sessions_are_swept_at_start_over_the_default_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut srv, port) = start(dir.path());
+    let sessions = dir.path().join("data").join("mqtt-sessions");
+    // Two persistent clients subscribe and leave: each session is saved with its disconnect
+    // time, to expire after `max_session_expiry_secs` (7 days by default).
+    for id in ["gone", "kept"] {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        s.write_all(&connect(4, id, false, 60)).await.unwrap();
+        assert_eq!(read_packet(&mut s).await.unwrap().0, 0x20, "CONNACK");
+        let mut sub = vec![0, 1];
+        mqtt::string(&mut sub, b"chat/swept");
+        sub.push(1);
+        s.write_all(&packet(0x82, &sub)).await.unwrap();
+        assert_eq!(read_packet(&mut s).await.unwrap().0, 0x90, "SUBACK");
+        s.write_all(&[0xE0, 0x00]).await.unwrap(); // DISCONNECT
+        assert!(closed(&mut s).await);
+    }
+    // File names are the client ids in hex.
+    let gone = sessions.join("676f6e65.json");
+    let kept = sessions.join("6b657074.json");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !(gone.exists() && kept.exists()) {
+        assert!(tokio::time::Instant::now() < deadline, "sessions not saved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    srv.kill9();
+    // "gone" left 8 days ago: expired.
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&gone).unwrap()).unwrap();
+    let left = v["disconnected_at_ms"].as_u64().expect("a disconnect time");
+    v["disconnected_at_ms"] = (left - 8 * 86_400_000).into();
+    std::fs::write(&gone, serde_json::to_vec(&v).unwrap()).unwrap();
+    // Restarted with the default listeners (MQTT over WebSocket only, no TCP listener): the
+    // sweep at start still runs, and removes only the expired session.
+    let _srv = Server::start(&dir.path().join("data"), &[], &[]);
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while gone.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the expired session was not swept"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(kept.exists(), "a session that has not expired is kept");
 }

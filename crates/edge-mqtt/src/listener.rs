@@ -59,19 +59,9 @@ impl TcpEdge {
     /// Accepts connections until the returned task is aborted (at shutdown; live connections
     /// end when shutdown closes their hub sessions).
     pub fn spawn(self, edge: Arc<MqttEdge>) -> tokio::task::JoinHandle<()> {
-        sweep(&edge);
         tokio::spawn(async move {
-            let start = tokio::time::Instant::now() + SWEEP_EVERY;
-            let mut sweeps = tokio::time::interval_at(start, SWEEP_EVERY);
             loop {
-                let accepted = tokio::select! {
-                    a = self.listener.accept() => a,
-                    _ = sweeps.tick() => {
-                        sweep(&edge);
-                        continue;
-                    }
-                };
-                match accepted {
+                match self.listener.accept().await {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
                         let edge = edge.clone();
@@ -108,14 +98,30 @@ impl TcpEdge {
 /// otherwise keep every one of them until the next restart.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
-/// Removes expired sessions in the background (they are also checked on every load).
-fn sweep(edge: &Arc<MqttEdge>) {
-    let b = edge.broker.clone();
-    tokio::task::spawn_blocking(move || match b.store.sweep(|id| b.is_live(id)) {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(removed = n, "expired MQTT sessions removed"),
-        Err(e) => tracing::warn!(error = %e, "sweeping MQTT sessions failed"),
-    });
+impl MqttEdge {
+    /// Removes expired sessions in the background (they are also checked on every load): at
+    /// once, as the server starts serving, and every [`SWEEP_EVERY`] until the returned task
+    /// is aborted (at shutdown). Whatever the edge listens on: the default configuration
+    /// serves MQTT over WebSocket only, and swept nothing when the sweep came with the TCP
+    /// listener.
+    pub fn spawn_sweeper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let b = self.broker.clone();
+        tokio::spawn(async move {
+            let mut sweeps = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                sweeps.tick().await;
+                let b = b.clone();
+                let swept =
+                    tokio::task::spawn_blocking(move || b.store.sweep(|id| b.is_live(id))).await;
+                match swept {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => tracing::info!(removed = n, "expired MQTT sessions removed"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "sweeping MQTT sessions failed"),
+                    Err(e) => tracing::warn!(error = %e, "sweeping MQTT sessions failed"),
+                }
+            }
+        })
+    }
 }
 
 pub(crate) fn routes(edge: Arc<MqttEdge>) -> Router {

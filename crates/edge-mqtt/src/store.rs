@@ -267,9 +267,9 @@ impl Store {
         }
     }
 
-    /// Deletes every expired session; returns how many. It runs as the TCP listener starts,
+    /// Deletes every expired session; returns how many. It runs as the server starts serving,
     /// beside the first connections (after a restart, while its clients reconnect), and
-    /// every hour after. The
+    /// every hour after (`MqttEdge::spawn_sweeper`). The
     /// session of a client id that `live` says is connected here is never expired, whatever
     /// its file's age: one saved while connected counts its expiry from the file's last
     /// write, which is right after a crash (the connection ended then, at the latest) and

@@ -317,6 +317,7 @@ impl Server {
         if let Some(cors) = tickwire_edge_http::cors_layer(&self.config.http.cors_allowed_origins) {
             app = app.layer(cors);
         }
+        let mqtt_sweep = Some(self.mqtt.spawn_sweeper());
         let mqtt_tcp = self.mqtt_tcp.map(|m| m.spawn(self.mqtt.clone()));
         let mqtt_tls = self.mqtt_tls.map(|m| m.spawn(self.mqtt.clone()));
         let (grpc_stop, mut grpc_stopped) = tokio::sync::watch::channel(false);
@@ -358,7 +359,7 @@ impl Server {
         if let Some(f) = &self.fix {
             f.shutdown();
         }
-        for t in [mqtt_tcp, mqtt_tls, self.reload, self.jwks]
+        for t in [mqtt_sweep, mqtt_tcp, mqtt_tls, self.reload, self.jwks]
             .into_iter()
             .flatten()
         {
