@@ -269,12 +269,13 @@ impl Store {
 
     /// Deletes every expired session; returns how many. It runs as the server starts serving,
     /// beside the first connections (after a restart, while its clients reconnect), and
-    /// every hour after (`MqttEdge::spawn_sweeper`). The
-    /// session of a client id that `live` says is connected here is never expired, whatever
-    /// its file's age: one saved while connected counts its expiry from the file's last
-    /// write, which is right after a crash (the connection ended then, at the latest) and
-    /// wrong while the client is still connected and has changed nothing since. The sweep
-    /// deleted such a file, and a crash after that lost the session.
+    /// every hour after (`MqttEdge::spawn_sweeper`).
+    ///
+    /// The session of a client id that `live` says is connected here is never expired,
+    /// whatever its file's age: one saved while connected counts its expiry from the file's
+    /// last write, which is right after a crash (the connection ended then, at the latest)
+    /// and wrong while the client is still connected and has changed nothing since. The
+    /// sweep deleted such a file, and a crash after that lost the session.
     pub fn sweep(&self, live: impl Fn(&str) -> bool) -> io::Result<usize> {
         if let Some(kv) = &self.kv {
             // Every node sweeps the shared bucket; deleting an already deleted key is fine.
