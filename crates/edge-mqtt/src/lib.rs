@@ -15,6 +15,8 @@ mod driver;
 mod listener;
 mod publish;
 mod store;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::HashMap,
@@ -252,6 +254,16 @@ impl Broker {
         claim.serial = serial;
         claim.identity = identity;
         claim.takeover = takeover.clone();
+        // A claimer that came while this one waited for the lock told the connection before
+        // to leave (this one's latch did not exist yet), and now waits for the lock behind
+        // this one. The newest connection wins, so this one is told to leave at once, and
+        // woken if it parks first. Without this the later claimer waited its 10 s and was
+        // refused, and its client had to retry. The map's reference and this guard's are
+        // the two that are always there.
+        if Arc::strong_count(&claim.lock) > 2 {
+            takeover.set();
+            wake.wake();
+        }
         claim.wake = Some(wake);
         Ok(Owner {
             serial,
