@@ -168,7 +168,11 @@ struct Claim {
     serial: u64,
     /// Who holds it: a connection of another identity may not take it over.
     identity: Arc<str>,
-    takeover: Arc<Latch>,
+    /// The latch of the id's newest claimer, whether it holds the id or still waits for it:
+    /// the next claimer sets it. Each claimer puts its own here as it arrives, so one that
+    /// is overtaken while it waits is told to leave as soon as it has the id (the newest
+    /// connection wins). `None` until the first claimer's is in.
+    takeover: Option<Arc<Latch>>,
     /// Wakes the holder's task when `takeover` is set: a parked connection waits for its
     /// hub session's wake-up only (edge-mqtt `driver/park.rs`).
     wake: Option<tickwire_hub::SessionCloser>,
@@ -218,19 +222,22 @@ impl Broker {
         identity: Arc<str>,
         wake: tickwire_hub::SessionCloser,
     ) -> Result<Owner, bool> {
+        let takeover: Arc<Latch> = Arc::default();
         let lock = {
             let mut live = self.live.lock();
             let claim = live.entry(client_id.clone()).or_insert_with(|| Claim {
                 serial: 0,
                 identity: identity.clone(),
-                takeover: Arc::default(),
+                takeover: None,
                 wake: None,
                 lock: Arc::new(tokio::sync::Mutex::new(())),
             });
             if claim.identity != identity {
                 return Err(true);
             }
-            claim.takeover.set();
+            if let Some(before) = claim.takeover.replace(takeover.clone()) {
+                before.set();
+            }
             if let Some(w) = &claim.wake {
                 w.wake();
             }
@@ -242,26 +249,19 @@ impl Broker {
         let serial = self
             .serial
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let takeover: Arc<Latch> = Arc::default();
         let mut live = self.live.lock();
         let claim = live.entry(client_id.clone()).or_insert_with(|| Claim {
             serial,
             identity: identity.clone(),
-            takeover: takeover.clone(),
+            takeover: Some(takeover.clone()),
             wake: None,
             lock: tokio::sync::OwnedMutexGuard::mutex(&guard).clone(),
         });
         claim.serial = serial;
         claim.identity = identity;
-        claim.takeover = takeover.clone();
-        // A claimer that came while this one waited for the lock told the connection before
-        // to leave (this one's latch did not exist yet), and now waits for the lock behind
-        // this one. The newest connection wins, so this one is told to leave at once, and
-        // woken if it parks first. Without this the later claimer waited its 10 s and was
-        // refused, and its client had to retry. The map's reference and this guard's are
-        // the two that are always there.
-        if Arc::strong_count(&claim.lock) > 2 {
-            takeover.set();
+        // Overtaken while waiting: the newer claimer set this latch but woke the holder
+        // before, so this connection is woken here, in case it parks before it looks.
+        if takeover.is_set() {
             wake.wake();
         }
         claim.wake = Some(wake);

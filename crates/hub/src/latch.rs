@@ -20,6 +20,11 @@ impl Latch {
         self.notify.notify_waiters();
     }
 
+    /// Whether it is set.
+    pub fn is_set(&self) -> bool {
+        self.set.load(Ordering::Acquire)
+    }
+
     /// Resolves once it is set. Cancel-safe.
     pub async fn wait(&self) {
         // A `Notified` receives every `notify_waiters` made after it was created, polled or
