@@ -111,12 +111,13 @@ impl MqttEdge {
             loop {
                 sweeps.tick().await;
                 let b = b.clone();
-                let swept =
-                    tokio::task::spawn_blocking(move || b.store.sweep(|id| b.is_live(id))).await;
+                let swept = tokio::task::spawn_blocking(move || b.store.sweep(|id| b.is_live(id)))
+                    .await
+                    .map_err(std::io::Error::other)
+                    .and_then(|swept| swept);
                 match swept {
-                    Ok(Ok(0)) => {}
-                    Ok(Ok(n)) => tracing::info!(removed = n, "expired MQTT sessions removed"),
-                    Ok(Err(e)) => tracing::warn!(error = %e, "sweeping MQTT sessions failed"),
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "expired MQTT sessions removed"),
                     Err(e) => tracing::warn!(error = %e, "sweeping MQTT sessions failed"),
                 }
             }

@@ -398,16 +398,15 @@ impl Session {
         // to take, and nothing made for it. A session with no subscription left has no spare
         // either: a map for this drain only.
         let mut lone = StateSlots::default();
+        let spare = self.own.as_deref_mut().map_or(&mut lone, |o| &mut o.spare);
         let (stream, kept) = {
             let mut guard = self.shared.pending.lock();
             let Some(p) = guard.as_mut() else {
                 return Ok(Vec::new());
             };
-            let spare = self.own.as_deref_mut().map_or(&mut lone, |o| &mut o.spare);
             std::mem::swap(&mut p.state, spare);
             (std::mem::take(&mut p.stream), std::mem::take(&mut p.kept))
         };
-        let spare = self.own.as_deref_mut().map_or(&mut lone, |o| &mut o.spare);
         let mut out: Vec<Delivery> = Vec::with_capacity(kept.len() + spare.len() + stream.len());
         // Kept values precede their channel's newest (they are older).
         out.extend(
