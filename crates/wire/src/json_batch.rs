@@ -43,6 +43,10 @@ impl JsonItem<'_> {
     }
 }
 
+/// Most items [`scan_json_batch`] makes room for before it reads any: what a body is likely to
+/// hold, not what it may (a larger batch grows its vector as usual).
+const RESERVE_MAX: usize = 8192;
+
 /// One publication read by [`scan_json_batch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScannedItem<'a> {
@@ -59,7 +63,10 @@ pub fn scan_json_batch(text: &str, single: bool) -> Option<Vec<ScannedItem<'_>>>
     if !d.is_ascii() {
         return None;
     }
-    let mut items = Vec::new();
+    // Room for an item per 128 bytes of body up front (a quote item is ~150), at most
+    // `RESERVE_MAX`: grown from empty, a 5,000-item batch's vector was copied a dozen times
+    // (~1 % of server CPU under JSON ingest).
+    let mut items = Vec::with_capacity((d.len() / 128).clamp(1, RESERVE_MAX));
     let mut i = skip_ws(d, 0);
     if single {
         i = item(text, i, &mut items)?;
