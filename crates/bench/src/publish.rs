@@ -114,6 +114,20 @@ pub(crate) fn due(rate: u64, elapsed: Duration, seq: u64) -> u64 {
     ((rate as f64 * elapsed.as_secs_f64()) as u64).saturating_sub(seq)
 }
 
+/// The time to stamp message `seq` (0-based) of a run that started at `start_us` (Unix µs)
+/// with: at a fixed `rate`, when it fell due, which is when [`due`] first counts it (open
+/// loop: a message sent late, behind a full window or a busy publisher, carries that lateness
+/// into every latency measured from its stamp, as the fan-out publishers' messages do);
+/// now at rate 0, where no message is due at any particular time.
+pub(crate) fn stamp(rate: u64, start_us: u64, seq: u64) -> u64 {
+    if rate == 0 {
+        return now_micros();
+    }
+    // Rounded up: the first whole microsecond at which it is due.
+    let offset = ((u128::from(seq) + 1) * 1_000_000).div_ceil(u128::from(rate));
+    start_us.saturating_add(u64::try_from(offset).unwrap_or(u64::MAX))
+}
+
 /// Wakes a publisher's loop to pace a fixed rate (about 10 messages per tick at 20,000/s) and
 /// to see its window open and close when no answer comes.
 pub(crate) fn pacer(rate: u64) -> tokio::time::Interval {
@@ -215,6 +229,7 @@ async fn command_publisher(a: &RunArgs, phase: &Phase, total: Duration) -> Resul
     let f_ok = Finder::new(br#""ok":true"#);
     let mut tick = pacer(a.rate);
     let start = Instant::now();
+    let start_us = now_micros();
     let mut drain_until: Option<Instant> = None;
     loop {
         let elapsed = start.elapsed();
@@ -269,7 +284,7 @@ async fn command_publisher(a: &RunArgs, phase: &Phase, total: Duration) -> Resul
                 }
                 let s = first + seq;
                 let sym = (s % nsym) as usize;
-                let t = now_micros();
+                let t = stamp(a.rate, start_us, seq);
                 match wire {
                     Wire::Ws => {
                         publish_command(&mut cmd, next_id, b"quotes.", sym, |c| {
@@ -448,5 +463,62 @@ pub(crate) fn split_mqtt(buf: &mut BytesMut, mut f: impl FnMut(u8, u8, &[u8])) {
         }
         f(buf[0] >> 4, buf[0] & 0x0f, &buf[i..i + len]);
         buf.advance(i + len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mqtt_packets_split_once_each_however_the_bytes_arrive() {
+        // A PUBACK, a PINGRESP and a PUBLISH whose 200-byte body needs a two-byte length.
+        let mut wire = vec![0x40, 0x02, 0x00, 0x07, 0xd0, 0x00];
+        let body: Vec<u8> = (0..200u8).collect();
+        wire.extend_from_slice(&[0x32, 0xc8, 0x01]);
+        wire.extend_from_slice(&body);
+        let want: Vec<(u8, u8, Vec<u8>)> = vec![
+            (4, 0, vec![0x00, 0x07]),
+            (13, 0, vec![]),
+            (3, 2, body.clone()),
+        ];
+        for step in [1, 2, 3, 7, 64, wire.len()] {
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            for chunk in wire.chunks(step) {
+                buf.extend_from_slice(chunk);
+                split_mqtt(&mut buf, |t, f, b| got.push((t, f, b.to_vec())));
+            }
+            assert_eq!(got, want, "arriving {step} bytes at a time");
+            assert!(buf.is_empty(), "nothing left over");
+        }
+    }
+
+    #[test]
+    fn a_fixed_rate_message_is_stamped_when_due_counts_it() {
+        // 1,000/s from t = 1 s: message 0 falls due at 1.001 s, message 999 at 2 s.
+        assert_eq!(stamp(1000, 1_000_000, 0), 1_001_000);
+        assert_eq!(stamp(1000, 1_000_000, 999), 2_000_000);
+        // `due` counts message k from its stamp on, and not a microsecond before.
+        for rate in [7, 1000, 25_000, 333_333] {
+            for k in [0u64, 1, 2, 99, 12_345] {
+                let at = stamp(rate, 0, k);
+                assert!(
+                    due(rate, Duration::from_micros(at), k) >= 1,
+                    "{rate}/s, #{k}"
+                );
+                if at > 0 {
+                    assert_eq!(
+                        due(rate, Duration::from_micros(at - 1), k),
+                        0,
+                        "{rate}/s, #{k} counted early"
+                    );
+                }
+            }
+        }
+        // As fast as the window allows: nothing is due at a set time, so it is now.
+        let before = now_micros();
+        let t = stamp(0, 0, 5);
+        assert!(t >= before && t <= now_micros());
     }
 }

@@ -152,9 +152,12 @@ async fn subscriber(
                 }
                 return Err(e);
             }
-            Err(_) => continue,
+            // Nothing arrived: still sampled below. A subscriber the server has stopped
+            // feeding holds the stalest values of all, and skipping it here left exactly
+            // those out of the staleness figures.
+            Err(_) => {}
         }
-        if let Some(rate) = slow {
+        if let (Some(rate), true) = (slow, got > 0) {
             tokio::time::sleep(Duration::from_secs_f64(got as f64 / rate)).await;
         }
         if let Some(sched) = phase.schedule.get() {
@@ -186,6 +189,9 @@ struct FanoutOutcome {
     slow: Histogram<u64>,
     /// Fast subscribers' staleness samples; empty without a fixed-rate schedule.
     stale_fast: Histogram<u64>,
+    /// The same for slow subscribers: where holding the newest value (conflation) and
+    /// queueing every message differ most.
+    stale_slow: Histogram<u64>,
     delivered_fast: u64,
     delivered_slow: u64,
     bytes: u64,
@@ -388,6 +394,7 @@ async fn fanout(a: &RunArgs, slow_pct: u32) -> Result<FanoutOutcome> {
         fast: histogram(),
         slow: histogram(),
         stale_fast: histogram(),
+        stale_slow: histogram(),
         delivered_fast: 0,
         delivered_slow: 0,
         bytes: 0,
@@ -410,6 +417,7 @@ async fn fanout(a: &RunArgs, slow_pct: u32) -> Result<FanoutOutcome> {
             conv_slow += usize::from(ok);
             out.delivered_slow += o.delivered;
             let _ = out.slow.add(&o.hist);
+            let _ = out.stale_slow.add(&o.stale);
         } else {
             out.delivered_fast += o.delivered;
             let _ = out.fast.add(&o.hist);
@@ -437,6 +445,15 @@ fn fanout_result(a: &RunArgs, o: &FanoutOutcome) -> RunResult {
         r.extra.insert("staleness_p50_us".into(), st.p50_us as f64);
         r.extra.insert("staleness_p99_us".into(), st.p99_us as f64);
         r.extra.insert("staleness_max_us".into(), st.max_us as f64);
+    }
+    if !o.stale_slow.is_empty() {
+        let st = Latency::of(&o.stale_slow);
+        r.extra
+            .insert("slow_staleness_p50_us".into(), st.p50_us as f64);
+        r.extra
+            .insert("slow_staleness_p99_us".into(), st.p99_us as f64);
+        r.extra
+            .insert("slow_staleness_max_us".into(), st.max_us as f64);
     }
     if let Some(lag) = o.lag.as_ref().filter(|h| !h.is_empty()) {
         // The generator's own lateness is inside every latency above: shown, so a reader can
