@@ -242,7 +242,15 @@ pub fn markdown(title: &str, files: &[PathBuf]) -> Result<String, BenchError> {
             runs.len(),
             col(&|r| r.published_per_s),
             col(&|r| r.delivered_per_s),
-            col(&|r| r.mb_per_s),
+            // Zero bytes for a run that delivered messages means the scenario counts no
+            // bytes (chat): "–", not a measured 0.
+            col(&|r| {
+                if r.mb_per_s == 0.0 && r.delivered_per_s > 0.0 {
+                    f64::NAN
+                } else {
+                    r.mb_per_s
+                }
+            }),
             col(&|r| lat(r, r.latency.p50_us)),
             col(&|r| lat(r, r.latency.p99_us)),
             col(&|r| lat(r, r.latency.p999_us)),

@@ -408,7 +408,7 @@ async fn fanout(a: &RunArgs, slow_pct: u32) -> Result<FanoutOutcome> {
     let (mut conv, mut conv_slow, mut n, mut n_slow) = (0usize, 0usize, 0usize, 0usize);
     while let Some(r) = set.join_next().await {
         let o = r.map_err(|e| BenchError::proto("bench", e.to_string()))??;
-        let ok = o.symbols.iter().all(|&s| o.last[s] == last[s]);
+        let ok = converged(&o.symbols, &o.last, &last);
         n += 1;
         conv += usize::from(ok);
         out.bytes += o.bytes;
@@ -429,6 +429,15 @@ async fn fanout(a: &RunArgs, slow_pct: u32) -> Result<FanoutOutcome> {
         out.slow_converged = conv_slow as f64 / n_slow as f64;
     }
     Ok(out)
+}
+
+/// Whether a subscriber ended holding the newest published value of every symbol it is on:
+/// `held` and `published` are the newest sequence number per symbol that it received and
+/// that the publisher sent. Symbols it is not on do not count.
+fn converged(symbols: &[usize], held: &[u64], published: &[u64]) -> bool {
+    symbols
+        .iter()
+        .all(|&s| held.get(s).is_some_and(|h| published.get(s) == Some(h)))
 }
 
 /// The figures every fan-out shaped run reports: rates over the measured window and the fast
@@ -599,6 +608,19 @@ pub async fn idle(a: &RunArgs) -> Result<RunResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_subscriber_converged_only_if_it_holds_every_newest_value_it_is_on() {
+        let published = [7, 8, 9, 10];
+        // On symbols 1 and 3, holding their newest values; symbol 0 differs but is not its.
+        assert!(converged(&[1, 3], &[0, 8, 0, 10], &published));
+        // One value behind on one symbol (the newest quote never arrived).
+        assert!(!converged(&[1, 3], &[0, 8, 0, 6], &published));
+        // Nothing at all on a symbol it is on.
+        assert!(!converged(&[1, 3], &[0, 8, 0, 0], &published));
+        // A symbol index outside what was published is never converged.
+        assert!(!converged(&[9], &[0; 10], &published));
+    }
 
     #[test]
     fn metric_of_reads_the_unlabelled_sample_of_that_name_only() {

@@ -4,9 +4,11 @@
 //! (delivered per published above the fan-out factor), a subscriber that misses the newest
 //! value of a symbol and is still reported converged, a chat resume counted as loss or the
 //! duplicate detector blind to replays, a book subscriber whose book is not the server's
-//! reported converged, a one-connection publisher (gRPC stream, JetStream async) that counts
-//! acks the server never gave. The parsers themselves are unit-tested in
-//! `crates/bench/src/proto.rs`.
+//! reported converged, a one-connection publisher (gRPC stream, MQTT QoS 0 and 1, JetStream
+//! async and atomic batches) that counts acks the server never gave. Fan-out counting is
+//! checked for every subscriber protocol a ratio rests on: Tickwire's WebSocket, gRPC and
+//! MQTT, and core NATS. The parsers themselves are unit-tested in `crates/bench/src/proto.rs`
+//! and `publish.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -323,6 +325,123 @@ fn ws_publish_over_grpc(client: &str) {
     assert_eq!(extra(&r, "converged"), 1.0, "{client}: {r}");
 }
 
+#[test]
+fn mqtt_fanout_counts_each_delivery_once_and_checks_convergence() {
+    // The MQTT target's subscribers and publisher (the same client mosquitto's rows use),
+    // against Tickwire's own MQTT edge: 20 clients on 10 of 50 symbols, so each quote has
+    // exactly 4 subscribers, at a rate far below what conflates anything.
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(
+        &dir.path().join("data"),
+        &["--fsync", "interval:100ms"],
+        &[("TICKWIRE_MQTT__LISTEN", "127.0.0.1:0")],
+    );
+    let mqtt = format!("127.0.0.1:{}", srv.mqtt_port());
+    let r = bench_at(
+        &mqtt,
+        srv.pid(),
+        dir.path(),
+        "fanout-mqtt",
+        &[
+            "--scenario",
+            "fanout",
+            "--target",
+            "mqtt",
+            "--clients",
+            "20",
+            "--subs",
+            "10",
+            "--symbols",
+            "50",
+            "--size",
+            "100",
+            "--rate",
+            "1000",
+            "--duration",
+            "2",
+            "--warmup",
+            "1",
+            "--drain",
+            "2",
+        ],
+    );
+    let published = r["published_per_s"].as_f64().unwrap();
+    assert!(
+        (500.0..=1100.0).contains(&published),
+        "MQTT: published {published}/s for 1,000/s offered"
+    );
+    let per = extra(&r, "delivered_per_published");
+    assert!(
+        (3.0..=4.1).contains(&per),
+        "MQTT: each quote has 4 subscribers, the generator counted {per} deliveries per quote"
+    );
+    assert_eq!(extra(&r, "converged"), 1.0, "MQTT: {r}");
+}
+
+#[test]
+fn ws_publish_over_mqtt_counts_only_what_the_server_published() {
+    // One MQTT connection publishing at QoS 0 (counted at the PINGREQ barriers that follow
+    // each write) and at QoS 1 (counted by PUBACK), 1,000 quotes/s offered: what the generator
+    // counts as acked must be quotes the server published, by the server's own count.
+    for qos in ["0", "1"] {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(
+            &dir.path().join("data"),
+            &["--fsync", "interval:100ms"],
+            &[("TICKWIRE_MQTT__LISTEN", "127.0.0.1:0")],
+        );
+        let mqtt = format!("127.0.0.1:{}", srv.mqtt_port());
+        let r = bench_at(
+            &mqtt,
+            srv.pid(),
+            dir.path(),
+            "ws-publish-mqtt",
+            &[
+                "--scenario",
+                "ws-publish",
+                "--target",
+                "mqtt",
+                "--http-addr",
+                &srv.addr,
+                "--qos",
+                qos,
+                "--clients",
+                "5",
+                "--subs",
+                "10",
+                "--symbols",
+                "10",
+                "--size",
+                "100",
+                "--rate",
+                "1000",
+                "--window",
+                "64",
+                "--duration",
+                "2",
+                "--warmup",
+                "1",
+                "--drain",
+                "2",
+            ],
+        );
+        assert_eq!(extra(&r, "errors"), 0.0, "QoS {qos}: {r}");
+        let published = r["published_per_s"].as_f64().unwrap();
+        assert!(
+            (500.0..=1100.0).contains(&published),
+            "QoS {qos}: {published} acked/s for 1,000/s offered"
+        );
+        // The server's count also holds its own live candle bars (at most one per symbol and
+        // resolution a second), never fewer quotes than were acknowledged.
+        let server = extra(&r, "server_published_per_s");
+        assert!(
+            server >= published * 0.9 && server <= published + 200.0,
+            "QoS {qos}: server published {server}/s, the generator counted {published} acked/s"
+        );
+        assert_eq!(extra(&r, "converged"), 1.0, "QoS {qos}: {r}");
+    }
+}
+
 /// A nats-server with JetStream (file storage) and its monitoring port, stopped on drop.
 struct Nats {
     child: std::process::Child,
@@ -475,5 +594,74 @@ fn jetstream_tail_reads_back_what_the_ingest_publishers_store() {
     assert!(
         tail * 2.0 <= stored,
         "the tail read {tail}/s over 2 s; the stream holds {stored}"
+    );
+}
+
+#[test]
+#[ignore = "needs nats-server: run scripts/test-cluster.sh"]
+fn nats_fanout_counts_each_delivery_once_and_checks_convergence() {
+    // The denominator of every fan-out ratio: nats-server's core pub/sub read by the NATS
+    // target's subscribers. It queues every message, so at a rate far below its limit each
+    // quote reaches exactly its 4 subscribers: not fewer, and never counted twice.
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&dir.path().join("js"));
+    let r = bench_at(
+        &nats.addr,
+        nats.child.id(),
+        dir.path(),
+        "fanout-nats",
+        &[
+            "--scenario",
+            "fanout",
+            "--target",
+            "nats",
+            "--clients",
+            "20",
+            "--subs",
+            "10",
+            "--symbols",
+            "50",
+            "--size",
+            "100",
+            "--rate",
+            "1000",
+            "--duration",
+            "2",
+            "--warmup",
+            "1",
+            "--drain",
+            "2",
+        ],
+    );
+    let published = r["published_per_s"].as_f64().unwrap();
+    assert!(
+        (500.0..=1100.0).contains(&published),
+        "nats: published {published}/s for 1,000/s offered"
+    );
+    let per = extra(&r, "delivered_per_published");
+    assert!(
+        (3.9..=4.05).contains(&per),
+        "nats: each quote has 4 subscribers, the generator counted {per} deliveries per quote"
+    );
+    assert_eq!(extra(&r, "converged"), 1.0, "nats: {r}");
+}
+
+#[test]
+#[ignore = "needs nats-server: run scripts/test-cluster.sh"]
+fn jetstream_atomic_batch_publisher_counts_only_stored_messages() {
+    // The ingest table's atomic-batch row: batches of 100, committed as one, with up to 400
+    // messages outstanding. Every message counted must be one the stream stored.
+    let (r, nats, _dir) = bench_jetstream(
+        "ingest-jetstream-atomic",
+        "--scenario ingest --target jetstream --publishers 1 --window 400 --js-atomic-batch 100 \
+         --symbols 10 --size 100 --rate 0 --duration 2 --warmup 1",
+    );
+    assert_eq!(extra(&r, "errors"), 0.0, "{r}");
+    let published = r["published_per_s"].as_f64().unwrap();
+    assert!(published > 100.0, "JetStream atomic batches: {published}/s");
+    let stored = nats.stream_messages("QUOTES") as f64;
+    assert!(
+        stored >= published * 2.0 * 0.99 && stored <= published * 10.0,
+        "stream QUOTES holds {stored} messages; the generator counted {published}/s over 2 s"
     );
 }
