@@ -108,9 +108,10 @@ async fn client(
     let mut k = 0u64; // publishes acknowledged
     let mut inflight: Option<Vec<u8>> = None; // frame of the unacknowledged publish
     let mut inflight_in_window = false; // whether it was first sent inside the window
-                                        // Each message is stamped with when it fell due (`next_pub`), not when it went out: one
-                                        // publish is in flight at a time, and a slow acknowledgement delays the next one, which
-                                        // its delivery latency must show (open loop, docs/benchmarks.md).
+
+    // Each message is stamped with when it fell due (`next_pub`), not when it went out: one
+    // publish is in flight at a time, and a slow acknowledgement delays the next one, which
+    // its delivery latency must show (open loop, docs/benchmarks.md).
     let (t0, t0_us) = (Instant::now(), now_micros());
     let mut next_pub = t0;
     let mut next_drop = Instant::now() + rng.exp_ms(a.disconnect_ms);

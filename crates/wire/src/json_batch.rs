@@ -63,10 +63,16 @@ pub fn scan_json_batch(text: &str, single: bool) -> Option<Vec<ScannedItem<'_>>>
     if !d.is_ascii() {
         return None;
     }
-    // Room for an item per 128 bytes of body up front (a quote item is ~150), at most
-    // `RESERVE_MAX`: grown from empty, a 5,000-item batch's vector was copied a dozen times
-    // (~1 % of server CPU under JSON ingest).
-    let mut items = Vec::with_capacity((d.len() / 128).clamp(1, RESERVE_MAX));
+    // Room for an item per 128 bytes of an array body up front (a quote item is ~150), at
+    // most `RESERVE_MAX`: grown from empty, a 5,000-item batch's vector was copied a dozen
+    // times (~1 % of server CPU under JSON ingest). A single publication is one item, however
+    // large its data.
+    let reserve = if single {
+        1
+    } else {
+        (d.len() / 128).clamp(1, RESERVE_MAX)
+    };
+    let mut items = Vec::with_capacity(reserve);
     let mut i = skip_ws(d, 0);
     if single {
         i = item(text, i, &mut items)?;
