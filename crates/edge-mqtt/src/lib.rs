@@ -68,13 +68,14 @@ impl MqttEdge {
         );
     }
 
-    /// With `cluster` (cluster mode: a KV bucket of the cluster), persistent sessions are kept
-    /// there instead of in the data directory, so a client resumes on any node.
+    /// With `cluster` (cluster mode: a KV bucket of the cluster, and this process's holder
+    /// name there, `KvProvider::holder`), persistent sessions are kept there instead of in the
+    /// data directory, so a client resumes on any node.
     pub fn with_sessions(
         gateway: Arc<Gateway>,
         config: MqttConfig,
         data: &DataDir,
-        cluster: Option<Arc<dyn tickwire_stream::kv::Kv>>,
+        cluster: Option<(Arc<dyn tickwire_stream::kv::Kv>, String)>,
     ) -> Arc<MqttEdge> {
         Arc::new(MqttEdge {
             gateway,
@@ -199,9 +200,12 @@ pub(crate) struct Owner {
 impl Broker {
     /// The broker of a server whose data directory is `data`; the TCP listener and the
     /// WebSocket route share it, and with it one registry of live client ids.
-    pub(crate) fn new(data: &DataDir, cluster: Option<Arc<dyn tickwire_stream::kv::Kv>>) -> Broker {
+    pub(crate) fn new(
+        data: &DataDir,
+        cluster: Option<(Arc<dyn tickwire_stream::kv::Kv>, String)>,
+    ) -> Broker {
         let store = match cluster {
-            Some(kv) => store::Store::in_cluster(data.mqtt_sessions(), kv),
+            Some((kv, holder)) => store::Store::in_cluster(data.mqtt_sessions(), kv, holder),
             None => store::Store::new(data.mqtt_sessions()),
         };
         Broker {

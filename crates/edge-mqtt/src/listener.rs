@@ -105,16 +105,26 @@ impl MqttEdge {
     /// serves MQTT over WebSocket only, and swept nothing when the sweep came with the TCP
     /// listener.
     pub fn spawn_sweeper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let b = self.broker.clone();
+        let (b, gateway) = (self.broker.clone(), self.gateway.clone());
         tokio::spawn(async move {
             let mut sweeps = tokio::time::interval(SWEEP_EVERY);
             loop {
                 sweeps.tick().await;
-                let b = b.clone();
-                let swept = tokio::task::spawn_blocking(move || b.store.sweep(|id| b.is_live(id)))
-                    .await
-                    .map_err(std::io::Error::other)
-                    .and_then(|swept| swept);
+                let (b, gateway) = (b.clone(), gateway.clone());
+                // Cluster mode: which cluster processes are alive, for the sessions saved
+                // while connected to one that is gone (a crashed node's clients).
+                let alive = move || match gateway.live_holders()? {
+                    Ok(holders) => Some(holders.into_iter().collect()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "MQTT session sweep: cannot list the live cluster nodes; their sessions stay until the next sweep");
+                        None
+                    }
+                };
+                let swept =
+                    tokio::task::spawn_blocking(move || b.store.sweep(|id| b.is_live(id), alive))
+                        .await
+                        .map_err(std::io::Error::other)
+                        .and_then(|swept| swept);
                 match swept {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(removed = n, "expired MQTT sessions removed"),

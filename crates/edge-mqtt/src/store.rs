@@ -74,6 +74,13 @@ pub(crate) struct Store {
     /// client reconnected, loaded the expired file and saved anew) is seen by the second look
     /// and kept; without it the sweep deleted the new file, and took its id from `stems`.
     replacing: Mutex<()>,
+    /// Cluster mode: this process's holder name in the cluster (`KvProvider::holder`), kept
+    /// in every record it saves, so a sweep can tell a session whose process is gone.
+    holder: Option<String>,
+    /// Cluster mode: the holders the last sweep found gone. A session saved while connected
+    /// is swept only when its holder is gone at two sweeps in a row (an hour apart), so a live
+    /// node whose liveness key lapsed for a moment is not taken for a dead one.
+    gone_before: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A session as stored in the cluster: KV keeps no modification time a reader can see, so the
@@ -83,6 +90,10 @@ pub(crate) struct Store {
 struct KvRecord {
     saved_ms: u64,
     session: StoredSession,
+    /// The holder (cluster process) that saved it; absent in records of earlier versions,
+    /// which a sweep leaves while they say connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    holder: Option<String>,
 }
 
 fn hex(s: &str) -> String {
@@ -98,17 +109,22 @@ impl Store {
             revisions: Mutex::default(),
             stems: Mutex::new(stems),
             replacing: Mutex::new(()),
+            holder: None,
+            gone_before: Mutex::default(),
         }
     }
 
-    /// Sessions in a cluster KV bucket (the directory is not used).
-    pub fn in_cluster(dir: PathBuf, kv: Arc<dyn Kv>) -> Store {
+    /// Sessions in a cluster KV bucket (the directory is not used), saved by the cluster
+    /// process named `holder`.
+    pub fn in_cluster(dir: PathBuf, kv: Arc<dyn Kv>, holder: String) -> Store {
         Store {
             dir,
             kv: Some(kv),
             revisions: Mutex::default(),
             stems: Mutex::new(None),
             replacing: Mutex::new(()),
+            holder: Some(holder),
+            gone_before: Mutex::default(),
         }
     }
 
@@ -211,6 +227,7 @@ impl Store {
             let rec = KvRecord {
                 saved_ms: now_ms(),
                 session: session.clone(),
+                holder: self.holder.clone(),
             };
             let json = serde_json::to_vec(&rec).map_err(io::Error::other)?;
             let key = hex(&session.client_id);
@@ -276,10 +293,23 @@ impl Store {
     /// last write, which is right after a crash (the connection ended then, at the latest)
     /// and wrong while the client is still connected and has changed nothing since. The
     /// sweep deleted such a file, and a crash after that lost the session.
-    pub fn sweep(&self, live: impl Fn(&str) -> bool) -> io::Result<usize> {
+    ///
+    /// In cluster mode it also deletes the sessions saved while connected by a cluster
+    /// process that is gone: `holders_alive` lists the processes alive now (`None`: not
+    /// known, and such sessions stay). Without it, the session of a client connected to a node
+    /// that crashed stayed in the bucket until that client id connected again, which a client
+    /// that never returns never does. Such a record is deleted once two sweeps in a row found
+    /// its process gone and its expiry has passed, counted from its last save as for a file
+    /// (the crash that ended the connection came at or after it).
+    pub fn sweep(
+        &self,
+        live: impl Fn(&str) -> bool,
+        holders_alive: impl FnOnce() -> Option<std::collections::HashSet<String>>,
+    ) -> io::Result<usize> {
         if let Some(kv) = &self.kv {
             // Every node sweeps the shared bucket; deleting an already deleted key is fine.
-            let mut removed = 0;
+            // What may go: (key, revision read, the holder whose life decides it).
+            let mut doomed: Vec<(String, Revision, Option<String>)> = Vec::new();
             for key in kv.keys().map_err(io::Error::other)? {
                 let Some(entry) = kv.get(&key).map_err(io::Error::other)? else {
                     continue;
@@ -287,24 +317,55 @@ impl Store {
                 let Ok(rec) = serde_json::from_slice::<KvRecord>(&entry.value) else {
                     continue;
                 };
-                // A session saved while connected may be another node's live client, which
-                // this node cannot see: only its load (when the client id connects again)
-                // expires it. Deleting it failed that node's next save, which ended the
-                // client's connection as taken over.
-                let disconnected = rec.session.disconnected_at_ms.is_some();
-                if disconnected
-                    && !live(&rec.session.client_id)
-                    && rec.session.expired(now_ms(), rec.saved_ms)
-                    // Compare and set: a node that loaded (claimed) or saved it since the
-                    // read above keeps it.
-                    && kv
-                        .delete_if(&key, entry.revision)
-                        .map_err(io::Error::other)?
-                {
+                if live(&rec.session.client_id) || !rec.session.expired(now_ms(), rec.saved_ms) {
+                    continue;
+                }
+                if rec.session.disconnected_at_ms.is_some() {
+                    doomed.push((key, entry.revision, None));
+                } else if let Some(h) = rec.holder.filter(|h| Some(h) != self.holder.as_ref()) {
+                    // Saved while connected to another process, perhaps still its live
+                    // client: ended only if that process is gone (below). Deleting a live
+                    // client's record failed its node's next save, which ended the
+                    // connection as taken over.
+                    doomed.push((key, entry.revision, Some(h)));
+                }
+            }
+            // The live processes are read after the records, as presence does: a record was
+            // written by a process alive when it wrote it, so that process is in this set
+            // unless it has stopped since.
+            let alive = doomed
+                .iter()
+                .any(|d| d.2.is_some())
+                .then(holders_alive)
+                .flatten();
+            let gone_before = std::mem::take(&mut *self.gone_before.lock());
+            let mut gone_now = std::collections::HashSet::new();
+            let mut removed = 0;
+            for (key, revision, holder) in doomed {
+                if let Some(h) = holder {
+                    let Some(alive) = &alive else { continue };
+                    if alive.contains(&h) {
+                        continue;
+                    }
+                    let twice = gone_before.contains(&h);
+                    gone_now.insert(h);
+                    if !twice {
+                        continue;
+                    }
+                }
+                // Compare and set: a node that loaded (claimed) or saved it since the read
+                // above keeps it.
+                if kv.delete_if(&key, revision).map_err(io::Error::other)? {
                     self.revisions.lock().remove(&key);
                     removed += 1;
                 }
             }
+            // Not known this time: what the last sweep found gone still counts next time.
+            *self.gone_before.lock() = if alive.is_some() {
+                gone_now
+            } else {
+                gone_before
+            };
             return Ok(removed);
         }
         let mut removed = 0;
@@ -429,7 +490,7 @@ mod tests {
         s.disconnected_at_ms = Some(now_ms() - 10_000);
         store.save(&s).unwrap();
         assert_eq!(store.load("a/b c").unwrap(), None);
-        assert_eq!(store.sweep(|_| false).unwrap(), 0);
+        assert_eq!(store.sweep(|_| false, || None).unwrap(), 0);
     }
 
     #[test]
@@ -438,8 +499,16 @@ mod tests {
         let a = MemoryKvProvider::new("a");
         let b = a.other("b");
         let dir = tempfile::tempdir().unwrap();
-        let sa = Store::in_cluster(dir.path().join("a"), a.bucket("mqtt", None).unwrap());
-        let sb = Store::in_cluster(dir.path().join("b"), b.bucket("mqtt", None).unwrap());
+        let sa = Store::in_cluster(
+            dir.path().join("a"),
+            a.bucket("mqtt", None).unwrap(),
+            "a".into(),
+        );
+        let sb = Store::in_cluster(
+            dir.path().join("b"),
+            b.bucket("mqtt", None).unwrap(),
+            "b".into(),
+        );
         let mut s = StoredSession {
             client_id: "dev/1".into(),
             expiry_secs: 3600,
@@ -464,25 +533,88 @@ mod tests {
         // Saved while connected, long ago: perhaps another node's live client, so the sweep
         // leaves it (a load, when the client id connects, expires it).
         s.expiry_secs = 1;
+        // A record of an earlier version: no holder.
         let old = KvRecord {
             saved_ms: now_ms() - 10_000,
             session: s.clone(),
+            holder: None,
         };
         let kv = a.bucket("mqtt", None).unwrap();
         let rev = kv.get("6465762f31").unwrap().unwrap().revision;
         kv.update("6465762f31", serde_json::to_vec(&old).unwrap().into(), rev)
             .unwrap()
             .unwrap();
-        assert_eq!(sb.sweep(|_| false).unwrap(), 0);
+        assert_eq!(sb.sweep(|_| false, || None).unwrap(), 0);
         assert_eq!(sb.load("dev/1").unwrap(), None, "expired on load");
         s.disconnected_at_ms = Some(now_ms() - 10_000);
         sa.remove("dev/1").unwrap();
         sa.save(&s).unwrap();
-        assert_eq!(sb.sweep(|_| false).unwrap(), 1);
+        assert_eq!(sb.sweep(|_| false, || None).unwrap(), 1);
         assert_eq!(sb.load("dev/1").unwrap(), None);
         sa.remove("dev/1").unwrap();
         sa.save(&s).unwrap();
         assert_eq!(sa.load("dev/1").unwrap(), None, "expired on load");
+    }
+
+    #[test]
+    fn a_session_saved_while_connected_to_a_node_gone_at_two_sweeps_is_swept() {
+        use tickwire_stream::kv::{KvProvider, MemoryKvProvider};
+        let a = MemoryKvProvider::new("a");
+        let b = a.other("b");
+        let dir = tempfile::tempdir().unwrap();
+        let sa = Store::in_cluster(
+            dir.path().join("a"),
+            a.bucket("mqtt", None).unwrap(),
+            "a".into(),
+        );
+        let sb = Store::in_cluster(
+            dir.path().join("b"),
+            b.bucket("mqtt", None).unwrap(),
+            "b".into(),
+        );
+        // A client connected to node a (never disconnected: a crashed), with a one-second
+        // expiry, last saved 10 s ago.
+        let s = StoredSession {
+            client_id: "dev/9".into(),
+            expiry_secs: 1,
+            ..Default::default()
+        };
+        sa.save(&s).unwrap();
+        let kv = a.bucket("mqtt", None).unwrap();
+        let key = hex("dev/9");
+        let entry = kv.get(&key).unwrap().unwrap();
+        let mut rec: KvRecord = serde_json::from_slice(&entry.value).unwrap();
+        assert_eq!(rec.holder.as_deref(), Some("a"), "saved with its holder");
+        rec.saved_ms -= 10_000;
+        kv.update(
+            &key,
+            serde_json::to_vec(&rec).unwrap().into(),
+            entry.revision,
+        )
+        .unwrap()
+        .unwrap();
+        let alive = |names: &[&str]| -> Option<std::collections::HashSet<String>> {
+            Some(names.iter().map(|n| n.to_string()).collect())
+        };
+        let sweep = |st: &Store, names: Option<&[&str]>| {
+            st.sweep(|_| false, || names.and_then(alive)).unwrap()
+        };
+        // a alive: kept, however often b sweeps.
+        assert_eq!(sweep(&sb, Some(&["a", "b"])), 0);
+        assert_eq!(sweep(&sb, Some(&["a", "b"])), 0);
+        // Who is alive not known: kept.
+        assert_eq!(sweep(&sb, None), 0);
+        // a gone at one sweep, then back (its key lapsed for a moment): kept.
+        assert_eq!(sweep(&sb, Some(&["b"])), 0);
+        assert_eq!(sweep(&sb, Some(&["a", "b"])), 0);
+        // Gone at one sweep, then not known, then gone again: two sweeps in a row that saw it
+        // gone, so swept; until then a's own sweeps never judge its records by liveness.
+        assert_eq!(sweep(&sb, Some(&["b"])), 0);
+        assert_eq!(sweep(&sa, Some(&[])), 0);
+        assert_eq!(sweep(&sa, Some(&[])), 0);
+        assert_eq!(sweep(&sb, None), 0);
+        assert_eq!(sweep(&sb, Some(&["b"])), 1);
+        assert_eq!(kv.get(&key).unwrap(), None, "swept");
     }
 
     #[test]
@@ -512,7 +644,7 @@ mod tests {
         assert_eq!(again.load("dev/1").unwrap(), None);
         assert!(!again.may_have("dev/1"));
         again.save(&s).unwrap();
-        assert_eq!(again.sweep(|_| false).unwrap(), 1);
+        assert_eq!(again.sweep(|_| false, || None).unwrap(), 1);
         assert!(!again.may_have("dev/1"));
         // Unreadable: moved aside, no longer a session.
         again.save(&s).unwrap();
@@ -542,10 +674,10 @@ mod tests {
         };
         store.save(&s).unwrap();
         age(&path, 10);
-        assert_eq!(store.sweep(|id| id == "dev/1").unwrap(), 0);
+        assert_eq!(store.sweep(|id| id == "dev/1", || None).unwrap(), 0);
         assert!(path.exists() && store.may_have("dev/1"));
         // Its client gone, it is expired.
-        assert_eq!(store.sweep(|_| false).unwrap(), 1);
+        assert_eq!(store.sweep(|_| false, || None).unwrap(), 1);
         assert!(!path.exists() && !store.may_have("dev/1"));
 
         // The sweep's first look finds it expired; the client reconnects and saves anew

@@ -492,6 +492,12 @@ impl Gateway {
         self.presence.share(kv, ttl).await
     }
 
+    /// Cluster mode: the cluster processes alive now, by holder name (`KvProvider::holder`),
+    /// from presence's liveness keys; `None` on a single server. Blocking.
+    pub fn live_holders(&self) -> Option<Result<std::collections::BTreeSet<String>, String>> {
+        self.presence.live_holders()
+    }
+
     /// Who is in `channel` (on any live node in cluster mode), for `principal` (who must be
     /// able to read it).
     pub async fn presence_of(

@@ -166,16 +166,16 @@ impl Server {
         let mqtt_sessions = match &cluster {
             Some(c) => {
                 let kv = c.kv();
-                Some(
-                    tokio::task::spawn_blocking(move || kv.bucket("mqtt_sessions", None))
-                        .await
-                        .map_err(|e| ServerError::Config(format!("mqtt sessions: {e}")))?
-                        .map_err(|e| {
-                            ServerError::Config(format!(
-                                "mqtt sessions: opening their KV bucket in the cluster: {e}"
-                            ))
-                        })?,
-                )
+                let holder = kv.holder().to_string();
+                let bucket = tokio::task::spawn_blocking(move || kv.bucket("mqtt_sessions", None))
+                    .await
+                    .map_err(|e| ServerError::Config(format!("mqtt sessions: {e}")))?
+                    .map_err(|e| {
+                        ServerError::Config(format!(
+                            "mqtt sessions: opening their KV bucket in the cluster: {e}"
+                        ))
+                    })?;
+                Some((bucket, holder))
             }
             None => None,
         };

@@ -152,7 +152,7 @@ fn mqtt_sessions_v1_load_with_every_field() {
     let path = tmp.path().join("646173682f626f6172642032.json");
     let raw: StoredSession = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
     assert_eq!(raw, expired());
-    assert_eq!(store.sweep(|_| false).unwrap(), 1);
+    assert_eq!(store.sweep(|_| false, || None).unwrap(), 1);
     assert!(!path.exists());
     assert_eq!(store.load("dash/board 2").unwrap(), None);
     // The live ones survive the sweep and load again.

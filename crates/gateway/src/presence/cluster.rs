@@ -170,6 +170,13 @@ impl ClusterPresence {
         let _ = self.ops.send(op);
     }
 
+    /// The holders (cluster processes, `KvProvider::holder`) whose liveness key is there now,
+    /// this one included: read from the cluster, not the last renewal's look. Blocking.
+    pub(crate) fn live_holders(&self) -> Result<BTreeSet<String>, StreamError> {
+        self.state.refresh_live()?;
+        Ok(self.state.live.read().clone())
+    }
+
     /// Who any live node counts in `channel`, by user id.
     pub(crate) async fn members(
         &self,

@@ -103,6 +103,15 @@ impl Tracker {
             .map_err(|_| "presence is shared with the cluster already".to_string())
     }
 
+    /// Cluster mode: the holders alive now (see [`ClusterPresence::live_holders`]); `None` on
+    /// a single server. Blocking.
+    pub(crate) fn live_holders(
+        &self,
+    ) -> Option<Result<std::collections::BTreeSet<String>, String>> {
+        let c = self.cluster.get()?;
+        Some(c.live_holders().map_err(|e| e.to_string()))
+    }
+
     fn event(&self, channel: &Channel, data: String) {
         let (Some(tx), Some(ch)) = (&self.events, presence_channel(channel)) else {
             return;
