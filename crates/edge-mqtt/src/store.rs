@@ -79,7 +79,8 @@ pub(crate) struct Store {
     holder: Option<String>,
     /// Cluster mode: the holders the last sweep found gone. A session saved while connected
     /// is swept only when its holder is gone at two sweeps in a row (an hour apart), so a live
-    /// node whose liveness key lapsed for a moment is not taken for a dead one.
+    /// node whose liveness key lapsed for a moment is not taken for a dead one. In memory: a
+    /// node restarted in between starts over, and any node that stays up an hour does it.
     gone_before: Mutex<std::collections::HashSet<String>>,
 }
 
