@@ -269,22 +269,37 @@ report() { # file title scenario json-globs...
   echo "wrote bench/results/$file"
 }
 
-# Removes a scenario's JSON before it runs again, unless git has not committed some of them:
+# Removes a scenario's JSON before it runs again (but files named KEEP*, when given), unless
+# git has not committed some of them:
 # the last run's files, which a README number may cite (a rerun once deleted the only copy of
 # the JSON behind README rows). BENCH_DISCARD=1 throws them away all the same.
 clear_json() {
-  local pattern="$1" dirty=""
-  if [ "${BENCH_DISCARD:-0}" != 1 ] && git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1; then
-    dirty=$(git -C "$ROOT" status --porcelain -- "bench/results/json/$pattern" | grep -v '^ D\|^D ' || true)
+  local pattern="$1" keep="${2:-}" dirty=""
+  if [ "${BENCH_DISCARD:-0}" != 1 ]; then
+    if ! git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1; then
+      echo "bench/run.sh: not a git checkout: bench/results/json/$pattern replaced unchecked" >&2
+    elif ! dirty=$(git -C "$ROOT" status --porcelain --untracked-files=all -- "bench/results/json/$pattern"); then
+      echo "bench/run.sh: git status failed; bench/results/json/$pattern left alone (BENCH_DISCARD=1 replaces them unchecked)" >&2
+      exit 1
+    fi
+    # Deleted files are fine (a run already replaced them); new or changed ones are a run.
+    dirty=$(printf '%s\n' "$dirty" | grep -v '^ D\|^D \|^$' || true)
+    if [ -n "$keep" ]; then
+      dirty=$(printf '%s\n' "$dirty" | grep -v -- "$keep" || true)
+    fi
   fi
   if [ -n "$dirty" ]; then
     echo "bench/results/json/$pattern: files from a run git has not committed:" >&2
-    echo "$dirty" | head -5 >&2
+    printf '%s\n' "$dirty" | sed -n 1,5p >&2
     echo "commit them first (a README number may cite them), or set BENCH_DISCARD=1 to throw them away" >&2
     exit 1
   fi
-  # Unquoted: the pattern is a glob.
-  rm -f "$JSON"/$pattern
+  if [ -n "$keep" ]; then
+    find "$JSON" -name "$pattern" ! -name "$keep*" -delete
+  else
+    # Unquoted: the pattern is a glob.
+    rm -f "$JSON"/$pattern
+  fi
 }
 
 want() { # also takes the host's speed as the scenario starts (see host_speed)
@@ -489,7 +504,7 @@ fi
 if want ws-publish; then
   # Not the A/B files (ws-publish-ab-*): hand-run before/after comparisons the results file's
   # notes and the README cite.
-  find "$JSON" -name 'ws-publish-*.json' ! -name 'ws-publish-ab-*' -delete
+  clear_json 'ws-publish-*.json' ws-publish-ab-
   # ONE connection publishes quotes one command each (a WebSocket `publish` command, an MQTT
   # PUBLISH, a gRPC PublishRequest of one item, a JetStream PUB with a reply inbox), acks
   # pipelined: up to 1,000 WebSocket commands or gRPC requests unacknowledged; MQTT QoS 1 up to

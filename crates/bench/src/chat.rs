@@ -26,6 +26,9 @@ use crate::{
 struct ClientOutcome {
     room: usize,
     hist: Histogram<u64>,
+    /// How late each publish went out after it fell due, while measuring (the generator's
+    /// own share of the latency, with one publish in flight per client).
+    lag: Histogram<u64>,
     /// Offsets this client's publishes got (first copy, duplicates resolved by msg_id).
     acked: Vec<u64>,
     received: Vec<u64>,
@@ -96,6 +99,7 @@ async fn client(
     let mut o = ClientOutcome {
         room,
         hist: histogram(),
+        lag: histogram(),
         acked: Vec::new(),
         received: Vec::new(),
         acked_in_window: 0,
@@ -131,17 +135,21 @@ async fn client(
             }
         }
         if inflight.is_none() && (publishing && Instant::now() >= next_pub) {
+            let due_us = t0_us + next_pub.duration_since(t0).as_micros() as u64;
             let mut frame = Vec::new();
             cmd_id += 1;
             ws_frame(
                 &mut frame,
                 format!(
                     r#"{{"id":{cmd_id},"op":"publish","channel":"{channel}","msg_id":"c{i}-{k}","data":{{"t":"{}","from":"c{i}"}}}}"#,
-                    t0_us + next_pub.duration_since(t0).as_micros() as u64
+                    due_us
                 )
                 .as_bytes(),
             );
             conn.send(&frame).await?;
+            if measuring.load(Ordering::Relaxed) {
+                let _ = o.lag.record(now_micros().saturating_sub(due_us).max(1));
+            }
             inflight = Some(frame);
             inflight_in_window = window.load(Ordering::Relaxed);
             next_pub += gap;
@@ -264,6 +272,7 @@ pub async fn chat(a: &RunArgs) -> Result<RunResult> {
     let (mut lost, mut dup, mut ooo, mut delivered, mut reconnects) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut hist = histogram();
+    let mut lag = histogram();
     let mut published = 0u64;
     for o in &outs {
         published += o.acked_in_window;
@@ -281,6 +290,7 @@ pub async fn chat(a: &RunArgs) -> Result<RunResult> {
         ooo += o.out_of_order;
         reconnects += o.reconnects;
         let _ = hist.add(&o.hist);
+        let _ = lag.add(&o.lag);
     }
     let mut r = RunResult::new(a);
     r.measured_s = measured_s;
@@ -292,5 +302,12 @@ pub async fn chat(a: &RunArgs) -> Result<RunResult> {
     r.extra.insert("duplicated".into(), dup as f64);
     r.extra.insert("out_of_order".into(), ooo as f64);
     r.extra.insert("reconnects".into(), reconnects as f64);
+    if !lag.is_empty() {
+        let l = Latency::of(&lag);
+        r.extra
+            .insert("publisher_lag_p50_us".into(), l.p50_us as f64);
+        r.extra
+            .insert("publisher_lag_p99_us".into(), l.p99_us as f64);
+    }
     Ok(r)
 }

@@ -27,6 +27,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use hdrhistogram::Histogram;
 use tickwire_edge_grpc::client::tickwire_client::TickwireClient;
 use tickwire_proto::v1::{
     payload::Kind as PayloadKind, Payload, PublishItem, PublishRequest, PublishResponse,
@@ -303,6 +304,8 @@ struct Window<'a> {
     start: Instant,
     /// `start` in Unix µs, for [`stamp`].
     start_us: u64,
+    /// Fixed rate: how late each request went out after its stamp, while measuring.
+    lag: Histogram<u64>,
     drain_until: Option<Instant>,
     measuring: bool,
 }
@@ -327,6 +330,7 @@ impl<'a> Window<'a> {
             first_error: None,
             start: Instant::now(),
             start_us: now_micros(),
+            lag: crate::stats::histogram(),
             drain_until: None,
             measuring: false,
         }
@@ -381,6 +385,9 @@ impl<'a> Window<'a> {
             n -= 1;
             if self.measuring {
                 self.st.sent += 1;
+                if self.a.rate > 0 {
+                    let _ = self.lag.record(now_micros().saturating_sub(t).max(1));
+                }
             }
         }
         Ok(())
@@ -419,7 +426,7 @@ impl<'a> Window<'a> {
             published: self.st.sent,
             last: self.last,
             acks: Some(self.st),
-            lag: None,
+            lag: (self.a.rate > 0).then_some(self.lag),
         }
     }
 }

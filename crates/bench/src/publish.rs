@@ -230,6 +230,10 @@ async fn command_publisher(a: &RunArgs, phase: &Phase, total: Duration) -> Resul
     let mut tick = pacer(a.rate);
     let start = Instant::now();
     let start_us = now_micros();
+    // Fixed rate: how late each message went out after its stamp (the generator's own share
+    // of every latency measured from the stamp), taken as it is queued for the write that
+    // follows in the same turn.
+    let mut lag = histogram();
     let mut drain_until: Option<Instant> = None;
     loop {
         let elapsed = start.elapsed();
@@ -309,6 +313,9 @@ async fn command_publisher(a: &RunArgs, phase: &Phase, total: Duration) -> Resul
                 n -= 1;
                 if measuring {
                     st.sent += 1;
+                    if a.rate > 0 {
+                        let _ = lag.record(now_micros().saturating_sub(t).max(1));
+                    }
                 }
             }
         }
@@ -423,7 +430,7 @@ async fn command_publisher(a: &RunArgs, phase: &Phase, total: Duration) -> Resul
         published: st.sent,
         last,
         acks: Some(st),
-        lag: None,
+        lag: (a.rate > 0).then_some(lag),
     })
 }
 

@@ -77,9 +77,10 @@ pub(crate) struct Store {
     /// Cluster mode: this process's holder name in the cluster (`KvProvider::holder`), kept
     /// in every record it saves, so a sweep can tell a session whose process is gone.
     holder: Option<String>,
-    /// Cluster mode: the holders the last sweep found gone. A session saved while connected
-    /// is swept only when its holder is gone at two sweeps in a row (an hour apart), so a live
-    /// node whose liveness key lapsed for a moment is not taken for a dead one. In memory: a
+    /// Cluster mode: the holders the last sweep that could list the live ones found gone. A
+    /// session saved while connected is swept only when its holder was gone at two such
+    /// sweeps in a row (an hour apart or more), so a live node whose liveness key lapsed for
+    /// a moment is not taken for a dead one. In memory: a
     /// node restarted in between starts over, and any node that stays up an hour does it.
     gone_before: Mutex<std::collections::HashSet<String>>,
 }
@@ -170,10 +171,22 @@ impl Store {
             self.revisions.lock().remove(&key);
             return Ok(None);
         }
-        // Claim it: the same bytes under a new revision, so a node still serving an old
-        // connection of this client fails its next save instead of overwriting ours.
+        // Claim it: the same session under a new revision, so a node still serving an old
+        // connection of this client fails its next save instead of overwriting ours. Saved as
+        // this process's and connected as of now: a record that still named the process it
+        // was claimed from (perhaps a crashed one) could be swept before this connection's
+        // first save, as the session of a client whose node is gone.
+        let claim = KvRecord {
+            saved_ms: now_ms(),
+            session: StoredSession {
+                disconnected_at_ms: None,
+                ..rec.session.clone()
+            },
+            holder: self.holder.clone(),
+        };
+        let claim = serde_json::to_vec(&claim).map_err(io::Error::other)?;
         match kv
-            .update(&key, entry.value, entry.revision)
+            .update(&key, claim.into(), entry.revision)
             .map_err(io::Error::other)?
         {
             Some(rev) => {
@@ -299,8 +312,8 @@ impl Store {
     /// process that is gone: `holders_alive` lists the processes alive now (`None`: not
     /// known, and such sessions stay). Without it, the session of a client connected to a node
     /// that crashed stayed in the bucket until that client id connected again, which a client
-    /// that never returns never does. Such a record is deleted once two sweeps in a row found
-    /// its process gone and its expiry has passed, counted from its last save as for a file
+    /// that never returns never does. Such a record is deleted once two sweeps in a row that
+    /// could list the live processes found its process gone, and its expiry has passed, counted from its last save as for a file
     /// (the crash that ended the connection came at or after it).
     pub fn sweep(
         &self,
@@ -356,9 +369,18 @@ impl Store {
                 }
                 // Compare and set: a node that loaded (claimed) or saved it since the read
                 // above keeps it.
-                if kv.delete_if(&key, revision).map_err(io::Error::other)? {
-                    self.revisions.lock().remove(&key);
-                    removed += 1;
+                match kv.delete_if(&key, revision) {
+                    Ok(true) => {
+                        self.revisions.lock().remove(&key);
+                        removed += 1;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        // What this sweep found gone still counts at the next one.
+                        gone_now.extend(gone_before);
+                        *self.gone_before.lock() = gone_now;
+                        return Err(io::Error::other(e));
+                    }
                 }
             }
             // Not known this time: what the last sweep found gone still counts next time.
@@ -616,6 +638,64 @@ mod tests {
         assert_eq!(sweep(&sb, None), 0);
         assert_eq!(sweep(&sb, Some(&["b"])), 1);
         assert_eq!(kv.get(&key).unwrap(), None, "swept");
+    }
+
+    #[test]
+    fn a_session_claimed_from_a_gone_node_is_the_claimers_and_kept() {
+        use tickwire_stream::kv::{KvProvider, MemoryKvProvider};
+        let a = MemoryKvProvider::new("a");
+        let (b, c) = (a.other("b"), a.other("c"));
+        let dir = tempfile::tempdir().unwrap();
+        let st = |p: &MemoryKvProvider| {
+            let holder = p.holder().to_string();
+            Store::in_cluster(
+                dir.path().join(&holder),
+                p.bucket("mqtt", None).unwrap(),
+                holder,
+            )
+        };
+        let (sa, sb, sc) = (st(&a), st(&b), st(&c));
+        let kv = a.bucket("mqtt", None).unwrap();
+        // Two clients connected to a, which then crashed: dev/7 saved long ago, dev/8 saved
+        // 1.5 s ago with a 2 s expiry.
+        let backdate = |id: &str, ms: u64, expiry_secs: u32| {
+            sa.save(&StoredSession {
+                client_id: id.into(),
+                expiry_secs,
+                ..Default::default()
+            })
+            .unwrap();
+            let e = kv.get(&hex(id)).unwrap().unwrap();
+            let mut rec: KvRecord = serde_json::from_slice(&e.value).unwrap();
+            rec.saved_ms -= ms;
+            kv.update(
+                &hex(id),
+                serde_json::to_vec(&rec).unwrap().into(),
+                e.revision,
+            )
+            .unwrap()
+            .unwrap();
+        };
+        backdate("dev/7", 10_000, 1);
+        backdate("dev/8", 1_500, 2);
+        let b_and_c = || Some(["b", "c"].iter().map(|n| n.to_string()).collect());
+        // c finds a gone once (for dev/7).
+        assert_eq!(sc.sweep(|_| false, b_and_c).unwrap(), 0);
+        // dev/8 reconnects to b before its expiry: b claims it, as b's and connected now.
+        assert!(sb.load("dev/8").unwrap().is_some());
+        let rec: KvRecord =
+            serde_json::from_slice(&kv.get(&hex("dev/8")).unwrap().unwrap().value).unwrap();
+        assert_eq!(rec.holder.as_deref(), Some("b"));
+        // Past dev/8's expiry counted from a's last save: c's second sweep takes dev/7 (a
+        // gone twice) and keeps dev/8, b's live client. Before, the claim kept a's name and
+        // save time, and dev/8 went with dev/7.
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        assert_eq!(sc.sweep(|_| false, b_and_c).unwrap(), 1);
+        assert!(kv.get(&hex("dev/7")).unwrap().is_none());
+        assert!(
+            kv.get(&hex("dev/8")).unwrap().is_some(),
+            "b's client keeps its session"
+        );
     }
 
     #[test]
