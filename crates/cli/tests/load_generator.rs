@@ -53,6 +53,59 @@ fn extra(r: &Value, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("no extra.{key} in {r}"))
 }
 
+/// The small fan-out shape every counting test uses: 20 clients on 10 of 50 symbols each, so
+/// every quote has exactly 20 * 10 / 50 = 4 subscribers, at 1,000 quotes/s (far below what any
+/// server here sustains) for 2 s after 1 s, then 2 s for the last values to arrive. Followed
+/// by `more`.
+fn small_fanout<'a>(target: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--scenario",
+        "fanout",
+        "--target",
+        target,
+        "--clients",
+        "20",
+        "--subs",
+        "10",
+        "--symbols",
+        "50",
+        "--size",
+        "100",
+        "--rate",
+        "1000",
+        "--duration",
+        "2",
+        "--warmup",
+        "1",
+        "--drain",
+        "2",
+    ];
+    args.extend_from_slice(more);
+    args
+}
+
+/// What every run of [`small_fanout`] must show: the offered rate published, `per` deliveries
+/// per quote (4 subscribers each: a server that queues delivers all 4, one that conflates
+/// next to nothing at this rate, so just under 4; above 4 is a delivery counted twice), and
+/// every subscriber ending with each symbol's newest value.
+fn check_small_fanout(what: &str, r: &Value, per: std::ops::RangeInclusive<f64>) {
+    let published = r["published_per_s"].as_f64().unwrap();
+    assert!(
+        (500.0..=1100.0).contains(&published),
+        "{what}: published {published}/s for 1,000/s offered"
+    );
+    let got = extra(r, "delivered_per_published");
+    assert!(
+        per.contains(&got),
+        "{what}: each quote has 4 subscribers, the generator counted {got} deliveries per quote"
+    );
+    assert_eq!(
+        extra(r, "converged"),
+        1.0,
+        "{what}: every subscriber ends with each symbol's newest value"
+    );
+}
+
 #[test]
 fn fanout_counts_each_delivery_once_and_checks_convergence() {
     // The same check for each way subscribers read: JSON and binary WebSocket, gRPC calls;
@@ -77,60 +130,24 @@ fn fanout_counts(encoding: &str, wire: &str, client: &str) {
         &[("TICKWIRE_GRPC__LISTEN", "127.0.0.1:0")],
     );
     let grpc = srv.grpc_addr();
-    // 20 clients on 10 of 50 symbols each: every quote has exactly 20 * 10 / 50 = 4
-    // subscribers. 1,000 quotes/s is far below what the server sustains, so next to nothing is
-    // conflated: delivered per published sits just under 4, never above it.
+    let more = [
+        "--sub-encoding",
+        encoding,
+        "--grpc-addr",
+        &grpc,
+        "--publish-wire",
+        wire,
+        "--grpc-client",
+        client,
+    ];
     let r = bench(
         &srv,
         dir.path(),
         "fanout",
-        &[
-            "--scenario",
-            "fanout",
-            "--target",
-            "tickwire-ws",
-            "--clients",
-            "20",
-            "--subs",
-            "10",
-            "--symbols",
-            "50",
-            "--size",
-            "100",
-            "--rate",
-            "1000",
-            "--duration",
-            "2",
-            "--warmup",
-            "1",
-            "--drain",
-            "2",
-            "--sub-encoding",
-            encoding,
-            "--grpc-addr",
-            &grpc,
-            "--publish-wire",
-            wire,
-            "--grpc-client",
-            client,
-        ],
+        &small_fanout("tickwire-ws", &more),
     );
     let encoding = format!("{encoding} ({client}), published over {wire}");
-    let published = r["published_per_s"].as_f64().unwrap();
-    assert!(
-        (500.0..=1100.0).contains(&published),
-        "{encoding}: published {published}/s for 1,000/s offered"
-    );
-    let per = extra(&r, "delivered_per_published");
-    assert!(
-        (3.0..=4.1).contains(&per),
-        "{encoding}: each quote has 4 subscribers, the generator counted {per} deliveries per quote"
-    );
-    assert_eq!(
-        extra(&r, "converged"),
-        1.0,
-        "{encoding}: every subscriber ends with each symbol's newest value"
-    );
+    check_small_fanout(&encoding, &r, 3.0..=4.1);
     // Payload bytes: 100 per delivery, whatever the envelope.
     let mb = r["mb_per_s"].as_f64().unwrap();
     let delivered = r["delivered_per_s"].as_f64().unwrap();
@@ -328,9 +345,7 @@ fn ws_publish_over_grpc(client: &str) {
 #[test]
 fn mqtt_fanout_counts_each_delivery_once_and_checks_convergence() {
     // The MQTT target's subscribers and publisher (the same client mosquitto's rows use),
-    // against Tickwire's own MQTT edge: 20 clients on 10 of 50 symbols, so each quote has
-    // exactly 4 subscribers; at 1,000 quotes/s next to nothing is conflated, so delivered per
-    // published sits at or just under 4, never above it.
+    // against Tickwire's own MQTT edge.
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(
         &dir.path().join("data"),
@@ -338,45 +353,9 @@ fn mqtt_fanout_counts_each_delivery_once_and_checks_convergence() {
         &[("TICKWIRE_MQTT__LISTEN", "127.0.0.1:0")],
     );
     let mqtt = format!("127.0.0.1:{}", srv.mqtt_port());
-    let r = bench_at(
-        &mqtt,
-        srv.pid(),
-        dir.path(),
-        "fanout-mqtt",
-        &[
-            "--scenario",
-            "fanout",
-            "--target",
-            "mqtt",
-            "--clients",
-            "20",
-            "--subs",
-            "10",
-            "--symbols",
-            "50",
-            "--size",
-            "100",
-            "--rate",
-            "1000",
-            "--duration",
-            "2",
-            "--warmup",
-            "1",
-            "--drain",
-            "2",
-        ],
-    );
-    let published = r["published_per_s"].as_f64().unwrap();
-    assert!(
-        (500.0..=1100.0).contains(&published),
-        "MQTT: published {published}/s for 1,000/s offered"
-    );
-    let per = extra(&r, "delivered_per_published");
-    assert!(
-        (3.0..=4.1).contains(&per),
-        "MQTT: each quote has 4 subscribers, the generator counted {per} deliveries per quote"
-    );
-    assert_eq!(extra(&r, "converged"), 1.0, "MQTT: {r}");
+    let args = small_fanout("mqtt", &[]);
+    let r = bench_at(&mqtt, srv.pid(), dir.path(), "fanout-mqtt", &args);
+    check_small_fanout("MQTT", &r, 3.0..=4.1);
 }
 
 #[test]
@@ -613,45 +592,15 @@ fn nats_fanout_counts_each_delivery_once_and_checks_convergence() {
     // quote reaches exactly its 4 subscribers: not fewer, and never counted twice.
     let dir = tempfile::tempdir().unwrap();
     let nats = Nats::start(&dir.path().join("js"));
+    let args = small_fanout("nats", &[]);
     let r = bench_at(
         &nats.addr,
         nats.child.id(),
         dir.path(),
         "fanout-nats",
-        &[
-            "--scenario",
-            "fanout",
-            "--target",
-            "nats",
-            "--clients",
-            "20",
-            "--subs",
-            "10",
-            "--symbols",
-            "50",
-            "--size",
-            "100",
-            "--rate",
-            "1000",
-            "--duration",
-            "2",
-            "--warmup",
-            "1",
-            "--drain",
-            "2",
-        ],
+        &args,
     );
-    let published = r["published_per_s"].as_f64().unwrap();
-    assert!(
-        (500.0..=1100.0).contains(&published),
-        "nats: published {published}/s for 1,000/s offered"
-    );
-    let per = extra(&r, "delivered_per_published");
-    assert!(
-        (3.9..=4.05).contains(&per),
-        "nats: each quote has 4 subscribers, the generator counted {per} deliveries per quote"
-    );
-    assert_eq!(extra(&r, "converged"), 1.0, "nats: {r}");
+    check_small_fanout("nats", &r, 3.9..=4.05);
 }
 
 #[test]

@@ -485,6 +485,13 @@ mod tests {
     use super::*;
     use tickwire_mqtt::broker::StoredSub;
 
+    /// A node's store over the cluster's (in-memory) KV, saving as its provider's holder.
+    fn node_store(p: &tickwire_stream::kv::MemoryKvProvider, dir: &Path) -> Store {
+        use tickwire_stream::kv::KvProvider;
+        let holder = p.holder().to_string();
+        Store::in_cluster(dir.join(&holder), p.bucket("mqtt", None).unwrap(), holder)
+    }
+
     #[test]
     fn save_load_replace_expire() {
         let dir = tempfile::tempdir().unwrap();
@@ -522,16 +529,7 @@ mod tests {
         let a = MemoryKvProvider::new("a");
         let b = a.other("b");
         let dir = tempfile::tempdir().unwrap();
-        let sa = Store::in_cluster(
-            dir.path().join("a"),
-            a.bucket("mqtt", None).unwrap(),
-            "a".into(),
-        );
-        let sb = Store::in_cluster(
-            dir.path().join("b"),
-            b.bucket("mqtt", None).unwrap(),
-            "b".into(),
-        );
+        let (sa, sb) = (node_store(&a, dir.path()), node_store(&b, dir.path()));
         let mut s = StoredSession {
             client_id: "dev/1".into(),
             expiry_secs: 3600,
@@ -585,16 +583,7 @@ mod tests {
         let a = MemoryKvProvider::new("a");
         let b = a.other("b");
         let dir = tempfile::tempdir().unwrap();
-        let sa = Store::in_cluster(
-            dir.path().join("a"),
-            a.bucket("mqtt", None).unwrap(),
-            "a".into(),
-        );
-        let sb = Store::in_cluster(
-            dir.path().join("b"),
-            b.bucket("mqtt", None).unwrap(),
-            "b".into(),
-        );
+        let (sa, sb) = (node_store(&a, dir.path()), node_store(&b, dir.path()));
         // A client connected to node a (never disconnected: a crashed), with a one-second
         // expiry, last saved 10 s ago.
         let s = StoredSession {
@@ -646,14 +635,7 @@ mod tests {
         let a = MemoryKvProvider::new("a");
         let (b, c) = (a.other("b"), a.other("c"));
         let dir = tempfile::tempdir().unwrap();
-        let st = |p: &MemoryKvProvider| {
-            let holder = p.holder().to_string();
-            Store::in_cluster(
-                dir.path().join(&holder),
-                p.bucket("mqtt", None).unwrap(),
-                holder,
-            )
-        };
+        let st = |p: &MemoryKvProvider| node_store(p, dir.path());
         let (sa, sb, sc) = (st(&a), st(&b), st(&c));
         let kv = a.bucket("mqtt", None).unwrap();
         // Two clients connected to a, which then crashed: dev/7 saved long ago, dev/8 saved
