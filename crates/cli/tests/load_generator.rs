@@ -273,6 +273,31 @@ fn book_subscribers_end_with_the_servers_books_at_depth_10_and_full_depth() {
     }
 }
 
+/// What a one-connection run at 1,000 quotes/s offered must show: no refusals, the offered
+/// rate acknowledged, and only quotes the server published by its own count (which also holds
+/// the live candle bars it publishes itself, at most one per symbol and resolution a second);
+/// every subscriber converged; and, stamped when due (open loop), how late each message went
+/// out recorded beside.
+fn check_one_connection(what: &str, r: &Value) {
+    assert_eq!(extra(r, "errors"), 0.0, "{what}: {r}");
+    let published = r["published_per_s"].as_f64().unwrap();
+    assert!(
+        (500.0..=1100.0).contains(&published),
+        "{what}: {published} acked/s for 1,000/s offered"
+    );
+    let server = extra(r, "server_published_per_s");
+    assert!(
+        server >= published * 0.9 && server <= published + 200.0,
+        "{what}: server published {server}/s, the generator counted {published} acked/s"
+    );
+    assert_eq!(extra(r, "converged"), 1.0, "{what}: {r}");
+    let lag = extra(r, "publisher_lag_p99_us");
+    assert!(
+        (1.0..=3_000_000.0).contains(&lag),
+        "{what}: publisher lag p99 {lag} us"
+    );
+}
+
 #[test]
 fn ws_publish_over_one_grpc_stream_counts_only_what_the_server_published() {
     // Both HTTP/2 clients of the publisher: tonic's and the h2 crate's without tonic.
@@ -326,20 +351,7 @@ fn ws_publish_over_grpc(client: &str) {
             "2",
         ],
     );
-    assert_eq!(extra(&r, "errors"), 0.0, "{client}: {r}");
-    let published = r["published_per_s"].as_f64().unwrap();
-    assert!(
-        (500.0..=1100.0).contains(&published),
-        "gRPC stream ({client}): {published} acked/s for 1,000/s offered"
-    );
-    // The server's count also holds the live candle bars it publishes itself (at most one per
-    // symbol and resolution a second), never fewer quotes than were acknowledged.
-    let server = extra(&r, "server_published_per_s");
-    assert!(
-        server >= published * 0.9 && server <= published + 200.0,
-        "{client}: server published {server}/s, the generator counted {published} acked/s"
-    );
-    assert_eq!(extra(&r, "converged"), 1.0, "{client}: {r}");
+    check_one_connection(&format!("gRPC stream ({client})"), &r);
 }
 
 #[test]
@@ -406,26 +418,7 @@ fn ws_publish_over_mqtt_counts_only_what_the_server_published() {
                 "2",
             ],
         );
-        assert_eq!(extra(&r, "errors"), 0.0, "QoS {qos}: {r}");
-        let published = r["published_per_s"].as_f64().unwrap();
-        assert!(
-            (500.0..=1100.0).contains(&published),
-            "QoS {qos}: {published} acked/s for 1,000/s offered"
-        );
-        // The server's count also holds its own live candle bars (at most one per symbol and
-        // resolution a second), never fewer quotes than were acknowledged.
-        let server = extra(&r, "server_published_per_s");
-        assert!(
-            server >= published * 0.9 && server <= published + 200.0,
-            "QoS {qos}: server published {server}/s, the generator counted {published} acked/s"
-        );
-        assert_eq!(extra(&r, "converged"), 1.0, "QoS {qos}: {r}");
-        // Stamped when due (open loop): how late each went out is recorded beside.
-        let lag = extra(&r, "publisher_lag_p99_us");
-        assert!(
-            (1.0..=3_000_000.0).contains(&lag),
-            "QoS {qos}: publisher lag p99 {lag} us"
-        );
+        check_one_connection(&format!("MQTT QoS {qos}"), &r);
     }
 }
 
