@@ -114,7 +114,7 @@ impl MqttEdge {
                 // Cluster mode: which cluster processes are alive, for the sessions saved
                 // while connected to one that is gone (a crashed node's clients).
                 let alive = move || match gateway.live_holders()? {
-                    Ok(holders) => Some(holders.into_iter().collect()),
+                    Ok(holders) => Some(holders),
                     Err(e) => {
                         tracing::warn!(error = %e, "MQTT session sweep: cannot list the live cluster nodes; their sessions stay until the next sweep");
                         None

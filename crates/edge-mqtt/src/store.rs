@@ -11,6 +11,7 @@
 //! reconnects to any node resumes where it left off on the one before.
 
 use std::{
+    collections::BTreeSet,
     fs::{self, File},
     io::{self, Write},
     path::{Path, PathBuf},
@@ -18,10 +19,13 @@ use std::{
 };
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use tickwire_model::clock;
 pub(crate) use tickwire_mqtt::broker::{StoredSession, MAX_CLIENT_ID};
-use tickwire_stream::kv::{Kv, Revision};
+use tickwire_stream::kv::Kv;
+
+use self::cluster::KvSessions;
+
+mod cluster;
 
 /// What a save returns when another node took the session over since this node loaded it:
 /// the connection here must end (MQTT 5: Session taken over) and not overwrite that node's
@@ -55,47 +59,15 @@ fn modified_ms(path: &Path) -> u64 {
 /// Where persistent sessions are kept: files of this node, or the cluster's KV.
 pub(crate) struct Store {
     dir: PathBuf,
-    kv: Option<Arc<dyn Kv>>,
-    /// Cluster mode: the revision this node wrote or claimed last per client id. Saves are
-    /// compare-and-set against it, so a node whose client moved to another node (which
-    /// claimed the key on load) learns it on its next save.
-    revisions: Mutex<std::collections::HashMap<String, Revision>>,
-    /// File mode: the client ids (as file stems, [`hex`]) that may have a stored session:
-    /// every session file found at start and every id saved since; an id leaves once its
-    /// file is gone. A superset by construction (added before the file is written, removed
-    /// after it is deleted), so [`Store::may_have`] never hides a session; what it spares is
-    /// a blocking-pool task per clean connection (its load, and a clean start's removal of
-    /// nothing), which a storm of connecting clients paid in threads and memory
-    /// (bench/results/idle.md). `None`: not known (cluster mode, where other nodes store
-    /// sessions too, or a directory that could not be listed): every id may have one.
+    /// Cluster mode: the sessions are in the cluster's KV bucket instead (the directory and
+    /// the fields below are not used).
+    cluster: Option<KvSessions>,
     stems: Mutex<Option<std::collections::HashSet<String>>>,
     /// File mode: held by the sweep from its second look at an expired file to its removal,
     /// and by `save` around its rename. A session saved after the sweep's first look (its
     /// client reconnected, loaded the expired file and saved anew) is seen by the second look
     /// and kept; without it the sweep deleted the new file, and took its id from `stems`.
     replacing: Mutex<()>,
-    /// Cluster mode: this process's holder name in the cluster (`KvProvider::holder`), kept
-    /// in every record it saves, so a sweep can tell a session whose process is gone.
-    holder: Option<String>,
-    /// Cluster mode: the holders the last sweep that could list the live ones found gone. A
-    /// session saved while connected is swept only when its holder was gone at two such
-    /// sweeps in a row (an hour apart or more), so a live node whose liveness key lapsed for
-    /// a moment is not taken for a dead one. In memory: a
-    /// node restarted in between starts over, and any node that stays up an hour does it.
-    gone_before: Mutex<std::collections::HashSet<String>>,
-}
-
-/// A session as stored in the cluster: KV keeps no modification time a reader can see, so the
-/// write time travels with it (expiry of a session whose node died while it was connected
-/// counts from there, as from a file's mtime).
-#[derive(Serialize, Deserialize)]
-struct KvRecord {
-    saved_ms: u64,
-    session: StoredSession,
-    /// The holder (cluster process) that saved it; absent in records of earlier versions,
-    /// which a sweep leaves while they say connected.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    holder: Option<String>,
 }
 
 fn hex(s: &str) -> String {
@@ -107,12 +79,9 @@ impl Store {
         let stems = session_stems(&dir);
         Store {
             dir,
-            kv: None,
-            revisions: Mutex::default(),
+            cluster: None,
             stems: Mutex::new(stems),
             replacing: Mutex::new(()),
-            holder: None,
-            gone_before: Mutex::default(),
         }
     }
 
@@ -121,12 +90,9 @@ impl Store {
     pub fn in_cluster(dir: PathBuf, kv: Arc<dyn Kv>, holder: String) -> Store {
         Store {
             dir,
-            kv: Some(kv),
-            revisions: Mutex::default(),
+            cluster: Some(KvSessions::new(kv, holder)),
             stems: Mutex::new(None),
             replacing: Mutex::new(()),
-            holder: Some(holder),
-            gone_before: Mutex::default(),
         }
     }
 
@@ -150,54 +116,6 @@ impl Store {
         }
     }
 
-    fn kv_load(&self, kv: &dyn Kv, client_id: &str) -> io::Result<Option<StoredSession>> {
-        let key = hex(client_id);
-        let Some(entry) = kv.get(&key).map_err(io::Error::other)? else {
-            return Ok(None);
-        };
-        let rec: KvRecord = match serde_json::from_slice(&entry.value) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(client = %client_id, error = %e, "unreadable MQTT session in the cluster KV dropped");
-                kv.delete(&key).map_err(io::Error::other)?;
-                return Ok(None);
-            }
-        };
-        if rec.session.client_id != client_id {
-            return Ok(None);
-        }
-        if rec.session.expired(now_ms(), rec.saved_ms) {
-            kv.delete(&key).map_err(io::Error::other)?;
-            self.revisions.lock().remove(&key);
-            return Ok(None);
-        }
-        // Claim it: the same session under a new revision, so a node still serving an old
-        // connection of this client fails its next save instead of overwriting ours. Saved as
-        // this process's and connected as of now: a record that still named the process it
-        // was claimed from (perhaps a crashed one) could be swept before this connection's
-        // first save, as the session of a client whose node is gone.
-        let claim = KvRecord {
-            saved_ms: now_ms(),
-            session: StoredSession {
-                disconnected_at_ms: None,
-                ..rec.session.clone()
-            },
-            holder: self.holder.clone(),
-        };
-        let claim = serde_json::to_vec(&claim).map_err(io::Error::other)?;
-        match kv
-            .update(&key, claim.into(), entry.revision)
-            .map_err(io::Error::other)?
-        {
-            Some(rev) => {
-                self.revisions.lock().insert(key, rev);
-                Ok(Some(rec.session))
-            }
-            // Written meanwhile by the node the client just left: read its newer state.
-            None => self.kv_load(kv, client_id),
-        }
-    }
-
     fn path(&self, client_id: &str) -> PathBuf {
         self.dir.join(format!("{}.json", hex(client_id)))
     }
@@ -205,8 +123,8 @@ impl Store {
     /// The stored session of `client_id`, unless there is none or it expired (then it is
     /// deleted). An unreadable file is moved aside and reported, never silently reused.
     pub fn load(&self, client_id: &str) -> io::Result<Option<StoredSession>> {
-        if let Some(kv) = &self.kv {
-            return self.kv_load(&**kv, client_id);
+        if let Some(c) = &self.cluster {
+            return c.load(client_id);
         }
         let path = self.path(client_id);
         let bytes = match fs::read(&path) {
@@ -236,28 +154,8 @@ impl Store {
 
     /// Replaces the stored session atomically and durably.
     pub fn save(&self, session: &StoredSession) -> io::Result<()> {
-        if let Some(kv) = &self.kv {
-            // The write is acknowledged once JetStream stored it (a quorum with replicas = 3).
-            let rec = KvRecord {
-                saved_ms: now_ms(),
-                session: session.clone(),
-                holder: self.holder.clone(),
-            };
-            let json = serde_json::to_vec(&rec).map_err(io::Error::other)?;
-            let key = hex(&session.client_id);
-            let known = self.revisions.lock().get(&key).copied();
-            let written = match known {
-                Some(rev) => kv.update(&key, json.into(), rev),
-                None => kv.create(&key, json.into()),
-            }
-            .map_err(io::Error::other)?;
-            return match written {
-                Some(rev) => {
-                    self.revisions.lock().insert(key, rev);
-                    Ok(())
-                }
-                None => Err(io::Error::other(TakenOver)),
-            };
+        if let Some(c) = &self.cluster {
+            return c.save(session);
         }
         tickwire_model::durable_dir::create_dir_durable(&self.dir)?;
         let path = self.path(&session.client_id);
@@ -280,10 +178,8 @@ impl Store {
     }
 
     pub fn remove(&self, client_id: &str) -> io::Result<()> {
-        if let Some(kv) = &self.kv {
-            let key = hex(client_id);
-            self.revisions.lock().remove(&key);
-            return kv.delete(&key).map_err(io::Error::other);
+        if let Some(c) = &self.cluster {
+            return c.remove(client_id);
         }
         match fs::remove_file(self.path(client_id)) {
             Ok(()) => {
@@ -313,83 +209,16 @@ impl Store {
     /// known, and such sessions stay). Without it, the session of a client connected to a node
     /// that crashed stayed in the bucket until that client id connected again, which a client
     /// that never returns never does. Such a record is deleted once two sweeps in a row that
-    /// could list the live processes found its process gone, and its expiry has passed, counted from its last save as for a file
-    /// (the crash that ended the connection came at or after it).
+    /// could list the live processes found its process gone, and its expiry has passed,
+    /// counted from its last save as for a file (the crash that ended the connection came at
+    /// or after it).
     pub fn sweep(
         &self,
         live: impl Fn(&str) -> bool,
-        holders_alive: impl FnOnce() -> Option<std::collections::HashSet<String>>,
+        holders_alive: impl FnOnce() -> Option<BTreeSet<String>>,
     ) -> io::Result<usize> {
-        if let Some(kv) = &self.kv {
-            // Every node sweeps the shared bucket; deleting an already deleted key is fine.
-            // What may go: (key, revision read, the holder whose life decides it).
-            let mut doomed: Vec<(String, Revision, Option<String>)> = Vec::new();
-            for key in kv.keys().map_err(io::Error::other)? {
-                let Some(entry) = kv.get(&key).map_err(io::Error::other)? else {
-                    continue;
-                };
-                let Ok(rec) = serde_json::from_slice::<KvRecord>(&entry.value) else {
-                    continue;
-                };
-                if live(&rec.session.client_id) || !rec.session.expired(now_ms(), rec.saved_ms) {
-                    continue;
-                }
-                if rec.session.disconnected_at_ms.is_some() {
-                    doomed.push((key, entry.revision, None));
-                } else if let Some(h) = rec.holder.filter(|h| Some(h) != self.holder.as_ref()) {
-                    // Saved while connected to another process, perhaps still its live
-                    // client: ended only if that process is gone (below). Deleting a live
-                    // client's record failed its node's next save, which ended the
-                    // connection as taken over.
-                    doomed.push((key, entry.revision, Some(h)));
-                }
-            }
-            // The live processes are read after the records, as presence does: a record was
-            // written by a process alive when it wrote it, so that process is in this set
-            // unless it has stopped since.
-            let alive = doomed
-                .iter()
-                .any(|d| d.2.is_some())
-                .then(holders_alive)
-                .flatten();
-            let gone_before = std::mem::take(&mut *self.gone_before.lock());
-            let mut gone_now = std::collections::HashSet::new();
-            let mut removed = 0;
-            for (key, revision, holder) in doomed {
-                if let Some(h) = holder {
-                    let Some(alive) = &alive else { continue };
-                    if alive.contains(&h) {
-                        continue;
-                    }
-                    let twice = gone_before.contains(&h);
-                    gone_now.insert(h);
-                    if !twice {
-                        continue;
-                    }
-                }
-                // Compare and set: a node that loaded (claimed) or saved it since the read
-                // above keeps it.
-                match kv.delete_if(&key, revision) {
-                    Ok(true) => {
-                        self.revisions.lock().remove(&key);
-                        removed += 1;
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        // What this sweep found gone still counts at the next one.
-                        gone_now.extend(gone_before);
-                        *self.gone_before.lock() = gone_now;
-                        return Err(io::Error::other(e));
-                    }
-                }
-            }
-            // Not known this time: what the last sweep found gone still counts next time.
-            *self.gone_before.lock() = if alive.is_some() {
-                gone_now
-            } else {
-                gone_before
-            };
-            return Ok(removed);
+        if let Some(c) = &self.cluster {
+            return c.sweep(live, holders_alive);
         }
         let mut removed = 0;
         // An entry that cannot be read is skipped: the next sweep tries again.
@@ -482,7 +311,7 @@ mod fixtures;
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{cluster::KvRecord, *};
     use tickwire_mqtt::broker::StoredSub;
 
     /// A node's store over the cluster's (in-memory) KV, saving as its provider's holder.
@@ -605,7 +434,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        let alive = |names: &[&str]| -> Option<std::collections::HashSet<String>> {
+        let alive = |names: &[&str]| -> Option<BTreeSet<String>> {
             Some(names.iter().map(|n| n.to_string()).collect())
         };
         let sweep = |st: &Store, names: Option<&[&str]>| {
