@@ -53,6 +53,18 @@ fn extra(r: &Value, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("no extra.{key} in {r}"))
 }
 
+/// A server for the fan-out shaped tests (`fsync` every 100 ms, as `bench/run.sh` runs
+/// them) on a fresh data directory, with one environment setting; the directory goes with it.
+fn fanout_server(env: (&str, &str)) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(
+        &dir.path().join("data"),
+        &["--fsync", "interval:100ms"],
+        &[env],
+    );
+    (dir, srv)
+}
+
 /// The small fan-out shape every counting test uses: 20 clients on 10 of 50 symbols each, so
 /// every quote has exactly 20 * 10 / 50 = 4 subscribers, at 1,000 quotes/s (far below what any
 /// server here sustains) for 2 s after 1 s, then 2 s for the last values to arrive. Followed
@@ -123,12 +135,7 @@ fn fanout_counts_each_delivery_once_and_checks_convergence() {
 }
 
 fn fanout_counts(encoding: &str, wire: &str, client: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(
-        &dir.path().join("data"),
-        &["--fsync", "interval:100ms"],
-        &[("TICKWIRE_GRPC__LISTEN", "127.0.0.1:0")],
-    );
+    let (dir, srv) = fanout_server(("TICKWIRE_GRPC__LISTEN", "127.0.0.1:0"));
     let grpc = srv.grpc_addr();
     let more = [
         "--sub-encoding",
@@ -210,12 +217,7 @@ fn chat_resume_reports_no_loss_and_no_duplicate_on_a_real_server() {
 #[test]
 fn book_subscribers_end_with_the_servers_books_at_depth_10_and_full_depth() {
     for depth in ["10", "0"] {
-        let dir = tempfile::tempdir().unwrap();
-        let srv = Server::start(
-            &dir.path().join("data"),
-            &["--fsync", "interval:100ms"],
-            &[("TICKWIRE_BOOKS__DEPTH", depth)],
-        );
+        let (dir, srv) = fanout_server(("TICKWIRE_BOOKS__DEPTH", depth));
         // 4 books of 20 levels a side, 3 clients on 2 books each, 300 level changes/s: far
         // below what the server sustains, so every subscriber must end with the server's book
         // (same seq, same levels), with no gap and every checksum matching its own book.
@@ -307,12 +309,7 @@ fn ws_publish_over_one_grpc_stream_counts_only_what_the_server_published() {
 }
 
 fn ws_publish_over_grpc(client: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(
-        &dir.path().join("data"),
-        &["--fsync", "interval:100ms"],
-        &[("TICKWIRE_GRPC__LISTEN", "127.0.0.1:0")],
-    );
+    let (dir, srv) = fanout_server(("TICKWIRE_GRPC__LISTEN", "127.0.0.1:0"));
     let grpc = srv.grpc_addr();
     // One PublishStream call, 1,000 quotes/s offered, 5 WebSocket subscribers on all 10
     // symbols: the acks the generator counts must be quotes the server published (its own
@@ -358,12 +355,7 @@ fn ws_publish_over_grpc(client: &str) {
 fn mqtt_fanout_counts_each_delivery_once_and_checks_convergence() {
     // The MQTT target's subscribers and publisher (the same client mosquitto's rows use),
     // against Tickwire's own MQTT edge.
-    let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(
-        &dir.path().join("data"),
-        &["--fsync", "interval:100ms"],
-        &[("TICKWIRE_MQTT__LISTEN", "127.0.0.1:0")],
-    );
+    let (dir, srv) = fanout_server(("TICKWIRE_MQTT__LISTEN", "127.0.0.1:0"));
     let mqtt = format!("127.0.0.1:{}", srv.mqtt_port());
     let args = small_fanout("mqtt", &[]);
     let r = bench_at(&mqtt, srv.pid(), dir.path(), "fanout-mqtt", &args);
@@ -377,12 +369,7 @@ fn ws_publish_over_mqtt_counts_only_what_the_server_published() {
     // quotes/s offered: what the generator counts as acked must be quotes the server
     // published, by the server's own count.
     for qos in ["0", "1"] {
-        let dir = tempfile::tempdir().unwrap();
-        let srv = Server::start(
-            &dir.path().join("data"),
-            &["--fsync", "interval:100ms"],
-            &[("TICKWIRE_MQTT__LISTEN", "127.0.0.1:0")],
-        );
+        let (dir, srv) = fanout_server(("TICKWIRE_MQTT__LISTEN", "127.0.0.1:0"));
         let mqtt = format!("127.0.0.1:{}", srv.mqtt_port());
         let r = bench_at(
             &mqtt,

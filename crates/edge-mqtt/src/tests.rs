@@ -55,7 +55,8 @@ async fn a_claim_that_comes_while_another_waits_takes_over_from_it_at_once() {
             .is_ok(),
         "the first is told to leave"
     );
-    // A third comes before the first has let go: it can only tell the first again.
+    // A third comes before the first has let go: it tells the newest claimer before it, the
+    // second, to leave.
     let third = claim_later(&broker, &hub, &id);
     until(|| holders(&broker, &id) == 4).await;
     broker.release(&id, first);
