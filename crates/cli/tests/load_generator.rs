@@ -275,6 +275,38 @@ fn book_subscribers_end_with_the_servers_books_at_depth_10_and_full_depth() {
     }
 }
 
+/// The one-connection shape the counting tests use: one publisher at 1,000 quotes/s over 10
+/// symbols for 2 s after 1 s, 5 WebSocket subscribers on all of them at `http` (where the
+/// server's own count is read too), then 2 s for the last values. Followed by `more`.
+fn one_connection<'a>(target: &'a str, http: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--scenario",
+        "ws-publish",
+        "--target",
+        target,
+        "--http-addr",
+        http,
+        "--clients",
+        "5",
+        "--subs",
+        "10",
+        "--symbols",
+        "10",
+        "--size",
+        "100",
+        "--rate",
+        "1000",
+        "--duration",
+        "2",
+        "--warmup",
+        "1",
+        "--drain",
+        "2",
+    ];
+    args.extend_from_slice(more);
+    args
+}
+
 /// What a one-connection run at 1,000 quotes/s offered must show: no refusals, the offered
 /// rate acknowledged, and only quotes the server published by its own count (which also holds
 /// the live candle bars it publishes itself, at most one per symbol and resolution a second);
@@ -319,34 +351,11 @@ fn ws_publish_over_grpc(client: &str) {
         srv.pid(),
         dir.path(),
         "ws-publish-grpc",
-        &[
-            "--scenario",
-            "ws-publish",
-            "--target",
+        &one_connection(
             "tickwire-grpc",
-            "--grpc-client",
-            client,
-            "--http-addr",
             &srv.addr,
-            "--clients",
-            "5",
-            "--subs",
-            "10",
-            "--symbols",
-            "10",
-            "--size",
-            "100",
-            "--rate",
-            "1000",
-            "--window",
-            "100",
-            "--duration",
-            "2",
-            "--warmup",
-            "1",
-            "--drain",
-            "2",
-        ],
+            &["--grpc-client", client, "--window", "100"],
+        ),
     );
     check_one_connection(&format!("gRPC stream ({client})"), &r);
 }
@@ -376,34 +385,7 @@ fn ws_publish_over_mqtt_counts_only_what_the_server_published() {
             srv.pid(),
             dir.path(),
             "ws-publish-mqtt",
-            &[
-                "--scenario",
-                "ws-publish",
-                "--target",
-                "mqtt",
-                "--http-addr",
-                &srv.addr,
-                "--qos",
-                qos,
-                "--clients",
-                "5",
-                "--subs",
-                "10",
-                "--symbols",
-                "10",
-                "--size",
-                "100",
-                "--rate",
-                "1000",
-                "--window",
-                "64",
-                "--duration",
-                "2",
-                "--warmup",
-                "1",
-                "--drain",
-                "2",
-            ],
+            &one_connection("mqtt", &srv.addr, &["--qos", qos, "--window", "64"]),
         );
         check_one_connection(&format!("MQTT QoS {qos}"), &r);
     }
