@@ -70,17 +70,29 @@ fn fanout_server(env: (&str, &str)) -> (tempfile::TempDir, Server) {
 /// server here sustains) for 2 s after 1 s, then 2 s for the last values to arrive. Followed
 /// by `more`.
 fn small_fanout<'a>(target: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    run_args("fanout", target, "20", "50", more)
+}
+
+/// `--scenario scenario --target target`, `clients` clients on 10 of `symbols` symbols each,
+/// 100-byte quotes at 1,000/s for 2 s after 1 s of warm-up and 2 s of drain, then `more`.
+fn run_args<'a>(
+    scenario: &'a str,
+    target: &'a str,
+    clients: &'a str,
+    symbols: &'a str,
+    more: &[&'a str],
+) -> Vec<&'a str> {
     let mut args = vec![
         "--scenario",
-        "fanout",
+        scenario,
         "--target",
         target,
         "--clients",
-        "20",
+        clients,
         "--subs",
         "10",
         "--symbols",
-        "50",
+        symbols,
         "--size",
         "100",
         "--rate",
@@ -279,30 +291,7 @@ fn book_subscribers_end_with_the_servers_books_at_depth_10_and_full_depth() {
 /// symbols for 2 s after 1 s, 5 WebSocket subscribers on all of them at `http` (where the
 /// server's own count is read too), then 2 s for the last values. Followed by `more`.
 fn one_connection<'a>(target: &'a str, http: &'a str, more: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "--scenario",
-        "ws-publish",
-        "--target",
-        target,
-        "--http-addr",
-        http,
-        "--clients",
-        "5",
-        "--subs",
-        "10",
-        "--symbols",
-        "10",
-        "--size",
-        "100",
-        "--rate",
-        "1000",
-        "--duration",
-        "2",
-        "--warmup",
-        "1",
-        "--drain",
-        "2",
-    ];
+    let mut args = run_args("ws-publish", target, "5", "10", &["--http-addr", http]);
     args.extend_from_slice(more);
     args
 }
