@@ -302,12 +302,6 @@ pub async fn chat(a: &RunArgs) -> Result<RunResult> {
     r.extra.insert("duplicated".into(), dup as f64);
     r.extra.insert("out_of_order".into(), ooo as f64);
     r.extra.insert("reconnects".into(), reconnects as f64);
-    if !lag.is_empty() {
-        let l = Latency::of(&lag);
-        r.extra
-            .insert("publisher_lag_p50_us".into(), l.p50_us as f64);
-        r.extra
-            .insert("publisher_lag_p99_us".into(), l.p99_us as f64);
-    }
+    crate::scenario::report_lag(&mut r, &lag);
     Ok(r)
 }

@@ -431,6 +431,21 @@ async fn fanout(a: &RunArgs, slow_pct: u32) -> Result<FanoutOutcome> {
     Ok(out)
 }
 
+/// Adds `publisher_lag_p50_us` and `_p99_us` to `r` (none without samples): how late the
+/// publisher sent each message after it fell due. The generator's own lateness is inside every
+/// latency measured from the due time: shown, so a reader can tell the server's share from the
+/// load generator's.
+pub(crate) fn report_lag(r: &mut RunResult, lag: &Histogram<u64>) {
+    if lag.is_empty() {
+        return;
+    }
+    let l = Latency::of(lag);
+    r.extra
+        .insert("publisher_lag_p50_us".into(), l.p50_us as f64);
+    r.extra
+        .insert("publisher_lag_p99_us".into(), l.p99_us as f64);
+}
+
 /// Whether a subscriber ended holding the newest published value of every symbol it is on:
 /// `held` and `published` are the newest sequence number per symbol that it received and
 /// that the publisher sent. Symbols it is not on do not count.
@@ -464,14 +479,8 @@ fn fanout_result(a: &RunArgs, o: &FanoutOutcome) -> RunResult {
         r.extra
             .insert("slow_staleness_max_us".into(), st.max_us as f64);
     }
-    if let Some(lag) = o.lag.as_ref().filter(|h| !h.is_empty()) {
-        // The generator's own lateness is inside every latency above: shown, so a reader can
-        // tell the server's share from the load generator's.
-        let l = Latency::of(lag);
-        r.extra
-            .insert("publisher_lag_p50_us".into(), l.p50_us as f64);
-        r.extra
-            .insert("publisher_lag_p99_us".into(), l.p99_us as f64);
+    if let Some(lag) = &o.lag {
+        report_lag(&mut r, lag);
     }
     r
 }
