@@ -33,7 +33,7 @@ use std::{
 };
 
 use parking_lot::Mutex;
-use tickwire_model::{Channel, Offset};
+use tickwire_model::{Channel, FieldSpans, Offset};
 
 use crate::writer::Item;
 
@@ -126,12 +126,13 @@ impl FeedBatch {
         self.timestamp
     }
 
-    /// The channel and data of the record at `offset`, if it is in this batch.
+    /// The channel and data of the record at `offset`, if it is in this batch, with where the
+    /// publish edge found its quote/trade fields in that data when it did.
     #[inline]
-    pub fn get(&self, offset: Offset) -> Option<(&Channel, &[u8])> {
+    pub fn get(&self, offset: Offset) -> Option<(&Channel, &[u8], Option<&FieldSpans>)> {
         let k = usize::try_from(offset.checked_sub(self.base)?).ok()?;
         let it = self.item(self.fresh.get(k)?)?;
-        Some((&it.channel, &it.data))
+        Some((&it.channel, &it.data, it.spans.as_ref()))
     }
 
     /// Every appended item with its offset, in offset order.
@@ -259,6 +260,7 @@ mod tests {
                 channel: Channel::parse(&format!("quotes.S{k}")).unwrap(),
                 msg_id: None,
                 data: Bytes::from(format!("{}", base + k as u64)),
+                spans: None,
             })
             .collect();
         Arc::new(FeedBatch {
@@ -286,7 +288,7 @@ mod tests {
         assert!(reader.batch_at(19).is_none());
         let b = reader.batch_at(21).unwrap();
         assert_eq!(
-            b.get(21).map(|(c, d)| (c.name(), d)),
+            b.get(21).map(|(c, d, _)| (c.name(), d)),
             Some(("S1", &b"21"[..]))
         );
         assert!(b.get(22).is_none() && b.get(19).is_none());

@@ -1,4 +1,7 @@
-use crate::{ModelError, Schema};
+use crate::{
+    spans::{FieldSpans, RawFields, TsText},
+    ModelError, Schema,
+};
 
 /// Most digits after the point a price or size may have.
 pub const MAX_DECIMAL_PLACES: usize = 28;
@@ -111,27 +114,45 @@ pub fn validate_json(data: &[u8]) -> Result<(), ModelError> {
 /// JSON publish envelope reader skips each item's `data` with it) and checked against a
 /// namespace schema later by [`validate_schema_fields`], so the text is not read twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SchemaFields<'a>(Raw<'a>);
+pub struct SchemaFields<'a> {
+    raw: Raw<'a>,
+    /// Not a schema field, but read on the way for [`SchemaFields::spans`].
+    ts: TsText<'a>,
+}
+
+impl SchemaFields<'_> {
+    /// Where the fields of a `schema` message sit in `data`, the text they were read from (see
+    /// [`FieldSpans`]): for a reader of the same bytes that would otherwise read them again.
+    pub fn spans(&self, data: &[u8], schema: Schema) -> Option<FieldSpans> {
+        let r = &self.raw;
+        let raw = RawFields {
+            quote: [r.bid, r.ask, r.last, r.bid_size, r.ask_size, r.volume],
+            trade: [r.price, r.size],
+            ts: self.ts,
+        };
+        FieldSpans::of(data, schema, &raw)
+    }
+}
 
 /// Reads the flat object (string, number and literal values; strings in ASCII without escapes)
 /// starting at `d[i]`: the index after its `}`, and its schema fields unless one repeats.
 /// `None` for anything else: nesting, escapes, non-ASCII, a syntax error.
 pub fn scan_flat_object(d: &[u8], i: usize) -> Option<(Option<SchemaFields<'_>>, usize)> {
-    flat::object(d, i).map(|(f, end)| (f.map(SchemaFields), end))
+    flat::object(d, i).map(|(f, end)| (f.map(|(raw, ts)| SchemaFields { raw, ts }), end))
 }
 
 /// [`scan_flat_object`] over a whole text: `Some` when `data` is exactly one flat object
 /// (JSON whitespace around it allowed), with its schema fields unless one repeats. `Some`
 /// proves `data` is one JSON value, as serde would read it.
 pub fn scan_flat_json(data: &[u8]) -> Option<Option<SchemaFields<'_>>> {
-    flat::whole(data).map(|f| f.map(SchemaFields))
+    flat::whole(data).map(|f| f.map(|(raw, ts)| SchemaFields { raw, ts }))
 }
 
 /// [`validate_schema_json`] of the object `fields` were read from: the same answer, without
 /// reading the text again.
 pub fn validate_schema_fields(schema: Schema, fields: &SchemaFields<'_>) -> Result<(), ModelError> {
     match schema_name(schema) {
-        Some(name) => check_fields(schema, name, &fields.0),
+        Some(name) => check_fields(schema, name, &fields.raw),
         None => Ok(()),
     }
 }
@@ -287,27 +308,41 @@ fn check_fields(schema: Schema, name: &'static str, f: &Raw<'_>) -> Result<(), M
 mod flat {
     use super::Raw;
     use crate::jsonlex::{flat_object, skip_ws};
+    use crate::spans::TsText;
 
     /// The fields of `data` when the whole of it is one flat object and none repeats.
     pub(super) fn scan(data: &[u8]) -> Option<Raw<'_>> {
-        whole(data)?
+        whole(data)?.map(|(raw, _)| raw)
     }
 
     /// The whole of `data` as one flat object (see [`object`]).
-    pub(super) fn whole(data: &[u8]) -> Option<Option<Raw<'_>>> {
+    pub(super) fn whole(data: &[u8]) -> Option<Option<(Raw<'_>, TsText<'_>)>> {
         let (fields, end) = object(data, skip_ws(data, 0))?;
         (skip_ws(data, end) == data.len()).then_some(fields)
     }
 
-    /// The flat object at `d[i]` and the index after it. The fields are `None` when a schema
-    /// field repeats: the object is still valid JSON (a raw value may repeat keys), but serde
-    /// refuses it as a quote or trade, with its own words. Strings with escapes or non-ASCII
-    /// bytes make the whole answer `None` (`jsonlex::string` refuses them).
-    pub(super) fn object(d: &[u8], i: usize) -> Option<(Option<Raw<'_>>, usize)> {
+    /// The flat object at `d[i]` and the index after it, with its schema fields and the raw
+    /// text of its `ts`. The fields are `None` when a schema field repeats: the object is
+    /// still valid JSON (a raw value may repeat keys), but serde refuses it as a quote or
+    /// trade, with its own words. Strings with escapes or non-ASCII bytes make the whole
+    /// answer `None` (`jsonlex::string` refuses them).
+    pub(super) fn object(d: &[u8], i: usize) -> Option<(Option<(Raw<'_>, TsText<'_>)>, usize)> {
         let mut r = Raw::default();
+        let mut ts = TsText::Absent;
         let mut seen = 0u8;
         let mut repeated = false;
         let end = flat_object(d, i, |key, start, end| {
+            if key == b"ts" {
+                // Not a schema field: a repeat only makes it unusable (serde ignores it).
+                let Some(text) = d.get(start..end) else {
+                    return false;
+                };
+                ts = match ts {
+                    TsText::Absent => TsText::Once(text),
+                    _ => TsText::Repeated,
+                };
+                return true;
+            }
             let (bit, slot) = match key {
                 b"bid" => (1, &mut r.bid),
                 b"ask" => (2, &mut r.ask),
@@ -330,7 +365,7 @@ mod flat {
             }
             true
         })?;
-        Some(((!repeated).then_some(r), end))
+        Some(((!repeated).then_some((r, ts)), end))
     }
 }
 

@@ -115,6 +115,43 @@ fn number(d: &[u8], mut i: usize) -> Option<usize> {
     Some(i)
 }
 
+/// A JSON integer at `d[i]` that fits an `i64` (what serde accepts for an `i64` field such as a quote's `ts`):
+/// `-?(0|[1-9][0-9]*)` not followed by a fraction or exponent; its value and the index after it.
+pub fn integer(d: &[u8], i: usize) -> Option<(i64, usize)> {
+    let negative = d.get(i) == Some(&b'-');
+    let digits = i + usize::from(negative);
+    let n = d
+        .get(digits..)?
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    let end = digits + n;
+    if n == 0
+        || (d.get(digits) == Some(&b'0') && n > 1)
+        || matches!(d.get(end), Some(b'.' | b'e' | b'E'))
+    {
+        return None;
+    }
+    // What `i64::from_str` gives (None on overflow), without its UTF-8 check and sign
+    // parsing: the bytes are known ASCII digits. Negative values accumulate downwards so
+    // `i64::MIN` parses.
+    let mut v: i64 = 0;
+    for &c in d.get(digits..end)? {
+        let digit = i64::from(c - b'0');
+        v = v.checked_mul(10)?;
+        v = if negative {
+            v.checked_sub(digit)?
+        } else {
+            v.checked_add(digit)?
+        };
+    }
+    // serde_json reads `-0` as a float, which an `i64` field refuses.
+    if v == 0 && negative {
+        return None;
+    }
+    Some((v, end))
+}
+
 /// The members of the object starting at `d[i]` (its `{`): for each, `value(key, start)`
 /// reads the member's value from `start` and returns the index after it, or `None` when not
 /// sure. Returns the index after the object's `}`. Always inlined, like [`flat_object`]: as

@@ -16,6 +16,7 @@ mod namespace;
 mod pattern;
 mod position;
 mod publication;
+mod spans;
 
 pub use channel::{AddrHash, ByAlloc, Channel, MAX_CHANNEL_LEN};
 pub use decimal::{
@@ -31,3 +32,4 @@ pub use namespace::{
 pub use pattern::Pattern;
 pub use position::{Epoch, StreamPos};
 pub use publication::{Offset, Publication};
+pub use spans::{FieldSpans, SpanKind};

@@ -18,12 +18,12 @@ use tickwire_candles::{
 };
 use tickwire_feed::names;
 use tickwire_hub::{Channel, PublishRequest};
-use tickwire_model::{ByAlloc, Epoch, Offset, Publication};
-use tickwire_projection::{Positions, Projection, ProjectionError};
+use tickwire_model::{ByAlloc, Epoch, FieldSpans, Publication};
+use tickwire_projection::{Fed, Positions, Projection, ProjectionError};
 use tickwire_store::{Batch, Store};
 
 use crate::{
-    tick::{parse_tick, SourceKind},
+    tick::{parse_tick_spanned, SourceKind},
     CandleService, CandleStats, CandlesConfig, CandlesError,
 };
 
@@ -171,10 +171,22 @@ impl CandleProjection {
     }
 
     fn apply(&mut self, source: usize, channel: &Channel, data: &[u8], log_ts: u64) {
+        self.apply_spanned(source, channel, data, None, log_ts);
+    }
+
+    /// [`Self::apply`] with where the publish edge found the fields in `data`, if it did.
+    fn apply_spanned(
+        &mut self,
+        source: usize,
+        channel: &Channel,
+        data: &[u8],
+        spans: Option<&FieldSpans>,
+        log_ts: u64,
+    ) {
         let Some(&(_, kind)) = self.sources.get(source) else {
             return;
         };
-        let Some(tick) = parse_tick(kind, data, log_ts) else {
+        let Some(tick) = parse_tick_spanned(kind, data, spans, log_ts) else {
             self.svc.stats.bad_messages.fetch_add(1, Ordering::Relaxed);
             return;
         };
@@ -493,15 +505,8 @@ impl Projection for CandleProjection {
         true
     }
 
-    fn apply_fed(
-        &mut self,
-        source: usize,
-        channel: &Channel,
-        _offset: Offset,
-        timestamp: u64,
-        data: &[u8],
-    ) {
-        self.apply(source, channel, data, timestamp);
+    fn apply_fed(&mut self, source: usize, r: Fed<'_>) {
+        self.apply_spanned(source, r.channel, r.data, r.spans, r.timestamp);
     }
 
     fn tick(&mut self, now_ms: i64) {

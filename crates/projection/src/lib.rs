@@ -32,9 +32,21 @@ mod runner;
 use std::collections::BTreeMap;
 
 use tickwire_hub::PublishRequest;
-use tickwire_model::{Channel, Epoch, Offset, Publication};
+use tickwire_model::{Channel, Epoch, FieldSpans, Offset, Publication};
 
 pub mod metrics;
+/// A record from a source's append feed: what the log holds at `offset`, and where the
+/// publish edge found its quote/trade fields in `data` when it did (see [`FieldSpans`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Fed<'a> {
+    pub channel: &'a Channel,
+    pub offset: Offset,
+    /// Append time (Unix ns), the log's timestamp for it.
+    pub timestamp: u64,
+    pub data: &'a [u8],
+    pub spans: Option<&'a FieldSpans>,
+}
+
 pub use runner::{Runner, RunnerConfig, RunnerHandle, RunnerStats, SourceStats};
 
 /// Derived publications: groups published in order (see [`Projection::derived`]).
@@ -90,25 +102,19 @@ pub trait Projection: Send + 'static {
         false
     }
 
-    /// Applies the record the log holds at `offset` of source `source`, given by its parts:
-    /// the same channel, append time and data [`Projection::apply`] would get, without its
-    /// `msg_id`. Called only when [`Projection::wants_feed`] says so, in the same offset order.
-    fn apply_fed(
-        &mut self,
-        source: usize,
-        channel: &Channel,
-        offset: Offset,
-        timestamp: u64,
-        data: &[u8],
-    ) {
+    /// Applies the record the log holds at `record.offset` of source `source`, given by its
+    /// parts: the same channel, append time and data [`Projection::apply`] would get, without
+    /// its `msg_id`. Called only when [`Projection::wants_feed`] says so, in the same offset
+    /// order.
+    fn apply_fed(&mut self, source: usize, record: Fed<'_>) {
         self.apply(
             source,
             &Publication {
-                channel: channel.clone(),
-                offset,
-                timestamp,
+                channel: record.channel.clone(),
+                offset: record.offset,
+                timestamp: record.timestamp,
                 msg_id: None,
-                data: bytes::Bytes::copy_from_slice(data),
+                data: bytes::Bytes::copy_from_slice(record.data),
             },
         );
     }

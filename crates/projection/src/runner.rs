@@ -18,7 +18,7 @@ use tickwire_model::{clock, Offset, Publication};
 use tickwire_stream::{Stream, Tail};
 use tokio::sync::{mpsc, Notify};
 
-use crate::{Positions, Projection, ProjectionError};
+use crate::{Fed, Positions, Projection, ProjectionError};
 
 /// How a runner drives its projection.
 #[derive(Debug, Clone)]
@@ -268,9 +268,18 @@ impl Source {
             return;
         }
         let at = self.tail.position();
+        // Looked at before the feed: the writer announces a batch only once the feed holds
+        // it, so an offset announced by then and not in the feed never will be (read the
+        // log), and one not announced yet is not there to read. Asking the feed first, the
+        // writer could push and announce in between, and the log read found the batch first.
+        let announced = self.tail.stream().watermark().get();
         self.fed = self.feed.as_ref().and_then(|f| f.batch_at(at));
         if self.fed.is_some() {
             self.caught_up = false;
+            return;
+        }
+        if self.feed.is_some() && announced <= at {
+            self.caught_up = true;
             return;
         }
         match self.tail.poll() {
@@ -474,10 +483,15 @@ impl RunState {
                 let mut at = start;
                 if ts <= other_min && at < b.end() {
                     while at < b.end() && applied < APPLY_SLICE {
-                        if let Some((channel, data)) = b.get(at) {
-                            guarded(&self.stats, &self.config, i, at, || {
-                                p.apply_fed(i, channel, at, ts, data)
-                            });
+                        if let Some((channel, data, spans)) = b.get(at) {
+                            let record = Fed {
+                                channel,
+                                offset: at,
+                                timestamp: ts,
+                                data,
+                                spans,
+                            };
+                            guarded(&self.stats, &self.config, i, at, || p.apply_fed(i, record));
                         }
                         applied += 1;
                         at += 1;

@@ -269,16 +269,24 @@ impl Stream for EmbeddedStream {
         max_bytes: usize,
     ) -> Result<ReadBatch, StreamError> {
         let from = from.max(self.reader.start_offset());
-        let records = self
-            .reader
-            .read(from, max_records, max_bytes)
-            .map_err(|e| StreamError::storage(&self.namespace, e))?;
         let mut out = ReadBatch {
-            publications: Vec::with_capacity(records.len()),
+            publications: Vec::new(),
             next: from,
             skipped: 0,
             lost: 0,
         };
+        // Only what the writer has announced: a batch it appended but has not yet handed to
+        // the append feed stays out of sight until it has (`Appender::append_unannounced`).
+        let announced =
+            usize::try_from(self.watermark.get().saturating_sub(from)).unwrap_or(usize::MAX);
+        if announced == 0 {
+            return Ok(out);
+        }
+        let records = self
+            .reader
+            .read(from, max_records.min(announced), max_bytes)
+            .map_err(|e| StreamError::storage(&self.namespace, e))?;
+        out.publications.reserve(records.len());
         for rec in records {
             out.next = rec.offset + 1;
             if rec.is_lost() {
@@ -365,6 +373,16 @@ impl EmbeddedAppender {
 
 impl Appender for EmbeddedAppender {
     fn append(&mut self, items: &[AppendItem<'_>], timestamp: u64) -> Result<Offset, StreamError> {
+        let first = self.append_unannounced(items, timestamp)?;
+        self.announce();
+        Ok(first)
+    }
+
+    fn append_unannounced(
+        &mut self,
+        items: &[AppendItem<'_>],
+        timestamp: u64,
+    ) -> Result<Offset, StreamError> {
         self.values.clear();
         self.spans.clear();
         for it in items {
@@ -386,12 +404,15 @@ impl Appender for EmbeddedAppender {
             .log
             .append(&entries)
             .map_err(|e| StreamError::storage(&self.namespace, e))?;
-        self.watermark.advance(self.log.next_offset());
         // A large batch must not keep its buffer forever.
         if self.values.capacity() > 8 << 20 {
             self.values = Vec::with_capacity(1 << 16);
         }
         Ok(first)
+    }
+
+    fn announce(&mut self) {
+        self.watermark.advance(self.log.next_offset());
     }
 
     fn durability_point(&mut self) -> Result<Box<dyn DurabilityPoint>, StreamError> {

@@ -316,6 +316,22 @@ pub trait Appender: Send + 'static {
     /// [`DurabilityPoint`] taken after it has run.
     fn append(&mut self, items: &[AppendItem<'_>], timestamp: u64) -> Result<Offset, StreamError>;
 
+    /// [`Appender::append`] without making the batch readable yet: readers, and waiters on
+    /// the stream's watermark, see it after [`Appender::announce`]. For a writer that first
+    /// hands the batch to a reader in memory (the append feed), so that the reader does not
+    /// find it in the stream, and read it back, before it is there. The default appends and
+    /// announces at once.
+    fn append_unannounced(
+        &mut self,
+        items: &[AppendItem<'_>],
+        timestamp: u64,
+    ) -> Result<Offset, StreamError> {
+        self.append(items, timestamp)
+    }
+
+    /// Makes everything appended so far readable (after [`Appender::append_unannounced`]).
+    fn announce(&mut self) {}
+
     /// A point covering everything appended so far.
     fn durability_point(&mut self) -> Result<Box<dyn DurabilityPoint>, StreamError>;
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tickwire_model::{
     validate_json, validate_schema_fields, validate_schema_json, Channel, Class, DataDir, Epoch,
-    NamespaceSpec, Offset, Publication, Schema, SchemaFields,
+    FieldSpans, NamespaceSpec, Offset, Publication, Schema, SchemaFields,
 };
 use tickwire_stream::{
     embedded::{Embedded, EmbeddedConfig},
@@ -157,6 +157,9 @@ pub struct Checked {
     /// [`NamespaceRt::id`].
     ns: usize,
     request: PublishRequest,
+    /// Where the edge found the quote/trade fields in `request.data`, kept only for a
+    /// namespace whose append feed has a reader (the live candle projection).
+    spans: Option<FieldSpans>,
 }
 
 impl Checked {

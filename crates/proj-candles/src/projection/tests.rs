@@ -1,5 +1,5 @@
 use super::*;
-use crate::tick::tests::lcg;
+use crate::tick::tests::{lcg, parse_tick};
 use crate::LiveBar;
 use tickwire_candles::Decimal;
 
