@@ -35,6 +35,12 @@ use tickwire_hub::PublishRequest;
 use tickwire_model::{Channel, Epoch, FieldSpans, Offset, Publication};
 
 pub mod metrics;
+
+pub use runner::{Runner, RunnerConfig, RunnerHandle, RunnerStats, SourceStats};
+
+/// Derived publications: groups published in order (see [`Projection::derived`]).
+pub type Derived = Vec<Vec<PublishRequest>>;
+
 /// A record from a source's append feed: what the log holds at `offset`, and where the
 /// publish edge found its quote/trade fields in `data` when it did (see [`FieldSpans`]).
 #[derive(Debug, Clone, Copy)]
@@ -46,11 +52,6 @@ pub struct Fed<'a> {
     pub data: &'a [u8],
     pub spans: Option<&'a FieldSpans>,
 }
-
-pub use runner::{Runner, RunnerConfig, RunnerHandle, RunnerStats, SourceStats};
-
-/// Derived publications: groups published in order (see [`Projection::derived`]).
-pub type Derived = Vec<Vec<PublishRequest>>;
 
 /// Why a projection could not restore or checkpoint.
 #[derive(Debug, thiserror::Error)]
