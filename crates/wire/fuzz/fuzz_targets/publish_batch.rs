@@ -3,8 +3,10 @@
 //! error; what splits must re-encode to exactly the same bytes (no byte skipped or invented).
 //! Each item's data then goes through the schema check, whose hand-written fast path must
 //! agree with serde's reader on every input. The JSON body's hand-written reader likewise:
-//! whatever it reads, serde reads as the same items.
+//! whatever it reads, serde reads as the same items; and where the edge hands the candle
+//! projection the spans of an item's fields, they give what reading the text gives.
 use libfuzzer_sys::fuzz_target;
+use tickwire_feed::fields::{self, Kind};
 use tickwire_model::{
     validate_schema_fields, validate_schema_json, validate_schema_json_by_serde, Schema,
 };
@@ -33,7 +35,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         for single in [true, false] {
             if let Some(items) = scan_json_batch(text, single) {
-                let by_serde = parse_json_batch(text, single).expect("serde reads what the fast reader read");
+                let by_serde =
+                    parse_json_batch(text, single).expect("serde reads what the fast reader read");
                 let by_serde: Vec<_> = by_serde.iter().map(|i| i.borrowed()).collect();
                 let read: Vec<_> = items.iter().map(|s| s.item).collect();
                 assert_eq!(read, by_serde);
@@ -44,6 +47,17 @@ fuzz_target!(|data: &[u8]| {
                                 validate_schema_fields(schema, f),
                                 validate_schema_json(schema, s.item.data)
                             );
+                        }
+                        let data = s.item.data;
+                        for (schema, kind) in
+                            [(Schema::Quote, Kind::Quote), (Schema::Trade, Kind::Trade)]
+                        {
+                            if let Some(spans) = f.spans(data, schema) {
+                                assert_eq!(
+                                    fields::from_spans(kind, &spans, data),
+                                    fields::read(kind, data)
+                                );
+                            }
                         }
                     }
                 }
