@@ -56,6 +56,9 @@ const FEED_MAX_AGE_NANOS: u64 = 1_000_000_000;
 /// One namespace's feed, shared by its writer and its readers.
 #[derive(Default)]
 pub(crate) struct AppendFeed {
+    /// How many slots of `Ring::passed` are taken, kept apart so that the writer (per batch)
+    /// and the edge (per item, `Hub::check_scanned`) can ask [`AppendFeed::wanted`] without
+    /// the ring's lock. Changed only under that lock, with the slots.
     readers: AtomicUsize,
     ring: Mutex<Ring>,
 }

@@ -272,15 +272,17 @@ impl Source {
         // it, so an offset announced by then and not in the feed never will be (read the
         // log), and one not announced yet is not there to read. Asking the feed first, the
         // writer could push and announce in between, and the log read found the batch first.
-        let announced = self.tail.stream().watermark().get();
-        self.fed = self.feed.as_ref().and_then(|f| f.batch_at(at));
-        if self.fed.is_some() {
-            self.caught_up = false;
-            return;
-        }
-        if self.feed.is_some() && announced <= at {
-            self.caught_up = true;
-            return;
+        if let Some(feed) = &self.feed {
+            let announced = self.tail.stream().watermark().get();
+            self.fed = feed.batch_at(at);
+            if self.fed.is_some() {
+                self.caught_up = false;
+                return;
+            }
+            if announced <= at {
+                self.caught_up = true;
+                return;
+            }
         }
         match self.tail.poll() {
             Ok(got) => {
