@@ -35,13 +35,24 @@ pub fn payload_kind(hub: &Hub, namespace: &str) -> PayloadKind {
 /// the first time a subscriber of a protobuf edge takes the message, so a server without
 /// such subscribers never encodes it.
 pub fn proto_push(hub: &Hub, d: &Delivery) -> Bytes {
+    with_proto_push(hub, d, Bytes::clone)
+}
+
+/// [`proto_push`] lent to `use_`: no reference count is taken on the shared bytes.
+pub fn with_proto_push<R>(hub: &Hub, d: &Delivery, use_: impl FnOnce(&Bytes) -> R) -> R {
     let p = &d.message.publication;
     if d.snapshot {
-        return encode_push(p, true, payload_kind(hub, p.channel.namespace()));
+        return use_(&encode_push(
+            p,
+            true,
+            payload_kind(hub, p.channel.namespace()),
+        ));
     }
-    d.message.encoded(format(), |p| {
-        encode_push(p, false, payload_kind(hub, p.channel.namespace()))
-    })
+    d.message.with_encoded(
+        format(),
+        |p| encode_push(p, false, payload_kind(hub, p.channel.namespace())),
+        use_,
+    )
 }
 
 /// The typed class of a channel.

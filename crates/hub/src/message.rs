@@ -64,20 +64,31 @@ impl Message {
     pub fn encoded<T: Clone + Send + Sync + 'static>(
         &self,
         format: Format,
-        encode: impl FnOnce(&Publication) -> T,
+        encode: impl Fn(&Publication) -> T,
     ) -> T {
+        self.with_encoded(format, encode, T::clone)
+    }
+
+    /// [`Message::encoded`] lent to `use_` instead of cloned: an edge that copies the
+    /// encoding into its own buffer takes no reference count. A count shared by every
+    /// subscriber of a message is one cache line that every core's clone and drop writes
+    /// (bench/results/fanout.md, "Push frames written by the edge").
+    pub fn with_encoded<T: Send + Sync + 'static, R>(
+        &self,
+        format: Format,
+        encode: impl Fn(&Publication) -> T,
+        use_: impl FnOnce(&T) -> R,
+    ) -> R {
         let Some(slot) = self.encoded.get(format.0) else {
-            return encode(&self.publication);
+            return use_(&encode(&self.publication));
         };
-        if let Some(cached) = slot.get() {
-            if let Some(v) = cached.downcast_ref::<T>() {
-                return v.clone();
-            }
-            return encode(&self.publication);
+        if slot.get().is_none() {
+            // A racing subscriber may set it first; both values are the same encoding.
+            let _ = slot.set(Box::new(encode(&self.publication)));
         }
-        let v = encode(&self.publication);
-        // A racing subscriber may have set it first; both values are the same encoding.
-        let _ = slot.set(Box::new(v.clone()));
-        v
+        match slot.get().and_then(|v| v.downcast_ref::<T>()) {
+            Some(v) => use_(v),
+            None => use_(&encode(&self.publication)),
+        }
     }
 }

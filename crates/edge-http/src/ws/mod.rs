@@ -34,7 +34,7 @@ use prost::Message as _;
 use serde::Deserialize;
 use serde_json::json;
 use tickwire_gateway::{
-    proto::{channel_of, disconnect, proto_push, request_of, subscribed},
+    proto::{channel_of, disconnect, request_of, subscribed, with_proto_push},
     AckFuture, Change, Connection, Credentials, Event, Principal, Refusal,
 };
 use tickwire_hub::{Ack, Channel, Checked, CloseReason, Delivery, PublishRequest, Recent};
@@ -58,12 +58,14 @@ use crate::{hardening, problem::Problem, publish::bearer, HttpState, WEBSOCKET};
 // commands a client sends and their replies, and the window of publishes waiting to be
 // acknowledged in order.
 mod commands;
+mod outbox;
 mod park;
 mod upgrade;
 mod window;
 
 pub(crate) use commands::markers_json;
 use commands::refusal_frame;
+use outbox::{put_frame, Outbox};
 use park::{Idle, Served, Wake};
 use tickwire_gateway::park::Quiet;
 pub(crate) use upgrade::Socket;
@@ -206,7 +208,7 @@ impl Conn {
     fn parkable(&self, socket: &Socket) -> bool {
         self.window.is_empty()
             && self.batch.is_empty()
-            && !self.out.has_work()
+            && !self.out.has_work(socket)
             && !self.too_large
             && socket.get_ref().at_boundary()
     }
@@ -224,62 +226,8 @@ impl Conn {
     }
 }
 
-/// What waits to be written: replies go before pushes, so a reply is never queued behind a
-/// replay; pushes are taken from the hub only while few are waiting, so a slow socket leaves
-/// the backlog in the hub (conflated, or as a cursor) instead of in this queue.
-#[derive(Default)]
-struct Outbox {
-    replies: VecDeque<Message>,
-    pushes: VecDeque<Message>,
-    /// Frames handed to the socket since its last flush.
-    unflushed: bool,
-    /// When the socket last took a frame (or had nothing to take).
-    progress: Option<tokio::time::Instant>,
-}
-
 /// Pushes waiting to be written before the task takes more from the hub.
 const PUSH_LOW_WATER: usize = 256;
-
-impl Outbox {
-    fn has_work(&self) -> bool {
-        !self.replies.is_empty() || !self.pushes.is_empty() || self.unflushed
-    }
-
-    /// Writes what the socket takes without waiting; ready once everything is written and
-    /// flushed, pending while the socket is full.
-    fn poll_write(
-        &mut self,
-        sink: &mut Sink,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), tungstenite::Error>> {
-        use std::task::Poll;
-        loop {
-            let Some(next) = self.replies.front().or_else(|| self.pushes.front()) else {
-                if self.unflushed {
-                    match sink.poll_flush_unpin(cx) {
-                        Poll::Ready(Ok(())) => self.unflushed = false,
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                        Poll::Pending => return Poll::Pending,
-                    }
-                }
-                self.progress = None;
-                return Poll::Ready(Ok(()));
-            };
-            let _ = next;
-            match sink.poll_ready_unpin(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-            let Some(frame) = self.replies.pop_front().or_else(|| self.pushes.pop_front()) else {
-                continue;
-            };
-            sink.start_send_unpin(frame)?;
-            self.unflushed = true;
-            self.progress = Some(tokio::time::Instant::now());
-        }
-    }
-}
 
 /// Serves one WebSocket connection: [`serve`] while there is traffic, parked while there is
 /// none.
@@ -409,7 +357,7 @@ async fn serve(io: Lean, idle: Idle, deliver_first: bool) -> Served {
         }
         let reading = c.in_flight < MAX_IN_FLIGHT;
         let acks_pending = c.front_waits();
-        let writing = c.out.has_work();
+        let writing = c.out.has_work(&socket);
         let take_more = c.out.pushes.len() < PUSH_LOW_WATER && c.held_subscribes == 0;
         // A socket that takes nothing for the write timeout belongs to a client that is gone.
         let stalled_at = c
@@ -436,7 +384,8 @@ async fn serve(io: Lean, idle: Idle, deliver_first: bool) -> Served {
                     break;
                 }
                 ev = std::future::poll_fn(|cx| {
-                    let ev = poll_socket(&mut socket, &mut c.out, reading, cx);
+                    let encode = |d: &Delivery, out: &mut Vec<u8>| put_push(c.binary, &c.conn, d, out);
+                    let ev = poll_socket(&mut socket, &mut c.out, reading, cx, encode);
                     if ev.is_pending() && c.batch.is_empty() && c.batch.capacity() > 0 {
                         // Nothing to read: a quiet connection holds no batch allocation.
                         c.batch = Vec::new();
@@ -496,10 +445,9 @@ async fn serve(io: Lean, idle: Idle, deliver_first: bool) -> Served {
                         .await
                         {
                             std::task::Poll::Ready(Ok(())) => {
-                                return Served::Parked(
-                                    socket.into_inner(),
-                                    c.into_idle(ping_at, quiet.ms()),
-                                );
+                                let mut io = socket.into_inner();
+                                io.release_queue();
+                                return Served::Parked(io, c.into_idle(ping_at, quiet.ms()));
                             }
                             std::task::Poll::Ready(Err(_)) => break,
                             std::task::Poll::Pending => c.out.unflushed = true,
@@ -519,9 +467,7 @@ async fn serve(io: Lean, idle: Idle, deliver_first: bool) -> Served {
             match c.conn.drain().await {
                 Event::Deliver(batch) => {
                     c.conn.delivered(batch.len() as u64);
-                    c.out
-                        .pushes
-                        .extend(batch.iter().map(|d| push(c.binary, &c.conn, d)));
+                    c.out.pushes.extend(batch);
                 }
                 Event::Close(reason) => {
                     let replies: Vec<Message> = c.out.replies.drain(..).collect();
@@ -538,7 +484,7 @@ async fn serve(io: Lean, idle: Idle, deliver_first: bool) -> Served {
                 }
             }
         }
-        if c.out.has_work() && c.out.progress.is_none() {
+        if c.out.has_work(&socket) && c.out.progress.is_none() {
             c.out.progress = Some(tokio::time::Instant::now());
         }
     }
@@ -558,13 +504,19 @@ async fn poll_front(window: &mut VecDeque<PublishReply>) -> Front {
     .await
 }
 
-/// A delivery's frame: the JSON text or the protobuf bytes, each encoded once per message
-/// and shared by every subscriber that takes that encoding.
-fn push(binary: bool, conn: &Connection, d: &Delivery) -> Message {
+/// Appends a delivery's frame: the JSON text or the protobuf bytes, each encoded once per
+/// message and copied from where it lies for every subscriber that takes that encoding.
+fn put_push(binary: bool, conn: &Connection, d: &Delivery, out: &mut Vec<u8>) {
     if binary {
-        Message::Binary(proto_push(conn.gateway().hub(), d))
+        with_proto_push(conn.gateway().hub(), d, |b| put_frame(out, 2, b));
+    } else if d.snapshot {
+        put_frame(out, 1, json_push(d).as_bytes());
     } else {
-        Message::Text(json_push(d))
+        d.message.with_encoded(
+            json_format(),
+            |p| Utf8Bytes::from(encode_push(p, false)),
+            |t| put_frame(out, 1, t.as_bytes()),
+        );
     }
 }
 
@@ -614,11 +566,12 @@ fn poll_socket(
     out: &mut Outbox,
     reading: bool,
     cx: &mut std::task::Context<'_>,
+    encode: impl FnMut(&Delivery, &mut Vec<u8>),
 ) -> std::task::Poll<SocketEvent> {
     use std::task::Poll;
     let mut written = false;
-    if out.has_work() {
-        match out.poll_write(socket, cx) {
+    if out.has_work(socket) {
+        match out.poll_write(socket, cx, encode) {
             Poll::Ready(Ok(())) => written = true,
             Poll::Ready(Err(_)) => return Poll::Ready(SocketEvent::WriteFailed),
             Poll::Pending => {}

@@ -39,6 +39,9 @@ pub(crate) const SOCKET_READ: usize = 4 * 1024;
 /// assembled from several (copies from [`LeanIo`]'s spare, not system calls).
 pub(crate) const LAYER_BUFFER: usize = 512;
 
+/// The most room a connection's push frame queue keeps once written ([`LeanIo::queue`]).
+const QUEUE_KEEP: usize = 64 * 1024;
+
 /// The raw socket of an upgraded connection, before (or without) the WebSocket layer.
 pub(crate) type Lean = LeanIo<TokioIo<hyper::upgrade::Upgraded>>;
 
@@ -202,7 +205,8 @@ impl Handshake {
 }
 
 /// A socket whose reads go through a per-poll stack buffer: what the reader did not take yet
-/// waits in `spare`. Writes pass straight through.
+/// waits in `spare`. Writes pass straight through, behind the push frames the connection
+/// wrote itself ([`LeanIo::queue`]).
 ///
 /// `spare`'s allocation is kept while the client keeps sending and freed when a socket read
 /// finds nothing (the connection has gone quiet), so an idle connection holds none. Before,
@@ -220,6 +224,16 @@ pub struct LeanIo<S> {
     spare: Vec<u8>,
     at: usize,
     frames: Frames,
+    /// Whole frames the connection encoded itself, written before anything the WebSocket
+    /// layer writes (boxed: a parked connection holds one pointer, and none of its bytes).
+    queued: Option<Box<Queued>>,
+}
+
+/// Frames waiting to be written; those from `at` on are not written yet.
+#[derive(Default)]
+struct Queued {
+    bytes: Vec<u8>,
+    at: usize,
 }
 
 impl<S> LeanIo<S> {
@@ -229,6 +243,36 @@ impl<S> LeanIo<S> {
             spare: Vec::new(),
             at: 0,
             frames: Frames::default(),
+            queued: None,
+        }
+    }
+
+    /// Where the connection appends whole frames, to be written before any byte the
+    /// WebSocket layer writes from now on. Only while the layer holds nothing unwritten
+    /// (flushed), or its half-written frame would be cut.
+    pub fn queue(&mut self) -> &mut Vec<u8> {
+        let q = self.queued.get_or_insert_with(Box::default);
+        if q.at > 0 && q.at >= q.bytes.len() {
+            q.at = 0;
+            if q.bytes.capacity() > QUEUE_KEEP {
+                // A rare large message: its room is not kept for the small ones after it.
+                q.bytes = Vec::new();
+            } else {
+                q.bytes.clear();
+            }
+        }
+        &mut q.bytes
+    }
+
+    /// Whether queued frames are not all written yet.
+    pub fn has_queued(&self) -> bool {
+        self.queued.as_ref().is_some_and(|q| q.at < q.bytes.len())
+    }
+
+    /// Frees the queue's buffer once it is written: what a parked connection does not need.
+    pub fn release_queue(&mut self) {
+        if !self.has_queued() {
+            self.queued = None;
         }
     }
 
@@ -411,12 +455,37 @@ impl<S: AsyncRead + Unpin> AsyncRead for LeanIo<S> {
     }
 }
 
+impl<S: AsyncWrite + Unpin> LeanIo<S> {
+    /// Writes the queued frames: ready once all are written. `wrote` is set when the socket
+    /// took any of them (the connection's sign that its client is still reading).
+    pub fn poll_queued(&mut self, cx: &mut Context<'_>, wrote: &mut bool) -> Poll<io::Result<()>> {
+        let Some(q) = self.queued.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        while let Some(rest) = q.bytes.get(q.at..).filter(|r| !r.is_empty()) {
+            match Pin::new(&mut self.inner).poll_write(cx, rest) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    q.at += n;
+                    *wrote = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+// Every write of the WebSocket layer (replies, pongs it answers by itself while reading, the
+// close frame) waits until the queued frames are out, so the two never interleave mid-frame.
 impl<S: AsyncWrite + Unpin> AsyncWrite for LeanIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.poll_queued(cx, &mut false))?;
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -425,6 +494,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for LeanIo<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.poll_queued(cx, &mut false))?;
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -433,10 +503,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for LeanIo<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_queued(cx, &mut false))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_queued(cx, &mut false))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
