@@ -15,9 +15,11 @@ use std::{
 
 use futures_util::SinkExt;
 use tickwire_hub::Delivery;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
 use tungstenite::Message;
 
-use super::Socket;
+use super::upgrade::LeanIo;
 
 /// What waits to be written: replies go before pushes, so a reply is never queued behind a
 /// replay; pushes are taken from the hub only while few are waiting, so a slow socket leaves
@@ -38,7 +40,10 @@ pub(super) struct Outbox {
 const FILL: usize = 16 * 1024;
 
 impl Outbox {
-    pub fn has_work(&self, socket: &Socket) -> bool {
+    pub fn has_work<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        socket: &WebSocketStream<LeanIo<S>>,
+    ) -> bool {
         !self.replies.is_empty()
             || !self.pushes.is_empty()
             || self.unflushed
@@ -47,9 +52,9 @@ impl Outbox {
 
     /// Writes what the socket takes without waiting; ready once everything is written and
     /// flushed, pending while the socket is full. `encode` appends a delivery's frame.
-    pub fn poll_write(
+    pub fn poll_write<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
-        sink: &mut Socket,
+        sink: &mut WebSocketStream<LeanIo<S>>,
         cx: &mut Context<'_>,
         mut encode: impl FnMut(&Delivery, &mut Vec<u8>),
     ) -> Poll<Result<(), tungstenite::Error>> {
@@ -115,7 +120,107 @@ pub(super) fn put_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use futures_util::StreamExt;
+    use tickwire_hub::{Channel, Message as HubMessage};
+    use tickwire_model::Publication;
+
     use super::*;
+
+    fn delivery(n: usize, size: usize) -> Delivery {
+        let data = format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(size));
+        let publication = Publication {
+            channel: Channel::parse("quotes.T").expect("a channel"),
+            offset: n as u64,
+            timestamp: 0,
+            msg_id: None,
+            data: bytes::Bytes::from(data),
+        };
+        Delivery {
+            message: Arc::new(HubMessage::new(publication)),
+            snapshot: false,
+        }
+    }
+
+    /// Through a socket pair that takes a few KiB at a time, with replies queued while push
+    /// frames are half written and the client's pings answered by the layer meanwhile: every
+    /// frame arrives whole, the pushes in order, and a reply queued before a push precedes it.
+    #[tokio::test]
+    async fn replies_pongs_and_pushes_never_interleave_mid_frame() {
+        let (server, client) = tokio::io::duplex(4096);
+        let mut sink = WebSocketStream::from_raw_socket(
+            LeanIo::new(server),
+            tungstenite::protocol::Role::Server,
+            None,
+        )
+        .await;
+        let mut client =
+            WebSocketStream::from_raw_socket(client, tungstenite::protocol::Role::Client, None)
+                .await;
+        let mut out = Outbox::default();
+        out.replies.push_back(Message::text("first"));
+        for n in 0..200 {
+            out.pushes.push_back(delivery(n, 300 + n * 7));
+        }
+        let encode = |d: &Delivery, q: &mut Vec<u8>| {
+            put_frame(q, 1, &d.message.publication.data);
+        };
+        let server = tokio::spawn(async move {
+            let mut turns = 0;
+            while out.has_work(&sink) {
+                // A reply queued every few turns, wherever the pushes have got to.
+                if turns % 7 == 3 {
+                    out.replies
+                        .push_back(Message::text(format!("reply {turns}")));
+                }
+                turns += 1;
+                std::future::poll_fn(|cx| {
+                    // Reading lets the layer answer the client's pings by itself.
+                    let _ = sink.poll_next_unpin(cx);
+                    match out.poll_write(&mut sink, cx, encode) {
+                        Poll::Pending => Poll::Ready(Ok(())),
+                        other => other,
+                    }
+                })
+                .await
+                .expect("write");
+                tokio::task::yield_now().await;
+            }
+            sink
+        });
+        let mut next_push = 0;
+        let mut replies = 0;
+        while next_push < 200 {
+            if next_push % 50 == 10 {
+                client
+                    .send(Message::Ping(bytes::Bytes::from_static(b"p")))
+                    .await
+                    .expect("ping");
+            }
+            match client
+                .next()
+                .await
+                .expect("a frame")
+                .expect("a whole frame")
+            {
+                Message::Text(t) if t.as_str() == "first" => {
+                    assert_eq!(next_push, 0, "the reply queued first came after a push");
+                    replies += 1;
+                }
+                Message::Text(t) if t.as_str().starts_with("reply") => replies += 1,
+                Message::Text(t) => {
+                    let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("a push");
+                    assert_eq!(v["n"], next_push, "pushes in order");
+                    next_push += 1;
+                }
+                Message::Pong(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(replies >= 2, "replies made their way between the pushes");
+        let _ = server.await.expect("the writer");
+    }
 
     /// Frames of every length class, written by `put_frame`, read back by tungstenite's own
     /// client over a socket pair: the client sees exactly the messages, in order.
