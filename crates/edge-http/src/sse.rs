@@ -30,7 +30,7 @@ use crate::{
     problem::Problem,
     publish::credential,
     rest::{parse_query, query_u64},
-    ws::{close_error_code, json_push},
+    ws::{close_error_code, with_json_push},
     HttpState, SSE,
 };
 
@@ -243,7 +243,7 @@ fn open(
 
 fn event(cursors: &mut BTreeMap<String, Offset>, d: &Delivery) -> Event {
     let p = &d.message.publication;
-    let ev = Event::default().data(json_push(d).as_str());
+    let ev = with_json_push(d, |t| Event::default().data(t.as_str()));
     match cursors.get_mut(p.channel.as_str()) {
         Some(next) => {
             *next = p.offset + 1;

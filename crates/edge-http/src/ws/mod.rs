@@ -509,26 +509,23 @@ async fn poll_front(window: &mut VecDeque<PublishReply>) -> Front {
 fn put_push(binary: bool, conn: &Connection, d: &Delivery, out: &mut Vec<u8>) {
     if binary {
         with_proto_push(conn.gateway().hub(), d, |b| put_frame(out, 2, b));
-    } else if d.snapshot {
-        put_frame(out, 1, json_push(d).as_bytes());
+    } else {
+        with_json_push(d, |t| put_frame(out, 1, t.as_bytes()));
+    }
+}
+
+/// The JSON push text of a delivery, shared by WebSocket frames and SSE events and lent to
+/// `use_`, which copies it where it goes (no reference count per subscriber). Built once per
+/// message. A snapshot carries its own flag, so it is encoded for its one subscriber.
+pub(crate) fn with_json_push<R>(d: &Delivery, use_: impl FnOnce(&Utf8Bytes) -> R) -> R {
+    if d.snapshot {
+        use_(&Utf8Bytes::from(encode_push(&d.message.publication, true)))
     } else {
         d.message.with_encoded(
             json_format(),
             |p| Utf8Bytes::from(encode_push(p, false)),
-            |t| put_frame(out, 1, t.as_bytes()),
-        );
-    }
-}
-
-/// The JSON push text of a delivery, shared by WebSocket frames and SSE events. Built once per
-/// message; every subscriber on either edge gets a reference-counted clone. A snapshot carries
-/// its own flag, so it is encoded for its one subscriber.
-pub(crate) fn json_push(d: &Delivery) -> Utf8Bytes {
-    if d.snapshot {
-        Utf8Bytes::from(encode_push(&d.message.publication, true))
-    } else {
-        d.message
-            .encoded(json_format(), |p| Utf8Bytes::from(encode_push(p, false)))
+            use_,
+        )
     }
 }
 

@@ -33,7 +33,7 @@ impl Hub {
     /// checks first and then stores the [`Checked`] values with [`Hub::publish_checked`], so
     /// nothing is validated twice.
     pub fn check(&self, request: PublishRequest) -> Result<Checked, HubError> {
-        let ns = self.validate(&request, false, None)?;
+        let ns = self.validate(&request, false, None)?.id;
         Ok(Checked {
             ns,
             request,
@@ -49,24 +49,28 @@ impl Hub {
         request: PublishRequest,
         fields: &SchemaFields<'_>,
     ) -> Result<Checked, HubError> {
-        let ns = self.validate(&request, false, Some(fields))?;
+        let rt = self.validate(&request, false, Some(fields))?;
         // Handed on with the item for the append feed's reader, which would read the same
         // text again otherwise (bench/results/ingest.md, "The edge hands the candle
         // projection its fields"). Only while the feed has one: it costs a little here.
-        let spans = self
-            .inner
-            .namespaces
-            .get(ns)
-            .filter(|rt| rt.feed.as_ref().is_some_and(|f| f.wanted()))
-            .and_then(|rt| fields.spans(&request.data, rt.spec.schema));
-        Ok(Checked { ns, request, spans })
+        let spans = rt
+            .feed
+            .as_ref()
+            .is_some_and(|f| f.wanted())
+            .then(|| fields.spans(&request.data, rt.spec.schema))
+            .flatten();
+        Ok(Checked {
+            ns: rt.id,
+            request,
+            spans,
+        })
     }
 
     /// [`Hub::check`] for data that no JSON parser has read yet (the binary publish batch):
     /// it must also be one JSON value. The quote and trade schema checks prove that already;
     /// only schema-free namespaces need the extra pass.
     pub fn check_unparsed(&self, request: PublishRequest) -> Result<Checked, HubError> {
-        let ns = self.validate(&request, true, None)?;
+        let ns = self.validate(&request, true, None)?.id;
         Ok(Checked {
             ns,
             request,
@@ -145,14 +149,15 @@ impl Hub {
         }
     }
 
-    /// Checks one publication; its namespace's id. `unparsed`: the data has not been through
+    /// Checks one publication; its namespace (the caller needs its id, and the JSON edge also
+    /// its feed and schema, without looking it up again per item). `unparsed`: the data has not been through
     /// a JSON parser, so a schema-free namespace must check it is JSON at all.
     fn validate(
         &self,
         r: &PublishRequest,
         unparsed: bool,
         fields: Option<&SchemaFields<'_>>,
-    ) -> Result<usize, HubError> {
+    ) -> Result<&NamespaceRt, HubError> {
         let ns = self.inner.namespace_ref(r.channel.namespace())?;
         if r.data.len() > ns.spec.max_message_bytes {
             return Err(HubError::TooLarge {
@@ -171,7 +176,7 @@ impl Hub {
         if unparsed && ns.spec.schema == Schema::Any {
             validate_json(&r.data)?;
         }
-        Ok(ns.id)
+        Ok(ns)
     }
 }
 
