@@ -330,6 +330,7 @@ pub trait Appender: Send + 'static {
     }
 
     /// Makes everything appended so far readable (after [`Appender::append_unannounced`]).
+    /// Calling it again, or with nothing appended since, changes nothing.
     fn announce(&mut self) {}
 
     /// A point covering everything appended so far.

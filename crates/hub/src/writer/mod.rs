@@ -327,7 +327,6 @@ impl Writer {
         }
         // Whether the batch goes to the append feed's reader before it is announced.
         let hold = self.feed.as_ref().is_some_and(|f| f.wanted());
-        let mut unannounced = false;
         // A poisoned log fails everything, duplicates too: their first copy may be among the
         // pages a failed fsync dropped.
         let mut timing = BatchTiming::default();
@@ -356,7 +355,6 @@ impl Writer {
             // (below): a reader woken by the append would otherwise find it in the log first and
             // read it back, which under load it did for ~6 % of the quotes.
             let appended = if hold {
-                unannounced = true;
                 self.stream.append_unannounced(&items, timestamp)
             } else {
                 self.stream.append(&items, timestamp)
@@ -387,7 +385,9 @@ impl Writer {
         if let Some(feed) = feed {
             feed.push(batch.clone());
         }
-        if unannounced {
+        if hold {
+            // Nothing to announce after no append or a failed one (the log's end did not
+            // move), and announcing the same end again changes nothing.
             self.stream.announce();
         }
         let mut messages: Vec<Arc<Message>> = Vec::new();
