@@ -12,7 +12,10 @@ use std::{
 };
 
 use parking_lot::RwLock;
-use tickwire_hub::{metrics::Histogram, CloseReason, Hub};
+use tickwire_hub::{
+    metrics::{Histogram, Striped},
+    CloseReason, Hub,
+};
 
 use crate::{Edge, Gateway};
 
@@ -20,10 +23,11 @@ use crate::{Edge, Gateway};
 #[derive(Debug, Default)]
 pub struct EdgeCounters {
     connections: AtomicU64,
-    delivered: AtomicU64,
+    /// Striped, as the two below: added to once per batch a connection takes.
+    delivered: Striped,
     /// Payload bytes (each message's `data`) of what `delivered` counts: the same measure on
     /// every edge, without its framing.
-    delivered_bytes: AtomicU64,
+    delivered_bytes: Striped,
     published: AtomicU64,
     rejected: AtomicU64,
     rate_limited: AtomicU64,
@@ -61,11 +65,11 @@ impl EdgeCounters {
     }
 
     pub fn delivered(&self, n: u64) {
-        self.delivered.fetch_add(n, Ordering::Relaxed);
+        self.delivered.add(n);
     }
 
     pub fn delivered_bytes(&self, n: u64) {
-        self.delivered_bytes.fetch_add(n, Ordering::Relaxed);
+        self.delivered_bytes.add(n);
     }
 
     pub fn published(&self, n: u64) {
@@ -85,16 +89,16 @@ impl EdgeCounters {
 /// What one namespace counts on the delivery side (the hub counts its publishes).
 #[derive(Debug, Default)]
 pub struct NamespaceCounters {
-    /// Messages handed to a client connection, every edge.
-    delivered: AtomicU64,
+    /// Messages handed to a client connection, every edge (striped: see [`Striped`]).
+    delivered: Striped,
     /// Their payload bytes.
-    delivered_bytes: AtomicU64,
+    delivered_bytes: Striped,
 }
 
 impl NamespaceCounters {
     pub fn delivered(&self, messages: u64, bytes: u64) {
-        self.delivered.fetch_add(messages, Ordering::Relaxed);
-        self.delivered_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.delivered.add(messages);
+        self.delivered_bytes.add(bytes);
     }
 }
 
@@ -175,12 +179,7 @@ impl Metrics {
             .iter()
             .map(|(k, v)| (*k, v.clone()))
             .collect();
-        let sum = |f: fn(&EdgeCounters) -> &AtomicU64| -> u64 {
-            edges
-                .iter()
-                .map(|(_, c)| f(c).load(Ordering::Relaxed))
-                .sum()
-        };
+        let sum = |f: fn(&EdgeCounters) -> u64| -> u64 { edges.iter().map(|(_, c)| f(c)).sum() };
         let mut out = String::new();
         let mut one = |name: &str, kind: &str, help: &str, v: u64| {
             let _ = writeln!(
@@ -198,7 +197,7 @@ impl Metrics {
             "tickwire_delivered_total",
             "counter",
             "Messages written to clients, every edge.",
-            sum(|c| &c.delivered),
+            sum(|c| c.delivered.get()),
         );
         one(
             "tickwire_http_publish_requests_total",
@@ -210,7 +209,7 @@ impl Metrics {
             "tickwire_rejected_total",
             "counter",
             "Refused commands and publications, every edge.",
-            sum(|c| &c.rejected),
+            sum(|c| c.rejected.load(Ordering::Relaxed)),
         );
         one(
             "tickwire_slow_consumer_disconnects_total",
@@ -225,13 +224,13 @@ impl Metrics {
             self.write_timeout_disconnects.load(Ordering::Relaxed),
         );
         // One edge's value of one of its counters (0 before the edge's first connection).
-        let of = |edge: &str, f: fn(&EdgeCounters) -> &AtomicU64| {
+        let of = |edge: &str, f: fn(&EdgeCounters) -> u64| {
             edges
                 .iter()
                 .find(|(e, _)| *e == edge)
-                .map_or(0, |(_, c)| f(c).load(Ordering::Relaxed))
+                .map_or(0, |(_, c)| f(c))
         };
-        let gauge = |edge: &str| of(edge, |c| &c.connections);
+        let gauge = |edge: &str| of(edge, |c| c.connections.load(Ordering::Relaxed));
         one(
             "tickwire_ws_connections",
             "gauge",
@@ -242,13 +241,13 @@ impl Metrics {
             "tickwire_ws_parked_connections",
             "gauge",
             "Open WebSocket connections parked while idle (holding neither a serving loop nor WebSocket buffers).",
-            of("websocket", |c| &c.parked),
+            of("websocket", |c| c.parked.load(Ordering::Relaxed)),
         );
         one(
             "tickwire_mqtt_parked_connections",
             "gauge",
             "Open MQTT connections parked while idle (holding no serving loop).",
-            of("mqtt", |c| &c.parked),
+            of("mqtt", |c| c.parked.load(Ordering::Relaxed)),
         );
         one(
             "tickwire_sse_connections",
@@ -268,52 +267,47 @@ impl Metrics {
             "Channels known to the hub.",
             s.channels as u64,
         );
-        let mut labelled =
-            |name: &str, kind: &str, help: &str, f: fn(&EdgeCounters) -> &AtomicU64| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-                for (edge, c) in &edges {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{edge=\"{edge}\"}} {}",
-                        f(c).load(Ordering::Relaxed)
-                    );
-                }
-            };
+        let mut labelled = |name: &str, kind: &str, help: &str, f: fn(&EdgeCounters) -> u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (edge, c) in &edges {
+                let _ = writeln!(out, "{name}{{edge=\"{edge}\"}} {}", f(c));
+            }
+        };
         labelled(
             "tickwire_edge_connections",
             "gauge",
             "Open connections per edge.",
-            |c| &c.connections,
+            |c| c.connections.load(Ordering::Relaxed),
         );
         labelled(
             "tickwire_edge_delivered_total",
             "counter",
             "Messages written to clients per edge.",
-            |c| &c.delivered,
+            |c| c.delivered.get(),
         );
         labelled(
             "tickwire_edge_delivered_bytes_total",
             "counter",
             "Payload bytes of the messages written to clients per edge (without framing).",
-            |c| &c.delivered_bytes,
+            |c| c.delivered_bytes.get(),
         );
         labelled(
             "tickwire_edge_published_total",
             "counter",
             "Publications acknowledged per edge.",
-            |c| &c.published,
+            |c| c.published.load(Ordering::Relaxed),
         );
         labelled(
             "tickwire_edge_rejected_total",
             "counter",
             "Refused commands and publications per edge.",
-            |c| &c.rejected,
+            |c| c.rejected.load(Ordering::Relaxed),
         );
         labelled(
             "tickwire_edge_rate_limited_total",
             "counter",
             "Publications and commands refused by a rate limit, per edge.",
-            |c| &c.rate_limited,
+            |c| c.rate_limited.load(Ordering::Relaxed),
         );
         // Subscriptions are counted at scrape time from the live sessions, so no subscribe,
         // unsubscribe or disconnect path (pattern attaches included) can leave a gauge wrong.
@@ -346,14 +340,10 @@ impl Metrics {
                 "tickwire_namespace_subscriptions{{namespace=\"{ns}\"}} {n}"
             );
         }
-        let mut delivered = |name: &str, help: &str, f: fn(&NamespaceCounters) -> &AtomicU64| {
+        let mut delivered = |name: &str, help: &str, f: fn(&NamespaceCounters) -> &Striped| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for (ns, c) in &namespaces {
-                let _ = writeln!(
-                    out,
-                    "{name}{{namespace=\"{ns}\"}} {}",
-                    f(c).load(Ordering::Relaxed)
-                );
+                let _ = writeln!(out, "{name}{{namespace=\"{ns}\"}} {}", f(c).get());
             }
         };
         delivered(

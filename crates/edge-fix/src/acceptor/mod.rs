@@ -387,6 +387,10 @@ impl Client {
         // What the status registry last showed, and messages sent since (see the loop).
         let mut last_shown = (0, 0, usize::MAX);
         let mut pending_out = 0;
+        // A hub wake-up taken and not yet drained: the hub wakes a session once per drain,
+        // not once per delivery, so one taken while the session is not logged on is kept
+        // for when it is.
+        let mut hub_ready = false;
         loop {
             while !ev.is_empty() {
                 for e in std::mem::take(&mut ev) {
@@ -411,7 +415,6 @@ impl Client {
             }
             let deadline = conn.deadline();
             let token_at = self.hub.token_deadline().filter(|_| stopping.is_none());
-            let mut hub_ready = false;
             tokio::select! {
                 _ = cancel.cancelled(), if stopping.is_none() => {
                     conn.logout("server shutting down", &mut ev).await;
@@ -434,6 +437,7 @@ impl Client {
                 _ = self.hub.wait() => hub_ready = true,
             }
             if hub_ready && conn.session.is_logged_on() {
+                hub_ready = false;
                 // drain() is not cancel-safe, so it runs here, outside the select.
                 match self.hub.drain().await {
                     Event::Deliver(ds) => {

@@ -33,6 +33,18 @@ pub(super) struct Pending {
     pub(super) kept: Vec<(usize, Arc<Message>, bool)>,
 }
 
+impl Pending {
+    /// Nothing waits: the next offer is news, and wakes the session. An offer that finds
+    /// something waiting does not wake it again: whoever made it wait did, and the drain that
+    /// wake-up leads to takes this offer too (every edge drains after a wake-up it takes).
+    /// One wake-up per drain instead of one per offer: the offering thread skips a locked
+    /// write to a line the session's task also writes, and the session a spurious second
+    /// drain after each busy one.
+    fn is_empty(&self) -> bool {
+        self.state.is_empty() && self.stream.is_empty() && self.kept.is_empty()
+    }
+}
+
 /// Most kept values a session holds (see [`must_keep`]); past that, conflation as usual.
 const MAX_KEPT: usize = 256;
 
@@ -128,9 +140,10 @@ impl SessionShared {
     }
 
     pub fn offer_state(&self, node: &ChannelNode, msg: &Arc<Message>, snapshot: bool) {
-        {
+        let news = {
             let mut guard = self.pending.lock();
             let p = &mut **guard.get_or_insert_default();
+            let news = p.is_empty();
             match p.state.get_mut(&node_key(node)) {
                 // A final candle is kept (delivered first, with the snapshot flag if it was
                 // the client's first value); the newest value waits behind it.
@@ -145,17 +158,21 @@ impl SessionShared {
                     p.state.insert(node_key(node), (msg.clone(), snapshot));
                 }
             }
+            news
+        };
+        if news {
+            self.notify.notify_one();
         }
-        self.notify.notify_one();
     }
 
     /// A book channel's value `msg` (read as `m`): waiting alone, or merged per price level
     /// with the value already waiting (the newest size per level, `m`'s sequence number and
     /// checksum), so a slow subscriber gets one value that takes its book to the newest.
     pub fn offer_book(&self, node: &ChannelNode, msg: &Arc<Message>, m: &L2Msg) {
-        {
+        let news = {
             let mut guard = self.pending.lock();
             let p = guard.get_or_insert_default();
+            let news = p.is_empty();
             match p.state.get_mut(&node_key(node)) {
                 Some(slot) => {
                     let merged = L2Msg::parse(&slot.0.publication.data)
@@ -171,18 +188,25 @@ impl SessionShared {
                     p.state.insert(node_key(node), (msg.clone(), false));
                 }
             }
+            news
+        };
+        if news {
+            self.notify.notify_one();
         }
-        self.notify.notify_one();
     }
 
     pub fn offer_stream(&self, sub: &Arc<Sub>) {
         if !sub.queued.swap(true, Ordering::AcqRel) {
-            self.pending
-                .lock()
-                .get_or_insert_default()
-                .stream
-                .push(sub.clone());
-            self.notify.notify_one();
+            let news = {
+                let mut guard = self.pending.lock();
+                let p = guard.get_or_insert_default();
+                let news = p.is_empty();
+                p.stream.push(sub.clone());
+                news
+            };
+            if news {
+                self.notify.notify_one();
+            }
         }
     }
 

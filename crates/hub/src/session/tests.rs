@@ -112,3 +112,74 @@ async fn the_first_close_reason_is_kept_and_closed_resolves_after_it() {
         .unwrap();
     assert_eq!(s.close_reason(), Some(CloseReason::Kicked("first".into())));
 }
+
+/// How many values wait in the session's pending box.
+fn waiting(s: &Session) -> usize {
+    s.shared
+        .pending
+        .lock()
+        .as_ref()
+        .map_or(0, |p| p.state.len())
+}
+
+async fn until_waiting(s: &Session, n: usize) {
+    for _ in 0..500 {
+        if waiting(s) == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{n} values never waited (have {})", waiting(s));
+}
+
+#[tokio::test]
+async fn a_session_is_woken_once_per_drain_not_once_per_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::open(HubConfig::new(dir.path())).unwrap();
+    let mut s = hub.session();
+    s.subscribe(&ch("quotes.EURUSD"), None).unwrap();
+    s.subscribe(&ch("quotes.GBPUSD"), None).unwrap();
+    let wake = Duration::from_secs(5);
+    let none = Duration::from_millis(100);
+
+    // The first value wakes the session; its task takes the wake-up.
+    publish(&hub, "quotes.EURUSD", r#"{"bid":"1.1"}"#).await;
+    tokio::time::timeout(wake, s.wait()).await.unwrap();
+    // A second value before the drain finds the first waiting: no second wake-up, since
+    // the drain the first one leads to takes both.
+    publish(&hub, "quotes.GBPUSD", r#"{"bid":"1.3"}"#).await;
+    until_waiting(&s, 2).await;
+    assert_eq!(s.drain().await.unwrap().len(), 2);
+    assert!(
+        tokio::time::timeout(none, s.wait()).await.is_err(),
+        "a wake-up left over for a value already drained"
+    );
+
+    // After a drain, the next value is news again, on a channel drained before too.
+    publish(&hub, "quotes.EURUSD", r#"{"bid":"1.2"}"#).await;
+    tokio::time::timeout(wake, s.wait()).await.unwrap();
+    until_waiting(&s, 1).await;
+    let got = s.drain().await.unwrap();
+    assert_eq!(&got[0].message.publication.data[..], br#"{"bid":"1.2"}"#);
+
+    // A value conflated into one waiting (same channel) wakes nobody either; the drain
+    // has the newest.
+    publish(&hub, "quotes.GBPUSD", r#"{"bid":"1.4"}"#).await;
+    tokio::time::timeout(wake, s.wait()).await.unwrap();
+    publish(&hub, "quotes.GBPUSD", r#"{"bid":"1.5"}"#).await;
+    for _ in 0..500 {
+        let newest = s.shared.pending.lock().as_ref().is_some_and(|p| {
+            p.state
+                .values()
+                .any(|(m, _)| &m.publication.data[..] == br#"{"bid":"1.5"}"#)
+        });
+        if newest {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let got = s.drain().await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(&got[0].message.publication.data[..], br#"{"bid":"1.5"}"#);
+    assert!(tokio::time::timeout(none, s.wait()).await.is_err());
+}
