@@ -1,5 +1,6 @@
-//! Counters exported at `/metrics` in the Prometheus text format. Plain atomics: the set is
-//! small, and a metrics crate would cost more than it saves. Every edge counts through the
+//! Counters exported at `/metrics` in the Prometheus text format. Plain atomics, striped per
+//! thread where every delivering connection adds to them (`Striped`): the set is small, and a
+//! metrics crate would cost more than it saves. Every edge counts through the
 //! same [`EdgeCounters`], so a number means the same thing whichever edge it comes from.
 
 use std::{

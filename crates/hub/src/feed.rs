@@ -45,7 +45,7 @@ use crate::writer::Item;
 /// benchmark's quotes: wide enough that the stalls of a saturated two-core machine do not push
 /// the candle projection off the feed (bench/results/ingest.md, "The feed keeps what its reader
 /// has not passed").
-pub const FEED_MAX_BYTES: usize = 64 << 20;
+pub(crate) const FEED_MAX_BYTES: usize = 64 << 20;
 /// Batches the feed keeps at most, whatever their size.
 const FEED_MAX_BATCHES: usize = 4096;
 /// How much older than the newest batch (append time) a kept batch may be. The feed serves a

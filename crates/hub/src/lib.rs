@@ -30,7 +30,7 @@ pub use writer::BatchTiming;
 
 pub use config::{FsyncPolicy, HubConfig};
 pub use error::HubError;
-pub use feed::{FeedBatch, FeedReader, FEED_MAX_BYTES};
+pub use feed::{FeedBatch, FeedReader};
 pub use hub::{
     Ack, Acks, Checked, History, Hub, HubStats, NamespaceTiming, PublishRequest, Recent, MAX_LAST,
     RECENT_MAX_SCAN,
