@@ -43,11 +43,11 @@ pub struct Striped<T = AtomicU64>([Padded<T>; STRIPES]);
 
 impl<T> Striped<T> {
     /// The calling thread's stripe.
-    pub fn mine(&self) -> &T {
+    fn mine(&self) -> &T {
         &self.0[stripe()].0
     }
 
-    pub fn stripes(&self) -> impl Iterator<Item = &T> {
+    fn stripes(&self) -> impl Iterator<Item = &T> {
         self.0.iter().map(|p| &p.0)
     }
 }
