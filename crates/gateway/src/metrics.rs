@@ -24,7 +24,7 @@ use crate::{Edge, Gateway};
 #[derive(Debug, Default)]
 pub struct EdgeCounters {
     connections: AtomicU64,
-    /// Striped, as the two below: added to once per batch a connection takes.
+    /// Striped, as `delivered_bytes` and `lag`: added to once per batch a connection takes.
     delivered: Striped,
     /// Payload bytes (each message's `data`) of what `delivered` counts: the same measure on
     /// every edge, without its framing.
