@@ -139,11 +139,23 @@ impl SessionShared {
         }
     }
 
-    pub fn offer_state(&self, node: &ChannelNode, msg: &Arc<Message>, snapshot: bool) {
+    /// Changes what waits for the session under its lock, and wakes the session if nothing
+    /// waited before (see [`Pending::is_empty`]).
+    fn offer(&self, f: impl FnOnce(&mut Pending)) {
         let news = {
             let mut guard = self.pending.lock();
             let p = &mut **guard.get_or_insert_default();
             let news = p.is_empty();
+            f(p);
+            news
+        };
+        if news {
+            self.notify.notify_one();
+        }
+    }
+
+    pub fn offer_state(&self, node: &ChannelNode, msg: &Arc<Message>, snapshot: bool) {
+        self.offer(|p| {
             match p.state.get_mut(&node_key(node)) {
                 // A final candle is kept (delivered first, with the snapshot flag if it was
                 // the client's first value); the newest value waits behind it.
@@ -158,21 +170,14 @@ impl SessionShared {
                     p.state.insert(node_key(node), (msg.clone(), snapshot));
                 }
             }
-            news
-        };
-        if news {
-            self.notify.notify_one();
-        }
+        });
     }
 
     /// A book channel's value `msg` (read as `m`): waiting alone, or merged per price level
     /// with the value already waiting (the newest size per level, `m`'s sequence number and
     /// checksum), so a slow subscriber gets one value that takes its book to the newest.
     pub fn offer_book(&self, node: &ChannelNode, msg: &Arc<Message>, m: &L2Msg) {
-        let news = {
-            let mut guard = self.pending.lock();
-            let p = guard.get_or_insert_default();
-            let news = p.is_empty();
+        self.offer(|p| {
             match p.state.get_mut(&node_key(node)) {
                 Some(slot) => {
                     let merged = L2Msg::parse(&slot.0.publication.data)
@@ -188,25 +193,12 @@ impl SessionShared {
                     p.state.insert(node_key(node), (msg.clone(), false));
                 }
             }
-            news
-        };
-        if news {
-            self.notify.notify_one();
-        }
+        });
     }
 
     pub fn offer_stream(&self, sub: &Arc<Sub>) {
         if !sub.queued.swap(true, Ordering::AcqRel) {
-            let news = {
-                let mut guard = self.pending.lock();
-                let p = guard.get_or_insert_default();
-                let news = p.is_empty();
-                p.stream.push(sub.clone());
-                news
-            };
-            if news {
-                self.notify.notify_one();
-            }
+            self.offer(|p| p.stream.push(sub.clone()));
         }
     }
 
