@@ -605,7 +605,8 @@ impl Connection {
         self.session.closed().await
     }
 
-    /// Resolves when something may be ready to drain. Cancel-safe.
+    /// Resolves when something may be ready to drain. Cancel-safe. A wake-up taken is owed a
+    /// drain ([`tickwire_hub::Session::wait`]): the next comes only after one.
     pub async fn wait(&self) {
         self.session.wait().await
     }

@@ -335,12 +335,17 @@ impl Session {
     }
 
     /// Waits until something may be ready to drain or the session was closed. Cancel-safe.
+    ///
+    /// A wake-up taken must be followed by a [`Session::drain`], now or later: the hub wakes
+    /// a session once when a value arrives with nothing waiting, not once per value, so the
+    /// values offered after the wake-up wait for that drain and bring no wake-up of their own.
     pub async fn wait(&self) {
         self.notified().await;
     }
 
     /// [`Session::wait`] as the bare future, for a caller that keeps it in a large number
-    /// of small tasks (each `async fn` layer around it adds to every one of them).
+    /// of small tasks (each `async fn` layer around it adds to every one of them). The same
+    /// rule: a wake-up it resolves with is owed a drain.
     pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
         self.shared.notify.notified()
     }
