@@ -145,6 +145,8 @@ async fn connect(
     )>,
 ) -> std::io::Result<Stream> {
     let tcp = TcpStream::connect(addr).await?;
+    // Market data is latency-sensitive and messages are small: don't wait for Nagle.
+    let _ = tcp.set_nodelay(true);
     match tls {
         None => Ok(Stream::Plain(tcp)),
         Some((config, name)) => {

@@ -43,8 +43,6 @@ pub(crate) struct Conn<S: SeqStore> {
 
 impl<S: SeqStore> Conn<S> {
     pub fn new(stream: Stream, session: Session<S>, write_timeout: Duration) -> Self {
-        // Market data is latency-sensitive and messages are small: don't wait for Nagle.
-        let _ = stream.tcp().set_nodelay(true);
         Conn {
             session,
             io: stream,

@@ -63,7 +63,7 @@ impl TcpEdge {
             loop {
                 match self.listener.accept().await {
                     Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
+                        tickwire_gateway::socket::tune_accepted(&stream);
                         let edge = edge.clone();
                         let tls = self.tls.clone();
                         // The handshake runs in the connection's task, bounded by the

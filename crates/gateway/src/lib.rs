@@ -28,6 +28,7 @@ mod presence;
 pub mod proto;
 mod refusal;
 mod registry;
+pub mod socket;
 mod stamp;
 pub mod trace;
 

@@ -58,9 +58,6 @@ use tokio::{
     time::Instant,
 };
 
-/// Unsent bytes the kernel holds per connection before it reports the socket full.
-const NOTSENT_LOWAT: u32 = 64 * 1024;
-
 /// Watchdog looks per idle timeout: a connection is closed between 1 and 1¼ idle timeouts after
 /// its last activity, for one timer wake-up every quarter of it.
 const IDLE_CHECKS: u32 = 4;
@@ -501,7 +498,7 @@ pub async fn serve(
                 continue;
             }
         };
-        set_socket_options(&tcp);
+        tickwire_gateway::socket::tune_accepted(&tcp);
         next_id += 1;
         let conn = Arc::new(Conn {
             id: next_id,
@@ -531,22 +528,6 @@ pub async fn serve(
     drop(listener);
     done_tx.closed().await;
     Ok(())
-}
-
-fn set_socket_options(tcp: &TcpStream) {
-    // Without TCP_NODELAY a small WebSocket frame written while an earlier one is unacked
-    // waits for the client's delayed ACK (~40 ms on Linux): that alone was the p99 of
-    // every fan-out run. Frames are already coalesced per flush, so Nagle buys nothing.
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!("could not set TCP_NODELAY on a connection: {e}");
-    }
-    // Keeps at most this much written-but-unsent data in the kernel: beyond it the socket
-    // reports itself full, so a connection's replies (and its other work) are not queued
-    // behind megabytes of a replay the kernel holds for a slow reader.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_notsent_lowat(NOTSENT_LOWAT) {
-        tracing::debug!("could not set TCP_NOTSENT_LOWAT on a connection: {e}");
-    }
 }
 
 /// Takes the connection out of the pending set however its task ends.
