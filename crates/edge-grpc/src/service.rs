@@ -3,6 +3,7 @@
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
+use futures_util::StreamExt;
 use tickwire_gateway::{
     proto::payload_kind, trace::PublishTiming, Credentials, ErrorCode, Gateway, Principal,
 };
@@ -318,7 +319,13 @@ pub(crate) async fn serve(
     let service = server::tickwire_server::TickwireServer::new(Service { gateway, candles })
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    // The options every TCP edge sets (no Nagle, a bounded unsent backlog, so pings and
+    // answers are not queued behind megabytes the kernel holds for a slow reader).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).inspect(|accepted| {
+        if let Ok(tcp) = accepted {
+            tickwire_gateway::socket::tune_accepted(tcp);
+        }
+    });
     let reporter = health.clone();
     let signal = async move {
         shutdown.await;
