@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# MQTT subscribers behind a slow link, two server builds taking turns:
+#   sudo bench/slow-link.sh BEFORE_BINARY AFTER_BINARY [PAIRS]
+# Each run starts a fresh `tickwire serve` with an MQTT listener, limits what the server sends
+# its subscribers to $LINK (4 Mbit/s, shared by the 20 of them: ~25 KB/s each against ~75 KB/s
+# of prices they subscribe to), and runs the fan-out scenario over MQTT. The JSON goes to
+# bench/results/json/slowlink-{before,after}-N.json; after 8 s of each run, the server
+# sockets' send queues (`ss` Send-Q: unacknowledged plus unsent bytes) go beside it as .ss.
+# Why: a slow reader's backlog should wait in the hub, where a newer price replaces an older
+# one, not in a kernel send buffer (slow.md, "A slow link").
+#
+# Needs root and `tc` (iproute2) with the htb qdisc and the u32 classifier. On loopback the
+# limit is an HTB class on `lo` for packets from the MQTT port to any address but 127.0.0.1:
+# the load generator's subscribers connect from other 127.x.y.z addresses, its publisher from
+# 127.0.0.1, whose acknowledgements must not wait behind the subscribers' data. The qdisc is
+# removed when the script ends, however it ends. Traffic stays on 127.0.0.1 and 127.x.y.z.
+set -euo pipefail
+before=${1:?usage: slow-link.sh BEFORE_BINARY AFTER_BINARY [PAIRS]}
+after=${2:?usage: slow-link.sh BEFORE_BINARY AFTER_BINARY [PAIRS]}
+pairs=${3:-4}
+root=$(cd "$(dirname "$0")/.." && pwd)
+bench=${TICKWIRE_BENCH:-$root/target/release/tickwire-bench}
+json=$root/bench/results/json
+http_port=7951 mqtt_port=7953 link=${LINK:-4mbit}
+work=$(mktemp -d)
+server=""
+cleanup() {
+  tc qdisc del dev lo root 2>/dev/null || true
+  [ -n "$server" ] && kill "$server" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+if tc qdisc show dev lo | grep -q htb; then
+  echo "lo already has an htb qdisc; remove it first (tc qdisc del dev lo root)" >&2
+  exit 1
+fi
+for p in $http_port $mqtt_port; do
+  if (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo "port $p is in use" >&2; exit 1; fi
+done
+
+limit_link() {
+  tc qdisc add dev lo root handle 1: htb default 20 r2q 100
+  tc class add dev lo parent 1: classid 1:10 htb rate "$link" ceil "$link" burst 64k cburst 64k
+  tc class add dev lo parent 1: classid 1:20 htb rate 40gbit quantum 200000
+  tc filter add dev lo parent 1: protocol ip prio 1 u32 \
+    match ip sport $mqtt_port 0xffff match ip dst 127.0.0.1/32 flowid 1:20
+  tc filter add dev lo parent 1: protocol ip prio 2 u32 match ip sport $mqtt_port 0xffff flowid 1:10
+}
+
+run() { # $1: binary, $2: output name
+  rm -rf "$work/tw"
+  TICKWIRE_MQTT__LISTEN=127.0.0.1:$mqtt_port "$1" serve --http 127.0.0.1:$http_port \
+    --data "$work/tw" --fsync interval:100ms >"$work/tw.log" 2>&1 &
+  server=$!
+  for _ in $(seq 1 100); do (echo >/dev/tcp/127.0.0.1/$mqtt_port) 2>/dev/null && break; sleep 0.1; done
+  limit_link
+  (sleep 8; ss -tnH state established "( sport = :$mqtt_port )" >"$json/$2.ss") &
+  local sampler=$!
+  "$bench" run --scenario fanout --target mqtt --addr 127.0.0.1:$mqtt_port \
+    --http-addr 127.0.0.1:$http_port --label "$2" --server-pid "$server" \
+    --clients 20 --subs 100 --symbols 1000 --size 100 --rate 5000 \
+    --duration 10 --warmup 2 --drain 5 --json "$json/$2.json" >/dev/null
+  wait "$sampler"
+  tc qdisc del dev lo root
+  kill "$server"; wait "$server" 2>/dev/null || true
+  server=""
+  python3 - "$json/$2.json" "$json/$2.ss" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1])); e = d["extra"]
+q = sorted(int(l.split()[1]) for l in open(sys.argv[2]) if l.strip())
+print(f'{d["label"]}: staleness p50 {e["staleness_p50_us"]/1e6:.2f} s p99 '
+      f'{e["staleness_p99_us"]/1e6:.2f} s, converged {e["converged"]:.2f}, '
+      f'delivered {d["delivered_per_s"]:.0f}/s, largest Send-Q {q[-1] if q else 0} B')
+EOF
+}
+
+for i in $(seq 1 "$pairs"); do
+  run "$before" "slowlink-before-$i"
+  run "$after" "slowlink-after-$i"
+done
