@@ -9,17 +9,19 @@
 # Why: a slow reader's backlog should wait in the hub, where a newer price replaces an older
 # one, not in a kernel send buffer (slow.md, "A slow link").
 #
-# Needs root and `tc` (iproute2) with the htb qdisc and the u32 classifier. On loopback the
-# limit is an HTB class on `lo` for packets from the MQTT port to any address but 127.0.0.1:
-# the load generator's subscribers connect from other 127.x.y.z addresses, its publisher from
-# 127.0.0.1, whose acknowledgements must not wait behind the subscribers' data. The qdisc is
-# removed when the script ends, however it ends. Traffic stays on 127.0.0.1 and 127.x.y.z.
+# The load generator is $TICKWIRE_BENCH, or tickwire-bench in the cargo target directory
+# (`cargo build --release -p tickwire-bench`). Needs root and `tc` (iproute2) with the htb
+# qdisc and the u32 classifier. The limit is an HTB class on `lo` for packets from the MQTT
+# port to any address but 127.0.0.1: the load generator's subscribers connect from other
+# 127.x.y.z addresses, its publisher from 127.0.0.1, whose acknowledgements must not wait
+# behind the subscribers' data. The qdisc is removed when the script ends, however it ends.
+# Traffic stays on 127.0.0.1 and 127.x.y.z.
 set -euo pipefail
 before=${1:?usage: slow-link.sh BEFORE_BINARY AFTER_BINARY [PAIRS]}
 after=${2:?usage: slow-link.sh BEFORE_BINARY AFTER_BINARY [PAIRS]}
 pairs=${3:-4}
 root=$(cd "$(dirname "$0")/.." && pwd)
-bench=${TICKWIRE_BENCH:-$root/target/release/tickwire-bench}
+bench=${TICKWIRE_BENCH:-${CARGO_TARGET_DIR:-$root/target}/release/tickwire-bench}
 json=$root/bench/results/json
 http_port=7951 mqtt_port=7953 link=${LINK:-4mbit}
 work=$(mktemp -d)
