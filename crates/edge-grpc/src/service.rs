@@ -323,7 +323,7 @@ pub(crate) async fn serve(
     // answers are not queued behind megabytes the kernel holds for a slow reader).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).inspect(|accepted| {
         if let Ok(tcp) = accepted {
-            tickwire_gateway::socket::tune_accepted(tcp);
+            tickwire_tls::socket::tune_accepted(tcp);
         }
     });
     let reporter = health.clone();

@@ -63,7 +63,7 @@ impl TcpEdge {
             loop {
                 match self.listener.accept().await {
                     Ok((stream, peer)) => {
-                        tickwire_gateway::socket::tune_accepted(&stream);
+                        tickwire_tls::socket::tune_accepted(&stream);
                         let edge = edge.clone();
                         let tls = self.tls.clone();
                         // The handshake runs in the connection's task, bounded by the

@@ -28,7 +28,6 @@ mod presence;
 pub mod proto;
 mod refusal;
 mod registry;
-pub mod socket;
 mod stamp;
 pub mod trace;
 

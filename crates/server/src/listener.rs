@@ -498,7 +498,7 @@ pub async fn serve(
                 continue;
             }
         };
-        tickwire_gateway::socket::tune_accepted(&tcp);
+        tickwire_tls::socket::tune_accepted(&tcp);
         next_id += 1;
         let conn = Arc::new(Conn {
             id: next_id,

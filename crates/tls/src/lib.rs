@@ -12,7 +12,10 @@
 //!   a CA file or the operating system's roots.
 //! - [`Stream`]: a TCP connection with or without TLS, for the edges that own their sockets
 //!   (MQTT over TCP, FIX).
+//! - [`socket::tune_accepted`]: the options every edge sets on a TCP connection it accepted,
+//!   before any TLS handshake.
 
+pub mod socket;
 mod stream;
 
 use std::{

@@ -124,7 +124,7 @@ pub(crate) async fn spawn(
                     }
                 },
             };
-            tickwire_gateway::socket::tune_accepted(&stream);
+            tickwire_tls::socket::tune_accepted(&stream);
             let sh = sh.clone();
             let cancel = cancel.clone();
             tokio::spawn(async move {

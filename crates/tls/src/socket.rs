@@ -1,10 +1,11 @@
-//! Options every edge sets on a TCP connection it accepted, so a WebSocket, SSE, MQTT or FIX
-//! client is served alike.
+//! Options every edge sets on a TCP connection it accepted, so a WebSocket, SSE, MQTT, FIX or
+//! gRPC client is served alike.
 
 use tokio::net::TcpStream;
 
 /// Unsent bytes the kernel holds per connection before it reports the socket full.
-pub const NOTSENT_LOWAT: u32 = 64 * 1024;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const NOTSENT_LOWAT: u32 = 64 * 1024;
 
 /// Sets the options on an accepted connection. Best effort: a socket that refuses one is
 /// served without it.
