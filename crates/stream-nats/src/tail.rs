@@ -210,29 +210,36 @@ pub(crate) fn latest_values(
                 })
                 .await
                 .map_err(|e| ClusterError::js(what(), e))?;
+            // The read ends on the server's own count of what is left to deliver (here, and
+            // after each message), never on a pause: a JetStream slow for a moment (a node
+            // starting beside a fresh cluster) must not start this node with values missing.
+            // A read that never ends is bounded by `timeout` and is an error, not a start.
+            if consumer.cached_info().num_pending == 0 {
+                return Ok(Vec::new());
+            }
             let mut messages = consumer
                 .messages()
                 .await
                 .map_err(|e| ClusterError::js(what(), e))?;
             let mut out = Vec::new();
             let last_seq = codec::seq_of(end.saturating_sub(1));
-            loop {
-                // The message at the stream's last sequence is the newest of its subject, so
-                // it is always delivered, last: seeing it (or anything after) ends the read. A
-                // quiet second ends it too (that message was deleted after all).
-                let m = match tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
-                    Ok(Some(Ok(m))) => m,
-                    Ok(Some(Err(e))) => return Err(ClusterError::js(what(), e)),
-                    Ok(None) | Err(_) => break,
-                };
+            while let Some(m) = messages.next().await {
+                let m = m.map_err(|e| ClusterError::js(what(), e))?;
+                let left = m.info().map(|i| i.pending).ok();
                 let Some((seq, p)) = decode(&s, &m) else {
+                    if left == Some(0) {
+                        break;
+                    }
                     continue;
                 };
+                // Published after this node took `end`: the tail delivers it.
                 if seq > last_seq {
                     break;
                 }
                 out.extend(p);
-                if seq == last_seq {
+                // The message at the stream's last sequence is the newest of its subject, so
+                // it comes last; if it was deleted, the server's count says when all are in.
+                if seq == last_seq || left == Some(0) {
                     break;
                 }
             }
