@@ -13,7 +13,7 @@ use std::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use common::{get_json, mqtt, publish, wait_for, Server, Ws};
@@ -221,6 +221,54 @@ async fn a_late_node_serves_history_and_newest_values() {
     // The timestamps a late node reads from JetStream are the ones the first node delivered.
     let ha = get_json(&a, "/v1/history/chat.late?from=0&limit=1000").await;
     assert_eq!(ha["messages"], h["messages"]);
+    drop((a, c));
+}
+
+/// A node started after every value of a state namespace expired starts at once, with none:
+/// its read of the newest values ends on JetStream's count of what is left (none), not on a
+/// pause or its 60 s limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: run scripts/test-cluster.sh"]
+async fn a_late_node_starts_at_once_when_every_value_has_expired() {
+    let nats = NatsCluster::start(3);
+    let work = tempfile::tempdir().unwrap();
+    let extra = "[namespaces.ticks]\nclass = \"state\"\nretention_age = \"1s\"\n";
+    let a = start_node(
+        &work.path().join("a"),
+        &nats.tickwire_toml("a", 3, extra),
+        &[],
+    );
+    let (status, _) = publish(&a, &json!({"channel": "ticks.A", "data": {"v": 1}})).await;
+    assert_eq!(status, 200);
+    // JetStream removes messages past their age on its own schedule: wait until it has.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while nats.stream_messages("tw_ticks") != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "tw_ticks still holds its message"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let started = Instant::now();
+    let c = start_node(
+        &work.path().join("c"),
+        &nats.tickwire_toml("c", 3, extra),
+        &[],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the late node took {:?} to start",
+        started.elapsed()
+    );
+    let v = get_json(&c, "/v1/latest/ticks.A").await;
+    assert_eq!(
+        v["code"], "bad_channel",
+        "an expired value is not served: {v}"
+    );
+    let (status, _) = publish(&c, &json!({"channel": "ticks.A", "data": {"v": 2}})).await;
+    assert_eq!(status, 200);
+    let v = get_json(&c, "/v1/latest/ticks.A").await;
+    assert_eq!(v["data"], json!({"v": 2}), "{v}");
     drop((a, c));
 }
 

@@ -278,16 +278,24 @@ fn desired(cluster: &Cluster, spec: &NamespaceSpec, name: &str) -> JsConfig {
     let cfg = &cluster.config;
     let ns = cfg.namespace(&spec.name);
     let keep = ns.keep.unwrap_or(Keep::All);
+    // Latest-only keeps a channel's value however old it is, like the embedded state
+    // namespace that carries values forward ahead of retention.
+    let max_age = match keep {
+        Keep::Latest => Duration::ZERO,
+        Keep::All => spec.retention_age.unwrap_or(Duration::ZERO),
+    };
+    // JetStream refuses a duplicate window longer than the messages are kept (a namespace
+    // with `retention_age` under two minutes never opened): a message id cannot outlive its
+    // message anyway.
+    let mut duplicate_window = Duration::from_secs(cfg.duplicate_window_secs.max(1));
+    if !max_age.is_zero() {
+        duplicate_window = duplicate_window.min(max_age);
+    }
     JsConfig {
         name: name.to_string(),
         description: Some(format!("Tickwire namespace `{}`", spec.name)),
         subjects: vec![codec::namespace_subjects(&cfg.prefix, &spec.name)],
-        // Latest-only keeps a channel's value however old it is, like the embedded state
-        // namespace that carries values forward ahead of retention.
-        max_age: match keep {
-            Keep::Latest => Duration::ZERO,
-            Keep::All => spec.retention_age.unwrap_or(Duration::ZERO),
-        },
+        max_age,
         max_bytes: spec
             .retention_bytes
             .and_then(|b| i64::try_from(b).ok())
@@ -299,7 +307,7 @@ fn desired(cluster: &Cluster, spec: &NamespaceSpec, name: &str) -> JsConfig {
         },
         max_message_size: i32::try_from(spec.max_message_bytes.saturating_add(1024))
             .unwrap_or(i32::MAX),
-        duplicate_window: Duration::from_secs(cfg.duplicate_window_secs.max(1)),
+        duplicate_window,
         num_replicas: ns.replicas.unwrap_or(cfg.replicas),
         storage: match ns.storage.unwrap_or(Storage::File) {
             Storage::File => jetstream::stream::StorageType::File,

@@ -188,6 +188,18 @@ impl NatsCluster {
 
     /// The index of the server leading stream `stream`'s replicas, if one is known.
     pub fn stream_leader(&self, stream: &str) -> Option<usize> {
+        let st = self.stream_detail(stream)?;
+        let l = st["cluster"]["leader"].as_str()?;
+        self.servers.iter().position(|x| x.name == l)
+    }
+
+    /// How many messages stream `stream` holds, as a running server reports it.
+    pub fn stream_messages(&self, stream: &str) -> Option<u64> {
+        self.stream_detail(stream)?["state"]["messages"].as_u64()
+    }
+
+    /// Stream `stream`'s entry in the first running server's `/jsz` that lists it.
+    fn stream_detail(&self, stream: &str) -> Option<Value> {
         for s in self.servers.iter().filter(|s| s.child.is_some()) {
             let Some(body) = http_get(s.monitor, "/jsz?streams=true") else {
                 continue;
@@ -199,9 +211,7 @@ impl NatsCluster {
             for acc in v["account_details"].as_array().into_iter().flatten() {
                 for st in acc["stream_detail"].as_array().into_iter().flatten() {
                     if st["name"] == stream {
-                        if let Some(l) = st["cluster"]["leader"].as_str() {
-                            return self.servers.iter().position(|x| x.name == l);
-                        }
+                        return Some(st.clone());
                     }
                 }
             }
