@@ -225,21 +225,20 @@ pub(crate) fn latest_values(
             let last_seq = codec::seq_of(end.saturating_sub(1));
             while let Some(m) = messages.next().await {
                 let m = m.map_err(|e| ClusterError::js(what(), e))?;
-                let left = m.info().map(|i| i.pending).ok();
-                let Some((seq, p)) = decode(&s, &m) else {
-                    if left == Some(0) {
+                if let Some((seq, p)) = decode(&s, &m) {
+                    // Published after this node took `end`: the tail delivers it.
+                    if seq > last_seq {
                         break;
                     }
-                    continue;
-                };
-                // Published after this node took `end`: the tail delivers it.
-                if seq > last_seq {
-                    break;
+                    out.extend(p);
+                    // The message at the stream's last sequence is the newest of its subject,
+                    // so it comes last.
+                    if seq == last_seq {
+                        break;
+                    }
                 }
-                out.extend(p);
-                // The message at the stream's last sequence is the newest of its subject, so
-                // it comes last; if it was deleted, the server's count says when all are in.
-                if seq == last_seq || left == Some(0) {
+                // If that message was deleted, the server's count says when all are in.
+                if m.info().is_ok_and(|i| i.pending == 0) {
                     break;
                 }
             }
